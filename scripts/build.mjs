@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// Builds everything a fresh clone needs: TypeScript, the native addon
+// (node-gyp) and the LD_PRELOAD shim (make). Runs from `npm install`
+// (the `prepare` script) and before `npm test`; each step is incremental,
+// so a second run costs about a second.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const only = process.argv[2]; // optional: ts | native | shim
+
+function run(cmd, args, cwd = root) {
+  const r = spawnSync(cmd, args, { cwd, stdio: 'inherit' });
+  if (r.status !== 0) {
+    console.error(`vrift build: \`${cmd} ${args.join(' ')}\` failed (exit ${r.status ?? r.signal})`);
+    process.exit(1);
+  }
+}
+
+function bin(name) {
+  return join(root, 'node_modules', '.bin', name);
+}
+
+// node-gyp downloads Node's headers unless told where they are; this machine
+// (and CI) has no internet, so point it at the headers installed with Node.
+function nodedirArgs() {
+  if (process.env.npm_config_nodedir) return [`--nodedir=${process.env.npm_config_nodedir}`];
+  const prefix = join(dirname(process.execPath), '..');
+  return existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? [`--nodedir=${prefix}`] : [];
+}
+
+if (!only || only === 'ts') {
+  run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
+}
+if ((!only || only === 'native') && existsSync(join(root, 'native', 'binding.gyp'))) {
+  const dir = join(root, 'native');
+  if (!existsSync(join(dir, 'build', 'Makefile'))) run(bin('node-gyp'), ['configure', ...nodedirArgs()], dir);
+  run(bin('node-gyp'), ['build', '-j', '2', ...nodedirArgs()], dir);
+}
+if ((!only || only === 'shim') && existsSync(join(root, 'shim', 'Makefile'))) {
+  run('make', ['-s', '-C', 'shim']);
+}

@@ -1,0 +1,22 @@
+// vrift gc [--max-size SIZE]: evict unpinned blobs, least recently used first.
+import type { Command } from 'commander';
+import { gc, parseSize } from '../../node/gc.js';
+import { fmtBytes } from '../progress.js';
+import { subcommand, withStore } from '../command.js';
+
+export function register(program: Command): void {
+  subcommand(program, 'gc', 'evict blobs no ref or mount needs, least recently used first')
+    .option('--max-size <size>', 'stop once the store is at most this big (e.g. 10G); default: evict every unpinned blob')
+    .action(
+      withStore(async ({ store, out, opts }) => {
+        const maxSize = opts.maxSize === undefined ? undefined : parseSize(String(opts.maxSize));
+        const r = await gc(store, { maxSize });
+        out.result(r, () => {
+          const lines = [`evicted ${r.evicted} blobs (${fmtBytes(r.freedBytes)}); kept ${r.kept} (${fmtBytes(r.keptBytes)}, ${fmtBytes(r.pinnedBytes)} pinned)`];
+          if (maxSize !== undefined && r.keptBytes > maxSize) lines.push(`note: pinned content alone exceeds --max-size ${fmtBytes(maxSize)}`);
+          return lines;
+        });
+        for (const t of r.unreadablePins) out.warn(`pinned tree ${t} could not be read; its blobs were kept`);
+      }),
+    );
+}

@@ -1,0 +1,53 @@
+// vrift ref set|get|list|rm: human names for trees (refs pin their trees against gc).
+import type { Command } from 'commander';
+import { assertDigest } from '../../lib/digest.js';
+import { VriftError } from '../../lib/errors.js';
+import { subcommand, withStore } from '../command.js';
+
+export function register(program: Command): void {
+  const ref = program.command('ref').description('manage refs: names that point at trees');
+
+  subcommand(ref, 'set <name> <tree>', 'point a ref at a tree id (or at the tree another ref names)')
+    .action(
+      withStore(({ store, out, args }) => {
+        const [name, treeish] = args as [string, string];
+        const tree = store.resolve(treeish);
+        assertDigest(tree, 'tree id');
+        if (!store.hasTree(tree)) {
+          throw new VriftError('ERR_VRIFT_TREE_NOT_FOUND', `tree ${tree} is not in the local store`, {
+            hint: 'ingest or pull it first',
+            exitCode: 1,
+          });
+        }
+        store.setRef(name, tree);
+        out.result({ name, tree }, () => `${name} -> ${tree}`);
+      }),
+    );
+
+  subcommand(ref, 'get <name>', 'print the tree a ref points at (exit 1 if there is none)')
+    .action(
+      withStore(({ store, out, args }) => {
+        const tree = store.getRef(args[0]!);
+        if (!tree) throw new VriftError('ERR_VRIFT_REF_NOT_FOUND', `no ref named ${JSON.stringify(args[0])}`, { hint: 'list refs with `vrift ref list`', exitCode: 1 });
+        out.result({ name: args[0], tree }, () => tree);
+      }),
+    );
+
+  subcommand(ref, 'list', 'list refs')
+    .action(
+      withStore(({ store, out }) => {
+        const refs = store.listRefs();
+        out.result({ refs }, () => refs.map((r) => `${r.tree} ${r.name}`));
+      }),
+    );
+
+  subcommand(ref, 'rm <name>', 'remove a ref (its tree becomes collectable)')
+    .action(
+      withStore(({ store, out, args }) => {
+        if (!store.removeRef(args[0]!)) {
+          throw new VriftError('ERR_VRIFT_REF_NOT_FOUND', `no ref named ${JSON.stringify(args[0])}`, { hint: 'list refs with `vrift ref list`', exitCode: 1 });
+        }
+        out.result({ removed: args[0] }, () => []);
+      }),
+    );
+}

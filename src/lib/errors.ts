@@ -1,0 +1,81 @@
+// Every error vrift raises on purpose is a VriftError: a stable code
+// (ERR_VRIFT_<AREA>_<COND>), a one-line message naming the thing, and a
+// hint naming the fix. The CLI prints those as one line and no stack;
+// anything else is a bug and keeps its stack.
+
+export class VriftError extends Error {
+  readonly code: string;
+  readonly hint: string | undefined;
+  /** Exit status the CLI uses for this error (1 = a miss a script may branch on, 2 = usage/input). */
+  readonly exitCode: number;
+
+  constructor(code: string, message: string, opts: { hint?: string; cause?: unknown; exitCode?: number } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'VriftError';
+    this.code = code;
+    this.hint = opts.hint;
+    this.exitCode = opts.exitCode ?? 2;
+  }
+}
+
+/** True for a VriftError (checked by name, not instanceof, so copies across module instances agree). */
+export function isVriftError(e: unknown): e is VriftError {
+  return typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'VriftError';
+}
+
+/** True when `e` is a VriftError with this code. */
+export function hasCode(e: unknown, code: string): boolean {
+  return isVriftError(e) && e.code === code;
+}
+
+/** The errno code of a Node system error (ENOENT, ENOSPC …), if any. */
+export function errnoOf(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('E') ? code : undefined;
+}
+
+/**
+ * Turns a system error met while touching `path` into a VriftError whose
+ * message a user can act on. Unknown errnos keep the system message.
+ */
+export function fsError(e: unknown, path: string, doing: string): VriftError {
+  const errno = errnoOf(e);
+  switch (errno) {
+    case 'ENOENT':
+      return new VriftError('ERR_VRIFT_FS_NOT_FOUND', `${path}: no such file or directory`, {
+        hint: 'check the path',
+        cause: e,
+      });
+    case 'EACCES':
+    case 'EPERM':
+      return new VriftError('ERR_VRIFT_FS_ACCESS', `${path}: permission denied while ${doing}`, {
+        hint: 'check its owner and mode',
+        cause: e,
+      });
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new VriftError('ERR_VRIFT_FS_FULL', `${path}: disk full while ${doing}`, {
+        hint: 'free space on that filesystem or run `vrift gc --max-size SIZE`',
+        cause: e,
+      });
+    case 'ENOTDIR':
+      return new VriftError('ERR_VRIFT_FS_NOT_DIR', `${path}: a path component is not a directory`, {
+        hint: 'check the path',
+        cause: e,
+      });
+    case 'ELOOP':
+      return new VriftError('ERR_VRIFT_FS_LOOP', `${path}: too many levels of symbolic links`, {
+        hint: 'break the symlink loop',
+        cause: e,
+      });
+    case 'EROFS':
+      return new VriftError('ERR_VRIFT_FS_READONLY', `${path}: read-only filesystem`, {
+        hint: 'choose a writable location',
+        cause: e,
+      });
+    default: {
+      const msg = (e as Error | undefined)?.message ?? String(e);
+      return new VriftError('ERR_VRIFT_FS_IO', `${path}: ${doing} failed: ${msg}`, { cause: e });
+    }
+  }
+}

@@ -1,0 +1,111 @@
+// `vrift gc [--max-size SIZE]`: evict blobs no pinned tree needs, least
+// recently used first. Trees named by a ref, or pinned by a mount, keep
+// their blobs. Without --max-size every unpinned blob goes; with it,
+// eviction stops once the store fits.
+import { readdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Digest } from '../lib/digest.js';
+import { isVriftError, VriftError } from '../lib/errors.js';
+import type { Store } from './store.js';
+import { listCasFiles } from './verify.js';
+
+export interface GcResult {
+  evicted: number;
+  freedBytes: number;
+  kept: number;
+  keptBytes: number;
+  pinnedBytes: number;
+  /** Pinned trees whose blob could not be read (their blobs are kept regardless). */
+  unreadablePins: Digest[];
+  tempFilesRemoved: number;
+}
+
+/** A temp file this old belongs to a writer that died. */
+const STALE_TEMP_MS = 60 * 60 * 1000;
+
+const UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, KB: 1024, KIB: 1024, M: 1024 ** 2, MB: 1024 ** 2, MIB: 1024 ** 2, G: 1024 ** 3, GB: 1024 ** 3, GIB: 1024 ** 3, T: 1024 ** 4, TB: 1024 ** 4, TIB: 1024 ** 4 };
+
+/** Parses sizes like 500M, 10G, 1.5GiB, 123456. */
+export function parseSize(s: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(s);
+  const mult = m ? UNITS[m[2]!.toUpperCase()] : undefined;
+  if (!m || mult === undefined) {
+    throw new VriftError('ERR_VRIFT_ARG_SIZE', `invalid size ${JSON.stringify(s)}`, { hint: 'use a number with an optional unit: 500M, 10G, 1T' });
+  }
+  return Math.floor(Number(m[1]) * mult);
+}
+
+export async function gc(store: Store, opts: { maxSize?: number } = {}): Promise<GcResult> {
+  const res: GcResult = { evicted: 0, freedBytes: 0, kept: 0, keptBytes: 0, pinnedBytes: 0, unreadablePins: [], tempFilesRemoved: 0 };
+
+  // 1. What pinned trees need: the tree blobs and every file blob in them.
+  const live = new Set<Digest>();
+  for (const tree of store.meta.pinnedTrees()) {
+    live.add(tree);
+    try {
+      for (const e of store.getTree(tree).entries) if (e.kind === 'file') live.add(e.digest!);
+    } catch (e) {
+      if (!isVriftError(e)) throw e;
+      res.unreadablePins.push(tree);
+    }
+  }
+
+  // 2. Everything on disk, with its size and last use (files the index lost count as unused).
+  const sizes = new Map<Digest, number>();
+  for (const f of listCasFiles(store)) {
+    let size = 0;
+    try {
+      size = statSync(f.path).size;
+    } catch {
+      continue;
+    }
+    sizes.set(f.digest, (sizes.get(f.digest) ?? 0) + size);
+  }
+  let total = 0;
+  const candidates: { digest: Digest; size: number; lastUse: number }[] = [];
+  for (const [digest, size] of sizes) {
+    total += size;
+    if (live.has(digest)) {
+      res.pinnedBytes += size;
+      continue;
+    }
+    candidates.push({ digest, size, lastUse: store.meta.blobs.get(digest)?.lastUse ?? 0 });
+  }
+
+  // 3. Evict least recently used first, until the store fits.
+  candidates.sort((a, b) => a.lastUse - b.lastUse || (a.digest < b.digest ? -1 : 1));
+  for (const c of candidates) {
+    if (opts.maxSize !== undefined && total <= opts.maxSize) break;
+    const freed = store.forgetBlob(c.digest);
+    if (store.meta.trees.doesExist(c.digest)) void store.meta.trees.remove(c.digest);
+    total -= c.size;
+    res.evicted++;
+    res.freedBytes += freed;
+  }
+  res.keptBytes = total;
+  res.kept = sizes.size - res.evicted;
+
+  // 4. Temp files of writers that crashed.
+  const now = Date.now();
+  for (const name of safeList(store.layout.tmp)) {
+    const p = join(store.layout.tmp, name);
+    try {
+      if (now - statSync(p).mtimeMs > STALE_TEMP_MS) {
+        rmSync(p, { force: true, recursive: true });
+        res.tempFilesRemoved++;
+      }
+    } catch {
+      /* raced with its owner; fine */
+    }
+  }
+  await store.meta.flush();
+  return res;
+}
+
+function safeList(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}

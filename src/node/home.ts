@@ -1,0 +1,43 @@
+// Where a node keeps its state: $VRIFT_HOME (default ~/.vrift).
+//
+//   cas/ab/<digest>     blobs, read-only (0444), sharded by the first byte
+//   cas/ab/<digest>.x   executable twins (0555) of blobs some tree marks +x
+//   tmp/                temp files on the same filesystem, renamed into cas/
+//   quarantine/         blobs `vrift verify` found corrupt, kept for forensics
+//   meta/               the LMDB environment (source of truth for metadata)
+//   run/                the daemon's socket and pid file
+import { mkdirSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export interface HomeLayout {
+  root: string;
+  cas: string;
+  tmp: string;
+  quarantine: string;
+  meta: string;
+  run: string;
+}
+
+export function resolveHome(explicit?: string): string {
+  const fromEnv = process.env.VRIFT_HOME;
+  return resolve(explicit ?? (fromEnv && fromEnv.length > 0 ? fromEnv : join(homedir(), '.vrift')));
+}
+
+export function homeLayout(root: string): HomeLayout {
+  return {
+    root,
+    cas: join(root, 'cas'),
+    tmp: join(root, 'tmp'),
+    quarantine: join(root, 'quarantine'),
+    meta: join(root, 'meta'),
+    run: join(root, 'run'),
+  };
+}
+
+/** Creates the directories of a home (owner-only: it holds the cluster's secrets and sockets). */
+export function ensureHome(layout: HomeLayout): void {
+  for (const dir of [layout.root, layout.cas, layout.tmp, layout.quarantine, layout.meta, layout.run]) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+}

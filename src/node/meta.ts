@@ -1,0 +1,111 @@
+// LMDB: the source of truth for metadata. One environment under
+// $VRIFT_HOME/meta with one named database per kind of record. Safe for
+// several processes at once (LMDB's own locking).
+import { open, type Database, type RootDatabase } from 'lmdb';
+import type { Digest } from '../lib/digest.js';
+import { errnoOf, fsError, VriftError } from '../lib/errors.js';
+import type { TreeSummary } from './tree.js';
+
+/** The blob index: what the CAS holds. */
+export interface BlobRecord {
+  size: number;
+  /** mtime of the stored file at write time: a changed mtime means someone wrote into the store. */
+  mtimeMs: number;
+  /** Last time a tree using this blob was materialized, mounted or read (ms since epoch). */
+  lastUse: number;
+  /** An executable twin exists. */
+  exec?: boolean;
+}
+
+export interface TreeRecord extends TreeSummary {
+  createdAt: number;
+}
+
+export interface RefRecord {
+  tree: Digest;
+  updatedAt: number;
+}
+
+/** The re-ingest cache, as git's index: a file whose stat is unchanged keeps its digest. */
+export interface StatRecord {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  digest: Digest;
+  /** When the record was written; records of files changed in the second before are not trusted. */
+  at: number;
+}
+
+export class Meta {
+  readonly root: RootDatabase;
+  readonly blobs: Database<BlobRecord, string>;
+  readonly trees: Database<TreeRecord, string>;
+  readonly refs: Database<RefRecord, string>;
+  readonly statcache: Database<StatRecord, string>;
+  /** Trees pinned against GC for a reason other than a ref (a mount, an explicit pin): key [tree, reason]. */
+  readonly pins: Database<{ at: number }, [string, string]>;
+  /** Free-form records of other components (daemon mounts, peers …), key [component, name]. */
+  readonly state: Database<unknown, [string, string]>;
+
+  private constructor(root: RootDatabase, readonly path: string) {
+    this.root = root;
+    this.blobs = root.openDB({ name: 'blobs' });
+    this.trees = root.openDB({ name: 'trees' });
+    this.refs = root.openDB({ name: 'refs' });
+    this.statcache = root.openDB({ name: 'statcache' });
+    this.pins = root.openDB({ name: 'pins' });
+    this.state = root.openDB({ name: 'state' });
+  }
+
+  static open(path: string): Meta {
+    try {
+      return new Meta(open({ path, maxDbs: 16, compression: false }), path);
+    } catch (e) {
+      if (errnoOf(e)) throw fsError(e, path, 'opening the metadata database');
+      throw new VriftError('ERR_VRIFT_META_OPEN', `${path}: cannot open the metadata database: ${(e as Error).message}`, {
+        hint: 'check the disk and permissions of $VRIFT_HOME; `vrift verify` can check the store',
+        cause: e,
+      });
+    }
+  }
+
+  /** Waits until every write issued so far is committed. */
+  async flush(): Promise<void> {
+    try {
+      await this.root.committed;
+    } catch (e) {
+      throw metaWriteError(e, this.path);
+    }
+  }
+
+  touchBlobs(digests: Iterable<Digest>, now = Date.now()): void {
+    for (const d of digests) {
+      const rec = this.blobs.get(d);
+      if (rec && now - rec.lastUse > 60_000) void this.blobs.put(d, { ...rec, lastUse: now });
+    }
+  }
+
+  pinnedTrees(): Set<Digest> {
+    const out = new Set<Digest>();
+    for (const { value } of this.refs.getRange()) out.add(value.tree);
+    for (const key of this.pins.getKeys()) out.add(key[0]);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}
+
+export function metaWriteError(e: unknown, path: string): VriftError {
+  const msg = (e as Error | undefined)?.message ?? String(e);
+  if (errnoOf(e) === 'ENOSPC' || /ENOSPC|No space left|MDB_MAP_FULL/i.test(msg)) {
+    return new VriftError('ERR_VRIFT_META_FULL', `${path}: disk full while writing metadata`, {
+      hint: 'free space or run `vrift gc --max-size SIZE`; earlier data is intact',
+      cause: e,
+    });
+  }
+  return new VriftError('ERR_VRIFT_META_WRITE', `${path}: writing metadata failed: ${msg}`, { cause: e });
+}

@@ -1,0 +1,199 @@
+// Trees: the canonical manifest of one directory tree. Its encoding is
+// specified in docs/tree-format.md; the tree id is the BLAKE3 digest of
+// the encoding, so the same directory gets the same id on any machine.
+import { isUtf8 } from 'node:buffer';
+import { hashBuffer, isDigest, type Digest } from '../lib/digest.js';
+import { VriftError } from '../lib/errors.js';
+
+export type EntryKind = 'file' | 'dir' | 'symlink';
+
+export interface TreeEntry {
+  /** Relative path, '/'-separated, no leading '/', no '.' or '..' components. */
+  path: string;
+  kind: EntryKind;
+  /** Normalized permission bits: 0o644 or 0o755 for files, 0o755 for dirs, 0o777 for symlinks. */
+  mode: number;
+  /** Bytes of content (files) or of the link target (symlinks); 0 for dirs. */
+  size: number;
+  /** Content digest (files only). */
+  digest?: Digest;
+  /** Link target (symlinks only), stored verbatim. */
+  target?: string;
+}
+
+export interface Tree {
+  id: Digest;
+  entries: TreeEntry[];
+}
+
+export interface TreeSummary {
+  entries: number;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  /** Sum of file sizes. */
+  bytes: number;
+}
+
+const HEADER = 'vrift-tree 1\n';
+const KIND_CHAR: Record<EntryKind, string> = { file: 'f', dir: 'd', symlink: 'l' };
+const CHAR_KIND: Record<string, EntryKind> = { f: 'file', d: 'dir', l: 'symlink' };
+const MAX_PATH = 4095;
+const MAX_NAME = 255;
+
+/** The mode a tree records for a file: only the owner's exec bit survives (as git does). */
+export function normalizeFileMode(statMode: number): number {
+  return statMode & 0o100 ? 0o755 : 0o644;
+}
+
+export function modeFor(kind: EntryKind, exec = false): number {
+  if (kind === 'dir') return 0o755;
+  if (kind === 'symlink') return 0o777;
+  return exec ? 0o755 : 0o644;
+}
+
+function malformed(why: string): VriftError {
+  return new VriftError('ERR_VRIFT_TREE_MALFORMED', `malformed tree: ${why}`, {
+    hint: 'the tree blob is damaged or was not written by vrift; ingest or pull it again',
+  });
+}
+
+/**
+ * Checks a relative path as trees store it. Returns the reason it is
+ * invalid, or undefined when it is fine.
+ */
+export function pathProblem(path: string): string | undefined {
+  if (path.length === 0) return 'empty path';
+  if (path.includes('\0')) return 'contains a NUL byte';
+  if (path.startsWith('/')) return 'absolute path';
+  if (Buffer.byteLength(path) > MAX_PATH) return `longer than ${MAX_PATH} bytes`;
+  for (const part of path.split('/')) {
+    if (part === '') return 'empty path component';
+    if (part === '.' || part === '..') return `"${part}" component`;
+    if (Buffer.byteLength(part) > MAX_NAME) return `component longer than ${MAX_NAME} bytes`;
+  }
+  if (!isUtf8(Buffer.from(path))) return 'not valid UTF-8';
+  return undefined;
+}
+
+/** Byte-wise UTF-8 order, the one order every implementation agrees on. */
+export function comparePaths(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+export function sortEntries(entries: TreeEntry[]): TreeEntry[] {
+  const keyed = entries.map((e) => ({ e, k: Buffer.from(e.path) }));
+  keyed.sort((x, y) => Buffer.compare(x.k, y.k));
+  return keyed.map((x) => x.e);
+}
+
+/** Encodes entries (any order) canonically. Throws on an invalid entry. */
+export function encodeTree(entries: TreeEntry[]): Buffer {
+  const sorted = sortEntries(entries);
+  const parts: string[] = [HEADER];
+  let prev: string | undefined;
+  for (const e of sorted) {
+    const problem = pathProblem(e.path);
+    if (problem) throw new VriftError('ERR_VRIFT_TREE_PATH', `invalid path ${JSON.stringify(e.path)}: ${problem}`, { hint: 'rename the file' });
+    if (prev === e.path) throw new VriftError('ERR_VRIFT_TREE_PATH', `duplicate path ${JSON.stringify(e.path)}`);
+    prev = e.path;
+    const ref = e.kind === 'file' ? e.digest : '-';
+    if (e.kind === 'file' && (ref === undefined || !isDigest(ref))) throw malformed(`file ${e.path} has no digest`);
+    parts.push(`${KIND_CHAR[e.kind]} ${e.mode.toString(8)} ${e.size} ${ref} ${e.path}\0`);
+    if (e.kind === 'symlink') {
+      if (e.target === undefined || e.target.includes('\0') || e.target.length === 0) throw malformed(`symlink ${e.path} has no valid target`);
+      parts.push(`${e.target}\0`);
+    }
+  }
+  return Buffer.from(parts.join(''), 'utf8');
+}
+
+export function treeId(encoded: Uint8Array): Digest {
+  return hashBuffer(encoded);
+}
+
+/**
+ * Decodes and validates a tree. Input may come from anywhere (a peer, S3):
+ * every field is checked, paths must be valid and strictly increasing,
+ * and every entry's parent must be a directory entry of the tree.
+ */
+export function decodeTree(buf: Uint8Array): TreeEntry[] {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (!b.subarray(0, HEADER.length).equals(Buffer.from(HEADER))) throw malformed('bad header (not a vrift tree, or a newer format)');
+  if (!isUtf8(b)) throw malformed('not valid UTF-8');
+  const text = b.toString('utf8', HEADER.length);
+  const entries: TreeEntry[] = [];
+  const kinds = new Map<string, EntryKind>();
+  let pos = 0;
+  let prevKey: Buffer | undefined;
+  while (pos < text.length) {
+    const end = text.indexOf('\0', pos);
+    if (end < 0) throw malformed('truncated entry');
+    const rec = text.slice(pos, end);
+    pos = end + 1;
+    const m = /^([fdl]) ([0-7]{3,4}) (0|[1-9][0-9]{0,15}) ([0-9a-f]{64}|-) ([^]+)$/.exec(rec);
+    if (!m) throw malformed(`bad entry ${JSON.stringify(rec.slice(0, 80))}`);
+    const kind = CHAR_KIND[m[1]!]!;
+    const mode = parseInt(m[2]!, 8);
+    const size = Number(m[3]);
+    const ref = m[4]!;
+    const path = m[5]!;
+    const problem = pathProblem(path);
+    if (problem) throw malformed(`path ${JSON.stringify(path)}: ${problem}`);
+    const key = Buffer.from(path);
+    if (prevKey && Buffer.compare(prevKey, key) >= 0) throw malformed(`entries out of order at ${JSON.stringify(path)}`);
+    prevKey = key;
+    const slash = path.lastIndexOf('/');
+    if (slash >= 0 && kinds.get(path.slice(0, slash)) !== 'dir') throw malformed(`${JSON.stringify(path)} has no parent directory entry`);
+    if (!Number.isSafeInteger(size)) throw malformed(`size out of range at ${path}`);
+    const entry: TreeEntry = { path, kind, mode, size };
+    if (kind === 'file') {
+      if (ref === '-') throw malformed(`file ${path} has no digest`);
+      if (mode !== 0o644 && mode !== 0o755) throw malformed(`file ${path} has mode ${m[2]}`);
+      entry.digest = ref;
+    } else {
+      if (ref !== '-') throw malformed(`${kind} ${path} carries a digest`);
+      if (kind === 'dir' && (mode !== 0o755 || size !== 0)) throw malformed(`dir ${path} has mode ${m[2]} size ${size}`);
+    }
+    if (kind === 'symlink') {
+      const tend = text.indexOf('\0', pos);
+      if (tend < 0) throw malformed(`symlink ${path} has no target`);
+      const target = text.slice(pos, tend);
+      pos = tend + 1;
+      if (target.length === 0) throw malformed(`symlink ${path} has an empty target`);
+      if (Buffer.byteLength(target) !== size) throw malformed(`symlink ${path} size does not match its target`);
+      if (mode !== 0o777) throw malformed(`symlink ${path} has mode ${m[2]}`);
+      entry.target = target;
+    }
+    kinds.set(path, kind);
+    entries.push(entry);
+  }
+  return entries;
+}
+
+export function summarize(entries: TreeEntry[]): TreeSummary {
+  const s: TreeSummary = { entries: entries.length, files: 0, dirs: 0, symlinks: 0, bytes: 0 };
+  for (const e of entries) {
+    if (e.kind === 'file') {
+      s.files++;
+      s.bytes += e.size;
+    } else if (e.kind === 'dir') s.dirs++;
+    else s.symlinks++;
+  }
+  return s;
+}
+
+/** Looks an entry up by path in a decoded (sorted) tree. */
+export function findEntry(entries: TreeEntry[], path: string): TreeEntry | undefined {
+  const key = Buffer.from(path);
+  let lo = 0;
+  let hi = entries.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const c = Buffer.compare(Buffer.from(entries[mid]!.path), key);
+    if (c === 0) return entries[mid];
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return undefined;
+}
