@@ -22,26 +22,100 @@ export interface WrittenBlob {
 }
 
 let tmpCounter = 0;
+// Random per process (not per file: randomness costs a syscall): pids are
+// reused across containers sharing one store, so the pid alone is not enough.
+const tmpPrefix = `${process.pid}.${randomBytes(6).toString('hex')}`;
 
-/** A unique temp path: pid + counter + randomness, so concurrent writers never collide. */
+/** A unique temp path: pid + per-process randomness + counter, so concurrent writers never collide. */
 export function tempPath(tmpDir: string): string {
-  return join(tmpDir, `${process.pid}.${++tmpCounter}.${randomBytes(4).toString('hex')}.tmp`);
+  return join(tmpDir, `${tmpPrefix}.${++tmpCounter}.tmp`);
 }
 
+function openTemp(cas: Cas): { fd: number; tmp: string } {
+  const tmp = tempPath(cas.layout.tmp);
+  try {
+    // O_EXCL: the temp name is ours alone. Mode 0444: the blob is
+    // read-only from birth; our open fd can still write it.
+    return { fd: openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o444), tmp };
+  } catch (e) {
+    throw fsError(e, tmp, 'creating a temp file in the store');
+  }
+}
+
+function writeAll(fd: number, chunk: Uint8Array): void {
+  let off = 0;
+  while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
+}
+
+function discard(tmp: string): void {
+  try {
+    unlinkSync(tmp);
+  } catch {
+    /* gone already, or the disk is in trouble; `vrift gc` sweeps tmp/ */
+  }
+}
+
+/** Closes a fully written temp file and renames it to its digest's name. */
+function publish(cas: Cas, fd: number, tmp: string, digest: Digest, size: number): WrittenBlob {
+  let mtimeMs: number;
+  try {
+    mtimeMs = fstatSync(fd).mtimeMs;
+    closeSync(fd);
+  } catch (e) {
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
+    discard(tmp);
+    throw fsError(e, tmp, 'finishing a blob');
+  }
+  const existing = cas.statOf(digest);
+  if (existing) {
+    // One copy per content: keep the stored blob, drop ours.
+    discard(tmp);
+    return { digest, size, created: false, mtimeMs: existing.mtimeMs };
+  }
+  const final = cas.pathOf(digest);
+  try {
+    cas.ensureShard(digest);
+    // rename(2) is atomic: readers see no blob or the whole blob. If a
+    // concurrent writer got there first it replaces identical bytes.
+    renameSync(tmp, final);
+  } catch (e) {
+    discard(tmp);
+    throw fsError(e, final, 'storing a blob');
+  }
+  return { digest, size, created: true, mtimeMs };
+}
+
+/** Stores bytes whose digest the caller computed from these very bytes. */
+export function writeHashedBuffer(cas: Cas, buf: Uint8Array, digest: Digest): WrittenBlob {
+  const { fd, tmp } = openTemp(cas);
+  try {
+    writeAll(fd, buf);
+  } catch (e) {
+    try {
+      closeSync(fd);
+    } catch {
+      /* failing already */
+    }
+    discard(tmp);
+    throw fsError(e, cas.layout.root, 'writing a blob');
+  }
+  return publish(cas, fd, tmp, digest, buf.byteLength);
+}
+
+/** A blob whose bytes arrive in pieces: hashed as written, named at commit. */
 export class BlobWriter {
   private readonly hasher = new StreamHasher();
   private fd: number | undefined;
   readonly tmp: string;
 
   constructor(private readonly cas: Cas) {
-    this.tmp = tempPath(cas.layout.tmp);
-    try {
-      // O_EXCL: the temp name is ours alone. Mode 0444: the blob is
-      // read-only from birth; our open fd can still write it.
-      this.fd = openSync(this.tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o444);
-    } catch (e) {
-      throw fsError(e, this.tmp, 'creating a temp file in the store');
-    }
+    const t = openTemp(cas);
+    this.fd = t.fd;
+    this.tmp = t.tmp;
   }
 
   get bytes(): number {
@@ -50,9 +124,8 @@ export class BlobWriter {
 
   write(chunk: Uint8Array): void {
     if (this.fd === undefined) throw new Error('BlobWriter: write after commit/abort');
-    let off = 0;
     try {
-      while (off < chunk.byteLength) off += writeSync(this.fd, chunk, off, chunk.byteLength - off);
+      writeAll(this.fd, chunk);
     } catch (e) {
       this.abort();
       throw fsError(e, this.cas.layout.root, 'writing a blob');
@@ -77,31 +150,9 @@ export class BlobWriter {
         { hint: 'the source sent corrupt or wrong bytes; they were discarded' },
       );
     }
-    let mtimeMs: number;
-    try {
-      mtimeMs = fstatSync(this.fd).mtimeMs;
-      closeSync(this.fd);
-    } catch (e) {
-      this.abort();
-      throw fsError(e, this.tmp, 'finishing a blob');
-    }
+    const fd = this.fd;
     this.fd = undefined;
-    const final = this.cas.pathOf(digest);
-    if (this.cas.has(digest)) {
-      // One copy per content: keep the stored blob, drop ours.
-      this.discardTemp();
-      return { digest, size, created: false, mtimeMs: this.cas.statOf(digest)?.mtimeMs ?? mtimeMs };
-    }
-    try {
-      this.cas.ensureShard(digest);
-      // rename(2) is atomic: readers see no blob or the whole blob. If a
-      // concurrent writer got there first it replaces identical bytes.
-      renameSync(this.tmp, final);
-    } catch (e) {
-      this.discardTemp();
-      throw fsError(e, final, 'storing a blob');
-    }
-    return { digest, size, created: true, mtimeMs };
+    return publish(this.cas, fd, this.tmp, digest, size);
   }
 
   abort(): void {
@@ -113,14 +164,6 @@ export class BlobWriter {
       }
       this.fd = undefined;
     }
-    this.discardTemp();
-  }
-
-  private discardTemp(): void {
-    try {
-      unlinkSync(this.tmp);
-    } catch {
-      /* gone already, or the disk is in trouble; `vrift gc` sweeps tmp/ */
-    }
+    discard(this.tmp);
   }
 }

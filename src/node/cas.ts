@@ -20,7 +20,7 @@ import { open as openAsync } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hashBuffer, StreamHasher, type Digest } from '../lib/digest.js';
 import { errnoOf, fsError, VriftError } from '../lib/errors.js';
-import { BlobWriter, tempPath, type WrittenBlob } from './blob-writer.js';
+import { BlobWriter, tempPath, writeHashedBuffer, type WrittenBlob } from './blob-writer.js';
 import type { HomeLayout } from './home.js';
 
 /** Files up to this size are read whole; larger ones stream in chunks. */
@@ -76,18 +76,17 @@ export class Cas {
     }
     const existing = this.statOf(digest);
     if (existing) return { digest, size: buf.byteLength, created: false, mtimeMs: existing.mtimeMs };
-    const w = this.writer();
-    w.write(buf);
-    return w.commit(digest);
+    return writeHashedBuffer(this, buf, digest);
   }
 
   /**
    * Stores a regular file's content. The file is stat'ed before and after
    * its bytes are read; if it changed meanwhile the result is refused
    * (ERR_VRIFT_INGEST_CHANGED), because the bytes read are not a snapshot
-   * of any one state of the file.
+   * of any one state of the file. `listed` is a stat the caller took just
+   * before (ingest's directory walk); it saves one fstat.
    */
-  putFile(path: string): FileBlob {
+  putFile(path: string, listed?: Stats): FileBlob {
     let fd: number;
     try {
       fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW);
@@ -95,7 +94,7 @@ export class Cas {
       throw fsError(e, path, 'opening');
     }
     try {
-      const before = fstatSync(fd);
+      const before = listed ?? fstatSync(fd);
       if (!before.isFile()) {
         throw new VriftError('ERR_VRIFT_INGEST_NOT_FILE', `${path}: not a regular file`, { hint: 'only regular files have content to store' });
       }
@@ -111,12 +110,14 @@ export class Cas {
         const existing = this.statOf(digest);
         blob = existing
           ? { digest, size: buf.byteLength, created: false, mtimeMs: existing.mtimeMs }
-          : this.writeWhole(buf, digest);
+          : writeHashedBuffer(this, buf, digest);
       } else {
         blob = this.streamFile(fd, path);
       }
       const after = fstatSync(fd);
       if (
+        after.ino !== before.ino ||
+        after.dev !== before.dev ||
         after.size !== before.size ||
         after.mtimeMs !== before.mtimeMs ||
         after.ctimeMs !== before.ctimeMs ||
@@ -130,12 +131,6 @@ export class Cas {
     } finally {
       closeSync(fd);
     }
-  }
-
-  private writeWhole(buf: Buffer, digest: Digest): WrittenBlob {
-    const w = this.writer();
-    w.write(buf);
-    return w.commit(digest);
   }
 
   private streamFile(fd: number, path: string): WrittenBlob {

@@ -84,7 +84,7 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
     } else {
       for (let attempt = 1; ; attempt++) {
         try {
-          const blob = store.cas.putFile(item.abs);
+          const blob = store.cas.putFile(item.abs, attempt === 1 ? st : undefined);
           store.recordBlob(blob);
           st = blob.source;
           digest = blob.digest;

@@ -66,25 +66,41 @@ export function pathProblem(path: string): string | undefined {
   if (path.length === 0) return 'empty path';
   if (path.includes('\0')) return 'contains a NUL byte';
   if (path.startsWith('/')) return 'absolute path';
-  if (Buffer.byteLength(path) > MAX_PATH) return `longer than ${MAX_PATH} bytes`;
+  // A UTF-16 unit is at most 3 UTF-8 bytes: short strings need no byte count.
+  if (path.length * 3 > MAX_PATH && Buffer.byteLength(path) > MAX_PATH) return `longer than ${MAX_PATH} bytes`;
   for (const part of path.split('/')) {
     if (part === '') return 'empty path component';
     if (part === '.' || part === '..') return `"${part}" component`;
-    if (Buffer.byteLength(part) > MAX_NAME) return `component longer than ${MAX_NAME} bytes`;
+    if (part.length * 3 > MAX_NAME && Buffer.byteLength(part) > MAX_NAME) return `component longer than ${MAX_NAME} bytes`;
   }
-  if (!isUtf8(Buffer.from(path))) return 'not valid UTF-8';
+  if (!path.isWellFormed()) return 'not valid UTF-8 (lone surrogate)';
   return undefined;
 }
 
-/** Byte-wise UTF-8 order, the one order every implementation agrees on. */
+/**
+ * Byte-wise UTF-8 order (= code point order), the one order every
+ * implementation agrees on, computed on JS strings without encoding them.
+ * UTF-16 code units sort like code points except that surrogates
+ * (U+D800–DFFF) must sort above U+E000–FFFF; the fix-up handles that.
+ */
 export function comparePaths(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x !== y) {
+      if (x >= 0xd800 && y >= 0xd800) {
+        x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+        y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+      }
+      return x - y;
+    }
+  }
+  return a.length - b.length;
 }
 
 export function sortEntries(entries: TreeEntry[]): TreeEntry[] {
-  const keyed = entries.map((e) => ({ e, k: Buffer.from(e.path) }));
-  keyed.sort((x, y) => Buffer.compare(x.k, y.k));
-  return keyed.map((x) => x.e);
+  return [...entries].sort((x, y) => comparePaths(x.path, y.path));
 }
 
 /** Encodes entries (any order) canonically. Throws on an invalid entry. */
@@ -125,7 +141,7 @@ export function decodeTree(buf: Uint8Array): TreeEntry[] {
   const entries: TreeEntry[] = [];
   const kinds = new Map<string, EntryKind>();
   let pos = 0;
-  let prevKey: Buffer | undefined;
+  let prevPath: string | undefined;
   while (pos < text.length) {
     const end = text.indexOf('\0', pos);
     if (end < 0) throw malformed('truncated entry');
@@ -140,9 +156,8 @@ export function decodeTree(buf: Uint8Array): TreeEntry[] {
     const path = m[5]!;
     const problem = pathProblem(path);
     if (problem) throw malformed(`path ${JSON.stringify(path)}: ${problem}`);
-    const key = Buffer.from(path);
-    if (prevKey && Buffer.compare(prevKey, key) >= 0) throw malformed(`entries out of order at ${JSON.stringify(path)}`);
-    prevKey = key;
+    if (prevPath !== undefined && comparePaths(prevPath, path) >= 0) throw malformed(`entries out of order at ${JSON.stringify(path)}`);
+    prevPath = path;
     const slash = path.lastIndexOf('/');
     if (slash >= 0 && kinds.get(path.slice(0, slash)) !== 'dir') throw malformed(`${JSON.stringify(path)} has no parent directory entry`);
     if (!Number.isSafeInteger(size)) throw malformed(`size out of range at ${path}`);
@@ -185,12 +200,11 @@ export function summarize(entries: TreeEntry[]): TreeSummary {
 
 /** Looks an entry up by path in a decoded (sorted) tree. */
 export function findEntry(entries: TreeEntry[], path: string): TreeEntry | undefined {
-  const key = Buffer.from(path);
   let lo = 0;
   let hi = entries.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
-    const c = Buffer.compare(Buffer.from(entries[mid]!.path), key);
+    const c = comparePaths(entries[mid]!.path, path);
     if (c === 0) return entries[mid];
     if (c < 0) lo = mid + 1;
     else hi = mid - 1;

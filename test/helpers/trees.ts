@@ -29,12 +29,15 @@ export interface Snapshot {
   [path: string]: string;
 }
 
+/** The mode a tree records for a file on disk (only the owner's x bit counts). */
+export const treeMode = (m: number): number => (m & 0o100 ? 0o755 : 0o644);
+
 /**
- * Describes a tree on disk: for each path its kind, mode bits we compare,
- * size and content hash (files) or target (symlinks).
+ * Describes a tree on disk: for each path its kind, mode (as `mode` maps
+ * it), size and content hash (files) or target (symlinks).
  */
-export function snapshotTree(root: string, opts: { modeMask?: number } = {}): Snapshot {
-  const mask = opts.modeMask ?? 0o777;
+export function snapshotTree(root: string, opts: { mode?: (m: number) => number } = {}): Snapshot {
+  const modeOf = opts.mode ?? ((m: number) => m & 0o777);
   const out: Snapshot = {};
   const walk = (dir: string, rel: string): void => {
     for (const name of readdirSync(dir).sort()) {
@@ -48,7 +51,7 @@ export function snapshotTree(root: string, opts: { modeMask?: number } = {}): Sn
         out[r] = `symlink -> ${readlinkSync(abs)}`;
       } else {
         const h = createHash('sha256').update(readFileSync(abs)).digest('hex');
-        out[r] = `file ${(st.mode & mask).toString(8)} ${st.size} ${h}`;
+        out[r] = `file ${modeOf(st.mode).toString(8)} ${st.size} ${h}`;
       }
     }
   };
