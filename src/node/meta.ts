@@ -1,7 +1,9 @@
 // LMDB: the source of truth for metadata. One environment under
 // $VRIFT_HOME/meta with one named database per kind of record. Safe for
 // several processes at once (LMDB's own locking).
-import { open, type Database, type RootDatabase } from 'lmdb';
+import { createRequire } from 'node:module';
+import type * as Lmdb from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
 import type { Digest } from '../lib/digest.js';
 import { errnoOf, fsError, VriftError } from '../lib/errors.js';
 import type { TreeSummary } from './tree.js';
@@ -37,6 +39,9 @@ export interface StatRecord {
   /** When the record was written; records of files changed in the second before are not trusted. */
   at: number;
 }
+
+// Loaded with require: lmdb's CommonJS build loads in half the time of its ESM entry.
+const { open } = createRequire(import.meta.url)('lmdb') as typeof Lmdb;
 
 export class Meta {
   readonly root: RootDatabase;

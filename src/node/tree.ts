@@ -128,6 +128,29 @@ export function treeId(encoded: Uint8Array): Digest {
   return hashBuffer(encoded);
 }
 
+const BAD_COMPONENT = /(?:^|\/)\.{1,2}(?:\/|$)|\/\/|^\/|\/$/;
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** pathProblem, fast for the common case (a short, clean path). */
+function quickPathProblem(path: string): string | undefined {
+  if (path.length === 0 || BAD_COMPONENT.test(path) || path.length > 85 || !path.isWellFormed()) return pathProblem(path);
+  return undefined;
+}
+
+/** Parses a decimal or octal field of at most `max` digits; NaN when malformed. */
+function parseField(text: string, from: number, to: number, radix: 8 | 10, max: number): number {
+  const n = to - from;
+  if (n < 1 || n > max) return NaN;
+  if (radix === 10 && n > 1 && text.charCodeAt(from) === 48) return NaN; // no leading zeros
+  let v = 0;
+  for (let i = from; i < to; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d >= radix) return NaN;
+    v = v * radix + d;
+  }
+  return v;
+}
+
 /**
  * Decodes and validates a tree. Input may come from anywhere (a peer, S3):
  * every field is checked, paths must be valid and strictly increasing,
@@ -139,36 +162,45 @@ export function decodeTree(buf: Uint8Array): TreeEntry[] {
   if (!isUtf8(b)) throw malformed('not valid UTF-8');
   const text = b.toString('utf8', HEADER.length);
   const entries: TreeEntry[] = [];
-  const kinds = new Map<string, EntryKind>();
+  const dirs = new Set<string>();
   let pos = 0;
   let prevPath: string | undefined;
   while (pos < text.length) {
-    const end = text.indexOf('\0', pos);
+    const bad = (why: string): VriftError => malformed(`${why} in entry ${JSON.stringify(text.slice(pos, pos + 80))}`);
+    const kind = CHAR_KIND[text[pos]!];
+    if (!kind || text.charCodeAt(pos + 1) !== 32) throw bad('bad kind');
+    const sp1 = text.indexOf(' ', pos + 2);
+    const sp2 = sp1 < 0 ? -1 : text.indexOf(' ', sp1 + 1);
+    const sp3 = sp2 < 0 ? -1 : text.indexOf(' ', sp2 + 1);
+    const end = sp3 < 0 ? -1 : text.indexOf('\0', sp3 + 1);
     if (end < 0) throw malformed('truncated entry');
-    const rec = text.slice(pos, end);
-    pos = end + 1;
-    const m = /^([fdl]) ([0-7]{3,4}) (0|[1-9][0-9]{0,15}) ([0-9a-f]{64}|-) ([^]+)$/.exec(rec);
-    if (!m) throw malformed(`bad entry ${JSON.stringify(rec.slice(0, 80))}`);
-    const kind = CHAR_KIND[m[1]!]!;
-    const mode = parseInt(m[2]!, 8);
-    const size = Number(m[3]);
-    const ref = m[4]!;
-    const path = m[5]!;
-    const problem = pathProblem(path);
+    const nul = text.indexOf('\0', pos);
+    if (nul < end) throw bad('missing field');
+    const mode = parseField(text, pos + 2, sp1, 8, 4);
+    const size = parseField(text, sp1 + 1, sp2, 10, 16);
+    const ref = text.slice(sp2 + 1, sp3);
+    const path = text.slice(sp3 + 1, end);
+    if (Number.isNaN(mode)) throw bad('bad mode');
+    if (Number.isNaN(size) || !Number.isSafeInteger(size)) throw bad('bad size');
+    if (ref !== '-' && !HEX64.test(ref)) throw bad('bad digest');
+    const problem = quickPathProblem(path);
     if (problem) throw malformed(`path ${JSON.stringify(path)}: ${problem}`);
     if (prevPath !== undefined && comparePaths(prevPath, path) >= 0) throw malformed(`entries out of order at ${JSON.stringify(path)}`);
     prevPath = path;
     const slash = path.lastIndexOf('/');
-    if (slash >= 0 && kinds.get(path.slice(0, slash)) !== 'dir') throw malformed(`${JSON.stringify(path)} has no parent directory entry`);
-    if (!Number.isSafeInteger(size)) throw malformed(`size out of range at ${path}`);
+    if (slash >= 0 && !dirs.has(path.slice(0, slash))) throw malformed(`${JSON.stringify(path)} has no parent directory entry`);
+    pos = end + 1;
     const entry: TreeEntry = { path, kind, mode, size };
     if (kind === 'file') {
       if (ref === '-') throw malformed(`file ${path} has no digest`);
-      if (mode !== 0o644 && mode !== 0o755) throw malformed(`file ${path} has mode ${m[2]}`);
+      if (mode !== 0o644 && mode !== 0o755) throw malformed(`file ${path} has mode ${mode.toString(8)}`);
       entry.digest = ref;
     } else {
       if (ref !== '-') throw malformed(`${kind} ${path} carries a digest`);
-      if (kind === 'dir' && (mode !== 0o755 || size !== 0)) throw malformed(`dir ${path} has mode ${m[2]} size ${size}`);
+      if (kind === 'dir') {
+        if (mode !== 0o755 || size !== 0) throw malformed(`dir ${path} has mode ${mode.toString(8)} size ${size}`);
+        dirs.add(path);
+      }
     }
     if (kind === 'symlink') {
       const tend = text.indexOf('\0', pos);
@@ -177,10 +209,9 @@ export function decodeTree(buf: Uint8Array): TreeEntry[] {
       pos = tend + 1;
       if (target.length === 0) throw malformed(`symlink ${path} has an empty target`);
       if (Buffer.byteLength(target) !== size) throw malformed(`symlink ${path} size does not match its target`);
-      if (mode !== 0o777) throw malformed(`symlink ${path} has mode ${m[2]}`);
+      if (mode !== 0o777) throw malformed(`symlink ${path} has mode ${mode.toString(8)}`);
       entry.target = target;
     }
-    kinds.set(path, kind);
     entries.push(entry);
   }
   return entries;
