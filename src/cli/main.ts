@@ -3,10 +3,12 @@
 import { Command, CommanderError } from 'commander';
 import { isVriftError } from '../lib/errors.js';
 import { register as cat } from './commands/cat.js';
+import { register as daemon } from './commands/daemon.js';
 import { register as gc } from './commands/gc.js';
 import { register as ingest } from './commands/ingest.js';
 import { register as ls } from './commands/ls.js';
 import { register as materialize } from './commands/materialize.js';
+import { register as mount } from './commands/mount.js';
 import { register as ref } from './commands/ref.js';
 import { register as verify } from './commands/verify.js';
 
@@ -16,7 +18,7 @@ const program = new Command('vrift')
   .showHelpAfterError('(run `vrift --help` for usage)')
   .exitOverride();
 
-for (const register of [ingest, materialize, ls, cat, ref, verify, gc]) register(program);
+for (const register of [ingest, materialize, ls, cat, ref, verify, gc, daemon, mount]) register(program);
 
 function wantsJson(): boolean {
   return process.argv.includes('--json');

@@ -1,0 +1,176 @@
+/*
+ * vrift_proto.h — the control-socket protocol between vriftd and its
+ * clients (the `vrift` CLI and the LD_PRELOAD shim).
+ *
+ * This header is the specification. src/node/proto.ts mirrors it in
+ * TypeScript, and test/daemon/proto.spec.ts checks that both encode the
+ * same frames byte for byte.
+ *
+ * TRANSPORT
+ *   A Unix stream socket, $VRIFT_HOME/run/vriftd.sock, mode 0600 inside a
+ *   0700 directory: only the owner of the store can connect.
+ *
+ * FRAMES
+ *   Every message, either way, is one frame: a 16-byte header followed by
+ *   `length` bytes of payload. All integers are little-endian.
+ *
+ *     offset size field
+ *     0      4    magic    VRIFT_PROTO_MAGIC ("VRFT")
+ *     4      2    version  VRIFT_PROTO_VERSION
+ *     6      2    type     a VRIFT_MSG_* request, or VRIFT_MSG_OK / VRIFT_MSG_ERROR
+ *     8      4    id       chosen by the client, echoed in the reply
+ *     12     4    length   payload bytes, at most VRIFT_PROTO_MAX_PAYLOAD
+ *
+ *   The payload is a sequence of fields, each
+ *
+ *     offset size field
+ *     0      2    tag      a VRIFT_F_* tag
+ *     2      4    length   bytes of value
+ *     6      len  value    strings are UTF-8 without a terminator; integers
+ *                          are u32 or u64 little-endian as the tag says
+ *
+ *   Fields may come in any order; unknown tags are ignored (so a newer
+ *   client can add fields). A tag may repeat where a request says so.
+ *
+ * REQUESTS AND REPLIES
+ *   The server answers each request with exactly one frame of the same id:
+ *   VRIFT_MSG_OK with the fields listed below, or VRIFT_MSG_ERROR with
+ *   VRIFT_F_ERR_CODE (e.g. "ERR_VRIFT_MOUNT_EXISTS") and VRIFT_F_ERR_MSG.
+ *   Requests on one connection are answered in order.
+ *
+ *   A frame with a bad magic, an unsupported version or a length above the
+ *   limit gets a VRIFT_MSG_ERROR reply (code ERR_VRIFT_PROTO_*) and the
+ *   connection is closed; a malformed payload gets an error reply and the
+ *   connection stays usable. Either way the daemon keeps running.
+ */
+#ifndef VRIFT_PROTO_H
+#define VRIFT_PROTO_H
+
+#include <stdint.h>
+#include <string.h>
+
+#define VRIFT_PROTO_MAGIC 0x54465256u /* "VRFT" read as little-endian u32 */
+#define VRIFT_PROTO_VERSION 1
+#define VRIFT_PROTO_HEADER_SIZE 16
+#define VRIFT_PROTO_MAX_PAYLOAD (1u << 20)
+#define VRIFT_PROTO_FIELD_HEADER_SIZE 6
+
+/* Message types. Requests are < 0x100; replies are 0x100 and 0x101. */
+enum vrift_msg_type {
+  VRIFT_MSG_HELLO = 1,    /* -> OK: PID, VERSION (daemon build), HOME */
+  VRIFT_MSG_STATUS = 2,   /* -> OK: JSON (the daemon's status document) */
+  VRIFT_MSG_MOUNT = 3,    /* TREE (id or ref), PATH (absolute dir), [PROJECT] -> OK: TREE (id), SHM_NAME */
+  VRIFT_MSG_UNMOUNT = 4,  /* PATH -> OK */
+  VRIFT_MSG_COMMIT = 5,   /* PATH (mount root), REL, STAGED (absolute path of a
+                             finished file to take in), MODE (u32 st_mode bits)
+                             -> OK: DIGEST, SIZE. The daemon hashes STAGED into
+                             the CAS, publishes REL in the mount and deletes STAGED. */
+  VRIFT_MSG_FETCH = 6,    /* DIGEST -> OK once the blob is in the local CAS */
+  VRIFT_MSG_MKDIR = 7,    /* PATH, REL, MODE -> OK */
+  VRIFT_MSG_UNLINK = 8,   /* PATH, REL -> OK (files and symlinks) */
+  VRIFT_MSG_RMDIR = 9,    /* PATH, REL -> OK (empty directories) */
+  VRIFT_MSG_RENAME = 10,  /* PATH, REL (from), REL2 (to) -> OK */
+  VRIFT_MSG_SYMLINK = 11, /* PATH, REL, TARGET -> OK */
+  VRIFT_MSG_SNAPSHOT = 12,/* PATH -> OK: TREE (id of the mount's current state) */
+  VRIFT_MSG_SHUTDOWN = 13,/* -> OK, then the daemon stops */
+  VRIFT_MSG_MOUNTS = 14,  /* -> OK: one MOUNT_ENTRY per mount ("<shm name>\t<path>\t<tree>") */
+  VRIFT_MSG_OK = 0x100,
+  VRIFT_MSG_ERROR = 0x101
+};
+
+/* Field tags. */
+enum vrift_field_tag {
+  VRIFT_F_TREE = 1,       /* string: tree id or ref */
+  VRIFT_F_PATH = 2,       /* string: absolute path (a mount root) */
+  VRIFT_F_PROJECT = 3,    /* string */
+  VRIFT_F_REL = 4,        /* string: path relative to the mount root */
+  VRIFT_F_STAGED = 5,     /* string: absolute path of a staged file */
+  VRIFT_F_MODE = 6,       /* u32 */
+  VRIFT_F_DIGEST = 7,     /* string: 64 hex */
+  VRIFT_F_JSON = 8,       /* string: a JSON document */
+  VRIFT_F_ERR_CODE = 9,   /* string */
+  VRIFT_F_ERR_MSG = 10,   /* string */
+  VRIFT_F_SHM_NAME = 11,  /* string: VDir name (see vrift_vdir.h) */
+  VRIFT_F_TARGET = 12,    /* string: symlink target */
+  VRIFT_F_REL2 = 13,      /* string: second relative path (rename target) */
+  VRIFT_F_PID = 14,       /* u32 */
+  VRIFT_F_VERSION = 15,   /* string */
+  VRIFT_F_SIZE = 16,      /* u64 */
+  VRIFT_F_HOME = 17,      /* string: $VRIFT_HOME of the daemon */
+  VRIFT_F_MOUNT_ENTRY = 18/* string, repeated */
+};
+
+/* Encoding helpers (header-only, no allocation). Each returns the number of
+ * bytes written, or 0 when `cap` is too small. */
+
+static inline void vrift_proto_put_u16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+}
+static inline void vrift_proto_put_u32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void vrift_proto_put_u64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t vrift_proto_get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t vrift_proto_get_u32(const uint8_t *p) {
+  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t vrift_proto_get_u64(const uint8_t *p) {
+  return (uint64_t)vrift_proto_get_u32(p) | ((uint64_t)vrift_proto_get_u32(p + 4) << 32);
+}
+
+/* Writes a frame header for a payload of `length` bytes. */
+static inline size_t vrift_proto_header(uint8_t *out, size_t cap, uint16_t type, uint32_t id, uint32_t length) {
+  if (cap < VRIFT_PROTO_HEADER_SIZE) return 0;
+  vrift_proto_put_u32(out, VRIFT_PROTO_MAGIC);
+  vrift_proto_put_u16(out + 4, VRIFT_PROTO_VERSION);
+  vrift_proto_put_u16(out + 6, type);
+  vrift_proto_put_u32(out + 8, id);
+  vrift_proto_put_u32(out + 12, length);
+  return VRIFT_PROTO_HEADER_SIZE;
+}
+
+/* Appends a field with a raw value. */
+static inline size_t vrift_proto_field(uint8_t *out, size_t cap, uint16_t tag, const void *value, uint32_t len) {
+  if (cap < VRIFT_PROTO_FIELD_HEADER_SIZE + (size_t)len) return 0;
+  vrift_proto_put_u16(out, tag);
+  vrift_proto_put_u32(out + 2, len);
+  if (len) memcpy(out + VRIFT_PROTO_FIELD_HEADER_SIZE, value, len);
+  return VRIFT_PROTO_FIELD_HEADER_SIZE + len;
+}
+
+static inline size_t vrift_proto_field_str(uint8_t *out, size_t cap, uint16_t tag, const char *s) {
+  return vrift_proto_field(out, cap, tag, s, (uint32_t)strlen(s));
+}
+
+static inline size_t vrift_proto_field_u32(uint8_t *out, size_t cap, uint16_t tag, uint32_t v) {
+  uint8_t b[4];
+  vrift_proto_put_u32(b, v);
+  return vrift_proto_field(out, cap, tag, b, 4);
+}
+
+/*
+ * Finds the first field `tag` in a payload. On success sets *value and *len
+ * and returns 1; returns 0 when absent, -1 when the payload is malformed
+ * (a field runs past the end).
+ */
+static inline int vrift_proto_find(const uint8_t *payload, size_t plen, uint16_t tag, const uint8_t **value, uint32_t *len) {
+  size_t off = 0;
+  while (off < plen) {
+    if (plen - off < VRIFT_PROTO_FIELD_HEADER_SIZE) return -1;
+    uint16_t t = vrift_proto_get_u16(payload + off);
+    uint32_t l = vrift_proto_get_u32(payload + off + 2);
+    if (plen - off - VRIFT_PROTO_FIELD_HEADER_SIZE < l) return -1;
+    if (t == tag) {
+      *value = payload + off + VRIFT_PROTO_FIELD_HEADER_SIZE;
+      *len = l;
+      return 1;
+    }
+    off += VRIFT_PROTO_FIELD_HEADER_SIZE + l;
+  }
+  return 0;
+}
+
+#endif /* VRIFT_PROTO_H */

@@ -1,0 +1,117 @@
+// vrift up | down | status: the daemon's lifecycle.
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { hasCode, VriftError } from '../../lib/errors.js';
+import { ControlClient } from '../../node/control-client.js';
+import { logPathOf } from '../../node/daemon-paths.js';
+import { isDaemonAlive } from '../../node/daemon-lock.js';
+import { ensureHome, homeLayout, resolveHome } from '../../node/home.js';
+import { F, Msg } from '../../node/proto.js';
+import { plain, subcommand } from '../command.js';
+import { daemonSocket, withDaemon } from '../daemon-client.js';
+import type { Output } from '../output.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function hello(): Promise<{ pid: number; home: string } | undefined> {
+  try {
+    return await withDaemon(async (c) => {
+      const f = await c.request(Msg.HELLO);
+      return { pid: f.u32(F.PID) ?? 0, home: f.str(F.HOME) ?? '' };
+    });
+  } catch (e) {
+    if (hasCode(e, 'ERR_VRIFT_DAEMON_DOWN')) return undefined;
+    throw e;
+  }
+}
+
+async function runForeground(out: Output): Promise<void> {
+  const { Daemon } = await import('../../node/daemon.js');
+  const daemon = new Daemon();
+  await daemon.start();
+  if (!out.json) out.notice(`vriftd running (pid ${process.pid}); stop with Ctrl-C or \`vrift down\``);
+  else out.result({ pid: process.pid, socket: daemon.socketPath, home: daemon.store.layout.root }, () => []);
+  const onSignal = () => void daemon.stop();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  await daemon.stopped();
+}
+
+async function runDetached(out: Output): Promise<void> {
+  const running = await hello();
+  if (running) {
+    throw new VriftError('ERR_VRIFT_DAEMON_RUNNING', `a vrift daemon is already running for ${running.home} (pid ${running.pid})`, {
+      hint: 'use it, or stop it with `vrift down`',
+    });
+  }
+  const layout = homeLayout(resolveHome());
+  ensureHome(layout);
+  const logPath = logPathOf(layout.run);
+  const log = openSync(logPath, 'a', 0o600);
+  const child = spawn(process.execPath, [process.argv[1]!, 'up'], { detached: true, stdio: ['ignore', log, log], env: process.env });
+  closeSync(log);
+  let exited: number | null | undefined;
+  child.once('exit', (code) => (exited = code));
+  child.unref();
+  for (let i = 0; i < 300; i++) {
+    const h = await hello();
+    if (h) {
+      out.result({ pid: h.pid, socket: daemonSocket(), home: h.home, log: logPath }, () => `vriftd started (pid ${h.pid}), log: ${logPath}`);
+      return;
+    }
+    if (exited !== undefined) {
+      const tail = readFileSync(logPath, 'utf8').trim().split('\n').slice(-1)[0] ?? '';
+      throw new VriftError('ERR_VRIFT_DAEMON_START', `the daemon exited during start-up (${exited}): ${tail}`, { hint: `see ${logPath}` });
+    }
+    await sleep(50);
+  }
+  throw new VriftError('ERR_VRIFT_DAEMON_START', 'the daemon did not answer within 15 s', { hint: `see ${logPath}` });
+}
+
+export function register(program: Command): void {
+  subcommand(program, 'up', 'start the daemon on embedded defaults (foreground unless --detach)')
+    .option('--detach', 'run in the background; return once it answers')
+    .action(plain(({ out, opts }) => (opts.detach ? runDetached(out) : runForeground(out))));
+
+  subcommand(program, 'down', 'stop the daemon cleanly')
+    .action(
+      plain(async ({ out }) => {
+        const h = await hello();
+        if (!h) {
+          out.result({ stopped: false, running: false }, () => 'vriftd is not running');
+          return;
+        }
+        const c = await ControlClient.connect(daemonSocket());
+        try {
+          await c.request(Msg.SHUTDOWN);
+        } finally {
+          c.close();
+        }
+        for (let i = 0; i < 200 && isDaemonAlive(h.pid); i++) await sleep(50);
+        if (isDaemonAlive(h.pid)) throw new VriftError('ERR_VRIFT_DAEMON_STOP', `the daemon (pid ${h.pid}) did not stop within 10 s`, { hint: `kill ${h.pid}` });
+        out.result({ stopped: true, pid: h.pid }, () => `vriftd stopped (pid ${h.pid})`);
+      }),
+    );
+
+  subcommand(program, 'status', "report the daemon: pid, addresses, mounts")
+    .action(
+      plain(async ({ out }) => {
+        let status: any;
+        try {
+          status = await withDaemon(async (c) => JSON.parse((await c.request(Msg.STATUS)).str(F.JSON) ?? '{}'));
+        } catch (e) {
+          if (!hasCode(e, 'ERR_VRIFT_DAEMON_DOWN')) throw e;
+          out.result({ running: false, home: resolveHome() }, () => `vriftd: not running (home ${resolveHome()})`);
+          process.exitCode = 3;
+          return;
+        }
+        out.result({ running: true, ...status }, () => [
+          `vriftd: running (pid ${status.pid}, up ${status.uptimeSec}s, home ${status.home})`,
+          ...Object.entries(status.addresses as Record<string, unknown>).map(([k, v]) => `  ${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`),
+          `  mounts: ${status.mounts.length}`,
+          ...status.mounts.map((m: any) => `    ${m.path} <- ${m.tree} (${m.entries} entries, ${m.shmPath})`),
+        ]);
+      }),
+    );
+}

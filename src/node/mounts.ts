@@ -1,0 +1,139 @@
+// Mounts: a tree published at a directory through its own VDir (shared
+// memory the shim reads). Mounts are recorded in LMDB, so a restarted
+// daemon serves every mount that was active, and pin their trees.
+import { createHash } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Digest } from '../lib/digest.js';
+import { fsError, VriftError } from '../lib/errors.js';
+import type { Store } from './store.js';
+import type { TreeEntry } from './tree.js';
+import { VDir, type VDirEntryInput } from './vdir.js';
+
+export interface MountRecord {
+  path: string;
+  tree: Digest;
+  project: string;
+  /** The VDir's name (its object is /dev/shm/vrift.<uid>.<name>). */
+  name: string;
+  mountedAt: number;
+}
+
+export interface MountInfo extends MountRecord {
+  shmPath: string;
+  entries: number;
+  vdirBytes: number;
+}
+
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+
+/** VDir entry flag: the blob is not in the local CAS yet (fetched on first open). */
+export const FLAG_NOT_LOCAL = 1;
+
+/** The VDir entries of a tree (the root "" is the VDir's own). */
+export function vdirEntries(store: Store, entries: TreeEntry[], mtimeSec: number): VDirEntryInput[] {
+  return entries.map((e) => {
+    if (e.kind === 'dir') return { path: e.path, mode: S_IFDIR | e.mode, size: 0, mtimeSec };
+    if (e.kind === 'symlink') return { path: e.path, mode: S_IFLNK | 0o777, size: e.size, mtimeSec, target: e.target! };
+    const local = store.cas.has(e.digest!, e.mode === 0o755);
+    return { path: e.path, mode: S_IFREG | e.mode, size: e.size, mtimeSec, digest: e.digest!, flags: local ? 0 : FLAG_NOT_LOCAL };
+  });
+}
+
+export class MountManager {
+  private readonly vdirs = new Map<string, VDir>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  /** The VDir name of a mount: stable for (store, path), so a restart reuses it. */
+  static nameFor(home: string, path: string): string {
+    return `m-${createHash('sha256').update(`${home}\0${path}`).digest('hex').slice(0, 20)}`;
+  }
+
+  records(): MountRecord[] {
+    return [...this.store.meta.state.getRange({ start: ['mount', ''], end: ['mount', '\uffff'] })].map(({ value }) => value as MountRecord);
+  }
+
+  /** Re-publishes every recorded mount (daemon start). */
+  restore(): void {
+    for (const rec of this.records()) {
+      try {
+        this.publish(rec);
+        this.log(`mount: restored ${rec.path} (tree ${rec.tree})`);
+      } catch (e) {
+        this.log(`mount: could not restore ${rec.path}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  mount(treeish: string, path: string, project?: string): MountRecord {
+    const abs = resolve(path);
+    this.assertMountable(abs);
+    const tree = this.store.resolve(treeish);
+    this.store.getTree(tree); // fails clearly if the tree is not here
+    try {
+      mkdirSync(abs, { recursive: true });
+    } catch (e) {
+      throw fsError(e, abs, 'creating the mount point');
+    }
+    const rec: MountRecord = { path: abs, tree, project: project ?? abs, name: MountManager.nameFor(this.store.layout.root, abs), mountedAt: Date.now() };
+    this.publish(rec);
+    this.store.pin(tree, `mount:${abs}`);
+    void this.store.meta.state.put(['mount', abs], rec);
+    return rec;
+  }
+
+  unmount(path: string): void {
+    const abs = resolve(path);
+    const rec = this.store.meta.state.get(['mount', abs]) as MountRecord | undefined;
+    if (!rec) throw new VriftError('ERR_VRIFT_MOUNT_NOT_FOUND', `${abs} is not mounted`, { hint: 'see `vrift status`', exitCode: 1 });
+    this.vdirs.get(abs)?.close({ unlink: true });
+    this.vdirs.delete(abs);
+    this.store.unpin(rec.tree, `mount:${abs}`);
+    void this.store.meta.state.remove(['mount', abs]);
+  }
+
+  list(): MountInfo[] {
+    return this.records().map((rec) => {
+      const st = this.vdirs.get(rec.path)?.stats();
+      return { ...rec, shmPath: st?.shmPath ?? '', entries: st?.entries ?? 0, vdirBytes: st?.mappedBytes ?? 0 };
+    });
+  }
+
+  vdirOf(path: string): VDir | undefined {
+    return this.vdirs.get(resolve(path));
+  }
+
+  /** Closes the VDirs but leaves their objects: running programs keep reading them. */
+  stop(): void {
+    for (const v of this.vdirs.values()) v.close({ unlink: false });
+    this.vdirs.clear();
+  }
+
+  private publish(rec: MountRecord): void {
+    const { entries } = this.store.getTree(rec.tree);
+    for (const e of entries) if (e.kind === 'file' && e.mode === 0o755 && this.store.cas.has(e.digest!)) this.store.ensureExecTwin(e.digest!);
+    const vdir = VDir.create(rec.name, { casRoot: this.store.layout.cas, mountRoot: rec.path, capacity: entries.length + 1 });
+    vdir.apply(vdirEntries(this.store, entries, Math.floor(rec.mountedAt / 1000)));
+    this.vdirs.get(rec.path)?.close({ unlink: false });
+    this.vdirs.set(rec.path, vdir);
+  }
+
+  private assertMountable(abs: string): void {
+    const home = this.store.layout.root;
+    if (abs === home || abs.startsWith(`${home}/`) || home.startsWith(`${abs}/`)) {
+      throw new VriftError('ERR_VRIFT_MOUNT_PATH', `${abs} overlaps the vrift store (${home})`, { hint: 'mount somewhere else' });
+    }
+    for (const rec of this.records()) {
+      if (rec.path === abs) throw new VriftError('ERR_VRIFT_MOUNT_EXISTS', `${abs} is already mounted (tree ${rec.tree})`, { hint: 'unmount it first' });
+      if (abs.startsWith(`${rec.path}/`) || rec.path.startsWith(`${abs}/`)) {
+        throw new VriftError('ERR_VRIFT_MOUNT_NESTED', `${abs} overlaps the mount at ${rec.path}`, { hint: 'mounts cannot nest' });
+      }
+    }
+  }
+}
