@@ -14,6 +14,10 @@
  * All symbols use the prefix vrift_vdir_ / VRIFT_VDIR_. Every integer is
  * in host byte order: a VDir never leaves the host that wrote it.
  *
+ * This header holds the layout, the protocols and the pure helpers both
+ * sides share. The reader library's functions (open, lookup, list ...) are
+ * documented in vdir_reader.h; the writer's in native/src/vdir_writer.h.
+ *
  * ---------------------------------------------------------------------
  * 1. THE OBJECT
  * ---------------------------------------------------------------------
@@ -140,9 +144,9 @@
  *      name sees the old or the new object, never neither);
  *   3. in the OLD object, inside a seqlock window, sets
  *      VRIFT_VDIR_HF_SUPERSEDED;
- *   4. applies the batch to the new object (its own seqlock window), and
- *      munmap()s the old one. The old file's name is gone; its memory is
- *      freed when the last reader unmaps it.
+ *   4. munmap()s the old object (its name is gone; its memory is freed when
+ *      the last reader unmaps it) and applies the batch to the new one, in
+ *      the new object's own seqlock window.
  * A reader that sees SUPERSEDED (at s0) re-opens the stable name, maps
  * and validates the new object, atomically swaps its current-mapping
  * pointer, and retries the operation there. It never unmaps a mapping
@@ -312,6 +316,7 @@ _Static_assert(sizeof(struct vrift_vdir_header) == VRIFT_VDIR_HEADER_SIZE, "head
 _Static_assert(sizeof(struct vrift_vdir_entry) == VRIFT_VDIR_ENTRY_SIZE, "entry is 56 bytes");
 _Static_assert(offsetof(struct vrift_vdir_header, gen) == 16, "gen offset");
 _Static_assert(offsetof(struct vrift_vdir_header, cas_root) == 256, "cas_root offset");
+_Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "plain-sized atomics");
 #endif
 
 /* ------------------------------------------------------------------ */
@@ -343,29 +348,44 @@ static inline uint64_t vrift_vdir__load64(const unsigned char *p)
     return v;
 }
 
+static inline uint64_t vrift_vdir__load32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
 /**
- * The VDir hash: 64 bits of `len` bytes at `p` under `seed` (a wyhash-style
- * multiply-fold, 16 bytes per step). Deterministic across processes on a
- * host; not cryptographic (the seed is random per mount, and full-path
- * comparison makes collisions harmless).
+ * The VDir hash: 64 bits of `len` bytes at `p` under `seed` (wyhash-style
+ * multiply-fold, 16 bytes per step; the last 16 bytes are read as two
+ * overlapping words, short inputs as overlapping 4-byte words, so no
+ * variable-length copies). Deterministic across processes on a host; not
+ * cryptographic (the seed is random per mount, and full-path comparison
+ * makes collisions harmless). Reads exactly the bytes [p, p + len).
  */
 static inline uint64_t vrift_vdir_hash(const void *p, size_t len, uint64_t seed)
 {
     const uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL, k2 = 0x8ebc6af09c88c6e3ULL;
     const unsigned char *s = (const unsigned char *)p;
     uint64_t h = seed ^ k0 ^ ((uint64_t)len * k2);
-    size_t n = len;
-    while (n >= 16) {
-        h = vrift_vdir__mum(vrift_vdir__load64(s) ^ k1, vrift_vdir__load64(s + 8) ^ h);
-        s += 16;
-        n -= 16;
-    }
     uint64_t a = 0, b = 0;
-    if (n >= 8) {
-        a = vrift_vdir__load64(s);
-        memcpy(&b, s + 8, n - 8);
+    if (len <= 16) {
+        if (len >= 4) {
+            const size_t q = (len >> 3) << 2; /* 0 or 4 */
+            a = (vrift_vdir__load32(s) << 32) | vrift_vdir__load32(s + q);
+            b = (vrift_vdir__load32(s + len - 4) << 32) | vrift_vdir__load32(s + len - 4 - q);
+        } else if (len > 0) {
+            a = ((uint64_t)s[0] << 16) | ((uint64_t)s[len >> 1] << 8) | s[len - 1];
+        }
     } else {
-        memcpy(&a, s, n);
+        size_t n = len;
+        while (n > 16) {
+            h = vrift_vdir__mum(vrift_vdir__load64(s) ^ k1, vrift_vdir__load64(s + 8) ^ h);
+            s += 16;
+            n -= 16;
+        }
+        a = vrift_vdir__load64(s + n - 16);
+        b = vrift_vdir__load64(s + n - 8);
     }
     h = vrift_vdir__mum(a ^ k1, b ^ h ^ k2);
     return vrift_vdir__mum(h ^ k0, (uint64_t)len ^ k1) ^ h;
