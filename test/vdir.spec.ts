@@ -176,6 +176,16 @@ describe('VDir writer', () => {
     sample.forEach((p, k) => expect(out[sample.length + k]).toMatchObject({ rc: -2 }));
   });
 
+  it('agrees with the C reader on paths of every length (all hash tail cases)', () => {
+    const v = fresh();
+    const names = Array.from({ length: 70 }, (_, n) => 'abcdefghijklmnopqrstuvwxyz0123456789'.repeat(2).slice(0, n + 1));
+    v.apply([dir('x'), ...names.map((n, k) => file(`x/${n}`, hex(k), k))]);
+    const near = names.map((n) => `x/${n.slice(0, -1)}Z`); // same length, last byte differs
+    const out = hammer(['lookup', v.stats().shmPath, ...names.map((n) => `x/${n}`), ...near]).lines;
+    names.forEach((n, k) => expect(out[k], n).toMatchObject({ rc: 0, size: k }));
+    near.forEach((n, k) => expect(out[names.length + k], n).toMatchObject({ rc: -2 }));
+  });
+
   it('grows past its capacity by resizing, keeping lookups, slots and listings', () => {
     const v = fresh({ capacity: 8, poolBytes: 64 });
     const small = v.stats();
