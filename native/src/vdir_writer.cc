@@ -500,11 +500,14 @@ void VdirWriter::Apply(const std::vector<VdirUpsert>& upserts, const std::vector
   // grows (once) instead of being compacted on every batch.
   const bool compact_fits = live_pool - plan.pool_freed + plan.pool_need <= uint64_t{h->pool_cap} * 3 / 4;
   bool compact = false;
+  // Growth: each full area at least doubles (so resizes, and the mappings
+  // readers leak following them, stay few); a bulk batch bigger than that
+  // gets exactly what it needs (a mount sized by VDir.sizeFor stays tight).
   if (!entries_fit || (!pool_fits && !compact_fits)) {
     uint64_t ecap = h->entry_cap, pcap = h->pool_cap;
     if (!entries_fit) ecap = std::min<uint64_t>(std::max<uint64_t>(ecap * 2, live_after), VRIFT_VDIR_MAX_ENTRIES);
     if (live_after > ecap) Fail(ENOSPC, "a VDir holds at most " + std::to_string(VRIFT_VDIR_MAX_ENTRIES) + " entries");
-    if (!pool_fits && !compact_fits) pcap = std::max<uint64_t>(pcap * 2, (live_pool + plan.pool_need) * 5 / 4);
+    if (!pool_fits && !compact_fits) pcap = std::max<uint64_t>(pcap * 2, live_pool + plan.pool_need);
     Grow(static_cast<uint32_t>(ecap), std::max<uint64_t>(pcap, live_pool + plan.pool_need));
   } else if (!pool_fits) {
     compact = true;
