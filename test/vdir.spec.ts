@@ -176,7 +176,7 @@ describe('VDir writer', () => {
     sample.forEach((p, k) => expect(out[sample.length + k]).toMatchObject({ rc: -2 }));
   });
 
-  it('agrees with the C reader on paths of every length (all hash tail cases)', () => {
+  it('agrees with the C reader on paths of every length (all hash tail cases) and on UTF-8', () => {
     const v = fresh();
     const names = Array.from({ length: 70 }, (_, n) => 'abcdefghijklmnopqrstuvwxyz0123456789'.repeat(2).slice(0, n + 1));
     v.apply([dir('x'), ...names.map((n, k) => file(`x/${n}`, hex(k), k))]);
@@ -184,6 +184,11 @@ describe('VDir writer', () => {
     const out = hammer(['lookup', v.stats().shmPath, ...names.map((n) => `x/${n}`), ...near]).lines;
     names.forEach((n, k) => expect(out[k], n).toMatchObject({ rc: 0, size: k }));
     near.forEach((n, k) => expect(out[names.length + k], n).toMatchObject({ rc: -2 }));
+    // Non-ASCII paths are UTF-8 bytes on both sides.
+    v.apply([dir('ünï'), file('ünï/çödé-日本.txt', hex(5), 77)]);
+    expect(v.list('ünï')).toEqual(['çödé-日本.txt']);
+    expect(hammer(['lookup', v.stats().shmPath, 'ünï/çödé-日本.txt']).lines[0]).toMatchObject({ rc: 0, size: 77 });
+    expect(hammer(['list', v.stats().shmPath, 'ünï']).lines[0]).toMatchObject({ rc: 0, names: ['çödé-日本.txt'] });
   });
 
   it('grows past its capacity by resizing, keeping lookups, slots and listings', () => {
