@@ -10,7 +10,7 @@
       'include_dirs': ["<!(node -p \"require('node-addon-api').include_dir\")", '../shim'],
       'defines': ['NAPI_VERSION=8', 'NAPI_CPP_EXCEPTIONS'],
       'cflags': ['-fvisibility=hidden', '-O2', '-Wall', '-Wextra'],
-      'cflags_cc': ['-std=c++17', '-fvisibility=hidden', '-O2', '-Wall', '-Wextra'],
+      'cflags_cc': ['-std=c++17', '-fvisibility=hidden', '-fvisibility-inlines-hidden', '-O2', '-Wall', '-Wextra'],
       'cflags_cc!': ['-std=gnu++17', '-std=gnu++1y', '-fno-exceptions'],
       'cflags!': ['-fno-exceptions'],
       'xcode_settings': {
