@@ -1,0 +1,678 @@
+// The VDir writer (see vdir_writer.h; the layout and protocols it follows
+// are specified in shim/vrift_vdir.h).
+#include "vdir_writer.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <unordered_map>
+#include <unordered_set>
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the batch encoding and hash assume little-endian");
+
+namespace vrift {
+namespace {
+
+constexpr uint32_t kIfmt = VRIFT_VDIR_S_IFMT;
+
+inline uint32_t TypeOf(uint32_t mode) { return mode & kIfmt; }
+inline bool IsDir(uint32_t mode) { return TypeOf(mode) == VRIFT_VDIR_S_IFDIR; }
+inline bool IsLnk(uint32_t mode) { return TypeOf(mode) == VRIFT_VDIR_S_IFLNK; }
+
+[[noreturn]] void Fail(int code, const std::string& msg) { throw VdirError(code, msg); }
+
+[[noreturn]] void FailSys(const std::string& what) {
+  int e = errno;
+  throw VdirError(e, what + ": " + std::strerror(e));
+}
+
+std::string Q(std::string_view s) {
+  std::string out = "\"";
+  out.append(s.substr(0, 200));
+  if (s.size() > 200) out += "...";
+  return out + "\"";
+}
+
+// Why `p` is not a path a VDir stores, or nullptr. The root "" is valid.
+const char* PathProblem(std::string_view p) {
+  if (p.empty()) return nullptr;
+  if (p.size() > VRIFT_VDIR_PATH_MAX) return "longer than 4095 bytes";
+  if (p.find('\0') != std::string_view::npos) return "contains a NUL byte";
+  if (p.front() == '/') return "absolute (paths are relative to the mount)";
+  if (p.back() == '/') return "trailing '/'";
+  size_t start = 0;
+  while (start <= p.size()) {
+    size_t end = p.find('/', start);
+    if (end == std::string_view::npos) end = p.size();
+    std::string_view c = p.substr(start, end - start);
+    if (c.empty()) return "empty path component";
+    if (c == "." || c == "..") return "'.' or '..' component";
+    if (c.size() > VRIFT_VDIR_NAME_MAX) return "component longer than 255 bytes";
+    start = end + 1;
+  }
+  return nullptr;
+}
+
+std::string_view Dirname(std::string_view p) {
+  size_t slash = p.rfind('/');
+  return slash == std::string_view::npos ? std::string_view() : p.substr(0, slash);
+}
+
+bool ValidName(std::string_view n) {
+  if (n.empty() || n.size() > VRIFT_VDIR_NAME_MAX || n == "." || n == "..") return false;
+  for (char c : n)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+          c == '-'))
+      return false;
+  return true;
+}
+
+uint64_t Random64() {
+  uint64_t v = 0;
+  if (getrandom(&v, sizeof v, 0) != sizeof v) v = static_cast<uint64_t>(time(nullptr)) * 0x9E3779B97F4A7C15ull ^ getpid();
+  return v;
+}
+
+uint64_t NowNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+struct Geometry {
+  uint32_t entry_cap, buckets;
+  uint64_t entry_off, bucket_off, pool_off, pool_cap, total;
+};
+
+// Entries, then buckets (load <= 0.8, always > entry_cap), then the pool,
+// which also takes whatever the last page has left.
+Geometry Layout(uint32_t entry_cap, uint64_t pool_min) {
+  if (entry_cap > VRIFT_VDIR_MAX_ENTRIES)
+    Fail(ENOSPC, "a VDir holds at most " + std::to_string(VRIFT_VDIR_MAX_ENTRIES) + " entries");
+  Geometry g{};
+  g.entry_cap = entry_cap;
+  g.buckets = static_cast<uint32_t>(std::max<uint64_t>(entry_cap + 1ull, (entry_cap * 5ull + 3) / 4));
+  g.entry_off = VRIFT_VDIR_HEADER_SIZE;
+  g.bucket_off = g.entry_off + uint64_t{entry_cap} * VRIFT_VDIR_ENTRY_SIZE;
+  g.pool_off = g.bucket_off + uint64_t{g.buckets} * 4;
+  g.total = (g.pool_off + pool_min + VRIFT_VDIR_PAGE - 1) / VRIFT_VDIR_PAGE * VRIFT_VDIR_PAGE;
+  g.pool_cap = g.total - g.pool_off;
+  if (g.pool_cap > UINT32_MAX) Fail(ENOSPC, "a VDir's string pool holds at most 4 GiB");
+  return g;
+}
+
+}  // namespace
+
+// What a validated batch needs; computed before anything changes.
+struct VdirWriter::Plan {
+  std::vector<uint32_t> removals;  // entry indices, deepest first
+  uint32_t new_slots = 0;
+  uint64_t pool_need = 0;   // bytes the upserts may append
+  uint64_t pool_freed = 0;  // bytes the removals turn into garbage
+};
+
+VdirWriter::VdirWriter(const VdirCreateOptions& opt) : name_(opt.name), cas_root_(opt.cas_root), mount_root_(opt.mount_root) {
+  if (!ValidName(name_)) Fail(EINVAL, "invalid VDir name " + Q(name_) + ": use 1-255 of [A-Za-z0-9._-]");
+  if (cas_root_.empty() || cas_root_[0] != '/' || cas_root_.size() >= VRIFT_VDIR_CAS_ROOT_MAX)
+    Fail(EINVAL, "casRoot " + Q(cas_root_) + " must be an absolute path shorter than 256 bytes");
+  if (mount_root_.empty() || mount_root_[0] != '/' || mount_root_.size() >= VRIFT_VDIR_MOUNT_ROOT_MAX)
+    Fail(EINVAL, "mountRoot " + Q(mount_root_) + " must be an absolute path shorter than 3584 bytes");
+  if (opt.capacity >= VRIFT_VDIR_MAX_ENTRIES) Fail(ENOSPC, "capacity past the VDir limit of 16777214 entries");
+  shm_path_ = std::string(VRIFT_VDIR_SHM_DIR "/" VRIFT_VDIR_SHM_PREFIX) + std::to_string(getuid()) + "." + name_;
+  seed_ = Random64();
+  volume_id_ = Random64();
+
+  uint64_t pool = (opt.pool_bytes != 0 ? opt.pool_bytes : uint64_t{opt.capacity} * 64) + 1;
+  std::string tmp;
+  map_ = Build(opt.capacity + 1, pool, &tmp);
+  hash_.assign(map_.hdr->entry_cap, 0);
+  prev_.assign(map_.hdr->entry_cap, 0);
+
+  // The root directory, slot 0, path "".
+  vrift_vdir_entry& root = map_.ent[0];
+  root.mode = VRIFT_VDIR_S_IFDIR | 0755;
+  root.mtime_sec = static_cast<uint32_t>(time(nullptr));
+  root.path_off = AppendString(std::string_view("", 1));
+  hash_[0] = vrift_vdir_hash("", 0, seed_);
+  map_.hdr->entry_count = 1;
+  map_.hdr->entry_hwm = 1;
+  InsertBucket(0);
+  Recheck(0);
+
+  // A stale object under our name (a daemon that died): remember its header
+  // so its readers can be pointed at us once we own the name.
+  vrift_vdir_header* stale = nullptr;
+  int sfd = open(shm_path_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (sfd >= 0) {
+    struct stat st{};
+    if (fstat(sfd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && st.st_size >= VRIFT_VDIR_HEADER_SIZE) {
+      void* p = mmap(nullptr, VRIFT_VDIR_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, sfd, 0);
+      if (p != MAP_FAILED) {
+        stale = static_cast<vrift_vdir_header*>(p);
+        if (stale->magic != VRIFT_VDIR_MAGIC || stale->version != VRIFT_VDIR_VERSION) {
+          munmap(p, VRIFT_VDIR_HEADER_SIZE);
+          stale = nullptr;
+        }
+      }
+    }
+    close(sfd);
+  }
+  // Publish: the stable name only ever names a complete object.
+  if (rename(tmp.c_str(), shm_path_.c_str()) != 0) {
+    int e = errno;
+    unlink(tmp.c_str());
+    Unmap(&map_);
+    if (stale) munmap(stale, VRIFT_VDIR_HEADER_SIZE);
+    errno = e;
+    FailSys("cannot publish VDir " + shm_path_);
+  }
+  if (stale) {
+    // Make gen even (it may have died mid-write) and say where to go.
+    uint64_t g = stale->gen.load(std::memory_order_relaxed) | 1u;
+    stale->gen.store(g, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    stale->flags.fetch_or(VRIFT_VDIR_HF_SUPERSEDED, std::memory_order_relaxed);
+    stale->gen.store(g + 1, std::memory_order_release);
+    munmap(stale, VRIFT_VDIR_HEADER_SIZE);
+  }
+}
+
+VdirWriter::~VdirWriter() { Unmap(&map_); }
+
+// Creates, sizes and maps a new object under a temporary name; fills every
+// geometry field. The caller fills entries and renames it into place.
+VdirWriter::Map VdirWriter::Build(uint32_t entry_cap, uint64_t pool_min, std::string* tmp_path) {
+  Geometry g = Layout(entry_cap, pool_min);
+  *tmp_path = shm_path_ + ".tmp." + std::to_string(getpid()) + "." + std::to_string(tmp_counter_++);
+  // O_EXCL: never adopt a file someone else put there; 0600: owner only.
+  int fd = open(tmp_path->c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) FailSys("cannot create " + *tmp_path);
+  Map m;
+  m.fd = fd;
+  // The size is final: the object is never truncated while mapped.
+  if (fchmod(fd, 0600) != 0 || ftruncate(fd, static_cast<off_t>(g.total)) != 0) {
+    int e = errno;
+    close(fd);
+    unlink(tmp_path->c_str());
+    errno = e;
+    FailSys("cannot size " + *tmp_path);
+  }
+  void* p = mmap(nullptr, g.total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    int e = errno;
+    close(fd);
+    unlink(tmp_path->c_str());
+    errno = e;
+    FailSys("cannot map " + *tmp_path);
+  }
+  m.base = static_cast<uint8_t*>(p);
+  m.size = g.total;
+  m.hdr = reinterpret_cast<vrift_vdir_header*>(m.base);
+  m.ent = reinterpret_cast<vrift_vdir_entry*>(m.base + g.entry_off);
+  m.buckets = reinterpret_cast<uint32_t*>(m.base + g.bucket_off);
+  m.pool = reinterpret_cast<char*>(m.base + g.pool_off);
+  vrift_vdir_header* h = m.hdr;  // fresh tmpfs pages are zero
+  h->magic = VRIFT_VDIR_MAGIC;
+  h->version = VRIFT_VDIR_VERSION;
+  h->header_size = VRIFT_VDIR_HEADER_SIZE;
+  h->entry_size = VRIFT_VDIR_ENTRY_SIZE;
+  h->total_size = g.total;
+  h->hash_seed = seed_;
+  h->entry_off = g.entry_off;
+  h->entry_cap = g.entry_cap;
+  h->bucket_off = g.bucket_off;
+  h->bucket_count = g.buckets;
+  h->pool_off = g.pool_off;
+  h->pool_cap = static_cast<uint32_t>(g.pool_cap);
+  h->writer_pid = static_cast<uint32_t>(getpid());
+  h->created_ns = NowNs();
+  h->volume_id = volume_id_;
+  h->owner_uid = static_cast<uint32_t>(getuid());
+  std::memcpy(h->cas_root, cas_root_.data(), cas_root_.size());
+  std::memcpy(h->mount_root, mount_root_.data(), mount_root_.size());
+  return m;
+}
+
+void VdirWriter::Unmap(Map* m) {
+  if (m->base) munmap(m->base, m->size);
+  if (m->fd >= 0) close(m->fd);
+  *m = Map();
+}
+
+void VdirWriter::BeginWrite() {
+  uint64_t g = map_.hdr->gen.load(std::memory_order_relaxed);
+  map_.hdr->gen.store(g + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+}
+
+void VdirWriter::EndWrite() {
+  uint64_t g = map_.hdr->gen.load(std::memory_order_relaxed);
+  map_.hdr->gen.store(g + 1, std::memory_order_release);
+}
+
+std::string_view VdirWriter::PathOf(uint32_t i) const { return std::string_view(map_.pool + map_.ent[i].path_off); }
+
+int64_t VdirWriter::Find(std::string_view path, uint64_t h) const {
+  const uint32_t nb = map_.hdr->bucket_count, tag = vrift_vdir_tag_of(h);
+  for (uint32_t b = vrift_vdir_bucket_of(h, nb);; b = b + 1 == nb ? 0 : b + 1) {
+    uint32_t v = map_.buckets[b];
+    if (v == 0) return -1;
+    if (VRIFT_VDIR_BUCKET_TAG(v) == tag) {
+      uint32_t i = VRIFT_VDIR_BUCKET_INDEX(v);
+      if (hash_[i] == h && PathOf(i) == path) return i;
+    }
+  }
+}
+
+int64_t VdirWriter::Find(std::string_view path) const {
+  return Find(path, vrift_vdir_hash(path.data(), path.size(), seed_));
+}
+
+void VdirWriter::Recheck(uint32_t i) {
+  vrift_vdir_entry& e = map_.ent[i];
+  const char* t = nullptr;
+  size_t tl = 0;
+  if (IsLnk(e.mode)) {
+    t = map_.pool + e.u.lnk.target_off;
+    tl = e.u.lnk.target_len;
+  }
+  e.check = vrift_vdir_entry_check(&e, hash_[i], t, tl);
+}
+
+uint32_t VdirWriter::AppendString(std::string_view s) {
+  uint32_t off = map_.hdr->pool_used;
+  std::memcpy(map_.pool + off, s.data(), s.size());
+  map_.hdr->pool_used = off + static_cast<uint32_t>(s.size());
+  return off;
+}
+
+void VdirWriter::InsertBucket(uint32_t i) {
+  const uint32_t nb = map_.hdr->bucket_count;
+  uint32_t b = vrift_vdir_bucket_of(hash_[i], nb);
+  while (map_.buckets[b] != 0) b = b + 1 == nb ? 0 : b + 1;
+  map_.buckets[b] = VRIFT_VDIR_BUCKET(vrift_vdir_tag_of(hash_[i]), i);
+}
+
+// Backward-shift deletion: pull later members of the probe run into the
+// hole when their home allows it, so no tombstones are ever needed.
+void VdirWriter::EraseBucket(uint32_t i) {
+  const uint32_t nb = map_.hdr->bucket_count;
+  uint32_t* bk = map_.buckets;
+  uint32_t hole = vrift_vdir_bucket_of(hash_[i], nb);
+  while (bk[hole] == 0 || VRIFT_VDIR_BUCKET_INDEX(bk[hole]) != i) hole = hole + 1 == nb ? 0 : hole + 1;
+  for (uint32_t j = hole;;) {
+    j = j + 1 == nb ? 0 : j + 1;
+    uint32_t v = bk[j];
+    if (v == 0) break;
+    uint32_t home = vrift_vdir_bucket_of(hash_[VRIFT_VDIR_BUCKET_INDEX(v)], nb);
+    bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (!stays) {
+      bk[hole] = v;
+      hole = j;
+    }
+  }
+  bk[hole] = 0;
+}
+
+void VdirWriter::Remove(uint32_t i) {
+  vrift_vdir_entry& e = map_.ent[i];
+  std::string_view path = PathOf(i);
+  uint32_t parent = static_cast<uint32_t>(Find(Dirname(path)));
+  vrift_vdir_entry& pe = map_.ent[parent];
+  uint32_t prev = prev_[i], next = e.next_sibling;
+  if (prev == 0) {
+    pe.u.dir.first_child = next;
+  } else {
+    map_.ent[prev - 1].next_sibling = next;
+    Recheck(prev - 1);
+  }
+  if (next != 0) prev_[next - 1] = prev;
+  if (pe.u.dir.last_child == i + 1) pe.u.dir.last_child = prev;
+  pe.u.dir.nchildren--;
+  Recheck(parent);
+  EraseBucket(i);
+  map_.hdr->pool_garbage += static_cast<uint32_t>(path.size() + 1 + (IsLnk(e.mode) ? e.u.lnk.target_len : 0));
+  std::memset(&e, 0, sizeof e);
+  prev_[i] = 0;
+  hash_[i] = 0;
+  free_.push_back(i);
+  map_.hdr->entry_count--;
+}
+
+void VdirWriter::Upsert(const VdirUpsert& u) {
+  const uint64_t h = vrift_vdir_hash(u.path.data(), u.path.size(), seed_);
+  int64_t found = Find(u.path, h);
+  uint32_t i;
+  if (found >= 0) {
+    i = static_cast<uint32_t>(found);
+  } else {
+    if (!free_.empty()) {
+      i = free_.back();
+      free_.pop_back();
+    } else {
+      i = map_.hdr->entry_hwm++;
+    }
+    vrift_vdir_entry& e = map_.ent[i];
+    std::memset(&e, 0, sizeof e);
+    e.path_off = AppendString(std::string_view(u.path.data(), u.path.size()));
+    AppendString(std::string_view("", 1));
+    hash_[i] = h;
+    // Append to the parent's list (insertion order).
+    uint32_t parent = static_cast<uint32_t>(Find(Dirname(u.path)));
+    vrift_vdir_entry& pe = map_.ent[parent];
+    uint32_t last = pe.u.dir.last_child;
+    prev_[i] = last;
+    if (last == 0) {
+      pe.u.dir.first_child = i + 1;
+    } else {
+      map_.ent[last - 1].next_sibling = i + 1;
+      Recheck(last - 1);
+    }
+    pe.u.dir.last_child = i + 1;
+    pe.u.dir.nchildren++;
+    Recheck(parent);
+    InsertBucket(i);
+    map_.hdr->entry_count++;
+  }
+  vrift_vdir_entry& e = map_.ent[i];
+  const uint32_t type = TypeOf(u.mode);
+  const bool was_dir = IsDir(e.mode), was_lnk = IsLnk(e.mode);
+  const bool keep_target =
+      was_lnk && type == VRIFT_VDIR_S_IFLNK && std::string_view(map_.pool + e.u.lnk.target_off, e.u.lnk.target_len) == u.target;
+  if (was_lnk && !keep_target) map_.hdr->pool_garbage += e.u.lnk.target_len;
+  uint64_t size = u.size;
+  if (type == VRIFT_VDIR_S_IFREG) {
+    std::memcpy(e.u.digest, u.digest, 32);
+  } else if (type == VRIFT_VDIR_S_IFDIR) {
+    if (!was_dir) std::memset(&e.u, 0, sizeof e.u);  // validated: an existing dir keeps its children
+  } else {
+    if (!keep_target) {
+      std::memset(&e.u, 0, sizeof e.u);
+      e.u.lnk.target_off = AppendString(u.target);
+      e.u.lnk.target_len = static_cast<uint32_t>(u.target.size());
+    }
+    size = u.target.size();
+  }
+  e.size_flags = vrift_vdir_size_flags(size, u.flags);
+  e.mtime_sec = u.mtime_sec;
+  e.mode = static_cast<uint16_t>(u.mode);
+  Recheck(i);
+}
+
+VdirWriter::Plan VdirWriter::Validate(const std::vector<VdirUpsert>& upserts,
+                                      const std::vector<std::string_view>& removals) const {
+  Plan plan;
+  const vrift_vdir_entry* ent = map_.ent;
+  std::unordered_set<uint32_t> removed(removals.size() * 2 + 1);
+  std::unordered_map<uint32_t, uint32_t> removed_children;  // dir index -> children this batch removes
+  for (std::string_view p : removals) {
+    if (const char* why = PathProblem(p)) Fail(EINVAL, "cannot remove " + Q(p) + ": " + why);
+    if (p.empty()) Fail(EINVAL, "cannot remove the root directory");
+    int64_t i = Find(p);
+    if (i < 0) Fail(ENOENT, "cannot remove " + Q(p) + ": not in the VDir");
+    if (!removed.insert(static_cast<uint32_t>(i)).second) continue;
+    plan.removals.push_back(static_cast<uint32_t>(i));
+    plan.pool_freed += p.size() + 1 + (IsLnk(ent[i].mode) ? ent[i].u.lnk.target_len : 0);
+    removed_children[static_cast<uint32_t>(Find(Dirname(p)))]++;
+  }
+  for (uint32_t i : plan.removals) {
+    if (!IsDir(ent[i].mode)) continue;
+    for (uint32_t c = ent[i].u.dir.first_child; c != 0; c = ent[c - 1].next_sibling)
+      if (!removed.count(c - 1))
+        Fail(ENOTEMPTY, "cannot remove directory " + Q(PathOf(i)) + ": " + Q(PathOf(c - 1)) +
+                            " is still in it (remove its children first or in the same batch)");
+  }
+  // Children before parents: a longer path is never an ancestor.
+  std::sort(plan.removals.begin(), plan.removals.end(),
+            [this](uint32_t a, uint32_t b) { return PathOf(a).size() > PathOf(b).size(); });
+
+  // Upserts see the state after the removals and after earlier upserts.
+  std::unordered_map<std::string_view, uint32_t> batch_type(upserts.size() * 2 + 1);  // path -> type
+  std::unordered_map<std::string_view, uint32_t> batch_children;                       // dir -> children added
+  auto state = [&](std::string_view p, int64_t* idx) -> uint32_t {
+    int64_t i = Find(p);
+    if (i >= 0 && removed.count(static_cast<uint32_t>(i))) i = -1;
+    *idx = i;
+    auto it = batch_type.find(p);
+    if (it != batch_type.end()) return it->second;
+    return i >= 0 ? TypeOf(ent[i].mode) : 0;
+  };
+  for (const VdirUpsert& u : upserts) {
+    if (const char* why = PathProblem(u.path)) Fail(EINVAL, "invalid path " + Q(u.path) + ": " + why);
+    const uint32_t type = TypeOf(u.mode);
+    if (u.mode > 0xFFFF || (type != VRIFT_VDIR_S_IFREG && type != VRIFT_VDIR_S_IFDIR && type != VRIFT_VDIR_S_IFLNK))
+      Fail(EINVAL, Q(u.path) + ": mode " + std::to_string(u.mode) + " is not a regular file, directory or symlink");
+    if (u.path.empty() && type != VRIFT_VDIR_S_IFDIR) Fail(EINVAL, "the root must be a directory");
+    if (type == VRIFT_VDIR_S_IFREG && u.digest == nullptr) Fail(EINVAL, Q(u.path) + ": a file needs a digest");
+    if (type == VRIFT_VDIR_S_IFLNK &&
+        (u.target.empty() || u.target.size() > VRIFT_VDIR_TARGET_MAX || u.target.find('\0') != std::string_view::npos))
+      Fail(EINVAL, Q(u.path) + ": a symlink needs a target of 1-4095 bytes without NUL");
+    if (u.size > VRIFT_VDIR_MAX_SIZE) Fail(EINVAL, Q(u.path) + ": size " + std::to_string(u.size) + " is past 2^48");
+    if (u.flags > 0xFFFF) Fail(EINVAL, Q(u.path) + ": flags must fit in 16 bits");
+    if (!u.path.empty()) {
+      std::string_view parent = Dirname(u.path);
+      int64_t pi;
+      uint32_t pt = state(parent, &pi);
+      if (pt == 0)
+        Fail(ENOENT, "parent " + Q(parent) + " of " + Q(u.path) + " is missing (add it first, or earlier in the same batch)");
+      if (pt != VRIFT_VDIR_S_IFDIR) Fail(ENOTDIR, "parent " + Q(parent) + " of " + Q(u.path) + " is not a directory");
+    }
+    int64_t ci;
+    const uint32_t ct = state(u.path, &ci);
+    if (ct == VRIFT_VDIR_S_IFDIR && type != VRIFT_VDIR_S_IFDIR) {
+      uint64_t kids = 0;
+      auto bc = batch_children.find(u.path);
+      if (bc != batch_children.end()) kids += bc->second;
+      if (ci >= 0 && IsDir(ent[ci].mode)) {
+        auto rc = removed_children.find(static_cast<uint32_t>(ci));
+        kids += ent[ci].u.dir.nchildren - (rc == removed_children.end() ? 0 : rc->second);
+      }
+      if (kids != 0) Fail(ENOTEMPTY, "cannot turn directory " + Q(u.path) + " into a file or symlink: it has children");
+    }
+    if (ct == 0) {
+      plan.new_slots++;
+      plan.pool_need += u.path.size() + 1;
+      batch_children[Dirname(u.path)]++;
+    }
+    if (type == VRIFT_VDIR_S_IFLNK) plan.pool_need += u.target.size();
+    batch_type[u.path] = type;
+  }
+  return plan;
+}
+
+void VdirWriter::Apply(const std::vector<VdirUpsert>& upserts, const std::vector<std::string_view>& removals) {
+  if (closed()) Fail(EBADF, "VDir " + Q(name_) + " is closed");
+  Plan plan = Validate(upserts, removals);
+  const vrift_vdir_header* h = map_.hdr;
+  const uint64_t live_after = uint64_t{h->entry_count} - plan.removals.size() + plan.new_slots;
+  const uint64_t live_pool = uint64_t{h->pool_used} - h->pool_garbage;  // what a compaction keeps
+  const bool entries_fit = live_after <= h->entry_cap;
+  const bool pool_fits = uint64_t{h->pool_used} + plan.pool_need <= h->pool_cap;
+  // Compact in place only when it leaves real room, so a nearly full pool
+  // grows (once) instead of being compacted on every batch.
+  const bool compact_fits = live_pool - plan.pool_freed + plan.pool_need <= uint64_t{h->pool_cap} * 3 / 4;
+  bool compact = false;
+  // Growth: each full area at least doubles (so resizes, and the mappings
+  // readers leak following them, stay few); a bulk batch bigger than that
+  // gets exactly what it needs (a mount sized by VDir.sizeFor stays tight).
+  if (!entries_fit || (!pool_fits && !compact_fits)) {
+    uint64_t ecap = h->entry_cap, pcap = h->pool_cap;
+    if (!entries_fit) ecap = std::min<uint64_t>(std::max<uint64_t>(ecap * 2, live_after), VRIFT_VDIR_MAX_ENTRIES);
+    if (live_after > ecap) Fail(ENOSPC, "a VDir holds at most " + std::to_string(VRIFT_VDIR_MAX_ENTRIES) + " entries");
+    if (!pool_fits && !compact_fits) pcap = std::max<uint64_t>(pcap * 2, live_pool + plan.pool_need);
+    Grow(static_cast<uint32_t>(ecap), std::max<uint64_t>(pcap, live_pool + plan.pool_need));
+  } else if (!pool_fits) {
+    compact = true;
+  }
+  free_.reserve(free_.size() + plan.removals.size());  // no allocation inside the window
+  BeginWrite();
+  try {
+    for (uint32_t i : plan.removals) Remove(i);
+    if (compact) Compact();
+    for (const VdirUpsert& u : upserts) Upsert(u);
+  } catch (...) {
+    EndWrite();  // never leave gen odd
+    throw;
+  }
+  EndWrite();
+}
+
+// Slides live strings down over garbage (inside the caller's window).
+void VdirWriter::Compact() {
+  struct Str {
+    uint32_t off, len, idx;
+    bool target;
+  };
+  std::vector<Str> strs;
+  const uint32_t hwm = map_.hdr->entry_hwm;
+  for (uint32_t i = 0; i < hwm; i++) {
+    const vrift_vdir_entry& e = map_.ent[i];
+    if (e.mode == 0) continue;
+    strs.push_back({e.path_off, static_cast<uint32_t>(PathOf(i).size() + 1), i, false});
+    if (IsLnk(e.mode)) strs.push_back({e.u.lnk.target_off, e.u.lnk.target_len, i, true});
+  }
+  std::sort(strs.begin(), strs.end(), [](const Str& a, const Str& b) { return a.off < b.off; });
+  uint32_t w = 0;
+  for (const Str& s : strs) {
+    std::memmove(map_.pool + w, map_.pool + s.off, s.len);
+    (s.target ? map_.ent[s.idx].u.lnk.target_off : map_.ent[s.idx].path_off) = w;
+    w += s.len;
+  }
+  std::memset(map_.pool + w, 0, map_.hdr->pool_used - w);
+  map_.hdr->pool_used = w;
+  map_.hdr->pool_garbage = 0;
+  for (uint32_t i = 0; i < hwm; i++)
+    if (map_.ent[i].mode != 0) Recheck(i);
+  compactions_++;
+}
+
+// Resize (section 5 of vrift_vdir.h): a new, bigger object with every entry
+// in the same slot, renamed over the stable name; then the old one is
+// marked SUPERSEDED so its readers follow.
+void VdirWriter::Grow(uint32_t entry_cap, uint64_t pool_cap) {
+  std::string tmp;
+  Map nm = Build(entry_cap, pool_cap, &tmp);
+  const uint32_t hwm = map_.hdr->entry_hwm;
+  std::memcpy(nm.ent, map_.ent, size_t{hwm} * VRIFT_VDIR_ENTRY_SIZE);
+  uint32_t w = 0;
+  for (uint32_t i = 0; i < hwm; i++) {
+    vrift_vdir_entry& e = nm.ent[i];
+    if (e.mode == 0) continue;
+    std::string_view p = PathOf(i);
+    std::memcpy(nm.pool + w, p.data(), p.size() + 1);
+    e.path_off = w;
+    w += static_cast<uint32_t>(p.size() + 1);
+    if (IsLnk(e.mode)) {
+      std::memcpy(nm.pool + w, map_.pool + e.u.lnk.target_off, e.u.lnk.target_len);
+      e.u.lnk.target_off = w;
+      w += e.u.lnk.target_len;
+    }
+  }
+  nm.hdr->pool_used = w;
+  nm.hdr->entry_count = map_.hdr->entry_count;
+  nm.hdr->entry_hwm = hwm;
+  nm.hdr->gen.store(map_.hdr->gen.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  Map old = map_;
+  map_ = nm;
+  hash_.resize(entry_cap, 0);
+  prev_.resize(entry_cap, 0);
+  for (uint32_t i = 0; i < hwm; i++) {
+    if (map_.ent[i].mode == 0) continue;
+    InsertBucket(i);
+    Recheck(i);
+  }
+  if (rename(tmp.c_str(), shm_path_.c_str()) != 0) {
+    int e = errno;
+    unlink(tmp.c_str());
+    Unmap(&map_);
+    map_ = old;
+    errno = e;
+    FailSys("cannot publish resized VDir " + shm_path_);
+  }
+  uint64_t g = old.hdr->gen.load(std::memory_order_relaxed);
+  old.hdr->gen.store(g + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  old.hdr->flags.fetch_or(VRIFT_VDIR_HF_SUPERSEDED, std::memory_order_relaxed);
+  old.hdr->gen.store(g + 2, std::memory_order_release);
+  Unmap(&old);
+  resizes_++;
+}
+
+bool VdirWriter::Lookup(std::string_view path, VdirFound* out) const {
+  if (closed()) Fail(EBADF, "VDir " + Q(name_) + " is closed");
+  int64_t i = Find(path);
+  if (i < 0) return false;
+  out->index = static_cast<uint32_t>(i);
+  out->entry = map_.ent[i];
+  out->target.clear();
+  if (IsLnk(out->entry.mode)) out->target.assign(map_.pool + out->entry.u.lnk.target_off, out->entry.u.lnk.target_len);
+  return true;
+}
+
+std::vector<std::string> VdirWriter::List(std::string_view dir) const {
+  if (closed()) Fail(EBADF, "VDir " + Q(name_) + " is closed");
+  int64_t i = Find(dir);
+  if (i < 0) Fail(ENOENT, "no such directory " + Q(dir) + " in the VDir");
+  const vrift_vdir_entry& d = map_.ent[i];
+  if (!IsDir(d.mode)) Fail(ENOTDIR, Q(dir) + " is not a directory");
+  std::vector<std::string> names;
+  names.reserve(d.u.dir.nchildren);
+  const size_t skip = dir.empty() ? 0 : dir.size() + 1;
+  for (uint32_t c = d.u.dir.first_child; c != 0; c = map_.ent[c - 1].next_sibling)
+    names.emplace_back(PathOf(c - 1).substr(skip));
+  return names;
+}
+
+VdirStats VdirWriter::Stats() const {
+  if (closed()) Fail(EBADF, "VDir " + Q(name_) + " is closed");
+  const vrift_vdir_header* h = map_.hdr;
+  return VdirStats{h->entry_count, h->entry_cap, h->bucket_count, h->entry_hwm,
+                   map_.size, h->pool_used, h->pool_cap, h->pool_garbage,
+                   h->gen.load(std::memory_order_relaxed), resizes_, compactions_, shm_path_};
+}
+
+VdirProbeStats VdirWriter::ProbeStats() const {
+  if (closed()) Fail(EBADF, "VDir " + Q(name_) + " is closed");
+  VdirProbeStats s{0, 0, 0};
+  const uint32_t nb = map_.hdr->bucket_count;
+  for (uint32_t b = 0; b < nb; b++) {
+    uint32_t v = map_.buckets[b];
+    if (v == 0) continue;
+    uint32_t home = vrift_vdir_bucket_of(hash_[VRIFT_VDIR_BUCKET_INDEX(v)], nb);
+    uint32_t dist = b >= home ? b - home : b + nb - home;
+    s.max_probe = std::max(s.max_probe, dist);
+    if (dist != 0) s.displaced++;
+    for (uint32_t k = home; k != b; k = k + 1 == nb ? 0 : k + 1) {
+      if (VRIFT_VDIR_BUCKET_TAG(map_.buckets[k]) == VRIFT_VDIR_BUCKET_TAG(v)) {
+        s.tag_collisions++;
+        break;
+      }
+    }
+  }
+  return s;
+}
+
+void VdirWriter::Close(bool unlink_it) {
+  if (closed()) return;
+  BeginWrite();
+  map_.hdr->flags.fetch_or(VRIFT_VDIR_HF_RETIRED, std::memory_order_relaxed);
+  EndWrite();
+  if (unlink_it) {
+    // Only our own object: a newer daemon may own the name by now.
+    struct stat mine{}, named{};
+    if (fstat(map_.fd, &mine) == 0 && stat(shm_path_.c_str(), &named) == 0 && mine.st_dev == named.st_dev &&
+        mine.st_ino == named.st_ino)
+      unlink(shm_path_.c_str());
+  }
+  Unmap(&map_);
+}
+
+}  // namespace vrift

@@ -1,0 +1,80 @@
+// Loads the native addon (native/, built by scripts/build.mjs with
+// node-gyp). The compiled JS runs from dist/src/node/ and tests import this
+// file from src/node/, so the addon is found from the package root (the
+// nearest directory with a package.json), not from this file's location.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { VriftError } from '../lib/errors.js';
+
+/** The native VDir writer (see native/src/addon.cc for the batch encoding). */
+export interface NativeVDirWriter {
+  apply(upserts: Buffer, nUpserts: number, removals: Buffer, nRemovals: number): void;
+  lookup(path: string): NativeVDirEntry | undefined;
+  list(dir: string): string[];
+  stats(): NativeVDirStats;
+  probeStats(): { maxProbe: number; displaced: number; tagCollisions: number };
+  close(unlink: boolean): void;
+}
+
+export interface NativeVDirEntry {
+  mode: number;
+  size: number;
+  mtimeSec: number;
+  flags: number;
+  index: number;
+  check: number;
+  digest?: string;
+  target?: string;
+  nchildren?: number;
+}
+
+export interface NativeVDirStats {
+  entries: number;
+  capacity: number;
+  buckets: number;
+  highWater: number;
+  mappedBytes: number;
+  poolUsed: number;
+  poolCapacity: number;
+  poolGarbage: number;
+  generation: number;
+  resizes: number;
+  compactions: number;
+  shmPath: string;
+}
+
+export interface NativeAddon {
+  VDirWriter: new (name: string, casRoot: string, mountRoot: string, capacity: number, poolBytes: number) => NativeVDirWriter;
+  vdirLayoutVersion: number;
+}
+
+let cached: NativeAddon | undefined;
+let root: string | undefined;
+
+/** The package root: the nearest ancestor of this module with a package.json. */
+export function packageRoot(): string {
+  if (root !== undefined) return root;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new VriftError('ERR_VRIFT_NATIVE_MISSING', 'cannot find the vrift package root (no package.json above the module)');
+    dir = up;
+  }
+  root = dir;
+  return dir;
+}
+
+/** The addon, loaded once. Throws a VriftError with a fix when it was never built. */
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  const file = join(packageRoot(), 'native', 'build', 'Release', 'vrift_native.node');
+  if (!existsSync(file)) {
+    throw new VriftError('ERR_VRIFT_NATIVE_MISSING', `native addon not built: ${file} is missing`, {
+      hint: 'run `npm run build` (or `node scripts/build.mjs native`); it needs a C++ toolchain',
+    });
+  }
+  cached = createRequire(import.meta.url)(file) as NativeAddon;
+  return cached;
+}
