@@ -1,5 +1,5 @@
 // vrift_native: the N-API addon. Exposes VDirWriter (a JS class around
-// vrift::VdirWriter). src/node/vdir.ts is its only intended caller: it packs
+// vrift::VdirWriter) and fastFs (fast_fs.cc: batched filesystem calls). src/node/vdir.ts is its only intended caller: it packs
 // batches into one Buffer (layout below) so a 100 000-entry mount crosses
 // the JS/C++ boundary once, and turns errors (Error with a numeric `code`,
 // the errno) into VriftErrors.
@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 
+#include "fast_fs.h"
 #include "vdir_writer.h"
 
 namespace {
@@ -221,6 +222,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("VDirWriter", VDirWriterWrap::Define(env));
   exports.Set("vdirLayoutVersion", Napi::Number::New(env, VRIFT_VDIR_VERSION));
+  vrift::InitFastFs(env, exports);
   return exports;
 }
 

@@ -8,7 +8,7 @@ import type { Digest } from '../lib/digest.js';
 import { fsError, VriftError } from '../lib/errors.js';
 import type { Store } from './store.js';
 import type { TreeEntry } from './tree.js';
-import { VDir, type VDirEntryInput } from './vdir.js';
+import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDir, type VDirEntryInput } from './vdir.js';
 
 export interface MountRecord {
   path: string;
@@ -25,20 +25,13 @@ export interface MountInfo extends MountRecord {
   vdirBytes: number;
 }
 
-const S_IFDIR = 0o040000;
-const S_IFREG = 0o100000;
-const S_IFLNK = 0o120000;
-
-/** VDir entry flag: the blob is not in the local CAS yet (fetched on first open). */
-export const FLAG_NOT_LOCAL = 1;
-
 /** The VDir entries of a tree (the root "" is the VDir's own). */
 export function vdirEntries(store: Store, entries: TreeEntry[], mtimeSec: number): VDirEntryInput[] {
   return entries.map((e) => {
     if (e.kind === 'dir') return { path: e.path, mode: S_IFDIR | e.mode, size: 0, mtimeSec };
     if (e.kind === 'symlink') return { path: e.path, mode: S_IFLNK | 0o777, size: e.size, mtimeSec, target: e.target! };
     const local = store.cas.has(e.digest!, e.mode === 0o755);
-    return { path: e.path, mode: S_IFREG | e.mode, size: e.size, mtimeSec, digest: e.digest!, flags: local ? 0 : FLAG_NOT_LOCAL };
+    return { path: e.path, mode: S_IFREG | e.mode, size: e.size, mtimeSec, digest: e.digest!, flags: local ? 0 : VDIR_F_REMOTE };
   });
 }
 
@@ -118,8 +111,9 @@ export class MountManager {
   private publish(rec: MountRecord): void {
     const { entries } = this.store.getTree(rec.tree);
     for (const e of entries) if (e.kind === 'file' && e.mode === 0o755 && this.store.cas.has(e.digest!)) this.store.ensureExecTwin(e.digest!);
-    const vdir = VDir.create(rec.name, { casRoot: this.store.layout.cas, mountRoot: rec.path, capacity: entries.length + 1 });
-    vdir.apply(vdirEntries(this.store, entries, Math.floor(rec.mountedAt / 1000)));
+    const upserts = vdirEntries(this.store, entries, Math.floor(rec.mountedAt / 1000));
+    const vdir = VDir.create(rec.name, { casRoot: this.store.layout.cas, mountRoot: rec.path, ...VDir.sizeFor(upserts) });
+    vdir.apply(upserts);
     this.vdirs.get(rec.path)?.close({ unlink: false });
     this.vdirs.set(rec.path, vdir);
   }

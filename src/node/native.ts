@@ -45,9 +45,23 @@ export interface NativeVDirStats {
   shmPath: string;
 }
 
+/**
+ * Batched filesystem calls from native threads (native/src/fast_fs.cc).
+ * Buffers hold NUL-terminated strings; results list failures as
+ * [index, errno, index, errno …].
+ */
+export interface NativeFastFs {
+  mkdirs(root: string, paths: Buffer, mode: number, threads: number): number[];
+  links(root: string, srcDstPairs: Buffer, threads: number): number[];
+  symlinks(root: string, targetDstPairs: Buffer, threads: number): number[];
+  /** [size, mtimeMs] per path; size -1 (and the errno) when lstat fails. */
+  lstatMany(paths: Buffer, threads: number): Float64Array;
+}
+
 export interface NativeAddon {
   VDirWriter: new (name: string, casRoot: string, mountRoot: string, capacity: number, poolBytes: number) => NativeVDirWriter;
   vdirLayoutVersion: number;
+  fastFs: NativeFastFs;
 }
 
 let cached: NativeAddon | undefined;
