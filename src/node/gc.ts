@@ -61,6 +61,20 @@ export async function gc(store: Store, opts: { maxSize?: number } = {}): Promise
     }
     sizes.set(f.digest, (sizes.get(f.digest) ?? 0) + size);
   }
+  // A blob is as recently used as the most recently used tree that holds it.
+  const treeUse = new Map<Digest, number>();
+  for (const { key, value } of store.meta.trees.getRange()) {
+    if (live.has(key) || !value.lastUse || !sizes.has(key)) continue;
+    try {
+      for (const e of store.getTree(key).entries) {
+        if (e.kind === 'file' && (treeUse.get(e.digest!) ?? 0) < value.lastUse) treeUse.set(e.digest!, value.lastUse);
+      }
+    } catch (e) {
+      if (!isVriftError(e)) throw e;
+    }
+    if ((treeUse.get(key) ?? 0) < value.lastUse) treeUse.set(key, value.lastUse);
+  }
+
   let total = 0;
   const candidates: { digest: Digest; size: number; lastUse: number }[] = [];
   for (const [digest, size] of sizes) {
@@ -69,7 +83,7 @@ export async function gc(store: Store, opts: { maxSize?: number } = {}): Promise
       res.pinnedBytes += size;
       continue;
     }
-    candidates.push({ digest, size, lastUse: store.meta.blobs.get(digest)?.lastUse ?? 0 });
+    candidates.push({ digest, size, lastUse: Math.max(store.meta.getBlob(digest)?.lastUse ?? 0, treeUse.get(digest) ?? 0) });
   }
 
   // 3. Evict least recently used first, until the store fits.

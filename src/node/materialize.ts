@@ -3,21 +3,13 @@
 // their inode's mode, so files come out read-only (0444, or 0555 via the
 // executable twin). Where links cannot be made (another filesystem, an
 // inode at its link limit) files are copied, with the tree's exact modes.
-import {
-  chmodSync,
-  copyFileSync,
-  constants as C,
-  linkSync,
-  lstatSync,
-  mkdirSync,
-  readdirSync,
-  rmSync,
-  symlinkSync,
-} from 'node:fs';
+import { chmodSync, copyFileSync, constants as C, lstatSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { availableParallelism, constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Digest } from '../lib/digest.js';
 import { errnoOf, fsError, VriftError } from '../lib/errors.js';
 import { missingBlob } from './cas.js';
+import { loadNative } from './native.js';
 import type { Store } from './store.js';
 import type { TreeEntry } from './tree.js';
 
@@ -74,19 +66,44 @@ export function prepareTarget(dir: string, force: boolean): void {
   }
 }
 
+const THREADS = Math.max(1, Math.min(4, availableParallelism()));
+
+/** NUL-terminated strings in one buffer: how batches cross into the native helpers. */
+function nulJoin(parts: string[]): Buffer {
+  return Buffer.from(parts.length === 0 ? '' : `${parts.join('\0')}\0`, 'utf8');
+}
+
+const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+
+/** A Node-style system error for an errno a native helper reported. */
+function errnoError(errno: number, syscall: string, path: string): NodeJS.ErrnoException {
+  const code = ERRNO_NAMES.get(errno) ?? `E${errno}`;
+  return Object.assign(new Error(`${code}: ${syscall} ${path}`), { code, errno, syscall, path });
+}
+
 /** Checks, before touching the target, that every blob the tree needs is here and intact. */
 export function checkTreeBlobs(store: Store, entries: TreeEntry[]): void {
-  const missing: Digest[] = [];
+  const digests: Digest[] = [];
+  const sizes: number[] = [];
   const seen = new Set<Digest>();
   for (const e of entries) {
     if (e.kind !== 'file' || seen.has(e.digest!)) continue;
     seen.add(e.digest!);
-    const st = store.cas.statOf(e.digest!);
-    if (!st) {
-      missing.push(e.digest!);
+    digests.push(e.digest!);
+    sizes.push(e.size);
+  }
+  // One lstat per blob, on native threads; the LMDB record says what it should be.
+  const st = loadNative().fastFs.lstatMany(nulJoin(digests.map((d) => store.cas.pathOf(d))), THREADS);
+  const missing: Digest[] = [];
+  for (let i = 0; i < digests.length; i++) {
+    const size = st[2 * i]!;
+    const d = digests[i]!;
+    if (size < 0) {
+      missing.push(d);
       continue;
     }
-    store.checkBlob(e.digest!, e.size, st);
+    const rec = store.meta.getBlob(d);
+    if (size !== sizes[i] || !rec || rec.mtimeMs !== st[2 * i + 1]) store.checkBlob(d, sizes[i]!); // re-hash; throws if corrupt
   }
   if (missing.length === 1) throw missingBlob(missing[0]!);
   if (missing.length > 1) {
@@ -104,54 +121,73 @@ export function materialize(store: Store, treeish: string, dir: string, opts: Ma
   const root = resolve(dir);
   prepareTarget(root, opts.force ?? false);
   const res: MaterializeResult = { tree: id, dir: root, files: 0, dirs: 0, symlinks: 0, linked: 0, copied: 0 };
-  let linking = !opts.copy;
-  let lastReport = 0;
+  const fast = loadNative().fastFs;
 
-  for (let i = 0; i < entries.length; i++) {
-    const e = entries[i]!;
-    const dst = join(root, e.path);
-    try {
-      if (e.kind === 'dir') {
-        mkdirSync(dst, { mode: e.mode });
-        res.dirs++;
-      } else if (e.kind === 'symlink') {
-        symlinkSync(e.target!, dst);
-        res.symlinks++;
-      } else {
-        const exec = e.mode === 0o755;
-        if (exec) store.ensureExecTwin(e.digest!);
-        const src = store.cas.pathOf(e.digest!, exec);
-        if (linking) {
-          try {
-            linkSync(src, dst);
-            res.linked++;
-          } catch (le) {
-            const code = errnoOf(le);
-            if (code === 'EXDEV' || code === 'EPERM') {
-              // Not the store's filesystem (or links forbidden there): copy from now on.
-              linking = false;
-              opts.notice?.(`${root} is on another filesystem than the store (${store.layout.root}): copying files instead of hard-linking`);
-            } else if (code !== 'EMLINK') throw le;
-            copyOut(src, dst, e.mode);
-            res.copied++;
-          }
-        } else {
-          copyOut(src, dst, e.mode);
-          res.copied++;
-        }
-        res.files++;
-      }
-    } catch (err) {
-      if (err instanceof VriftError) throw err;
-      throw fsError(err, dst, 'materializing');
-    }
-    if (opts.onProgress && (i === entries.length - 1 || (i & 1023) === 0) && Date.now() - lastReport > 100) {
-      lastReport = Date.now();
-      opts.onProgress(i + 1, entries.length);
+  const dirs: string[] = [];
+  const files: TreeEntry[] = [];
+  const links: string[] = [];
+  const symlinks: string[] = [];
+  for (const e of entries) {
+    if (e.kind === 'dir') dirs.push(e.path);
+    else if (e.kind === 'symlink') symlinks.push(e.target!, e.path);
+    else {
+      const exec = e.mode === 0o755;
+      if (exec) store.ensureExecTwin(e.digest!);
+      files.push(e);
+      links.push(store.cas.pathOf(e.digest!, exec), e.path);
     }
   }
-  opts.onProgress?.(entries.length, entries.length);
-  store.meta.touchBlobs(entries.filter((e) => e.kind === 'file').map((e) => e.digest!));
+  const total = entries.length;
+
+  // 1. Directories, parents first (the native helper goes level by level).
+  const dirFails = fast.mkdirs(root, nulJoin(dirs), 0o755, THREADS);
+  if (dirFails.length > 0) throw fsError(errnoError(dirFails[1]!, 'mkdir', join(root, dirs[dirFails[0]!]!)), join(root, dirs[dirFails[0]!]!), 'materializing');
+  res.dirs = dirs.length;
+  opts.onProgress?.(dirs.length, total);
+
+  // 2. Files: hard links into the CAS; copies where a link cannot be made.
+  const copyIdx: number[] = [];
+  if (opts.copy) files.forEach((_, i) => copyIdx.push(i));
+  else {
+    const fails = fast.links(root, nulJoin(links), THREADS);
+    let noticed = false;
+    for (let k = 0; k < fails.length; k += 2) {
+      const i = fails[k]!;
+      const errno = fails[k + 1]!;
+      const code = ERRNO_NAMES.get(errno);
+      if (code === 'EXDEV' || code === 'EPERM') {
+        if (!noticed) opts.notice?.(`${root} is on another filesystem than the store (${store.layout.root}): copying files instead of hard-linking`);
+        noticed = true;
+      } else if (code !== 'EMLINK') {
+        const dst = join(root, files[i]!.path);
+        throw fsError(errnoError(errno, 'link', dst), dst, 'materializing');
+      }
+      copyIdx.push(i);
+    }
+  }
+  for (const i of copyIdx) {
+    const e = files[i]!;
+    const dst = join(root, e.path);
+    try {
+      copyOut(links[2 * i]!, dst, e.mode);
+    } catch (err) {
+      throw fsError(err, dst, 'materializing');
+    }
+  }
+  res.files = files.length;
+  res.copied = copyIdx.length;
+  res.linked = files.length - copyIdx.length;
+  opts.onProgress?.(dirs.length + files.length, total);
+
+  // 3. Symlinks.
+  const symFails = fast.symlinks(root, nulJoin(symlinks), THREADS);
+  if (symFails.length > 0) {
+    const dst = join(root, symlinks[2 * symFails[0]! + 1]!);
+    throw fsError(errnoError(symFails[1]!, 'symlink', dst), dst, 'materializing');
+  }
+  res.symlinks = symlinks.length / 2;
+  opts.onProgress?.(total, total);
+  store.meta.touchTree(id);
   return res;
 }
 

@@ -19,8 +19,26 @@ export interface BlobRecord {
   exec?: boolean;
 }
 
+const BLOB_RECORD_SIZE = 25;
+
+/** size f64 | mtimeMs f64 | lastUse f64 | flags u8 (bit 0: exec twin), little-endian. */
+function encodeBlob(r: BlobRecord): Buffer {
+  const b = Buffer.allocUnsafe(BLOB_RECORD_SIZE);
+  b.writeDoubleLE(r.size, 0);
+  b.writeDoubleLE(r.mtimeMs, 8);
+  b.writeDoubleLE(r.lastUse, 16);
+  b.writeUInt8(r.exec ? 1 : 0, 24);
+  return b;
+}
+
+function decodeBlob(b: Buffer): BlobRecord {
+  return { size: b.readDoubleLE(0), mtimeMs: b.readDoubleLE(8), lastUse: b.readDoubleLE(16), exec: (b[24]! & 1) === 1 };
+}
+
 export interface TreeRecord extends TreeSummary {
   createdAt: number;
+  /** Last materialize/mount/restore of the tree (ms since epoch). */
+  lastUse?: number;
 }
 
 export interface RefRecord {
@@ -45,7 +63,8 @@ const { open } = createRequire(import.meta.url)('lmdb') as typeof Lmdb;
 
 export class Meta {
   readonly root: RootDatabase;
-  readonly blobs: Database<BlobRecord, string>;
+  /** The blob index, in a fixed binary layout (see encodeBlob): read once per blob on every materialize. */
+  private readonly blobs: Database<Buffer, string>;
   readonly trees: Database<TreeRecord, string>;
   readonly refs: Database<RefRecord, string>;
   readonly statcache: Database<StatRecord, string>;
@@ -56,7 +75,7 @@ export class Meta {
 
   private constructor(root: RootDatabase, readonly path: string) {
     this.root = root;
-    this.blobs = root.openDB({ name: 'blobs' });
+    this.blobs = root.openDB({ name: 'blobs', encoding: 'binary' });
     this.trees = root.openDB({ name: 'trees' });
     this.refs = root.openDB({ name: 'refs' });
     this.statcache = root.openDB({ name: 'statcache' });
@@ -85,11 +104,32 @@ export class Meta {
     }
   }
 
-  touchBlobs(digests: Iterable<Digest>, now = Date.now()): void {
-    for (const d of digests) {
-      const rec = this.blobs.get(d);
-      if (rec && now - rec.lastUse > 60_000) void this.blobs.put(d, { ...rec, lastUse: now });
-    }
+  getBlob(digest: Digest): BlobRecord | undefined {
+    const b = this.blobs.getBinaryFast(digest);
+    // A record of another length is not ours (damaged, or an older layout): unknown, so re-checked.
+    return b && b.length === BLOB_RECORD_SIZE ? decodeBlob(b) : undefined;
+  }
+
+  putBlob(digest: Digest, rec: BlobRecord): void {
+    void this.blobs.put(digest, encodeBlob(rec));
+  }
+
+  hasBlob(digest: Digest): boolean {
+    return this.blobs.doesExist(digest);
+  }
+
+  removeBlob(digest: Digest): void {
+    void this.blobs.remove(digest);
+  }
+
+  blobDigests(): Iterable<Digest> {
+    return this.blobs.getKeys();
+  }
+
+  /** Marks a tree used now (gc's LRU order: a blob is as recent as the most recent tree using it). */
+  touchTree(tree: Digest, now = Date.now()): void {
+    const rec = this.trees.get(tree);
+    if (rec && now - (rec.lastUse ?? 0) > 1000) void this.trees.put(tree, { ...rec, lastUse: now });
   }
 
   pinnedTrees(): Set<Digest> {

@@ -34,17 +34,17 @@ export class Store {
 
   /** Records a blob the CAS now holds. */
   recordBlob(b: WrittenBlob): void {
-    const prev = this.meta.blobs.get(b.digest);
+    const prev = this.meta.getBlob(b.digest);
     if (prev && prev.mtimeMs === b.mtimeMs) return;
-    void this.meta.blobs.put(b.digest, { size: b.size, mtimeMs: b.mtimeMs, lastUse: prev?.lastUse ?? Date.now(), exec: prev?.exec });
+    this.meta.putBlob(b.digest, { size: b.size, mtimeMs: b.mtimeMs, lastUse: prev?.lastUse ?? Date.now(), exec: prev?.exec });
   }
 
   /** Makes (and records) the 0555 twin an executable tree entry links to. */
   ensureExecTwin(digest: Digest): void {
-    const rec = this.meta.blobs.get(digest);
+    const rec = this.meta.getBlob(digest);
     if (rec?.exec && this.cas.has(digest, true)) return;
     this.cas.ensureExecTwin(digest);
-    if (rec) void this.meta.blobs.put(digest, { ...rec, exec: true });
+    if (rec) this.meta.putBlob(digest, { ...rec, exec: true });
   }
 
   /** Stores a blob from memory and records it (verified when `expected` is given). */
@@ -56,7 +56,7 @@ export class Store {
 
   /** The blob is stored here (and indexed). */
   hasBlob(digest: Digest): boolean {
-    return this.meta.blobs.doesExist(digest) && this.cas.has(digest);
+    return this.meta.hasBlob(digest) && this.cas.has(digest);
   }
 
   /**
@@ -67,7 +67,7 @@ export class Store {
   checkBlob(digest: Digest, size: number, stat?: Stats): void {
     const st = stat ?? this.cas.statOf(digest);
     if (!st) throw missingBlob(digest);
-    const rec = this.meta.blobs.get(digest);
+    const rec = this.meta.getBlob(digest);
     if (st.size === size && rec && rec.mtimeMs === st.mtimeMs) return;
     this.deepCheck(digest, rec);
   }
@@ -76,25 +76,20 @@ export class Store {
     const buf = this.cas.readVerified(digest); // throws (and quarantines) when corrupt
     const st = this.cas.statOf(digest);
     if (!st) throw missingBlob(digest);
-    void this.meta.blobs.put(digest, {
-      size: buf.byteLength,
-      mtimeMs: st.mtimeMs,
-      lastUse: rec?.lastUse ?? Date.now(),
-      exec: rec?.exec,
-    });
+    this.meta.putBlob(digest, { size: buf.byteLength, mtimeMs: st.mtimeMs, lastUse: rec?.lastUse ?? Date.now(), exec: rec?.exec });
   }
 
   /** Removes a blob from disk and index, e.g. after a corrupt read. */
   forgetBlob(digest: Digest): number {
     const freed = this.cas.remove(digest);
-    void this.meta.blobs.remove(digest);
+    this.meta.removeBlob(digest);
     return freed;
   }
 
   /** Quarantines a blob found corrupt and drops it from the index. */
   quarantineBlob(digest: Digest): void {
     this.cas.quarantine(digest);
-    void this.meta.blobs.remove(digest);
+    this.meta.removeBlob(digest);
   }
 
   // --- trees ---------------------------------------------------------

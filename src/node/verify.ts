@@ -67,10 +67,10 @@ export async function verifyStore(store: Store, onProgress?: (done: number, tota
   }
   onProgress?.(res.bytes, total);
   const corrupt = new Set(res.corrupt.map((c) => c.digest));
-  for (const digest of store.meta.blobs.getKeys()) {
+  for (const digest of [...store.meta.blobDigests()]) {
     if (!onDisk.has(digest) && !corrupt.has(digest)) {
       res.missing.push(digest);
-      void store.meta.blobs.remove(digest);
+      store.meta.removeBlob(digest);
     }
   }
   await store.meta.flush();

@@ -56,7 +56,6 @@ export function register(program: Command): void {
           }
           await pipeline(createReadStream(store.cas.pathOf(t.digest)), process.stdout, { end: false });
         }
-        store.meta.touchBlobs([t.digest]);
       }),
     );
 }
