@@ -1,0 +1,61 @@
+// Starting and stopping real vrift daemons for tests (each its own $VRIFT_HOME).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll } from 'vitest';
+import { ROOT, vrift, vriftJson } from './cli.js';
+
+const homes = new Set<string>();
+
+afterAll(() => {
+  for (const home of homes) stopDaemon(home);
+});
+
+export function startDaemon(home: string, env?: Record<string, string>): { pid: number } {
+  homes.add(home);
+  return vriftJson(['up', '--detach'], { home, env });
+}
+
+export function stopDaemon(home: string): void {
+  vrift(['down'], { home });
+}
+
+export function daemonPid(home: string): number | undefined {
+  const f = join(home, 'run', 'vriftd.pid');
+  return existsSync(f) ? Number(readFileSync(f, 'utf8').trim()) : undefined;
+}
+
+/** Kills the daemon like a crash would (no cleanup runs). */
+export function crashDaemon(home: string): void {
+  const pid = daemonPid(home);
+  if (pid) {
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 100; i++) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        return;
+      }
+      execFileSync('sleep', ['0.05']);
+    }
+  }
+}
+
+const HAMMER = join(ROOT, 'shim', 'build', 'vdir-hammer');
+
+/** Opens a VDir from C (optionally as another user); the exit status is the errno of a failed open. */
+export function vdirProbe(name: string, asUser?: string): number {
+  const r = asUser ? spawnSync('runuser', ['-u', asUser, '--', HAMMER, 'probe', name]) : spawnSync(HAMMER, ['probe', name]);
+  return r.status ?? -1;
+}
+
+/** Looks paths up in a VDir from C (the shim's reader): one JSON object per path. */
+export function vdirLookup(name: string, paths: string[]): { rc: number; lines: any[]; status: number } {
+  try {
+    const out = execFileSync(HAMMER, ['lookup', name, ...paths], { encoding: 'utf8' });
+    return { rc: 0, status: 0, lines: out.trim().split('\n').map((l) => JSON.parse(l)) };
+  } catch (e) {
+    const err = e as { status: number; stdout: string };
+    return { rc: -1, status: err.status, lines: (err.stdout ?? '').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
+  }
+}
