@@ -85,7 +85,13 @@ export function loadConfig(opts: LoadOptions): Config {
       const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [undefined];
       for (const extra of keys) {
         const dotted = [...issue.path.map(String), ...(extra ? [extra] : [])].join('.');
-        mistakes.push(`${label(section, dotted, origin, path)}: ${explain(issue, extra, section)}`);
+        const where =
+          dotted === ''
+            ? fileValue !== undefined ? `${path}: ${section.key}` : section.key // a rule over the whole section
+            : fileValue !== undefined && !origin.has(dotted) && hasPath(fileValue, dotted)
+              ? `${path}: ${section.key}.${dotted}`
+              : label(section, dotted, origin, path);
+        mistakes.push(`${where}: ${explain(issue, extra, section)}`);
       }
     }
   }
@@ -133,6 +139,15 @@ function setPath(obj: Record<string, unknown>, dotted: string, value: unknown): 
     cur = cur[p] as Record<string, unknown>;
   }
   cur[parts[parts.length - 1]!] = value;
+}
+
+function hasPath(obj: unknown, dotted: string): boolean {
+  let cur = obj;
+  for (const p of dotted.split('.')) {
+    if (typeof cur !== 'object' || cur === null || !(p in cur)) return false;
+    cur = (cur as Record<string, unknown>)[p];
+  }
+  return true;
 }
 
 /** Names where a value came from: its variable, its place in the file, or (when missing) both options. */

@@ -54,11 +54,9 @@ export class Chain implements Tier {
     const breaker = this.breaker(tier);
     const labels = { tier: tier.name };
     if (!breaker.allow()) {
+      // Skipped: say why with the failure that opened the breaker (same code, same fix).
       this.ctx.metrics.inc(M.skipped, labels);
-      const last = this.failures.get(tier.name);
-      throw new TierError(tier.name, 'unavailable', `skipped for now after repeated failures (last: ${last?.message ?? 'unknown'})`, {
-        hint: last?.hint,
-      });
+      throw this.failures.get(tier.name) ?? new TierError(tier.name, 'unavailable', 'skipped for now after repeated failures');
     }
     try {
       const v = await withRetry(fn, {

@@ -38,6 +38,7 @@ export class LocalTier implements Tier {
 
   async setRef(name: string, tree: Digest): Promise<void> {
     this.store.setRef(name, tree);
+    await this.store.meta.flush(); // LMDB writes are asynchronous: read-your-writes needs the commit
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {

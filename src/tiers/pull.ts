@@ -44,7 +44,7 @@ export async function resolveTreeish(chain: Chain, treeish: string): Promise<{ t
   if (hit) return { tree: hit.tree, ref: treeish, from: hit.tier };
   const tried = chain.tiers.map((t) => t.name).join(', ');
   throw new VriftError('ERR_VRIFT_RESTORE_MISS', `no ref ${JSON.stringify(treeish)} in ${tried}${failureNote(chain)}`, {
-    hint: 'a cache miss: build the directory, then `vrift save` it',
+    hint: failureHint(chain, 'a cache miss: build the directory, then `vrift save` it'),
     exitCode: exitCodeFor(chain),
   });
 }
@@ -99,7 +99,7 @@ export async function pullTree(chain: Chain, treeish: string, opts: { onProgress
     throw new VriftError(
       'ERR_VRIFT_TIER_MISSING',
       `${missing.size} of ${unique.size} blobs of tree ${tree} are in no reachable tier (first: ${pathOf.get(first!)} ${first})${failureNote(chain)}`,
-      { hint: 'push the tree from a node that has it, or fix the failing tier; nothing was written to the target', exitCode: exitCodeFor(chain) },
+      { hint: failureHint(chain, 'push the tree from a node that has it; nothing was written to the target'), exitCode: exitCodeFor(chain) },
     );
   }
   return res;
@@ -173,7 +173,7 @@ async function ensureTree(chain: Chain, tree: Digest): Promise<TreeEntry[]> {
     if (buf) return store.getTree(tree).entries;
   }
   throw new VriftError('ERR_VRIFT_TIER_MISSING', `tree ${tree} is in no reachable tier${failureNote(chain)}`, {
-    hint: 'push it from a node that has it (`vrift push`), or fix the failing tier',
+    hint: failureHint(chain, 'push it from a node that has it (`vrift push`)'),
     exitCode: exitCodeFor(chain),
   });
 }
@@ -181,6 +181,12 @@ async function ensureTree(chain: Chain, tree: Digest): Promise<TreeEntry[]> {
 /** "; redis: unreachable (…)" for each tier that failed during this run. */
 function failureNote(chain: Chain): string {
   return [...chain.failures.values()].map((e) => `; ${e.message}`).join('');
+}
+
+/** The failing tiers' own hints (how to fix them) first, then what to do about the content. */
+function failureHint(chain: Chain, otherwise: string): string {
+  const hints = [...new Set([...chain.failures.values()].map((e) => e.hint).filter((h): h is string => Boolean(h)))];
+  return [...hints, otherwise].join('; ');
 }
 
 /** 1 (a miss a CI script may branch on) unless a tier is misconfigured, which needs a human (2). */

@@ -136,7 +136,8 @@ async function baseCandidates(chain: Chain, tier: Tier, opts: PushOptions): Prom
     const slash = opts.ref.lastIndexOf('/');
     if (slash > 0) {
       const prefix = opts.ref.slice(0, slash + 1);
-      const siblings = await chain.call(tier, 'listRefs', () => tier.listRefs(prefix, MAX_BASES)).catch(() => []);
+      // Best effort, outside the breaker: a policy without s3:ListBucket must not stop the push.
+      const siblings = await tier.listRefs(prefix, MAX_BASES).catch(() => []);
       out.push(...siblings.slice(0, MAX_BASES).map((r) => r.tree));
       out.push(...(await chain.local.listRefs(prefix, MAX_BASES)).map((r) => r.tree));
     }

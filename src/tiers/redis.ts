@@ -205,6 +205,8 @@ export class RedisTier implements Tier {
       // Fail fast: the chain retries and falls through to other tiers.
       maxRetriesPerRequest: 1,
       enableOfflineQueue: false,
+      // ioredis keeps a timer this long after disconnecting a socket that already closed; it would hold the process open.
+      disconnectTimeout: 100,
       retryStrategy: (times: number) => (times > 2 ? null : times * 100),
       ...(this.cfg.username !== undefined ? { username: this.cfg.username } : {}),
       ...(this.cfg.password !== undefined ? { password: this.cfg.password } : {}),

@@ -208,7 +208,17 @@ export class S3Objects {
       await this.s3!.send(new this.sdk!.HeadBucketCommand({ Bucket: this.cfg.bucket }));
     } catch (e) {
       if (isNotFound(e)) throw this.fail({ name: 'NoSuchBucket' }, 'opening the bucket');
-      throw this.fail(e, 'opening the bucket');
+      const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status !== 403) throw this.fail(e, 'opening the bucket');
+      // A HEAD carries no error body, so a 403 does not say why (unknown key? bad
+      // secret? no s3:ListBucket?). A GET of an absent object does, and if it is
+      // allowed, object access is all we need.
+      try {
+        await this.s3!.send(new this.sdk!.GetObjectCommand({ Bucket: this.cfg.bucket, Key: this.key('vrift-probe') }));
+      } catch (e2) {
+        if (isNotFound(e2)) return;
+        throw this.fail(e2, 'opening the bucket');
+      }
     }
   }
 
