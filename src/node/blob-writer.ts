@@ -22,10 +22,13 @@ export interface WrittenBlob {
 }
 
 let tmpCounter = 0;
+// Drawn once per process: random bytes per file cost ~10 µs each, which adds
+// up when an archive admits tens of thousands of blobs. O_EXCL still guards.
+const tmpNonce = randomBytes(4).toString('hex');
 
-/** A unique temp path: pid + counter + randomness, so concurrent writers never collide. */
+/** A unique temp path: pid + per-process randomness + counter, so concurrent writers never collide. */
 export function tempPath(tmpDir: string): string {
-  return join(tmpDir, `${process.pid}.${++tmpCounter}.${randomBytes(4).toString('hex')}.tmp`);
+  return join(tmpDir, `${process.pid}.${tmpNonce}.${++tmpCounter}.tmp`);
 }
 
 export class BlobWriter {
