@@ -116,6 +116,9 @@ async function pullArchives(chain: Chain, tier: Tier, tree: Digest, missing: Map
   }
   for (const part of parts ?? []) {
     if (missing.size === 0) break;
+    // Counted per archive, not per blob: tens of thousands of blobs stream through here.
+    let blobs = 0;
+    let bytes = 0;
     try {
       // A retry re-opens the archive and admits only what is still missing: resume after a cut.
       await chain.call(tier, 'archive', async () => {
@@ -124,9 +127,8 @@ async function pullArchives(chain: Chain, tier: Tier, tree: Digest, missing: Map
           want: (d) => missing.has(d),
           expectedSize: (d) => missing.get(d),
           onAdmit: (d, size) => {
-            chain.ctx.metrics.inc(M.hits, labels);
-            chain.ctx.metrics.inc(M.blobsIn, labels);
-            chain.ctx.metrics.inc(M.bytesIn, labels, size);
+            blobs++;
+            bytes += size;
             got(tier, d, size);
           },
           onReject: (d, reason) => {
@@ -137,6 +139,10 @@ async function pullArchives(chain: Chain, tier: Tier, tree: Digest, missing: Map
       });
     } catch {
       /* recorded by `call`; what arrived whole is kept, the rest is fetched below */
+    } finally {
+      chain.ctx.metrics.inc(M.hits, labels, blobs);
+      chain.ctx.metrics.inc(M.blobsIn, labels, blobs);
+      chain.ctx.metrics.inc(M.bytesIn, labels, bytes);
     }
   }
 }

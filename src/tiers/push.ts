@@ -7,7 +7,6 @@
 import type { Digest } from '../lib/digest.js';
 import type { VriftError } from '../lib/errors.js';
 import { archiveChunks } from '../node/archive.js';
-import { missingBlob } from '../node/cas.js';
 import type { TreeEntry } from '../node/tree.js';
 import type { Chain } from './chain.js';
 import { TIER_COUNTERS as M } from './metrics.js';
@@ -36,8 +35,8 @@ export async function pushTree(chain: Chain, tree: Digest, opts: PushOptions = {
   const store = chain.store;
   const { entries } = store.getTree(tree);
   const encoded = store.cas.readVerified(tree);
+  // A blob missing locally fails the push where it is read, with ERR_VRIFT_CAS_MISSING naming it.
   const blobs = uniqueBlobs(entries);
-  for (const [d] of blobs) if (!store.cas.has(d)) throw missingBlob(d);
   const total = [...blobs.values()].reduce((a, b) => a + b, 0);
   let sent = 0;
   const onBytes = (n: number): void => {

@@ -24,6 +24,7 @@ export function register(program: Command): void {
         assertTargetFree(dir, Boolean(opts.force)); // before any download
         const started = Date.now();
         let pulled = await pull(ctx, ref);
+        const fetched = Date.now();
         let made: MaterializeResult;
         try {
           made = write(ctx, pulled.tree, dir);
@@ -35,7 +36,8 @@ export function register(program: Command): void {
           made = write(ctx, pulled.tree, dir);
         }
         const seconds = (Date.now() - started) / 1000;
-        out.result({ ...pulled, ref, key, dir, materialized: made, seconds, metrics: metrics.snapshot() }, () =>
+        const timings = { fetch: (fetched - started) / 1000, materialize: (Date.now() - fetched) / 1000 };
+        out.result({ ...pulled, ref, key, dir, materialized: made, seconds, timings, metrics: metrics.snapshot() }, () =>
           `${ref} -> ${pulled.tree} -> ${dir}: ${made.files} files; ${pulled.local} blobs were local, ${describeSources(pulled.from, fmtBytes)} in ${seconds.toFixed(2)}s`,
         );
       }),

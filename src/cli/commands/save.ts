@@ -24,11 +24,13 @@ export function register(program: Command): void {
         const ibar = out.progress('ingest', { bytes: true });
         const r = await ingest(store, dir, { ref, onProgress: (p) => ibar.update(p.bytes, p.totalBytes), warn: (m) => out.warn(m) });
         ibar.done();
+        const ingested = Date.now();
 
         const ubar = out.progress('upload', { bytes: true });
         const tiers = await pushTree(chain, r.tree, { ref, bases: previous ? [previous] : [], onProgress: (d, t) => ubar.update(d, t) });
         ubar.done();
         const seconds = (Date.now() - started) / 1000;
+        const timings = { ingest: (ingested - started) / 1000, push: (Date.now() - ingested) / 1000 };
 
         const failed = describeFailures(tiers);
         if (tiers.length > 0 && failed.length === tiers.length) {
@@ -40,7 +42,7 @@ export function register(program: Command): void {
         if (tiers.length === 0) out.notice('no remote tier is configured (set VRIFT_S3_BUCKET or VRIFT_REDIS_URL): saved locally only');
 
         out.result(
-          { ref, tree: r.tree, key, summary: r.summary, hashed: r.hashed, newBlobs: r.newBlobs, newBytes: r.newBytes, tiers, seconds, metrics: metrics.snapshot() },
+          { ref, tree: r.tree, key, summary: r.summary, hashed: r.hashed, newBlobs: r.newBlobs, newBytes: r.newBytes, tiers, seconds, timings, metrics: metrics.snapshot() },
           () => [
             `${ref} -> ${r.tree}`,
             ...tiers.map((t) =>
