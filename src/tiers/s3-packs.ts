@@ -17,7 +17,7 @@ import { hashBuffer, isDigest, type Digest } from '../lib/digest.js';
 import { archiveSize } from '../node/archive.js';
 import { decodeTree, type TreeEntry } from '../node/tree.js';
 import { mapLimit } from './queue.js';
-import type { S3Objects } from './s3.js';
+import type { S3Objects } from './s3-objects.js';
 import { TierError, type ArchivePart, type BlobSource, type PushResult, type TreePush } from './tier.js';
 
 /** A pack chain longer than this is rewritten as one pack. */
