@@ -64,7 +64,9 @@ export async function pullTree(chain: Chain, treeish: string, opts: { onProgress
     files++;
     if (unique.has(e.digest!)) continue;
     unique.add(e.digest!);
-    if (!store.cas.has(e.digest!)) {
+    // The index answers "absent" without a stat (a cold node asks this for every blob);
+    // "present" is confirmed on disk. An unindexed file is simply fetched again.
+    if (!store.meta.blobs.doesExist(e.digest!) || !store.cas.has(e.digest!)) {
       missing.set(e.digest!, e.size);
       pathOf.set(e.digest!, e.path);
     }
