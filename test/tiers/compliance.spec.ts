@@ -58,7 +58,7 @@ tierSuite('redis', async () => {
 
 tierSuite('s3', async () => {
   const tier = new S3Tier(s3Config());
-  return { tier, breakIt: () => s3.stop(), fixIt: () => s3.start(), cleanup: () => tier.close() };
+  return { tier, largeBlobBytes: (5 << 20) * 2 + 12345, breakIt: () => s3.stop(), fixIt: () => s3.start(), cleanup: () => tier.close() };
 });
 
 tierSuite('chain (local → redis → s3)', async () => {

@@ -126,6 +126,22 @@ describe('vrift save / restore', () => {
     expect(vriftJson(['pull', 'manual/x'], { home: tempDir(), env }).tree).toBe(tree);
   });
 
+  it('never loads the AWS SDK or ioredis for local work (ingest, a restore served locally)', () => {
+    const src = tempDir();
+    writeSampleTree(src);
+    const home = tempDir();
+    vriftJson(['save', 'ci/lazy', src], { home, env });
+    // NODE_DEBUG=module traces every CommonJS load: both SDKs are CommonJS.
+    const trace = { ...env, NODE_DEBUG: 'module' };
+    const ingest = vrift(['ingest', src], { home, env: trace });
+    const restore = vrift(['restore', 'ci/lazy', join(tempDir(), 'out')], { home, env: trace });
+    for (const r of [ingest, restore]) {
+      expect(r.code).toBe(0);
+      expect(r.stderr).toMatch(/MODULE/); // the trace works…
+      expect(r.stderr).not.toMatch(/@aws-sdk|ioredis/); // …and neither SDK was loaded
+    }
+  });
+
   it('saves locally with a notice when no remote tier is configured', () => {
     const src = tempDir();
     writeFileSync(join(src, 'a'), 'a');
