@@ -37,13 +37,14 @@ export async function pushTree(chain: Chain, tree: Digest, opts: PushOptions = {
   const encoded = store.cas.readVerified(tree);
   // A blob missing locally fails the push where it is read, with ERR_VRIFT_CAS_MISSING naming it.
   const blobs = uniqueBlobs(entries);
-  const total = [...blobs.values()].reduce((a, b) => a + b, 0);
+  const writable = chain.remotes.filter((t) => t.writable);
+  // An upper bound: each tier is sent at most every blob (usually far less: only what it lacks).
+  const total = [...blobs.values()].reduce((a, b) => a + b, 0) * writable.length;
   let sent = 0;
   const onBytes = (n: number): void => {
     sent += n;
     opts.onProgress?.(sent, total);
   };
-  const writable = chain.remotes.filter((t) => t.writable);
   return Promise.all(writable.map((tier) => pushToTier(chain, tier, tree, encoded, entries, blobs, opts, onBytes)));
 }
 

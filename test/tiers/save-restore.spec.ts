@@ -97,6 +97,23 @@ describe('vrift save / restore', () => {
     expect(existsSync(join(work, 'other'))).toBe(false);
   });
 
+  it('a new lockfile key still uploads only what changed (the newest sibling ref is the base)', () => {
+    const work = tempDir();
+    const src = join(work, 'node_modules');
+    mkdirSync(src);
+    for (let i = 0; i < 30; i++) writeFileSync(join(src, `m${i}.js`), `module.exports = ${i};\n`.repeat(40));
+    writeFileSync(join(work, 'package-lock.json'), '{"v": 1}\n');
+    const e = tierEnv({ s3 });
+    const first = vriftJson(['save', 'ci/sib', 'node_modules', '--key-from', 'package-lock.json'], { home: tempDir(), env: e, cwd: work });
+    writeFileSync(join(work, 'package-lock.json'), '{"v": 2}\n');
+    writeFileSync(join(src, 'added.js'), 'module.exports = "new";\n');
+    // Another runner (empty home) saves the new key: only S3 knows the sibling.
+    const second = vriftJson(['save', 'ci/sib', 'node_modules', '--key-from', 'package-lock.json'], { home: tempDir(), env: e, cwd: work });
+    expect(second.ref).not.toBe(first.ref);
+    const s3res = second.tiers.find((t: { tier: string }) => t.tier === 's3');
+    expect([s3res.base, s3res.blobs]).toEqual([first.tree, 1]);
+  });
+
   it('exits 1 with one line on an unknown ref, and leaves the target alone', () => {
     const out = join(tempDir(), 'never');
     const r = vrift(['restore', 'ci/unknown', out], { home: tempDir(), env });
