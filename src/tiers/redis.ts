@@ -139,7 +139,11 @@ export class RedisTier implements Tier {
     const refs: RefInfo[] = [];
     keys.forEach((k, i) => {
       const v = values[i];
-      if (typeof v === 'string') refs.push(this.parseRef(k.slice(base), v));
+      try {
+        if (typeof v === 'string') refs.push(this.parseRef(k.slice(base), v));
+      } catch {
+        /* a damaged ref is not listed (reading it by name reports it) */
+      }
     });
     return refs.sort((a, b) => b.updatedAt - a.updatedAt).slice(0, limit);
   }

@@ -114,13 +114,19 @@ export class S3Tier implements Tier {
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
+    // Newest objects first (LastModified has 1 s resolution; the ref's own updatedAt refines it).
     const objs = (await this.objects.list(`refs/${prefix}`, 10_000)).sort((a, b) => b.modified - a.modified).slice(0, limit);
     const refs = await mapLimit(objs, this.parallelism, async (o) => {
       const name = o.rel.slice('refs/'.length);
       const v = await this.objects.getText(o.rel);
-      return v === undefined ? undefined : { ...parseRef(name, v), updatedAt: o.modified };
+      try {
+        const ref = v === undefined ? undefined : parseRef(name, v);
+        return ref && { ...ref, updatedAt: ref.updatedAt || o.modified };
+      } catch {
+        return undefined; // a damaged ref is not listed (reading it by name reports it)
+      }
     });
-    return refs.filter((r): r is RefInfo => r !== undefined);
+    return refs.filter((r): r is RefInfo => r !== undefined).sort((a, b) => b.updatedAt - a.updatedAt);
   }
 
   fetchTree(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
