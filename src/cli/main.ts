@@ -9,7 +9,11 @@ import { register as ingest } from './commands/ingest.js';
 import { register as ls } from './commands/ls.js';
 import { register as materialize } from './commands/materialize.js';
 import { register as mount } from './commands/mount.js';
+import { register as pull } from './commands/pull.js';
+import { register as push } from './commands/push.js';
 import { register as ref } from './commands/ref.js';
+import { register as restore } from './commands/restore.js';
+import { register as save } from './commands/save.js';
 import { register as verify } from './commands/verify.js';
 
 const program = new Command('vrift')
@@ -18,7 +22,7 @@ const program = new Command('vrift')
   .showHelpAfterError('(run `vrift --help` for usage)')
   .exitOverride();
 
-for (const register of [ingest, materialize, ls, cat, ref, verify, gc, daemon, mount]) register(program);
+for (const register of [ingest, materialize, ls, cat, ref, verify, gc, save, restore, push, pull, daemon, mount]) register(program);
 
 function wantsJson(): boolean {
   return process.argv.includes('--json');

@@ -1,0 +1,172 @@
+// The one configuration of a node: $VRIFT_HOME/config.json (or the file
+// $VRIFT_CONFIG names) overlaid with environment variables, validated in
+// full when a command starts. Every mistake gets its own line naming
+// where it came from (the variable, or the file and key) and a good value:
+//
+//   VRIFT_S3_ENDPOINT: not a URL (e.g. http://127.0.0.1:9000)
+//
+// Sections: `chain` (retries, breaker, queue), one per tier (`redis`,
+// `s3`: each tier file owns its section). To add settings for another
+// component (the daemon's sockets, the cluster secret and listen
+// addresses), write a ConfigSection next to it and list it in SECTIONS.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { errnoOf, VriftError } from '../lib/errors.js';
+import { chainSection } from '../tiers/chain-config.js';
+import { TIER_FACTORIES } from '../tiers/index.js';
+import type { ConfigSection } from './config-schema.js';
+
+export type { ConfigSection } from './config-schema.js';
+
+/** Every section, in the order messages list them. */
+export const SECTIONS: ConfigSection<unknown>[] = [
+  chainSection as ConfigSection<unknown>,
+  ...TIER_FACTORIES.flatMap((f) => (f.config ? [f.config as ConfigSection<unknown>] : [])),
+];
+
+export class Config {
+  constructor(
+    private readonly values: ReadonlyMap<string, unknown>,
+    /** The config file that was read, if any. */
+    readonly file: string | undefined,
+  ) {}
+
+  /** The validated value of a section (undefined for a tier nobody configured). */
+  get<T>(section: ConfigSection<T>): T {
+    return this.values.get(section.key) as T;
+  }
+}
+
+export interface LoadOptions {
+  home: string;
+  env?: NodeJS.ProcessEnv;
+  sections?: ConfigSection<unknown>[];
+}
+
+/** Reads and validates the configuration; throws ERR_VRIFT_CONFIG_INVALID listing every mistake. */
+export function loadConfig(opts: LoadOptions): Config {
+  const env = opts.env ?? process.env;
+  const sections = opts.sections ?? SECTIONS;
+  const explicit = env.VRIFT_CONFIG && env.VRIFT_CONFIG.length > 0 ? env.VRIFT_CONFIG : undefined;
+  const path = explicit ?? join(opts.home, 'config.json');
+  const fromFile = readConfigFile(path, explicit !== undefined);
+  const mistakes: string[] = [];
+  const known = new Set(sections.map((s) => s.key));
+  for (const k of Object.keys(fromFile ?? {})) {
+    if (!known.has(k)) mistakes.push(`${path}: unknown section "${k}" (known: ${[...known].join(', ')})`);
+  }
+
+  const values = new Map<string, unknown>();
+  for (const section of sections) {
+    const fileValue = fromFile?.[section.key];
+    // Where each key came from, for messages: "VRIFT_S3_ENDPOINT" or "<file>: s3.endpoint".
+    const origin = new Map<string, string>();
+    let raw: Record<string, unknown> | undefined;
+    if (fileValue !== undefined) {
+      if (typeof fileValue !== 'object' || fileValue === null || Array.isArray(fileValue)) {
+        mistakes.push(`${path}: ${section.key}: not an object (e.g. "${section.key}": { … })`);
+        continue;
+      }
+      raw = structuredClone(fileValue as Record<string, unknown>);
+    }
+    for (const [name, key] of Object.entries(section.env ?? {})) {
+      const v = env[name];
+      if (v === undefined || v === '') continue;
+      raw ??= {};
+      setPath(raw, key, v);
+      origin.set(key, name);
+    }
+    const parsed = section.schema.safeParse(raw);
+    if (parsed.success) {
+      values.set(section.key, parsed.data);
+      continue;
+    }
+    for (const issue of parsed.error.issues) {
+      const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [undefined];
+      for (const extra of keys) {
+        const dotted = [...issue.path.map(String), ...(extra ? [extra] : [])].join('.');
+        const where =
+          dotted === ''
+            ? fileValue !== undefined ? `${path}: ${section.key}` : section.key // a rule over the whole section
+            : fileValue !== undefined && !origin.has(dotted) && hasPath(fileValue, dotted)
+              ? `${path}: ${section.key}.${dotted}`
+              : label(section, dotted, origin, path);
+        mistakes.push(`${where}: ${explain(issue, extra, section)}`);
+      }
+    }
+  }
+  if (mistakes.length > 0) {
+    const lines = mistakes.length === 1 ? mistakes[0]! : `${mistakes.length} problems:\n  ${mistakes.join('\n  ')}`;
+    throw new VriftError('ERR_VRIFT_CONFIG_INVALID', `invalid configuration: ${lines}`, {
+      hint: `fix the environment variable or ${path}; docs/configuration.md lists every setting`,
+    });
+  }
+  return new Config(values, fromFile ? path : undefined);
+}
+
+function readConfigFile(path: string, mustExist: boolean): Record<string, unknown> | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    if (errnoOf(e) === 'ENOENT' && !mustExist) return undefined;
+    throw new VriftError('ERR_VRIFT_CONFIG_INVALID', `${path}: cannot read the config file (${errnoOf(e) ?? (e as Error).message})`, {
+      hint: mustExist ? 'check VRIFT_CONFIG' : 'check the file and its permissions',
+    });
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw new VriftError('ERR_VRIFT_CONFIG_INVALID', `${path}: not valid JSON (${(e as Error).message})`, {
+      hint: 'the config file is one JSON object, e.g. {"s3": {"bucket": "vrift-cache"}}',
+    });
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new VriftError('ERR_VRIFT_CONFIG_INVALID', `${path}: not a JSON object`, {
+      hint: 'the config file is one JSON object, e.g. {"s3": {"bucket": "vrift-cache"}}',
+    });
+  }
+  return data as Record<string, unknown>;
+}
+
+function setPath(obj: Record<string, unknown>, dotted: string, value: unknown): void {
+  const parts = dotted.split('.');
+  let cur = obj;
+  for (const p of parts.slice(0, -1)) {
+    const next = cur[p];
+    if (typeof next !== 'object' || next === null) cur[p] = {};
+    cur = cur[p] as Record<string, unknown>;
+  }
+  cur[parts[parts.length - 1]!] = value;
+}
+
+function hasPath(obj: unknown, dotted: string): boolean {
+  let cur = obj;
+  for (const p of dotted.split('.')) {
+    if (typeof cur !== 'object' || cur === null || !(p in cur)) return false;
+    cur = (cur as Record<string, unknown>)[p];
+  }
+  return true;
+}
+
+/** Names where a value came from: its variable, its place in the file, or (when missing) both options. */
+function label(section: ConfigSection<unknown>, dotted: string, origin: Map<string, string>, file: string): string {
+  const full = dotted ? `${section.key}.${dotted}` : section.key;
+  const fromEnv = origin.get(dotted);
+  if (fromEnv) return fromEnv;
+  const envName = Object.entries(section.env ?? {}).find(([, k]) => k === dotted)?.[0];
+  return envName ? `${full} (${envName} or ${file})` : `${file}: ${full}`;
+}
+
+function explain(issue: { code: string; message: string }, extra: string | undefined, section: ConfigSection<unknown>): string {
+  if (extra !== undefined) return 'unknown key' + hintKeys(section);
+  if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) return 'required';
+  return issue.message;
+}
+
+function hintKeys(section: ConfigSection<unknown>): string {
+  const shape = (section.schema as unknown as { def?: { innerType?: { shape?: object }; shape?: object } }).def;
+  const keys = Object.keys(shape?.shape ?? shape?.innerType?.shape ?? {});
+  return keys.length > 0 ? ` (known: ${keys.join(', ')})` : '';
+}

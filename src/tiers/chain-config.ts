@@ -1,0 +1,46 @@
+// Settings of the chain itself (not of any one tier): which tiers to use,
+// retries, the circuit breaker, the write queue. Section "chain" of the
+// config; every key has a default, so nobody has to write it.
+import { z } from 'zod';
+import { bool, int, list, type ConfigSection } from '../node/config-schema.js';
+
+export interface ChainConfig {
+  /** Restrict the chain to these tiers (default: every configured tier). */
+  tiers?: string[];
+  /** Retries of a transient failure, per call. */
+  retries: number;
+  /** Consecutive failures that open a tier's circuit breaker. */
+  breakerFailures: number;
+  /** How long an open breaker skips its tier. */
+  breakerCooldownMs: number;
+  /** Remote writes waiting at most (backpressure beyond). */
+  queueCapacity: number;
+  /** Remote writes in flight at most. */
+  uploadConcurrency: number;
+  /** Also copy a blob found in a slower remote tier into the faster ones (e.g. S3 → Redis). */
+  writeBack: boolean;
+}
+
+export const chainSection: ConfigSection<ChainConfig> = {
+  key: 'chain',
+  schema: z
+    .strictObject({
+      tiers: list({ example: 'local,redis,s3' }).optional(),
+      retries: int({ example: '2', min: 0, max: 10 }).default(2),
+      breakerFailures: int({ example: '3', min: 1, max: 1000 }).default(3),
+      breakerCooldownMs: int({ example: '30000', min: 0, max: 3_600_000 }).default(30_000),
+      queueCapacity: int({ example: '256', min: 1, max: 1_000_000 }).default(256),
+      uploadConcurrency: int({ example: '8', min: 1, max: 256 }).default(8),
+      writeBack: bool().default(false),
+    })
+    .prefault({}) as unknown as z.ZodType<ChainConfig>,
+  env: {
+    VRIFT_TIERS: 'tiers',
+    VRIFT_TIER_RETRIES: 'retries',
+    VRIFT_TIER_BREAKER_FAILURES: 'breakerFailures',
+    VRIFT_TIER_BREAKER_COOLDOWN_MS: 'breakerCooldownMs',
+    VRIFT_TIER_QUEUE_CAPACITY: 'queueCapacity',
+    VRIFT_TIER_UPLOAD_CONCURRENCY: 'uploadConcurrency',
+    VRIFT_TIER_WRITE_BACK: 'writeBack',
+  },
+};

@@ -1,0 +1,47 @@
+// The tiers, in the order the chain tries them. A new tier is one new
+// file exporting a TierFactory (its config section, and a `create` that
+// imports its SDK only on first use) plus one line here.
+import { VriftError } from '../lib/errors.js';
+import type { Config } from '../node/config.js';
+import type { Store } from '../node/store.js';
+import { Chain } from './chain.js';
+import { chainSection } from './chain-config.js';
+import { LocalTier, localTier } from './local.js';
+import { Metrics } from './metrics.js';
+import { redisTier } from './redis.js';
+import { s3Tier } from './s3.js';
+import type { TierFactory, TierLog } from './tier.js';
+
+export const TIER_FACTORIES: readonly TierFactory<any>[] = [
+  localTier,
+  // peerTier (src/tiers/peer.ts) goes here: peers are asked before Redis.
+  redisTier,
+  s3Tier,
+];
+
+export interface OpenChainOptions {
+  store: Store;
+  config: Config;
+  log: TierLog;
+  metrics?: Metrics;
+}
+
+/** Builds the chain from the config: the local tier, then every configured tier the config allows. */
+export function openChain(opts: OpenChainOptions): Chain {
+  const chainCfg = opts.config.get(chainSection);
+  const unknown = (chainCfg.tiers ?? []).filter((n) => !TIER_FACTORIES.some((f) => f.name === n));
+  if (unknown.length > 0) {
+    throw new VriftError('ERR_VRIFT_CONFIG_INVALID', `invalid configuration: chain.tiers (VRIFT_TIERS): unknown tier ${unknown.map((n) => JSON.stringify(n)).join(', ')} (known: ${TIER_FACTORIES.map((f) => f.name).join(', ')})`, {
+      hint: 'list tiers by name, e.g. VRIFT_TIERS=local,s3',
+    });
+  }
+  const ctx = { store: opts.store, metrics: opts.metrics ?? new Metrics(), log: opts.log };
+  const remotes = [];
+  for (const f of TIER_FACTORIES) {
+    if (f === localTier) continue; // always first: it is where verified bytes land
+    if (chainCfg.tiers && !chainCfg.tiers.includes(f.name)) continue;
+    const tier = f.create(ctx, f.config ? opts.config.get(f.config) : undefined);
+    if (tier) remotes.push(tier);
+  }
+  return new Chain(new LocalTier(opts.store), remotes, chainCfg, ctx);
+}

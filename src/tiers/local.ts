@@ -1,0 +1,140 @@
+// The local tier: this host's CAS and refs, behind the Tier interface.
+// It is also the edge where bytes from elsewhere become blobs: `admit`
+// hashes them on the way into a temp file and names them only if they
+// match (and stops reading once a source sends more than it announced).
+import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { Transform, type TransformCallback } from 'node:stream';
+import { StreamHasher, type Digest } from '../lib/digest.js';
+import { errnoOf, fsError, VriftError } from '../lib/errors.js';
+import { corruptBlob, missingBlob } from '../node/cas.js';
+import type { Store } from '../node/store.js';
+import type { BlobBody, BlobSource, RefInfo, Tier, TierContext, TierFactory } from './tier.js';
+
+export class LocalTier implements Tier {
+  readonly name = 'local';
+  readonly writable = true;
+  readonly parallelism = 64;
+
+  constructor(readonly store: Store) {}
+
+  async has(digests: readonly Digest[]): Promise<Set<Digest>> {
+    return new Set(digests.filter((d) => this.store.cas.has(d)));
+  }
+
+  async get(digest: Digest): Promise<BlobBody | undefined> {
+    const st = this.store.cas.statOf(digest);
+    if (!st) return undefined;
+    return { stream: createReadStream(this.store.cas.pathOf(digest)), size: st.size };
+  }
+
+  async put(digest: Digest, source: BlobSource): Promise<void> {
+    await admit(this.store, digest, { stream: source.open(), size: source.size }, source.size);
+  }
+
+  async getRef(name: string): Promise<Digest | undefined> {
+    return this.store.getRef(name);
+  }
+
+  async setRef(name: string, tree: Digest): Promise<void> {
+    this.store.setRef(name, tree);
+    await this.store.meta.flush(); // LMDB writes are asynchronous: read-your-writes needs the commit
+  }
+
+  async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
+    return this.store
+      .listRefs()
+      .filter((r) => r.name.startsWith(prefix))
+      .sort((a, b) => b.updatedAt - a.updatedAt)
+      .slice(0, limit);
+  }
+
+  async close(): Promise<void> {
+    await this.store.meta.flush();
+  }
+
+  /** The local bytes of a blob, as a source for a remote tier (verified as they are read). */
+  source(digest: Digest, size: number): BlobSource {
+    return casSource(this.store, digest, size);
+  }
+}
+
+/**
+ * Streams `body` into the CAS under `digest`, verified. With `expectedSize`,
+ * a body that runs longer is cut off at once (a tier cannot fill the disk)
+ * and one that ends short fails the digest check. Throws
+ * ERR_VRIFT_CAS_DIGEST_MISMATCH when the bytes are wrong; nothing is stored then.
+ */
+export async function admit(store: Store, digest: Digest, body: BlobBody, expectedSize?: number): Promise<{ size: number; created: boolean }> {
+  const limit = expectedSize ?? body.size;
+  const w = store.cas.writer();
+  try {
+    for await (const chunk of body.stream as AsyncIterable<Uint8Array>) {
+      if (limit !== undefined && w.bytes + chunk.byteLength > limit) {
+        body.stream.destroy();
+        throw new VriftError('ERR_VRIFT_CAS_DIGEST_MISMATCH', `content of ${digest} is longer than its ${limit} bytes`, {
+          hint: 'the source sent corrupt or wrong bytes; they were discarded',
+        });
+      }
+      w.write(chunk);
+    }
+  } catch (e) {
+    w.abort();
+    throw e;
+  }
+  const b = w.commit(digest);
+  store.recordBlob(b);
+  return { size: b.size, created: b.created };
+}
+
+/** A local blob as a BlobSource: read whole or streamed, hashed either way. */
+export function casSource(store: Store, digest: Digest, size: number): BlobSource {
+  const path = store.cas.pathOf(digest);
+  const check = (actual: Digest, bytes: number): void => {
+    if (actual !== digest || bytes !== size) {
+      store.quarantineBlob(digest);
+      throw corruptBlob(digest);
+    }
+  };
+  return {
+    size,
+    open: () => {
+      const hasher = new StreamHasher();
+      const verify = new Transform({
+        transform(chunk: Buffer, _enc: string, cb: TransformCallback) {
+          hasher.update(chunk);
+          cb(null, chunk);
+        },
+        flush(cb: TransformCallback) {
+          try {
+            check(hasher.digest(), hasher.bytes);
+            cb();
+          } catch (e) {
+            cb(e as Error);
+          }
+        },
+      });
+      const file = createReadStream(path);
+      file.on('error', (e) => verify.destroy(errnoOf(e) === 'ENOENT' ? missingBlob(digest) : fsError(e, path, 'reading a blob')));
+      return file.pipe(verify);
+    },
+    readAll: async () => {
+      let buf: Buffer;
+      try {
+        buf = await readFile(path);
+      } catch (e) {
+        if (errnoOf(e) === 'ENOENT') throw missingBlob(digest);
+        throw fsError(e, path, 'reading a blob');
+      }
+      const h = new StreamHasher();
+      h.update(buf);
+      check(h.digest(), buf.byteLength);
+      return buf;
+    },
+  };
+}
+
+export const localTier: TierFactory = {
+  name: 'local',
+  create: (ctx: TierContext) => new LocalTier(ctx.store),
+};

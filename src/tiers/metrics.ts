@@ -1,0 +1,60 @@
+// Counters for the tiers, named and labelled the Prometheus way
+// (`vrift_tier_hits_total{tier="redis"}`), so the daemon can expose them
+// as they are and the CLI can print them with --json.
+
+export type Labels = Record<string, string>;
+
+/** The counters the chain keeps, per tier. */
+export const TIER_COUNTERS = {
+  hits: 'vrift_tier_hits_total',
+  misses: 'vrift_tier_misses_total',
+  errors: 'vrift_tier_errors_total',
+  /** Blobs whose bytes did not hash to their name (rejected, never admitted). */
+  mismatches: 'vrift_tier_mismatch_total',
+  /** Calls not made because the tier's circuit breaker was open. */
+  skipped: 'vrift_tier_skipped_total',
+  breakerOpened: 'vrift_tier_breaker_open_total',
+  retries: 'vrift_tier_retries_total',
+  bytesIn: 'vrift_tier_bytes_received_total',
+  bytesOut: 'vrift_tier_bytes_sent_total',
+  blobsIn: 'vrift_tier_blobs_received_total',
+  blobsOut: 'vrift_tier_blobs_sent_total',
+  /** Opportunistic writes dropped because the write queue was full. */
+  dropped: 'vrift_tier_queue_dropped_total',
+} as const;
+
+function key(name: string, labels: Labels): string {
+  const parts = Object.keys(labels)
+    .sort()
+    .map((k) => `${k}="${labels[k]!.replace(/["\\\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`))}"`);
+  return parts.length > 0 ? `${name}{${parts.join(',')}}` : name;
+}
+
+export class Metrics {
+  private readonly counters = new Map<string, number>();
+
+  inc(name: string, labels: Labels = {}, n = 1): void {
+    const k = key(name, labels);
+    this.counters.set(k, (this.counters.get(k) ?? 0) + n);
+  }
+
+  get(name: string, labels: Labels = {}): number {
+    return this.counters.get(key(name, labels)) ?? 0;
+  }
+
+  /** Every counter, e.g. { 'vrift_tier_hits_total{tier="s3"}': 12 }. */
+  snapshot(): Record<string, number> {
+    return Object.fromEntries([...this.counters.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  }
+
+  /** Prometheus text exposition format. */
+  render(): string {
+    const byName = new Map<string, string[]>();
+    for (const [k, v] of Object.entries(this.snapshot())) {
+      const name = k.split('{')[0]!;
+      if (!byName.has(name)) byName.set(name, [`# TYPE ${name} counter`]);
+      byName.get(name)!.push(`${k} ${v}`);
+    }
+    return [...byName.values()].flat().join('\n') + (byName.size > 0 ? '\n' : '');
+  }
+}

@@ -1,0 +1,178 @@
+// The one interface every storage tier implements (local CAS, peers, Redis,
+// S3) and the chain that strings them together (itself a Tier).
+//
+// Contract, checked by test/compliance/tier-suite.ts against every tier:
+// - Absence is a value: a blob or ref a tier does not hold is `undefined`
+//   (or simply not in the set `has` returns). Absence never throws.
+// - Failure throws a TierError (below): a stable `code`, the tier's name,
+//   and whether it is `transient` (worth a retry / trying again later).
+// - Bytes a tier hands out are NOT trusted. Only the local tier's `admit`
+//   (src/tiers/local.ts) turns bytes into a blob, after hashing them.
+import { Readable } from 'node:stream';
+import type { Digest } from '../lib/digest.js';
+import { VriftError } from '../lib/errors.js';
+import type { TreeEntry } from '../node/tree.js';
+import type { ConfigSection } from '../node/config-schema.js';
+import type { Store } from '../node/store.js';
+import type { Metrics } from './metrics.js';
+
+/** A blob's bytes as a tier serves them: a stream, unverified. */
+export interface BlobBody {
+  stream: Readable;
+  /** Size the tier reports (Content-Length, STRLEN), when it knows it. */
+  size?: number;
+}
+
+/** Bytes to store in a tier: re-openable, so a retry can read them again. */
+export interface BlobSource {
+  size: number;
+  /** A fresh stream of the bytes (errors at the end if they do not match their digest). */
+  open(): Readable;
+  /** The bytes whole: only for sizes a tier keeps in memory (Redis values, small objects). */
+  readAll(): Promise<Buffer>;
+}
+
+export interface RefInfo {
+  name: string;
+  tree: Digest;
+  /** Milliseconds since the epoch; 0 when the tier does not know. */
+  updatedAt: number;
+}
+
+/**
+ * One stream in the archive format (docs/archive-format.md). A tier that
+ * can serve many blobs in one stream (S3 packs, a peer's backfill) returns
+ * a list of these from `fetchTree`; the caller reads, verifies and admits.
+ */
+export interface ArchivePart {
+  /** For messages: "s3 pack packs/ab…", "peer 10.0.0.2 backfill". */
+  name: string;
+  /** Bytes of the stream, when known (progress only). */
+  bytes?: number;
+  open(): Promise<Readable>;
+}
+
+/** What `pushTree` needs to store a whole tree in a tier's bulk form. */
+export interface TreePush {
+  tree: Digest;
+  /** The tree blob (docs/tree-format.md). */
+  encoded: Buffer;
+  entries: TreeEntry[];
+  /** Trees the tier may hold already (the ref's previous value, …): their blobs need not move again. */
+  bases: Digest[];
+  /** The local bytes of a blob of this tree. */
+  source(digest: Digest, size: number): BlobSource;
+  /** The local bytes of these blobs as one archive stream (docs/archive-format.md), verified as read. */
+  archive(blobs: { digest: Digest; size: number }[], onBlob?: (digest: Digest, size: number) => void): AsyncIterable<Buffer>;
+  /** Entries of a base tree: from the local store, else undefined (the tier may fetch it itself). */
+  baseEntries(tree: Digest): TreeEntry[] | undefined;
+  onBytes?(n: number): void;
+}
+
+export interface PushResult {
+  /** Blobs and bytes that actually moved. */
+  blobs: number;
+  bytes: number;
+  /** The tree was already complete in the tier: nothing moved. */
+  present?: boolean;
+  /** The base tree whose content was reused, if any. */
+  base?: Digest;
+}
+
+export interface Tier {
+  /** Name in config, metrics and messages: "local", "peer", "redis", "s3", "chain". */
+  readonly name: string;
+  /** False for read-only tiers (or read-only mode): the chain never writes to them. */
+  readonly writable: boolean;
+  /** Largest blob this tier stores; larger ones are skipped (not an error). */
+  readonly maxBlobBytes?: number;
+  /** How many concurrent `get`s suit this tier (pipelined Redis: many; S3: fewer). */
+  readonly parallelism: number;
+
+  /** Batch presence: the subset of `digests` this tier holds. */
+  has(digests: readonly Digest[]): Promise<Set<Digest>>;
+  /** A blob's bytes, unverified; undefined when absent. */
+  get(digest: Digest): Promise<BlobBody | undefined>;
+  /** Stores a blob (idempotent: same name, same bytes). */
+  put(digest: Digest, source: BlobSource): Promise<void>;
+
+  getRef(name: string): Promise<Digest | undefined>;
+  setRef(name: string, tree: Digest): Promise<void>;
+  /** Refs whose names start with `prefix`, newest first, at most `limit` (default 100). */
+  listRefs(prefix: string, limit?: number): Promise<RefInfo[]>;
+
+  /**
+   * Optional bulk fetch: archive streams that hold the blobs of `tree`
+   * listed in `want` (they may hold others too; the reader skips them).
+   * undefined when the tier has no bulk form of this tree.
+   */
+  fetchTree?(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined>;
+  /** Optional bulk store of a whole tree (S3 packs). Without it the chain puts blob by blob. */
+  pushTree?(push: TreePush): Promise<PushResult>;
+
+  close(): Promise<void>;
+}
+
+/** What a factory gets to build its tier. */
+export interface TierContext {
+  store: Store;
+  metrics: Metrics;
+  log: TierLog;
+}
+
+export type TierLog = (level: 'warn' | 'info', message: string) => void;
+
+/**
+ * A tier's file exports one of these; src/tiers/index.ts lists them in
+ * chain order. `create` must not import the tier's SDK: the tier imports
+ * it on first use, so commands that never reach the tier never load it.
+ */
+export interface TierFactory<C = unknown> {
+  readonly name: string;
+  /** The tier's section of the config (schema + environment variables). */
+  readonly config?: ConfigSection<C>;
+  /** The tier, or undefined when its config does not enable it. */
+  create(ctx: TierContext, config: C | undefined): Tier | undefined;
+}
+
+// --- errors ------------------------------------------------------------
+
+/** Why a tier failed. Transient kinds are retried and trip the circuit breaker. */
+export type TierFailure = 'unavailable' | 'auth' | 'config' | 'corrupt' | 'io';
+
+const CODES: Record<TierFailure, string> = {
+  unavailable: 'ERR_VRIFT_TIER_UNAVAILABLE',
+  auth: 'ERR_VRIFT_TIER_AUTH',
+  config: 'ERR_VRIFT_TIER_CONFIG',
+  corrupt: 'ERR_VRIFT_TIER_CORRUPT',
+  io: 'ERR_VRIFT_TIER_IO',
+};
+
+/** A tier failed. Checked by `code` (like every VriftError), never by instanceof. */
+export class TierError extends VriftError {
+  readonly tier: string;
+  readonly failure: TierFailure;
+  readonly transient: boolean;
+
+  constructor(tier: string, failure: TierFailure, message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super(CODES[failure], `${tier}: ${message}`, { ...opts, exitCode: 2 });
+    this.tier = tier;
+    this.failure = failure;
+    this.transient = failure === 'unavailable' || failure === 'io';
+  }
+}
+
+/** True for a TierError (checked by shape, not instanceof, like every VriftError). */
+export function isTierError(e: unknown): e is TierError {
+  return typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'VriftError' && typeof (e as { tier?: unknown }).tier === 'string';
+}
+
+/** True for errors worth retrying: a TierError marked transient. */
+export function isTransient(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as { transient?: unknown }).transient === true;
+}
+
+/** A source over bytes already in memory. */
+export function bufferSource(buf: Buffer): BlobSource {
+  return { size: buf.byteLength, open: () => Readable.from([buf]), readAll: async () => buf };
+}

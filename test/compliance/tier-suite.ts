@@ -1,0 +1,180 @@
+// The contract every tier keeps, run against each one (local, redis, s3,
+// the chain; peers next) with a real server behind it. A new tier passes
+// this suite before it joins the chain.
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashBuffer, type Digest } from '../../src/lib/digest.js';
+import { archiveChunks, readArchive } from '../../src/node/archive.js';
+import { ingest } from '../../src/node/ingest.js';
+import { Store } from '../../src/node/store.js';
+import { casSource } from '../../src/tiers/local.js';
+import { bufferSource, isTierError, type BlobBody, type Tier, type TreePush } from '../../src/tiers/tier.js';
+import { tempDir } from '../helpers/tmp.js';
+import { writeSampleTree } from '../helpers/trees.js';
+
+export interface TierFixture {
+  tier: Tier;
+  /** A size above the tier's single-request limit (S3: the multipart part size), to test the large-object path. */
+  largeBlobBytes?: number;
+  /** Makes the tier's backend fail (stop its server); absent for tiers that cannot fail that way. */
+  breakIt?(): Promise<void>;
+  fixIt?(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+async function bytesOf(body: BlobBody | undefined): Promise<Buffer | undefined> {
+  if (!body) return undefined;
+  const chunks: Buffer[] = [];
+  for await (const c of body.stream as AsyncIterable<Buffer>) chunks.push(Buffer.from(c));
+  return Buffer.concat(chunks);
+}
+
+function blob(n: number): { digest: Digest; buf: Buffer } {
+  const buf = randomBytes(n);
+  return { digest: hashBuffer(buf), buf };
+}
+
+export function tierSuite(name: string, make: () => Promise<TierFixture>): void {
+  describe(`tier contract: ${name}`, () => {
+    let fx: TierFixture;
+    let tier: Tier;
+    // A run-unique namespace, so suites sharing a server do not see each other's refs.
+    const ns = `t${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+
+    beforeAll(async () => {
+      fx = await make();
+      tier = fx.tier;
+    });
+    afterAll(async () => {
+      await fx?.cleanup();
+    });
+
+    it('reports absence as a value, never as an error', async () => {
+      const { digest } = blob(10);
+      expect(await tier.get(digest)).toBeUndefined();
+      expect([...(await tier.has([digest]))]).toEqual([]);
+      expect(await tier.getRef(`${ns}/absent`)).toBeUndefined();
+      expect(await tier.listRefs(`${ns}/absent/`)).toEqual([]);
+    });
+
+    it('stores and serves blobs byte for byte (empty, small, a megabyte)', async () => {
+      for (const size of [0, 1, 4096, 1 << 20]) {
+        if (tier.maxBlobBytes !== undefined && size > tier.maxBlobBytes) continue;
+        const b = blob(size);
+        await tier.put(b.digest, bufferSource(b.buf));
+        expect((await bytesOf(await tier.get(b.digest)))!.equals(b.buf)).toBe(true);
+      }
+    });
+
+    it('streams a large blob in and out (multipart where the tier has it)', async () => {
+      if (!fx.largeBlobBytes) return;
+      const b = blob(fx.largeBlobBytes);
+      await tier.put(b.digest, bufferSource(b.buf));
+      const body = await tier.get(b.digest);
+      expect(body?.size).toBe(b.buf.length);
+      expect((await bytesOf(body))!.equals(b.buf)).toBe(true);
+    });
+
+    it('skips (does not fail on) blobs above its size limit', async () => {
+      if (tier.maxBlobBytes === undefined) return;
+      const b = blob(tier.maxBlobBytes + 1);
+      await tier.put(b.digest, bufferSource(b.buf));
+      expect(await tier.get(b.digest)).toBeUndefined();
+    });
+
+    it('answers presence for a large batch in one call', async () => {
+      const stored = [blob(100), blob(200)];
+      for (const b of stored) await tier.put(b.digest, bufferSource(b.buf));
+      const absent = Array.from({ length: 1500 }, () => blob(8).digest);
+      const asked = [...absent.slice(0, 700), stored[0]!.digest, ...absent.slice(700), stored[1]!.digest];
+      const got = await tier.has(asked);
+      expect([...got].sort()).toEqual(stored.map((b) => b.digest).sort());
+    });
+
+    it('treats put as idempotent', async () => {
+      const b = blob(333);
+      await tier.put(b.digest, bufferSource(b.buf));
+      await tier.put(b.digest, bufferSource(b.buf));
+      expect((await bytesOf(await tier.get(b.digest)))!.equals(b.buf)).toBe(true);
+    });
+
+    it('sets, overwrites and lists refs, newest first', async () => {
+      const [t1, t2, t3] = [blob(1).digest, blob(2).digest, blob(3).digest];
+      await tier.setRef(`${ns}/refs/a`, t1);
+      await tier.setRef(`${ns}/refs/a`, t2);
+      expect(await tier.getRef(`${ns}/refs/a`)).toBe(t2);
+      await new Promise((r) => setTimeout(r, 1100)); // S3 LastModified has 1 s resolution
+      await tier.setRef(`${ns}/refs/ünïcödé/b`, t3);
+      expect(await tier.getRef(`${ns}/refs/ünïcödé/b`)).toBe(t3);
+      const listed = await tier.listRefs(`${ns}/refs/`);
+      expect(listed.map((r) => [r.name, r.tree])).toEqual([
+        [`${ns}/refs/ünïcödé/b`, t3],
+        [`${ns}/refs/a`, t2],
+      ]);
+      expect((await tier.listRefs(`${ns}/refs/`, 1)).length).toBe(1);
+    });
+
+    it('stores a whole tree in bulk and serves it as archives (if it can)', async () => {
+      if (!tier.pushTree || !tier.fetchTree) return;
+      const home = tempDir('vrift-suite-src-');
+      const src = tempDir('vrift-suite-tree-');
+      writeSampleTree(src);
+      const store = Store.open(home);
+      try {
+        const { tree } = await ingest(store, src);
+        const entries = store.getTree(tree).entries;
+        const push: TreePush = {
+          tree,
+          encoded: store.cas.readVerified(tree),
+          entries,
+          bases: [],
+          source: (d, size) => casSource(store, d, size),
+          archive: (list, onBlob) => archiveChunks(store, list, { onBlob }),
+          baseEntries: () => undefined,
+        };
+        await tier.pushTree(push);
+        expect((await tier.pushTree(push)).present).toBe(true);
+        const want = new Set(entries.filter((e) => e.kind === 'file').map((e) => e.digest!));
+        const parts = await tier.fetchTree(tree, want);
+        expect(parts?.length).toBeGreaterThan(0);
+        const dest = Store.open(tempDir('vrift-suite-dst-'));
+        try {
+          for (const p of parts!) {
+            await readArchive(dest, await p.open(), { want: (d) => want.has(d), onAdmit: (d) => want.delete(d) });
+          }
+          // What packs do not hold (large blobs) the tier serves one by one.
+          for (const d of [...want]) {
+            if (await tier.get(d)) want.delete(d);
+          }
+          expect(want.size).toBe(0);
+        } finally {
+          await dest.close();
+        }
+        expect(await tier.fetchTree(blob(5).digest, new Set())).toBeUndefined();
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('fails with a typed, transient error when its backend is down', async () => {
+      if (!fx.breakIt) return;
+      await fx.breakIt();
+      try {
+        const err = await tier.get(blob(4).digest).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(isTierError(err)).toBe(true);
+        expect((err as { code: string }).code).toBe('ERR_VRIFT_TIER_UNAVAILABLE');
+        expect((err as { transient: boolean }).transient).toBe(true);
+        expect((err as Error).message).toMatch(new RegExp(`^${tier.name}: `));
+      } finally {
+        await fx.fixIt?.();
+      }
+      // Back in service once the backend is.
+      const b = blob(77);
+      await tier.put(b.digest, bufferSource(b.buf));
+      expect((await bytesOf(await tier.get(b.digest)))!.equals(b.buf)).toBe(true);
+    });
+  });
+}
