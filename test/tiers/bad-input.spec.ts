@@ -8,11 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vrift, vriftJson, type RunResult } from '../helpers/cli.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
-import { snapshotTree, writeSampleTree } from '../helpers/trees.js';
+import { snapshotTree, treeMode, writeSampleTree } from '../helpers/trees.js';
 
 let s3: S3Server;
 let src: string;
-const same = (dir: string) => snapshotTree(dir, { modeMask: 0o100 });
+const same = (dir: string) => snapshotTree(dir, { mode: treeMode });
 
 beforeAll(async () => {
   s3 = await startS3(['vrift-bad', 'vrift-other']);

@@ -9,7 +9,7 @@ import { vrift, vriftJson } from '../helpers/cli.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
-import { snapshotTree, writeSampleTree } from '../helpers/trees.js';
+import { snapshotTree, treeMode, writeSampleTree } from '../helpers/trees.js';
 
 let redis: RedisServer;
 let s3: S3Server;
@@ -17,7 +17,7 @@ let env: Record<string, string>;
 let src: string;
 let saver: string;
 let tree: string;
-const same = (dir: string) => snapshotTree(dir, { modeMask: 0o100 });
+const same = (dir: string) => snapshotTree(dir, { mode: treeMode });
 
 /** Saves the sample tree under `ref` from the saver home (again after a Redis restart emptied it). */
 function save(ref: string): void {

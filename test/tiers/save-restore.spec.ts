@@ -7,13 +7,13 @@ import { vrift, vriftJson } from '../helpers/cli.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
-import { snapshotTree, writeSampleTree } from '../helpers/trees.js';
+import { snapshotTree, treeMode, writeSampleTree } from '../helpers/trees.js';
 
 let redis: RedisServer;
 let s3: S3Server;
 let env: Record<string, string>;
 // Hard links from the CAS are read-only: compare the exec bit, content and structure.
-const same = (dir: string) => snapshotTree(dir, { modeMask: 0o100 });
+const same = (dir: string) => snapshotTree(dir, { mode: treeMode });
 
 beforeAll(async () => {
   [redis, s3] = await Promise.all([startRedis(), startS3(['vrift-ci'])]);
