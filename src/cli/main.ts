@@ -10,6 +10,8 @@ import { register as ls } from './commands/ls.js';
 import { register as materialize } from './commands/materialize.js';
 import { register as mount } from './commands/mount.js';
 import { register as ref } from './commands/ref.js';
+import { register as run } from './commands/run.js';
+import { register as snapshot } from './commands/snapshot.js';
 import { register as verify } from './commands/verify.js';
 
 const program = new Command('vrift')
@@ -18,7 +20,7 @@ const program = new Command('vrift')
   .showHelpAfterError('(run `vrift --help` for usage)')
   .exitOverride();
 
-for (const register of [ingest, materialize, ls, cat, ref, verify, gc, daemon, mount]) register(program);
+for (const register of [ingest, materialize, ls, cat, ref, verify, gc, daemon, mount, run, snapshot]) register(program);
 
 function wantsJson(): boolean {
   return process.argv.includes('--json');

@@ -6,6 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Digest } from '../lib/digest.js';
 import { fsError, VriftError } from '../lib/errors.js';
+import { clearOverlay, mergedEntries, overlayOf } from './mount-overlay.js';
 import type { Store } from './store.js';
 import type { TreeEntry } from './tree.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDir, type VDirEntryInput } from './vdir.js';
@@ -75,6 +76,7 @@ export class MountManager {
       throw fsError(e, abs, 'creating the mount point');
     }
     const rec: MountRecord = { path: abs, tree, project: project ?? abs, name: MountManager.nameFor(this.store.layout.root, abs), mountedAt: Date.now() };
+    clearOverlay(this.store, rec.name); // a fresh mount starts from its tree
     this.publish(rec);
     this.store.pin(tree, `mount:${abs}`);
     void this.store.meta.state.put(['mount', abs], rec);
@@ -88,6 +90,7 @@ export class MountManager {
     this.vdirs.get(abs)?.close({ unlink: true });
     this.vdirs.delete(abs);
     this.store.unpin(rec.tree, `mount:${abs}`);
+    clearOverlay(this.store, rec.name);
     void this.store.meta.state.remove(['mount', abs]);
   }
 
@@ -109,9 +112,11 @@ export class MountManager {
   }
 
   private publish(rec: MountRecord): void {
-    const { entries } = this.store.getTree(rec.tree);
+    // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
+    const { entries, mtimes } = mergedEntries(this.store.getTree(rec.tree).entries, overlayOf(this.store, rec.name));
     for (const e of entries) if (e.kind === 'file' && e.mode === 0o755 && this.store.cas.has(e.digest!)) this.store.ensureExecTwin(e.digest!);
     const upserts = vdirEntries(this.store, entries, Math.floor(rec.mountedAt / 1000));
+    for (const u of upserts) u.mtimeSec = mtimes.get(u.path) ?? u.mtimeSec;
     const vdir = VDir.create(rec.name, { casRoot: this.store.layout.cas, mountRoot: rec.path, ...VDir.sizeFor(upserts) });
     vdir.apply(upserts);
     this.vdirs.get(rec.path)?.close({ unlink: false });
