@@ -39,6 +39,37 @@ struct vr_dirstream {
 
 _Static_assert(sizeof(struct dirent) == sizeof(struct dirent64), "dirent and dirent64 share a layout");
 
+/* Freed streams of the initial size are kept for reuse: mmap/munmap and
+ * their page faults were most of the cost of walking a tree (find, fts). */
+#define DS_CACHE 16
+static struct vr_dirstream *_Atomic ds_cache[DS_CACHE];
+
+static struct vr_dirstream *ds_alloc(void)
+{
+    for (int i = 0; i < DS_CACHE; i++) {
+        struct vr_dirstream *s = atomic_exchange(&ds_cache[i], NULL);
+        if (s)
+            return s;
+    }
+    struct vr_dirstream *s = vr_mmap(DS_INITIAL);
+    if (s)
+        s->maplen = DS_INITIAL;
+    return s;
+}
+
+static void ds_free(struct vr_dirstream *s)
+{
+    s->magic = 0;
+    if (s->maplen == DS_INITIAL) {
+        for (int i = 0; i < DS_CACHE; i++) {
+            struct vr_dirstream *z = NULL;
+            if (atomic_compare_exchange_strong(&ds_cache[i], &z, s))
+                return;
+        }
+    }
+    vr_munmap(s, s->maplen);
+}
+
 static int is_ours(DIR *d)
 {
     const void *volatile p = d; /* glibc declares DIR* arguments nonnull; they may still be NULL */
@@ -65,11 +96,17 @@ int vr_open_dir_fd(const struct vr_path *p, int oflags)
         vr_close(fd);
         return -EMFILE;
     }
-    struct stat real;
-    if (vr_fstat(fd, &real) == 0) {
-        v->real_dev = (uint64_t)real.st_dev;
-        v->real_ino = (uint64_t)real.st_ino;
+    struct vr_mount *m = &vr_mounts[p->mount];
+    if (!atomic_load_explicit(&m->ph_known, memory_order_acquire)) {
+        struct stat real;
+        if (vr_fstat(fd, &real) == 0) {
+            m->ph_dev = (uint64_t)real.st_dev;
+            m->ph_ino = (uint64_t)real.st_ino;
+            atomic_store_explicit(&m->ph_known, 1, memory_order_release);
+        }
     }
+    v->real_dev = m->ph_dev;
+    v->real_ino = m->ph_ino;
     v->kind = VFD_DIR;
     v->mount = p->mount;
     v->mode = p->res.mode;
@@ -119,7 +156,7 @@ static struct vr_dirstream *load(struct vr_dirstream *s)
 
 static DIR *stream_for(int fd, struct vr_vfd *v)
 {
-    struct vr_dirstream *s = vr_mmap(DS_INITIAL);
+    struct vr_dirstream *s = ds_alloc();
     if (!s) {
         errno = ENOMEM;
         return NULL;
@@ -127,7 +164,6 @@ static DIR *stream_for(int fd, struct vr_vfd *v)
     s->magic = DS_MAGIC;
     s->fd = fd;
     s->mount = v->mount;
-    s->maplen = DS_INITIAL;
     s->ino = v->ino;
     s->rellen = v->rellen;
     memcpy(s->rel, v->rel, v->rellen + 1);
@@ -136,12 +172,9 @@ static DIR *stream_for(int fd, struct vr_vfd *v)
         size_t pl = s->rellen;
         while (pl > 0 && s->rel[pl - 1] != '/')
             pl--;
-        struct vrift_vdir_result *res = vr_mmap(sizeof *res);
-        if (res) {
-            if (vrift_vdir_lookup(vr_mounts[s->mount].r, s->rel, pl ? pl - 1 : 0, res) == 0)
-                s->parent_ino = res->ino;
-            vr_munmap(res, sizeof *res);
-        }
+        struct vrift_vdir_result res;
+        if (vrift_vdir_lookup(vr_mounts[s->mount].r, s->rel, pl ? pl - 1 : 0, &res) == 0)
+            s->parent_ino = res.ino;
     }
     return (DIR *)(void *)load(s);
 }
@@ -372,8 +405,7 @@ SHIM_EXPORT int closedir(DIR *d)
     struct vr_vfd *v = vr_vfd_take(s->fd);
     vr_vfd_put(v);
     int rc = vr_close(s->fd);
-    s->magic = 0;
-    vr_munmap(s, s->maplen);
+    ds_free(s);
     if (rc < 0) {
         errno = -rc;
         return -1;
@@ -552,7 +584,7 @@ int vr_getdents(int fd, void *out, size_t n, long *rc)
         pos++;
     }
     v->dirpos = pos;
-    vr_munmap(s, s->maplen);
+    ds_free(s);
     *rc = (used == 0 && e != NULL) ? -EINVAL : (long)used;
     return 1;
 }

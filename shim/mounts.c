@@ -22,6 +22,10 @@
 
 struct vr_mount vr_mounts[VR_MAX_MOUNTS];
 int vr_nmounts;
+/* getuid()/getgid() are system calls: asked once (a mount belongs to the
+ * user who started the program; setuid programs never run under the shim). */
+static uid_t my_uid;
+static gid_t my_gid;
 
 #define VR_MAXSYMLINKS 40
 #define VR_DEV_MAJOR 0xf5du /* st_dev major of virtual entries (minor from the VDir's volume_id) */
@@ -31,6 +35,8 @@ int vr_mounts_init(void)
     const char *list = vr_getenv("VRIFT_VDIRS");
     if (!list || !*list)
         return 0;
+    my_uid = getuid();
+    my_gid = getgid();
     char name[VRIFT_VDIR_NAME_MAX + 1];
     const char *p = list;
     while (*p && vr_nmounts < VR_MAX_MOUNTS) {
@@ -212,8 +218,8 @@ void vr_fill_stat_entry(int mount, uint64_t ino, uint32_t mode, uint64_t size, u
     /* Directories report 1 link, as btrfs does: "subdirectory count
      * unknown", which keeps fts/find from skipping stat()s on a guess. */
     st->st_nlink = 1;
-    st->st_uid = getuid();
-    st->st_gid = getgid();
+    st->st_uid = my_uid;
+    st->st_gid = my_gid;
     /* directories report one block, as ext4 does, so `ls -l` reads the same */
     if ((mode & S_IFMT) == S_IFDIR && size == 0)
         size = 4096;

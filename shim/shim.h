@@ -113,6 +113,8 @@ struct vr_mount {
     vrift_vdir_reader *r;
     size_t rootlen;
     dev_t dev;                 /* st_dev reported for the mount's entries */
+    _Atomic int ph_known;      /* identity of the placeholder directory (the real mount root) */
+    uint64_t ph_dev, ph_ino;
     char root[VRIFT_VDIR_MOUNT_ROOT_MAX];
 };
 
