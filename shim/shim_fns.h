@@ -135,3 +135,7 @@ SHIM_FN(int, posix_spawn, (pid_t *, const char *, const posix_spawn_file_actions
 SHIM_FN(int, posix_spawnp, (pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
                             char *const[], char *const[]))
 SHIM_FN(void *, dlopen, (const char *, int))
+
+/* process exit without atexit handlers (shim.c): staged files are still committed */
+SHIM_FN(void, _exit, (int))
+SHIM_FN(void, _Exit, (int))

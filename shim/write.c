@@ -283,19 +283,32 @@ int vr_commit(struct vr_vfd *v, int fd)
     return rc;
 }
 
+struct commit_seen {
+    int n;
+    struct vr_vfd *v[256];
+};
+
 static void commit_one(int fd, struct vr_vfd *v, void *arg)
 {
-    (void)arg;
-    if (v->kind == VFD_STAGED && !v->orphan) {
-        vr_commit(v, fd);
-        v->orphan = 1; /* once per description */
-    }
+    struct commit_seen *seen = arg;
+    if (v->kind != VFD_STAGED || v->orphan)
+        return;
+    for (int i = 0; i < seen->n; i++)
+        if (seen->v[i] == v)
+            return; /* once per description */
+    if (seen->n < 256)
+        seen->v[seen->n++] = v;
+    vr_commit(v, fd);
 }
 
+/* Commits every staged file still open. Marks nothing: after a vfork the
+ * table is the parent's too, and the parent commits again when it closes. */
 void vr_commit_all(void)
 {
     int saved = errno;
-    vr_vfd_each(commit_one, NULL);
+    struct commit_seen seen;
+    seen.n = 0;
+    vr_vfd_each(commit_one, &seen);
     errno = saved;
 }
 

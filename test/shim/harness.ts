@@ -69,6 +69,23 @@ export function writeSampleSource(src: string): void {
   writeFileSync(join(src, 'empty'), '');
 }
 
+/** A small tree for the write and safety tests: headers, a C program with a Makefile, a script. */
+export function writeSmallSource(src: string): void {
+  mkdirSync(join(src, 'inc', 'sub'), { recursive: true });
+  writeFileSync(join(src, 'inc', 'greet.h'), '#define GREETING "hello from the mount"\n#include "sub/twice.h"\n');
+  writeFileSync(join(src, 'inc', 'sub', 'twice.h'), 'static inline int twice(int x) { return 2 * x; }\n');
+  mkdirSync(join(src, 'app'), { recursive: true });
+  writeFileSync(join(src, 'app', 'main.c'), '#include <stdio.h>\n#include "greet.h"\nint main(void) { printf("%s %d\\n", GREETING, twice(21)); return 0; }\n');
+  writeFileSync(
+    join(src, 'app', 'Makefile'),
+    'CFLAGS = -O0 -I../inc\nout/app: out/main.o\n\t$(CC) -o $@ out/main.o\nout/main.o: main.c | out\n\t$(CC) $(CFLAGS) -c -o $@ main.c\nout:\n\tmkdir -p out\n',
+  );
+  mkdirSync(join(src, 'data'), { recursive: true });
+  for (let i = 0; i < 50; i++) writeFileSync(join(src, 'data', `f${i}.txt`), `file ${i}\n`.repeat(i + 1));
+  writeFileSync(join(src, 'run.sh'), '#!/bin/sh\necho "run.sh says $*"\n');
+  chmodSync(join(src, 'run.sh'), 0o755);
+}
+
 export function countFiles(dir: string): number {
   let n = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? countFiles(join(dir, e.name)) : 1;
