@@ -317,9 +317,11 @@ static void warn_blind(const char *shown, const char *real)
     int k = blind_kind(real);
     if (!k || atomic_exchange(&warned_blind, 1))
         return;
-    static const char *const why[] = {"", "is statically linked", "is a Go program", "is setuid/setgid"};
-    vr_say(shown, " ", why[k]);
-    vr_say("  it cannot see vrift mounts (they look empty to it); materialize the tree for it instead", NULL, NULL);
+    static const char *const why[] = {"", " is statically linked", " is a Go program", " is setuid/setgid"};
+    char msg[PATH_MAX + 64];
+    size_t n = vr_strlcpy(msg, shown, sizeof msg);
+    vr_strlcpy(msg + n, why[k], sizeof msg - n);
+    vr_say(msg, ": it cannot see vrift mounts (they look empty to it); materialize the tree for it instead", NULL);
 }
 
 /*

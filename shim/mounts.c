@@ -37,6 +37,7 @@ int vr_mounts_init(void)
         return 0;
     my_uid = getuid();
     my_gid = getgid();
+    int failed = 0;
     char name[VRIFT_VDIR_NAME_MAX + 1];
     const char *p = list;
     while (*p && vr_nmounts < VR_MAX_MOUNTS) {
@@ -70,14 +71,21 @@ int vr_mounts_init(void)
                     vr_nmounts++;
                 } else {
                     vrift_vdir_close(r);
+                    failed++;
                 }
+            } else {
+                failed++;
             }
+        } else if (n > 0) {
+            failed++;
         }
         p += n;
         if (*p == ',')
             p++;
     }
-    return vr_nmounts;
+    /* A mount that cannot be opened (retired by a stopped daemon, removed)
+     * means the daemon is not serving this run: all or nothing. */
+    return failed ? -1 : vr_nmounts;
 }
 
 /* ---- the working directory -------------------------------------------- */

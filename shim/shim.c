@@ -212,7 +212,16 @@ void vr_init(void)
     resolve_reals();
     find_self();
     int on = 0;
-    if (vr_mounts_init() > 0) {
+    int nm = vr_mounts_init();
+    if (!vr_home[0]) {
+        const char *h = vr_getenv("VRIFT_HOME");
+        if (h && *h)
+            vr_strlcpy(vr_home, h, sizeof vr_home);
+    }
+    if (nm < 0) {
+        setup_marker();
+        vr_fallback("the vrift mounts are not available (is the vrift daemon running?)");
+    } else if (nm > 0) {
         setup_marker();
         vr_cwd_init();
         vr_exec_init();

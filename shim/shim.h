@@ -121,7 +121,7 @@ struct vr_mount {
 extern struct vr_mount vr_mounts[VR_MAX_MOUNTS];
 extern int vr_nmounts;
 
-/** Opens the VDirs named in $VRIFT_VDIRS. Returns the number opened. */
+/** Opens the VDirs named in $VRIFT_VDIRS: the number opened, or -1 if any could not be. */
 int vr_mounts_init(void);
 
 enum vr_kind {
