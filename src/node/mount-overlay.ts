@@ -76,6 +76,7 @@ export function overlayDigests(store: Store): Set<Digest> {
  * sorted (parents first), plus the mtime of each path the overlay set.
  */
 export function mergedEntries(base: TreeEntry[], overlay: Map<string, OverlayValue>): { entries: TreeEntry[]; mtimes: Map<string, number> } {
+  if (overlay.size === 0) return { entries: base, mtimes: new Map() }; // a fresh mount: the tree as decoded (sorted, valid)
   const byPath = new Map<string, TreeEntry>();
   for (const e of base) byPath.set(e.path, e);
   const mtimes = new Map<string, number>();

@@ -26,12 +26,18 @@ export interface MountInfo extends MountRecord {
   vdirBytes: number;
 }
 
-/** The VDir entries of a tree (the root "" is the VDir's own). */
-export function vdirEntries(store: Store, entries: TreeEntry[], mtimeSec: number): VDirEntryInput[] {
+/**
+ * The VDir entries of a tree (the root "" is the VDir's own). With
+ * `checkLocal: false` no blob is stat()ed (50 000 of them cost ~100 ms of a
+ * mount) and none is flagged VDIR_F_REMOTE: the shim finds a missing blob
+ * when it opens it (ENOENT -> FETCH through the daemon -> EIO if that fails).
+ */
+export function vdirEntries(store: Store, entries: TreeEntry[], mtimeSec: number, opts: { checkLocal?: boolean } = {}): VDirEntryInput[] {
+  const check = opts.checkLocal ?? true;
   return entries.map((e) => {
     if (e.kind === 'dir') return { path: e.path, mode: S_IFDIR | e.mode, size: 0, mtimeSec };
     if (e.kind === 'symlink') return { path: e.path, mode: S_IFLNK | 0o777, size: e.size, mtimeSec, target: e.target! };
-    const local = store.cas.has(e.digest!, e.mode === 0o755);
+    const local = !check || store.cas.has(e.digest!, e.mode === 0o755);
     return { path: e.path, mode: S_IFREG | e.mode, size: e.size, mtimeSec, digest: e.digest!, flags: local ? 0 : VDIR_F_REMOTE };
   });
 }
@@ -115,8 +121,8 @@ export class MountManager {
     // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
     const { entries, mtimes } = mergedEntries(this.store.getTree(rec.tree).entries, overlayOf(this.store, rec.name));
     for (const e of entries) if (e.kind === 'file' && e.mode === 0o755 && this.store.cas.has(e.digest!)) this.store.ensureExecTwin(e.digest!);
-    const upserts = vdirEntries(this.store, entries, Math.floor(rec.mountedAt / 1000));
-    for (const u of upserts) u.mtimeSec = mtimes.get(u.path) ?? u.mtimeSec;
+    const upserts = vdirEntries(this.store, entries, Math.floor(rec.mountedAt / 1000), { checkLocal: false });
+    if (mtimes.size > 0) for (const u of upserts) u.mtimeSec = mtimes.get(u.path) ?? u.mtimeSec;
     const vdir = VDir.create(rec.name, { casRoot: this.store.layout.cas, mountRoot: rec.path, ...VDir.sizeFor(upserts) });
     vdir.apply(upserts);
     this.vdirs.get(rec.path)?.close({ unlink: false });

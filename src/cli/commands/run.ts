@@ -12,6 +12,10 @@
 //
 // A program the shim cannot see into (static, setuid/setgid, Go) is refused
 // before anything runs: under the shim it would see empty directories.
+//
+// Start-up time counts (time to the command's first instruction), so this
+// file imports nothing heavy: bin/vrift.js loads it through run-main.ts,
+// without the rest of the CLI.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -23,7 +27,6 @@ import { logPathOf, socketPathOf } from '../../node/daemon-paths.js';
 import { ensureHome, homeLayout, resolveHome } from '../../node/home.js';
 import { packageRoot } from '../../node/native.js';
 import { F, Msg } from '../../node/proto.js';
-import { subcommand } from '../command.js';
 import { unshimmable, which } from '../elf-check.js';
 import { Output } from '../output.js';
 
@@ -142,7 +145,11 @@ async function resolveRef(ref: string): Promise<string> {
 }
 
 export function register(program: Command): void {
-  subcommand(program, 'run', 'run a command with trees mounted (served by the LD_PRELOAD shim)')
+  // Not through command.ts: that loads the store (LMDB), which `vrift run` does not need.
+  program
+    .command('run')
+    .description('run a command with trees mounted (served by the LD_PRELOAD shim)')
+    .option('--json', 'machine-readable output (errors)')
     .argument('<command...>', 'the command and its arguments (after --)')
     .option('--mount <dir=tree>', 'mount a tree (id or ref) at a directory; repeatable', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--no-start', 'fail when the daemon is not running instead of starting it')
