@@ -78,8 +78,25 @@ static int is_ours(DIR *d)
 
 int vr_dir_placeholder(int mount, int oflags)
 {
+    /* dup() of a cached descriptor of the mount root: no path walk per directory */
+    struct vr_mount *m = &vr_mounts[mount];
+    int base = atomic_load_explicit(&m->ph_fd, memory_order_acquire);
+    if (base < 0) {
+        int fd = vr_openat(AT_FDCWD, m->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (fd >= 0) {
+            int hi = vr_fcntl(fd, F_DUPFD_CLOEXEC, vr_high_fd_floor() + 1 + mount);
+            vr_close(fd);
+            int expect = -1;
+            if (hi >= 0 && !atomic_compare_exchange_strong(&m->ph_fd, &expect, hi))
+                vr_close(hi);
+            base = atomic_load(&m->ph_fd);
+        }
+    }
+    int fd = base >= 0 ? vr_fcntl(base, (oflags & O_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0) : -EBADF;
+    if (fd >= 0)
+        return fd;
     int fl = O_RDONLY | O_DIRECTORY | (oflags & O_CLOEXEC);
-    int fd = vr_openat(AT_FDCWD, vr_mounts[mount].root, fl, 0);
+    fd = vr_openat(AT_FDCWD, m->root, fl, 0);
     if (fd < 0)
         fd = vr_openat(AT_FDCWD, "/", fl, 0);
     return fd;

@@ -59,7 +59,7 @@ static int socket_path(struct sockaddr_un *a)
 }
 
 /* Descriptor numbers far from where programs allocate theirs. */
-static int high_fd_floor(void)
+int vr_high_fd_floor(void)
 {
     struct rlimit rl;
     int floor = 1000;
@@ -85,7 +85,7 @@ static int connect_now(void)
         vr_close(fd);
         return rc;
     }
-    int hi = vr_fcntl(fd, F_DUPFD_CLOEXEC, high_fd_floor());
+    int hi = vr_fcntl(fd, F_DUPFD_CLOEXEC, vr_high_fd_floor());
     if (hi >= 0) {
         vr_close(fd);
         fd = hi;
@@ -338,4 +338,24 @@ int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_rep
     }
     unlock();
     return rc;
+}
+
+int vr_owns_fd(int fd)
+{
+    if (vr_ipc_owns_fd(fd))
+        return 1;
+    for (int i = 0; i < vr_nmounts; i++)
+        if (atomic_load_explicit(&vr_mounts[i].ph_fd, memory_order_relaxed) == fd && fd >= 0)
+            return 1;
+    return 0;
+}
+
+void vr_disown_fd(int fd)
+{
+    if (vr_ipc_owns_fd(fd))
+        vr_ipc_evict(fd);
+    for (int i = 0; i < vr_nmounts; i++) {
+        int e = fd;
+        atomic_compare_exchange_strong(&vr_mounts[i].ph_fd, &e, -1);
+    }
 }

@@ -54,6 +54,7 @@ int vr_mounts_init(void)
                 if (vrift_vdir_info(r, &info) == 0 && info.mount_root[0] == '/') {
                     struct vr_mount *m = &vr_mounts[vr_nmounts];
                     m->r = r;
+                    atomic_store(&m->ph_fd, -1);
                     m->rootlen = vr_strlcpy(m->root, info.mount_root, sizeof m->root);
                     while (m->rootlen > 1 && m->root[m->rootlen - 1] == '/')
                         m->root[--m->rootlen] = '\0';

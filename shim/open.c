@@ -376,7 +376,7 @@ int vr_after_close(struct vr_vfd *v, int fd)
 SHIM_EXPORT int close(int fd)
 {
     if (atomic_load_explicit(&vr_on, memory_order_relaxed) == 1) {
-        if (VR_UNLIKELY(vr_ipc_owns_fd(fd)))
+        if (VR_UNLIKELY(vr_owns_fd(fd)))
             return 0; /* "close every descriptor" loops: keep ours, quietly */
         struct vr_vfd *v = vr_vfd_take(fd);
         if (v) {
@@ -408,6 +408,11 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
             break;
     }
     errno = saved;
+    for (int i = 0; i < vr_nmounts; i++) { /* cached mount-root descriptors: reopened when needed */
+        int ph = atomic_load(&vr_mounts[i].ph_fd);
+        if (ph >= 0 && (unsigned)ph >= first && (unsigned)ph <= last)
+            vr_disown_fd(ph);
+    }
     /* keep the shim's socket: close around it */
     for (unsigned fd = first; fd <= last && fd <= (1u << 20); fd++) {
         if (vr_ipc_owns_fd((int)fd)) {
@@ -459,8 +464,8 @@ static int dup_onto(int fd, int nfd, int flags, int three)
     if (atomic_load_explicit(&vr_on, memory_order_relaxed) != 1 || fd == nfd)
         return three ? real_dup3(fd, nfd, flags) : real_dup2(fd, nfd);
     int saved = errno;
-    if (vr_ipc_owns_fd(nfd))
-        vr_ipc_evict(nfd);
+    if (vr_owns_fd(nfd))
+        vr_disown_fd(nfd);
     /* nfd is about to be closed by the kernel: commit first if it was the last */
     struct vr_vfd *old = vr_vfd_take(nfd);
     if (old)

@@ -113,6 +113,7 @@ struct vr_mount {
     vrift_vdir_reader *r;
     size_t rootlen;
     dev_t dev;                 /* st_dev reported for the mount's entries */
+    _Atomic int ph_fd;         /* a cached descriptor of the real mount root (high, close-on-exec), or -1 */
     _Atomic int ph_known;      /* identity of the placeholder directory (the real mount root) */
     uint64_t ph_dev, ph_ino;
     char root[VRIFT_VDIR_MOUNT_ROOT_MAX];
@@ -272,6 +273,12 @@ int vr_ipc_alive(void);
 int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_reply *rep);
 /** Is `fd` the shim's own socket? */
 int vr_ipc_owns_fd(int fd);
+/** Is `fd` one of the shim's own descriptors (socket, cached mount-root descriptors)? */
+int vr_owns_fd(int fd);
+/** The program replaces or closed `fd`: stop using it as our own (the socket is moved). */
+void vr_disown_fd(int fd);
+/** Lowest descriptor number the shim keeps its own descriptors at or above. */
+int vr_high_fd_floor(void);
 /** Moves the socket away from `fd` (the program wants that number). */
 void vr_ipc_evict(int fd);
 
