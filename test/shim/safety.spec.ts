@@ -20,6 +20,21 @@ function shimEnv(runId: string): Record<string, string> {
   return { LD_PRELOAD: LIB, VRIFT_VDIRS: MountManager.nameFor(w.home, w.mnt), VRIFT_RUN_ID: runId };
 }
 
+/** SIGKILLs the daemon and waits until it is really gone (the kernel tears a process down asynchronously). */
+async function killDaemon(): Promise<void> {
+  const pid = Number(readFileSync(join(w.home, 'run', 'vriftd.pid'), 'utf8'));
+  process.kill(pid, 'SIGKILL');
+  for (let i = 0; i < 200; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`daemon ${pid} survived SIGKILL`);
+}
+
 const warnings = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('vrift: '));
 
 describe('loading the shim', () => {
@@ -122,11 +137,10 @@ describe('when the daemon is not there', () => {
     expect(r.stderr).toContain('No such file or directory');
   });
 
-  it('daemon killed (SIGKILL) before the command starts: the same', () => {
+  it('daemon killed (SIGKILL) before the command starts: the same', async () => {
     expect(w.vrift(['up', '--detach']).code).toBe(0);
     expect(w.run('true').code).toBe(0);
-    const pid = Number(readFileSync(join(w.home, 'run', 'vriftd.pid'), 'utf8'));
-    process.kill(pid, 'SIGKILL');
+    await killDaemon();
     const r = w.plain(`ls -A '${w.mnt}' | wc -l; cat '${w.mnt}/run.sh' 2>/dev/null; echo rc=$?`, { env: shimEnv('killed'), timeoutMs: 20_000 });
     expect(r.stdout).toBe('0\nrc=1\n');
     expect(warnings(r.stderr)).toEqual(['vrift: the vrift daemon is not running; using the real filesystem from now on (mounts look empty)']);
@@ -160,7 +174,7 @@ ls -A '${w.mnt}' | wc -l`;
     );
     const done = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
     await ready;
-    process.kill(Number(readFileSync(join(w.home, 'run', 'vriftd.pid'), 'utf8')), 'SIGKILL');
+    await killDaemon();
     writeFileSync(gate, 'go\n');
     const t0 = Date.now();
     const code = await done;
