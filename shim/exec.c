@@ -184,17 +184,15 @@ static void add_staged(int fd, struct vr_vfd *v, void *arg)
 
 /*
  * The environment for a child: envp plus whatever keeps the shim alive in
- * it. Returns envp itself when nothing is missing, otherwise an array in
- * an mmap'd arena (*arena_out, unmapped by the caller if exec fails).
+ * it. child_env_size() says how many bytes child_env() needs (0: envp is
+ * fine as it is); the caller provides them on its stack — an exec after
+ * vfork() runs in the parent's memory, where an mmap would leak.
  */
-static char *const *child_env(char *const *envp, struct arena *ar)
+static size_t child_env_size(char *const *envp)
 {
-    ar->base = NULL;
     if (atomic_load(&vr_on) != 1)
-        return envp;
-    char cwd[PATH_MAX];
-    size_t cwdlen = vr_cwd_is_virtual() ? vr_cwd_get(cwd, sizeof cwd) : 0;
-    int need = cwdlen > 0 || atomic_load(&vr_staged_open) > 0;
+        return 0;
+    int need = vr_cwd_is_virtual() || atomic_load(&vr_staged_open) > 0;
     const char *preload = NULL;
     size_t count = 0;
     for (char *const *e = envp; e && *e; e++, count++) {
@@ -209,16 +207,33 @@ static char *const *child_env(char *const *envp, struct arena *ar)
         if (keep_vals[i][0] && !env_has(envp, keep_vals[i]))
             need = 1;
     if (!need)
-        return envp;
-    size_t strbytes = 64 * 1024 + PATH_MAX * 2;
-    size_t cap = (count + NKEEP + 8) * sizeof(char *) + strbytes;
-    char *mem = vr_mmap(cap);
-    if (!mem)
-        return envp;
+        return 0;
+    size_t bytes = (count + NKEEP + 8) * sizeof(char *) + vr_strlen(vr_lib_path) + 64;
+    if (preload)
+        bytes += vr_strlen(preload);
+    if (vr_cwd_is_virtual())
+        bytes += PATH_MAX + 16;
+    if (atomic_load(&vr_staged_open) > 0)
+        bytes += 8192 + 16;
+    return (bytes + 7) & ~(size_t)7;
+}
+
+static char *const *child_env(char *const *envp, char *mem, size_t cap)
+{
+    struct arena arena, *ar = &arena;
+    char cwd[PATH_MAX];
+    size_t cwdlen = vr_cwd_is_virtual() ? vr_cwd_get(cwd, sizeof cwd) : 0;
+    const char *preload = NULL;
+    size_t count = 0;
+    for (char *const *e = envp; e && *e; e++, count++)
+        if (name_is(*e, "LD_PRELOAD"))
+            preload = *e + 11;
     char **out = (char **)(void *)mem;
     ar->base = mem;
     ar->cap = cap;
     ar->used = (count + NKEEP + 8) * sizeof(char *);
+    if (ar->used > cap)
+        return envp;
     size_t k = 0;
     for (char *const *e = envp; e && *e; e++) {
         if (name_is(*e, "LD_PRELOAD") || name_is(*e, "VRIFT_CWD") || name_is(*e, "VRIFT_STAGED"))
@@ -417,12 +432,9 @@ static int exec_depth(const char *path, char *const argv[], char *const envp[], 
     if (!vr_active() || depth > 4)
         return real_execve(path, argv, envp);
     int saved = errno;
-    struct plan *pl = vr_mmap(sizeof *pl);
-    if (!pl)
-        return real_execve(path, argv, envp);
+    struct plan plan, *pl = &plan;
     int rc = plan_exec(path, pl);
     if (rc < 0) {
-        vr_munmap(pl, sizeof *pl);
         errno = -rc;
         return -1;
     }
@@ -438,21 +450,14 @@ static int exec_depth(const char *path, char *const argv[], char *const envp[], 
             nargv[k++] = argv[i];
         nargv[k] = NULL;
         errno = saved;
-        rc = exec_depth(pl->interp, nargv, envp, depth + 1);
-        vr_munmap(pl, sizeof *pl);
-        return rc;
+        return exec_depth(pl->interp, nargv, envp, depth + 1);
     }
     warn_blind(path, pl->target);
-    struct arena ar;
-    char *const *env = child_env(envp, &ar);
+    size_t need = child_env_size(envp);
+    _Alignas(8) char envmem[need ? need : 8];
+    char *const *env = need ? child_env(envp, envmem, need) : envp;
     errno = saved;
-    rc = real_execve(pl->target, argv, env);
-    int e = errno;
-    if (ar.base)
-        vr_munmap(ar.base, ar.cap);
-    vr_munmap(pl, sizeof *pl);
-    errno = e;
-    return rc;
+    return real_execve(pl->target, argv, env);
 }
 
 SHIM_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
@@ -634,16 +639,13 @@ static int spawn_impl(pid_t *pid, const char *path, const posix_spawn_file_actio
                 path = found, search = 0;
         }
     }
-    struct plan *pl = vr_mmap(sizeof *pl);
-    if (!pl)
-        return ENOMEM;
+    struct plan plan, *pl = &plan;
     int rc = search ? 0 : plan_exec(path, pl);
-    if (rc < 0) {
-        vr_munmap(pl, sizeof *pl);
+    if (rc < 0)
         return -rc;
-    }
-    struct arena ar;
-    char *const *env = child_env(envp, &ar);
+    size_t need = child_env_size(envp);
+    _Alignas(8) char envmem[need ? need : 8];
+    char *const *env = need ? child_env(envp, envmem, need) : envp;
     int argc = count_args(argv);
     char *nargv[argc + 4];
     char *const *use_argv = argv;
@@ -658,21 +660,15 @@ static int spawn_impl(pid_t *pid, const char *path, const posix_spawn_file_actio
             nargv[k++] = argv[i];
         nargv[k] = NULL;
         use_argv = nargv;
-        struct plan *ip = vr_mmap(sizeof *ip);
-        if (ip && plan_exec(pl->interp, ip) == 0 && !ip->script)
-            memcpy(pl->interp, ip->target, sizeof pl->interp); /* the interpreter may be virtual too */
-        if (ip)
-            vr_munmap(ip, sizeof *ip);
+        struct plan ip; /* the interpreter may be virtual too */
+        if (plan_exec(pl->interp, &ip) == 0 && !ip.script)
+            memcpy(pl->interp, ip.target, sizeof pl->interp);
         target = pl->interp;
     } else if (!search) {
         warn_blind(path, pl->target);
     }
-    rc = search ? real_posix_spawnp(pid, target, fa, at, use_argv, env)
-                : real_posix_spawn(pid, target, fa, at, use_argv, env);
-    if (ar.base)
-        vr_munmap(ar.base, ar.cap);
-    vr_munmap(pl, sizeof *pl);
-    return rc;
+    return search ? real_posix_spawnp(pid, target, fa, at, use_argv, env)
+                  : real_posix_spawn(pid, target, fa, at, use_argv, env);
 }
 
 SHIM_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
