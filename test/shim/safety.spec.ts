@@ -117,6 +117,25 @@ describe('programs the shim cannot see', () => {
   });
 });
 
+describe('vrift run itself', () => {
+  it('refuses a mount point that would hide real files, and a bad --mount', () => {
+    const dir = tempDir('vrift-full-');
+    writeFileSync(join(dir, 'real.txt'), 'x');
+    const r = w.vrift(['run', '--mount', `${dir}=${w.tree}`, '--', 'true']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/is not empty: its files would be hidden by the mount/);
+    const bad = w.vrift(['run', '--mount', 'no-equals-sign', '--', 'true']);
+    expect(bad.stderr).toMatch(/invalid --mount "no-equals-sign"/);
+  });
+
+  it('runs a command that lives inside the mount, and exits with its status', () => {
+    const r = w.vrift(['run', '--mount', `${w.mnt}=${w.tree}`, '--', `${w.mnt}/run.sh`, 'a', 'b']);
+    expect(r.stdout).toBe('run.sh says a b\n');
+    expect(r.code).toBe(0);
+    expect(w.vrift(['run', '--mount', `${w.mnt}=${w.tree}`, '--', 'sh', '-c', 'exit 5']).code).toBe(5);
+  });
+});
+
 describe('when the daemon is not there', () => {
   it('vrift run --no-start fails clearly when no daemon runs', () => {
     expect(w.vrift(['down']).code).toBe(0);
