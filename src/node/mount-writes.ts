@@ -43,7 +43,7 @@ interface Target {
 
 function mountOf(ctx: MountWritesContext, f: Fields): Target {
   const path = requireStr(f, F.PATH, 'path');
-  const rec = ctx.mounts.records().find((r) => r.path === path);
+  const rec = ctx.mounts.recordOf(path);
   const vdir = ctx.mounts.vdirOf(path);
   if (!rec || !vdir) throw new VriftError('ERR_VRIFT_MOUNT_NOT_FOUND', `${path} is not mounted`, { hint: 'see `vrift status`', exitCode: 1 });
   return { rec, vdir };
@@ -276,7 +276,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
 
   h.set(Msg.SNAPSHOT, (f): FieldList => {
     const path = requireStr(f, F.PATH, 'path');
-    const rec = ctx.mounts.records().find((r) => r.path === path);
+    const rec = ctx.mounts.recordOf(path);
     if (!rec) throw new VriftError('ERR_VRIFT_MOUNT_NOT_FOUND', `${path} is not mounted`, { hint: 'see `vrift status`', exitCode: 1 });
     const id = snapshotMount(store, rec);
     ctx.log(`snapshot: ${path} -> ${id}`);

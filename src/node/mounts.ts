@@ -44,6 +44,8 @@ export function vdirEntries(store: Store, entries: TreeEntry[], mtimeSec: number
 
 export class MountManager {
   private readonly vdirs = new Map<string, VDir>();
+  /** The records of published mounts (LMDB writes are asynchronous: a request right after MOUNT must still find it). */
+  private readonly live = new Map<string, MountRecord>();
 
   constructor(
     private readonly store: Store,
@@ -56,7 +58,10 @@ export class MountManager {
   }
 
   records(): MountRecord[] {
-    return [...this.store.meta.state.getRange({ start: ['mount', ''], end: ['mount', '\uffff'] })].map(({ value }) => value as MountRecord);
+    const stored = [...this.store.meta.state.getRange({ start: ['mount', ''], end: ['mount', '\uffff'] })].map(({ value }) => value as MountRecord);
+    // plus mounts published since whose (asynchronous) LMDB write is not committed yet
+    const seen = new Set(stored.map((r) => r.path));
+    return [...stored, ...[...this.live.values()].filter((r) => !seen.has(r.path))];
   }
 
   /** Re-publishes every recorded mount (daemon start). */
@@ -95,6 +100,7 @@ export class MountManager {
     if (!rec) throw new VriftError('ERR_VRIFT_MOUNT_NOT_FOUND', `${abs} is not mounted`, { hint: 'see `vrift status`', exitCode: 1 });
     this.vdirs.get(abs)?.close({ unlink: true });
     this.vdirs.delete(abs);
+    this.live.delete(abs);
     this.store.unpin(rec.tree, `mount:${abs}`);
     clearOverlay(this.store, rec.name);
     void this.store.meta.state.remove(['mount', abs]);
@@ -111,10 +117,16 @@ export class MountManager {
     return this.vdirs.get(resolve(path));
   }
 
+  /** The record of a published mount. */
+  recordOf(path: string): MountRecord | undefined {
+    return this.live.get(resolve(path));
+  }
+
   /** Closes the VDirs but leaves their objects: running programs keep reading them. */
   stop(): void {
     for (const v of this.vdirs.values()) v.close({ unlink: false });
     this.vdirs.clear();
+    this.live.clear();
   }
 
   private publish(rec: MountRecord): void {
@@ -127,6 +139,7 @@ export class MountManager {
     vdir.apply(upserts);
     this.vdirs.get(rec.path)?.close({ unlink: false });
     this.vdirs.set(rec.path, vdir);
+    this.live.set(rec.path, rec);
   }
 
   private assertMountable(abs: string): void {

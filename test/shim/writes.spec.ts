@@ -114,6 +114,14 @@ sed -i 's/GREETING/MESSAGE/' app/main.c && grep -c MESSAGE app/main.c && (ls app
     expect(w.run(`cat '${w.mnt}/persist.txt'`).stdout).toBe('persisted\n');
   });
 
+  it('a fresh mount takes writes at once (the daemon knows it before LMDB commits it)', () => {
+    const fresh = join(tempDir(), 'fresh');
+    const r = w.vrift(['run', '--mount', `${fresh}=${w.tree}`, '--', 'sh', '-c', `echo x > '${fresh}/new' && mkdir '${fresh}/d' && cat '${fresh}/new'`]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('x\n');
+    expect(w.vrift(['unmount', fresh]).code).toBe(0);
+  });
+
   it('staged files live beside the CAS and are gone after commit', () => {
     expect(w.run(`cd '${w.mnt}' && for i in 1 2 3 4 5; do echo $i > n$i; done`).code).toBe(0);
     const staging = join(w.home, 'staging');
