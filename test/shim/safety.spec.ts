@@ -115,6 +115,15 @@ describe('programs the shim cannot see', () => {
     expect(child.stdout).toBe('rc=7\n');
     expect(warnings(child.stderr)).toEqual([`vrift: ${exe} is statically linked: it cannot see vrift mounts (they look empty to it); materialize the tree for it instead`]);
   });
+
+  it('vrift run refuses a setuid program (the loader would drop the shim)', () => {
+    const exe = join(bin, 'suid-true');
+    execFileSync('cp', ['/bin/true', exe]);
+    execFileSync('chmod', ['4755', exe]);
+    const r = w.vrift(['run', '--mount', `${w.mnt}=${w.tree}`, '--', exe]);
+    expect(r.code).toBe(126);
+    expect(r.stderr).toMatch(/is setuid\/setgid/);
+  });
 });
 
 describe('vrift run itself', () => {
