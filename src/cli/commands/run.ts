@@ -15,7 +15,7 @@
 //
 // Start-up time counts (time to the command's first instruction), so this
 // file imports nothing heavy: bin/vrift.js loads it through run-main.ts,
-// without the rest of the CLI.
+// without the rest of the CLI (nor commander: run-main parses the options).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -144,8 +144,63 @@ async function resolveRef(ref: string): Promise<string> {
   }
 }
 
+export interface RunOptions {
+  mount: string[];
+  start: boolean;
+  json?: boolean;
+}
+
+/** `vrift run`: mount, then run `command` under the shim; sets process.exitCode to its status. */
+export async function runCommand(command: string[], opts: RunOptions): Promise<void> {
+  const out = new Output(opts);
+  const specs = parseMounts(opts.mount);
+  if (specs.length === 0) throw new VriftError('ERR_VRIFT_RUN_ARGS', 'nothing to mount', { hint: 'add --mount <dir>=<tree or ref>' });
+  const lib = shimLibrary();
+  const [cmd, ...args] = command;
+  const inMount = specs.some((s) => cmd!.startsWith(`${s.dir}/`) || resolve(cmd!).startsWith(`${s.dir}/`));
+  if (!inMount) {
+    const exe = which(cmd!);
+    if (!exe) throw new VriftError('ERR_VRIFT_RUN_NOT_FOUND', `${cmd}: command not found`, { hint: 'check the name and PATH', exitCode: 127 });
+    const why = unshimmable(exe);
+    if (why) {
+      throw new VriftError('ERR_VRIFT_RUN_UNSHIMMABLE', `${exe} ${why}: the vrift shim cannot serve the mounts to it`, {
+        hint: `materialize the tree instead (\`vrift materialize <tree> <dir>\`) and run it there`,
+        exitCode: 126,
+      });
+    }
+  }
+  const home = resolveHome();
+  const socket = socketPathOf(homeLayout(home).run);
+  const c = await connectOrStart(socket, opts.start, out);
+  let names: string[];
+  try {
+    names = await mountAll(c, specs);
+  } finally {
+    c.close();
+  }
+  const runId = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  const preload = process.env.LD_PRELOAD ? `${lib}:${process.env.LD_PRELOAD}` : lib;
+  const env = { ...process.env, LD_PRELOAD: preload, VRIFT_VDIRS: names.join(','), VRIFT_SOCKET: socket, VRIFT_HOME: home, VRIFT_RUN_ID: runId };
+  // A command that lives inside a mount is not on disk for the kernel:
+  // let a shimmed shell exec it.
+  const [file, argv] = inMount ? ['/bin/sh', ['-c', 'exec "$0" "$@"', cmd!, ...args]] : [cmd!, args];
+  const child = spawn(file, argv, { stdio: 'inherit', env });
+  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+  const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
+  for (const [s, h] of handlers) process.on(s, h);
+  const status = await new Promise<number>((resolveStatus, reject) => {
+    child.once('error', (e) =>
+      reject(new VriftError('ERR_VRIFT_RUN_SPAWN', `${cmd}: ${(e as Error).message}`, { hint: 'check the command', exitCode: 127 })),
+    );
+    child.once('exit', (code, signal) => resolveStatus(code ?? 128 + (signal ? (osSignals[signal] ?? 1) : 1)));
+  }).finally(() => {
+    for (const [s, h] of handlers) process.off(s, h);
+    rmSync(join(home, 'run', `shim-warned.${runId}`), { force: true });
+  });
+  process.exitCode = status;
+}
+
 export function register(program: Command): void {
-  // Not through command.ts: that loads the store (LMDB), which `vrift run` does not need.
   program
     .command('run')
     .description('run a command with trees mounted (served by the LD_PRELOAD shim)')
@@ -154,54 +209,7 @@ export function register(program: Command): void {
     .option('--mount <dir=tree>', 'mount a tree (id or ref) at a directory; repeatable', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--no-start', 'fail when the daemon is not running instead of starting it')
     .allowUnknownOption()
-    .action(async (command: string[], opts: { mount: string[]; start: boolean; json?: boolean }) => {
-      const out = new Output(opts);
-      const specs = parseMounts(opts.mount);
-      if (specs.length === 0) throw new VriftError('ERR_VRIFT_RUN_ARGS', 'nothing to mount', { hint: 'add --mount <dir>=<tree or ref>' });
-      const lib = shimLibrary();
-      const [cmd, ...args] = command;
-      const inMount = specs.some((s) => cmd!.startsWith(`${s.dir}/`) || resolve(cmd!).startsWith(`${s.dir}/`));
-      if (!inMount) {
-        const exe = which(cmd!);
-        if (!exe) throw new VriftError('ERR_VRIFT_RUN_NOT_FOUND', `${cmd}: command not found`, { hint: 'check the name and PATH', exitCode: 127 });
-        const why = unshimmable(exe);
-        if (why) {
-          throw new VriftError('ERR_VRIFT_RUN_UNSHIMMABLE', `${exe} ${why}: the vrift shim cannot serve the mounts to it`, {
-            hint: `materialize the tree instead (\`vrift materialize <tree> <dir>\`) and run it there`,
-            exitCode: 126,
-          });
-        }
-      }
-      const home = resolveHome();
-      const socket = socketPathOf(homeLayout(home).run);
-      const c = await connectOrStart(socket, opts.start, out);
-      let names: string[];
-      try {
-        names = await mountAll(c, specs);
-      } finally {
-        c.close();
-      }
-      const runId = `${process.pid}-${randomBytes(4).toString('hex')}`;
-      const preload = process.env.LD_PRELOAD ? `${lib}:${process.env.LD_PRELOAD}` : lib;
-      const env = { ...process.env, LD_PRELOAD: preload, VRIFT_VDIRS: names.join(','), VRIFT_SOCKET: socket, VRIFT_HOME: home, VRIFT_RUN_ID: runId };
-      // A command that lives inside a mount is not on disk for the kernel:
-      // let a shimmed shell exec it.
-      const [file, argv] = inMount ? ['/bin/sh', ['-c', 'exec "$0" "$@"', cmd!, ...args]] : [cmd!, args];
-      const child = spawn(file, argv, { stdio: 'inherit', env });
-      const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
-      const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
-      for (const [s, h] of handlers) process.on(s, h);
-      const status = await new Promise<number>((resolveStatus, reject) => {
-        child.once('error', (e) =>
-          reject(new VriftError('ERR_VRIFT_RUN_SPAWN', `${cmd}: ${(e as Error).message}`, { hint: 'check the command', exitCode: 127 })),
-        );
-        child.once('exit', (code, signal) => resolveStatus(code ?? 128 + (signal ? (osSignals[signal] ?? 1) : 1)));
-      }).finally(() => {
-        for (const [s, h] of handlers) process.off(s, h);
-        rmSync(join(home, 'run', `shim-warned.${runId}`), { force: true });
-      });
-      process.exitCode = status;
-    });
+    .action((command: string[], opts: RunOptions) => runCommand(command, opts));
 }
 
 const osSignals: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15, SIGABRT: 6 };
