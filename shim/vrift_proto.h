@@ -62,10 +62,15 @@ enum vrift_msg_type {
   VRIFT_MSG_MOUNT = 3,    /* TREE (id or ref), PATH (absolute dir), [PROJECT] -> OK: TREE (id), SHM_NAME */
   VRIFT_MSG_UNMOUNT = 4,  /* PATH -> OK */
   VRIFT_MSG_COMMIT = 5,   /* PATH (mount root), REL, STAGED (absolute path of a
-                             finished file to take in), MODE (u32 st_mode bits)
-                             -> OK: DIGEST, SIZE. The daemon hashes STAGED into
-                             the CAS, publishes REL in the mount and deletes STAGED. */
-  VRIFT_MSG_FETCH = 6,    /* DIGEST -> OK once the blob is in the local CAS */
+                             finished file to take in, or /proc/<pid>/fd/<n> of
+                             it), MODE (u32 st_mode bits)
+                             -> OK: DIGEST, SIZE. The daemon copies and hashes
+                             STAGED into the CAS (never renames it: a writer may
+                             still hold it open), publishes REL in the mount and
+                             deletes the staged name. Errors of the change
+                             requests (5, 7-11, 15) end in an errno name:
+                             ERR_VRIFT_MOUNTFS_ENOTEMPTY, ..._EEXIST ... */
+  VRIFT_MSG_FETCH = 6,    /* DIGEST, [PATH] -> OK once the blob is in the local CAS */
   VRIFT_MSG_MKDIR = 7,    /* PATH, REL, MODE -> OK */
   VRIFT_MSG_UNLINK = 8,   /* PATH, REL -> OK (files and symlinks) */
   VRIFT_MSG_RMDIR = 9,    /* PATH, REL -> OK (empty directories) */
@@ -74,6 +79,7 @@ enum vrift_msg_type {
   VRIFT_MSG_SNAPSHOT = 12,/* PATH -> OK: TREE (id of the mount's current state) */
   VRIFT_MSG_SHUTDOWN = 13,/* -> OK, then the daemon stops */
   VRIFT_MSG_MOUNTS = 14,  /* -> OK: one MOUNT_ENTRY per mount ("<shm name>\t<path>\t<tree>") */
+  VRIFT_MSG_CHMOD = 15,   /* PATH, REL, MODE -> OK (trees keep a file's executable bit only) */
   VRIFT_MSG_OK = 0x100,
   VRIFT_MSG_ERROR = 0x101
 };

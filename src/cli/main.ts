@@ -14,6 +14,8 @@ import { register as push } from './commands/push.js';
 import { register as ref } from './commands/ref.js';
 import { register as restore } from './commands/restore.js';
 import { register as save } from './commands/save.js';
+import { register as run } from './commands/run.js';
+import { register as snapshot } from './commands/snapshot.js';
 import { register as verify } from './commands/verify.js';
 
 const program = new Command('vrift')
@@ -22,7 +24,7 @@ const program = new Command('vrift')
   .showHelpAfterError('(run `vrift --help` for usage)')
   .exitOverride();
 
-for (const register of [ingest, materialize, ls, cat, ref, verify, gc, save, restore, push, pull, daemon, mount]) register(program);
+for (const register of [ingest, materialize, ls, cat, ref, verify, gc, save, restore, push, pull, daemon, mount, run, snapshot]) register(program);
 
 function wantsJson(): boolean {
   return process.argv.includes('--json');

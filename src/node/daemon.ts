@@ -4,6 +4,7 @@ import { socketPathOf } from './daemon-paths.js';
 import { acquireDaemonLock } from './daemon-lock.js';
 import { ControlServer, requireStr, type Handler } from './control-server.js';
 import { MountManager } from './mounts.js';
+import { registerMountWrites } from './mount-writes.js';
 import { F, Msg, type FieldList } from './proto.js';
 import { Store } from './store.js';
 
@@ -115,6 +116,7 @@ export class Daemon {
       return [];
     });
     h.set(Msg.MOUNTS, (): FieldList => this.mounts.records().map((r) => [F.MOUNT_ENTRY, `${r.name}\t${r.path}\t${r.tree}`]));
+    registerMountWrites(h, this); // COMMIT, FETCH, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
     h.set(Msg.SHUTDOWN, (): FieldList => {
       setImmediate(() => void this.stop());
       return [];

@@ -6,6 +6,7 @@ import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Digest } from '../lib/digest.js';
 import { isVriftError, VriftError } from '../lib/errors.js';
+import { overlayDigests } from './mount-overlay.js';
 import type { Store } from './store.js';
 import { listCasFiles } from './verify.js';
 
@@ -49,6 +50,9 @@ export async function gc(store: Store, opts: { maxSize?: number } = {}): Promise
       res.unreadablePins.push(tree);
     }
   }
+
+  // Files written inside mounts (not in any tree yet) stay too.
+  for (const d of overlayDigests(store)) live.add(d);
 
   // 2. Everything on disk, with its size and last use (files the index lost count as unused).
   const sizes = new Map<Digest, number>();

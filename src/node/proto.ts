@@ -22,6 +22,7 @@ export const Msg = {
   SNAPSHOT: 12,
   SHUTDOWN: 13,
   MOUNTS: 14,
+  CHMOD: 15,
   OK: 0x100,
   ERROR: 0x101,
 } as const;

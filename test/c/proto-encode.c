@@ -49,10 +49,10 @@ int main(void) {
   printf("{\"MAGIC\":%u,\"VERSION\":%u,\"HEADER_SIZE\":%u,\"MAX_PAYLOAD\":%u,", VRIFT_PROTO_MAGIC, VRIFT_PROTO_VERSION,
          VRIFT_PROTO_HEADER_SIZE, VRIFT_PROTO_MAX_PAYLOAD);
   printf("\"Msg\":{\"HELLO\":%d,\"STATUS\":%d,\"MOUNT\":%d,\"UNMOUNT\":%d,\"COMMIT\":%d,\"FETCH\":%d,\"MKDIR\":%d,"
-         "\"UNLINK\":%d,\"RMDIR\":%d,\"RENAME\":%d,\"SYMLINK\":%d,\"SNAPSHOT\":%d,\"SHUTDOWN\":%d,\"MOUNTS\":%d,\"OK\":%d,\"ERROR\":%d},",
+         "\"UNLINK\":%d,\"RMDIR\":%d,\"RENAME\":%d,\"SYMLINK\":%d,\"SNAPSHOT\":%d,\"SHUTDOWN\":%d,\"MOUNTS\":%d,\"CHMOD\":%d,\"OK\":%d,\"ERROR\":%d},",
          VRIFT_MSG_HELLO, VRIFT_MSG_STATUS, VRIFT_MSG_MOUNT, VRIFT_MSG_UNMOUNT, VRIFT_MSG_COMMIT, VRIFT_MSG_FETCH, VRIFT_MSG_MKDIR,
          VRIFT_MSG_UNLINK, VRIFT_MSG_RMDIR, VRIFT_MSG_RENAME, VRIFT_MSG_SYMLINK, VRIFT_MSG_SNAPSHOT, VRIFT_MSG_SHUTDOWN,
-         VRIFT_MSG_MOUNTS, VRIFT_MSG_OK, VRIFT_MSG_ERROR);
+         VRIFT_MSG_MOUNTS, VRIFT_MSG_CHMOD, VRIFT_MSG_OK, VRIFT_MSG_ERROR);
   printf("\"F\":{\"TREE\":%d,\"PATH\":%d,\"PROJECT\":%d,\"REL\":%d,\"STAGED\":%d,\"MODE\":%d,\"DIGEST\":%d,\"JSON\":%d,"
          "\"ERR_CODE\":%d,\"ERR_MSG\":%d,\"SHM_NAME\":%d,\"TARGET\":%d,\"REL2\":%d,\"PID\":%d,\"VERSION\":%d,\"SIZE\":%d,"
          "\"HOME\":%d,\"MOUNT_ENTRY\":%d}}\n",

@@ -1,0 +1,186 @@
+// The shim against the kernel, in one run, on the same tree mounted (served
+// by libvrift.so from the VDir and the CAS) and materialized (hard links
+// into the CAS, served by the kernel):
+//   - stat() of every file (C loop; and Node's fs.statSync)     goal: >= 3x faster
+//   - find over the whole tree                                   goal: >= 1.5x faster
+//   - reading every file (open + read + close)                    goal: <= 1.1x the time
+//   - `vrift run --mount` of a 50 000-file tree to the command's first
+//     instruction, against `cp -r` of that tree                 goal: >= 20x faster
+// The tree for the first three is the project's node_modules (real
+// content); the 50 000-file tree is generated. Everything lives in a fresh
+// temp dir (store, daemon, copies), removed at the end. Prints a table and
+// one JSON line; numbers are the best of --reps repetitions per side.
+//
+//   node dist/bench/shim.js [--reps N] [--rounds R] [--tree DIR] [--files N]
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MountManager } from '../src/node/mounts.js';
+import { packageRoot } from '../src/node/native.js';
+import { median, nowMs, printTable } from './lib/measure.js';
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1]! : dflt;
+}
+const REPS = Number(arg('--reps', '5'));
+const ROUNDS = Number(arg('--rounds', '5'));
+const TREE = arg('--tree', join(packageRoot(), 'node_modules'));
+const FILES = Number(arg('--files', '50000'));
+const say = (msg: string) => process.stderr.write(`bench/shim: ${msg}\n`);
+
+const ROOT = packageRoot();
+const VRIFT = join(ROOT, 'bin', 'vrift.js');
+const LIB = join(ROOT, 'shim', 'build', 'libvrift.so');
+const base = mkdtempSync(join(tmpdir(), 'vrift-bench-shim-'));
+const home = join(base, 'home');
+const env: NodeJS.ProcessEnv = { ...process.env, VRIFT_HOME: home, LC_ALL: "C" };
+delete env.LD_PRELOAD;
+
+function vrift(args: string[]): string {
+  const r = spawnSync(process.execPath, [VRIFT, ...args], { env, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`vrift ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** The environment `vrift run` gives its command, to run programs under the shim without the CLI in the timing. */
+function shimEnv(mount: string): NodeJS.ProcessEnv {
+  return { ...env, LD_PRELOAD: LIB, VRIFT_VDIRS: MountManager.nameFor(home, mount), VRIFT_SOCKET: join(home, 'run', 'vriftd.sock') };
+}
+
+function run(cmd: string, args: string[], e: NodeJS.ProcessEnv): { ms: number; out: string } {
+  const t = nowMs();
+  const r = spawnSync(cmd, args, { env: e, encoding: 'utf8', maxBuffer: 256 << 20 });
+  const ms = nowMs() - t;
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  if (r.stderr.includes('vrift:')) throw new Error(`${cmd}: the shim complained: ${r.stderr}`);
+  return { ms, out: r.stdout };
+}
+
+/** Runs `fn(side)` alternately for both sides, `REPS` times; the best of each. */
+function bestOf<T extends number>(fn: (side: 'mnt' | 'mat') => T): { mnt: number; mat: number } {
+  const res = { mnt: [] as number[], mat: [] as number[] };
+  for (let i = 0; i < REPS; i++) for (const side of ['mat', 'mnt'] as const) res[side].push(fn(side));
+  return { mnt: Math.min(...res.mnt), mat: Math.min(...res.mat) };
+}
+
+/** A 50 000-file tree shaped like a node_modules: 100 packages of 500 small files. */
+function generate(dir: string, files: number): void {
+  const perPkg = 500;
+  for (let p = 0; p * perPkg < files; p++) {
+    const pkg = join(dir, `pkg-${String(p).padStart(3, '0')}`);
+    mkdirSync(join(pkg, 'lib', 'sub'), { recursive: true });
+    writeFileSync(join(pkg, 'package.json'), `{"name":"pkg-${p}","version":"1.0.${p}"}\n`);
+    for (let f = 1; f < perPkg && p * perPkg + f < files; f++) {
+      writeFileSync(join(pkg, 'lib', f % 2 ? 'sub' : '', `file-${f}.js`), `module.exports = ${p * 1000 + f};\n`.repeat(1 + (f % 7)));
+    }
+  }
+}
+
+const results: Record<string, unknown> = {};
+try {
+  // ---- set-up (not timed) ------------------------------------------------
+  say(`ingesting ${TREE}`);
+  const tree = JSON.parse(vrift(['ingest', TREE, '--json'])).tree as string;
+  vrift(['up', '--detach']);
+  const mnt = join(base, 'mnt');
+  const mat = join(base, 'mat');
+  vrift(['materialize', tree, mat]);
+  vrift(['run', '--mount', `${mnt}=${tree}`, '--', 'true']);
+  const fsloop = join(base, 'fsloop');
+  execFileSync('gcc', ['-O2', '-o', fsloop, join(ROOT, 'bench', 'c', 'fsloop.c')]);
+  const listMat = join(base, 'list-mat');
+  const listMnt = join(base, 'list-mnt');
+  const files = run('find', [mat, '-type', 'f'], env).out.trim().split('\n').sort();
+  writeFileSync(listMat, `${files.join('\n')}\n`);
+  writeFileSync(listMnt, `${files.map((f) => mnt + f.slice(mat.length)).join('\n')}\n`);
+  const sideEnv = (side: 'mnt' | 'mat') => (side === 'mnt' ? shimEnv(mnt) : env);
+  const list = (side: 'mnt' | 'mat') => (side === 'mnt' ? listMnt : listMat);
+  const dir = (side: 'mnt' | 'mat') => (side === 'mnt' ? mnt : mat);
+  // same answers on both sides before timing anything
+  const findMat = run('find', [mat], env).out.replaceAll(mat, '@').split('\n').sort().join('\n');
+  const findMnt = run('find', [mnt], shimEnv(mnt)).out.replaceAll(mnt, '@').split('\n').sort().join('\n');
+  if (findMat !== findMnt) throw new Error('find lists differ between the mount and the materialized copy');
+
+  // ---- stat() --------------------------------------------------------------
+  say(`stat(): ${files.length} files x ${ROUNDS} rounds`);
+  const parseNs = (out: string) => Number(out.trim().split(' ')[3]);
+  const statC = bestOf((side) => parseNs(run(fsloop, ['stat', list(side), String(ROUNDS)], sideEnv(side)).out));
+  const nodeStat = `const fs = require("fs"); const l = fs.readFileSync(process.argv[1], "utf8").trim().split("\\n"); for (const p of l) fs.statSync(p); const t = process.hrtime.bigint(); for (let r = 0; r < ${ROUNDS}; r++) for (const p of l) fs.statSync(p); console.log(Number(process.hrtime.bigint() - t) / (l.length * ${ROUNDS}));`;
+  const statNode = bestOf((side) => Number(run(process.execPath, ['-e', nodeStat, list(side)], sideEnv(side)).out));
+
+  // ---- find ------------------------------------------------------------------
+  say('find over the whole tree');
+  // timed from fork to exit by fsloop (Node's spawnSync costs more than find itself)
+  const find = bestOf((side) => Number(run(fsloop, ['spawn', '5', 'find', dir(side)], sideEnv(side)).out.split(' ')[2]) / 1e6);
+
+  // ---- read every file -----------------------------------------------------------
+  say('reading every file');
+  run(fsloop, ['read', listMat], env); // warm the page cache (both sides read the same CAS inodes)
+  const readNs = bestOf((side) => Number(run(fsloop, ['read', list(side)], sideEnv(side)).out.split(' ')[2]) / 1e6);
+
+  // ---- vrift run of a 50 000-file tree vs cp -r -------------------------------------
+  say(`generating a ${FILES}-file tree`);
+  const big = join(base, 'big');
+  generate(big, FILES);
+  const bigTree = JSON.parse(vrift(['ingest', big, '--json'])).tree as string;
+  const bigCount = run('find', [big, '-type', 'f'], env).out.trim().split('\n').length;
+  say('vrift run --mount (fresh mount each time) vs cp -r');
+  const runMs: number[] = [];
+  const cpMs: number[] = [];
+  for (let i = 0; i < REPS; i++) {
+    spawnSync('sync');
+    const dest = join(base, `cp-${i}`);
+    cpMs.push(run('cp', ['-r', big, dest], env).ms);
+    rmSync(dest, { recursive: true, force: true });
+    spawnSync('sync');
+    const m = join(base, `run-${i}`);
+    runMs.push(run(process.execPath, [VRIFT, 'run', '--mount', `${m}=${bigTree}`, '--', fsloop, 'first'], env).ms);
+    vrift(['unmount', m]);
+  }
+  // where the time of one `vrift run` goes: node start-up alone, and the daemon's mount
+  const nodeStart = Math.min(...Array.from({ length: REPS }, () => run(process.execPath, ['-e', ''], env).ms));
+  const startOf = (e: NodeJS.ProcessEnv) => Number(run(fsloop, ['spawn', '20', fsloop, 'first'], e).out.split(' ')[2]) / 1e6;
+  const shimStart = startOf(shimEnv(mnt));
+  const plainStart = startOf(env);
+
+  const r2 = (x: number) => Math.round(x * 100) / 100;
+  results.files = files.length;
+  results.stat_c_ns = { mnt: r2(statC.mnt), mat: r2(statC.mat), speedup: r2(statC.mat / statC.mnt) };
+  results.stat_node_ns = { mnt: r2(statNode.mnt), mat: r2(statNode.mat), speedup: r2(statNode.mat / statNode.mnt) };
+  results.find_ms = { mnt: r2(find.mnt), mat: r2(find.mat), speedup: r2(find.mat / find.mnt) };
+  results.read_all_ms = { mnt: r2(readNs.mnt), mat: r2(readNs.mat), ratio: r2(readNs.mnt / readNs.mat) };
+  results.run_vs_cp = {
+    files: bigCount,
+    run_ms_best: r2(Math.min(...runMs)),
+    run_ms_median: r2(median(runMs)),
+    cp_ms_best: r2(Math.min(...cpMs)),
+    cp_ms_median: r2(median(cpMs)),
+    speedup_best: r2(Math.min(...cpMs) / Math.min(...runMs)),
+    speedup_median: r2(median(cpMs) / median(runMs)),
+    node_startup_ms: r2(nodeStart),
+    process_start_ms: { shim: r2(shimStart), plain: r2(plainStart) },
+  };
+  const s = results as any;
+  printTable('vrift shim vs kernel (same tree, mounted vs materialized)', [
+    ['measure', 'mount (shim)', 'materialized (kernel)', 'result', 'goal'],
+    ['stat() per call, C (ns)', s.stat_c_ns.mnt, s.stat_c_ns.mat, `${s.stat_c_ns.speedup}x faster`, '>= 3x'],
+    ['fs.statSync per call, Node (ns)', s.stat_node_ns.mnt, s.stat_node_ns.mat, `${s.stat_node_ns.speedup}x faster`, '-'],
+    [`find, ${files.length} files (ms)`, s.find_ms.mnt, s.find_ms.mat, `${s.find_ms.speedup}x faster`, '>= 1.5x'],
+    ['read every file (ms)', s.read_all_ms.mnt, s.read_all_ms.mat, `${s.read_all_ms.ratio}x the time`, '<= 1.1x'],
+    [`run --mount vs cp -r, ${bigCount} files (ms, best)`, s.run_vs_cp.run_ms_best, s.run_vs_cp.cp_ms_best, `${s.run_vs_cp.speedup_best}x faster`, '>= 20x'],
+    [`  (median)`, s.run_vs_cp.run_ms_median, s.run_vs_cp.cp_ms_median, `${s.run_vs_cp.speedup_median}x faster`, ''],
+  ]);
+  console.log(
+    `\n(vrift run = node start-up ${r2(nodeStart)} ms + mount + spawn; a process start costs ${r2(shimStart)} ms with the shim, ${r2(plainStart)} ms without)`,
+  );
+  console.log(JSON.stringify({ bench: 'shim', ...results }));
+} finally {
+  try {
+    for (const name of readdirSync(base)) if (name === 'mnt' || name.startsWith('run-')) spawnSync(process.execPath, [VRIFT, 'unmount', join(base, name)], { env });
+    spawnSync(process.execPath, [VRIFT, 'down'], { env });
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,514 @@
+/*
+ * open.c — the open family, stdio opens, and descriptor bookkeeping
+ * (close, close_range, dup, dup2, dup3, fcntl F_DUPFD).
+ *
+ * Reading a virtual file opens its CAS blob read-only (zero copy: the
+ * kernel's page cache serves the bytes; mmap works), and binds the fd to
+ * the virtual entry so fstat() reports the virtual file. Executable entries
+ * open the blob's 0555 twin (<digest>.x), so fexecve and /proc/self/fd
+ * exec work. A blob not in the local CAS (VDIR_F_REMOTE, or missing) is
+ * fetched through the daemon first; if that fails the open fails with EIO:
+ * never other bytes.
+ *
+ * Opening for writing (or O_TRUNC, or O_CREAT of a new name) stages the
+ * file (write.c); it is committed on its last close.
+ */
+#include "shim.h"
+
+#include <stdlib.h>
+
+int vr_open_dir_fd(const struct vr_path *p, int oflags);
+void vr_track_real_dir(int dirfd_base, const char *path, int fd);
+int vr_fetch(int mount, const uint8_t digest[32]);
+
+static inline int ret(int rc)
+{
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return rc;
+}
+
+static int open_blob(const struct vr_path *p, int flags)
+{
+    char blob[PATH_MAX];
+    int exec = (p->res.mode & 0111) != 0;
+    int fl = O_RDONLY | (flags & (O_CLOEXEC | O_NONBLOCK | O_LARGEFILE | O_NOCTTY));
+    vrift_vdir_reader *r = vr_mounts[p->mount].r;
+    int fd = -ENOENT;
+    for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
+        if (attempt == 1 || (p->res.flags & VRIFT_VDIR_F_REMOTE)) {
+            if (vr_fetch(p->mount, p->res.entry.u.digest) != 0)
+                return -EIO;
+        }
+        if (vrift_vdir_blob_path(r, p->res.entry.u.digest, exec, blob, sizeof blob) != 0)
+            return -ENAMETOOLONG;
+        fd = vr_openat(AT_FDCWD, blob, fl, 0);
+        if (fd == -ENOENT && exec) {
+            vrift_vdir_blob_path(r, p->res.entry.u.digest, 0, blob, sizeof blob);
+            fd = vr_openat(AT_FDCWD, blob, fl, 0);
+        }
+        if (fd >= 0 || fd != -ENOENT)
+            break;
+    }
+    if (fd < 0)
+        return fd == -EMFILE || fd == -ENFILE ? fd : -EIO;
+    struct vr_vfd *v = vr_vfd_new();
+    if (!v) {
+        vr_close(fd);
+        return -EMFILE;
+    }
+    v->kind = VFD_FILE;
+    v->mount = p->mount;
+    v->mode = p->res.mode;
+    v->ino = p->res.ino;
+    v->size = p->res.size;
+    v->mtime = p->res.mtime_sec;
+    v->rellen = p->rellen;
+    memcpy(v->rel, p->rel, p->rellen + 1);
+    vr_vfd_set(fd, v);
+    return fd;
+}
+
+/* Reading a file this process is writing: the staged bytes. */
+static int open_staged_for_read(const struct vr_path *p, int flags, int *handled)
+{
+    *handled = 0;
+    struct vr_vfd *s = vr_staged_lookup(p->mount, p->rel, p->rellen);
+    if (!s)
+        return 0;
+    int fd = vr_openat(AT_FDCWD, s->staged, O_RDONLY | (flags & (O_CLOEXEC | O_NONBLOCK)), 0);
+    if (fd == -ENOENT)
+        return 0; /* committed meanwhile: the VDir has it */
+    *handled = 1;
+    if (fd >= 0)
+        vr_vfd_set(fd, NULL);
+    return fd;
+}
+
+int vr_open_virtual(struct vr_path *p, int flags, mode_t mode)
+{
+    int acc = flags & O_ACCMODE;
+    int writing = acc == O_WRONLY || acc == O_RDWR || (flags & O_TRUNC);
+    if ((flags & __O_TMPFILE) == __O_TMPFILE)
+        return -EOPNOTSUPP;
+    if (p->err == -ENOENT) {
+        if (!writing && atomic_load(&vr_staged_open) > 0 && p->creatable) {
+            int h, fd = open_staged_for_read(p, flags, &h);
+            if (h)
+                return fd;
+        }
+        if (!(flags & O_CREAT) || !p->creatable)
+            return -ENOENT;
+        if (p->must_dir)
+            return -EISDIR;
+        return vr_stage_open(p, flags, mode, 0);
+    }
+    if (p->err)
+        return p->err;
+    uint32_t type = p->res.mode & S_IFMT;
+    if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL))
+        return -EEXIST;
+    if (type == S_IFLNK)
+        return -ELOOP; /* O_NOFOLLOW on a symlink */
+    if (type == S_IFDIR) {
+        if (writing || (flags & O_CREAT))
+            return -EISDIR;
+        return vr_open_dir_fd(p, flags);
+    }
+    if (flags & O_DIRECTORY)
+        return -ENOTDIR;
+    if (writing)
+        return vr_stage_open(p, flags, mode, !(flags & O_TRUNC));
+    if (atomic_load(&vr_staged_open) > 0) {
+        int h, fd = open_staged_for_read(p, flags, &h);
+        if (h)
+            return fd;
+    }
+    return open_blob(p, flags);
+}
+
+/* Every open variant ends here. */
+static int do_open(int dirfd, const char *path, int flags, mode_t mode)
+{
+    if (!vr_active())
+        return real_openat(dirfd, path, flags, mode);
+    struct vr_path p;
+    vr_resolve(dirfd, path, (flags & O_NOFOLLOW) ? 0 : VR_FOLLOW, &p);
+    if (p.kind == VP_VIRT) {
+        int saved = errno;
+        int fd = vr_open_virtual(&p, flags, mode);
+        if (fd < 0)
+            return ret(fd);
+        errno = saved;
+        return fd;
+    }
+    const char *target = p.kind == VP_REAL ? p.rel : path;
+    int base = p.kind == VP_REAL ? AT_FDCWD : dirfd;
+    int fd = real_openat(base, target, flags, mode);
+    if (fd >= 0) {
+        int saved = errno;
+        vr_vfd_set(fd, NULL); /* a stale binding of a number closed behind our back */
+        if (flags & (O_DIRECTORY | O_PATH))
+            vr_track_real_dir(base, target, fd);
+        errno = saved;
+    }
+    return fd;
+}
+
+static mode_t mode_arg(int flags, va_list ap)
+{
+    return (flags & O_CREAT) || (flags & __O_TMPFILE) == __O_TMPFILE ? (mode_t)va_arg(ap, int) : 0;
+}
+
+SHIM_EXPORT int open(const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_open(AT_FDCWD, path, flags, m);
+}
+SHIM_EXPORT int open64(const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_open(AT_FDCWD, path, flags | O_LARGEFILE, m);
+}
+SHIM_EXPORT int openat(int dirfd, const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_open(dirfd, path, flags, m);
+}
+SHIM_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = mode_arg(flags, ap);
+    va_end(ap);
+    return do_open(dirfd, path, flags | O_LARGEFILE, m);
+}
+SHIM_EXPORT int __open_2(const char *path, int flags) { return do_open(AT_FDCWD, path, flags, 0); }
+SHIM_EXPORT int __open64_2(const char *path, int flags) { return do_open(AT_FDCWD, path, flags | O_LARGEFILE, 0); }
+SHIM_EXPORT int __openat_2(int dirfd, const char *path, int flags) { return do_open(dirfd, path, flags, 0); }
+SHIM_EXPORT int __openat64_2(int dirfd, const char *path, int flags)
+{
+    return do_open(dirfd, path, flags | O_LARGEFILE, 0);
+}
+SHIM_EXPORT int creat(const char *path, mode_t mode) { return do_open(AT_FDCWD, path, O_WRONLY | O_CREAT | O_TRUNC, mode); }
+SHIM_EXPORT int creat64(const char *path, mode_t mode)
+{
+    return do_open(AT_FDCWD, path, O_WRONLY | O_CREAT | O_TRUNC | O_LARGEFILE, mode);
+}
+
+/* ---- stdio: glibc's fopen calls its internal open, so it is redone here ---- */
+
+static int parse_fmode(const char *m, int *flags)
+{
+    int f;
+    switch (m[0]) {
+    case 'r':
+        f = O_RDONLY;
+        break;
+    case 'w':
+        f = O_WRONLY | O_CREAT | O_TRUNC;
+        break;
+    case 'a':
+        f = O_WRONLY | O_CREAT | O_APPEND;
+        break;
+    default:
+        return -EINVAL;
+    }
+    for (const char *c = m + 1; *c && *c != ','; c++) {
+        if (*c == '+')
+            f = (f & ~O_ACCMODE) | O_RDWR;
+        else if (*c == 'x')
+            f |= O_EXCL;
+        else if (*c == 'e')
+            f |= O_CLOEXEC;
+    }
+    *flags = f;
+    return 0;
+}
+
+/* 1 = the path is in a mount (or reached through one): *fp set. */
+static int stdio_open(const char *path, const char *mode, FILE **fp)
+{
+    if (!vr_active() || !path || !mode)
+        return 0;
+    struct vr_path p;
+    vr_resolve(AT_FDCWD, path, VR_FOLLOW, &p);
+    if (p.kind == VP_PASS)
+        return 0;
+    int flags;
+    if (parse_fmode(mode, &flags) != 0) {
+        errno = EINVAL;
+        *fp = NULL;
+        return 1;
+    }
+    int saved = errno;
+    int fd;
+    if (p.kind == VP_REAL) {
+        fd = real_openat(AT_FDCWD, p.rel, flags, 0666);
+        if (fd < 0) {
+            *fp = NULL;
+            return 1;
+        }
+        vr_vfd_set(fd, NULL);
+    } else {
+        fd = vr_open_virtual(&p, flags, 0666);
+        if (fd < 0) {
+            errno = -fd;
+            *fp = NULL;
+            return 1;
+        }
+    }
+    FILE *f = fdopen(fd, mode);
+    if (!f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        *fp = NULL;
+        return 1;
+    }
+    errno = saved;
+    *fp = f;
+    return 1;
+}
+
+SHIM_EXPORT FILE *fopen(const char *path, const char *mode)
+{
+    FILE *f;
+    if (stdio_open(path, mode, &f))
+        return f;
+    return real_fopen(path, mode);
+}
+
+SHIM_EXPORT FILE *fopen64(const char *path, const char *mode)
+{
+    FILE *f;
+    if (stdio_open(path, mode, &f))
+        return f;
+    return real_fopen64(path, mode);
+}
+
+/* Bookkeeping for a FILE about to be closed by libc (its fd closes inside
+ * libc, where close() is not interposed). */
+static void before_stdio_close(FILE *fp)
+{
+    if (!fp || atomic_load_explicit(&vr_on, memory_order_relaxed) != 1)
+        return;
+    int fd = fileno(fp);
+    if (fd < 0)
+        return;
+    struct vr_vfd *v = vr_vfd_get(fd);
+    if (!v)
+        return;
+    if (v->kind == VFD_STAGED)
+        fflush(fp);
+    v = vr_vfd_take(fd);
+    if (v)
+        vr_after_close(v, fd);
+}
+
+SHIM_EXPORT FILE *freopen(const char *path, const char *mode, FILE *fp)
+{
+    int saved = errno;
+    before_stdio_close(fp);
+    errno = saved;
+    if (path && vr_active()) {
+        struct vr_path p;
+        vr_resolve(AT_FDCWD, path, VR_FOLLOW, &p);
+        if (p.kind != VP_PASS) {
+            FILE *nf;
+            if (!stdio_open(path, mode, &nf)) {
+                errno = EINVAL;
+                return NULL;
+            }
+            if (!nf)
+                return NULL;
+            /* move the new stream's fd onto the old stream's number */
+            int oldfd = fileno(fp), newfd = fileno(nf);
+            fflush(fp);
+            if (oldfd >= 0 && newfd != oldfd && dup2(newfd, oldfd) >= 0) {
+                fclose(nf);
+                clearerr(fp);
+                return fp;
+            }
+            real_fclose(fp);
+            return nf;
+        }
+    }
+    return real_freopen(path, mode, fp);
+}
+
+SHIM_EXPORT FILE *freopen64(const char *path, const char *mode, FILE *fp) { return freopen(path, mode, fp); }
+
+SHIM_EXPORT int fclose(FILE *fp)
+{
+    int saved = errno;
+    before_stdio_close(fp);
+    errno = saved;
+    return real_fclose(fp);
+}
+
+/* ---- descriptors -------------------------------------------------------------- */
+
+/* A description lost one descriptor. `fd` is still open (or -1): a staged
+ * file's last reference commits while the bytes are reachable through it. */
+int vr_after_close(struct vr_vfd *v, int fd)
+{
+    if (!v)
+        return 0;
+    int rc = 0;
+    if (v->kind == VFD_STAGED && atomic_load(&v->refs) == 1)
+        rc = vr_commit(v, fd);
+    vr_vfd_put(v);
+    return rc;
+}
+
+SHIM_EXPORT int close(int fd)
+{
+    if (atomic_load_explicit(&vr_on, memory_order_relaxed) == 1) {
+        if (VR_UNLIKELY(vr_owns_fd(fd)))
+            return 0; /* "close every descriptor" loops: keep ours, quietly */
+        struct vr_vfd *v = vr_vfd_take(fd);
+        if (v) {
+            int saved = errno;
+            int rc = vr_after_close(v, fd);
+            errno = saved;
+            if (rc < 0) { /* like a failed write-back on NFS: the close still happens */
+                real_close(fd);
+                errno = -rc;
+                return -1;
+            }
+        }
+    }
+    return real_close(fd);
+}
+
+SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+{
+    if (atomic_load_explicit(&vr_on, memory_order_relaxed) != 1 || (flags & CLOSE_RANGE_CLOEXEC))
+        return real_close_range(first, last, flags);
+    int saved = errno;
+    unsigned hi = last > (1u << 20) ? (1u << 20) : last;
+    for (unsigned fd = first; fd <= hi && fd >= first; fd++) {
+        if (vr_vfd_get((int)fd)) {
+            struct vr_vfd *v = vr_vfd_take((int)fd);
+            vr_after_close(v, (int)fd);
+        }
+        if (fd == hi)
+            break;
+    }
+    errno = saved;
+    for (int i = 0; i < vr_nmounts; i++) { /* cached mount-root descriptors: reopened when needed */
+        int ph = atomic_load(&vr_mounts[i].ph_fd);
+        if (ph >= 0 && (unsigned)ph >= first && (unsigned)ph <= last)
+            vr_disown_fd(ph);
+    }
+    /* keep the shim's socket: close around it */
+    for (unsigned fd = first; fd <= last && fd <= (1u << 20); fd++) {
+        if (vr_ipc_owns_fd((int)fd)) {
+            int rc = 0;
+            if (fd > first)
+                rc = real_close_range(first, fd - 1, flags);
+            if (rc == 0 && fd < last)
+                rc = real_close_range(fd + 1, last, flags);
+            return rc;
+        }
+        if (fd == last)
+            break;
+    }
+    return real_close_range(first, last, flags);
+}
+
+static void share(int from, int to)
+{
+    struct vr_vfd *v = vr_vfd_get(from);
+    if (v && v->kind != VFD_REALDIR) {
+        atomic_fetch_add(&v->refs, 1);
+        vr_vfd_set(to, v);
+    } else if (v) {
+        struct vr_vfd *n = vr_vfd_new();
+        if (n) {
+            n->kind = VFD_REALDIR;
+            n->rellen = v->rellen;
+            memcpy(n->rel, v->rel, v->rellen + 1);
+        }
+        vr_vfd_set(to, n);
+    } else {
+        vr_vfd_set(to, NULL);
+    }
+}
+
+SHIM_EXPORT int dup(int fd)
+{
+    int nfd = real_dup(fd);
+    if (nfd >= 0 && atomic_load_explicit(&vr_on, memory_order_relaxed) == 1) {
+        int saved = errno;
+        share(fd, nfd);
+        errno = saved;
+    }
+    return nfd;
+}
+
+static int dup_onto(int fd, int nfd, int flags, int three)
+{
+    if (atomic_load_explicit(&vr_on, memory_order_relaxed) != 1 || fd == nfd)
+        return three ? real_dup3(fd, nfd, flags) : real_dup2(fd, nfd);
+    int saved = errno;
+    if (vr_owns_fd(nfd))
+        vr_disown_fd(nfd);
+    /* nfd is about to be closed by the kernel: commit first if it was the last */
+    struct vr_vfd *old = vr_vfd_take(nfd);
+    if (old)
+        vr_after_close(old, nfd);
+    errno = saved;
+    int rc = three ? real_dup3(fd, nfd, flags) : real_dup2(fd, nfd);
+    if (rc >= 0) {
+        saved = errno;
+        share(fd, rc);
+        errno = saved;
+    }
+    return rc;
+}
+
+SHIM_EXPORT int dup2(int fd, int nfd) { return dup_onto(fd, nfd, 0, 0); }
+SHIM_EXPORT int dup3(int fd, int nfd, int flags) { return dup_onto(fd, nfd, flags, 1); }
+
+static int do_fcntl(int fd, int cmd, long arg, int is64)
+{
+    int rc = is64 ? real_fcntl64(fd, cmd, arg) : real_fcntl(fd, cmd, arg);
+    if (rc >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) &&
+        atomic_load_explicit(&vr_on, memory_order_relaxed) == 1) {
+        int saved = errno;
+        share(fd, rc);
+        errno = saved;
+    }
+    return rc;
+}
+
+SHIM_EXPORT int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    long arg = va_arg(ap, long);
+    va_end(ap);
+    return do_fcntl(fd, cmd, arg, 0);
+}
+
+SHIM_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    long arg = va_arg(ap, long);
+    va_end(ap);
+    return do_fcntl(fd, cmd, arg, 1);
+}

@@ -1,0 +1,300 @@
+/*
+ * shim.h — internals of libvrift.so, the LD_PRELOAD shim (not installed,
+ * not an API). docs/shim.md is the tour; this header is the map:
+ *
+ *   shim.c    initialisation, the real functions (dlsym RTLD_NEXT), the
+ *             active/fallback state, warnings
+ *   mounts.c  which VDirs are mounted where; path resolution (absolute,
+ *             relative to the cwd or a directory fd, virtual symlinks);
+ *             the working directory (virtual when inside a mount)
+ *   vfd.c     the table of virtual descriptors: fd -> what it stands for
+ *   stat.c    stat family, access, readlink, xattrs, statfs, realpath
+ *   dir.c     virtual DIR streams, scandir, getdents64, chdir/getcwd
+ *   open.c    open family, stdio opens, close/dup/fcntl
+ *   write.c   staged writes and their commit; mkdir, unlink, rename ...
+ *   ipc.c     the control-socket connection to vriftd
+ *   exec.c    exec family, posix_spawn, dlopen: virtual executables,
+ *             keeping the shim in children, refusing what cannot see it
+ *
+ * Rules every file keeps: no malloc and no locks on any path that can run
+ * during initialisation; the shim's own system calls go through rawsys.h;
+ * errno is preserved on success and set only the way libc would set it;
+ * every symbol is hidden except the wrappers (SHIM_EXPORT).
+ */
+#ifndef VRIFT_SHIM_H
+#define VRIFT_SHIM_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <unistd.h>
+#include <utime.h>
+#include <linux/close_range.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+
+#include "rawsys.h"
+#include "vdir_reader.h"
+
+#define SHIM_EXPORT __attribute__((visibility("default")))
+#define SHIM_HIDDEN __attribute__((visibility("hidden")))
+#define VR_LIKELY(x) __builtin_expect(!!(x), 1)
+#define VR_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define VR_TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* ---- shim.c ------------------------------------------------------- */
+
+/* One `real_<name>` pointer per interposed function (shim_fns.h). */
+#define SHIM_FN(ret, name, params) extern ret(*real_##name) params SHIM_HIDDEN;
+#include "shim_fns.h"
+#undef SHIM_FN
+
+/** 1 once initialised with at least one mount and a live daemon. */
+extern _Atomic int vr_on;
+/** Non-zero while this thread is inside the shim's own initialisation. */
+extern VR_TLS int vr_in_init;
+
+/** Initialises once (idempotent, thread-safe). */
+void vr_init(void);
+
+/**
+ * The gate of every wrapper: initialises if needed, returns 1 when the
+ * shim should look at this call (mounts active), 0 to pass it straight to
+ * libc.
+ */
+static inline int vr_active(void)
+{
+    if (VR_UNLIKELY(vr_in_init))
+        return 0;
+    int on = atomic_load_explicit(&vr_on, memory_order_acquire);
+    if (VR_UNLIKELY(on < 0)) { /* not initialised yet */
+        vr_init();
+        on = atomic_load_explicit(&vr_on, memory_order_acquire);
+    }
+    return on > 0;
+}
+
+/** Writes "vrift: <msg>\n" to stderr (raw write, no stdio). */
+void vr_say(const char *a, const char *b, const char *c);
+
+/**
+ * The daemon is gone (or a request timed out): print ONE warning for the
+ * whole `vrift run` (a marker file keeps children quiet), then send every
+ * call to the real filesystem for the rest of this process.
+ */
+void vr_fallback(const char *why);
+
+/** Periodic liveness check of the daemon (at most every 100 ms, cheap otherwise). */
+void vr_check_daemon(void);
+
+/** $VRIFT_HOME of the mounts (dirname of the VDirs' cas_root). */
+extern char vr_home[PATH_MAX];
+extern char vr_lib_path[PATH_MAX]; /* absolute path of libvrift.so (for children) */
+
+/* ---- mounts.c ----------------------------------------------------- */
+
+#define VR_MAX_MOUNTS 32
+
+struct vr_mount {
+    vrift_vdir_reader *r;
+    size_t rootlen;
+    dev_t dev;                 /* st_dev reported for the mount's entries */
+    _Atomic int ph_fd;         /* a cached descriptor of the real mount root (high, close-on-exec), or -1 */
+    _Atomic int ph_known;      /* identity of the placeholder directory (the real mount root) */
+    uint64_t ph_dev, ph_ino;
+    char root[VRIFT_VDIR_MOUNT_ROOT_MAX];
+};
+
+extern struct vr_mount vr_mounts[VR_MAX_MOUNTS];
+extern int vr_nmounts;
+
+/** Opens the VDirs named in $VRIFT_VDIRS: the number opened, or -1 if any could not be. */
+int vr_mounts_init(void);
+
+enum vr_kind {
+    VP_PASS = 0, /* not in a mount: call libc with the caller's own arguments */
+    VP_REAL = 1, /* not in a mount, but reached through a virtual base or symlink:
+                    call libc with the absolute path in `rel` */
+    VP_VIRT = 2, /* in mount `mount`: `err` 0 = found (res), -ENOENT = missing
+                    with its parent a directory (creatable), other -errno = fail */
+};
+
+/* resolve flags */
+#define VR_FOLLOW 0x1   /* follow a final symlink */
+#define VR_MUST_DIR 0x2 /* (internal) the path ended in '/' */
+
+struct vr_path {
+    int kind;
+    int err;
+    int creatable; /* VP_VIRT, err == -ENOENT: only the last component is missing */
+    int must_dir;  /* the path ended in '/' */
+    int mount;
+    size_t rellen;
+    char rel[PATH_MAX];            /* VP_VIRT: relative path; VP_REAL: absolute path */
+    struct vrift_vdir_result res;  /* VP_VIRT, err == 0 */
+};
+
+/**
+ * Resolves (dirfd, path) the way the kernel would, against the mounts.
+ * Errors that belong to the caller (path NULL, dirfd unknown) yield VP_PASS
+ * so libc reports them.
+ */
+void vr_resolve(int dirfd, const char *path, int flags, struct vr_path *out);
+
+/** Fills *st for a found entry. */
+void vr_fill_stat(const struct vr_path *p, struct stat *st);
+void vr_fill_stat_entry(int mount, uint64_t ino, uint32_t mode, uint64_t size, uint32_t mtime, struct stat *st);
+
+/** Absolute path of entry `rel` of `mount` into buf (NUL-terminated); its length or -ENAMETOOLONG. */
+int vr_abs_of(int mount, const char *rel, size_t rellen, char *buf, size_t cap);
+
+/** Splits a clean absolute path into (mount, rel); -1 when it is in no mount. */
+int vr_split_abs(const char *abs, size_t len, size_t *rel_off);
+/** Fetches a blob into the local CAS through the daemon. 0 or -errno. */
+int vr_fetch(int mount, const uint8_t digest[32]);
+
+/** True when `abs` (absolute, clean) is a strict ancestor of some mount root. */
+int vr_is_mount_ancestor(const char *abs, size_t len);
+
+/* The working directory as the program sees it (possibly inside a mount). */
+void vr_cwd_init(void);
+size_t vr_cwd_get(char *buf, size_t cap);      /* length, 0 if unknown */
+void vr_cwd_set(const char *abs, size_t len);
+void vr_cwd_refresh(void);                        /* from the kernel */
+int vr_cwd_is_virtual(void);
+
+/* ---- vfd.c -------------------------------------------------------- */
+
+enum vr_vfd_kind {
+    VFD_NONE = 0,
+    VFD_DIR = 1,     /* a virtual directory (placeholder fd on the mount root dir) */
+    VFD_FILE = 2,    /* a virtual file opened for reading (fd on its CAS blob) */
+    VFD_STAGED = 3,  /* a file being written (fd on a staged file) */
+    VFD_REALDIR = 4, /* a real directory that is an ancestor of a mount (rel = absolute path) */
+};
+
+struct vr_vfd {
+    _Atomic int refs;      /* descriptors sharing this description (dup) */
+    int kind;
+    int mount;
+    uint32_t mode;
+    uint64_t ino;
+    uint64_t size;
+    uint32_t mtime;
+    int orphan;            /* VFD_STAGED: unlinked while open: never committed */
+    uint64_t real_dev, real_ino; /* identity of the real file behind the fd */
+    uint64_t dirpos;       /* getdents64 position */
+    size_t rellen;
+    char rel[PATH_MAX];
+    char staged[PATH_MAX];
+};
+
+/** Allocates a description (refs = 1); NULL when out of memory. */
+struct vr_vfd *vr_vfd_new(void);
+/** Drops one reference; frees at zero. */
+void vr_vfd_put(struct vr_vfd *v);
+/** The description behind fd, or NULL. Not a reference: valid until fd is closed. */
+struct vr_vfd *vr_vfd_get(int fd);
+/** Binds fd to v (takes the caller's reference); replaces (and puts) any old binding. */
+void vr_vfd_set(int fd, struct vr_vfd *v);
+/** Unbinds fd and returns its description (the caller owns that reference), or NULL. */
+struct vr_vfd *vr_vfd_take(int fd);
+/** Number of live VFD_STAGED descriptions in this process. */
+extern _Atomic int vr_staged_open;
+/** Calls fn(fd, v) for every bound fd (used at exec and exit). */
+void vr_vfd_each(void (*fn)(int fd, struct vr_vfd *v, void *arg), void *arg);
+
+/* ---- stat.c ------------------------------------------------------- */
+
+int vr_stat_path(int dirfd, const char *path, int flags, struct stat *st, int *handled);
+int vr_fstat_fd(int fd, struct stat *st, int *handled);
+int vr_statx(int dirfd, const char *path, int flags, struct statx *sx, int *rc);
+
+/* ---- dir.c -------------------------------------------------------- */
+
+/** Opens a placeholder descriptor for a virtual directory (flags: O_CLOEXEC honoured). */
+int vr_dir_placeholder(int mount, int oflags);
+
+/* ---- open.c ------------------------------------------------------- */
+
+/** open(2) inside a mount. Returns fd or -errno. */
+int vr_open_virtual(struct vr_path *p, int flags, mode_t mode);
+/** Bookkeeping after a descriptor was closed by any means (commit on last close). */
+int vr_after_close(struct vr_vfd *v, int fd_still_open);
+
+/* ---- write.c ------------------------------------------------------ */
+
+/** Creates a staged file for (mount, rel); copies `from_digest` content when non-NULL. fd or -errno. */
+int vr_stage_open(struct vr_path *p, int flags, mode_t mode, int copy_existing);
+/** Commits a staged description (fd must still be open). 0 or -errno. */
+int vr_commit(struct vr_vfd *v, int fd);
+/** Commits every staged description still open (process exit). */
+void vr_commit_all(void);
+/** Finds an open staged description of (mount, rel) in this process (read-your-writes). */
+struct vr_vfd *vr_staged_lookup(int mount, const char *rel, size_t rellen);
+/** Registers a staged description created elsewhere (exec hand-over). */
+void vr_staged_adopt(struct vr_vfd *v);
+/** Forget a staged description (released). */
+void vr_staged_forget(struct vr_vfd *v);
+
+/* ---- ipc.c -------------------------------------------------------- */
+
+struct vr_reply {
+    int ok;               /* 1: VRIFT_MSG_OK */
+    int err;              /* errno derived from the error code (when !ok) */
+    char code[96];
+    char digest[65];
+    uint64_t size;
+};
+
+/** Opens this process's connection (during init). 0 or -errno. */
+int vr_ipc_connect(void);
+/** The connection is alive (no EOF/HUP pending); reconnects after fork. */
+int vr_ipc_alive(void);
+/**
+ * One request: `fields` is a pre-encoded payload. Returns 0 with *rep
+ * filled, or -errno when the daemon could not be reached (the caller then
+ * falls back).
+ */
+int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_reply *rep);
+/** Is `fd` the shim's own socket? */
+int vr_ipc_owns_fd(int fd);
+/** Is `fd` one of the shim's own descriptors (socket, cached mount-root descriptors)? */
+int vr_owns_fd(int fd);
+/** The program replaces or closed `fd`: stop using it as our own (the socket is moved). */
+void vr_disown_fd(int fd);
+/** Lowest descriptor number the shim keeps its own descriptors at or above. */
+int vr_high_fd_floor(void);
+/** Moves the socket away from `fd` (the program wants that number). */
+void vr_ipc_evict(int fd);
+
+/* ---- exec.c ------------------------------------------------------- */
+
+void vr_exec_init(void);
+
+/* ---- small helpers (shim.c) --------------------------------------- */
+
+size_t vr_strlen(const char *s);
+int vr_memeq(const void *a, const void *b, size_t n);
+/** Copies up to cap-1 bytes + NUL; returns the length copied. */
+size_t vr_strlcpy(char *dst, const char *src, size_t cap);
+/** Decimal of v into buf, NUL-terminated; returns its length. */
+size_t vr_utoa(uint64_t v, char *buf);
+/** Value of an environment variable from environ (no allocation), or NULL. */
+const char *vr_getenv(const char *name);
+
+#endif /* VRIFT_SHIM_H */

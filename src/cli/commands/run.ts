@@ -1,0 +1,215 @@
+// vrift run --mount <dir>=<tree|ref> [--mount …] -- <cmd> [args]
+//
+// Mounts each tree through the daemon (starting it, detached, when none
+// runs — unless --no-start), then runs the command with the LD_PRELOAD
+// shim (shim/build/libvrift.so), which serves the mounts to it and to every
+// child it starts. Exits with the command's status (128 + n for a signal).
+//
+// Mounts stay after the command ends (like `vrift mount`): that is how a
+// build's outputs are kept — `vrift snapshot <dir>` saves them as a tree —
+// and a later `vrift run` of the same tree at the same directory reuses
+// the mount, outputs included. `vrift unmount <dir>` removes it.
+//
+// A program the shim cannot see into (static, setuid/setgid, Go) is refused
+// before anything runs: under the shim it would see empty directories.
+//
+// Start-up time counts (time to the command's first instruction), so this
+// file imports nothing heavy: bin/vrift.js loads it through run-main.ts,
+// without the rest of the CLI (nor commander: run-main parses the options).
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { hasCode, VriftError } from '../../lib/errors.js';
+import { ControlClient } from '../../node/control-client.js';
+import { logPathOf, socketPathOf } from '../../node/daemon-paths.js';
+import { ensureHome, homeLayout, resolveHome } from '../../node/home.js';
+import { packageRoot } from '../../node/native.js';
+import { F, Msg } from '../../node/proto.js';
+import { unshimmable, which } from '../elf-check.js';
+import { Output } from '../output.js';
+
+interface MountSpec {
+  dir: string;
+  tree: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function parseMounts(specs: string[]): MountSpec[] {
+  return specs.map((s) => {
+    const eq = s.indexOf('=');
+    if (eq <= 0 || eq === s.length - 1) {
+      throw new VriftError('ERR_VRIFT_RUN_MOUNT_SPEC', `invalid --mount ${JSON.stringify(s)}`, { hint: 'use --mount <dir>=<tree id or ref>' });
+    }
+    return { dir: resolve(s.slice(0, eq)), tree: s.slice(eq + 1) };
+  });
+}
+
+/** The shim library built by scripts/build.mjs. */
+export function shimLibrary(): string {
+  const lib = join(packageRoot(), 'shim', 'build', 'libvrift.so');
+  if (!existsSync(lib)) {
+    throw new VriftError('ERR_VRIFT_RUN_NO_SHIM', `the shim library ${lib} is missing`, { hint: 'build it with `npm run build` (needs a C compiler)' });
+  }
+  return lib;
+}
+
+async function connectOrStart(socket: string, start: boolean, out: Output): Promise<ControlClient> {
+  try {
+    return await ControlClient.connect(socket);
+  } catch (e) {
+    if (!hasCode(e, 'ERR_VRIFT_DAEMON_DOWN') || !start) throw e;
+  }
+  const layout = homeLayout(resolveHome());
+  ensureHome(layout);
+  const logPath = logPathOf(layout.run);
+  const log = openSync(logPath, 'a', 0o600);
+  const child = spawn(process.execPath, [process.argv[1]!, 'up'], { detached: true, stdio: ['ignore', log, log], env: process.env });
+  closeSync(log);
+  let exited: number | null | undefined;
+  child.once('exit', (code) => (exited = code));
+  child.unref();
+  for (let i = 0; i < 300; i++) {
+    try {
+      const c = await ControlClient.connect(socket);
+      out.notice(`started vriftd (pid ${child.pid}), log: ${logPath}`);
+      return c;
+    } catch (e) {
+      if (!hasCode(e, 'ERR_VRIFT_DAEMON_DOWN')) throw e;
+    }
+    if (exited !== undefined) throw new VriftError('ERR_VRIFT_DAEMON_START', `the daemon exited during start-up (${exited})`, { hint: `see ${logPath}` });
+    await sleep(50);
+  }
+  throw new VriftError('ERR_VRIFT_DAEMON_START', 'the daemon did not answer within 15 s', { hint: `see ${logPath}` });
+}
+
+/** A mount point must not hide real files: absent, empty, or already a mount. */
+function checkMountPoint(dir: string): void {
+  let names: string[];
+  try {
+    if (!statSync(dir).isDirectory()) {
+      throw new VriftError('ERR_VRIFT_RUN_MOUNT_POINT', `${dir} exists and is not a directory`, { hint: 'mount at an empty or new directory' });
+    }
+    names = readdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  if (names.length > 0) {
+    throw new VriftError('ERR_VRIFT_RUN_MOUNT_POINT', `${dir} is not empty: its files would be hidden by the mount`, {
+      hint: 'mount at an empty or new directory',
+    });
+  }
+}
+
+/** Mounts every spec (reusing a mount of the same tree); returns the VDir names. */
+async function mountAll(c: ControlClient, specs: MountSpec[]): Promise<string[]> {
+  const existing = new Map<string, { name: string; tree: string }>();
+  for (const line of (await c.request(Msg.MOUNTS)).strs(F.MOUNT_ENTRY)) {
+    const [name, path, tree] = line.split('\t');
+    if (name && path && tree) existing.set(path, { name, tree });
+  }
+  const names: string[] = [];
+  for (const s of specs) {
+    const cur = existing.get(s.dir);
+    if (cur) {
+      const wanted = /^[0-9a-f]{64}$/.test(s.tree) ? s.tree : await resolveRef(s.tree);
+      if (wanted !== cur.tree) {
+        throw new VriftError('ERR_VRIFT_MOUNT_EXISTS', `${s.dir} is already mounted with tree ${cur.tree}`, {
+          hint: `snapshot or unmount it first: \`vrift unmount ${s.dir}\``,
+        });
+      }
+      names.push(cur.name);
+      continue;
+    }
+    checkMountPoint(s.dir);
+    const f = await c.request(Msg.MOUNT, [
+      [F.TREE, s.tree],
+      [F.PATH, s.dir],
+    ]);
+    names.push(f.str(F.SHM_NAME)!);
+  }
+  return names;
+}
+
+async function resolveRef(ref: string): Promise<string> {
+  const { Store } = await import('../../node/store.js');
+  const store = Store.open();
+  try {
+    return store.resolve(ref);
+  } finally {
+    await store.close();
+  }
+}
+
+export interface RunOptions {
+  mount: string[];
+  start: boolean;
+  json?: boolean;
+}
+
+/** `vrift run`: mount, then run `command` under the shim; sets process.exitCode to its status. */
+export async function runCommand(command: string[], opts: RunOptions): Promise<void> {
+  const out = new Output(opts);
+  const specs = parseMounts(opts.mount);
+  if (specs.length === 0) throw new VriftError('ERR_VRIFT_RUN_ARGS', 'nothing to mount', { hint: 'add --mount <dir>=<tree or ref>' });
+  const lib = shimLibrary();
+  const [cmd, ...args] = command;
+  const inMount = specs.some((s) => cmd!.startsWith(`${s.dir}/`) || resolve(cmd!).startsWith(`${s.dir}/`));
+  if (!inMount) {
+    const exe = which(cmd!);
+    if (!exe) throw new VriftError('ERR_VRIFT_RUN_NOT_FOUND', `${cmd}: command not found`, { hint: 'check the name and PATH', exitCode: 127 });
+    const why = unshimmable(exe);
+    if (why) {
+      throw new VriftError('ERR_VRIFT_RUN_UNSHIMMABLE', `${exe} ${why}: the vrift shim cannot serve the mounts to it`, {
+        hint: `materialize the tree instead (\`vrift materialize <tree> <dir>\`) and run it there`,
+        exitCode: 126,
+      });
+    }
+  }
+  const home = resolveHome();
+  const socket = socketPathOf(homeLayout(home).run);
+  const c = await connectOrStart(socket, opts.start, out);
+  let names: string[];
+  try {
+    names = await mountAll(c, specs);
+  } finally {
+    c.close();
+  }
+  const runId = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  const preload = process.env.LD_PRELOAD ? `${lib}:${process.env.LD_PRELOAD}` : lib;
+  const env = { ...process.env, LD_PRELOAD: preload, VRIFT_VDIRS: names.join(','), VRIFT_SOCKET: socket, VRIFT_HOME: home, VRIFT_RUN_ID: runId };
+  // A command that lives inside a mount is not on disk for the kernel:
+  // let a shimmed shell exec it.
+  const [file, argv] = inMount ? ['/bin/sh', ['-c', 'exec "$0" "$@"', cmd!, ...args]] : [cmd!, args];
+  const child = spawn(file, argv, { stdio: 'inherit', env });
+  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+  const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
+  for (const [s, h] of handlers) process.on(s, h);
+  const status = await new Promise<number>((resolveStatus, reject) => {
+    child.once('error', (e) =>
+      reject(new VriftError('ERR_VRIFT_RUN_SPAWN', `${cmd}: ${(e as Error).message}`, { hint: 'check the command', exitCode: 127 })),
+    );
+    child.once('exit', (code, signal) => resolveStatus(code ?? 128 + (signal ? (osSignals[signal] ?? 1) : 1)));
+  }).finally(() => {
+    for (const [s, h] of handlers) process.off(s, h);
+    rmSync(join(home, 'run', `shim-warned.${runId}`), { force: true });
+  });
+  process.exitCode = status;
+}
+
+export function register(program: Command): void {
+  program
+    .command('run')
+    .description('run a command with trees mounted (served by the LD_PRELOAD shim)')
+    .option('--json', 'machine-readable output (errors)')
+    .argument('<command...>', 'the command and its arguments (after --)')
+    .option('--mount <dir=tree>', 'mount a tree (id or ref) at a directory; repeatable', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--no-start', 'fail when the daemon is not running instead of starting it')
+    .allowUnknownOption()
+    .action((command: string[], opts: RunOptions) => runCommand(command, opts));
+}
+
+const osSignals: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15, SIGABRT: 6 };

@@ -1,0 +1,218 @@
+// The shim is safe to load anywhere: only the interposed symbols are
+// exported, everything outside a mount behaves as without it, errno is
+// kept, threads and fork work, programs it cannot see are refused or
+// warned about, and a missing or dying daemon means one warning and the
+// real filesystem, never a hang.
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { MountManager } from '../../src/node/mounts.js';
+import { ROOT, VRIFT_BIN } from '../helpers/cli.js';
+import { tempDir } from '../helpers/tmp.js';
+import { buildC, LIB, shimWorld, writeSmallSource } from './harness.js';
+
+const w = shimWorld({ source: writeSmallSource });
+const bin = tempDir('vrift-shim-bin-');
+
+/** The environment `vrift run` gives a command, for running one without `vrift run`. */
+function shimEnv(runId: string): Record<string, string> {
+  return { LD_PRELOAD: LIB, VRIFT_VDIRS: MountManager.nameFor(w.home, w.mnt), VRIFT_RUN_ID: runId };
+}
+
+/** SIGKILLs the daemon and waits until it is really gone (the kernel tears a process down asynchronously). */
+async function killDaemon(): Promise<void> {
+  const pid = Number(readFileSync(join(w.home, 'run', 'vriftd.pid'), 'utf8'));
+  process.kill(pid, 'SIGKILL');
+  for (let i = 0; i < 200; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`daemon ${pid} survived SIGKILL`);
+}
+
+const warnings = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('vrift: '));
+
+describe('loading the shim', () => {
+  it('exports exactly the interposed functions (shim/shim_fns.h)', () => {
+    const listed = [...readFileSync(join(ROOT, 'shim', 'shim_fns.h'), 'utf8').matchAll(/^SHIM_FN\([^,]+, (\w+),/gm)].map((m) => m[1]!).sort();
+    const exported = execFileSync('nm', ['-D', '--defined-only', LIB], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/)[2])
+      .filter((s): s is string => Boolean(s))
+      .sort();
+    expect(listed.length).toBeGreaterThan(100);
+    expect(exported).toEqual(listed);
+  });
+
+  it('without LD_PRELOAD a program sees the real (empty) mount point; with it, the tree', () => {
+    expect(w.plain(`ls -A '${w.mnt}' | wc -l`).stdout.trim()).toBe('0');
+    expect(w.run(`ls -A '${w.mnt}' | wc -l`).stdout.trim()).toBe('4');
+  });
+
+  it('outside a mount every call behaves as without the shim', () => {
+    const dir = tempDir('vrift-outside-');
+    const script = [
+      `cd '${ROOT}/src'`,
+      'find . -type f | sort | head -50',
+      'ls -la node | sed "s/  */ /g" | cut -d" " -f1,5,9 ',
+      'sha256sum node/*.ts | head',
+      `cd '${dir}' && mkdir -p a/b && echo x > a/b/f && mv a/b/f a/g && ln -s g a/l && cat a/l && rm -r a && ls -A`,
+      'python3 -c "import os, json; print(len(os.listdir(\\"/usr/bin\\")) > 10, json.__name__)"',
+      `node -e 'console.log(require("fs").readdirSync("${ROOT}/src").sort().join(","))'`,
+    ].join(' && ');
+    const a = w.run(script);
+    const b = w.plain(script);
+    expect(a.stderr).toBe(b.stderr);
+    expect(a.code).toBe(0);
+    expect(a.stdout).toBe(b.stdout);
+  });
+
+  it('a process with the shim but no mounts (no VRIFT_VDIRS) is plain pass-through', () => {
+    const script = `ls -la '${ROOT}/shim' | wc -l; cat '${ROOT}/package.json' | wc -c`;
+    const a = w.plain(script, { env: { LD_PRELOAD: LIB } });
+    expect(a.stderr).toBe('');
+    expect(a.stdout).toBe(w.plain(script).stdout);
+  });
+});
+
+describe('behaving like the kernel', () => {
+  const probe = buildC('shim-probe', bin);
+
+  it('keeps errno on success and sets the right one on failure', () => {
+    const r = w.run(`'${probe}' errno '${w.mnt}'`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('ok\n');
+  });
+
+  it('fstat of a descriptor reports the virtual file, not the CAS blob', () => {
+    const r = w.run(`'${probe}' fstat '${w.mnt}'`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('ok\n');
+  });
+
+  it('threads, fork and exec hammering the mount at once', () => {
+    const r = w.run(`'${probe}' stress '${w.mnt}' 8 1500`, { timeoutMs: 60_000 });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('ok\n');
+  });
+});
+
+describe('programs the shim cannot see', () => {
+  it('vrift run refuses a static binary with a clear message; a shimmed parent warns once', () => {
+    const src = join(bin, 'static.c');
+    writeFileSync(src, 'int main(void) { return 7; }\n');
+    const exe = join(bin, 'static');
+    execFileSync('gcc', ['-static', '-o', exe, src]);
+    const r = w.vrift(['run', '--mount', `${w.mnt}=${w.tree}`, '--', exe]);
+    expect(r.code).toBe(126);
+    expect(r.stderr).toMatch(/is statically linked: the vrift shim cannot serve the mounts to it/);
+    const child = w.run(`'${exe}'; echo rc=$?; '${exe}'`);
+    expect(child.stdout).toBe('rc=7\n');
+    expect(warnings(child.stderr)).toEqual([`vrift: ${exe} is statically linked: it cannot see vrift mounts (they look empty to it); materialize the tree for it instead`]);
+  });
+
+  it('vrift run refuses a setuid program (the loader would drop the shim)', () => {
+    const exe = join(bin, 'suid-true');
+    execFileSync('cp', ['/bin/true', exe]);
+    execFileSync('chmod', ['4755', exe]);
+    const r = w.vrift(['run', '--mount', `${w.mnt}=${w.tree}`, '--', exe]);
+    expect(r.code).toBe(126);
+    expect(r.stderr).toMatch(/is setuid\/setgid/);
+  });
+});
+
+describe('vrift run itself', () => {
+  it('refuses a mount point that would hide real files, and a bad --mount', () => {
+    const dir = tempDir('vrift-full-');
+    writeFileSync(join(dir, 'real.txt'), 'x');
+    const r = w.vrift(['run', '--mount', `${dir}=${w.tree}`, '--', 'true']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/is not empty: its files would be hidden by the mount/);
+    const bad = w.vrift(['run', '--mount', 'no-equals-sign', '--', 'true']);
+    expect(bad.stderr).toMatch(/invalid --mount "no-equals-sign"/);
+  });
+
+  it('runs a command that lives inside the mount, and exits with its status', () => {
+    const r = w.vrift(['run', '--mount', `${w.mnt}=${w.tree}`, '--', `${w.mnt}/run.sh`, 'a', 'b']);
+    expect(r.stdout).toBe('run.sh says a b\n');
+    expect(r.code).toBe(0);
+    expect(w.vrift(['run', '--mount', `${w.mnt}=${w.tree}`, '--', 'sh', '-c', 'exit 5']).code).toBe(5);
+  });
+});
+
+describe('when the daemon is not there', () => {
+  it('vrift run --no-start fails clearly when no daemon runs', () => {
+    expect(w.vrift(['down']).code).toBe(0);
+    const r = w.vrift(['run', '--no-start', '--mount', `${w.mnt}=${w.tree}`, '--', 'true']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/no vrift daemon is running/);
+  });
+
+  it('daemon stopped before the command starts: one warning for the whole run, real filesystem, no hang', () => {
+    const t0 = Date.now();
+    const r = w.plain(`ls -A '${w.mnt}' | wc -l; cat '${w.mnt}/run.sh'; ls '${w.mnt}/data' 2>/dev/null | wc -l`, {
+      env: shimEnv('stopped'),
+      timeoutMs: 20_000,
+    });
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(r.stdout).toBe('0\n0\n');
+    expect(warnings(r.stderr)).toEqual(['vrift: the vrift mounts are not available (is the vrift daemon running?); using the real filesystem from now on (mounts look empty)']);
+    expect(r.stderr).toContain('No such file or directory');
+  });
+
+  it('daemon killed (SIGKILL) before the command starts: the same', async () => {
+    expect(w.vrift(['up', '--detach']).code).toBe(0);
+    expect(w.run('true').code).toBe(0);
+    await killDaemon();
+    const r = w.plain(`ls -A '${w.mnt}' | wc -l; cat '${w.mnt}/run.sh' 2>/dev/null; echo rc=$?`, { env: shimEnv('killed'), timeoutMs: 20_000 });
+    expect(r.stdout).toBe('0\nrc=1\n');
+    expect(warnings(r.stderr)).toEqual(['vrift: the vrift daemon is not running; using the real filesystem from now on (mounts look empty)']);
+  });
+
+  it('daemon killed mid-run: a running process and the next ones fall back, one warning, no hang', async () => {
+    expect(w.vrift(['up', '--detach']).code).toBe(0);
+    const gate = join(tempDir(), 'gate');
+    execFileSync('mkfifo', [gate]);
+    const script = `cat '${w.mnt}/run.sh' | head -1
+python3 -c '
+import os, sys, time
+print("before", len(os.listdir("${w.mnt}/data"))); sys.stdout.flush()
+open("${gate}").read()
+time.sleep(0.3)
+print("after", os.path.exists("${w.mnt}/data"))
+'
+cat '${w.mnt}/run.sh' 2>/dev/null; echo rc=$?
+ls -A '${w.mnt}' | wc -l`;
+    const child = spawn(process.execPath, [VRIFT_BIN, 'run', '--mount', `${w.mnt}=${w.tree}`, '--', '/bin/sh', '-c', script], {
+      env: { ...process.env, VRIFT_HOME: w.home, LD_PRELOAD: undefined },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const ready = new Promise<void>((resolve) =>
+      child.stdout.on('data', (d) => {
+        stdout += d;
+        if (stdout.includes('before')) resolve();
+      }),
+    );
+    const done = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+    await ready;
+    await killDaemon();
+    writeFileSync(gate, 'go\n');
+    const t0 = Date.now();
+    const code = await done;
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(code).toBe(0);
+    expect(stdout).toBe('#!/bin/sh\nbefore 50\nafter False\nrc=1\n0\n');
+    expect(warnings(stderr)).toHaveLength(1);
+    expect(warnings(stderr)[0]).toMatch(/^vrift: the vrift daemon is (gone|not running); using the real filesystem from now on/);
+    // a fresh daemon serves the same mount again
+    expect(w.vrift(['up', '--detach']).code).toBe(0);
+    expect(w.run(`cat '${w.mnt}/run.sh' | head -1`).stdout).toBe('#!/bin/sh\n');
+  });
+});
