@@ -1,5 +1,6 @@
 // vrift_native: the N-API addon. Exposes VDirWriter (a JS class around
-// vrift::VdirWriter) and fastFs (fast_fs.cc: batched filesystem calls). src/node/vdir.ts is its only intended caller: it packs
+// vrift::VdirWriter), fastFs (fast_fs.cc: batched filesystem calls) and
+// blobIo (blob_io.cc: batched reads of files and writes of blobs). src/node/vdir.ts is its only intended caller: it packs
 // batches into one Buffer (layout below) so a 100 000-entry mount crosses
 // the JS/C++ boundary once, and turns errors (Error with a numeric `code`,
 // the errno) into VriftErrors.
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <memory>
 
+#include "blob_io.h"
 #include "fast_fs.h"
 #include "vdir_writer.h"
 
@@ -223,6 +225,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("VDirWriter", VDirWriterWrap::Define(env));
   exports.Set("vdirLayoutVersion", Napi::Number::New(env, VRIFT_VDIR_VERSION));
   vrift::InitFastFs(env, exports);
+  vrift::InitBlobIo(env, exports);
   return exports;
 }
 

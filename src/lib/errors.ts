@@ -2,6 +2,7 @@
 // (ERR_VRIFT_<AREA>_<COND>), a one-line message naming the thing, and a
 // hint naming the fix. The CLI prints those as one line and no stack;
 // anything else is a bug and keeps its stack.
+import { constants as osConstants } from 'node:os';
 
 export class VriftError extends Error {
   readonly code: string;
@@ -26,6 +27,19 @@ export function isVriftError(e: unknown): e is VriftError {
 /** True when `e` is a VriftError with this code. */
 export function hasCode(e: unknown, code: string): boolean {
   return isVriftError(e) && e.code === code;
+}
+
+const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+
+/** ENOENT for 2, and so on (native helpers report bare errno numbers). */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES.get(errno) ?? `E${errno}`;
+}
+
+/** A Node-style system error for an errno a native helper reported (fsError understands it). */
+export function errnoError(errno: number, syscall: string, path: string): NodeJS.ErrnoException {
+  const code = errnoName(errno);
+  return Object.assign(new Error(`${code}: ${syscall} ${path}`), { code, errno, syscall, path });
 }
 
 /** The errno code of a Node system error (ENOENT, ENOSPC …), if any. */

@@ -26,6 +26,11 @@ let tmpCounter = 0;
 // reused across containers sharing one store, so the pid alone is not enough.
 const tmpPrefix = `${process.pid}.${randomBytes(6).toString('hex')}`;
 
+/** The name prefix of this process's temp files (also used by native batch writers). */
+export function tempPrefix(): string {
+  return tmpPrefix;
+}
+
 /** A unique temp path: pid + per-process randomness + counter, so concurrent writers never collide. */
 export function tempPath(tmpDir: string): string {
   return join(tmpDir, `${tmpPrefix}.${++tmpCounter}.tmp`);

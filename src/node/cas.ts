@@ -22,6 +22,7 @@ import { hashBuffer, StreamHasher, type Digest } from '../lib/digest.js';
 import { errnoOf, fsError, VriftError } from '../lib/errors.js';
 import { BlobWriter, tempPath, writeHashedBuffer, type WrittenBlob } from './blob-writer.js';
 import type { HomeLayout } from './home.js';
+import type { StatLike } from './scan.js';
 
 /** Files up to this size are read whole; larger ones stream in chunks. */
 const WHOLE_FILE_LIMIT = 8 << 20;
@@ -35,7 +36,14 @@ export interface FileBlob extends WrittenBlob {
 export class Cas {
   private readonly shards = new Set<string>();
 
-  constructor(readonly layout: HomeLayout) {}
+  /**
+   * @param onQuarantine called whenever a corrupt blob is moved aside, so
+   *   the blob index (LMDB) forgets it too and the blob is fetched again.
+   */
+  constructor(
+    readonly layout: HomeLayout,
+    private readonly onQuarantine?: (digest: Digest) => void,
+  ) {}
 
   /** Where a blob lives; `exec` names its executable twin. */
   pathOf(digest: Digest, exec = false): string {
@@ -86,7 +94,7 @@ export class Cas {
    * of any one state of the file. `listed` is a stat the caller took just
    * before (ingest's directory walk); it saves one fstat.
    */
-  putFile(path: string, listed?: Stats): FileBlob {
+  putFile(path: string, listed?: StatLike): FileBlob {
     let fd: number;
     try {
       fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW);
@@ -94,8 +102,8 @@ export class Cas {
       throw fsError(e, path, 'opening');
     }
     try {
-      const before = listed ?? fstatSync(fd);
-      if (!before.isFile()) {
+      const before: StatLike = listed ?? fstatSync(fd);
+      if ((before.mode & C.S_IFMT) !== C.S_IFREG) {
         throw new VriftError('ERR_VRIFT_INGEST_NOT_FILE', `${path}: not a regular file`, { hint: 'only regular files have content to store' });
       }
       let blob: WrittenBlob;
@@ -195,6 +203,7 @@ export class Cas {
 
   /** Moves a corrupt blob (and its twin) out of the store, keeping it for inspection. */
   quarantine(digest: Digest): void {
+    this.onQuarantine?.(digest);
     for (const exec of [false, true]) {
       const p = this.pathOf(digest, exec);
       try {

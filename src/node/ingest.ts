@@ -2,11 +2,12 @@
 // record the directory as a tree. Re-ingest is incremental: a file whose
 // (device, inode, size, mtime, ctime) is unchanged since the last ingest
 // keeps its digest without being read, as git's index does.
-import type { Stats } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Digest } from '../lib/digest.js';
 import { hasCode, VriftError } from '../lib/errors.js';
-import { scanDir } from './scan.js';
+import { batches, readFiles, READ_OK, writeBlobs, type FileRead } from './blob-batch.js';
+import { hashBuffer } from '../lib/digest.js';
+import { scanDir, type ScanItem, type StatLike } from './scan.js';
 import type { StatRecord } from './meta.js';
 import type { Store } from './store.js';
 import { modeFor, normalizeFileMode, summarize, type TreeEntry, type TreeSummary } from './tree.js';
@@ -42,7 +43,12 @@ export interface IngestResult {
 const RACY_MS = 1000;
 const CHANGE_RETRIES = 3;
 
-function cacheHit(rec: StatRecord | undefined, st: Stats): boolean {
+type StatFields = Pick<StatLike, 'dev' | 'ino' | 'size' | 'mtimeMs' | 'ctimeMs'>;
+
+/** Files up to this size are read whole, in batches; larger ones stream one at a time. */
+const WHOLE_FILE_LIMIT = 8 << 20;
+
+function cacheHit(rec: StatRecord | undefined, st: StatFields): boolean {
   return (
     rec !== undefined &&
     rec.dev === st.dev &&
@@ -65,56 +71,87 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
   const now = Date.now();
   let lastReport = 0;
 
-  for (const item of scan.items) {
-    if (item.kind === 'dir') {
-      entries.push({ path: item.path, kind: 'dir', mode: modeFor('dir'), size: 0 });
-      continue;
-    }
-    if (item.kind === 'symlink') {
-      entries.push({ path: item.path, kind: 'symlink', mode: modeFor('symlink'), size: Buffer.byteLength(item.target!), target: item.target! });
-      continue;
-    }
-    let st = item.stat!;
-    const exec = normalizeFileMode(st.mode) === 0o755;
-    let digest: Digest | undefined;
-    const rec = store.meta.statcache.get(item.abs);
-    if (cacheHit(rec, st) && store.cas.has(rec!.digest)) {
-      digest = rec!.digest;
-      result.cached++;
-    } else {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          const blob = store.cas.putFile(item.abs, attempt === 1 ? st : undefined);
-          store.recordBlob(blob);
-          st = blob.source;
-          digest = blob.digest;
-          if (blob.created) {
-            result.newBlobs++;
-            result.newBytes += blob.size;
-          }
-          break;
-        } catch (e) {
-          if (!hasCode(e, 'ERR_VRIFT_INGEST_CHANGED') || attempt >= CHANGE_RETRIES) throw e;
-        }
-      }
-      result.hashed++;
-      void store.meta.statcache.put(item.abs, {
-        dev: st.dev,
-        ino: st.ino,
-        size: st.size,
-        mtimeMs: st.mtimeMs,
-        ctimeMs: st.ctimeMs,
-        digest,
-        at: now,
-      });
-    }
+  const fileDone = (item: ScanItem, size: number, digest: Digest): void => {
+    const exec = normalizeFileMode(item.stat!.mode) === 0o755;
     if (exec) store.ensureExecTwin(digest);
-    entries.push({ path: item.path, kind: 'file', mode: modeFor('file', exec), size: st.size, digest });
+    entries.push({ path: item.path, kind: 'file', mode: modeFor('file', exec), size, digest });
     progress.files++;
-    progress.bytes += st.size;
+    progress.bytes += size;
     if (opts.onProgress && (progress.files === progress.totalFiles || Date.now() - lastReport > 100)) {
       lastReport = Date.now();
       opts.onProgress(progress);
+    }
+  };
+  const remember = (item: ScanItem, st: StatFields, digest: Digest): void => {
+    result.hashed++;
+    store.meta.putStat(item.abs, { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, digest, at: now });
+  };
+
+  // 1. Directories, symlinks, and files the re-ingest cache vouches for.
+  const toRead: ScanItem[] = [];
+  const slow: ScanItem[] = [];
+  for (const item of scan.items) {
+    if (item.kind === 'dir') entries.push({ path: item.path, kind: 'dir', mode: modeFor('dir'), size: 0 });
+    else if (item.kind === 'symlink') {
+      entries.push({ path: item.path, kind: 'symlink', mode: modeFor('symlink'), size: Buffer.byteLength(item.target!), target: item.target! });
+    } else {
+      const rec = store.meta.getStat(item.abs);
+      if (cacheHit(rec, item.stat!) && store.meta.hasBlob(rec!.digest)) {
+        result.cached++;
+        fileDone(item, item.stat!.size, rec!.digest);
+      } else if (item.stat!.size <= WHOLE_FILE_LIMIT) toRead.push(item);
+      else slow.push(item);
+    }
+  }
+
+  // 2. Small files in batches: native threads read batch k+1 while this thread hashes batch k.
+  const work = batches(toRead, (i) => i.stat!.size);
+  let next = work.length > 0 ? readFiles(work[0]!.map((i) => ({ abs: i.abs, size: i.stat!.size }))) : undefined;
+  for (let k = 0; k < work.length; k++) {
+    const { data, reads } = await next!;
+    next = k + 1 < work.length ? readFiles(work[k + 1]!.map((i) => ({ abs: i.abs, size: i.stat!.size }))) : undefined;
+    const batch = work[k]!;
+    const fresh = new Map<Digest, { digest: Digest; offset: number; size: number }>();
+    const hashedHere: [ScanItem, FileRead, Digest][] = [];
+    for (let i = 0; i < batch.length; i++) {
+      const r = reads[i]!;
+      if (r.status !== READ_OK) {
+        slow.push(batch[i]!); // changed, vanished, unreadable: the one-file path retries or reports it
+        continue;
+      }
+      const digest = hashBuffer(r.bytes);
+      if (!fresh.has(digest) && !store.meta.hasBlob(digest)) fresh.set(digest, { digest, offset: r.offset, size: r.bytes.length });
+      hashedHere.push([batch[i]!, r, digest]);
+    }
+    for (const b of await writeBlobs(store.cas, data, [...fresh.values()])) {
+      store.recordBlob(b);
+      if (b.created) {
+        result.newBlobs++;
+        result.newBytes += b.size;
+      }
+    }
+    for (const [item, r, digest] of hashedHere) {
+      remember(item, r, digest);
+      fileDone(item, r.size, digest);
+    }
+  }
+
+  // 3. Large files (streamed) and files a batch could not take: one at a time, with retries.
+  for (const item of slow) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const blob = store.cas.putFile(item.abs, attempt === 1 ? item.stat : undefined);
+        store.recordBlob(blob);
+        if (blob.created) {
+          result.newBlobs++;
+          result.newBytes += blob.size;
+        }
+        remember(item, blob.source, blob.digest);
+        fileDone(item, blob.size, blob.digest);
+        break;
+      } catch (e) {
+        if (!hasCode(e, 'ERR_VRIFT_INGEST_CHANGED') || attempt >= CHANGE_RETRIES) throw e;
+      }
     }
   }
 

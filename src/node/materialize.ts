@@ -4,10 +4,10 @@
 // executable twin). Where links cannot be made (another filesystem, an
 // inode at its link limit) files are copied, with the tree's exact modes.
 import { chmodSync, copyFileSync, constants as C, lstatSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { availableParallelism, constants as osConstants } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Digest } from '../lib/digest.js';
-import { errnoOf, fsError, VriftError } from '../lib/errors.js';
+import { errnoError, errnoName, errnoOf, fsError, VriftError } from '../lib/errors.js';
 import { missingBlob } from './cas.js';
 import { loadNative } from './native.js';
 import type { Store } from './store.js';
@@ -71,14 +71,6 @@ const THREADS = Math.max(1, Math.min(4, availableParallelism()));
 /** NUL-terminated strings in one buffer: how batches cross into the native helpers. */
 function nulJoin(parts: string[]): Buffer {
   return Buffer.from(parts.length === 0 ? '' : `${parts.join('\0')}\0`, 'utf8');
-}
-
-const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
-
-/** A Node-style system error for an errno a native helper reported. */
-function errnoError(errno: number, syscall: string, path: string): NodeJS.ErrnoException {
-  const code = ERRNO_NAMES.get(errno) ?? `E${errno}`;
-  return Object.assign(new Error(`${code}: ${syscall} ${path}`), { code, errno, syscall, path });
 }
 
 /** Checks, before touching the target, that every blob the tree needs is here and intact. */
@@ -154,7 +146,7 @@ export function materialize(store: Store, treeish: string, dir: string, opts: Ma
     for (let k = 0; k < fails.length; k += 2) {
       const i = fails[k]!;
       const errno = fails[k + 1]!;
-      const code = ERRNO_NAMES.get(errno);
+      const code = errnoName(errno);
       if (code === 'EXDEV' || code === 'EPERM') {
         if (!noticed) opts.notice?.(`${root} is on another filesystem than the store (${store.layout.root}): copying files instead of hard-linking`);
         noticed = true;

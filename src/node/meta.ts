@@ -35,6 +35,33 @@ function decodeBlob(b: Buffer): BlobRecord {
   return { size: b.readDoubleLE(0), mtimeMs: b.readDoubleLE(8), lastUse: b.readDoubleLE(16), exec: (b[24]! & 1) === 1 };
 }
 
+const STAT_RECORD_SIZE = 80;
+
+/** dev ino size mtimeMs ctimeMs at (f64 LE each) | digest (32 raw bytes). */
+function encodeStat(r: StatRecord): Buffer {
+  const b = Buffer.allocUnsafe(STAT_RECORD_SIZE);
+  b.writeDoubleLE(r.dev, 0);
+  b.writeDoubleLE(r.ino, 8);
+  b.writeDoubleLE(r.size, 16);
+  b.writeDoubleLE(r.mtimeMs, 24);
+  b.writeDoubleLE(r.ctimeMs, 32);
+  b.writeDoubleLE(r.at, 40);
+  b.write(r.digest, 48, 32, 'hex');
+  return b;
+}
+
+function decodeStat(b: Buffer): StatRecord {
+  return {
+    dev: b.readDoubleLE(0),
+    ino: b.readDoubleLE(8),
+    size: b.readDoubleLE(16),
+    mtimeMs: b.readDoubleLE(24),
+    ctimeMs: b.readDoubleLE(32),
+    at: b.readDoubleLE(40),
+    digest: b.toString('hex', 48, 80),
+  };
+}
+
 export interface TreeRecord extends TreeSummary {
   createdAt: number;
   /** Last materialize/mount/restore of the tree (ms since epoch). */
@@ -67,7 +94,8 @@ export class Meta {
   private readonly blobs: Database<Buffer, string>;
   readonly trees: Database<TreeRecord, string>;
   readonly refs: Database<RefRecord, string>;
-  readonly statcache: Database<StatRecord, string>;
+  /** The re-ingest cache, binary (see encodeStat): read for every file of every ingest. */
+  private readonly statcache: Database<Buffer, string>;
   /** Trees pinned against GC for a reason other than a ref (a mount, an explicit pin): key [tree, reason]. */
   readonly pins: Database<{ at: number }, [string, string]>;
   /** Free-form records of other components (daemon mounts, peers …), key [component, name]. */
@@ -78,7 +106,7 @@ export class Meta {
     this.blobs = root.openDB({ name: 'blobs', encoding: 'binary' });
     this.trees = root.openDB({ name: 'trees' });
     this.refs = root.openDB({ name: 'refs' });
-    this.statcache = root.openDB({ name: 'statcache' });
+    this.statcache = root.openDB({ name: 'statcache', encoding: 'binary' });
     this.pins = root.openDB({ name: 'pins' });
     this.state = root.openDB({ name: 'state' });
   }
@@ -124,6 +152,15 @@ export class Meta {
 
   blobDigests(): Iterable<Digest> {
     return this.blobs.getKeys();
+  }
+
+  getStat(absPath: string): StatRecord | undefined {
+    const b = this.statcache.getBinaryFast(absPath);
+    return b && b.length === STAT_RECORD_SIZE ? decodeStat(b) : undefined;
+  }
+
+  putStat(absPath: string, rec: StatRecord): void {
+    void this.statcache.put(absPath, encodeStat(rec));
   }
 
   /** Marks a tree used now (gc's LRU order: a blob is as recent as the most recent tree using it). */

@@ -56,12 +56,23 @@ export interface NativeFastFs {
   symlinks(root: string, targetDstPairs: Buffer, threads: number): number[];
   /** [size, mtimeMs] per path; size -1 (and the errno) when lstat fails. */
   lstatMany(paths: Buffer, threads: number): Float64Array;
+  /** Walks a tree (see fast_fs.cc): relative paths, 7 stats per entry, symlink targets, the first error. */
+  scanTree(root: string): { paths: Buffer; stats: Float64Array; targets: Buffer; error?: { errno: number; path: string } };
+}
+
+/** Batched blob I/O on native threads (native/src/blob_io.cc documents the layouts). */
+export interface NativeBlobIo {
+  /** Reads whole files; stats per file: [status, size, mtimeMs, ctimeMs, dev, ino]. */
+  readFiles(paths: Buffer, expectedSizes: Float64Array, threads: number): Promise<{ data: Buffer; stats: Float64Array }>;
+  /** Writes blobs into the CAS; per blob [status (0 or errno), created (1/0), mtimeMs]. */
+  writeBlobs(tmpPrefix: string, casDir: string, data: Buffer, offsets: Float64Array, digests: Buffer, threads: number): Promise<Float64Array>;
 }
 
 export interface NativeAddon {
   VDirWriter: new (name: string, casRoot: string, mountRoot: string, capacity: number, poolBytes: number) => NativeVDirWriter;
   vdirLayoutVersion: number;
   fastFs: NativeFastFs;
+  blobIo: NativeBlobIo;
 }
 
 let cached: NativeAddon | undefined;

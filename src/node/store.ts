@@ -7,7 +7,7 @@ import { VriftError } from '../lib/errors.js';
 import { Cas, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
 import { Meta, type BlobRecord } from './meta.js';
-import { decodeTree, encodeTree, summarize, treeId, type Tree, type TreeEntry } from './tree.js';
+import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry } from './tree.js';
 import type { WrittenBlob } from './blob-writer.js';
 
 export class Store {
@@ -19,8 +19,8 @@ export class Store {
   private constructor(layout: HomeLayout) {
     this.layout = layout;
     ensureHome(layout);
-    this.cas = new Cas(layout);
     this.meta = Meta.open(layout.meta);
+    this.cas = new Cas(layout, (digest) => this.meta.removeBlob(digest));
   }
 
   static open(home?: string): Store {
@@ -86,21 +86,20 @@ export class Store {
     return freed;
   }
 
-  /** Quarantines a blob found corrupt and drops it from the index. */
+  /** Quarantines a blob found corrupt (the CAS tells the index to forget it). */
   quarantineBlob(digest: Digest): void {
     this.cas.quarantine(digest);
-    this.meta.removeBlob(digest);
   }
 
   // --- trees ---------------------------------------------------------
 
   /** Encodes, stores and records a tree; returns its id. */
   putTree(entries: TreeEntry[]): Digest {
-    const encoded = encodeTree(entries);
+    const sorted = sortEntries(entries);
+    const encoded = encodeSorted(sorted); // checks what decodeTree would
     const id = treeId(encoded);
     const b = this.cas.putBuffer(encoded, id);
     this.recordBlob(b);
-    const sorted = decodeTree(encoded);
     if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summarize(sorted), createdAt: Date.now() });
     this.treeCache.set(id, sorted);
     return id;

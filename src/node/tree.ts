@@ -105,19 +105,38 @@ export function sortEntries(entries: TreeEntry[]): TreeEntry[] {
 
 /** Encodes entries (any order) canonically. Throws on an invalid entry. */
 export function encodeTree(entries: TreeEntry[]): Buffer {
-  const sorted = sortEntries(entries);
+  return encodeSorted(sortEntries(entries));
+}
+
+/**
+ * Encodes entries already in canonical order (see sortEntries), checking
+ * each as decodeTree would: the result always decodes.
+ */
+export function encodeSorted(sorted: TreeEntry[]): Buffer {
+  const dirs = new Set<string>();
   const parts: string[] = [HEADER];
   let prev: string | undefined;
   for (const e of sorted) {
-    const problem = pathProblem(e.path);
+    const problem = quickPathProblem(e.path);
     if (problem) throw new VriftError('ERR_VRIFT_TREE_PATH', `invalid path ${JSON.stringify(e.path)}: ${problem}`, { hint: 'rename the file' });
-    if (prev === e.path) throw new VriftError('ERR_VRIFT_TREE_PATH', `duplicate path ${JSON.stringify(e.path)}`);
+    const want = e.kind === 'dir' ? 0o755 : e.kind === 'symlink' ? 0o777 : e.mode === 0o755 ? 0o755 : 0o644;
+    if (e.mode !== want || !Number.isSafeInteger(e.size) || e.size < 0 || (e.kind === 'dir' && e.size !== 0)) {
+      throw malformed(`${e.kind} ${e.path} has mode ${e.mode.toString(8)} size ${e.size}`);
+    }
+    if (prev !== undefined && comparePaths(prev, e.path) >= 0) {
+      throw new VriftError('ERR_VRIFT_TREE_PATH', prev === e.path ? `duplicate path ${JSON.stringify(e.path)}` : `entries out of order at ${JSON.stringify(e.path)}`);
+    }
     prev = e.path;
+    const slash = e.path.lastIndexOf('/');
+    if (slash >= 0 && !dirs.has(e.path.slice(0, slash))) throw malformed(`${JSON.stringify(e.path)} has no parent directory entry`);
+    if (e.kind === 'dir') dirs.add(e.path);
     const ref = e.kind === 'file' ? e.digest : '-';
     if (e.kind === 'file' && (ref === undefined || !isDigest(ref))) throw malformed(`file ${e.path} has no digest`);
     parts.push(`${KIND_CHAR[e.kind]} ${e.mode.toString(8)} ${e.size} ${ref} ${e.path}\0`);
     if (e.kind === 'symlink') {
-      if (e.target === undefined || e.target.includes('\0') || e.target.length === 0) throw malformed(`symlink ${e.path} has no valid target`);
+      if (e.target === undefined || e.target.includes('\0') || e.target.length === 0 || Buffer.byteLength(e.target) !== e.size) {
+        throw malformed(`symlink ${e.path} has no valid target`);
+      }
       parts.push(`${e.target}\0`);
     }
   }
@@ -133,7 +152,7 @@ const HEX64 = /^[0-9a-f]{64}$/;
 
 /** pathProblem, fast for the common case (a short, clean path). */
 function quickPathProblem(path: string): string | undefined {
-  if (path.length === 0 || BAD_COMPONENT.test(path) || path.length > 85 || !path.isWellFormed()) return pathProblem(path);
+  if (path.length === 0 || path.length > 85 || BAD_COMPONENT.test(path) || path.includes('\0') || !path.isWellFormed()) return pathProblem(path);
   return undefined;
 }
 
