@@ -4,7 +4,8 @@
   'targets': [
     {
       'target_name': 'vrift_native',
-      'sources': ['src/addon.cc', 'src/vdir_writer.cc', 'src/fast_fs.cc', 'src/blob_io.cc'],
+      'sources': ['src/addon.cc', 'src/vdir_writer.cc', 'src/fast_fs.cc', 'src/blob_io.cc', 'src/zstd.cc'],
+      'libraries': ['-ldl'],
       # Headers only (no gyp dependency on node-addon-api's targets: with a
       # symlinked node_modules that drops stamp files outside build/).
       'include_dirs': ["<!(node -p \"require('node-addon-api').include_dir\")", '../shim'],

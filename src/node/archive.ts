@@ -5,14 +5,16 @@
 //   blob    'B' digest[32] u64 size, then `size` bytes        41 + size
 //   end     'E' u64 count u64 bytes                              17 bytes
 //
-// The reader never trusts a frame: each blob is hashed as it streams into
-// a temp file and committed under its name only if the digest matches.
-// Memory stays bounded (a 41-byte header buffer; bodies go straight to
-// disk). A cut stream keeps every blob that arrived whole, so the caller
+// The reader never trusts a frame: each blob is hashed before it is
+// committed under its name, and only if the digest matches. Small blobs
+// are gathered in bounded batches and written on native threads
+// (admit-batcher.ts); large ones stream into a temp file. Memory stays
+// bounded either way. A cut stream keeps every blob that arrived whole, so the caller
 // can ask again for just what is still missing.
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { hashBuffer, StreamHasher, type Digest } from '../lib/digest.js';
 import { errnoOf, fsError, hasCode, VriftError } from '../lib/errors.js';
+import { AdmitBatcher, BATCHED_MAX } from './admit-batcher.js';
 import type { BlobWriter } from './blob-writer.js';
 import { corruptBlob, missingBlob } from './cas.js';
 import type { Store } from './store.js';
@@ -200,6 +202,12 @@ export async function readArchive(store: Store, source: AsyncIterable<Uint8Array
   let size = 0;
   let remaining = 0;
   let writer: BlobWriter | undefined;
+  let batched = false;
+  const batcher = new AdmitBatcher(store, (d, n) => {
+    res.admitted++;
+    res.admittedBytes += n;
+    opts.onAdmit?.(d, n);
+  });
   let rejectReason: string | undefined;
   let total = 0;
   const fail = (code: 'ERR_VRIFT_ARCHIVE_TRUNCATED' | 'ERR_VRIFT_ARCHIVE_MALFORMED', why: string): never => {
@@ -217,6 +225,9 @@ export async function readArchive(store: Store, source: AsyncIterable<Uint8Array
       rejectReason = `declared size ${size} but the tree says ${expected}`;
     } else if (size > maxBlob) {
       rejectReason = `declared size ${size} exceeds the limit of ${maxBlob} bytes`;
+    } else if (size <= BATCHED_MAX) {
+      batcher.begin(digest, size);
+      batched = true;
     } else {
       writer = store.cas.writer();
     }
@@ -230,6 +241,11 @@ export async function readArchive(store: Store, source: AsyncIterable<Uint8Array
     need = 1;
     if (rejectReason !== undefined) {
       reject(rejectReason);
+      return;
+    }
+    if (batched) {
+      batched = false;
+      if (!batcher.end()) reject('its bytes do not hash to its name');
       return;
     }
     if (!writer) {
@@ -255,15 +271,26 @@ export async function readArchive(store: Store, source: AsyncIterable<Uint8Array
     opts.onReject?.(digest, reason);
   };
 
+  const it = source[Symbol.asyncIterator]();
   try {
-    for await (const chunk of source) {
+    for (;;) {
+      let next: IteratorResult<Uint8Array>;
+      try {
+        next = await it.next();
+      } catch (e) {
+        // The source itself failed (a cut connection, a damaged compressed pack): a truncated archive.
+        fail('ERR_VRIFT_ARCHIVE_TRUNCATED', `the stream failed after ${res.blobs} blobs: ${(e as Error)?.message ?? String(e)}`);
+      }
+      if (next!.done) break;
+      const chunk = next!.value;
       res.bytes += chunk.byteLength;
       opts.onBytes?.(res.bytes);
       let off = 0;
       while (off < chunk.byteLength) {
         if ((state as State) === 'body') {
           const n = Math.min(remaining, chunk.byteLength - off);
-          writer?.write(chunk.subarray(off, off + n));
+          if (batched) batcher.write(chunk.subarray(off, off + n));
+          else writer?.write(chunk.subarray(off, off + n));
           remaining -= n;
           off += n;
           if (remaining === 0) endBody();
@@ -307,11 +334,15 @@ export async function readArchive(store: Store, source: AsyncIterable<Uint8Array
           state = 'done';
         }
       }
+      await batcher.drain();
     }
   } catch (e) {
     writer?.abort();
+    // What was verified before the failure is kept (a retry asks only for the rest).
+    await batcher.finish();
     throw e;
   }
+  await batcher.finish();
   if (state !== 'done') {
     writer?.abort();
     const where = (state as State) === 'body' ? `inside blob ${digest} (${size - remaining} of ${size} bytes)` : 'before the end frame';

@@ -68,11 +68,17 @@ export interface NativeBlobIo {
   writeBlobs(tmpPrefix: string, casDir: string, data: Buffer, offsets: Float64Array, digests: Buffer, threads: number): Promise<Float64Array>;
 }
 
+export interface NativeZstdStream {
+  transform(input: Buffer, end: boolean): Promise<Buffer>;
+}
+
 export interface NativeAddon {
   VDirWriter: new (name: string, casRoot: string, mountRoot: string, capacity: number, poolBytes: number) => NativeVDirWriter;
   vdirLayoutVersion: number;
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;
+  zstdAvailable: boolean;
+  ZstdStream: new (compress: boolean, level: number) => NativeZstdStream;
 }
 
 let cached: NativeAddon | undefined;

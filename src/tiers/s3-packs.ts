@@ -16,6 +16,7 @@ import { Readable } from 'node:stream';
 import { hashBuffer, isDigest, type Digest } from '../lib/digest.js';
 import { archiveSize } from '../node/archive.js';
 import { decodeTree, type TreeEntry } from '../node/tree.js';
+import { through, zstdAvailable, zstdCompress, zstdDecompress } from '../node/zstd.js';
 import { mapLimit } from './queue.js';
 import type { S3Objects } from './s3-objects.js';
 import { TierError, type ArchivePart, type BlobSource, type PushResult, type TreePush } from './tier.js';
@@ -28,7 +29,10 @@ const MANIFEST_FORMAT = 'vrift-packs 1';
 
 export interface PackRef {
   key: string;
+  /** Bytes of the archive (uncompressed). */
   bytes: number;
+  /** Set when the object is the archive compressed (key ends in .zst). */
+  compression?: 'zstd';
   blobs: number;
   /** The tree whose push wrote this pack. */
   tree: Digest;
@@ -63,7 +67,9 @@ export class S3Packs {
             hint: 'push the tree again (`vrift push <tree>`)',
           });
         }
-        return body.stream;
+        if (p.compression !== 'zstd') return body.stream;
+        // Decompressed on the thread pool while the caller admits blobs.
+        return through(body.stream, zstdDecompress());
       },
     }));
   }
@@ -115,14 +121,19 @@ export class S3Packs {
       } else fresh = small; // repack: one pack of the whole tree
     }
     if (fresh.length > 0) {
-      const key = `packs/${push.tree}-${randomBytes(8).toString('hex')}.pack`;
+      const compress = this.objects.cfg.compression === 'zstd' && zstdAvailable();
+      const key = `packs/${push.tree}-${randomBytes(8).toString('hex')}.pack${compress ? '.zst' : ''}`;
       const bytes = archiveSize(fresh.map(([, s]) => s));
-      const chunks = push.archive(
-        fresh.map(([digest, size]) => ({ digest, size })),
-        (_d, s) => push.onBytes?.(s),
+      const chunks = Readable.from(
+        push.archive(
+          fresh.map(([digest, size]) => ({ digest, size })),
+          (_d, s) => push.onBytes?.(s),
+        ),
       );
-      await this.objects.upload(key, Readable.from(chunks));
-      packs = [{ key, bytes, blobs: fresh.length, tree: push.tree }, ...packs];
+      await this.objects.upload(key, compress ? through(chunks, zstdCompress()) : chunks);
+      const ref: PackRef = { key, bytes, blobs: fresh.length, tree: push.tree };
+      if (compress) ref.compression = 'zstd';
+      packs = [ref, ...packs];
       res.blobs += fresh.length;
       res.bytes += fresh.reduce((n, [, s]) => n + s, 0);
     }
@@ -177,7 +188,9 @@ export class S3Packs {
     if (m.tree !== tree) bad('it names another tree');
     if (!Array.isArray(m.packs)) return bad('no pack list');
     for (const p of m.packs as Partial<PackRef>[]) {
-      if (typeof p.key !== 'string' || !/^packs\/[0-9a-f]{64}-[0-9a-f]{16}\.pack$/.test(p.key)) bad(`bad pack key ${JSON.stringify(p.key)}`);
+      if (typeof p.key !== 'string' || !/^packs\/[0-9a-f]{64}-[0-9a-f]{16}\.pack(\.zst)?$/.test(p.key)) bad(`bad pack key ${JSON.stringify(p.key)}`);
+      if (p.compression !== undefined && p.compression !== 'zstd') bad(`unknown compression ${JSON.stringify(p.compression)} for ${p.key} (this vrift reads zstd)`);
+      if ((p.compression === 'zstd') !== p.key!.endsWith('.zst')) bad(`compression of ${p.key} does not match its name`);
       if (!Number.isSafeInteger(p.bytes) || !Number.isSafeInteger(p.blobs) || typeof p.tree !== 'string' || !isDigest(p.tree)) bad(`bad pack entry for ${p.key}`);
     }
     return { format: MANIFEST_FORMAT, tree, createdAt: Number(m.createdAt) || 0, packs: m.packs as PackRef[] };

@@ -3,7 +3,7 @@
 //
 // Layout under the bucket (and optional prefix), see docs/tiers.md:
 //   blobs/<digest>          one blob (trees, and blobs of at least looseBlobBytes; multipart when large)
-//   packs/<tree>-<rand>.pack  an archive (docs/archive-format.md) of small blobs
+//   packs/<tree>-<rand>.pack[.zst]  an archive (docs/archive-format.md) of small blobs, zstd-compressed by default
 //   trees/<tree>.json       the pack manifest: which packs hold the tree's small blobs
 //   refs/<name>             {"tree","updatedAt"}
 import { z } from 'zod';
@@ -27,6 +27,8 @@ export interface S3Config {
   partSize: number;
   /** Blobs this big or bigger are stored as their own objects, not in packs. */
   looseBlobBytes: number;
+  /** How new packs are stored: zstd-compressed (default, when libzstd is present) or as is. */
+  compression: 'zstd' | 'none';
   connectTimeoutMs: number;
   requestTimeoutMs: number;
 }
@@ -57,6 +59,7 @@ const section: ConfigSection<S3Config | undefined> = {
       forcePathStyle: bool().optional(),
       partSize: size({ example: '8M', min: 5 << 20, max: 5 * 1024 ** 3 }).default(8 << 20),
       looseBlobBytes: size({ example: '8M', min: 1 }).default(8 << 20),
+      compression: z.enum(['zstd', 'none'], { error: 'must be "zstd" or "none"' }).default('zstd'),
       connectTimeoutMs: int({ example: '3000', min: 1, max: 600_000 }).default(3000),
       requestTimeoutMs: int({ example: '120000', min: 1, max: 3_600_000 }).default(120_000),
     })
@@ -75,6 +78,7 @@ const section: ConfigSection<S3Config | undefined> = {
     VRIFT_S3_FORCE_PATH_STYLE: 'forcePathStyle',
     VRIFT_S3_PART_SIZE: 'partSize',
     VRIFT_S3_LOOSE_BLOB: 'looseBlobBytes',
+    VRIFT_S3_COMPRESSION: 'compression',
   },
 };
 

@@ -3,6 +3,9 @@
 // nothing bad is admitted to the CAS.
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { existsSync, writeFileSync } from 'node:fs';
+import { Readable, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { zstdCompress, zstdDecompress } from '../../src/node/zstd.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vrift, vriftJson, type RunResult } from '../helpers/cli.js';
@@ -40,6 +43,15 @@ async function putObject(key: string, body: Buffer): Promise<void> {
   await s3.client().send(new PutObjectCommand({ Bucket: 'vrift-bad', Key: key, Body: body }));
 }
 
+/** Runs bytes through a (de)compressor. */
+async function zstd(bytes: Buffer, t: Transform): Promise<Buffer> {
+  const out: Buffer[] = [];
+  await pipeline(Readable.from([bytes]), t, async function* (src) {
+    for await (const c of src) out.push(c as Buffer);
+  });
+  return Buffer.concat(out);
+}
+
 async function onlyPackKey(prefix: string): Promise<string> {
   const r = await s3.client().send(new ListObjectsV2Command({ Bucket: 'vrift-bad', Prefix: `${prefix}packs/` }));
   expect(r.Contents?.length).toBe(1);
@@ -58,8 +70,10 @@ function expectCleanFailure(r: RunResult, home: string, code: number, re: RegExp
 
 describe('bad input from S3', () => {
   it('a truncated pack: keeps the blobs before the cut, admits nothing else, names what is missing', async () => {
-    const { env } = saveTo('trunc/');
+    // Uncompressed, so the cut falls at a known place in the archive itself.
+    const { env } = saveTo('trunc/', { VRIFT_S3_COMPRESSION: 'none' });
     const key = await onlyPackKey('trunc/');
+    expect(key).toMatch(/\.pack$/);
     const pack = await objectBytes(key);
     await putObject(key, pack.subarray(0, pack.length - 30)); // cut inside the last blob or before the end frame
     const home = tempDir();
@@ -72,10 +86,25 @@ describe('bad input from S3', () => {
     expect(vriftJson(['verify'], { home }).checked).toBeGreaterThan(2);
   });
 
+  it('a truncated compressed pack: a clean miss, nothing bad admitted', async () => {
+    const { env } = saveTo('trunc-z/');
+    const key = await onlyPackKey('trunc-z/');
+    expect(key).toMatch(/\.pack\.zst$/);
+    const pack = await objectBytes(key);
+    await putObject(key, pack.subarray(0, pack.length - 30));
+    const home = tempDir();
+    const out = join(tempDir(), 'out');
+    const r = vrift(['restore', 'ci/bad', out], { home, env });
+    expect(r.stderr).toMatch(/s3: truncated archive: the stream failed after \d+ blobs: zstd: the compressed stream is truncated/);
+    expectCleanFailure(r, home, 1, /^vrift: \d+ of \d+ blobs of tree [0-9a-f]{64} are in no reachable tier \(first: .+\)/);
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('a pack with a wrong blob inside: rejects that blob, keeps the others', async () => {
     const { env } = saveTo('wrong/');
     const key = await onlyPackKey('wrong/');
-    const pack = await objectBytes(key);
+    expect(key).toMatch(/\.pack\.zst$/);
+    const pack = await zstd(await objectBytes(key), zstdDecompress());
     // Walk the frames to the first non-empty blob and flip its first byte.
     let off = 16;
     let victim = '';
@@ -88,7 +117,7 @@ describe('bad input from S3', () => {
       }
       off += 41 + size;
     }
-    await putObject(key, pack);
+    await putObject(key, await zstd(pack, zstdCompress()));
     const home = tempDir();
     const r = vrift(['restore', 'ci/bad', join(tempDir(), 'out')], { home, env });
     expect(r.stderr).toContain(`s3: blob ${victim} in s3 pack ${key.slice('wrong/'.length)} rejected: its bytes do not hash to its name`);
@@ -165,7 +194,7 @@ describe('bad settings', () => {
       '  VRIFT_REDIS_MAX_BLOB: not a size (e.g. 1M, or a number of bytes)',
       '  VRIFT_S3_ENDPOINT: not a URL (e.g. http://127.0.0.1:9000)',
       `  ${home}/config.json: s3.partSize: 1024 bytes is below the minimum of 5242880`,
-      `  ${home}/config.json: s3.bukcet: unknown key (known: bucket, endpoint, region, prefix, accessKeyId, secretAccessKey, sessionToken, forcePathStyle, partSize, looseBlobBytes, connectTimeoutMs, requestTimeoutMs) (fix the environment variable or ${home}/config.json; docs/configuration.md lists every setting)`,
+      `  ${home}/config.json: s3.bukcet: unknown key (known: bucket, endpoint, region, prefix, accessKeyId, secretAccessKey, sessionToken, forcePathStyle, partSize, looseBlobBytes, compression, connectTimeoutMs, requestTimeoutMs) (fix the environment variable or ${home}/config.json; docs/configuration.md lists every setting)`,
     ]);
   });
 
