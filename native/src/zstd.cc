@@ -117,8 +117,11 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
         if (s_->compress_) {
           r = z.compressStream2(s_->ctx_, &out, &in, end_ ? kZstdEnd : kZstdContinue);
         } else if (in.size > 0) {
+          size_t before = in.pos;
           r = z.decompressStream(s_->ctx_, &out, &in);
-          if (!z.isError(r)) s_->frameDone_ = r == 0;
+          // A call that neither read nor wrote (all input used, output drained) says nothing
+          // about the frame; at a frame boundary it would report the next frame's header size.
+          if (!z.isError(r) && (in.pos > before || out.pos > 0)) s_->frameDone_ = r == 0;
         } else {
           // No input (the end-of-stream call): earlier calls drained the output already.
           r = 0;
