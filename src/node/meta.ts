@@ -100,6 +100,7 @@ export class Meta {
   readonly pins: Database<{ at: number }, [string, string]>;
   /** Free-form records of other components (daemon mounts, peers …), key [component, name]. */
   readonly state: Database<unknown, [string, string]>;
+  private generationBumped = false;
 
   private constructor(root: RootDatabase, readonly path: string) {
     this.root = root;
@@ -146,7 +147,20 @@ export class Meta {
     return this.blobs.doesExist(digest);
   }
 
+  /**
+   * Changes whenever a blob leaves the index (gc, quarantine, verify), so a
+   * cached answer that assumed "every blob of tree T is here" can tell it
+   * must look again.
+   */
+  blobGeneration(): string {
+    return (this.state.get(['store', 'blob-generation']) as string | undefined) ?? '';
+  }
+
   removeBlob(digest: Digest): void {
+    if (!this.generationBumped) {
+      this.generationBumped = true;
+      void this.state.put(['store', 'blob-generation'], `${Date.now()}.${process.pid}.${Math.random()}`);
+    }
     void this.blobs.remove(digest);
   }
 

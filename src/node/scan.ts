@@ -6,6 +6,7 @@
 import { isUtf8 } from 'node:buffer';
 import { statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
+import { StreamHasher, type Digest } from '../lib/digest.js';
 import { errnoError, fsError, VriftError } from '../lib/errors.js';
 import { loadNative } from './native.js';
 import type { EntryKind } from './tree.js';
@@ -37,6 +38,13 @@ export interface ScanResult {
   bytes: number;
   /** Things that are not files, dirs or symlinks (fifos, sockets, devices), skipped. */
   skipped: { path: string; what: string }[];
+  /**
+   * Digest of everything the walk saw (paths, kinds, modes, sizes, times,
+   * inodes, link targets): equal fingerprints mean an unchanged directory.
+   */
+  fingerprint: Digest;
+  /** Latest mtime or ctime of any entry (ms): a fingerprint this fresh is not trusted ("racy"). */
+  newestChangeMs: number;
 }
 
 const SPECIAL: Record<number, string> = { 4: 'fifo', 5: 'socket', 6: 'block device', 7: 'character device' };
@@ -88,12 +96,17 @@ export function scanDir(root: string): ScanResult {
   const targets = splitUtf8(r.targets, () => {
     return new VriftError('ERR_VRIFT_INGEST_PATH', `${root}: a symlink target is not valid UTF-8`, { hint: 'point the symlink at a UTF-8 path' });
   });
-  const out: ScanResult = { items: [], files: 0, bytes: 0, skipped: [] };
   const s = r.stats;
+  const fp = new StreamHasher();
+  fp.update(r.paths);
+  fp.update(new Uint8Array(s.buffer, s.byteOffset, s.byteLength));
+  fp.update(r.targets);
+  const out: ScanResult = { items: [], files: 0, bytes: 0, skipped: [], fingerprint: fp.digest(), newestChangeMs: 0 };
   let t = 0;
   for (let i = 0; i < paths.length; i++) {
     const kind = s[i * FIELDS]!;
     const path = paths[i]!;
+    out.newestChangeMs = Math.max(out.newestChangeMs, s[i * FIELDS + 3]!, s[i * FIELDS + 4]!);
     const abs = `${root}/${path}`;
     if (kind === 2) out.items.push({ path, abs, kind: 'dir' });
     else if (kind === 3) out.items.push({ path, abs, kind: 'symlink', target: targets[t++]! });

@@ -7,7 +7,7 @@ import { VriftError } from '../lib/errors.js';
 import { Cas, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
 import { Meta, type BlobRecord } from './meta.js';
-import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry } from './tree.js';
+import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
 import type { WrittenBlob } from './blob-writer.js';
 
 export class Store {
@@ -113,6 +113,13 @@ export class Store {
     if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summarize(entries), createdAt: Date.now() });
     this.treeCache.set(id, entries);
     return entries;
+  }
+
+  /** A tree's counts, from its record (or its blob when the record is missing). */
+  treeSummary(id: Digest): TreeSummary {
+    const rec = this.meta.trees.get(id);
+    if (rec) return { entries: rec.entries, files: rec.files, dirs: rec.dirs, symlinks: rec.symlinks, bytes: rec.bytes };
+    return summarize(this.getTree(id).entries);
   }
 
   hasTree(id: Digest): boolean {

@@ -51,6 +51,19 @@ describe('gc', () => {
     expect(old.stderr).toMatch(/is not in the local store/);
   });
 
+  it('an unchanged directory ingested after gc evicted its blobs is stored again', async () => {
+    const home = tempDir();
+    const src = dirWith({ 'a.txt': 'a\n', 'b.txt': 'b\n' });
+    await new Promise((r) => setTimeout(r, 1100)); // out of the racy window, so the fast path is armed
+    const first = vriftJson(['ingest', src], { home });
+    expect(vriftJson(['ingest', src], { home })).toMatchObject({ tree: first.tree, hashed: 0 }); // the "nothing changed" path
+    expect(vriftJson(['gc'], { home }).evicted).toBeGreaterThan(0);
+    const again = vriftJson(['ingest', src], { home });
+    expect(again.tree).toBe(first.tree);
+    expect(again.newBlobs).toBe(2);
+    expect(vrift(['materialize', first.tree, join(tempDir(), 'out')], { home }).code).toBe(0);
+  });
+
   it('rejects a malformed size', () => {
     const r = vrift(['gc', '--max-size', 'lots'], { home: tempDir() });
     expect(r.code).toBe(2);
