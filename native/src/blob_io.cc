@@ -19,8 +19,9 @@
 //   <casDir>/<2 hex>/<digest>: a temp file <tmpPrefix>.n<seq>.tmp (O_EXCL,
 //   0444; the prefix is unique to the calling process), then
 //   renameat2(RENAME_NOREPLACE), so a blob appears whole or not at all and
-//   an existing blob is never replaced. Per blob: [status, created, mtimeMs];
-//   status 0 or an errno (ENOSPC …), created 1 when this call stored it.
+//   an existing blob is never replaced. Blobs get the canonical mtime (1 s
+//   past the epoch). Per blob: [status, created, 0]; status 0 or an errno
+//   (ENOSPC …), created 1 when this call stored it.
 #include "blob_io.h"
 
 #include <errno.h>
@@ -241,8 +242,9 @@ class WriteBlobsWorker : public Napi::AsyncWorker {
       }
       done += static_cast<size_t>(w);
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || close(fd) != 0) {
+    // Every blob carries the canonical mtime (BLOB_MTIME_SEC in blob-writer.ts): a write into it shows.
+    const struct timespec canonical[2] = {{1, 0}, {1, 0}};
+    if (futimens(fd, canonical) != 0 || close(fd) != 0) {
       o[0] = errno;
       unlink(tmp.c_str());
       return;
@@ -251,13 +253,10 @@ class WriteBlobsWorker : public Napi::AsyncWorker {
       // RENAME_NOREPLACE: the blob appears atomically, and one already there is never replaced.
       if (syscall(SYS_renameat2, AT_FDCWD, tmp.c_str(), AT_FDCWD, final.c_str(), RENAME_NOREPLACE) == 0) {
         o[1] = 1;
-        o[2] = MsOf(st.st_mtim);
         return;
       }
       if (errno == EEXIST) {
         unlink(tmp.c_str());
-        struct stat existing;
-        o[2] = stat(final.c_str(), &existing) == 0 ? MsOf(existing.st_mtim) : 0;
         return;
       }
       int err = errno;

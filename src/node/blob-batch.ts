@@ -83,7 +83,7 @@ export async function writeBlobs(cas: Cas, data: Buffer, slices: { digest: Diges
   return slices.map((s, i) => {
     const status = r[3 * i]!;
     if (status !== 0) throw fsError(errnoError(status, 'write', cas.pathOf(s.digest)), cas.layout.root, 'storing a blob');
-    return { digest: s.digest, size: s.size, created: r[3 * i + 1] === 1, mtimeMs: r[3 * i + 2]! };
+    return { digest: s.digest, size: s.size, created: r[3 * i + 1] === 1 };
   });
 }
 

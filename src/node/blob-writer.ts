@@ -5,7 +5,7 @@
 // of exactly the bytes on disk. Only after the last byte is written is the
 // temp file renamed to cas/ab/<digest>: a crash, a full disk or a digest
 // mismatch leaves at most a temp file, never a half blob under a real name.
-import { closeSync, fstatSync, openSync, renameSync, unlinkSync, writeSync, constants as C } from 'node:fs';
+import { closeSync, futimesSync, openSync, renameSync, unlinkSync, writeSync, constants as C } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { StreamHasher, type Digest } from '../lib/digest.js';
@@ -17,9 +17,15 @@ export interface WrittenBlob {
   size: number;
   /** False when an identical blob was already stored (this write was a duplicate). */
   created: boolean;
-  /** mtime of the stored file, recorded so later tampering can be noticed cheaply. */
-  mtimeMs: number;
 }
+
+/**
+ * Every blob file has this mtime (seconds since the epoch), as in the Nix
+ * store. A write into a blob moves its mtime, so one lstat() tells an
+ * untouched blob from one that must be re-hashed before it is handed out.
+ */
+export const BLOB_MTIME_SEC = 1;
+export const BLOB_MTIME_MS = BLOB_MTIME_SEC * 1000;
 
 let tmpCounter = 0;
 // Random per process (not per file: randomness costs a syscall): pids are
@@ -62,9 +68,8 @@ function discard(tmp: string): void {
 
 /** Closes a fully written temp file and renames it to its digest's name. */
 function publish(cas: Cas, fd: number, tmp: string, digest: Digest, size: number): WrittenBlob {
-  let mtimeMs: number;
   try {
-    mtimeMs = fstatSync(fd).mtimeMs;
+    futimesSync(fd, BLOB_MTIME_SEC, BLOB_MTIME_SEC);
     closeSync(fd);
   } catch (e) {
     try {
@@ -79,7 +84,7 @@ function publish(cas: Cas, fd: number, tmp: string, digest: Digest, size: number
   if (existing) {
     // One copy per content: keep the stored blob, drop ours.
     discard(tmp);
-    return { digest, size, created: false, mtimeMs: existing.mtimeMs };
+    return { digest, size, created: false };
   }
   const final = cas.pathOf(digest);
   try {
@@ -91,7 +96,7 @@ function publish(cas: Cas, fd: number, tmp: string, digest: Digest, size: number
     discard(tmp);
     throw fsError(e, final, 'storing a blob');
   }
-  return { digest, size, created: true, mtimeMs };
+  return { digest, size, created: true };
 }
 
 /** Stores bytes whose digest the caller computed from these very bytes. */

@@ -14,13 +14,14 @@ import {
   readSync,
   renameSync,
   unlinkSync,
+  utimesSync,
   type Stats,
 } from 'node:fs';
 import { open as openAsync } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hashBuffer, StreamHasher, type Digest } from '../lib/digest.js';
 import { errnoOf, fsError, VriftError } from '../lib/errors.js';
-import { BlobWriter, tempPath, writeHashedBuffer, type WrittenBlob } from './blob-writer.js';
+import { BLOB_MTIME_MS, BLOB_MTIME_SEC, BlobWriter, tempPath, writeHashedBuffer, type WrittenBlob } from './blob-writer.js';
 import type { HomeLayout } from './home.js';
 import type { StatLike } from './scan.js';
 
@@ -83,7 +84,7 @@ export class Cas {
       });
     }
     const existing = this.statOf(digest);
-    if (existing) return { digest, size: buf.byteLength, created: false, mtimeMs: existing.mtimeMs };
+    if (existing) return { digest, size: buf.byteLength, created: false };
     return writeHashedBuffer(this, buf, digest);
   }
 
@@ -117,7 +118,7 @@ export class Cas {
         const digest = hashBuffer(buf);
         const existing = this.statOf(digest);
         blob = existing
-          ? { digest, size: buf.byteLength, created: false, mtimeMs: existing.mtimeMs }
+          ? { digest, size: buf.byteLength, created: false }
           : writeHashedBuffer(this, buf, digest);
       } else {
         blob = this.streamFile(fd, path);
@@ -174,6 +175,7 @@ export class Cas {
       // FICLONE shares extents where the filesystem can (btrfs, xfs); a plain copy elsewhere.
       copyFileSync(this.pathOf(digest), tmp, C.COPYFILE_FICLONE);
       chmodSync(tmp, 0o555);
+      utimesSync(tmp, BLOB_MTIME_SEC, BLOB_MTIME_SEC);
       renameSync(tmp, twin);
     } catch (e) {
       try {
@@ -214,6 +216,22 @@ export class Cas {
     }
   }
 
+  /** An untouched blob: the right size and the canonical mtime. */
+  static untouched(st: { size: number; mtimeMs: number }, size: number): boolean {
+    return st.size === size && st.mtimeMs === BLOB_MTIME_MS;
+  }
+
+  /** Puts a blob (and its twin) back to the canonical mtime after it was re-hashed and found good. */
+  resetMtime(digest: Digest): void {
+    for (const exec of [false, true]) {
+      try {
+        utimesSync(this.pathOf(digest, exec), BLOB_MTIME_SEC, BLOB_MTIME_SEC);
+      } catch {
+        /* no twin, or gone: nothing to reset */
+      }
+    }
+  }
+
   /** Re-hashes a stored blob (or its twin). */
   async rehash(digest: Digest, exec = false): Promise<Digest> {
     return hashFile(this.pathOf(digest, exec));
@@ -250,6 +268,19 @@ export function corruptBlob(digest: Digest): VriftError {
   return new VriftError('ERR_VRIFT_CAS_CORRUPT', `blob ${digest} is corrupt on disk and was quarantined`, {
     hint: 'run `vrift verify`, then ingest or pull the content again',
   });
+}
+
+/** Hashes a file in bounded chunks, synchronously (for checks inside synchronous work). */
+export function hashFileSync(path: string): Digest {
+  const fd = openSync(path, 'r');
+  try {
+    const hasher = new StreamHasher();
+    const buf = Buffer.allocUnsafe(CHUNK);
+    for (let n; (n = readSync(fd, buf, 0, CHUNK, null)) > 0; ) hasher.update(n === CHUNK ? buf : buf.subarray(0, n));
+    return hasher.digest();
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

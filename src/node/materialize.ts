@@ -3,7 +3,7 @@
 // their inode's mode, so files come out read-only (0444, or 0555 via the
 // executable twin). Where links cannot be made (another filesystem, an
 // inode at its link limit) files are copied, with the tree's exact modes.
-import { chmodSync, copyFileSync, constants as C, lstatSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, constants as C, lstatSync, mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Digest } from '../lib/digest.js';
@@ -68,34 +68,92 @@ export function prepareTarget(dir: string, force: boolean): void {
 
 const THREADS = Math.max(1, Math.min(4, availableParallelism()));
 
-/** NUL-terminated strings in one buffer: how batches cross into the native helpers. */
-function nulJoin(parts: string[]): Buffer {
-  return Buffer.from(parts.length === 0 ? '' : `${parts.join('\0')}\0`, 'utf8');
-}
 
-/** Checks, before touching the target, that every blob the tree needs is here and intact. */
-export function checkTreeBlobs(store: Store, entries: TreeEntry[]): void {
-  const digests: Digest[] = [];
-  const sizes: number[] = [];
-  const seen = new Set<Digest>();
-  for (const e of entries) {
-    if (e.kind !== 'file' || seen.has(e.digest!)) continue;
-    seen.add(e.digest!);
-    digests.push(e.digest!);
-    sizes.push(e.size);
+export function materialize(store: Store, treeish: string, dir: string, opts: MaterializeOptions = {}): MaterializeResult {
+  const id = store.resolve(treeish);
+  const encoded = store.readTreeBlob(id); // verified against its id
+  const fast = loadNative().fastFs;
+  const casDir = store.layout.cas;
+  // Entries as JavaScript objects only when something needs them (a problem, a copy).
+  let decoded: TreeEntry[] | undefined;
+  const entries = (): TreeEntry[] => (decoded ??= store.getTree(id).entries);
+
+  // 1. Every blob file to link is here and untouched (one lstat each, native);
+  //    anything else is re-hashed, made (twins) or reported missing.
+  const problems = fast.checkTree(encoded, casDir, THREADS);
+  if (problems.length > 0) checkProblems(store, entries(), problems);
+
+  const root = resolve(dir);
+  prepareTarget(root, opts.force ?? false);
+  const res: MaterializeResult = { tree: id, dir: root, files: 0, dirs: 0, symlinks: 0, linked: 0, copied: 0 };
+
+  if (opts.copy) {
+    // Writable copies with the tree's modes: dirs, files, then symlinks.
+    for (const e of entries()) {
+      const dst = join(root, e.path);
+      try {
+        if (e.kind === 'dir') {
+          mkdirSync(dst, { mode: e.mode });
+          res.dirs++;
+        } else if (e.kind === 'file') {
+          copyOut(store.cas.pathOf(e.digest!), dst, e.mode);
+          res.files++;
+          res.copied++;
+        }
+      } catch (err) {
+        throw fsError(err, dst, 'materializing');
+      }
+    }
+    for (const e of entries()) if (e.kind === 'symlink') linkOut(e, root, res);
+    opts.onProgress?.(entries().length, entries().length);
+    store.meta.touchTree(id);
+    return res;
   }
-  // One lstat per blob, on native threads; the LMDB record says what it should be.
-  const st = loadNative().fastFs.lstatMany(nulJoin(digests.map((d) => store.cas.pathOf(d))), THREADS);
-  const missing: Digest[] = [];
-  for (let i = 0; i < digests.length; i++) {
-    const size = st[2 * i]!;
-    const d = digests[i]!;
-    if (size < 0) {
-      missing.push(d);
+
+  // 2. The link farm, in one native call: mkdirs level by level, links, symlinks last.
+  const r = fast.linkTree(encoded, root, casDir, THREADS);
+  res.dirs = r.dirs;
+  res.files = r.files;
+  res.symlinks = r.symlinks;
+  res.linked = r.files;
+  let noticed = false;
+  for (let k = 0; k < r.failures.length; k += 3) {
+    const [phase, i, errno] = [r.failures[k]!, r.failures[k + 1]!, r.failures[k + 2]!];
+    const e = entries()[i]!;
+    const dst = join(root, e.path);
+    const code = errnoName(errno);
+    if (phase === 2 && (code === 'EXDEV' || code === 'EPERM' || code === 'EMLINK')) {
+      // Not the store's filesystem (or an inode at its link limit): copy this one.
+      if (code !== 'EMLINK' && !noticed) opts.notice?.(`${root} is on another filesystem than the store (${store.layout.root}): copying files instead of hard-linking`);
+      noticed ||= code !== 'EMLINK';
+      try {
+        copyOut(store.cas.pathOf(e.digest!), dst, e.mode);
+      } catch (err) {
+        throw fsError(err, dst, 'materializing');
+      }
+      res.linked--;
+      res.copied++;
       continue;
     }
-    const rec = store.meta.getBlob(d);
-    if (size !== sizes[i] || !rec || rec.mtimeMs !== st[2 * i + 1]) store.checkBlob(d, sizes[i]!); // re-hash; throws if corrupt
+    throw fsError(errnoError(errno, phase === 1 ? 'mkdir' : phase === 2 ? 'link' : 'symlink', dst), dst, 'materializing');
+  }
+  opts.onProgress?.(res.dirs + res.files + res.symlinks, res.dirs + res.files + res.symlinks);
+  store.meta.touchTree(id);
+  return res;
+}
+
+/** Handles what checkTree found: [entryIndex, problem] pairs (1 missing, 2 not untouched). */
+function checkProblems(store: Store, entries: TreeEntry[], problems: Float64Array): void {
+  const missing: Digest[] = [];
+  for (let k = 0; k < problems.length; k += 2) {
+    const e = entries[problems[k]!]!;
+    const exec = e.mode === 0o755;
+    if (problems[k + 1] === 2) {
+      store.checkBlob(e.digest!, e.size, exec); // re-hash; quarantines and throws if corrupt
+    } else if (exec && store.cas.has(e.digest!)) {
+      store.checkBlob(e.digest!, e.size); // the twin is copied from the blob: check that first
+      store.ensureExecTwin(e.digest!);
+    } else missing.push(e.digest!);
   }
   if (missing.length === 1) throw missingBlob(missing[0]!);
   if (missing.length > 1) {
@@ -106,81 +164,14 @@ export function checkTreeBlobs(store: Store, entries: TreeEntry[]): void {
   }
 }
 
-export function materialize(store: Store, treeish: string, dir: string, opts: MaterializeOptions = {}): MaterializeResult {
-  const id = store.resolve(treeish);
-  const { entries } = store.getTree(id);
-  checkTreeBlobs(store, entries);
-  const root = resolve(dir);
-  prepareTarget(root, opts.force ?? false);
-  const res: MaterializeResult = { tree: id, dir: root, files: 0, dirs: 0, symlinks: 0, linked: 0, copied: 0 };
-  const fast = loadNative().fastFs;
-
-  const dirs: string[] = [];
-  const files: TreeEntry[] = [];
-  const links: string[] = [];
-  const symlinks: string[] = [];
-  for (const e of entries) {
-    if (e.kind === 'dir') dirs.push(e.path);
-    else if (e.kind === 'symlink') symlinks.push(e.target!, e.path);
-    else {
-      const exec = e.mode === 0o755;
-      if (exec) store.ensureExecTwin(e.digest!);
-      files.push(e);
-      links.push(store.cas.pathOf(e.digest!, exec), e.path);
-    }
+function linkOut(e: TreeEntry, root: string, res: MaterializeResult): void {
+  const dst = join(root, e.path);
+  try {
+    symlinkSync(e.target!, dst);
+    res.symlinks++;
+  } catch (err) {
+    throw fsError(err, dst, 'materializing');
   }
-  const total = entries.length;
-
-  // 1. Directories, parents first (the native helper goes level by level).
-  const dirFails = fast.mkdirs(root, nulJoin(dirs), 0o755, THREADS);
-  if (dirFails.length > 0) throw fsError(errnoError(dirFails[1]!, 'mkdir', join(root, dirs[dirFails[0]!]!)), join(root, dirs[dirFails[0]!]!), 'materializing');
-  res.dirs = dirs.length;
-  opts.onProgress?.(dirs.length, total);
-
-  // 2. Files: hard links into the CAS; copies where a link cannot be made.
-  const copyIdx: number[] = [];
-  if (opts.copy) files.forEach((_, i) => copyIdx.push(i));
-  else {
-    const fails = fast.links(root, nulJoin(links), THREADS);
-    let noticed = false;
-    for (let k = 0; k < fails.length; k += 2) {
-      const i = fails[k]!;
-      const errno = fails[k + 1]!;
-      const code = errnoName(errno);
-      if (code === 'EXDEV' || code === 'EPERM') {
-        if (!noticed) opts.notice?.(`${root} is on another filesystem than the store (${store.layout.root}): copying files instead of hard-linking`);
-        noticed = true;
-      } else if (code !== 'EMLINK') {
-        const dst = join(root, files[i]!.path);
-        throw fsError(errnoError(errno, 'link', dst), dst, 'materializing');
-      }
-      copyIdx.push(i);
-    }
-  }
-  for (const i of copyIdx) {
-    const e = files[i]!;
-    const dst = join(root, e.path);
-    try {
-      copyOut(links[2 * i]!, dst, e.mode);
-    } catch (err) {
-      throw fsError(err, dst, 'materializing');
-    }
-  }
-  res.files = files.length;
-  res.copied = copyIdx.length;
-  res.linked = files.length - copyIdx.length;
-  opts.onProgress?.(dirs.length + files.length, total);
-
-  // 3. Symlinks.
-  const symFails = fast.symlinks(root, nulJoin(symlinks), THREADS);
-  if (symFails.length > 0) {
-    const dst = join(root, symlinks[2 * symFails[0]! + 1]!);
-    throw fsError(errnoError(symFails[1]!, 'symlink', dst), dst, 'materializing');
-  }
-  res.symlinks = symlinks.length / 2;
-  opts.onProgress?.(total, total);
-  store.meta.touchTree(id);
-  return res;
 }
 
 function copyOut(src: string, dst: string, mode: number): void {

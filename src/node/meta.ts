@@ -11,28 +11,25 @@ import type { TreeSummary } from './tree.js';
 /** The blob index: what the CAS holds. */
 export interface BlobRecord {
   size: number;
-  /** mtime of the stored file at write time: a changed mtime means someone wrote into the store. */
-  mtimeMs: number;
   /** Last time a tree using this blob was materialized, mounted or read (ms since epoch). */
   lastUse: number;
   /** An executable twin exists. */
   exec?: boolean;
 }
 
-const BLOB_RECORD_SIZE = 25;
+const BLOB_RECORD_SIZE = 17;
 
-/** size f64 | mtimeMs f64 | lastUse f64 | flags u8 (bit 0: exec twin), little-endian. */
+/** size f64 | lastUse f64 | flags u8 (bit 0: exec twin), little-endian. */
 function encodeBlob(r: BlobRecord): Buffer {
   const b = Buffer.allocUnsafe(BLOB_RECORD_SIZE);
   b.writeDoubleLE(r.size, 0);
-  b.writeDoubleLE(r.mtimeMs, 8);
-  b.writeDoubleLE(r.lastUse, 16);
-  b.writeUInt8(r.exec ? 1 : 0, 24);
+  b.writeDoubleLE(r.lastUse, 8);
+  b.writeUInt8(r.exec ? 1 : 0, 16);
   return b;
 }
 
 function decodeBlob(b: Buffer): BlobRecord {
-  return { size: b.readDoubleLE(0), mtimeMs: b.readDoubleLE(8), lastUse: b.readDoubleLE(16), exec: (b[24]! & 1) === 1 };
+  return { size: b.readDoubleLE(0), lastUse: b.readDoubleLE(8), exec: (b[16]! & 1) === 1 };
 }
 
 const STAT_RECORD_SIZE = 80;

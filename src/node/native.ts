@@ -58,13 +58,17 @@ export interface NativeFastFs {
   lstatMany(paths: Buffer, threads: number): Float64Array;
   /** Walks a tree (see fast_fs.cc): relative paths, 7 stats per entry, symlink targets, the first error. */
   scanTree(root: string): { paths: Buffer; stats: Float64Array; targets: Buffer; error?: { errno: number; path: string } };
+  /** Blob files a tree would link that are missing (1) or not untouched (2): [entryIndex, problem, …]. */
+  checkTree(encodedTree: Buffer, casDir: string, threads: number): Float64Array;
+  /** Materializes a tree as a link farm; failures [phase (1 mkdir, 2 link, 3 symlink), entryIndex, errno, …]. */
+  linkTree(encodedTree: Buffer, root: string, casDir: string, threads: number): { dirs: number; files: number; symlinks: number; failures: number[] };
 }
 
 /** Batched blob I/O on native threads (native/src/blob_io.cc documents the layouts). */
 export interface NativeBlobIo {
   /** Reads whole files; stats per file: [status, size, mtimeMs, ctimeMs, dev, ino]. */
   readFiles(paths: Buffer, expectedSizes: Float64Array, threads: number): Promise<{ data: Buffer; stats: Float64Array }>;
-  /** Writes blobs into the CAS; per blob [status (0 or errno), created (1/0), mtimeMs]. */
+  /** Writes blobs into the CAS (canonical mtime); per blob [status (0 or errno), created (1/0), 0]. */
   writeBlobs(tmpPrefix: string, casDir: string, data: Buffer, offsets: Float64Array, digests: Buffer, threads: number): Promise<Float64Array>;
 }
 

@@ -3,8 +3,8 @@
 // (the CLI directly, the daemon as one of its components).
 import type { Stats } from 'node:fs';
 import { isDigest, type Digest } from '../lib/digest.js';
-import { VriftError } from '../lib/errors.js';
-import { Cas, missingBlob } from './cas.js';
+import { errnoOf, fsError, VriftError } from '../lib/errors.js';
+import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
 import { Meta, type BlobRecord } from './meta.js';
 import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
@@ -34,9 +34,8 @@ export class Store {
 
   /** Records a blob the CAS now holds. */
   recordBlob(b: WrittenBlob): void {
-    const prev = this.meta.getBlob(b.digest);
-    if (prev && prev.mtimeMs === b.mtimeMs) return;
-    this.meta.putBlob(b.digest, { size: b.size, mtimeMs: b.mtimeMs, lastUse: prev?.lastUse ?? Date.now(), exec: prev?.exec });
+    if (this.meta.hasBlob(b.digest)) return;
+    this.meta.putBlob(b.digest, { size: b.size, lastUse: Date.now(), exec: false });
   }
 
   /** Makes (and records) the 0555 twin an executable tree entry links to. */
@@ -61,22 +60,30 @@ export class Store {
 
   /**
    * Cheap integrity check before a blob is handed out by link or open:
-   * present, right size, and untouched since it was written (same mtime).
-   * A blob whose mtime moved is re-hashed; a corrupt one is quarantined.
+   * present, right size, and untouched since it was written (the canonical
+   * mtime). A blob whose mtime moved is re-hashed; a corrupt one is
+   * quarantined (and this throws).
    */
-  checkBlob(digest: Digest, size: number, stat?: Stats): void {
-    const st = stat ?? this.cas.statOf(digest);
+  checkBlob(digest: Digest, size: number, exec = false, stat?: { size: number; mtimeMs: number }): void {
+    const st = stat ?? this.cas.statOf(digest, exec);
     if (!st) throw missingBlob(digest);
-    const rec = this.meta.getBlob(digest);
-    if (st.size === size && rec && rec.mtimeMs === st.mtimeMs) return;
-    this.deepCheck(digest, rec);
+    if (!Cas.untouched(st, size)) this.recheck(digest, exec);
   }
 
-  private deepCheck(digest: Digest, rec: BlobRecord | undefined): void {
-    const buf = this.cas.readVerified(digest); // throws (and quarantines) when corrupt
-    const st = this.cas.statOf(digest);
-    if (!st) throw missingBlob(digest);
-    this.meta.putBlob(digest, { size: buf.byteLength, mtimeMs: st.mtimeMs, lastUse: rec?.lastUse ?? Date.now(), exec: rec?.exec });
+  /** Re-hashes a blob whose mtime moved: a good one gets the canonical mtime back, a corrupt one is quarantined. */
+  recheck(digest: Digest, exec = false): void {
+    let actual: Digest;
+    try {
+      actual = hashFileSync(this.cas.pathOf(digest, exec));
+    } catch (e) {
+      if (errnoOf(e) === 'ENOENT') throw missingBlob(digest);
+      throw fsError(e, this.cas.pathOf(digest, exec), 'checking a blob');
+    }
+    if (actual !== digest) {
+      this.cas.quarantine(digest);
+      throw corruptBlob(digest);
+    }
+    this.cas.resetMtime(digest);
   }
 
   /** Removes a blob from disk and index, e.g. after a corrupt read. */
@@ -126,18 +133,22 @@ export class Store {
     return this.treeCache.has(id) || (this.meta.trees.doesExist(id) && this.cas.has(id));
   }
 
-  /** A tree by id, read from the CAS and verified. */
-  getTree(id: Digest): Tree {
-    const cached = this.treeCache.get(id);
-    if (cached) return { id, entries: cached };
+  /** A tree's encoded bytes, read from the CAS and verified against its id. */
+  readTreeBlob(id: Digest): Buffer {
     if (!this.cas.has(id)) {
       throw new VriftError('ERR_VRIFT_TREE_NOT_FOUND', `tree ${id} is not in the local store`, {
         hint: 'check the id with `vrift ref list`, or pull the tree from a shared tier',
         exitCode: 1,
       });
     }
-    const buf = this.cas.readVerified(id);
-    const entries = decodeTree(buf);
+    return this.cas.readVerified(id);
+  }
+
+  /** A tree by id, read from the CAS and verified. */
+  getTree(id: Digest): Tree {
+    const cached = this.treeCache.get(id);
+    if (cached) return { id, entries: cached };
+    const entries = decodeTree(this.readTreeBlob(id));
     this.treeCache.set(id, entries);
     return { id, entries };
   }

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { hashBuffer, isDigest, type Digest } from '../lib/digest.js';
 import { errnoOf, fsError } from '../lib/errors.js';
-import { hashFile } from './cas.js';
+import { Cas, hashFile } from './cas.js';
 import type { Store } from './store.js';
 
 export interface VerifyResult {
@@ -59,7 +59,11 @@ export async function verifyStore(store: Store, onProgress?: (done: number, tota
     if (actual !== f.digest) {
       res.corrupt.push({ digest: f.digest, file: f.path });
       store.quarantineBlob(f.digest);
-    } else if (!f.exec) onDisk.add(f.digest);
+    } else {
+      // Good bytes whose mtime moved (touched, not changed): back to the canonical mtime.
+      if (!Cas.untouched(statSync(f.path), size)) store.cas.resetMtime(f.digest);
+      if (!f.exec) onDisk.add(f.digest);
+    }
     if (onProgress && Date.now() - last > 100) {
       last = Date.now();
       onProgress(res.bytes, total);

@@ -1,6 +1,6 @@
 // ingest → materialize reproduces a tree exactly; re-ingest is incremental;
 // ls, cat, ref and --json behave as documented.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { lstatSync, readdirSync, realpathSync, statSync, utimesSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -55,6 +55,25 @@ describe('ingest and materialize', () => {
     const snap = snapshotTree(out);
     expect(snap).toEqual(snapshotTree(src, { mode: treeMode }));
     expect(statSync(join(out, 'README.md')).nlink).toBe(1);
+  });
+
+  it('copies, with one notice, onto another filesystem than the store', () => {
+    const home = tempDir();
+    const src = join(tempDir(), 'src');
+    mkdirSync(src);
+    writeSampleTree(src);
+    const { tree } = vriftJson(['ingest', src], { home });
+    const mnt = tempDir('vrift-other-fs-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mnt]);
+    try {
+      const r = vrift(['materialize', tree, join(mnt, 'out'), '--json'], { home });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr.match(/on another filesystem than the store/g)).toHaveLength(1);
+      expect(JSON.parse(r.stdout)).toMatchObject({ copied: 10, linked: 0 });
+      expect(snapshotTree(join(mnt, 'out'))).toEqual(snapshotTree(src, { mode: treeMode }));
+    } finally {
+      execFileSync('umount', ['-l', mnt]);
+    }
   });
 
   it('reproduces a real tree (the project node_modules) exactly', () => {
