@@ -2,29 +2,47 @@
 // commands/; this file wires them up and turns errors into one line.
 import { Command, CommanderError } from 'commander';
 import { isVriftError } from '../lib/errors.js';
-import { register as cat } from './commands/cat.js';
-import { register as daemon } from './commands/daemon.js';
-import { register as gc } from './commands/gc.js';
-import { register as ingest } from './commands/ingest.js';
-import { register as ls } from './commands/ls.js';
-import { register as materialize } from './commands/materialize.js';
-import { register as mount } from './commands/mount.js';
-import { register as pull } from './commands/pull.js';
-import { register as push } from './commands/push.js';
-import { register as ref } from './commands/ref.js';
-import { register as restore } from './commands/restore.js';
-import { register as save } from './commands/save.js';
-import { register as run } from './commands/run.js';
-import { register as snapshot } from './commands/snapshot.js';
-import { register as verify } from './commands/verify.js';
-
 const program = new Command('vrift')
   .description('distributed content-addressed file cache')
   .version('0.1.0')
   .showHelpAfterError('(run `vrift --help` for usage)')
   .exitOverride();
 
-for (const register of [ingest, materialize, ls, cat, ref, verify, gc, save, restore, push, pull, daemon, mount, run, snapshot]) register(program);
+type Module = { register(program: Command): void };
+
+// Which file registers each command. Only the file of the command being
+// run is loaded (start-up is on the path of every CI step); help, errors
+// and unknown commands load them all.
+const COMMANDS: Record<string, () => Promise<Module>> = {
+  ingest: () => import('./commands/ingest.js'),
+  materialize: () => import('./commands/materialize.js'),
+  ls: () => import('./commands/ls.js'),
+  cat: () => import('./commands/cat.js'),
+  ref: () => import('./commands/ref.js'),
+  verify: () => import('./commands/verify.js'),
+  gc: () => import('./commands/gc.js'),
+  save: () => import('./commands/save.js'),
+  restore: () => import('./commands/restore.js'),
+  push: () => import('./commands/push.js'),
+  pull: () => import('./commands/pull.js'),
+  up: () => import('./commands/daemon.js'),
+  down: () => import('./commands/daemon.js'),
+  status: () => import('./commands/daemon.js'),
+  mount: () => import('./commands/mount.js'),
+  unmount: () => import('./commands/mount.js'),
+  run: () => import('./commands/run.js'),
+  snapshot: () => import('./commands/snapshot.js'),
+};
+
+const wanted = process.argv[2];
+const loaders =
+  wanted === '--version' || wanted === '-V' ? [] : wanted !== undefined && COMMANDS[wanted] ? [COMMANDS[wanted]] : [...new Set(Object.values(COMMANDS))];
+const registered = new Set<Module>();
+for (const m of await Promise.all(loaders.map((load) => load()))) {
+  if (registered.has(m)) continue; // up/down/status share a file
+  registered.add(m);
+  m.register(program);
+}
 
 function wantsJson(): boolean {
   return process.argv.includes('--json');
