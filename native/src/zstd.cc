@@ -145,7 +145,11 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
       }
     }
 
-    void OnOK() override { deferred_.Resolve(Napi::Buffer<char>::Copy(Env(), result_.data(), result_.size())); }
+    void OnOK() override {
+      // Hand the bytes over without a copy: the Buffer owns the vector from now on.
+      auto* owned = new std::vector<char>(std::move(result_));
+      deferred_.Resolve(Napi::Buffer<char>::New(Env(), owned->data(), owned->size(), [](Napi::Env, char*, std::vector<char>* v) { delete v; }, owned));
+    }
     void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
    private:

@@ -18,11 +18,12 @@ interface Slice {
 }
 
 export class AdmitBatcher {
-  private buf = Buffer.allocUnsafe(BATCH_BYTES);
+  private buf: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
   private used = 0;
   private slices: Slice[] = [];
   private sealed: { buf: Buffer; slices: Slice[] }[] = [];
   private readonly inflight: Promise<void>[] = [];
+  private readonly spare: Buffer[] = [];
   private cur: { digest: Digest; offset: number; size: number; filled: number } | undefined;
 
   constructor(
@@ -81,7 +82,8 @@ export class AdmitBatcher {
   private seal(): void {
     if (this.slices.length > 0) this.sealed.push({ buf: this.buf, slices: this.slices });
     if (this.slices.length > 0 || this.used > 0) {
-      this.buf = Buffer.allocUnsafe(BATCH_BYTES);
+      // Reuse a buffer whose batch is written (no garbage: these are 32 MB each).
+      this.buf = this.spare.pop() ?? Buffer.allocUnsafe(BATCH_BYTES);
       this.used = 0;
       this.slices = [];
     }
@@ -92,5 +94,6 @@ export class AdmitBatcher {
       this.store.recordBlob(b);
       this.onAdmit(b.digest, b.size);
     }
+    this.spare.push(buf);
   }
 }

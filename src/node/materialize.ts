@@ -155,6 +155,8 @@ function checkProblems(store: Store, entries: TreeEntry[], problems: Float64Arra
       store.ensureExecTwin(e.digest!);
     } else missing.push(e.digest!);
   }
+  // The index may still list them: make it forget, so a pull fetches them again.
+  for (const d of missing) store.meta.removeBlob(d);
   if (missing.length === 1) throw missingBlob(missing[0]!);
   if (missing.length > 1) {
     throw new VriftError('ERR_VRIFT_CAS_MISSING', `${missing.length} blobs of the tree are not in the local store (first: ${missing[0]})`, {

@@ -66,7 +66,9 @@ export async function pullTree(chain: Chain, treeish: string, opts: { onProgress
     unique.add(e.digest!);
     // The index answers "absent" without a stat (a cold node asks this for every blob);
     // "present" is confirmed on disk. An unindexed file is simply fetched again.
-    if (!store.hasBlob(e.digest!)) {
+    // The index alone (no stat per blob): materialize checks every file it links,
+    // and a blob the index wrongly lists is dropped from it there and fetched on the retry.
+    if (!store.meta.hasBlob(e.digest!)) {
       missing.set(e.digest!, e.size);
       pathOf.set(e.digest!, e.path);
     }

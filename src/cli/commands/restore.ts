@@ -29,8 +29,9 @@ export function register(program: Command): void {
         try {
           made = write(ctx, pulled.tree, dir);
         } catch (e) {
-          // A local blob found corrupt was quarantined: fetch it again, once.
-          if (!hasCode(e, 'ERR_VRIFT_CAS_CORRUPT')) throw e;
+          // A local blob found corrupt (quarantined) or gone behind the index's back
+          // (dropped from it): fetch it again, once.
+          if (!hasCode(e, 'ERR_VRIFT_CAS_CORRUPT') && !hasCode(e, 'ERR_VRIFT_CAS_MISSING')) throw e;
           out.warn(`${(e as Error).message}; fetching it again`);
           pulled = await pull(ctx, pulled.tree);
           made = write(ctx, pulled.tree, dir);
