@@ -1,8 +1,9 @@
-// Fast filesystem helpers for materialize: the same mkdir/link/symlink
-// calls `cp -al` makes, issued from native threads so tens of thousands
-// of entries cost the syscalls and little else. Work is split across
-// threads by directory level (mkdir) and by contiguous ranges (links), so
-// each thread mostly touches its own directories.
+// Fast filesystem helpers: walking a tree for ingest (scanTree), and
+// materializing one as a link farm (checkTree, linkTree) with the same
+// mkdir/link/symlink calls `cp -al` makes, issued from native threads so
+// tens of thousands of entries cost the syscalls and little else. Work is
+// split across threads by directory level (mkdir) and by contiguous ranges
+// (links), so each thread mostly touches its own directories.
 #include "fast_fs.h"
 
 #include <dirent.h>
@@ -12,36 +13,16 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <atomic>
+#include <cstring>
 #include <string>
 #include <string_view>
-#include <unordered_set>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 namespace vrift {
 namespace {
-
-// Splits a buffer of NUL-terminated strings into pointers into it.
-std::vector<const char*> SplitNul(const Napi::Buffer<char>& buf) {
-  std::vector<const char*> out;
-  const char* p = buf.Data();
-  const char* end = p + buf.Length();
-  while (p < end) {
-    const char* z = static_cast<const char*>(memchr(p, '\0', end - p));
-    if (!z) break;
-    out.push_back(p);
-    p = z + 1;
-  }
-  return out;
-}
-
-int Depth(const char* path) {
-  int d = 0;
-  for (const char* p = path; *p; p++) d += (*p == '/');
-  return d;
-}
 
 struct Failure {
   uint32_t index;
@@ -69,16 +50,6 @@ void ParallelRanges(size_t n, unsigned threads, Fn fn) {
   for (auto& th : pool) th.join();
 }
 
-Napi::Array Failures(Napi::Env env, std::vector<Failure>& fails) {
-  std::sort(fails.begin(), fails.end(), [](const Failure& a, const Failure& b) { return a.index < b.index; });
-  Napi::Array arr = Napi::Array::New(env, fails.size() * 2);
-  for (size_t i = 0; i < fails.size(); i++) {
-    arr.Set(i * 2, Napi::Number::New(env, fails[i].index));
-    arr.Set(i * 2 + 1, Napi::Number::New(env, fails[i].err));
-  }
-  return arr;
-}
-
 class Collector {
  public:
   void Add(uint32_t i, int err) {
@@ -103,86 +74,6 @@ int OpenRoot(Napi::Env env, const std::string& root) {
     throw e;
   }
   return fd;
-}
-
-// mkdirs(root, paths: Buffer of NUL-terminated relative paths, parents
-// before children, mode, threads) -> [index, errno, …] of failures.
-Napi::Value Mkdirs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string root = info[0].As<Napi::String>();
-  auto paths = SplitNul(info[1].As<Napi::Buffer<char>>());
-  mode_t mode = info[2].As<Napi::Number>().Uint32Value();
-  unsigned threads = info[3].As<Napi::Number>().Uint32Value();
-  int rootfd = OpenRoot(env, root);
-  // Group by depth: a level's directories only need the previous level.
-  std::vector<std::vector<uint32_t>> levels;
-  for (uint32_t i = 0; i < paths.size(); i++) {
-    size_t d = Depth(paths[i]);
-    if (levels.size() <= d) levels.resize(d + 1);
-    levels[d].push_back(i);
-  }
-  Collector fails;
-  for (auto& level : levels) {
-    ParallelRanges(level.size(), threads, [&](size_t k) {
-      uint32_t i = level[k];
-      if (mkdirat(rootfd, paths[i], mode) != 0 && errno != EEXIST) fails.Add(i, errno);
-    });
-  }
-  close(rootfd);
-  return Failures(env, fails.Get());
-}
-
-// links(root, pairs: Buffer "src\0dst\0…" (src absolute, dst relative), threads)
-// -> [index, errno, …] of failures (EXDEV, EMLINK … are left to the caller).
-Napi::Value Links(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string root = info[0].As<Napi::String>();
-  auto parts = SplitNul(info[1].As<Napi::Buffer<char>>());
-  unsigned threads = info[2].As<Napi::Number>().Uint32Value();
-  int rootfd = OpenRoot(env, root);
-  Collector fails;
-  ParallelRanges(parts.size() / 2, threads, [&](size_t i) {
-    if (linkat(AT_FDCWD, parts[2 * i], rootfd, parts[2 * i + 1], 0) != 0) fails.Add(i, errno);
-  });
-  close(rootfd);
-  return Failures(env, fails.Get());
-}
-
-// symlinks(root, pairs: Buffer "target\0dst\0…", threads) -> failures.
-Napi::Value Symlinks(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string root = info[0].As<Napi::String>();
-  auto parts = SplitNul(info[1].As<Napi::Buffer<char>>());
-  unsigned threads = info[2].As<Napi::Number>().Uint32Value();
-  int rootfd = OpenRoot(env, root);
-  Collector fails;
-  ParallelRanges(parts.size() / 2, threads, [&](size_t i) {
-    if (symlinkat(parts[2 * i], rootfd, parts[2 * i + 1]) != 0) fails.Add(i, errno);
-  });
-  close(rootfd);
-  return Failures(env, fails.Get());
-}
-
-// lstatMany(paths: Buffer of NUL-terminated absolute paths, threads)
-// -> Float64Array [size, mtimeMs] per path; size -1 when it does not exist.
-Napi::Value LstatMany(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto paths = SplitNul(info[0].As<Napi::Buffer<char>>());
-  unsigned threads = info[1].As<Napi::Number>().Uint32Value();
-  Napi::Float64Array out = Napi::Float64Array::New(env, paths.size() * 2);
-  double* o = out.Data();
-  ParallelRanges(paths.size(), threads, [&](size_t i) {
-    struct stat st;
-    if (lstat(paths[i], &st) != 0) {
-      o[2 * i] = -1;
-      o[2 * i + 1] = errno;
-      return;
-    }
-    o[2 * i] = static_cast<double>(st.st_size);
-    // Same value Node's Stats.mtimeMs gives: seconds*1e3 + nanoseconds/1e6.
-    o[2 * i + 1] = static_cast<double>(st.st_mtim.tv_sec) * 1e3 + static_cast<double>(st.st_mtim.tv_nsec) / 1e6;
-  });
-  return out;
 }
 
 // scanTree(root) -> { paths, stats, targets, error? }
@@ -497,10 +388,6 @@ Napi::Value LinkTree(const Napi::CallbackInfo& info) {
 
 void InitFastFs(Napi::Env env, Napi::Object exports) {
   Napi::Object fs = Napi::Object::New(env);
-  fs.Set("mkdirs", Napi::Function::New(env, Mkdirs));
-  fs.Set("links", Napi::Function::New(env, Links));
-  fs.Set("symlinks", Napi::Function::New(env, Symlinks));
-  fs.Set("lstatMany", Napi::Function::New(env, LstatMany));
   fs.Set("scanTree", Napi::Function::New(env, ScanTree));
   fs.Set("checkTree", Napi::Function::New(env, CheckTree));
   fs.Set("linkTree", Napi::Function::New(env, LinkTree));

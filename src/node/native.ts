@@ -45,17 +45,8 @@ export interface NativeVDirStats {
   shmPath: string;
 }
 
-/**
- * Batched filesystem calls from native threads (native/src/fast_fs.cc).
- * Buffers hold NUL-terminated strings; results list failures as
- * [index, errno, index, errno …].
- */
+/** Tree walks and link farms on native threads (native/src/fast_fs.cc). */
 export interface NativeFastFs {
-  mkdirs(root: string, paths: Buffer, mode: number, threads: number): number[];
-  links(root: string, srcDstPairs: Buffer, threads: number): number[];
-  symlinks(root: string, targetDstPairs: Buffer, threads: number): number[];
-  /** [size, mtimeMs] per path; size -1 (and the errno) when lstat fails. */
-  lstatMany(paths: Buffer, threads: number): Float64Array;
   /** Walks a tree (see fast_fs.cc): relative paths, 7 stats per entry, symlink targets, the first error. */
   scanTree(root: string): { paths: Buffer; stats: Float64Array; targets: Buffer; error?: { errno: number; path: string } };
   /** Blob files a tree would link that are missing (1) or not untouched (2): [entryIndex, problem, …]. */
