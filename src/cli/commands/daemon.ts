@@ -108,7 +108,10 @@ export function register(program: Command): void {
         }
         out.result({ running: true, ...status }, () => [
           `vriftd: running (pid ${status.pid}, up ${status.uptimeSec}s, home ${status.home})`,
-          ...Object.entries(status.addresses as Record<string, unknown>).map(([k, v]) => `  ${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`),
+          ...Object.entries(status.addresses as Record<string, unknown>)
+            .filter(([, v]) => v !== null)
+            .map(([k, v]) => `  ${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`),
+          ...(status.cluster?.enabled ? [`  cluster: peer ${status.cluster.peerId}, ${status.cluster.peers} peers${status.cluster.left ? ' (left the mesh)' : ''}`] : []),
           `  mounts: ${status.mounts.length}`,
           ...status.mounts.map((m: any) => `    ${m.path} <- ${m.tree} (${m.entries} entries, ${m.shmPath})`),
         ]);
