@@ -9,6 +9,7 @@ import { register as ingest } from './commands/ingest.js';
 import { register as ls } from './commands/ls.js';
 import { register as materialize } from './commands/materialize.js';
 import { register as mount } from './commands/mount.js';
+import { register as node } from './commands/node.js';
 import { register as pull } from './commands/pull.js';
 import { register as push } from './commands/push.js';
 import { register as ref } from './commands/ref.js';
@@ -24,7 +25,7 @@ const program = new Command('vrift')
   .showHelpAfterError('(run `vrift --help` for usage)')
   .exitOverride();
 
-for (const register of [ingest, materialize, ls, cat, ref, verify, gc, save, restore, push, pull, daemon, mount, run, snapshot]) register(program);
+for (const register of [ingest, materialize, ls, cat, ref, verify, gc, save, restore, push, pull, daemon, node, mount, run, snapshot]) register(program);
 
 function wantsJson(): boolean {
   return process.argv.includes('--json');
