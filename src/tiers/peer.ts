@@ -89,7 +89,12 @@ export class PeerTier implements Tier {
   }
 
   private noteFailure(p: PeerView, e: unknown): void {
-    if (!isTierError(e) || e.failure === 'unavailable') this.down.set(p.id, Date.now() + DOWN_MS);
+    if (isTierError(e) && e.failure !== 'unavailable') return;
+    this.down.set(p.id, Date.now() + DOWN_MS);
+    // A fresh channel next time: grpc-js would refuse calls while it backs off from the dead one.
+    const key = `${p.id}@${p.grpc}`;
+    this.conns.get(key)?.close();
+    this.conns.delete(key);
   }
 
   /** A peer sent bytes that do not hash to their name: count it, tell the daemon, avoid it. */
@@ -187,12 +192,19 @@ export class PeerTier implements Tier {
   }
 
   async fetchTree(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
-    if (want.size === 0) return [];
     const all = await this.look({ tree });
-    const holders = all.filter((p) => p.hasTree);
-    // Announcements lag a fresh ingest by up to one interval: then ask whoever is there.
-    const order = holders.length > 0 ? holders : all.slice(0, ASK_AT_MOST);
+    let order = all.filter((p) => p.hasTree);
+    if (order.length === 0) {
+      // Announcements lag a fresh ingest by up to one interval: ask who holds the tree blob.
+      const asked = all.slice(0, ASK_AT_MOST);
+      const res = await Promise.allSettled(asked.map((p) => this.conn(p).has([tree])));
+      res.forEach((r, i) => r.status === 'rejected' && this.noteFailure(asked[i]!, r.reason));
+      const failed = res.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (asked.length > 0 && failed.length === asked.length) throw failed[0]!.reason;
+      order = asked.filter((_, i) => res[i]!.status === 'fulfilled' && (res[i] as PromiseFulfilledResult<Set<Digest>>).value.has(tree));
+    }
     if (order.length === 0) return undefined;
+    if (want.size === 0) return [];
     const sizes = this.ctx.store.hasTree(tree) ? new Map(this.ctx.store.getTree(tree).entries.filter((e) => e.kind === 'file').map((e) => [e.digest!, e.size])) : undefined;
     const list = [...want];
     const total = sizes ? list.reduce((n, d) => n + (sizes.get(d) ?? 0), 0) : 0;

@@ -36,6 +36,8 @@ async function runForeground(out: Output): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   await daemon.stopped();
+  // Everything is closed and flushed; libp2p leaves a debounce timer of up to 1 s behind: do not wait for it.
+  setTimeout(() => process.exit(), 50).unref();
 }
 
 async function runDetached(out: Output): Promise<void> {

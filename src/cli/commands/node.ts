@@ -1,6 +1,7 @@
 // vrift node join | peers | leave: this node's membership of the cluster,
 // through its daemon (which runs the mesh: src/node/mesh.ts).
 import type { Command } from 'commander';
+import { assertDigest } from '../../lib/digest.js';
 import type { PeerView } from '../../node/mesh.js';
 import { F, Msg, type FieldList } from '../../node/proto.js';
 import { plain, subcommand } from '../command.js';
@@ -26,15 +27,18 @@ export function register(program: Command): void {
     );
 
   subcommand(node, 'peers', 'list the peers this node knows: address, what they hold, whether they are avoided')
+    .option('--tree <tree>', 'mark the peers that announced this tree (id) in full, and list them first')
     .action(
-      plain(async ({ out }) => {
-        const r = await ask<{ self: string; left: boolean; peers: PeerView[] }>(Msg.NODE_PEERS);
+      plain(async ({ out, opts }) => {
+        const tree = opts.tree as string | undefined;
+        if (tree !== undefined) assertDigest(tree, 'tree id');
+        const r = await ask<{ self: string; left: boolean; peers: PeerView[] }>(Msg.NODE_PEERS, tree ? [[F.TREE, tree]] : []);
         out.result(r, () => {
           if (r.peers.length === 0) return [`${r.self}: no peers${r.left ? ' (this node left the mesh; `vrift node join` to rejoin)' : ''}`];
           return [
             `${r.self}: ${r.peers.length} peer${r.peers.length === 1 ? '' : 's'}`,
             ...r.peers.map((p) => {
-              const flags = [p.connected ? 'connected' : 'via gossip', p.penalizedUntil ? `AVOIDED: ${p.penalty}` : ''].filter(Boolean).join(', ');
+              const flags = [p.connected ? 'connected' : 'via gossip', p.hasTree ? 'holds the tree' : '', p.penalizedUntil ? `AVOIDED: ${p.penalty}` : ''].filter(Boolean).join(', ');
               return `  ${p.id}  ${p.grpc}  ${p.trees} trees, ${p.blobs} blobs  seen ${ago(p.seenMsAgo)}  ${flags}`;
             }),
           ];
