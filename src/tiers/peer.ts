@@ -249,7 +249,13 @@ export class PeerTier implements Tier {
           this.ctx.log('info', `peer: resuming ${name} from ${peerLabel(p)} (${left.length} blobs left after ${peerLabel(previous)} failed)`);
         }
         current = { peer: p, stream: got.stream };
-        return Readable.from(this.counted(p, got.stream, release));
+        // Handed to the reader as it is (no wrapper: at GB/s every layer of iteration shows).
+        got.stream.once('error', (e) => this.noteFailure(p, e));
+        got.stream.once('close', () => {
+          release();
+          this.ctx.metrics.inc('vrift_peer_bytes_received_total', { peer: p.id }, got.received());
+        });
+        return got.stream;
       }
       throw new TierError('peer', 'unavailable', `no peer could serve ${name} of tree ${tree}${errors.length > 0 ? ` (${errors.join('; ')})` : ''}`, {
         hint: 'the peers holding it are down or penalised; the next tiers are tried',
@@ -264,28 +270,12 @@ export class PeerTier implements Tier {
         const c = current;
         if (!c) return;
         this.blame(c.peer, `sent blob ${d} that was rejected (${reason})`);
-        // Abandon the liar's stream: the reader fails, and the part is reopened on another peer.
-        c.stream.destroy(new TierError('peer', 'corrupt', `${peerLabel(c.peer)} sent wrong bytes; its stream was abandoned`));
+        // Abandon the liar's stream at once (throwing stops the reader mid-chunk); the part is reopened on another peer.
+        const err = new TierError('peer', 'corrupt', `${peerLabel(c.peer)} sent wrong bytes; its stream was abandoned`);
+        c.stream.destroy(err);
+        throw err;
       },
     };
-  }
-
-  /** Passes a peer's stream through, counting its bytes; frees the stream slot when it ends either way. */
-  private async *counted(p: PeerView, stream: Readable, release: () => void): AsyncGenerator<Buffer> {
-    let n = 0;
-    try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        n += chunk.byteLength;
-        yield chunk;
-      }
-    } catch (e) {
-      this.noteFailure(p, e);
-      throw e;
-    } finally {
-      release();
-      stream.destroy();
-      this.ctx.metrics.inc('vrift_peer_bytes_received_total', { peer: p.id }, n);
-    }
   }
 
   async put(_digest: Digest, _source: BlobSource): Promise<void> {

@@ -57,7 +57,7 @@ export interface ArchivePart {
    * peer's backfill resumes from another peer. Absent: never reopened.
    */
   reopen?: number;
-  /** Told of each blob of this part the reader rejected (the tier may blame and drop its source). */
+  /** Told of each blob of this part the reader rejected; it may throw to abandon the stream (the part is then reopened). */
   onReject?(digest: Digest, reason: string): void;
 }
 
