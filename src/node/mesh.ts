@@ -91,6 +91,8 @@ type Node = Libp2p<{ pubsub: GossipSub; identify: unknown }>;
 export const MAX_PEERS_DIGESTS = 16_384;
 
 const STATE = 'mesh';
+/** Peers the directory keeps at most. */
+const MAX_DIRECTORY = 2048;
 /** Keep this many connections at least, dialing members learnt from gossip. */
 const WANT_CONNECTIONS = 8;
 
@@ -298,7 +300,8 @@ export class Mesh {
 
   private setConnected(peer: PeerId, connected: boolean): void {
     const r = this.directory.get(peer.toString());
-    if (r) r.connected = connected || this.node!.getConnections(peer).length > 0;
+    // (events may still arrive while the node stops)
+    if (r) r.connected = connected || (this.node?.getConnections(peer).length ?? 0) > 0;
   }
 
   private tick(): void {
@@ -387,6 +390,7 @@ export class Mesh {
       return;
     }
     const known = this.directory.has(id);
+    if (!known && this.directory.size >= MAX_DIRECTORY) return; // bounded: each entry may hold a 256 KiB filter
     this.directory.set(id, {
       id,
       grpc: a.grpc,
