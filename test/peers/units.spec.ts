@@ -8,6 +8,7 @@ import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { hashBuffer } from '../../src/lib/digest.js';
 import { archiveChunks, readArchive } from '../../src/node/archive.js';
+import { parseAnnouncement } from '../../src/node/announcement.js';
 import { Bloom } from '../../src/node/bloom.js';
 import { CallVerifier, clusterKeys, signCall } from '../../src/node/cluster-auth.js';
 import { PEER_METHODS, packDigests, peerProto, unpackDigests } from '../../src/node/peer-proto.js';
@@ -90,6 +91,33 @@ describe('the blob summary (Bloom filter)', () => {
     const others = Array.from({ length: 20_000 }, () => randomBytes(32).toString('hex'));
     expect(others.filter((d) => bloom.mayHave(d)).length / others.length).toBeLessThan(0.03);
     expect(bloom.bits.byteLength).toBeLessThanOrEqual(256 << 10);
+  });
+});
+
+describe('announcements from the wire', () => {
+  const good = { v: 1, grpc: '10.0.0.5:7402', addrs: ['/ip4/10.0.0.5/tcp/7401/p2p/12D3KooWx'], trees: [hashBuffer(Buffer.from('t'))], treeCount: 1, blobs: 3, bloom: Buffer.alloc(128).toString('base64'), bloomK: 7 };
+  const enc = (v: unknown) => Buffer.from(JSON.stringify(v));
+
+  it('takes a well-formed one', () => {
+    expect(parseAnnouncement(enc(good))).toEqual(good);
+    expect(parseAnnouncement(enc({ v: 1, grpc: '[::1]:7402', addrs: [], bye: true }))).toMatchObject({ bye: true });
+  });
+
+  it('drops anything malformed', () => {
+    const bad = [
+      Buffer.from('not json'),
+      enc(null),
+      enc({ ...good, v: 2 }),
+      enc({ ...good, grpc: 'host:port; rm -rf /' }),
+      enc({ ...good, trees: ['nope'] }),
+      enc({ ...good, trees: Array.from({ length: 1001 }, () => good.trees[0]) }),
+      enc({ ...good, addrs: Array.from({ length: 17 }, () => 'x') }),
+      enc({ ...good, blobs: -0.5 }),
+      enc({ ...good, bloom: Buffer.alloc(100).toString('base64') }), // not a power of two
+      enc({ ...good, bloom: Buffer.alloc(512 << 10).toString('base64') }), // too large
+      enc({ ...good, bloomK: 9 }),
+    ];
+    for (const b of bad) expect(parseAnnouncement(b)).toBeUndefined();
   });
 });
 
