@@ -225,5 +225,5 @@ console.log(
 );
 console.log("last: until the last node has the whole tree; median: a node's own wait from its arrival. One node holds the tree at t=0; so does the origin.");
 const flash = table('all nodes start at once (flash crowd)', 0);
-const fleet = table(`nodes arrive evenly over ${ARRIVAL_S} s (a CI fleet); times are until the last one is done`, ARRIVAL_S);
+const fleet = table(`nodes arrive evenly over ${ARRIVAL_S} s (a CI fleet)`, ARRIVAL_S);
 console.log(JSON.stringify({ bench: 'p2p-sim', treeMB: TREE_MB, nodeMBps: NODE, originMBps: ORIGIN, spread: SPREAD, serveStreams: SERVE_STREAMS, announceS: ANNOUNCE_S, arrivalS: ARRIVAL_S, flash, fleet }));

@@ -14,13 +14,10 @@
 // Tickets expire after `timeoutMs` unused; a connection that sends no
 // ticket within `timeoutMs`, or stops reading for that long, is closed.
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Digest } from '../lib/digest.js';
-import { errnoOf, fsError } from '../lib/errors.js';
 import type { Metrics } from '../tiers/metrics.js';
-import { archiveHeader, blobFrame, endFrame } from './archive.js';
-import { corruptBlob, missingBlob } from './cas.js';
+import { RingWriter, writeArchive } from './archive-writer.js';
 import type { ServeHooks } from './peer-test-hooks.js';
 import type { Store } from './store.js';
 
@@ -108,10 +105,11 @@ export class BulkServer {
     this.tickets.delete(hello!.toString('hex', 8));
     clearTimeout(ticket.timer);
     const { plan } = ticket;
-    const out = new RingWriter(sock, this.opts.hooks.throttle);
+    const out = new RingWriter({ write: (buf, done) => sock.write(buf, done), closed: (cb) => sock.once('close', cb) }, this.opts.hooks.throttle);
     try {
       await writeArchive(this.opts.store, plan.blobs, out, this.opts.hooks.corrupt);
-      await out.end();
+      await out.flush();
+      await new Promise<void>((resolve) => sock.end(resolve));
     } catch (e) {
       // A local blob found missing or corrupt (quarantined), or the client left.
       if (!sock.destroyed) this.opts.log(`bulk: stream to ${plan.peer} stopped: ${(e as Error).message}`);
@@ -121,137 +119,6 @@ export class BulkServer {
       plan.release();
     }
   }
-}
-
-/** Size of the buffers an archive is assembled in, and how many may be in flight on one socket. */
-const PIECE = 1 << 20;
-const RING = 8;
-
-/**
- * Writes to a socket from a small ring of reusable buffers: file bytes are
- * read straight into them (one copy, no allocation per blob, nothing for
- * the GC), small frames and blobs share a buffer, and at most RING × PIECE
- * bytes wait in the socket at any time (a buffer comes back when the
- * kernel has taken it).
- */
-class RingWriter {
-  private readonly free: Buffer[] = Array.from({ length: RING }, () => Buffer.allocUnsafe(PIECE));
-  private readonly waiting: (() => void)[] = [];
-  private cur: Buffer | undefined;
-  private off = 0;
-  private failed: Error | undefined;
-  private readonly started = Date.now();
-  bytes = 0;
-
-  constructor(
-    private readonly sock: Socket,
-    /** Test hook: bytes per second at most. */
-    private readonly throttle: number,
-  ) {
-    sock.once('close', () => {
-      this.failed ??= new Error('the client closed the connection');
-      for (const w of this.waiting.splice(0)) w();
-    });
-  }
-
-  /** The current buffer, with room for at least one byte. */
-  async room(): Promise<{ buf: Buffer; off: number; len: number }> {
-    if (this.cur && this.off < PIECE) return { buf: this.cur, off: this.off, len: PIECE - this.off };
-    if (this.cur) await this.flush();
-    while (this.free.length === 0 && !this.failed) await new Promise<void>((r) => this.waiting.push(r));
-    if (this.failed) throw this.failed;
-    this.cur = this.free.pop()!;
-    this.off = 0;
-    return { buf: this.cur, off: 0, len: PIECE };
-  }
-
-  /** Marks `n` bytes of the current buffer filled. */
-  filled(n: number): void {
-    this.off += n;
-  }
-
-  async put(data: Buffer): Promise<void> {
-    let done = 0;
-    while (done < data.byteLength) {
-      const r = await this.room();
-      const n = Math.min(r.len, data.byteLength - done);
-      data.copy(r.buf, r.off, done, done + n);
-      this.filled(n);
-      done += n;
-    }
-  }
-
-  async flush(): Promise<void> {
-    const buf = this.cur;
-    const n = this.off;
-    this.cur = undefined;
-    this.off = 0;
-    if (!buf) return;
-    if (n === 0) {
-      this.free.push(buf);
-      return;
-    }
-    if (this.failed) throw this.failed;
-    this.bytes += n;
-    if (this.throttle > 0) {
-      const due = this.started + (this.bytes / this.throttle) * 1000;
-      if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
-    }
-    this.sock.write(buf.subarray(0, n), () => {
-      this.free.push(buf);
-      this.waiting.shift()?.();
-    });
-  }
-
-  async end(): Promise<void> {
-    await this.flush();
-    await new Promise<void>((resolve) => this.sock.end(resolve));
-  }
-}
-
-/**
- * The archive of `blobs` (docs/archive-format.md) from the local CAS into
- * `out`. A blob is sent as the index knows it: present, of its size and
- * untouched since it was written (the cheap check `materialize` trusts);
- * one that fails it is re-hashed, and a corrupt one quarantined and the
- * stream cut before its frame. The receiver verifies every blob anyway.
- */
-async function writeArchive(store: Store, blobs: { digest: Digest; size: number }[], out: RingWriter, corrupt: boolean): Promise<void> {
-  await out.put(archiveHeader());
-  let total = 0;
-  for (const { digest, size } of blobs) {
-    const st = store.cas.statOf(digest);
-    if (!st) throw missingBlob(digest);
-    store.checkBlob(digest, size, st); // throws (and quarantines) when the blob is not what its name says
-    const path = store.cas.pathOf(digest);
-    let fd: number;
-    try {
-      fd = openSync(path, 'r');
-    } catch (e) {
-      if (errnoOf(e) === 'ENOENT') throw missingBlob(digest);
-      throw fsError(e, path, 'reading a blob');
-    }
-    try {
-      await out.put(blobFrame(digest, size));
-      let left = size;
-      let first = corrupt;
-      while (left > 0) {
-        const r = await out.room();
-        const n = readSync(fd, r.buf, r.off, Math.min(r.len, left), null);
-        if (n === 0) throw corruptBlob(digest); // shorter than its size: changed under us
-        if (first) {
-          r.buf[r.off] = r.buf[r.off]! ^ 0xff; // test hook: a lying peer
-          first = false;
-        }
-        out.filled(n);
-        left -= n;
-      }
-    } finally {
-      closeSync(fd);
-    }
-    total += size;
-  }
-  await out.put(endFrame(blobs.length, total));
 }
 
 /** The first BULK_HELLO_LEN bytes a client sends, or undefined if it closes or sends more. */

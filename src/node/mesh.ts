@@ -405,7 +405,9 @@ function joinError(addr: string, e: unknown): VriftError {
   } else if (/ECONNREFUSED/.test(all)) {
     why = 'nothing listens there';
   } else if (/Abort|timeout|timed out/i.test(all)) {
-    why = 'it did not answer in time';
+    // A wrong pre-shared key garbles the handshake: the other side may wait for bytes that never come.
+    why = 'no handshake in time';
+    hint = 'both nodes need the same cluster secret (VRIFT_CLUSTER_SECRET or cluster.secret); check also the address and that the node is up';
   }
   return new VriftError('ERR_VRIFT_MESH_JOIN', `could not join ${addr}: ${why}`, { hint, cause: e });
 }

@@ -73,6 +73,8 @@ export class PeerConnection {
       'grpc.max_send_message_length': opts.maxMessageBytes,
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 2000,
+      // HTTP/2's default 64 KiB window holds a stream to ~0.1 GB/s here; streams carry MiBs.
+      'grpc-node.flow_control_window': 16 << 20,
     });
   }
 

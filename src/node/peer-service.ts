@@ -14,12 +14,12 @@ import { isVriftError } from '../lib/errors.js';
 import type { Metrics } from '../tiers/metrics.js';
 import type { ArchiveRequest__Output } from '../gen/vrift/peer/v1/ArchiveRequest.js';
 import type { PeerHandlers } from '../gen/vrift/peer/v1/Peer.js';
-import { archiveChunks } from './archive.js';
+import { RingWriter, writeArchive } from './archive-writer.js';
 import type { BulkServer } from './bulk-server.js';
 import { AUTH_METADATA, CallVerifier, type ClusterKeys } from './cluster-auth.js';
 import type { ClusterConfig } from './cluster-config.js';
 import { PEER_METHODS, peerProto, unpackDigests } from './peer-proto.js';
-import { hookArchive, throttled, type ServeHooks } from './peer-test-hooks.js';
+import { throttled, type ServeHooks } from './peer-test-hooks.js';
 import { assertRefName, type Store } from './store.js';
 import { decodeTree, type TreeEntry } from './tree.js';
 
@@ -265,22 +265,29 @@ export class PeerService {
       GetArchive: streaming(PEER_METHODS.getArchive, async (call, peer) => {
         const blobs = plan(call.request);
         const release = slot(peer);
-        let bytes = 0;
-        try {
-          let first = true;
-          const total = blobs.reduce((n, b) => n + b.size, 0);
-          for await (const chunk of hookArchive(archiveChunks(this.opts.store, blobs), this.opts.hooks)) {
-            for (let off = 0; off < chunk.byteLength; off += MESSAGE_CHUNK) {
-              if (call.cancelled) return;
-              const data = chunk.subarray(off, off + MESSAGE_CHUNK);
-              await send(call, first ? { data, blobs: blobs.length, bytes: total } : { data });
+        // Each buffer of the writer's ring becomes one message; the first also says what is coming.
+        let first = true;
+        const total = blobs.reduce((n, b) => n + b.size, 0);
+        const out = new RingWriter(
+          {
+            write: (data, done) => {
+              call.write(first ? { data, blobs: blobs.length, bytes: total } : { data }, done);
               first = false;
-              bytes += data.byteLength;
-            }
-          }
+            },
+            closed: (cb) => {
+              call.once('cancelled', cb);
+              call.once('close', cb);
+            },
+          },
+          this.opts.hooks.throttle,
+        );
+        try {
+          await writeArchive(this.opts.store, blobs, out, this.opts.hooks.corrupt);
+          await out.flush();
+          await out.drained();
         } finally {
           release();
-          this.opts.metrics.inc('vrift_peer_served_bytes_total', { via: 'grpc' }, bytes);
+          this.opts.metrics.inc('vrift_peer_served_bytes_total', { via: 'grpc' }, out.bytes);
         }
       }),
 

@@ -9,10 +9,10 @@ import { describe, expect, it } from 'vitest';
 import { hashBuffer } from '../../src/lib/digest.js';
 import { archiveChunks, readArchive } from '../../src/node/archive.js';
 import { parseAnnouncement } from '../../src/node/announcement.js';
+import { RingWriter, writeArchive } from '../../src/node/archive-writer.js';
 import { Bloom } from '../../src/node/bloom.js';
 import { CallVerifier, clusterKeys, signCall } from '../../src/node/cluster-auth.js';
 import { PEER_METHODS, packDigests, peerProto, unpackDigests } from '../../src/node/peer-proto.js';
-import { corruptArchive } from '../../src/node/peer-test-hooks.js';
 import { Store } from '../../src/node/store.js';
 import { split } from '../../src/tiers/peer.js';
 import { ROOT } from '../helpers/cli.js';
@@ -138,14 +138,38 @@ describe('splitting a backfill', () => {
   });
 });
 
-describe('the lying-peer test hook', () => {
-  it('corrupts every blob of an archive but keeps its framing, so the reader rejects each and reads on', async () => {
+describe('the archive writer of peers', () => {
+  /** What writeArchive sends, collected from a sink. */
+  async function written(store: Store, blobs: { digest: string; size: number }[], corrupt: boolean): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    const out = new RingWriter({ write: (b, done) => (parts.push(Buffer.from(b)), setImmediate(done)), closed: () => undefined }, 0);
+    await writeArchive(store, blobs, out, corrupt);
+    await out.flush();
+    await out.drained();
+    return Buffer.concat(parts);
+  }
+
+  it('writes what archiveChunks writes, byte for byte', async () => {
+    const src = Store.open(tempDir());
+    try {
+      const blobs = [Buffer.from('first'), Buffer.alloc(3 << 20, 7), Buffer.alloc(0), randomBytes(1500)].map((b) => src.putBlob(b));
+      const list = blobs.map((b) => ({ digest: b.digest, size: b.size }));
+      const ref: Buffer[] = [];
+      for await (const c of archiveChunks(src, list)) ref.push(c);
+      expect((await written(src, list, false)).equals(Buffer.concat(ref))).toBe(true);
+    } finally {
+      await src.close();
+    }
+  });
+
+  it('with the lying-peer test hook, corrupts every blob but keeps the framing, so the reader rejects each and reads on', async () => {
     const src = Store.open(tempDir());
     const dst = Store.open(tempDir());
     try {
       const blobs = [Buffer.from('first'), Buffer.alloc(3 << 20, 7), Buffer.alloc(0), Buffer.from('last')].map((b) => src.putBlob(b));
       const want = new Set(blobs.map((b) => b.digest));
-      const res = await readArchive(dst, corruptArchive(archiveChunks(src, blobs.map((b) => ({ digest: b.digest, size: b.size })))), { want: (d) => want.has(d) });
+      const arc = await written(src, blobs.map((b) => ({ digest: b.digest, size: b.size })), true);
+      const res = await readArchive(dst, [arc], { want: (d) => want.has(d) });
       expect(res.blobs).toBe(4);
       expect(res.rejected.map((r) => r.digest)).toEqual(blobs.filter((b) => b.size > 0).map((b) => b.digest));
       expect(res.admitted).toBe(1); // the empty blob has no byte to flip
