@@ -80,6 +80,16 @@ enum vrift_msg_type {
   VRIFT_MSG_SHUTDOWN = 13,/* -> OK, then the daemon stops */
   VRIFT_MSG_MOUNTS = 14,  /* -> OK: one MOUNT_ENTRY per mount ("<shm name>\t<path>\t<tree>") */
   VRIFT_MSG_CHMOD = 15,   /* PATH, REL, MODE -> OK (trees keep a file's executable bit only) */
+  /* The cluster (src/node/cluster.ts); on a node without a cluster secret
+     each fails with ERR_VRIFT_CLUSTER_OFF. */
+  VRIFT_MSG_NODE_JOIN = 16,     /* ADDR (a libp2p multiaddr) -> OK: JSON {"peer","addr"}; the
+                                   address is remembered and dialed again after a restart */
+  VRIFT_MSG_NODE_LEAVE = 17,    /* [ADDR] -> OK: JSON {"forgot":[…],"left"}: forget one address,
+                                   or (without ADDR) leave the mesh until the next join */
+  VRIFT_MSG_NODE_PEERS = 18,    /* [TREE (digest)], [DIGEST, repeated, at most 16384] -> OK: JSON
+                                   {"self","left","peers":[…]}, best first for that tree/those blobs */
+  VRIFT_MSG_NODE_PENALIZE = 19, /* PEER (peer id), [ERR_MSG (why)] -> OK: the peer sent wrong bytes;
+                                   it is avoided for cluster.penaltyMs */
   VRIFT_MSG_OK = 0x100,
   VRIFT_MSG_ERROR = 0x101
 };
@@ -103,7 +113,9 @@ enum vrift_field_tag {
   VRIFT_F_VERSION = 15,   /* string */
   VRIFT_F_SIZE = 16,      /* u64 */
   VRIFT_F_HOME = 17,      /* string: $VRIFT_HOME of the daemon */
-  VRIFT_F_MOUNT_ENTRY = 18/* string, repeated */
+  VRIFT_F_MOUNT_ENTRY = 18,/* string, repeated */
+  VRIFT_F_ADDR = 19,      /* string: a libp2p multiaddr */
+  VRIFT_F_PEER = 20       /* string: a libp2p peer id */
 };
 
 /* Encoding helpers (header-only, no allocation). Each returns the number of

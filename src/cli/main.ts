@@ -32,6 +32,7 @@ const COMMANDS: Record<string, () => Promise<Module>> = {
   unmount: () => import('./commands/mount.js'),
   run: () => import('./commands/run.js'),
   snapshot: () => import('./commands/snapshot.js'),
+  node: () => import('./commands/node.js'),
 };
 
 const wanted = process.argv[2];

@@ -22,7 +22,8 @@ export class AdmitBatcher {
   private used = 0;
   private slices: Slice[] = [];
   private sealed: { buf: Buffer; slices: Slice[] }[] = [];
-  private readonly inflight: Promise<void>[] = [];
+  private readonly inflight = new Set<Promise<void>>();
+  private error: unknown;
   private readonly spare: Buffer[] = [];
   private cur: { digest: Digest; offset: number; size: number; filled: number } | undefined;
 
@@ -62,21 +63,37 @@ export class AdmitBatcher {
     this.cur = undefined;
   }
 
-  /** Starts writing full batches; waits when too many are in flight. Call between stream chunks. */
-  async drain(): Promise<void> {
+  /** Starts writing the batches that are full (without waiting for them). */
+  kick(): void {
     while (this.sealed.length > 0) {
       const b = this.sealed.shift()!;
-      this.inflight.push(this.writeBatch(b.buf, b.slices));
-      if (this.inflight.length >= MAX_IN_FLIGHT) await this.inflight.shift();
+      const p: Promise<void> = this.writeBatch(b.buf, b.slices)
+        .catch((e: unknown) => {
+          this.error ??= e;
+        })
+        .finally(() => this.inflight.delete(p));
+      this.inflight.add(p);
     }
   }
 
-  /** Writes everything verified so far and waits for it. */
+  /** Enough batches are being written that the stream should wait. */
+  busy(): boolean {
+    return this.inflight.size >= MAX_IN_FLIGHT;
+  }
+
+  /** Resolves when fewer batches are in flight; throws the first write error (a full disk …). */
+  async ready(): Promise<void> {
+    while (this.inflight.size >= MAX_IN_FLIGHT) await Promise.race(this.inflight);
+    if (this.error !== undefined) throw this.error;
+  }
+
+  /** Writes everything verified so far and waits for it; throws the first write error. */
   async finish(): Promise<void> {
     this.abandon();
     this.seal();
-    await this.drain();
-    while (this.inflight.length > 0) await this.inflight.shift();
+    this.kick();
+    await Promise.all(this.inflight);
+    if (this.error !== undefined) throw this.error;
   }
 
   private seal(): void {

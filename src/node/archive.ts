@@ -155,7 +155,7 @@ export interface ArchiveReadOptions {
   /** Largest blob admitted at all. */
   maxBlobBytes?: number;
   onAdmit?(digest: Digest, size: number): void;
-  /** A blob that was not admitted because it is wrong (logged and counted by the caller). */
+  /** A blob that was not admitted because it is wrong (logged and counted by the caller; throwing stops the reader). */
   onReject?(digest: Digest, reason: string): void;
   /** Stream bytes consumed so far (progress). */
   onBytes?(n: number): void;
@@ -185,168 +185,258 @@ export class ArchiveError extends VriftError {
 const DEFAULT_MAX_BLOB = 64 * 1024 ** 3;
 
 /**
+ * A source that hands its chunks to a function synchronously, reusing its
+ * buffer afterwards (a socket read with `onread`: no allocation per chunk).
+ * `pump` resolves at the end of the stream and rejects if it fails or if
+ * `sink` throws (the source then stops). A sink that returns false asks
+ * the source to pause until `resumePump()`.
+ */
+export interface ChunkPump {
+  pump(sink: (chunk: Uint8Array) => boolean | void): Promise<void>;
+  resumePump(): void;
+}
+
+function isPump(source: unknown): source is ChunkPump {
+  return typeof (source as Partial<ChunkPump>).pump === 'function';
+}
+
+/**
  * Reads an archive from `source`, admitting wanted blobs into the store
  * (verified) and reading past the rest. Resolves when the end frame is
- * read and matches; throws ArchiveError on a cut or malformed stream.
+ * read and matches; throws ArchiveError on a cut or malformed stream (a
+ * source that fails midway is a cut stream: what arrived whole is kept).
+ * A source that is also a ChunkPump is read through it (faster).
  */
-export async function readArchive(store: Store, source: AsyncIterable<Uint8Array>, opts: ArchiveReadOptions): Promise<ArchiveReadResult> {
-  const res: ArchiveReadResult = { blobs: 0, admitted: 0, admittedBytes: 0, skipped: 0, rejected: [], bytes: 0 };
-  const maxBlob = opts.maxBlobBytes ?? DEFAULT_MAX_BLOB;
-  const small = Buffer.alloc(FRAME_LEN);
-  let need = HEADER_LEN;
-  let fill = 0;
-  type State = 'header' | 'tag' | 'frame' | 'end' | 'body' | 'done';
-  // Typed wide on purpose: the helpers below change it, which flow analysis cannot see.
-  let state = 'header' as State;
-  let digest = '';
-  let size = 0;
-  let remaining = 0;
-  let writer: BlobWriter | undefined;
-  let batched = false;
-  const batcher = new AdmitBatcher(store, (d, n) => {
-    res.admitted++;
-    res.admittedBytes += n;
-    opts.onAdmit?.(d, n);
-  });
-  let rejectReason: string | undefined;
-  let total = 0;
-  const fail = (code: 'ERR_VRIFT_ARCHIVE_TRUNCATED' | 'ERR_VRIFT_ARCHIVE_MALFORMED', why: string): never => {
-    throw new ArchiveError(code, `${code === 'ERR_VRIFT_ARCHIVE_TRUNCATED' ? 'truncated' : 'malformed'} archive: ${why}`, res);
-  };
-
-  const startBody = (): void => {
-    res.blobs++;
-    total += size;
-    rejectReason = undefined;
-    const expected = opts.expectedSize?.(digest);
-    if (!opts.want(digest, size)) {
-      writer = undefined;
-    } else if (expected !== undefined && expected !== size) {
-      rejectReason = `declared size ${size} but the tree says ${expected}`;
-    } else if (size > maxBlob) {
-      rejectReason = `declared size ${size} exceeds the limit of ${maxBlob} bytes`;
-    } else if (size <= BATCHED_MAX) {
-      batcher.begin(digest, size);
-      batched = true;
-    } else {
-      writer = store.cas.writer();
-    }
-    remaining = size;
-    state = 'body';
-    if (remaining === 0) endBody();
-  };
-
-  const endBody = (): void => {
-    state = 'tag';
-    need = 1;
-    if (rejectReason !== undefined) {
-      reject(rejectReason);
-      return;
-    }
-    if (batched) {
-      batched = false;
-      if (!batcher.end()) reject('its bytes do not hash to its name');
-      return;
-    }
-    if (!writer) {
-      res.skipped++;
-      return;
-    }
-    const w = writer;
-    writer = undefined;
+export async function readArchive(store: Store, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | ChunkPump, opts: ArchiveReadOptions): Promise<ArchiveReadResult> {
+  const parser = new ArchiveParser(store, opts);
+  let own: unknown; // an error of the reader itself (malformed input, a full disk), not of the source
+  const take = (chunk: Uint8Array): void => {
     try {
-      const b = w.commit(digest);
-      store.recordBlob(b);
-      res.admitted++;
-      res.admittedBytes += b.size;
-      opts.onAdmit?.(digest, b.size);
+      parser.push(chunk);
     } catch (e) {
-      if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) throw e;
-      reject('its bytes do not hash to its name');
+      own = e;
+      throw e;
     }
   };
-
-  const reject = (reason: string): void => {
-    res.rejected.push({ digest, reason });
-    opts.onReject?.(digest, reason);
+  const settle = async (): Promise<void> => {
+    try {
+      await parser.ready();
+    } catch (e) {
+      own = e;
+      throw e;
+    }
   };
-
-  const it = source[Symbol.asyncIterator]();
   try {
-    for (;;) {
-      let next: IteratorResult<Uint8Array>;
-      try {
-        next = await it.next();
-      } catch (e) {
-        // The source itself failed (a cut connection, a damaged compressed pack): a truncated archive.
-        fail('ERR_VRIFT_ARCHIVE_TRUNCATED', `the stream failed after ${res.blobs} blobs: ${(e as Error)?.message ?? String(e)}`);
+    if (isPump(source)) {
+      await source.pump((chunk) => {
+        take(chunk);
+        if (!parser.busy()) return true;
+        // Too many blob batches still being written: pause the source until they are
+        // (a write error surfaces from finish()).
+        void parser.ready().then(
+          () => source.resumePump(),
+          () => source.resumePump(),
+        );
+        return false;
+      });
+    } else {
+      for await (const chunk of source) {
+        take(chunk);
+        await settle();
       }
-      if (next!.done) break;
-      const chunk = next!.value;
-      res.bytes += chunk.byteLength;
-      opts.onBytes?.(res.bytes);
-      let off = 0;
-      while (off < chunk.byteLength) {
-        if ((state as State) === 'body') {
-          const n = Math.min(remaining, chunk.byteLength - off);
-          if (batched) batcher.write(chunk.subarray(off, off + n));
-          else writer?.write(chunk.subarray(off, off + n));
-          remaining -= n;
-          off += n;
-          if (remaining === 0) endBody();
-          continue;
-        }
-        if (state === 'done') fail('ERR_VRIFT_ARCHIVE_MALFORMED', 'bytes after the end frame');
-        const n = Math.min(need - fill, chunk.byteLength - off);
-        small.set(chunk.subarray(off, off + n), fill);
-        fill += n;
-        off += n;
-        if (fill < need) continue;
-        fill = 0;
-        if (state === 'header') {
-          if (!small.subarray(0, 8).equals(ARCHIVE_MAGIC)) fail('ERR_VRIFT_ARCHIVE_MALFORMED', 'bad magic (not a vrift archive)');
-          const version = small.readUInt16BE(8);
-          if (version !== ARCHIVE_VERSION || small.readUInt16BE(10) !== 0) {
-            fail('ERR_VRIFT_ARCHIVE_MALFORMED', `version ${version} flags ${small.readUInt16BE(10)} (this vrift reads version ${ARCHIVE_VERSION})`);
-          }
-          state = 'tag';
-          need = 1;
-        } else if (state === 'tag') {
-          if (small[0] === TAG_BLOB) {
-            state = 'frame';
-            need = FRAME_LEN - 1;
-          } else if (small[0] === TAG_END) {
-            state = 'end';
-            need = END_LEN - 1;
-          } else fail('ERR_VRIFT_ARCHIVE_MALFORMED', `unknown frame tag 0x${small[0]!.toString(16)} after ${res.blobs} blobs`);
-        } else if (state === 'frame') {
-          digest = small.toString('hex', 0, 32);
-          const big = small.readBigUInt64BE(32);
-          if (big > BigInt(Number.MAX_SAFE_INTEGER)) fail('ERR_VRIFT_ARCHIVE_MALFORMED', `blob ${digest} declares an impossible size`);
-          size = Number(big);
-          startBody();
-        } else {
-          const count = small.readBigUInt64BE(0);
-          const bytes = small.readBigUInt64BE(8);
-          if (count !== BigInt(res.blobs) || bytes !== BigInt(total)) {
-            fail('ERR_VRIFT_ARCHIVE_MALFORMED', `end frame says ${count} blobs / ${bytes} bytes but the stream held ${res.blobs} / ${total}`);
-          }
-          state = 'done';
-        }
-      }
-      await batcher.drain();
     }
   } catch (e) {
-    writer?.abort();
-    // What was verified before the failure is kept (a retry asks only for the rest).
-    await batcher.finish();
-    throw e;
+    await parser.abort().catch(() => undefined);
+    if (e === own || e instanceof ArchiveError) throw e;
+    // The source itself failed (a cut connection, a damaged compressed pack): a truncated archive.
+    parser.truncated(`the stream failed after ${parser.res.blobs} blobs: ${(e as Error)?.message ?? String(e)}`);
   }
-  await batcher.finish();
-  if (state !== 'done') {
-    writer?.abort();
-    const where = (state as State) === 'body' ? `inside blob ${digest} (${size - remaining} of ${size} bytes)` : 'before the end frame';
-    fail('ERR_VRIFT_ARCHIVE_TRUNCATED', `the stream ended ${where} after ${res.admitted} blobs were admitted`);
+  return parser.finish();
+}
+
+type State = 'header' | 'tag' | 'frame' | 'end' | 'body' | 'done';
+
+/** The reader as a push parser: `push` each chunk as it arrives (synchronously), then `finish`. */
+export class ArchiveParser {
+  readonly res: ArchiveReadResult = { blobs: 0, admitted: 0, admittedBytes: 0, skipped: 0, rejected: [], bytes: 0 };
+  private readonly maxBlob: number;
+  private readonly small = Buffer.alloc(FRAME_LEN);
+  private need = HEADER_LEN;
+  private fill = 0;
+  private state: State = 'header';
+  private digest = '';
+  private size = 0;
+  private remaining = 0;
+  private writer: BlobWriter | undefined;
+  /** The current blob goes through the batcher (small) rather than a writer. */
+  private batched = false;
+  private readonly batcher: AdmitBatcher;
+  private rejectReason: string | undefined;
+  private total = 0;
+
+  constructor(
+    private readonly store: Store,
+    private readonly opts: ArchiveReadOptions,
+  ) {
+    this.maxBlob = opts.maxBlobBytes ?? DEFAULT_MAX_BLOB;
+    this.batcher = new AdmitBatcher(store, (digest, size) => {
+      this.res.admitted++;
+      this.res.admittedBytes += size;
+      this.opts.onAdmit?.(digest, size);
+    });
   }
-  return res;
+
+  private fail(code: 'ERR_VRIFT_ARCHIVE_TRUNCATED' | 'ERR_VRIFT_ARCHIVE_MALFORMED', why: string): never {
+    throw new ArchiveError(code, `${code === 'ERR_VRIFT_ARCHIVE_TRUNCATED' ? 'truncated' : 'malformed'} archive: ${why}`, this.res);
+  }
+
+  private startBody(): void {
+    const { opts, digest, size } = this;
+    this.res.blobs++;
+    this.total += size;
+    this.rejectReason = undefined;
+    const expected = opts.expectedSize?.(digest);
+    if (!opts.want(digest, size)) {
+      this.writer = undefined;
+    } else if (expected !== undefined && expected !== size) {
+      this.rejectReason = `declared size ${size} but the tree says ${expected}`;
+    } else if (size > this.maxBlob) {
+      this.rejectReason = `declared size ${size} exceeds the limit of ${this.maxBlob} bytes`;
+    } else if (size <= BATCHED_MAX) {
+      this.batcher.begin(digest, size);
+      this.batched = true;
+    } else {
+      this.writer = this.store.cas.writer();
+    }
+    this.remaining = size;
+    this.state = 'body';
+    if (this.remaining === 0) this.endBody();
+  }
+
+  private endBody(): void {
+    this.state = 'tag';
+    this.need = 1;
+    if (this.rejectReason !== undefined) {
+      this.reject(this.rejectReason);
+      return;
+    }
+    if (this.batched) {
+      this.batched = false;
+      if (!this.batcher.end()) this.reject('its bytes do not hash to its name');
+      return;
+    }
+    if (!this.writer) {
+      this.res.skipped++;
+      return;
+    }
+    const w = this.writer;
+    this.writer = undefined;
+    try {
+      const b = w.commit(this.digest);
+      this.store.recordBlob(b);
+      this.res.admitted++;
+      this.res.admittedBytes += b.size;
+      this.opts.onAdmit?.(this.digest, b.size);
+    } catch (e) {
+      if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) throw e;
+      this.reject('its bytes do not hash to its name');
+    }
+  }
+
+  private reject(reason: string): void {
+    this.res.rejected.push({ digest: this.digest, reason });
+    this.opts.onReject?.(this.digest, reason);
+  }
+
+  /** Takes the next chunk of the stream (it may be reused by the caller once this returns). */
+  push(chunk: Uint8Array): void {
+    const res = this.res;
+    res.bytes += chunk.byteLength;
+    this.opts.onBytes?.(res.bytes);
+    let off = 0;
+    while (off < chunk.byteLength) {
+      if (this.state === 'body') {
+        const n = Math.min(this.remaining, chunk.byteLength - off);
+        if (this.batched) this.batcher.write(chunk.subarray(off, off + n));
+        else this.writer?.write(chunk.subarray(off, off + n));
+        this.remaining -= n;
+        off += n;
+        if (this.remaining === 0) this.endBody();
+        continue;
+      }
+      if (this.state === 'done') this.fail('ERR_VRIFT_ARCHIVE_MALFORMED', 'bytes after the end frame');
+      const small = this.small;
+      const n = Math.min(this.need - this.fill, chunk.byteLength - off);
+      small.set(chunk.subarray(off, off + n), this.fill);
+      this.fill += n;
+      off += n;
+      if (this.fill < this.need) continue;
+      this.fill = 0;
+      if (this.state === 'header') {
+        if (!small.subarray(0, 8).equals(ARCHIVE_MAGIC)) this.fail('ERR_VRIFT_ARCHIVE_MALFORMED', 'bad magic (not a vrift archive)');
+        const version = small.readUInt16BE(8);
+        if (version !== ARCHIVE_VERSION || small.readUInt16BE(10) !== 0) {
+          this.fail('ERR_VRIFT_ARCHIVE_MALFORMED', `version ${version} flags ${small.readUInt16BE(10)} (this vrift reads version ${ARCHIVE_VERSION})`);
+        }
+        this.state = 'tag';
+        this.need = 1;
+      } else if (this.state === 'tag') {
+        if (small[0] === TAG_BLOB) {
+          this.state = 'frame';
+          this.need = FRAME_LEN - 1;
+        } else if (small[0] === TAG_END) {
+          this.state = 'end';
+          this.need = END_LEN - 1;
+        } else this.fail('ERR_VRIFT_ARCHIVE_MALFORMED', `unknown frame tag 0x${small[0]!.toString(16)} after ${res.blobs} blobs`);
+      } else if (this.state === 'frame') {
+        this.digest = small.toString('hex', 0, 32);
+        const big = small.readBigUInt64BE(32);
+        if (big > BigInt(Number.MAX_SAFE_INTEGER)) this.fail('ERR_VRIFT_ARCHIVE_MALFORMED', `blob ${this.digest} declares an impossible size`);
+        this.size = Number(big);
+        this.startBody();
+      } else {
+        const count = small.readBigUInt64BE(0);
+        const bytes = small.readBigUInt64BE(8);
+        if (count !== BigInt(res.blobs) || bytes !== BigInt(this.total)) {
+          this.fail('ERR_VRIFT_ARCHIVE_MALFORMED', `end frame says ${count} blobs / ${bytes} bytes but the stream held ${res.blobs} / ${this.total}`);
+        }
+        this.state = 'done';
+      }
+    }
+    this.batcher.kick();
+  }
+
+  /** Too many verified blobs are still being written: the source should wait (see ready()). */
+  busy(): boolean {
+    return this.batcher.busy();
+  }
+
+  /** Resolves once the writes in flight are few enough to take more input. */
+  ready(): Promise<void> {
+    return this.batcher.ready();
+  }
+
+  /** Drops a blob cut in the middle, and waits for the verified blobs before it to be written (they are kept). */
+  async abort(): Promise<void> {
+    this.writer?.abort();
+    this.writer = undefined;
+    this.batcher.abandon();
+    await this.batcher.finish();
+  }
+
+  /** Throws the truncation error (with what was admitted so far). */
+  truncated(why: string): never {
+    this.fail('ERR_VRIFT_ARCHIVE_TRUNCATED', why);
+  }
+
+  /** The result, once the stream ended; ERR_VRIFT_ARCHIVE_TRUNCATED when it ended before its end frame. */
+  async finish(): Promise<ArchiveReadResult> {
+    await this.batcher.finish();
+    if (this.state !== 'done') {
+      await this.abort();
+      const where = this.state === 'body' ? `inside blob ${this.digest} (${this.size - this.remaining} of ${this.size} bytes)` : 'before the end frame';
+      this.fail('ERR_VRIFT_ARCHIVE_TRUNCATED', `the stream ended ${where} after ${this.res.admitted} blobs were admitted`);
+    }
+    return this.res;
+  }
 }

@@ -1,5 +1,10 @@
 // vriftd: the per-host daemon. It builds its components (store, mounts,
-// control socket …), starts them in order and stops them in reverse.
+// cluster: bulk server, peer service, mesh; control socket last, so a
+// client that can connect finds everything up), starts them in order and
+// stops them in reverse.
+import { Metrics } from '../tiers/metrics.js';
+import { Cluster } from './cluster.js';
+import { loadConfig } from './config.js';
 import { socketPathOf } from './daemon-paths.js';
 import { acquireDaemonLock } from './daemon-lock.js';
 import { ControlServer, requireStr, type Handler } from './control-server.js';
@@ -24,6 +29,9 @@ export interface DaemonOptions {
 export class Daemon {
   readonly store: Store;
   readonly mounts: MountManager;
+  /** Membership of the cluster; undefined when no cluster secret is set (the node runs alone). */
+  readonly cluster: Cluster | undefined;
+  readonly metrics = new Metrics();
   readonly socketPath: string;
   readonly startedAt = Date.now();
   private readonly components: Component[] = [];
@@ -38,9 +46,12 @@ export class Daemon {
     this.store = Store.open(opts.home);
     this.socketPath = socketPathOf(this.store.layout.run);
     this.mounts = new MountManager(this.store, this.log);
+    const config = loadConfig({ home: this.store.layout.root }); // validated in full: a mistake stops the start
+    this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log });
     const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
     this.components.push(
       { name: 'mounts', start: () => this.mounts.restore(), stop: () => this.mounts.stop() },
+      ...(this.cluster?.components() ?? []),
       { name: 'control', start: () => control.start(), stop: () => control.stop() },
     );
   }
@@ -88,8 +99,10 @@ export class Daemon {
       version: DAEMON_VERSION,
       home: this.store.layout.root,
       uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
-      addresses: { control: this.socketPath },
+      addresses: { control: this.socketPath, ...this.cluster?.addresses() },
+      cluster: this.cluster?.status() ?? { enabled: false },
       mounts: this.mounts.list(),
+      metrics: this.metrics.snapshot(),
     };
   }
 
@@ -117,6 +130,7 @@ export class Daemon {
     });
     h.set(Msg.MOUNTS, (): FieldList => this.mounts.records().map((r) => [F.MOUNT_ENTRY, `${r.name}\t${r.path}\t${r.tree}`]));
     registerMountWrites(h, this); // COMMIT, FETCH, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
+    Cluster.registerHandlers(h, this.cluster); // NODE_JOIN, NODE_LEAVE, NODE_PEERS, NODE_PENALIZE
     h.set(Msg.SHUTDOWN, (): FieldList => {
       setImmediate(() => void this.stop());
       return [];

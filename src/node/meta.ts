@@ -174,6 +174,11 @@ export class Meta {
     void this.statcache.put(absPath, encodeStat(rec));
   }
 
+  /** How many blobs the index holds (O(1): LMDB's own count). */
+  blobCount(): number {
+    return (this.blobs.getStats() as { entryCount?: number }).entryCount ?? 0;
+  }
+
   /** Marks a tree used now (gc's LRU order: a blob is as recent as the most recent tree using it). */
   touchTree(tree: Digest, now = Date.now()): void {
     const rec = this.trees.get(tree);

@@ -23,6 +23,10 @@ export const Msg = {
   SHUTDOWN: 13,
   MOUNTS: 14,
   CHMOD: 15,
+  NODE_JOIN: 16,
+  NODE_LEAVE: 17,
+  NODE_PEERS: 18,
+  NODE_PENALIZE: 19,
   OK: 0x100,
   ERROR: 0x101,
 } as const;
@@ -46,6 +50,8 @@ export const F = {
   SIZE: 16,
   HOME: 17,
   MOUNT_ENTRY: 18,
+  ADDR: 19,
+  PEER: 20,
 } as const;
 
 export type FieldValue = string | { u32: number } | { u64: number } | Uint8Array;

@@ -8,13 +8,14 @@ import { Chain } from './chain.js';
 import { chainSection } from './chain-config.js';
 import { LocalTier, localTier } from './local.js';
 import { Metrics } from './metrics.js';
+import { peerTier } from './peer.js';
 import { redisTier } from './redis.js';
 import { s3Tier } from './s3.js';
 import type { TierFactory, TierLog } from './tier.js';
 
 export const TIER_FACTORIES: readonly TierFactory<any>[] = [
   localTier,
-  // peerTier (src/tiers/peer.ts) goes here: peers are asked before Redis.
+  peerTier, // peers are asked before Redis
   redisTier,
   s3Tier,
 ];

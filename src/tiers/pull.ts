@@ -1,6 +1,6 @@
 // Pulling a tree through the chain: resolve the ref, fetch the tree blob,
 // then only the blobs the local CAS lacks — in bulk where a tier has an
-// archive of the tree (S3 packs; later a peer's backfill), blob by blob
+// archive of the tree (S3 packs, a peer's backfill), blob by blob
 // otherwise — trying the tiers in order until nothing is missing.
 // Nothing is written outside the CAS: materializing is the caller's step.
 import { isDigest, type Digest } from '../lib/digest.js';
@@ -109,7 +109,13 @@ export async function pullTree(chain: Chain, treeish: string, opts: { onProgress
   return res;
 }
 
-/** Reads a tier's archives of the tree, newest first, until nothing it could hold is missing. */
+/**
+ * Reads a tier's archives of the tree until nothing it could hold is
+ * missing: in order (S3 packs, newest first), or several at once where
+ * the tier says so (a peer backfill spread over peers). A part that can
+ * resume is opened again after a failure, and then streams only what is
+ * still missing.
+ */
 async function pullArchives(chain: Chain, tier: Tier, tree: Digest, missing: Map<Digest, number>, got: (t: Tier, d: Digest, s: number) => void): Promise<void> {
   const labels = { tier: tier.name };
   let parts;
@@ -118,28 +124,36 @@ async function pullArchives(chain: Chain, tier: Tier, tree: Digest, missing: Map
   } catch {
     return; // recorded; blob-by-blob and the next tiers remain
   }
-  for (const part of parts ?? []) {
-    if (missing.size === 0) break;
+  await mapLimit(parts ?? [], tier.archiveParallelism ?? 1, async (part) => {
+    if (missing.size === 0) return;
     // Counted per archive, not per blob: tens of thousands of blobs stream through here.
     let blobs = 0;
     let bytes = 0;
     try {
       // A retry re-opens the archive and admits only what is still missing: resume after a cut.
       await chain.call(tier, 'archive', async () => {
-        const stream = await part.open();
-        await readArchive(chain.store, stream, {
-          want: (d) => missing.has(d),
-          expectedSize: (d) => missing.get(d),
-          onAdmit: (d, size) => {
-            blobs++;
-            bytes += size;
-            got(tier, d, size);
-          },
-          onReject: (d, reason) => {
-            chain.ctx.metrics.inc(M.mismatches, labels);
-            chain.ctx.log('warn', `${tier.name}: blob ${d} in ${part.name} rejected: ${reason}`);
-          },
-        });
+        for (let opened = 0; ; opened++) {
+          try {
+            const stream = await part.open();
+            await readArchive(chain.store, stream, {
+              want: (d) => missing.has(d),
+              expectedSize: (d) => missing.get(d),
+              onAdmit: (d, size) => {
+                blobs++;
+                bytes += size;
+                got(tier, d, size);
+              },
+              onReject: (d, reason) => {
+                chain.ctx.metrics.inc(M.mismatches, labels);
+                chain.ctx.log('warn', `${tier.name}: blob ${d} in ${part.name} rejected: ${reason}`);
+                part.onReject?.(d, reason);
+              },
+            });
+            return;
+          } catch (e) {
+            if (opened >= (part.reopen ?? 0) || missing.size === 0) throw e;
+          }
+        }
       });
     } catch {
       /* recorded by `call`; what arrived whole is kept, the rest is fetched below */
@@ -148,7 +162,7 @@ async function pullArchives(chain: Chain, tier: Tier, tree: Digest, missing: Map
       chain.ctx.metrics.inc(M.blobsIn, labels, blobs);
       chain.ctx.metrics.inc(M.bytesIn, labels, bytes);
     }
-  }
+  });
 }
 
 /** The tree's entries: from the local store, or fetched (verified, validated) from the first tier that has it. */

@@ -50,6 +50,15 @@ export interface ArchivePart {
   /** Bytes of the stream, when known (progress only). */
   bytes?: number;
   open(): Promise<Readable>;
+  /**
+   * How many times the caller may open this part again after a stream
+   * failed (cut, or abandoned after `onReject`). Each open streams only
+   * what the local store still lacks, from wherever the tier chooses: a
+   * peer's backfill resumes from another peer. Absent: never reopened.
+   */
+  reopen?: number;
+  /** Told of each blob of this part the reader rejected; it may throw to abandon the stream (the part is then reopened). */
+  onReject?(digest: Digest, reason: string): void;
 }
 
 /** What `pushTree` needs to store a whole tree in a tier's bulk form. */
@@ -88,6 +97,8 @@ export interface Tier {
   readonly maxBlobBytes?: number;
   /** How many concurrent `get`s suit this tier (pipelined Redis: many; S3: fewer). */
   readonly parallelism: number;
+  /** How many of its archive parts may be read at once (default 1: in order, stopping once nothing is missing). */
+  readonly archiveParallelism?: number;
 
   /** Batch presence: the subset of `digests` this tier holds. */
   has(digests: readonly Digest[]): Promise<Set<Digest>>;

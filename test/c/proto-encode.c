@@ -45,19 +45,30 @@ int main(void) {
   memcpy(buf + n, payload, p);
   hex(buf, n + p);
 
+  /* 5. NODE_PEERS, id 9: TREE and two DIGESTs (a repeated field). */
+  p = 0;
+  p += vrift_proto_field_str(payload + p, sizeof payload - p, VRIFT_F_TREE, "aa");
+  p += vrift_proto_field_str(payload + p, sizeof payload - p, VRIFT_F_DIGEST, "bb");
+  p += vrift_proto_field_str(payload + p, sizeof payload - p, VRIFT_F_DIGEST, "cc");
+  n = vrift_proto_header(buf, sizeof buf, VRIFT_MSG_NODE_PEERS, 9, (uint32_t)p);
+  memcpy(buf + n, payload, p);
+  hex(buf, n + p);
+
   /* The constants. */
   printf("{\"MAGIC\":%u,\"VERSION\":%u,\"HEADER_SIZE\":%u,\"MAX_PAYLOAD\":%u,", VRIFT_PROTO_MAGIC, VRIFT_PROTO_VERSION,
          VRIFT_PROTO_HEADER_SIZE, VRIFT_PROTO_MAX_PAYLOAD);
   printf("\"Msg\":{\"HELLO\":%d,\"STATUS\":%d,\"MOUNT\":%d,\"UNMOUNT\":%d,\"COMMIT\":%d,\"FETCH\":%d,\"MKDIR\":%d,"
-         "\"UNLINK\":%d,\"RMDIR\":%d,\"RENAME\":%d,\"SYMLINK\":%d,\"SNAPSHOT\":%d,\"SHUTDOWN\":%d,\"MOUNTS\":%d,\"CHMOD\":%d,\"OK\":%d,\"ERROR\":%d},",
+         "\"UNLINK\":%d,\"RMDIR\":%d,\"RENAME\":%d,\"SYMLINK\":%d,\"SNAPSHOT\":%d,\"SHUTDOWN\":%d,\"MOUNTS\":%d,\"CHMOD\":%d,"
+         "\"NODE_JOIN\":%d,\"NODE_LEAVE\":%d,\"NODE_PEERS\":%d,\"NODE_PENALIZE\":%d,\"OK\":%d,\"ERROR\":%d},",
          VRIFT_MSG_HELLO, VRIFT_MSG_STATUS, VRIFT_MSG_MOUNT, VRIFT_MSG_UNMOUNT, VRIFT_MSG_COMMIT, VRIFT_MSG_FETCH, VRIFT_MSG_MKDIR,
          VRIFT_MSG_UNLINK, VRIFT_MSG_RMDIR, VRIFT_MSG_RENAME, VRIFT_MSG_SYMLINK, VRIFT_MSG_SNAPSHOT, VRIFT_MSG_SHUTDOWN,
-         VRIFT_MSG_MOUNTS, VRIFT_MSG_CHMOD, VRIFT_MSG_OK, VRIFT_MSG_ERROR);
+         VRIFT_MSG_MOUNTS, VRIFT_MSG_CHMOD, VRIFT_MSG_NODE_JOIN, VRIFT_MSG_NODE_LEAVE, VRIFT_MSG_NODE_PEERS, VRIFT_MSG_NODE_PENALIZE,
+         VRIFT_MSG_OK, VRIFT_MSG_ERROR);
   printf("\"F\":{\"TREE\":%d,\"PATH\":%d,\"PROJECT\":%d,\"REL\":%d,\"STAGED\":%d,\"MODE\":%d,\"DIGEST\":%d,\"JSON\":%d,"
          "\"ERR_CODE\":%d,\"ERR_MSG\":%d,\"SHM_NAME\":%d,\"TARGET\":%d,\"REL2\":%d,\"PID\":%d,\"VERSION\":%d,\"SIZE\":%d,"
-         "\"HOME\":%d,\"MOUNT_ENTRY\":%d}}\n",
+         "\"HOME\":%d,\"MOUNT_ENTRY\":%d,\"ADDR\":%d,\"PEER\":%d}}\n",
          VRIFT_F_TREE, VRIFT_F_PATH, VRIFT_F_PROJECT, VRIFT_F_REL, VRIFT_F_STAGED, VRIFT_F_MODE, VRIFT_F_DIGEST, VRIFT_F_JSON,
          VRIFT_F_ERR_CODE, VRIFT_F_ERR_MSG, VRIFT_F_SHM_NAME, VRIFT_F_TARGET, VRIFT_F_REL2, VRIFT_F_PID, VRIFT_F_VERSION,
-         VRIFT_F_SIZE, VRIFT_F_HOME, VRIFT_F_MOUNT_ENTRY);
+         VRIFT_F_SIZE, VRIFT_F_HOME, VRIFT_F_MOUNT_ENTRY, VRIFT_F_ADDR, VRIFT_F_PEER);
   return 0;
 }

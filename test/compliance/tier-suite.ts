@@ -1,6 +1,8 @@
 // The contract every tier keeps, run against each one (local, redis, s3,
-// the chain; peers next) with a real server behind it. A new tier passes
-// this suite before it joins the chain.
+// peer, the chain) with a real server behind it. A new tier passes this
+// suite before it joins the chain. A read-only tier (peers: a node stores
+// only what it asks for) is given its content through the fixture's
+// `seed`, straight into the backend, and must refuse writes.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashBuffer, type Digest } from '../../src/lib/digest.js';
@@ -16,6 +18,13 @@ export interface TierFixture {
   tier: Tier;
   /** A size above the tier's single-request limit (S3: the multipart part size), to test the large-object path. */
   largeBlobBytes?: number;
+  /** For a read-only tier: puts content into its backend directly (what `put`/`setRef` do for the others). */
+  seed?: {
+    blob(digest: Digest, buf: Buffer): Promise<void>;
+    ref(name: string, tree: Digest): Promise<void>;
+    /** Stores the tree at `dir` in the backend; resolves with its id once the tier can serve it. */
+    tree(dir: string): Promise<Digest>;
+  };
   /** Makes the tier's backend fail (stop its server); absent for tiers that cannot fail that way. */
   breakIt?(): Promise<void>;
   fixIt?(): Promise<void>;
@@ -45,6 +54,8 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       fx = await make();
       tier = fx.tier;
     });
+    const put = (digest: Digest, buf: Buffer): Promise<void> => (tier.writable ? tier.put(digest, bufferSource(buf)) : fx.seed!.blob(digest, buf));
+    const setRef = (name: string, tree: Digest): Promise<void> => (tier.writable ? tier.setRef(name, tree) : fx.seed!.ref(name, tree));
     afterAll(async () => {
       await fx?.cleanup();
     });
@@ -61,7 +72,7 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       for (const size of [0, 1, 4096, 1 << 20]) {
         if (tier.maxBlobBytes !== undefined && size > tier.maxBlobBytes) continue;
         const b = blob(size);
-        await tier.put(b.digest, bufferSource(b.buf));
+        await put(b.digest, b.buf);
         expect((await bytesOf(await tier.get(b.digest)))!.equals(b.buf)).toBe(true);
       }
     });
@@ -69,22 +80,31 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
     it('streams a large blob in and out (multipart where the tier has it)', async () => {
       if (!fx.largeBlobBytes) return;
       const b = blob(fx.largeBlobBytes);
-      await tier.put(b.digest, bufferSource(b.buf));
+      await put(b.digest, b.buf);
       const body = await tier.get(b.digest);
       expect(body?.size).toBe(b.buf.length);
       expect((await bytesOf(body))!.equals(b.buf)).toBe(true);
     });
 
+    it('is writable, or refuses writes with a typed error (and has a way to be given content)', async () => {
+      if (tier.writable) return;
+      expect(fx.seed).toBeDefined();
+      const b = blob(10);
+      await expect(tier.put(b.digest, bufferSource(b.buf))).rejects.toMatchObject({ code: 'ERR_VRIFT_TIER_CONFIG', tier: tier.name });
+      await expect(tier.setRef(`${ns}/ro`, b.digest)).rejects.toMatchObject({ code: 'ERR_VRIFT_TIER_CONFIG', tier: tier.name });
+      expect(await tier.get(b.digest)).toBeUndefined();
+    });
+
     it('skips (does not fail on) blobs above its size limit', async () => {
       if (tier.maxBlobBytes === undefined) return;
       const b = blob(tier.maxBlobBytes + 1);
-      await tier.put(b.digest, bufferSource(b.buf));
+      await put(b.digest, b.buf);
       expect(await tier.get(b.digest)).toBeUndefined();
     });
 
     it('answers presence for a large batch in one call', async () => {
       const stored = [blob(100), blob(200)];
-      for (const b of stored) await tier.put(b.digest, bufferSource(b.buf));
+      for (const b of stored) await put(b.digest, b.buf);
       const absent = Array.from({ length: 1500 }, () => blob(8).digest);
       const asked = [...absent.slice(0, 700), stored[0]!.digest, ...absent.slice(700), stored[1]!.digest];
       const got = await tier.has(asked);
@@ -93,18 +113,18 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
 
     it('treats put as idempotent', async () => {
       const b = blob(333);
-      await tier.put(b.digest, bufferSource(b.buf));
-      await tier.put(b.digest, bufferSource(b.buf));
+      await put(b.digest, b.buf);
+      await put(b.digest, b.buf);
       expect((await bytesOf(await tier.get(b.digest)))!.equals(b.buf)).toBe(true);
     });
 
     it('sets, overwrites and lists refs, newest first', async () => {
       const [t1, t2, t3] = [blob(1).digest, blob(2).digest, blob(3).digest];
-      await tier.setRef(`${ns}/refs/a`, t1);
-      await tier.setRef(`${ns}/refs/a`, t2);
+      await setRef(`${ns}/refs/a`, t1);
+      await setRef(`${ns}/refs/a`, t2);
       expect(await tier.getRef(`${ns}/refs/a`)).toBe(t2);
       await new Promise((r) => setTimeout(r, 1100)); // S3 LastModified has 1 s resolution
-      await tier.setRef(`${ns}/refs/ünïcödé/b`, t3);
+      await setRef(`${ns}/refs/ünïcödé/b`, t3);
       expect(await tier.getRef(`${ns}/refs/ünïcödé/b`)).toBe(t3);
       const listed = await tier.listRefs(`${ns}/refs/`);
       expect(listed.map((r) => [r.name, r.tree])).toEqual([
@@ -115,7 +135,7 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
     });
 
     it('stores a whole tree in bulk and serves it as archives (if it can)', async () => {
-      if (!tier.pushTree || !tier.fetchTree) return;
+      if (!tier.fetchTree || (!tier.pushTree && !fx.seed)) return;
       const home = tempDir('vrift-suite-src-');
       const src = tempDir('vrift-suite-tree-');
       writeSampleTree(src);
@@ -123,17 +143,21 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       try {
         const { tree } = await ingest(store, src);
         const entries = store.getTree(tree).entries;
-        const push: TreePush = {
-          tree,
-          encoded: store.cas.readVerified(tree),
-          entries,
-          bases: [],
-          source: (d, size) => casSource(store, d, size),
-          archive: (list, onBlob) => archiveChunks(store, list, { onBlob }),
-          baseEntries: () => undefined,
-        };
-        await tier.pushTree(push);
-        expect((await tier.pushTree(push)).present).toBe(true);
+        if (tier.pushTree) {
+          const push: TreePush = {
+            tree,
+            encoded: store.cas.readVerified(tree),
+            entries,
+            bases: [],
+            source: (d, size) => casSource(store, d, size),
+            archive: (list, onBlob) => archiveChunks(store, list, { onBlob }),
+            baseEntries: () => undefined,
+          };
+          await tier.pushTree(push);
+          expect((await tier.pushTree(push)).present).toBe(true);
+        } else {
+          expect(await fx.seed!.tree(src)).toBe(tree);
+        }
         const want = new Set(entries.filter((e) => e.kind === 'file').map((e) => e.digest!));
         const parts = await tier.fetchTree(tree, want);
         expect(parts?.length).toBeGreaterThan(0);
@@ -173,7 +197,7 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       }
       // Back in service once the backend is.
       const b = blob(77);
-      await tier.put(b.digest, bufferSource(b.buf));
+      await put(b.digest, b.buf);
       expect((await bytesOf(await tier.get(b.digest)))!.equals(b.buf)).toBe(true);
     });
   });

@@ -35,12 +35,17 @@ describe('control protocol', () => {
         [F.ERR_CODE, ''],
         [F.ERR_MSG, 'café ✓'],
       ]),
+      encodeFrame(Msg.NODE_PEERS, 9, [
+        [F.TREE, 'aa'],
+        [F.DIGEST, 'bb'],
+        [F.DIGEST, 'cc'],
+      ]),
     ].map((b) => b.toString('hex'));
-    expect(ts).toEqual(lines.slice(0, 4));
+    expect(ts).toEqual(lines.slice(0, 5));
   });
 
   it('agrees on every constant', () => {
-    const c = JSON.parse(lines[4]!);
+    const c = JSON.parse(lines[5]!);
     expect(c).toEqual({ MAGIC, VERSION, HEADER_SIZE, MAX_PAYLOAD, Msg, F });
   });
 

@@ -47,11 +47,11 @@ describe('config', () => {
 
   it('gives one line per mistake, naming the variable or the file and key', () => {
     const home = tempDir();
-    writeFileSync(join(home, 'config.json'), JSON.stringify({ s3: { endpoint: 'ftp://x' }, cluster: {}, redis: 'redis://x' }));
+    writeFileSync(join(home, 'config.json'), JSON.stringify({ s3: { endpoint: 'ftp://x' }, clsuter: {}, redis: 'redis://x' }));
     const file = join(home, 'config.json');
     expect(mistakes(() => loadConfig({ home, env: { VRIFT_TIER_RETRIES: 'many', VRIFT_REDIS_TLS: 'maybe', VRIFT_S3_ACCESS_KEY_ID: 'AK' } })).sort()).toEqual(
       [
-        `${file}: unknown section "cluster" (known: chain, redis, s3)`,
+        `${file}: unknown section "clsuter" (known: chain, cluster, redis, s3)`,
         'VRIFT_TIER_RETRIES: not a whole number (e.g. 2)',
         `${file}: redis: not an object (e.g. "redis": { … })`,
         's3.bucket (VRIFT_S3_BUCKET or ' + file + '): required (e.g. vrift-cache)',

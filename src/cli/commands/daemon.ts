@@ -36,6 +36,8 @@ async function runForeground(out: Output): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   await daemon.stopped();
+  // Everything is closed and flushed; libp2p leaves a debounce timer of up to 1 s behind: do not wait for it.
+  setTimeout(() => process.exit(), 50).unref();
 }
 
 async function runDetached(out: Output): Promise<void> {
@@ -108,7 +110,10 @@ export function register(program: Command): void {
         }
         out.result({ running: true, ...status }, () => [
           `vriftd: running (pid ${status.pid}, up ${status.uptimeSec}s, home ${status.home})`,
-          ...Object.entries(status.addresses as Record<string, unknown>).map(([k, v]) => `  ${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`),
+          ...Object.entries(status.addresses as Record<string, unknown>)
+            .filter(([, v]) => v !== null)
+            .map(([k, v]) => `  ${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`),
+          ...(status.cluster?.enabled ? [`  cluster: peer ${status.cluster.peerId}, ${status.cluster.peers} peers${status.cluster.left ? ' (left the mesh)' : ''}`] : []),
           `  mounts: ${status.mounts.length}`,
           ...status.mounts.map((m: any) => `    ${m.path} <- ${m.tree} (${m.entries} entries, ${m.shmPath})`),
         ]);
