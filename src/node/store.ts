@@ -1,12 +1,11 @@
 // The local store: CAS files + LMDB metadata, opened together. Everything
 // that reads or writes blobs, trees and refs on this host goes through it
 // (the CLI directly, the daemon as one of its components).
-import type { Stats } from 'node:fs';
 import { isDigest, type Digest } from '../lib/digest.js';
 import { errnoOf, fsError, VriftError } from '../lib/errors.js';
 import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
-import { Meta, type BlobRecord } from './meta.js';
+import { Meta } from './meta.js';
 import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
 import type { WrittenBlob } from './blob-writer.js';
 

@@ -1,15 +1,12 @@
 // vrift up | down | status: the daemon's lifecycle.
-import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { hasCode, VriftError } from '../../lib/errors.js';
 import { ControlClient } from '../../node/control-client.js';
-import { logPathOf } from '../../node/daemon-paths.js';
 import { isDaemonAlive } from '../../node/daemon-lock.js';
-import { ensureHome, homeLayout, resolveHome } from '../../node/home.js';
+import { resolveHome } from '../../node/home.js';
 import { F, Msg } from '../../node/proto.js';
 import { plain, subcommand } from '../command.js';
-import { daemonSocket, withDaemon } from '../daemon-client.js';
+import { daemonSocket, spawnDaemon, withDaemon } from '../daemon-client.js';
 import type { Output } from '../output.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -47,28 +44,10 @@ async function runDetached(out: Output): Promise<void> {
       hint: 'use it, or stop it with `vrift down`',
     });
   }
-  const layout = homeLayout(resolveHome());
-  ensureHome(layout);
-  const logPath = logPathOf(layout.run);
-  const log = openSync(logPath, 'a', 0o600);
-  const child = spawn(process.execPath, [process.argv[1]!, 'up'], { detached: true, stdio: ['ignore', log, log], env: process.env });
-  closeSync(log);
-  let exited: number | null | undefined;
-  child.once('exit', (code) => (exited = code));
-  child.unref();
-  for (let i = 0; i < 300; i++) {
-    const h = await hello();
-    if (h) {
-      out.result({ pid: h.pid, socket: daemonSocket(), home: h.home, log: logPath }, () => `vriftd started (pid ${h.pid}), log: ${logPath}`);
-      return;
-    }
-    if (exited !== undefined) {
-      const tail = readFileSync(logPath, 'utf8').trim().split('\n').slice(-1)[0] ?? '';
-      throw new VriftError('ERR_VRIFT_DAEMON_START', `the daemon exited during start-up (${exited}): ${tail}`, { hint: `see ${logPath}` });
-    }
-    await sleep(50);
-  }
-  throw new VriftError('ERR_VRIFT_DAEMON_START', 'the daemon did not answer within 15 s', { hint: `see ${logPath}` });
+  const { logPath } = await spawnDaemon();
+  const h = await hello();
+  if (!h) throw new VriftError('ERR_VRIFT_DAEMON_START', 'the daemon stopped right after it started', { hint: `see ${logPath}` });
+  out.result({ pid: h.pid, socket: daemonSocket(), home: h.home, log: logPath }, () => `vriftd started (pid ${h.pid}), log: ${logPath}`);
 }
 
 export function register(program: Command): void {

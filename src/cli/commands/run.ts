@@ -18,15 +18,16 @@
 // without the rest of the CLI (nor commander: run-main parses the options).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { hasCode, VriftError } from '../../lib/errors.js';
 import { ControlClient } from '../../node/control-client.js';
-import { logPathOf, socketPathOf } from '../../node/daemon-paths.js';
-import { ensureHome, homeLayout, resolveHome } from '../../node/home.js';
+import { socketPathOf } from '../../node/daemon-paths.js';
+import { homeLayout, resolveHome } from '../../node/home.js';
 import { packageRoot } from '../../node/native.js';
 import { F, Msg } from '../../node/proto.js';
+import { spawnDaemon } from '../daemon-client.js';
 import { unshimmable, which } from '../elf-check.js';
 import { Output } from '../output.js';
 
@@ -35,7 +36,6 @@ interface MountSpec {
   tree: string;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function parseMounts(specs: string[]): MountSpec[] {
   return specs.map((s) => {
@@ -62,27 +62,9 @@ async function connectOrStart(socket: string, start: boolean, out: Output): Prom
   } catch (e) {
     if (!hasCode(e, 'ERR_VRIFT_DAEMON_DOWN') || !start) throw e;
   }
-  const layout = homeLayout(resolveHome());
-  ensureHome(layout);
-  const logPath = logPathOf(layout.run);
-  const log = openSync(logPath, 'a', 0o600);
-  const child = spawn(process.execPath, [process.argv[1]!, 'up'], { detached: true, stdio: ['ignore', log, log], env: process.env });
-  closeSync(log);
-  let exited: number | null | undefined;
-  child.once('exit', (code) => (exited = code));
-  child.unref();
-  for (let i = 0; i < 300; i++) {
-    try {
-      const c = await ControlClient.connect(socket);
-      out.notice(`started vriftd (pid ${child.pid}), log: ${logPath}`);
-      return c;
-    } catch (e) {
-      if (!hasCode(e, 'ERR_VRIFT_DAEMON_DOWN')) throw e;
-    }
-    if (exited !== undefined) throw new VriftError('ERR_VRIFT_DAEMON_START', `the daemon exited during start-up (${exited})`, { hint: `see ${logPath}` });
-    await sleep(50);
-  }
-  throw new VriftError('ERR_VRIFT_DAEMON_START', 'the daemon did not answer within 15 s', { hint: `see ${logPath}` });
+  const { pid, logPath } = await spawnDaemon();
+  out.notice(`started vriftd (pid ${pid}), log: ${logPath}`);
+  return ControlClient.connect(socket);
 }
 
 /** A mount point must not hide real files: absent, empty, or already a mount. */
