@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MountManager } from '../src/node/mounts.js';
 import { packageRoot } from '../src/node/native.js';
-import { median, nowMs, printTable } from './lib/measure.js';
+import { median, nowMs, printTable } from './lib.js';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(name);

@@ -7,20 +7,23 @@
 import { closeSync, mkdtempSync, openSync, readSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { hashFile } from '../src/node/cas.js';
 import { materialize } from '../src/node/materialize.js';
 import { Store } from '../src/node/store.js';
-import { median, printTable, settle, timeAsync, timeCommand, timeSync } from './lib/measure.js';
+import { flushDisk as settle, median, printTable, ROOT, run, timed, timeSync, VRIFT_BIN } from './lib.js';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const VRIFT = [join(ROOT, 'bin', 'vrift.js')];
+const VRIFT = [VRIFT_BIN];
 const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1]) || 3;
 
 const work = mkdtempSync(join(process.env.VRIFT_BENCH_DIR ?? tmpdir(), 'vrift-bench-store-'));
 const home = join(work, 'home');
 const env = { ...process.env, VRIFT_HOME: home };
+
+/** ms of one command. */
+function timeCommand(cmd: string, args: string[], e: NodeJS.ProcessEnv = process.env): number {
+  return run(cmd, args, { env: e }) * 1000;
+}
 
 function vrift(args: string[]): number {
   return timeCommand(process.execPath, [...VRIFT, ...args], env);
@@ -91,7 +94,7 @@ try {
   readOnce();
   const readMs = Math.min(...[0, 1, 2].map(() => timeSync(readOnce)));
   const hashTimes: number[] = [];
-  for (let i = 0; i < 3; i++) hashTimes.push(await timeAsync(() => hashFile(big)));
+  for (let i = 0; i < 3; i++) hashTimes.push((await timed(() => hashFile(big))) * 1000);
   const hashMs = Math.min(...hashTimes);
 
   const results = {
