@@ -89,11 +89,19 @@ export async function pullTree(chain: Chain, treeish: string, opts: { onProgress
 
   for (const tier of chain.remotes) {
     if (missing.size === 0) break;
-    if (tier.fetchTree) await pullArchives(chain, tier, tree, missing, got);
-    const left = [...missing].filter(([, size]) => tier.maxBlobBytes === undefined || size <= tier.maxBlobBytes);
-    await mapLimit(left, tier.parallelism, async ([digest, size]) => {
-      if ((await chain.fetchFrom(tier, digest, size)) !== undefined) got(tier, digest, size);
-    });
+    const fits = (size: number) => tier.maxBlobBytes === undefined || size <= tier.maxBlobBytes;
+    const oneByOne = (list: [Digest, number][]) =>
+      mapLimit(list, tier.parallelism, async ([digest, size]) => {
+        if ((await chain.fetchFrom(tier, digest, size)) !== undefined) got(tier, digest, size);
+      });
+    if (tier.fetchTree) {
+      // Blobs the archives never hold download on their own connections while the archives stream.
+      const loose = tier.looseBlobBytes;
+      const alone = loose === undefined ? [] : [...missing].filter(([, size]) => size >= loose && fits(size));
+      await Promise.all([pullArchives(chain, tier, tree, missing, got), oneByOne(alone)]);
+    }
+    // Whatever is still missing (an archive cut short, a blob no archive held): blob by blob.
+    await oneByOne([...missing].filter(([, size]) => fits(size)));
   }
 
   if (ref !== null && refFrom !== 'local') store.setRef(ref, tree); // pins it, and the next restore is local

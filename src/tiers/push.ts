@@ -26,6 +26,26 @@ export interface PushOptions {
   /** Trees the tiers may already hold (the ref's previous value): their content need not move. */
   bases?: Digest[];
   onProgress?: (bytes: number, totalBytes: number) => void;
+  /** Base candidates already being looked up (findBases), per tier name. */
+  found?: BaseSearch;
+}
+
+/** Per tier name: the trees it may already hold, being looked up. */
+export type BaseSearch = Map<string, Promise<Digest[]>>;
+
+/**
+ * Starts looking up, in every writable tier with a bulk form, the trees it
+ * may already hold. They depend only on the ref, not on the tree being
+ * pushed, so `save` looks while it ingests (and the tier's SDK loads then).
+ */
+export function findBases(chain: Chain, opts: Pick<PushOptions, 'ref' | 'bases'>): BaseSearch {
+  const found: BaseSearch = new Map();
+  for (const tier of chain.remotes) {
+    if (!tier.writable || !tier.pushTree) continue;
+    // Never rejects: a base is an optimisation.
+    found.set(tier.name, baseCandidates(chain, tier, opts).catch(() => [...(opts.bases ?? [])]));
+  }
+  return found;
 }
 
 /** How many base candidates are tried (each costs a request or two per tier). */
@@ -62,7 +82,7 @@ async function pushToTier(
   const labels = { tier: tier.name };
   try {
     if (tier.pushTree) {
-      const bases = await baseCandidates(chain, tier, opts);
+      const bases = await (opts.found?.get(tier.name) ?? baseCandidates(chain, tier, opts));
       const push: TreePush = {
         tree,
         encoded,
@@ -127,20 +147,20 @@ async function putMissing(
 }
 
 /** Trees the tier may hold already: the ref's value there, the local one, and the newest refs beside it. */
-async function baseCandidates(chain: Chain, tier: Tier, opts: PushOptions): Promise<Digest[]> {
+async function baseCandidates(chain: Chain, tier: Tier, opts: Pick<PushOptions, 'ref' | 'bases'>): Promise<Digest[]> {
   const out: Digest[] = [...(opts.bases ?? [])];
   if (opts.ref !== undefined) {
-    const remote = await chain.call(tier, 'getRef', () => tier.getRef(opts.ref!)).catch(() => undefined);
-    if (remote) out.push(remote);
     // Refs keyed by a lockfile digest change name when the lockfile changes; their siblings share most content.
     const slash = opts.ref.lastIndexOf('/');
-    if (slash > 0) {
-      const prefix = opts.ref.slice(0, slash + 1);
+    const prefix = slash > 0 ? opts.ref.slice(0, slash + 1) : undefined;
+    const [remote, siblings] = await Promise.all([
+      chain.call(tier, 'getRef', () => tier.getRef(opts.ref!)).catch(() => undefined),
       // Best effort, outside the breaker: a policy without s3:ListBucket must not stop the push.
-      const siblings = await tier.listRefs(prefix, MAX_BASES).catch(() => []);
-      out.push(...siblings.slice(0, MAX_BASES).map((r) => r.tree));
-      out.push(...(await chain.local.listRefs(prefix, MAX_BASES)).map((r) => r.tree));
-    }
+      prefix === undefined ? [] : tier.listRefs(prefix, MAX_BASES).catch(() => []),
+    ]);
+    if (remote) out.push(remote);
+    out.push(...siblings.slice(0, MAX_BASES).map((r) => r.tree));
+    if (prefix !== undefined) out.push(...(await chain.local.listRefs(prefix, MAX_BASES)).map((r) => r.tree));
   }
   return [...new Set(out)].slice(0, MAX_BASES);
 }

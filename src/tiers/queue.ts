@@ -91,3 +91,11 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   if (firstError) throw firstError.e;
   return out;
 }
+
+/** Waits for every promise, then rejects with the first failure: nothing is left running behind an error. */
+export async function settleAll<T extends readonly unknown[]>(promises: readonly [...{ [K in keyof T]: Promise<T[K]> }]): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}

@@ -17,7 +17,7 @@ import { hashBuffer, isDigest, type Digest } from '../lib/digest.js';
 import { archiveSize } from '../node/archive.js';
 import { decodeTree, type TreeEntry } from '../node/tree.js';
 import { through, zstdAvailable, zstdCompress, zstdDecompress } from '../node/zstd.js';
-import { mapLimit } from './queue.js';
+import { mapLimit, settleAll } from './queue.js';
 import type { S3Objects } from './s3-objects.js';
 import { TierError, type ArchivePart, type BlobSource, type PushResult, type TreePush } from './tier.js';
 
@@ -86,7 +86,28 @@ export class S3Packs {
     const large = [...sizes].filter(([, s]) => s >= loose);
     const res: PushResult = { blobs: 0, bytes: 0 };
 
-    // 1. Large blobs: their own objects, only those S3 lacks.
+    // 1-3 do not depend on each other: they run at once.
+    const [, , packs] = await settleAll<[void, void, PackRef[]]>([
+      this.pushLarge(push, large, putBlob, hasBlobs, res),
+      this.objects.putBuffer(`blobs/${push.tree}`, push.encoded),
+      this.pushSmall(push, small, loose, res),
+    ]);
+
+    // 4. The manifest, last: from now on the tree is complete in S3.
+    const manifest: PackManifest = { format: MANIFEST_FORMAT, tree: push.tree, createdAt: Date.now(), packs };
+    await this.objects.putBuffer(`trees/${push.tree}.json`, Buffer.from(JSON.stringify(manifest)), 'application/json');
+    return res;
+  }
+
+  /** 1. Large blobs: their own objects, only those S3 lacks. */
+  private async pushLarge(
+    push: TreePush,
+    large: [Digest, number][],
+    putBlob: (d: Digest, src: BlobSource) => Promise<void>,
+    hasBlobs: (ds: readonly Digest[]) => Promise<Set<Digest>>,
+    res: PushResult,
+  ): Promise<void> {
+    if (large.length === 0) return;
     const present = await hasBlobs(large.map(([d]) => d));
     await mapLimit(
       large.filter(([d]) => !present.has(d)),
@@ -98,11 +119,10 @@ export class S3Packs {
         push.onBytes?.(s);
       },
     );
+  }
 
-    // 2. The tree blob.
-    await this.objects.putBuffer(`blobs/${push.tree}`, push.encoded);
-
-    // 3. Small blobs: reuse a base's packs, add one pack of what is new.
+  /** 3. Small blobs: reuse a base's packs, add one pack of what is new. Returns the tree's packs. */
+  private async pushSmall(push: TreePush, small: [Digest, number][], loose: number, res: PushResult): Promise<PackRef[]> {
     const base = await this.findBase(push);
     let packs: PackRef[] = [];
     let fresh = small;
@@ -137,11 +157,7 @@ export class S3Packs {
       res.blobs += fresh.length;
       res.bytes += fresh.reduce((n, [, s]) => n + s, 0);
     }
-
-    // 4. The manifest, last: from now on the tree is complete in S3.
-    const manifest: PackManifest = { format: MANIFEST_FORMAT, tree: push.tree, createdAt: Date.now(), packs };
-    await this.objects.putBuffer(`trees/${push.tree}.json`, Buffer.from(JSON.stringify(manifest)), 'application/json');
-    return res;
+    return packs;
   }
 
   /** The first base tree that is complete in S3, with its entries. */

@@ -86,11 +86,13 @@ export class S3Tier implements Tier {
   readonly name = 's3';
   readonly writable = true;
   readonly parallelism = 16;
+  readonly looseBlobBytes: number;
   readonly objects: S3Objects;
   private readonly packs: S3Packs;
 
   constructor(cfg: S3Config) {
     this.objects = new S3Objects(cfg);
+    this.looseBlobBytes = cfg.looseBlobBytes;
     this.packs = new S3Packs(this.objects);
   }
 

@@ -99,6 +99,11 @@ export interface Tier {
   readonly parallelism: number;
   /** How many of its archive parts may be read at once (default 1: in order, stopping once nothing is missing). */
   readonly archiveParallelism?: number;
+  /**
+   * Blobs of at least this size are never in the tier's archives (S3 keeps them
+   * loose): a pull fetches them one by one alongside the archives, not after.
+   */
+  readonly looseBlobBytes?: number;
 
   /** Batch presence: the subset of `digests` this tier holds. */
   has(digests: readonly Digest[]): Promise<Set<Digest>>;

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { VriftError } from '../../lib/errors.js';
 import { assertNotInsideHome, ingest } from '../../node/ingest.js';
 import { assertRefName } from '../../node/store.js';
-import { describeFailures, pushTree } from '../../tiers/push.js';
+import { describeFailures, findBases, pushTree } from '../../tiers/push.js';
 import { keyedRef, keyOption, withChain } from '../chain.js';
 import { subcommand } from '../command.js';
 import { fmtBytes } from '../progress.js';
@@ -19,7 +19,9 @@ export function register(program: Command): void {
         const dir = args[1]!;
         assertNotInsideHome(store, dir);
         const previous = store.getRef(ref); // the tiers may hold it: its content need not move again
+        const bases = previous ? [previous] : [];
         const started = Date.now();
+        const found = findBases(chain, { ref, bases }); // while the directory is ingested
 
         const ibar = out.progress('ingest', { bytes: true });
         const r = await ingest(store, dir, { ref, onProgress: (p) => ibar.update(p.bytes, p.totalBytes), warn: (m) => out.warn(m) });
@@ -27,7 +29,7 @@ export function register(program: Command): void {
         const ingested = Date.now();
 
         const ubar = out.progress('upload', { bytes: true });
-        const tiers = await pushTree(chain, r.tree, { ref, bases: previous ? [previous] : [], onProgress: (d, t) => ubar.update(d, t) });
+        const tiers = await pushTree(chain, r.tree, { ref, bases, found, onProgress: (d, t) => ubar.update(d, t) });
         ubar.done();
         const seconds = (Date.now() - started) / 1000;
         const timings = { ingest: (ingested - started) / 1000, push: (Date.now() - ingested) / 1000 };
