@@ -35,6 +35,14 @@ const COMMANDS: Record<string, () => Promise<Module>> = {
   node: () => import('./commands/node.js'),
 };
 
+// A reader that stops early (`vrift ls … | head`) closes the pipe: stop quietly, as cat does.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit(process.exitCode ?? 0);
+  });
+}
+
 const wanted = process.argv[2];
 const loaders =
   wanted === '--version' || wanted === '-V' ? [] : wanted !== undefined && COMMANDS[wanted] ? [COMMANDS[wanted]] : [...new Set(Object.values(COMMANDS))];

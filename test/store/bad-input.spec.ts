@@ -121,6 +121,19 @@ describe('bad input', () => {
     expect(readdirSync(join(home, 'tmp'))).toEqual([]);
   });
 
+  it('a reader that closes the pipe early (`vrift ls | head -1`): exit 0, no stack trace', () => {
+    const home = tempDir();
+    vrift(['ingest', sampleDir(), '--ref', 'pipe'], { home });
+    const r = spawnSync('bash', ['-c', `node ${JSON.stringify(join(ROOT, 'bin', 'vrift.js'))} ls pipe | head -1; echo "rc=\${PIPESTATUS[0]}"`], {
+      env: { ...process.env, VRIFT_HOME: home },
+      encoding: 'utf8',
+    });
+    const [line, rc] = r.stdout.trimEnd().split('\n');
+    expect(line).toMatch(/^0\d{3} (file|dir|symlink) /);
+    expect(rc).toBe('rc=0');
+    expect(r.stderr).toBe('');
+  });
+
   it('a non-empty materialize target is refused without --force', () => {
     const home = tempDir();
     const { tree } = vriftJson(['ingest', sampleDir()], { home });
