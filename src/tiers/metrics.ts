@@ -19,6 +19,9 @@ export const TIER_COUNTERS = {
   bytesOut: 'vrift_tier_bytes_sent_total',
   blobsIn: 'vrift_tier_blobs_received_total',
   blobsOut: 'vrift_tier_blobs_sent_total',
+  /** Bytes as they crossed the network (a compressed pack counts compressed), where a tier knows them. */
+  wireIn: 'vrift_tier_wire_bytes_received_total',
+  wireOut: 'vrift_tier_wire_bytes_sent_total',
   /** Opportunistic writes dropped because the write queue was full. */
   dropped: 'vrift_tier_queue_dropped_total',
 } as const;

@@ -2,8 +2,9 @@
 // put, multipart upload, list), on one lazily created client, with every
 // SDK error turned into a TierError that names the endpoint, the bucket
 // and the fix. The SDK is imported on first use.
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
+import { through } from '../node/zstd.js';
 import type { S3Config } from './s3.js';
 import { isTierError, TierError } from './tier.js';
 
@@ -16,7 +17,11 @@ export class S3Objects {
   private probe: Promise<void> | undefined;
   readonly where: string;
 
-  constructor(readonly cfg: S3Config) {
+  constructor(
+    readonly cfg: S3Config,
+    /** Told the bytes of every object body read or written (network traffic, as stored). */
+    private readonly onWire: (direction: 'in' | 'out', bytes: number) => void = () => undefined,
+  ) {
     this.where = `${cfg.endpoint ?? `s3.${cfg.region}.amazonaws.com`} bucket ${cfg.bucket}`;
   }
 
@@ -29,6 +34,7 @@ export class S3Objects {
     const { sdk, s3 } = await this.client();
     try {
       const r = await s3.send(new sdk.GetObjectCommand({ Bucket: this.cfg.bucket, Key: this.key(rel) }));
+      this.onWire('in', r.ContentLength ?? 0);
       return { stream: r.Body as Readable, size: r.ContentLength };
     } catch (e) {
       if (isNotFound(e)) return undefined;
@@ -63,6 +69,7 @@ export class S3Objects {
     const { sdk, s3 } = await this.client();
     try {
       await s3.send(new sdk.PutObjectCommand({ Bucket: this.cfg.bucket, Key: this.key(rel), Body: body, ContentLength: body.byteLength, ContentType: contentType }));
+      this.onWire('out', body.byteLength);
     } catch (e) {
       throw this.fail(e, `writing ${rel}`);
     }
@@ -72,7 +79,16 @@ export class S3Objects {
   async upload(rel: string, body: Readable): Promise<void> {
     const { s3 } = await this.client();
     const { Upload } = await import('@aws-sdk/lib-storage');
-    const up = new Upload({ client: s3, params: { Bucket: this.cfg.bucket, Key: this.key(rel), Body: body }, partSize: this.cfg.partSize, queueSize: 4, leavePartsOnError: false });
+    const counted = through(
+      body,
+      new Transform({
+        transform: (chunk: Buffer, _enc, done) => {
+          this.onWire('out', chunk.byteLength);
+          done(null, chunk);
+        },
+      }),
+    );
+    const up = new Upload({ client: s3, params: { Bucket: this.cfg.bucket, Key: this.key(rel), Body: counted }, partSize: this.cfg.partSize, queueSize: 4, leavePartsOnError: false });
     try {
       await up.done();
     } catch (e) {

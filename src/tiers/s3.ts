@@ -9,6 +9,7 @@
 import { z } from 'zod';
 import { isDigest, type Digest } from '../lib/digest.js';
 import { bool, int, size, text, url, type ConfigSection } from '../node/config-schema.js';
+import { TIER_COUNTERS as M, type Metrics } from './metrics.js';
 import { mapLimit } from './queue.js';
 import { S3Objects } from './s3-objects.js';
 import { S3Packs } from './s3-packs.js';
@@ -90,8 +91,8 @@ export class S3Tier implements Tier {
   readonly objects: S3Objects;
   private readonly packs: S3Packs;
 
-  constructor(cfg: S3Config) {
-    this.objects = new S3Objects(cfg);
+  constructor(cfg: S3Config, metrics?: Metrics) {
+    this.objects = new S3Objects(cfg, (direction, bytes) => metrics?.inc(direction === 'in' ? M.wireIn : M.wireOut, { tier: 's3' }, bytes));
     this.looseBlobBytes = cfg.looseBlobBytes;
     this.packs = new S3Packs(this.objects);
   }
@@ -166,5 +167,5 @@ function parseRef(name: string, v: string): RefInfo {
 export const s3Tier: TierFactory<S3Config | undefined> = {
   name: 's3',
   config: section,
-  create: (_ctx, cfg) => (cfg ? new S3Tier(cfg) : undefined),
+  create: (ctx, cfg) => (cfg ? new S3Tier(cfg, ctx.metrics) : undefined),
 };

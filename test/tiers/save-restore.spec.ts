@@ -59,6 +59,20 @@ describe('vrift save / restore', () => {
     expect(same(out)).toEqual(same(src));
   });
 
+  it('counts the bytes that cross the network: a compressed pack counts compressed', () => {
+    const src = tempDir();
+    for (let i = 0; i < 40; i++) writeFileSync(join(src, `f${i}.txt`), `line ${i} of a very repetitive file\n`.repeat(2000));
+    const saved = vriftJson(['save', 'ci/wire', src], { home: tempDir(), env: tierEnv({ s3 }) });
+    const sent = saved.metrics['vrift_tier_wire_bytes_sent_total{tier="s3"}'];
+    expect(saved.newBytes).toBeGreaterThan(2_000_000);
+    expect(sent).toBeGreaterThan(0);
+    expect(sent).toBeLessThan(saved.newBytes / 10);
+    const r = vriftJson(['restore', 'ci/wire', join(tempDir(), 'out')], { home: tempDir(), env: tierEnv({ s3 }) });
+    const received = r.metrics['vrift_tier_wire_bytes_received_total{tier="s3"}'];
+    expect(received).toBeGreaterThan(0);
+    expect(received).toBeLessThan(r.fetchedBytes / 10);
+  });
+
   it('moves only new blobs when a saved tree changes a little', () => {
     const src = tempDir();
     writeSampleTree(src);
