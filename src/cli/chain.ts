@@ -27,7 +27,7 @@ export function withChain(body: (ctx: ChainContext) => Promise<void>) {
     const opts = cmd.optsWithGlobals() as Opts;
     const args = params.slice(0, -2) as string[];
     const out = new Output(opts);
-    // Loaded here, not at the top: other commands (ingest, ls …) never pay for zod and the tier modules.
+    // Loaded here, not at the top: other commands (ingest, ls …) never pay for the config and the tier modules.
     const [{ loadConfig }, { openChain }] = await Promise.all([import('../node/config.js'), import('../tiers/index.js')]);
     const config = loadConfig({ home: resolveHome() }); // validated in full before anything is touched
     const store = Store.open();

@@ -7,8 +7,7 @@
 // server) and the peer tier of any process (src/tiers/peer.ts owns the
 // factory that lists this section, so src/node/config.ts picks it up).
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
-import { bool, file, int, list, size, text, type ConfigSection } from './config-schema.js';
+import { bool, defaults, file, int, list, object, size, text, type ConfigSection } from './config-schema.js';
 
 export interface ClusterConfig {
   /** The shared secret (from `secret` or the file `secretFile` names). Absent: no cluster. */
@@ -48,44 +47,42 @@ const MIN_SECRET = 16;
 
 export const clusterSection: ConfigSection<ClusterConfig> = {
   key: 'cluster',
-  schema: z
-    .strictObject({
-      secret: text({
-        example: 'a long random string shared by every node (openssl rand -hex 32)',
-        check: (s) => (s.length < MIN_SECRET ? `too short: at least ${MIN_SECRET} characters (e.g. openssl rand -hex 32)` : undefined),
-      }).optional(),
-      secretFile: file({ example: '/etc/vrift/cluster-secret' }).optional(),
-      host: text({ example: '0.0.0.0' }).default('0.0.0.0'),
-      announceHost: text({ example: '10.0.0.12' }).optional(),
-      p2pPort: int({ example: '7401', min: 0, max: 65535 }).default(7401),
-      grpcPort: int({ example: '7402', min: 0, max: 65535 }).default(7402),
-      bulkPort: int({ example: '0', min: 0, max: 65535 }).default(0),
-      bootstrap: list({ example: '/ip4/10.0.0.5/tcp/7401/p2p/12D3KooW…' }).default([]),
-      announceIntervalMs: int({ example: '5000', min: 100, max: 3_600_000 }).default(5000),
-      spread: int({ example: '4', min: 1, max: 64 }).default(4),
-      minPartBytes: size({ example: '16M', min: 1 }).default(16 << 20),
-      streamsPerPeer: int({ example: '4', min: 1, max: 256 }).default(4),
-      serveStreams: int({ example: '32', min: 1, max: 4096 }).default(32),
-      penaltyMs: int({ example: '600000', min: 0, max: 7 * 86_400_000 }).default(600_000),
-      timeoutMs: int({ example: '10000', min: 100, max: 600_000 }).default(10_000),
-      maxMessageBytes: size({ example: '8M', min: 64 << 10, max: 256 << 20 }).default(8 << 20),
-      bulk: bool().default(true),
-    })
-    .prefault({})
-    .superRefine((c, ctx) => {
-      if (c.secret !== undefined && c.secretFile !== undefined) {
-        ctx.addIssue({ code: 'custom', message: 'set secret or secretFile, not both', path: ['secretFile'] });
-      }
-    })
-    .transform((c, ctx) => {
-      if (c.secretFile === undefined) return c;
-      const secret = readFileSync(c.secretFile, 'utf8').trim();
-      if (secret.length < MIN_SECRET) {
-        ctx.addIssue({ code: 'custom', message: `${c.secretFile} holds a secret shorter than ${MIN_SECRET} characters`, path: ['secretFile'] });
-        return z.NEVER;
-      }
-      return { ...c, secret };
-    }) as unknown as z.ZodType<ClusterConfig>,
+  schema: defaults(
+    object(
+      {
+        secret: text({
+          example: 'a long random string shared by every node (openssl rand -hex 32)',
+          check: (s) => (s.length < MIN_SECRET ? `too short: at least ${MIN_SECRET} characters (e.g. openssl rand -hex 32)` : undefined),
+        }).optional(),
+        secretFile: file({ example: '/etc/vrift/cluster-secret' }).optional(),
+        host: text({ example: '0.0.0.0' }).default('0.0.0.0'),
+        announceHost: text({ example: '10.0.0.12' }).optional(),
+        p2pPort: int({ example: '7401', min: 0, max: 65535 }).default(7401),
+        grpcPort: int({ example: '7402', min: 0, max: 65535 }).default(7402),
+        bulkPort: int({ example: '0', min: 0, max: 65535 }).default(0),
+        bootstrap: list({ example: '/ip4/10.0.0.5/tcp/7401/p2p/12D3KooW…' }).default([]),
+        announceIntervalMs: int({ example: '5000', min: 100, max: 3_600_000 }).default(5000),
+        spread: int({ example: '4', min: 1, max: 64 }).default(4),
+        minPartBytes: size({ example: '16M', min: 1 }).default(16 << 20),
+        streamsPerPeer: int({ example: '4', min: 1, max: 256 }).default(4),
+        serveStreams: int({ example: '32', min: 1, max: 4096 }).default(32),
+        penaltyMs: int({ example: '600000', min: 0, max: 7 * 86_400_000 }).default(600_000),
+        timeoutMs: int({ example: '10000', min: 100, max: 600_000 }).default(10_000),
+        maxMessageBytes: size({ example: '8M', min: 64 << 10, max: 256 << 20 }).default(8 << 20),
+        bulk: bool().default(true),
+      },
+      {
+          absent: 'defaults',
+          rules: (c) => (c.secret !== undefined && c.secretFile !== undefined ? [{ path: ['secretFile'], message: 'set secret or secretFile, not both' }] : []),
+          finish: (c) => {
+            if (c.secretFile === undefined) return c;
+            const secret = readFileSync(c.secretFile, 'utf8').trim();
+            if (secret.length < MIN_SECRET) return [{ path: ['secretFile'], message: `${c.secretFile} holds a secret shorter than ${MIN_SECRET} characters` }];
+            return { ...c, secret };
+          },
+      },
+    ),
+  ),
   env: {
     VRIFT_CLUSTER_SECRET: 'secret',
     VRIFT_CLUSTER_SECRET_FILE: 'secretFile',

@@ -2,9 +2,26 @@
 // section is, and field types that accept both JSON values and the
 // strings environment variables carry, each with a message that says
 // what is wrong and shows a good value.
+//
+// Hand-written rather than a schema library: every CI command validates
+// the whole config at start, and importing one cost ~0.1 s of CPU there.
 import { accessSync, constants as C, statSync } from 'node:fs';
-import { z } from 'zod';
 import { parseSize } from './gc.js';
+
+/** A mistake in a section: the key it concerns ([] for the section as a whole) and what is wrong. */
+export interface Issue {
+  path: string[];
+  message: string;
+}
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; issues: Issue[] };
+
+/** Validates (and converts) the raw value of a section: undefined when neither the file nor the environment sets it. */
+export interface SectionSchema<T> {
+  parse(raw: unknown): ParseResult<T>;
+  /** The keys the section knows, for "unknown key" messages. */
+  readonly keys: readonly string[];
+}
 
 /**
  * One section of the config: a key in config.json, its schema, and the
@@ -14,29 +31,88 @@ import { parseSize } from './gc.js';
 export interface ConfigSection<T = unknown> {
   /** Key in config.json, e.g. "redis". */
   key: string;
-  /** Validates the section (undefined when neither the file nor the environment sets it). */
-  schema: z.ZodType<T>;
-  /** Environment variable → key in the section (dots for nested keys): { VRIFT_REDIS_URL: 'url' }. */
+  schema: SectionSchema<T>;
+  /** Environment variable → key in the section: { VRIFT_REDIS_URL: 'url' }. */
   env?: Record<string, string>;
 }
 
 type Check<T> = (v: unknown) => { ok: T } | { error: string };
 
+/** One key of a section: a check, plus what an absent value becomes. */
+export class Field<T> {
+  constructor(readonly check: Check<T>) {}
+
+  /** Absent is fine: the value stays undefined. */
+  optional(): Field<T | undefined> {
+    return new Field<T | undefined>((v) => (v === undefined ? { ok: undefined } : this.check(v)));
+  }
+
+  /** Absent means `value`. */
+  default(value: T): Field<T> {
+    return new Field<T>((v) => (v === undefined ? { ok: value } : this.check(v)));
+  }
+
+  /** Converts a valid value. */
+  map<U>(fn: (value: T) => U): Field<U> {
+    return new Field<U>((v) => {
+      const r = this.check(v);
+      return 'error' in r ? r : { ok: fn(r.ok) };
+    });
+  }
+}
+
 /** A field from a check function: undefined input reaches the check (so it can say "required"). */
-export function field<T>(check: Check<T>): z.ZodType<T, unknown> {
-  return z.unknown().transform((v, ctx) => {
-    const r = check(v);
-    if ('error' in r) {
-      ctx.addIssue({ code: 'custom', message: r.error });
-      return z.NEVER;
-    }
-    return r.ok;
-  }) as unknown as z.ZodType<T, unknown>;
+export function field<T>(check: Check<T>): Field<T> {
+  return new Field(check);
+}
+
+type Shape = Record<string, Field<unknown>>;
+type Out<S extends Shape> = { [K in keyof S]: S[K] extends Field<infer U> ? U : never };
+
+export interface ObjectOptions<T> {
+  /** An absent section: undefined (a tier nobody configured), or every key's default. */
+  absent: 'undefined' | 'defaults';
+  /** Rules over several keys, run once every key is valid. */
+  rules?: (value: T) => Issue[];
+  /** Last step once the rules pass: the final value, or what is wrong. */
+  finish?: (value: T) => T | Issue[];
+}
+
+/** A section: an object with exactly these keys (an unknown key is a mistake, most likely a typo). */
+export function object<S extends Shape, T = Out<S>>(shape: S, opts: ObjectOptions<T>): SectionSchema<T | undefined> {
+  const keys = Object.keys(shape);
+  return {
+    keys,
+    parse(raw: unknown): ParseResult<T | undefined> {
+      if (raw === undefined) {
+        if (opts.absent === 'undefined') return { ok: true, value: undefined };
+        raw = {};
+      }
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, issues: [{ path: [], message: 'not an object' }] };
+      const issues: Issue[] = [];
+      const out: Record<string, unknown> = {};
+      for (const [k, f] of Object.entries(shape)) {
+        const r = f.check((raw as Record<string, unknown>)[k]);
+        if ('error' in r) issues.push({ path: [k], message: r.error });
+        else if (r.ok !== undefined) out[k] = r.ok;
+      }
+      for (const k of Object.keys(raw)) if (!(k in shape)) issues.push({ path: [k], message: `unknown key (known: ${keys.join(', ')})` });
+      if (issues.length === 0 && opts.rules) issues.push(...opts.rules(out as T));
+      if (issues.length > 0) return { ok: false, issues };
+      const value = opts.finish ? opts.finish(out as T) : (out as T);
+      return Array.isArray(value) ? { ok: false, issues: value as Issue[] } : { ok: true, value };
+    },
+  };
+}
+
+/** A section whose keys all have defaults: never undefined. */
+export function defaults<T>(schema: SectionSchema<T | undefined>): SectionSchema<T> {
+  return schema as SectionSchema<T>;
 }
 
 const REQUIRED = (example: string) => ({ error: `required (e.g. ${example})` });
 
-export function text(opts: { example: string; check?: (s: string) => string | undefined }): z.ZodType<string, unknown> {
+export function text(opts: { example: string; check?: (s: string) => string | undefined }): Field<string> {
   return field<string>((v) => {
     if (v === undefined || v === '') return REQUIRED(opts.example);
     if (typeof v !== 'string') return { error: `not a string (e.g. ${opts.example})` };
@@ -45,7 +121,7 @@ export function text(opts: { example: string; check?: (s: string) => string | un
   });
 }
 
-export function url(opts: { example: string; protocols: string[] }): z.ZodType<string, unknown> {
+export function url(opts: { example: string; protocols: string[] }): Field<string> {
   return field<string>((v) => {
     if (v === undefined || v === '') return REQUIRED(opts.example);
     let u: URL | undefined;
@@ -62,7 +138,7 @@ export function url(opts: { example: string; protocols: string[] }): z.ZodType<s
   });
 }
 
-export function size(opts: { example: string; min?: number; max?: number }): z.ZodType<number, unknown> {
+export function size(opts: { example: string; min?: number; max?: number }): Field<number> {
   return field<number>((v) => {
     let n: number | undefined;
     if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) n = v;
@@ -80,7 +156,7 @@ export function size(opts: { example: string; min?: number; max?: number }): z.Z
   });
 }
 
-export function int(opts: { example: string; min: number; max: number }): z.ZodType<number, unknown> {
+export function int(opts: { example: string; min: number; max: number }): Field<number> {
   return field<number>((v) => {
     const n = typeof v === 'number' ? v : typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : NaN;
     if (!Number.isSafeInteger(n)) return { error: `not a whole number (e.g. ${opts.example})` };
@@ -92,7 +168,7 @@ export function int(opts: { example: string; min: number; max: number }): z.ZodT
 const TRUE = new Set(['1', 'true', 'yes', 'on']);
 const FALSE = new Set(['0', 'false', 'no', 'off']);
 
-export function bool(): z.ZodType<boolean, unknown> {
+export function bool(): Field<boolean> {
   return field<boolean>((v) => {
     if (typeof v === 'boolean') return { ok: v };
     if (typeof v === 'string' && TRUE.has(v.toLowerCase())) return { ok: true };
@@ -102,7 +178,7 @@ export function bool(): z.ZodType<boolean, unknown> {
 }
 
 /** A list, from a JSON array or a comma-separated string. */
-export function list(opts: { example: string; allowed?: readonly string[] }): z.ZodType<string[], unknown> {
+export function list(opts: { example: string; allowed?: readonly string[] }): Field<string[]> {
   return field<string[]>((v) => {
     const items = typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v;
     if (!Array.isArray(items) || !items.every((s) => typeof s === 'string')) return { error: `not a list (e.g. ${opts.example})` };
@@ -113,7 +189,7 @@ export function list(opts: { example: string; allowed?: readonly string[] }): z.
 }
 
 /** A path to a readable file (certificates, keys), checked now rather than at first connect. */
-export function file(opts: { example: string }): z.ZodType<string, unknown> {
+export function file(opts: { example: string }): Field<string> {
   return field<string>((v) => {
     if (v === undefined || v === '') return REQUIRED(opts.example);
     if (typeof v !== 'string') return { error: `not a path (e.g. ${opts.example})` };
@@ -125,4 +201,16 @@ export function file(opts: { example: string }): z.ZodType<string, unknown> {
     }
     return { ok: v };
   });
+}
+
+/** One of a few words. */
+export function oneOf<const T extends string>(values: readonly T[]): Field<T> {
+  return field<T>((v) =>
+    typeof v === 'string' && (values as readonly string[]).includes(v) ? { ok: v as T } : { error: `must be ${values.map((x) => `"${x}"`).join(' or ')}` },
+  );
+}
+
+/** Any string (an empty one included). */
+export function anyText(): Field<string> {
+  return field<string>((v) => (typeof v === 'string' ? { ok: v } : { error: 'not a string' }));
 }

@@ -76,23 +76,20 @@ export function loadConfig(opts: LoadOptions): Config {
       setPath(raw, key, v);
       origin.set(key, name);
     }
-    const parsed = section.schema.safeParse(raw);
-    if (parsed.success) {
-      values.set(section.key, parsed.data);
+    const parsed = section.schema.parse(raw);
+    if (parsed.ok) {
+      values.set(section.key, parsed.value);
       continue;
     }
-    for (const issue of parsed.error.issues) {
-      const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [undefined];
-      for (const extra of keys) {
-        const dotted = [...issue.path.map(String), ...(extra ? [extra] : [])].join('.');
-        const where =
-          dotted === ''
-            ? fileValue !== undefined ? `${path}: ${section.key}` : section.key // a rule over the whole section
-            : fileValue !== undefined && !origin.has(dotted) && hasPath(fileValue, dotted)
-              ? `${path}: ${section.key}.${dotted}`
-              : label(section, dotted, origin, path);
-        mistakes.push(`${where}: ${explain(issue, extra, section)}`);
-      }
+    for (const issue of parsed.issues) {
+      const dotted = issue.path.join('.');
+      const where =
+        dotted === ''
+          ? fileValue !== undefined ? `${path}: ${section.key}` : section.key // a rule over the whole section
+          : fileValue !== undefined && !origin.has(dotted) && hasPath(fileValue, dotted)
+            ? `${path}: ${section.key}.${dotted}`
+            : label(section, dotted, origin, path);
+      mistakes.push(`${where}: ${issue.message}`);
     }
   }
   if (mistakes.length > 0) {
@@ -157,16 +154,4 @@ function label(section: ConfigSection<unknown>, dotted: string, origin: Map<stri
   if (fromEnv) return fromEnv;
   const envName = Object.entries(section.env ?? {}).find(([, k]) => k === dotted)?.[0];
   return envName ? `${full} (${envName} or ${file})` : `${file}: ${full}`;
-}
-
-function explain(issue: { code: string; message: string }, extra: string | undefined, section: ConfigSection<unknown>): string {
-  if (extra !== undefined) return 'unknown key' + hintKeys(section);
-  if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) return 'required';
-  return issue.message;
-}
-
-function hintKeys(section: ConfigSection<unknown>): string {
-  const shape = (section.schema as unknown as { def?: { innerType?: { shape?: object }; shape?: object } }).def;
-  const keys = Object.keys(shape?.shape ?? shape?.innerType?.shape ?? {});
-  return keys.length > 0 ? ` (known: ${keys.join(', ')})` : '';
 }

@@ -1,8 +1,7 @@
 // Settings of the chain itself (not of any one tier): which tiers to use,
 // retries, the circuit breaker, the write queue. Section "chain" of the
 // config; every key has a default, so nobody has to write it.
-import { z } from 'zod';
-import { bool, int, list, type ConfigSection } from '../node/config-schema.js';
+import { bool, defaults, int, list, object, type ConfigSection } from '../node/config-schema.js';
 
 export interface ChainConfig {
   /** Restrict the chain to these tiers (default: every configured tier). */
@@ -23,17 +22,20 @@ export interface ChainConfig {
 
 export const chainSection: ConfigSection<ChainConfig> = {
   key: 'chain',
-  schema: z
-    .strictObject({
-      tiers: list({ example: 'local,redis,s3' }).optional(),
-      retries: int({ example: '2', min: 0, max: 10 }).default(2),
-      breakerFailures: int({ example: '3', min: 1, max: 1000 }).default(3),
-      breakerCooldownMs: int({ example: '30000', min: 0, max: 3_600_000 }).default(30_000),
-      queueCapacity: int({ example: '256', min: 1, max: 1_000_000 }).default(256),
-      uploadConcurrency: int({ example: '8', min: 1, max: 256 }).default(8),
-      writeBack: bool().default(false),
-    })
-    .prefault({}) as unknown as z.ZodType<ChainConfig>,
+  schema: defaults(
+    object(
+      {
+        tiers: list({ example: 'local,redis,s3' }).optional(),
+        retries: int({ example: '2', min: 0, max: 10 }).default(2),
+        breakerFailures: int({ example: '3', min: 1, max: 1000 }).default(3),
+        breakerCooldownMs: int({ example: '30000', min: 0, max: 3_600_000 }).default(30_000),
+        queueCapacity: int({ example: '256', min: 1, max: 1_000_000 }).default(256),
+        uploadConcurrency: int({ example: '8', min: 1, max: 256 }).default(8),
+        writeBack: bool().default(false),
+      },
+      { absent: 'defaults' },
+    ),
+  ),
   env: {
     VRIFT_TIERS: 'tiers',
     VRIFT_TIER_RETRIES: 'retries',

@@ -8,9 +8,8 @@
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import type { Redis as RedisClient, RedisOptions } from 'ioredis';
-import { z } from 'zod';
 import { isDigest, type Digest } from '../lib/digest.js';
-import { bool, file, int, size, text, url, type ConfigSection } from '../node/config-schema.js';
+import { anyText, bool, file, int, object, size, text, url, type ConfigSection } from '../node/config-schema.js';
 import { isTierError, TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierFactory } from './tier.js';
 
 export interface RedisConfig {
@@ -31,8 +30,8 @@ export interface RedisConfig {
 
 const section: ConfigSection<RedisConfig | undefined> = {
   key: 'redis',
-  schema: z
-    .strictObject({
+  schema: object(
+    {
       url: url({ example: 'redis://127.0.0.1:6379', protocols: ['redis:', 'rediss:'] }),
       username: text({ example: 'vrift' }).optional(),
       password: text({ example: 's3cret' }).optional(),
@@ -42,12 +41,13 @@ const section: ConfigSection<RedisConfig | undefined> = {
       keyFile: file({ example: '/etc/ssl/redis-client.key' }).optional(),
       rejectUnauthorized: bool().default(true),
       maxBlobBytes: size({ example: '1M', min: 1, max: 512 << 20 }).default(1 << 20),
-      keyPrefix: z.string().default('vrift:'),
+      keyPrefix: anyText().default('vrift:'),
       ttlSeconds: int({ example: '604800', min: 1, max: 10 * 365 * 86400 }).optional(),
       connectTimeoutMs: int({ example: '3000', min: 1, max: 600_000 }).default(3000),
       commandTimeoutMs: int({ example: '15000', min: 1, max: 600_000 }).default(15_000),
-    })
-    .optional() as z.ZodType<RedisConfig | undefined>,
+    },
+    { absent: 'undefined' },
+  ),
   env: {
     VRIFT_REDIS_URL: 'url',
     VRIFT_REDIS_USERNAME: 'username',

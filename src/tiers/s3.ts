@@ -6,9 +6,8 @@
 //   packs/<tree>-<rand>.pack[.zst]  an archive (docs/archive-format.md) of small blobs, zstd-compressed by default
 //   trees/<tree>.json       the pack manifest: which packs hold the tree's small blobs
 //   refs/<name>             {"tree","updatedAt"}
-import { z } from 'zod';
 import { isDigest, type Digest } from '../lib/digest.js';
-import { bool, int, size, text, url, type ConfigSection } from '../node/config-schema.js';
+import { bool, int, object, oneOf, size, text, url, type ConfigSection } from '../node/config-schema.js';
 import { TIER_COUNTERS as M, type Metrics } from './metrics.js';
 import { mapLimit } from './queue.js';
 import { S3Objects } from './s3-objects.js';
@@ -45,29 +44,33 @@ export function bucketProblem(name: string): string | undefined {
 
 const section: ConfigSection<S3Config | undefined> = {
   key: 's3',
-  schema: z
-    .strictObject({
+  schema: object(
+    {
       bucket: text({ example: 'vrift-cache', check: bucketProblem }),
       endpoint: url({ example: 'http://127.0.0.1:9000', protocols: ['http:', 'https:'] }).optional(),
       region: text({ example: 'us-east-1' }).default('us-east-1'),
       prefix: text({ example: 'ci/', check: (p) => (p.startsWith('/') ? 'must not start with "/"' : undefined) })
-        .transform((p) => (p.endsWith('/') ? p : `${p}/`))
+        .map((p) => (p.endsWith('/') ? p : `${p}/`))
         .optional()
-        .transform((p) => p ?? ''),
+        .map((p) => p ?? ''),
       accessKeyId: text({ example: 'AKIA…' }).optional(),
       secretAccessKey: text({ example: '…' }).optional(),
       sessionToken: text({ example: '…' }).optional(),
       forcePathStyle: bool().optional(),
       partSize: size({ example: '8M', min: 5 << 20, max: 5 * 1024 ** 3 }).default(8 << 20),
       looseBlobBytes: size({ example: '8M', min: 1 }).default(8 << 20),
-      compression: z.enum(['zstd', 'none'], { error: 'must be "zstd" or "none"' }).default('zstd'),
+      compression: oneOf(['zstd', 'none'] as const).default('zstd'),
       connectTimeoutMs: int({ example: '3000', min: 1, max: 600_000 }).default(3000),
       requestTimeoutMs: int({ example: '120000', min: 1, max: 3_600_000 }).default(120_000),
-    })
-    .refine((c) => (c.accessKeyId === undefined) === (c.secretAccessKey === undefined), {
-      message: 'set both accessKeyId and secretAccessKey (VRIFT_S3_ACCESS_KEY_ID, VRIFT_S3_SECRET_ACCESS_KEY), or neither to use the AWS default credentials',
-    })
-    .optional() as z.ZodType<S3Config | undefined>,
+    },
+    {
+      absent: 'undefined',
+      rules: (c) =>
+        (c.accessKeyId === undefined) === (c.secretAccessKey === undefined)
+          ? []
+          : [{ path: [], message: 'set both accessKeyId and secretAccessKey (VRIFT_S3_ACCESS_KEY_ID, VRIFT_S3_SECRET_ACCESS_KEY), or neither to use the AWS default credentials' }],
+    },
+  ),
   env: {
     VRIFT_S3_BUCKET: 'bucket',
     VRIFT_S3_ENDPOINT: 'endpoint',

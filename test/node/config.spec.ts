@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/node/config.js';
+import { clusterSection } from '../../src/node/cluster-config.js';
 import { chainSection } from '../../src/tiers/chain-config.js';
 import { redisTier } from '../../src/tiers/redis.js';
 import { s3Tier } from '../../src/tiers/s3.js';
@@ -69,5 +70,19 @@ describe('config', () => {
       'VRIFT_REDIS_CA_FILE: /nonexistent/ca.pem: no such readable file',
     ]);
     expect(mistakes(() => loadConfig({ home, env: { VRIFT_S3_BUCKET: '192.168.1.1' } }))[0]).toMatch(/^VRIFT_S3_BUCKET: "192\.168\.1\.1" is not a valid bucket name/);
+  });
+
+  it('reads the cluster secret from its file, and refuses a short one or both at once', () => {
+    const dir = tempDir();
+    const good = join(dir, 'secret');
+    writeFileSync(good, 'a-secret-that-is-long-enough\n');
+    expect(loadConfig({ home: tempDir(), env: { VRIFT_CLUSTER_SECRET_FILE: good } }).get(clusterSection)).toMatchObject({ secret: 'a-secret-that-is-long-enough', p2pPort: 7401 });
+    const short = join(dir, 'short');
+    writeFileSync(short, 'tiny\n');
+    expect(mistakes(() => loadConfig({ home: tempDir(), env: { VRIFT_CLUSTER_SECRET_FILE: short } }))).toEqual([`VRIFT_CLUSTER_SECRET_FILE: ${short} holds a secret shorter than 16 characters`]);
+    expect(mistakes(() => loadConfig({ home: tempDir(), env: { VRIFT_CLUSTER_SECRET_FILE: good, VRIFT_CLUSTER_SECRET: 'another-long-secret-value' } }))).toEqual([
+      'VRIFT_CLUSTER_SECRET_FILE: set secret or secretFile, not both',
+    ]);
+    expect(loadConfig({ home: tempDir(), env: {} }).get(clusterSection).secret).toBeUndefined();
   });
 });
