@@ -153,6 +153,22 @@ export class Meta {
     return (this.state.get(['store', 'blob-generation']) as string | undefined) ?? '';
   }
 
+  /**
+   * Remembers that every blob of `tree` is in the index (`files` file
+   * entries, `blobs` distinct blobs), until a blob leaves the index: a
+   * warm restore then needs neither the tree's entries nor a lookup per
+   * blob. (Materializing still checks every file it links.)
+   */
+  markTreeComplete(tree: Digest, counts: { files: number; blobs: number }): void {
+    void this.state.put(['complete', tree], { ...counts, generation: this.blobGeneration() });
+  }
+
+  /** The counts markTreeComplete recorded, while no blob has left the index since. */
+  treeComplete(tree: Digest): { files: number; blobs: number } | undefined {
+    const rec = this.state.get(['complete', tree]) as { files: number; blobs: number; generation: string } | undefined;
+    return rec && rec.generation === this.blobGeneration() ? { files: rec.files, blobs: rec.blobs } : undefined;
+  }
+
   removeBlob(digest: Digest): void {
     if (!this.generationBumped) {
       this.generationBumped = true;

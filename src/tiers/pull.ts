@@ -52,6 +52,12 @@ export async function resolveTreeish(chain: Chain, treeish: string): Promise<{ t
 export async function pullTree(chain: Chain, treeish: string, opts: { onProgress?: (p: PullProgress) => void } = {}): Promise<PullResult> {
   const { tree, ref, from: refFrom } = await resolveTreeish(chain, treeish);
   const store = chain.store;
+  const complete = store.hasTree(tree) ? store.meta.treeComplete(tree) : undefined;
+  if (complete) {
+    // Everything was here last time and nothing has left the index since (a warm restore).
+    if (ref !== null && refFrom !== 'local') store.setRef(ref, tree);
+    return { tree, ref, refFrom, files: complete.files, local: complete.blobs, fetched: 0, fetchedBytes: 0, from: {} };
+  }
   const entries = await ensureTree(chain, tree);
 
   // What is missing, with the size the tree promises and a path to name it by.
@@ -105,6 +111,7 @@ export async function pullTree(chain: Chain, treeish: string, opts: { onProgress
   }
 
   if (ref !== null && refFrom !== 'local') store.setRef(ref, tree); // pins it, and the next restore is local
+  if (missing.size === 0) store.meta.markTreeComplete(tree, { files, blobs: unique.size });
   await store.meta.flush();
   if (missing.size > 0) {
     const [first] = missing.keys();

@@ -1,6 +1,6 @@
 // CI round trips with the real CLI, a real redis-server and s3rver: save
 // on one $VRIFT_HOME, restore on an empty one, identical tree.
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vrift, vriftJson } from '../helpers/cli.js';
@@ -14,6 +14,10 @@ let s3: S3Server;
 let env: Record<string, string>;
 // Hard links from the CAS are read-only: compare the exec bit, content and structure.
 const same = (dir: string) => snapshotTree(dir, { mode: treeMode });
+/** The blob digest of one file of a directory (via a throwaway ingest). */
+const snapshotBlob = (dir: string, rel: string): string =>
+  vriftJson(['ls', vriftJson(['ingest', dir], { home: scratch }).tree, '--json'], { home: scratch }).entries.find((e: { path: string }) => e.path === rel).digest;
+const scratch = tempDir();
 
 beforeAll(async () => {
   [redis, s3] = await Promise.all([startRedis(), startS3(['vrift-ci'])]);
@@ -46,6 +50,30 @@ describe('vrift save / restore', () => {
     // The ref is now local too: a second restore needs no tier at all.
     const again = vriftJson(['restore', 'ci/sample', join(tempDir(), 'again')], { home: b, env: { ...env, VRIFT_TIERS: 'local' } });
     expect([again.refFrom, again.fetched]).toEqual(['local', 0]);
+  });
+
+  it('a warm restore skips the per-blob check, yet a blob gone behind the index\'s back is fetched again', () => {
+    const src = tempDir();
+    writeSampleTree(src);
+    vriftJson(['save', 'ci/warm', src], { home: tempDir(), env: tierEnv({ s3 }) });
+    const b = tempDir();
+    const first = vriftJson(['restore', 'ci/warm', join(tempDir(), 'o1')], { home: b, env: tierEnv({ s3 }) });
+    expect(first.fetched).toBeGreaterThan(0);
+    // Warm: everything is local and recorded complete.
+    const warm = vriftJson(['restore', 'ci/warm', join(tempDir(), 'o2')], { home: b, env: tierEnv({ s3 }) });
+    expect([warm.fetched, warm.local, warm.files]).toEqual([0, first.fetched + first.local, first.files]);
+    // A blob file deleted under the store (the index still lists it): materialize notices, it is fetched again.
+    const digest = snapshotBlob(src, 'src/main.c');
+    const file = join(b, 'cas', digest.slice(0, 2), digest);
+    chmodSync(join(b, 'cas', digest.slice(0, 2)), 0o755);
+    rmSync(file);
+    const out = join(tempDir(), 'o3');
+    const again = vrift(['restore', 'ci/warm', out, '--json'], { home: b, env: tierEnv({ s3 }) });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/fetching it again/);
+    expect(JSON.parse(again.stdout).fetched).toBe(1);
+    expect(same(out)).toEqual(same(src));
+    expect(existsSync(file)).toBe(true);
   });
 
   it('restores from S3 alone (packs) when Redis is not configured', () => {

@@ -33,6 +33,7 @@ export function register(program: Command): void {
           // (dropped from it): fetch it again, once.
           if (!hasCode(e, 'ERR_VRIFT_CAS_CORRUPT') && !hasCode(e, 'ERR_VRIFT_CAS_MISSING')) throw e;
           out.warn(`${(e as Error).message}; fetching it again`);
+          await ctx.store.meta.flush(); // the index has forgotten those blobs: the pull must see that
           pulled = await pull(ctx, pulled.tree);
           made = write(ctx, pulled.tree, dir);
         }
