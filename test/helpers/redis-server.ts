@@ -2,9 +2,9 @@
 // persistence (--save '' --appendonly no), optional password and TLS.
 // stop()/start() keep the port, so a client configured once sees the
 // server go away and come back (empty: nothing is persisted).
-import { spawn, type ChildProcess } from 'node:child_process';
 import { Redis } from 'ioredis';
-import { freePort, waitForPort } from './ports.js';
+import { freePort } from './ports.js';
+import { serverProcess } from './server-process.js';
 import { tempDir } from './tmp.js';
 
 export interface RedisTls {
@@ -24,16 +24,9 @@ export interface RedisServer {
   client(): Redis;
 }
 
-const running = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const p of running) p.kill('SIGKILL');
-});
-
 export async function startRedis(opts: { password?: string; tls?: RedisTls } = {}): Promise<RedisServer> {
   const port = await freePort();
   const dir = tempDir('vrift-redis-');
-  let proc: ChildProcess | undefined;
-  let output = '';
   const args = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'];
   if (opts.tls) {
     args.push('--port', '0', '--tls-port', String(port), '--tls-cert-file', opts.tls.certFile, '--tls-key-file', opts.tls.keyFile);
@@ -43,39 +36,17 @@ export async function startRedis(opts: { password?: string; tls?: RedisTls } = {
   const scheme = opts.tls ? 'rediss' : 'redis';
   const url = `${scheme}://${opts.password ? `:${encodeURIComponent(opts.password)}@` : ''}127.0.0.1:${port}`;
   let clientInstance: Redis | undefined;
+  const proc = serverProcess('redis-server', 'redis-server', args, port, 10_000);
 
   const server: RedisServer = {
     port,
     url,
     password: opts.password,
-    async start() {
-      if (proc) return;
-      const p = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      proc = p;
-      running.add(p);
-      p.stdout!.on('data', (d) => (output += d));
-      p.stderr!.on('data', (d) => (output += d));
-      let exited = false;
-      p.once('exit', () => {
-        exited = true;
-        running.delete(p);
-      });
-      try {
-        await waitForPort(port, 10_000, () => !exited);
-      } catch (e) {
-        throw new Error(`redis-server did not start: ${(e as Error).message}\n${output}`);
-      }
-    },
+    start: () => proc.start(),
     async stop() {
-      const p = proc;
-      proc = undefined;
       clientInstance?.disconnect();
       clientInstance = undefined;
-      if (!p || p.exitCode !== null) return;
-      await new Promise<void>((resolve) => {
-        p.once('exit', () => resolve());
-        p.kill('SIGTERM');
-      });
+      await proc.stop();
     },
     client() {
       clientInstance ??= new Redis(url, {

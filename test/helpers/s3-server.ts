@@ -6,11 +6,11 @@
 // About credentials: s3rver knows one key pair, S3RVER/S3RVER. It rejects
 // an unknown access key (InvalidAccessKeyId) but does not check SigV4
 // signatures, so a wrong *secret* is accepted; tests use a wrong key id.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
 import { ROOT } from './cli.js';
-import { freePort, waitForPort } from './ports.js';
+import { freePort } from './ports.js';
+import { serverProcess } from './server-process.js';
 import { tempDir } from './tmp.js';
 
 export const S3_KEY = 'S3RVER';
@@ -27,54 +27,24 @@ export interface S3Server {
   client(): S3Client;
 }
 
-const running = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const p of running) p.kill('SIGKILL');
-});
-
 export async function startS3(buckets: string[] = ['vrift-test']): Promise<S3Server> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const port = await freePort();
   const dir = tempDir('vrift-s3-');
   const endpoint = `http://127.0.0.1:${port}`;
-  let proc: ChildProcess | undefined;
-  let output = '';
   let client: S3Client | undefined;
   const bin = join(ROOT, 'node_modules', 's3rver', 'bin', 's3rver.js');
   const args = [bin, '-d', dir, '-p', String(port), '-a', '127.0.0.1', '-s', ...buckets.flatMap((b) => ['--configure-bucket', b])];
+
+  const proc = serverProcess('s3rver', process.execPath, args, port, 15_000);
 
   const server: S3Server = {
     port,
     endpoint,
     dir,
     buckets,
-    async start() {
-      if (proc) return;
-      const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      proc = p;
-      running.add(p);
-      p.stdout!.on('data', (d) => (output += d));
-      p.stderr!.on('data', (d) => (output += d));
-      let exited = false;
-      p.once('exit', () => {
-        exited = true;
-        running.delete(p);
-      });
-      try {
-        await waitForPort(port, 15_000, () => !exited);
-      } catch (e) {
-        throw new Error(`s3rver did not start: ${(e as Error).message}\n${output}`);
-      }
-    },
-    async stop() {
-      const p = proc;
-      proc = undefined;
-      if (!p || p.exitCode !== null) return;
-      await new Promise<void>((resolve) => {
-        p.once('exit', () => resolve());
-        p.kill('SIGTERM');
-      });
-    },
+    start: () => proc.start(),
+    stop: () => proc.stop(),
     client() {
       client ??= new S3Client({
         endpoint,
