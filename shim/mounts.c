@@ -55,6 +55,8 @@ int vr_mounts_init(void)
                     struct vr_mount *m = &vr_mounts[vr_nmounts];
                     m->r = r;
                     atomic_store(&m->ph_fd, -1);
+                    atomic_store(&m->cas_fd, -1);
+                    vr_strlcpy(m->cas_root, info.cas_root, sizeof m->cas_root);
                     m->rootlen = vr_strlcpy(m->root, info.mount_root, sizeof m->root);
                     while (m->rootlen > 1 && m->root[m->rootlen - 1] == '/')
                         m->root[--m->rootlen] = '\0';
@@ -173,7 +175,7 @@ static int in_mount(const char *abs, size_t len)
     for (int i = 0; i < vr_nmounts; i++) {
         const struct vr_mount *m = &vr_mounts[i];
         size_t rl = m->rootlen;
-        if (len >= rl && vr_memeq(abs, m->root, rl) && (len == rl || abs[rl] == '/' || rl == 1))
+        if (len >= rl && memcmp(abs, m->root, rl) == 0 && (len == rl || abs[rl] == '/' || rl == 1))
             return i;
     }
     return -1;
@@ -473,13 +475,14 @@ static void resolve_inner(int dirfd, const char *path, int flags, struct vr_path
     if (VR_UNLIKELY(path == NULL || path[0] == '\0'))
         return;
     char abs[2 * PATH_MAX];
+    const char *a = abs; /* the absolute path: the caller's own when it is one (no copy on the fast path) */
     size_t pl = vr_strlen(path);
     long n;
     int based = 0; /* joined to a base the kernel does not know as such */
     if (path[0] == '/') {
         if (pl >= sizeof abs)
             return;
-        memcpy(abs, path, pl + 1);
+        a = path;
         n = (long)pl;
     } else if (dirfd == AT_FDCWD) {
         char cwd[PATH_MAX];
@@ -511,19 +514,19 @@ static void resolve_inner(int dirfd, const char *path, int flags, struct vr_path
         if (n < 0)
             return;
     }
-    if (VR_LIKELY(is_clean(abs, (size_t)n))) {
-        int m = in_mount(abs, (size_t)n);
+    if (VR_LIKELY(is_clean(a, (size_t)n))) {
+        int m = in_mount(a, (size_t)n);
         if (m < 0) {
             if (based) {
                 out->kind = VP_REAL;
-                memcpy(out->rel, abs, (size_t)n + 1);
+                memcpy(out->rel, a, (size_t)n + 1);
                 out->rellen = (size_t)n;
             }
             return;
         }
         const struct vr_mount *mt = &vr_mounts[m];
         size_t skip = (size_t)n == mt->rootlen ? (size_t)n : mt->rootlen + (mt->rootlen == 1 ? 0 : 1);
-        const char *rel = abs + skip;
+        const char *rel = a + skip;
         size_t rl = (size_t)n - skip;
         int rc = vrift_vdir_lookup(mt->r, rel, rl, &out->res);
         if (rc == 0 && ((out->res.mode & S_IFMT) != S_IFLNK || !(flags & VR_FOLLOW))) {
@@ -543,6 +546,8 @@ static void resolve_inner(int dirfd, const char *path, int flags, struct vr_path
             return;
         }
     }
+    if (a != abs)
+        memcpy(abs, path, pl + 1);
     walk(abs, (size_t)n, flags, based, out);
 }
 
