@@ -59,22 +59,41 @@ static int cas_dir(int mount)
     return hi;
 }
 
-/* "ab/<64 hex>" (+ ".x": the executable twin) into rel[70]; two digits per
- * table load (this is on the path of every read-only open). */
+#ifdef __SSE2__
+#include <emmintrin.h>
+/* 16 bytes -> 32 lowercase hex digits, 16 at a time. */
+static inline void hex16(const uint8_t *in, char *out)
+{
+    const __m128i x = _mm_loadu_si128((const __m128i *)in), m = _mm_set1_epi8(0x0f);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), m), lo = _mm_and_si128(x, m);
+    __m128i a = _mm_unpacklo_epi8(hi, lo), b = _mm_unpackhi_epi8(hi, lo);
+    const __m128i nine = _mm_set1_epi8(9), zero = _mm_set1_epi8('0'), gap = _mm_set1_epi8('a' - '0' - 10);
+    a = _mm_add_epi8(_mm_add_epi8(a, zero), _mm_and_si128(_mm_cmpgt_epi8(a, nine), gap));
+    b = _mm_add_epi8(_mm_add_epi8(b, zero), _mm_and_si128(_mm_cmpgt_epi8(b, nine), gap));
+    _mm_storeu_si128((__m128i *)out, a);
+    _mm_storeu_si128((__m128i *)(out + 16), b);
+}
+#endif
+
+/* "ab/<64 hex>" (+ ".x": the executable twin) into rel[70] (on the path of
+ * every read-only open: vector code where there is SSE2). */
 static void blob_rel(const uint8_t digest[32], int exec, char *rel)
 {
-    static const char hex2[513] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-                                  "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-                                  "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-                                  "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-                                  "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-                                  "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-                                  "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-                                  "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
-    memcpy(rel, hex2 + 2 * digest[0], 2);
+#ifdef __SSE2__
+    hex16(digest, rel + 3);
+    hex16(digest + 16, rel + 3 + 32);
+    rel[0] = rel[3];
+    rel[1] = rel[4];
+#else
+    static const char hex[] = "0123456789abcdef";
+    rel[0] = hex[digest[0] >> 4];
+    rel[1] = hex[digest[0] & 15];
+    for (int i = 0; i < 32; i++) {
+        rel[3 + 2 * i] = hex[digest[i] >> 4];
+        rel[4 + 2 * i] = hex[digest[i] & 15];
+    }
+#endif
     rel[2] = '/';
-    for (int i = 0; i < 32; i++)
-        memcpy(rel + 3 + 2 * i, hex2 + 2 * digest[i], 2);
     char *p = rel + 3 + 64;
     if (exec) {
         *p++ = '.';
