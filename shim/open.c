@@ -3,7 +3,8 @@
  * (close, close_range, dup, dup2, dup3, fcntl F_DUPFD).
  *
  * Reading a virtual file opens its CAS blob read-only (zero copy: the
- * kernel's page cache serves the bytes; mmap works), and binds the fd to
+ * kernel's page cache serves the bytes; mmap works) relative to a cached
+ * descriptor of the CAS directory (cas_dir below), and binds the fd to
  * the virtual entry so fstat() reports the virtual file. Executable entries
  * open the blob's 0555 twin (<digest>.x), so fexecve and /proc/self/fd
  * exec work. A blob not in the local CAS (VDIR_F_REMOTE, or missing) is
