@@ -344,8 +344,11 @@ int vr_owns_fd(int fd)
 {
     if (vr_ipc_owns_fd(fd))
         return 1;
+    if (fd < 0)
+        return 0;
     for (int i = 0; i < vr_nmounts; i++)
-        if (atomic_load_explicit(&vr_mounts[i].ph_fd, memory_order_relaxed) == fd && fd >= 0)
+        if (atomic_load_explicit(&vr_mounts[i].ph_fd, memory_order_relaxed) == fd ||
+            atomic_load_explicit(&vr_mounts[i].cas_fd, memory_order_relaxed) == fd)
             return 1;
     return 0;
 }
@@ -357,5 +360,7 @@ void vr_disown_fd(int fd)
     for (int i = 0; i < vr_nmounts; i++) {
         int e = fd;
         atomic_compare_exchange_strong(&vr_mounts[i].ph_fd, &e, -1);
+        e = fd;
+        atomic_compare_exchange_strong(&vr_mounts[i].cas_fd, &e, -1);
     }
 }

@@ -3,7 +3,8 @@
  * (close, close_range, dup, dup2, dup3, fcntl F_DUPFD).
  *
  * Reading a virtual file opens its CAS blob read-only (zero copy: the
- * kernel's page cache serves the bytes; mmap works), and binds the fd to
+ * kernel's page cache serves the bytes; mmap works) relative to a cached
+ * descriptor of the CAS directory (cas_dir below), and binds the fd to
  * the virtual entry so fstat() reports the virtual file. Executable entries
  * open the blob's 0555 twin (<digest>.x), so fexecve and /proc/self/fd
  * exec work. A blob not in the local CAS (VDIR_F_REMOTE, or missing) is
@@ -30,25 +31,120 @@ static inline int ret(int rc)
     return rc;
 }
 
+/*
+ * The mount's CAS directory as a descriptor, opened once per process
+ * (O_PATH, at a high number, close-on-exec, like the mount-root cache):
+ * a blob is then opened with openat(cas, "ab/<64 hex>"), a 2-component
+ * walk instead of the whole absolute path from "/". -1 when it cannot be
+ * opened. The program may close or replace the number (close, dup2 and
+ * close_range disown it; a raw close is caught by open_cas's fallback).
+ */
+static int cas_dir(int mount)
+{
+    struct vr_mount *m = &vr_mounts[mount];
+    int fd = atomic_load_explicit(&m->cas_fd, memory_order_acquire);
+    if (VR_LIKELY(fd >= 0))
+        return fd;
+    int lo = vr_openat(AT_FDCWD, m->cas_root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (lo < 0)
+        return -1;
+    int hi = vr_fcntl(lo, F_DUPFD_CLOEXEC, vr_high_fd_floor() + 1 + VR_MAX_MOUNTS + mount);
+    vr_close(lo);
+    if (hi < 0)
+        return -1;
+    int expect = -1;
+    if (!atomic_compare_exchange_strong(&m->cas_fd, &expect, hi)) {
+        vr_close(hi); /* another thread was first */
+        return expect;
+    }
+    return hi;
+}
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+/* 16 bytes -> 32 lowercase hex digits, 16 at a time. */
+static inline void hex16(const uint8_t *in, char *out)
+{
+    const __m128i x = _mm_loadu_si128((const __m128i *)in), m = _mm_set1_epi8(0x0f);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), m), lo = _mm_and_si128(x, m);
+    __m128i a = _mm_unpacklo_epi8(hi, lo), b = _mm_unpackhi_epi8(hi, lo);
+    const __m128i nine = _mm_set1_epi8(9), zero = _mm_set1_epi8('0'), gap = _mm_set1_epi8('a' - '0' - 10);
+    a = _mm_add_epi8(_mm_add_epi8(a, zero), _mm_and_si128(_mm_cmpgt_epi8(a, nine), gap));
+    b = _mm_add_epi8(_mm_add_epi8(b, zero), _mm_and_si128(_mm_cmpgt_epi8(b, nine), gap));
+    _mm_storeu_si128((__m128i *)out, a);
+    _mm_storeu_si128((__m128i *)(out + 16), b);
+}
+#endif
+
+/* "ab/<64 hex>" (+ ".x": the executable twin) into rel[70] (on the path of
+ * every read-only open: vector code where there is SSE2). */
+static void blob_rel(const uint8_t digest[32], int exec, char *rel)
+{
+#ifdef __SSE2__
+    hex16(digest, rel + 3);
+    hex16(digest + 16, rel + 3 + 32);
+    rel[0] = rel[3];
+    rel[1] = rel[4];
+#else
+    static const char hex[] = "0123456789abcdef";
+    rel[0] = hex[digest[0] >> 4];
+    rel[1] = hex[digest[0] & 15];
+    for (int i = 0; i < 32; i++) {
+        rel[3 + 2 * i] = hex[digest[i] >> 4];
+        rel[4 + 2 * i] = hex[digest[i] & 15];
+    }
+#endif
+    rel[2] = '/';
+    char *p = rel + 3 + 64;
+    if (exec) {
+        *p++ = '.';
+        *p++ = 'x';
+    }
+    *p = '\0';
+}
+
+/*
+ * Opens a blob relative to the cached CAS descriptor. Any failure there is
+ * retried with the absolute path (the descriptor may be stale: closed
+ * behind our back, its number reused, the directory replaced); when that
+ * succeeds the cached descriptor is dropped and reopened next time.
+ */
+static int open_cas(int mount, const uint8_t digest[32], int exec, int fl)
+{
+    char rel[2 + 1 + 64 + 2 + 1];
+    blob_rel(digest, exec, rel);
+    int dfd = cas_dir(mount);
+    int fd = dfd >= 0 ? vr_openat(dfd, rel, fl, 0) : -EBADF;
+    if (VR_LIKELY(fd >= 0) || fd == -EMFILE || fd == -ENFILE)
+        return fd;
+    const struct vr_mount *m = &vr_mounts[mount];
+    char blob[VRIFT_VDIR_CAS_ROOT_MAX + sizeof rel];
+    size_t n = vr_strlcpy(blob, m->cas_root, VRIFT_VDIR_CAS_ROOT_MAX);
+    blob[n++] = '/';
+    memcpy(blob + n, rel, sizeof rel);
+    int afd = vr_openat(AT_FDCWD, blob, fl, 0);
+    if (afd >= 0 && dfd >= 0) {
+        /* Forget it, never close it: the number may be the program's now
+         * (a rare leak of one descriptor beats closing someone else's). */
+        int e = dfd;
+        atomic_compare_exchange_strong(&vr_mounts[mount].cas_fd, &e, -1);
+    }
+    return afd;
+}
+
 static int open_blob(const struct vr_path *p, int flags)
 {
-    char blob[PATH_MAX];
     int exec = (p->res.mode & 0111) != 0;
     int fl = O_RDONLY | (flags & (O_CLOEXEC | O_NONBLOCK | O_LARGEFILE | O_NOCTTY));
-    vrift_vdir_reader *r = vr_mounts[p->mount].r;
     int fd = -ENOENT;
     for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
         if (attempt == 1 || (p->res.flags & VRIFT_VDIR_F_REMOTE)) {
             if (vr_fetch(p->mount, p->res.entry.u.digest) != 0)
                 return -EIO;
         }
-        if (vrift_vdir_blob_path(r, p->res.entry.u.digest, exec, blob, sizeof blob) != 0)
-            return -ENAMETOOLONG;
-        fd = vr_openat(AT_FDCWD, blob, fl, 0);
-        if (fd == -ENOENT && exec) {
-            vrift_vdir_blob_path(r, p->res.entry.u.digest, 0, blob, sizeof blob);
-            fd = vr_openat(AT_FDCWD, blob, fl, 0);
-        }
+        fd = open_cas(p->mount, p->res.entry.u.digest, exec, fl);
+        if (fd == -ENOENT && exec)
+            fd = open_cas(p->mount, p->res.entry.u.digest, 0, fl);
         if (fd >= 0 || fd != -ENOENT)
             break;
     }
@@ -408,10 +504,13 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
             break;
     }
     errno = saved;
-    for (int i = 0; i < vr_nmounts; i++) { /* cached mount-root descriptors: reopened when needed */
+    for (int i = 0; i < vr_nmounts; i++) { /* cached mount-root and CAS descriptors: reopened when needed */
         int ph = atomic_load(&vr_mounts[i].ph_fd);
         if (ph >= 0 && (unsigned)ph >= first && (unsigned)ph <= last)
             vr_disown_fd(ph);
+        int cd = atomic_load(&vr_mounts[i].cas_fd);
+        if (cd >= 0 && (unsigned)cd >= first && (unsigned)cd <= last)
+            vr_disown_fd(cd);
     }
     /* keep the shim's socket: close around it */
     for (unsigned fd = first; fd <= last && fd <= (1u << 20); fd++) {

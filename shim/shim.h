@@ -116,7 +116,9 @@ struct vr_mount {
     _Atomic int ph_fd;         /* a cached descriptor of the real mount root (high, close-on-exec), or -1 */
     _Atomic int ph_known;      /* identity of the placeholder directory (the real mount root) */
     uint64_t ph_dev, ph_ino;
+    _Atomic int cas_fd;        /* a cached O_PATH descriptor of cas_root (high, close-on-exec), or -1 */
     char root[VRIFT_VDIR_MOUNT_ROOT_MAX];
+    char cas_root[VRIFT_VDIR_CAS_ROOT_MAX]; /* the VDir's cas_root (fixed for its life) */
 };
 
 extern struct vr_mount vr_mounts[VR_MAX_MOUNTS];

@@ -222,6 +222,65 @@ describe('VDir writer', () => {
     expect(out[1]).toMatchObject({ rc: 0, target: target(299) });
   });
 
+  it('copies an image: the same lookups and listings for the C reader at a new mount root, new mtimes, and a copy that takes changes on its own', () => {
+    const src = fresh({ capacity: 16, poolBytes: 256 });
+    const ups: VDirEntryInput[] = [dir('a'), dir('a/b'), { path: 'a/l', mode: S_IFLNK | 0o777, size: 0, mtimeSec: 3, target: 'b/f0' }];
+    for (let i = 0; i < 200; i++) ups.push(file(`a/b/f${i}`, hex(i % 256), i, i % 3 ? 0o644 : 0o755));
+    src.apply(ups); // grows: the image is of a resized object
+    src.apply([], ['a/b/f7']); // and has a free slot
+    const image = src.image();
+    expect(image.byteLength).toBe(src.stats().mappedBytes);
+    const name = `spec-${process.pid}-${++seq}`;
+    const copy = VDir.fromImage(name, { casRoot: CAS, mountRoot: '/work/other mnt', image, mtimeSec: 1800000000 });
+    open.push(copy);
+    const paths = ['', 'a', 'a/b', 'a/l', 'a/b/f7', ...Array.from({ length: 200 }, (_, i) => `a/b/f${i}`)];
+    for (const p of paths) {
+      const [x, y] = [src.lookup(p), copy.lookup(p)];
+      expect(y === undefined).toBe(x === undefined);
+      if (x && y) expect({ ...y, mtimeSec: 0, check: 0 }).toEqual({ ...x, mtimeSec: 0, check: 0 });
+      if (y) expect(y.mtimeSec).toBe(1800000000);
+    }
+    expect(copy.list('a/b')).toEqual(src.list('a/b'));
+    expect(copy.stats()).toMatchObject({ entries: src.stats().entries, capacity: src.stats().capacity, mappedBytes: src.stats().mappedBytes });
+    // The C reader: checks verify (a bad one would be -EIO), the new mount root and CAS path.
+    const { shmPath } = copy.stats();
+    expect(shmPath).toContain(name);
+    const [f1, l, gone] = hammer(['lookup', shmPath, 'a/b/f1', 'a/l', 'a/b/f7']).lines;
+    expect(f1).toMatchObject({ rc: 0, size: 1, mtime: 1800000000, blob: `${CAS}/01/${hex(1)}` });
+    expect(l).toMatchObject({ rc: 0, target: 'b/f0' });
+    expect(gone.rc).toBe(-2);
+    expect(hammer(['list', shmPath, 'a/b']).lines[0].names).toEqual(src.list('a/b'));
+    // The copy is a full writer (its private state rebuilt): removals in the
+    // middle of a list, reuse of the free slot, growth; the source is untouched.
+    copy.apply([file('a/b/new', hex(9), 9)], ['a/b/f100', 'a/b/f0']);
+    for (let i = 0; i < 400; i++) copy.apply([file(`a/c${i}`, hex(i % 256), i)]);
+    expect(copy.list('a/b')).toEqual(src.list('a/b').filter((n) => n !== 'f100' && n !== 'f0').concat('new'));
+    expect(copy.lookup('a/b/new')).toMatchObject({ size: 9 });
+    expect(copy.lookup('a/c399')).toMatchObject({ size: 399 });
+    expect(copy.stats().resizes).toBeGreaterThan(0);
+    expect(hammer(['list', copy.stats().shmPath, 'a/b']).lines[0].names).toEqual(copy.list('a/b'));
+    expect(src.lookup('a/b/f100')).toMatchObject({ size: 100 });
+    expect(src.lookup('a/b/new')).toBeUndefined();
+    // mtimes kept when not given
+    const kept = VDir.fromImage(`spec-${process.pid}-${++seq}`, { casRoot: CAS, mountRoot: MNT, image });
+    open.push(kept);
+    expect(kept.lookup('a/l')).toMatchObject({ mtimeSec: 3 });
+  });
+
+  it('refuses an image that is not a complete object of this CAS', () => {
+    const src = fresh();
+    src.apply([dir('x')]);
+    const image = src.image();
+    const make = (img: Buffer, casRoot = CAS) => VDir.fromImage(`spec-${process.pid}-${++seq}`, { casRoot, mountRoot: MNT, image: img });
+    const bad = { code: 'ERR_VRIFT_VDIR_INVALID' };
+    expect(() => make(image.subarray(0, 4096))).toThrow(expect.objectContaining(bad));
+    expect(() => make(Buffer.alloc(image.byteLength))).toThrow(expect.objectContaining(bad));
+    expect(() => make(image, '/another/cas')).toThrow(expect.objectContaining(bad));
+    const odd = Buffer.from(image);
+    odd.writeBigUInt64LE(odd.readBigUInt64LE(16) + 1n, 16); // gen odd: a copy taken mid-batch
+    expect(() => make(odd)).toThrow(expect.objectContaining(bad));
+  });
+
   it('retires on close: the name is gone and the writer refuses further use', () => {
     const v = VDir.create(`spec-${process.pid}-close`, { casRoot: CAS, mountRoot: MNT });
     const { shmPath } = v.stats();

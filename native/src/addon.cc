@@ -53,12 +53,30 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
                         InstanceMethod<&VDirWriterWrap::List>("list"),
                         InstanceMethod<&VDirWriterWrap::Stats>("stats"),
                         InstanceMethod<&VDirWriterWrap::ProbeStats>("probeStats"),
+                        InstanceMethod<&VDirWriterWrap::Image>("image"),
                         InstanceMethod<&VDirWriterWrap::Close>("close")});
   }
 
   // new VDirWriter(name, casRoot, mountRoot, capacity, poolBytes)
+  // new VDirWriter(name, casRoot, mountRoot, image: Buffer, mtimeSec)  (-1: keep the image's mtimes)
   explicit VDirWriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<VDirWriterWrap>(info) {
     Napi::Env env = info.Env();
+    if (info.Length() >= 5 && info[0].IsString() && info[1].IsString() && info[2].IsString() && info[3].IsBuffer() &&
+        info[4].IsNumber()) {
+      vrift::VdirCreateOptions opt;
+      opt.name = info[0].As<Napi::String>().Utf8Value();
+      opt.cas_root = info[1].As<Napi::String>().Utf8Value();
+      opt.mount_root = info[2].As<Napi::String>().Utf8Value();
+      auto img = info[3].As<Napi::Buffer<uint8_t>>();
+      const double mt = info[4].As<Napi::Number>().DoubleValue();
+      if (!(mt >= -1 && mt <= 4294967295.0)) ThrowCode(env, EINVAL, "VDir image: mtimeSec out of range");
+      try {
+        writer_ = std::make_unique<vrift::VdirWriter>(opt, img.Data(), img.Length(), static_cast<int64_t>(mt));
+      } catch (const vrift::VdirError& e) {
+        ThrowCode(env, e.code, e.what());
+      }
+      return;
+    }
     if (info.Length() < 5 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString() || !info[3].IsNumber() ||
         !info[4].IsNumber())
       ThrowCode(env, EINVAL, "VDirWriter(name, casRoot, mountRoot, capacity, poolBytes): bad arguments");
@@ -173,6 +191,13 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
     Napi::Array a = Napi::Array::New(env, names.size());
     for (uint32_t i = 0; i < names.size(); i++) a.Set(i, Napi::String::New(env, names[i]));
     return a;
+  }
+
+  // image() -> Buffer: a copy of the whole object, for new VDirWriter(..., image, mtimeSec)
+  Napi::Value Image(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (writer_->closed()) ThrowCode(env, EBADF, "image(): the VDir is closed");
+    return Napi::Buffer<uint8_t>::Copy(env, writer_->ImageData(), writer_->ImageSize());
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {

@@ -119,7 +119,7 @@ struct VdirWriter::Plan {
   uint64_t pool_freed = 0;  // bytes the removals turn into garbage
 };
 
-VdirWriter::VdirWriter(const VdirCreateOptions& opt) : name_(opt.name), cas_root_(opt.cas_root), mount_root_(opt.mount_root) {
+void VdirWriter::Init(const VdirCreateOptions& opt) {
   if (!ValidName(name_)) Fail(EINVAL, "invalid VDir name " + Q(name_) + ": use 1-255 of [A-Za-z0-9._-]");
   if (cas_root_.empty() || cas_root_[0] != '/' || cas_root_.size() >= VRIFT_VDIR_CAS_ROOT_MAX)
     Fail(EINVAL, "casRoot " + Q(cas_root_) + " must be an absolute path shorter than 256 bytes");
@@ -129,7 +129,10 @@ VdirWriter::VdirWriter(const VdirCreateOptions& opt) : name_(opt.name), cas_root
   shm_path_ = std::string(VRIFT_VDIR_SHM_DIR "/" VRIFT_VDIR_SHM_PREFIX) + std::to_string(getuid()) + "." + name_;
   seed_ = Random64();
   volume_id_ = Random64();
+}
 
+VdirWriter::VdirWriter(const VdirCreateOptions& opt) : name_(opt.name), cas_root_(opt.cas_root), mount_root_(opt.mount_root) {
+  Init(opt);
   uint64_t pool = (opt.pool_bytes != 0 ? opt.pool_bytes : uint64_t{opt.capacity} * 64) + 1;
   std::string tmp;
   map_ = Build(opt.capacity + 1, pool, &tmp);
@@ -146,7 +149,77 @@ VdirWriter::VdirWriter(const VdirCreateOptions& opt) : name_(opt.name), cas_root
   map_.hdr->entry_hwm = 1;
   InsertBucket(0);
   Recheck(0);
+  Publish(tmp);
+}
 
+VdirWriter::VdirWriter(const VdirCreateOptions& opt, const uint8_t* image, size_t len, int64_t mtime_sec)
+    : name_(opt.name), cas_root_(opt.cas_root), mount_root_(opt.mount_root) {
+  Init(opt);
+  // The image is a copy of an object this daemon built; still, check what
+  // the copy relies on rather than publish something readers would refuse.
+  if (image == nullptr || len < VRIFT_VDIR_HEADER_SIZE || reinterpret_cast<uintptr_t>(image) % 8 != 0)
+    Fail(EINVAL, "VDir image: too short or misaligned");
+  const auto* ih = reinterpret_cast<const vrift_vdir_header*>(image);
+  if (ih->magic != VRIFT_VDIR_MAGIC || ih->version != VRIFT_VDIR_VERSION || ih->header_size != VRIFT_VDIR_HEADER_SIZE ||
+      ih->entry_size != VRIFT_VDIR_ENTRY_SIZE || ih->total_size != len || (ih->gen.load(std::memory_order_relaxed) & 1u) != 0 ||
+      ih->entry_hwm > ih->entry_cap || ih->entry_count > ih->entry_hwm || ih->pool_used > ih->pool_cap)
+    Fail(EINVAL, "VDir image: not a complete object of this layout");
+  if (std::strncmp(ih->cas_root, cas_root_.c_str(), VRIFT_VDIR_CAS_ROOT_MAX) != 0)
+    Fail(EINVAL, "VDir image: built for another CAS (" + Q(std::string(ih->cas_root, strnlen(ih->cas_root, VRIFT_VDIR_CAS_ROOT_MAX))) + ")");
+  seed_ = ih->hash_seed;  // the buckets were placed with it
+  std::string tmp;
+  map_ = Build(ih->entry_cap, ih->pool_cap, &tmp);
+  const vrift_vdir_header* h = map_.hdr;
+  if (h->total_size != len || h->entry_off != ih->entry_off || h->bucket_off != ih->bucket_off ||
+      h->bucket_count != ih->bucket_count || h->pool_off != ih->pool_off || h->pool_cap != ih->pool_cap) {
+    unlink(tmp.c_str());
+    Unmap(&map_);
+    Fail(EINVAL, "VDir image: its geometry is not this writer's");
+  }
+  // Entries, buckets and pool in one copy; then the header's mutable counts.
+  std::memcpy(map_.base + h->entry_off, image + h->entry_off, len - h->entry_off);
+  map_.hdr->entry_count = ih->entry_count;
+  map_.hdr->entry_hwm = ih->entry_hwm;
+  map_.hdr->pool_used = ih->pool_used;
+  map_.hdr->pool_garbage = ih->pool_garbage;
+  // The writer-private state: path hashes, previous siblings, free slots.
+  const uint32_t cap = h->entry_cap, hwm = h->entry_hwm;
+  hash_.assign(cap, 0);
+  prev_.assign(cap, 0);
+  for (uint32_t i = 0; i < hwm; i++) {
+    vrift_vdir_entry& e = map_.ent[i];
+    if (e.mode == 0) {
+      free_.push_back(i);
+      continue;
+    }
+    const size_t room = e.path_off < h->pool_cap ? h->pool_cap - e.path_off : 0;
+    const size_t pl = strnlen(map_.pool + e.path_off, room);
+    if (pl == room) {
+      unlink(tmp.c_str());
+      Unmap(&map_);
+      Fail(EINVAL, "VDir image: an entry's path runs off the pool");
+    }
+    hash_[i] = vrift_vdir_hash(map_.pool + e.path_off, pl, seed_);
+    if (mtime_sec >= 0) {
+      e.mtime_sec = static_cast<uint32_t>(mtime_sec);
+      Recheck(i);
+    }
+  }
+  for (uint32_t i = 0; i < hwm; i++) {
+    const vrift_vdir_entry& e = map_.ent[i];
+    if (!IsDir(e.mode)) continue;
+    uint32_t prev = 0, n = 0;
+    for (uint32_t c = e.u.dir.first_child; c != 0 && c <= hwm && n <= hwm; c = map_.ent[c - 1].next_sibling, n++) {
+      prev_[c - 1] = prev;
+      prev = c;
+    }
+  }
+  Publish(tmp);
+}
+
+// Renames the complete object at `tmp` over the stable name, superseding a
+// stale object of the same name (a daemon that died) so its readers follow.
+void VdirWriter::Publish(const std::string& tmp) {
   // A stale object under our name (a daemon that died): remember its header
   // so its readers can be pointed at us once we own the name.
   vrift_vdir_header* stale = nullptr;

@@ -68,6 +68,13 @@ class VdirWriter {
   // Builds the object under a temporary name and renames it over the stable
   // name, superseding a stale object of the same name (section 5).
   explicit VdirWriter(const VdirCreateOptions& opt);
+  // Publishes a copy of `image` (the bytes of an object another writer of
+  // the same cas_root built, see Image()) under opt.name at opt.mount_root:
+  // same entries, slots, buckets and hash seed; a new volume_id; every
+  // entry's mtime set to `mtime_sec` unless it is negative. opt.capacity and
+  // opt.pool_bytes are ignored (the image's geometry is kept). Throws
+  // EINVAL for an image that is not a complete object of this layout.
+  VdirWriter(const VdirCreateOptions& opt, const uint8_t* image, size_t len, int64_t mtime_sec);
   ~VdirWriter();
   VdirWriter(const VdirWriter&) = delete;
   VdirWriter& operator=(const VdirWriter&) = delete;
@@ -80,6 +87,9 @@ class VdirWriter {
   // Names of a directory's children, in list order. Throws ENOENT/ENOTDIR.
   std::vector<std::string> List(std::string_view dir) const;
   VdirStats Stats() const;
+  // The object's bytes as they are between batches ([0, total_size)).
+  const uint8_t* ImageData() const { return map_.base; }
+  size_t ImageSize() const { return map_.size; }
   VdirProbeStats ProbeStats() const;
 
   // Retires the object (readers get -ESTALE) and, if `unlink`, removes
@@ -99,6 +109,8 @@ class VdirWriter {
   };
   struct Plan;
 
+  void Init(const VdirCreateOptions& opt);
+  void Publish(const std::string& tmp);
   Map Build(uint32_t entry_cap, uint64_t pool_cap, std::string* tmp_path);
   void Unmap(Map* m);
   void Grow(uint32_t entry_cap, uint64_t pool_cap);

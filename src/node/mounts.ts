@@ -6,6 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Digest } from '../lib/digest.js';
 import { fsError, VriftError } from '../lib/errors.js';
+import { MountImageCache } from './mount-image-cache.js';
 import { clearOverlay, mergedEntries, overlayOf } from './mount-overlay.js';
 import type { Store } from './store.js';
 import type { TreeEntry } from './tree.js';
@@ -47,10 +48,16 @@ export class MountManager {
   /** The records of published mounts (LMDB writes are asynchronous: a request right after MOUNT must still find it). */
   private readonly live = new Map<string, MountRecord>();
 
+  /** VDir images of recently mounted trees: a new mount of one of them is a copy (mount-image-cache.ts). */
+  readonly images: MountImageCache;
+
   constructor(
     private readonly store: Store,
     private readonly log: (line: string) => void,
-  ) {}
+    opts: { imageCacheBytes?: number } = {},
+  ) {
+    this.images = new MountImageCache(opts.imageCacheBytes);
+  }
 
   /** The VDir name of a mount: stable for (store, path), so a restart reuses it. */
   static nameFor(home: string, path: string): string {
@@ -96,7 +103,8 @@ export class MountManager {
 
   unmount(path: string): void {
     const abs = resolve(path);
-    const rec = this.store.meta.state.get(['mount', abs]) as MountRecord | undefined;
+    // (live first: the LMDB write of a mount made just now may not be committed yet)
+    const rec = this.live.get(abs) ?? (this.store.meta.state.get(['mount', abs]) as MountRecord | undefined);
     if (!rec) throw new VriftError('ERR_VRIFT_MOUNT_NOT_FOUND', `${abs} is not mounted`, { hint: 'see `vrift status`', exitCode: 1 });
     this.vdirs.get(abs)?.close({ unlink: true });
     this.vdirs.delete(abs);
@@ -130,13 +138,28 @@ export class MountManager {
   }
 
   private publish(rec: MountRecord): void {
-    // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
-    const { entries, mtimes } = mergedEntries(this.store.getTree(rec.tree).entries, overlayOf(this.store, rec.name));
-    for (const e of entries) if (e.kind === 'file' && e.mode === 0o755 && this.store.cas.has(e.digest!)) this.store.ensureExecTwin(e.digest!);
-    const upserts = vdirEntries(this.store, entries, Math.floor(rec.mountedAt / 1000), { checkLocal: false });
-    if (mtimes.size > 0) for (const u of upserts) u.mtimeSec = mtimes.get(u.path) ?? u.mtimeSec;
-    const vdir = VDir.create(rec.name, { casRoot: this.store.layout.cas, mountRoot: rec.path, ...VDir.sizeFor(upserts) });
-    vdir.apply(upserts);
+    const overlay = overlayOf(this.store, rec.name);
+    const mtimeSec = Math.floor(rec.mountedAt / 1000);
+    const casRoot = this.store.layout.cas;
+    // A tree mounted before (and still cached) with no changes on top: copy its image.
+    const cached = overlay.size === 0 ? this.images.get(rec.tree) : undefined;
+    let vdir: VDir;
+    if (cached) {
+      for (const d of cached.execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
+      vdir = VDir.fromImage(rec.name, { casRoot, mountRoot: rec.path, image: cached.image, mtimeSec });
+    } else {
+      // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
+      const { entries, mtimes } = mergedEntries(this.store.getTree(rec.tree).entries, overlay);
+      const execDigests: Digest[] = [];
+      for (const e of entries) if (e.kind === 'file' && e.mode === 0o755) execDigests.push(e.digest!);
+      for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
+      const upserts = vdirEntries(this.store, entries, mtimeSec, { checkLocal: false });
+      if (mtimes.size > 0) for (const u of upserts) u.mtimeSec = mtimes.get(u.path) ?? u.mtimeSec;
+      vdir = VDir.create(rec.name, { casRoot, mountRoot: rec.path, ...VDir.sizeFor(upserts) });
+      vdir.apply(upserts);
+      // only the tree itself is worth keeping: an overlay is this mount's own
+      if (overlay.size === 0) this.images.set(rec.tree, { image: vdir.image(), execDigests });
+    }
     this.vdirs.get(rec.path)?.close({ unlink: false });
     this.vdirs.set(rec.path, vdir);
     this.live.set(rec.path, rec);

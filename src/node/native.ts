@@ -16,6 +16,8 @@ export interface NativeVDirWriter {
   stats(): NativeVDirStats;
   probeStats(): { maxProbe: number; displaced: number; tagCollisions: number };
   close(unlink: boolean): void;
+  /** A copy of the whole shared-memory object (for `new VDirWriter(..., image, mtimeSec)`). */
+  image(): Buffer;
 }
 
 export interface NativeVDirEntry {
@@ -68,7 +70,11 @@ export interface NativeZstdStream {
 }
 
 export interface NativeAddon {
-  VDirWriter: new (name: string, casRoot: string, mountRoot: string, capacity: number, poolBytes: number) => NativeVDirWriter;
+  VDirWriter: {
+    new (name: string, casRoot: string, mountRoot: string, capacity: number, poolBytes: number): NativeVDirWriter;
+    /** A copy of `image` published as `name` at `mountRoot`, every mtime set to `mtimeSec` (-1: kept). */
+    new (name: string, casRoot: string, mountRoot: string, image: Buffer, mtimeSec: number): NativeVDirWriter;
+  };
   vdirLayoutVersion: number;
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;

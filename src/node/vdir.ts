@@ -215,6 +215,32 @@ export class VDir {
     }
   }
 
+  /**
+   * Publishes a copy of another VDir's `image()` as `name` at `mountRoot`
+   * (same CAS): the same entries, without decoding or inserting any of them
+   * (a memory copy, then every entry's mtime set to `mtimeSec` when given).
+   * A stale object of the same name is replaced, as by create().
+   */
+  static fromImage(name: string, opts: { casRoot: string; mountRoot: string; image: Buffer; mtimeSec?: number }): VDir {
+    const mtime = opts.mtimeSec ?? -1;
+    if (!Number.isInteger(mtime) || mtime < -1 || mtime > 0xffffffff) invalid(`mtimeSec ${mtime} is not an integer in [0, ${0xffffffff}]`);
+    const { VDirWriter } = loadNative();
+    try {
+      return new VDir(new VDirWriter(name, opts.casRoot, opts.mountRoot, opts.image, mtime), name);
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /** A copy of the whole object as it is now (between batches), for fromImage(). */
+  image(): Buffer {
+    try {
+      return this.native.image();
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
   /** The capacity and pool size that hold exactly `entries` (plus `headroom`, e.g. 0.1 = 10 %). */
   static sizeFor(entries: readonly VDirEntryInput[], headroom = 0): { capacity: number; poolBytes: number } {
     let pool = 0;

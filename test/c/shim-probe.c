@@ -6,6 +6,12 @@
  *   shim-probe errno  <mnt>                 errno kept on success, set right on failure
  *   shim-probe fstat  <mnt>                 fstat of an opened virtual file = stat of its path
  *   shim-probe stress <mnt> <threads> <ms>  threads + fork + exec hammering the mount
+ *   shim-probe read   <mnt>                 every data/f<i>.txt reads right
+ *   shim-probe casfd  <mnt>                 reads keep working after the program closes every
+ *                                           descriptor (close loop, close_range; a raw close and
+ *                                           another directory dup'ed onto the shim's CAS
+ *                                           descriptor behind its back), in a forked child, and
+ *                                           across exec
  *
  * Prints "ok" and exits 0, or prints what failed and exits 1.
  */
@@ -20,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -204,6 +211,83 @@ static int probe_stress(int nthreads, int ms)
     return failures == 0;
 }
 
+static int read_all(void)
+{
+    int bad = 0;
+    for (int i = 0; i < 50; i++)
+        bad += !check_file(i);
+    return bad;
+}
+
+/* Descriptors >= 3 open on a directory named .../cas (the shim's CAS descriptor). */
+static int cas_fds(int *out, int cap)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < cap) {
+        int fd = atoi(e->d_name);
+        char link[64], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t l = readlink(link, target, sizeof target - 1);
+        if (fd < 3 || l < 4)
+            continue;
+        target[l] = '\0';
+        if (strcmp(target + l - 4, "/cas") == 0)
+            out[n++] = fd;
+    }
+    closedir(d);
+    return n;
+}
+
+static int probe_casfd(const char *self)
+{
+    int fds[8];
+    CHECK(read_all() == 0, "first reads");
+    CHECK(cas_fds(fds, 8) == 1 && fds[0] >= 64, "one high CAS descriptor after reading (%d)", cas_fds(fds, 8));
+    /* a "close every descriptor" loop: the shim keeps its own, quietly */
+    for (int fd = 3; fd < 4096; fd++)
+        close(fd);
+    CHECK(read_all() == 0, "reads after a close loop");
+    /* close_range through libc: the shim lets it go and opens another */
+    close_range(3, ~0u, 0);
+    CHECK(read_all() == 0, "reads after close_range");
+    /* behind the shim's back: a raw close, then another directory on the
+     * old number (raw dup3): reads must still get the right bytes */
+    int n = cas_fds(fds, 8);
+    CHECK(n == 1, "one CAS descriptor after close_range (%d)", n);
+    if (n == 1) {
+        syscall(SYS_close, fds[0]);
+        int other = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        CHECK(other >= 0 && syscall(SYS_dup3, other, fds[0], O_CLOEXEC) == fds[0], "dup3 onto %d", fds[0]);
+        CHECK(read_all() == 0, "reads with another directory on the CAS descriptor's number");
+        CHECK(read_all() == 0, "reads again (a new CAS descriptor)");
+        char link[64], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fds[0]);
+        ssize_t l = readlink(link, target, sizeof target - 1);
+        CHECK(l == 1 && target[0] == '/', "the program's descriptor %d was left alone", fds[0]);
+    }
+    /* fork: the child reads with the inherited descriptor; exec: a new one */
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(read_all() == 0 ? 0 : 1);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "forked child reads");
+    pid = fork();
+    if (pid == 0) {
+        int dn = open("/dev/null", O_WRONLY);
+        dup2(dn, 1);
+        execl(self, self, "fresh", mnt, (char *)NULL);
+        _exit(3);
+    }
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exec'd child reads (status %d)", status);
+    return failures == 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3)
@@ -214,6 +298,14 @@ int main(int argc, char **argv)
         ok = probe_errno();
     else if (strcmp(argv[1], "fstat") == 0)
         ok = probe_fstat();
+    else if (strcmp(argv[1], "read") == 0)
+        ok = read_all() == 0;
+    else if (strcmp(argv[1], "fresh") == 0) { /* exec'd by casfd: the descriptor was close-on-exec */
+        int fds[8];
+        CHECK(cas_fds(fds, 8) == 0, "a CAS descriptor survived exec");
+        ok = read_all() == 0 && failures == 0;
+    } else if (strcmp(argv[1], "casfd") == 0)
+        ok = probe_casfd(argv[0]);
     else if (strcmp(argv[1], "stress") == 0 && argc >= 5)
         ok = probe_stress(atoi(argv[3]), atoi(argv[4]));
     else

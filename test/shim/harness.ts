@@ -100,11 +100,12 @@ function sh(script: string, env: NodeJS.ProcessEnv, opts: RunOpts, args: string[
 /**
  * Builds the world once per test file: ingest, daemon up, mount (through
  * `vrift run`), materialize. The daemon is stopped after the file.
+ * `homeName` names the store's directory (default "home").
  */
-export function shimWorld(opts: { source?: (src: string) => void } = {}): ShimWorld {
+export function shimWorld(opts: { source?: (src: string) => void; homeName?: string } = {}): ShimWorld {
   const base = tempDir('vrift-shim-');
   const world = {
-    home: join(base, 'home'),
+    home: join(base, opts.homeName ?? 'home'),
     src: join(base, 'src'),
     mnt: join(base, 'mnt'),
     mat: join(base, 'mat'),

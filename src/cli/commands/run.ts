@@ -17,7 +17,6 @@
 // file imports nothing heavy: bin/vrift.js loads it through run-main.ts,
 // without the rest of the CLI (nor commander: run-main parses the options).
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -27,9 +26,7 @@ import { socketPathOf } from '../../node/daemon-paths.js';
 import { homeLayout, resolveHome } from '../../node/home.js';
 import { packageRoot } from '../../node/native.js';
 import { F, Msg } from '../../node/proto.js';
-import { spawnDaemon } from '../daemon-client.js';
 import { unshimmable, which } from '../elf-check.js';
-import { Output } from '../output.js';
 
 interface MountSpec {
   dir: string;
@@ -56,14 +53,16 @@ export function shimLibrary(): string {
   return lib;
 }
 
-async function connectOrStart(socket: string, start: boolean, out: Output): Promise<ControlClient> {
+async function connectOrStart(socket: string, opts: RunOptions): Promise<ControlClient> {
   try {
     return await ControlClient.connect(socket);
   } catch (e) {
-    if (!hasCode(e, 'ERR_VRIFT_DAEMON_DOWN') || !start) throw e;
+    if (!hasCode(e, 'ERR_VRIFT_DAEMON_DOWN') || !opts.start) throw e;
   }
+  // loaded only when needed: every module costs start-up time
+  const [{ spawnDaemon }, { Output }] = await Promise.all([import('../daemon-client.js'), import('../output.js')]);
   const { pid, logPath } = await spawnDaemon();
-  out.notice(`started vriftd (pid ${pid}), log: ${logPath}`);
+  new Output(opts).notice(`started vriftd (pid ${pid}), log: ${logPath}`);
   return ControlClient.connect(socket);
 }
 
@@ -134,7 +133,6 @@ export interface RunOptions {
 
 /** `vrift run`: mount, then run `command` under the shim; sets process.exitCode to its status. */
 export async function runCommand(command: string[], opts: RunOptions): Promise<void> {
-  const out = new Output(opts);
   const specs = parseMounts(opts.mount);
   if (specs.length === 0) throw new VriftError('ERR_VRIFT_RUN_ARGS', 'nothing to mount', { hint: 'add --mount <dir>=<tree or ref>' });
   const lib = shimLibrary();
@@ -153,14 +151,15 @@ export async function runCommand(command: string[], opts: RunOptions): Promise<v
   }
   const home = resolveHome();
   const socket = socketPathOf(homeLayout(home).run);
-  const c = await connectOrStart(socket, opts.start, out);
+  const c = await connectOrStart(socket, opts);
   let names: string[];
   try {
     names = await mountAll(c, specs);
   } finally {
     c.close();
   }
-  const runId = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  // unique among live runs (pids are) and over time; not node:crypto (~3 ms to load)
+  const runId = `${process.pid}-${Date.now().toString(36)}`;
   const preload = process.env.LD_PRELOAD ? `${lib}:${process.env.LD_PRELOAD}` : lib;
   const env = { ...process.env, LD_PRELOAD: preload, VRIFT_VDIRS: names.join(','), VRIFT_SOCKET: socket, VRIFT_HOME: home, VRIFT_RUN_ID: runId };
   // A command that lives inside a mount is not on disk for the kernel:
