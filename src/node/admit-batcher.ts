@@ -35,7 +35,7 @@ export class AdmitBatcher {
   /**
    * @param onReject told of each blob whose bytes did not hash to its name,
    *   once its batch is written; if it throws, the batcher fails with that
-   *   error (check(), ready() and finish() throw it).
+   *   error (check(), ready() and finish() throw it) and reports no more.
    */
   constructor(
     private readonly store: Store,
@@ -126,6 +126,9 @@ export class AdmitBatcher {
       this.onAdmit(b.digest, b.size);
     }
     for (const d of mismatched) {
+      // Once the batcher failed (onReject threw: the caller abandoned the stream), later
+      // mismatches are dropped unreported, as if never read: a liar is told once.
+      if (this.error !== undefined) break;
       try {
         this.onReject(d, MISMATCH_REASON);
       } catch (e) {

@@ -119,16 +119,25 @@ describe('native admission', () => {
     expect(dest.cas.has(claimed)).toBe(false);
     for (const i of [0, 2, 3]) expect(dest.cas.readVerified(hashBuffer(blobs[i]!)).equals(blobs[i]!)).toBe(true);
 
-    // A caller that throws on a rejection (a peer tier abandoning a liar) stops the reader with its error.
+    // A caller that throws on a rejection (a peer tier abandoning a liar) stops the reader with its
+    // error, and is told once even when the batch held two wrong blobs.
+    const twoLies = Buffer.concat([
+      archiveHeader(),
+      ...blobs.flatMap((b, i) => [blobFrame(i === 1 || i === 3 ? hashBuffer(randomBytes(8)) : hashBuffer(b), b.length), b]),
+      endFrame(blobs.length, blobs.reduce((n, b) => n + b.length, 0)),
+    ]);
     const again = Store.open(join(dir, 'again'));
+    let told = 0;
     await expect(
-      readArchive(again, chunks(), {
+      readArchive(again, [twoLies], {
         want: () => true,
         onReject: () => {
+          told++;
           throw new Error('liar abandoned');
         },
       }),
     ).rejects.toThrow('liar abandoned');
+    expect(told).toBe(1);
     expect(again.cas.has(claimed)).toBe(false);
     await again.close();
     await dest.close();
