@@ -7,7 +7,7 @@
 //
 // The reader never trusts a frame: each blob is hashed before it is
 // committed under its name, and only if the digest matches. Blobs up to
-// 8 MiB are gathered in bounded batches, hashed and written on native
+// 1 MiB are gathered in bounded batches, hashed and written on native
 // threads (admit-batcher.ts); larger ones stream into a temp file. Memory stays
 // bounded either way. A cut stream keeps every blob that arrived whole, so the caller
 // can ask again for just what is still missing.
