@@ -13,7 +13,8 @@
 //   subtrees are joined in order (blake3_tree.h); the tail after the last
 //   whole segment is read to EOF and hashed last. Memory: one segment
 //   mapped per thread, whatever the file size. Resolves null when the file
-//   shrank while it was hashed (the caller hashes it another way); rejects
+//   shrank while it was hashed, including a truncation under a mapping
+//   (SIGBUS, caught: see OnSigbus) (the caller hashes it another way); rejects
 //   with an Error whose `code` is the errno on an I/O error.
 #include "blake3_hash.h"
 
@@ -88,6 +89,8 @@ Block AllocBlock(size_t n) { return Block(static_cast<uint8_t*>(aligned_alloc(40
 // page past its new end. The hashing threads catch it (siglongjmp back to
 // the segment) and report the file as changed; any other SIGBUS goes to
 // whatever handled it before (by default: the process dies, as without us).
+// Installed once, at the first hashFile; a SIGBUS handler installed after
+// it (a JS process.on('SIGBUS')) would take its place — nothing in vrift does.
 thread_local sigjmp_buf* tlJump = nullptr;
 struct sigaction prevBus;
 

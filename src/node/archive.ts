@@ -155,7 +155,11 @@ export interface ArchiveReadOptions {
   /** Largest blob admitted at all. */
   maxBlobBytes?: number;
   onAdmit?(digest: Digest, size: number): void;
-  /** A blob that was not admitted because it is wrong (logged and counted by the caller; throwing stops the reader). */
+  /**
+   * A blob that was not admitted because it is wrong (logged and counted by the caller; throwing stops the
+   * reader). Not always in stream order: a batched blob (≤ 1 MiB) is verified, and rejected, when its batch
+   * is written, possibly after a later streamed one.
+   */
   onReject?(digest: Digest, reason: string): void;
   /** Stream bytes consumed so far (progress). */
   onBytes?(n: number): void;
