@@ -1,6 +1,7 @@
 // vrift_native: the N-API addon. Exposes VDirWriter (a JS class around
 // vrift::VdirWriter), fastFs (fast_fs.cc: batched filesystem calls) and
-// blobIo (blob_io.cc: batched reads of files and writes of blobs) and
+// blobIo (blob_io.cc: batched reads of files and writes of blobs),
+// blake3 (blake3_hash.cc: hashing on native threads) and
 // ZstdStream (zstd.cc: pack compression through a run-time libzstd). src/node/vdir.ts is its only intended caller: it packs
 // batches into one Buffer (layout below) so a 100 000-entry mount crosses
 // the JS/C++ boundary once, and turns errors (Error with a numeric `code`,
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <memory>
 
+#include "blake3_hash.h"
 #include "blob_io.h"
 #include "fast_fs.h"
 #include "vdir_writer.h"
@@ -253,6 +255,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("vdirLayoutVersion", Napi::Number::New(env, VRIFT_VDIR_VERSION));
   vrift::InitFastFs(env, exports);
   vrift::InitBlobIo(env, exports);
+  vrift::InitBlake3(env, exports);
   vrift::InitZstd(env, exports);
   return exports;
 }

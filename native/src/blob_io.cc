@@ -1,7 +1,8 @@
 // Batched blob I/O for ingest and archive admission: reading many small
 // files, and writing many blobs into the CAS, on native threads while
-// JavaScript hashes the previous batch. Hashing stays in JS (BLAKE3 from
-// @napi-rs/blake-hash); these functions only move bytes and metadata.
+// JavaScript hashes the previous batch. readFiles only moves bytes and
+// metadata (ingest hashes in JS); writeBlobs can verify each blob's digest
+// on its threads before writing it (blake3_hash.cc).
 //
 // readFiles(paths, expectedSizes, threads) -> Promise<{ data, stats }>
 //   paths: Buffer of NUL-terminated paths; expectedSizes: Float64Array.
@@ -14,15 +15,21 @@
 //          expected size any more): the caller retries it another way;
 //          -2 = not a regular file.
 //
-// writeBlobs(tmpPrefix, casDir, data, offsets, digests, threads) -> Promise<Float64Array>
+// writeBlobs(tmpPrefix, casDir, data, offsets, digests, threads, verify) -> Promise<Float64Array>
 //   Writes each slice data[offsets[2i], +offsets[2i+1]) to
 //   <casDir>/<2 hex>/<digest>: a temp file <tmpPrefix>.n<seq>.tmp (O_EXCL,
 //   0444; the prefix is unique to the calling process), then
 //   renameat2(RENAME_NOREPLACE), so a blob appears whole or not at all and
 //   an existing blob is never replaced. Blobs get the canonical mtime (1 s
 //   past the epoch). Per blob: [status, created, 0]; status 0 or an errno
-//   (ENOSPC …), created 1 when this call stored it.
+//   (ENOSPC …), created 1 when this call stored it. With `verify` each
+//   slice is first hashed (BLAKE3, on the same threads) and written only if
+//   it hashes to its digest; one that does not gets status -1 (kMismatch)
+//   and nothing is written for it. This is how bytes from outside (peers,
+//   packs) are admitted without hashing them on the JavaScript thread.
 #include "blob_io.h"
+
+#include "blake3_hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +51,7 @@ namespace {
 
 constexpr int kStatFields = 6;
 constexpr int kWriteFields = 3;
+constexpr int kMismatch = -1;  // writeBlobs with verify: the bytes do not hash to the digest
 
 std::vector<std::string> SplitNulStrings(const Napi::Buffer<char>& buf) {
   std::vector<std::string> out;
@@ -183,7 +191,7 @@ class ReadFilesWorker : public Napi::AsyncWorker {
 class WriteBlobsWorker : public Napi::AsyncWorker {
  public:
   WriteBlobsWorker(Napi::Env env, std::string tmpPrefix, std::string casDir, Napi::Buffer<char> data, std::vector<double> offsets,
-                   std::vector<std::string> digests, unsigned threads)
+                   std::vector<std::string> digests, unsigned threads, bool verify)
       : Napi::AsyncWorker(env),
         deferred_(Napi::Promise::Deferred::New(env)),
         tmpPrefix_(std::move(tmpPrefix)),
@@ -193,7 +201,8 @@ class WriteBlobsWorker : public Napi::AsyncWorker {
         dataLen_(data.Length()),
         offsets_(std::move(offsets)),
         digests_(std::move(digests)),
-        threads_(threads) {}
+        threads_(threads),
+        verify_(verify) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
@@ -220,6 +229,10 @@ class WriteBlobsWorker : public Napi::AsyncWorker {
     size_t len = static_cast<size_t>(offsets_[2 * i + 1]);
     if (d.size() != 64 || off + len > dataLen_) {
       o[0] = EINVAL;
+      return;
+    }
+    if (verify_ && Blake3Hex(data_ + off, len) != d) {
+      o[0] = kMismatch;
       return;
     }
     std::string tmp = tmpPrefix_ + ".n" + std::to_string(seq) + ".tmp";
@@ -281,6 +294,7 @@ class WriteBlobsWorker : public Napi::AsyncWorker {
   std::vector<double> offsets_;
   std::vector<std::string> digests_;
   unsigned threads_;
+  bool verify_;
   std::vector<double> out_;
 };
 
@@ -297,7 +311,7 @@ Napi::Value ReadFiles(const Napi::CallbackInfo& info) {
 Napi::Value WriteBlobs(const Napi::CallbackInfo& info) {
   auto* w = new WriteBlobsWorker(info.Env(), info[0].As<Napi::String>(), info[1].As<Napi::String>(), info[2].As<Napi::Buffer<char>>(),
                                  ToVector(info[3].As<Napi::Float64Array>()), SplitNulStrings(info[4].As<Napi::Buffer<char>>()),
-                                 info[5].As<Napi::Number>().Uint32Value());
+                                 info[5].As<Napi::Number>().Uint32Value(), info.Length() > 6 && info[6].ToBoolean().Value());
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

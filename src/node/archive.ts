@@ -6,15 +6,15 @@
 //   end     'E' u64 count u64 bytes                              17 bytes
 //
 // The reader never trusts a frame: each blob is hashed before it is
-// committed under its name, and only if the digest matches. Small blobs
-// are gathered in bounded batches and written on native threads
-// (admit-batcher.ts); large ones stream into a temp file. Memory stays
+// committed under its name, and only if the digest matches. Blobs up to
+// 1 MiB are gathered in bounded batches, hashed and written on native
+// threads (admit-batcher.ts); larger ones stream into a temp file. Memory stays
 // bounded either way. A cut stream keeps every blob that arrived whole, so the caller
 // can ask again for just what is still missing.
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { hashBuffer, StreamHasher, type Digest } from '../lib/digest.js';
 import { errnoOf, fsError, hasCode, VriftError } from '../lib/errors.js';
-import { AdmitBatcher, BATCHED_MAX } from './admit-batcher.js';
+import { AdmitBatcher, BATCHED_MAX, MISMATCH_REASON } from './admit-batcher.js';
 import type { BlobWriter } from './blob-writer.js';
 import { corruptBlob, missingBlob } from './cas.js';
 import type { Store } from './store.js';
@@ -155,7 +155,11 @@ export interface ArchiveReadOptions {
   /** Largest blob admitted at all. */
   maxBlobBytes?: number;
   onAdmit?(digest: Digest, size: number): void;
-  /** A blob that was not admitted because it is wrong (logged and counted by the caller; throwing stops the reader). */
+  /**
+   * A blob that was not admitted because it is wrong (logged and counted by the caller; throwing stops the
+   * reader). Not always in stream order: a batched blob (≤ 1 MiB) is verified, and rejected, when its batch
+   * is written, possibly after a later streamed one.
+   */
   onReject?(digest: Digest, reason: string): void;
   /** Stream bytes consumed so far (progress). */
   onBytes?(n: number): void;
@@ -279,11 +283,15 @@ export class ArchiveParser {
     private readonly opts: ArchiveReadOptions,
   ) {
     this.maxBlob = opts.maxBlobBytes ?? DEFAULT_MAX_BLOB;
-    this.batcher = new AdmitBatcher(store, (digest, size) => {
-      this.res.admitted++;
-      this.res.admittedBytes += size;
-      this.opts.onAdmit?.(digest, size);
-    });
+    this.batcher = new AdmitBatcher(
+      store,
+      (digest, size) => {
+        this.res.admitted++;
+        this.res.admittedBytes += size;
+        this.opts.onAdmit?.(digest, size);
+      },
+      (digest, reason) => this.reject(digest, reason),
+    );
   }
 
   private fail(code: 'ERR_VRIFT_ARCHIVE_TRUNCATED' | 'ERR_VRIFT_ARCHIVE_MALFORMED', why: string): never {
@@ -317,12 +325,13 @@ export class ArchiveParser {
     this.state = 'tag';
     this.need = 1;
     if (this.rejectReason !== undefined) {
-      this.reject(this.rejectReason);
+      this.reject(this.digest, this.rejectReason);
       return;
     }
     if (this.batched) {
+      // Verified on a native thread with its batch; a mismatch is rejected then.
       this.batched = false;
-      if (!this.batcher.end()) this.reject('its bytes do not hash to its name');
+      this.batcher.end();
       return;
     }
     if (!this.writer) {
@@ -339,17 +348,19 @@ export class ArchiveParser {
       this.opts.onAdmit?.(this.digest, b.size);
     } catch (e) {
       if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) throw e;
-      this.reject('its bytes do not hash to its name');
+      this.reject(this.digest, MISMATCH_REASON);
     }
   }
 
-  private reject(reason: string): void {
-    this.res.rejected.push({ digest: this.digest, reason });
-    this.opts.onReject?.(this.digest, reason);
+  private reject(digest: Digest, reason: string): void {
+    this.res.rejected.push({ digest, reason });
+    this.opts.onReject?.(digest, reason);
   }
 
   /** Takes the next chunk of the stream (it may be reused by the caller once this returns). */
   push(chunk: Uint8Array): void {
+    // A batch came back with an error (or a rejection the caller threw on): stop reading.
+    this.batcher.check();
     const res = this.res;
     res.bytes += chunk.byteLength;
     this.opts.onBytes?.(res.bytes);

@@ -1,7 +1,9 @@
 // Many small blobs at once, on native threads (native/src/blob_io.cc):
-// reading files for ingest, and writing verified blobs into the CAS for
-// ingest and archive admission. JavaScript hashes; the threads do the
-// system calls, so both cores work and hashing overlaps the I/O.
+// reading files for ingest, and writing blobs into the CAS for ingest and
+// archive admission. Ingest hashes in JavaScript and the threads do the
+// system calls; archive admission (writeVerifiedBlobs) leaves the hashing
+// to the threads too, so the bytes from outside are verified off the main
+// thread, right before they are written.
 import { availableParallelism } from 'node:os';
 import type { Digest } from '../lib/digest.js';
 import { errnoError, fsError } from '../lib/errors.js';
@@ -68,22 +70,50 @@ export async function readFiles(files: { abs: string; size: number }[]): Promise
   return { data, reads };
 }
 
-/**
- * Writes blobs (already hashed by the caller from these very bytes) into
- * the CAS. `data` holds them all; `slices` says where each one is.
- */
-export async function writeBlobs(cas: Cas, data: Buffer, slices: { digest: Digest; offset: number; size: number }[]): Promise<WrittenBlob[]> {
+export interface BlobSlice {
+  digest: Digest;
+  offset: number;
+  size: number;
+}
+
+/** writeBlobs' status for a slice whose bytes do not hash to its digest (with verify). */
+const STATUS_MISMATCH = -1;
+
+/** Per slice: the blob written, or undefined when (verifying) its bytes did not hash to its digest. */
+async function writeSlices(cas: Cas, data: Buffer, slices: BlobSlice[], verify: boolean): Promise<(WrittenBlob | undefined)[]> {
   if (slices.length === 0) return [];
   const offsets = new Float64Array(slices.length * 2);
   slices.forEach((s, i) => {
     offsets[2 * i] = s.offset;
     offsets[2 * i + 1] = s.size;
   });
-  const r = await loadNative().blobIo.writeBlobs(`${cas.layout.tmp}/${tempPrefix()}`, cas.layout.cas, data, offsets, nulJoin(slices.map((s) => s.digest)), IO_THREADS);
+  const r = await loadNative().blobIo.writeBlobs(`${cas.layout.tmp}/${tempPrefix()}`, cas.layout.cas, data, offsets, nulJoin(slices.map((s) => s.digest)), IO_THREADS, verify);
   return slices.map((s, i) => {
     const status = r[3 * i]!;
+    if (verify && status === STATUS_MISMATCH) return undefined;
     if (status !== 0) throw fsError(errnoError(status, 'write', cas.pathOf(s.digest)), cas.layout.root, 'storing a blob');
     return { digest: s.digest, size: s.size, created: r[3 * i + 1] === 1 };
   });
+}
+
+/**
+ * Writes blobs (already hashed by the caller from these very bytes) into
+ * the CAS. `data` holds them all; `slices` says where each one is.
+ */
+export async function writeBlobs(cas: Cas, data: Buffer, slices: BlobSlice[]): Promise<WrittenBlob[]> {
+  return (await writeSlices(cas, data, slices, false)) as WrittenBlob[];
+}
+
+/**
+ * Admits blobs from outside: each slice is hashed on the native threads
+ * and written only if its bytes hash to its digest. `mismatched` lists the
+ * digests of the slices that did not (nothing was written for them).
+ */
+export async function writeVerifiedBlobs(cas: Cas, data: Buffer, slices: BlobSlice[]): Promise<{ written: WrittenBlob[]; mismatched: Digest[] }> {
+  const r = await writeSlices(cas, data, slices, true);
+  const written: WrittenBlob[] = [];
+  const mismatched: Digest[] = [];
+  r.forEach((b, i) => (b ? written.push(b) : mismatched.push(slices[i]!.digest)));
+  return { written, mismatched };
 }
 

@@ -18,11 +18,13 @@ import {
   type Stats,
 } from 'node:fs';
 import { open as openAsync } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { hashBuffer, StreamHasher, type Digest } from '../lib/digest.js';
-import { errnoOf, fsError, VriftError } from '../lib/errors.js';
+import { errnoError, errnoOf, fsError, VriftError } from '../lib/errors.js';
 import { BLOB_MTIME_MS, BLOB_MTIME_SEC, BlobWriter, tempPath, writeHashedBuffer, type WrittenBlob } from './blob-writer.js';
 import type { HomeLayout } from './home.js';
+import { loadNative } from './native.js';
 import type { StatLike } from './scan.js';
 
 /** Files up to this size are read whole; larger ones stream in chunks. */
@@ -283,11 +285,34 @@ export function hashFileSync(path: string): Digest {
   }
 }
 
+/** Native threads hashing one file (hashFile): BLAKE3's tree is split between them. */
+const HASH_THREADS = Math.max(2, Math.min(4, availableParallelism()));
+
 /**
- * Hashes a file with reads and hashing overlapped: the next chunk is read
- * on libuv's thread pool while this thread hashes the current one.
+ * Hashes a file on native threads (native/src/blake3_hash.cc): BLAKE3
+ * subtrees of 4 MiB are mapped and hashed in parallel straight from the
+ * page cache and joined in order; memory stays bounded (one segment mapped
+ * per thread). A file that shrank meanwhile is hashed again by hashFileJs.
+ * Errors carry the errno's code (ENOENT …), as from node:fs.
  */
 export async function hashFile(path: string): Promise<Digest> {
+  let digest: string | null;
+  try {
+    digest = await loadNative().blake3.hashFile(path, HASH_THREADS);
+  } catch (e) {
+    const errno = (e as { code?: unknown }).code;
+    if (typeof errno === 'number' && errno > 0) throw errnoError(errno, (e as Error).message.startsWith('open') ? 'open' : 'read', path);
+    throw e;
+  }
+  return digest ?? hashFileJs(path);
+}
+
+/**
+ * Hashes a file in JavaScript with reads and hashing overlapped: the next
+ * chunk is read on libuv's thread pool while this thread hashes the
+ * current one (the fallback of hashFile, and its reference in tests).
+ */
+export async function hashFileJs(path: string): Promise<Digest> {
   const fh = await openAsync(path, 'r');
   try {
     const size = (await fh.stat()).size;

@@ -61,8 +61,21 @@ export interface NativeFastFs {
 export interface NativeBlobIo {
   /** Reads whole files; stats per file: [status, size, mtimeMs, ctimeMs, dev, ino]. */
   readFiles(paths: Buffer, expectedSizes: Float64Array, threads: number): Promise<{ data: Buffer; stats: Float64Array }>;
-  /** Writes blobs into the CAS (canonical mtime); per blob [status (0 or errno), created (1/0), 0]. */
-  writeBlobs(tmpPrefix: string, casDir: string, data: Buffer, offsets: Float64Array, digests: Buffer, threads: number): Promise<Float64Array>;
+  /**
+   * Writes blobs into the CAS (canonical mtime); per blob [status (0 or errno), created (1/0), 0].
+   * With `verify`, a blob whose bytes do not hash to its digest is not written and gets status -1.
+   */
+  writeBlobs(tmpPrefix: string, casDir: string, data: Buffer, offsets: Float64Array, digests: Buffer, threads: number, verify?: boolean): Promise<Float64Array>;
+}
+
+/** BLAKE3-256 in native code (native/src/blake3_hash.cc); digests are 64 lowercase hex characters. */
+export interface NativeBlake3 {
+  hash(buf: Uint8Array): string;
+  /** A file's digest, hashed on `threads` native threads in bounded memory; null when the file shrank meanwhile. */
+  hashFile(path: string, threads: number): Promise<string | null>;
+  Hasher: new () => { update(buf: Uint8Array): void; digest(): string };
+  /** The vendored BLAKE3 C version. */
+  version: string;
 }
 
 export interface NativeZstdStream {
@@ -78,6 +91,7 @@ export interface NativeAddon {
   vdirLayoutVersion: number;
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;
+  blake3: NativeBlake3;
   zstdAvailable: boolean;
   ZstdStream: new (compress: boolean, level: number) => NativeZstdStream;
 }
