@@ -1,13 +1,16 @@
 // Batched blob I/O for ingest and archive admission: reading many small
-// files, and writing many blobs into the CAS, on native threads while
-// JavaScript hashes the previous batch. readFiles only moves bytes and
-// metadata (ingest hashes in JS); writeBlobs can verify each blob's digest
-// on its threads before writing it (blake3_hash.cc).
+// files, and writing many blobs into the CAS, on native threads. readFiles
+// can hash each file it read on the same threads (ingest); writeBlobs can
+// verify each blob's digest on its threads before writing it
+// (blake3_hash.cc). Either way the JavaScript thread does not hash.
 //
-// readFiles(paths, expectedSizes, threads) -> Promise<{ data, stats }>
+// readFiles(paths, expectedSizes, threads, hash) -> Promise<{ data, stats, digests }>
 //   paths: Buffer of NUL-terminated paths; expectedSizes: Float64Array.
 //   data:  one Buffer holding every file's bytes back to back, in order,
 //          each at the offset the expected sizes imply.
+//   digests: with `hash`, a Buffer of 64 hex characters per file: the
+//          BLAKE3 of exactly the bytes in `data` (zeros where status != 0);
+//          an empty Buffer without `hash`.
 //   stats: Float64Array, STAT_FIELDS per file:
 //          [status, size, mtimeMs, ctimeMs, dev, ino]
 //          status 0 = read whole and unchanged while read; > 0 = errno;
@@ -85,8 +88,13 @@ void Parallel(size_t n, unsigned threads, Fn fn) {
 
 class ReadFilesWorker : public Napi::AsyncWorker {
  public:
-  ReadFilesWorker(Napi::Env env, std::vector<std::string> paths, std::vector<double> sizes, unsigned threads)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), paths_(std::move(paths)), sizes_(std::move(sizes)), threads_(threads) {}
+  ReadFilesWorker(Napi::Env env, std::vector<std::string> paths, std::vector<double> sizes, unsigned threads, bool hash)
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        paths_(std::move(paths)),
+        sizes_(std::move(sizes)),
+        threads_(threads),
+        hash_(hash) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
@@ -101,7 +109,14 @@ class ReadFilesWorker : public Napi::AsyncWorker {
       return;
     }
     stats_.assign(n * kStatFields, 0);
-    Parallel(n, threads_, [&](size_t i) { ReadOne(i); });
+    if (hash_) digests_.assign(n * 64, '\0');
+    Parallel(n, threads_, [&](size_t i) {
+      ReadOne(i);
+      if (hash_ && stats_[i * kStatFields] == 0) {
+        std::string hex = Blake3Hex(data_ + offsets_[i], offsets_[i + 1] - offsets_[i]);
+        std::memcpy(&digests_[i * 64], hex.data(), 64);
+      }
+    });
   }
 
   void OnOK() override {
@@ -114,6 +129,7 @@ class ReadFilesWorker : public Napi::AsyncWorker {
     Napi::Float64Array stats = Napi::Float64Array::New(env, stats_.size());
     std::memcpy(stats.Data(), stats_.data(), stats_.size() * sizeof(double));
     result.Set("stats", stats);
+    result.Set("digests", Napi::Buffer<char>::Copy(env, digests_.data(), digests_.size()));
     deferred_.Resolve(result);
   }
 
@@ -183,6 +199,8 @@ class ReadFilesWorker : public Napi::AsyncWorker {
   std::vector<std::string> paths_;
   std::vector<double> sizes_;
   unsigned threads_;
+  bool hash_;
+  std::string digests_;
   std::vector<size_t> offsets_;
   std::vector<double> stats_;
   char* data_ = nullptr;
@@ -302,7 +320,7 @@ std::vector<double> ToVector(const Napi::Float64Array& a) { return std::vector<d
 
 Napi::Value ReadFiles(const Napi::CallbackInfo& info) {
   auto* w = new ReadFilesWorker(info.Env(), SplitNulStrings(info[0].As<Napi::Buffer<char>>()), ToVector(info[1].As<Napi::Float64Array>()),
-                                info[2].As<Napi::Number>().Uint32Value());
+                                info[2].As<Napi::Number>().Uint32Value(), info.Length() > 3 && info[3].ToBoolean().Value());
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -31,6 +31,8 @@ export interface FileRead {
   ctimeMs: number;
   dev: number;
   ino: number;
+  /** BLAKE3 of `bytes`, computed on the reading thread (status 0 only). */
+  digest: Digest | undefined;
 }
 
 function nulJoin(parts: string[]): Buffer {
@@ -56,15 +58,16 @@ export function batches<T>(items: T[], sizeOf: (t: T) => number): T[][] {
   return out;
 }
 
-/** Reads files whose listed sizes are known; each must still be that size. */
+/** Reads files whose listed sizes are known (each must still be that size) and hashes them, on native threads. */
 export async function readFiles(files: { abs: string; size: number }[]): Promise<{ data: Buffer; reads: FileRead[] }> {
-  const { data, stats } = await loadNative().blobIo.readFiles(nulJoin(files.map((f) => f.abs)), Float64Array.from(files, (f) => f.size), IO_THREADS);
+  const { data, stats, digests } = await loadNative().blobIo.readFiles(nulJoin(files.map((f) => f.abs)), Float64Array.from(files, (f) => f.size), IO_THREADS, true);
   const reads: FileRead[] = [];
   let off = 0;
   for (let i = 0; i < files.length; i++) {
     const s = stats.subarray(i * 6, i * 6 + 6);
     const size = files[i]!.size;
-    reads.push({ status: s[0]!, bytes: data.subarray(off, off + size), offset: off, size: s[1]!, mtimeMs: s[2]!, ctimeMs: s[3]!, dev: s[4]!, ino: s[5]! });
+    const digest = s[0] === READ_OK ? digests.toString('latin1', i * 64, i * 64 + 64) : undefined;
+    reads.push({ status: s[0]!, bytes: data.subarray(off, off + size), offset: off, size: s[1]!, mtimeMs: s[2]!, ctimeMs: s[3]!, dev: s[4]!, ino: s[5]!, digest });
     off += size;
   }
   return { data, reads };

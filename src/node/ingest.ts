@@ -6,7 +6,6 @@ import { resolve } from 'node:path';
 import type { Digest } from '../lib/digest.js';
 import { hasCode, VriftError } from '../lib/errors.js';
 import { batches, readFiles, READ_OK, writeBlobs, type FileRead } from './blob-batch.js';
-import { hashBuffer } from '../lib/digest.js';
 import { scanDir, type ScanItem, type StatLike } from './scan.js';
 import type { StatRecord } from './meta.js';
 import type { Store } from './store.js';
@@ -123,7 +122,7 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
     }
   }
 
-  // 2. Small files in batches: native threads read batch k+1 while this thread hashes batch k.
+  // 2. Small files in batches: native threads read and hash batch k+1 while this thread stores batch k.
   const work = batches(toRead, (i) => i.stat!.size);
   let next = work.length > 0 ? readFiles(work[0]!.map((i) => ({ abs: i.abs, size: i.stat!.size }))) : undefined;
   for (let k = 0; k < work.length; k++) {
@@ -138,7 +137,7 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
         slow.push(batch[i]!); // changed, vanished, unreadable: the one-file path retries or reports it
         continue;
       }
-      const digest = hashBuffer(r.bytes);
+      const digest = r.digest!; // hashed on the reading thread, from these very bytes
       if (!fresh.has(digest) && !store.meta.hasBlob(digest)) fresh.set(digest, { digest, offset: r.offset, size: r.bytes.length });
       hashedHere.push([batch[i]!, r, digest]);
     }

@@ -60,7 +60,7 @@ export interface NativeFastFs {
 /** Batched blob I/O on native threads (native/src/blob_io.cc documents the layouts). */
 export interface NativeBlobIo {
   /** Reads whole files; stats per file: [status, size, mtimeMs, ctimeMs, dev, ino]. */
-  readFiles(paths: Buffer, expectedSizes: Float64Array, threads: number): Promise<{ data: Buffer; stats: Float64Array }>;
+  readFiles(paths: Buffer, expectedSizes: Float64Array, threads: number, hash: boolean): Promise<{ data: Buffer; stats: Float64Array; digests: Buffer }>;
   /**
    * Writes blobs into the CAS (canonical mtime); per blob [status (0 or errno), created (1/0), 0].
    * With `verify`, a blob whose bytes do not hash to its digest is not written and gets status -1.
