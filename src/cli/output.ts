@@ -7,6 +7,8 @@ export interface OutputFlags {
 }
 
 export class Output {
+  private readonly warned = new Set<string>();
+
   constructor(readonly flags: OutputFlags) {}
 
   get json(): boolean {
@@ -24,7 +26,10 @@ export class Output {
     if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
   }
 
+  /** Each distinct warning once per command (a failing tier is reported by every call that tried it). */
   warn(message: string): void {
+    if (this.warned.has(message)) return;
+    this.warned.add(message);
     process.stderr.write(`vrift: warning: ${message}\n`);
   }
 

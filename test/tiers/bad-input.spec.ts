@@ -184,6 +184,19 @@ describe('bad settings', () => {
     expectCleanFailure(r, home, 1, /^vrift: no ref "ci\/x" in local, s3; s3: http:\/\/127\.0\.0\.1:9 bucket vrift-bad \(opening the bucket\): unreachable .*ECONNREFUSED.*start the S3 server, or check VRIFT_S3_ENDPOINT/);
   });
 
+  it('a save while S3 is down: kept locally, each warning said once, then one error line', () => {
+    const home = tempDir();
+    const src = tempDir();
+    writeFileSync(join(src, 'a.txt'), 'a\n');
+    const r = vrift(['save', 'ci/down', src], { home, env: { ...tierEnv({ s3 }), VRIFT_S3_ENDPOINT: 'http://127.0.0.1:9' } });
+    expect(r.code).not.toBe(0);
+    expect(r.code).not.toBe(70);
+    const lines = r.stderr.trim().split('\n');
+    expect(new Set(lines).size, r.stderr).toBe(lines.length);
+    expect(lines[lines.length - 1]).toMatch(/^vrift: saved ci\/down locally \([0-9a-f]{64}\) but no remote tier took it: s3: .*ECONNREFUSED/);
+    expect(vriftJson(['ref', 'get', 'ci/down', '--json'], { home }).tree).toMatch(/^[0-9a-f]{64}$/);
+  });
+
   it('several mistakes: one line each, naming where each came from', () => {
     const home = tempDir();
     writeFileSync(join(home, 'config.json'), JSON.stringify({ s3: { bucket: 'ok-bucket', bukcet: 'typo', partSize: '1K' }, redis: { url: 'redis://x:6379' } }));
