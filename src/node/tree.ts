@@ -148,12 +148,25 @@ export function treeId(encoded: Uint8Array): Digest {
 }
 
 const BAD_COMPONENT = /(?:^|\/)\.{1,2}(?:\/|$)|\/\/|^\/|\/$/;
-const HEX64 = /^[0-9a-f]{64}$/;
+
+/** text[from, to) is 64 lowercase hex digits (checked in place: no substring, no regex). */
+function isHex64At(text: string, from: number, to: number): boolean {
+  if (to - from !== 64) return false;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
+}
 
 /** pathProblem, fast for the common case (a short, clean path). */
 function quickPathProblem(path: string): string | undefined {
   if (path.length === 0 || path.length > 85 || BAD_COMPONENT.test(path) || path.includes('\0') || !path.isWellFormed()) return pathProblem(path);
   return undefined;
+}
+
+function badEntry(text: string, pos: number, why: string): VriftError {
+  return malformed(`${why} in entry ${JSON.stringify(text.slice(pos, pos + 80))}`);
 }
 
 /** Parses a decimal or octal field of at most `max` digits; NaN when malformed. */
@@ -185,23 +198,23 @@ export function decodeTree(buf: Uint8Array): TreeEntry[] {
   let pos = 0;
   let prevPath: string | undefined;
   while (pos < text.length) {
-    const bad = (why: string): VriftError => malformed(`${why} in entry ${JSON.stringify(text.slice(pos, pos + 80))}`);
     const kind = CHAR_KIND[text[pos]!];
-    if (!kind || text.charCodeAt(pos + 1) !== 32) throw bad('bad kind');
+    if (!kind || text.charCodeAt(pos + 1) !== 32) throw badEntry(text, pos, 'bad kind');
     const sp1 = text.indexOf(' ', pos + 2);
     const sp2 = sp1 < 0 ? -1 : text.indexOf(' ', sp1 + 1);
     const sp3 = sp2 < 0 ? -1 : text.indexOf(' ', sp2 + 1);
     const end = sp3 < 0 ? -1 : text.indexOf('\0', sp3 + 1);
     if (end < 0) throw malformed('truncated entry');
     const nul = text.indexOf('\0', pos);
-    if (nul < end) throw bad('missing field');
+    if (nul < end) throw badEntry(text, pos, 'missing field');
     const mode = parseField(text, pos + 2, sp1, 8, 4);
     const size = parseField(text, sp1 + 1, sp2, 10, 16);
-    const ref = text.slice(sp2 + 1, sp3);
+    if (Number.isNaN(mode)) throw badEntry(text, pos, 'bad mode');
+    if (Number.isNaN(size) || !Number.isSafeInteger(size)) throw badEntry(text, pos, 'bad size');
+    const noRef = sp3 === sp2 + 2 && text.charCodeAt(sp2 + 1) === 45; // "-"
+    if (!noRef && !isHex64At(text, sp2 + 1, sp3)) throw badEntry(text, pos, 'bad digest');
+    const ref = noRef ? '-' : text.slice(sp2 + 1, sp3);
     const path = text.slice(sp3 + 1, end);
-    if (Number.isNaN(mode)) throw bad('bad mode');
-    if (Number.isNaN(size) || !Number.isSafeInteger(size)) throw bad('bad size');
-    if (ref !== '-' && !HEX64.test(ref)) throw bad('bad digest');
     const problem = quickPathProblem(path);
     if (problem) throw malformed(`path ${JSON.stringify(path)}: ${problem}`);
     if (prevPath !== undefined && comparePaths(prevPath, path) >= 0) throw malformed(`entries out of order at ${JSON.stringify(path)}`);

@@ -77,6 +77,13 @@ describe('tree encoding', () => {
       Buffer.from('vrift-tree 1\nl 777 3 - a\0'), // symlink without target
       Buffer.concat([Buffer.from('vrift-tree 1\nd 755 0 - '), Buffer.from([0xff, 0xfe]), Buffer.from('\0')]), // not UTF-8
       good.subarray(0, good.length - 5), // truncated
+      Buffer.from(`vrift-tree 1\nf 644 1 ${D1.toUpperCase()} a\0`), // digest not lowercase
+      Buffer.from(`vrift-tree 1\nf 644 1 ${D1.slice(1)} a\0`), // 63 digits
+      Buffer.from(`vrift-tree 1\nf 644 1 ${D1}0 a\0`), // 65 digits
+      Buffer.from(`vrift-tree 1\nf 644 1 ${D1.slice(0, 63)}g a\0`), // not hex
+      Buffer.from('vrift-tree 1\nd 755 0 -- a\0'), // "--" is not "-"
+      Buffer.from(`vrift-tree 1\nd 755 0 ${D1} a\0`), // a dir with a digest
+      Buffer.from('vrift-tree 1\nf 644 1 - a\0'), // a file without one
     ];
     for (const c of cases) {
       let err: unknown;
