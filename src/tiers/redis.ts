@@ -8,9 +8,9 @@
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import type { Redis as RedisClient, RedisOptions } from 'ioredis';
-import { isDigest, type Digest } from '../lib/digest.js';
+import type { Digest } from '../lib/digest.js';
 import { anyText, bool, file, int, object, size, text, url, type ConfigSection } from '../node/config-schema.js';
-import { isTierError, TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierFactory } from './tier.js';
+import { decodeRef, encodeRef, isTierError, TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierFactory } from './tier.js';
 
 export interface RedisConfig {
   url: string;
@@ -120,7 +120,7 @@ export class RedisTier implements Tier {
 
   async setRef(name: string, tree: Digest): Promise<void> {
     const c = await this.conn();
-    await this.run('writing a ref', () => c.set(this.refKey(name), JSON.stringify({ tree, updatedAt: Date.now() })));
+    await this.run('writing a ref', () => c.set(this.refKey(name), encodeRef(tree)));
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
@@ -170,18 +170,7 @@ export class RedisTier implements Tier {
   }
 
   private parseRef(name: string, v: string): RefInfo {
-    let data: { tree?: unknown; updatedAt?: unknown } | undefined;
-    try {
-      data = JSON.parse(v) as typeof data;
-    } catch {
-      data = undefined;
-    }
-    if (typeof data?.tree !== 'string' || !isDigest(data.tree)) {
-      throw new TierError(this.name, 'corrupt', `ref ${JSON.stringify(name)} holds ${JSON.stringify(v.slice(0, 80))}, not a tree id`, {
-        hint: 'save the ref again, or delete the key from Redis',
-      });
-    }
-    return { name, tree: data.tree, updatedAt: typeof data.updatedAt === 'number' ? data.updatedAt : 0 };
+    return decodeRef(this.name, name, v, 'save the ref again, or delete the key from Redis');
   }
 
   /**

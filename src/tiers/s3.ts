@@ -6,13 +6,13 @@
 //   packs/<tree>-<rand>.pack[.zst]  an archive (docs/archive-format.md) of small blobs, zstd-compressed by default
 //   trees/<tree>.json       the pack manifest: which packs hold the tree's small blobs
 //   refs/<name>             {"tree","updatedAt"}
-import { isDigest, type Digest } from '../lib/digest.js';
+import type { Digest } from '../lib/digest.js';
 import { bool, int, object, oneOf, size, text, url, type ConfigSection } from '../node/config-schema.js';
 import { TIER_COUNTERS as M, type Metrics } from './metrics.js';
 import { mapLimit } from './queue.js';
 import { S3Objects } from './s3-objects.js';
 import { S3Packs } from './s3-packs.js';
-import { TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierFactory, type TreePush } from './tier.js';
+import { decodeRef, encodeRef, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierFactory, type TreePush } from './tier.js';
 
 export interface S3Config {
   bucket: string;
@@ -120,7 +120,7 @@ export class S3Tier implements Tier {
   }
 
   async setRef(name: string, tree: Digest): Promise<void> {
-    await this.objects.putBuffer(`refs/${name}`, Buffer.from(JSON.stringify({ tree, updatedAt: Date.now() })), 'application/json');
+    await this.objects.putBuffer(`refs/${name}`, Buffer.from(encodeRef(tree)), 'application/json');
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
@@ -153,18 +153,7 @@ export class S3Tier implements Tier {
 }
 
 function parseRef(name: string, v: string): RefInfo {
-  let data: { tree?: unknown; updatedAt?: unknown } | undefined;
-  try {
-    data = JSON.parse(v) as typeof data;
-  } catch {
-    data = undefined;
-  }
-  if (typeof data?.tree !== 'string' || !isDigest(data.tree)) {
-    throw new TierError('s3', 'corrupt', `ref ${JSON.stringify(name)} holds ${JSON.stringify(v.slice(0, 80))}, not a tree id`, {
-      hint: 'save the ref again, or delete the object refs/<name>',
-    });
-  }
-  return { name, tree: data.tree, updatedAt: typeof data.updatedAt === 'number' ? data.updatedAt : 0 };
+  return decodeRef('s3', name, v, 'save the ref again, or delete the object refs/<name>');
 }
 
 export const s3Tier: TierFactory<S3Config | undefined> = {

@@ -9,7 +9,7 @@
 // - Bytes a tier hands out are NOT trusted. Only the local tier's `admit`
 //   (src/tiers/local.ts) turns bytes into a blob, after hashing them.
 import { Readable } from 'node:stream';
-import type { Digest } from '../lib/digest.js';
+import { isDigest, type Digest } from '../lib/digest.js';
 import { VriftError } from '../lib/errors.js';
 import type { TreeEntry } from '../node/tree.js';
 import type { ConfigSection } from '../node/config-schema.js';
@@ -191,4 +191,23 @@ export function isTransient(e: unknown): boolean {
 /** A source over bytes already in memory. */
 export function bufferSource(buf: Buffer): BlobSource {
   return { size: buf.byteLength, open: () => Readable.from([buf]), readAll: async () => buf };
+}
+
+/** A ref as remote tiers store it: {"tree","updatedAt"}. */
+export function encodeRef(tree: Digest): string {
+  return JSON.stringify({ tree, updatedAt: Date.now() });
+}
+
+/** Reads a ref a remote tier holds; a value that names no tree is a corrupt-ref TierError with the tier's fix. */
+export function decodeRef(tier: string, name: string, value: string, hint: string): RefInfo {
+  let data: { tree?: unknown; updatedAt?: unknown } | undefined;
+  try {
+    data = JSON.parse(value) as typeof data;
+  } catch {
+    data = undefined;
+  }
+  if (typeof data?.tree !== 'string' || !isDigest(data.tree)) {
+    throw new TierError(tier, 'corrupt', `ref ${JSON.stringify(name)} holds ${JSON.stringify(value.slice(0, 80))}, not a tree id`, { hint });
+  }
+  return { name, tree: data.tree, updatedAt: typeof data.updatedAt === 'number' ? data.updatedAt : 0 };
 }
