@@ -33,17 +33,24 @@ export interface NativeVDirEntry {
 }
 
 export interface NativeVDirStats {
+  /** Live entries, the root included. */
   entries: number;
+  /** Entry slots in the current object. */
   capacity: number;
   buckets: number;
+  /** Highest entry slot ever used. */
   highWater: number;
+  /** Bytes of the shared-memory object. */
   mappedBytes: number;
   poolUsed: number;
   poolCapacity: number;
   poolGarbage: number;
+  /** The seqlock generation (even between batches). */
   generation: number;
+  /** Objects this writer replaced by bigger ones. */
   resizes: number;
   compactions: number;
+  /** The stable name readers open: /dev/shm/vrift.<uid>.<name>. */
   shmPath: string;
 }
 

@@ -6,7 +6,7 @@
 // layout): a 100 000-entry mount is one call and one seqlock window.
 import { constants } from 'node:os';
 import { VriftError } from '../lib/errors.js';
-import { loadNative, type NativeVDirWriter } from './native.js';
+import { loadNative, type NativeVDirStats, type NativeVDirWriter } from './native.js';
 
 export const S_IFMT = 0o170000;
 export const S_IFREG = 0o100000;
@@ -52,25 +52,8 @@ export interface VDirCreateOptions {
   poolBytes?: number;
 }
 
-export interface VDirStats {
-  /** Live entries, the root included. */
-  entries: number;
-  /** Entry slots in the current object. */
-  capacity: number;
-  buckets: number;
-  /** Bytes of the shared-memory object. */
-  mappedBytes: number;
-  poolUsed: number;
-  poolCapacity: number;
-  poolGarbage: number;
-  /** The seqlock generation (even between batches). */
-  generation: number;
-  /** Objects this writer replaced by bigger ones. */
-  resizes: number;
-  compactions: number;
-  /** The stable name readers open: /dev/shm/vrift.<uid>.<name>. */
-  shmPath: string;
-}
+/** What a VDir writer reports (see NativeVDirStats). */
+export type VDirStats = NativeVDirStats;
 
 const REC = 56; // upsert record header, see native/src/addon.cc
 const PATH_MAX = 4095;
@@ -291,20 +274,7 @@ export class VDir {
 
   stats(): VDirStats {
     try {
-      const s = this.native.stats();
-      return {
-        entries: s.entries,
-        capacity: s.capacity,
-        buckets: s.buckets,
-        mappedBytes: s.mappedBytes,
-        poolUsed: s.poolUsed,
-        poolCapacity: s.poolCapacity,
-        poolGarbage: s.poolGarbage,
-        generation: s.generation,
-        resizes: s.resizes,
-        compactions: s.compactions,
-        shmPath: s.shmPath,
-      };
+      return this.native.stats();
     } catch (e) {
       rethrow(e);
     }
