@@ -124,14 +124,7 @@ int vr_open_dir_fd(const struct vr_path *p, int oflags)
     }
     v->real_dev = m->ph_dev;
     v->real_ino = m->ph_ino;
-    v->kind = VFD_DIR;
-    v->mount = p->mount;
-    v->mode = p->res.mode;
-    v->ino = p->res.ino;
-    v->size = p->res.size;
-    v->mtime = p->res.mtime_sec;
-    v->rellen = p->rellen;
-    memcpy(v->rel, p->rel, p->rellen + 1);
+    vr_vfd_describe(v, VFD_DIR, p);
     vr_vfd_set(fd, v);
     return fd;
 }

@@ -155,14 +155,7 @@ static int open_blob(const struct vr_path *p, int flags)
         vr_close(fd);
         return -EMFILE;
     }
-    v->kind = VFD_FILE;
-    v->mount = p->mount;
-    v->mode = p->res.mode;
-    v->ino = p->res.ino;
-    v->size = p->res.size;
-    v->mtime = p->res.mtime_sec;
-    v->rellen = p->rellen;
-    memcpy(v->rel, p->rel, p->rellen + 1);
+    vr_vfd_describe(v, VFD_FILE, p);
     vr_vfd_set(fd, v);
     return fd;
 }

@@ -213,6 +213,8 @@ void vr_vfd_put(struct vr_vfd *v);
 struct vr_vfd *vr_vfd_get(int fd);
 /** Binds fd to v (takes the caller's reference); replaces (and puts) any old binding. */
 void vr_vfd_set(int fd, struct vr_vfd *v);
+/** Fills v as a `kind` (VFD_FILE, VFD_DIR) for the virtual entry p resolved to. */
+void vr_vfd_describe(struct vr_vfd *v, int kind, const struct vr_path *p);
 /** Unbinds fd and returns its description (the caller owns that reference), or NULL. */
 struct vr_vfd *vr_vfd_take(int fd);
 /** Number of live VFD_STAGED descriptions in this process. */

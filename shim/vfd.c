@@ -159,3 +159,15 @@ void vr_vfd_each(void (*fn)(int fd, struct vr_vfd *v, void *arg), void *arg)
         }
     }
 }
+
+void vr_vfd_describe(struct vr_vfd *v, int kind, const struct vr_path *p)
+{
+    v->kind = kind;
+    v->mount = p->mount;
+    v->mode = p->res.mode;
+    v->ino = p->res.ino;
+    v->size = p->res.size;
+    v->mtime = p->res.mtime_sec;
+    v->rellen = p->rellen;
+    memcpy(v->rel, p->rel, p->rellen + 1);
+}
