@@ -5,9 +5,8 @@
 // flight. The sink is a socket (the bulk stream) or a gRPC call (each
 // buffer one message). `archiveChunks` (archive.ts) remains the general,
 // verify-everything writer (S3 packs).
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import type { Digest } from '../lib/digest.js';
-import { errnoOf, fsError } from '../lib/errors.js';
 import { archiveHeader, blobFrame, endFrame } from './archive.js';
 import { corruptBlob, missingBlob } from './cas.js';
 import type { Store } from './store.js';
@@ -114,14 +113,7 @@ export async function writeArchive(store: Store, blobs: { digest: Digest; size: 
     const st = store.cas.statOf(digest);
     if (!st) throw missingBlob(digest);
     store.checkBlob(digest, size, false, st); // throws (and quarantines) when the blob is not what its name says
-    const path = store.cas.pathOf(digest);
-    let fd: number;
-    try {
-      fd = openSync(path, 'r');
-    } catch (e) {
-      if (errnoOf(e) === 'ENOENT') throw missingBlob(digest);
-      throw fsError(e, path, 'reading a blob');
-    }
+    const fd = store.cas.openRead(digest);
     try {
       await out.put(blobFrame(digest, size));
       let left = size;

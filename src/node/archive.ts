@@ -11,7 +11,7 @@
 // threads (admit-batcher.ts); larger ones stream into a temp file. Memory stays
 // bounded either way. A cut stream keeps every blob that arrived whole, so the caller
 // can ask again for just what is still missing.
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, readFileSync, readSync } from 'node:fs';
 import { hashBuffer, StreamHasher, type Digest } from '../lib/digest.js';
 import { errnoOf, fsError, hasCode, VriftError } from '../lib/errors.js';
 import { AdmitBatcher, BATCHED_MAX, MISMATCH_REASON } from './admit-batcher.js';
@@ -117,14 +117,7 @@ function readLocal(store: Store, digest: Digest): Buffer {
 }
 
 async function* streamLocal(store: Store, digest: Digest, size: number): AsyncGenerator<Buffer> {
-  const path = store.cas.pathOf(digest);
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    if (errnoOf(e) === 'ENOENT') throw missingBlob(digest);
-    throw fsError(e, path, 'reading a blob');
-  }
+  const fd = store.cas.openRead(digest);
   const hasher = new StreamHasher();
   try {
     let left = size;

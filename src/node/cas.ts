@@ -53,6 +53,17 @@ export class Cas {
     return join(this.layout.cas, digest.slice(0, 2), exec ? `${digest}.x` : digest);
   }
 
+  /** Opens a stored blob for reading (a descriptor); one that is not there is ERR_VRIFT_CAS_MISSING. */
+  openRead(digest: Digest): number {
+    const path = this.pathOf(digest);
+    try {
+      return openSync(path, 'r');
+    } catch (e) {
+      if (errnoOf(e) === 'ENOENT') throw missingBlob(digest);
+      throw fsError(e, path, 'reading a blob');
+    }
+  }
+
   has(digest: Digest, exec = false): boolean {
     return existsSync(this.pathOf(digest, exec));
   }
