@@ -51,15 +51,7 @@ export function writeSampleSource(src: string): void {
   for (const p of ['json', 'email']) {
     cpSync(join(PYLIB, p), join(src, 'py', p), { recursive: true, filter: (s) => !s.includes('__pycache__') });
   }
-  mkdirSync(join(src, 'inc', 'sub'), { recursive: true });
-  writeFileSync(join(src, 'inc', 'greet.h'), '#define GREETING "hello from the mount"\n#include "sub/twice.h"\n');
-  writeFileSync(join(src, 'inc', 'sub', 'twice.h'), 'static inline int twice(int x) { return 2 * x; }\n');
-  mkdirSync(join(src, 'app'), { recursive: true });
-  writeFileSync(join(src, 'app', 'main.c'), '#include <stdio.h>\n#include "greet.h"\nint main(void) { printf("%s %d\\n", GREETING, twice(21)); return 0; }\n');
-  writeFileSync(
-    join(src, 'app', 'Makefile'),
-    'CFLAGS = -O0 -I../inc\nout/app: out/main.o\n\t$(CC) -o $@ out/main.o\nout/main.o: main.c | out\n\t$(CC) $(CFLAGS) -c -o $@ main.c\nout:\n\tmkdir -p out\n',
-  );
+  writeCProject(src);
   mkdirSync(join(src, 'bin'), { recursive: true });
   writeFileSync(join(src, 'bin', 'hello.sh'), '#!/bin/sh\necho "hello from $0 with $#: $*"\n');
   chmodSync(join(src, 'bin', 'hello.sh'), 0o755);
@@ -69,8 +61,8 @@ export function writeSampleSource(src: string): void {
   writeFileSync(join(src, 'empty'), '');
 }
 
-/** A small tree for the write and safety tests: headers, a C program with a Makefile, a script. */
-export function writeSmallSource(src: string): void {
+/** Headers in inc/ and a C program in app/ that includes them, with a Makefile that builds into app/out. */
+function writeCProject(src: string): void {
   mkdirSync(join(src, 'inc', 'sub'), { recursive: true });
   writeFileSync(join(src, 'inc', 'greet.h'), '#define GREETING "hello from the mount"\n#include "sub/twice.h"\n');
   writeFileSync(join(src, 'inc', 'sub', 'twice.h'), 'static inline int twice(int x) { return 2 * x; }\n');
@@ -80,6 +72,11 @@ export function writeSmallSource(src: string): void {
     join(src, 'app', 'Makefile'),
     'CFLAGS = -O0 -I../inc\nout/app: out/main.o\n\t$(CC) -o $@ out/main.o\nout/main.o: main.c | out\n\t$(CC) $(CFLAGS) -c -o $@ main.c\nout:\n\tmkdir -p out\n',
   );
+}
+
+/** A small tree for the write and safety tests: headers, a C program with a Makefile, a script. */
+export function writeSmallSource(src: string): void {
+  writeCProject(src);
   mkdirSync(join(src, 'data'), { recursive: true });
   for (let i = 0; i < 50; i++) writeFileSync(join(src, 'data', `f${i}.txt`), `file ${i}\n`.repeat(i + 1));
   writeFileSync(join(src, 'run.sh'), '#!/bin/sh\necho "run.sh says $*"\n');
