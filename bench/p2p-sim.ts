@@ -7,7 +7,7 @@
 //
 // Three ways to distribute:
 //   origin    every node downloads the whole tree from the origin.
-//   vrift     what src/tiers/peer.ts does: one node holds the tree at t=0; a
+//   vrift     what src/tiers/peer/peer.ts does: one node holds the tree at t=0; a
 //             node fetches from peers that announced the tree IN FULL, split
 //             over up to `spread` of them (chosen when it starts, at random),
 //             each peer serving at most `serveStreams` streams; a part no peer

@@ -22,7 +22,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseSize } from '../src/node/gc.js';
+import { parseSize } from '../src/lib/units.js';
 import { freePort, median, rng, ROOT, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
 
 const ROUNDS = Number(process.env.VRIFT_BENCH_ROUNDS ?? 3);
@@ -85,7 +85,7 @@ function settle(warm: string[]): void {
 const WARM_CODE = `
 await import('./dist/src/cli/main.js').catch(() => undefined);
 await import('./dist/src/tiers/index.js');
-(await import('./dist/src/node/peer-proto.js')).peerProto();
+(await import('./dist/src/node/cluster/wire.js')).peerProto();
 await import('@aws-sdk/client-s3'); await import('@aws-sdk/lib-storage');
 process.exit(0);`;
 

@@ -7,7 +7,7 @@
 //   - `vrift run --mount` of a 50 000-file tree to the command's first
 //     instruction, against `cp -r` of that tree                 goal: >= 20x faster
 //     Every run mounts the same tree at a new directory. The daemon keeps
-//     the VDir image of a tree it mounted (src/node/mount-image-cache.ts),
+//     the VDir image of a tree it mounted (src/node/mount/image-cache.ts),
 //     so only the first mount builds it: that one is reported on its own
 //     line ("first mount"); best and median are of the later, cached ones.
 //     Then where one run's time goes: Node start-up, loading `vrift run`'s
@@ -23,10 +23,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ControlClient } from '../src/node/control-client.js';
-import { MountManager } from '../src/node/mounts.js';
-import { F, Msg } from '../src/node/proto.js';
-import { packageRoot } from '../src/node/native.js';
+import { ControlClient } from '../src/node/control/client.js';
+import { MountManager } from '../src/node/mount/mounts.js';
+import { F, Msg } from '../src/node/control/protocol.js';
+import { packageRoot } from '../src/lib/native.js';
 import { median, nowMs, printTable } from './lib.js';
 
 function arg(name: string, dflt: string): string {

@@ -8,9 +8,9 @@ import { closeSync, mkdtempSync, openSync, readSync, realpathSync, rmSync, write
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hashFile } from '../src/node/cas.js';
-import { materialize } from '../src/node/materialize.js';
-import { Store } from '../src/node/store.js';
+import { hashFile } from '../src/node/store/cas.js';
+import { materialize } from '../src/node/store/materialize.js';
+import { Store } from '../src/node/store/store.js';
 import { flushDisk as settle, median, printTable, ROOT, run, timed, timeSync, VRIFT_BIN } from './lib.js';
 
 const VRIFT = [VRIFT_BIN];

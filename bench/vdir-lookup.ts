@@ -9,8 +9,8 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hashBuffer } from '../src/lib/digest.js';
-import { packageRoot } from '../src/node/native.js';
-import { encodeUpserts, S_IFDIR, S_IFLNK, S_IFREG, VDir, type VDirEntryInput } from '../src/node/vdir.js';
+import { packageRoot } from '../src/lib/native.js';
+import { encodeUpserts, S_IFDIR, S_IFLNK, S_IFREG, VDir, type VDirEntryInput } from '../src/node/mount/vdir.js';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(name);

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const only = process.argv[2]; // optional: ts | native | shim
+const only = process.argv[2]; // optional: ts | native | shim, or typecheck-tests (not part of a build)
 
 function run(cmd, args, cwd = root) {
   const r = spawnSync(cmd, args, { cwd, stdio: 'inherit' });
@@ -33,6 +33,10 @@ function nodedirArgs() {
 
 if (!only || only === 'ts') {
   run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
+}
+if (only === 'typecheck-tests') {
+  // The tests run from source (vitest); this checks their types against the code they test.
+  run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.test.json']);
 }
 if ((!only || only === 'native') && existsSync(join(root, 'native', 'binding.gyp'))) {
   const dir = join(root, 'native');

@@ -2,7 +2,7 @@
 // Generates the TypeScript types of proto/*.proto into src/gen/ (or the
 // directory given as the first argument) with @grpc/proto-loader's
 // generator, then makes its relative imports ESM-clean (".js" suffix).
-// The options match the loader's at run time (src/node/peer-proto.ts).
+// The options match the loader's at run time (src/node/cluster/wire.ts).
 // test/peers/proto.spec.ts runs this into a temp dir and compares.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';

@@ -2,7 +2,7 @@
  * vrift_proto.h — the control-socket protocol between vriftd and its
  * clients (the `vrift` CLI and the LD_PRELOAD shim).
  *
- * This header is the specification. src/node/proto.ts mirrors it in
+ * This header is the specification. src/node/control/protocol.ts mirrors it in
  * TypeScript, and test/daemon/proto.spec.ts checks that both encode the
  * same frames byte for byte.
  *
@@ -80,7 +80,7 @@ enum vrift_msg_type {
   VRIFT_MSG_SHUTDOWN = 13,/* -> OK, then the daemon stops */
   VRIFT_MSG_MOUNTS = 14,  /* -> OK: one MOUNT_ENTRY per mount ("<shm name>\t<path>\t<tree>") */
   VRIFT_MSG_CHMOD = 15,   /* PATH, REL, MODE -> OK (trees keep a file's executable bit only) */
-  /* The cluster (src/node/cluster.ts); on a node without a cluster secret
+  /* The cluster (src/node/cluster/cluster.ts); on a node without a cluster secret
      each fails with ERR_VRIFT_CLUSTER_OFF. */
   VRIFT_MSG_NODE_JOIN = 16,     /* ADDR (a libp2p multiaddr) -> OK: JSON {"peer","addr"}; the
                                    address is remembered and dialed again after a restart */

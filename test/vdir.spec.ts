@@ -6,8 +6,8 @@ import { copyFileSync, chmodSync, existsSync, mkdtempSync, rmSync, statSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { packageRoot } from '../src/node/native.js';
-import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDir, type VDirEntryInput } from '../src/node/vdir.js';
+import { packageRoot } from '../src/lib/native.js';
+import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDir, type VDirEntryInput } from '../src/node/mount/vdir.js';
 
 const HAMMER = join(packageRoot(), 'shim', 'build', 'vdir-hammer');
 const HAMMER_SAN = join(packageRoot(), 'shim', 'build', 'san', 'vdir-hammer');

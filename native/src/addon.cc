@@ -2,7 +2,7 @@
 // vrift::VdirWriter), fastFs (fast_fs.cc: batched filesystem calls) and
 // blobIo (blob_io.cc: batched reads of files and writes of blobs),
 // blake3 (blake3_hash.cc: hashing on native threads) and
-// ZstdStream (zstd.cc: pack compression through a run-time libzstd). src/node/vdir.ts is its only intended caller: it packs
+// ZstdStream (zstd.cc: pack compression through a run-time libzstd). src/node/mount/vdir.ts is its only intended caller: it packs
 // batches into one Buffer (layout below) so a 100 000-entry mount crosses
 // the JS/C++ boundary once, and turns errors (Error with a numeric `code`,
 // the errno) into VriftErrors.

@@ -2,12 +2,12 @@
 // push, pull): validate the config before anything else, open the store
 // and the chain, close both (waiting for queued writes) at the end.
 import type { Command } from 'commander';
-import { cacheKey, refWithKey, type CacheKey } from '../node/cache-key.js';
-import type { Config } from '../node/config.js';
-import { resolveHome } from '../node/home.js';
-import { Store } from '../node/store.js';
+import { cacheKey, refWithKey, type CacheKey } from './cache-key.js';
+import type { Config } from '../node/config/config.js';
+import { resolveHome } from '../node/store/home.js';
+import { Store } from '../node/store/store.js';
 import type { Chain } from '../tiers/chain.js';
-import { Metrics } from '../tiers/metrics.js';
+import { Metrics } from '../lib/metrics.js';
 import { Output } from './output.js';
 import type { Opts } from './command.js';
 
@@ -28,8 +28,8 @@ export function withChain(body: (ctx: ChainContext) => Promise<void>) {
     const args = params.slice(0, -2) as string[];
     const out = new Output(opts);
     // Loaded here, not at the top: other commands (ingest, ls …) never pay for the config and the tier modules.
-    const [{ loadConfig }, { openChain }] = await Promise.all([import('../node/config.js'), import('../tiers/index.js')]);
-    const config = loadConfig({ home: resolveHome() }); // validated in full before anything is touched
+    const [{ loadNodeConfig }, { openChain }] = await Promise.all([import('../node/ops/node-config.js'), import('../tiers/index.js')]);
+    const config = loadNodeConfig({ home: resolveHome() }); // validated in full before anything is touched
     const store = Store.open();
     const metrics = new Metrics();
     let chain: Chain | undefined;

@@ -1,7 +1,7 @@
 // Shared plumbing for CLI commands: every command gets --json, an Output,
 // and (when it asks) the local Store, closed when the command ends.
 import type { Command } from 'commander';
-import { Store } from '../node/store.js';
+import { Store } from '../node/store/store.js';
 import { Output } from './output.js';
 
 export type Opts = Record<string, unknown> & { json?: boolean };

@@ -2,9 +2,9 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { hasCode, VriftError } from '../lib/errors.js';
-import { ControlClient } from '../node/control-client.js';
-import { logPathOf, socketPathOf } from '../node/daemon-paths.js';
-import { ensureHome, homeLayout, resolveHome } from '../node/home.js';
+import { ControlClient } from '../node/control/client.js';
+import { logPathOf, socketPathOf } from '../node/control/paths.js';
+import { ensureHome, homeLayout, resolveHome } from '../node/store/home.js';
 
 export function daemonSocket(): string {
   return socketPathOf(homeLayout(resolveHome()).run);

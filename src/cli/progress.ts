@@ -1,22 +1,11 @@
 // A progress bar for long work, drawn on stderr only when stdout is a
 // terminal (and --json is off): piped output stays quiet and parseable.
+import { fmtBytes } from '../lib/units.js';
 
 export interface ProgressOptions {
   /** Print sizes as bytes (MB) instead of counts. */
   bytes?: boolean;
   enabled?: boolean;
-}
-
-function fmtBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
 export class Progress {
@@ -54,4 +43,3 @@ export class Progress {
   }
 }
 
-export { fmtBytes };

@@ -1,5 +1,5 @@
 // What libp2p 3.x expects of the runtime and Node 20 lacks: imported for
-// its side effect before libp2p is loaded (src/node/mesh.ts).
+// its side effect before libp2p is loaded (src/node/cluster/mesh.ts).
 
 type Resolvers<T> = { promise: Promise<T>; resolve: (v: T | PromiseLike<T>) => void; reject: (e?: unknown) => void };
 

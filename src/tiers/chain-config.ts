@@ -1,7 +1,7 @@
 // Settings of the chain itself (not of any one tier): which tiers to use,
 // retries, the circuit breaker, the write queue. Section "chain" of the
 // config; every key has a default, so nobody has to write it.
-import { bool, defaults, int, list, object, type ConfigSection } from '../node/config-schema.js';
+import { bool, defaults, int, list, object, type ConfigSection } from '../node/config/schema.js';
 
 export interface ChainConfig {
   /** Restrict the chain to these tiers (default: every configured tier). */

@@ -6,12 +6,12 @@
 // metrics. Remote writes go through one bounded queue.
 import type { Digest } from '../lib/digest.js';
 import { hasCode, isVriftError, type VriftError } from '../lib/errors.js';
-import type { Store } from '../node/store.js';
+import type { Store } from '../node/store/store.js';
 import { CircuitBreaker, withRetry } from './breaker.js';
 import type { ChainConfig } from './chain-config.js';
 import { admit, LocalTier } from './local.js';
-import { TIER_COUNTERS as M } from './metrics.js';
-import { BoundedQueue } from './queue.js';
+import { TIER_COUNTERS as M } from '../lib/metrics.js';
+import { BoundedQueue } from '../lib/queue.js';
 import { isTierError, TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierContext } from './tier.js';
 
 export class Chain implements Tier {

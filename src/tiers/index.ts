@@ -2,15 +2,15 @@
 // file exporting a TierFactory (its config section, and a `create` that
 // imports its SDK only on first use) plus one line here.
 import { VriftError } from '../lib/errors.js';
-import type { Config } from '../node/config.js';
-import type { Store } from '../node/store.js';
+import type { Config } from '../node/config/config.js';
+import type { Store } from '../node/store/store.js';
 import { Chain } from './chain.js';
 import { chainSection } from './chain-config.js';
 import { LocalTier, localTier } from './local.js';
-import { Metrics } from './metrics.js';
-import { peerTier } from './peer.js';
+import { Metrics } from '../lib/metrics.js';
+import { peerTier } from './peer/peer.js';
 import { redisTier } from './redis.js';
-import { s3Tier } from './s3.js';
+import { s3Tier } from './s3/s3.js';
 import type { TierFactory, TierLog } from './tier.js';
 
 export const TIER_FACTORIES: readonly TierFactory<any>[] = [

@@ -7,8 +7,8 @@ import { readFile } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { StreamHasher, type Digest } from '../lib/digest.js';
 import { errnoOf, fsError, VriftError } from '../lib/errors.js';
-import { corruptBlob, missingBlob } from '../node/cas.js';
-import type { Store } from '../node/store.js';
+import { corruptBlob, missingBlob } from '../node/store/cas.js';
+import type { Store } from '../node/store/store.js';
 import type { BlobBody, BlobSource, RefInfo, Tier, TierContext, TierFactory } from './tier.js';
 
 export class LocalTier implements Tier {

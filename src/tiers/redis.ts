@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import type { Redis as RedisClient, RedisOptions } from 'ioredis';
 import type { Digest } from '../lib/digest.js';
-import { anyText, bool, file, int, object, size, text, url, type ConfigSection } from '../node/config-schema.js';
+import { anyText, bool, file, int, object, size, text, url, type ConfigSection } from '../node/config/schema.js';
 import { decodeRef, encodeRef, isTierError, TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierFactory } from './tier.js';
 
 export interface RedisConfig {

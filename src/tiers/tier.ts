@@ -11,10 +11,10 @@
 import { Readable } from 'node:stream';
 import { isDigest, type Digest } from '../lib/digest.js';
 import { VriftError } from '../lib/errors.js';
-import type { TreeEntry } from '../node/tree.js';
-import type { ConfigSection } from '../node/config-schema.js';
-import type { Store } from '../node/store.js';
-import type { Metrics } from './metrics.js';
+import type { TreeEntry } from '../node/store/tree.js';
+import type { ConfigSection } from '../node/config/schema.js';
+import type { Store } from '../node/store/store.js';
+import type { Metrics } from '../lib/metrics.js';
 
 /** A blob's bytes as a tier serves them: a stream, unverified. */
 export interface BlobBody {

@@ -1,6 +1,6 @@
 /* Encodes sample control frames with shim/vrift_proto.h and prints them as
  * hex, one per line, plus the header's constants as JSON: the TypeScript
- * mirror (src/node/proto.ts) must produce the same bytes. */
+ * mirror (src/node/control/protocol.ts) must produce the same bytes. */
 #include <stdio.h>
 #include "vrift_proto.h"
 

@@ -6,9 +6,10 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashBuffer, type Digest } from '../../src/lib/digest.js';
-import { archiveChunks, readArchive } from '../../src/node/archive.js';
-import { ingest } from '../../src/node/ingest.js';
-import { Store } from '../../src/node/store.js';
+import { archiveChunks } from '../../src/node/archive/chunks.js';
+import { readArchive } from '../../src/node/archive/reader.js';
+import { ingest } from '../../src/node/store/ingest.js';
+import { Store } from '../../src/node/store/store.js';
 import { casSource } from '../../src/tiers/local.js';
 import { bufferSource, isTierError, type BlobBody, type Tier, type TreePush } from '../../src/tiers/tier.js';
 import { tempDir } from '../helpers/tmp.js';

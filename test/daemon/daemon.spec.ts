@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { encodeFrame, F, FrameDecoder, Msg } from '../../src/node/proto.js';
+import { encodeFrame, F, FrameDecoder, Msg } from '../../src/node/control/protocol.js';
 import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
 import { crashDaemon, daemonPid, startDaemon, stopDaemon, vdirLookup, vdirProbe } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';

@@ -1,14 +1,14 @@
 // The daemon keeps the VDir images of recently mounted trees
-// (src/node/mount-image-cache.ts): a new mount of the same tree is a copy of
+// (src/node/mount/image-cache.ts): a new mount of the same tree is a copy of
 // one, and must be indistinguishable from a mount built from the tree.
 import { chmodSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ingest } from '../../src/node/ingest.js';
-import { MountImageCache } from '../../src/node/mount-image-cache.js';
-import { MountManager } from '../../src/node/mounts.js';
-import { Store } from '../../src/node/store.js';
-import type { VDir } from '../../src/node/vdir.js';
+import { ingest } from '../../src/node/store/ingest.js';
+import { MountImageCache } from '../../src/node/mount/image-cache.js';
+import { MountManager } from '../../src/node/mount/mounts.js';
+import { Store } from '../../src/node/store/store.js';
+import type { VDir } from '../../src/node/mount/vdir.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const base = tempDir('vrift-mount-cache-');

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { encodeFrame, F, Fields, FrameDecoder, HEADER_SIZE, MAGIC, MAX_PAYLOAD, Msg, VERSION } from '../../src/node/proto.js';
+import { encodeFrame, F, Fields, FrameDecoder, HEADER_SIZE, MAGIC, MAX_PAYLOAD, Msg, VERSION } from '../../src/node/control/protocol.js';
 import { ROOT } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 

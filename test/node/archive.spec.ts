@@ -4,8 +4,10 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashBuffer, StreamHasher, type Digest } from '../../src/lib/digest.js';
-import { archiveChunks, archiveHeader, archiveSize, blobFrame, endFrame, readArchive, type ArchiveReadOptions } from '../../src/node/archive.js';
-import { Store } from '../../src/node/store.js';
+import { archiveChunks } from '../../src/node/archive/chunks.js';
+import { archiveHeader, archiveSize, blobFrame, endFrame } from '../../src/node/archive/format.js';
+import { readArchive, type ArchiveReadOptions } from '../../src/node/archive/reader.js';
+import { Store } from '../../src/node/store/store.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let store: Store;

@@ -7,11 +7,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashBuffer, StreamHasher } from '../../src/lib/digest.js';
-import { archiveHeader, blobFrame, endFrame, readArchive } from '../../src/node/archive.js';
-import { writeVerifiedBlobs } from '../../src/node/blob-batch.js';
-import { hashFile, hashFileJs } from '../../src/node/cas.js';
-import { loadNative } from '../../src/node/native.js';
-import { Store } from '../../src/node/store.js';
+import { archiveHeader, blobFrame, endFrame } from '../../src/node/archive/format.js';
+import { readArchive } from '../../src/node/archive/reader.js';
+import { writeVerifiedBlobs } from '../../src/node/store/blob-batch.js';
+import { hashFile, hashFileJs } from '../../src/node/store/cas.js';
+import { loadNative } from '../../src/lib/native.js';
+import { Store } from '../../src/node/store/store.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const KiB = 1024;

@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { hashBuffer } from '../../src/lib/digest.js';
-import { cacheKey, refWithKey } from '../../src/node/cache-key.js';
+import { cacheKey, refWithKey } from '../../src/cli/cache-key.js';
 import { tempDir } from '../helpers/tmp.js';
 
 describe('cache keys', () => {

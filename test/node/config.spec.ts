@@ -2,11 +2,11 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/node/config.js';
-import { clusterSection } from '../../src/node/cluster-config.js';
+import { loadNodeConfig } from '../../src/node/ops/node-config.js';
+import { clusterSection } from '../../src/node/cluster/config.js';
 import { chainSection } from '../../src/tiers/chain-config.js';
 import { redisTier } from '../../src/tiers/redis.js';
-import { s3Tier } from '../../src/tiers/s3.js';
+import { s3Tier } from '../../src/tiers/s3/s3.js';
 import { tempDir } from '../helpers/tmp.js';
 
 function mistakes(fn: () => unknown): string[] {
@@ -21,7 +21,7 @@ function mistakes(fn: () => unknown): string[] {
 
 describe('config', () => {
   it('has working defaults and no remote tier when nothing is set', () => {
-    const c = loadConfig({ home: tempDir(), env: {} });
+    const c = loadNodeConfig({ home: tempDir(), env: {} });
     expect(c.get(chainSection)).toEqual({ retries: 2, breakerFailures: 3, breakerCooldownMs: 30_000, queueCapacity: 256, uploadConcurrency: 8, writeBack: false });
     expect(c.get(redisTier.config!)).toBeUndefined();
     expect(c.get(s3Tier.config!)).toBeUndefined();
@@ -31,7 +31,7 @@ describe('config', () => {
   it('reads the file and lets the environment override it, converting strings', () => {
     const home = tempDir();
     writeFileSync(join(home, 'config.json'), JSON.stringify({ s3: { bucket: 'from-file', prefix: 'ci', partSize: '16M' }, chain: { retries: 5 } }));
-    const c = loadConfig({ home, env: { VRIFT_S3_BUCKET: 'from-env', VRIFT_S3_ENDPOINT: 'http://127.0.0.1:9000', VRIFT_TIER_WRITE_BACK: 'yes', VRIFT_TIERS: 'local, s3' } });
+    const c = loadNodeConfig({ home, env: { VRIFT_S3_BUCKET: 'from-env', VRIFT_S3_ENDPOINT: 'http://127.0.0.1:9000', VRIFT_TIER_WRITE_BACK: 'yes', VRIFT_TIERS: 'local, s3' } });
     const s3 = c.get(s3Tier.config!)!;
     expect([s3.bucket, s3.endpoint, s3.prefix, s3.partSize, s3.region]).toEqual(['from-env', 'http://127.0.0.1:9000', 'ci/', 16 << 20, 'us-east-1']);
     expect(c.get(chainSection)).toMatchObject({ retries: 5, writeBack: true, tiers: ['local', 's3'] });
@@ -41,16 +41,16 @@ describe('config', () => {
   it('reads the file VRIFT_CONFIG names, and says so when it is missing', () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'other.json'), JSON.stringify({ redis: { url: 'rediss://cache:6380', maxBlobBytes: 2048 } }));
-    const c = loadConfig({ home: tempDir(), env: { VRIFT_CONFIG: join(dir, 'other.json') } });
+    const c = loadNodeConfig({ home: tempDir(), env: { VRIFT_CONFIG: join(dir, 'other.json') } });
     expect(c.get(redisTier.config!)).toMatchObject({ url: 'rediss://cache:6380', maxBlobBytes: 2048, keyPrefix: 'vrift:' });
-    expect(() => loadConfig({ home: tempDir(), env: { VRIFT_CONFIG: join(dir, 'nope.json') } })).toThrow(/nope\.json: cannot read the config file \(ENOENT\)$/);
+    expect(() => loadNodeConfig({ home: tempDir(), env: { VRIFT_CONFIG: join(dir, 'nope.json') } })).toThrow(/nope\.json: cannot read the config file \(ENOENT\)$/);
   });
 
   it('gives one line per mistake, naming the variable or the file and key', () => {
     const home = tempDir();
     writeFileSync(join(home, 'config.json'), JSON.stringify({ s3: { endpoint: 'ftp://x' }, clsuter: {}, redis: 'redis://x' }));
     const file = join(home, 'config.json');
-    expect(mistakes(() => loadConfig({ home, env: { VRIFT_TIER_RETRIES: 'many', VRIFT_REDIS_TLS: 'maybe', VRIFT_S3_ACCESS_KEY_ID: 'AK' } })).sort()).toEqual(
+    expect(mistakes(() => loadNodeConfig({ home, env: { VRIFT_TIER_RETRIES: 'many', VRIFT_REDIS_TLS: 'maybe', VRIFT_S3_ACCESS_KEY_ID: 'AK' } })).sort()).toEqual(
       [
         `${file}: unknown section "clsuter" (known: chain, cluster, redis, s3)`,
         'VRIFT_TIER_RETRIES: not a whole number (e.g. 2)',
@@ -63,26 +63,26 @@ describe('config', () => {
 
   it('checks values that only make sense together, and files that must exist', () => {
     const home = tempDir();
-    expect(mistakes(() => loadConfig({ home, env: { VRIFT_S3_BUCKET: 'bkt', VRIFT_S3_ACCESS_KEY_ID: 'AK' } }))).toEqual([
+    expect(mistakes(() => loadNodeConfig({ home, env: { VRIFT_S3_BUCKET: 'bkt', VRIFT_S3_ACCESS_KEY_ID: 'AK' } }))).toEqual([
       `s3: set both accessKeyId and secretAccessKey (VRIFT_S3_ACCESS_KEY_ID, VRIFT_S3_SECRET_ACCESS_KEY), or neither to use the AWS default credentials`,
     ]);
-    expect(mistakes(() => loadConfig({ home, env: { VRIFT_REDIS_URL: 'redis://h:1', VRIFT_REDIS_CA_FILE: '/nonexistent/ca.pem' } }))).toEqual([
+    expect(mistakes(() => loadNodeConfig({ home, env: { VRIFT_REDIS_URL: 'redis://h:1', VRIFT_REDIS_CA_FILE: '/nonexistent/ca.pem' } }))).toEqual([
       'VRIFT_REDIS_CA_FILE: /nonexistent/ca.pem: no such readable file',
     ]);
-    expect(mistakes(() => loadConfig({ home, env: { VRIFT_S3_BUCKET: '192.168.1.1' } }))[0]).toMatch(/^VRIFT_S3_BUCKET: "192\.168\.1\.1" is not a valid bucket name/);
+    expect(mistakes(() => loadNodeConfig({ home, env: { VRIFT_S3_BUCKET: '192.168.1.1' } }))[0]).toMatch(/^VRIFT_S3_BUCKET: "192\.168\.1\.1" is not a valid bucket name/);
   });
 
   it('reads the cluster secret from its file, and refuses a short one or both at once', () => {
     const dir = tempDir();
     const good = join(dir, 'secret');
     writeFileSync(good, 'a-secret-that-is-long-enough\n');
-    expect(loadConfig({ home: tempDir(), env: { VRIFT_CLUSTER_SECRET_FILE: good } }).get(clusterSection)).toMatchObject({ secret: 'a-secret-that-is-long-enough', p2pPort: 7401 });
+    expect(loadNodeConfig({ home: tempDir(), env: { VRIFT_CLUSTER_SECRET_FILE: good } }).get(clusterSection)).toMatchObject({ secret: 'a-secret-that-is-long-enough', p2pPort: 7401 });
     const short = join(dir, 'short');
     writeFileSync(short, 'tiny\n');
-    expect(mistakes(() => loadConfig({ home: tempDir(), env: { VRIFT_CLUSTER_SECRET_FILE: short } }))).toEqual([`VRIFT_CLUSTER_SECRET_FILE: ${short} holds a secret shorter than 16 characters`]);
-    expect(mistakes(() => loadConfig({ home: tempDir(), env: { VRIFT_CLUSTER_SECRET_FILE: good, VRIFT_CLUSTER_SECRET: 'another-long-secret-value' } }))).toEqual([
+    expect(mistakes(() => loadNodeConfig({ home: tempDir(), env: { VRIFT_CLUSTER_SECRET_FILE: short } }))).toEqual([`VRIFT_CLUSTER_SECRET_FILE: ${short} holds a secret shorter than 16 characters`]);
+    expect(mistakes(() => loadNodeConfig({ home: tempDir(), env: { VRIFT_CLUSTER_SECRET_FILE: good, VRIFT_CLUSTER_SECRET: 'another-long-secret-value' } }))).toEqual([
       'VRIFT_CLUSTER_SECRET_FILE: set secret or secretFile, not both',
     ]);
-    expect(loadConfig({ home: tempDir(), env: {} }).get(clusterSection).secret).toBeUndefined();
+    expect(loadNodeConfig({ home: tempDir(), env: {} }).get(clusterSection).secret).toBeUndefined();
   });
 });

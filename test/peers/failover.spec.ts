@@ -1,17 +1,17 @@
 // Peers that die or lie in the middle of a backfill: the restore completes
 // from another peer, every blob is verified, and a liar is penalised.
-// A serves through test-only hooks (src/node/peer-test-hooks.ts): slowly,
+// A serves through test-only hooks (src/node/cluster/peer-test-hooks.ts): slowly,
 // so it can be killed mid-stream, then corrupting every blob it sends.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashBuffer } from '../../src/lib/digest.js';
-import { clusterSection } from '../../src/node/cluster-config.js';
-import { loadConfig } from '../../src/node/config.js';
-import { Store } from '../../src/node/store.js';
-import { Metrics } from '../../src/tiers/metrics.js';
-import type { PeerDirectory } from '../../src/tiers/peer-directory.js';
-import { PeerTier } from '../../src/tiers/peer.js';
+import { clusterSection } from '../../src/node/cluster/config.js';
+import { loadNodeConfig } from '../../src/node/ops/node-config.js';
+import { Store } from '../../src/node/store/store.js';
+import { Metrics } from '../../src/lib/metrics.js';
+import type { PeerDirectory } from '../../src/tiers/peer/directory.js';
+import { PeerTier } from '../../src/tiers/peer/peer.js';
 import { vriftAsync } from '../helpers/cli.js';
 import { makeNode, waitForPeers, type TestNode } from '../helpers/cluster.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -115,7 +115,7 @@ describe('peer failures', () => {
     };
     const store = Store.open(tempDir());
     const metrics = new Metrics();
-    const cfg = loadConfig({ home: c.home, env: c.env }).get(clusterSection) as ConstructorParameters<typeof PeerTier>[0];
+    const cfg = loadNodeConfig({ home: c.home, env: c.env }).get(clusterSection) as ConstructorParameters<typeof PeerTier>[0];
     const tier = new PeerTier(cfg, { store, metrics, log: () => undefined }, directory);
     try {
       const body = await tier.get(blob);

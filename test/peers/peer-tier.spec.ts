@@ -3,14 +3,14 @@
 // directory the tier asks. Peers are read-only, so the suite gives A its
 // content by writing into A's store directly.
 import { join } from 'node:path';
-import { clusterSection } from '../../src/node/cluster-config.js';
-import { loadConfig } from '../../src/node/config.js';
-import { socketPathOf } from '../../src/node/daemon-paths.js';
-import { ingest } from '../../src/node/ingest.js';
-import { Store } from '../../src/node/store.js';
-import { Metrics } from '../../src/tiers/metrics.js';
-import { DaemonDirectory } from '../../src/tiers/peer-directory.js';
-import { PeerTier } from '../../src/tiers/peer.js';
+import { clusterSection } from '../../src/node/cluster/config.js';
+import { loadNodeConfig } from '../../src/node/ops/node-config.js';
+import { socketPathOf } from '../../src/node/control/paths.js';
+import { ingest } from '../../src/node/store/ingest.js';
+import { Store } from '../../src/node/store/store.js';
+import { Metrics } from '../../src/lib/metrics.js';
+import { DaemonDirectory } from '../../src/tiers/peer/directory.js';
+import { PeerTier } from '../../src/tiers/peer/peer.js';
 import { tierSuite } from '../compliance/tier-suite.js';
 import { makeNode, startAll, waitForPeers } from '../helpers/cluster.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -25,7 +25,7 @@ tierSuite('peer', async () => {
   await waitForPeers(c, [aId]);
   const served = Store.open(a.home); // A's store, shared with A's daemon (LMDB is multi-process)
   const local = Store.open(tempDir());
-  const cfg = loadConfig({ home: c.home, env: c.env }).get(clusterSection) as ConstructorParameters<typeof PeerTier>[0];
+  const cfg = loadNodeConfig({ home: c.home, env: c.env }).get(clusterSection) as ConstructorParameters<typeof PeerTier>[0];
   const tier = new PeerTier(cfg, { store: local, metrics: new Metrics(), log: () => undefined }, new DaemonDirectory(socketPathOf(join(c.home, 'run'))));
   return {
     tier,

@@ -5,11 +5,11 @@
 import { connect as h2connect } from 'node:http2';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clusterKeys, signCall } from '../../src/node/cluster-auth.js';
-import { PeerConnection } from '../../src/node/peer-client.js';
-import { PEER_METHODS } from '../../src/node/peer-proto.js';
+import { clusterKeys, signCall } from '../../src/node/cluster/auth.js';
+import { PeerConnection } from '../../src/tiers/peer/client.js';
+import { PEER_METHODS } from '../../src/node/cluster/wire.js';
 import { vrift } from '../helpers/cli.js';
-import { makeNode, startAll, SECRET, waitForPeers, type TestNode } from '../helpers/cluster.js';
+import { makeNode, startAll, SECRET, type TestNode } from '../helpers/cluster.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeSampleTree } from '../helpers/trees.js';
 

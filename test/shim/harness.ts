@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
-import { MountManager } from '../../src/node/mounts.js';
+import { MountManager } from '../../src/node/mount/mounts.js';
 import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 

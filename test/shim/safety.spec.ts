@@ -7,7 +7,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { MountManager } from '../../src/node/mounts.js';
+import { MountManager } from '../../src/node/mount/mounts.js';
 import { ROOT, VRIFT_BIN } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 import { buildC, LIB, shimWorld, writeSmallSource } from './harness.js';

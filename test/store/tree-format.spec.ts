@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isVriftError } from '../../src/lib/errors.js';
-import { comparePaths, decodeTree, encodeTree, pathProblem, treeId, type TreeEntry } from '../../src/node/tree.js';
+import { comparePaths, decodeTree, encodeTree, pathProblem, treeId, type TreeEntry } from '../../src/node/store/tree.js';
 
 const D1 = 'a'.repeat(64);
 const D2 = 'b'.repeat(64);

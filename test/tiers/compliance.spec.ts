@@ -1,12 +1,12 @@
 // Runs the tier contract (test/compliance/tier-suite.ts) against every
 // tier and the chain, each against a real server.
 import { afterAll, beforeAll } from 'vitest';
-import { Store } from '../../src/node/store.js';
-import { loadConfig } from '../../src/node/config.js';
+import { Store } from '../../src/node/store/store.js';
+import { loadNodeConfig } from '../../src/node/ops/node-config.js';
 import { openChain } from '../../src/tiers/index.js';
 import { LocalTier } from '../../src/tiers/local.js';
 import { RedisTier } from '../../src/tiers/redis.js';
-import { S3Tier } from '../../src/tiers/s3.js';
+import { S3Tier } from '../../src/tiers/s3/s3.js';
 import { tierSuite } from '../compliance/tier-suite.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { startS3, S3_KEY, S3_SECRET, tierEnv, type S3Server } from '../helpers/s3-server.js';
@@ -42,6 +42,7 @@ const s3Config = () => ({
   partSize: 5 << 20,
   // Small, so the sample tree's 3 MiB file is stored on its own (and the pack holds the rest).
   looseBlobBytes: 1 << 20,
+  compression: 'zstd' as const,
   connectTimeoutMs: 2000,
   requestTimeoutMs: 10_000,
 });
@@ -64,7 +65,7 @@ tierSuite('s3', async () => {
 tierSuite('chain (local → redis → s3)', async () => {
   const home = tempDir('vrift-chain-tier-');
   const store = Store.open(home);
-  const config = loadConfig({ home, env: { ...tierEnv({ redis, s3, bucket: 'vrift-suite', prefix: 'chain/' }), VRIFT_REDIS_PREFIX: 'chain:' } });
+  const config = loadNodeConfig({ home, env: { ...tierEnv({ redis, s3, bucket: 'vrift-suite', prefix: 'chain/' }), VRIFT_REDIS_PREFIX: 'chain:' } });
   const chain = openChain({ store, config, log: () => undefined });
   return {
     tier: chain,

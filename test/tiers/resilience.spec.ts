@@ -1,8 +1,8 @@
 // The parts that keep a failing tier from hurting: breaker, retries, queue, metrics.
 import { describe, expect, it } from 'vitest';
 import { CircuitBreaker, withRetry } from '../../src/tiers/breaker.js';
-import { Metrics } from '../../src/tiers/metrics.js';
-import { BoundedQueue, mapLimit } from '../../src/tiers/queue.js';
+import { Metrics } from '../../src/lib/metrics.js';
+import { BoundedQueue, mapLimit } from '../../src/lib/queue.js';
 import { TierError } from '../../src/tiers/tier.js';
 
 const down = () => new TierError('redis', 'unavailable', 'down');

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import { zstdAvailable, zstdCompress, zstdDecompress } from '../../src/node/zstd.js';
+import { zstdAvailable, zstdCompress, zstdDecompress } from '../../src/lib/zstd.js';
 
 async function run(chunks: Buffer[], t: Transform): Promise<Buffer> {
   const out: Buffer[] = [];

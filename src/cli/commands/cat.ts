@@ -4,9 +4,9 @@ import { createReadStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { isDigest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
-import { hashFile, missingBlob } from '../../node/cas.js';
-import { findEntry } from '../../node/tree.js';
-import type { Store } from '../../node/store.js';
+import { hashFile, missingBlob } from '../../node/store/cas.js';
+import { findEntry } from '../../node/store/tree.js';
+import type { Store } from '../../node/store/store.js';
 import { subcommand, withStore } from '../command.js';
 
 const WHOLE_LIMIT = 8 << 20;

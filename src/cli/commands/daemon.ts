@@ -1,10 +1,10 @@
 // vrift up | down | status: the daemon's lifecycle.
 import type { Command } from 'commander';
 import { hasCode, VriftError } from '../../lib/errors.js';
-import { ControlClient } from '../../node/control-client.js';
-import { isDaemonAlive } from '../../node/daemon-lock.js';
-import { resolveHome } from '../../node/home.js';
-import { F, Msg } from '../../node/proto.js';
+import { ControlClient } from '../../node/control/client.js';
+import { isDaemonAlive } from '../../node/daemon/lock.js';
+import { resolveHome } from '../../node/store/home.js';
+import { F, Msg } from '../../node/control/protocol.js';
 import { plain, subcommand } from '../command.js';
 import { daemonSocket, spawnDaemon, withDaemon } from '../daemon-client.js';
 import type { Output } from '../output.js';
@@ -24,7 +24,7 @@ async function hello(): Promise<{ pid: number; home: string } | undefined> {
 }
 
 async function runForeground(out: Output): Promise<void> {
-  const { Daemon } = await import('../../node/daemon.js');
+  const { Daemon } = await import('../../node/daemon/daemon.js');
   const daemon = new Daemon();
   await daemon.start();
   if (!out.json) out.notice(`vriftd running (pid ${process.pid}); stop with Ctrl-C or \`vrift down\``);

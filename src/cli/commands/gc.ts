@@ -1,7 +1,9 @@
 // vrift gc [--max-size SIZE]: evict unpinned blobs, least recently used first.
 import type { Command } from 'commander';
-import { gc, parseSize } from '../../node/gc.js';
-import { fmtBytes } from '../progress.js';
+import { parseSize } from '../../lib/units.js';
+import { overlayDigests } from '../../node/mount/overlay.js';
+import { gc } from '../../node/store/gc.js';
+import { fmtBytes } from '../../lib/units.js';
 import { subcommand, withStore } from '../command.js';
 
 export function register(program: Command): void {
@@ -10,7 +12,7 @@ export function register(program: Command): void {
     .action(
       withStore(async ({ store, out, opts }) => {
         const maxSize = opts.maxSize === undefined ? undefined : parseSize(String(opts.maxSize));
-        const r = await gc(store, { maxSize });
+        const r = await gc(store, { maxSize, keep: overlayDigests(store) });
         out.result(r, () => {
           const lines = [`evicted ${r.evicted} blobs (${fmtBytes(r.freedBytes)}); kept ${r.kept} (${fmtBytes(r.keptBytes)}, ${fmtBytes(r.pinnedBytes)} pinned)`];
           if (maxSize !== undefined && r.keptBytes > maxSize) lines.push(`note: pinned content alone exceeds --max-size ${fmtBytes(maxSize)}`);

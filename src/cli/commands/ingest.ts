@@ -1,7 +1,7 @@
 // vrift ingest <dir> [--ref NAME]: store a directory, print its tree id.
 import type { Command } from 'commander';
-import { assertNotInsideHome, ingest } from '../../node/ingest.js';
-import { fmtBytes } from '../progress.js';
+import { assertNotInsideHome, ingest } from '../../node/store/ingest.js';
+import { fmtBytes } from '../../lib/units.js';
 import { subcommand, withStore } from '../command.js';
 
 export function register(program: Command): void {

@@ -1,6 +1,6 @@
 // vrift materialize <tree|ref> <dir>: the tree as real files (hard links into the CAS).
 import type { Command } from 'commander';
-import { materialize } from '../../node/materialize.js';
+import { materialize } from '../../node/store/materialize.js';
 import { subcommand, withStore } from '../command.js';
 
 export function register(program: Command): void {

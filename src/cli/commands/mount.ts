@@ -1,7 +1,7 @@
 // vrift mount <tree|ref> <dir> / vrift unmount <dir>: publish a tree through the daemon.
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { F, Msg } from '../../node/proto.js';
+import { F, Msg } from '../../node/control/protocol.js';
 import { plain, subcommand } from '../command.js';
 import { withDaemon } from '../daemon-client.js';
 

@@ -1,9 +1,9 @@
 // vrift node join | peers | leave: this node's membership of the cluster,
-// through its daemon (which runs the mesh: src/node/mesh.ts).
+// through its daemon (which runs the mesh: src/node/cluster/mesh.ts).
 import type { Command } from 'commander';
 import { assertDigest } from '../../lib/digest.js';
-import type { PeerView } from '../../node/mesh.js';
-import { F, Msg, type FieldList } from '../../node/proto.js';
+import type { PeerView } from '../../node/cluster/mesh.js';
+import { F, Msg, type FieldList } from '../../node/control/protocol.js';
 import { plain, subcommand } from '../command.js';
 import { withDaemon } from '../daemon-client.js';
 

@@ -2,10 +2,10 @@
 // from the remote tiers (verified), without writing it out anywhere.
 import type { Command } from 'commander';
 import { isDigest } from '../../lib/digest.js';
-import { pullTree } from '../../tiers/pull.js';
+import { pullTree } from '../../node/ops/pull.js';
 import { describeSources, keyedRef, keyOption, withChain } from '../chain.js';
 import { subcommand } from '../command.js';
-import { fmtBytes } from '../progress.js';
+import { fmtBytes } from '../../lib/units.js';
 
 export function register(program: Command): void {
   keyOption(subcommand(program, 'pull <tree>', 'fetch a tree (id or ref) and its missing blobs from the remote tiers (exit 1 on a miss)'))

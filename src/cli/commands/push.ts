@@ -3,10 +3,10 @@
 import type { Command } from 'commander';
 import { isDigest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
-import { describeFailures, pushTree } from '../../tiers/push.js';
+import { describeFailures, pushTree } from '../../node/ops/push.js';
 import { keyedRef, keyOption, withChain } from '../chain.js';
 import { subcommand } from '../command.js';
-import { fmtBytes } from '../progress.js';
+import { fmtBytes } from '../../lib/units.js';
 
 export function register(program: Command): void {
   keyOption(subcommand(program, 'push <tree>', 'send a local tree (id or ref) to every remote tier; a ref is set there too'))

@@ -6,11 +6,11 @@ import type { Command } from 'commander';
 import { readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { errnoOf, hasCode, VriftError } from '../../lib/errors.js';
-import { materialize, type MaterializeResult } from '../../node/materialize.js';
-import { pullTree, type PullResult } from '../../tiers/pull.js';
+import { materialize, type MaterializeResult } from '../../node/store/materialize.js';
+import { pullTree, type PullResult } from '../../node/ops/pull.js';
 import { describeSources, keyedRef, keyOption, withChain, type ChainContext } from '../chain.js';
 import { subcommand } from '../command.js';
-import { fmtBytes } from '../progress.js';
+import { fmtBytes } from '../../lib/units.js';
 
 export function register(program: Command): void {
   keyOption(subcommand(program, 'restore <ref> <dir>', 'fetch a tree by ref from the tiers and write it out (exit 1 on a miss)'))

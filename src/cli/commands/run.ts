@@ -21,11 +21,11 @@ import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { hasCode, VriftError } from '../../lib/errors.js';
-import { ControlClient } from '../../node/control-client.js';
-import { socketPathOf } from '../../node/daemon-paths.js';
-import { homeLayout, resolveHome } from '../../node/home.js';
-import { packageRoot } from '../../node/native.js';
-import { F, Msg } from '../../node/proto.js';
+import { ControlClient } from '../../node/control/client.js';
+import { socketPathOf } from '../../node/control/paths.js';
+import { homeLayout, resolveHome } from '../../node/store/home.js';
+import { packageRoot } from '../../lib/native.js';
+import { F, Msg } from '../../node/control/protocol.js';
 import { unshimmable, which } from '../elf-check.js';
 
 interface MountSpec {
@@ -116,7 +116,7 @@ async function mountAll(c: ControlClient, specs: MountSpec[]): Promise<string[]>
 }
 
 async function resolveRef(ref: string): Promise<string> {
-  const { Store } = await import('../../node/store.js');
+  const { Store } = await import('../../node/store/store.js');
   const store = Store.open();
   try {
     return store.resolve(ref);

@@ -3,12 +3,12 @@
 // a cache miss, save what the build produced).
 import type { Command } from 'commander';
 import { VriftError } from '../../lib/errors.js';
-import { assertNotInsideHome, ingest } from '../../node/ingest.js';
-import { assertRefName } from '../../node/store.js';
-import { describeFailures, findBases, pushTree } from '../../tiers/push.js';
+import { assertNotInsideHome, ingest } from '../../node/store/ingest.js';
+import { assertRefName } from '../../node/store/store.js';
+import { describeFailures, findBases, pushTree } from '../../node/ops/push.js';
 import { keyedRef, keyOption, withChain } from '../chain.js';
 import { subcommand } from '../command.js';
-import { fmtBytes } from '../progress.js';
+import { fmtBytes } from '../../lib/units.js';
 
 export function register(program: Command): void {
   keyOption(subcommand(program, 'save <ref> <dir>', 'store a directory and push it to every remote tier under a ref'))

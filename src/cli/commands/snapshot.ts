@@ -2,7 +2,7 @@
 // tree plus everything programs changed in it) as a new tree id.
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { F, Msg } from '../../node/proto.js';
+import { F, Msg } from '../../node/control/protocol.js';
 import { subcommand, withStore } from '../command.js';
 import { withDaemon } from '../daemon-client.js';
 

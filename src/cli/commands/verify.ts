@@ -1,7 +1,7 @@
 // vrift verify: re-hash every blob; quarantine and report corrupt ones (exit 1 if any).
 import type { Command } from 'commander';
-import { verifyStore } from '../../node/verify.js';
-import { fmtBytes } from '../progress.js';
+import { verifyStore } from '../../node/store/verify.js';
+import { fmtBytes } from '../../lib/units.js';
 import { subcommand, withStore } from '../command.js';
 
 export function register(program: Command): void {

@@ -1,0 +1,133 @@
+// Loads the native addon (native/, built by scripts/build.mjs with
+// node-gyp). The compiled JS runs from dist/src/node/ and tests import this
+// file from src/node/, so the addon is found from the package root (the
+// nearest directory with a package.json), not from this file's location.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { VriftError } from './errors.js';
+
+/** The native VDir writer (see native/src/addon.cc for the batch encoding). */
+export interface NativeVDirWriter {
+  apply(upserts: Buffer, nUpserts: number, removals: Buffer, nRemovals: number): void;
+  lookup(path: string): NativeVDirEntry | undefined;
+  list(dir: string): string[];
+  stats(): NativeVDirStats;
+  probeStats(): { maxProbe: number; displaced: number; tagCollisions: number };
+  close(unlink: boolean): void;
+  /** A copy of the whole shared-memory object (for `new VDirWriter(..., image, mtimeSec)`). */
+  image(): Buffer;
+}
+
+export interface NativeVDirEntry {
+  mode: number;
+  size: number;
+  mtimeSec: number;
+  flags: number;
+  index: number;
+  check: number;
+  digest?: string;
+  target?: string;
+  nchildren?: number;
+}
+
+export interface NativeVDirStats {
+  /** Live entries, the root included. */
+  entries: number;
+  /** Entry slots in the current object. */
+  capacity: number;
+  buckets: number;
+  /** Highest entry slot ever used. */
+  highWater: number;
+  /** Bytes of the shared-memory object. */
+  mappedBytes: number;
+  poolUsed: number;
+  poolCapacity: number;
+  poolGarbage: number;
+  /** The seqlock generation (even between batches). */
+  generation: number;
+  /** Objects this writer replaced by bigger ones. */
+  resizes: number;
+  compactions: number;
+  /** The stable name readers open: /dev/shm/vrift.<uid>.<name>. */
+  shmPath: string;
+}
+
+/** Tree walks and link farms on native threads (native/src/fast_fs.cc). */
+export interface NativeFastFs {
+  /** Walks a tree (see fast_fs.cc): relative paths, 7 stats per entry, symlink targets, the first error. */
+  scanTree(root: string): { paths: Buffer; stats: Float64Array; targets: Buffer; error?: { errno: number; path: string } };
+  /** Blob files a tree would link that are missing (1) or not untouched (2): [entryIndex, problem, …]. */
+  checkTree(encodedTree: Buffer, casDir: string, threads: number): Float64Array;
+  /** Materializes a tree as a link farm; failures [phase (1 mkdir, 2 link, 3 symlink), entryIndex, errno, …]. */
+  linkTree(encodedTree: Buffer, root: string, casDir: string, threads: number): { dirs: number; files: number; symlinks: number; failures: number[] };
+}
+
+/** Batched blob I/O on native threads (native/src/blob_io.cc documents the layouts). */
+export interface NativeBlobIo {
+  /** Reads whole files; stats per file: [status, size, mtimeMs, ctimeMs, dev, ino]. */
+  readFiles(paths: Buffer, expectedSizes: Float64Array, threads: number, hash: boolean): Promise<{ data: Buffer; stats: Float64Array; digests: Buffer }>;
+  /**
+   * Writes blobs into the CAS (canonical mtime); per blob [status (0 or errno), created (1/0), 0].
+   * With `verify`, a blob whose bytes do not hash to its digest is not written and gets status -1.
+   */
+  writeBlobs(tmpPrefix: string, casDir: string, data: Buffer, offsets: Float64Array, digests: Buffer, threads: number, verify?: boolean): Promise<Float64Array>;
+}
+
+/** BLAKE3-256 in native code (native/src/blake3_hash.cc); digests are 64 lowercase hex characters. */
+export interface NativeBlake3 {
+  hash(buf: Uint8Array): string;
+  /** A file's digest, hashed on `threads` native threads in bounded memory; null when the file shrank meanwhile. */
+  hashFile(path: string, threads: number): Promise<string | null>;
+  Hasher: new () => { update(buf: Uint8Array): void; digest(): string };
+  /** The vendored BLAKE3 C version. */
+  version: string;
+}
+
+export interface NativeZstdStream {
+  transform(input: Buffer, end: boolean): Promise<Buffer>;
+}
+
+export interface NativeAddon {
+  VDirWriter: {
+    new (name: string, casRoot: string, mountRoot: string, capacity: number, poolBytes: number): NativeVDirWriter;
+    /** A copy of `image` published as `name` at `mountRoot`, every mtime set to `mtimeSec` (-1: kept). */
+    new (name: string, casRoot: string, mountRoot: string, image: Buffer, mtimeSec: number): NativeVDirWriter;
+  };
+  vdirLayoutVersion: number;
+  fastFs: NativeFastFs;
+  blobIo: NativeBlobIo;
+  blake3: NativeBlake3;
+  zstdAvailable: boolean;
+  ZstdStream: new (compress: boolean, level: number) => NativeZstdStream;
+}
+
+let cached: NativeAddon | undefined;
+let root: string | undefined;
+
+/** The package root: the nearest ancestor of this module with a package.json. */
+export function packageRoot(): string {
+  if (root !== undefined) return root;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new VriftError('ERR_VRIFT_NATIVE_MISSING', 'cannot find the vrift package root (no package.json above the module)');
+    dir = up;
+  }
+  root = dir;
+  return dir;
+}
+
+/** The addon, loaded once. Throws a VriftError with a fix when it was never built. */
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  const file = join(packageRoot(), 'native', 'build', 'Release', 'vrift_native.node');
+  if (!existsSync(file)) {
+    throw new VriftError('ERR_VRIFT_NATIVE_MISSING', `native addon not built: ${file} is missing`, {
+      hint: 'run `npm run build` (or `node scripts/build.mjs native`); it needs a C++ toolchain',
+    });
+  }
+  cached = createRequire(import.meta.url)(file) as NativeAddon;
+  return cached;
+}

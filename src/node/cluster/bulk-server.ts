@@ -1,0 +1,140 @@
+// The lean bulk stream: archives (docs/archive-format.md) over a plain
+// TCP connection, because gRPC's framing tops out far below what a
+// loopback or LAN link carries (docs/peers.md has the figures).
+//
+// There is no request on this port. A client first asks the gRPC
+// service (authenticated with the cluster credential) for an archive;
+// the service plans it and calls `issue`, which returns a random
+// 32-byte one-time ticket. The client connects here and sends
+//
+//   "VRIFTBK1" (8 bytes)  ticket (32 bytes)
+//
+// and the server answers with the archive, then closes. An unknown,
+// used or expired ticket gets the connection closed without a byte.
+// Tickets expire after `timeoutMs` unused; a connection that sends no
+// ticket within `timeoutMs`, or stops reading for that long, is closed.
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Digest } from '../../lib/digest.js';
+import type { Metrics } from '../../lib/metrics.js';
+import { RingWriter, writeArchive } from '../archive/ring-writer.js';
+import type { ServeHooks } from './peer-test-hooks.js';
+import type { Store } from '../store/store.js';
+import { BULK_HELLO_LEN, BULK_MAGIC } from './wire.js';
+
+export interface BulkPlan {
+  blobs: { digest: Digest; size: number }[];
+  /** The peer it is for (logs and metrics). */
+  peer: string;
+  /** Frees the stream slot the plan holds: called once, when served or expired. */
+  release(): void;
+}
+
+interface Ticket {
+  plan: BulkPlan;
+  timer: NodeJS.Timeout;
+}
+
+export interface BulkServerOptions {
+  store: Store;
+  host: string;
+  port: number;
+  timeoutMs: number;
+  hooks: ServeHooks;
+  metrics: Metrics;
+  log: (line: string) => void;
+}
+
+export class BulkServer {
+  readonly name = 'bulk';
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private readonly tickets = new Map<string, Ticket>();
+  port = 0;
+
+  constructor(private readonly opts: BulkServerOptions) {}
+
+  async start(): Promise<void> {
+    const server = createServer((s) => void this.serve(s));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.opts.port, this.opts.host, () => resolve());
+    });
+    this.port = (server.address() as { port: number }).port;
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.tickets.values()) {
+      clearTimeout(t.timer);
+      t.plan.release();
+    }
+    this.tickets.clear();
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.server = undefined;
+  }
+
+  /** A one-time ticket for this plan. */
+  issue(plan: BulkPlan): Buffer {
+    const token = randomBytes(32);
+    const key = token.toString('hex');
+    const timer = setTimeout(() => {
+      if (this.tickets.delete(key)) plan.release();
+    }, this.opts.timeoutMs);
+    timer.unref();
+    this.tickets.set(key, { plan, timer });
+    return token;
+  }
+
+  private async serve(sock: Socket): Promise<void> {
+    this.sockets.add(sock);
+    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('error', () => sock.destroy());
+    sock.setNoDelay(true);
+    sock.setTimeout(this.opts.timeoutMs, () => sock.destroy());
+    const hello = await readHello(sock);
+    const ticket = hello && hello.subarray(0, 8).equals(BULK_MAGIC) ? this.tickets.get(hello.toString('hex', 8)) : undefined;
+    if (!ticket) {
+      this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'bulk-ticket' });
+      sock.destroy();
+      return;
+    }
+    this.tickets.delete(hello!.toString('hex', 8));
+    clearTimeout(ticket.timer);
+    const { plan } = ticket;
+    const out = new RingWriter({ write: (buf, done) => sock.write(buf, done), closed: (cb) => sock.once('close', cb) }, this.opts.hooks.throttle);
+    try {
+      await writeArchive(this.opts.store, plan.blobs, out, this.opts.hooks.corrupt);
+      await out.flush();
+      await new Promise<void>((resolve) => sock.end(resolve));
+    } catch (e) {
+      // A local blob found missing or corrupt (quarantined), or the client left.
+      if (!sock.destroyed) this.opts.log(`bulk: stream to ${plan.peer} stopped: ${(e as Error).message}`);
+      sock.destroy();
+    } finally {
+      this.opts.metrics.inc('vrift_peer_served_bytes_total', { via: 'bulk' }, out.bytes);
+      plan.release();
+    }
+  }
+}
+
+/** The first BULK_HELLO_LEN bytes a client sends, or undefined if it closes or sends more. */
+function readHello(sock: Socket): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const done = (v: Buffer | undefined) => {
+      sock.off('data', onData);
+      sock.off('close', onClose);
+      resolve(v);
+    };
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (buf.byteLength > BULK_HELLO_LEN) done(undefined); // the protocol has nothing after the ticket
+      else if (buf.byteLength === BULK_HELLO_LEN) done(buf);
+    };
+    const onClose = () => done(undefined);
+    sock.on('data', onData);
+    sock.once('close', onClose);
+  });
+}

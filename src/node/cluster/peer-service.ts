@@ -1,0 +1,351 @@
+// The gRPC peer service (proto/peer.proto): how other nodes of the
+// cluster read this node's blobs, trees and refs. A daemon component.
+//
+// Every call must carry the cluster credential (cluster-auth.ts), or it
+// fails UNAUTHENTICATED before anything is read. Requests are untrusted
+// input: digests are checked, lists are bounded (and grpc-js refuses any
+// message above `maxMessageBytes` with RESOURCE_EXHAUSTED), and a bad
+// request is INVALID_ARGUMENT — the daemon keeps serving. Archive streams
+// (GetArchive, and OpenBulk's tickets) are bounded in total and per peer.
+import { createReadStream } from 'node:fs';
+import type * as Grpc from '@grpc/grpc-js';
+import type { Digest } from '../../lib/digest.js';
+import { isVriftError } from '../../lib/errors.js';
+import type { Metrics } from '../../lib/metrics.js';
+import type { ArchiveRequest__Output } from '../../gen/vrift/peer/v1/ArchiveRequest.js';
+import type { PeerHandlers } from '../../gen/vrift/peer/v1/Peer.js';
+import { RingWriter, writeArchive } from '../archive/ring-writer.js';
+import type { BulkServer } from './bulk-server.js';
+import { AUTH_METADATA, CallVerifier, type ClusterKeys } from './auth.js';
+import type { ClusterConfig } from './config.js';
+import { MAX_HAS, PEER_METHODS, peerProto, unpackDigests } from './wire.js';
+import { throttled, type ServeHooks } from './peer-test-hooks.js';
+import { assertRefName, type Store } from '../store/store.js';
+import { decodeTree, type TreeEntry } from '../store/tree.js';
+
+/** gRPC messages of an archive or blob stream carry at most this much. */
+const MESSAGE_CHUNK = 1 << 20;
+
+/** Archive streams in flight: at most `total`, at most `perPeer` for one peer. */
+export class StreamSlots {
+  private used = 0;
+  private readonly byPeer = new Map<string, number>();
+
+  constructor(
+    private readonly total: number,
+    private readonly perPeer: number,
+  ) {}
+
+  /** A release function, or undefined when no slot is free. */
+  acquire(peer: string): (() => void) | undefined {
+    const mine = this.byPeer.get(peer) ?? 0;
+    if (this.used >= this.total || mine >= this.perPeer) return undefined;
+    this.used++;
+    this.byPeer.set(peer, mine + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.used--;
+      const n = (this.byPeer.get(peer) ?? 1) - 1;
+      if (n <= 0) this.byPeer.delete(peer);
+      else this.byPeer.set(peer, n);
+    };
+  }
+
+  get inUse(): number {
+    return this.used;
+  }
+}
+
+export interface PeerServiceOptions {
+  store: Store;
+  cfg: ClusterConfig;
+  keys: ClusterKeys;
+  bulk?: BulkServer;
+  hooks: ServeHooks;
+  metrics: Metrics;
+  log: (line: string) => void;
+}
+
+type Status = { code: number; details: string; message: string };
+
+export class PeerService {
+  readonly name = 'peer-service';
+  port = 0;
+  readonly slots: StreamSlots;
+  private server: Grpc.Server | undefined;
+  private readonly verifier: CallVerifier;
+  /** Decoded trees recently served (a backfill asks for the same tree many times). */
+  private readonly trees = new Map<Digest, TreeEntry[]>();
+  private lastRefusalLog = 0;
+
+  constructor(private readonly opts: PeerServiceOptions) {
+    this.verifier = new CallVerifier(opts.keys.auth);
+    this.slots = new StreamSlots(opts.cfg.serveStreams, opts.cfg.streamsPerPeer);
+  }
+
+  async start(): Promise<void> {
+    const { grpc, service } = peerProto();
+    const max = this.opts.cfg.maxMessageBytes;
+    const server = new grpc.Server({
+      'grpc.max_receive_message_length': max,
+      'grpc.max_send_message_length': Math.max(max, MESSAGE_CHUNK + 4096),
+    });
+    server.addService(service, this.handlers(grpc));
+    const host = this.opts.cfg.host.includes(':') ? `[${this.opts.cfg.host}]` : this.opts.cfg.host;
+    this.port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${host}:${this.opts.cfg.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    );
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        server.forceShutdown();
+        resolve();
+      }, 2000);
+      server.tryShutdown(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  private handlers(grpc: typeof Grpc): PeerHandlers {
+    const S = grpc.status;
+    const status = (code: number, details: string): Status => ({ code, details, message: details });
+    const count = (method: string) => this.opts.metrics.inc('vrift_peer_requests_total', { method });
+
+    /** The caller's peer id, or a refusal already sent. */
+    const authorize = (call: Grpc.ServerUnaryCall<unknown, unknown> | Grpc.ServerWritableStream<unknown, unknown>, method: string): string | Status => {
+      const cred = call.metadata.get(AUTH_METADATA)[0];
+      const r = this.verifier.verify(typeof cred === 'string' ? cred : undefined, method);
+      if (r.ok) return r.peer;
+      this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'auth' });
+      if (Date.now() - this.lastRefusalLog > 1000) {
+        this.lastRefusalLog = Date.now();
+        this.opts.log(`peer-service: refused a call from ${call.getPeer()}: ${r.reason}`);
+      }
+      return status(S.UNAUTHENTICATED, `vrift: ${r.reason}`);
+    };
+
+    const internal = (e: unknown): Status => {
+      if (isVriftError(e)) return status(S.UNAVAILABLE, `vrift: ${e.message}`); // a local problem (disk, a corrupt blob quarantined)
+      this.opts.log(`peer-service: ${(e as Error)?.stack ?? String(e)}`);
+      return status(S.INTERNAL, `vrift: internal error: ${(e as Error)?.message ?? String(e)}`);
+    };
+
+    const unary = <Req, Res>(method: string, body: (req: Req, peer: string) => Res | Promise<Res>): Grpc.handleUnaryCall<Req, Res> => {
+      return (call, callback) => {
+        count(method);
+        const peer = authorize(call, method);
+        if (typeof peer !== 'string') return callback(peer);
+        Promise.resolve()
+          .then(() => body(call.request, peer))
+          .then(
+            (res) => callback(null, res),
+            (e: unknown) => callback(isStatus(e) ? e : internal(e)),
+          );
+      };
+    };
+
+    const streaming = <Req, Res>(method: string, body: (call: Grpc.ServerWritableStream<Req, Res>, peer: string) => Promise<void>): Grpc.handleServerStreamingCall<Req, Res> => {
+      return (call) => {
+        count(method);
+        const peer = authorize(call, method);
+        if (typeof peer !== 'string') return void call.emit('error', peer);
+        body(call, peer).then(
+          () => {
+            if (!call.cancelled) call.end();
+          },
+          (e: unknown) => {
+            if (!call.cancelled) call.emit('error', isStatus(e) ? e : internal(e));
+          },
+        );
+      };
+    };
+
+    const digestOf = (b: Buffer, what: string): Digest => {
+      if (b.byteLength !== 32) throw status(S.INVALID_ARGUMENT, `vrift: ${what} must be 32 bytes (a BLAKE3-256 digest), got ${b.byteLength}`);
+      return b.toString('hex');
+    };
+
+    const digestsOf = (b: Buffer, what: string): Digest[] => {
+      const list = unpackDigests(b);
+      if (!list) throw status(S.INVALID_ARGUMENT, `vrift: ${what} must be packed 32-byte digests, got ${b.byteLength} bytes`);
+      return list;
+    };
+
+    /** The blobs an archive request asks for that this node holds, in tree order. */
+    const plan = (req: ArchiveRequest__Output): { digest: Digest; size: number }[] => {
+      const tree = digestOf(req.tree, 'tree');
+      const want = req.want.byteLength > 0 ? new Set(digestsOf(req.want, 'want')) : undefined;
+      const have = new Set(digestsOf(req.have, 'have'));
+      const entries = this.treeEntries(tree);
+      if (!entries) throw status(S.NOT_FOUND, `vrift: tree ${tree} is not here`);
+      const out: { digest: Digest; size: number }[] = [];
+      const seen = new Set<Digest>();
+      for (const e of entries) {
+        if (e.kind !== 'file' || seen.has(e.digest!)) continue;
+        seen.add(e.digest!);
+        if ((want && !want.has(e.digest!)) || have.has(e.digest!) || !this.opts.store.hasBlob(e.digest!)) continue;
+        out.push({ digest: e.digest!, size: e.size });
+      }
+      return out;
+    };
+
+    const slot = (peer: string): (() => void) => {
+      const release = this.slots.acquire(peer);
+      if (release) return release;
+      this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'busy' });
+      throw status(S.RESOURCE_EXHAUSTED, `vrift: too many archive streams (${this.slots.inUse} in flight); try another peer or later`);
+    };
+
+    const send = async <Res>(call: Grpc.ServerWritableStream<unknown, Res>, msg: Res): Promise<void> => {
+      if (call.write(msg)) return;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          call.off('drain', done);
+          call.off('cancelled', done);
+          call.off('close', done);
+          resolve();
+        };
+        call.on('drain', done);
+        call.on('cancelled', done);
+        call.on('close', done);
+      });
+    };
+
+    return {
+      Has: unary(PEER_METHODS.has, (req: { digests: Buffer }) => {
+        const digests = digestsOf(req.digests, 'digests');
+        if (digests.length > MAX_HAS) throw status(S.INVALID_ARGUMENT, `vrift: at most ${MAX_HAS} digests per Has call, got ${digests.length}`);
+        const present = Buffer.alloc(Math.ceil(digests.length / 8));
+        digests.forEach((d, i) => {
+          if (this.opts.store.hasBlob(d)) present[i >> 3]! |= 1 << (i & 7);
+        });
+        return { present };
+      }),
+
+      GetBlob: streaming(PEER_METHODS.getBlob, async (call, _peer) => {
+        const digest = digestOf(call.request.digest, 'digest');
+        const store = this.opts.store;
+        const st = store.cas.statOf(digest);
+        if (!st) throw status(S.NOT_FOUND, `vrift: blob ${digest} is not here`);
+        try {
+          store.checkBlob(digest, st.size, false, st); // cheap unless the file changed; a corrupt blob is quarantined
+        } catch {
+          throw status(S.NOT_FOUND, `vrift: blob ${digest} is not here`);
+        }
+        const offset = call.request.offset;
+        if (!Number.isSafeInteger(offset) || offset < 0 || offset > st.size) throw status(S.OUT_OF_RANGE, `vrift: offset ${offset} is beyond the blob's ${st.size} bytes`);
+        let source: AsyncIterable<Buffer> = createReadStream(store.cas.pathOf(digest), { start: offset, highWaterMark: MESSAGE_CHUNK });
+        const { hooks } = this.opts;
+        if (hooks.throttle > 0) source = throttled(source, hooks.throttle);
+        let first = true;
+        let bytes = 0;
+        if (st.size === offset) await send(call, { data: Buffer.alloc(0), size: st.size });
+        for await (const chunk of source) {
+          if (call.cancelled) break;
+          if (first && hooks.corrupt && offset === 0 && chunk.byteLength > 0) chunk[0] = chunk[0]! ^ 0xff;
+          await send(call, { data: chunk, size: first ? st.size : 0 });
+          first = false;
+          bytes += chunk.byteLength;
+        }
+        this.opts.metrics.inc('vrift_peer_served_bytes_total', { via: 'blob' }, bytes);
+      }),
+
+      GetArchive: streaming(PEER_METHODS.getArchive, async (call, peer) => {
+        const blobs = plan(call.request);
+        const release = slot(peer);
+        // Each buffer of the writer's ring becomes one message; the first also says what is coming.
+        let first = true;
+        const total = blobs.reduce((n, b) => n + b.size, 0);
+        const out = new RingWriter(
+          {
+            write: (data, done) => {
+              call.write(first ? { data, blobs: blobs.length, bytes: total } : { data }, done);
+              first = false;
+            },
+            closed: (cb) => {
+              call.once('cancelled', cb);
+              call.once('close', cb);
+            },
+          },
+          this.opts.hooks.throttle,
+        );
+        try {
+          await writeArchive(this.opts.store, blobs, out, this.opts.hooks.corrupt);
+          await out.flush();
+          await out.drained();
+        } finally {
+          release();
+          this.opts.metrics.inc('vrift_peer_served_bytes_total', { via: 'grpc' }, out.bytes);
+        }
+      }),
+
+      OpenBulk: unary(PEER_METHODS.openBulk, (req: ArchiveRequest__Output, peer) => {
+        const bulk = this.opts.bulk;
+        if (!bulk) throw status(S.FAILED_PRECONDITION, 'vrift: this node serves archives over gRPC only (cluster.bulk is off)');
+        const blobs = plan(req);
+        const release = slot(peer);
+        const token = bulk.issue({ blobs, peer, release });
+        return { port: bulk.port, token, blobs: blobs.length, bytes: blobs.reduce((n, b) => n + b.size, 0) };
+      }),
+
+      GetRef: unary(PEER_METHODS.getRef, (req: { name: string }) => {
+        try {
+          assertRefName(req.name);
+        } catch (e) {
+          throw status(S.INVALID_ARGUMENT, `vrift: ${(e as Error).message}`);
+        }
+        const ref = this.opts.store.meta.refs.get(req.name);
+        if (!ref) throw status(S.NOT_FOUND, `vrift: no ref ${JSON.stringify(req.name)} here`);
+        return { tree: Buffer.from(ref.tree, 'hex'), updatedAt: ref.updatedAt };
+      }),
+
+      ListRefs: unary(PEER_METHODS.listRefs, (req: { prefix: string; limit: number }) => {
+        if (Buffer.byteLength(req.prefix) > 512) throw status(S.INVALID_ARGUMENT, 'vrift: a ref prefix is at most 512 bytes');
+        const limit = Math.min(req.limit || 100, 1000);
+        const refs = this.opts.store
+          .listRefs()
+          .filter((r) => r.name.startsWith(req.prefix))
+          .sort((a, b) => b.updatedAt - a.updatedAt)
+          .slice(0, limit)
+          .map((r) => ({ name: r.name, tree: Buffer.from(r.tree, 'hex'), updatedAt: r.updatedAt }));
+        return { refs };
+      }),
+    };
+  }
+
+  /** A tree's entries if this node holds the tree blob (verified and validated), else undefined. */
+  private treeEntries(tree: Digest): TreeEntry[] | undefined {
+    const cached = this.trees.get(tree);
+    if (cached) {
+      this.trees.delete(tree); // most recently used goes last
+      this.trees.set(tree, cached);
+      return cached;
+    }
+    const store = this.opts.store;
+    if (!store.meta.trees.doesExist(tree) || !store.cas.has(tree)) return undefined;
+    let entries: TreeEntry[];
+    try {
+      entries = decodeTree(store.cas.readVerified(tree));
+    } catch (e) {
+      this.opts.log(`peer-service: tree ${tree} is unreadable here: ${(e as Error).message}`);
+      return undefined;
+    }
+    this.trees.set(tree, entries);
+    if (this.trees.size > 8) this.trees.delete(this.trees.keys().next().value!);
+    return entries;
+  }
+}
+
+function isStatus(e: unknown): e is Status {
+  return typeof e === 'object' && e !== null && typeof (e as Status).code === 'number' && typeof (e as Status).details === 'string';
+}

@@ -1,0 +1,119 @@
+// The daemon's control socket: a Unix socket, owner-only, speaking the
+// framed protocol of shim/vrift_proto.h. Requests on one connection are
+// handled in order; a malformed frame gets an error reply and a log line,
+// never a crash.
+import { chmodSync, unlinkSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { errnoOf, isVriftError, VriftError } from '../../lib/errors.js';
+import { encodeFrame, F, type FieldList, type Fields, FrameDecoder, Msg } from './protocol.js';
+
+export type Handler = (fields: Fields) => Promise<FieldList> | FieldList;
+
+export interface ControlServerOptions {
+  socketPath: string;
+  handlers: Map<number, Handler>;
+  log: (line: string) => void;
+}
+
+export class ControlServer {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(private readonly opts: ControlServerOptions) {}
+
+  async start(): Promise<void> {
+    const { socketPath } = this.opts;
+    try {
+      unlinkSync(socketPath); // a stale socket of a crashed daemon (the pid lock says none is alive)
+    } catch (e) {
+      if (errnoOf(e) !== 'ENOENT') throw e;
+    }
+    const server = createServer((s) => this.serve(s));
+    // umask 0177 while binding: the socket is born 0600, with no window
+    // in which another user could connect.
+    const old = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(socketPath, () => resolve());
+      });
+    } finally {
+      process.umask(old);
+    }
+    chmodSync(socketPath, 0o600);
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.server = undefined;
+  }
+
+  private serve(sock: Socket): void {
+    this.sockets.add(sock);
+    const decoder = new FrameDecoder();
+    let chain = Promise.resolve();
+    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('error', () => sock.destroy());
+    sock.on('data', (chunk) => {
+      for (const ev of decoder.push(chunk)) {
+        if ('error' in ev) {
+          const { code, message, id, fatal } = ev.error;
+          this.opts.log(`control: refused a frame: ${message}`);
+          chain = chain.then(() => this.reply(sock, Msg.ERROR, id, [[F.ERR_CODE, code], [F.ERR_MSG, message]]));
+          if (fatal) chain = chain.then(() => void sock.end());
+          continue;
+        }
+        const { type, id, fields } = ev.frame;
+        chain = chain.then(() => this.dispatch(sock, type, id, fields));
+      }
+    });
+  }
+
+  private async dispatch(sock: Socket, type: number, id: number, fields: Fields): Promise<void> {
+    const handler = this.opts.handlers.get(type);
+    if (!handler) {
+      this.opts.log(`control: unknown request type ${type}`);
+      return this.reply(sock, Msg.ERROR, id, [
+        [F.ERR_CODE, 'ERR_VRIFT_PROTO_TYPE'],
+        [F.ERR_MSG, `unknown request type ${type}`],
+      ]);
+    }
+    try {
+      const out = await handler(fields);
+      this.reply(sock, Msg.OK, id, out);
+    } catch (e) {
+      if (!isVriftError(e)) this.opts.log(`control: request ${type} failed: ${(e as Error)?.stack ?? String(e)}`);
+      const err = isVriftError(e) ? e : new VriftError('ERR_VRIFT_INTERNAL', `internal error: ${(e as Error)?.message ?? String(e)}`);
+      const msg = err.hint ? `${err.message} (${err.hint})` : err.message;
+      this.reply(sock, Msg.ERROR, id, [
+        [F.ERR_CODE, err.code],
+        [F.ERR_MSG, msg],
+      ]);
+    }
+  }
+
+  private reply(sock: Socket, type: number, id: number, fields: FieldList): void {
+    if (sock.destroyed || !sock.writable) return;
+    let frame: Buffer;
+    try {
+      frame = encodeFrame(type, id, fields);
+    } catch (e) {
+      frame = encodeFrame(Msg.ERROR, id, [
+        [F.ERR_CODE, 'ERR_VRIFT_PROTO_TOO_LARGE'],
+        [F.ERR_MSG, (e as Error).message],
+      ]);
+    }
+    sock.write(frame);
+  }
+}
+
+/** Reads a required string field, or fails with a clear protocol error. */
+export function requireStr(fields: Fields, tag: number, name: string): string {
+  const v = fields.str(tag);
+  if (v === undefined || v.length === 0) {
+    throw new VriftError('ERR_VRIFT_PROTO_FIELD', `request is missing its ${name} field`, { hint: 'client and daemon versions may differ' });
+  }
+  return v;
+}

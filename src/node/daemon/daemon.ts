@@ -1,0 +1,140 @@
+// vriftd: the per-host daemon. It builds its components (store, mounts,
+// cluster: bulk server, peer service, mesh; control socket last, so a
+// client that can connect finds everything up), starts them in order and
+// stops them in reverse.
+import { Metrics } from '../../lib/metrics.js';
+import { Cluster } from '../cluster/cluster.js';
+import { loadNodeConfig } from '../ops/node-config.js';
+import { socketPathOf } from '../control/paths.js';
+import { acquireDaemonLock } from './lock.js';
+import { ControlServer, requireStr, type Handler } from '../control/server.js';
+import { MountManager } from '../mount/mounts.js';
+import { registerMountWrites } from '../mount/writes.js';
+import { F, Msg, type FieldList } from '../control/protocol.js';
+import { Store } from '../store/store.js';
+
+export const DAEMON_VERSION = '0.1.0';
+
+export interface Component {
+  name: string;
+  start(): Promise<void> | void;
+  stop(): Promise<void> | void;
+}
+
+export interface DaemonOptions {
+  home?: string;
+  log?: (line: string) => void;
+}
+
+export class Daemon {
+  readonly store: Store;
+  readonly mounts: MountManager;
+  /** Membership of the cluster; undefined when no cluster secret is set (the node runs alone). */
+  readonly cluster: Cluster | undefined;
+  readonly metrics = new Metrics();
+  readonly socketPath: string;
+  readonly startedAt = Date.now();
+  private readonly components: Component[] = [];
+  private readonly started: Component[] = [];
+  private releaseLock: (() => void) | undefined;
+  private stopping: Promise<void> | undefined;
+  private readonly stoppedResolvers: (() => void)[] = [];
+  readonly log: (line: string) => void;
+
+  constructor(opts: DaemonOptions = {}) {
+    this.log = opts.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} vriftd: ${line}\n`));
+    this.store = Store.open(opts.home);
+    this.socketPath = socketPathOf(this.store.layout.run);
+    this.mounts = new MountManager(this.store, this.log);
+    const config = loadNodeConfig({ home: this.store.layout.root }); // validated in full: a mistake stops the start
+    this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log });
+    const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
+    this.components.push(
+      { name: 'mounts', start: () => this.mounts.restore(), stop: () => this.mounts.stop() },
+      ...(this.cluster?.components() ?? []),
+      { name: 'control', start: () => control.start(), stop: () => control.stop() },
+    );
+  }
+
+  async start(): Promise<void> {
+    this.releaseLock = acquireDaemonLock(this.store.layout.run, this.store.layout.root);
+    try {
+      for (const c of this.components) {
+        await c.start();
+        this.started.push(c);
+      }
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+    this.log(`listening on ${this.socketPath} (pid ${process.pid}, home ${this.store.layout.root})`);
+  }
+
+  /** Stops components in reverse order; safe to call more than once. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      for (const c of this.started.reverse()) {
+        try {
+          await c.stop();
+        } catch (e) {
+          this.log(`stopping ${c.name}: ${(e as Error).message}`);
+        }
+      }
+      await this.store.close();
+      this.releaseLock?.();
+      this.log('stopped');
+      for (const r of this.stoppedResolvers) r();
+    })();
+    return this.stopping;
+  }
+
+  /** Resolves once the daemon has stopped (after `vrift down` or a signal). */
+  stopped(): Promise<void> {
+    return new Promise((r) => this.stoppedResolvers.push(r));
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      pid: process.pid,
+      version: DAEMON_VERSION,
+      home: this.store.layout.root,
+      uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
+      addresses: { control: this.socketPath, ...this.cluster?.addresses() },
+      cluster: this.cluster?.status() ?? { enabled: false },
+      mounts: this.mounts.list(),
+      metrics: this.metrics.snapshot(),
+    };
+  }
+
+  private handlers(): Map<number, Handler> {
+    const h = new Map<number, Handler>();
+    h.set(Msg.HELLO, (): FieldList => [
+      [F.PID, { u32: process.pid }],
+      [F.VERSION, DAEMON_VERSION],
+      [F.HOME, this.store.layout.root],
+    ]);
+    h.set(Msg.STATUS, (): FieldList => [[F.JSON, JSON.stringify(this.status())]]);
+    h.set(Msg.MOUNT, (f): FieldList => {
+      const rec = this.mounts.mount(requireStr(f, F.TREE, 'tree'), requireStr(f, F.PATH, 'path'), f.str(F.PROJECT));
+      this.log(`mount: ${rec.path} <- ${rec.tree}`);
+      return [
+        [F.TREE, rec.tree],
+        [F.SHM_NAME, rec.name],
+      ];
+    });
+    h.set(Msg.UNMOUNT, (f): FieldList => {
+      const path = requireStr(f, F.PATH, 'path');
+      this.mounts.unmount(path);
+      this.log(`unmount: ${path}`);
+      return [];
+    });
+    h.set(Msg.MOUNTS, (): FieldList => this.mounts.records().map((r) => [F.MOUNT_ENTRY, `${r.name}\t${r.path}\t${r.tree}`]));
+    registerMountWrites(h, this); // COMMIT, FETCH, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
+    Cluster.registerHandlers(h, this.cluster); // NODE_JOIN, NODE_LEAVE, NODE_PEERS, NODE_PENALIZE
+    h.set(Msg.SHUTDOWN, (): FieldList => {
+      setImmediate(() => void this.stop());
+      return [];
+    });
+    return h;
+  }
+}

@@ -1,0 +1,105 @@
+// The changes made inside a mount (by programs under the shim), kept as an
+// overlay over the mount's base tree: one LMDB record per changed path in
+// meta.state under ['ovl', '<vdir name>/<rel>'], either the path's new
+// entry or a deletion mark. The daemon keeps a cache of each overlay in
+// memory (the truth while it runs; LMDB writes are asynchronous and
+// ordered), and a restarted daemon replays base + overlay into the VDir.
+// `vrift snapshot` turns base + overlay into a new tree.
+import type { Digest } from '../../lib/digest.js';
+import type { Store } from '../store/store.js';
+import { sortEntries, type TreeEntry } from '../store/tree.js';
+
+export interface OverlayEntry {
+  kind: 'file' | 'dir' | 'symlink';
+  /** Tree mode: 0o644/0o755 for files, 0o755 dirs, 0o777 symlinks. */
+  mode: number;
+  size: number;
+  digest?: Digest;
+  target?: string;
+  mtimeSec: number;
+}
+
+export type OverlayValue = OverlayEntry | { deleted: true };
+
+const caches = new WeakMap<Store, Map<string, Map<string, OverlayValue>>>();
+
+function cacheOf(store: Store): Map<string, Map<string, OverlayValue>> {
+  let c = caches.get(store);
+  if (!c) caches.set(store, (c = new Map()));
+  return c;
+}
+
+/** Reads an overlay straight from LMDB (no cache). */
+export function readOverlay(store: Store, name: string): Map<string, OverlayValue> {
+  const out = new Map<string, OverlayValue>();
+  const prefix = `${name}/`;
+  for (const { key, value } of store.meta.state.getRange({ start: ['ovl', prefix], end: ['ovl', `${name}0`] })) {
+    const k = key[1];
+    if (typeof k === 'string' && k.startsWith(prefix)) out.set(k.slice(prefix.length), value as OverlayValue);
+  }
+  return out;
+}
+
+/** The overlay of mount `name` (cached after the first read). */
+export function overlayOf(store: Store, name: string): Map<string, OverlayValue> {
+  const cache = cacheOf(store);
+  let o = cache.get(name);
+  if (!o) cache.set(name, (o = readOverlay(store, name)));
+  return o;
+}
+
+/** Records one path's new state (an entry, or deleted). */
+export function setOverlay(store: Store, name: string, rel: string, value: OverlayValue): void {
+  overlayOf(store, name).set(rel, value);
+  void store.meta.state.put(['ovl', `${name}/${rel}`], value);
+}
+
+/** Forgets every change of a mount (unmount, or a fresh mount at the same path). */
+export function clearOverlay(store: Store, name: string): void {
+  const o = readOverlay(store, name);
+  for (const rel of o.keys()) void store.meta.state.remove(['ovl', `${name}/${rel}`]);
+  cacheOf(store).delete(name);
+}
+
+/** Every blob digest any overlay refers to (kept by gc). */
+export function overlayDigests(store: Store): Set<Digest> {
+  const out = new Set<Digest>();
+  for (const { value } of store.meta.state.getRange({ start: ['ovl', ''], end: ['ovl', '\uffff'] })) {
+    const v = value as OverlayValue;
+    if (!('deleted' in v) && v.digest) out.add(v.digest);
+  }
+  return out;
+}
+
+/**
+ * The mount's current state: base tree entries with the overlay applied,
+ * sorted (parents first), plus the mtime of each path the overlay set.
+ */
+export function mergedEntries(base: TreeEntry[], overlay: Map<string, OverlayValue>): { entries: TreeEntry[]; mtimes: Map<string, number> } {
+  if (overlay.size === 0) return { entries: base, mtimes: new Map() }; // a fresh mount: the tree as decoded (sorted, valid)
+  const byPath = new Map<string, TreeEntry>();
+  for (const e of base) byPath.set(e.path, e);
+  const mtimes = new Map<string, number>();
+  for (const [rel, v] of overlay) {
+    if ('deleted' in v) {
+      byPath.delete(rel);
+      continue;
+    }
+    const e: TreeEntry = { path: rel, kind: v.kind, mode: v.mode, size: v.size };
+    if (v.digest) e.digest = v.digest;
+    if (v.target !== undefined) e.target = v.target;
+    byPath.set(rel, e);
+    mtimes.set(rel, v.mtimeSec);
+  }
+  // A deleted directory takes anything left under it (defensive: the
+  // daemon deletes children first, but a torn overlay must still be a tree).
+  const entries = sortEntries([...byPath.values()]).filter((e) => {
+    const slash = e.path.lastIndexOf('/');
+    if (slash < 0) return true;
+    const parent = byPath.get(e.path.slice(0, slash));
+    if (parent?.kind === 'dir') return true;
+    byPath.delete(e.path);
+    return false;
+  });
+  return { entries, mtimes };
+}

@@ -1,0 +1,19 @@
+// A node's configuration: every section of the components an operation or
+// the daemon may build (the chain, each tier, the cluster), validated in
+// full before anything is touched. src/node/config/ knows no component;
+// this is where they are listed.
+import type { ConfigSection } from '../config/schema.js';
+import { Config, loadConfig } from '../config/config.js';
+import { chainSection } from '../../tiers/chain-config.js';
+import { TIER_FACTORIES } from '../../tiers/index.js';
+
+/** Every section, in the order messages list them. */
+export const NODE_SECTIONS: readonly ConfigSection<unknown>[] = [
+  chainSection as ConfigSection<unknown>,
+  ...TIER_FACTORIES.flatMap((f) => (f.config ? [f.config as ConfigSection<unknown>] : [])),
+];
+
+/** Reads and validates the configuration of the node at `home`; throws ERR_VRIFT_CONFIG_INVALID listing every mistake. */
+export function loadNodeConfig(opts: { home: string; env?: NodeJS.ProcessEnv }): Config {
+  return loadConfig({ ...opts, sections: NODE_SECTIONS });
+}

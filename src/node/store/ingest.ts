@@ -1,0 +1,196 @@
+// `vrift ingest <dir>`: store every file of a directory in the CAS and
+// record the directory as a tree. Re-ingest is incremental: a file whose
+// (device, inode, size, mtime, ctime) is unchanged since the last ingest
+// keeps its digest without being read, as git's index does.
+import { resolve } from 'node:path';
+import type { Digest } from '../../lib/digest.js';
+import { hasCode, VriftError } from '../../lib/errors.js';
+import { batches, readFiles, READ_OK, writeBlobs, type FileRead } from './blob-batch.js';
+import { scanDir, type ScanItem, type StatLike } from './scan.js';
+import type { StatRecord } from './meta.js';
+import type { Store } from './store.js';
+import { modeFor, normalizeFileMode, summarize, type TreeEntry, type TreeSummary } from './tree.js';
+
+export interface IngestProgress {
+  files: number;
+  totalFiles: number;
+  bytes: number;
+  totalBytes: number;
+}
+
+export interface IngestOptions {
+  ref?: string;
+  onProgress?: (p: IngestProgress) => void;
+  /** Called once per skipped special file. */
+  warn?: (message: string) => void;
+}
+
+export interface IngestResult {
+  tree: Digest;
+  summary: TreeSummary;
+  /** Files whose digest came from the re-ingest cache (not read). */
+  cached: number;
+  /** Files read and hashed. */
+  hashed: number;
+  /** Blobs that were new to the store, and their bytes. */
+  newBlobs: number;
+  newBytes: number;
+  skipped: { path: string; what: string }[];
+}
+
+/** A file changed within this window of its record cannot be trusted by stat alone ("racy git"). */
+const RACY_MS = 1000;
+const CHANGE_RETRIES = 3;
+
+/** The last ingest of a directory, for the "nothing changed" fast path. */
+interface DirRecord {
+  fingerprint: Digest;
+  tree: Digest;
+  blobGeneration: string;
+  at: number;
+}
+
+type StatFields = Pick<StatLike, 'dev' | 'ino' | 'size' | 'mtimeMs' | 'ctimeMs'>;
+
+/** Files up to this size are read whole, in batches; larger ones stream one at a time. */
+const WHOLE_FILE_LIMIT = 8 << 20;
+
+function cacheHit(rec: StatRecord | undefined, st: StatFields): boolean {
+  return (
+    rec !== undefined &&
+    rec.dev === st.dev &&
+    rec.ino === st.ino &&
+    rec.size === st.size &&
+    rec.mtimeMs === st.mtimeMs &&
+    rec.ctimeMs === st.ctimeMs &&
+    rec.at - rec.ctimeMs > RACY_MS
+  );
+}
+
+export async function ingest(store: Store, dir: string, opts: IngestOptions = {}): Promise<IngestResult> {
+  const root = resolve(dir);
+  const scan = scanDir(root);
+  for (const s of scan.skipped) opts.warn?.(`skipping ${s.what}: ${root}/${s.path}`);
+  const now = Date.now();
+
+  // Nothing changed since the last ingest of this directory (same fingerprint,
+  // not racy, no blob left the store since): same tree, without looking inside.
+  const prev = store.meta.state.get(['ingest', root]) as DirRecord | undefined;
+  if (prev && prev.fingerprint === scan.fingerprint && prev.blobGeneration === store.meta.blobGeneration() && store.hasTree(prev.tree)) {
+    if (opts.ref !== undefined) store.setRef(opts.ref, prev.tree);
+    await store.meta.flush();
+    const summary = store.treeSummary(prev.tree);
+    opts.onProgress?.({ files: summary.files, totalFiles: summary.files, bytes: summary.bytes, totalBytes: summary.bytes });
+    return { tree: prev.tree, summary, cached: summary.files, hashed: 0, newBlobs: 0, newBytes: 0, skipped: scan.skipped };
+  }
+
+  const entries: TreeEntry[] = [];
+  const progress: IngestProgress = { files: 0, totalFiles: scan.files, bytes: 0, totalBytes: scan.bytes };
+  const result = { cached: 0, hashed: 0, newBlobs: 0, newBytes: 0 };
+  let lastReport = 0;
+
+  const fileDone = (item: ScanItem, size: number, digest: Digest): void => {
+    const exec = normalizeFileMode(item.stat!.mode) === 0o755;
+    if (exec) store.ensureExecTwin(digest);
+    entries.push({ path: item.path, kind: 'file', mode: modeFor('file', exec), size, digest });
+    progress.files++;
+    progress.bytes += size;
+    if (opts.onProgress && (progress.files === progress.totalFiles || Date.now() - lastReport > 100)) {
+      lastReport = Date.now();
+      opts.onProgress(progress);
+    }
+  };
+  const remember = (item: ScanItem, st: StatFields, digest: Digest): void => {
+    result.hashed++;
+    store.meta.putStat(item.abs, { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, digest, at: now });
+  };
+
+  // 1. Directories, symlinks, and files the re-ingest cache vouches for.
+  const toRead: ScanItem[] = [];
+  const slow: ScanItem[] = [];
+  for (const item of scan.items) {
+    if (item.kind === 'dir') entries.push({ path: item.path, kind: 'dir', mode: modeFor('dir'), size: 0 });
+    else if (item.kind === 'symlink') {
+      entries.push({ path: item.path, kind: 'symlink', mode: modeFor('symlink'), size: Buffer.byteLength(item.target!), target: item.target! });
+    } else {
+      const rec = store.meta.getStat(item.abs);
+      if (cacheHit(rec, item.stat!) && store.meta.hasBlob(rec!.digest)) {
+        result.cached++;
+        fileDone(item, item.stat!.size, rec!.digest);
+      } else if (item.stat!.size <= WHOLE_FILE_LIMIT) toRead.push(item);
+      else slow.push(item);
+    }
+  }
+
+  // 2. Small files in batches: native threads read and hash batch k+1 while this thread stores batch k.
+  const work = batches(toRead, (i) => i.stat!.size);
+  let next = work.length > 0 ? readFiles(work[0]!.map((i) => ({ abs: i.abs, size: i.stat!.size }))) : undefined;
+  for (let k = 0; k < work.length; k++) {
+    const { data, reads } = await next!;
+    next = k + 1 < work.length ? readFiles(work[k + 1]!.map((i) => ({ abs: i.abs, size: i.stat!.size }))) : undefined;
+    const batch = work[k]!;
+    const fresh = new Map<Digest, { digest: Digest; offset: number; size: number }>();
+    const hashedHere: [ScanItem, FileRead, Digest][] = [];
+    for (let i = 0; i < batch.length; i++) {
+      const r = reads[i]!;
+      if (r.status !== READ_OK) {
+        slow.push(batch[i]!); // changed, vanished, unreadable: the one-file path retries or reports it
+        continue;
+      }
+      const digest = r.digest!; // hashed on the reading thread, from these very bytes
+      if (!fresh.has(digest) && !store.meta.hasBlob(digest)) fresh.set(digest, { digest, offset: r.offset, size: r.bytes.length });
+      hashedHere.push([batch[i]!, r, digest]);
+    }
+    for (const b of await writeBlobs(store.cas, data, [...fresh.values()])) {
+      store.recordBlob(b);
+      if (b.created) {
+        result.newBlobs++;
+        result.newBytes += b.size;
+      }
+    }
+    for (const [item, r, digest] of hashedHere) {
+      remember(item, r, digest);
+      fileDone(item, r.size, digest);
+    }
+  }
+
+  // 3. Large files (streamed) and files a batch could not take: one at a time, with retries.
+  for (const item of slow) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const blob = store.cas.putFile(item.abs, attempt === 1 ? item.stat : undefined);
+        store.recordBlob(blob);
+        if (blob.created) {
+          result.newBlobs++;
+          result.newBytes += blob.size;
+        }
+        remember(item, blob.source, blob.digest);
+        fileDone(item, blob.size, blob.digest);
+        break;
+      } catch (e) {
+        if (!hasCode(e, 'ERR_VRIFT_INGEST_CHANGED') || attempt >= CHANGE_RETRIES) throw e;
+      }
+    }
+  }
+
+  const generation = store.meta.blobGeneration();
+  const tree = store.putTree(entries);
+  if (opts.ref !== undefined) store.setRef(opts.ref, tree);
+  if (now - scan.newestChangeMs > RACY_MS) {
+    const rec: DirRecord = { fingerprint: scan.fingerprint, tree, blobGeneration: generation, at: now };
+    void store.meta.state.put(['ingest', root], rec);
+  }
+  await store.meta.flush();
+  return { tree, summary: summarize(entries), ...result, skipped: scan.skipped };
+}
+
+/** Rejects an ingest target that is inside the store itself (it would ingest its own blobs). */
+export function assertNotInsideHome(store: Store, dir: string): void {
+  const root = resolve(dir);
+  const home = store.layout.root;
+  if (root === home || root.startsWith(`${home}/`)) {
+    throw new VriftError('ERR_VRIFT_INGEST_HOME', `${root} is inside the vrift store (${home})`, {
+      hint: 'ingest a directory outside $VRIFT_HOME',
+    });
+  }
+}

@@ -1,0 +1,225 @@
+// LMDB: the source of truth for metadata. One environment under
+// $VRIFT_HOME/meta with one named database per kind of record. Safe for
+// several processes at once (LMDB's own locking).
+import { createRequire } from 'node:module';
+import type * as Lmdb from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
+import type { Digest } from '../../lib/digest.js';
+import { errnoOf, fsError, VriftError } from '../../lib/errors.js';
+import type { TreeSummary } from './tree.js';
+
+/** The blob index: what the CAS holds. */
+export interface BlobRecord {
+  size: number;
+  /** Last time a tree using this blob was materialized, mounted or read (ms since epoch). */
+  lastUse: number;
+  /** An executable twin exists. */
+  exec?: boolean;
+}
+
+const BLOB_RECORD_SIZE = 17;
+
+/** size f64 | lastUse f64 | flags u8 (bit 0: exec twin), little-endian. */
+function encodeBlob(r: BlobRecord): Buffer {
+  const b = Buffer.allocUnsafe(BLOB_RECORD_SIZE);
+  b.writeDoubleLE(r.size, 0);
+  b.writeDoubleLE(r.lastUse, 8);
+  b.writeUInt8(r.exec ? 1 : 0, 16);
+  return b;
+}
+
+function decodeBlob(b: Buffer): BlobRecord {
+  return { size: b.readDoubleLE(0), lastUse: b.readDoubleLE(8), exec: (b[16]! & 1) === 1 };
+}
+
+const STAT_RECORD_SIZE = 80;
+
+/** dev ino size mtimeMs ctimeMs at (f64 LE each) | digest (32 raw bytes). */
+function encodeStat(r: StatRecord): Buffer {
+  const b = Buffer.allocUnsafe(STAT_RECORD_SIZE);
+  b.writeDoubleLE(r.dev, 0);
+  b.writeDoubleLE(r.ino, 8);
+  b.writeDoubleLE(r.size, 16);
+  b.writeDoubleLE(r.mtimeMs, 24);
+  b.writeDoubleLE(r.ctimeMs, 32);
+  b.writeDoubleLE(r.at, 40);
+  b.write(r.digest, 48, 32, 'hex');
+  return b;
+}
+
+function decodeStat(b: Buffer): StatRecord {
+  return {
+    dev: b.readDoubleLE(0),
+    ino: b.readDoubleLE(8),
+    size: b.readDoubleLE(16),
+    mtimeMs: b.readDoubleLE(24),
+    ctimeMs: b.readDoubleLE(32),
+    at: b.readDoubleLE(40),
+    digest: b.toString('hex', 48, 80),
+  };
+}
+
+export interface TreeRecord extends TreeSummary {
+  createdAt: number;
+  /** Last materialize/mount/restore of the tree (ms since epoch). */
+  lastUse?: number;
+}
+
+export interface RefRecord {
+  tree: Digest;
+  updatedAt: number;
+}
+
+/** The re-ingest cache, as git's index: a file whose stat is unchanged keeps its digest. */
+export interface StatRecord {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  digest: Digest;
+  /** When the record was written; records of files changed in the second before are not trusted. */
+  at: number;
+}
+
+// Loaded with require: lmdb's CommonJS build loads in half the time of its ESM entry.
+const { open } = createRequire(import.meta.url)('lmdb') as typeof Lmdb;
+
+export class Meta {
+  readonly root: RootDatabase;
+  /** The blob index, in a fixed binary layout (see encodeBlob): read once per blob on every materialize. */
+  private readonly blobs: Database<Buffer, string>;
+  readonly trees: Database<TreeRecord, string>;
+  readonly refs: Database<RefRecord, string>;
+  /** The re-ingest cache, binary (see encodeStat): read for every file of every ingest. */
+  private readonly statcache: Database<Buffer, string>;
+  /** Trees pinned against GC for a reason other than a ref (a mount, an explicit pin): key [tree, reason]. */
+  readonly pins: Database<{ at: number }, [string, string]>;
+  /** Free-form records of other components (daemon mounts, peers …), key [component, name]. */
+  readonly state: Database<unknown, [string, string]>;
+  private generationBumped = false;
+
+  private constructor(root: RootDatabase, readonly path: string) {
+    this.root = root;
+    this.blobs = root.openDB({ name: 'blobs', encoding: 'binary' });
+    this.trees = root.openDB({ name: 'trees' });
+    this.refs = root.openDB({ name: 'refs' });
+    this.statcache = root.openDB({ name: 'statcache', encoding: 'binary' });
+    this.pins = root.openDB({ name: 'pins' });
+    this.state = root.openDB({ name: 'state' });
+  }
+
+  static open(path: string): Meta {
+    try {
+      return new Meta(open({ path, maxDbs: 16, compression: false }), path);
+    } catch (e) {
+      if (errnoOf(e)) throw fsError(e, path, 'opening the metadata database');
+      throw new VriftError('ERR_VRIFT_META_OPEN', `${path}: cannot open the metadata database: ${(e as Error).message}`, {
+        hint: 'check the disk and permissions of $VRIFT_HOME; `vrift verify` can check the store',
+        cause: e,
+      });
+    }
+  }
+
+  /** Waits until every write issued so far is committed. */
+  async flush(): Promise<void> {
+    try {
+      await this.root.committed;
+    } catch (e) {
+      throw metaWriteError(e, this.path);
+    }
+  }
+
+  getBlob(digest: Digest): BlobRecord | undefined {
+    const b = this.blobs.getBinaryFast(digest);
+    // A record of another length is not ours (damaged, or an older layout): unknown, so re-checked.
+    return b && b.length === BLOB_RECORD_SIZE ? decodeBlob(b) : undefined;
+  }
+
+  putBlob(digest: Digest, rec: BlobRecord): void {
+    void this.blobs.put(digest, encodeBlob(rec));
+  }
+
+  hasBlob(digest: Digest): boolean {
+    return this.blobs.doesExist(digest);
+  }
+
+  /**
+   * Changes whenever a blob leaves the index (gc, quarantine, verify), so a
+   * cached answer that assumed "every blob of tree T is here" can tell it
+   * must look again.
+   */
+  blobGeneration(): string {
+    return (this.state.get(['store', 'blob-generation']) as string | undefined) ?? '';
+  }
+
+  /**
+   * Remembers that every blob of `tree` is in the index (`files` file
+   * entries, `blobs` distinct blobs), until a blob leaves the index: a
+   * warm restore then needs neither the tree's entries nor a lookup per
+   * blob. (Materializing still checks every file it links.)
+   */
+  markTreeComplete(tree: Digest, counts: { files: number; blobs: number }): void {
+    void this.state.put(['complete', tree], { ...counts, generation: this.blobGeneration() });
+  }
+
+  /** The counts markTreeComplete recorded, while no blob has left the index since. */
+  treeComplete(tree: Digest): { files: number; blobs: number } | undefined {
+    const rec = this.state.get(['complete', tree]) as { files: number; blobs: number; generation: string } | undefined;
+    return rec && rec.generation === this.blobGeneration() ? { files: rec.files, blobs: rec.blobs } : undefined;
+  }
+
+  removeBlob(digest: Digest): void {
+    if (!this.generationBumped) {
+      this.generationBumped = true;
+      void this.state.put(['store', 'blob-generation'], `${Date.now()}.${process.pid}.${Math.random()}`);
+    }
+    void this.blobs.remove(digest);
+  }
+
+  blobDigests(): Iterable<Digest> {
+    return this.blobs.getKeys();
+  }
+
+  getStat(absPath: string): StatRecord | undefined {
+    const b = this.statcache.getBinaryFast(absPath);
+    return b && b.length === STAT_RECORD_SIZE ? decodeStat(b) : undefined;
+  }
+
+  putStat(absPath: string, rec: StatRecord): void {
+    void this.statcache.put(absPath, encodeStat(rec));
+  }
+
+  /** How many blobs the index holds (O(1): LMDB's own count). */
+  blobCount(): number {
+    return (this.blobs.getStats() as { entryCount?: number }).entryCount ?? 0;
+  }
+
+  /** Marks a tree used now (gc's LRU order: a blob is as recent as the most recent tree using it). */
+  touchTree(tree: Digest, now = Date.now()): void {
+    const rec = this.trees.get(tree);
+    if (rec && now - (rec.lastUse ?? 0) > 1000) void this.trees.put(tree, { ...rec, lastUse: now });
+  }
+
+  pinnedTrees(): Set<Digest> {
+    const out = new Set<Digest>();
+    for (const { value } of this.refs.getRange()) out.add(value.tree);
+    for (const key of this.pins.getKeys()) out.add(key[0]);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}
+
+export function metaWriteError(e: unknown, path: string): VriftError {
+  const msg = (e as Error | undefined)?.message ?? String(e);
+  if (errnoOf(e) === 'ENOSPC' || /ENOSPC|No space left|MDB_MAP_FULL/i.test(msg)) {
+    return new VriftError('ERR_VRIFT_META_FULL', `${path}: disk full while writing metadata`, {
+      hint: 'free space or run `vrift gc --max-size SIZE`; earlier data is intact',
+      cause: e,
+    });
+  }
+  return new VriftError('ERR_VRIFT_META_WRITE', `${path}: writing metadata failed: ${msg}`, { cause: e });
+}

@@ -1,0 +1,210 @@
+// The local store: CAS files + LMDB metadata, opened together. Everything
+// that reads or writes blobs, trees and refs on this host goes through it
+// (the CLI directly, the daemon as one of its components).
+import { isDigest, type Digest } from '../../lib/digest.js';
+import { errnoOf, fsError, VriftError } from '../../lib/errors.js';
+import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
+import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
+import { Meta } from './meta.js';
+import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
+import type { WrittenBlob } from './blob-writer.js';
+
+export class Store {
+  readonly layout: HomeLayout;
+  readonly cas: Cas;
+  readonly meta: Meta;
+  private readonly treeCache = new Map<Digest, TreeEntry[]>();
+
+  private constructor(layout: HomeLayout) {
+    this.layout = layout;
+    ensureHome(layout);
+    this.meta = Meta.open(layout.meta);
+    this.cas = new Cas(layout, (digest) => this.meta.removeBlob(digest));
+  }
+
+  static open(home?: string): Store {
+    return new Store(homeLayout(resolveHome(home)));
+  }
+
+  async close(): Promise<void> {
+    await this.meta.flush();
+    await this.meta.close();
+  }
+
+  /** Records a blob the CAS now holds. */
+  recordBlob(b: WrittenBlob): void {
+    if (this.meta.hasBlob(b.digest)) return;
+    this.meta.putBlob(b.digest, { size: b.size, lastUse: Date.now(), exec: false });
+  }
+
+  /** Makes (and records) the 0555 twin an executable tree entry links to. */
+  ensureExecTwin(digest: Digest): void {
+    const rec = this.meta.getBlob(digest);
+    if (rec?.exec && this.cas.has(digest, true)) return;
+    this.cas.ensureExecTwin(digest);
+    if (rec) this.meta.putBlob(digest, { ...rec, exec: true });
+  }
+
+  /** Stores a blob from memory and records it (verified when `expected` is given). */
+  putBlob(buf: Uint8Array, expected?: Digest): WrittenBlob {
+    const b = this.cas.putBuffer(buf, expected);
+    this.recordBlob(b);
+    return b;
+  }
+
+  /** The blob is stored here (and indexed). */
+  hasBlob(digest: Digest): boolean {
+    return this.meta.hasBlob(digest) && this.cas.has(digest);
+  }
+
+  /**
+   * Cheap integrity check before a blob is handed out by link or open:
+   * present, right size, and untouched since it was written (the canonical
+   * mtime). A blob whose mtime moved is re-hashed; a corrupt one is
+   * quarantined (and this throws).
+   */
+  checkBlob(digest: Digest, size: number, exec = false, stat?: { size: number; mtimeMs: number }): void {
+    const st = stat ?? this.cas.statOf(digest, exec);
+    if (!st) throw missingBlob(digest);
+    if (!Cas.untouched(st, size)) this.recheck(digest, exec);
+  }
+
+  /** Re-hashes a blob whose mtime moved: a good one gets the canonical mtime back, a corrupt one is quarantined. */
+  recheck(digest: Digest, exec = false): void {
+    let actual: Digest;
+    try {
+      actual = hashFileSync(this.cas.pathOf(digest, exec));
+    } catch (e) {
+      if (errnoOf(e) === 'ENOENT') throw missingBlob(digest);
+      throw fsError(e, this.cas.pathOf(digest, exec), 'checking a blob');
+    }
+    if (actual !== digest) {
+      this.cas.quarantine(digest);
+      throw corruptBlob(digest);
+    }
+    this.cas.resetMtime(digest);
+  }
+
+  /** Removes a blob from disk and index, e.g. after a corrupt read. */
+  forgetBlob(digest: Digest): number {
+    const freed = this.cas.remove(digest);
+    this.meta.removeBlob(digest);
+    return freed;
+  }
+
+  /** Quarantines a blob found corrupt (the CAS tells the index to forget it). */
+  quarantineBlob(digest: Digest): void {
+    this.cas.quarantine(digest);
+  }
+
+  // --- trees ---------------------------------------------------------
+
+  /** Encodes, stores and records a tree; returns its id. */
+  putTree(entries: TreeEntry[]): Digest {
+    const sorted = sortEntries(entries);
+    const encoded = encodeSorted(sorted); // checks what decodeTree would
+    const id = treeId(encoded);
+    const b = this.cas.putBuffer(encoded, id);
+    this.recordBlob(b);
+    if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summarize(sorted), createdAt: Date.now() });
+    this.treeCache.set(id, sorted);
+    return id;
+  }
+
+  /** Admits a tree blob that came from elsewhere: verified, decoded, recorded. */
+  admitTree(id: Digest, encoded: Uint8Array): TreeEntry[] {
+    const entries = decodeTree(encoded); // validate before storing anything
+    const b = this.cas.putBuffer(encoded, id);
+    this.recordBlob(b);
+    if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summarize(entries), createdAt: Date.now() });
+    this.treeCache.set(id, entries);
+    return entries;
+  }
+
+  /** A tree's counts, from its record (or its blob when the record is missing). */
+  treeSummary(id: Digest): TreeSummary {
+    const rec = this.meta.trees.get(id);
+    if (rec) return { entries: rec.entries, files: rec.files, dirs: rec.dirs, symlinks: rec.symlinks, bytes: rec.bytes };
+    return summarize(this.getTree(id).entries);
+  }
+
+  hasTree(id: Digest): boolean {
+    return this.treeCache.has(id) || (this.meta.trees.doesExist(id) && this.cas.has(id));
+  }
+
+  /** A tree's encoded bytes, read from the CAS and verified against its id. */
+  readTreeBlob(id: Digest): Buffer {
+    if (!this.cas.has(id)) {
+      throw new VriftError('ERR_VRIFT_TREE_NOT_FOUND', `tree ${id} is not in the local store`, {
+        hint: 'check the id with `vrift ref list`, or pull the tree from a shared tier',
+        exitCode: 1,
+      });
+    }
+    return this.cas.readVerified(id);
+  }
+
+  /** A tree by id, read from the CAS and verified. */
+  getTree(id: Digest): Tree {
+    const cached = this.treeCache.get(id);
+    if (cached) return { id, entries: cached };
+    const entries = decodeTree(this.readTreeBlob(id));
+    this.treeCache.set(id, entries);
+    return { id, entries };
+  }
+
+  /** Resolves a tree id or a ref name to a tree id. */
+  resolve(treeish: string): Digest {
+    if (isDigest(treeish)) return treeish;
+    const ref = this.meta.refs.get(treeish);
+    if (ref) return ref.tree;
+    throw new VriftError('ERR_VRIFT_REF_NOT_FOUND', `no tree or ref named ${JSON.stringify(treeish)}`, {
+      hint: 'list refs with `vrift ref list`; a tree id is 64 hex characters',
+      exitCode: 1,
+    });
+  }
+
+  // --- refs ----------------------------------------------------------
+
+  setRef(name: string, tree: Digest): void {
+    assertRefName(name);
+    void this.meta.refs.put(name, { tree, updatedAt: Date.now() });
+  }
+
+  getRef(name: string): Digest | undefined {
+    return this.meta.refs.get(name)?.tree;
+  }
+
+  removeRef(name: string): boolean {
+    if (!this.meta.refs.doesExist(name)) return false;
+    void this.meta.refs.remove(name);
+    return true;
+  }
+
+  listRefs(): { name: string; tree: Digest; updatedAt: number }[] {
+    return [...this.meta.refs.getRange()].map(({ key, value }) => ({ name: key, tree: value.tree, updatedAt: value.updatedAt }));
+  }
+
+  pin(tree: Digest, reason: string): void {
+    void this.meta.pins.put([tree, reason], { at: Date.now() });
+  }
+
+  unpin(tree: Digest, reason: string): void {
+    void this.meta.pins.remove([tree, reason]);
+  }
+}
+
+/** Ref names: printable, no whitespace or ':', not a digest (those name trees), at most 512 bytes. */
+export function assertRefName(name: string): void {
+  let why: string | undefined;
+  if (name.length === 0) why = 'it is empty';
+  else if (Buffer.byteLength(name) > 512) why = 'it is longer than 512 bytes';
+  else if (/[\s\0-\x1f\x7f]/.test(name)) why = 'it contains whitespace or control characters';
+  else if (name.includes(':')) why = 'it contains ":" (reserved for <tree>:<path>)';
+  else if (isDigest(name)) why = 'it looks like a tree id';
+  else if (name.startsWith('-')) why = 'it starts with "-"';
+  if (why) {
+    throw new VriftError('ERR_VRIFT_REF_NAME', `invalid ref name ${JSON.stringify(name)}: ${why}`, {
+      hint: 'use names like ci/node_modules/<key>',
+    });
+  }
+}

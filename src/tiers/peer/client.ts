@@ -1,0 +1,325 @@
+// A client of one peer's service (proto/peer.proto) and bulk port
+// (bulk-server.ts). It moves bytes and maps failures; it trusts nothing:
+// what it returns is read and verified by the caller (the archive reader,
+// the local tier's `admit`).
+//
+// Failures are TierErrors of the "peer" tier whose message names the
+// peer; absence (NOT_FOUND) is undefined. A stream that stays silent for
+// `timeoutMs` is cut, so a peer that hangs cannot hold a restore forever.
+import { connect, type Socket } from 'node:net';
+import type { ChunkPump } from '../../node/archive/reader.js';
+import { Readable } from 'node:stream';
+import type * as Grpc from '@grpc/grpc-js';
+import type { Digest } from '../../lib/digest.js';
+import { isTierError, TierError, type TierFailure } from '../tier.js';
+import { AUTH_METADATA, signCall } from '../../node/cluster/auth.js';
+import { BULK_MAGIC, MAX_HAS, packDigests, PEER_METHODS, peerProto, type PeerClient } from '../../node/cluster/wire.js';
+import type { BulkTicket__Output } from '../../gen/vrift/peer/v1/BulkTicket.js';
+import type { HasReply__Output } from '../../gen/vrift/peer/v1/HasReply.js';
+import type { ListRefsReply__Output } from '../../gen/vrift/peer/v1/ListRefsReply.js';
+import type { RefReply__Output } from '../../gen/vrift/peer/v1/RefReply.js';
+
+export interface PeerEndpoint {
+  /** libp2p peer id. */
+  id: string;
+  /** host:port of its gRPC service. */
+  grpc: string;
+}
+
+export interface PeerClientOptions {
+  /** The cluster's gRPC auth key (cluster-auth.ts). */
+  auth: Buffer;
+  /** Who is calling (this node's peer id): the server bounds streams per caller. */
+  self: string;
+  timeoutMs: number;
+  maxMessageBytes: number;
+}
+
+export interface ArchiveAsk {
+  tree: Digest;
+  /** Only these blobs (all of the tree's when absent). */
+  want?: Iterable<Digest>;
+  have?: Iterable<Digest>;
+}
+
+export interface ArchiveStream {
+  stream: Readable;
+  blobs: number;
+  bytes: number;
+  via: 'bulk' | 'grpc';
+  /** Bytes of the stream received so far. */
+  received(): number;
+}
+
+/** A short name for messages: "peer 12D3…x7Yq (127.0.0.1:7402)". */
+export function peerLabel(p: PeerEndpoint): string {
+  return `peer ${p.id.length > 12 ? `${p.id.slice(0, 4)}…${p.id.slice(-6)}` : p.id} (${p.grpc})`;
+}
+
+export class PeerConnection {
+  private readonly client: PeerClient;
+  private readonly grpc: typeof Grpc;
+
+  constructor(
+    readonly peer: PeerEndpoint,
+    private readonly opts: PeerClientOptions,
+  ) {
+    const { grpc, Client } = peerProto();
+    this.grpc = grpc;
+    this.client = new Client(peer.grpc, grpc.credentials.createInsecure(), {
+      'grpc.max_receive_message_length': opts.maxMessageBytes,
+      'grpc.max_send_message_length': opts.maxMessageBytes,
+      'grpc.initial_reconnect_backoff_ms': 200,
+      'grpc.max_reconnect_backoff_ms': 2000,
+      // HTTP/2's default 64 KiB window holds a stream to ~0.1 GB/s here; streams carry MiBs.
+      'grpc-node.flow_control_window': 16 << 20,
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  private meta(method: string): Grpc.Metadata {
+    const m = new this.grpc.Metadata();
+    m.set(AUTH_METADATA, signCall(this.opts.auth, this.opts.self, method));
+    return m;
+  }
+
+  private deadline(): Grpc.CallOptions {
+    return { deadline: Date.now() + this.opts.timeoutMs };
+  }
+
+  /** A gRPC failure as a TierError naming this peer (NOT_FOUND is handled by the callers). */
+  fail(e: unknown, op: string): TierError {
+    const S = this.grpc.status;
+    const code = (e as { code?: number }).code;
+    const details = ((e as { details?: string }).details ?? (e as Error).message ?? String(e)).replace(/^vrift: /, '');
+    let failure: TierFailure = 'unavailable';
+    let hint = 'the peer is down or overloaded; other peers and tiers are tried';
+    if (code === S.UNAUTHENTICATED || code === S.PERMISSION_DENIED) {
+      failure = 'auth';
+      hint = 'every node of a cluster needs the same secret (VRIFT_CLUSTER_SECRET or cluster.secret)';
+    } else if (code === S.INVALID_ARGUMENT || code === S.UNIMPLEMENTED || code === S.OUT_OF_RANGE) {
+      failure = 'config';
+      hint = 'the peer runs an incompatible vrift version';
+    }
+    return new TierError('peer', failure, `${peerLabel(this.peer)}: ${op} failed: ${details}`, { hint, cause: e });
+  }
+
+  private isNotFound(e: unknown): boolean {
+    return (e as { code?: number }).code === this.grpc.status.NOT_FOUND;
+  }
+
+  private unary<Res>(op: string, method: string, call: (meta: Grpc.Metadata, opts: Grpc.CallOptions, cb: Grpc.requestCallback<Res>) => unknown): Promise<Res | undefined> {
+    return new Promise((resolve, reject) => {
+      call(this.meta(method), this.deadline(), (err, res) => {
+        if (!err) resolve(res!);
+        else if (this.isNotFound(err)) resolve(undefined);
+        else reject(this.fail(err, op));
+      });
+    });
+  }
+
+  async has(digests: readonly Digest[]): Promise<Set<Digest>> {
+    const out = new Set<Digest>();
+    for (let i = 0; i < digests.length; i += MAX_HAS) {
+      const batch = digests.slice(i, i + MAX_HAS);
+      const res = await this.unary<HasReply__Output>('has', PEER_METHODS.has, (m, o, cb) => this.client.Has({ digests: packDigests(batch) }, m, o, cb));
+      const bits = res?.present ?? Buffer.alloc(0);
+      batch.forEach((d, j) => {
+        if (((bits[j >> 3] ?? 0) >> (j & 7)) & 1) out.add(d);
+      });
+    }
+    return out;
+  }
+
+  async getRef(name: string): Promise<{ tree: Digest; updatedAt: number } | undefined> {
+    const res = await this.unary<RefReply__Output>('getRef', PEER_METHODS.getRef, (m, o, cb) => this.client.GetRef({ name }, m, o, cb));
+    if (!res) return undefined;
+    if (res.tree.byteLength !== 32) throw new TierError('peer', 'corrupt', `${peerLabel(this.peer)}: ref ${JSON.stringify(name)} names no valid tree`);
+    return { tree: res.tree.toString('hex'), updatedAt: res.updatedAt };
+  }
+
+  async listRefs(prefix: string, limit: number): Promise<{ name: string; tree: Digest; updatedAt: number }[]> {
+    const res = await this.unary<ListRefsReply__Output>('listRefs', PEER_METHODS.listRefs, (m, o, cb) => this.client.ListRefs({ prefix, limit }, m, o, cb));
+    return (res?.refs ?? []).filter((r) => r.tree.byteLength === 32).map((r) => ({ name: r.name, tree: r.tree.toString('hex'), updatedAt: r.updatedAt }));
+  }
+
+  /** A blob's bytes from `offset` (unverified), and its whole size; undefined when the peer lacks it. */
+  async getBlob(digest: Digest, offset = 0): Promise<{ size: number; stream: Readable } | undefined> {
+    const call = this.client.GetBlob({ digest: Buffer.from(digest, 'hex'), offset }, this.meta(PEER_METHODS.getBlob));
+    const first = await this.firstMessage(call, 'getBlob');
+    if (!first) return undefined;
+    return { size: first.value.size, stream: this.rest(call, first.value.data, first.it, 'getBlob') };
+  }
+
+  /**
+   * The archive of the blobs of a tree this peer holds and the caller
+   * lacks: over the bulk port when the peer offers it, else over gRPC.
+   * undefined when the peer does not hold the tree.
+   */
+  async archive(ask: ArchiveAsk, bulk: boolean): Promise<ArchiveStream | undefined> {
+    const req = { tree: Buffer.from(ask.tree, 'hex'), want: packDigests(ask.want ?? []), have: packDigests(ask.have ?? []) };
+    if (bulk) {
+      let ticket;
+      try {
+        ticket = await this.unary<BulkTicket__Output>('openBulk', PEER_METHODS.openBulk, (m, o, cb) => this.client.OpenBulk(req, m, o, cb));
+      } catch (e) {
+        if ((e as { cause?: { code?: number } }).cause?.code !== this.grpc.status.FAILED_PRECONDITION) throw e;
+        ticket = null; // the peer has bulk off: gRPC below
+      }
+      if (ticket === undefined) return undefined;
+      if (ticket) {
+        const stream = await this.bulkStream(ticket.port, ticket.token);
+        return { stream, blobs: ticket.blobs, bytes: ticket.bytes, via: 'bulk', received: () => stream.sock.bytesRead };
+      }
+    }
+    const call = this.client.GetArchive(req, this.meta(PEER_METHODS.getArchive));
+    const first = await this.firstMessage(call, 'getArchive');
+    if (!first) return undefined;
+    let n = 0;
+    const stream = this.rest(call, first.value.data, first.it, 'getArchive', (k) => (n += k));
+    return { stream, blobs: first.value.blobs, bytes: first.value.bytes, via: 'grpc', received: () => n };
+  }
+
+  private bulkStream(port: number, token: Buffer): Promise<BulkStream> {
+    const host = this.peer.grpc.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+    const stream = new BulkStream(host, port, this.opts.timeoutMs, () => new TierError('peer', 'unavailable', `${peerLabel(this.peer)}: bulk stream silent for ${this.opts.timeoutMs} ms`));
+    return new Promise((resolve, reject) => {
+      stream.sock.once('connect', () => {
+        stream.sock.write(Buffer.concat([BULK_MAGIC, token]));
+        resolve(stream);
+      });
+      stream.sock.once('error', (e) => reject(this.fail(e, `bulk connect to port ${port}`)));
+    });
+  }
+
+  /** Waits for a stream's first message: undefined on NOT_FOUND, a TierError on failure. */
+  private async firstMessage<M>(call: Grpc.ClientReadableStream<M>, op: string): Promise<{ value: M; it: AsyncIterator<M> } | undefined> {
+    const it = (call as AsyncIterable<M>)[Symbol.asyncIterator]();
+    const timer = setTimeout(() => call.cancel(), this.opts.timeoutMs);
+    try {
+      const n = await it.next();
+      if (n.done) throw new TierError('peer', 'unavailable', `${peerLabel(this.peer)}: ${op} ended before its first message`);
+      return { value: n.value, it };
+    } catch (e) {
+      if (this.isNotFound(e)) return undefined;
+      throw isTierError(e) ? e : this.fail(e, op);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The byte stream of a call's messages' `data`, starting with the first one's; cut after `timeoutMs` of silence. */
+  private rest<M extends { data: Buffer }>(call: Grpc.ClientReadableStream<M>, first: Buffer, it: AsyncIterator<M>, op: string, onBytes?: (n: number) => void): Readable {
+    const self = this;
+    const timeoutMs = this.opts.timeoutMs;
+    async function* bytes(): AsyncGenerator<Buffer> {
+      let timer: NodeJS.Timeout | undefined;
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => call.cancel(), timeoutMs);
+      };
+      try {
+        onBytes?.(first.byteLength);
+        if (first.byteLength > 0) yield first;
+        for (;;) {
+          arm();
+          let n: IteratorResult<M>;
+          try {
+            n = await it.next();
+          } catch (e) {
+            throw self.fail(e, op);
+          }
+          if (n.done) return;
+          onBytes?.(n.value.data.byteLength);
+          if (n.value.data.byteLength > 0) yield n.value.data;
+        }
+      } finally {
+        clearTimeout(timer);
+        call.cancel(); // a no-op after a clean end; stops the peer when the reader gave up
+      }
+    }
+    return Readable.from(bytes(), { objectMode: false });
+  }
+}
+
+/** Bytes one read of a bulk socket may take (and the one buffer it reads into). */
+const BULK_READ = 1 << 20;
+
+/**
+ * A bulk connection. For the archive reader it is a ChunkPump: the socket
+ * reads into one reusable 1 MiB buffer (`onread`) and each chunk goes to
+ * the reader synchronously, with no allocation and no stream machinery —
+ * at GB/s that is most of the receiving cost. For anything else it is an
+ * ordinary Readable (chunks copied out of the reused buffer).
+ */
+export class BulkStream extends Readable implements ChunkPump {
+  readonly sock: Socket;
+  private sink: ((chunk: Uint8Array) => boolean | void) | undefined;
+  private settle: ((e?: Error) => void) | undefined;
+  private ended = false;
+  private failure: Error | undefined;
+
+  constructor(host: string, port: number, timeoutMs: number, silent: () => Error) {
+    super();
+    // Failures reach the consumer through `pump` or the iterator; nobody need listen for 'error'.
+    this.on('error', () => undefined);
+    this.sock = connect({ host, port, onread: { buffer: Buffer.allocUnsafe(BULK_READ), callback: (n, buf) => this.onChunk(Buffer.from(buf.buffer, buf.byteOffset, n)) } });
+    this.sock.setNoDelay(true);
+    this.sock.setTimeout(timeoutMs, () => this.destroy(silent()));
+    this.sock.on('end', () => {
+      this.ended = true;
+      if (this.settle) {
+        this.settle();
+        this.destroy();
+      } else this.push(null);
+    });
+    this.sock.on('error', (e) => this.destroy(e));
+    this.sock.on('close', () => {
+      if (!this.ended) this.destroy(this.failure ?? new Error('the bulk connection closed before the end of the archive'));
+    });
+  }
+
+  private onChunk(chunk: Buffer): boolean {
+    if (this.sink) {
+      try {
+        // false: the reader is busy writing; the socket pauses until resumePump().
+        return this.sink(chunk) !== false;
+      } catch (e) {
+        this.destroy(e as Error);
+        return false;
+      }
+    }
+    return this.push(Buffer.from(chunk)); // false pauses the socket until _read
+  }
+
+  override _read(): void {
+    this.sock.resume();
+  }
+
+  resumePump(): void {
+    if (!this.destroyed) this.sock.resume();
+  }
+
+  pump(sink: (chunk: Uint8Array) => boolean | void): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    this.sink = sink;
+    return new Promise<void>((resolve, reject) => {
+      this.settle = (e) => {
+        this.settle = undefined;
+        if (e) reject(e);
+        else resolve();
+      };
+      if (this.ended) this.settle();
+    });
+  }
+
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    this.failure ??= err ?? undefined;
+    this.sock.destroy();
+    this.settle?.(err ?? (this.ended ? undefined : new Error('the bulk stream was abandoned')));
+    cb(err);
+  }
+}

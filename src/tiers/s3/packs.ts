@@ -1,0 +1,221 @@
+// Per-tree packs in S3, so a cold node pulls a handful of objects per
+// tree instead of one per file, and a save moves only what is new.
+//
+// Pushing tree T with a base B already in S3 (the ref's previous tree):
+// the small blobs T shares with B stay in B's packs; only T's new small
+// blobs go into one new pack. T's manifest lists B's packs plus the new
+// one. When that chain of packs grows long, or carries too many bytes T
+// no longer needs, the push writes one fresh pack of all of T instead
+// (like git repacking). Large blobs are objects of their own (multipart).
+//
+// Order of writes: loose blobs, tree blob, pack, then the manifest. A
+// manifest therefore promises that everything it names is there; a push
+// that dies midway leaves unreferenced objects, never a broken manifest.
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { hashBuffer, isDigest, type Digest } from '../../lib/digest.js';
+import { archiveSize } from '../../node/archive/format.js';
+import { decodeTree, type TreeEntry } from '../../node/store/tree.js';
+import { through, zstdAvailable, zstdCompress, zstdDecompress } from '../../lib/zstd.js';
+import { mapLimit, settleAll } from '../../lib/queue.js';
+import type { S3Objects } from './objects.js';
+import { TierError, type ArchivePart, type BlobSource, type PushResult, type TreePush } from '../tier.js';
+
+/** A pack chain longer than this is rewritten as one pack. */
+const MAX_PACKS = 8;
+/** …and so is one where more than this share of the bytes is blobs the tree does not use. */
+const MAX_STALE = 0.3;
+const MANIFEST_FORMAT = 'vrift-packs 1';
+
+export interface PackRef {
+  key: string;
+  /** Bytes of the archive (uncompressed). */
+  bytes: number;
+  /** Set when the object is the archive compressed (key ends in .zst). */
+  compression?: 'zstd';
+  blobs: number;
+  /** The tree whose push wrote this pack. */
+  tree: Digest;
+}
+
+export interface PackManifest {
+  format: string;
+  tree: Digest;
+  createdAt: number;
+  /** Newest first: a node that has an older version of the tree finds what it lacks in the first ones. */
+  packs: PackRef[];
+}
+
+export class S3Packs {
+  constructor(private readonly objects: S3Objects) {}
+
+  async manifest(tree: Digest): Promise<PackManifest | undefined> {
+    const text = await this.objects.getText(`trees/${tree}.json`);
+    return text === undefined ? undefined : this.parse(tree, text);
+  }
+
+  async fetch(tree: Digest, _want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
+    const m = await this.manifest(tree);
+    if (!m) return undefined;
+    return m.packs.map((p) => ({
+      name: `s3 pack ${p.key}`,
+      bytes: p.bytes,
+      open: async () => {
+        const body = await this.objects.get(p.key);
+        if (!body) {
+          throw new TierError('s3', 'corrupt', `pack ${p.key} named by the manifest of tree ${tree} is missing`, {
+            hint: 'push the tree again (`vrift push <tree>`)',
+          });
+        }
+        if (p.compression !== 'zstd') return body.stream;
+        // Decompressed on the thread pool while the caller admits blobs.
+        return through(body.stream, zstdDecompress());
+      },
+    }));
+  }
+
+  async push(
+    push: TreePush,
+    putBlob: (d: Digest, src: BlobSource) => Promise<void>,
+    hasBlobs: (ds: readonly Digest[]) => Promise<Set<Digest>>,
+  ): Promise<PushResult> {
+    if (await this.manifest(push.tree)) return { blobs: 0, bytes: 0, present: true };
+    const loose = this.objects.cfg.looseBlobBytes;
+    const sizes = blobSizes(push.entries);
+    const small = [...sizes].filter(([, s]) => s < loose);
+    const large = [...sizes].filter(([, s]) => s >= loose);
+    const res: PushResult = { blobs: 0, bytes: 0 };
+
+    // 1-3 do not depend on each other: they run at once.
+    const [, , packs] = await settleAll<[void, void, PackRef[]]>([
+      this.pushLarge(push, large, putBlob, hasBlobs, res),
+      this.objects.putBuffer(`blobs/${push.tree}`, push.encoded),
+      this.pushSmall(push, small, loose, res),
+    ]);
+
+    // 4. The manifest, last: from now on the tree is complete in S3.
+    const manifest: PackManifest = { format: MANIFEST_FORMAT, tree: push.tree, createdAt: Date.now(), packs };
+    await this.objects.putBuffer(`trees/${push.tree}.json`, Buffer.from(JSON.stringify(manifest)), 'application/json');
+    return res;
+  }
+
+  /** 1. Large blobs: their own objects, only those S3 lacks. */
+  private async pushLarge(
+    push: TreePush,
+    large: [Digest, number][],
+    putBlob: (d: Digest, src: BlobSource) => Promise<void>,
+    hasBlobs: (ds: readonly Digest[]) => Promise<Set<Digest>>,
+    res: PushResult,
+  ): Promise<void> {
+    if (large.length === 0) return;
+    const present = await hasBlobs(large.map(([d]) => d));
+    await mapLimit(
+      large.filter(([d]) => !present.has(d)),
+      4,
+      async ([d, s]) => {
+        await putBlob(d, push.source(d, s));
+        res.blobs++;
+        res.bytes += s;
+        push.onBytes?.(s);
+      },
+    );
+  }
+
+  /** 3. Small blobs: reuse a base's packs, add one pack of what is new. Returns the tree's packs. */
+  private async pushSmall(push: TreePush, small: [Digest, number][], loose: number, res: PushResult): Promise<PackRef[]> {
+    const base = await this.findBase(push);
+    let packs: PackRef[] = [];
+    let fresh = small;
+    if (base) {
+      const inBase = new Set(base.entries.filter((e) => e.kind === 'file' && e.size < loose).map((e) => e.digest!));
+      const kept = small.filter(([d]) => inBase.has(d));
+      fresh = small.filter(([d]) => !inBase.has(d));
+      const oldBytes = base.manifest.packs.reduce((n, p) => n + p.bytes, 0);
+      const usedBytes = archiveSize(kept.map(([, s]) => s));
+      const freshBytes = fresh.length > 0 ? archiveSize(fresh.map(([, s]) => s)) : 0;
+      const stale = Math.max(0, oldBytes - usedBytes) / Math.max(1, oldBytes + freshBytes);
+      const count = base.manifest.packs.length + (fresh.length > 0 ? 1 : 0);
+      if (count <= MAX_PACKS && stale <= MAX_STALE) {
+        packs = base.manifest.packs;
+        res.base = base.tree;
+      } else fresh = small; // repack: one pack of the whole tree
+    }
+    if (fresh.length > 0) {
+      const compress = this.objects.cfg.compression === 'zstd' && zstdAvailable();
+      const key = `packs/${push.tree}-${randomBytes(8).toString('hex')}.pack${compress ? '.zst' : ''}`;
+      const bytes = archiveSize(fresh.map(([, s]) => s));
+      const chunks = Readable.from(
+        push.archive(
+          fresh.map(([digest, size]) => ({ digest, size })),
+          (_d, s) => push.onBytes?.(s),
+        ),
+      );
+      await this.objects.upload(key, compress ? through(chunks, zstdCompress()) : chunks);
+      const ref: PackRef = { key, bytes, blobs: fresh.length, tree: push.tree };
+      if (compress) ref.compression = 'zstd';
+      packs = [ref, ...packs];
+      res.blobs += fresh.length;
+      res.bytes += fresh.reduce((n, [, s]) => n + s, 0);
+    }
+    return packs;
+  }
+
+  /** The first base tree that is complete in S3, with its entries. */
+  private async findBase(push: TreePush): Promise<{ tree: Digest; manifest: PackManifest; entries: TreeEntry[] } | undefined> {
+    for (const tree of push.bases) {
+      if (tree === push.tree) continue;
+      const manifest = await this.manifest(tree);
+      if (!manifest) continue;
+      const entries = push.baseEntries(tree) ?? (await this.fetchTreeEntries(tree));
+      if (entries) return { tree, manifest, entries };
+    }
+    return undefined;
+  }
+
+  /** A base tree's entries straight from S3: verified and validated, but not admitted anywhere. */
+  private async fetchTreeEntries(tree: Digest): Promise<TreeEntry[] | undefined> {
+    const body = await this.objects.get(`blobs/${tree}`);
+    if (!body) return undefined;
+    const chunks: Buffer[] = [];
+    for await (const c of body.stream as AsyncIterable<Buffer>) chunks.push(c);
+    const buf = Buffer.concat(chunks);
+    if (hashBuffer(buf) !== tree) return undefined; // a corrupt base is just not a base
+    try {
+      return decodeTree(buf);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Validates a manifest: it comes from outside, so every field is checked. */
+  private parse(tree: Digest, text: string): PackManifest {
+    const bad = (why: string): never => {
+      throw new TierError('s3', 'corrupt', `pack manifest trees/${tree}.json is invalid: ${why}`, {
+        hint: 'push the tree again (`vrift push <tree>`) to rewrite it',
+      });
+    };
+    let m: Partial<PackManifest>;
+    try {
+      m = JSON.parse(text) as Partial<PackManifest>;
+    } catch {
+      return bad('not JSON');
+    }
+    if (m.format !== MANIFEST_FORMAT) bad(`format ${JSON.stringify(m.format)} (this vrift reads "${MANIFEST_FORMAT}")`);
+    if (m.tree !== tree) bad('it names another tree');
+    if (!Array.isArray(m.packs)) return bad('no pack list');
+    for (const p of m.packs as Partial<PackRef>[]) {
+      if (typeof p.key !== 'string' || !/^packs\/[0-9a-f]{64}-[0-9a-f]{16}\.pack(\.zst)?$/.test(p.key)) bad(`bad pack key ${JSON.stringify(p.key)}`);
+      if (p.compression !== undefined && p.compression !== 'zstd') bad(`unknown compression ${JSON.stringify(p.compression)} for ${p.key} (this vrift reads zstd)`);
+      if ((p.compression === 'zstd') !== p.key!.endsWith('.zst')) bad(`compression of ${p.key} does not match its name`);
+      if (!Number.isSafeInteger(p.bytes) || !Number.isSafeInteger(p.blobs) || typeof p.tree !== 'string' || !isDigest(p.tree)) bad(`bad pack entry for ${p.key}`);
+    }
+    return { format: MANIFEST_FORMAT, tree, createdAt: Number(m.createdAt) || 0, packs: m.packs as PackRef[] };
+  }
+}
+
+/** Unique file blobs of a tree with their sizes. */
+function blobSizes(entries: TreeEntry[]): Map<Digest, number> {
+  const m = new Map<Digest, number>();
+  for (const e of entries) if (e.kind === 'file') m.set(e.digest!, e.size);
+  return m;
+}
