@@ -90,8 +90,18 @@ enum vrift_msg_type {
                                    {"self","left","peers":[…]}, best first for that tree/those blobs */
   VRIFT_MSG_NODE_PENALIZE = 19, /* PEER (peer id), [ERR_MSG (why)] -> OK: the peer sent wrong bytes;
                                    it is avoided for cluster.penaltyMs */
+  /* An operation of the CLI run by the daemon (src/node/ops/: save, restore,
+     pull, push, materialize), so every command of the host shares its one
+     resolver. */
+  VRIFT_MSG_OP = 20,            /* JSON {"op","args","env","mntns"} -> any number of EVENT frames
+                                   (same id) while it runs, then OK: JSON (its result) or ERROR.
+                                   ERROR ERR_VRIFT_OP_ELSEWHERE: run it in the client's own process
+                                   (the client's configuration or mount namespace differs).
+                                   The operation is abandoned if the client disconnects. */
   VRIFT_MSG_OK = 0x100,
-  VRIFT_MSG_ERROR = 0x101
+  VRIFT_MSG_ERROR = 0x101,      /* ERR_CODE, ERR_MSG, [HINT], [EXIT (u32: the CLI's exit status)] */
+  VRIFT_MSG_EVENT = 0x102       /* JSON: progress, a warning or a notice of a running request
+                                   (not its reply: the reply still follows) */
 };
 
 /* Field tags. */
@@ -115,7 +125,9 @@ enum vrift_field_tag {
   VRIFT_F_HOME = 17,      /* string: $VRIFT_HOME of the daemon */
   VRIFT_F_MOUNT_ENTRY = 18,/* string, repeated */
   VRIFT_F_ADDR = 19,      /* string: a libp2p multiaddr */
-  VRIFT_F_PEER = 20       /* string: a libp2p peer id */
+  VRIFT_F_PEER = 20,      /* string: a libp2p peer id */
+  VRIFT_F_HINT = 21,      /* string: how to fix what an ERROR reports */
+  VRIFT_F_EXIT = 22       /* u32: the exit status a CLI should end with for an ERROR */
 };
 
 /* Encoding helpers (header-only, no allocation). Each returns the number of

@@ -1,33 +1,51 @@
 // The chain: local → (peers) → Redis → S3, itself a Tier. A read tries the
-// tiers in order; bytes from a remote tier are hashed on their way into
-// the local CAS (src/tiers/local.ts `admit`), and a mismatch is logged
-// against that tier, counted, and the next tier tried. Every remote call
-// goes through `call`: bounded retries, a circuit breaker per tier, and
-// metrics. Remote writes go through one bounded queue.
+// tiers in order; bytes from a remote tier enter the local CAS through the
+// store's one door (admission: hashed, named only if they match), and a
+// mismatch is logged against that tier, counted, and the next tier tried.
+// The remote tiers the chain holds are already decorated (index.ts):
+// metered (metered.ts) and guarded by a breaker with retries (guarded.ts);
+// the chain itself only decides which tier to ask next. Remote writes go
+// through one bounded queue.
+//
+// Operations (src/node/ops/) use the chain through the methods below:
+// blobs, a tree's blob, whatever of a tree is missing (in bulk where a
+// tier has archives of it), pushing a tree to every writable tier, refs.
 import type { Digest } from '../lib/digest.js';
-import { hasCode, isVriftError, type VriftError } from '../lib/errors.js';
+import { hasCode, type VriftError } from '../lib/errors.js';
+import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
+import { BoundedQueue, mapLimit } from '../lib/queue.js';
+import { readArchive } from '../node/archive/reader.js';
 import type { Store } from '../node/store/store.js';
-import { CircuitBreaker, withRetry } from './breaker.js';
+import type { TreeEntry } from '../node/store/tree.js';
 import type { ChainConfig } from './chain-config.js';
-import { admit, LocalTier } from './local.js';
-import { TIER_COUNTERS as M } from '../lib/metrics.js';
-import { BoundedQueue } from '../lib/queue.js';
-import { isTierError, TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierContext } from './tier.js';
+import { GuardedTier, isLocalError } from './guarded.js';
+import type { LocalTier } from './local.js';
+import { pushToTier, type PushInput, type TierPushResult } from './push-to-tier.js';
+import { TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierLog } from './tier.js';
+
+/** Tree blobs are held in memory to be validated; this bounds what a tier may send. */
+const MAX_TREE_BYTES = 1 << 30;
+
+export interface ChainContext {
+  store: Store;
+  metrics: Metrics;
+  log: TierLog;
+}
+
+/** Called for each blob a fetch brought in: which tier, which blob, its size. */
+export type OnFetched = (tier: string, digest: Digest, size: number) => void;
 
 export class Chain implements Tier {
   readonly name = 'chain';
   readonly writable = true;
   readonly parallelism = 64;
-  readonly queue: BoundedQueue;
-  /** The last failure of each tier in this run, for the final message of a command. */
-  readonly failures = new Map<string, VriftError>();
-  private readonly breakers = new Map<string, CircuitBreaker>();
+  private readonly queue: BoundedQueue;
 
   constructor(
-    readonly local: LocalTier,
-    readonly remotes: Tier[],
-    readonly cfg: ChainConfig,
-    readonly ctx: TierContext,
+    private readonly local: LocalTier,
+    private readonly remotes: readonly GuardedTier[],
+    private readonly cfg: ChainConfig,
+    private readonly ctx: ChainContext,
   ) {
     this.queue = new BoundedQueue({
       concurrency: cfg.uploadConcurrency,
@@ -36,66 +54,25 @@ export class Chain implements Tier {
     });
   }
 
-  get store(): Store {
-    return this.local.store;
+  /** The names of every tier, local first ("local, redis, s3"). */
+  tierNames(): string[] {
+    return [this.local.name, ...this.remotes.map((t) => t.name)];
   }
 
-  /** Every tier, local first. */
-  get tiers(): Tier[] {
-    return [this.local, ...this.remotes];
+  /** Remote tiers a push can write to. */
+  writableCount(): number {
+    return this.remotes.filter((t) => t.writable).length;
   }
 
   /**
-   * Calls a remote tier through its breaker, with bounded retries of
-   * transient failures. A failure is counted, remembered and rethrown as
-   * a VriftError; a call the open breaker refuses throws without trying.
+   * The last failure of each remote tier that failed at or after `since`
+   * (ms since the epoch: an operation's start), for its final message.
    */
-  async call<T>(tier: Tier, op: string, fn: () => Promise<T>): Promise<T> {
-    const breaker = this.breaker(tier);
-    const labels = { tier: tier.name };
-    if (!breaker.allow()) {
-      // Skipped: say why with the failure that opened the breaker (same code, same fix).
-      this.ctx.metrics.inc(M.skipped, labels);
-      throw this.failures.get(tier.name) ?? new TierError(tier.name, 'unavailable', 'skipped for now after repeated failures');
-    }
-    try {
-      const v = await withRetry(fn, {
-        retries: this.cfg.retries,
-        onRetry: () => this.ctx.metrics.inc(M.retries, labels),
-        canRetry: () => breaker.state === 'closed',
-      });
-      breaker.succeed();
-      return v;
-    } catch (e) {
-      throw this.recordFailure(tier, e, op);
-    }
+  failures(since = 0): VriftError[] {
+    return this.remotes.flatMap((t) => (t.lastFailure && t.lastFailureAt >= since ? [t.lastFailure] : []));
   }
 
-  private recordFailure(tier: Tier, e: unknown, op: string): VriftError {
-    // A local problem (disk full, permissions) is not the tier's fault: it ends the command.
-    if (isVriftError(e) && /^ERR_VRIFT_(FS|META|CAS)_/.test(e.code)) throw e;
-    const err = toTierError(tier.name, e, op);
-    const labels = { tier: tier.name };
-    this.ctx.metrics.inc(err.code === 'ERR_VRIFT_TIER_CORRUPT' ? M.mismatches : M.errors, labels);
-    this.failures.set(tier.name, err);
-    const breaker = this.breaker(tier);
-    // Calls already in flight when the breaker opened fail too: count them, say it once.
-    const quiet = breaker.state === 'open';
-    if (breaker.fail(err)) {
-      this.ctx.metrics.inc(M.breakerOpened, labels);
-      this.ctx.log('warn', `${err.message}; skipping ${tier.name} for ${Math.round(this.cfg.breakerCooldownMs / 1000)}s`);
-    } else if (!quiet) this.ctx.log('warn', err.message);
-    return err;
-  }
-
-  private breaker(tier: Tier): CircuitBreaker {
-    let b = this.breakers.get(tier.name);
-    if (!b) {
-      b = new CircuitBreaker({ failures: this.cfg.breakerFailures, cooldownMs: this.cfg.breakerCooldownMs });
-      this.breakers.set(tier.name, b);
-    }
-    return b;
-  }
+  // --- fetching ---------------------------------------------------------------
 
   /**
    * Fetches one blob from the first remote tier that has it, verified into
@@ -110,55 +87,174 @@ export class Chain implements Tier {
 
   /**
    * Fetches one blob from one remote tier into the local CAS, verified.
-   * Returns its size, or undefined on a miss, a skip or a failure (the
-   * failure is recorded; the caller moves on to the next tier).
+   * Returns its size, or undefined on a miss, a skip or a failure of the
+   * tier (counted and remembered by its guard; the caller moves on). A
+   * local failure (a full disk) is thrown: no other tier can help.
    */
-  async fetchFrom(tier: Tier, digest: Digest, size?: number): Promise<number | undefined> {
+  private async fetchFrom(tier: GuardedTier, digest: Digest, size?: number): Promise<number | undefined> {
     if (size !== undefined && tier.maxBlobBytes !== undefined && size > tier.maxBlobBytes) return undefined;
-    const labels = { tier: tier.name };
-    let got: number | undefined;
-    try {
-      got = await this.call(tier, 'get', async () => {
-        const body = await tier.get(digest);
-        return body ? this.admitFrom(tier, digest, body, size) : undefined;
-      });
-    } catch {
-      return undefined; // recorded by `call`
+    // One more try when the body breaks midway (a reset connection): the request itself is retried by the guard.
+    for (let attempt = 0; ; attempt++) {
+      let body: BlobBody | undefined;
+      try {
+        body = await tier.get(digest);
+      } catch (e) {
+        if (isLocalError(e)) throw e;
+        return undefined;
+      }
+      if (!body) return undefined;
+      try {
+        const got = (await this.ctx.store.admission.stream(digest, body, tier.name, size)).size;
+        if (this.cfg.writeBack) this.writeBack(digest, got, this.remotes.slice(0, this.remotes.indexOf(tier)));
+        return got;
+      } catch (e) {
+        if (isLocalError(e)) throw e;
+        if (hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) {
+          tier.fail(new TierError(tier.name, 'corrupt', `blob ${digest} failed verification and was rejected (${(e as Error).message})`, {
+            hint: 'the copy in this tier is damaged; the next tier was tried',
+          }), 'get');
+          return undefined;
+        }
+        const failure = tier.fail(e, 'get');
+        if (attempt >= 1 || !tier.available || failure.code === 'ERR_VRIFT_TIER_CORRUPT') return undefined;
+      }
     }
-    if (got === undefined) {
-      this.ctx.metrics.inc(M.misses, labels);
-      return undefined;
-    }
-    this.ctx.metrics.inc(M.hits, labels);
-    this.ctx.metrics.inc(M.blobsIn, labels);
-    this.ctx.metrics.inc(M.bytesIn, labels, got);
-    if (this.cfg.writeBack) this.writeBack(digest, got, this.remotes.slice(0, this.remotes.indexOf(tier)));
-    return got;
   }
 
-  /** Streams a remote body into the CAS; wrong bytes become this tier's 'corrupt' failure. */
-  async admitFrom(tier: Tier, digest: Digest, body: BlobBody, size?: number): Promise<number> {
-    try {
-      return (await admit(this.store, digest, body, size)).size;
-    } catch (e) {
-      if (hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) {
-        throw new TierError(tier.name, 'corrupt', `blob ${digest} failed verification and was rejected (${(e as Error).message})`, {
-          hint: 'the copy in this tier is damaged; the next tier was tried',
-        });
+  /** The entries of `tree`, fetched (verified, validated) from the first remote tier that has its blob; undefined when none has. */
+  async fetchTreeBlob(tree: Digest): Promise<TreeEntry[] | undefined> {
+    for (const tier of this.remotes) {
+      let buf: Buffer | undefined;
+      try {
+        const body = await tier.get(tree);
+        if (body) buf = await readBounded(tier.name, tree, body);
+      } catch (e) {
+        if (isLocalError(e)) throw e;
+        tier.fail(e, 'get tree');
+        continue;
       }
-      throw e;
+      if (!buf) continue;
+      try {
+        return this.ctx.store.admitTree(tree, buf, tier.name); // decodes and validates, then hashes, before storing anything
+      } catch (e) {
+        if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH') && !hasCode(e, 'ERR_VRIFT_TREE_MALFORMED')) throw e;
+        tier.fail(new TierError(tier.name, 'corrupt', `tree ${tree} was rejected: ${(e as Error).message}`), 'get tree');
+      }
     }
+    return undefined;
+  }
+
+  /**
+   * Fetches the blobs of `tree` listed in `missing` (digest → size the
+   * tree promises) into the local CAS, trying the remote tiers in order
+   * until nothing is missing: in bulk where a tier has archives of the
+   * tree (S3 packs, a peer's backfill), with the blobs its archives never
+   * hold alongside, then blob by blob. `missing` shrinks as blobs arrive;
+   * what is left at the end is in no reachable tier.
+   */
+  async fetchMissing(tree: Digest, missing: Map<Digest, number>, onFetched: OnFetched): Promise<void> {
+    const got = (tier: Tier, digest: Digest, size: number): void => {
+      if (missing.delete(digest)) onFetched(tier.name, digest, size);
+    };
+    for (const tier of this.remotes) {
+      if (missing.size === 0) break;
+      const fits = (size: number) => tier.maxBlobBytes === undefined || size <= tier.maxBlobBytes;
+      const oneByOne = (list: [Digest, number][]) =>
+        mapLimit(list, tier.parallelism, async ([digest, size]) => {
+          if (!missing.has(digest)) return;
+          if ((await this.fetchFrom(tier, digest, size)) !== undefined) got(tier, digest, size);
+        });
+      if (tier.fetchTree) {
+        // Blobs the archives never hold download on their own connections while the archives stream.
+        const loose = tier.looseBlobBytes;
+        const alone = loose === undefined ? [] : [...missing].filter(([, size]) => size >= loose && fits(size));
+        await Promise.all([this.readArchives(tier, tree, missing, got), oneByOne(alone)]);
+      }
+      // Whatever is still missing (an archive cut short, a blob no archive held): blob by blob.
+      await oneByOne([...missing].filter(([, size]) => fits(size)));
+    }
+  }
+
+  /**
+   * Reads a tier's archives of the tree until nothing it could hold is
+   * missing: in order (S3 packs, newest first), or several at once where
+   * the tier says so (a peer backfill spread over peers). A part that can
+   * resume is opened again after a failure, and then streams only what is
+   * still missing.
+   */
+  private async readArchives(tier: GuardedTier, tree: Digest, missing: Map<Digest, number>, got: (t: Tier, d: Digest, s: number) => void): Promise<void> {
+    let parts;
+    try {
+      parts = await tier.fetchTree!(tree, new Set(missing.keys()));
+    } catch (e) {
+      if (isLocalError(e)) throw e;
+      return; // counted by the guard; blob by blob and the next tiers remain
+    }
+    const labels = { tier: tier.name };
+    await mapLimit(parts ?? [], tier.archiveParallelism ?? 1, async (part) => {
+      for (let opened = 0; missing.size > 0; opened++) {
+        try {
+          const stream = await part.open();
+          await readArchive(this.ctx.store.admission, stream, {
+            from: tier.name,
+            want: (d) => missing.has(d),
+            expectedSize: (d) => missing.get(d),
+            onAdmit: (d, size) => {
+              part.onAdmit?.(d, size);
+              got(tier, d, size);
+            },
+            onReject: (d, reason) => {
+              this.ctx.metrics.inc(M.mismatches, labels);
+              this.ctx.log('warn', `${tier.name}: blob ${d} in ${part.name} rejected: ${reason}`);
+              part.onReject?.(d, reason);
+            },
+          });
+          return;
+        } catch (e) {
+          if (isLocalError(e)) throw e;
+          // What arrived whole is kept; the part is opened again for the rest (a peer's on another peer),
+          // a few times, and the failure counted once, when giving up.
+          if (opened >= (part.reopen ?? 0) + this.cfg.retries) {
+            tier.fail(e, 'archive');
+            return;
+          }
+        }
+      }
+    });
   }
 
   /** Copies a blob into faster remote tiers, if the queue has room (never slows the read). */
-  private writeBack(digest: Digest, size: number, faster: Tier[]): void {
+  private writeBack(digest: Digest, size: number, faster: GuardedTier[]): void {
     for (const t of faster) {
       if (!t.writable || (t.maxBlobBytes !== undefined && size > t.maxBlobBytes)) continue;
-      this.queue.offer(() => this.call(t, 'put', () => t.put(digest, this.local.source(digest, size))).then(() => undefined));
+      this.queue.offer(() => t.put(digest, this.local.source(digest, size)).catch(() => undefined));
     }
   }
 
-  // --- Tier -------------------------------------------------------------
+  // --- pushing ---------------------------------------------------------------
+
+  /** Pushes a local tree to every writable remote tier at once (each gets only what it lacks); one result per tier. */
+  pushEverywhere(input: PushInput): Promise<TierPushResult[]> {
+    const writable = this.remotes.filter((t) => t.writable);
+    return Promise.all(writable.map((tier) => pushToTier(tier, input, this.queue)));
+  }
+
+  /**
+   * Starts looking up, in every writable tier with a bulk form, the trees
+   * it may already hold (for `pushTree`'s bases). They depend only on the
+   * ref, so `save` looks while it ingests (and the tier's SDK loads then).
+   */
+  findBases(ref: string | undefined, known: Digest[], localRefs: (prefix: string) => Promise<RefInfo[]>): Map<string, Promise<Digest[]>> {
+    const found = new Map<string, Promise<Digest[]>>();
+    for (const tier of this.remotes) {
+      if (!tier.writable || !tier.pushTree) continue;
+      // Never rejects: a base is an optimisation.
+      found.set(tier.name, baseCandidates(tier, ref, known, localRefs).catch(() => [...known]));
+    }
+    return found;
+  }
+
+  // --- Tier -------------------------------------------------------------------
 
   async has(digests: readonly Digest[]): Promise<Set<Digest>> {
     const found = await this.local.has(digests);
@@ -166,9 +262,9 @@ export class Chain implements Tier {
       const rest = digests.filter((d) => !found.has(d));
       if (rest.length === 0) break;
       try {
-        for (const d of await this.call(tier, 'has', () => tier.has(rest))) found.add(d);
+        for (const d of await tier.has(rest)) found.add(d);
       } catch {
-        /* recorded; the other tiers still answer */
+        /* counted by the guard; the other tiers still answer */
       }
     }
     return found;
@@ -185,7 +281,7 @@ export class Chain implements Tier {
     await this.local.put(digest, source);
     for (const t of this.remotes) {
       if (!t.writable || (t.maxBlobBytes !== undefined && source.size > t.maxBlobBytes)) continue;
-      await this.queue.push(() => this.call(t, 'put', () => t.put(digest, this.local.source(digest, source.size))));
+      await this.queue.push(() => t.put(digest, this.local.source(digest, source.size)));
     }
   }
 
@@ -200,7 +296,7 @@ export class Chain implements Tier {
     for (const tier of this.remotes) {
       let tree: Digest | undefined;
       try {
-        tree = await this.call(tier, 'getRef', () => tier.getRef(name));
+        tree = await tier.getRef(name);
       } catch {
         continue;
       }
@@ -212,17 +308,15 @@ export class Chain implements Tier {
   /** Sets the ref locally and in every writable remote tier; remote failures are logged, not thrown. */
   async setRef(name: string, tree: Digest): Promise<void> {
     await this.local.setRef(name, tree);
-    for (const t of this.remotes.filter((r) => r.writable)) {
-      await this.call(t, 'setRef', () => t.setRef(name, tree)).catch(() => undefined);
-    }
+    for (const t of this.remotes.filter((r) => r.writable)) await t.setRef(name, tree).catch(() => undefined);
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
     const byName = new Map<string, RefInfo>();
-    for (const tier of this.tiers) {
+    for (const tier of [this.local, ...this.remotes]) {
       let refs: RefInfo[] = [];
       try {
-        refs = tier === this.local ? await tier.listRefs(prefix, limit) : await this.call(tier, 'listRefs', () => tier.listRefs(prefix, limit));
+        refs = await tier.listRefs(prefix, limit);
       } catch {
         continue;
       }
@@ -239,13 +333,39 @@ export class Chain implements Tier {
   }
 }
 
-/** Any error from a tier as a TierError: stream resets and other surprises count as "unavailable". */
-function toTierError(tier: string, e: unknown, op: string): TierError {
-  if (isTierError(e)) return e;
-  if (isVriftError(e)) {
-    const failure = /ARCHIVE|DIGEST|TREE_MALFORMED|CORRUPT/.test(e.code) ? 'corrupt' : 'io';
-    return new TierError(tier, failure, e.message, { hint: e.hint, cause: e });
+/** How many base candidates are tried (each costs a request or two per tier). */
+const MAX_BASES = 5;
+
+/** Trees the tier may hold already: the ref's value there, the local one, and the newest refs beside it. */
+async function baseCandidates(tier: GuardedTier, ref: string | undefined, known: Digest[], localRefs: (prefix: string) => Promise<RefInfo[]>): Promise<Digest[]> {
+  const out: Digest[] = [...known];
+  if (ref !== undefined) {
+    // Refs keyed by a lockfile digest change name when the lockfile changes; their siblings share most content.
+    const slash = ref.lastIndexOf('/');
+    const prefix = slash > 0 ? ref.slice(0, slash + 1) : undefined;
+    const [remote, siblings] = await Promise.all([
+      tier.getRef(ref).catch(() => undefined),
+      // Best effort, outside the breaker: a policy without s3:ListBucket must not stop the push.
+      prefix === undefined ? [] : tier.inner.listRefs(prefix, MAX_BASES).catch(() => []),
+    ]);
+    if (remote) out.push(remote);
+    out.push(...siblings.slice(0, MAX_BASES).map((r) => r.tree));
+    if (prefix !== undefined) out.push(...(await localRefs(prefix)).slice(0, MAX_BASES).map((r) => r.tree));
   }
-  const msg = (e as Error | undefined)?.message ?? String(e);
-  return new TierError(tier, 'unavailable', `${op} failed: ${msg.split('\n')[0]}`, { cause: e });
+  return [...new Set(out)].slice(0, MAX_BASES);
+}
+
+/** A body read whole, refusing one larger than a tree may be. */
+async function readBounded(tier: string, tree: Digest, body: BlobBody): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of body.stream as AsyncIterable<Buffer>) {
+    n += c.byteLength;
+    if (n > MAX_TREE_BYTES) {
+      body.stream.destroy();
+      throw new TierError(tier, 'corrupt', `tree ${tree} is larger than ${MAX_TREE_BYTES} bytes`);
+    }
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks, n);
 }

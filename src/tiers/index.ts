@@ -6,12 +6,15 @@ import type { Config } from '../node/config/config.js';
 import type { Store } from '../node/store/store.js';
 import { Chain } from './chain.js';
 import { chainSection } from './chain-config.js';
+import { GuardedTier } from './guarded.js';
 import { LocalTier, localTier } from './local.js';
+import { MeteredTier } from './metered.js';
 import { Metrics } from '../lib/metrics.js';
 import { peerTier } from './peer/peer.js';
 import { redisTier } from './redis.js';
 import { s3Tier } from './s3/s3.js';
-import type { TierFactory, TierLog } from './tier.js';
+import type { PeerDirectory } from './peer/directory.js';
+import type { TierContext, TierFactory, TierLog } from './tier.js';
 
 export const TIER_FACTORIES: readonly TierFactory<any>[] = [
   localTier,
@@ -25,9 +28,15 @@ export interface OpenChainOptions {
   config: Config;
   log: TierLog;
   metrics?: Metrics;
+  /** Where the peer tier learns of peers (the daemon's mesh); by default, the daemon asked over its socket. */
+  peers?: PeerDirectory;
 }
 
-/** Builds the chain from the config: the local tier, then every configured tier the config allows. */
+/**
+ * Builds the chain from the config: the local tier, then every configured
+ * tier the config allows, each counted (metered.ts) and behind its breaker
+ * with retries (guarded.ts).
+ */
 export function openChain(opts: OpenChainOptions): Chain {
   const chainCfg = opts.config.get(chainSection);
   const unknown = (chainCfg.tiers ?? []).filter((n) => !TIER_FACTORIES.some((f) => f.name === n));
@@ -36,13 +45,13 @@ export function openChain(opts: OpenChainOptions): Chain {
       hint: 'list tiers by name, e.g. VRIFT_TIERS=local,s3',
     });
   }
-  const ctx = { store: opts.store, metrics: opts.metrics ?? new Metrics(), log: opts.log };
-  const remotes = [];
+  const ctx: TierContext = { store: opts.store, metrics: opts.metrics ?? new Metrics(), log: opts.log, peers: opts.peers };
+  const remotes: GuardedTier[] = [];
   for (const f of TIER_FACTORIES) {
     if (f === localTier) continue; // always first: it is where verified bytes land
     if (chainCfg.tiers && !chainCfg.tiers.includes(f.name)) continue;
     const tier = f.create(ctx, f.config ? opts.config.get(f.config) : undefined);
-    if (tier) remotes.push(tier);
+    if (tier) remotes.push(new GuardedTier(new MeteredTier(tier, ctx.metrics), chainCfg, ctx));
   }
   return new Chain(new LocalTier(opts.store), remotes, chainCfg, ctx);
 }

@@ -1,12 +1,11 @@
 // The local tier: this host's CAS and refs, behind the Tier interface.
-// It is also the edge where bytes from elsewhere become blobs: `admit`
-// hashes them on the way into a temp file and names them only if they
-// match (and stops reading once a source sends more than it announced).
+// What is put into it enters through the store's one door (admission:
+// hashed on the way in, named only if it matches).
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { StreamHasher, type Digest } from '../lib/digest.js';
-import { errnoOf, fsError, VriftError } from '../lib/errors.js';
+import { errnoOf, fsError } from '../lib/errors.js';
 import { corruptBlob, missingBlob } from '../node/store/cas.js';
 import type { Store } from '../node/store/store.js';
 import type { BlobBody, BlobSource, RefInfo, Tier, TierContext, TierFactory } from './tier.js';
@@ -29,7 +28,7 @@ export class LocalTier implements Tier {
   }
 
   async put(digest: Digest, source: BlobSource): Promise<void> {
-    await admit(this.store, digest, { stream: source.open(), size: source.size }, source.size);
+    await this.store.admission.stream(digest, { stream: source.open(), size: source.size }, this.name, source.size);
   }
 
   async getRef(name: string): Promise<Digest | undefined> {
@@ -57,34 +56,6 @@ export class LocalTier implements Tier {
   source(digest: Digest, size: number): BlobSource {
     return casSource(this.store, digest, size);
   }
-}
-
-/**
- * Streams `body` into the CAS under `digest`, verified. With `expectedSize`,
- * a body that runs longer is cut off at once (a tier cannot fill the disk)
- * and one that ends short fails the digest check. Throws
- * ERR_VRIFT_CAS_DIGEST_MISMATCH when the bytes are wrong; nothing is stored then.
- */
-export async function admit(store: Store, digest: Digest, body: BlobBody, expectedSize?: number): Promise<{ size: number; created: boolean }> {
-  const limit = expectedSize ?? body.size;
-  const w = store.cas.writer();
-  try {
-    for await (const chunk of body.stream as AsyncIterable<Uint8Array>) {
-      if (limit !== undefined && w.bytes + chunk.byteLength > limit) {
-        body.stream.destroy();
-        throw new VriftError('ERR_VRIFT_CAS_DIGEST_MISMATCH', `content of ${digest} is longer than its ${limit} bytes`, {
-          hint: 'the source sent corrupt or wrong bytes; they were discarded',
-        });
-      }
-      w.write(chunk);
-    }
-  } catch (e) {
-    w.abort();
-    throw e;
-  }
-  const b = w.commit(digest);
-  store.recordBlob(b);
-  return { size: b.size, created: b.created };
 }
 
 /** A local blob as a BlobSource: read whole or streamed, hashed either way. */

@@ -6,8 +6,8 @@
 //   (or simply not in the set `has` returns). Absence never throws.
 // - Failure throws a TierError (below): a stable `code`, the tier's name,
 //   and whether it is `transient` (worth a retry / trying again later).
-// - Bytes a tier hands out are NOT trusted. Only the local tier's `admit`
-//   (src/tiers/local.ts) turns bytes into a blob, after hashing them.
+// - Bytes a tier hands out are NOT trusted. Only the store's admission
+//   (src/node/store/admission.ts) turns bytes into a blob, after hashing them.
 import { Readable } from 'node:stream';
 import { isDigest, type Digest } from '../lib/digest.js';
 import { VriftError } from '../lib/errors.js';
@@ -15,6 +15,7 @@ import type { TreeEntry } from '../node/store/tree.js';
 import type { ConfigSection } from '../node/config/schema.js';
 import type { Store } from '../node/store/store.js';
 import type { Metrics } from '../lib/metrics.js';
+import type { PeerDirectory } from './peer/directory.js';
 
 /** A blob's bytes as a tier serves them: a stream, unverified. */
 export interface BlobBody {
@@ -59,6 +60,8 @@ export interface ArchivePart {
   reopen?: number;
   /** Told of each blob of this part the reader rejected; it may throw to abandon the stream (the part is then reopened). */
   onReject?(digest: Digest, reason: string): void;
+  /** Told of each blob of this part admitted (counters: metered.ts). */
+  onAdmit?(digest: Digest, size: number): void;
 }
 
 /** What `pushTree` needs to store a whole tree in a tier's bulk form. */
@@ -134,6 +137,8 @@ export interface TierContext {
   store: Store;
   metrics: Metrics;
   log: TierLog;
+  /** Where the peer tier learns which peers exist (the daemon's mesh, when the chain runs in the daemon). */
+  peers?: PeerDirectory;
 }
 
 export type TierLog = (level: 'warn' | 'info', message: string) => void;

@@ -165,7 +165,7 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
         const dest = Store.open(tempDir('vrift-suite-dst-'));
         try {
           for (const p of parts!) {
-            await readArchive(dest, await p.open(), { want: (d) => want.has(d), onAdmit: (d) => want.delete(d) });
+            await readArchive(dest.admission, await p.open(), { from: 'test', want: (d) => want.has(d), onAdmit: (d) => want.delete(d) });
           }
           // What packs do not hold (large blobs) the tier serves one by one.
           for (const d of [...want]) {

@@ -97,6 +97,22 @@ describe('source layout', () => {
     expect(cycles(folderGraph())).toEqual([]);
   });
 
+  it('has one door for bytes becoming blobs: only store/admission.ts calls the CAS writers', () => {
+    // The writers themselves (cas.ts, blob-writer.ts, blob-batch.ts, the addon's declaration) and the door may use them; nothing else.
+    const allowed = new Set([...['admission.ts', 'cas.ts', 'blob-writer.ts', 'blob-batch.ts'].map((f) => join(SRC, 'node', 'store', f)), join(SRC, 'lib', 'native.ts')]);
+    const writers = /\bcas\.writer\(|\.putBuffer\(|\bwriteBlobs\(|\bwriteVerifiedBlobs\(|\.putFile\(/;
+    const offenders = sources(SRC)
+      .filter((f) => !allowed.has(f))
+      .flatMap((f) =>
+        readFileSync(f, 'utf8')
+          .split('\n')
+          .map((line, i) => ({ line, where: `${relative(ROOT, f)}:${i + 1}` }))
+          .filter(({ line }) => writers.test(line) && !line.trim().startsWith('//') && !/objects\.putBuffer/.test(line))
+          .map(({ where, line }) => `${where}: ${line.trim()}`),
+      );
+    expect(offenders).toEqual([]);
+  });
+
   it('keeps the node flat of files: everything is in a concept folder', () => {
     const loose = readdirSync(join(SRC, 'node')).filter((n) => n.endsWith('.ts'));
     expect(loose).toEqual([]);

@@ -33,7 +33,7 @@ async function* chunked(buf: Buffer, size: number): AsyncGenerator<Buffer> {
 function collect(): { admitted: Digest[]; rejected: Digest[]; opts: ArchiveReadOptions } {
   const admitted: Digest[] = [];
   const rejected: Digest[] = [];
-  return { admitted, rejected, opts: { want: () => true, onAdmit: (d) => admitted.push(d), onReject: (d) => rejected.push(d) } };
+  return { admitted, rejected, opts: { from: 'test', want: () => true, onAdmit: (d) => admitted.push(d), onReject: (d) => rejected.push(d) } };
 }
 
 describe('archive format', () => {
@@ -48,7 +48,7 @@ describe('archive format', () => {
     for (const size of [4099, 65_536, arc.length]) {
       const dest = Store.open(tempDir('vrift-archive-rt-'));
       const c = collect();
-      const res = await readArchive(dest, chunked(arc, size), c.opts);
+      const res = await readArchive(dest.admission, chunked(arc, size), c.opts);
       expect(res.admitted).toBe(4);
       for (const b of blobs) expect(dest.cas.readVerified(hashBuffer(b)).equals(b)).toBe(true);
       await dest.close();
@@ -63,7 +63,7 @@ describe('archive format', () => {
     for (const b of blobs) ends.push((off += 41 + b.length));
     for (let cut = 0; cut < arc.length; cut++) {
       const c = collect();
-      const err = await readArchive(store, chunked(arc.subarray(0, cut), 3), c.opts).then(
+      const err = await readArchive(store.admission, chunked(arc.subarray(0, cut), 3), c.opts).then(
         () => undefined,
         (e: unknown) => e as { code: string; result: { admitted: number } },
       );
@@ -81,7 +81,7 @@ describe('archive format', () => {
         const arc = archiveOf(blobs);
         const cut = cutSeed % (arc.length + 1);
         const c = collect();
-        const ok = await readArchive(store, chunked(arc.subarray(0, cut), chunk), c.opts).then(
+        const ok = await readArchive(store.admission, chunked(arc.subarray(0, cut), chunk), c.opts).then(
           () => true,
           () => false,
         );
@@ -110,7 +110,7 @@ describe('archive format', () => {
       endFrame(3, 300),
     ]);
     const c = collect();
-    const res = await readArchive(store, chunked(arc, 33), c.opts);
+    const res = await readArchive(store.admission, chunked(arc, 33), c.opts);
     expect(c.admitted).toEqual([hashBuffer(good1), hashBuffer(good2)]);
     expect(c.rejected).toEqual([claimed]);
     expect(res.rejected[0]?.reason).toMatch(/do not hash to its name/);
@@ -121,7 +121,7 @@ describe('archive format', () => {
   it('rejects a frame whose size differs from the size the tree expects, unread', async () => {
     const b = randomBytes(50);
     const c = collect();
-    const res = await readArchive(store, chunked(archiveOf([b]), 1000), { ...c.opts, expectedSize: () => 49 });
+    const res = await readArchive(store.admission, chunked(archiveOf([b]), 1000), { ...c.opts, expectedSize: () => 49 });
     expect(res.admitted).toBe(0);
     expect(res.rejected[0]?.reason).toMatch(/declared size 50 but the tree says 49/);
   });
@@ -130,7 +130,7 @@ describe('archive format', () => {
     const a = randomBytes(30);
     const b = randomBytes(30);
     const dest = Store.open(tempDir('vrift-archive-skip-'));
-    const res = await readArchive(dest, chunked(archiveOf([a, b]), 5), { want: (d) => d === hashBuffer(b) });
+    const res = await readArchive(dest.admission, chunked(archiveOf([a, b]), 5), { from: 'test', want: (d) => d === hashBuffer(b) });
     expect([res.admitted, res.skipped]).toEqual([1, 1]);
     expect(dest.cas.has(hashBuffer(a))).toBe(false);
     await dest.close();
@@ -149,7 +149,7 @@ describe('archive format', () => {
       ['bytes mismatch', Buffer.concat([arc.subarray(0, arc.length - 17), endFrame(1, 9)]), /9 bytes/],
     ];
     for (const [what, data, re] of cases) {
-      const err = await readArchive(store, chunked(data, 4), { want: () => true }).then(
+      const err = await readArchive(store.admission, chunked(data, 4), { from: 'test', want: () => true }).then(
         () => undefined,
         (e: unknown) => e as { code: string; message: string },
       );
@@ -183,7 +183,7 @@ describe('archive format', () => {
     global.gc?.();
     const before = process.memoryUsage().rss;
     let peak = before;
-    const res = await readArchive(dest, stream(), { want: () => true, onBytes: () => (peak = Math.max(peak, process.memoryUsage().rss)) });
+    const res = await readArchive(dest.admission, stream(), { from: 'test', want: () => true, onBytes: () => (peak = Math.max(peak, process.memoryUsage().rss)) });
     expect(res.admitted).toBe(1);
     expect(dest.cas.statOf(digest)?.size).toBe(size);
     expect(peak - before).toBeLessThan(48 << 20);

@@ -113,7 +113,7 @@ describe('native admission', () => {
     }
     const admitted: string[] = [];
     const rejected: [string, string][] = [];
-    const res = await readArchive(dest, chunks(), { want: () => true, onAdmit: (d) => admitted.push(d), onReject: (d, r) => rejected.push([d, r]) });
+    const res = await readArchive(dest.admission, chunks(), { from: 'test', want: () => true, onAdmit: (d) => admitted.push(d), onReject: (d, r) => rejected.push([d, r]) });
     expect(rejected).toEqual([[claimed, 'its bytes do not hash to its name']]);
     expect(res.rejected).toEqual([{ digest: claimed, reason: 'its bytes do not hash to its name' }]);
     expect(admitted.sort()).toEqual([0, 2, 3, 4].map((i) => hashBuffer(blobs[i]!)).sort());
@@ -131,7 +131,8 @@ describe('native admission', () => {
     const again = Store.open(join(dir, 'again'));
     let told = 0;
     await expect(
-      readArchive(again, [twoLies], {
+      readArchive(again.admission, [twoLies], {
+        from: 'test',
         want: () => true,
         onReject: () => {
           told++;

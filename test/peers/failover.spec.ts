@@ -80,7 +80,7 @@ describe('peer failures', () => {
     const { src, tree } = shared('ci/lies', 8, 300_000, 2);
     await waitForPeers(c, [ids.a!, ids.b!], tree);
     // C holds the tree blob already (as after an earlier pull), so the liar is met in the backfill, not on the tree.
-    await withStores(([from, to]) => to!.admitTree(tree, from!.cas.readVerified(tree)), a.home, c.home);
+    await withStores(([from, to]) => to!.admitTree(tree, from!.cas.readVerified(tree), 'test'), a.home, c.home);
     const out = join(tempDir(), 'out');
     const r = c.run(['restore', 'ci/lies', out, '--json'], SPLIT);
     expect(r.code, r.stderr).toBe(0);

@@ -170,7 +170,7 @@ describe('the archive writer of peers', () => {
       const blobs = [Buffer.from('first'), Buffer.alloc(3 << 20, 7), Buffer.alloc(0), Buffer.from('last')].map((b) => src.putBlob(b));
       const want = new Set(blobs.map((b) => b.digest));
       const arc = await written(src, blobs.map((b) => ({ digest: b.digest, size: b.size })), true);
-      const res = await readArchive(dst, [arc], { want: (d) => want.has(d) });
+      const res = await readArchive(dst.admission, [arc], { from: 'test', want: (d) => want.has(d) });
       expect(res.blobs).toBe(4);
       // Sorted: a batched blob (≤ 1 MiB) is rejected when its batch is written, after a streamed one that came later.
       expect(res.rejected.map((r) => r.digest).sort()).toEqual(blobs.filter((b) => b.size > 0).map((b) => b.digest).sort());

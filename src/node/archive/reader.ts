@@ -7,12 +7,13 @@
 // again for just what is still missing.
 import type { Digest } from '../../lib/digest.js';
 import { hasCode, VriftError } from '../../lib/errors.js';
+import type { Admission, AdmissionSource, AdmittingWriter } from '../store/admission.js';
 import { AdmitBatcher, BATCHED_MAX, MISMATCH_REASON } from '../store/admit-batcher.js';
-import type { BlobWriter } from '../store/blob-writer.js';
-import type { Store } from '../store/store.js';
 import { ARCHIVE_MAGIC, ARCHIVE_VERSION, END_LEN, FRAME_LEN, HEADER_LEN, TAG_BLOB, TAG_END } from './format.js';
 
 export interface ArchiveReadOptions {
+  /** Where the archive comes from (a tier's name), for the admission counters. */
+  from: AdmissionSource;
   /** Admit this blob? false reads past it (already here, or not asked for). */
   want(digest: Digest, size: number): boolean;
   /** The size the caller expects (from its tree): a frame declaring another size is rejected unread. */
@@ -76,8 +77,8 @@ function isPump(source: unknown): source is ChunkPump {
  * source that fails midway is a cut stream: what arrived whole is kept).
  * A source that is also a ChunkPump is read through it (faster).
  */
-export async function readArchive(store: Store, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | ChunkPump, opts: ArchiveReadOptions): Promise<ArchiveReadResult> {
-  const parser = new ArchiveParser(store, opts);
+export async function readArchive(admission: Admission, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | ChunkPump, opts: ArchiveReadOptions): Promise<ArchiveReadResult> {
+  const parser = new ArchiveParser(admission, opts);
   let own: unknown; // an error of the reader itself (malformed input, a full disk), not of the source
   const take = (chunk: Uint8Array): void => {
     try {
@@ -136,7 +137,7 @@ export class ArchiveParser {
   private digest = '';
   private size = 0;
   private remaining = 0;
-  private writer: BlobWriter | undefined;
+  private writer: AdmittingWriter | undefined;
   /** The current blob goes through the batcher (small) rather than a writer. */
   private batched = false;
   private readonly batcher: AdmitBatcher;
@@ -144,12 +145,13 @@ export class ArchiveParser {
   private total = 0;
 
   constructor(
-    private readonly store: Store,
+    private readonly admission: Admission,
     private readonly opts: ArchiveReadOptions,
   ) {
     this.maxBlob = opts.maxBlobBytes ?? DEFAULT_MAX_BLOB;
     this.batcher = new AdmitBatcher(
-      store,
+      admission,
+      opts.from,
       (digest, size) => {
         this.res.admitted++;
         this.res.admittedBytes += size;
@@ -179,7 +181,7 @@ export class ArchiveParser {
       this.batcher.begin(digest, size);
       this.batched = true;
     } else {
-      this.writer = this.store.cas.writer();
+      this.writer = this.admission.writer(this.opts.from);
     }
     this.remaining = size;
     this.state = 'body';
@@ -207,7 +209,6 @@ export class ArchiveParser {
     this.writer = undefined;
     try {
       const b = w.commit(this.digest);
-      this.store.recordBlob(b);
       this.res.admitted++;
       this.res.admittedBytes += b.size;
       this.opts.onAdmit?.(this.digest, b.size);

@@ -5,7 +5,7 @@ import { encodeFrame, F, type FieldList, type Fields, FrameDecoder, Msg } from '
 
 export class ControlClient {
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (f: Fields) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (f: Fields) => void; reject: (e: Error) => void; onEvent?: (f: Fields) => void }>();
   private readonly decoder = new FrameDecoder();
 
   private constructor(private readonly sock: Socket) {
@@ -18,11 +18,16 @@ export class ControlClient {
         const { id, type, fields } = ev.frame;
         const p = this.pending.get(id);
         if (!p) continue;
+        if (type === Msg.EVENT) {
+          p.onEvent?.(fields);
+          continue;
+        }
         this.pending.delete(id);
         if (type === Msg.OK) p.resolve(fields);
         else {
           const code = fields.str(F.ERR_CODE) ?? 'ERR_VRIFT_DAEMON';
-          p.reject(new VriftError(code, fields.str(F.ERR_MSG) ?? 'the daemon refused the request', { exitCode: code.endsWith('NOT_FOUND') ? 1 : 2 }));
+          const exitCode = fields.u32(F.EXIT) ?? (code.endsWith('NOT_FOUND') ? 1 : 2);
+          p.reject(new VriftError(code, fields.str(F.ERR_MSG) ?? 'the daemon refused the request', { hint: fields.str(F.HINT), exitCode }));
         }
       }
     });
@@ -46,10 +51,11 @@ export class ControlClient {
     });
   }
 
-  request(type: number, fields: FieldList = []): Promise<Fields> {
+  /** Sends a request; `onEvent` hears the EVENT frames the daemon sends while it runs (an operation's progress). */
+  request(type: number, fields: FieldList = [], onEvent?: (f: Fields) => void): Promise<Fields> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, onEvent });
       this.sock.write(encodeFrame(type, id, fields));
     });
   }

@@ -27,8 +27,10 @@ export const Msg = {
   NODE_LEAVE: 17,
   NODE_PEERS: 18,
   NODE_PENALIZE: 19,
+  OP: 20,
   OK: 0x100,
   ERROR: 0x101,
+  EVENT: 0x102,
 } as const;
 
 export const F = {
@@ -52,10 +54,29 @@ export const F = {
   MOUNT_ENTRY: 18,
   ADDR: 19,
   PEER: 20,
+  HINT: 21,
+  EXIT: 22,
 } as const;
 
 /** Digests one NODE_PEERS request may ask about. */
 export const MAX_PEERS_DIGESTS = 16_384;
+
+/** What the CLI sends in an OP request's JSON field (src/cli/operation-client.ts → src/node/daemon/operations.ts). */
+export interface OpRequest {
+  op: string;
+  args: Record<string, unknown>;
+  /** The client's VRIFT_* variables. */
+  env: Record<string, string>;
+  /** The client's mount namespace (readlink /proc/self/ns/mnt), if it could read it. */
+  mntns?: string;
+}
+
+/** What an EVENT frame of an operation carries (JSON). */
+export type OpEvent =
+  | { kind: 'progress'; label: string; bytes: boolean; done: number; total: number }
+  | { kind: 'progress-end'; label: string }
+  | { kind: 'warn'; message: string }
+  | { kind: 'notice'; message: string };
 
 export type FieldValue = string | { u32: number } | { u64: number } | Uint8Array;
 export type FieldList = [tag: number, value: FieldValue][];

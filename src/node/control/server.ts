@@ -7,7 +7,15 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { errnoOf, isVriftError, VriftError } from '../../lib/errors.js';
 import { encodeFrame, F, type FieldList, type Fields, FrameDecoder, Msg } from './protocol.js';
 
-export type Handler = (fields: Fields) => Promise<FieldList> | FieldList;
+/** One request being handled: a long one (an operation) reports as it goes, and stops if its client leaves. */
+export interface Call {
+  /** Sends an EVENT frame for this request (progress, a warning): not its reply. */
+  emit(fields: FieldList): void;
+  /** Aborted when the client disconnects. */
+  signal: AbortSignal;
+}
+
+export type Handler = (fields: Fields, call: Call) => Promise<FieldList> | FieldList;
 
 export interface ControlServerOptions {
   socketPath: string;
@@ -54,7 +62,11 @@ export class ControlServer {
     this.sockets.add(sock);
     const decoder = new FrameDecoder();
     let chain = Promise.resolve();
-    sock.on('close', () => this.sockets.delete(sock));
+    const gone = new AbortController();
+    sock.on('close', () => {
+      this.sockets.delete(sock);
+      gone.abort();
+    });
     sock.on('error', () => sock.destroy());
     sock.on('data', (chunk) => {
       for (const ev of decoder.push(chunk)) {
@@ -66,12 +78,12 @@ export class ControlServer {
           continue;
         }
         const { type, id, fields } = ev.frame;
-        chain = chain.then(() => this.dispatch(sock, type, id, fields));
+        chain = chain.then(() => this.dispatch(sock, type, id, fields, gone.signal));
       }
     });
   }
 
-  private async dispatch(sock: Socket, type: number, id: number, fields: Fields): Promise<void> {
+  private async dispatch(sock: Socket, type: number, id: number, fields: Fields, signal: AbortSignal): Promise<void> {
     const handler = this.opts.handlers.get(type);
     if (!handler) {
       this.opts.log(`control: unknown request type ${type}`);
@@ -80,17 +92,14 @@ export class ControlServer {
         [F.ERR_MSG, `unknown request type ${type}`],
       ]);
     }
+    const call: Call = { emit: (f) => this.reply(sock, Msg.EVENT, id, f), signal };
     try {
-      const out = await handler(fields);
+      const out = await handler(fields, call);
       this.reply(sock, Msg.OK, id, out);
     } catch (e) {
       if (!isVriftError(e)) this.opts.log(`control: request ${type} failed: ${(e as Error)?.stack ?? String(e)}`);
       const err = isVriftError(e) ? e : new VriftError('ERR_VRIFT_INTERNAL', `internal error: ${(e as Error)?.message ?? String(e)}`);
-      const msg = err.hint ? `${err.message} (${err.hint})` : err.message;
-      this.reply(sock, Msg.ERROR, id, [
-        [F.ERR_CODE, err.code],
-        [F.ERR_MSG, msg],
-      ]);
+      this.reply(sock, Msg.ERROR, id, errorFields(err));
     }
   }
 
@@ -107,6 +116,17 @@ export class ControlServer {
     }
     sock.write(frame);
   }
+}
+
+/** An error as an ERROR reply carries it: code, message, hint, and the exit status a CLI should end with. */
+export function errorFields(err: VriftError): FieldList {
+  const out: FieldList = [
+    [F.ERR_CODE, err.code],
+    [F.ERR_MSG, err.message],
+    [F.EXIT, { u32: err.exitCode }],
+  ];
+  if (err.hint) out.push([F.HINT, err.hint]);
+  return out;
 }
 
 /** Reads a required string field, or fails with a clear protocol error. */

@@ -1,10 +1,18 @@
 // vriftd: the per-host daemon. It builds its components (store, mounts,
-// cluster: bulk server, peer service, mesh; control socket last, so a
-// client that can connect finds everything up), starts them in order and
-// stops them in reverse.
+// cluster: bulk server, peer service, mesh; the resolver: the host's one
+// chain of tiers; control socket last, so a client that can connect finds
+// everything up), starts them in order and stops them in reverse. It runs
+// the CLI's operations (operations.ts) and resolves the shim's misses
+// (fetch.ts) through that one resolver.
+import { VriftError } from '../../lib/errors.js';
 import { Metrics } from '../../lib/metrics.js';
 import { Cluster } from '../cluster/cluster.js';
-import { loadNodeConfig } from '../ops/node-config.js';
+import { loadNodeConfig, NODE_CONFIG_ENV } from '../ops/node-config.js';
+import { openResolver } from '../ops/open-resolver.js';
+import type { Resolver } from '../ops/resolver.js';
+import { fetchHandler } from './fetch.js';
+import { MeshDirectory } from './mesh-directory.js';
+import { operationsHandler } from './operations.js';
 import { socketPathOf } from '../control/paths.js';
 import { acquireDaemonLock } from './lock.js';
 import { ControlServer, requireStr, type Handler } from '../control/server.js';
@@ -33,6 +41,7 @@ export class Daemon {
   readonly cluster: Cluster | undefined;
   readonly metrics = new Metrics();
   readonly socketPath: string;
+  private resolverInstance: Resolver | undefined;
   readonly startedAt = Date.now();
   private readonly components: Component[] = [];
   private readonly started: Component[] = [];
@@ -43,15 +52,24 @@ export class Daemon {
 
   constructor(opts: DaemonOptions = {}) {
     this.log = opts.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} vriftd: ${line}\n`));
-    this.store = Store.open(opts.home);
+    this.store = Store.open(opts.home, { metrics: this.metrics });
     this.socketPath = socketPathOf(this.store.layout.run);
     this.mounts = new MountManager(this.store, this.log);
     const config = loadNodeConfig({ home: this.store.layout.root }); // validated in full: a mistake stops the start
     this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log });
     const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
+    const cluster = this.cluster;
     this.components.push(
       { name: 'mounts', start: () => this.mounts.restore(), stop: () => this.mounts.stop() },
-      ...(this.cluster?.components() ?? []),
+      ...(cluster?.components() ?? []),
+      {
+        name: 'resolver',
+        start: () => {
+          const log = (level: 'warn' | 'info', m: string) => this.log(level === 'warn' ? `warning: ${m}` : m);
+          this.resolverInstance = openResolver({ store: this.store, config, metrics: this.metrics, log, peers: cluster ? new MeshDirectory(cluster.mesh) : undefined });
+        },
+        stop: () => this.resolverInstance?.close(),
+      },
       { name: 'control', start: () => control.start(), stop: () => control.stop() },
     );
   }
@@ -93,6 +111,12 @@ export class Daemon {
     return new Promise((r) => this.stoppedResolvers.push(r));
   }
 
+  /** The host's resolver (built when the daemon starts). */
+  resolver(): Resolver {
+    if (!this.resolverInstance) throw new VriftError('ERR_VRIFT_DAEMON_STARTING', 'the daemon is still starting', { hint: 'try again in a moment' });
+    return this.resolverInstance;
+  }
+
   status(): Record<string, unknown> {
     return {
       pid: process.pid,
@@ -102,6 +126,7 @@ export class Daemon {
       addresses: { control: this.socketPath, ...this.cluster?.addresses() },
       cluster: this.cluster?.status() ?? { enabled: false },
       mounts: this.mounts.list(),
+      inFlight: this.resolverInstance?.inFlight() ?? { blobs: 0, trees: 0 },
       metrics: this.metrics.snapshot(),
     };
   }
@@ -129,7 +154,9 @@ export class Daemon {
       return [];
     });
     h.set(Msg.MOUNTS, (): FieldList => this.mounts.records().map((r) => [F.MOUNT_ENTRY, `${r.name}\t${r.path}\t${r.tree}`]));
-    registerMountWrites(h, this); // COMMIT, FETCH, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
+    registerMountWrites(h, this); // COMMIT, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
+    h.set(Msg.FETCH, fetchHandler(() => this.resolver(), this.log));
+    h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));
     Cluster.registerHandlers(h, this.cluster); // NODE_JOIN, NODE_LEAVE, NODE_PEERS, NODE_PENALIZE
     h.set(Msg.SHUTDOWN, (): FieldList => {
       setImmediate(() => void this.stop());

@@ -1,15 +1,14 @@
 // The daemon's side of writes inside a mount: the shim's COMMIT, MKDIR,
-// UNLINK, RMDIR, RENAME, SYMLINK and CHMOD requests, plus FETCH and
-// SNAPSHOT. Each change is checked against the mount's live state (its
+// UNLINK, RMDIR, RENAME, SYMLINK and CHMOD requests, plus SNAPSHOT (the
+// shim's FETCH goes to the resolver: src/node/daemon/fetch.ts). Each change is checked against the mount's live state (its
 // VDir), applied to the VDir in one seqlock window (so every process of the
 // mount sees it at once), and recorded in the mount's overlay
 // (mount-overlay.ts) so it survives a daemon restart.
 //
 // Errors a program must see as an errno carry it at the end of their code
 // (ERR_VRIFT_MOUNTFS_ENOTEMPTY ...); shim/ipc.c maps them back.
-import { closeSync, openSync, readlinkSync, readSync, unlinkSync } from 'node:fs';
+import { readlinkSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { isDigest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { overlayOf, mergedEntries, setOverlay, type OverlayEntry } from './overlay.js';
@@ -24,8 +23,6 @@ export interface MountWritesContext {
   mounts: MountManager;
   log: (line: string) => void;
 }
-
-const CHUNK = 1 << 20;
 
 function fsErr(errno: string, message: string): VriftError {
   return new VriftError(`ERR_VRIFT_MOUNTFS_${errno}`, message, { exitCode: 1 });
@@ -89,32 +86,9 @@ function change(ctx: MountWritesContext, t: Target, upserts: VDirEntryInput[], r
   for (const u of upserts) setOverlay(ctx.store, t.rec.name, u.path, overlayEntryOf(u));
 }
 
-/** Reads a staged file (a path, or /proc/<pid>/fd/<n>) into the CAS: copied and hashed, never renamed. */
+/** Reads a staged file (a path, or /proc/<pid>/fd/<n>) into the CAS through the door: copied and hashed, never renamed. */
 function ingestStaged(store: Store, staged: string): { digest: string; size: number } {
-  let fd: number;
-  try {
-    fd = openSync(staged, 'r');
-  } catch (e) {
-    throw fsErr('ENOENT', `staged file ${staged} is gone: ${(e as Error).message}`);
-  }
-  const w = store.cas.writer();
-  try {
-    const buf = Buffer.allocUnsafe(CHUNK);
-    let pos = 0;
-    for (;;) {
-      const n = readSync(fd, buf, 0, CHUNK, pos);
-      if (n === 0) break;
-      w.write(n === CHUNK ? buf : buf.subarray(0, n));
-      pos += n;
-    }
-  } catch (e) {
-    w.abort();
-    throw e;
-  } finally {
-    closeSync(fd);
-  }
-  const blob = w.commit();
-  store.recordBlob(blob);
+  const blob = store.admission.copyOf(staged, (e) => fsErr('ENOENT', `staged file ${staged} is gone: ${(e as Error).message}`));
   return { digest: blob.digest, size: blob.size };
 }
 
@@ -182,16 +156,6 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
       [F.DIGEST, blob.digest],
       [F.SIZE, { u64: blob.size }],
     ];
-  });
-
-  h.set(Msg.FETCH, (f): FieldList => {
-    const digest = requireStr(f, F.DIGEST, 'digest');
-    if (!isDigest(digest)) throw fsErr('EINVAL', `${JSON.stringify(digest)} is not a digest`);
-    // The local CAS is the only source for now; the tier resolver plugs in here.
-    if (!store.cas.has(digest)) {
-      throw new VriftError('ERR_VRIFT_CAS_MISSING', `blob ${digest} is not in the local store`, { hint: 'pull the tree from a shared tier', exitCode: 1 });
-    }
-    return [];
   });
 
   h.set(Msg.MKDIR, (f): FieldList => {

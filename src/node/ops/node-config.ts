@@ -17,3 +17,6 @@ export const NODE_SECTIONS: readonly ConfigSection<unknown>[] = [
 export function loadNodeConfig(opts: { home: string; env?: NodeJS.ProcessEnv }): Config {
   return loadConfig({ ...opts, sections: NODE_SECTIONS });
 }
+
+/** The environment variables a node's configuration reads (a daemon serves a CLI only if they agree). */
+export const NODE_CONFIG_ENV: readonly string[] = ['VRIFT_CONFIG', ...new Set(NODE_SECTIONS.flatMap((s) => Object.keys(s.env ?? {})))];

@@ -1,14 +1,13 @@
 // Admitting many blobs from a stream (an archive): their bytes are
-// gathered into batch buffers, and each full batch goes to native threads
-// (blob-batch.ts writeVerifiedBlobs) that hash every blob and write the
-// ones whose bytes match their name into the CAS, while the stream goes
-// on. The main thread only copies bytes: verification is off it. A blob
+// gathered into batch buffers, and each full batch goes through the door
+// (admission.ts `batch`: native threads hash every blob and write the ones
+// whose bytes match their name into the CAS) while the stream goes on. The main thread only copies bytes: verification is off it. A blob
 // that does not match is reported (onReject) when its batch comes back.
 // Memory stays bounded: at most MAX_IN_FLIGHT batches of BATCH_BYTES are
 // held at once (plus the one being filled).
 import type { Digest } from '../../lib/digest.js';
-import { BATCH_BYTES, writeVerifiedBlobs, type BlobSlice } from './blob-batch.js';
-import type { Store } from './store.js';
+import type { Admission, AdmissionSource } from './admission.js';
+import { BATCH_BYTES, type BlobSlice } from './blob-batch.js';
 
 /**
  * Blobs up to this size are batched; larger ones stream through a
@@ -41,7 +40,8 @@ export class AdmitBatcher {
    *   error (check(), ready() and finish() throw it) and reports no more.
    */
   constructor(
-    private readonly store: Store,
+    private readonly admission: Admission,
+    private readonly source: AdmissionSource,
     private readonly onAdmit: (digest: Digest, size: number) => void,
     private readonly onReject: (digest: Digest, reason: string) => void,
   ) {}
@@ -121,13 +121,10 @@ export class AdmitBatcher {
   }
 
   private async writeBatch(buf: Buffer, slices: Slice[]): Promise<void> {
-    const { written, mismatched } = await writeVerifiedBlobs(this.store.cas, buf, slices);
+    const { written, mismatched } = await this.admission.batch(buf, slices, this.source);
     this.spare.push(buf);
-    // Every written blob is recorded before any rejection is reported (onReject may throw).
-    for (const b of written) {
-      this.store.recordBlob(b);
-      this.onAdmit(b.digest, b.size);
-    }
+    // Every written blob is recorded (by the door) before any rejection is reported (onReject may throw).
+    for (const b of written) this.onAdmit(b.digest, b.size);
     for (const d of mismatched) {
       // Once the batcher failed (onReject threw: the caller abandoned the stream), later
       // mismatches are dropped unreported, as if never read: a liar is told once.

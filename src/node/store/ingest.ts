@@ -5,7 +5,7 @@
 import { resolve } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import { hasCode, VriftError } from '../../lib/errors.js';
-import { batches, readFiles, READ_OK, writeBlobs, type FileRead } from './blob-batch.js';
+import { batches, readFiles, READ_OK, type FileRead } from './blob-batch.js';
 import { scanDir, type ScanItem, type StatLike } from './scan.js';
 import type { StatRecord } from './meta.js';
 import type { Store } from './store.js';
@@ -141,8 +141,7 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
       if (!fresh.has(digest) && !store.meta.hasBlob(digest)) fresh.set(digest, { digest, offset: r.offset, size: r.bytes.length });
       hashedHere.push([batch[i]!, r, digest]);
     }
-    for (const b of await writeBlobs(store.cas, data, [...fresh.values()])) {
-      store.recordBlob(b);
+    for (const b of await store.admission.hashedBatch(data, [...fresh.values()])) {
       if (b.created) {
         result.newBlobs++;
         result.newBytes += b.size;
@@ -158,8 +157,7 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
   for (const item of slow) {
     for (let attempt = 1; ; attempt++) {
       try {
-        const blob = store.cas.putFile(item.abs, attempt === 1 ? item.stat : undefined);
-        store.recordBlob(blob);
+        const blob = store.admission.file(item.abs, attempt === 1 ? item.stat : undefined);
         if (blob.created) {
           result.newBlobs++;
           result.newBytes += blob.size;

@@ -3,6 +3,8 @@
 // (the CLI directly, the daemon as one of its components).
 import { isDigest, type Digest } from '../../lib/digest.js';
 import { errnoOf, fsError, VriftError } from '../../lib/errors.js';
+import { Metrics } from '../../lib/metrics.js';
+import { Admission, FROM_LOCAL, type AdmissionSource } from './admission.js';
 import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
 import { Meta } from './meta.js';
@@ -13,28 +15,26 @@ export class Store {
   readonly layout: HomeLayout;
   readonly cas: Cas;
   readonly meta: Meta;
+  /** The one door through which bytes become blobs (admission.ts). */
+  readonly admission: Admission;
   private readonly treeCache = new Map<Digest, TreeEntry[]>();
 
-  private constructor(layout: HomeLayout) {
+  private constructor(layout: HomeLayout, metrics: Metrics) {
     this.layout = layout;
     ensureHome(layout);
     this.meta = Meta.open(layout.meta);
     this.cas = new Cas(layout, (digest) => this.meta.removeBlob(digest));
+    this.admission = new Admission(this.cas, this.meta, metrics);
   }
 
-  static open(home?: string): Store {
-    return new Store(homeLayout(resolveHome(home)));
+  /** Opens the store of `home` ($VRIFT_HOME by default); admissions are counted in `metrics`. */
+  static open(home?: string, opts: { metrics?: Metrics } = {}): Store {
+    return new Store(homeLayout(resolveHome(home)), opts.metrics ?? new Metrics());
   }
 
   async close(): Promise<void> {
     await this.meta.flush();
     await this.meta.close();
-  }
-
-  /** Records a blob the CAS now holds. */
-  recordBlob(b: WrittenBlob): void {
-    if (this.meta.hasBlob(b.digest)) return;
-    this.meta.putBlob(b.digest, { size: b.size, lastUse: Date.now(), exec: false });
   }
 
   /** Makes (and records) the 0555 twin an executable tree entry links to. */
@@ -45,11 +45,9 @@ export class Store {
     if (rec) this.meta.putBlob(digest, { ...rec, exec: true });
   }
 
-  /** Stores a blob from memory and records it (verified when `expected` is given). */
+  /** Stores a blob from memory (verified when `expected` is given). */
   putBlob(buf: Uint8Array, expected?: Digest): WrittenBlob {
-    const b = this.cas.putBuffer(buf, expected);
-    this.recordBlob(b);
-    return b;
+    return this.admission.buffer(buf, FROM_LOCAL, expected);
   }
 
   /** The blob is stored here (and indexed). */
@@ -104,18 +102,15 @@ export class Store {
     const sorted = sortEntries(entries);
     const encoded = encodeSorted(sorted); // checks what decodeTree would
     const id = treeId(encoded);
-    const b = this.cas.putBuffer(encoded, id);
-    this.recordBlob(b);
+    this.admission.buffer(encoded, FROM_LOCAL, id);
     if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summarize(sorted), createdAt: Date.now() });
     this.treeCache.set(id, sorted);
     return id;
   }
 
-  /** Admits a tree blob that came from elsewhere: verified, decoded, recorded. */
-  admitTree(id: Digest, encoded: Uint8Array): TreeEntry[] {
-    const entries = decodeTree(encoded); // validate before storing anything
-    const b = this.cas.putBuffer(encoded, id);
-    this.recordBlob(b);
+  /** Admits a tree blob that came from elsewhere (`source`): validated, verified, recorded. */
+  admitTree(id: Digest, encoded: Uint8Array, source: AdmissionSource): TreeEntry[] {
+    const entries = this.admission.tree(id, encoded, source);
     if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summarize(entries), createdAt: Date.now() });
     this.treeCache.set(id, entries);
     return entries;

@@ -348,5 +348,5 @@ export const peerTier: TierFactory<ClusterConfig> = {
   name: 'peer',
   // The cluster section is shared with the daemon (mesh, peer service); listing it here puts it in the config.
   config: clusterSection,
-  create: (ctx, cfg) => (cfg?.secret ? new PeerTier(cfg as SecretConfig, ctx, new DaemonDirectory(socketPathOf(ctx.store.layout.run))) : undefined),
+  create: (ctx, cfg) => (cfg?.secret ? new PeerTier(cfg as SecretConfig, ctx, ctx.peers ?? new DaemonDirectory(socketPathOf(ctx.store.layout.run))) : undefined),
 };

@@ -1,0 +1,42 @@
+// FETCH (shim/vrift_proto.h): the shim opened a mounted file whose blob
+// is not in the local CAS. The daemon's resolver fetches it (local →
+// peers → Redis → S3, verified, one fetch per blob on the host) within a
+// deadline shorter than the shim's own wait, so the program gets its
+// bytes, or EIO with the reason in the daemon's log, never a hang.
+import { isDigest } from '../../lib/digest.js';
+import { VriftError } from '../../lib/errors.js';
+import { F } from '../control/protocol.js';
+import { requireStr, type Handler } from '../control/server.js';
+import type { Resolver } from '../ops/resolver.js';
+
+/** The shim waits 30 s for a FETCH (shim/ipc.c): answer before that. */
+export const FETCH_DEADLINE_MS = 25_000;
+
+export function fetchHandler(resolver: () => Resolver, log: (line: string) => void, deadlineMs = FETCH_DEADLINE_MS): Handler {
+  return async (f) => {
+    const digest = requireStr(f, F.DIGEST, 'digest');
+    if (!isDigest(digest)) throw new VriftError('ERR_VRIFT_MOUNTFS_EINVAL', `${JSON.stringify(digest)} is not a digest`, { exitCode: 1 });
+    const started = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
+    let from: string | undefined | 'late';
+    try {
+      from = await Promise.race([resolver().fetchBlob(digest), late]);
+    } catch (e) {
+      log(`fetch: blob ${digest} failed: ${(e as Error).message}`);
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (from === 'late') {
+      log(`fetch: blob ${digest} did not arrive within ${deadlineMs / 1000}s (the fetch goes on; a later open may find it)`);
+      throw new VriftError('ERR_VRIFT_FETCH_TIMEOUT', `blob ${digest} did not arrive within ${deadlineMs / 1000}s`, { exitCode: 1 });
+    }
+    if (from === undefined) {
+      log(`fetch: blob ${digest} is in no reachable tier (tried ${resolver().tierNames().join(', ')})`);
+      throw new VriftError('ERR_VRIFT_CAS_MISSING', `blob ${digest} is in no reachable tier`, { hint: 'push the tree from a node that has it', exitCode: 1 });
+    }
+    if (from !== 'local') log(`fetch: blob ${digest} from ${from} in ${Date.now() - started} ms`);
+    return [];
+  };
+}

@@ -1,0 +1,42 @@
+// materialize <tree|ref> <dir>: the tree as real files (hard links into
+// the CAS). A tree, or blobs of it, that the local store lacks are fetched
+// through the resolver first (a ref must be known here: `restore` looks
+// refs up in the remote tiers).
+import { hasCode } from '../../lib/errors.js';
+import { materialize as writeTree, type MaterializeResult } from '../store/materialize.js';
+import type { OpContext } from './operation.js';
+
+export interface MaterializeArgs {
+  treeish: string;
+  /** Absolute. */
+  dir: string;
+  force: boolean;
+  copy: boolean;
+}
+
+export async function materialize(ctx: OpContext, args: MaterializeArgs): Promise<MaterializeResult> {
+  const tree = ctx.store.resolve(args.treeish);
+  const write = (): MaterializeResult => {
+    const bar = ctx.progress('materialize');
+    try {
+      return writeTree(ctx.store, tree, args.dir, { force: args.force, copy: args.copy, onProgress: (d, t) => bar.update(d, t), notice: (m) => ctx.notice(m) });
+    } finally {
+      bar.done();
+    }
+  };
+  try {
+    return write();
+  } catch (e) {
+    if (!hasCode(e, 'ERR_VRIFT_CAS_MISSING') && !hasCode(e, 'ERR_VRIFT_TREE_NOT_FOUND')) throw e;
+    const resolver = await ctx.resolver();
+    if (resolver.tierNames().length === 1) throw e; // no remote tier: nowhere to fetch it from
+    await ctx.store.meta.flush(); // the index has forgotten the missing blobs: the pull must see that
+    const bar = ctx.progress('download', { bytes: true });
+    try {
+      await resolver.pull(tree, (p) => bar.update(p.bytes, p.totalBytes));
+    } finally {
+      bar.done();
+    }
+    return write();
+  }
+}

@@ -1,0 +1,117 @@
+// The resolver: how a node gets what it lacks. One per host when a daemon
+// runs (it owns it, keeps the tiers' connections warm and is the only
+// long-lived user of the tiers); one per command otherwise. It runs at
+// most one fetch per blob and one pull per tree at a time, whoever asks
+// (restores, pulls, the shim's FETCH): a second caller waits for the
+// first one's fetch instead of moving the same bytes again.
+import type { Digest } from '../../lib/digest.js';
+import type { Metrics } from '../../lib/metrics.js';
+import { SingleFlight } from '../../lib/single-flight.js';
+import type { Chain } from '../../tiers/chain.js';
+import type { Store } from '../store/store.js';
+import { pullTree, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
+import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
+
+/** A pull in flight, and everyone who wants to hear how it goes. */
+interface TreeFlight {
+  listeners: Set<(p: PullProgress) => void>;
+  last?: PullProgress;
+}
+
+export class Resolver {
+  private readonly blobFlights = new SingleFlight<Digest, string | undefined>();
+  private readonly treeFlights = new SingleFlight<Digest, TreePullResult>();
+  private readonly treeListeners = new Map<Digest, TreeFlight>();
+
+  constructor(
+    readonly store: Store,
+    readonly chain: Chain,
+    readonly metrics: Metrics,
+  ) {}
+
+  /** Names of the tiers, local first. */
+  tierNames(): string[] {
+    return this.chain.tierNames();
+  }
+
+  /** Remote tiers a push can write to. */
+  writableCount(): number {
+    return this.chain.writableCount();
+  }
+
+  /**
+   * Makes sure one blob is in the local store: "local" when it was, the
+   * tier it came from, or undefined when no tier has it. One fetch per
+   * blob at a time on this host.
+   */
+  async fetchBlob(digest: Digest, size?: number): Promise<string | undefined> {
+    if (this.store.hasBlob(digest)) return 'local';
+    return this.blobFlights.run(digest, () => this.chain.fetch(digest, size)).result;
+  }
+
+  /**
+   * Pulls a tree (id or ref) into the local store. One pull per tree at a
+   * time on this host: a caller that finds one running waits for it (and
+   * hears its progress), then sees the tree as that pull left it.
+   */
+  async pull(treeish: string, onProgress?: (p: PullProgress) => void): Promise<PullResult> {
+    const { tree, ref, from } = await resolveTreeish(this.chain, treeish);
+    let joined = false;
+    let core: TreePullResult;
+    try {
+      const flight = this.treeFlights.run(tree, () => this.runPull(tree));
+      joined = flight.joined;
+      core = await this.listen(tree, flight.result, onProgress);
+    } finally {
+      // Pins it (and the next restore is local), once the tree itself is here.
+      if (ref !== null && from !== 'local' && this.store.hasTree(tree)) this.store.setRef(ref, tree);
+    }
+    return { ...core, ref, refFrom: from, joined };
+  }
+
+  private async runPull(tree: Digest): Promise<TreePullResult> {
+    const flight: TreeFlight = { listeners: new Set() };
+    this.treeListeners.set(tree, flight);
+    try {
+      return await pullTree(this.store, this.chain, tree, (p) => {
+        flight.last = p;
+        for (const l of flight.listeners) l(p);
+      });
+    } finally {
+      this.treeListeners.delete(tree);
+    }
+  }
+
+  /** Waits for a pull, passing its progress on. */
+  private async listen(tree: Digest, result: Promise<TreePullResult>, onProgress?: (p: PullProgress) => void): Promise<TreePullResult> {
+    const flight = this.treeListeners.get(tree);
+    if (!onProgress || !flight) return result;
+    flight.listeners.add(onProgress);
+    if (flight.last) onProgress(flight.last);
+    try {
+      return await result;
+    } finally {
+      flight.listeners.delete(onProgress);
+    }
+  }
+
+  /** Starts looking up the trees the remote tiers may already hold for `ref` (bases of a push). */
+  findBases(opts: Pick<PushOptions, 'ref' | 'bases'>): BaseSearch {
+    return findBases(this.store, this.chain, opts);
+  }
+
+  /** Pushes a local tree to every writable remote tier. */
+  push(tree: Digest, opts: PushOptions = {}): Promise<TierPushResult[]> {
+    return pushTree(this.store, this.chain, tree, opts);
+  }
+
+  /** Fetches in flight right now (blobs, trees), for status. */
+  inFlight(): { blobs: number; trees: number } {
+    return { blobs: this.blobFlights.size, trees: this.treeFlights.size };
+  }
+
+  /** Waits for queued writes, then closes the tiers. */
+  close(): Promise<void> {
+    return this.chain.close();
+  }
+}

@@ -1,0 +1,95 @@
+// restore <ref> <dir>: resolve the ref (local → remote tiers), fetch what
+// the local CAS lacks, then write the tree out. A miss exits 1 with one
+// line, so a CI script can branch on it; the target is not touched unless
+// everything needed is here and verified.
+import { readdirSync } from 'node:fs';
+import { errnoOf, hasCode, VriftError } from '../../lib/errors.js';
+import { materialize, type MaterializeResult } from '../store/materialize.js';
+import type { OpContext } from './operation.js';
+import type { Resolver } from './resolver.js';
+import type { PullResult } from './tree-pull.js';
+
+export interface RestoreArgs {
+  /** The ref, with its cache key appended when the CLI computed one. */
+  ref: string;
+  /** The cache key (--key-from), passed through to the result. */
+  key: unknown;
+  /** Absolute. */
+  dir: string;
+  force: boolean;
+  copy: boolean;
+}
+
+export interface RestoreResult extends PullResult {
+  key: unknown;
+  dir: string;
+  materialized: MaterializeResult;
+  seconds: number;
+  timings: { fetch: number; materialize: number };
+  metrics: Record<string, number>;
+}
+
+export async function restore(ctx: OpContext, args: RestoreArgs): Promise<RestoreResult> {
+  assertTargetFree(args.dir, args.force); // before any download
+  const resolver = await ctx.resolver();
+  const started = Date.now();
+  let pulled = await pull(ctx, resolver, args.ref);
+  const fetched = Date.now();
+  ctx.signal.throwIfAborted();
+  let made: MaterializeResult;
+  try {
+    made = write(ctx, pulled.tree, args);
+  } catch (e) {
+    // A local blob found corrupt (quarantined) or gone behind the index's back
+    // (dropped from it): fetch it again, once.
+    if (!hasCode(e, 'ERR_VRIFT_CAS_CORRUPT') && !hasCode(e, 'ERR_VRIFT_CAS_MISSING')) throw e;
+    ctx.warn(`${(e as Error).message}; fetching it again`);
+    await ctx.store.meta.flush(); // the index has forgotten those blobs: the pull must see that
+    pulled = { ...(await pull(ctx, resolver, pulled.tree)), ref: pulled.ref, refFrom: pulled.refFrom };
+    made = write(ctx, pulled.tree, args);
+  }
+  const seconds = (Date.now() - started) / 1000;
+  const timings = { fetch: (fetched - started) / 1000, materialize: (Date.now() - fetched) / 1000 };
+  return { ...pulled, ref: args.ref, key: args.key, dir: args.dir, materialized: made, seconds, timings, metrics: ctx.metrics() };
+}
+
+async function pull(ctx: OpContext, resolver: Resolver, treeish: string): Promise<PullResult> {
+  const bar = ctx.progress('download', { bytes: true });
+  try {
+    return await resolver.pull(treeish, (p) => bar.update(p.bytes, p.totalBytes));
+  } finally {
+    bar.done();
+  }
+}
+
+function write(ctx: OpContext, tree: string, args: RestoreArgs): MaterializeResult {
+  const bar = ctx.progress('restore');
+  try {
+    return materialize(ctx.store, tree, args.dir, {
+      force: args.force,
+      copy: args.copy,
+      onProgress: (d, t) => bar.update(d, t),
+      notice: (m) => ctx.notice(m),
+    });
+  } finally {
+    bar.done();
+  }
+}
+
+/** Fails early (before downloading) when the target is in the way. */
+function assertTargetFree(dir: string, force: boolean): void {
+  if (force) return;
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (e) {
+    if (errnoOf(e) === 'ENOENT') return;
+    if (errnoOf(e) === 'ENOTDIR') names = ['(a file)'];
+    else return; // materialize reports anything else precisely
+  }
+  if (names.length > 0) {
+    throw new VriftError('ERR_VRIFT_MATERIALIZE_NOT_EMPTY', `${dir} is not empty`, {
+      hint: 'choose an empty directory or pass --force to replace its contents',
+    });
+  }
+}

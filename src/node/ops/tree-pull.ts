@@ -1,0 +1,128 @@
+// Pulling a tree: resolve the ref, get the tree blob, then only the blobs
+// the local CAS lacks, through the chain (in bulk where a tier has an
+// archive of the tree, blob by blob otherwise). Nothing is written outside
+// the CAS: materializing is the caller's step. The resolver (resolver.ts)
+// runs one pull per tree at a time on a host; this is the pull itself.
+import { isDigest, type Digest } from '../../lib/digest.js';
+import { VriftError } from '../../lib/errors.js';
+import type { Chain } from '../../tiers/chain.js';
+import { assertRefName, type Store } from '../store/store.js';
+
+export interface PullProgress {
+  blobs: number;
+  totalBlobs: number;
+  bytes: number;
+  totalBytes: number;
+}
+
+/** What a pull of one tree did. */
+export interface TreePullResult {
+  tree: Digest;
+  files: number;
+  /** Blobs already local, and those fetched (per tier). */
+  local: number;
+  fetched: number;
+  fetchedBytes: number;
+  from: Record<string, { blobs: number; bytes: number }>;
+}
+
+export interface PullResult extends TreePullResult {
+  ref: string | null;
+  /** Tier the ref was found in (null for a tree id). */
+  refFrom: string | null;
+  /** Another caller on this host was pulling the same tree: this one waited for that pull (the counts are its). */
+  joined: boolean;
+}
+
+/** Resolves a tree id or ref name, trying local, then each remote tier. A miss exits 1. */
+export async function resolveTreeish(chain: Chain, treeish: string): Promise<{ tree: Digest; ref: string | null; from: string | null }> {
+  const since = Date.now();
+  if (isDigest(treeish)) return { tree: treeish, ref: null, from: null };
+  assertRefName(treeish);
+  const hit = await chain.resolveRef(treeish);
+  if (hit) return { tree: hit.tree, ref: treeish, from: hit.tier };
+  throw new VriftError('ERR_VRIFT_RESTORE_MISS', `no ref ${JSON.stringify(treeish)} in ${chain.tierNames().join(', ')}${failureNote(chain, since)}`, {
+    hint: failureHint(chain, since, 'a cache miss: build the directory, then `vrift save` it'),
+    exitCode: exitCodeFor(chain, since),
+  });
+}
+
+/** Fetches whatever of `tree` the local store lacks. Throws ERR_VRIFT_TIER_MISSING naming the first blob no tier has. */
+export async function pullTree(store: Store, chain: Chain, tree: Digest, onProgress?: (p: PullProgress) => void): Promise<TreePullResult> {
+  const since = Date.now();
+  const complete = store.hasTree(tree) ? store.meta.treeComplete(tree) : undefined;
+  if (complete) {
+    // Everything was here last time and nothing has left the index since (a warm restore).
+    return { tree, files: complete.files, local: complete.blobs, fetched: 0, fetchedBytes: 0, from: {} };
+  }
+  const entries = store.hasTree(tree) ? store.getTree(tree).entries : await chain.fetchTreeBlob(tree);
+  if (!entries) {
+    throw new VriftError('ERR_VRIFT_TIER_MISSING', `tree ${tree} is in no reachable tier${failureNote(chain, since)}`, {
+      hint: failureHint(chain, since, 'push it from a node that has it (`vrift push`)'),
+      exitCode: exitCodeFor(chain, since),
+    });
+  }
+
+  // What is missing, with the size the tree promises and a path to name it by.
+  const missing = new Map<Digest, number>();
+  const pathOf = new Map<Digest, string>();
+  let files = 0;
+  const unique = new Set<Digest>();
+  for (const e of entries) {
+    if (e.kind !== 'file') continue;
+    files++;
+    if (unique.has(e.digest!)) continue;
+    unique.add(e.digest!);
+    // The index alone (no stat per blob: a cold node asks this for every blob). Materialize
+    // checks every file it links, and a blob the index wrongly lists is dropped from it there
+    // and fetched on the retry.
+    if (!store.meta.hasBlob(e.digest!)) {
+      missing.set(e.digest!, e.size);
+      pathOf.set(e.digest!, e.path);
+    }
+  }
+  const res: TreePullResult = { tree, files, local: unique.size - missing.size, fetched: 0, fetchedBytes: 0, from: {} };
+  const progress: PullProgress = { blobs: 0, totalBlobs: missing.size, bytes: 0, totalBytes: [...missing.values()].reduce((a, b) => a + b, 0) };
+  onProgress?.(progress);
+  await chain.fetchMissing(tree, missing, (tier, _digest, size) => {
+    const f = (res.from[tier] ??= { blobs: 0, bytes: 0 });
+    f.blobs++;
+    f.bytes += size;
+    res.fetched++;
+    res.fetchedBytes += size;
+    progress.blobs++;
+    progress.bytes += size;
+    onProgress?.(progress);
+  });
+
+  if (missing.size === 0) store.meta.markTreeComplete(tree, { files, blobs: unique.size });
+  await store.meta.flush();
+  if (missing.size > 0) {
+    const [first] = missing.keys();
+    throw new VriftError(
+      'ERR_VRIFT_TIER_MISSING',
+      `${missing.size} of ${unique.size} blobs of tree ${tree} are in no reachable tier (first: ${pathOf.get(first!)} ${first})${failureNote(chain, since)}`,
+      { hint: failureHint(chain, since, 'push the tree from a node that has it; nothing was written to the target'), exitCode: exitCodeFor(chain, since) },
+    );
+  }
+  return res;
+}
+
+/** "; redis: unreachable (…)" for each tier that failed during this operation (since `since`). */
+function failureNote(chain: Chain, since: number): string {
+  return chain
+    .failures(since)
+    .map((e) => `; ${e.message}`)
+    .join('');
+}
+
+/** The failing tiers' own hints (how to fix them) first, then what to do about the content. */
+function failureHint(chain: Chain, since: number, otherwise: string): string {
+  const hints = [...new Set(chain.failures(since).map((e) => e.hint).filter((h): h is string => Boolean(h)))];
+  return [...hints, otherwise].join('; ');
+}
+
+/** 1 (a miss a CI script may branch on) unless a tier is misconfigured, which needs a human (2). */
+function exitCodeFor(chain: Chain, since: number): number {
+  return chain.failures(since).some((e) => e.code === 'ERR_VRIFT_TIER_AUTH' || e.code === 'ERR_VRIFT_TIER_CONFIG') ? 2 : 1;
+}

@@ -1,0 +1,258 @@
+// Admission: the one door through which bytes become blobs.
+//
+// Every way content enters the CAS ends here: a tier's stream, an archive
+// (an S3 pack, a peer's backfill), a file written inside a mount, an
+// ingested file, a tree. Bytes from outside are hashed and named only if
+// they hash to the name they claim (nothing from outside is trusted);
+// local bytes are named by their hash. After each admission the blob
+// index records the blob, the admission counters move
+// (vrift_admitted_blobs_total{source=…}), and whoever waits for that
+// digest is told (`arrival`): a fetch of the same blob by another caller,
+// a peer asking for a blob this node is still fetching.
+//
+// The low-level writers (cas.ts, blob-writer.ts, blob-batch.ts) are used
+// only from here: test/layout checks that nothing else calls them.
+import { closeSync, openSync, readSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { Digest } from '../../lib/digest.js';
+import { VriftError } from '../../lib/errors.js';
+import type { Metrics } from '../../lib/metrics.js';
+import { writeBlobs, writeVerifiedBlobs, type BlobSlice } from './blob-batch.js';
+import type { BlobWriter, WrittenBlob } from './blob-writer.js';
+import type { Cas, FileBlob } from './cas.js';
+import type { Meta } from './meta.js';
+import type { StatLike } from './scan.js';
+import { decodeTree, type TreeEntry } from './tree.js';
+
+/**
+ * Where admitted bytes came from, for counters and messages: a tier's
+ * name ("s3", "redis", "peer") for bytes from outside, or one of these.
+ */
+export type AdmissionSource = string;
+export const FROM_INGEST = 'ingest';
+export const FROM_MOUNT = 'mount';
+export const FROM_LOCAL = 'local';
+
+export const ADMISSION_COUNTERS = {
+  blobs: 'vrift_admitted_blobs_total',
+  bytes: 'vrift_admitted_bytes_total',
+  /** Blobs whose bytes did not hash to their name: discarded. */
+  rejected: 'vrift_admission_rejected_total',
+} as const;
+
+const CHUNK = 1 << 20;
+
+/** A blob's bytes arriving as a stream, with the size its source announced (if any). */
+export interface IncomingBody {
+  stream: Readable;
+  size?: number;
+}
+
+export function digestMismatch(digest: Digest, detail: string): VriftError {
+  return new VriftError('ERR_VRIFT_CAS_DIGEST_MISMATCH', `content of ${digest} ${detail}`, {
+    hint: 'the source sent corrupt or wrong bytes; they were discarded',
+  });
+}
+
+export class Admission {
+  private readonly waiting = new Map<Digest, (() => void)[]>();
+  private readonly listeners = new Set<(digest: Digest, size: number, source: AdmissionSource) => void>();
+
+  constructor(
+    private readonly cas: Cas,
+    private readonly meta: Meta,
+    readonly metrics: Metrics,
+  ) {}
+
+  // --- bytes from outside: verified ----------------------------------------
+
+  /**
+   * Streams `body` into the CAS under `digest`, verified. With
+   * `expectedSize`, a body that runs longer is cut off at once (a source
+   * cannot fill the disk) and one that ends short fails the digest check.
+   * Throws ERR_VRIFT_CAS_DIGEST_MISMATCH when the bytes are wrong; nothing
+   * is stored then.
+   */
+  async stream(digest: Digest, body: IncomingBody, source: AdmissionSource, expectedSize?: number): Promise<WrittenBlob> {
+    const limit = expectedSize ?? body.size;
+    const w = this.cas.writer();
+    try {
+      for await (const chunk of body.stream as AsyncIterable<Uint8Array>) {
+        if (limit !== undefined && w.bytes + chunk.byteLength > limit) {
+          body.stream.destroy();
+          throw digestMismatch(digest, `is longer than its ${limit} bytes`);
+        }
+        w.write(chunk);
+      }
+    } catch (e) {
+      w.abort();
+      throw e;
+    }
+    return this.commit(w, digest, source);
+  }
+
+  /** A blob whose verified bytes are written piece by piece (an archive's large blob); `commit` checks the name. */
+  writer(source: AdmissionSource): AdmittingWriter {
+    return new AdmittingWriter(this, this.cas.writer(), source);
+  }
+
+  /**
+   * Admits the slices of `data` (an archive's small blobs, batched): each
+   * is hashed on native threads and written only if it hashes to its
+   * digest. Returns the admitted blobs and the digests rejected.
+   */
+  async batch(data: Buffer, slices: BlobSlice[], source: AdmissionSource): Promise<{ written: WrittenBlob[]; mismatched: Digest[] }> {
+    const r = await writeVerifiedBlobs(this.cas, data, slices);
+    for (const b of r.written) this.admitted(b, source);
+    if (r.mismatched.length > 0) this.metrics.inc(ADMISSION_COUNTERS.rejected, { source }, r.mismatched.length);
+    return r;
+  }
+
+  /** Stores bytes held in memory; with `expected`, only if they hash to it. */
+  buffer(buf: Uint8Array, source: AdmissionSource, expected?: Digest): WrittenBlob {
+    try {
+      return this.admitted(this.cas.putBuffer(buf, expected), source);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ERR_VRIFT_CAS_DIGEST_MISMATCH') this.metrics.inc(ADMISSION_COUNTERS.rejected, { source });
+      throw e;
+    }
+  }
+
+  /** A tree blob from elsewhere: decoded and validated, then verified against its id, then stored. */
+  tree(id: Digest, encoded: Uint8Array, source: AdmissionSource): TreeEntry[] {
+    const entries = decodeTree(encoded); // validate before storing anything
+    this.buffer(encoded, source, id);
+    return entries;
+  }
+
+  // --- local bytes: named by their hash ------------------------------------
+
+  /** Stores a regular file (ingest): refused if it changes while read (ERR_VRIFT_INGEST_CHANGED). */
+  file(path: string, listed?: StatLike): FileBlob {
+    const b = this.cas.putFile(path, listed);
+    this.admitted(b, FROM_INGEST);
+    return b;
+  }
+
+  /** Stores slices of `data` whose digests the caller computed from these very bytes (ingest's batches). */
+  async hashedBatch(data: Buffer, slices: BlobSlice[]): Promise<WrittenBlob[]> {
+    const written = await writeBlobs(this.cas, data, slices);
+    for (const b of written) this.admitted(b, FROM_INGEST);
+    return written;
+  }
+
+  /**
+   * Copies a file written inside a mount (a path, or /proc/<pid>/fd/<n>)
+   * into the CAS: copied and hashed, never renamed (the writer may still
+   * hold it open).
+   */
+  copyOf(path: string, onOpenError: (e: unknown) => Error): WrittenBlob {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (e) {
+      throw onOpenError(e);
+    }
+    const w = this.cas.writer();
+    try {
+      const buf = Buffer.allocUnsafe(CHUNK);
+      for (let pos = 0; ; ) {
+        const n = readSync(fd, buf, 0, CHUNK, pos);
+        if (n === 0) break;
+        w.write(n === CHUNK ? buf : buf.subarray(0, n));
+        pos += n;
+      }
+    } catch (e) {
+      w.abort();
+      throw e;
+    } finally {
+      closeSync(fd);
+    }
+    return this.commit(w, undefined, FROM_MOUNT);
+  }
+
+  // --- after every admission -------------------------------------------------
+
+  /** Names a written blob (checked against `expected`, when given) and admits it. */
+  commit(w: BlobWriter, expected: Digest | undefined, source: AdmissionSource): WrittenBlob {
+    try {
+      return this.admitted(w.commit(expected), source);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ERR_VRIFT_CAS_DIGEST_MISMATCH') this.metrics.inc(ADMISSION_COUNTERS.rejected, { source });
+      throw e;
+    }
+  }
+
+  /** Records a blob the CAS now holds, counts it and wakes whoever waits for it. */
+  private admitted<B extends WrittenBlob>(b: B, source: AdmissionSource): B {
+    if (!this.meta.hasBlob(b.digest)) this.meta.putBlob(b.digest, { size: b.size, lastUse: Date.now(), exec: false });
+    if (b.created) {
+      this.metrics.inc(ADMISSION_COUNTERS.blobs, { source });
+      this.metrics.inc(ADMISSION_COUNTERS.bytes, { source }, b.size);
+    }
+    const waiters = this.waiting.get(b.digest);
+    if (waiters) {
+      this.waiting.delete(b.digest);
+      for (const wake of waiters) wake();
+    }
+    for (const l of this.listeners) l(b.digest, b.size, source);
+    return b;
+  }
+
+  /**
+   * Resolves true when `digest` is next admitted in this process, false if
+   * `signal` aborts first (the caller checks the store before waiting).
+   */
+  arrival(digest: Digest, signal?: AbortSignal): Promise<boolean> {
+    return new Promise((resolve) => {
+      if (signal?.aborted) return resolve(false);
+      const wake = (): void => {
+        signal?.removeEventListener('abort', give);
+        resolve(true);
+      };
+      const give = (): void => {
+        const list = this.waiting.get(digest);
+        const i = list?.indexOf(wake) ?? -1;
+        if (i >= 0) list!.splice(i, 1);
+        if (list?.length === 0) this.waiting.delete(digest);
+        resolve(false);
+      };
+      signal?.addEventListener('abort', give, { once: true });
+      const list = this.waiting.get(digest);
+      if (list) list.push(wake);
+      else this.waiting.set(digest, [wake]);
+    });
+  }
+
+  /** Calls `fn` after every admission in this process; returns the function that stops it. */
+  onAdmit(fn: (digest: Digest, size: number, source: AdmissionSource) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+}
+
+/** A BlobWriter whose commit goes through the door (verified, recorded, counted). */
+export class AdmittingWriter {
+  constructor(
+    private readonly door: Admission,
+    private readonly w: BlobWriter,
+    private readonly source: AdmissionSource,
+  ) {}
+
+  get bytes(): number {
+    return this.w.bytes;
+  }
+
+  write(chunk: Uint8Array): void {
+    this.w.write(chunk);
+  }
+
+  /** Names the blob `expected` if its bytes hash to it (else ERR_VRIFT_CAS_DIGEST_MISMATCH, nothing stored). */
+  commit(expected: Digest): WrittenBlob {
+    return this.door.commit(this.w, expected, this.source);
+  }
+
+  abort(): void {
+    this.w.abort();
+  }
+}

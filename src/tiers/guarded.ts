@@ -1,0 +1,146 @@
+// A tier behind a circuit breaker, with bounded retries of transient
+// failures: a decorator, so the chain only ever sees Tiers (as
+// Buildbarn's and bazel-remote's wrappers). Every call goes through
+// `guard`: an open breaker refuses it without trying (with the failure
+// that opened it: same code, same fix), a transient failure is retried a
+// few times, and a failure is counted, kept (`lastFailure`, for the
+// command's final message) and logged, once per breaker opening.
+//
+// A local problem met during a call (the disk is full, the store's
+// permissions are wrong) is not the tier's fault: it passes through
+// untouched and ends the operation.
+import type { Digest } from '../lib/digest.js';
+import { isVriftError, type VriftError } from '../lib/errors.js';
+import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
+import { CircuitBreaker, withRetry } from './breaker.js';
+import { isTierError, TierError, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierLog, type TreePush } from './tier.js';
+
+export interface GuardOptions {
+  retries: number;
+  breakerFailures: number;
+  breakerCooldownMs: number;
+}
+
+/** Errors of this host, not of a tier: they end the operation instead of counting against the tier. */
+export function isLocalError(e: unknown): e is VriftError {
+  return isVriftError(e) && /^ERR_VRIFT_(FS|META|CAS)_/.test(e.code) && e.code !== 'ERR_VRIFT_CAS_DIGEST_MISMATCH';
+}
+
+export class GuardedTier implements Tier {
+  readonly name: string;
+  readonly writable: boolean;
+  readonly maxBlobBytes?: number;
+  readonly parallelism: number;
+  readonly archiveParallelism?: number;
+  readonly looseBlobBytes?: number;
+  readonly fetchTree?: Tier['fetchTree'];
+  readonly pushTree?: Tier['pushTree'];
+  /** The last failure of this tier (for a command's final message), and when it happened. */
+  lastFailure: VriftError | undefined;
+  lastFailureAt = 0;
+  private readonly breaker: CircuitBreaker;
+  private readonly labels: { tier: string };
+
+  constructor(
+    readonly inner: Tier,
+    private readonly opts: GuardOptions,
+    private readonly ctx: { metrics: Metrics; log: TierLog },
+  ) {
+    this.name = inner.name;
+    this.writable = inner.writable;
+    this.maxBlobBytes = inner.maxBlobBytes;
+    this.parallelism = inner.parallelism;
+    this.archiveParallelism = inner.archiveParallelism;
+    this.looseBlobBytes = inner.looseBlobBytes;
+    this.labels = { tier: inner.name };
+    this.breaker = new CircuitBreaker({ failures: opts.breakerFailures, cooldownMs: opts.breakerCooldownMs });
+    // Reading an archive part is the caller's: it reopens a broken one and reports the failure (`fail`) when it gives up.
+    if (inner.fetchTree) this.fetchTree = (tree, want) => this.guard('fetchTree', () => inner.fetchTree!(tree, want));
+    if (inner.pushTree) this.pushTree = (push: TreePush): Promise<PushResult> => this.guard('pushTree', () => inner.pushTree!(push));
+  }
+
+  /** True while the breaker lets calls through. */
+  get available(): boolean {
+    return this.breaker.state !== 'open';
+  }
+
+  /**
+   * Runs one call of the tier through the breaker, retrying transient
+   * failures. A failure is rethrown as a TierError (a local one as it is).
+   */
+  async guard<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    if (!this.breaker.allow()) {
+      this.ctx.metrics.inc(M.skipped, this.labels);
+      // Skipped: this operation failed on the tier too, for the reason that opened the breaker.
+      this.lastFailure ??= new TierError(this.name, 'unavailable', 'skipped for now after repeated failures');
+      this.lastFailureAt = Date.now();
+      throw this.lastFailure;
+    }
+    try {
+      const v = await withRetry(fn, {
+        retries: this.opts.retries,
+        onRetry: () => this.ctx.metrics.inc(M.retries, this.labels),
+        canRetry: () => this.breaker.state === 'closed',
+      });
+      this.breaker.succeed();
+      return v;
+    } catch (e) {
+      throw this.fail(e, op);
+    }
+  }
+
+  /** Counts and remembers a failure of this tier (a call's, or a stream's that broke midway); returns it as a TierError. */
+  fail(e: unknown, op: string): VriftError {
+    if (isLocalError(e)) return e;
+    const err = toTierError(this.name, e, op);
+    this.ctx.metrics.inc(err.code === 'ERR_VRIFT_TIER_CORRUPT' ? M.mismatches : M.errors, this.labels);
+    this.lastFailure = err;
+    this.lastFailureAt = Date.now();
+    // Calls already in flight when the breaker opened fail too: count them, say it once.
+    const quiet = this.breaker.state === 'open';
+    if (this.breaker.fail(err)) {
+      this.ctx.metrics.inc(M.breakerOpened, this.labels);
+      this.ctx.log('warn', `${err.message}; skipping ${this.name} for ${Math.round(this.opts.breakerCooldownMs / 1000)}s`);
+    } else if (!quiet) this.ctx.log('warn', err.message);
+    return err;
+  }
+
+  has(digests: readonly Digest[]): Promise<Set<Digest>> {
+    return this.guard('has', () => this.inner.has(digests));
+  }
+
+  get(digest: Digest): Promise<BlobBody | undefined> {
+    return this.guard('get', () => this.inner.get(digest));
+  }
+
+  put(digest: Digest, source: BlobSource): Promise<void> {
+    return this.guard('put', () => this.inner.put(digest, source));
+  }
+
+  getRef(name: string): Promise<Digest | undefined> {
+    return this.guard('getRef', () => this.inner.getRef(name));
+  }
+
+  setRef(name: string, tree: Digest): Promise<void> {
+    return this.guard('setRef', () => this.inner.setRef(name, tree));
+  }
+
+  listRefs(prefix: string, limit?: number): Promise<RefInfo[]> {
+    return this.guard('listRefs', () => this.inner.listRefs(prefix, limit));
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/** Any error from a tier as a TierError: stream resets and other surprises count as "unavailable". */
+export function toTierError(tier: string, e: unknown, op: string): TierError {
+  if (isTierError(e)) return e;
+  if (isVriftError(e)) {
+    const failure = /ARCHIVE|DIGEST|TREE_MALFORMED|CORRUPT/.test(e.code) ? 'corrupt' : 'io';
+    return new TierError(tier, failure, e.message, { hint: e.hint, cause: e });
+  }
+  const msg = (e as Error | undefined)?.message ?? String(e);
+  return new TierError(tier, 'unavailable', `${op} failed: ${msg.split('\n')[0]}`, { cause: e });
+}
