@@ -15,6 +15,11 @@ export class SingleFlight<K, V> {
     return { result, joined: false };
   }
 
+  /** The work running for `key`, if any (to wait for it without starting it). */
+  peek(key: K): Promise<V> | undefined {
+    return this.inflight.get(key);
+  }
+
   has(key: K): boolean {
     return this.inflight.has(key);
   }

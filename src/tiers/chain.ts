@@ -198,6 +198,8 @@ export class Chain implements Tier {
           await readArchive(this.ctx.store.admission, stream, {
             from: tier.name,
             want: (d) => missing.has(d),
+            // Once all that is missing has been read, the rest of the archive is not needed (one blob of a pack).
+            stopAfter: missing.size,
             expectedSize: (d) => missing.get(d),
             onAdmit: (d, size) => {
               part.onAdmit?.(d, size);

@@ -136,6 +136,26 @@ describe('archive format', () => {
     await dest.close();
   });
 
+  it('stops reading once it has read what it wants (one blob of a pack), keeping that blob', async () => {
+    const blobs = [randomBytes(40), randomBytes(2 << 20), randomBytes(40), randomBytes(3 << 20)];
+    const arc = archiveOf(blobs);
+    for (const wanted of [blobs[0]!, blobs[1]!]) {
+      const dest = Store.open(tempDir('vrift-archive-stop-'));
+      let fed = 0;
+      async function* counted(): AsyncGenerator<Buffer> {
+        for await (const c of chunked(arc, 64 << 10)) {
+          fed += c.byteLength;
+          yield c;
+        }
+      }
+      const res = await readArchive(dest.admission, counted(), { from: 'test', want: (d) => d === hashBuffer(wanted), stopAfter: 1 });
+      expect([res.admitted, res.stoppedEarly]).toEqual([1, true]);
+      expect(dest.cas.has(hashBuffer(wanted))).toBe(true);
+      expect(fed).toBeLessThan(arc.length / 2); // the 3 MiB blob at the end was never read
+      await dest.close();
+    }
+  });
+
   it('rejects malformed streams with one clear reason each', async () => {
     const b = randomBytes(8);
     const arc = archiveOf([b]);

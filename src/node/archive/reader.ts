@@ -29,6 +29,11 @@ export interface ArchiveReadOptions {
   onReject?(digest: Digest, reason: string): void;
   /** Stream bytes consumed so far (progress). */
   onBytes?(n: number): void;
+  /**
+   * Stop reading once this many wanted blobs have been read (admitted or
+   * rejected): the rest of the stream is not needed (one blob of a pack).
+   */
+  stopAfter?: number;
 }
 
 export interface ArchiveReadResult {
@@ -39,6 +44,8 @@ export interface ArchiveReadResult {
   rejected: { digest: Digest; reason: string }[];
   /** Bytes of the stream. */
   bytes: number;
+  /** The reader stopped before the end (`stopAfter`): the end frame was not read. */
+  stoppedEarly?: boolean;
 }
 
 /** A broken archive; `result` says what was admitted before the break. */
@@ -70,6 +77,9 @@ function isPump(source: unknown): source is ChunkPump {
   return typeof (source as Partial<ChunkPump>).pump === 'function';
 }
 
+/** Thrown into a pump to stop it once the reader has what it wants. */
+const ENOUGH = new Error('vrift: archive read far enough');
+
 /**
  * Reads an archive from `source`, admitting wanted blobs into the store
  * (verified) and reading past the rest. Resolves when the end frame is
@@ -100,6 +110,7 @@ export async function readArchive(admission: Admission, source: AsyncIterable<Ui
     if (isPump(source)) {
       await source.pump((chunk) => {
         take(chunk);
+        if (parser.enough) throw ENOUGH;
         if (!parser.busy()) return true;
         // Too many blob batches still being written: pause the source until they are
         // (a write error surfaces from finish()).
@@ -113,15 +124,17 @@ export async function readArchive(admission: Admission, source: AsyncIterable<Ui
       for await (const chunk of source) {
         take(chunk);
         await settle();
+        if (parser.enough) break; // leaving the loop closes the source
       }
     }
   } catch (e) {
+    if (e === ENOUGH) return parser.finishEarly();
     await parser.abort().catch(() => undefined);
     if (e === own || e instanceof ArchiveError) throw e;
     // The source itself failed (a cut connection, a damaged compressed pack): a truncated archive.
     parser.truncated(`the stream failed after ${parser.res.blobs} blobs: ${(e as Error)?.message ?? String(e)}`);
   }
-  return parser.finish();
+  return parser.enough ? parser.finishEarly() : parser.finish();
 }
 
 type State = 'header' | 'tag' | 'frame' | 'end' | 'body' | 'done';
@@ -143,6 +156,9 @@ export class ArchiveParser {
   private readonly batcher: AdmitBatcher;
   private rejectReason: string | undefined;
   private total = 0;
+  private wantedRead = 0;
+  /** Every wanted blob the caller said it needs (`stopAfter`) has been read. */
+  enough = false;
 
   constructor(
     private readonly admission: Admission,
@@ -191,6 +207,10 @@ export class ArchiveParser {
   private endBody(): void {
     this.state = 'tag';
     this.need = 1;
+    if (this.writer || this.batched || this.rejectReason !== undefined) {
+      this.wantedRead++;
+      if (this.opts.stopAfter !== undefined && this.wantedRead >= this.opts.stopAfter) this.enough = true;
+    }
     if (this.rejectReason !== undefined) {
       this.reject(this.digest, this.rejectReason);
       return;
@@ -231,7 +251,7 @@ export class ArchiveParser {
     res.bytes += chunk.byteLength;
     this.opts.onBytes?.(res.bytes);
     let off = 0;
-    while (off < chunk.byteLength) {
+    while (off < chunk.byteLength && !this.enough) {
       if (this.state === 'body') {
         const n = Math.min(this.remaining, chunk.byteLength - off);
         if (this.batched) this.batcher.write(chunk.subarray(off, off + n));
@@ -307,6 +327,16 @@ export class ArchiveParser {
   }
 
   /** The result, once the stream ended; ERR_VRIFT_ARCHIVE_TRUNCATED when it ended before its end frame. */
+  /** The result when the reader stopped early on purpose (`stopAfter`): what it read is written and kept. */
+  async finishEarly(): Promise<ArchiveReadResult> {
+    this.writer?.abort();
+    this.writer = undefined;
+    await this.batcher.finish(); // drops a blob begun but not ended; writes the rest
+
+    this.res.stoppedEarly = true;
+    return this.res;
+  }
+
   async finish(): Promise<ArchiveReadResult> {
     await this.batcher.finish();
     if (this.state !== 'done') {

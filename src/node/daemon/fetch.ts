@@ -12,7 +12,11 @@ import type { Resolver } from '../ops/resolver.js';
 /** The shim waits 30 s for a FETCH (shim/ipc.c): answer before that. */
 export const FETCH_DEADLINE_MS = 25_000;
 
-export function fetchHandler(resolver: () => Resolver, log: (line: string) => void, deadlineMs = FETCH_DEADLINE_MS): Handler {
+/**
+ * @param treeOf the tree mounted at a mount root (FETCH names the mount it
+ *   comes from): a blob no tier holds alone is read from that tree's archives.
+ */
+export function fetchHandler(resolver: () => Resolver, treeOf: (mountRoot: string) => string | undefined, log: (line: string) => void, deadlineMs = FETCH_DEADLINE_MS): Handler {
   return async (f) => {
     const digest = requireStr(f, F.DIGEST, 'digest');
     if (!isDigest(digest)) throw new VriftError('ERR_VRIFT_MOUNTFS_EINVAL', `${JSON.stringify(digest)} is not a digest`, { exitCode: 1 });
@@ -21,7 +25,8 @@ export function fetchHandler(resolver: () => Resolver, log: (line: string) => vo
     const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
     let from: string | undefined | 'late';
     try {
-      from = await Promise.race([resolver().fetchBlob(digest), late]);
+      const path = f.str(F.PATH);
+      from = await Promise.race([resolver().fetchBlob(digest, { tree: path ? treeOf(path) : undefined }), late]);
     } catch (e) {
       log(`fetch: blob ${digest} failed: ${(e as Error).message}`);
       throw e;

@@ -42,11 +42,33 @@ export class Resolver {
   /**
    * Makes sure one blob is in the local store: "local" when it was, the
    * tier it came from, or undefined when no tier has it. One fetch per
-   * blob at a time on this host.
+   * blob at a time on this host. With `tree` (a mounted file's tree), a
+   * blob no tier holds on its own is taken from that tree's archives
+   * (an S3 pack, a peer's backfill), reading no further than the blob.
    */
-  async fetchBlob(digest: Digest, size?: number): Promise<string | undefined> {
-    if (this.store.hasBlob(digest)) return 'local';
-    return this.blobFlights.run(digest, () => this.chain.fetch(digest, size)).result;
+  async fetchBlob(digest: Digest, opts: { size?: number; tree?: Digest } = {}): Promise<string | undefined> {
+    // The file is the truth for whoever opens it (the index's record of a fresh blob may not be committed yet).
+    if (this.store.cas.has(digest)) return 'local';
+    return this.blobFlights.run(digest, async () => {
+      const from = await this.chain.fetch(digest, opts.size);
+      if (from !== undefined || opts.tree === undefined) return from;
+      const pulling = this.treeFlights.peek(opts.tree);
+      if (pulling) {
+        // The whole tree is on its way: wait for that pull rather than read its archives twice.
+        await pulling.catch(() => undefined);
+        if (this.store.cas.has(digest)) return 'local';
+      }
+      return this.fromTreeArchives(digest, opts.tree, opts.size);
+    }).result;
+  }
+
+  private async fromTreeArchives(digest: Digest, tree: Digest, size?: number): Promise<string | undefined> {
+    if (!this.store.hasTree(tree)) return undefined;
+    const expected = size ?? this.store.getTree(tree).entries.find((e) => e.digest === digest)?.size;
+    if (expected === undefined) return undefined; // not a blob of that tree
+    let from: string | undefined;
+    await this.chain.fetchMissing(tree, new Map([[digest, expected]]), (tier) => (from = tier));
+    return from;
   }
 
   /**
