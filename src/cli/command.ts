@@ -1,7 +1,7 @@
 // Shared plumbing for CLI commands: every command gets --json, an Output,
 // and (when it asks) the local Store, closed when the command ends.
 import type { Command } from 'commander';
-import { Store } from '../node/store/store.js';
+import type { Store } from '../node/store/store.js';
 import { Output } from './output.js';
 
 export type Opts = Record<string, unknown> & { json?: boolean };
@@ -21,6 +21,8 @@ export function withStore(body: (ctx: { store: Store; out: Output; opts: Opts; a
     const opts = cmd.optsWithGlobals() as Opts;
     const args = params.slice(0, -2) as string[];
     const out = new Output(opts);
+    // Loaded here: commands the daemon runs (`plain`) never load the store and LMDB.
+    const { Store } = await import('../node/store/store.js');
     const store = Store.open();
     try {
       await body({ store, out, opts, args });
