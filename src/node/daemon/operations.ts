@@ -66,6 +66,10 @@ export function operationsHandler(opts: OperationsOptions): Handler {
       opts.log(`${op}: done in ${Date.now() - started} ms (${describe(args)})`);
       return [[F.JSON, JSON.stringify(result)]];
     } catch (e) {
+      if (call.signal.aborted) {
+        opts.log(`${op}: abandoned after ${Date.now() - started} ms: its client went away (${describe(args)})`);
+        throw new VriftError('ERR_VRIFT_OP_ABANDONED', `${op} was abandoned: its client went away`);
+      }
       opts.log(`${op}: failed after ${Date.now() - started} ms (${describe(args)}): ${(e as Error).message}`);
       throw e;
     }

@@ -3,6 +3,7 @@
 // (the CLI directly, the daemon as one of its components).
 import { isDigest, type Digest } from '../../lib/digest.js';
 import { errnoOf, fsError, VriftError } from '../../lib/errors.js';
+import { LruMap } from '../../lib/lru.js';
 import { Metrics } from '../../lib/metrics.js';
 import { Admission, FROM_LOCAL, type AdmissionSource } from './admission.js';
 import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
@@ -17,7 +18,8 @@ export class Store {
   readonly meta: Meta;
   /** The one door through which bytes become blobs (admission.ts). */
   readonly admission: Admission;
-  private readonly treeCache = new Map<Digest, TreeEntry[]>();
+  /** Decoded trees, by id: a few hundred thousand entries at most (a daemon decodes the trees of every restore). */
+  private readonly treeCache = new LruMap<Digest, TreeEntry[]>(500_000, (entries) => entries.length + 1);
 
   private constructor(layout: HomeLayout, metrics: Metrics) {
     this.layout = layout;
