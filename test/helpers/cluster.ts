@@ -1,7 +1,8 @@
 // Real cluster nodes for tests: each a `vrift up --detach` daemon with its
 // own $VRIFT_HOME and free loopback ports, a shared secret, and a short
 // announce interval so the mesh settles in a second.
-import { vrift, vriftAsync, vriftJson } from './cli.js';
+import { join } from 'node:path';
+import { ROOT, vrift, vriftAsync, vriftJson } from './cli.js';
 import { crashDaemon, startDaemon, stopDaemon } from './daemon.js';
 import { freePort } from './ports.js';
 import { tempDir } from './tmp.js';
@@ -56,6 +57,12 @@ export async function makeNode(name: string, opts: { secret?: string; env?: Reco
     json: (args, extra) => vriftJson(args, { home, env: { ...env, ...extra } }),
   };
   return node;
+}
+
+/** Extra environment for `start` that makes a node a slow peer: it serves archives at `bytesPerSec` (test/helpers/slow-peer.mjs). */
+export function slowPeerEnv(bytesPerSec: number): Record<string, string> {
+  const preload = `--import=${join(ROOT, 'test', 'helpers', 'slow-peer.mjs')}`;
+  return { NODE_OPTIONS: [process.env.NODE_OPTIONS, preload].filter(Boolean).join(' '), VRIFT_TEST_SLOW_PEER_BPS: String(bytesPerSec) };
 }
 
 /** Starts these nodes' daemons at once. */

@@ -1,7 +1,8 @@
 // Peers that die or lie in the middle of a backfill: the restore completes
 // from another peer, every blob is verified, and a liar is penalised.
-// A serves through test-only hooks (src/node/cluster/peer-test-hooks.ts): slowly,
-// so it can be killed mid-stream, then corrupting every blob it sends.
+// A is first a slow peer (test/helpers/slow-peer.mjs paces what it serves),
+// so it can be killed mid-stream, then a liar: blobs changed on its disk
+// behind its back (test/helpers/lying-peer.ts), which it serves as they are.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +14,8 @@ import { Metrics } from '../../src/lib/metrics.js';
 import type { PeerDirectory } from '../../src/tiers/peer/directory.js';
 import { PeerTier } from '../../src/tiers/peer/peer.js';
 import { vriftAsync } from '../helpers/cli.js';
-import { makeNode, waitForPeers, type TestNode } from '../helpers/cluster.js';
+import { makeNode, slowPeerEnv, waitForPeers, type TestNode } from '../helpers/cluster.js';
+import { corruptStoredBlobs } from '../helpers/lying-peer.js';
 import { tempDir } from '../helpers/tmp.js';
 import { snapshotTree, treeMode } from '../helpers/trees.js';
 
@@ -26,7 +28,7 @@ const same = (dir: string) => snapshotTree(dir, { mode: treeMode });
 const SPLIT = { VRIFT_PEER_MIN_PART: '1M', VRIFT_PEER_SPREAD: '2' };
 
 /** `files` files of `size` bytes, distinct per seed; ingested on A and B under `ref`. */
-function shared(ref: string, files: number, size: number, seed: number): { src: string; tree: string } {
+function shared(ref: string, files: number, size: number, seed: number): { src: string; tree: string; blobs: string[] } {
   const src = join(tempDir(), 'src');
   mkdirSync(src);
   for (let i = 0; i < files; i++) {
@@ -36,12 +38,14 @@ function shared(ref: string, files: number, size: number, seed: number): { src: 
   }
   const { tree } = a.json(['ingest', src, '--ref', ref]);
   expect(b.json(['ingest', src, '--ref', ref]).tree).toBe(tree);
-  return { src, tree };
+  const blobs = (a.json(['ls', tree]).entries as { digest?: string }[]).flatMap((e) => (e.digest ? [e.digest] : []));
+  expect(blobs).toHaveLength(files);
+  return { src, tree, blobs };
 }
 
 beforeAll(async () => {
   [a, b, c] = await Promise.all([makeNode('a'), makeNode('b'), makeNode('c')]);
-  await Promise.all([a.startAsync({ VRIFT_TEST_PEER_THROTTLE: String(2 << 20) }), b.startAsync(), c.startAsync()]);
+  await Promise.all([a.startAsync(slowPeerEnv(2 << 20)), b.startAsync(), c.startAsync()]);
   for (const n of [a, b, c]) ids[n.name] = n.peerId();
   b.json(['node', 'join', a.addr()]);
   c.json(['node', 'join', b.addr()]);
@@ -75,12 +79,15 @@ describe('peer failures', () => {
 
   it('detects a peer lying mid-archive, takes the right bytes from another, and avoids the liar', async () => {
     a.stop(); // (already down after the test above)
-    a.start({ VRIFT_TEST_PEER_CORRUPT: '1' });
+    a.start(); // no longer slow
     await waitForPeers(c, [ids.a!, ids.b!]);
-    const { src, tree } = shared('ci/lies', 8, 300_000, 2);
+    const { src, tree, blobs } = shared('ci/lies', 8, 300_000, 2);
     await waitForPeers(c, [ids.a!, ids.b!], tree);
-    // C holds the tree blob already (as after an earlier pull), so the liar is met in the backfill, not on the tree.
-    await withStores(([from, to]) => to!.admitTree(tree, from!.cas.readVerified(tree), 'test'), a.home, c.home);
+    await withStores(([from, to]) => {
+      // C holds the tree blob already (as after an earlier pull), so the liar is met in the backfill, not on the tree.
+      to!.admitTree(tree, from!.cas.readVerified(tree), 'test');
+      corruptStoredBlobs(from!, blobs); // A now lies about every blob of the tree
+    }, a.home, c.home);
     const out = join(tempDir(), 'out');
     const r = c.run(['restore', 'ci/lies', out, '--json'], SPLIT);
     expect(r.code, r.stderr).toBe(0);
@@ -104,8 +111,8 @@ describe('peer failures', () => {
   });
 
   it('detects a peer lying about one blob (GetBlob) and serves it from another', async () => {
-    const { tree } = shared('ci/lies-blob', 1, 5000, 3);
-    const blob = (a.json(['ls', tree]).entries as { digest?: string }[]).find((e) => e.digest)!.digest!;
+    const blob = shared('ci/lies-blob', 1, 5000, 3).blobs[0]!;
+    await withStores(([onA]) => corruptStoredBlobs(onA!, [blob]), a.home); // A now lies about it
     const penalized: string[] = [];
     const directory: PeerDirectory = {
       // A first: the liar is asked before the honest peer.

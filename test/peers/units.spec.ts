@@ -1,6 +1,6 @@
 // The small parts of the cluster, without daemons: generated types match
 // the .proto, call credentials, the Bloom summary, splitting a backfill,
-// and the test hook that makes a peer lie.
+// and the archive writer of peers (also when its store lies).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -17,6 +17,7 @@ import { PEER_METHODS, packDigests, peerProto, unpackDigests } from '../../src/n
 import { Store } from '../../src/node/store/store.js';
 import { split } from '../../src/tiers/peer/peer.js';
 import { ROOT } from '../helpers/cli.js';
+import { corruptStoredBlobs } from '../helpers/lying-peer.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const files = (d: string): string[] => readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? files(join(d, n)) : [join(d, n)]));
@@ -141,10 +142,10 @@ describe('splitting a backfill', () => {
 
 describe('the archive writer of peers', () => {
   /** What writeArchive sends, collected from a sink. */
-  async function written(store: Store, blobs: { digest: string; size: number }[], corrupt: boolean): Promise<Buffer> {
+  async function written(store: Store, blobs: { digest: string; size: number }[]): Promise<Buffer> {
     const parts: Buffer[] = [];
-    const out = new RingWriter({ write: (b, done) => (parts.push(Buffer.from(b)), setImmediate(done)), closed: () => undefined }, 0);
-    await writeArchive(store, blobs, out, corrupt);
+    const out = new RingWriter({ write: (b, done) => (parts.push(Buffer.from(b)), setImmediate(done)), closed: () => undefined });
+    await writeArchive(store, blobs, out);
     await out.flush();
     await out.drained();
     return Buffer.concat(parts);
@@ -157,24 +158,25 @@ describe('the archive writer of peers', () => {
       const list = blobs.map((b) => ({ digest: b.digest, size: b.size }));
       const ref: Buffer[] = [];
       for await (const c of archiveChunks(src, list)) ref.push(c);
-      expect((await written(src, list, false)).equals(Buffer.concat(ref))).toBe(true);
+      expect((await written(src, list)).equals(Buffer.concat(ref))).toBe(true);
     } finally {
       await src.close();
     }
   });
 
-  it('with the lying-peer test hook, corrupts every blob but keeps the framing, so the reader rejects each and reads on', async () => {
+  it('sends blobs changed on disk behind its back as they are (size and mtime untouched), framed, so the reader rejects each and reads on', async () => {
     const src = Store.open(tempDir());
     const dst = Store.open(tempDir());
     try {
       const blobs = [Buffer.from('first'), Buffer.alloc(3 << 20, 7), Buffer.alloc(0), Buffer.from('last')].map((b) => src.putBlob(b));
       const want = new Set(blobs.map((b) => b.digest));
-      const arc = await written(src, blobs.map((b) => ({ digest: b.digest, size: b.size })), true);
+      corruptStoredBlobs(src, blobs.filter((b) => b.size > 0).map((b) => b.digest)); // the empty blob has no byte to change
+      const arc = await written(src, blobs.map((b) => ({ digest: b.digest, size: b.size })));
       const res = await readArchive(dst.admission, [arc], { from: 'test', want: (d) => want.has(d) });
       expect(res.blobs).toBe(4);
       // Sorted: a batched blob (≤ 1 MiB) is rejected when its batch is written, after a streamed one that came later.
       expect(res.rejected.map((r) => r.digest).sort()).toEqual(blobs.filter((b) => b.size > 0).map((b) => b.digest).sort());
-      expect(res.admitted).toBe(1); // the empty blob has no byte to flip
+      expect(res.admitted).toBe(1); // the empty blob
     } finally {
       await Promise.all([src.close(), dst.close()]);
     }

@@ -29,14 +29,9 @@ export class RingWriter {
   private cur: Buffer | undefined;
   private off = 0;
   private failed: Error | undefined;
-  private readonly started = Date.now();
   bytes = 0;
 
-  constructor(
-    private readonly sink: ArchiveSink,
-    /** Test hook: bytes per second at most. */
-    private readonly throttle: number,
-  ) {
+  constructor(private readonly sink: ArchiveSink) {
     sink.closed(() => {
       this.failed ??= new Error('the client went away');
       for (const w of this.waiting.splice(0)) w();
@@ -88,10 +83,6 @@ export class RingWriter {
     }
     if (this.failed) throw this.failed;
     this.bytes += n;
-    if (this.throttle > 0) {
-      const due = this.started + (this.bytes / this.throttle) * 1000;
-      if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
-    }
     this.sink.write(buf.subarray(0, n), () => {
       this.free.push(buf);
       this.waiting.shift()?.();
@@ -106,7 +97,7 @@ export class RingWriter {
  * one that fails it is re-hashed, and a corrupt one quarantined and the
  * stream cut before its frame. The receiver verifies every blob anyway.
  */
-export async function writeArchive(store: Store, blobs: { digest: Digest; size: number }[], out: RingWriter, corrupt: boolean): Promise<void> {
+export async function writeArchive(store: Store, blobs: { digest: Digest; size: number }[], out: RingWriter): Promise<void> {
   await out.put(archiveHeader());
   let total = 0;
   for (const { digest, size } of blobs) {
@@ -117,15 +108,10 @@ export async function writeArchive(store: Store, blobs: { digest: Digest; size: 
     try {
       await out.put(blobFrame(digest, size));
       let left = size;
-      let first = corrupt;
       while (left > 0) {
         const r = await out.room();
         const n = readSync(fd, r.buf, r.off, Math.min(r.len, left), null);
         if (n === 0) throw corruptBlob(digest); // shorter than its size: changed under us
-        if (first) {
-          r.buf[r.off] = r.buf[r.off]! ^ 0xff; // test hook: a lying peer
-          first = false;
-        }
         out.filled(n);
         left -= n;
       }

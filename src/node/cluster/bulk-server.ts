@@ -18,7 +18,6 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Digest } from '../../lib/digest.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { RingWriter, writeArchive } from '../archive/ring-writer.js';
-import type { ServeHooks } from './peer-test-hooks.js';
 import type { Store } from '../store/store.js';
 import { BULK_HELLO_LEN, BULK_MAGIC } from './wire.js';
 
@@ -40,7 +39,6 @@ export interface BulkServerOptions {
   host: string;
   port: number;
   timeoutMs: number;
-  hooks: ServeHooks;
   metrics: Metrics;
   log: (line: string) => void;
 }
@@ -103,9 +101,9 @@ export class BulkServer {
     this.tickets.delete(hello!.toString('hex', 8));
     clearTimeout(ticket.timer);
     const { plan } = ticket;
-    const out = new RingWriter({ write: (buf, done) => sock.write(buf, done), closed: (cb) => sock.once('close', cb) }, this.opts.hooks.throttle);
+    const out = new RingWriter({ write: (buf, done) => sock.write(buf, done), closed: (cb) => sock.once('close', cb) });
     try {
-      await writeArchive(this.opts.store, plan.blobs, out, this.opts.hooks.corrupt);
+      await writeArchive(this.opts.store, plan.blobs, out);
       await out.flush();
       await new Promise<void>((resolve) => sock.end(resolve));
     } catch (e) {

@@ -13,7 +13,6 @@ import type { Config } from '../config/config.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { externalIPv4, Mesh } from './mesh.js';
 import { PeerService } from './peer-service.js';
-import { hooksActive, serveHooks } from './peer-test-hooks.js';
 import { F, MAX_PEERS_DIGESTS, Msg, type FieldList } from '../control/protocol.js';
 import type { Store } from '../store/store.js';
 
@@ -33,11 +32,9 @@ export class Cluster {
   private constructor(opts: ClusterOptions, cfg: ClusterConfig & { secret: string }) {
     this.cfg = cfg;
     const keys = clusterKeys(cfg.secret);
-    const hooks = serveHooks();
-    if (hooksActive(hooks)) opts.log(`cluster: TEST HOOKS ACTIVE (${JSON.stringify(hooks)}): this node serves wrong or slow bytes on purpose`);
     const common = { store: opts.store, metrics: opts.metrics, log: opts.log };
-    this.bulk = cfg.bulk ? new BulkServer({ ...common, host: cfg.host, port: cfg.bulkPort, timeoutMs: cfg.timeoutMs, hooks }) : undefined;
-    this.service = new PeerService({ ...common, cfg, keys, bulk: this.bulk, hooks });
+    this.bulk = cfg.bulk ? new BulkServer({ ...common, host: cfg.host, port: cfg.bulkPort, timeoutMs: cfg.timeoutMs }) : undefined;
+    this.service = new PeerService({ ...common, cfg, keys, bulk: this.bulk });
     this.mesh = new Mesh({ ...common, cfg, keys, grpcAddress: () => this.grpcAddress() });
   }
 

@@ -19,7 +19,6 @@ import type { BulkServer } from './bulk-server.js';
 import { AUTH_METADATA, CallVerifier, type ClusterKeys } from './auth.js';
 import type { ClusterConfig } from './config.js';
 import { MAX_HAS, PEER_METHODS, peerProto, unpackDigests } from './wire.js';
-import { throttled, type ServeHooks } from './peer-test-hooks.js';
 import { assertRefName, type Store } from '../store/store.js';
 import { decodeTree, type TreeEntry } from '../store/tree.js';
 
@@ -63,7 +62,6 @@ export interface PeerServiceOptions {
   cfg: ClusterConfig;
   keys: ClusterKeys;
   bulk?: BulkServer;
-  hooks: ServeHooks;
   metrics: Metrics;
   log: (line: string) => void;
 }
@@ -244,15 +242,12 @@ export class PeerService {
         }
         const offset = call.request.offset;
         if (!Number.isSafeInteger(offset) || offset < 0 || offset > st.size) throw status(S.OUT_OF_RANGE, `vrift: offset ${offset} is beyond the blob's ${st.size} bytes`);
-        let source: AsyncIterable<Buffer> = createReadStream(store.cas.pathOf(digest), { start: offset, highWaterMark: MESSAGE_CHUNK });
-        const { hooks } = this.opts;
-        if (hooks.throttle > 0) source = throttled(source, hooks.throttle);
+        const source: AsyncIterable<Buffer> = createReadStream(store.cas.pathOf(digest), { start: offset, highWaterMark: MESSAGE_CHUNK });
         let first = true;
         let bytes = 0;
         if (st.size === offset) await send(call, { data: Buffer.alloc(0), size: st.size });
         for await (const chunk of source) {
           if (call.cancelled) break;
-          if (first && hooks.corrupt && offset === 0 && chunk.byteLength > 0) chunk[0] = chunk[0]! ^ 0xff;
           await send(call, { data: chunk, size: first ? st.size : 0 });
           first = false;
           bytes += chunk.byteLength;
@@ -266,21 +261,18 @@ export class PeerService {
         // Each buffer of the writer's ring becomes one message; the first also says what is coming.
         let first = true;
         const total = blobs.reduce((n, b) => n + b.size, 0);
-        const out = new RingWriter(
-          {
-            write: (data, done) => {
-              call.write(first ? { data, blobs: blobs.length, bytes: total } : { data }, done);
-              first = false;
-            },
-            closed: (cb) => {
-              call.once('cancelled', cb);
-              call.once('close', cb);
-            },
+        const out = new RingWriter({
+          write: (data, done) => {
+            call.write(first ? { data, blobs: blobs.length, bytes: total } : { data }, done);
+            first = false;
           },
-          this.opts.hooks.throttle,
-        );
+          closed: (cb) => {
+            call.once('cancelled', cb);
+            call.once('close', cb);
+          },
+        });
         try {
-          await writeArchive(this.opts.store, blobs, out, this.opts.hooks.corrupt);
+          await writeArchive(this.opts.store, blobs, out);
           await out.flush();
           await out.drained();
         } finally {
