@@ -3,6 +3,9 @@
 // suite before it joins the chain. A read-only tier (peers: a node stores
 // only what it asks for) is given its content through the fixture's
 // `seed`, straight into the backend, and must refuse writes.
+// A test that does not apply to a tier is reported as skipped, with the
+// reason: the tier's own (it is writable, has no size limit) or the one
+// its fixture gives in `notApplicable`.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashBuffer, type Digest } from '../../src/lib/digest.js';
@@ -15,9 +18,19 @@ import { bufferSource, isTierError, type BlobBody, type Tier, type TreePush } fr
 import { tempDir } from '../helpers/tmp.js';
 import { writeSampleTree } from '../helpers/trees.js';
 
+/** The tests a fixture may opt out of, each with the reason it does not apply to the tier. */
+export interface NotApplicable {
+  /** No `largeBlobBytes`: why the tier has no large-object path. */
+  largeBlob?: string;
+  /** No `fetchTree`: why the tier has no bulk (archive) form. */
+  bulk?: string;
+  /** No `breakIt`: why the tier cannot be failed by stopping its backend. */
+  outage?: string;
+}
+
 export interface TierFixture {
   tier: Tier;
-  /** A size above the tier's single-request limit (S3: the multipart part size), to test the large-object path. */
+  /** A size above the tier's single-request limit (S3: the multipart part size; peers: one gRPC message), to test the large-object path. */
   largeBlobBytes?: number;
   /** For a read-only tier: puts content into its backend directly (what `put`/`setRef` do for the others). */
   seed?: {
@@ -29,6 +42,7 @@ export interface TierFixture {
   /** Makes the tier's backend fail (stop its server); absent for tiers that cannot fail that way. */
   breakIt?(): Promise<void>;
   fixIt?(): Promise<void>;
+  notApplicable?: NotApplicable;
   cleanup(): Promise<void>;
 }
 
@@ -55,6 +69,12 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       fx = await make();
       tier = fx.tier;
     });
+    /** Skips the running test with the fixture's reason, or fails when the fixture gives none. */
+    const notApplicable = (skip: (note: string) => never, what: keyof NotApplicable, lacking: string): never => {
+      const why = fx.notApplicable?.[what];
+      if (!why) throw new Error(`the ${name} fixture has no ${lacking}: give it one, or say why the test does not apply in notApplicable.${what}`);
+      return skip(why);
+    };
     const put = (digest: Digest, buf: Buffer): Promise<void> => (tier.writable ? tier.put(digest, bufferSource(buf)) : fx.seed!.blob(digest, buf));
     const setRef = (name: string, tree: Digest): Promise<void> => (tier.writable ? tier.setRef(name, tree) : fx.seed!.ref(name, tree));
     afterAll(async () => {
@@ -78,8 +98,8 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       }
     });
 
-    it('streams a large blob in and out (multipart where the tier has it)', async () => {
-      if (!fx.largeBlobBytes) return;
+    it('streams a large blob in and out (multipart where the tier has it)', async ({ skip }) => {
+      if (!fx.largeBlobBytes) return notApplicable(skip, 'largeBlob', 'largeBlobBytes');
       const b = blob(fx.largeBlobBytes);
       await put(b.digest, b.buf);
       const body = await tier.get(b.digest);
@@ -87,8 +107,8 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       expect((await bytesOf(body))!.equals(b.buf)).toBe(true);
     });
 
-    it('is writable, or refuses writes with a typed error (and has a way to be given content)', async () => {
-      if (tier.writable) return;
+    it('refuses writes with a typed error when read-only (and has a way to be given content)', async ({ skip }) => {
+      if (tier.writable) return skip('the tier is writable (the other tests write to it); it has no writes to refuse');
       expect(fx.seed).toBeDefined();
       const b = blob(10);
       await expect(tier.put(b.digest, bufferSource(b.buf))).rejects.toMatchObject({ code: 'ERR_VRIFT_TIER_CONFIG', tier: tier.name });
@@ -96,8 +116,8 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       expect(await tier.get(b.digest)).toBeUndefined();
     });
 
-    it('skips (does not fail on) blobs above its size limit', async () => {
-      if (tier.maxBlobBytes === undefined) return;
+    it('skips (does not fail on) blobs above its size limit', async ({ skip }) => {
+      if (tier.maxBlobBytes === undefined) return skip('the tier has no blob size limit (maxBlobBytes)');
       const b = blob(tier.maxBlobBytes + 1);
       await put(b.digest, b.buf);
       expect(await tier.get(b.digest)).toBeUndefined();
@@ -135,8 +155,9 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       expect((await tier.listRefs(`${ns}/refs/`, 1)).length).toBe(1);
     });
 
-    it('stores a whole tree in bulk and serves it as archives (if it can)', async () => {
-      if (!tier.fetchTree || (!tier.pushTree && !fx.seed)) return;
+    it('stores a whole tree in bulk and serves it as archives', async ({ skip }) => {
+      if (!tier.fetchTree) return notApplicable(skip, 'bulk', 'fetchTree');
+      expect(tier.pushTree ?? fx.seed?.tree, 'a tier that serves archives has a way to be given a whole tree').toBeDefined();
       const home = tempDir('vrift-suite-src-');
       const src = tempDir('vrift-suite-tree-');
       writeSampleTree(src);
@@ -181,8 +202,8 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       }
     });
 
-    it('fails with a typed, transient error when its backend is down', async () => {
-      if (!fx.breakIt) return;
+    it('fails with a typed, transient error when its backend is down', async ({ skip }) => {
+      if (!fx.breakIt) return notApplicable(skip, 'outage', 'breakIt');
       await fx.breakIt();
       try {
         const err = await tier.get(blob(4).digest).then(

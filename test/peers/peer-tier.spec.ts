@@ -29,6 +29,7 @@ tierSuite('peer', async () => {
   const tier = new PeerTier(cfg, { store: local, metrics: new Metrics(), log: () => undefined }, new DaemonDirectory(socketPathOf(join(c.home, 'run'))));
   return {
     tier,
+    largeBlobBytes: 3 * (1 << 20) + 12345, // several gRPC messages of GetBlob
     seed: {
       async blob(digest, buf) {
         served.putBlob(buf, digest);

@@ -49,12 +49,29 @@ const s3Config = () => ({
 
 tierSuite('local', async () => {
   const store = Store.open(tempDir('vrift-local-tier-'));
-  return { tier: new LocalTier(store), cleanup: () => store.close() };
+  return {
+    tier: new LocalTier(store),
+    notApplicable: {
+      largeBlob: 'the local store has no per-request size limit: a large blob streams to and from its file like any other',
+      bulk: 'the local store is what archives are read into; it serves blobs one by one and has no archive form',
+      outage: "the local tier is this host's disk, with no server that could be stopped",
+    },
+    cleanup: () => store.close(),
+  };
 });
 
 tierSuite('redis', async () => {
   const tier = new RedisTier(redisConfig());
-  return { tier, breakIt: () => redis.stop(), fixIt: () => redis.start(), cleanup: () => tier.close() };
+  return {
+    tier,
+    breakIt: () => redis.stop(),
+    fixIt: () => redis.start(),
+    notApplicable: {
+      largeBlob: 'Redis keeps no blob above maxBlobBytes (1 MiB here), so it has no large-object path (the size-limit test covers what it does instead)',
+      bulk: 'Redis keeps blobs one by one; whole trees come in bulk from peers and S3 only',
+    },
+    cleanup: () => tier.close(),
+  };
 });
 
 tierSuite('s3', async () => {
@@ -69,6 +86,11 @@ tierSuite('chain (local → redis → s3)', async () => {
   const chain = openChain({ store, config, log: () => undefined });
   return {
     tier: chain,
+    notApplicable: {
+      largeBlob: "the chain hands a blob to its tiers; their large-object paths are tested in their own suites (S3's multipart above)",
+      bulk: 'the chain has no archive form of its own: a pull reads archives from its tiers (peers, S3)',
+      outage: 'the chain does not fail when a remote tier is down, it moves on (test/tiers/failover.spec.ts), and its local tier cannot be stopped',
+    },
     cleanup: async () => {
       await chain.close();
       await store.close();
