@@ -2,12 +2,12 @@
 // (shim/build/vdir-hammer, built from shim/tests/vdir_hammer.c) against the
 // same shared-memory objects.
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, chmodSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/lib/native.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDir, type VDirEntryInput } from '../src/node/mount/vdir.js';
+import { runAs, runnableByAnyone } from './helpers/other-user.js';
 
 const HAMMER = join(packageRoot(), 'shim', 'build', 'vdir-hammer');
 const HAMMER_SAN = join(packageRoot(), 'shim', 'build', 'san', 'vdir-hammer');
@@ -129,20 +129,10 @@ describe('VDir writer', () => {
     expect(st.mode & 0o777).toBe(0o600);
     expect(st.uid).toBe(process.getuid!());
     expect(hammer(['probe', v.stats().shmPath]).lines[0]).toEqual({ open: 0, error: '' });
-    // runuser needs a binary `nobody` may execute: copy it somewhere world-readable.
-    const tmp = mkdtempSync(join(tmpdir(), 'vdir-probe-'));
-    try {
-      chmodSync(tmp, 0o755);
-      const bin = join(tmp, 'vdir-hammer');
-      copyFileSync(HAMMER, bin);
-      chmodSync(bin, 0o755);
-      const r = spawnSync('runuser', ['-u', 'nobody', '--', bin, 'probe', v.stats().shmPath], { encoding: 'utf8' });
-      expect(r.stderr).toBe('');
-      expect(JSON.parse(r.stdout)).toEqual({ open: -13, error: 'Permission denied' });
-      expect(r.status).toBe(13); // EACCES
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
+    const r = runAs('nobody', runnableByAnyone(HAMMER), ['probe', v.stats().shmPath]);
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual({ open: -13, error: 'Permission denied' });
+    expect(r.status).toBe(13); // EACCES
   });
 
   it('returns exactly the path asked for among many colliding tags, and misses absent ones', () => {

@@ -1,6 +1,6 @@
 // vriftd's lifecycle, its mounts (one VDir each), restart after a crash,
 // and what it does with bad requests and strangers.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { encodeFrame, F, FrameDecoder, Msg } from '../../src/node/control/protocol.js';
 import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
 import { crashDaemon, daemonPid, startDaemon, stopDaemon, vdirLookup, vdirProbe } from '../helpers/daemon.js';
+import { runAs } from '../helpers/other-user.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeSampleTree } from '../helpers/trees.js';
 
@@ -181,19 +182,20 @@ describe('vriftd', () => {
   });
 
   it('another user cannot connect to the socket or open a VDir', () => {
-    const home = tempDir();
+    const base = tempDir();
+    const home = join(base, 'home');
+    mkdirSync(home);
     sampleTree(home, 'a');
     startDaemon(home);
     const m = join(tempDir(), 'm');
     vriftJson(['mount', 'a', m], { home });
     const { name, shmPath } = vriftJson(['status'], { home }).mounts[0];
     const sock = join(home, 'run', 'vriftd.sock');
-    execFileSync('chmod', ['755', home, join(home, '..')]); // let nobody reach run/ itself: only its own mode protects it
-    const r = spawnSync(
-      'runuser',
-      ['-u', 'nobody', '--', process.execPath, '-e', `require('net').connect(${JSON.stringify(sock)}).on('error', e => { console.log(e.code); process.exit(0) }).on('connect', () => { console.log('CONNECTED'); process.exit(0) })`],
-      { encoding: 'utf8' },
-    );
+    execFileSync('chmod', ['755', base, home]); // let nobody reach run/ itself: only its own mode protects it
+    const r = runAs('nobody', process.execPath, [
+      '-e',
+      `require('net').connect(${JSON.stringify(sock)}).on('error', e => { console.log(e.code); process.exit(0) }).on('connect', () => { console.log('CONNECTED'); process.exit(0) })`,
+    ]);
     expect(r.stdout.trim()).toBe('EACCES');
     expect(vdirProbe(shmPath, 'nobody')).toBe(13); // EACCES (a name would resolve to nobody's own uid)
     expect(vdirProbe(name)).toBe(0);

@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { ROOT, vrift, vriftJson } from './cli.js';
+import { runAs, runnableByAnyone } from './other-user.js';
 
 const homes = new Set<string>();
 
@@ -45,7 +46,10 @@ const HAMMER = join(ROOT, 'shim', 'build', 'vdir-hammer');
 
 /** Opens a VDir from C (optionally as another user); the exit status is the errno of a failed open. */
 export function vdirProbe(name: string, asUser?: string): number {
-  const r = asUser ? spawnSync('runuser', ['-u', asUser, '--', HAMMER, 'probe', name]) : spawnSync(HAMMER, ['probe', name]);
+  const r = asUser ? runAs(asUser, runnableByAnyone(HAMMER), ['probe', name]) : spawnSync(HAMMER, ['probe', name], { encoding: 'utf8' });
+  // The probe reports what open() said: without that line it did not run, and its status means nothing.
+  const report = JSON.parse(r.stdout || 'null') as { open?: number } | null;
+  if (typeof report?.open !== 'number') throw new Error(`vdir-hammer probe did not run (status ${r.status}): ${r.stderr}`);
   return r.status ?? -1;
 }
 
