@@ -6,9 +6,12 @@ import type { Reporter, TestModule, Vitest } from 'vitest/node';
 
 export default class SkippedReporter implements Reporter {
   private log: (line: string) => void = console.log;
+  /** Tests left out by `-t` are skipped too, without a note: then only noted skips are listed. */
+  private filtered = false;
 
   onInit(ctx: Vitest): void {
     this.log = (line) => ctx.logger.log(line);
+    this.filtered = ctx.config.testNamePattern !== undefined;
   }
 
   onTestRunEnd(modules: ReadonlyArray<TestModule>): void {
@@ -17,6 +20,7 @@ export default class SkippedReporter implements Reporter {
       for (const t of m.children.allTests('skipped')) {
         const r = t.result();
         const note = r.state === 'skipped' ? r.note : undefined;
+        if (!note && this.filtered) continue;
         lines.push(`  ↓ ${m.relativeModuleId} > ${t.fullName}  [${note ?? 'no reason given'}]`);
       }
     }
