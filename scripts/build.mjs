@@ -4,7 +4,7 @@
 // (the `prepare` script) and before `npm test`; each step is incremental,
 // so a second run costs about a second.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -31,8 +31,24 @@ function nodedirArgs() {
   return existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? [`--nodedir=${prefix}`] : [];
 }
 
+/** Removes compiled files whose source is gone (a moved or deleted module must not linger in dist/). */
+function dropStale(dir, srcDir) {
+  if (!existsSync(dir)) return;
+  for (const name of readdirSync(dir)) {
+    const out = join(dir, name);
+    if (statSync(out).isDirectory()) {
+      dropStale(out, join(srcDir, name));
+      if (readdirSync(out).length === 0) rmSync(out, { recursive: true });
+    } else {
+      const base = name.replace(/\.(js|js\.map|d\.ts)$/, '');
+      if (!existsSync(join(srcDir, `${base}.ts`))) rmSync(out);
+    }
+  }
+}
+
 if (!only || only === 'ts') {
   run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
+  for (const d of ['src', 'bench']) dropStale(join(root, 'dist', d), join(root, d));
 }
 if (only === 'typecheck-tests') {
   // The tests run from source (vitest); this checks their types against the code they test.
