@@ -5,14 +5,24 @@ import { isDigest, type Digest } from '../../lib/digest.js';
 import { errnoOf, fsError, VriftError } from '../../lib/errors.js';
 import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
+import { Leases } from './leases.js';
 import { Meta } from './meta.js';
 import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
 import type { WrittenBlob } from './blob-writer.js';
+
+/** A tree ready to store: its id, sorted entries and encoding. */
+export interface EncodedTree {
+  id: Digest;
+  sorted: TreeEntry[];
+  encoded: Buffer;
+}
 
 export class Store {
   readonly layout: HomeLayout;
   readonly cas: Cas;
   readonly meta: Meta;
+  /** What running operations rely on, kept by gc in any process (leases.ts). */
+  readonly leases: Leases;
   private readonly treeCache = new Map<Digest, TreeEntry[]>();
 
   private constructor(layout: HomeLayout) {
@@ -20,6 +30,7 @@ export class Store {
     ensureHome(layout);
     this.meta = Meta.open(layout.meta);
     this.cas = new Cas(layout, (digest) => this.meta.removeBlob(digest));
+    this.leases = new Leases(this.meta);
   }
 
   static open(home?: string): Store {
@@ -99,11 +110,16 @@ export class Store {
 
   // --- trees ---------------------------------------------------------
 
-  /** Encodes, stores and records a tree; returns its id. */
-  putTree(entries: TreeEntry[]): Digest {
+  /** Sorts, checks and encodes a tree, without storing it (so a lease can name it first). */
+  encodeTree(entries: TreeEntry[]): EncodedTree {
     const sorted = sortEntries(entries);
     const encoded = encodeSorted(sorted); // checks what decodeTree would
-    const id = treeId(encoded);
+    return { id: treeId(encoded), sorted, encoded };
+  }
+
+  /** Encodes (unless given encoded), stores and records a tree; returns its id. */
+  putTree(tree: TreeEntry[] | EncodedTree): Digest {
+    const { id, sorted, encoded } = Array.isArray(tree) ? this.encodeTree(tree) : tree;
     const b = this.cas.putBuffer(encoded, id);
     this.recordBlob(b);
     if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summarize(sorted), createdAt: Date.now() });
