@@ -2,10 +2,12 @@
 // record the directory as a tree. Re-ingest is incremental: a file whose
 // (device, inode, size, mtime, ctime) is unchanged since the last ingest
 // keeps its digest without being read, as git's index does.
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import { hasCode, VriftError } from '../../lib/errors.js';
-import { batches, readFiles, READ_OK, writeBlobs, type FileRead } from './blob-batch.js';
+import { loadNative } from '../../lib/native.js';
+import { batches, IO_THREADS, readFiles, READ_OK, writeBlobs, type FileRead } from './blob-batch.js';
+import type { Lease } from './leases.js';
 import { scanDir, type ScanItem, type StatLike } from './scan.js';
 import type { StatRecord } from './meta.js';
 import type { Store } from './store.js';
@@ -23,6 +25,11 @@ export interface IngestOptions {
   onProgress?: (p: IngestProgress) => void;
   /** Called once per skipped special file. */
   warn?: (message: string) => void;
+  /**
+   * The caller's lease (e.g. save's, which then pushes the tree): ingest
+   * names its tree in it. Without one, ingest takes its own for its duration.
+   */
+  lease?: Lease;
 }
 
 export interface IngestResult {
@@ -68,6 +75,16 @@ function cacheHit(rec: StatRecord | undefined, st: StatFields): boolean {
 }
 
 export async function ingest(store: Store, dir: string, opts: IngestOptions = {}): Promise<IngestResult> {
+  // A lease for the whole ingest, so a concurrent `vrift gc` keeps what it stores (leases.ts).
+  const own = opts.lease === undefined ? await store.leases.begin(`ingest ${resolve(dir)}`) : undefined;
+  try {
+    return await ingestLeased(store, dir, opts, (opts.lease ?? own)!);
+  } finally {
+    own?.release();
+  }
+}
+
+async function ingestLeased(store: Store, dir: string, opts: IngestOptions, lease: Lease): Promise<IngestResult> {
   const root = resolve(dir);
   const scan = scanDir(root);
   for (const s of scan.skipped) opts.warn?.(`skipping ${s.what}: ${root}/${s.path}`);
@@ -75,13 +92,17 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
 
   // Nothing changed since the last ingest of this directory (same fingerprint,
   // not racy, no blob left the store since): same tree, without looking inside.
+  // The lease names the tree first: from then on gc keeps it, so the check holds.
   const prev = store.meta.state.get(['ingest', root]) as DirRecord | undefined;
-  if (prev && prev.fingerprint === scan.fingerprint && prev.blobGeneration === store.meta.blobGeneration() && store.hasTree(prev.tree)) {
-    if (opts.ref !== undefined) store.setRef(opts.ref, prev.tree);
-    await store.meta.flush();
-    const summary = store.treeSummary(prev.tree);
-    opts.onProgress?.({ files: summary.files, totalFiles: summary.files, bytes: summary.bytes, totalBytes: summary.bytes });
-    return { tree: prev.tree, summary, cached: summary.files, hashed: 0, newBlobs: 0, newBytes: 0, skipped: scan.skipped };
+  if (prev && prev.fingerprint === scan.fingerprint) {
+    await lease.addTree(prev.tree);
+    if (prev.blobGeneration === store.meta.latest(() => store.meta.blobGeneration()) && store.hasTree(prev.tree)) {
+      if (opts.ref !== undefined) store.setRef(opts.ref, prev.tree);
+      await store.meta.flush();
+      const summary = store.treeSummary(prev.tree);
+      opts.onProgress?.({ files: summary.files, totalFiles: summary.files, bytes: summary.bytes, totalBytes: summary.bytes });
+      return { tree: prev.tree, summary, cached: summary.files, hashed: 0, newBlobs: 0, newBytes: 0, skipped: scan.skipped };
+    }
   }
 
   const entries: TreeEntry[] = [];
@@ -173,8 +194,20 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
     }
   }
 
-  const generation = store.meta.blobGeneration();
-  const tree = store.putTree(entries);
+  // 4. The lease names the tree (gc keeps it from now on), then the tree is stored.
+  const encoded = store.encodeTree(entries);
+  const tree = encoded.id;
+  await lease.addTree(tree);
+  const generation = store.meta.latest(() => store.meta.blobGeneration());
+  store.putTree(encoded);
+  // Blobs found already stored (deduplicated, or vouched for by the re-ingest
+  // cache) were kept by nothing until now: if anything left the store while
+  // this ran, check the tree's blobs on disk and store again what went.
+  if (lease.evictedSince()) {
+    const restored = restoreEvicted(store, root, encoded.encoded, encoded.sorted);
+    result.newBlobs += restored.blobs;
+    result.newBytes += restored.bytes;
+  }
   if (opts.ref !== undefined) store.setRef(opts.ref, tree);
   if (now - scan.newestChangeMs > RACY_MS) {
     const rec: DirRecord = { fingerprint: scan.fingerprint, tree, blobGeneration: generation, at: now };
@@ -182,6 +215,36 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
   }
   await store.meta.flush();
   return { tree, summary: summarize(entries), ...result, skipped: scan.skipped };
+}
+
+/**
+ * Stores again, from the directory, the blobs of a just-ingested tree that
+ * are no longer on disk (gc evicted them while the ingest ran, before its
+ * lease named the tree). One lstat per blob, on native threads.
+ */
+function restoreEvicted(store: Store, root: string, encoded: Buffer, sorted: TreeEntry[]): { blobs: number; bytes: number } {
+  const out = { blobs: 0, bytes: 0 };
+  const problems = loadNative().fastFs.checkTree(encoded, store.layout.cas, IO_THREADS);
+  for (let k = 0; k < problems.length; k += 2) {
+    if (problems[k + 1] !== 1) continue; // present but touched: materialize re-hashes those
+    const e = sorted[problems[k]!]!;
+    const exec = e.mode === 0o755;
+    if (!store.cas.has(e.digest!)) {
+      const abs = join(root, e.path);
+      const blob = store.cas.putFile(abs);
+      if (blob.digest !== e.digest) {
+        throw new VriftError('ERR_VRIFT_INGEST_CHANGED', `${abs}: file changed while the directory was being ingested`, {
+          hint: 'stop whatever is writing it, then ingest again',
+        });
+      }
+      // Recorded whatever the index says: it may still list the blob (a writer indexed it as gc unlinked it).
+      store.meta.putBlob(blob.digest, { size: blob.size, lastUse: Date.now(), exec: false });
+      out.blobs++;
+      out.bytes += blob.size;
+    }
+    if (exec) store.ensureExecTwin(e.digest!);
+  }
+  return out;
 }
 
 /** Rejects an ingest target that is inside the store itself (it would ingest its own blobs). */
