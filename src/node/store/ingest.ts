@@ -75,30 +75,35 @@ function cacheHit(rec: StatRecord | undefined, st: StatFields): boolean {
 }
 
 export async function ingest(store: Store, dir: string, opts: IngestOptions = {}): Promise<IngestResult> {
-  // A lease for the whole ingest, so a concurrent `vrift gc` keeps what it stores (leases.ts).
-  const own = opts.lease === undefined ? await store.leases.begin(`ingest ${resolve(dir)}`) : undefined;
+  const root = resolve(dir);
+  const prev = store.meta.state.get(['ingest', root]) as DirRecord | undefined;
+  // A lease for the whole ingest, so a concurrent `vrift gc` keeps what it
+  // stores (leases.ts). It names the tree of the last ingest of this
+  // directory from the start: the fast path below relies on it, and most
+  // of a re-ingest's blobs are in it.
+  const own = opts.lease === undefined ? await store.leases.begin(`ingest ${root}`, prev ? [prev.tree] : []) : undefined;
   try {
-    return await ingestLeased(store, dir, opts, (opts.lease ?? own)!);
+    if (prev && opts.lease) await opts.lease.addTree(prev.tree);
+    const r = await ingestLeased(store, root, prev, opts, (opts.lease ?? own)!);
+    own?.release(); // committed with the ingest's last writes
+    await store.meta.flush();
+    return r;
   } finally {
     own?.release();
   }
 }
 
-async function ingestLeased(store: Store, dir: string, opts: IngestOptions, lease: Lease): Promise<IngestResult> {
-  const root = resolve(dir);
+async function ingestLeased(store: Store, root: string, prev: DirRecord | undefined, opts: IngestOptions, lease: Lease): Promise<IngestResult> {
   const scan = scanDir(root);
   for (const s of scan.skipped) opts.warn?.(`skipping ${s.what}: ${root}/${s.path}`);
   const now = Date.now();
 
   // Nothing changed since the last ingest of this directory (same fingerprint,
   // not racy, no blob left the store since): same tree, without looking inside.
-  // The lease names the tree first: from then on gc keeps it, so the check holds.
-  const prev = store.meta.state.get(['ingest', root]) as DirRecord | undefined;
+  // The lease named that tree before this check, so gc keeps it from then on.
   if (prev && prev.fingerprint === scan.fingerprint) {
-    await lease.addTree(prev.tree);
     if (prev.blobGeneration === store.meta.latest(() => store.meta.blobGeneration()) && store.hasTree(prev.tree)) {
       if (opts.ref !== undefined) store.setRef(opts.ref, prev.tree);
-      await store.meta.flush();
       const summary = store.treeSummary(prev.tree);
       opts.onProgress?.({ files: summary.files, totalFiles: summary.files, bytes: summary.bytes, totalBytes: summary.bytes });
       return { tree: prev.tree, summary, cached: summary.files, hashed: 0, newBlobs: 0, newBytes: 0, skipped: scan.skipped };
@@ -213,7 +218,6 @@ async function ingestLeased(store: Store, dir: string, opts: IngestOptions, leas
     const rec: DirRecord = { fingerprint: scan.fingerprint, tree, blobGeneration: generation, at: now };
     void store.meta.state.put(['ingest', root], rec);
   }
-  await store.meta.flush();
   return { tree, summary: summarize(entries), ...result, skipped: scan.skipped };
 }
 

@@ -142,12 +142,13 @@ export class Leases {
   constructor(private readonly meta: Meta) {}
 
   /**
-   * Begins a lease for `what` (a few words naming the operation, shown by
-   * status). When this resolves the lease is committed and every gc batch
-   * that did not see it is over. Release it in a finally block.
+   * Begins a lease for `what` (a few words naming the operation), naming
+   * `trees` already (as addTree would, in the same commit). When this
+   * resolves the lease is committed and every gc batch that did not see it
+   * is over. Release it in a finally block.
    */
-  async begin(what: string): Promise<Lease> {
-    const rec: LeaseRecord = { id: `${process.pid}.${randomBytes(6).toString('hex')}`, what, owner: selfOwner(), startedAt: Date.now(), trees: [] };
+  async begin(what: string, trees: Digest[] = []): Promise<Lease> {
+    const rec: LeaseRecord = { id: `${process.pid}.${randomBytes(6).toString('hex')}`, what, owner: selfOwner(), startedAt: Date.now(), trees: [...new Set(trees)] };
     const { batches, blobGeneration } = this.meta.transact(() => {
       void this.meta.state.put([LEASE, rec.id], rec);
       this.bump();
