@@ -1,7 +1,9 @@
 // LMDB: the source of truth for metadata. One environment under
 // $VRIFT_HOME/meta with one named database per kind of record. Safe for
 // several processes at once (LMDB's own locking).
+import { statfsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import type * as Lmdb from 'lmdb';
 import type { Database, RootDatabase } from 'lmdb';
 import type { Digest } from '../../lib/digest.js';
@@ -113,6 +115,7 @@ export class Meta {
   }
 
   static open(path: string): Meta {
+    assertRoomForLockFile(path);
     try {
       return new Meta(open({ path, maxDbs: 16, compression: false }), path);
     } catch (e) {
@@ -248,6 +251,35 @@ export class Meta {
 
   async close(): Promise<void> {
     await this.root.close();
+  }
+}
+
+/** Free space LMDB needs to create its files (the lock file is 8 KiB, the data file starts with a few pages). */
+const MIN_FREE_TO_CREATE = 256 << 10;
+
+/**
+ * LMDB maps its lock file into memory and writes it through the mapping:
+ * on a full disk, touching a page of it that was never allocated kills the
+ * process with SIGBUS, no error to catch. So a database whose lock file is
+ * not there yet (or was never written) is opened only with room to spare.
+ */
+function assertRoomForLockFile(path: string): void {
+  try {
+    if (statSync(join(path, 'lock.mdb')).blocks > 0) return; // written before: its pages exist
+  } catch {
+    /* not there yet */
+  }
+  let free: number;
+  try {
+    const fs = statfsSync(path);
+    free = fs.bavail * fs.bsize;
+  } catch {
+    return; // not a directory we can look at: LMDB's own error says why
+  }
+  if (free < MIN_FREE_TO_CREATE) {
+    throw new VriftError('ERR_VRIFT_META_FULL', `${path}: disk full (${free} bytes free): cannot create the metadata database`, {
+      hint: 'free space on that filesystem, or point VRIFT_HOME at another one',
+    });
   }
 }
 
