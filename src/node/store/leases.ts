@@ -29,13 +29,15 @@
 // while it ran; if true it checks its tree's blobs on disk.
 //
 // Usage (try/finally, so a failure releases the lease too):
-//   const lease = await store.leases.begin(`restore ${ref}`);
+//   const lease = await store.leases.begin(`restore ${ref}`); // or begin(what, [tree]) when the tree is known
 //   try {
-//     await lease.addTree(tree); // before looking up what is missing
-//     …
+//     await lease.addTree(tree); // before looking up what is missing (or trusting meta.treeComplete)
+//     …                          // fetch what the index lacks, materialize, push …
 //   } finally {
-//     lease.release();
+//     lease.release();           // committed with the next write or store.close()
 //   }
+// A lease can be handed down (ingest takes `opts.lease`): save names the
+// tree ingest made and keeps it through the push.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
