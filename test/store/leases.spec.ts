@@ -264,6 +264,34 @@ describe('ingest under gc', () => {
   });
 });
 
+describe('ingest re-reading a directory under gc', () => {
+  it('keeps the blobs of the previous tree of the directory from the start', async () => {
+    const home = tempDir();
+    const store = openStore(home);
+    const src = join(tempDir(), 'src');
+    mkdirSync(src);
+    for (let i = 0; i < 100; i++) writeFileSync(join(src, `f${i}.txt`), `file ${i}\n`);
+    await sleep(1100); // out of the racy window: the re-ingest cache will vouch for these
+    const first = await ingest(store, src); // no ref: nothing pins the tree
+    await outOfMargin();
+    writeFileSync(join(src, 'f0.txt'), 'changed\n');
+
+    let gcRun: Promise<GcResult> | undefined;
+    const r = await ingest(store, src, {
+      onProgress: () => {
+        gcRun ??= new Promise((resolve) => queueMicrotask(() => resolve(gc(store))));
+      },
+    });
+    // gc ran while ingest read f0.txt; the lease named the previous tree before that.
+    expect(await gcRun!).toMatchObject({ evicted: 0, leases: 1 });
+    expect(r).toMatchObject({ cached: 99, hashed: 1, newBlobs: 1 });
+    expect(store.hasBlob(first.tree)).toBe(true);
+    const out = join(tempDir(), 'out');
+    expect(vrift(['materialize', r.tree, out], { home }).code).toBe(0);
+    expect(snapshotTree(out, { mode: treeMode })).toEqual(snapshotTree(src, { mode: treeMode }));
+  });
+});
+
 describe('vrift ingest with vrift gc running beside it', () => {
   it('never fails, and every tree it prints materializes completely', async () => {
     const home = tempDir();

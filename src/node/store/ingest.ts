@@ -2,11 +2,10 @@
 // record the directory as a tree. Re-ingest is incremental: a file whose
 // (device, inode, size, mtime, ctime) is unchanged since the last ingest
 // keeps its digest without being read, as git's index does.
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import { hasCode, VriftError } from '../../lib/errors.js';
-import { loadNative } from '../../lib/native.js';
-import { batches, IO_THREADS, readFiles, READ_OK, writeBlobs, type FileRead } from './blob-batch.js';
+import { batches, readFiles, READ_OK, writeBlobs, type FileRead } from './blob-batch.js';
 import type { Lease } from './leases.js';
 import { scanDir, type ScanItem, type StatLike } from './scan.js';
 import type { StatRecord } from './meta.js';
@@ -115,9 +114,23 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
   const result = { cached: 0, hashed: 0, newBlobs: 0, newBytes: 0 };
   let lastReport = 0;
 
+  // Blobs this ingest found already stored and did not write: nothing keeps
+  // them until the lease names the tree (unless the previous tree of this
+  // directory, named from the start, holds them). Checked at the end if
+  // anything left the store meanwhile.
+  const atRisk = new Map<Digest, ScanItem>();
+  const prevHolds = prev !== undefined && store.hasTree(prev.tree);
+
   const fileDone = (item: ScanItem, size: number, digest: Digest): void => {
     const exec = normalizeFileMode(item.stat!.mode) === 0o755;
-    if (exec) store.ensureExecTwin(digest);
+    if (exec) {
+      try {
+        store.ensureExecTwin(digest);
+      } catch (e) {
+        if (!hasCode(e, 'ERR_VRIFT_FS_NOT_FOUND') || !atRisk.has(digest)) throw e;
+        // gc took the blob just now: it is stored again (and its twin made) at the end.
+      }
+    }
     entries.push({ path: item.path, kind: 'file', mode: modeFor('file', exec), size, digest });
     progress.files++;
     progress.bytes += size;
@@ -142,6 +155,8 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
       const rec = store.meta.getStat(item.abs);
       if (cacheHit(rec, item.stat!) && store.meta.hasBlob(rec!.digest)) {
         result.cached++;
+        // Unchanged since the previous ingest of this directory read it: that tree holds this blob.
+        if (!(prevHolds && rec!.at <= prev!.at)) atRisk.set(rec!.digest, item);
         fileDone(item, item.stat!.size, rec!.digest);
       } else if (item.stat!.size <= WHOLE_FILE_LIMIT) toRead.push(item);
       else slow.push(item);
@@ -164,15 +179,19 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
         continue;
       }
       const digest = r.digest!; // hashed on the reading thread, from these very bytes
-      if (!fresh.has(digest) && !store.meta.hasBlob(digest)) fresh.set(digest, { digest, offset: r.offset, size: r.bytes.length });
+      if (!fresh.has(digest)) {
+        if (!store.meta.hasBlob(digest)) fresh.set(digest, { digest, offset: r.offset, size: r.bytes.length });
+        else atRisk.set(digest, batch[i]!);
+      }
       hashedHere.push([batch[i]!, r, digest]);
     }
+    const firstOf = new Map(hashedHere.map(([item, , digest]) => [digest, item]));
     for (const b of await writeBlobs(store.cas, data, [...fresh.values()])) {
       store.recordBlob(b);
       if (b.created) {
         result.newBlobs++;
         result.newBytes += b.size;
-      }
+      } else atRisk.set(b.digest, firstOf.get(b.digest)!); // on disk already, not indexed
     }
     for (const [item, r, digest] of hashedHere) {
       remember(item, r, digest);
@@ -189,7 +208,7 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
         if (blob.created) {
           result.newBlobs++;
           result.newBytes += blob.size;
-        }
+        } else atRisk.set(blob.digest, item);
         remember(item, blob.source, blob.digest);
         fileDone(item, blob.size, blob.digest);
         break;
@@ -205,11 +224,12 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
   await lease.addTree(tree);
   const generation = store.meta.latest(() => store.meta.blobGeneration());
   store.putTree(encoded);
-  // Blobs found already stored (deduplicated, or vouched for by the re-ingest
-  // cache) were kept by nothing until now: if anything left the store while
-  // this ran, check the tree's blobs on disk and store again what went.
-  if (lease.evictedSince()) {
-    const restored = restoreEvicted(store, root, encoded.encoded, encoded.sorted);
+  // Blobs written by this ingest are kept by their ctime, those of the
+  // previous tree by its name; the others it found already stored were kept
+  // by nothing until now: if anything left the store while this ran, look
+  // for them on disk and store again what went.
+  if (atRisk.size > 0 && lease.evictedSince()) {
+    const restored = restoreEvicted(store, atRisk);
     result.newBlobs += restored.blobs;
     result.newBytes += restored.bytes;
   }
@@ -222,31 +242,29 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
 }
 
 /**
- * Stores again, from the directory, the blobs of a just-ingested tree that
- * are no longer on disk (gc evicted them while the ingest ran, before its
- * lease named the tree). One lstat per blob, on native threads.
+ * Stores again, from the directory, the blobs ingest relied on that are no
+ * longer on disk (gc evicted them before the lease named the tree), and
+ * the executable twins they need.
  */
-function restoreEvicted(store: Store, root: string, encoded: Buffer, sorted: TreeEntry[]): { blobs: number; bytes: number } {
+function restoreEvicted(store: Store, atRisk: Map<Digest, ScanItem>): { blobs: number; bytes: number } {
   const out = { blobs: 0, bytes: 0 };
-  const problems = loadNative().fastFs.checkTree(encoded, store.layout.cas, IO_THREADS);
-  for (let k = 0; k < problems.length; k += 2) {
-    if (problems[k + 1] !== 1) continue; // present but touched: materialize re-hashes those
-    const e = sorted[problems[k]!]!;
-    const exec = e.mode === 0o755;
-    if (!store.cas.has(e.digest!)) {
-      const abs = join(root, e.path);
-      const blob = store.cas.putFile(abs);
-      if (blob.digest !== e.digest) {
-        throw new VriftError('ERR_VRIFT_INGEST_CHANGED', `${abs}: file changed while the directory was being ingested`, {
+  for (const [digest, item] of atRisk) {
+    if (!store.cas.has(digest)) {
+      const blob = store.cas.putFile(item.abs);
+      if (blob.digest !== digest) {
+        throw new VriftError('ERR_VRIFT_INGEST_CHANGED', `${item.abs}: file changed while the directory was being ingested`, {
           hint: 'stop whatever is writing it, then ingest again',
         });
       }
       // Recorded whatever the index says: it may still list the blob (a writer indexed it as gc unlinked it).
-      store.meta.putBlob(blob.digest, { size: blob.size, lastUse: Date.now(), exec: false });
+      store.meta.putBlob(digest, { size: blob.size, lastUse: Date.now(), exec: false });
       out.blobs++;
       out.bytes += blob.size;
     }
-    if (exec) store.ensureExecTwin(e.digest!);
+  }
+  // Twins of blobs that went (or were made from one as it went).
+  for (const [digest, item] of atRisk) {
+    if (normalizeFileMode(item.stat!.mode) === 0o755 && !store.cas.has(digest, true)) store.ensureExecTwin(digest);
   }
   return out;
 }
