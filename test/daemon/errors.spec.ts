@@ -4,12 +4,12 @@
 // status 2, with nothing stored harmed; a running daemon outlives its disk
 // filling up (a metadata commit failing used to end it).
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { vrift, vriftJson, type RunResult } from '../helpers/cli.js';
+import { VRIFT_BIN, vrift, vriftJson, type RunResult } from '../helpers/cli.js';
 import { startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { snapshotTree, treeMode, writeSampleTree } from '../helpers/trees.js';
@@ -53,6 +53,29 @@ describe('a cluster port another program holds', () => {
       }
     });
   }
+});
+
+describe('as a user without the rights', () => {
+  /** `vrift <args>` as the user nobody. */
+  const asNobody = (args: string[], env: Record<string, string>): RunResult => {
+    const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, VRIFT_BIN, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 });
+    return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  };
+
+  it('a $VRIFT_HOME it cannot create is one line', () => {
+    const home = join(tempDir(), 'home'); // under a directory only root may write
+    const r = asNobody(['up'], { VRIFT_HOME: home });
+    expect(r.code, r.stderr).toBe(2);
+    oneLine(r, new RegExp(`^vrift: ${home}: permission denied while creating the vrift home \\(\\$VRIFT_HOME\\)`));
+  });
+
+  it('a privileged cluster port is one line naming the variable', () => {
+    const dir = tempDir();
+    chmodSync(dir, 0o777);
+    const r = asNobody(['up', '--detach'], { VRIFT_HOME: join(dir, 'home'), VRIFT_CLUSTER_SECRET: SECRET, VRIFT_GRPC_PORT: '80', VRIFT_P2P_PORT: '0' });
+    expect(r.code, r.stderr).toBe(2);
+    oneLine(r, /port 80 on 0\.0\.0\.0 needs privileges this process lacks: the cluster's gRPC peer service cannot listen there \(set VRIFT_GRPC_PORT, or cluster\.grpcPort in config\.json, to a port above 1023\)$/);
+  });
 });
 
 describe('$VRIFT_HOME on a full disk', () => {
