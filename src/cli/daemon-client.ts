@@ -1,7 +1,8 @@
 // How CLI commands reach (and, when asked, start) the daemon of $VRIFT_HOME.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
-import { hasCode, VriftError } from '../lib/errors.js';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { fsError, hasCode, isVriftError, VriftError } from '../lib/errors.js';
 import { ControlClient } from '../node/control/client.js';
 import { logPathOf, socketPathOf } from '../node/control/paths.js';
 import { ensureHome, homeLayout, resolveHome } from '../node/store/home.js';
@@ -23,31 +24,111 @@ export async function withDaemon<T>(fn: (c: ControlClient) => Promise<T>): Promi
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * The file descriptor on which a daemon started by spawnDaemon reports how
+ * its start went: one JSON line, `{"ok":true}` or `{"error":{…}}`. A pipe,
+ * not the log: the log may be on the very disk that is full.
+ */
+export const START_REPORT_FD_ENV = 'VRIFT_UP_REPORT_FD';
+const REPORT_FD = 3;
+
+export interface StartReport {
+  ok?: boolean;
+  error?: { code: string; message: string; hint: string | null; exitCode: number };
+}
+
+/**
  * Starts `vrift up` in the background (output appended to run/vriftd.log)
- * and waits until it answers on its socket (at most 15 s).
+ * and waits until it answers on its socket (at most 15 s). A start that
+ * fails throws the daemon's own error (the same line `vrift up` prints).
  */
 export async function spawnDaemon(): Promise<{ pid: number; logPath: string }> {
   const layout = homeLayout(resolveHome());
   ensureHome(layout);
   const logPath = logPathOf(layout.run);
-  const log = openSync(logPath, 'a', 0o600);
-  const child = spawn(process.execPath, [process.argv[1]!, 'up'], { detached: true, stdio: ['ignore', log, log], env: process.env });
+  let log: number;
+  try {
+    log = openSync(logPath, 'a', 0o600);
+  } catch (e) {
+    throw fsError(e, logPath, 'opening the daemon log');
+  }
+  const child = spawn(process.execPath, [process.argv[1]!, 'up'], {
+    detached: true,
+    stdio: ['ignore', log, log, 'pipe'],
+    env: { ...process.env, [START_REPORT_FD_ENV]: String(REPORT_FD) },
+  });
   closeSync(log);
   let exited: number | null | undefined;
   child.once('exit', (code) => (exited = code));
   child.unref();
-  for (let i = 0; i < 300; i++) {
-    try {
-      (await ControlClient.connect(daemonSocket())).close();
-      return { pid: child.pid!, logPath };
-    } catch (e) {
-      if (!hasCode(e, 'ERR_VRIFT_DAEMON_DOWN')) throw e;
+  let report: StartReport | undefined;
+  const pipe = child.stdio[REPORT_FD] as Readable;
+  let text = '';
+  pipe.on('data', (d: Buffer) => {
+    text += d.toString('utf8');
+    const nl = text.indexOf('\n');
+    if (nl >= 0 && report === undefined) {
+      try {
+        report = JSON.parse(text.slice(0, nl)) as StartReport;
+      } catch {
+        report = {};
+      }
     }
-    if (exited !== undefined) {
-      const tail = readFileSync(logPath, 'utf8').trim().split('\n').slice(-1)[0] ?? '';
-      throw new VriftError('ERR_VRIFT_DAEMON_START', `the daemon exited during start-up (${exited}): ${tail}`, { hint: `see ${logPath}` });
+  });
+  pipe.on('error', () => undefined); // the daemon closed it: nothing more to say
+  try {
+    for (let i = 0; i < 300; i++) {
+      if (report?.error) {
+        const r = report.error;
+        throw new VriftError(r.code, r.message, { hint: r.hint ?? `see ${logPath}`, exitCode: r.exitCode });
+      }
+      try {
+        (await ControlClient.connect(daemonSocket())).close();
+        return { pid: child.pid!, logPath };
+      } catch (e) {
+        if (!hasCode(e, 'ERR_VRIFT_DAEMON_DOWN')) throw e;
+      }
+      if (exited !== undefined && report === undefined) {
+        await sleep(50); // a report written just before the exit may still be in the pipe
+        if (report) continue;
+        throw new VriftError('ERR_VRIFT_DAEMON_START', `the daemon exited during start-up (${exited}): ${lastLine(logPath)}`, { hint: `see ${logPath}` });
+      }
+      await sleep(50);
     }
-    await sleep(50);
+    throw new VriftError('ERR_VRIFT_DAEMON_START', 'the daemon did not answer within 15 s', { hint: `see ${logPath}` });
+  } finally {
+    pipe.destroy();
   }
-  throw new VriftError('ERR_VRIFT_DAEMON_START', 'the daemon did not answer within 15 s', { hint: `see ${logPath}` });
+}
+
+/** What a daemon that started from this process reports on the start-report pipe (when it was spawned with one). */
+export function startReporter(): ((r: StartReport) => void) | undefined {
+  const fd = Number(process.env[START_REPORT_FD_ENV]);
+  if (!Number.isInteger(fd) || fd < 3) return undefined;
+  delete process.env[START_REPORT_FD_ENV]; // not inherited by what the daemon runs
+  let done = false;
+  return (r) => {
+    if (done) return;
+    done = true;
+    try {
+      writeSync(fd, `${JSON.stringify(r)}\n`);
+      closeSync(fd);
+    } catch {
+      /* the starter is gone: nobody to tell */
+    }
+  };
+}
+
+/** The start report of an error: the VriftError as it is, anything else as its first line. */
+export function errorReport(e: unknown): StartReport {
+  if (isVriftError(e)) return { error: { code: e.code, message: e.message, hint: e.hint ?? null, exitCode: e.exitCode } };
+  const first = String((e as Error | undefined)?.stack ?? e).split('\n')[0] ?? '';
+  return { error: { code: 'ERR_VRIFT_DAEMON_START', message: `the daemon failed during start-up: ${first}`, hint: null, exitCode: 70 } };
+}
+
+function lastLine(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim().split('\n').slice(-1)[0] ?? '';
+  } catch {
+    return '';
+  }
 }

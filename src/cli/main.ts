@@ -36,10 +36,11 @@ const COMMANDS: Record<string, () => Promise<Module>> = {
 };
 
 // A reader that stops early (`vrift ls … | head`) closes the pipe: stop quietly, as cat does.
+// stderr that cannot be written (a daemon's log on a disk that filled up) is not fatal: nothing more can be told.
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE') throw e;
-    process.exit(process.exitCode ?? 0);
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    if (stream !== process.stderr) throw e;
   });
 }
 

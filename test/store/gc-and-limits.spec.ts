@@ -1,7 +1,7 @@
 // gc keeps what refs pin and evicts the rest least-recently-used first;
 // a 4 GiB file is stored with bounded memory.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
@@ -62,6 +62,17 @@ describe('gc', () => {
     expect(again.tree).toBe(first.tree);
     expect(again.newBlobs).toBe(2);
     expect(vrift(['materialize', first.tree, join(tempDir(), 'out')], { home }).code).toBe(0);
+  });
+
+  it('leaves alone a temp file a writer is about to rename into the store (blob mtime, fresh ctime)', () => {
+    const home = tempDir();
+    vriftJson(['ingest', dirWith({ 'a.txt': 'a\n' })], { home });
+    // A writer gives its temp file the canonical blob mtime (1970) just before the rename: its ctime is now.
+    const writing = join(home, 'tmp', 'live-writer.tmp');
+    writeFileSync(writing, 'almost a blob');
+    utimesSync(writing, 1, 1);
+    expect(vriftJson(['gc'], { home }).tempFilesRemoved).toBe(0);
+    expect(existsSync(writing)).toBe(true);
   });
 
   it('rejects a malformed size', () => {

@@ -6,7 +6,8 @@ import { isDaemonAlive } from '../../node/daemon/lock.js';
 import { resolveHome } from '../../node/store/home.js';
 import { F, Msg } from '../../node/control/protocol.js';
 import { plain, subcommand } from '../command.js';
-import { daemonSocket, spawnDaemon, withDaemon } from '../daemon-client.js';
+import { daemonSocket, errorReport, spawnDaemon, startReporter, withDaemon } from '../daemon-client.js';
+import type { Daemon } from '../../node/daemon/daemon.js';
 import type { Output } from '../output.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -24,9 +25,17 @@ async function hello(): Promise<{ pid: number; home: string } | undefined> {
 }
 
 async function runForeground(out: Output): Promise<void> {
-  const { Daemon } = await import('../../node/daemon/daemon.js');
-  const daemon = new Daemon();
-  await daemon.start();
+  const report = startReporter(); // set when `vrift up --detach` started this process
+  let daemon: Daemon;
+  try {
+    const { Daemon } = await import('../../node/daemon/daemon.js');
+    daemon = new Daemon();
+    await daemon.start();
+  } catch (e) {
+    report?.(errorReport(e));
+    throw e;
+  }
+  report?.({ ok: true });
   if (!out.json) out.notice(`vriftd running (pid ${process.pid}); stop with Ctrl-C or \`vrift down\``);
   else out.result({ pid: process.pid, socket: daemon.socketPath, home: daemon.store.layout.root }, () => []);
   const onSignal = () => void daemon.stop();

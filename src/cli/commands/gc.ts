@@ -1,4 +1,5 @@
-// vrift gc [--max-size SIZE]: evict unpinned blobs, least recently used first.
+// vrift gc [--max-size SIZE]: evict unpinned blobs, least recently used first
+// (never what a running operation relies on: see src/node/store/leases.ts).
 import type { Command } from 'commander';
 import { parseSize } from '../../lib/units.js';
 import { overlayDigests } from '../../node/mount/overlay.js';
@@ -14,7 +15,8 @@ export function register(program: Command): void {
         const maxSize = opts.maxSize === undefined ? undefined : parseSize(String(opts.maxSize));
         const r = await gc(store, { maxSize, keep: overlayDigests(store) });
         out.result(r, () => {
-          const lines = [`evicted ${r.evicted} blobs (${fmtBytes(r.freedBytes)}); kept ${r.kept} (${fmtBytes(r.keptBytes)}, ${fmtBytes(r.pinnedBytes)} pinned)`];
+          const inUse = r.leasedBytes > 0 ? `, ${fmtBytes(r.leasedBytes)} in use by ${r.leases} running operation${r.leases === 1 ? '' : 's'}` : '';
+          const lines = [`evicted ${r.evicted} blobs (${fmtBytes(r.freedBytes)}); kept ${r.kept} (${fmtBytes(r.keptBytes)}, ${fmtBytes(r.pinnedBytes)} pinned${inUse})`];
           if (maxSize !== undefined && r.keptBytes > maxSize) lines.push(`note: pinned content alone exceeds --max-size ${fmtBytes(maxSize)}`);
           return lines;
         });

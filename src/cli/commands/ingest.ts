@@ -1,4 +1,5 @@
 // vrift ingest <dir> [--ref NAME]: store a directory, print its tree id.
+// ingest() holds a lease while it runs: a `vrift gc` in another process keeps what it stores.
 import type { Command } from 'commander';
 import { assertNotInsideHome, ingest } from '../../node/store/ingest.js';
 import { fmtBytes } from '../../lib/units.js';

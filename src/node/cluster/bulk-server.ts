@@ -20,6 +20,7 @@ import type { Metrics } from '../../lib/metrics.js';
 import { RingWriter, writeArchive } from '../archive/ring-writer.js';
 import type { Store } from '../store/store.js';
 import { BULK_HELLO_LEN, BULK_MAGIC } from './wire.js';
+import { listenError } from './listen-error.js';
 
 export interface BulkPlan {
   blobs: { digest: Digest; size: number }[];
@@ -55,7 +56,7 @@ export class BulkServer {
   async start(): Promise<void> {
     const server = createServer((s) => void this.serve(s));
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (e) => reject(listenError(e, { what: "the cluster's bulk server", host: this.opts.host, port: this.opts.port, portKey: 'bulkPort' })));
       server.listen(this.opts.port, this.opts.host, () => resolve());
     });
     this.port = (server.address() as { port: number }).port;

@@ -24,6 +24,7 @@ import type { GossipSub, Message } from '@libp2p/gossipsub';
 import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface';
 import type { Digest } from '../../lib/digest.js';
 import { parseAnnouncement, type Announcement } from './announcement.js';
+import { listenError } from './listen-error.js';
 import { VriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { Bloom } from './bloom.js';
@@ -138,6 +139,8 @@ export class Mesh {
         identify: identify(),
         pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, maxInboundDataLength: 1 << 20 }),
       },
+    }).catch((e: unknown) => {
+      throw listenError(e, { what: "the cluster's libp2p mesh", host: cfg.host, port: cfg.p2pPort, portKey: 'p2pPort' });
     })) as unknown as Node;
     this.node = node;
     this.topic = `/vrift/${keys.id}/announce/1`;

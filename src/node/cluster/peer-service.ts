@@ -21,6 +21,7 @@ import type { ClusterConfig } from './config.js';
 import { MAX_HAS, PEER_METHODS, peerProto, unpackDigests } from './wire.js';
 import { assertRefName, type Store } from '../store/store.js';
 import { decodeTree, type TreeEntry } from '../store/tree.js';
+import { listenError } from './listen-error.js';
 
 /** gRPC messages of an archive or blob stream carry at most this much. */
 const MESSAGE_CHUNK = 1 << 20;
@@ -92,9 +93,17 @@ export class PeerService {
     });
     server.addService(service, this.handlers(grpc));
     const host = this.opts.cfg.host.includes(':') ? `[${this.opts.cfg.host}]` : this.opts.cfg.host;
-    this.port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${host}:${this.opts.cfg.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
-    );
+    // grpc-js would also log a failed bind on its own; it is reported once, as one line, below.
+    grpc.setLogVerbosity(grpc.logVerbosity.NONE);
+    try {
+      this.port = await new Promise<number>((resolve, reject) =>
+        server.bindAsync(`${host}:${this.opts.cfg.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+      );
+    } catch (e) {
+      throw listenError(e, { what: "the cluster's gRPC peer service", host: this.opts.cfg.host, port: this.opts.cfg.grpcPort, portKey: 'grpcPort' });
+    } finally {
+      grpc.setLogVerbosity(grpcVerbosity(grpc));
+    }
     this.server = server;
   }
 
@@ -340,4 +349,10 @@ export class PeerService {
 
 function isStatus(e: unknown): e is Status {
   return typeof e === 'object' && e !== null && typeof (e as Status).code === 'number' && typeof (e as Status).details === 'string';
+}
+
+/** grpc-js's log level as GRPC_VERBOSITY sets it (its default: errors only). */
+function grpcVerbosity(grpc: typeof Grpc): Grpc.logVerbosity {
+  const v = grpc.logVerbosity;
+  return ({ DEBUG: v.DEBUG, INFO: v.INFO, NONE: v.NONE } as Record<string, Grpc.logVerbosity>)[(process.env.GRPC_VERBOSITY ?? '').toUpperCase()] ?? v.ERROR;
 }

@@ -4,7 +4,7 @@
 // never a crash.
 import { chmodSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { errnoOf, isVriftError, VriftError } from '../../lib/errors.js';
+import { errnoOf, fsError, isVriftError, VriftError } from '../../lib/errors.js';
 import { encodeFrame, F, type FieldList, type Fields, FrameDecoder, Msg } from './protocol.js';
 
 /** One request being handled: a long one (an operation) reports as it goes, and stops if its client leaves. */
@@ -42,7 +42,7 @@ export class ControlServer {
     const old = process.umask(0o177);
     try {
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
+        server.once('error', (e) => reject(fsError(e, socketPath, 'creating the control socket')));
         server.listen(socketPath, () => resolve());
       });
     } finally {

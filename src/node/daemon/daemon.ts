@@ -20,6 +20,9 @@ import { MountManager } from '../mount/mounts.js';
 import { registerMountWrites } from '../mount/writes.js';
 import { F, Msg, type FieldList } from '../control/protocol.js';
 import { Store } from '../store/store.js';
+import { metaWriteError } from '../store/meta.js';
+import { resolveHome } from '../store/home.js';
+import { assertRoomToStart, stderrLog } from './room.js';
 
 export const DAEMON_VERSION = '0.1.0';
 
@@ -46,12 +49,14 @@ export class Daemon {
   private readonly components: Component[] = [];
   private readonly started: Component[] = [];
   private releaseLock: (() => void) | undefined;
+  private listening = false;
   private stopping: Promise<void> | undefined;
   private readonly stoppedResolvers: (() => void)[] = [];
   readonly log: (line: string) => void;
 
   constructor(opts: DaemonOptions = {}) {
-    this.log = opts.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} vriftd: ${line}\n`));
+    this.log = opts.log ?? stderrLog();
+    assertRoomToStart(resolveHome(opts.home));
     this.store = Store.open(opts.home, { metrics: this.metrics });
     this.socketPath = socketPathOf(this.store.layout.run);
     this.mounts = new MountManager(this.store, this.log);
@@ -75,6 +80,7 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    process.on('unhandledRejection', this.onUnhandled);
     this.releaseLock = acquireDaemonLock(this.store.layout.run, this.store.layout.root);
     try {
       for (const c of this.components) {
@@ -85,6 +91,7 @@ export class Daemon {
       await this.stop();
       throw e;
     }
+    this.listening = true;
     this.log(`listening on ${this.socketPath} (pid ${process.pid}, home ${this.store.layout.root})`);
   }
 
@@ -100,11 +107,27 @@ export class Daemon {
       }
       await this.store.close();
       this.releaseLock?.();
-      this.log('stopped');
+      process.off('unhandledRejection', this.onUnhandled);
+      if (this.listening) this.log('stopped'); // a start that failed says why, once, in its error
       for (const r of this.stoppedResolvers) r();
     })();
     return this.stopping;
   }
+
+  /**
+   * A metadata write nobody waited for failed (LMDB's commit, on a disk
+   * that filled up): one log line (at most every 10 s), and the daemon goes
+   * on. Any other unhandled rejection is a bug and still ends the process.
+   */
+  private readonly onUnhandled = (e: unknown): void => {
+    const commit = typeof e === 'object' && e !== null && 'commitError' in e;
+    const full = metaWriteError(e, this.store.meta.path);
+    if (!commit && full.code !== 'ERR_VRIFT_META_FULL') throw e;
+    if (Date.now() - this.metaFailureAt < 10_000) return;
+    this.metaFailureAt = Date.now();
+    this.log(`${this.store.meta.path}: a metadata write failed (${commit ? 'its commit failed' : full.message}): recent changes (mounts, peers) may be lost; free space on that filesystem`);
+  };
+  private metaFailureAt = 0;
 
   /** Resolves once the daemon has stopped (after `vrift down` or a signal). */
   stopped(): Promise<void> {

@@ -3,7 +3,7 @@
 // is detected and replaced; a live daemon makes a second one refuse.
 import { closeSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, constants as C } from 'node:fs';
 import { join } from 'node:path';
-import { VriftError, errnoOf } from '../../lib/errors.js';
+import { VriftError, errnoOf, fsError } from '../../lib/errors.js';
 
 export function pidFilePath(runDir: string): string {
   return join(runDir, 'vriftd.pid');
@@ -33,6 +33,25 @@ export function readPid(runDir: string): number | undefined {
   }
 }
 
+/** Writes this process's pid to `path` (to become `file`); a failure (a full disk …) leaves no file and says so in one line. */
+function writePidFile(path: string, file: string): void {
+  try {
+    const fd = openSync(path, C.O_WRONLY | C.O_CREAT | C.O_TRUNC, 0o600);
+    try {
+      writeSync(fd, `${process.pid}\n`);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    try {
+      unlinkSync(path);
+    } catch {
+      /* never created */
+    }
+    throw fsError(e, file, 'writing the daemon pid file');
+  }
+}
+
 /** Takes the lock for this process, or throws naming the running daemon. */
 export function acquireDaemonLock(runDir: string, home: string): () => void {
   const file = pidFilePath(runDir);
@@ -40,9 +59,7 @@ export function acquireDaemonLock(runDir: string, home: string): () => void {
     // Write the pid to a private file, then link(2) it into place: the lock
     // file appears atomically, already holding its pid.
     const mine = `${file}.${process.pid}`;
-    const fd = openSync(mine, C.O_WRONLY | C.O_CREAT | C.O_TRUNC, 0o600);
-    writeSync(fd, `${process.pid}\n`);
-    closeSync(fd);
+    writePidFile(mine, file);
     try {
       linkSync(mine, file);
       unlinkSync(mine);
@@ -57,7 +74,7 @@ export function acquireDaemonLock(runDir: string, home: string): () => void {
       };
     } catch (e) {
       unlinkSync(mine);
-      if (errnoOf(e) !== 'EEXIST') throw e;
+      if (errnoOf(e) !== 'EEXIST') throw fsError(e, file, 'creating the daemon pid file');
     }
     const pid = readPid(runDir);
     if (pid !== undefined && pid !== process.pid && isDaemonAlive(pid)) {

@@ -3,6 +3,7 @@
 // through the resolver first (a ref must be known here: `restore` looks
 // refs up in the remote tiers).
 import { hasCode } from '../../lib/errors.js';
+import type { Lease } from '../store/leases.js';
 import { materialize as writeTree, type MaterializeResult } from '../store/materialize.js';
 import type { OpContext } from './operation.js';
 
@@ -16,6 +17,15 @@ export interface MaterializeArgs {
 
 export async function materialize(ctx: OpContext, args: MaterializeArgs): Promise<MaterializeResult> {
   const tree = ctx.store.resolve(args.treeish);
+  const lease = await ctx.store.leases.begin(`materialize ${args.treeish}`, [tree]);
+  try {
+    return await materializeLeased(ctx, args, tree, lease);
+  } finally {
+    lease.release();
+  }
+}
+
+async function materializeLeased(ctx: OpContext, args: MaterializeArgs, tree: string, lease: Lease): Promise<MaterializeResult> {
   const write = (): MaterializeResult => {
     const bar = ctx.progress('materialize');
     try {
@@ -33,7 +43,7 @@ export async function materialize(ctx: OpContext, args: MaterializeArgs): Promis
     await ctx.store.meta.flush(); // the index has forgotten the missing blobs: the pull must see that
     const bar = ctx.progress('download', { bytes: true });
     try {
-      await resolver.pull(tree, (p) => bar.update(p.bytes, p.totalBytes));
+      await resolver.pull(tree, { lease, onProgress: (p) => bar.update(p.bytes, p.totalBytes) });
     } finally {
       bar.done();
     }

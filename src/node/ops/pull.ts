@@ -11,10 +11,12 @@ export interface PullArgs {
 export async function pull(ctx: OpContext, args: PullArgs): Promise<PullResult & { metrics: Record<string, number> }> {
   const resolver = await ctx.resolver();
   const bar = ctx.progress('download', { bytes: true });
+  const lease = await ctx.store.leases.begin(`pull ${args.treeish}`);
   try {
-    const r = await resolver.pull(args.treeish, (p) => bar.update(p.bytes, p.totalBytes));
+    const r = await resolver.pull(args.treeish, { lease, onProgress: (p) => bar.update(p.bytes, p.totalBytes) });
     return { ...r, metrics: ctx.metrics() };
   } finally {
+    lease.release();
     bar.done();
   }
 }

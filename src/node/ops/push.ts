@@ -28,8 +28,14 @@ export async function push(ctx: OpContext, args: PushArgs): Promise<PushOpResult
     });
   }
   const bar = ctx.progress('upload', { bytes: true });
-  const tiers = await resolver.push(tree, { ref, onProgress: (d, t) => bar.update(d, t) });
-  bar.done();
+  const lease = await ctx.store.leases.begin(`push ${name}`, [tree]); // its blobs stay while they are read
+  let tiers: TierPushResult[];
+  try {
+    tiers = await resolver.push(tree, { ref, onProgress: (d, t) => bar.update(d, t) });
+  } finally {
+    lease.release();
+    bar.done();
+  }
   const failed = describeFailures(tiers);
   if (failed.length === tiers.length) {
     throw new VriftError('ERR_VRIFT_PUSH_FAILED', `no remote tier took ${name}: ${failed.join('; ')}`, { hint: 'fix the tiers above and push again' });

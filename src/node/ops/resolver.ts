@@ -8,6 +8,7 @@ import type { Digest } from '../../lib/digest.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
+import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
 import { pullTree, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
 import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
@@ -74,10 +75,14 @@ export class Resolver {
   /**
    * Pulls a tree (id or ref) into the local store. One pull per tree at a
    * time on this host: a caller that finds one running waits for it (and
-   * hears its progress), then sees the tree as that pull left it.
+   * hears its progress), then sees the tree as that pull left it. The
+   * caller's lease names the tree before anything is looked up, so gc
+   * keeps what the pull finds or brings.
    */
-  async pull(treeish: string, onProgress?: (p: PullProgress) => void): Promise<PullResult> {
+  async pull(treeish: string, opts: { lease: Lease; onProgress?: (p: PullProgress) => void }): Promise<PullResult> {
+    const { onProgress } = opts;
     const { tree, ref, from } = await resolveTreeish(this.chain, treeish);
+    await opts.lease.addTree(tree);
     let joined = false;
     let core: TreePullResult;
     try {

@@ -4,6 +4,7 @@
 // everything needed is here and verified.
 import { readdirSync } from 'node:fs';
 import { errnoOf, hasCode, VriftError } from '../../lib/errors.js';
+import type { Lease } from '../store/leases.js';
 import { materialize, type MaterializeResult } from '../store/materialize.js';
 import type { OpContext } from './operation.js';
 import type { Resolver } from './resolver.js';
@@ -33,30 +34,37 @@ export async function restore(ctx: OpContext, args: RestoreArgs): Promise<Restor
   assertTargetFree(args.dir, args.force); // before any download
   const resolver = await ctx.resolver();
   const started = Date.now();
-  let pulled = await pull(ctx, resolver, args.ref);
-  const fetched = Date.now();
-  ctx.signal.throwIfAborted();
+  const lease = await ctx.store.leases.begin(`restore ${args.ref}`); // gc keeps what this restore relies on
+  let pulled: PullResult;
   let made: MaterializeResult;
+  let fetched: number;
   try {
-    made = write(ctx, pulled.tree, args);
-  } catch (e) {
-    // A local blob found corrupt (quarantined) or gone behind the index's back
-    // (dropped from it): fetch it again, once.
-    if (!hasCode(e, 'ERR_VRIFT_CAS_CORRUPT') && !hasCode(e, 'ERR_VRIFT_CAS_MISSING')) throw e;
-    ctx.warn(`${(e as Error).message}; fetching it again`);
-    await ctx.store.meta.flush(); // the index has forgotten those blobs: the pull must see that
-    pulled = { ...(await pull(ctx, resolver, pulled.tree)), ref: pulled.ref, refFrom: pulled.refFrom };
-    made = write(ctx, pulled.tree, args);
+    pulled = await pull(ctx, resolver, args.ref, lease);
+    fetched = Date.now();
+    ctx.signal.throwIfAborted();
+    try {
+      made = write(ctx, pulled.tree, args);
+    } catch (e) {
+      // A local blob found corrupt (quarantined) or gone behind the index's back
+      // (dropped from it): fetch it again, once.
+      if (!hasCode(e, 'ERR_VRIFT_CAS_CORRUPT') && !hasCode(e, 'ERR_VRIFT_CAS_MISSING')) throw e;
+      ctx.warn(`${(e as Error).message}; fetching it again`);
+      await ctx.store.meta.flush(); // the index has forgotten those blobs: the pull must see that
+      pulled = { ...(await pull(ctx, resolver, pulled.tree, lease)), ref: pulled.ref, refFrom: pulled.refFrom };
+      made = write(ctx, pulled.tree, args);
+    }
+  } finally {
+    lease.release();
   }
   const seconds = (Date.now() - started) / 1000;
   const timings = { fetch: (fetched - started) / 1000, materialize: (Date.now() - fetched) / 1000 };
   return { ...pulled, ref: args.ref, key: args.key, dir: args.dir, materialized: made, seconds, timings, metrics: ctx.metrics() };
 }
 
-async function pull(ctx: OpContext, resolver: Resolver, treeish: string): Promise<PullResult> {
+async function pull(ctx: OpContext, resolver: Resolver, treeish: string, lease: Lease): Promise<PullResult> {
   const bar = ctx.progress('download', { bytes: true });
   try {
-    return await resolver.pull(treeish, (p) => bar.update(p.bytes, p.totalBytes));
+    return await resolver.pull(treeish, { lease, onProgress: (p) => bar.update(p.bytes, p.totalBytes) });
   } finally {
     bar.done();
   }

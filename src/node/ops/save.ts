@@ -40,15 +40,24 @@ export async function save(ctx: OpContext, args: SaveArgs): Promise<SaveResult> 
   const started = Date.now();
   const found = resolver.findBases({ ref, bases }); // while the directory is ingested
 
-  const ibar = ctx.progress('ingest', { bytes: true });
-  const r = await ingest(store, dir, { ref, onProgress: (p) => ibar.update(p.bytes, p.totalBytes), warn: (m) => ctx.warn(m) });
-  ibar.done();
-  const ingested = Date.now();
-  ctx.signal.throwIfAborted();
+  // One lease through ingest and push: gc keeps the new tree's blobs until they are uploaded.
+  const lease = await store.leases.begin(`save ${ref}`);
+  let r: IngestResult;
+  let ingested: number;
+  let tiers: TierPushResult[];
+  try {
+    const ibar = ctx.progress('ingest', { bytes: true });
+    r = await ingest(store, dir, { ref, lease, onProgress: (p) => ibar.update(p.bytes, p.totalBytes), warn: (m) => ctx.warn(m) });
+    ibar.done();
+    ingested = Date.now();
+    ctx.signal.throwIfAborted();
 
-  const ubar = ctx.progress('upload', { bytes: true });
-  const tiers = await resolver.push(r.tree, { ref, bases, found, onProgress: (d, t) => ubar.update(d, t) });
-  ubar.done();
+    const ubar = ctx.progress('upload', { bytes: true });
+    tiers = await resolver.push(r.tree, { ref, bases, found, onProgress: (d, t) => ubar.update(d, t) });
+    ubar.done();
+  } finally {
+    lease.release();
+  }
   const seconds = (Date.now() - started) / 1000;
   const timings = { ingest: (ingested - started) / 1000, push: (Date.now() - ingested) / 1000 };
 

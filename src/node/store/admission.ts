@@ -185,7 +185,9 @@ export class Admission {
 
   /** Records a blob the CAS now holds, counts it and wakes whoever waits for it. */
   private admitted<B extends WrittenBlob>(b: B, source: AdmissionSource): B {
-    if (!this.meta.hasBlob(b.digest)) this.meta.putBlob(b.digest, { size: b.size, lastUse: Date.now(), exec: false });
+    // A blob this write created is recorded even if the index lists it (gc may have unlinked it
+    // as a writer indexed it); a duplicate of a stored blob costs no write.
+    if (b.created || !this.meta.hasBlob(b.digest)) this.meta.putBlob(b.digest, { size: b.size, lastUse: Date.now(), exec: false });
     if (b.created) {
       this.metrics.inc(ADMISSION_COUNTERS.blobs, { source });
       this.metrics.inc(ADMISSION_COUNTERS.bytes, { source }, b.size);

@@ -9,6 +9,7 @@
 import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { fsError } from '../../lib/errors.js';
 
 export interface HomeLayout {
   root: string;
@@ -38,6 +39,10 @@ export function homeLayout(root: string): HomeLayout {
 /** Creates the directories of a home (owner-only: it holds the cluster's secrets and sockets). */
 export function ensureHome(layout: HomeLayout): void {
   for (const dir of [layout.root, layout.cas, layout.tmp, layout.quarantine, layout.meta, layout.run]) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw fsError(e, dir, 'creating the vrift home ($VRIFT_HOME)');
+    }
   }
 }

@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import { hasCode, VriftError } from '../../lib/errors.js';
 import { batches, readFiles, READ_OK, type FileRead } from './blob-batch.js';
+import type { Lease } from './leases.js';
 import { scanDir, type ScanItem, type StatLike } from './scan.js';
 import type { StatRecord } from './meta.js';
 import type { Store } from './store.js';
@@ -23,6 +24,11 @@ export interface IngestOptions {
   onProgress?: (p: IngestProgress) => void;
   /** Called once per skipped special file. */
   warn?: (message: string) => void;
+  /**
+   * The caller's lease (e.g. save's, which then pushes the tree): ingest
+   * names its tree in it. Without one, ingest takes its own for its duration.
+   */
+  lease?: Lease;
 }
 
 export interface IngestResult {
@@ -69,19 +75,38 @@ function cacheHit(rec: StatRecord | undefined, st: StatFields): boolean {
 
 export async function ingest(store: Store, dir: string, opts: IngestOptions = {}): Promise<IngestResult> {
   const root = resolve(dir);
+  const prev = store.meta.state.get(['ingest', root]) as DirRecord | undefined;
+  // A lease for the whole ingest, so a concurrent `vrift gc` keeps what it
+  // stores (leases.ts). It names the tree of the last ingest of this
+  // directory from the start: the fast path below relies on it, and most
+  // of a re-ingest's blobs are in it.
+  const own = opts.lease === undefined ? await store.leases.begin(`ingest ${root}`, prev ? [prev.tree] : []) : undefined;
+  try {
+    if (prev && opts.lease) await opts.lease.addTree(prev.tree);
+    const r = await ingestLeased(store, root, prev, opts, (opts.lease ?? own)!);
+    own?.release(); // committed with the ingest's last writes
+    await store.meta.flush();
+    return r;
+  } finally {
+    own?.release();
+  }
+}
+
+async function ingestLeased(store: Store, root: string, prev: DirRecord | undefined, opts: IngestOptions, lease: Lease): Promise<IngestResult> {
   const scan = scanDir(root);
   for (const s of scan.skipped) opts.warn?.(`skipping ${s.what}: ${root}/${s.path}`);
   const now = Date.now();
 
   // Nothing changed since the last ingest of this directory (same fingerprint,
   // not racy, no blob left the store since): same tree, without looking inside.
-  const prev = store.meta.state.get(['ingest', root]) as DirRecord | undefined;
-  if (prev && prev.fingerprint === scan.fingerprint && prev.blobGeneration === store.meta.blobGeneration() && store.hasTree(prev.tree)) {
-    if (opts.ref !== undefined) store.setRef(opts.ref, prev.tree);
-    await store.meta.flush();
-    const summary = store.treeSummary(prev.tree);
-    opts.onProgress?.({ files: summary.files, totalFiles: summary.files, bytes: summary.bytes, totalBytes: summary.bytes });
-    return { tree: prev.tree, summary, cached: summary.files, hashed: 0, newBlobs: 0, newBytes: 0, skipped: scan.skipped };
+  // The lease named that tree before this check, so gc keeps it from then on.
+  if (prev && prev.fingerprint === scan.fingerprint) {
+    if (prev.blobGeneration === store.meta.latest(() => store.meta.blobGeneration()) && store.hasTree(prev.tree)) {
+      if (opts.ref !== undefined) store.setRef(opts.ref, prev.tree);
+      const summary = store.treeSummary(prev.tree);
+      opts.onProgress?.({ files: summary.files, totalFiles: summary.files, bytes: summary.bytes, totalBytes: summary.bytes });
+      return { tree: prev.tree, summary, cached: summary.files, hashed: 0, newBlobs: 0, newBytes: 0, skipped: scan.skipped };
+    }
   }
 
   const entries: TreeEntry[] = [];
@@ -89,9 +114,23 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
   const result = { cached: 0, hashed: 0, newBlobs: 0, newBytes: 0 };
   let lastReport = 0;
 
+  // Blobs this ingest found already stored and did not write: nothing keeps
+  // them until the lease names the tree (unless the previous tree of this
+  // directory, named from the start, holds them). Checked at the end if
+  // anything left the store meanwhile.
+  const atRisk = new Map<Digest, ScanItem>();
+  const prevHolds = prev !== undefined && store.hasTree(prev.tree);
+
   const fileDone = (item: ScanItem, size: number, digest: Digest): void => {
     const exec = normalizeFileMode(item.stat!.mode) === 0o755;
-    if (exec) store.ensureExecTwin(digest);
+    if (exec) {
+      try {
+        store.ensureExecTwin(digest);
+      } catch (e) {
+        if (!hasCode(e, 'ERR_VRIFT_FS_NOT_FOUND') || !atRisk.has(digest)) throw e;
+        // gc took the blob just now: it is stored again (and its twin made) at the end.
+      }
+    }
     entries.push({ path: item.path, kind: 'file', mode: modeFor('file', exec), size, digest });
     progress.files++;
     progress.bytes += size;
@@ -116,6 +155,8 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
       const rec = store.meta.getStat(item.abs);
       if (cacheHit(rec, item.stat!) && store.meta.hasBlob(rec!.digest)) {
         result.cached++;
+        // Unchanged since the previous ingest of this directory read it: that tree holds this blob.
+        if (!(prevHolds && rec!.at <= prev!.at)) atRisk.set(rec!.digest, item);
         fileDone(item, item.stat!.size, rec!.digest);
       } else if (item.stat!.size <= WHOLE_FILE_LIMIT) toRead.push(item);
       else slow.push(item);
@@ -138,14 +179,18 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
         continue;
       }
       const digest = r.digest!; // hashed on the reading thread, from these very bytes
-      if (!fresh.has(digest) && !store.meta.hasBlob(digest)) fresh.set(digest, { digest, offset: r.offset, size: r.bytes.length });
+      if (!fresh.has(digest)) {
+        if (!store.meta.hasBlob(digest)) fresh.set(digest, { digest, offset: r.offset, size: r.bytes.length });
+        else atRisk.set(digest, batch[i]!);
+      }
       hashedHere.push([batch[i]!, r, digest]);
     }
+    const firstOf = new Map(hashedHere.map(([item, , digest]) => [digest, item]));
     for (const b of await store.admission.hashedBatch(data, [...fresh.values()])) {
       if (b.created) {
         result.newBlobs++;
         result.newBytes += b.size;
-      }
+      } else atRisk.set(b.digest, firstOf.get(b.digest)!); // on disk already, not indexed
     }
     for (const [item, r, digest] of hashedHere) {
       remember(item, r, digest);
@@ -161,7 +206,7 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
         if (blob.created) {
           result.newBlobs++;
           result.newBytes += blob.size;
-        }
+        } else atRisk.set(blob.digest, item);
         remember(item, blob.source, blob.digest);
         fileDone(item, blob.size, blob.digest);
         break;
@@ -171,15 +216,54 @@ export async function ingest(store: Store, dir: string, opts: IngestOptions = {}
     }
   }
 
-  const generation = store.meta.blobGeneration();
-  const tree = store.putTree(entries);
+  // 4. The lease names the tree (gc keeps it from now on), then the tree is stored.
+  const encoded = store.encodeTree(entries);
+  const tree = encoded.id;
+  await lease.addTree(tree);
+  const generation = store.meta.latest(() => store.meta.blobGeneration());
+  store.putTree(encoded);
+  // Blobs written by this ingest are kept by their ctime, those of the
+  // previous tree by its name; the others it found already stored were kept
+  // by nothing until now: if anything left the store while this ran, look
+  // for them on disk and store again what went.
+  if (atRisk.size > 0 && lease.evictedSince()) {
+    const restored = restoreEvicted(store, atRisk);
+    result.newBlobs += restored.blobs;
+    result.newBytes += restored.bytes;
+  }
   if (opts.ref !== undefined) store.setRef(opts.ref, tree);
   if (now - scan.newestChangeMs > RACY_MS) {
     const rec: DirRecord = { fingerprint: scan.fingerprint, tree, blobGeneration: generation, at: now };
     void store.meta.state.put(['ingest', root], rec);
   }
-  await store.meta.flush();
   return { tree, summary: summarize(entries), ...result, skipped: scan.skipped };
+}
+
+/**
+ * Stores again, from the directory, the blobs ingest relied on that are no
+ * longer on disk (gc evicted them before the lease named the tree), and
+ * the executable twins they need.
+ */
+function restoreEvicted(store: Store, atRisk: Map<Digest, ScanItem>): { blobs: number; bytes: number } {
+  const out = { blobs: 0, bytes: 0 };
+  for (const [digest, item] of atRisk) {
+    if (!store.cas.has(digest)) {
+      // Recorded by the door whatever the index says: it may still list the blob (a writer indexed it as gc unlinked it).
+      const blob = store.admission.file(item.abs);
+      if (blob.digest !== digest) {
+        throw new VriftError('ERR_VRIFT_INGEST_CHANGED', `${item.abs}: file changed while the directory was being ingested`, {
+          hint: 'stop whatever is writing it, then ingest again',
+        });
+      }
+      out.blobs++;
+      out.bytes += blob.size;
+    }
+  }
+  // Twins of blobs that went (or were made from one as it went).
+  for (const [digest, item] of atRisk) {
+    if (normalizeFileMode(item.stat!.mode) === 0o755 && !store.cas.has(digest, true)) store.ensureExecTwin(digest);
+  }
+  return out;
 }
 
 /** Rejects an ingest target that is inside the store itself (it would ingest its own blobs). */

@@ -1,11 +1,13 @@
 // LMDB: the source of truth for metadata. One environment under
 // $VRIFT_HOME/meta with one named database per kind of record. Safe for
 // several processes at once (LMDB's own locking).
+import { statfsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import type * as Lmdb from 'lmdb';
 import type { Database, RootDatabase } from 'lmdb';
 import type { Digest } from '../../lib/digest.js';
-import { errnoOf, fsError, VriftError } from '../../lib/errors.js';
+import { errnoOf, fsError, isVriftError, VriftError } from '../../lib/errors.js';
 import type { TreeSummary } from './tree.js';
 
 /** The blob index: what the CAS holds. */
@@ -82,6 +84,10 @@ export interface StatRecord {
   at: number;
 }
 
+/** Blob generations this process writes: unique across processes (pids are reused across containers). */
+const generationPrefix = `${Date.now().toString(36)}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+let generationCounter = 0;
+
 // Loaded with require: lmdb's CommonJS build loads in half the time of its ESM entry.
 const { open } = createRequire(import.meta.url)('lmdb') as typeof Lmdb;
 
@@ -97,7 +103,6 @@ export class Meta {
   readonly pins: Database<{ at: number }, [string, string]>;
   /** Free-form records of other components (daemon mounts, peers …), key [component, name]. */
   readonly state: Database<unknown, [string, string]>;
-  private generationBumped = false;
 
   private constructor(root: RootDatabase, readonly path: string) {
     this.root = root;
@@ -110,6 +115,7 @@ export class Meta {
   }
 
   static open(path: string): Meta {
+    assertRoomForLockFile(path);
     try {
       return new Meta(open({ path, maxDbs: 16, compression: false }), path);
     } catch (e) {
@@ -170,11 +176,46 @@ export class Meta {
   }
 
   removeBlob(digest: Digest): void {
-    if (!this.generationBumped) {
-      this.generationBumped = true;
-      void this.state.put(['store', 'blob-generation'], `${Date.now()}.${process.pid}.${Math.random()}`);
-    }
+    // Bumped with every removal (not once per process: a daemon lives long,
+    // and a reader must never see a removal without a new generation).
+    this.bumpBlobGeneration();
     void this.blobs.remove(digest);
+  }
+
+  /**
+   * Inside transact(): drops blobs from the index (and the tree records of
+   * those that are trees), bumping the blob generation once.
+   */
+  dropBlobs(digests: Iterable<Digest>): void {
+    this.bumpBlobGeneration();
+    for (const d of digests) {
+      void this.blobs.remove(d);
+      void this.trees.remove(d);
+    }
+  }
+
+  private bumpBlobGeneration(): void {
+    void this.state.put(['store', 'blob-generation'], `${generationPrefix}.${++generationCounter}`);
+  }
+
+  /**
+   * Runs `fn` in one write transaction, committed when this returns: it
+   * reads the latest state (no other process commits meanwhile) and its
+   * writes land together. Keep `fn` short: every writer waits for it.
+   */
+  transact<T>(fn: () => T): T {
+    try {
+      return this.root.transactionSync(fn);
+    } catch (e) {
+      // LMDB's own failures (a full disk or map) become one line; anything `fn` threw stays as it is.
+      if (!isVriftError(e) && (errnoOf(e) || /MDB_|ENOSPC|No space left/.test(String((e as Error | undefined)?.message)))) throw metaWriteError(e, this.path);
+      throw e;
+    }
+  }
+
+  /** Reads through `fn` on the latest committed state (a plain read may see a snapshot from earlier in this task). */
+  latest<T>(fn: () => T): T {
+    return this.transact(fn);
   }
 
   blobDigests(): Iterable<Digest> {
@@ -210,6 +251,35 @@ export class Meta {
 
   async close(): Promise<void> {
     await this.root.close();
+  }
+}
+
+/** Free space LMDB needs to create its files (the lock file is 8 KiB, the data file starts with a few pages). */
+const MIN_FREE_TO_CREATE = 256 << 10;
+
+/**
+ * LMDB maps its lock file into memory and writes it through the mapping:
+ * on a full disk, touching a page of it that was never allocated kills the
+ * process with SIGBUS, no error to catch. So a database whose lock file is
+ * not there yet (or was never written) is opened only with room to spare.
+ */
+function assertRoomForLockFile(path: string): void {
+  try {
+    if (statSync(join(path, 'lock.mdb')).blocks > 0) return; // written before: its pages exist
+  } catch {
+    /* not there yet */
+  }
+  let free: number;
+  try {
+    const fs = statfsSync(path);
+    free = fs.bavail * fs.bsize;
+  } catch {
+    return; // not a directory we can look at: LMDB's own error says why
+  }
+  if (free < MIN_FREE_TO_CREATE) {
+    throw new VriftError('ERR_VRIFT_META_FULL', `${path}: disk full (${free} bytes free): cannot create the metadata database`, {
+      hint: 'free space on that filesystem, or point VRIFT_HOME at another one',
+    });
   }
 }
 

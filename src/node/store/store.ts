@@ -8,9 +8,17 @@ import { Metrics } from '../../lib/metrics.js';
 import { Admission, FROM_LOCAL, type AdmissionSource } from './admission.js';
 import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
+import { Leases } from './leases.js';
 import { Meta } from './meta.js';
 import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
 import type { WrittenBlob } from './blob-writer.js';
+
+/** A tree ready to store: its id, sorted entries and encoding. */
+export interface EncodedTree {
+  id: Digest;
+  sorted: TreeEntry[];
+  encoded: Buffer;
+}
 
 export class Store {
   readonly layout: HomeLayout;
@@ -18,6 +26,8 @@ export class Store {
   readonly meta: Meta;
   /** The one door through which bytes become blobs (admission.ts). */
   readonly admission: Admission;
+  /** What running operations rely on, kept by gc in any process (leases.ts). */
+  readonly leases: Leases;
   /** Decoded trees, by id: a few hundred thousand entries at most (a daemon decodes the trees of every restore). */
   private readonly treeCache = new LruMap<Digest, TreeEntry[]>(500_000, (entries) => entries.length + 1);
 
@@ -27,6 +37,7 @@ export class Store {
     this.meta = Meta.open(layout.meta);
     this.cas = new Cas(layout, (digest) => this.meta.removeBlob(digest));
     this.admission = new Admission(this.cas, this.meta, metrics);
+    this.leases = new Leases(this.meta);
   }
 
   /** Opens the store of `home` ($VRIFT_HOME by default); admissions are counted in `metrics`. */
@@ -99,11 +110,16 @@ export class Store {
 
   // --- trees ---------------------------------------------------------
 
-  /** Encodes, stores and records a tree; returns its id. */
-  putTree(entries: TreeEntry[]): Digest {
+  /** Sorts, checks and encodes a tree, without storing it (so a lease can name it first). */
+  encodeTree(entries: TreeEntry[]): EncodedTree {
     const sorted = sortEntries(entries);
     const encoded = encodeSorted(sorted); // checks what decodeTree would
-    const id = treeId(encoded);
+    return { id: treeId(encoded), sorted, encoded };
+  }
+
+  /** Encodes (unless given encoded), stores and records a tree; returns its id. */
+  putTree(tree: TreeEntry[] | EncodedTree): Digest {
+    const { id, sorted, encoded } = Array.isArray(tree) ? this.encodeTree(tree) : tree;
     this.admission.buffer(encoded, FROM_LOCAL, id);
     if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summarize(sorted), createdAt: Date.now() });
     this.treeCache.set(id, sorted);
