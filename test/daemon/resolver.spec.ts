@@ -202,3 +202,49 @@ describe('errors name the real cause', () => {
     });
   }
 });
+
+describe('gc never breaks a running operation', () => {
+  // The operation code is the same in the daemon and in the CLI; gc runs in another process either way.
+  for (const how of ['in the CLI'] as const) {
+    it(`restore and save succeed while vrift gc runs in a loop beside them (${how})`, async () => {
+      const home = tempDir();
+      let stop = false;
+      const gcFailures: string[] = [];
+      let gcRuns = 0;
+      const looping = (async () => {
+        while (!stop) {
+          const r = await vriftAsync(['gc'], { home, env });
+          gcRuns++;
+          if (r.code !== 0) gcFailures.push(r.stderr);
+        }
+      })();
+      try {
+        for (let round = 0; round < 3; round++) {
+          // A tree saved elsewhere, restored here while gc evicts everything unpinned.
+          const src = randomTree(300, 16 << 10);
+          vriftJson(['save', `ci/gc-${how.length}-${round}`, src], { home: tempDir(), env });
+          const out = join(tempDir(), `out${round}`);
+          const r = await vriftAsync(['restore', `ci/gc-${how.length}-${round}`, out, '--json'], { home, env });
+          expect(r.code, r.stderr).toBe(0);
+          expect(r.stderr).toBe('');
+          expect(same(out)).toEqual(same(src));
+          expect(vrift(['ref', 'rm', `ci/gc-${how.length}-${round}`], { home, env }).code).toBe(0); // gc may take it all now
+
+          // A tree saved from here while gc runs: another node restores it whole.
+          const mine = randomTree(300, 16 << 10);
+          const s = await vriftAsync(['save', `ci/gc-mine-${how.length}-${round}`, mine, '--json'], { home, env });
+          expect(s.code, s.stderr).toBe(0);
+          expect(vrift(['ref', 'rm', `ci/gc-mine-${how.length}-${round}`], { home, env }).code).toBe(0);
+          const back = join(tempDir(), `back${round}`);
+          vriftJson(['restore', `ci/gc-mine-${how.length}-${round}`, back], { home: tempDir(), env });
+          expect(same(back)).toEqual(same(mine));
+        }
+      } finally {
+        stop = true;
+        await looping;
+      }
+      expect(gcFailures).toEqual([]);
+      expect(gcRuns).toBeGreaterThan(2);
+    }, 240_000);
+  }
+});
