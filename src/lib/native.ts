@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { LAYOUT } from '../gen/layout.js';
 import { VriftError } from './errors.js';
 
 /** The native VDir writer (see native/src/addon.cc for the batch encoding). */
@@ -85,6 +86,18 @@ export interface NativeBlake3 {
   version: string;
 }
 
+/**
+ * The constants of shim/vrift_layout.h as the addon was compiled with them
+ * (native/src/layout.cc). TypeScript reads them from src/gen/layout.ts,
+ * written from this at build time; blobPath is the addon's own blob path.
+ */
+export interface NativeLayout {
+  home: typeof LAYOUT.home;
+  blob: typeof LAYOUT.blob;
+  tree: typeof LAYOUT.tree;
+  blobPath(casDir: string, digest: string, exec: boolean): string;
+}
+
 export interface NativeZstdStream {
   transform(input: Buffer, end: boolean): Promise<Buffer>;
 }
@@ -99,6 +112,7 @@ export interface NativeAddon {
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;
   blake3: NativeBlake3;
+  layout: NativeLayout;
   zstdAvailable: boolean;
   ZstdStream: new (compress: boolean, level: number) => NativeZstdStream;
 }
