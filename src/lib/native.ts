@@ -76,8 +76,9 @@ export interface NativeBlobIo {
   writeBlobs(tmpPrefix: string, casDir: string, data: Buffer, offsets: Float64Array, digests: Buffer, threads: number, verify?: boolean): Promise<Float64Array>;
 }
 
-/** BLAKE3-256 in native code (native/src/blake3_hash.cc); digests are 64 lowercase hex characters. */
+/** BLAKE3-256 in native code (native/src/blake3_hash.cc), vrift's only one; digests are 64 lowercase hex characters. */
 export interface NativeBlake3 {
+  /** The digest of a Buffer or Uint8Array (any other typed array is a TypeError). */
   hash(buf: Uint8Array): string;
   /** A file's digest, hashed on `threads` native threads in bounded memory; null when the file shrank meanwhile. */
   hashFile(path: string, threads: number): Promise<string | null>;
