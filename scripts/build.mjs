@@ -1,15 +1,15 @@
 #!/usr/bin/env node
-// Builds everything a fresh clone needs: TypeScript, the native addon
-// (node-gyp) and the LD_PRELOAD shim (make). Runs from `npm install`
-// (the `prepare` script) and before `npm test`; each step is incremental,
-// so a second run costs about a second.
+// Builds everything a fresh clone needs: the native addon (node-gyp) and
+// src/gen/layout.ts from it, TypeScript, and the LD_PRELOAD shim (make).
+// Runs from `npm install` (the `prepare` script) and before `npm test`;
+// each step is incremental, so a second run costs about a second.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const only = process.argv[2]; // optional: ts | native | shim, or typecheck-tests (not part of a build)
+const only = process.argv[2]; // optional: native | ts | shim, or typecheck-tests (not part of a build)
 
 function run(cmd, args, cwd = root) {
   const r = spawnSync(cmd, args, { cwd, stdio: 'inherit' });
@@ -46,6 +46,13 @@ function dropStale(dir, srcDir) {
   }
 }
 
+// The addon first: TypeScript's layout constants are generated from it.
+if ((!only || only === 'native') && existsSync(join(root, 'native', 'binding.gyp'))) {
+  const dir = join(root, 'native');
+  if (!existsSync(join(dir, 'build', 'Makefile'))) run(bin('node-gyp'), ['configure', ...nodedirArgs()], dir);
+  run(bin('node-gyp'), ['build', '-j', '2', ...nodedirArgs()], dir);
+  run(process.execPath, [join(root, 'scripts', 'gen-layout.mjs')]);
+}
 if (!only || only === 'ts') {
   run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
   for (const d of ['src', 'bench']) dropStale(join(root, 'dist', d), join(root, d));
@@ -53,11 +60,6 @@ if (!only || only === 'ts') {
 if (only === 'typecheck-tests') {
   // The tests run from source (vitest); this checks their types against the code they test.
   run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.test.json']);
-}
-if ((!only || only === 'native') && existsSync(join(root, 'native', 'binding.gyp'))) {
-  const dir = join(root, 'native');
-  if (!existsSync(join(dir, 'build', 'Makefile'))) run(bin('node-gyp'), ['configure', ...nodedirArgs()], dir);
-  run(bin('node-gyp'), ['build', '-j', '2', ...nodedirArgs()], dir);
 }
 if ((!only || only === 'shim') && existsSync(join(root, 'shim', 'Makefile'))) {
   run('make', ['-s', '-C', 'shim']);

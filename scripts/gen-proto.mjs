@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = process.argv[2] ?? join(root, 'src', 'gen');
-rmSync(out, { recursive: true, force: true });
+// Only what this generator writes (src/gen/layout.ts is gen-layout.mjs's).
+for (const mine of ['peer.ts', 'vrift']) rmSync(join(out, mine), { recursive: true, force: true });
 const gen = join(root, 'node_modules', '@grpc', 'proto-loader', 'build', 'bin', 'proto-loader-gen-types.js');
 const r = spawnSync(
   process.execPath,

@@ -51,7 +51,7 @@ static int socket_path(struct sockaddr_un *a)
         n = vr_strlcpy(a->sun_path, env, sizeof a->sun_path);
     } else if (vr_home[0]) {
         n = vr_strlcpy(a->sun_path, vr_home, sizeof a->sun_path);
-        n += vr_strlcpy(a->sun_path + n, "/run/vriftd.sock", sizeof a->sun_path - n);
+        n += vr_strlcpy(a->sun_path + n, "/" VRIFT_LAYOUT_RUN_DIR "/" VRIFT_LAYOUT_SOCKET_NAME, sizeof a->sun_path - n);
     } else {
         return -ENOENT;
     }

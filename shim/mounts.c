@@ -33,6 +33,19 @@ static gid_t my_gid;
 #define VR_MAXSYMLINKS 40
 #define VR_DEV_MAJOR 0xf5du /* st_dev major of virtual entries (minor from the VDir's volume_id) */
 
+/* vr_home from a VDir's cas_root, "<home>/" VRIFT_LAYOUT_CAS_DIR; left
+ * empty (then $VRIFT_HOME is used) when cas_root is not of that form. */
+static void home_of(const char *cas_root)
+{
+    static const char tail[] = "/" VRIFT_LAYOUT_CAS_DIR;
+    const size_t tl = sizeof tail - 1;
+    size_t n = vr_strlcpy(vr_home, cas_root, sizeof vr_home);
+    int ok = n > tl && n < sizeof vr_home;
+    for (size_t i = 0; ok && i < tl; i++)
+        ok = vr_home[n - tl + i] == tail[i];
+    vr_home[ok ? n - tl : 0] = '\0';
+}
+
 int vr_mounts_init(void)
 {
     const char *list = vr_getenv("VRIFT_VDIRS");
@@ -64,16 +77,8 @@ int vr_mounts_init(void)
                     while (m->rootlen > 1 && m->root[m->rootlen - 1] == '/')
                         m->root[--m->rootlen] = '\0';
                     m->dev = makedev(VR_DEV_MAJOR, (unsigned)(info.volume_id & 0xfffffu));
-                    if (!vr_home[0]) {
-                        /* cas_root is <home>/cas */
-                        size_t cl = vr_strlcpy(vr_home, info.cas_root, sizeof vr_home);
-                        while (cl > 0 && vr_home[cl - 1] != '/')
-                            cl--;
-                        if (cl > 1)
-                            vr_home[cl - 1] = '\0';
-                        else
-                            vr_home[0] = '\0';
-                    }
+                    if (!vr_home[0])
+                        home_of(info.cas_root);
                     vr_nmounts++;
                 } else {
                     vrift_vdir_close(r);

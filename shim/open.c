@@ -76,31 +76,19 @@ static inline void hex16(const uint8_t *in, char *out)
 }
 #endif
 
-/* "ab/<64 hex>" (+ ".x": the executable twin) into rel[70] (on the path of
- * every read-only open: vector code where there is SSE2). */
-static void blob_rel(const uint8_t digest[32], int exec, char *rel)
+/* The blob's path relative to cas/ (vrift_layout.h) into rel: the hex is
+ * made with vector code where there is SSE2 (this runs on every read-only
+ * open), the path by the layout's one helper. */
+static void blob_rel(const uint8_t digest[32], int exec, char rel[VRIFT_LAYOUT_BLOB_REL_SIZE])
 {
+    char hex[VRIFT_LAYOUT_DIGEST_HEX];
 #ifdef __SSE2__
-    hex16(digest, rel + 3);
-    hex16(digest + 16, rel + 3 + 32);
-    rel[0] = rel[3];
-    rel[1] = rel[4];
+    hex16(digest, hex);
+    hex16(digest + 16, hex + 32);
 #else
-    static const char hex[] = "0123456789abcdef";
-    rel[0] = hex[digest[0] >> 4];
-    rel[1] = hex[digest[0] & 15];
-    for (int i = 0; i < 32; i++) {
-        rel[3 + 2 * i] = hex[digest[i] >> 4];
-        rel[4 + 2 * i] = hex[digest[i] & 15];
-    }
+    vrift_layout_hex(digest, hex);
 #endif
-    rel[2] = '/';
-    char *p = rel + 3 + 64;
-    if (exec) {
-        *p++ = '.';
-        *p++ = 'x';
-    }
-    *p = '\0';
+    vrift_layout_blob_rel(hex, exec, rel);
 }
 
 /*
@@ -111,7 +99,7 @@ static void blob_rel(const uint8_t digest[32], int exec, char *rel)
  */
 static int open_cas(int mount, const uint8_t digest[32], int exec, int fl)
 {
-    char rel[2 + 1 + 64 + 2 + 1];
+    char rel[VRIFT_LAYOUT_BLOB_REL_SIZE];
     blob_rel(digest, exec, rel);
     int dfd = cas_dir(mount);
     int fd = dfd >= 0 ? vr_openat(dfd, rel, fl, 0) : -EBADF;

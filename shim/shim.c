@@ -185,7 +185,7 @@ static void setup_marker(void)
     if (!run || !*run || !vr_home[0])
         return;
     size_t n = vr_strlcpy(run_marker, vr_home, sizeof run_marker);
-    n += vr_strlcpy(run_marker + n, "/run/shim-warned.", sizeof run_marker - n);
+    n += vr_strlcpy(run_marker + n, "/" VRIFT_LAYOUT_RUN_DIR "/" VRIFT_LAYOUT_SHIM_WARNED_PREFIX, sizeof run_marker - n);
     if (n + vr_strlen(run) + 1 > sizeof run_marker) {
         run_marker[0] = '\0';
         return;

@@ -49,6 +49,7 @@
 
 #include "rawsys.h"
 #include "vdir_reader.h"
+#include "vrift_layout.h"
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
 #define SHIM_HIDDEN __attribute__((visibility("hidden")))

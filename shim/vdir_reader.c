@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #endif
 #include "vdir_reader.h"
+#include "vrift_layout.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -666,29 +667,17 @@ VRIFT_VDIR_API int vrift_vdir_blob_path(vrift_vdir_reader *r, const uint8_t dige
 {
     if (r == NULL || digest == NULL || buf == NULL)
         return -EINVAL;
-    static const char hex[] = "0123456789abcdef";
     const struct vdir_map *m = atomic_load_explicit(&r->cur, memory_order_acquire);
     const char *root = HDR(m)->cas_root;
     size_t rl = cstr_len(root, VRIFT_VDIR_CAS_ROOT_MAX - 1);
-    size_t total = rl + 1 + 2 + 1 + 64 + (exec ? 2 : 0);
-    if (total + 1 > buflen)
+    size_t rel = VRIFT_LAYOUT_BLOB_REL_SIZE - (exec ? 0 : sizeof VRIFT_LAYOUT_EXEC_SUFFIX - 1);
+    if (rl + 1 + rel > buflen)
         return -ERANGE;
-    char *p = buf;
-    memcpy(p, root, rl);
-    p += rl;
-    *p++ = '/';
-    *p++ = hex[digest[0] >> 4];
-    *p++ = hex[digest[0] & 15];
-    *p++ = '/';
-    for (int i = 0; i < 32; i++) {
-        *p++ = hex[digest[i] >> 4];
-        *p++ = hex[digest[i] & 15];
-    }
-    if (exec) {
-        *p++ = '.';
-        *p++ = 'x';
-    }
-    *p = '\0';
+    memcpy(buf, root, rl);
+    buf[rl] = '/';
+    char hex[VRIFT_LAYOUT_DIGEST_HEX];
+    vrift_layout_hex(digest, hex);
+    vrift_layout_blob_rel(hex, exec, buf + rl + 1);
     return 0;
 }
 

@@ -175,7 +175,7 @@ VRIFT_VDIR_API int vrift_vdir_info(vrift_vdir_reader *r, struct vrift_vdir_info 
 
 /**
  * Formats the CAS path of a blob: "<cas_root>/<2 hex>/<64 hex>" and, when
- * `exec` is non-zero, the executable twin "<...>.x".
+ * `exec` is non-zero, the executable twin "<...>.x" (vrift_layout.h).
  *
  * @return 0, -ERANGE if buf is too small, -EINVAL on a NULL argument.
  */

@@ -7,7 +7,7 @@
  * same frames byte for byte.
  *
  * TRANSPORT
- *   A Unix stream socket, $VRIFT_HOME/run/vriftd.sock, mode 0600 inside a
+ *   A Unix stream socket, $VRIFT_HOME/run/vriftd.sock (vrift_layout.h), mode 0600 inside a
  *   0700 directory: only the owner of the store can connect.
  *
  * FRAMES

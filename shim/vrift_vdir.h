@@ -274,7 +274,8 @@ struct vrift_vdir_header {
     uint32_t reserved0;
     uint8_t  reserved[128];/**< zero */
     char cas_root[VRIFT_VDIR_CAS_ROOT_MAX];     /**< NUL-terminated absolute directory of blobs:
-                                                   <cas_root>/<2 hex>/<64 hex>[.x] (.x: executable twin) */
+                                                   <cas_root>/<2 hex>/<64 hex>[.x] (.x: executable twin;
+                                                   vrift_layout.h) */
     char mount_root[VRIFT_VDIR_MOUNT_ROOT_MAX]; /**< NUL-terminated absolute path of the mount */
 };
 

@@ -147,7 +147,7 @@ static unsigned current_umask(void)
 static int make_staged(char *path, size_t cap, int flags)
 {
     size_t n = vr_strlcpy(path, vr_home, cap);
-    n += vr_strlcpy(path + n, "/staging", cap - n);
+    n += vr_strlcpy(path + n, "/" VRIFT_LAYOUT_STAGING_DIR, cap - n);
     vr_mkdirat(AT_FDCWD, path, 0700);
     for (int attempt = 0; attempt < 100; attempt++) {
         char num[24];

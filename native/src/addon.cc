@@ -1,7 +1,8 @@
 // vrift_native: the N-API addon. Exposes VDirWriter (a JS class around
 // vrift::VdirWriter), fastFs (fast_fs.cc: batched filesystem calls) and
 // blobIo (blob_io.cc: batched reads of files and writes of blobs),
-// blake3 (blake3_hash.cc: hashing on native threads) and
+// blake3 (blake3_hash.cc: hashing on native threads), layout (layout.cc:
+// the constants of shim/vrift_layout.h) and
 // ZstdStream (zstd.cc: pack compression through a run-time libzstd). src/node/mount/vdir.ts is its only intended caller: it packs
 // batches into one Buffer (layout below) so a 100 000-entry mount crosses
 // the JS/C++ boundary once, and turns errors (Error with a numeric `code`,
@@ -20,6 +21,7 @@
 #include "blake3_hash.h"
 #include "blob_io.h"
 #include "fast_fs.h"
+#include "layout.h"
 #include "vdir_writer.h"
 #include "zstd.h"
 
@@ -166,13 +168,9 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
     o.Set("check", Napi::Number::New(env, e.check));
     const uint32_t type = e.mode & VRIFT_VDIR_S_IFMT;
     if (type == VRIFT_VDIR_S_IFREG) {
-      static const char hex[] = "0123456789abcdef";
-      char d[64];
-      for (int i = 0; i < 32; i++) {
-        d[2 * i] = hex[e.u.digest[i] >> 4];
-        d[2 * i + 1] = hex[e.u.digest[i] & 15];
-      }
-      o.Set("digest", Napi::String::New(env, d, 64));
+      char d[VRIFT_LAYOUT_DIGEST_HEX];
+      vrift_layout_hex(e.u.digest, d);
+      o.Set("digest", Napi::String::New(env, d, sizeof d));
     } else if (type == VRIFT_VDIR_S_IFLNK) {
       o.Set("target", Napi::String::New(env, f.target));
     } else {
@@ -256,6 +254,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vrift::InitFastFs(env, exports);
   vrift::InitBlobIo(env, exports);
   vrift::InitBlake3(env, exports);
+  vrift::InitLayout(env, exports);
   vrift::InitZstd(env, exports);
   return exports;
 }

@@ -3,9 +3,13 @@
 // thread was the bottleneck. exports.blake3:
 //
 // hash(buf) -> string
-//   The digest (64 lowercase hex characters) of a Buffer, synchronously.
+//   The digest (64 lowercase hex characters) of a Buffer or Uint8Array,
+//   synchronously: src/lib/digest.ts hashBuffer, vrift's one BLAKE3.
+//   Called per blob, mostly on small buffers: the digest goes straight
+//   from a stack buffer into a JS string (no heap string in between).
 // new Hasher(); hasher.update(buf); hasher.digest() -> string
-//   Incremental, synchronously (tests compare it with the JS hasher).
+//   Incremental, synchronously (digest.ts StreamHasher); digest() does not
+//   end the hasher (more updates may follow).
 // hashFile(path, threads) -> Promise<string | null>
 //   A file's digest, hashed on `threads` native threads: the file is cut
 //   into kSegment-sized complete subtrees of BLAKE3's tree, each thread
@@ -36,6 +40,7 @@
 #include <vector>
 
 #include "blake3_tree.h"
+#include "vrift_layout.h"
 
 namespace vrift {
 namespace {
@@ -47,20 +52,25 @@ constexpr size_t kSegment = 4 << 20;
 // The tail after the last whole segment is read into a buffer this big.
 constexpr size_t kTailBuf = 512 << 10;
 
-std::string Hex(const uint8_t* d) {
-  static const char hex[] = "0123456789abcdef";
-  std::string s(64, '0');
-  for (int i = 0; i < 32; i++) {
-    s[2 * i] = hex[d[i] >> 4];
-    s[2 * i + 1] = hex[d[i] & 15];
-  }
-  return s;
+void FinalHex(const blake3_hasher& h, char hex[VRIFT_LAYOUT_DIGEST_HEX]) {
+  uint8_t out[BLAKE3_OUT_LEN];
+  blake3_hasher_finalize(&h, out, BLAKE3_OUT_LEN);
+  vrift_layout_hex(out, hex);
 }
 
 std::string FinalHex(const blake3_hasher& h) {
-  uint8_t out[BLAKE3_OUT_LEN];
-  blake3_hasher_finalize(&h, out, BLAKE3_OUT_LEN);
-  return Hex(out);
+  char hex[VRIFT_LAYOUT_DIGEST_HEX];
+  FinalHex(h, hex);
+  return std::string(hex, sizeof hex);
+}
+
+// A digest as a JS string (latin1: the hex is ASCII, nothing to decode).
+Napi::Value HexString(Napi::Env env, const blake3_hasher& h) {
+  char hex[VRIFT_LAYOUT_DIGEST_HEX];
+  FinalHex(h, hex);
+  napi_value s;
+  NAPI_THROW_IF_FAILED(env, napi_create_string_latin1(env, hex, sizeof hex, &s), Napi::Value());
+  return Napi::Value(env, s);
 }
 
 // Reads exactly `len` bytes at `off` unless EOF comes first; returns the bytes read or -errno.
@@ -247,10 +257,26 @@ class HashFileWorker : public Napi::AsyncWorker {
   int errno_ = 0;
 };
 
+// The bytes of a Buffer / Uint8Array argument (napi_get_typedarray_info
+// gives the view's own start: a subarray is hashed as itself).
+void BytesOf(const Napi::CallbackInfo& info, const char* what, const uint8_t** data, size_t* len) {
+  Napi::Env env = info.Env();
+  napi_typedarray_type type = napi_int16_array;
+  void* p = nullptr;
+  if (info.Length() >= 1 && info[0].IsTypedArray())
+    NAPI_THROW_IF_FAILED_VOID(env, napi_get_typedarray_info(env, info[0], &type, len, &p, nullptr, nullptr));
+  if (type != napi_uint8_array) throw Napi::TypeError::New(env, std::string(what) + ": buf must be a Buffer or Uint8Array");
+  *data = static_cast<const uint8_t*>(p);
+}
+
 Napi::Value Hash(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "hash(buf): buf must be a Buffer");
-  auto b = info[0].As<Napi::Uint8Array>();
-  return Napi::String::New(info.Env(), Blake3Hex(b.Data(), b.ByteLength()));
+  const uint8_t* data;
+  size_t len;
+  BytesOf(info, "hash(buf)", &data, &len);
+  blake3_hasher h;
+  blake3_hasher_init(&h);
+  blake3_hasher_update(&h, data, len);
+  return HexString(info.Env(), h);
 }
 
 Napi::Value HashFile(const Napi::CallbackInfo& info) {
@@ -272,13 +298,14 @@ class HasherWrap : public Napi::ObjectWrap<HasherWrap> {
 
  private:
   Napi::Value Update(const Napi::CallbackInfo& info) {
-    if (info.Length() < 1 || !info[0].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "update(buf): buf must be a Buffer");
-    auto b = info[0].As<Napi::Uint8Array>();
-    blake3_hasher_update(&h_, b.Data(), b.ByteLength());
+    const uint8_t* data;
+    size_t len;
+    BytesOf(info, "update(buf)", &data, &len);
+    blake3_hasher_update(&h_, data, len);
     return info.Env().Undefined();
   }
 
-  Napi::Value Digest(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), FinalHex(h_)); }
+  Napi::Value Digest(const Napi::CallbackInfo& info) { return HexString(info.Env(), h_); }
 
   blake3_hasher h_;
 };

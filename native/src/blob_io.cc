@@ -20,11 +20,11 @@
 //
 // writeBlobs(tmpPrefix, casDir, data, offsets, digests, threads, verify) -> Promise<Float64Array>
 //   Writes each slice data[offsets[2i], +offsets[2i+1]) to
-//   <casDir>/<2 hex>/<digest>: a temp file <tmpPrefix>.n<seq>.tmp (O_EXCL,
-//   0444; the prefix is unique to the calling process), then
+//   its CAS path, <casDir>/<2 hex>/<digest> (vrift_layout.h): a temp file
+//   <tmpPrefix>.n<seq>.tmp (O_EXCL, 0444; the prefix is unique to the calling process), then
 //   renameat2(RENAME_NOREPLACE), so a blob appears whole or not at all and
-//   an existing blob is never replaced. Blobs get the canonical mtime (1 s
-//   past the epoch). Per blob: [status, created, 0]; status 0 or an errno
+//   an existing blob is never replaced. Blobs get the canonical mtime
+//   (VRIFT_LAYOUT_BLOB_MTIME_SEC). Per blob: [status, created, 0]; status 0 or an errno
 //   (ENOSPC …), created 1 when this call stored it. With `verify` each
 //   slice is first hashed (BLAKE3, on the same threads) and written only if
 //   it hashes to its digest; one that does not gets status -1 (kMismatch)
@@ -33,6 +33,7 @@
 #include "blob_io.h"
 
 #include "blake3_hash.h"
+#include "layout.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -254,9 +255,8 @@ class WriteBlobsWorker : public Napi::AsyncWorker {
       return;
     }
     std::string tmp = tmpPrefix_ + ".n" + std::to_string(seq) + ".tmp";
-    std::string shard = casDir_ + "/" + d.substr(0, 2);
-    std::string final = shard + "/" + d;
-    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+    const std::string final = BlobPath(casDir_, d, false);
+    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, VRIFT_LAYOUT_BLOB_MODE);
     if (fd < 0) {
       o[0] = errno;
       return;
@@ -273,8 +273,8 @@ class WriteBlobsWorker : public Napi::AsyncWorker {
       }
       done += static_cast<size_t>(w);
     }
-    // Every blob carries the canonical mtime (BLOB_MTIME_SEC in blob-writer.ts): a write into it shows.
-    const struct timespec canonical[2] = {{1, 0}, {1, 0}};
+    // Every blob carries the canonical mtime (vrift_layout.h): a write into it shows.
+    const struct timespec canonical[2] = {{VRIFT_LAYOUT_BLOB_MTIME_SEC, 0}, {VRIFT_LAYOUT_BLOB_MTIME_SEC, 0}};
     if (futimens(fd, canonical) != 0 || close(fd) != 0) {
       o[0] = errno;
       unlink(tmp.c_str());
@@ -293,7 +293,7 @@ class WriteBlobsWorker : public Napi::AsyncWorker {
       int err = errno;
       if (err == ENOENT && attempt == 0) {
         // The shard directory is missing; EEXIST means another thread made it first.
-        if (mkdir(shard.c_str(), 0755) == 0 || errno == EEXIST) continue;
+        if (mkdir(ShardPath(casDir_, d).c_str(), 0755) == 0 || errno == EEXIST) continue;
         err = errno;
       }
       o[0] = err;

@@ -6,6 +6,8 @@
 // (links), so each thread mostly touches its own directories.
 #include "fast_fs.h"
 
+#include "layout.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -201,7 +203,7 @@ Napi::Value ScanTree(const Napi::CallbackInfo& info) {
 //   checkTree(tree, casDir, threads) -> Float64Array [entryIndex, problem, …]
 //     one lstat per distinct blob file the tree links (the .x twin for
 //     executable entries): problem 1 = missing, 2 = not untouched (size or
-//     the canonical mtime of 1 s differ). The caller re-hashes those.
+//     the canonical mtime differ: vrift_layout.h). The caller re-hashes those.
 //   linkTree(tree, root, casDir, threads) -> { dirs, files, symlinks, failures }
 //     mkdir every directory (level by level), hard-link every file from the
 //     CAS, then create the symlinks (last, so no path ever runs through one).
@@ -209,8 +211,9 @@ Napi::Value ScanTree(const Napi::CallbackInfo& info) {
 // Malformed input throws (it cannot happen for a tree that passed its digest
 // check and decodeTree when it was admitted; this is defence in depth).
 
+// The encoding's letters, modes and limits are those of shim/vrift_layout.h.
 struct TreeRec {
-  char kind;  // 'f' 'd' 'l'
+  char kind;  // VRIFT_TREE_KIND_*
   bool exec;
   uint64_t size;
   std::string_view digest;  // files
@@ -225,14 +228,25 @@ bool BadPath(std::string_view p) {
     size_t end = p.find('/', start);
     if (end == std::string_view::npos) end = p.size();
     std::string_view c = p.substr(start, end - start);
-    if (c.empty() || c == "." || c == ".." || c.size() > 255) return true;
+    if (c.empty() || c == "." || c == ".." || c.size() > VRIFT_TREE_NAME_MAX) return true;
     start = end + 1;
   }
-  return p.size() > 4095;
+  return p.size() > VRIFT_TREE_PATH_MAX;
+}
+
+// A mode field: 1 to 4 octal digits (as the TypeScript decoder reads it); -1 when malformed.
+int ParseMode(std::string_view f) {
+  if (f.empty() || f.size() > 4) return -1;
+  int v = 0;
+  for (char c : f) {
+    if (c < '0' || c > '7') return -1;
+    v = v * 8 + (c - '0');
+  }
+  return v;
 }
 
 std::vector<TreeRec> ParseTree(Napi::Env env, const char* data, size_t len) {
-  static const char kHeader[] = "vrift-tree 1\n";
+  static const char kHeader[] = VRIFT_TREE_HEADER;
   const size_t hl = sizeof(kHeader) - 1;
   auto bad = [&](const char* why) -> void { throw Napi::Error::New(env, std::string("malformed tree: ") + why); };
   if (len < hl || memcmp(data, kHeader, hl) != 0) bad("bad header");
@@ -251,11 +265,12 @@ std::vector<TreeRec> ParseTree(Napi::Env env, const char* data, size_t len) {
   while (pos < text.size()) {
     TreeRec r{};
     std::string_view kind = field(' ');
-    std::string_view mode = field(' ');
+    const int mode = ParseMode(field(' '));
     std::string_view size = field(' ');
     std::string_view ref = field(' ');
     r.path = field('\0');
-    if (kind.size() != 1 || (kind[0] != 'f' && kind[0] != 'd' && kind[0] != 'l')) bad("bad kind");
+    if (kind.size() != 1 || (kind[0] != VRIFT_TREE_KIND_FILE && kind[0] != VRIFT_TREE_KIND_DIR && kind[0] != VRIFT_TREE_KIND_SYMLINK))
+      bad("bad kind");
     r.kind = kind[0];
     if (size.empty() || size.size() > 16) bad("bad size");
     r.size = 0;
@@ -266,16 +281,16 @@ std::vector<TreeRec> ParseTree(Napi::Env env, const char* data, size_t len) {
     if (BadPath(r.path)) bad("bad path");
     size_t slash = r.path.rfind('/');
     if (slash != std::string_view::npos && !dirSet.count(r.path.substr(0, slash))) bad("entry without a parent directory");
-    if (r.kind == 'f') {
-      if (ref.size() != 64 || ref.find_first_not_of("0123456789abcdef") != std::string_view::npos) bad("bad digest");
-      if (mode != "644" && mode != "755") bad("bad file mode");
-      r.exec = mode == "755";
+    if (r.kind == VRIFT_TREE_KIND_FILE) {
+      if (ref.size() != VRIFT_LAYOUT_DIGEST_HEX || ref.find_first_not_of("0123456789abcdef") != std::string_view::npos) bad("bad digest");
+      if (mode != VRIFT_TREE_MODE_FILE && mode != VRIFT_TREE_MODE_EXEC) bad("bad file mode");
+      r.exec = mode == VRIFT_TREE_MODE_EXEC;
       r.digest = ref;
-    } else if (r.kind == 'd') {
-      if (mode != "755" || ref != "-") bad("bad directory entry");
+    } else if (r.kind == VRIFT_TREE_KIND_DIR) {
+      if (mode != VRIFT_TREE_MODE_DIR || ref != VRIFT_TREE_NO_REF) bad("bad directory entry");
       dirSet.insert(r.path);
     } else {
-      if (mode != "777" || ref != "-") bad("bad symlink entry");
+      if (mode != VRIFT_TREE_MODE_SYMLINK || ref != VRIFT_TREE_NO_REF) bad("bad symlink entry");
       r.target = field('\0');
       if (r.target.empty()) bad("empty symlink target");
     }
@@ -284,13 +299,7 @@ std::vector<TreeRec> ParseTree(Napi::Env env, const char* data, size_t len) {
   return out;
 }
 
-std::string BlobPath(const std::string& casDir, const TreeRec& r) {
-  std::string p;
-  p.reserve(casDir.size() + 72);
-  p.append(casDir).append("/").append(r.digest.substr(0, 2)).append("/").append(r.digest);
-  if (r.exec) p.append(".x");
-  return p;
-}
+std::string BlobPath(const std::string& casDir, const TreeRec& r) { return vrift::BlobPath(casDir, r.digest, r.exec); }
 
 Napi::Value CheckTree(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -302,7 +311,7 @@ Napi::Value CheckTree(const Napi::CallbackInfo& info) {
   std::vector<uint32_t> firsts;
   std::unordered_set<std::string> seen;
   for (uint32_t i = 0; i < recs.size(); i++) {
-    if (recs[i].kind != 'f') continue;
+    if (recs[i].kind != VRIFT_TREE_KIND_FILE) continue;
     std::string key(recs[i].digest);
     if (recs[i].exec) key.push_back('x');
     if (seen.insert(std::move(key)).second) firsts.push_back(i);
@@ -313,7 +322,7 @@ Napi::Value CheckTree(const Napi::CallbackInfo& info) {
     struct stat st;
     if (lstat(BlobPath(casDir, r).c_str(), &st) != 0)
       problem[k] = 1;
-    else if (static_cast<uint64_t>(st.st_size) != r.size || st.st_mtim.tv_sec != 1 || st.st_mtim.tv_nsec != 0)
+    else if (static_cast<uint64_t>(st.st_size) != r.size || st.st_mtim.tv_sec != VRIFT_LAYOUT_BLOB_MTIME_SEC || st.st_mtim.tv_nsec != 0)
       problem[k] = 2;
   });
   std::vector<double> out;
@@ -336,11 +345,11 @@ Napi::Value LinkTree(const Napi::CallbackInfo& info) {
   std::vector<uint32_t> files, links;
   for (uint32_t i = 0; i < recs.size(); i++) {
     const TreeRec& r = recs[i];
-    if (r.kind == 'd') {
+    if (r.kind == VRIFT_TREE_KIND_DIR) {
       size_t d = static_cast<size_t>(std::count(r.path.begin(), r.path.end(), '/'));
       if (levels.size() <= d) levels.resize(d + 1);
       levels[d].push_back(i);
-    } else if (r.kind == 'f')
+    } else if (r.kind == VRIFT_TREE_KIND_FILE)
       files.push_back(i);
     else
       links.push_back(i);
@@ -352,7 +361,7 @@ Napi::Value LinkTree(const Napi::CallbackInfo& info) {
   for (auto& level : levels) {
     ParallelRanges(level.size(), threads, [&](size_t k) {
       std::string p(recs[level[k]].path);
-      if (mkdirat(rootfd, p.c_str(), 0755) != 0 && errno != EEXIST) fail(1, level[k], errno);
+      if (mkdirat(rootfd, p.c_str(), VRIFT_TREE_MODE_DIR) != 0 && errno != EEXIST) fail(1, level[k], errno);
     });
   }
   ParallelRanges(files.size(), threads, [&](size_t k) {

@@ -1,13 +1,11 @@
 // BLAKE3-256 digests: the names of everything vrift stores.
-// Native hashing (@napi-rs/blake-hash) runs at several GB/s; a file is
-// hashed in bounded chunks so a 4 GiB file never sits in memory.
-import { createRequire } from 'node:module';
-import type * as BlakeHash from '@napi-rs/blake-hash';
+// One implementation: the official BLAKE3 C code vendored in the addon
+// (native/src/blake3_hash.cc, SIMD chosen at run time), the same code that
+// hashes files and verifies batches on native threads. The addon is loaded
+// at the first hash, not on import: commands that only check a digest's
+// spelling never load it.
 import { VriftError } from './errors.js';
-
-// Loaded with require: the package is CommonJS, and importing it as ESM
-// costs ~15 ms of start-up (every CLI command pays it).
-const { blake3, Blake3Hasher } = createRequire(import.meta.url)('@napi-rs/blake-hash') as typeof BlakeHash;
+import { loadNative, type NativeBlake3 } from './native.js';
 
 /** A digest as vrift writes it: 64 lowercase hex characters. */
 export type Digest = string;
@@ -28,18 +26,24 @@ export function assertDigest(s: string, what = 'digest'): Digest {
   return s;
 }
 
+let native: NativeBlake3 | undefined;
+
+function blake3(): NativeBlake3 {
+  return (native ??= loadNative().blake3);
+}
+
 /** Digest of an in-memory buffer. */
 export function hashBuffer(buf: Uint8Array): Digest {
-  return blake3(buf).toString('hex');
+  return blake3().hash(buf);
 }
 
 /** An incremental hasher, for bytes that arrive in pieces. */
 export class StreamHasher {
-  private readonly h = new Blake3Hasher();
+  private readonly h = new (blake3().Hasher)();
   private n = 0;
 
   update(chunk: Uint8Array): void {
-    this.h.update(chunk as Buffer);
+    this.h.update(chunk);
     this.n += chunk.byteLength;
   }
 
@@ -47,7 +51,8 @@ export class StreamHasher {
     return this.n;
   }
 
+  /** The digest of every byte so far (more may still be added). */
   digest(): Digest {
-    return this.h.digest('hex');
+    return this.h.digest();
   }
 }

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { LAYOUT } from '../gen/layout.js';
 import { VriftError } from './errors.js';
 
 /** The native VDir writer (see native/src/addon.cc for the batch encoding). */
@@ -75,14 +76,27 @@ export interface NativeBlobIo {
   writeBlobs(tmpPrefix: string, casDir: string, data: Buffer, offsets: Float64Array, digests: Buffer, threads: number, verify?: boolean): Promise<Float64Array>;
 }
 
-/** BLAKE3-256 in native code (native/src/blake3_hash.cc); digests are 64 lowercase hex characters. */
+/** BLAKE3-256 in native code (native/src/blake3_hash.cc), vrift's only one; digests are 64 lowercase hex characters. */
 export interface NativeBlake3 {
+  /** The digest of a Buffer or Uint8Array (any other typed array is a TypeError). */
   hash(buf: Uint8Array): string;
   /** A file's digest, hashed on `threads` native threads in bounded memory; null when the file shrank meanwhile. */
   hashFile(path: string, threads: number): Promise<string | null>;
   Hasher: new () => { update(buf: Uint8Array): void; digest(): string };
   /** The vendored BLAKE3 C version. */
   version: string;
+}
+
+/**
+ * The constants of shim/vrift_layout.h as the addon was compiled with them
+ * (native/src/layout.cc). TypeScript reads them from src/gen/layout.ts,
+ * written from this at build time; blobPath is the addon's own blob path.
+ */
+export interface NativeLayout {
+  home: typeof LAYOUT.home;
+  blob: typeof LAYOUT.blob;
+  tree: typeof LAYOUT.tree;
+  blobPath(casDir: string, digest: string, exec: boolean): string;
 }
 
 export interface NativeZstdStream {
@@ -99,6 +113,7 @@ export interface NativeAddon {
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;
   blake3: NativeBlake3;
+  layout: NativeLayout;
   zstdAvailable: boolean;
   ZstdStream: new (compress: boolean, level: number) => NativeZstdStream;
 }

@@ -20,6 +20,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { LAYOUT } from '../../gen/layout.js';
 import { hasCode, VriftError } from '../../lib/errors.js';
 import { ControlClient } from '../../node/control/client.js';
 import { socketPathOf } from '../../node/control/paths.js';
@@ -176,7 +177,7 @@ export async function runCommand(command: string[], opts: RunOptions): Promise<v
     child.once('exit', (code, signal) => resolveStatus(code ?? 128 + (signal ? (osSignals[signal] ?? 1) : 1)));
   }).finally(() => {
     for (const [s, h] of handlers) process.off(s, h);
-    rmSync(join(home, 'run', `shim-warned.${runId}`), { force: true });
+    rmSync(join(home, LAYOUT.home.run, LAYOUT.home.shimWarnedPrefix + runId), { force: true });
   });
   process.exitCode = status;
 }

@@ -9,6 +9,7 @@
 // (ERR_VRIFT_MOUNTFS_ENOTEMPTY ...); shim/ipc.c maps them back.
 import { readlinkSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { LAYOUT } from '../../gen/layout.js';
 import { VriftError } from '../../lib/errors.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { overlayOf, mergedEntries, setOverlay, type OverlayEntry } from './overlay.js';
@@ -30,7 +31,7 @@ function fsErr(errno: string, message: string): VriftError {
 
 /** Where the shim stages files: beside cas/, so copies stay on one filesystem. */
 export function stagingDir(store: Store): string {
-  return join(store.layout.root, 'staging');
+  return join(store.layout.root, LAYOUT.home.staging);
 }
 
 interface Target {

@@ -8,6 +8,7 @@
 import { closeSync, futimesSync, openSync, renameSync, unlinkSync, writeSync, constants as C } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { LAYOUT } from '../../gen/layout.js';
 import { StreamHasher, type Digest } from '../../lib/digest.js';
 import { VriftError, fsError } from '../../lib/errors.js';
 import type { Cas } from './cas.js';
@@ -24,7 +25,7 @@ export interface WrittenBlob {
  * store. A write into a blob moves its mtime, so one lstat() tells an
  * untouched blob from one that must be re-hashed before it is handed out.
  */
-export const BLOB_MTIME_SEC = 1;
+export const BLOB_MTIME_SEC: number = LAYOUT.blob.mtimeSec;
 export const BLOB_MTIME_MS = BLOB_MTIME_SEC * 1000;
 
 let tmpCounter = 0;
@@ -47,7 +48,7 @@ function openTemp(cas: Cas): { fd: number; tmp: string } {
   try {
     // O_EXCL: the temp name is ours alone. Mode 0444: the blob is
     // read-only from birth; our open fd can still write it.
-    return { fd: openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o444), tmp };
+    return { fd: openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, LAYOUT.blob.mode), tmp };
   } catch (e) {
     throw fsError(e, tmp, 'creating a temp file in the store');
   }

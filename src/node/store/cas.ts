@@ -1,5 +1,6 @@
 // The content-addressed store on disk: one read-only file per content,
-// named by its BLAKE3 digest. See home.ts for the layout.
+// named by its BLAKE3 digest. See home.ts for the layout (its names and
+// numbers are shim/vrift_layout.h's, through src/gen/layout.ts).
 import {
   chmodSync,
   closeSync,
@@ -22,10 +23,13 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { hashBuffer, StreamHasher, type Digest } from '../../lib/digest.js';
 import { errnoError, errnoOf, fsError, VriftError } from '../../lib/errors.js';
+import { LAYOUT } from '../../gen/layout.js';
 import { BLOB_MTIME_MS, BLOB_MTIME_SEC, BlobWriter, tempPath, writeHashedBuffer, type WrittenBlob } from './blob-writer.js';
 import type { HomeLayout } from './home.js';
 import { loadNative } from '../../lib/native.js';
 import type { StatLike } from './scan.js';
+
+const { shardHex: SHARD_HEX, execSuffix: EXEC_SUFFIX, execMode: EXEC_MODE } = LAYOUT.blob;
 
 /** Files up to this size are read whole; larger ones stream in chunks. */
 const WHOLE_FILE_LIMIT = 8 << 20;
@@ -50,7 +54,7 @@ export class Cas {
 
   /** Where a blob lives; `exec` names its executable twin. */
   pathOf(digest: Digest, exec = false): string {
-    return join(this.layout.cas, digest.slice(0, 2), exec ? `${digest}.x` : digest);
+    return join(this.layout.cas, digest.slice(0, SHARD_HEX), exec ? digest + EXEC_SUFFIX : digest);
   }
 
   /** Opens a stored blob for reading (a descriptor); one that is not there is ERR_VRIFT_CAS_MISSING. */
@@ -77,7 +81,7 @@ export class Cas {
   }
 
   ensureShard(digest: Digest): void {
-    const shard = digest.slice(0, 2);
+    const shard = digest.slice(0, SHARD_HEX);
     if (this.shards.has(shard)) return;
     mkdirSync(join(this.layout.cas, shard), { recursive: true });
     this.shards.add(shard);
@@ -187,7 +191,7 @@ export class Cas {
     try {
       // FICLONE shares extents where the filesystem can (btrfs, xfs); a plain copy elsewhere.
       copyFileSync(this.pathOf(digest), tmp, C.COPYFILE_FICLONE);
-      chmodSync(tmp, 0o555);
+      chmodSync(tmp, EXEC_MODE);
       utimesSync(tmp, BLOB_MTIME_SEC, BLOB_MTIME_SEC);
       renameSync(tmp, twin);
     } catch (e) {
@@ -222,7 +226,7 @@ export class Cas {
     for (const exec of [false, true]) {
       const p = this.pathOf(digest, exec);
       try {
-        renameSync(p, join(this.layout.quarantine, `${exec ? `${digest}.x` : digest}.${Date.now()}`));
+        renameSync(p, join(this.layout.quarantine, `${exec ? digest + EXEC_SUFFIX : digest}.${Date.now()}`));
       } catch (e) {
         if (errnoOf(e) !== 'ENOENT') throw fsError(e, p, 'quarantining a corrupt blob');
       }

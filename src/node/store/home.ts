@@ -6,9 +6,12 @@
 //   quarantine/         blobs `vrift verify` found corrupt, kept for forensics
 //   meta/               the LMDB environment (source of truth for metadata)
 //   run/                the daemon's socket and pid file
+//
+// The names are shim/vrift_layout.h's (the shim and the addon use the same).
 import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { LAYOUT } from '../../gen/layout.js';
 import { fsError } from '../../lib/errors.js';
 
 export interface HomeLayout {
@@ -28,11 +31,11 @@ export function resolveHome(explicit?: string): string {
 export function homeLayout(root: string): HomeLayout {
   return {
     root,
-    cas: join(root, 'cas'),
-    tmp: join(root, 'tmp'),
-    quarantine: join(root, 'quarantine'),
-    meta: join(root, 'meta'),
-    run: join(root, 'run'),
+    cas: join(root, LAYOUT.home.cas),
+    tmp: join(root, LAYOUT.home.tmp),
+    quarantine: join(root, LAYOUT.home.quarantine),
+    meta: join(root, LAYOUT.home.meta),
+    run: join(root, LAYOUT.home.run),
   };
 }
 

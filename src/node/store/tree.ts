@@ -2,6 +2,7 @@
 // specified in docs/tree-format.md; the tree id is the BLAKE3 digest of
 // the encoding, so the same directory gets the same id on any machine.
 import { isUtf8 } from 'node:buffer';
+import { LAYOUT } from '../../gen/layout.js';
 import { hashBuffer, isDigest, type Digest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
 
@@ -35,21 +36,29 @@ export interface TreeSummary {
   bytes: number;
 }
 
-const HEADER = 'vrift-tree 1\n';
-const KIND_CHAR: Record<EntryKind, string> = { file: 'f', dir: 'd', symlink: 'l' };
-const CHAR_KIND: Record<string, EntryKind> = { f: 'file', d: 'dir', l: 'symlink' };
-const MAX_PATH = 4095;
-const MAX_NAME = 255;
+// The encoding's header, letters, modes and limits are shim/vrift_layout.h's
+// (the addon reads trees with the same ones).
+const T = LAYOUT.tree;
+const HEADER: string = T.header;
+const KIND_CHAR: Record<EntryKind, string> = { file: T.kindFile, dir: T.kindDir, symlink: T.kindSymlink };
+const CHAR_KIND: Record<string, EntryKind> = { [T.kindFile]: 'file', [T.kindDir]: 'dir', [T.kindSymlink]: 'symlink' };
+const MODE_FILE: number = T.modeFile;
+const MODE_EXEC: number = T.modeExec;
+const MODE_DIR: number = T.modeDir;
+const MODE_SYMLINK: number = T.modeSymlink;
+const NO_REF: string = T.noRef;
+const MAX_PATH: number = T.pathMax;
+const MAX_NAME: number = T.nameMax;
 
 /** The mode a tree records for a file: only the owner's exec bit survives (as git does). */
 export function normalizeFileMode(statMode: number): number {
-  return statMode & 0o100 ? 0o755 : 0o644;
+  return statMode & 0o100 ? MODE_EXEC : MODE_FILE;
 }
 
 export function modeFor(kind: EntryKind, exec = false): number {
-  if (kind === 'dir') return 0o755;
-  if (kind === 'symlink') return 0o777;
-  return exec ? 0o755 : 0o644;
+  if (kind === 'dir') return MODE_DIR;
+  if (kind === 'symlink') return MODE_SYMLINK;
+  return exec ? MODE_EXEC : MODE_FILE;
 }
 
 function malformed(why: string): VriftError {
@@ -119,7 +128,7 @@ export function encodeSorted(sorted: TreeEntry[]): Buffer {
   for (const e of sorted) {
     const problem = quickPathProblem(e.path);
     if (problem) throw new VriftError('ERR_VRIFT_TREE_PATH', `invalid path ${JSON.stringify(e.path)}: ${problem}`, { hint: 'rename the file' });
-    const want = e.kind === 'dir' ? 0o755 : e.kind === 'symlink' ? 0o777 : e.mode === 0o755 ? 0o755 : 0o644;
+    const want = modeFor(e.kind, e.mode === MODE_EXEC);
     if (e.mode !== want || !Number.isSafeInteger(e.size) || e.size < 0 || (e.kind === 'dir' && e.size !== 0)) {
       throw malformed(`${e.kind} ${e.path} has mode ${e.mode.toString(8)} size ${e.size}`);
     }
@@ -130,7 +139,7 @@ export function encodeSorted(sorted: TreeEntry[]): Buffer {
     const slash = e.path.lastIndexOf('/');
     if (slash >= 0 && !dirs.has(e.path.slice(0, slash))) throw malformed(`${JSON.stringify(e.path)} has no parent directory entry`);
     if (e.kind === 'dir') dirs.add(e.path);
-    const ref = e.kind === 'file' ? e.digest : '-';
+    const ref = e.kind === 'file' ? e.digest : NO_REF;
     if (e.kind === 'file' && (ref === undefined || !isDigest(ref))) throw malformed(`file ${e.path} has no digest`);
     parts.push(`${KIND_CHAR[e.kind]} ${e.mode.toString(8)} ${e.size} ${ref} ${e.path}\0`);
     if (e.kind === 'symlink') {
@@ -211,9 +220,9 @@ export function decodeTree(buf: Uint8Array): TreeEntry[] {
     const size = parseField(text, sp1 + 1, sp2, 10, 16);
     if (Number.isNaN(mode)) throw badEntry(text, pos, 'bad mode');
     if (Number.isNaN(size) || !Number.isSafeInteger(size)) throw badEntry(text, pos, 'bad size');
-    const noRef = sp3 === sp2 + 2 && text.charCodeAt(sp2 + 1) === 45; // "-"
+    const noRef = sp3 - sp2 - 1 === NO_REF.length && text.startsWith(NO_REF, sp2 + 1);
     if (!noRef && !isHex64At(text, sp2 + 1, sp3)) throw badEntry(text, pos, 'bad digest');
-    const ref = noRef ? '-' : text.slice(sp2 + 1, sp3);
+    const ref = noRef ? NO_REF : text.slice(sp2 + 1, sp3);
     const path = text.slice(sp3 + 1, end);
     const problem = quickPathProblem(path);
     if (problem) throw malformed(`path ${JSON.stringify(path)}: ${problem}`);
@@ -224,13 +233,13 @@ export function decodeTree(buf: Uint8Array): TreeEntry[] {
     pos = end + 1;
     const entry: TreeEntry = { path, kind, mode, size };
     if (kind === 'file') {
-      if (ref === '-') throw malformed(`file ${path} has no digest`);
-      if (mode !== 0o644 && mode !== 0o755) throw malformed(`file ${path} has mode ${mode.toString(8)}`);
+      if (ref === NO_REF) throw malformed(`file ${path} has no digest`);
+      if (mode !== MODE_FILE && mode !== MODE_EXEC) throw malformed(`file ${path} has mode ${mode.toString(8)}`);
       entry.digest = ref;
     } else {
-      if (ref !== '-') throw malformed(`${kind} ${path} carries a digest`);
+      if (ref !== NO_REF) throw malformed(`${kind} ${path} carries a digest`);
       if (kind === 'dir') {
-        if (mode !== 0o755 || size !== 0) throw malformed(`dir ${path} has mode ${mode.toString(8)} size ${size}`);
+        if (mode !== MODE_DIR || size !== 0) throw malformed(`dir ${path} has mode ${mode.toString(8)} size ${size}`);
         dirs.add(path);
       }
     }
@@ -241,7 +250,7 @@ export function decodeTree(buf: Uint8Array): TreeEntry[] {
       pos = tend + 1;
       if (target.length === 0) throw malformed(`symlink ${path} has an empty target`);
       if (Buffer.byteLength(target) !== size) throw malformed(`symlink ${path} size does not match its target`);
-      if (mode !== 0o777) throw malformed(`symlink ${path} has mode ${mode.toString(8)}`);
+      if (mode !== MODE_SYMLINK) throw malformed(`symlink ${path} has mode ${mode.toString(8)}`);
       entry.target = target;
     }
     entries.push(entry);

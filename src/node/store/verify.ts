@@ -3,6 +3,7 @@
 // dropped from the index, so it can never be served again.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { LAYOUT } from '../../gen/layout.js';
 import { hashBuffer, isDigest, type Digest } from '../../lib/digest.js';
 import { errnoOf, fsError } from '../../lib/errors.js';
 import { Cas, hashFile } from './cas.js';
@@ -30,8 +31,8 @@ export function listCasFiles(store: Store): { digest: Digest; exec: boolean; pat
   for (const shard of shards.sort()) {
     const dir = join(store.layout.cas, shard);
     for (const name of readdirSync(dir).sort()) {
-      const exec = name.endsWith('.x');
-      const digest = exec ? name.slice(0, -2) : name;
+      const exec = name.endsWith(LAYOUT.blob.execSuffix);
+      const digest = exec ? name.slice(0, -LAYOUT.blob.execSuffix.length) : name;
       if (isDigest(digest) && digest.startsWith(shard)) out.push({ digest, exec, path: join(dir, name) });
     }
   }
