@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const ALL = ['store', 'vdir-lookup', 'shim', 'restore', 'peers', 'p2p-sim'];
+const ALL = ['store', 'vdir-lookup', 'shim', 'restore', 'crowd', 'peers', 'p2p-sim'];
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ALL;
 
 const summary: Record<string, unknown> = {};
