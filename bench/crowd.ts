@@ -33,11 +33,11 @@
 //   node scripts/build.mjs ts && node dist/bench/crowd.js
 //   VRIFT_BENCH_ROUNDS=5 VRIFT_BENCH_CROWD=8 VRIFT_BENCH_CROWD_BYTES=200M node dist/bench/crowd.js
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { cpuSeconds, flushDisk, median, runOut, startS3rver, VRIFT_BIN, writeProjectTree, type S3rver } from './lib.js';
+import { cpuSeconds, flushDisk, loadNow, makeScratch, median, ownAndChildCpuSeconds, runOut, startS3rver, VRIFT_BIN, writeProjectTree, type S3rver } from './lib.js';
 
 const ROUNDS = Number(process.env.VRIFT_BENCH_ROUNDS ?? 3);
 const CROWD = Number(process.env.VRIFT_BENCH_CROWD ?? 8);
@@ -91,17 +91,22 @@ interface Rounds {
   wall: number[];
   /** Bytes that crossed the network from S3 during the measurement. */
   wire: number[];
-  /** CPU seconds of the daemon (when one ran) and of s3rver during the measurement. */
+  /** CPU seconds of the daemon (when one ran), of the CLI processes, and of s3rver during the measurement. */
   daemonCpu: number[];
+  cliCpu: number[];
   s3Cpu: number[];
   /** The results' own timings (for a crowd: the slowest run's), seconds. */
   fetch: number[];
   materialize: number[];
+  /** Per command, median over the commands: its wall time minus the operation's own `seconds` (process start-up, connecting, waiting, exit). */
+  outside: number[];
+  /** Last command's exit minus the first's. */
+  exitSpread: number[];
   /** Crowd only: how many results said they joined another's pull, and how many found everything local. */
   joined: number[];
   local: number[];
 }
-const rounds = (): Rounds => ({ wall: [], wire: [], daemonCpu: [], s3Cpu: [], fetch: [], materialize: [], joined: [], local: [] });
+const rounds = (): Rounds => ({ wall: [], wire: [], daemonCpu: [], cliCpu: [], s3Cpu: [], fetch: [], materialize: [], outside: [], exitSpread: [], joined: [], local: [] });
 const res = {
   oneDaemon: rounds(),
   oneInproc: rounds(),
@@ -113,7 +118,10 @@ const res = {
 
 async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const work = mkdtempSync(join(tmpdir(), 'vrift-bench-crowd-'));
+  // Per round: four homes with the tree's blobs, 11 restored copies (hard links), plus the source and S3.
+  const scratch = makeScratch('vrift-bench-crowd-', BYTES * (3 + 5 * ROUNDS) + 1e9);
+  const work = scratch.dir;
+  log(`working in ${scratch.what}`);
   let s3: S3rver | undefined;
   const daemons: string[] = [];
   try {
@@ -152,15 +160,18 @@ async function main(): Promise<void> {
     const measure = async (into: Rounds, home: string, outs: string[], daemonPid?: number) => {
       flushDisk();
       const wireBefore = daemonPid ? wireOf(home) : 0;
-      const cpu0 = { d: daemonPid ? cpuSeconds(daemonPid) : 0, s: cpuSeconds(s3!.pid) };
+      const cpu0 = { d: daemonPid ? cpuSeconds(daemonPid) : 0, s: cpuSeconds(s3!.pid), c: ownAndChildCpuSeconds() };
       const { wall, runs } = await concurrently(env(home), outs.map((o) => ['restore', 'bench/crowd', o]));
       into.wall.push(wall);
       into.daemonCpu.push(daemonPid ? cpuSeconds(daemonPid) - cpu0.d : 0);
+      into.cliCpu.push(ownAndChildCpuSeconds() - cpu0.c); // the CLIs (waited for), and this process's little share
       into.s3Cpu.push(cpuSeconds(s3!.pid) - cpu0.s);
       // With a daemon, its counter (the results' deltas overlap when restores run at once); in-process, each CLI's own.
       into.wire.push(daemonPid ? wireOf(home) - wireBefore : runs.reduce((a, r) => a + (r.result.metrics?.[WIRE] ?? 0), 0));
       into.fetch.push(Math.max(...runs.map((r) => r.result.timings.fetch)));
       into.materialize.push(Math.max(...runs.map((r) => r.result.timings.materialize)));
+      into.outside.push(median(runs.map((r) => r.wall - r.result.seconds)));
+      into.exitSpread.push(Math.max(...runs.map((r) => r.wall)) - Math.min(...runs.map((r) => r.wall)));
       into.joined.push(runs.filter((r) => r.result.joined).length);
       into.local.push(runs.filter((r) => r.result.fetched === 0 && !r.result.joined).length);
       for (const r of runs) if (r.result.files !== size.files) throw new Error(`a restore wrote ${r.result.files} files of ${size.files}`);
@@ -195,7 +206,8 @@ async function main(): Promise<void> {
     const names = Object.keys(setups);
     for (let r = 0; r < ROUNDS; r++) {
       const order = names.map((_, i) => names[(i + r) % names.length]!);
-      log(`round ${r + 1}/${ROUNDS}: ${order.join(' → ')}`);
+      loads.push(loadNow());
+      log(`round ${r + 1}/${ROUNDS} (load ${loads.at(-1)}): ${order.join(' → ')}`);
       for (const name of order) await setups[name]!(r);
     }
     report(size);
@@ -208,8 +220,7 @@ async function main(): Promise<void> {
       }
     }
     await s3?.stop();
-    log(`removing ${work}`);
-    rmSync(work, { recursive: true, force: true });
+    scratch.remove();
   }
 }
 
@@ -218,15 +229,20 @@ function report(size: { files: number; bytes: number; symlinks: number }): void 
   const spread = (xs: number[], f: (x: number) => string) => `${f(m(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
   const s = (x: number) => `${x.toFixed(2)} s`;
   const MB = (x: number) => `${(x / 1e6).toFixed(1)} MB`;
-  const rows: (string | number)[][] = [['set-up', 'wall: median (min–max)', 'from S3', 'daemon CPU', 's3rver CPU', 'fetch / materialize (slowest)', 'joined / local']];
+  const rows: (string | number)[][] = [
+    ['set-up', 'wall: median (min–max)', 'from S3', 'CPU: daemon', 'CLIs', 's3rver', 'fetch / materialize (slowest)', 'outside op', 'exits spread', 'joined / local'],
+  ];
   const line = (name: string, x: Rounds, daemon: boolean, crowd: boolean) =>
     rows.push([
       name,
       spread(x.wall, s),
       spread(x.wire, MB),
       daemon ? s(m(x.daemonCpu)) : '-',
+      s(m(x.cliCpu)),
       s(m(x.s3Cpu)),
       `${s(m(x.fetch))} / ${s(m(x.materialize))}`,
+      s(m(x.outside)),
+      crowd ? s(m(x.exitSpread)) : '-',
       crowd ? `${m(x.joined)} / ${m(x.local)}` : '-',
     ]);
   line('1 cold restore, daemon (baseline)', res.oneDaemon, true, false);
@@ -236,6 +252,7 @@ function report(size: { files: number; bytes: number; symlinks: number }): void 
   line('1 warm restore, daemon', res.warmDaemon, true, false);
   line('1 warm restore, in-process', res.warmInproc, false, false);
   console.log(`\n${size.files} files + ${size.symlinks} symlinks, ${mb(size.bytes)}; ${ROUNDS} rounds, spread = min–max over rounds; wall = first start to last exit of the commands`);
+  console.log(loadText());
   printRows(rows);
 
   // Ratios per round (same round, same conditions), then their median.
@@ -257,13 +274,24 @@ function report(size: { files: number; bytes: number; symlinks: number }): void 
   console.log(`  ${CROWD} with no daemon vs 1, wall time      ${info(ratios.crowdInprocWall)}`);
   console.log(`  cold restore, daemon vs in-process       ${info(ratios.coldDaemonVsInproc)}`);
   console.log(`  warm restore, daemon vs in-process       ${info(ratios.warmDaemonVsInproc)}`);
-  const med = (x: Rounds) => ({ wall: round(m(x.wall)), wire: m(x.wire), daemonCpu: round(m(x.daemonCpu)), s3Cpu: round(m(x.s3Cpu)), fetch: round(m(x.fetch)), materialize: round(m(x.materialize)) });
+  const med = (x: Rounds) => ({
+    wall: round(m(x.wall)),
+    wire: m(x.wire),
+    daemonCpu: round(m(x.daemonCpu)),
+    cliCpu: round(m(x.cliCpu)),
+    s3Cpu: round(m(x.s3Cpu)),
+    fetch: round(m(x.fetch)),
+    materialize: round(m(x.materialize)),
+    outside: round(m(x.outside)),
+    exitSpread: round(m(x.exitSpread)),
+  });
   console.log(
     JSON.stringify({
       bench: 'crowd',
       files: size.files,
       bytes: size.bytes,
       rounds: ROUNDS,
+      load: loads,
       crowd: CROWD,
       results: {
         crowdBytes: { ratio: round(m(ratios.crowdBytes)), goal: 1.1, met: m(ratios.crowdBytes) <= 1.1 },
@@ -289,5 +317,8 @@ function printRows(rows: (string | number)[][]): void {
 }
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
+/** The 1-minute load average at the start of each round (other work on this shared machine). */
+const loads: number[] = [];
+const loadText = () => `load average (1 min) at each round's start: ${loads.join(', ')} on ${availableParallelism()} CPUs`;
 
 await main();
