@@ -28,7 +28,8 @@
 // fresh homes, in an order that rotates with the round, after a `sync`.
 // Nothing is deleted until the end (on this ext4, creating files right
 // after a large rm -rf is much slower). Tables show medians and the
-// spread (min–max over rounds). About 8 GB of temp space at the peak.
+// spread (min–max over rounds). It works in a scratch filesystem
+// (makeScratch in lib.ts) of at most ~5 GB with the defaults.
 //
 //   node scripts/build.mjs ts && node dist/bench/crowd.js
 //   VRIFT_BENCH_ROUNDS=5 VRIFT_BENCH_CROWD=8 VRIFT_BENCH_CROWD_BYTES=200M node dist/bench/crowd.js

@@ -30,7 +30,10 @@
 // bench/crowd.ts compares that with a daemon.
 //
 //   node scripts/build.mjs ts && node dist/bench/restore.js
-//   VRIFT_BENCH_DATASET=project node dist/bench/restore.js     (~15 GB of temp space at the peak)
+//   VRIFT_BENCH_DATASET=project node dist/bench/restore.js
+//
+// Both work in a scratch filesystem (makeScratch in lib.ts) of at most
+// ~25 GB (project) or ~7 GB (node_modules) with the defaults.
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { appendFileSync, createReadStream, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
