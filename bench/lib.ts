@@ -2,9 +2,11 @@
 // process, a real dataset, medians. Benchmarks compare vrift with a
 // baseline measured in the same run (ARCHITECTURE.md, "Ground rules").
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { createCipheriv } from 'node:crypto';
+import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, statfsSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { createServer, createConnection } from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
@@ -68,6 +70,29 @@ export function flushDisk(): void {
   spawnSync('sleep', ['0.5']);
 }
 
+/** CPU seconds (user + system) a running process has used so far, from /proc (0 if it is gone). */
+export function cpuSeconds(pid: number): number {
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+/**
+ * CPU seconds this process and the children it has waited for have used
+ * (a spawnSync'd program counts once it has exited, with the programs it
+ * waited for: tar's zstd, say).
+ */
+export function ownAndChildCpuSeconds(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLOCK_TICKS;
+}
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
@@ -94,6 +119,8 @@ async function waitForPort(port: number): Promise<void> {
 
 export interface S3rver {
   endpoint: string;
+  /** Its process (for cpuSeconds). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -107,6 +134,7 @@ export async function startS3rver(dir: string, bucket: string): Promise<S3rver> 
   await waitForPort(port);
   return {
     endpoint: `http://127.0.0.1:${port}`,
+    pid: p.pid!,
     stop: () => new Promise<void>((r) => (p.exitCode !== null ? r() : (p.once('exit', () => r()), p.kill('SIGTERM')))),
   };
 }
@@ -164,4 +192,252 @@ export function addGeneratedFiles(dir: string, count: number, seed = 1): void {
     }
     writeFileSync(join(sub, `m${i}.js`), parts.join(''));
   }
+}
+
+/** The shape of a generated project tree (see writeProjectTree). */
+export interface ProjectShape {
+  /** Entries to write: regular files and symlinks. */
+  files: number;
+  /** Total bytes of the regular files to aim for (the large files are scaled to reach it). */
+  bytes: number;
+  /** How many of the files are medium (16–256 KiB) and how many large (binaries, about 1–16 MiB before scaling). */
+  medium: number;
+  large: number;
+  seed: number;
+}
+
+/** Identifiers a source-like line is made of (deterministic, a few hundred distinct). */
+function vocabulary(rand: () => number): string[] {
+  const syl = 'ba be bi bo bu ca ce co cu da de di do fa fe fi fo ga ge go ha he hi ho ka ke ki ko la le li lo ma me mi mo na ne ni no pa pe pi po ra re ri ro sa se si so ta te ti to va ve vi vo za ze zi zo'.split(' ');
+  const out: string[] = [];
+  for (let i = 0; i < 600; i++) {
+    let w = '';
+    const n = 2 + Math.floor(rand() * 3);
+    for (let j = 0; j < n; j++) w += syl[Math.floor(rand() * syl.length)]!;
+    out.push(i % 3 === 0 ? w : i % 3 === 1 ? `${w}${syl[i % syl.length]!.toUpperCase()}x` : `get${w[0]!.toUpperCase()}${w.slice(1)}`);
+  }
+  return out;
+}
+
+/**
+ * Source-like text of about `size` bytes: code lines from a vocabulary and
+ * small numbers, indented, each file different. zstd shrinks it about 3–4×,
+ * as it does real JavaScript/TypeScript; across files it does not repeat
+ * more than real source does (no shared corpus the archive could dedup).
+ */
+function sourceText(rand: () => number, vocab: string[], size: number, header: string): string {
+  const parts: string[] = [header];
+  let n = header.length;
+  const w = () => vocab[Math.floor(rand() * vocab.length)]!;
+  while (n < size) {
+    const indent = '  '.repeat(Math.floor(rand() * 4));
+    const k = rand();
+    const line =
+      k < 0.25
+        ? `${indent}const ${w()} = ${w()}.${w()}(${w()}, ${Math.floor(rand() * 1000)});\n`
+        : k < 0.45
+          ? `${indent}if (${w()} !== ${w()}) return ${w()}(${w()});\n`
+          : k < 0.6
+            ? `${indent}export function ${w()}(${w()}: ${w()}, ${w()}?: number): ${w()} {\n`
+            : k < 0.72
+              ? `${indent}// ${w()} ${w()} ${w()} the ${w()} of ${w()}\n`
+              : k < 0.85
+                ? `${indent}${w()}: '${w()}-${Math.floor(rand() * 100)}',\n`
+                : k < 0.93
+                  ? `${indent}}\n`
+                  : `${indent}import { ${w()}, ${w()} } from './${w()}.js';\n`;
+    parts.push(line);
+    n += line.length;
+  }
+  return parts.join('').slice(0, size);
+}
+
+/** `size` incompressible bytes (AES-CTR of zeros under a key from the PRNG: deterministic, fast). */
+function binaryBytes(rand: () => number, size: number): Buffer {
+  const key = Buffer.alloc(16);
+  const iv = Buffer.alloc(16);
+  for (let i = 0; i < 16; i += 4) {
+    key.writeUInt32LE((rand() * 2 ** 32) >>> 0, i);
+    iv.writeUInt32LE((rand() * 2 ** 32) >>> 0, i);
+  }
+  return createCipheriv('aes-128-ctr', key, iv).update(Buffer.alloc(size));
+}
+
+/** A few contents many packages share word for word (licence texts, empty index files, ignore files). */
+const COMMON = [
+  'MIT License\n\nPermission is hereby granted, free of charge, to any person obtaining a copy of this software…\n'.repeat(8),
+  "'use strict';\nmodule.exports = require('./lib');\n",
+  '',
+  '*.log\nnode_modules/\ncoverage/\n',
+  'export * from "./index.js";\n',
+  '{\n  "extends": "../../tsconfig.json"\n}\n',
+];
+
+/**
+ * Writes a deterministic tree shaped like a real monorepo with its
+ * dependencies: packages of very different sizes (a few big ones), each
+ * with src/, lib/, dist/, test/, types/, assets/, bin/ directories;
+ *   - small source-like files (128 B–16 KiB, log-uniform: most a few KiB),
+ *     about 3% of them word-for-word copies of a few common contents;
+ *   - medium files (16–256 KiB): half bundles/JSON/source maps (text),
+ *     half images/wasm (incompressible);
+ *   - a few large binaries (incompressible; scaled so the tree reaches
+ *     `bytes`), a third of them executable;
+ *   - 0.5% symlinks (as in node_modules/.bin) and 2% executable scripts.
+ * Returns what it wrote.
+ */
+export function writeProjectTree(dir: string, shape: ProjectShape): { files: number; bytes: number; symlinks: number; dirs: number } {
+  const rand = rng(shape.seed);
+  const vocab = vocabulary(rand);
+  const logUniform = (min: number, max: number) => Math.round(min * Math.pow(max / min, rand()));
+  const small = shape.files - shape.medium - shape.large;
+  // Sizes first, so the large files can be scaled to reach the total.
+  type Plan = { kind: 'small' | 'text' | 'binary' | 'large' | 'link'; size: number };
+  const plan: Plan[] = [];
+  for (let i = 0; i < small; i++) plan.push(rand() < 0.005 ? { kind: 'link', size: 0 } : { kind: 'small', size: logUniform(128, 16 << 10) });
+  for (let i = 0; i < shape.medium; i++) plan.push({ kind: rand() < 0.5 ? 'text' : 'binary', size: logUniform(16 << 10, 256 << 10) });
+  const large: Plan[] = [];
+  for (let i = 0; i < shape.large; i++) large.push({ kind: 'large', size: logUniform(1 << 20, 16 << 20) });
+  const rest = plan.reduce((a, p) => a + p.size, 0);
+  const want = Math.max(shape.large * (256 << 10), shape.bytes - rest);
+  const scale = want / Math.max(1, large.reduce((a, p) => a + p.size, 0));
+  for (const p of large) p.size = Math.max(256 << 10, Math.round(p.size * scale));
+  plan.push(...large);
+  // Shuffle (deterministically) so each package gets a mix.
+  for (let i = plan.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [plan[i], plan[j]] = [plan[j]!, plan[i]!];
+  }
+
+  const packages = Math.max(1, Math.round(shape.files / 60));
+  const subdirs: Record<Plan['kind'], string[]> = {
+    small: ['src', 'src/util', 'src/components', 'lib', 'lib/internal', 'test', 'types', 'src/api/v1'],
+    text: ['dist', 'dist/esm', 'dist/cjs'],
+    binary: ['assets', 'assets/img', 'wasm'],
+    large: ['bin', 'native', 'prebuilds/linux-x64'],
+    link: ['.bin'],
+  };
+  const ext: Record<Plan['kind'], string[]> = {
+    small: ['.ts', '.js', '.js', '.d.ts', '.json', '.md', '.mjs'],
+    text: ['.js', '.js.map', '.json'],
+    binary: ['.png', '.wasm', '.woff2'],
+    large: ['.node', '.so', ''],
+    link: [''],
+  };
+  const made = new Set<string>();
+  const written: string[] = [];
+  let files = 0;
+  let bytes = 0;
+  let symlinks = 0;
+  for (const [i, p] of plan.entries()) {
+    // Package sizes are skewed: a few hold many files.
+    const pkg = Math.floor(Math.pow(rand(), 2) * packages);
+    const scope = pkg % 5 === 0 ? `@scope-${pkg % 23}/` : '';
+    const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)]!;
+    const sub = join(dir, 'packages', `${scope}pkg-${pkg}`, pick(subdirs[p.kind]));
+    if (!made.has(sub)) {
+      mkdirSync(sub, { recursive: true });
+      made.add(sub);
+    }
+    const file = join(sub, `${vocab[i % vocab.length]}-${i}${pick(ext[p.kind])}`);
+    if (p.kind === 'link') {
+      if (written.length === 0) continue;
+      symlinkSync(relative(sub, written[Math.floor(rand() * written.length)]!), file);
+      symlinks++;
+      continue;
+    }
+    let data: string | Buffer;
+    if (p.kind === 'small' && rand() < 0.03) data = COMMON[Math.floor(rand() * COMMON.length)]!;
+    else if (p.kind === 'small' || p.kind === 'text') data = sourceText(rand, vocab, p.size, `// ${file.slice(dir.length)}\n`);
+    else data = binaryBytes(rand, p.size);
+    writeFileSync(file, data, { mode: p.kind === 'large' ? (i % 3 === 0 ? 0o755 : 0o644) : p.kind === 'small' && rand() < 0.02 ? 0o755 : 0o644 });
+    written.push(file);
+    files++;
+    bytes += typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+  }
+  return { files, bytes, symlinks, dirs: made.size };
+}
+
+/** A directory for a benchmark's files, and how to remove it. */
+export interface Scratch {
+  dir: string;
+  /** What it is, for the log ("a loop-mounted ext4 image …" or "a directory in /tmp"). */
+  what: string;
+  /** Removes everything (once; also runs if the process exits early). */
+  remove(): void;
+}
+
+/**
+ * Where a benchmark that writes many files works. This VM's root
+ * filesystem is ext4 without a journal, mounted with `discard`: every
+ * extent freed by a delete is discarded synchronously, so `rm -rf` of a
+ * tree of small files runs at ~500 files/s (a 100 000-file round took 12
+ * minutes to remove) and file creation right after it is slow too.
+ * As root, the benchmark therefore works in a sparse ext4 image (no
+ * journal, as the root filesystem; no online discard) on a loop device
+ * with direct I/O (no second page cache), in /tmp on the same disk;
+ * removing it is one unmount and one file. Measured on this VM, `tar -x`
+ * of 100 000 files runs at the same speed there as on the root
+ * filesystem. VRIFT_BENCH_SCRATCH=tmp (or not being root) uses a plain
+ * directory in /tmp instead.
+ */
+export function makeScratch(prefix: string, maxBytes: number): Scratch {
+  const free = statfsSync(tmpdir());
+  const avail = free.bavail * free.bsize;
+  if (avail < maxBytes + 2e9) {
+    throw new Error(`${tmpdir()} has ${(avail / 1e9).toFixed(1)} GB free; this benchmark needs up to ${(maxBytes / 1e9).toFixed(0)} GB (fewer rounds need less)`);
+  }
+  const base = mkdtempSync(join(tmpdir(), prefix));
+  const plain = (why: string): Scratch => {
+    let done = false;
+    const remove = () => {
+      if (done) return;
+      done = true;
+      const t = performance.now();
+      spawnSync('rm', ['-rf', base]);
+      process.stderr.write(`bench: removed ${base} in ${((performance.now() - t) / 1000).toFixed(0)} s\n`);
+    };
+    process.once('exit', remove);
+    return { dir: base, what: `a directory in ${tmpdir()} (${why})`, remove };
+  };
+  if (process.env.VRIFT_BENCH_SCRATCH === 'tmp') return plain('VRIFT_BENCH_SCRATCH=tmp');
+  if (process.getuid?.() !== 0) return plain('not root: no loop mount');
+  const img = join(base, 'scratch.img');
+  const mnt = join(base, 'fs');
+  const sh = (cmd: string, args: string[]) => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.error?.message || '').trim()}`);
+    return r.stdout.trim();
+  };
+  let dev: string | undefined;
+  let mounted = false;
+  let done = false;
+  const remove = () => {
+    if (done) return;
+    done = true;
+    if (mounted) spawnSync('umount', ['-l', mnt]); // lazy: a process still holding a file does not keep the mount
+    if (dev) spawnSync('losetup', ['-d', dev]); // detaches now, or when the last user lets go
+    spawnSync('rm', ['-rf', base]);
+  };
+  process.once('exit', remove);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
+  try {
+    mkdirSync(mnt);
+    sh('truncate', ['-s', String(Math.ceil(maxBytes / 4096) * 4096), img]);
+    sh('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', '-E', 'nodiscard,lazy_itable_init=1', img]);
+    dev = sh('losetup', ['--find', '--show', '--direct-io=on', img]);
+    sh('mount', ['-o', 'nodiscard', dev, mnt]);
+    mounted = true;
+    return { dir: mnt, what: `a ${(maxBytes / 1e9).toFixed(0)} GB sparse ext4 image (no journal, no discard) on ${dev}, in ${base}`, remove };
+  } catch (e) {
+    process.stderr.write(`bench: no loop-mounted scratch filesystem (${(e as Error).message}); using ${base}\n`);
+    remove();
+    mkdirSync(base, { recursive: true });
+    return plain('the loop mount failed');
+  }
+}
+
+/** The machine's 1-minute load average now and its CPU count: other work on a shared machine shows in a benchmark's spread. */
+export function loadNow(): number {
+  return Math.round(loadavg()[0]! * 100) / 100;
 }

@@ -1,13 +1,18 @@
 // `npm run bench`: every benchmark, one after another, each in its own
 // process (so one's page cache and heap do not flatter the next), then a
 // summary of the ratios each printed on its JSON line.
-// Run one with `npm run bench -- store` (names: the files in bench/).
+// Run one with `npm run bench -- store` (names: the files in bench/, and
+// restore-project: bench/restore.ts on its 100 000-file / 1 GB dataset).
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const ALL = ['store', 'vdir-lookup', 'shim', 'restore', 'peers', 'p2p-sim'];
+/** Each benchmark: its file in bench/ (default: its name) and the environment it runs with. */
+const VARIANTS: Record<string, { file?: string; env?: Record<string, string> }> = {
+  'restore-project': { file: 'restore', env: { VRIFT_BENCH_DATASET: 'project' } },
+};
+const ALL = ['store', 'vdir-lookup', 'shim', 'restore', 'restore-project', 'crowd', 'peers', 'p2p-sim'];
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ALL;
 
 const summary: Record<string, unknown> = {};
@@ -18,7 +23,8 @@ for (const name of chosen) {
     process.exit(2);
   }
   console.log(`\n=== bench/${name} ===`);
-  const r = spawnSync(process.execPath, [join(HERE, `${name}.js`)], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 256 << 20 });
+  const v = VARIANTS[name] ?? {};
+  const r = spawnSync(process.execPath, [join(HERE, `${v.file ?? name}.js`)], { env: { ...process.env, ...v.env }, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 256 << 20 });
   process.stdout.write(r.stdout ?? '');
   if (r.status !== 0) {
     failed++;
