@@ -55,14 +55,14 @@ export interface NativeVDirStats {
   shmPath: string;
 }
 
-/** Tree walks and link farms on native threads (native/src/fast_fs.cc). */
+/** Tree walks and link farms on native threads (native/src/fast_fs.cc, link_farm.cc). */
 export interface NativeFastFs {
   /** Walks a tree (see fast_fs.cc): relative paths, 7 stats per entry, symlink targets, the first error. */
   scanTree(root: string): { paths: Buffer; stats: Float64Array; targets: Buffer; error?: { errno: number; path: string } };
-  /** Blob files a tree would link that are missing (1) or not untouched (2): [entryIndex, problem, …]. */
-  checkTree(encodedTree: Buffer, casDir: string, threads: number): Float64Array;
-  /** Materializes a tree as a link farm; failures [phase (1 mkdir, 2 link, 3 symlink), entryIndex, errno, …]. */
-  linkTree(encodedTree: Buffer, root: string, casDir: string, threads: number): { dirs: number; files: number; symlinks: number; failures: number[] };
+  /** Blob files a tree would link that are missing (1) or not untouched (2): [entryIndex, problem, …], sorted by entry. Off the JS thread. */
+  checkTree(encodedTree: Buffer, casDir: string, threads: number): Promise<Float64Array>;
+  /** Materializes a tree as a link farm, off the JS thread; failures [phase (1 mkdir, 2 link, 3 symlink), entryIndex, errno, …]. */
+  linkTree(encodedTree: Buffer, root: string, casDir: string, threads: number): Promise<{ dirs: number; files: number; symlinks: number; failures: number[] }>;
 }
 
 /** Batched blob I/O on native threads (native/src/blob_io.cc documents the layouts). */

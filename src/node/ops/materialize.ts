@@ -26,16 +26,16 @@ export async function materialize(ctx: OpContext, args: MaterializeArgs): Promis
 }
 
 async function materializeLeased(ctx: OpContext, args: MaterializeArgs, tree: string, lease: Lease): Promise<MaterializeResult> {
-  const write = (): MaterializeResult => {
+  const write = async (): Promise<MaterializeResult> => {
     const bar = ctx.progress('materialize');
     try {
-      return writeTree(ctx.store, tree, args.dir, { force: args.force, copy: args.copy, onProgress: (d, t) => bar.update(d, t), notice: (m) => ctx.notice(m) });
+      return await writeTree(ctx.store, tree, args.dir, { force: args.force, copy: args.copy, onProgress: (d, t) => bar.update(d, t), notice: (m) => ctx.notice(m) });
     } finally {
       bar.done();
     }
   };
   try {
-    return write();
+    return await write();
   } catch (e) {
     if (!hasCode(e, 'ERR_VRIFT_CAS_MISSING') && !hasCode(e, 'ERR_VRIFT_TREE_NOT_FOUND')) throw e;
     const resolver = await ctx.resolver();

@@ -43,7 +43,7 @@ export async function restore(ctx: OpContext, args: RestoreArgs): Promise<Restor
     fetched = Date.now();
     ctx.signal.throwIfAborted();
     try {
-      made = write(ctx, pulled.tree, args);
+      made = await write(ctx, pulled.tree, args);
     } catch (e) {
       // A local blob found corrupt (quarantined) or gone behind the index's back
       // (dropped from it): fetch it again, once.
@@ -51,7 +51,7 @@ export async function restore(ctx: OpContext, args: RestoreArgs): Promise<Restor
       ctx.warn(`${(e as Error).message}; fetching it again`);
       await ctx.store.meta.flush(); // the index has forgotten those blobs: the pull must see that
       pulled = { ...(await pull(ctx, resolver, pulled.tree, lease)), ref: pulled.ref, refFrom: pulled.refFrom };
-      made = write(ctx, pulled.tree, args);
+      made = await write(ctx, pulled.tree, args);
     }
   } finally {
     lease.release();
@@ -70,10 +70,10 @@ async function pull(ctx: OpContext, resolver: Resolver, treeish: string, lease: 
   }
 }
 
-function write(ctx: OpContext, tree: string, args: RestoreArgs): MaterializeResult {
+async function write(ctx: OpContext, tree: string, args: RestoreArgs): Promise<MaterializeResult> {
   const bar = ctx.progress('restore');
   try {
-    return materialize(ctx.store, tree, args.dir, {
+    return await materialize(ctx.store, tree, args.dir, {
       force: args.force,
       copy: args.copy,
       onProgress: (d, t) => bar.update(d, t),

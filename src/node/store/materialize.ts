@@ -69,7 +69,11 @@ export function prepareTarget(dir: string, force: boolean): void {
 const THREADS = Math.max(1, Math.min(4, availableParallelism()));
 
 
-export function materialize(store: Store, treeish: string, dir: string, opts: MaterializeOptions = {}): MaterializeResult {
+/**
+ * Writes a tree out. The link farm is made on native threads, off the
+ * JavaScript thread (a daemon keeps serving meanwhile).
+ */
+export async function materialize(store: Store, treeish: string, dir: string, opts: MaterializeOptions = {}): Promise<MaterializeResult> {
   const id = store.resolve(treeish);
   const encoded = store.readTreeBlob(id); // verified against its id
   const fast = loadNative().fastFs;
@@ -80,7 +84,7 @@ export function materialize(store: Store, treeish: string, dir: string, opts: Ma
 
   // 1. Every blob file to link is here and untouched (one lstat each, native);
   //    anything else is re-hashed, made (twins) or reported missing.
-  const problems = fast.checkTree(encoded, casDir, THREADS);
+  const problems = await fast.checkTree(encoded, casDir, THREADS);
   if (problems.length > 0) checkProblems(store, entries(), problems);
 
   const root = resolve(dir);
@@ -111,7 +115,7 @@ export function materialize(store: Store, treeish: string, dir: string, opts: Ma
   }
 
   // 2. The link farm, in one native call: mkdirs level by level, links, symlinks last.
-  const r = fast.linkTree(encoded, root, casDir, THREADS);
+  const r = await fast.linkTree(encoded, root, casDir, THREADS);
   res.dirs = r.dirs;
   res.files = r.files;
   res.symlinks = r.symlinks;

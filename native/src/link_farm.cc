@@ -1,0 +1,420 @@
+// Materializing a tree as a link farm from its encoding (docs/tree-format.md):
+//   checkTree(tree, casDir, threads) -> Promise<Float64Array [entryIndex, problem, …]>
+//     one fstatat per distinct blob file the tree links (the .x twin for
+//     executable entries): problem 1 = missing, 2 = not untouched (size or
+//     the canonical mtime differ: vrift_layout.h). The caller re-hashes those.
+//   linkTree(tree, root, casDir, threads) -> Promise<{ dirs, files, symlinks, failures }>
+//     mkdir every directory (level by level), hard-link every file from the
+//     CAS, then create the symlinks (last, so no path ever runs through one).
+//     failures: [phase, entryIndex, errno, …] (phase 1 mkdir, 2 link, 3 symlink).
+// The tree is parsed and validated again here (paths relative, no "." /
+// ".." / empty components, every parent a directory of the tree).
+// Malformed input rejects (it cannot happen for a tree that passed its
+// digest check and decodeTree when it was admitted; defence in depth).
+//
+// Both run on native threads off the JavaScript thread (a daemon keeps
+// serving while a 100 000-file restore is written), and every path is
+// looked up one component at a time: a blob relative to a descriptor of
+// its shard directory, a link relative to a descriptor of its parent, so
+// the kernel never walks the whole absolute path of either (the walks
+// were most of the cost).
+#include "link_farm.h"
+
+#include "layout.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace vrift {
+namespace {
+
+// Runs fn(i) for i in [0, n) on `threads` threads, each a contiguous range.
+template <typename Fn>
+void ParallelRanges(size_t n, unsigned threads, Fn fn) {
+  if (n == 0) return;
+  threads = std::max(1u, std::min<unsigned>(threads, (n + 255) / 256));
+  if (threads == 1) {
+    for (size_t i = 0; i < n; i++) fn(i);
+    return;
+  }
+  std::vector<std::thread> pool;
+  size_t per = (n + threads - 1) / threads;
+  for (unsigned t = 0; t < threads; t++) {
+    size_t lo = t * per, hi = std::min(n, lo + per);
+    if (lo >= hi) break;
+    pool.emplace_back([lo, hi, &fn] {
+      for (size_t i = lo; i < hi; i++) fn(i);
+    });
+  }
+  for (auto& th : pool) th.join();
+}
+
+struct Failure {
+  uint32_t phase;
+  uint32_t index;
+  int err;
+};
+
+class Collector {
+ public:
+  void Add(uint32_t phase, uint32_t i, int err) {
+    // Failures are rare; a spinlock keeps the common path free of locking.
+    while (lock_.test_and_set(std::memory_order_acquire)) {
+    }
+    fails_.push_back({phase, i, err});
+    lock_.clear(std::memory_order_release);
+  }
+  std::vector<Failure>& Get() { return fails_; }
+
+ private:
+  std::atomic_flag lock_ = ATOMIC_FLAG_INIT;
+  std::vector<Failure> fails_;
+};
+
+// The encoding's letters, modes and limits are those of shim/vrift_layout.h.
+struct TreeRec {
+  char kind;  // VRIFT_TREE_KIND_*
+  bool exec;
+  uint64_t size;
+  std::string_view digest;  // files
+  std::string_view path;
+  std::string_view target;  // symlinks
+};
+
+bool BadPath(std::string_view p) {
+  if (p.empty() || p.front() == '/' || p.back() == '/') return true;
+  size_t start = 0;
+  while (start <= p.size()) {
+    size_t end = p.find('/', start);
+    if (end == std::string_view::npos) end = p.size();
+    std::string_view c = p.substr(start, end - start);
+    if (c.empty() || c == "." || c == ".." || c.size() > VRIFT_TREE_NAME_MAX) return true;
+    start = end + 1;
+  }
+  return p.size() > VRIFT_TREE_PATH_MAX;
+}
+
+// A mode field: 1 to 4 octal digits (as the TypeScript decoder reads it); -1 when malformed.
+int ParseMode(std::string_view f) {
+  if (f.empty() || f.size() > 4) return -1;
+  int v = 0;
+  for (char c : f) {
+    if (c < '0' || c > '7') return -1;
+    v = v * 8 + (c - '0');
+  }
+  return v;
+}
+
+struct MalformedTree : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::vector<TreeRec> ParseTree(const char* data, size_t len) {
+  static const char kHeader[] = VRIFT_TREE_HEADER;
+  const size_t hl = sizeof(kHeader) - 1;
+  auto bad = [](const char* why) -> void { throw MalformedTree(std::string("malformed tree: ") + why); };
+  if (len < hl || memcmp(data, kHeader, hl) != 0) bad("bad header");
+  std::vector<TreeRec> out;
+  std::string_view text(data + hl, len - hl);
+  size_t pos = 0;
+  auto field = [&](char stop) -> std::string_view {
+    size_t e = text.find(stop, pos);
+    if (e == std::string_view::npos) bad("truncated entry");
+    std::string_view f = text.substr(pos, e - pos);
+    pos = e + 1;
+    return f;
+  };
+  std::unordered_set<std::string_view> dirSet;  // sorted order makes a parent precede its children
+  while (pos < text.size()) {
+    TreeRec r{};
+    std::string_view kind = field(' ');
+    const int mode = ParseMode(field(' '));
+    std::string_view size = field(' ');
+    std::string_view ref = field(' ');
+    r.path = field('\0');
+    if (kind.size() != 1 || (kind[0] != VRIFT_TREE_KIND_FILE && kind[0] != VRIFT_TREE_KIND_DIR && kind[0] != VRIFT_TREE_KIND_SYMLINK))
+      bad("bad kind");
+    r.kind = kind[0];
+    if (size.empty() || size.size() > 16) bad("bad size");
+    r.size = 0;
+    for (char c : size) {
+      if (c < '0' || c > '9') bad("bad size");
+      r.size = r.size * 10 + static_cast<uint64_t>(c - '0');
+    }
+    if (BadPath(r.path)) bad("bad path");
+    size_t slash = r.path.rfind('/');
+    if (slash != std::string_view::npos && !dirSet.count(r.path.substr(0, slash))) bad("entry without a parent directory");
+    if (r.kind == VRIFT_TREE_KIND_FILE) {
+      if (ref.size() != VRIFT_LAYOUT_DIGEST_HEX || ref.find_first_not_of("0123456789abcdef") != std::string_view::npos) bad("bad digest");
+      if (mode != VRIFT_TREE_MODE_FILE && mode != VRIFT_TREE_MODE_EXEC) bad("bad file mode");
+      r.exec = mode == VRIFT_TREE_MODE_EXEC;
+      r.digest = ref;
+    } else if (r.kind == VRIFT_TREE_KIND_DIR) {
+      if (mode != VRIFT_TREE_MODE_DIR || ref != VRIFT_TREE_NO_REF) bad("bad directory entry");
+      dirSet.insert(r.path);
+    } else {
+      if (mode != VRIFT_TREE_MODE_SYMLINK || ref != VRIFT_TREE_NO_REF) bad("bad symlink entry");
+      r.target = field('\0');
+      if (r.target.empty()) bad("empty symlink target");
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
+// The blob's name inside its shard directory: "<64 hex>" or "<64 hex>.x".
+void BlobName(const TreeRec& r, char* out) {
+  memcpy(out, r.digest.data(), VRIFT_LAYOUT_DIGEST_HEX);
+  size_t n = VRIFT_LAYOUT_DIGEST_HEX;
+  if (r.exec) {
+    memcpy(out + n, VRIFT_LAYOUT_EXEC_SUFFIX, sizeof(VRIFT_LAYOUT_EXEC_SUFFIX) - 1);
+    n += sizeof(VRIFT_LAYOUT_EXEC_SUFFIX) - 1;
+  }
+  out[n] = '\0';
+}
+
+int HexVal(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+
+static_assert(VRIFT_LAYOUT_SHARD_HEX == 2, "Shards below assumes 256 shard directories named by two hex digits");
+
+// Descriptors (O_PATH) of the CAS shard directories a tree uses, opened once
+// up front: -1 for a shard that does not exist (its blobs are all missing).
+class Shards {
+ public:
+  Shards(const std::string& casDir, const std::vector<TreeRec>& recs) {
+    fds_.fill(-1);
+    int cas = open(casDir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cas < 0) return;  // every blob is then missing, and reported so
+    std::array<bool, 256> used{};
+    for (const auto& r : recs)
+      if (r.kind == VRIFT_TREE_KIND_FILE) used[Index(r)] = true;
+    for (int i = 0; i < 256; i++) {
+      if (!used[i]) continue;
+      char name[3] = {"0123456789abcdef"[i >> 4], "0123456789abcdef"[i & 15], 0};
+      fds_[i] = openat(cas, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    }
+    close(cas);
+  }
+  ~Shards() {
+    for (int fd : fds_)
+      if (fd >= 0) close(fd);
+  }
+  Shards(const Shards&) = delete;
+  Shards& operator=(const Shards&) = delete;
+  int Of(const TreeRec& r) const { return fds_[Index(r)]; }
+
+ private:
+  static int Index(const TreeRec& r) { return HexVal(r.digest[0]) * 16 + HexVal(r.digest[1]); }
+  std::array<int, 256> fds_;
+};
+
+// --- checkTree ---------------------------------------------------------------
+
+class CheckTreeWorker : public Napi::AsyncWorker {
+ public:
+  CheckTreeWorker(Napi::Env env, Napi::Buffer<char> tree, std::string casDir, unsigned threads)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), tree_(Napi::Persistent(tree)), data_(tree.Data()), len_(tree.Length()),
+        casDir_(std::move(casDir)), threads_(threads) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    std::vector<TreeRec> recs;
+    try {
+      recs = ParseTree(data_, len_);
+    } catch (const MalformedTree& e) {
+      SetError(e.what());
+      return;
+    }
+    // Distinct blob files (digest + twin flag), the first entry of each: sorted, not hashed (no allocation per entry).
+    std::vector<uint32_t> files;
+    for (uint32_t i = 0; i < recs.size(); i++)
+      if (recs[i].kind == VRIFT_TREE_KIND_FILE) files.push_back(i);
+    auto key = [&](uint32_t i) { return std::make_pair(recs[i].digest, recs[i].exec); };
+    std::stable_sort(files.begin(), files.end(), [&](uint32_t a, uint32_t b) { return key(a) < key(b); });
+    files.erase(std::unique(files.begin(), files.end(), [&](uint32_t a, uint32_t b) { return key(a) == key(b); }), files.end());
+    Shards shards(casDir_, recs);
+    std::vector<uint8_t> problem(files.size(), 0);
+    ParallelRanges(files.size(), threads_, [&](size_t k) {
+      const TreeRec& r = recs[files[k]];
+      char name[VRIFT_LAYOUT_DIGEST_HEX + 4];
+      BlobName(r, name);
+      struct stat st;
+      int shard = shards.Of(r);
+      if (shard < 0 || fstatat(shard, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        problem[k] = 1;
+      else if (static_cast<uint64_t>(st.st_size) != r.size || st.st_mtim.tv_sec != VRIFT_LAYOUT_BLOB_MTIME_SEC || st.st_mtim.tv_nsec != 0)
+        problem[k] = 2;
+    });
+    for (size_t k = 0; k < files.size(); k++)
+      if (problem[k]) out_.push_back({files[k], problem[k]});
+    std::sort(out_.begin(), out_.end());
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Float64Array arr = Napi::Float64Array::New(env, out_.size() * 2);
+    for (size_t i = 0; i < out_.size(); i++) {
+      arr[i * 2] = out_[i].first;
+      arr[i * 2 + 1] = out_[i].second;
+    }
+    deferred_.Resolve(arr);
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::Buffer<char>> tree_;  // keeps the bytes alive while the threads read them
+  const char* data_;
+  size_t len_;
+  std::string casDir_;
+  unsigned threads_;
+  std::vector<std::pair<uint32_t, int>> out_;
+};
+
+// --- linkTree ----------------------------------------------------------------
+
+class LinkTreeWorker : public Napi::AsyncWorker {
+ public:
+  LinkTreeWorker(Napi::Env env, Napi::Buffer<char> tree, std::string root, std::string casDir, unsigned threads)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), tree_(Napi::Persistent(tree)), data_(tree.Data()), len_(tree.Length()),
+        root_(std::move(root)), casDir_(std::move(casDir)), threads_(threads) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    std::vector<TreeRec> recs;
+    try {
+      recs = ParseTree(data_, len_);
+    } catch (const MalformedTree& e) {
+      SetError(e.what());
+      return;
+    }
+    int rootfd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) {
+      rootErrno_ = errno;
+      SetError(std::string("cannot open ") + root_ + ": " + strerror(errno));
+      return;
+    }
+    // Directories by depth: a level is made once the one above it is.
+    std::vector<std::vector<uint32_t>> levels;
+    std::vector<uint32_t> files, links;
+    for (uint32_t i = 0; i < recs.size(); i++) {
+      const TreeRec& r = recs[i];
+      if (r.kind == VRIFT_TREE_KIND_DIR) {
+        size_t d = static_cast<size_t>(std::count(r.path.begin(), r.path.end(), '/'));
+        if (levels.size() <= d) levels.resize(d + 1);
+        levels[d].push_back(i);
+        dirs_++;
+      } else if (r.kind == VRIFT_TREE_KIND_FILE) {
+        files.push_back(i);
+      } else {
+        links.push_back(i);
+      }
+    }
+    files_ = files.size();
+    symlinks_ = links.size();
+    Collector fails;
+    for (auto& level : levels) {
+      ParallelRanges(level.size(), threads_, [&](size_t k) {
+        std::string p(recs[level[k]].path);
+        if (mkdirat(rootfd, p.c_str(), VRIFT_TREE_MODE_DIR) != 0 && errno != EEXIST) fails.Add(1, level[k], errno);
+      });
+    }
+    {
+      Shards shards(casDir_, recs);
+      ParallelRanges(files.size(), threads_, [&](size_t k) {
+        const TreeRec& r = recs[files[k]];
+        char name[VRIFT_LAYOUT_DIGEST_HEX + 4];
+        BlobName(r, name);
+        std::string p(r.path);
+        int shard = shards.Of(r);
+        if (shard < 0)
+          fails.Add(2, files[k], ENOENT);
+        else if (linkat(shard, name, rootfd, p.c_str(), 0) != 0)
+          fails.Add(2, files[k], errno);
+      });
+    }
+    ParallelRanges(links.size(), threads_, [&](size_t k) {
+      const TreeRec& r = recs[links[k]];
+      std::string p(r.path), t(r.target);
+      if (symlinkat(t.c_str(), rootfd, p.c_str()) != 0) fails.Add(3, links[k], errno);
+    });
+    close(rootfd);
+    failures_ = std::move(fails.Get());
+    std::sort(failures_.begin(), failures_.end(), [](const Failure& a, const Failure& b) { return a.index < b.index; });
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Array arr = Napi::Array::New(env, failures_.size() * 3);
+    for (size_t i = 0; i < failures_.size(); i++) {
+      arr.Set(i * 3, Napi::Number::New(env, failures_[i].phase));
+      arr.Set(i * 3 + 1, Napi::Number::New(env, failures_[i].index));
+      arr.Set(i * 3 + 2, Napi::Number::New(env, failures_[i].err));
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("dirs", Napi::Number::New(env, static_cast<double>(dirs_)));
+    out.Set("files", Napi::Number::New(env, static_cast<double>(files_)));
+    out.Set("symlinks", Napi::Number::New(env, static_cast<double>(symlinks_)));
+    out.Set("failures", arr);
+    deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error& e) override {
+    if (rootErrno_ != 0) e.Set("errno", Napi::Number::New(Env(), rootErrno_));
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::Buffer<char>> tree_;
+  const char* data_;
+  size_t len_;
+  std::string root_;
+  std::string casDir_;
+  unsigned threads_;
+  int rootErrno_ = 0;
+  size_t dirs_ = 0, files_ = 0, symlinks_ = 0;
+  std::vector<Failure> failures_;
+};
+
+unsigned Threads(const Napi::Value& v) { return std::max(1u, std::min(v.As<Napi::Number>().Uint32Value(), 16u)); }
+
+Napi::Value CheckTree(const Napi::CallbackInfo& info) {
+  auto* w = new CheckTreeWorker(info.Env(), info[0].As<Napi::Buffer<char>>(), info[1].As<Napi::String>(), Threads(info[2]));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value LinkTree(const Napi::CallbackInfo& info) {
+  auto* w = new LinkTreeWorker(info.Env(), info[0].As<Napi::Buffer<char>>(), info[1].As<Napi::String>(), info[2].As<Napi::String>(), Threads(info[3]));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+}  // namespace
+
+void InitLinkFarm(Napi::Env env, Napi::Object fastFs) {
+  fastFs.Set("checkTree", Napi::Function::New(env, CheckTree));
+  fastFs.Set("linkTree", Napi::Function::New(env, LinkTree));
+}
+
+}  // namespace vrift
