@@ -23,6 +23,7 @@
 #include "layout.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -394,6 +395,63 @@ class LinkTreeWorker : public Napi::AsyncWorker {
   std::vector<Failure> failures_;
 };
 
+// --- blobInodes -----------------------------------------------------------------
+//   blobInodes(casDir, names, threads) -> Promise<Float64Array [dev, ino, …]>
+//     names: NUL-terminated blob names ("<64 hex>" or "<64 hex>.x"); for each,
+//     the device and inode of its file in the CAS, or [-1, -1] when absent.
+//     Ingest uses it to know a file that is still a link into the store.
+
+class BlobInodesWorker : public Napi::AsyncWorker {
+ public:
+  BlobInodesWorker(Napi::Env env, std::string casDir, Napi::Buffer<char> names, unsigned threads)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), casDir_(std::move(casDir)), names_(Napi::Persistent(names)), data_(names.Data()),
+        len_(names.Length()), threads_(threads) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    std::vector<const char*> names;
+    for (size_t off = 0; off < len_;) {
+      const char* name = data_ + off;
+      size_t n = strnlen(name, len_ - off);
+      if (n == len_ - off) break;  // not NUL-terminated: ignored
+      names.push_back(name);
+      off += n + 1;
+    }
+    out_.assign(names.size() * 2, -1);
+    int cas = open(casDir_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cas < 0) return;
+    ParallelRanges(names.size(), threads_, [&](size_t k) {
+      const char* name = names[k];
+      if (strnlen(name, VRIFT_LAYOUT_DIGEST_HEX + 1) < VRIFT_LAYOUT_DIGEST_HEX) return;
+      char rel[VRIFT_LAYOUT_DIGEST_HEX + 8];
+      snprintf(rel, sizeof rel, "%.2s/%s", name, name);
+      struct stat st;
+      if (fstatat(cas, rel, &st, AT_SYMLINK_NOFOLLOW) != 0) return;
+      out_[k * 2] = static_cast<double>(st.st_dev);
+      out_[k * 2 + 1] = static_cast<double>(st.st_ino);
+    });
+    close(cas);
+  }
+
+  void OnOK() override {
+    Napi::Float64Array arr = Napi::Float64Array::New(Env(), out_.size());
+    if (!out_.empty()) std::memcpy(arr.Data(), out_.data(), out_.size() * sizeof(double));
+    deferred_.Resolve(arr);
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string casDir_;
+  Napi::Reference<Napi::Buffer<char>> names_;
+  const char* data_;
+  size_t len_;
+  unsigned threads_;
+  std::vector<double> out_;
+};
+
 unsigned Threads(const Napi::Value& v) { return std::max(1u, std::min(v.As<Napi::Number>().Uint32Value(), 16u)); }
 
 Napi::Value CheckTree(const Napi::CallbackInfo& info) {
@@ -410,11 +468,19 @@ Napi::Value LinkTree(const Napi::CallbackInfo& info) {
   return p;
 }
 
+Napi::Value BlobInodes(const Napi::CallbackInfo& info) {
+  auto* w = new BlobInodesWorker(info.Env(), info[0].As<Napi::String>(), info[1].As<Napi::Buffer<char>>(), Threads(info[2]));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 }  // namespace
 
 void InitLinkFarm(Napi::Env env, Napi::Object fastFs) {
   fastFs.Set("checkTree", Napi::Function::New(env, CheckTree));
   fastFs.Set("linkTree", Napi::Function::New(env, LinkTree));
+  fastFs.Set("blobInodes", Napi::Function::New(env, BlobInodes));
 }
 
 }  // namespace vrift

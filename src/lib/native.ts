@@ -63,6 +63,8 @@ export interface NativeFastFs {
   checkTree(encodedTree: Buffer, casDir: string, threads: number): Promise<Float64Array>;
   /** Materializes a tree as a link farm, off the JS thread; failures [phase (1 mkdir, 2 link, 3 symlink), entryIndex, errno, …]. */
   linkTree(encodedTree: Buffer, root: string, casDir: string, threads: number): Promise<{ dirs: number; files: number; symlinks: number; failures: number[] }>;
+  /** [dev, ino, …] of each named blob file ("<digest>" or "<digest>.x", NUL-terminated) in the CAS; -1, -1 when absent. */
+  blobInodes(casDir: string, names: Buffer, threads: number): Promise<Float64Array>;
 }
 
 /** Batched blob I/O on native threads (native/src/blob_io.cc documents the layouts). */

@@ -1,7 +1,7 @@
 // ingest → materialize reproduces a tree exactly; re-ingest is incremental;
 // ls, cat, ref and --json behave as documented.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { lstatSync, readdirSync, realpathSync, statSync, utimesSync, writeFileSync, mkdirSync } from 'node:fs';
+import { lstatSync, readdirSync, realpathSync, rmSync, statSync, utimesSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
@@ -121,6 +121,25 @@ describe('ingest and materialize', () => {
     const third = vriftJson(['ingest', src], { home });
     expect(third.hashed).toBe(1);
     expect(third.tree).not.toBe(first.tree);
+  });
+
+  it('ingests a directory materialize wrote without reading the files that are still links into the store', () => {
+    const home = tempDir();
+    const src = join(tempDir(), 'src');
+    mkdirSync(src);
+    writeSampleTree(src);
+    const first = vriftJson(['ingest', src], { home });
+    const out = join(tempDir(), 'out');
+    vriftJson(['materialize', first.tree, out], { home });
+    // A build replaces one file (a new inode) and adds another; the rest stay links.
+    rmSync(join(out, 'README.md'));
+    writeFileSync(join(out, 'README.md'), '# rebuilt\n');
+    writeFileSync(join(out, 'new.txt'), 'new\n');
+    const again = vriftJson(['ingest', out], { home });
+    expect([again.hashed, again.cached]).toEqual([2, 9]); // 11 files: the 9 still linked are known
+    // The same tree as ingesting that content from scratch, in another store.
+    expect(again.tree).toBe(vriftJson(['ingest', out], { home: tempDir() }).tree);
+    expect(again.tree).not.toBe(first.tree);
   });
 
   it('ls, cat and ref work on ids and refs', () => {

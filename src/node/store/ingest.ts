@@ -7,6 +7,7 @@ import type { Digest } from '../../lib/digest.js';
 import { hasCode, VriftError } from '../../lib/errors.js';
 import { batches, readFiles, READ_OK, type FileRead } from './blob-batch.js';
 import type { Lease } from './leases.js';
+import { linkedBlobs, unchangedSinceMaterialized } from './materialized.js';
 import { scanDir, type ScanItem, type StatLike } from './scan.js';
 import type { StatRecord } from './meta.js';
 import type { Store } from './store.js';
@@ -144,9 +145,10 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
     store.meta.putStat(item.abs, { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, digest, at: now });
   };
 
-  // 1. Directories, symlinks, and files the re-ingest cache vouches for.
+  // 1. Directories, symlinks, and files the re-ingest cache (or the store's own inodes) vouch for.
   const toRead: ScanItem[] = [];
   const slow: ScanItem[] = [];
+  const unknown: ScanItem[] = [];
   for (const item of scan.items) {
     if (item.kind === 'dir') entries.push({ path: item.path, kind: 'dir', mode: modeFor('dir'), size: 0 });
     else if (item.kind === 'symlink') {
@@ -158,9 +160,26 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
         // Unchanged since the previous ingest of this directory read it: that tree holds this blob.
         if (!(prevHolds && rec!.at <= prev!.at)) atRisk.set(rec!.digest, item);
         fileDone(item, item.stat!.size, rec!.digest);
-      } else if (item.stat!.size <= WHOLE_FILE_LIMIT) toRead.push(item);
-      else slow.push(item);
+        continue;
+      }
+      unknown.push(item);
     }
+  }
+  // In a directory materialize wrote, the files that are still links to stored blobs need no reading.
+  const linked = await linkedBlobs(
+    store,
+    root,
+    unknown.map((item) => ({ item, path: item.path, stat: item.stat!, exec: normalizeFileMode(item.stat!.mode) === 0o755 })),
+  );
+  const known = new Map([...linked].map(([f, digest]) => [f.item, digest]));
+  for (const item of unknown) {
+    const digest = known.get(item);
+    if (digest !== undefined) {
+      result.cached++;
+      atRisk.set(digest, item);
+      fileDone(item, item.stat!.size, digest);
+    } else if (item.stat!.size <= WHOLE_FILE_LIMIT) toRead.push(item);
+    else slow.push(item);
   }
 
   // 2. Small files in batches: native threads read and hash batch k+1 while this thread stores batch k.
@@ -216,12 +235,14 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
     }
   }
 
-  // 4. The lease names the tree (gc keeps it from now on), then the tree is stored.
-  const encoded = store.encodeTree(entries);
-  const tree = encoded.id;
+  // 4. The lease names the tree (gc keeps it from now on), then the tree is stored. A directory that
+  // is still exactly the tree materialize wrote there is that tree: nothing to encode.
+  const same = known.size === scan.files ? unchangedSinceMaterialized(store, root, scan.items, known.size) : undefined;
+  const encoded = same === undefined ? store.encodeTree(entries) : undefined;
+  const tree = same ?? encoded!.id;
   await lease.addTree(tree);
   const generation = store.meta.latest(() => store.meta.blobGeneration());
-  store.putTree(encoded);
+  if (encoded) store.putTree(encoded);
   // Blobs written by this ingest are kept by their ctime, those of the
   // previous tree by its name; the others it found already stored were kept
   // by nothing until now: if anything left the store while this ran, look
@@ -236,7 +257,7 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
     const rec: DirRecord = { fingerprint: scan.fingerprint, tree, blobGeneration: generation, at: now };
     void store.meta.state.put(['ingest', root], rec);
   }
-  return { tree, summary: summarize(entries), ...result, skipped: scan.skipped };
+  return { tree, summary: same ? store.treeSummary(same) : summarize(entries), ...result, skipped: scan.skipped };
 }
 
 /**

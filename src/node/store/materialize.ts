@@ -10,6 +10,7 @@ import type { Digest } from '../../lib/digest.js';
 import { errnoError, errnoName, errnoOf, fsError, VriftError } from '../../lib/errors.js';
 import { missingBlob } from './cas.js';
 import { loadNative } from '../../lib/native.js';
+import { rememberMaterialized } from './materialized.js';
 import type { Store } from './store.js';
 import type { TreeEntry } from './tree.js';
 
@@ -143,6 +144,7 @@ export async function materialize(store: Store, treeish: string, dir: string, op
   }
   opts.onProgress?.(res.dirs + res.files + res.symlinks, res.dirs + res.files + res.symlinks);
   store.meta.touchTree(id);
+  if (res.copied === 0) rememberMaterialized(store, root, id); // a later ingest of it reads no linked file
   return res;
 }
 
