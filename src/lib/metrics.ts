@@ -33,15 +33,31 @@ function key(name: string, labels: Labels): string {
   return parts.length > 0 ? `${name}{${parts.join(',')}}` : name;
 }
 
+const NO_LABELS: Labels = {};
+
 export class Metrics {
   private readonly counters = new Map<string, number>();
+  /**
+   * Keys already built, per labels object: counters bumped per blob (tens
+   * of thousands a restore) pass the same labels object each time, and
+   * building the key string each time showed in profiles.
+   */
+  private readonly keys = new WeakMap<Labels, Map<string, string>>();
 
-  inc(name: string, labels: Labels = {}, n = 1): void {
-    const k = key(name, labels);
+  private keyOf(name: string, labels: Labels): string {
+    let byName = this.keys.get(labels);
+    if (!byName) this.keys.set(labels, (byName = new Map()));
+    let k = byName.get(name);
+    if (k === undefined) byName.set(name, (k = key(name, labels)));
+    return k;
+  }
+
+  inc(name: string, labels: Labels = NO_LABELS, n = 1): void {
+    const k = this.keyOf(name, labels);
     this.counters.set(k, (this.counters.get(k) ?? 0) + n);
   }
 
-  get(name: string, labels: Labels = {}): number {
+  get(name: string, labels: Labels = NO_LABELS): number {
     return this.counters.get(key(name, labels)) ?? 0;
   }
 

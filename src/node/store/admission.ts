@@ -57,6 +57,8 @@ export function digestMismatch(digest: Digest, detail: string): VriftError {
 export class Admission {
   private readonly waiting = new Map<Digest, (() => void)[]>();
   private readonly listeners = new Set<(digest: Digest, size: number, source: AdmissionSource) => void>();
+  /** One labels object per source: counters are bumped per blob, and Metrics caches keys per labels object. */
+  private readonly labelsOf = new Map<AdmissionSource, { source: AdmissionSource }>();
 
   constructor(
     private readonly cas: Cas,
@@ -104,7 +106,7 @@ export class Admission {
   async batch(data: Buffer, slices: BlobSlice[], source: AdmissionSource): Promise<{ written: WrittenBlob[]; mismatched: Digest[] }> {
     const r = await writeVerifiedBlobs(this.cas, data, slices);
     for (const b of r.written) this.admitted(b, source);
-    if (r.mismatched.length > 0) this.metrics.inc(ADMISSION_COUNTERS.rejected, { source }, r.mismatched.length);
+    if (r.mismatched.length > 0) this.metrics.inc(ADMISSION_COUNTERS.rejected, this.labels(source), r.mismatched.length);
     return r;
   }
 
@@ -113,7 +115,7 @@ export class Admission {
     try {
       return this.admitted(this.cas.putBuffer(buf, expected), source);
     } catch (e) {
-      if ((e as { code?: string }).code === 'ERR_VRIFT_CAS_DIGEST_MISMATCH') this.metrics.inc(ADMISSION_COUNTERS.rejected, { source });
+      if ((e as { code?: string }).code === 'ERR_VRIFT_CAS_DIGEST_MISMATCH') this.metrics.inc(ADMISSION_COUNTERS.rejected, this.labels(source));
       throw e;
     }
   }
@@ -178,7 +180,7 @@ export class Admission {
     try {
       return this.admitted(w.commit(expected), source);
     } catch (e) {
-      if ((e as { code?: string }).code === 'ERR_VRIFT_CAS_DIGEST_MISMATCH') this.metrics.inc(ADMISSION_COUNTERS.rejected, { source });
+      if ((e as { code?: string }).code === 'ERR_VRIFT_CAS_DIGEST_MISMATCH') this.metrics.inc(ADMISSION_COUNTERS.rejected, this.labels(source));
       throw e;
     }
   }
@@ -189,8 +191,9 @@ export class Admission {
     // as a writer indexed it); a duplicate of a stored blob costs no write.
     if (b.created || !this.meta.hasBlob(b.digest)) this.meta.putBlob(b.digest, { size: b.size, lastUse: Date.now(), exec: false });
     if (b.created) {
-      this.metrics.inc(ADMISSION_COUNTERS.blobs, { source });
-      this.metrics.inc(ADMISSION_COUNTERS.bytes, { source }, b.size);
+      const labels = this.labels(source);
+      this.metrics.inc(ADMISSION_COUNTERS.blobs, labels);
+      this.metrics.inc(ADMISSION_COUNTERS.bytes, labels, b.size);
     }
     const waiters = this.waiting.get(b.digest);
     if (waiters) {
@@ -199,6 +202,12 @@ export class Admission {
     }
     for (const l of this.listeners) l(b.digest, b.size, source);
     return b;
+  }
+
+  private labels(source: AdmissionSource): { source: AdmissionSource } {
+    let l = this.labelsOf.get(source);
+    if (!l) this.labelsOf.set(source, (l = { source }));
+    return l;
   }
 
   /**
