@@ -4,13 +4,14 @@
 // status 2, with nothing stored harmed; a running daemon outlives its disk
 // filling up (a metadata commit failing used to end it).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { VRIFT_BIN, vrift, vriftJson, type RunResult } from '../helpers/cli.js';
 import { startDaemon, stopDaemon } from '../helpers/daemon.js';
+import { runWithoutOverride } from '../helpers/other-user.js';
 import { tempDir } from '../helpers/tmp.js';
 import { snapshotTree, treeMode, writeSampleTree } from '../helpers/trees.js';
 
@@ -55,16 +56,26 @@ describe('a cluster port another program holds', () => {
   }
 });
 
+/** The uid and gid of nobody (65534 on Debian). */
+const NOBODY = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout.trim());
+
 describe('as a user without the rights', () => {
-  /** `vrift <args>` as the user nobody. */
-  const asNobody = (args: string[], env: Record<string, string>): RunResult => {
-    const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, VRIFT_BIN, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 });
+  /**
+   * `vrift <args>` without the rights at stake: as root without the
+   * capabilities that override file modes or bind low ports (the checkout,
+   * root's own, stays readable wherever it is: even under a 0700 /root).
+   */
+  const unprivileged = (args: string[], env: Record<string, string>): RunResult => {
+    const r = runWithoutOverride(process.execPath, [VRIFT_BIN, ...args], { ...process.env, ...env }, ['net_bind_service']);
     return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
   };
 
   it('a $VRIFT_HOME it cannot create is one line', () => {
-    const home = join(tempDir(), 'home'); // under a directory only root may write
-    const r = asNobody(['up'], { VRIFT_HOME: home });
+    const parent = tempDir();
+    chownSync(parent, NOBODY, NOBODY); // another user's directory, writable only by it
+    chmodSync(parent, 0o755);
+    const home = join(parent, 'home');
+    const r = unprivileged(['up'], { VRIFT_HOME: home });
     expect(r.code, r.stderr).toBe(2);
     oneLine(r, new RegExp(`^vrift: ${home}: permission denied while creating the vrift home \\(\\$VRIFT_HOME\\)`));
   });
@@ -72,7 +83,7 @@ describe('as a user without the rights', () => {
   it('a privileged cluster port is one line naming the variable', () => {
     const dir = tempDir();
     chmodSync(dir, 0o777);
-    const r = asNobody(['up', '--detach'], { VRIFT_HOME: join(dir, 'home'), VRIFT_CLUSTER_SECRET: SECRET, VRIFT_GRPC_PORT: '80', VRIFT_P2P_PORT: '0' });
+    const r = unprivileged(['up', '--detach'], { VRIFT_HOME: join(dir, 'home'), VRIFT_CLUSTER_SECRET: SECRET, VRIFT_GRPC_PORT: '80', VRIFT_P2P_PORT: '0' });
     expect(r.code, r.stderr).toBe(2);
     oneLine(r, /port 80 on 0\.0\.0\.0 needs privileges this process lacks: the cluster's gRPC peer service cannot listen there \(set VRIFT_GRPC_PORT, or cluster\.grpcPort in config\.json, to a port above 1023\)$/);
   });

@@ -32,12 +32,13 @@ export function runAs(user: string, program: string, args: string[], env?: NodeJ
 
 /**
  * Runs `program` as root without the capabilities that override file
- * modes (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH): a directory another user
- * owns and keeps to itself is closed to it, while root's own files (the
- * checkout, wherever it is) stay open.
+ * modes (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), and without any of
+ * `alsoDrop` (e.g. net_bind_service): a directory another user owns and
+ * keeps to itself is closed to it, while root's own files (the checkout,
+ * wherever it is) stay open.
  */
-export function runWithoutOverride(program: string, args: string[], env?: NodeJS.ProcessEnv): SpawnSyncReturns<string> {
-  const caps = '-dac_override,-dac_read_search';
+export function runWithoutOverride(program: string, args: string[], env?: NodeJS.ProcessEnv, alsoDrop: string[] = []): SpawnSyncReturns<string> {
+  const caps = ['dac_override', 'dac_read_search', ...alsoDrop].map((c) => `-${c}`).join(',');
   const r = spawnSync('setpriv', [`--inh-caps=${caps}`, `--bounding-set=${caps}`, '--', program, ...args], { encoding: 'utf8', env });
   if (r.error || /^setpriv: /m.test(r.stderr)) throw new Error(`setpriv did not start ${program}: ${r.error?.message ?? r.stderr.trim()}`);
   return r;
