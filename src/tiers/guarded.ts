@@ -13,7 +13,8 @@ import type { Digest } from '../lib/digest.js';
 import { isVriftError, type VriftError } from '../lib/errors.js';
 import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
 import { CircuitBreaker, withRetry } from './breaker.js';
-import { isTierError, TierError, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierLog, type TreePush } from './tier.js';
+import { TierDecorator } from './decorator.js';
+import { isTierError, TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierLog, type TreePush } from './tier.js';
 
 export interface GuardOptions {
   retries: number;
@@ -26,15 +27,7 @@ export function isLocalError(e: unknown): e is VriftError {
   return isVriftError(e) && /^ERR_VRIFT_(FS|META|CAS)_/.test(e.code) && e.code !== 'ERR_VRIFT_CAS_DIGEST_MISMATCH';
 }
 
-export class GuardedTier implements Tier {
-  readonly name: string;
-  readonly writable: boolean;
-  readonly maxBlobBytes?: number;
-  readonly parallelism: number;
-  readonly archiveParallelism?: number;
-  readonly looseBlobBytes?: number;
-  readonly fetchTree?: Tier['fetchTree'];
-  readonly pushTree?: Tier['pushTree'];
+export class GuardedTier extends TierDecorator {
   /** The last failure of this tier (for a command's final message), and when it happened. */
   lastFailure: VriftError | undefined;
   lastFailureAt = 0;
@@ -42,21 +35,22 @@ export class GuardedTier implements Tier {
   private readonly labels: { tier: string };
 
   constructor(
-    readonly inner: Tier,
+    inner: Tier,
     private readonly opts: GuardOptions,
     private readonly ctx: { metrics: Metrics; log: TierLog },
   ) {
-    this.name = inner.name;
-    this.writable = inner.writable;
-    this.maxBlobBytes = inner.maxBlobBytes;
-    this.parallelism = inner.parallelism;
-    this.archiveParallelism = inner.archiveParallelism;
-    this.looseBlobBytes = inner.looseBlobBytes;
+    super(inner);
     this.labels = { tier: inner.name };
     this.breaker = new CircuitBreaker({ failures: opts.breakerFailures, cooldownMs: opts.breakerCooldownMs });
-    // Reading an archive part is the caller's: it reopens a broken one and reports the failure (`fail`) when it gives up.
-    if (inner.fetchTree) this.fetchTree = (tree, want) => this.guard('fetchTree', () => inner.fetchTree!(tree, want));
-    if (inner.pushTree) this.pushTree = (push: TreePush): Promise<PushResult> => this.guard('pushTree', () => inner.pushTree!(push));
+  }
+
+  // Reading an archive part is the caller's: it reopens a broken one and reports the failure (`fail`) when it gives up.
+  protected override fetchTreeOf(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
+    return this.guard('fetchTree', () => super.fetchTreeOf(tree, want));
+  }
+
+  protected override pushTreeOf(push: TreePush): Promise<PushResult> {
+    return this.guard('pushTree', () => super.pushTreeOf(push));
   }
 
   /** True while the breaker lets calls through. */
@@ -105,32 +99,28 @@ export class GuardedTier implements Tier {
     return err;
   }
 
-  has(digests: readonly Digest[]): Promise<Set<Digest>> {
+  override has(digests: readonly Digest[]): Promise<Set<Digest>> {
     return this.guard('has', () => this.inner.has(digests));
   }
 
-  get(digest: Digest): Promise<BlobBody | undefined> {
+  override get(digest: Digest): Promise<BlobBody | undefined> {
     return this.guard('get', () => this.inner.get(digest));
   }
 
-  put(digest: Digest, source: BlobSource): Promise<void> {
+  override put(digest: Digest, source: BlobSource): Promise<void> {
     return this.guard('put', () => this.inner.put(digest, source));
   }
 
-  getRef(name: string): Promise<Digest | undefined> {
+  override getRef(name: string): Promise<Digest | undefined> {
     return this.guard('getRef', () => this.inner.getRef(name));
   }
 
-  setRef(name: string, tree: Digest): Promise<void> {
+  override setRef(name: string, tree: Digest): Promise<void> {
     return this.guard('setRef', () => this.inner.setRef(name, tree));
   }
 
-  listRefs(prefix: string, limit?: number): Promise<RefInfo[]> {
+  override listRefs(prefix: string, limit?: number): Promise<RefInfo[]> {
     return this.guard('listRefs', () => this.inner.listRefs(prefix, limit));
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
 

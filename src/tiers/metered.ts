@@ -6,38 +6,28 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import type { Digest } from '../lib/digest.js';
 import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
-import type { ArchivePart, BlobBody, BlobSource, PushResult, RefInfo, Tier, TreePush } from './tier.js';
+import { TierDecorator } from './decorator.js';
+import type { ArchivePart, BlobBody, BlobSource, PushResult, Tier, TreePush } from './tier.js';
 
-export class MeteredTier implements Tier {
-  readonly name: string;
-  readonly writable: boolean;
-  readonly maxBlobBytes?: number;
-  readonly parallelism: number;
-  readonly archiveParallelism?: number;
-  readonly looseBlobBytes?: number;
-  readonly fetchTree?: Tier['fetchTree'];
-  readonly pushTree?: Tier['pushTree'];
+export class MeteredTier extends TierDecorator {
   private readonly labels: { tier: string };
 
   constructor(
-    readonly inner: Tier,
+    inner: Tier,
     private readonly metrics: Metrics,
   ) {
-    this.name = inner.name;
-    this.writable = inner.writable;
-    this.maxBlobBytes = inner.maxBlobBytes;
-    this.parallelism = inner.parallelism;
-    this.archiveParallelism = inner.archiveParallelism;
-    this.looseBlobBytes = inner.looseBlobBytes;
+    super(inner);
     this.labels = { tier: inner.name };
-    if (inner.fetchTree) this.fetchTree = async (tree, want) => (await inner.fetchTree!(tree, want))?.map((p) => this.countPart(p));
-    if (inner.pushTree) {
-      this.pushTree = async (push: TreePush): Promise<PushResult> => {
-        const r = await inner.pushTree!(push);
-        this.sent(r.blobs, r.bytes);
-        return r;
-      };
-    }
+  }
+
+  protected override async fetchTreeOf(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
+    return (await super.fetchTreeOf(tree, want))?.map((p) => this.countPart(p));
+  }
+
+  protected override async pushTreeOf(push: TreePush): Promise<PushResult> {
+    const r = await super.pushTreeOf(push);
+    this.sent(r.blobs, r.bytes);
+    return r;
   }
 
   private sent(blobs: number, bytes: number): void {
@@ -59,11 +49,7 @@ export class MeteredTier implements Tier {
     };
   }
 
-  has(digests: readonly Digest[]): Promise<Set<Digest>> {
-    return this.inner.has(digests);
-  }
-
-  async get(digest: Digest): Promise<BlobBody | undefined> {
+  override async get(digest: Digest): Promise<BlobBody | undefined> {
     const body = await this.inner.get(digest);
     if (!body) {
       this.metrics.inc(M.misses, this.labels);
@@ -82,24 +68,8 @@ export class MeteredTier implements Tier {
     return { ...body, stream: body.stream.pipe(counter) };
   }
 
-  async put(digest: Digest, source: BlobSource): Promise<void> {
+  override async put(digest: Digest, source: BlobSource): Promise<void> {
     await this.inner.put(digest, source);
     this.sent(1, source.size);
-  }
-
-  getRef(name: string): Promise<Digest | undefined> {
-    return this.inner.getRef(name);
-  }
-
-  setRef(name: string, tree: Digest): Promise<void> {
-    return this.inner.setRef(name, tree);
-  }
-
-  listRefs(prefix: string, limit?: number): Promise<RefInfo[]> {
-    return this.inner.listRefs(prefix, limit);
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }

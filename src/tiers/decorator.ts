@@ -1,0 +1,66 @@
+// The base of a tier that wraps another (metered.ts, guarded.ts): it has
+// the wrapped tier's name and limits and passes every call through; a
+// decorator overrides only the calls it changes.
+import type { Digest } from '../lib/digest.js';
+import type { ArchivePart, BlobBody, BlobSource, PushResult, RefInfo, Tier, TreePush } from './tier.js';
+
+export abstract class TierDecorator implements Tier {
+  readonly name: string;
+  readonly writable: boolean;
+  readonly maxBlobBytes?: number;
+  readonly parallelism: number;
+  readonly archiveParallelism?: number;
+  readonly looseBlobBytes?: number;
+  /** Present exactly when the wrapped tier has a bulk form. */
+  readonly fetchTree?: (tree: Digest, want: ReadonlySet<Digest>) => Promise<ArchivePart[] | undefined>;
+  readonly pushTree?: (push: TreePush) => Promise<PushResult>;
+
+  constructor(readonly inner: Tier) {
+    this.name = inner.name;
+    this.writable = inner.writable;
+    this.maxBlobBytes = inner.maxBlobBytes;
+    this.parallelism = inner.parallelism;
+    this.archiveParallelism = inner.archiveParallelism;
+    this.looseBlobBytes = inner.looseBlobBytes;
+    if (inner.fetchTree) this.fetchTree = (tree, want) => this.fetchTreeOf(tree, want);
+    if (inner.pushTree) this.pushTree = (push) => this.pushTreeOf(push);
+  }
+
+  /** The wrapped tier's fetchTree, for a decorator to override (called only when the tier has one). */
+  protected fetchTreeOf(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
+    return this.inner.fetchTree!(tree, want);
+  }
+
+  /** The wrapped tier's pushTree, for a decorator to override (called only when the tier has one). */
+  protected pushTreeOf(push: TreePush): Promise<PushResult> {
+    return this.inner.pushTree!(push);
+  }
+
+  has(digests: readonly Digest[]): Promise<Set<Digest>> {
+    return this.inner.has(digests);
+  }
+
+  get(digest: Digest): Promise<BlobBody | undefined> {
+    return this.inner.get(digest);
+  }
+
+  put(digest: Digest, source: BlobSource): Promise<void> {
+    return this.inner.put(digest, source);
+  }
+
+  getRef(name: string): Promise<Digest | undefined> {
+    return this.inner.getRef(name);
+  }
+
+  setRef(name: string, tree: Digest): Promise<void> {
+    return this.inner.setRef(name, tree);
+  }
+
+  listRefs(prefix: string, limit?: number): Promise<RefInfo[]> {
+    return this.inner.listRefs(prefix, limit);
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
