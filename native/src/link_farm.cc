@@ -223,24 +223,47 @@ class Shards {
   std::array<int, 256> fds_;
 };
 
-// --- checkTree ---------------------------------------------------------------
-
-class CheckTreeWorker : public Napi::AsyncWorker {
+// What checkTree and linkTree share: a promise, the tree's bytes kept alive
+// while the threads read them, and parsing them (a malformed tree rejects).
+class TreeWorker : public Napi::AsyncWorker {
  public:
-  CheckTreeWorker(Napi::Env env, Napi::Buffer<char> tree, std::string casDir, unsigned threads)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), tree_(Napi::Persistent(tree)), data_(tree.Data()), len_(tree.Length()),
-        casDir_(std::move(casDir)), threads_(threads) {}
+  TreeWorker(Napi::Env env, Napi::Buffer<char> tree)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), tree_(Napi::Persistent(tree)), data_(tree.Data()), len_(tree.Length()) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
-  void Execute() override {
-    std::vector<TreeRec> recs;
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ protected:
+  /** The tree's records; false (and the promise rejects) when it is malformed. */
+  bool Parse(std::vector<TreeRec>& recs) {
     try {
       recs = ParseTree(data_, len_);
+      return true;
     } catch (const MalformedTree& e) {
       SetError(e.what());
-      return;
+      return false;
     }
+  }
+
+  Napi::Promise::Deferred deferred_;
+
+ private:
+  Napi::Reference<Napi::Buffer<char>> tree_;
+  const char* data_;
+  size_t len_;
+};
+
+// --- checkTree ---------------------------------------------------------------
+
+class CheckTreeWorker : public TreeWorker {
+ public:
+  CheckTreeWorker(Napi::Env env, Napi::Buffer<char> tree, std::string casDir, unsigned threads)
+      : TreeWorker(env, tree), casDir_(std::move(casDir)), threads_(threads) {}
+
+  void Execute() override {
+    std::vector<TreeRec> recs;
+    if (!Parse(recs)) return;
     // Distinct blob files (digest + twin flag), the first entry of each: sorted, not hashed (no allocation per entry).
     std::vector<uint32_t> files;
     for (uint32_t i = 0; i < recs.size(); i++)
@@ -276,13 +299,7 @@ class CheckTreeWorker : public Napi::AsyncWorker {
     deferred_.Resolve(arr);
   }
 
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
  private:
-  Napi::Promise::Deferred deferred_;
-  Napi::Reference<Napi::Buffer<char>> tree_;  // keeps the bytes alive while the threads read them
-  const char* data_;
-  size_t len_;
   std::string casDir_;
   unsigned threads_;
   std::vector<std::pair<uint32_t, int>> out_;
@@ -290,22 +307,14 @@ class CheckTreeWorker : public Napi::AsyncWorker {
 
 // --- linkTree ----------------------------------------------------------------
 
-class LinkTreeWorker : public Napi::AsyncWorker {
+class LinkTreeWorker : public TreeWorker {
  public:
   LinkTreeWorker(Napi::Env env, Napi::Buffer<char> tree, std::string root, std::string casDir, unsigned threads)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), tree_(Napi::Persistent(tree)), data_(tree.Data()), len_(tree.Length()),
-        root_(std::move(root)), casDir_(std::move(casDir)), threads_(threads) {}
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
+      : TreeWorker(env, tree), root_(std::move(root)), casDir_(std::move(casDir)), threads_(threads) {}
 
   void Execute() override {
     std::vector<TreeRec> recs;
-    try {
-      recs = ParseTree(data_, len_);
-    } catch (const MalformedTree& e) {
-      SetError(e.what());
-      return;
-    }
+    if (!Parse(recs)) return;
     int rootfd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0) {
       rootErrno_ = errno;
@@ -383,10 +392,6 @@ class LinkTreeWorker : public Napi::AsyncWorker {
   }
 
  private:
-  Napi::Promise::Deferred deferred_;
-  Napi::Reference<Napi::Buffer<char>> tree_;
-  const char* data_;
-  size_t len_;
   std::string root_;
   std::string casDir_;
   unsigned threads_;
