@@ -68,6 +68,14 @@
 #define VRIFT_LAYOUT_TMP_DIR "tmp"
 /** Files the shim writes inside mounts, until the daemon takes them in. */
 #define VRIFT_LAYOUT_STAGING_DIR "staging"
+/** Each mount's upper layer: upper/<vdir name>/<64 hex>, one real file per
+ *  written path (the VDir entry carries VRIFT_VDIR_F_UPPER and the name's
+ *  32 bytes in place of a digest). Same filesystem as cas/. */
+#define VRIFT_LAYOUT_UPPER_DIR "upper"
+/** Each mount's link farm: farm/<vdir name>/<rel>, real names for what the
+ *  shim cannot serve (the dynamic loader's searches, static programs):
+ *  hard links to CAS blobs and upper files, made on demand. */
+#define VRIFT_LAYOUT_FARM_DIR "farm"
 /** Corrupt blobs moved aside by `vrift verify`, kept for inspection. */
 #define VRIFT_LAYOUT_QUARANTINE_DIR "quarantine"
 /** The LMDB environment. */

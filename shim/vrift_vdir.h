@@ -234,6 +234,11 @@ extern "C" {
 /** The file's blob is not in the local CAS yet: ask the daemon to fetch it
  *  before opening <cas_root>/.. (lazy start). */
 #define VRIFT_VDIR_F_REMOTE 0x1u
+/** The file lives in the mount's upper layer (written since it was
+ *  mounted): its bytes, size, times, mode and inode are those of the real
+ *  file <home>/upper/<vdir name>/<64 hex of u.digest> (vrift_layout.h), not
+ *  of a blob; readers stat and open that file. */
+#define VRIFT_VDIR_F_UPPER 0x2u
 
 /* File type bits of st_mode (same values as <sys/stat.h>, restated so the
  * header is self-contained). Only these three types are stored. */

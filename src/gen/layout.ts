@@ -5,6 +5,8 @@ export const LAYOUT = {
     cas: 'cas',
     tmp: 'tmp',
     staging: 'staging',
+    upper: 'upper',
+    farm: 'farm',
     quarantine: 'quarantine',
     meta: 'meta',
     run: 'run',

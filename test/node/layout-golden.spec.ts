@@ -22,6 +22,8 @@ const GOLDEN_LAYOUT = {
     cas: 'cas',
     tmp: 'tmp',
     staging: 'staging',
+    upper: 'upper',
+    farm: 'farm',
     quarantine: 'quarantine',
     meta: 'meta',
     run: 'run',

@@ -14,6 +14,8 @@ export const S_IFDIR = 0o040000;
 export const S_IFLNK = 0o120000;
 /** Entry flag: the file's blob is not in the local CAS yet (lazy start). */
 export const VDIR_F_REMOTE = 0x1;
+/** Entry flag: the file lives in the mount's upper layer, upper/<vdir name>/<digest field as hex> (a real file). */
+export const VDIR_F_UPPER = 0x2;
 
 export interface VDirEntryInput {
   /** Relative to the mount root, '/'-separated; "" is the root directory. */
