@@ -359,7 +359,7 @@ SHIM_EXPORT DIR *fdopendir(int fd)
                 errno = saved;
             return d;
         }
-        if (v && (v->kind == VFD_FILE || v->kind == VFD_STAGED)) {
+        if (v && v->kind == VFD_FILE) {
             errno = ENOTDIR;
             return NULL;
         }
@@ -666,7 +666,7 @@ SHIM_EXPORT int fchdir(int fd)
         errno = saved;
         return 0;
     }
-    if (v && (v->kind == VFD_FILE || v->kind == VFD_STAGED)) {
+    if (v && v->kind == VFD_FILE) {
         errno = ENOTDIR;
         return -1;
     }

@@ -7,8 +7,8 @@
  *   so $0 and relative lookups from the script stay inside the mount.
  * - Children keep the shim: LD_PRELOAD and the VRIFT_* variables are put
  *   back into an environment that lost them; a virtual working directory
- *   travels as VRIFT_CWD; staged files a child inherits (no O_CLOEXEC)
- *   travel as VRIFT_STAGED, so the child commits them.
+ *   travels as VRIFT_CWD. Files written in a mount are real files of its
+ *   upper layer, so an inherited descriptor needs nothing from the shim.
  * - glibc's execvp/execlp/posix_spawn call its internal execve, so they
  *   are redone here (PATH search included).
  * - A program the shim cannot see into (static, setuid/setgid, Go) gets a
@@ -43,47 +43,6 @@ void vr_exec_init(void)
         }
         keep_vals[i][n] = '=';
         vr_strlcpy(keep_vals[i] + n + 1, v, sizeof keep_vals[i] - n - 1);
-    }
-    /* staged files handed down by the parent image */
-    const char *s = vr_getenv("VRIFT_STAGED");
-    while (s && *s) {
-        /* "<fd>,<mode>,<len>:<absolute path>" ... */
-        long fd = 0, mode = 0, len = 0;
-        while (*s >= '0' && *s <= '9')
-            fd = fd * 10 + (*s++ - '0');
-        if (*s++ != ',')
-            break;
-        while (*s >= '0' && *s <= '9')
-            mode = mode * 10 + (*s++ - '0');
-        if (*s++ != ',')
-            break;
-        while (*s >= '0' && *s <= '9')
-            len = len * 10 + (*s++ - '0');
-        if (*s++ != ':' || len <= 0 || len >= PATH_MAX || vr_strlen(s) < (size_t)len)
-            break;
-        size_t off;
-        int m = vr_split_abs(s, (size_t)len, &off);
-        struct stat st;
-        if (m >= 0 && vr_fstat((int)fd, &st) == 0 && S_ISREG(st.st_mode)) {
-            struct vr_vfd *v = vr_vfd_new();
-            if (v) {
-                v->kind = VFD_STAGED;
-                v->mount = m;
-                v->mode = (uint32_t)mode;
-                v->real_dev = (uint64_t)st.st_dev;
-                v->real_ino = (uint64_t)st.st_ino;
-                v->rellen = (size_t)len - off;
-                memcpy(v->rel, s + off, v->rellen);
-                v->rel[v->rellen] = '\0';
-                char num[24];
-                size_t k = vr_strlcpy(v->staged, "/proc/self/fd/", sizeof v->staged);
-                vr_utoa((uint64_t)fd, num);
-                vr_strlcpy(v->staged + k, num, sizeof v->staged - k);
-                vr_staged_adopt(v);
-                vr_vfd_set((int)fd, v);
-            }
-        }
-        s += len;
     }
 }
 
@@ -146,42 +105,6 @@ static int preload_has_us(const char *v)
     return 0;
 }
 
-struct staged_env {
-    char *buf;
-    size_t cap, used;
-};
-
-static void add_staged(int fd, struct vr_vfd *v, void *arg)
-{
-    struct staged_env *se = arg;
-    if (v->kind != VFD_STAGED || v->orphan)
-        return;
-    int fl = vr_fcntl(fd, F_GETFD, 0);
-    if (fl < 0 || (fl & FD_CLOEXEC))
-        return;
-    char abs[PATH_MAX];
-    int n = vr_abs_of(v->mount, v->rel, v->rellen, abs, sizeof abs);
-    if (n < 0 || se->used + (size_t)n + 64 > se->cap)
-        return;
-    char num[24];
-    char *p = se->buf + se->used;
-    vr_utoa((uint64_t)fd, num);
-    p += vr_strlcpy(p, num, 24);
-    *p++ = ',';
-    vr_utoa(v->mode, num);
-    p += vr_strlcpy(p, num, 24);
-    *p++ = ',';
-    vr_utoa((uint64_t)n, num);
-    p += vr_strlcpy(p, num, 24);
-    *p++ = ':';
-    memcpy(p, abs, (size_t)n);
-    p += n;
-    *p = '\0';
-    se->used = (size_t)(p - se->buf);
-    /* the child commits it now; this image must not commit it again at exit */
-    v->orphan = 1;
-}
-
 /*
  * The environment for a child: envp plus whatever keeps the shim alive in
  * it. child_env_size() says how many bytes child_env() needs (0: envp is
@@ -192,13 +115,13 @@ static size_t child_env_size(char *const *envp)
 {
     if (atomic_load(&vr_on) != 1)
         return 0;
-    int need = vr_cwd_is_virtual() || atomic_load(&vr_staged_open) > 0;
+    int need = vr_cwd_is_virtual();
     const char *preload = NULL;
     size_t count = 0;
     for (char *const *e = envp; e && *e; e++, count++) {
         if (name_is(*e, "LD_PRELOAD"))
             preload = *e + 11;
-        if (name_is(*e, "VRIFT_CWD") || name_is(*e, "VRIFT_STAGED"))
+        if (name_is(*e, "VRIFT_CWD"))
             need = 1;
     }
     if (!preload || !preload_has_us(preload))
@@ -213,8 +136,6 @@ static size_t child_env_size(char *const *envp)
         bytes += vr_strlen(preload);
     if (vr_cwd_is_virtual())
         bytes += PATH_MAX + 16;
-    if (atomic_load(&vr_staged_open) > 0)
-        bytes += 8192 + 16;
     return (bytes + 7) & ~(size_t)7;
 }
 
@@ -236,7 +157,7 @@ static char *const *child_env(char *const *envp, char *mem, size_t cap)
         return envp;
     size_t k = 0;
     for (char *const *e = envp; e && *e; e++) {
-        if (name_is(*e, "LD_PRELOAD") || name_is(*e, "VRIFT_CWD") || name_is(*e, "VRIFT_STAGED"))
+        if (name_is(*e, "LD_PRELOAD") || name_is(*e, "VRIFT_CWD"))
             continue;
         int skip = 0;
         for (size_t i = 0; i < NKEEP; i++)
@@ -261,17 +182,6 @@ static char *const *child_env(char *const *envp, char *mem, size_t cap)
         char *c = arena_put(ar, "VRIFT_CWD=", cwd, NULL, NULL);
         if (c)
             out[k++] = c;
-    }
-    if (atomic_load(&vr_staged_open) > 0) {
-        char buf[8192];
-        struct staged_env se = {buf, sizeof buf, 0};
-        buf[0] = '\0';
-        vr_vfd_each(add_staged, &se);
-        if (se.used) {
-            char *c = arena_put(ar, "VRIFT_STAGED=", buf, NULL, NULL);
-            if (c)
-                out[k++] = c;
-        }
     }
     out[k] = NULL;
     return out;
@@ -370,11 +280,26 @@ static int plan_exec(const char *path, struct plan *pl)
         return p.err;
     if ((p.res.mode & S_IFMT) != S_IFREG)
         return -EACCES;
-    if (!(p.res.mode & 0111))
+    int fd;
+    if (vr_path_is_upper(&p)) {
+        /* a file written in the mount: the real file, with its own mode */
+        if (vr_upper_path(p.mount, p.res.entry.u.digest, pl->target, sizeof pl->target) < 0)
+            return -ENAMETOOLONG;
+        fd = vr_openat(AT_FDCWD, pl->target, O_RDONLY | O_CLOEXEC, 0);
+        struct stat st;
+        if (fd >= 0 && (vr_fstat(fd, &st) != 0 || !(st.st_mode & 0111))) {
+            vr_close(fd);
+            return -EACCES;
+        }
+        if (fd < 0)
+            return fd == -ENOENT ? -ENOENT : -EACCES;
+    } else if (!(p.res.mode & 0111)) {
         return -EACCES;
-    vrift_vdir_reader *r = vr_mounts[p.mount].r;
-    vrift_vdir_blob_path(r, p.res.entry.u.digest, 1, pl->target, sizeof pl->target);
-    int fd = vr_openat(AT_FDCWD, pl->target, O_RDONLY | O_CLOEXEC, 0);
+    } else {
+        vrift_vdir_reader *r = vr_mounts[p.mount].r;
+        vrift_vdir_blob_path(r, p.res.entry.u.digest, 1, pl->target, sizeof pl->target);
+        fd = vr_openat(AT_FDCWD, pl->target, O_RDONLY | O_CLOEXEC, 0);
+    }
     if (fd == -ENOENT) {
         if (vr_fetch(p.mount, p.res.entry.u.digest) == 0)
             fd = vr_openat(AT_FDCWD, pl->target, O_RDONLY | O_CLOEXEC, 0);
@@ -701,6 +626,11 @@ SHIM_EXPORT void *dlopen(const char *path, int flags)
             vr_resolve(AT_FDCWD, path, VR_FOLLOW, &p);
             if (p.kind == VP_REAL)
                 return real_dlopen(p.rel, flags);
+            if (p.kind == VP_VIRT && vr_path_is_upper(&p)) {
+                char real[PATH_MAX];
+                if (vr_upper_path(p.mount, p.res.entry.u.digest, real, sizeof real) > 0)
+                    return real_dlopen(real, flags);
+            }
             if (p.kind == VP_VIRT && p.err == 0 && (p.res.mode & S_IFMT) == S_IFREG) {
                 char blob[PATH_MAX];
                 vrift_vdir_blob_path(vr_mounts[p.mount].r, p.res.entry.u.digest, 0, blob, sizeof blob);

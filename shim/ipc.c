@@ -7,7 +7,7 @@
  * that closes or reuses "our" number is noticed. Requests are serialised
  * by a spinlock (re-initialised in a forked child, which also reconnects:
  * parent and child must never share one stream). Every wait is bounded by
- * poll() timeouts ($VRIFT_SHIM_TIMEOUT_MS, default 30 s for a commit and
+ * poll() timeouts ($VRIFT_SHIM_TIMEOUT_MS, default 30 s for a fetch and
  * 5 s otherwise): a stuck daemon costs one timeout, then the shim falls
  * back to the real filesystem, never hangs.
  *
@@ -175,7 +175,7 @@ static long timeout_ms(uint16_t type)
         if (v > 0)
             return v;
     }
-    return type == VRIFT_MSG_COMMIT || type == VRIFT_MSG_FETCH ? 30000 : 5000;
+    return type == VRIFT_MSG_FETCH ? 30000 : 5000;
 }
 
 static long now_ms(void)
@@ -348,7 +348,8 @@ int vr_owns_fd(int fd)
         return 0;
     for (int i = 0; i < vr_nmounts; i++)
         if (atomic_load_explicit(&vr_mounts[i].ph_fd, memory_order_relaxed) == fd ||
-            atomic_load_explicit(&vr_mounts[i].cas_fd, memory_order_relaxed) == fd)
+            atomic_load_explicit(&vr_mounts[i].cas_fd, memory_order_relaxed) == fd ||
+            atomic_load_explicit(&vr_mounts[i].upper_fd, memory_order_relaxed) == fd)
             return 1;
     return 0;
 }
@@ -362,5 +363,7 @@ void vr_disown_fd(int fd)
         atomic_compare_exchange_strong(&vr_mounts[i].ph_fd, &e, -1);
         e = fd;
         atomic_compare_exchange_strong(&vr_mounts[i].cas_fd, &e, -1);
+        e = fd;
+        atomic_compare_exchange_strong(&vr_mounts[i].upper_fd, &e, -1);
     }
 }

@@ -46,6 +46,22 @@ static void home_of(const char *cas_root)
     vr_home[ok ? n - tl : 0] = '\0';
 }
 
+/* The mount's upper directory, "<home>/" VRIFT_LAYOUT_UPPER_DIR "/<name>",
+ * beside the CAS the VDir names; "" when cas_root is not "<home>/cas". */
+static void upper_of(struct vr_mount *m, const char *cas_root, const char *name)
+{
+    static const char tail[] = "/" VRIFT_LAYOUT_CAS_DIR;
+    const size_t tl = sizeof tail - 1;
+    size_t n = vr_strlen(cas_root);
+    m->upper[0] = '\0';
+    if (n <= tl || !vr_memeq(cas_root + n - tl, tail, tl) || n + vr_strlen(name) + 16 >= sizeof m->upper)
+        return;
+    memcpy(m->upper, cas_root, n - tl);
+    size_t k = n - tl;
+    k += vr_strlcpy(m->upper + k, "/" VRIFT_LAYOUT_UPPER_DIR "/", sizeof m->upper - k);
+    vr_strlcpy(m->upper + k, name, sizeof m->upper - k);
+}
+
 int vr_mounts_init(void)
 {
     const char *list = vr_getenv("VRIFT_VDIRS");
@@ -72,7 +88,9 @@ int vr_mounts_init(void)
                     m->r = r;
                     atomic_store(&m->ph_fd, -1);
                     atomic_store(&m->cas_fd, -1);
+                    atomic_store(&m->upper_fd, -1);
                     vr_strlcpy(m->cas_root, info.cas_root, sizeof m->cas_root);
+                    upper_of(m, info.cas_root, name);
                     m->rootlen = vr_strlcpy(m->root, info.mount_root, sizeof m->root);
                     while (m->rootlen > 1 && m->root[m->rootlen - 1] == '/')
                         m->root[--m->rootlen] = '\0';

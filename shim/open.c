@@ -11,8 +11,10 @@
  * fetched through the daemon first; if that fails the open fails with EIO:
  * never other bytes.
  *
- * Opening for writing (or O_TRUNC, or O_CREAT of a new name) stages the
- * file (write.c); it is committed on its last close.
+ * Opening for writing (or O_TRUNC, or O_CREAT of a new name) opens the
+ * path's file in the mount's upper layer, made on first use (upper.c): a
+ * plain real descriptor the shim does not track. So does any open of a
+ * path that already has an upper file.
  */
 #include "shim.h"
 
@@ -148,22 +150,6 @@ static int open_blob(const struct vr_path *p, int flags)
     return fd;
 }
 
-/* Reading a file this process is writing: the staged bytes. */
-static int open_staged_for_read(const struct vr_path *p, int flags, int *handled)
-{
-    *handled = 0;
-    struct vr_vfd *s = vr_staged_lookup(p->mount, p->rel, p->rellen);
-    if (!s)
-        return 0;
-    int fd = vr_openat(AT_FDCWD, s->staged, O_RDONLY | (flags & (O_CLOEXEC | O_NONBLOCK)), 0);
-    if (fd == -ENOENT)
-        return 0; /* committed meanwhile: the VDir has it */
-    *handled = 1;
-    if (fd >= 0)
-        vr_vfd_set(fd, NULL);
-    return fd;
-}
-
 int vr_open_virtual(struct vr_path *p, int flags, mode_t mode)
 {
     int acc = flags & O_ACCMODE;
@@ -171,16 +157,11 @@ int vr_open_virtual(struct vr_path *p, int flags, mode_t mode)
     if ((flags & __O_TMPFILE) == __O_TMPFILE)
         return -EOPNOTSUPP;
     if (p->err == -ENOENT) {
-        if (!writing && atomic_load(&vr_staged_open) > 0 && p->creatable) {
-            int h, fd = open_staged_for_read(p, flags, &h);
-            if (h)
-                return fd;
-        }
         if (!(flags & O_CREAT) || !p->creatable)
             return -ENOENT;
         if (p->must_dir)
             return -EISDIR;
-        return vr_stage_open(p, flags, mode, 0);
+        return vr_upper_open(p, flags, mode);
     }
     if (p->err)
         return p->err;
@@ -196,12 +177,11 @@ int vr_open_virtual(struct vr_path *p, int flags, mode_t mode)
     }
     if (flags & O_DIRECTORY)
         return -ENOTDIR;
-    if (writing)
-        return vr_stage_open(p, flags, mode, !(flags & O_TRUNC));
-    if (atomic_load(&vr_staged_open) > 0) {
-        int h, fd = open_staged_for_read(p, flags, &h);
-        if (h)
-            return fd;
+    if (writing || vr_path_is_upper(p)) {
+        int fd = vr_upper_open(p, flags, mode);
+        if (fd >= 0)
+            vr_vfd_set(fd, NULL); /* a stale binding of a number closed behind our back */
+        return fd;
     }
     return open_blob(p, flags);
 }
@@ -384,14 +364,9 @@ static void before_stdio_close(FILE *fp)
     int fd = fileno(fp);
     if (fd < 0)
         return;
-    struct vr_vfd *v = vr_vfd_get(fd);
-    if (!v)
-        return;
-    if (v->kind == VFD_STAGED)
-        fflush(fp);
-    v = vr_vfd_take(fd);
+    struct vr_vfd *v = vr_vfd_take(fd);
     if (v)
-        vr_after_close(v, fd);
+        vr_vfd_put(v);
 }
 
 SHIM_EXPORT FILE *freopen(const char *path, const char *mode, FILE *fp)
@@ -437,35 +412,14 @@ SHIM_EXPORT int fclose(FILE *fp)
 
 /* ---- descriptors -------------------------------------------------------------- */
 
-/* A description lost one descriptor. `fd` is still open (or -1): a staged
- * file's last reference commits while the bytes are reachable through it. */
-int vr_after_close(struct vr_vfd *v, int fd)
-{
-    if (!v)
-        return 0;
-    int rc = 0;
-    if (v->kind == VFD_STAGED && atomic_load(&v->refs) == 1)
-        rc = vr_commit(v, fd);
-    vr_vfd_put(v);
-    return rc;
-}
-
 SHIM_EXPORT int close(int fd)
 {
     if (atomic_load_explicit(&vr_on, memory_order_relaxed) == 1) {
         if (VR_UNLIKELY(vr_owns_fd(fd)))
             return 0; /* "close every descriptor" loops: keep ours, quietly */
         struct vr_vfd *v = vr_vfd_take(fd);
-        if (v) {
-            int saved = errno;
-            int rc = vr_after_close(v, fd);
-            errno = saved;
-            if (rc < 0) { /* like a failed write-back on NFS: the close still happens */
-                real_close(fd);
-                errno = -rc;
-                return -1;
-            }
-        }
+        if (v)
+            vr_vfd_put(v);
     }
     return real_close(fd);
 }
@@ -477,10 +431,8 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
     int saved = errno;
     unsigned hi = last > (1u << 20) ? (1u << 20) : last;
     for (unsigned fd = first; fd <= hi && fd >= first; fd++) {
-        if (vr_vfd_get((int)fd)) {
-            struct vr_vfd *v = vr_vfd_take((int)fd);
-            vr_after_close(v, (int)fd);
-        }
+        if (vr_vfd_get((int)fd))
+            vr_vfd_put(vr_vfd_take((int)fd));
         if (fd == hi)
             break;
     }
@@ -492,6 +444,9 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
         int cd = atomic_load(&vr_mounts[i].cas_fd);
         if (cd >= 0 && (unsigned)cd >= first && (unsigned)cd <= last)
             vr_disown_fd(cd);
+        int ud = atomic_load(&vr_mounts[i].upper_fd);
+        if (ud >= 0 && (unsigned)ud >= first && (unsigned)ud <= last)
+            vr_disown_fd(ud);
     }
     /* keep the shim's socket: close around it */
     for (unsigned fd = first; fd <= last && fd <= (1u << 20); fd++) {
@@ -546,10 +501,10 @@ static int dup_onto(int fd, int nfd, int flags, int three)
     int saved = errno;
     if (vr_owns_fd(nfd))
         vr_disown_fd(nfd);
-    /* nfd is about to be closed by the kernel: commit first if it was the last */
+    /* nfd is about to be closed by the kernel */
     struct vr_vfd *old = vr_vfd_take(nfd);
     if (old)
-        vr_after_close(old, nfd);
+        vr_vfd_put(old);
     errno = saved;
     int rc = three ? real_dup3(fd, nfd, flags) : real_dup2(fd, nfd);
     if (rc >= 0) {
@@ -565,6 +520,14 @@ SHIM_EXPORT int dup3(int fd, int nfd, int flags) { return dup_onto(fd, nfd, flag
 
 static int do_fcntl(int fd, int cmd, long arg, int is64)
 {
+    if ((cmd == F_SETLK || cmd == F_SETLKW || cmd == F_OFD_SETLK || cmd == F_OFD_SETLKW) &&
+        atomic_load_explicit(&vr_on, memory_order_relaxed) == 1 && vr_vfd_get(fd)) {
+        int saved = errno;
+        int own = vr_own_inode(fd); /* a lock on a CAS blob would be shared by every path of its content */
+        if (own < 0)
+            return ret(own);
+        errno = saved;
+    }
     int rc = is64 ? real_fcntl64(fd, cmd, arg) : real_fcntl(fd, cmd, arg);
     if (rc >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) &&
         atomic_load_explicit(&vr_on, memory_order_relaxed) == 1) {

@@ -8,8 +8,9 @@
  * or to a raw system call while their pointer is still unresolved).
  *
  * State (vr_on): -1 not initialised, 0 pass-through (no VRIFT_VDIRS, no
- * VDir could be opened, or the daemon is gone), 1 active. Once 0 it stays
- * 0 for the life of the process.
+ * VDir could be opened, or a mount was retired), 1 active. Once 0 it stays
+ * 0 for the life of the process. A daemon that cannot be reached leaves it
+ * at 1, detached (request.c): reads go on, changes fail until it is back.
  */
 #include "shim.h"
 
@@ -132,15 +133,21 @@ void vr_fallback(const char *why)
         return;
     if (atomic_exchange(&fallback_said, 1))
         return;
-    /* One warning per `vrift run`: the first process to notice creates the
-     * marker; every other process of the run finds it and stays quiet. */
-    if (run_marker[0]) {
-        int fd = vr_openat(AT_FDCWD, run_marker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0)
-            return;
-        vr_close(fd);
-    }
-    vr_say(why, "; using the real filesystem from now on (mounts look empty)", NULL);
+    if (vr_first_in_run())
+        vr_say(why, "; using the real filesystem from now on (mounts look empty)", NULL);
+}
+
+/* One warning per `vrift run`: the first process to notice creates the
+ * marker; every other process of the run finds it and stays quiet. */
+int vr_first_in_run(void)
+{
+    if (!run_marker[0])
+        return 1;
+    int fd = vr_openat(AT_FDCWD, run_marker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return 0;
+    vr_close(fd);
+    return 1;
 }
 
 static long now_ns(void)
@@ -158,8 +165,11 @@ void vr_check_daemon(void)
         return;
     if (!atomic_compare_exchange_strong(&next_check_ns, &next, now + 100000000L))
         return; /* another thread checks */
-    if (!vr_ipc_alive())
-        vr_fallback("the vrift daemon is gone");
+    /* (vr_ipc_alive reconnects a lost connection: that is the re-attach) */
+    if (vr_ipc_alive())
+        vr_reattached();
+    else
+        vr_detach("the vrift daemon is gone");
 }
 
 /* ---- initialisation ------------------------------------------------------ */
@@ -224,11 +234,11 @@ void vr_init(void)
         setup_marker();
         vr_cwd_init();
         vr_exec_init();
-        int rc = vr_ipc_connect();
-        if (rc == 0)
-            on = 1;
-        else
-            vr_fallback("the vrift daemon is not running");
+        /* No daemon, but its VDirs are there (it died, or is restarting):
+         * serve the last published view, refuse changes, re-attach later. */
+        on = 1;
+        if (vr_ipc_connect() != 0)
+            vr_detach("the vrift daemon is not running");
     }
     if (atomic_load(&vr_on) != 0)
         atomic_store_explicit(&vr_on, on, memory_order_release);
@@ -243,24 +253,3 @@ __attribute__((constructor)) static void vr_ctor(void)
         vr_init();
 }
 
-/* Staged files still open at a normal exit are committed: a program that
- * never closes its output (most write to stdout and exit) loses nothing. */
-__attribute__((destructor)) static void vr_dtor(void)
-{
-    if (atomic_load(&vr_on) == 1 && atomic_load(&vr_staged_open) > 0)
-        vr_commit_all();
-}
-
-/* _exit() skips destructors, but a forked shell child that redirected its
- * output into a mount ends this way: commit what it wrote first. */
-SHIM_EXPORT void _exit(int status)
-{
-    if (atomic_load(&vr_on) == 1 && atomic_load(&vr_staged_open) > 0)
-        vr_commit_all();
-    if (real__exit)
-        real__exit(status);
-    for (;;)
-        VR_SYS1(SYS_exit_group, status);
-}
-
-SHIM_EXPORT void _Exit(int status) { _exit(status); }

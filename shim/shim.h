@@ -11,7 +11,10 @@
  *   stat.c    stat family, access, readlink, xattrs, statfs, realpath
  *   dir.c     virtual DIR streams, scandir, getdents64, chdir/getcwd
  *   open.c    open family, stdio opens, close/dup/fcntl
- *   write.c   staged writes and their commit; mkdir, unlink, rename ...
+ *   upper.c   the mount's upper layer: one real file per written path
+ *   write.c   changes of names and metadata: mkdir, unlink, rename, link,
+ *             truncate, chmod, times, xattrs, locks
+ *   request.c change requests to the daemon; detached mode when it is gone
  *   ipc.c     the control-socket connection to vriftd
  *   exec.c    exec family, posix_spawn, dlopen: virtual executables,
  *             keeping the shim in children, refusing what cannot see it
@@ -99,6 +102,9 @@ void vr_say(const char *a, const char *b, const char *c);
  */
 void vr_fallback(const char *why);
 
+/** 1 for the first process of this `vrift run` to ask (a marker file): it says the one warning. */
+int vr_first_in_run(void);
+
 /** Periodic liveness check of the daemon (at most every 100 ms, cheap otherwise). */
 void vr_check_daemon(void);
 
@@ -118,7 +124,9 @@ struct vr_mount {
     _Atomic int ph_known;      /* identity of the placeholder directory (the real mount root) */
     uint64_t ph_dev, ph_ino;
     _Atomic int cas_fd;        /* a cached O_PATH descriptor of cas_root (high, close-on-exec), or -1 */
+    _Atomic int upper_fd;      /* a cached O_PATH descriptor of the upper directory, or -1 */
     char root[VRIFT_VDIR_MOUNT_ROOT_MAX];
+    char upper[PATH_MAX];      /* <home>/upper/<vdir name> (vrift_layout.h), or "" */
     char cas_root[VRIFT_VDIR_CAS_ROOT_MAX]; /* the VDir's cas_root (fixed for its life) */
 };
 
@@ -186,7 +194,6 @@ enum vr_vfd_kind {
     VFD_NONE = 0,
     VFD_DIR = 1,     /* a virtual directory (placeholder fd on the mount root dir) */
     VFD_FILE = 2,    /* a virtual file opened for reading (fd on its CAS blob) */
-    VFD_STAGED = 3,  /* a file being written (fd on a staged file) */
     VFD_REALDIR = 4, /* a real directory that is an ancestor of a mount (rel = absolute path) */
 };
 
@@ -198,12 +205,10 @@ struct vr_vfd {
     uint64_t ino;
     uint64_t size;
     uint32_t mtime;
-    int orphan;            /* VFD_STAGED: unlinked while open: never committed */
     uint64_t real_dev, real_ino; /* identity of the real file behind the fd */
     uint64_t dirpos;       /* getdents64 position */
     size_t rellen;
     char rel[PATH_MAX];
-    char staged[PATH_MAX];
 };
 
 /** Allocates a description (refs = 1); NULL when out of memory. */
@@ -218,8 +223,6 @@ void vr_vfd_set(int fd, struct vr_vfd *v);
 void vr_vfd_describe(struct vr_vfd *v, int kind, const struct vr_path *p);
 /** Unbinds fd and returns its description (the caller owns that reference), or NULL. */
 struct vr_vfd *vr_vfd_take(int fd);
-/** Number of live VFD_STAGED descriptions in this process. */
-extern _Atomic int vr_staged_open;
 /** Calls fn(fd, v) for every bound fd (used at exec and exit). */
 void vr_vfd_each(void (*fn)(int fd, struct vr_vfd *v, void *arg), void *arg);
 
@@ -238,23 +241,52 @@ int vr_dir_placeholder(int mount, int oflags);
 
 /** open(2) inside a mount. Returns fd or -errno. */
 int vr_open_virtual(struct vr_path *p, int flags, mode_t mode);
-/** Bookkeeping after a descriptor was closed by any means (commit on last close). */
-int vr_after_close(struct vr_vfd *v, int fd_still_open);
+
+/* ---- upper.c ------------------------------------------------------ */
+
+/** Is the found entry a file of the upper layer (VRIFT_VDIR_F_UPPER)? */
+int vr_path_is_upper(const struct vr_path *p);
+/** open() for writing / truncating / creating inside a mount: the path's upper file (made if needed). fd or -errno. */
+int vr_upper_open(struct vr_path *p, int flags, mode_t mode);
+/** Opens the upper file of an upper entry with `flags` (O_CREAT/O_EXCL dropped). fd or -errno. */
+int vr_upper_open_existing(const struct vr_path *p, int flags);
+/** Makes the lower file p an upper file (`empty`: without copying its bytes); p is looked up again. 0 or -errno. */
+int vr_copy_up(struct vr_path *p, int empty);
+/** lstat() of an upper entry's real file. 0 or -errno. */
+int vr_upper_stat(const struct vr_path *p, struct stat *st, int flags);
+/** Absolute path of upper file `name` of `mount`; its length or -errno. */
+int vr_upper_path(int mount, const uint8_t name[32], char *buf, size_t cap);
+int vr_upper_owns_fd(int fd);
+void vr_upper_disown(int fd);
 
 /* ---- write.c ------------------------------------------------------ */
 
-/** Creates a staged file for (mount, rel); copies `from_digest` content when non-NULL. fd or -errno. */
-int vr_stage_open(struct vr_path *p, int flags, mode_t mode, int copy_existing);
-/** Commits a staged description (fd must still be open). 0 or -errno. */
-int vr_commit(struct vr_vfd *v, int fd);
-/** Commits every staged description still open (process exit). */
-void vr_commit_all(void);
-/** Finds an open staged description of (mount, rel) in this process (read-your-writes). */
-struct vr_vfd *vr_staged_lookup(int mount, const char *rel, size_t rellen);
-/** Registers a staged description created elsewhere (exec hand-over). */
-void vr_staged_adopt(struct vr_vfd *v);
-/** Forget a staged description (released). */
-void vr_staged_forget(struct vr_vfd *v);
+/** Before a lock: a descriptor of a file read from the CAS is moved onto the path's own upper file. 0 or -errno. */
+int vr_own_inode(int fd);
+
+/* ---- request.c ---------------------------------------------------- */
+
+struct vr_reply;
+
+struct vr_req {
+    size_t n;
+    int bad;
+    uint8_t b[3 * PATH_MAX + 256];
+};
+/** Starts a request about (mount, rel): PATH = the mount root, REL. */
+void vr_req_mount(struct vr_req *p, int mount, const char *rel, size_t rellen);
+void vr_req_str(struct vr_req *p, uint16_t tag, const char *s, size_t len);
+void vr_req_u32(struct vr_req *p, uint16_t tag, uint32_t v);
+/** A 32-byte name or digest as 64 hex. */
+void vr_req_hex(struct vr_req *p, uint16_t tag, const uint8_t bytes[32]);
+/** Sends a change request: 0, the daemon's -errno, or -EROFS when the daemon is gone (detached). */
+int vr_request(uint16_t type, struct vr_req *p, struct vr_reply *rep);
+/** 1 while the daemon cannot be reached (reads go on from the last VDir; changes fail with EROFS). */
+extern _Atomic int vr_detached;
+/** The daemon is unreachable: one warning, then EROFS for changes until it answers again. */
+void vr_detach(const char *why);
+/** The daemon answered again. */
+void vr_reattached(void);
 
 /* ---- ipc.c -------------------------------------------------------- */
 

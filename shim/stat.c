@@ -22,20 +22,6 @@ static inline int ret(int rc)
     return rc;
 }
 
-/* Read-your-writes: a path this process is writing right now. */
-static int staged_stat(int mount, const char *rel, size_t rellen, struct stat *st)
-{
-    struct vr_vfd *v = vr_staged_lookup(mount, rel, rellen);
-    if (!v)
-        return 1;
-    if (vr_fstatat(AT_FDCWD, v->staged, st, 0) != 0)
-        return 1;
-    st->st_dev = vr_mounts[mount].dev;
-    st->st_mode = S_IFREG | (v->mode & 07777);
-    st->st_nlink = 1;
-    return 0;
-}
-
 int vr_stat_path(int dirfd, const char *path, int flags, struct stat *st, int *handled)
 {
     *handled = 0;
@@ -50,11 +36,10 @@ int vr_stat_path(int dirfd, const char *path, int flags, struct stat *st, int *h
         int rc = real_fstatat(AT_FDCWD, p.rel, st, flags & ~AT_EMPTY_PATH);
         return rc == 0 ? 0 : -errno;
     }
-    if (VR_UNLIKELY(atomic_load_explicit(&vr_staged_open, memory_order_relaxed) > 0) &&
-        (p.err == 0 || p.err == -ENOENT) && staged_stat(p.mount, p.rel, p.rellen, st) == 0)
-        return 0;
     if (p.err)
         return p.err;
+    if (VR_UNLIKELY(p.res.flags & VRIFT_VDIR_F_UPPER) && vr_path_is_upper(&p))
+        return vr_upper_stat(&p, st, flags); /* a real file: its own inode, size, times, mode */
     vr_fill_stat(&p, st);
     return 0;
 }
@@ -79,13 +64,6 @@ int vr_fstat_fd(int fd, struct stat *st, int *handled)
         return 0;
     }
     *handled = 1;
-    if (v->kind == VFD_STAGED) {
-        *st = real;
-        st->st_dev = vr_mounts[v->mount].dev;
-        st->st_mode = S_IFREG | (v->mode & 07777);
-        st->st_nlink = 1;
-        return 0;
-    }
     vr_fill_stat_entry(v->mount, v->ino, v->mode, v->size, v->mtime, st);
     return 0;
 }
@@ -225,7 +203,7 @@ static int check_access(const struct vr_path *p, int amode, int eff)
         return -EACCES;
     if ((amode & X_OK) && !(m & 0100))
         return -EACCES;
-    return 0; /* W_OK: writes inside a mount are staged, always allowed */
+    return 0; /* W_OK: a write makes the path's upper file, always allowed */
 }
 
 static int do_access(int dirfd, const char *path, int amode, int flags, int *handled)
@@ -240,8 +218,12 @@ static int do_access(int dirfd, const char *path, int amode, int flags, int *han
     *handled = 1;
     if (p.kind == VP_REAL)
         return real_faccessat(AT_FDCWD, p.rel, amode, flags) == 0 ? 0 : -errno;
-    if (p.err == -ENOENT && atomic_load(&vr_staged_open) > 0 && vr_staged_lookup(p.mount, p.rel, p.rellen))
-        return 0;
+    if (p.err == 0 && vr_path_is_upper(&p)) {
+        char real[PATH_MAX];
+        if (vr_upper_path(p.mount, p.res.entry.u.digest, real, sizeof real) < 0)
+            return -ENAMETOOLONG;
+        return real_faccessat(AT_FDCWD, real, amode, flags & AT_EACCESS) == 0 ? 0 : -errno;
+    }
     return check_access(&p, amode, (flags & AT_EACCESS) != 0);
 }
 
@@ -317,55 +299,84 @@ SHIM_EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
     return r;
 }
 
-/* ---- extended attributes: virtual entries have none --------------------------- */
+/* ---- extended attributes: a mount is a filesystem without them ------------------
+ *
+ * Every path inside a mount answers ENOTSUP (trees keep no xattrs, so none
+ * could survive a snapshot), as a filesystem mounted without xattr support
+ * would: cp -a, tar --xattrs, and gnulib's ACL code then fall back to
+ * chmod. A descriptor of a virtual file or directory answers the same;
+ * a descriptor of an upper file is a real file's (the kernel's answer). */
 
-static int xattr_virtual(const char *path, int follow, ssize_t *out, int list)
+static int xattr_path(const char *path, int follow)
 {
-    if (!vr_active())
+    if (!path || !vr_active())
         return 0;
     struct vr_path p;
     vr_resolve(AT_FDCWD, path, follow ? VR_FOLLOW : 0, &p);
     if (p.kind != VP_VIRT)
         return 0;
-    if (p.err) {
-        errno = -p.err;
-        *out = -1;
-    } else if (list) {
-        *out = 0;
-    } else {
-        errno = ENODATA;
-        *out = -1;
-    }
+    errno = p.err ? -p.err : ENOTSUP;
+    return 1;
+}
+
+static int xattr_fd(int fd)
+{
+    if (!vr_active())
+        return 0;
+    struct vr_vfd *v = vr_vfd_get(fd);
+    if (!v || (v->kind != VFD_FILE && v->kind != VFD_DIR))
+        return 0;
+    errno = ENOTSUP;
     return 1;
 }
 
 SHIM_EXPORT ssize_t getxattr(const char *path, const char *name, void *value, size_t size)
 {
-    ssize_t r;
-    if (xattr_virtual(path, 1, &r, 0))
-        return r;
-    return real_getxattr(path, name, value, size);
+    return xattr_path(path, 1) ? -1 : real_getxattr(path, name, value, size);
 }
 SHIM_EXPORT ssize_t lgetxattr(const char *path, const char *name, void *value, size_t size)
 {
-    ssize_t r;
-    if (xattr_virtual(path, 0, &r, 0))
-        return r;
-    return real_lgetxattr(path, name, value, size);
+    return xattr_path(path, 0) ? -1 : real_lgetxattr(path, name, value, size);
+}
+SHIM_EXPORT ssize_t fgetxattr(int fd, const char *name, void *value, size_t size)
+{
+    return xattr_fd(fd) ? -1 : real_fgetxattr(fd, name, value, size);
 }
 SHIM_EXPORT ssize_t listxattr(const char *path, char *list, size_t size)
 {
-    ssize_t r;
-    if (xattr_virtual(path, 1, &r, 1))
-        return r;
-    return real_listxattr(path, list, size);
+    return xattr_path(path, 1) ? -1 : real_listxattr(path, list, size);
 }
 SHIM_EXPORT ssize_t llistxattr(const char *path, char *list, size_t size)
 {
-    ssize_t r;
-    if (xattr_virtual(path, 0, &r, 1))
-        return r;
-    return real_llistxattr(path, list, size);
+    return xattr_path(path, 0) ? -1 : real_llistxattr(path, list, size);
+}
+SHIM_EXPORT ssize_t flistxattr(int fd, char *list, size_t size)
+{
+    return xattr_fd(fd) ? -1 : real_flistxattr(fd, list, size);
+}
+SHIM_EXPORT int setxattr(const char *path, const char *name, const void *value, size_t size, int flags)
+{
+    return xattr_path(path, 1) ? -1 : real_setxattr(path, name, value, size, flags);
+}
+SHIM_EXPORT int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)
+{
+    return xattr_path(path, 0) ? -1 : real_lsetxattr(path, name, value, size, flags);
+}
+SHIM_EXPORT int fsetxattr(int fd, const char *name, const void *value, size_t size, int flags)
+{
+    return xattr_fd(fd) ? -1 : real_fsetxattr(fd, name, value, size, flags);
+}
+SHIM_EXPORT int removexattr(const char *path, const char *name)
+{
+    return xattr_path(path, 1) ? -1 : real_removexattr(path, name);
+}
+SHIM_EXPORT int lremovexattr(const char *path, const char *name)
+{
+    return xattr_path(path, 0) ? -1 : real_lremovexattr(path, name);
+}
+SHIM_EXPORT int fremovexattr(int fd, const char *name)
+{
+    return xattr_fd(fd) ? -1 : real_fremovexattr(fd, name);
 }
 
 /* ---- statfs: the filesystem under the mount root ----------------------------- */

@@ -27,7 +27,6 @@ struct slab {
 };
 static struct slab *_Atomic slabs[NSLABS];
 static _Atomic unsigned slab_hint;
-_Atomic int vr_staged_open;
 
 struct vr_vfd *vr_vfd_new(void)
 {
@@ -58,12 +57,10 @@ struct vr_vfd *vr_vfd_new(void)
                 v->mode = 0;
                 v->ino = v->size = 0;
                 v->mtime = 0;
-                v->orphan = 0;
                 v->real_dev = v->real_ino = 0;
                 v->dirpos = 0;
                 v->rellen = 0;
                 v->rel[0] = '\0';
-                v->staged[0] = '\0';
                 if (s != start)
                     atomic_store_explicit(&slab_hint, s, memory_order_relaxed);
                 return v;
@@ -80,8 +77,6 @@ static void release(struct vr_vfd *v)
         if (!sl)
             break;
         if (v >= &sl->obj[0] && v < &sl->obj[SLAB]) {
-            if (v->kind == VFD_STAGED)
-                vr_staged_forget(v);
             v->kind = VFD_NONE;
             atomic_store(&sl->used[v - &sl->obj[0]], 0);
             return;

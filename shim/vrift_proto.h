@@ -61,15 +61,9 @@ enum vrift_msg_type {
   VRIFT_MSG_STATUS = 2,   /* -> OK: JSON (the daemon's status document) */
   VRIFT_MSG_MOUNT = 3,    /* TREE (id or ref), PATH (absolute dir), [PROJECT] -> OK: TREE (id), SHM_NAME */
   VRIFT_MSG_UNMOUNT = 4,  /* PATH -> OK */
-  VRIFT_MSG_COMMIT = 5,   /* PATH (mount root), REL, STAGED (absolute path of a
-                             finished file to take in, or /proc/<pid>/fd/<n> of
-                             it), MODE (u32 st_mode bits)
-                             -> OK: DIGEST, SIZE. The daemon copies and hashes
-                             STAGED into the CAS (never renames it: a writer may
-                             still hold it open), publishes REL in the mount and
-                             deletes the staged name. Errors of the change
-                             requests (5, 7-11, 15) end in an errno name:
-                             ERR_VRIFT_MOUNTFS_ENOTEMPTY, ..._EEXIST ... */
+  /* 5: retired (COMMIT of a staged file; writes now go to the mount's upper
+     layer, see VRIFT_MSG_UPPER). Errors of the change requests (7-11, 15,
+     21, 22) end in an errno name: ERR_VRIFT_MOUNTFS_ENOTEMPTY, ..._EEXIST ... */
   VRIFT_MSG_FETCH = 6,    /* DIGEST, [PATH] -> OK once the blob is in the local CAS */
   VRIFT_MSG_MKDIR = 7,    /* PATH, REL, MODE -> OK */
   VRIFT_MSG_UNLINK = 8,   /* PATH, REL -> OK (files and symlinks) */
@@ -98,6 +92,15 @@ enum vrift_msg_type {
                                    ERROR ERR_VRIFT_OP_ELSEWHERE: run it in the client's own process
                                    (the client's configuration or mount namespace differs).
                                    The operation is abandoned if the client disconnects. */
+  /* Writes inside a mount (src/node/mount/upper.ts). */
+  VRIFT_MSG_UPPER = 21,         /* PATH, REL, DIGEST (64 hex: a file the client made in
+                                   <home>/upper/<vdir name>/), [BASE (the lower digest it was
+                                   copied up from)] -> OK once REL names that file in the VDir.
+                                   Without BASE, REL must not exist (EEXIST); with BASE, REL must
+                                   still be that lower file (ESTALE: copied up by another process
+                                   meanwhile; use its file) */
+  VRIFT_MSG_LINK = 22,          /* PATH, REL (existing file), REL2 (new name) -> OK: REL2 names
+                                   the same upper file (a hard link) or the same blob */
   VRIFT_MSG_OK = 0x100,
   VRIFT_MSG_ERROR = 0x101,      /* ERR_CODE, ERR_MSG, [HINT], [EXIT (u32: the CLI's exit status)] */
   VRIFT_MSG_EVENT = 0x102       /* JSON: progress, a warning or a notice of a running request
@@ -110,7 +113,7 @@ enum vrift_field_tag {
   VRIFT_F_PATH = 2,       /* string: absolute path (a mount root) */
   VRIFT_F_PROJECT = 3,    /* string */
   VRIFT_F_REL = 4,        /* string: path relative to the mount root */
-  VRIFT_F_STAGED = 5,     /* string: absolute path of a staged file */
+  /* 5: retired (STAGED) */
   VRIFT_F_MODE = 6,       /* u32 */
   VRIFT_F_DIGEST = 7,     /* string: 64 hex */
   VRIFT_F_JSON = 8,       /* string: a JSON document */
@@ -127,7 +130,8 @@ enum vrift_field_tag {
   VRIFT_F_ADDR = 19,      /* string: a libp2p multiaddr */
   VRIFT_F_PEER = 20,      /* string: a libp2p peer id */
   VRIFT_F_HINT = 21,      /* string: how to fix what an ERROR reports */
-  VRIFT_F_EXIT = 22       /* u32: the exit status a CLI should end with for an ERROR */
+  VRIFT_F_EXIT = 22,      /* u32: the exit status a CLI should end with for an ERROR */
+  VRIFT_F_BASE = 23       /* string: 64 hex, the lower digest a copy-up replaces (UPPER) */
 };
 
 /* Encoding helpers (header-only, no allocation). Each returns the number of

@@ -25,10 +25,11 @@ describe('control protocol', () => {
         [F.PATH, '/work/app/node_modules'],
         [F.PROJECT, 'app'],
       ]),
-      encodeFrame(Msg.COMMIT, 0xdeadbeef, [
+      encodeFrame(Msg.UPPER, 0xdeadbeef, [
         [F.PATH, '/m'],
         [F.REL, 'out/main.o'],
-        [F.STAGED, '/home/u/.vrift/staging/1.tmp'],
+        [F.DIGEST, '0a1b'],
+        [F.BASE, 'ffee'],
         [F.MODE, { u32: 0o100755 }],
       ]),
       encodeFrame(Msg.ERROR, 2, [

@@ -12,7 +12,6 @@ export const Msg = {
   STATUS: 2,
   MOUNT: 3,
   UNMOUNT: 4,
-  COMMIT: 5,
   FETCH: 6,
   MKDIR: 7,
   UNLINK: 8,
@@ -28,6 +27,8 @@ export const Msg = {
   NODE_PEERS: 18,
   NODE_PENALIZE: 19,
   OP: 20,
+  UPPER: 21,
+  LINK: 22,
   OK: 0x100,
   ERROR: 0x101,
   EVENT: 0x102,
@@ -38,7 +39,6 @@ export const F = {
   PATH: 2,
   PROJECT: 3,
   REL: 4,
-  STAGED: 5,
   MODE: 6,
   DIGEST: 7,
   JSON: 8,
@@ -56,6 +56,7 @@ export const F = {
   PEER: 20,
   HINT: 21,
   EXIT: 22,
+  BASE: 23,
 } as const;
 
 /** Digests one NODE_PEERS request may ask about. */

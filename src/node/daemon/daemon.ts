@@ -177,7 +177,7 @@ export class Daemon {
       return [];
     });
     h.set(Msg.MOUNTS, (): FieldList => this.mounts.records().map((r) => [F.MOUNT_ENTRY, `${r.name}\t${r.path}\t${r.tree}`]));
-    registerMountWrites(h, this); // COMMIT, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
+    registerMountWrites(h, this); // UPPER, LINK, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
     h.set(Msg.FETCH, fetchHandler(() => this.resolver(), (root) => this.mounts.recordOf(root)?.tree, this.log));
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));
     Cluster.registerHandlers(h, this.cluster); // NODE_JOIN, NODE_LEAVE, NODE_PEERS, NODE_PENALIZE

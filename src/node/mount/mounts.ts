@@ -10,7 +10,8 @@ import { MountImageCache } from './image-cache.js';
 import { clearOverlay, mergedEntries, overlayOf } from './overlay.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
-import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDir, type VDirEntryInput } from './vdir.js';
+import { dropUpperDir, ensureUpperDir, forgetUpperRefs } from './upper.js';
+import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDIR_F_UPPER, VDir, type VDirEntryInput } from './vdir.js';
 
 export interface MountRecord {
   path: string;
@@ -94,7 +95,10 @@ export class MountManager {
       throw fsError(e, abs, 'creating the mount point');
     }
     const rec: MountRecord = { path: abs, tree, project: project ?? abs, name: MountManager.nameFor(this.store.layout.root, abs), mountedAt: Date.now() };
-    clearOverlay(this.store, rec.name); // a fresh mount starts from its tree
+    // a fresh mount starts from its tree
+    clearOverlay(this.store, rec.name);
+    forgetUpperRefs(this.store, rec.name);
+    dropUpperDir(this.store, rec.name);
     this.publish(rec);
     this.store.pin(tree, `mount:${abs}`);
     void this.store.meta.state.put(['mount', abs], rec);
@@ -111,6 +115,8 @@ export class MountManager {
     this.live.delete(abs);
     this.store.unpin(rec.tree, `mount:${abs}`);
     clearOverlay(this.store, rec.name);
+    forgetUpperRefs(this.store, rec.name);
+    dropUpperDir(this.store, rec.name);
     void this.store.meta.state.remove(['mount', abs]);
   }
 
@@ -139,6 +145,7 @@ export class MountManager {
 
   private publish(rec: MountRecord): void {
     const overlay = overlayOf(this.store, rec.name);
+    ensureUpperDir(this.store, rec.name);
     const mtimeSec = Math.floor(rec.mountedAt / 1000);
     const casRoot = this.store.layout.cas;
     // A tree mounted before (and still cached) with no changes on top: copy its image.
@@ -149,12 +156,13 @@ export class MountManager {
       vdir = VDir.fromImage(rec.name, { casRoot, mountRoot: rec.path, image: cached.image, mtimeSec });
     } else {
       // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
-      const { entries, mtimes } = mergedEntries(this.store.getTree(rec.tree).entries, overlay);
+      const { entries, mtimes, uppers } = mergedEntries(this.store.getTree(rec.tree).entries, overlay);
       const execDigests: Digest[] = [];
-      for (const e of entries) if (e.kind === 'file' && e.mode === 0o755) execDigests.push(e.digest!);
+      for (const e of entries) if (e.kind === 'file' && e.mode === 0o755 && !uppers.has(e.path)) execDigests.push(e.digest!);
       for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
       const upserts = vdirEntries(this.store, entries, mtimeSec, { checkLocal: false });
       if (mtimes.size > 0) for (const u of upserts) u.mtimeSec = mtimes.get(u.path) ?? u.mtimeSec;
+      if (uppers.size > 0) for (const u of upserts) if (uppers.has(u.path)) u.flags = VDIR_F_UPPER;
       vdir = VDir.create(rec.name, { casRoot, mountRoot: rec.path, ...VDir.sizeFor(upserts) });
       vdir.apply(upserts);
       // only the tree itself is worth keeping: an overlay is this mount's own

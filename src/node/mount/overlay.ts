@@ -15,6 +15,8 @@ export interface OverlayEntry {
   mode: number;
   size: number;
   digest?: Digest;
+  /** A file in the mount's upper layer (upper.ts): its name there, 64 hex. No digest until a snapshot hashes it. */
+  upper?: string;
   target?: string;
   mtimeSec: number;
 }
@@ -73,10 +75,16 @@ export function overlayDigests(store: Store): Set<Digest> {
 
 /**
  * The mount's current state: base tree entries with the overlay applied,
- * sorted (parents first), plus the mtime of each path the overlay set.
+ * sorted (parents first), plus the mtime of each path the overlay set and
+ * the upper-layer file of each path that has one (its entry's digest is
+ * then a placeholder: the upper name, until a snapshot hashes the file).
  */
-export function mergedEntries(base: TreeEntry[], overlay: Map<string, OverlayValue>): { entries: TreeEntry[]; mtimes: Map<string, number> } {
-  if (overlay.size === 0) return { entries: base, mtimes: new Map() }; // a fresh mount: the tree as decoded (sorted, valid)
+export function mergedEntries(
+  base: TreeEntry[],
+  overlay: Map<string, OverlayValue>,
+): { entries: TreeEntry[]; mtimes: Map<string, number>; uppers: Map<string, string> } {
+  const uppers = new Map<string, string>();
+  if (overlay.size === 0) return { entries: base, mtimes: new Map(), uppers }; // a fresh mount: the tree as decoded (sorted, valid)
   const byPath = new Map<string, TreeEntry>();
   for (const e of base) byPath.set(e.path, e);
   const mtimes = new Map<string, number>();
@@ -87,6 +95,10 @@ export function mergedEntries(base: TreeEntry[], overlay: Map<string, OverlayVal
     }
     const e: TreeEntry = { path: rel, kind: v.kind, mode: v.mode, size: v.size };
     if (v.digest) e.digest = v.digest;
+    if (v.upper) {
+      e.digest = v.upper;
+      uppers.set(rel, v.upper);
+    }
     if (v.target !== undefined) e.target = v.target;
     byPath.set(rel, e);
     mtimes.set(rel, v.mtimeSec);
@@ -101,5 +113,5 @@ export function mergedEntries(base: TreeEntry[], overlay: Map<string, OverlayVal
     byPath.delete(e.path);
     return false;
   });
-  return { entries, mtimes };
+  return { entries, mtimes, uppers };
 }

@@ -1,15 +1,16 @@
-// The daemon's side of writes inside a mount: the shim's COMMIT, MKDIR,
+// The daemon's side of changes inside a mount: the shim's UPPER (a path
+// now names a file in the mount's upper layer: upper.ts), LINK, MKDIR,
 // UNLINK, RMDIR, RENAME, SYMLINK and CHMOD requests, plus SNAPSHOT (the
-// shim's FETCH goes to the resolver: src/node/daemon/fetch.ts). Each change is checked against the mount's live state (its
-// VDir), applied to the VDir in one seqlock window (so every process of the
-// mount sees it at once), and recorded in the mount's overlay
-// (mount-overlay.ts) so it survives a daemon restart.
+// shim's FETCH goes to the resolver: src/node/daemon/fetch.ts). Each change
+// is checked against the mount's live state (its VDir), applied to the VDir
+// in one seqlock window (so every process of the mount sees it at once), and
+// recorded in the mount's overlay (overlay.ts) so it survives a daemon
+// restart. File bytes never pass through here: programs write upper files
+// themselves, and a snapshot hashes them into the CAS.
 //
 // Errors a program must see as an errno carry it at the end of their code
 // (ERR_VRIFT_MOUNTFS_ENOTEMPTY ...); shim/ipc.c maps them back.
-import { readlinkSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
-import { LAYOUT } from '../../gen/layout.js';
+import { existsSync, lstatSync } from 'node:fs';
 import { VriftError } from '../../lib/errors.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { overlayOf, mergedEntries, setOverlay, type OverlayEntry } from './overlay.js';
@@ -17,7 +18,8 @@ import type { MountManager, MountRecord } from './mounts.js';
 import { F, Msg, type FieldList, type Fields } from '../control/protocol.js';
 import type { Store } from '../store/store.js';
 import { pathProblem } from '../store/tree.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
+import { holdUpper, releaseUpper, upperPath, UPPER_NAME } from './upper.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_UPPER, type VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
 
 export interface MountWritesContext {
   store: Store;
@@ -27,11 +29,6 @@ export interface MountWritesContext {
 
 function fsErr(errno: string, message: string): VriftError {
   return new VriftError(`ERR_VRIFT_MOUNTFS_${errno}`, message, { exitCode: 1 });
-}
-
-/** Where the shim stages files: beside cas/, so copies stay on one filesystem. */
-export function stagingDir(store: Store): string {
-  return join(store.layout.root, LAYOUT.home.staging);
 }
 
 interface Target {
@@ -73,40 +70,42 @@ function checkParent(vdir: VDir, rel: string): void {
 
 const nowSec = (): number => Math.floor(Date.now() / 1000);
 
+const upperOf = (e: { flags?: number; digest?: string } | undefined): string | undefined =>
+  e && ((e.flags ?? 0) & VDIR_F_UPPER) !== 0 ? e.digest : undefined;
+
 function overlayEntryOf(e: VDirEntryInput): OverlayEntry {
   const type = e.mode & S_IFMT;
+  const upper = upperOf(e);
+  if (upper) return { kind: 'file', mode: e.mode & 0o100 ? 0o755 : 0o644, size: 0, upper, mtimeSec: e.mtimeSec };
   if (type === S_IFDIR) return { kind: 'dir', mode: 0o755, size: 0, mtimeSec: e.mtimeSec };
   if (type === S_IFLNK) return { kind: 'symlink', mode: 0o777, size: Buffer.byteLength(e.target!), target: e.target!, mtimeSec: e.mtimeSec };
   return { kind: 'file', mode: e.mode & 0o100 ? 0o755 : 0o644, size: e.size, digest: e.digest!, mtimeSec: e.mtimeSec };
 }
 
-/** Applies a batch to the VDir and records it in the overlay. */
-function change(ctx: MountWritesContext, t: Target, upserts: VDirEntryInput[], removals: string[] = []): void {
+/**
+ * Applies a batch to the VDir and records it in the overlay. Upper files
+ * are counted by the paths that name them: the batch's new names are
+ * counted before the names it removes or replaces are released, so a
+ * rename never drops the file it moves.
+ */
+export function change(ctx: MountWritesContext, t: Target, upserts: VDirEntryInput[], removals: string[] = []): void {
+  const released: string[] = [];
+  for (const r of removals) {
+    const u = upperOf(t.vdir.lookup(r));
+    if (u) released.push(u);
+  }
+  for (const up of upserts) {
+    const u = upperOf(t.vdir.lookup(up.path));
+    if (u && !removals.includes(up.path)) released.push(u);
+  }
   t.vdir.apply(upserts, removals);
   for (const r of removals) setOverlay(ctx.store, t.rec.name, r, { deleted: true });
-  for (const u of upserts) setOverlay(ctx.store, t.rec.name, u.path, overlayEntryOf(u));
-}
-
-/** Reads a staged file (a path, or /proc/<pid>/fd/<n>) into the CAS through the door: copied and hashed, never renamed. */
-function ingestStaged(store: Store, staged: string): { digest: string; size: number } {
-  const blob = store.admission.copyOf(staged, (e) => fsErr('ENOENT', `staged file ${staged} is gone: ${(e as Error).message}`));
-  return { digest: blob.digest, size: blob.size };
-}
-
-/** Removes the staged file's name once its bytes are in the CAS (only inside staging/). */
-function dropStaged(store: Store, staged: string): void {
-  let real = staged;
-  try {
-    if (staged.startsWith('/proc/')) real = readlinkSync(staged);
-  } catch {
-    return;
+  for (const u of upserts) {
+    setOverlay(ctx.store, t.rec.name, u.path, overlayEntryOf(u));
+    const name = upperOf(u);
+    if (name) holdUpper(ctx.store, t.rec.name, name);
   }
-  if (!real.startsWith(`${stagingDir(store)}/`) || real.endsWith(' (deleted)')) return;
-  try {
-    unlinkSync(real);
-  } catch {
-    /* gone already: another commit of the same file */
-  }
+  for (const name of released) releaseUpper(ctx.store, t.rec.name, name);
 }
 
 /** Every entry under directory `rel` (not rel itself), parents before children. */
@@ -132,31 +131,67 @@ function asInput(e: VDirEntry, path: string): VDirEntryInput {
   return u;
 }
 
-/** The current tree of a mount (base + overlay), stored; returns its id. */
+/**
+ * The current tree of a mount (base + overlay), stored; returns its id.
+ * Upper files are hashed into the CAS here (copied, never moved: programs
+ * may still be writing them) and keep serving the mount afterwards.
+ */
 export function snapshotMount(store: Store, rec: MountRecord): string {
-  const { entries } = mergedEntries(store.getTree(rec.tree).entries, overlayOf(store, rec.name));
+  const { entries, uppers } = mergedEntries(store.getTree(rec.tree).entries, overlayOf(store, rec.name));
+  for (const e of entries) {
+    const name = uppers.get(e.path);
+    if (!name) continue;
+    const file = upperPath(store, rec.name, name);
+    const st = lstatSync(file, { throwIfNoEntry: false });
+    const blob = store.admission.copyOf(file, (err) => fsErr('EIO', `${rec.path}/${e.path}: its upper file ${file} is unreadable: ${(err as Error).message}`));
+    e.digest = blob.digest;
+    e.size = blob.size;
+    e.mode = st && st.mode & 0o100 ? 0o755 : 0o644;
+    if (e.mode === 0o755) store.ensureExecTwin(blob.digest);
+  }
   return store.putTree(entries);
 }
 
 export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesContext): void {
   const { store } = ctx;
 
-  h.set(Msg.COMMIT, (f): FieldList => {
+  // A path now names a file of the upper layer, which the shim made
+  // (created, or copied up from the path's blob). Without BASE the path must
+  // not exist; with BASE it must still be the lower file with that digest
+  // (else ESTALE: another process copied it up first, the shim retries).
+  h.set(Msg.UPPER, (f): FieldList => {
     const t = mountOf(ctx, f);
     const rel = relOf(f, F.REL, 'rel');
-    const staged = requireStr(f, F.STAGED, 'staged');
-    const mode = f.u32(F.MODE) ?? S_IFREG | 0o644;
-    if (isDir(t.vdir.lookup(rel))) throw fsErr('EISDIR', `${rel}: is a directory`);
-    checkParent(t.vdir, rel);
-    const blob = ingestStaged(store, staged);
-    const exec = (mode & 0o100) !== 0;
-    if (exec) store.ensureExecTwin(blob.digest);
-    change(ctx, t, [{ path: rel, mode: S_IFREG | (exec ? 0o755 : 0o644), size: blob.size, mtimeSec: nowSec(), digest: blob.digest }]);
-    dropStaged(store, staged);
-    return [
-      [F.DIGEST, blob.digest],
-      [F.SIZE, { u64: blob.size }],
-    ];
+    const name = requireStr(f, F.DIGEST, 'upper name');
+    if (!UPPER_NAME.test(name)) throw fsErr('EINVAL', `${JSON.stringify(name)} is not an upper-file name (64 hex)`);
+    const base = f.str(F.BASE);
+    const cur = t.vdir.lookup(rel);
+    if (base === undefined) {
+      if (cur) throw fsErr('EEXIST', `${rel}: already exists`);
+      checkParent(t.vdir, rel);
+    } else if (!cur || (cur.mode & S_IFMT) !== S_IFREG || upperOf(cur) || cur.digest !== base) {
+      throw fsErr('ESTALE', `${rel}: changed while it was being copied up`);
+    }
+    if (!existsSync(upperPath(store, t.rec.name, name))) throw fsErr('ENOENT', `${rel}: upper file ${name} does not exist`);
+    const mode = cur ? cur.mode : S_IFREG | 0o644;
+    change(ctx, t, [{ path: rel, mode, size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER }]);
+    return [];
+  });
+
+  // link(): a second name for a file. An upper file is shared (a hard link:
+  // writes through one name show through the other); a lower one is the
+  // same content until one of them is written.
+  h.set(Msg.LINK, (f): FieldList => {
+    const t = mountOf(ctx, f);
+    const from = relOf(f, F.REL, 'rel');
+    const to = relOf(f, F.REL2, 'rel2');
+    const src = t.vdir.lookup(from);
+    if (!src) throw fsErr('ENOENT', `${from}: no such file`);
+    if (isDir(src)) throw fsErr('EPERM', `${from}: is a directory`);
+    if (t.vdir.lookup(to)) throw fsErr('EEXIST', `${to}: already exists`);
+    checkParent(t.vdir, to);
+    change(ctx, t, [asInput(src, to)]);
+    return [];
   });
 
   h.set(Msg.MKDIR, (f): FieldList => {
@@ -205,7 +240,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     const rel = relOf(f, F.REL, 'rel');
     const e = t.vdir.lookup(rel);
     if (!e) throw fsErr('ENOENT', `${rel}: no such file`);
-    if ((e.mode & S_IFMT) !== S_IFREG) return [];
+    if ((e.mode & S_IFMT) !== S_IFREG || upperOf(e)) return []; // an upper file's mode is the real file's
     const exec = ((f.u32(F.MODE) ?? 0) & 0o100) !== 0;
     if (exec === ((e.mode & 0o100) !== 0)) return [];
     if (exec && store.cas.has(e.digest!)) store.ensureExecTwin(e.digest!);

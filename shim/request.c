@@ -1,0 +1,110 @@
+/*
+ * request.c — change requests to the daemon (UPPER, LINK, MKDIR, UNLINK,
+ * RENAME ...), and what happens when it is gone.
+ *
+ * A request is built in a fixed buffer (no malloc) and sent on this
+ * process's connection (ipc.c). When the daemon cannot be reached the mount
+ * is "detached": reads keep being served from the last published VDir and
+ * upper files already open keep working (they are real files), but every
+ * change fails with EROFS — never a write into the real mount-point
+ * directory. The connection is retried at most every 250 ms (here and in
+ * vr_check_daemon); the first success re-attaches: a restarted daemon
+ * republishes each VDir under the same name, and readers follow it.
+ */
+#include "shim.h"
+
+#include "vrift_proto.h"
+
+_Atomic int vr_detached;
+static _Atomic long next_try_ns;
+static _Atomic int detach_said;
+
+static long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+void vr_detach(const char *why)
+{
+    atomic_store(&next_try_ns, mono_ns() + 250000000L);
+    if (atomic_exchange(&vr_detached, 1))
+        return;
+    if (!atomic_exchange(&detach_said, 1) && vr_first_in_run())
+        vr_say(why, "; mounts stay readable, changes fail (EROFS) until it is back", NULL);
+}
+
+void vr_reattached(void)
+{
+    if (atomic_exchange(&vr_detached, 0))
+        atomic_store(&detach_said, 0);
+}
+
+/* While detached: 1 if it is time to try the daemon again. */
+static int may_retry(void)
+{
+    long now = mono_ns(), next = atomic_load(&next_try_ns);
+    if (now < next)
+        return 0;
+    return atomic_compare_exchange_strong(&next_try_ns, &next, now + 250000000L);
+}
+
+void vr_req_str(struct vr_req *p, uint16_t tag, const char *s, size_t len)
+{
+    size_t w = vrift_proto_field(p->b + p->n, sizeof p->b - p->n, tag, s, (uint32_t)len);
+    if (!w)
+        p->bad = 1;
+    p->n += w;
+}
+
+void vr_req_u32(struct vr_req *p, uint16_t tag, uint32_t v)
+{
+    size_t w = vrift_proto_field_u32(p->b + p->n, sizeof p->b - p->n, tag, v);
+    if (!w)
+        p->bad = 1;
+    p->n += w;
+}
+
+void vr_req_hex(struct vr_req *p, uint16_t tag, const uint8_t bytes[32])
+{
+    char hex[VRIFT_LAYOUT_DIGEST_HEX];
+    vrift_layout_hex(bytes, hex);
+    vr_req_str(p, tag, hex, sizeof hex);
+}
+
+void vr_req_mount(struct vr_req *p, int mount, const char *rel, size_t rellen)
+{
+    p->n = 0;
+    p->bad = 0;
+    vr_req_str(p, VRIFT_F_PATH, vr_mounts[mount].root, vr_mounts[mount].rootlen);
+    vr_req_str(p, VRIFT_F_REL, rel, rellen);
+}
+
+int vr_request(uint16_t type, struct vr_req *p, struct vr_reply *rep)
+{
+    if (p->bad)
+        return -ENAMETOOLONG;
+    if (atomic_load(&vr_on) != 1)
+        return -EROFS;
+    if (atomic_load(&vr_detached) && !may_retry())
+        return -EROFS;
+    struct vr_reply local;
+    struct vr_reply *r = rep ? rep : &local;
+    int rc = vr_ipc_call(type, p->b, p->n, r);
+    if (rc < 0) {
+        vr_detach(rc == -ETIMEDOUT ? "the vrift daemon did not answer in time" : "lost the vrift daemon");
+        return -EROFS;
+    }
+    vr_reattached();
+    return r->ok ? 0 : -r->err;
+}
+
+int vr_fetch(int mount, const uint8_t digest[32])
+{
+    struct vr_req p = {0};
+    vr_req_str(&p, VRIFT_F_PATH, vr_mounts[mount].root, vr_mounts[mount].rootlen);
+    vr_req_hex(&p, VRIFT_F_DIGEST, digest);
+    int rc = vr_request(VRIFT_MSG_FETCH, &p, NULL);
+    return rc == -EROFS ? -EIO : rc;
+}

@@ -1,0 +1,297 @@
+/*
+ * upper.c — a mount's upper layer, as overlayfs has one.
+ *
+ * The first write, truncate or create of a path makes ONE real file for it
+ * in <home>/upper/<vdir name>/ (vrift_layout.h), named by 32 random bytes
+ * in hex, and asks the daemon to publish it (VRIFT_MSG_UPPER): from then on
+ * the VDir entry carries VRIFT_VDIR_F_UPPER and that name, and every open
+ * of the path, by any descriptor of any process of the mount, opens that
+ * same file. Shared offsets, O_APPEND, locks, mmap MAP_SHARED and rename
+ * over an open file are then the kernel's own; stat() of such a path is
+ * the real file's (its inode, size, times with nanoseconds, mode).
+ *
+ * The shim makes the file itself — created with the caller's flags and
+ * mode (umask applies), or copied up from the path's blob — so no byte
+ * passes through the daemon. Two processes racing on one path: the daemon
+ * publishes one of them (EEXIST / ESTALE for the other), the loser removes
+ * its file and opens the winner's.
+ */
+#include "shim.h"
+
+#include "vrift_proto.h"
+
+static inline int is_upper(const struct vr_path *p)
+{
+    return p->err == 0 && (p->res.mode & S_IFMT) == S_IFREG && (p->res.flags & VRIFT_VDIR_F_UPPER);
+}
+
+int vr_path_is_upper(const struct vr_path *p) { return is_upper(p); }
+
+/* The mount's upper directory as a cached O_PATH descriptor (like the CAS
+ * directory's in open.c); -errno when it cannot be opened. */
+static int upper_dir(int mount)
+{
+    struct vr_mount *m = &vr_mounts[mount];
+    int fd = atomic_load_explicit(&m->upper_fd, memory_order_acquire);
+    if (VR_LIKELY(fd >= 0))
+        return fd;
+    if (!m->upper[0])
+        return -EROFS;
+    int lo = vr_openat(AT_FDCWD, m->upper, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (lo < 0)
+        return lo;
+    int hi = vr_fcntl(lo, F_DUPFD_CLOEXEC, vr_high_fd_floor() + 1 + 2 * VR_MAX_MOUNTS + mount);
+    vr_close(lo);
+    if (hi < 0)
+        return hi;
+    int expect = -1;
+    if (!atomic_compare_exchange_strong(&m->upper_fd, &expect, hi)) {
+        vr_close(hi);
+        return expect;
+    }
+    return hi;
+}
+
+int vr_upper_owns_fd(int fd)
+{
+    for (int i = 0; i < vr_nmounts; i++)
+        if (fd >= 0 && atomic_load(&vr_mounts[i].upper_fd) == fd)
+            return 1;
+    return 0;
+}
+
+void vr_upper_disown(int fd)
+{
+    for (int i = 0; i < vr_nmounts; i++) {
+        int e = fd;
+        atomic_compare_exchange_strong(&vr_mounts[i].upper_fd, &e, -1);
+    }
+}
+
+int vr_upper_path(int mount, const uint8_t name[32], char *buf, size_t cap)
+{
+    const struct vr_mount *m = &vr_mounts[mount];
+    size_t n = vr_strlcpy(buf, m->upper, cap);
+    if (n + 2 + VRIFT_LAYOUT_DIGEST_HEX > cap)
+        return -ENAMETOOLONG;
+    buf[n++] = '/';
+    vrift_layout_hex(name, buf + n);
+    buf[n + VRIFT_LAYOUT_DIGEST_HEX] = '\0';
+    return (int)(n + VRIFT_LAYOUT_DIGEST_HEX);
+}
+
+/* openat() of an upper file; a stale cached directory descriptor (closed
+ * behind our back) is forgotten and the absolute path used instead. */
+static int upper_openat(int mount, const uint8_t name[32], int flags, mode_t mode)
+{
+    char hex[VRIFT_LAYOUT_DIGEST_HEX + 1];
+    vrift_layout_hex(name, hex);
+    hex[VRIFT_LAYOUT_DIGEST_HEX] = '\0';
+    int dfd = upper_dir(mount);
+    int fd = dfd >= 0 ? vr_openat(dfd, hex, flags, mode) : dfd;
+    if (fd >= 0 || fd == -ENOENT || fd == -EEXIST || fd == -EMFILE || fd == -ENFILE || fd == -EACCES || fd == -EISDIR)
+        return fd == -EACCES && dfd < 0 ? -EROFS : fd;
+    char abs[PATH_MAX];
+    if (vr_upper_path(mount, name, abs, sizeof abs) < 0)
+        return -ENAMETOOLONG;
+    int afd = vr_openat(AT_FDCWD, abs, flags, mode);
+    if (afd >= 0 && dfd >= 0) {
+        int e = dfd;
+        atomic_compare_exchange_strong(&vr_mounts[mount].upper_fd, &e, -1);
+    }
+    return afd;
+}
+
+int vr_upper_open_existing(const struct vr_path *p, int flags)
+{
+    return upper_openat(p->mount, p->res.entry.u.digest, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW | O_DIRECTORY), 0);
+}
+
+int vr_upper_stat(const struct vr_path *p, struct stat *st, int flags)
+{
+    int dfd = upper_dir(p->mount);
+    char hex[VRIFT_LAYOUT_DIGEST_HEX + 1];
+    vrift_layout_hex(p->res.entry.u.digest, hex);
+    hex[VRIFT_LAYOUT_DIGEST_HEX] = '\0';
+    int rc = dfd >= 0 ? vr_fstatat(dfd, hex, st, AT_SYMLINK_NOFOLLOW) : -EBADF;
+    if (rc == -EBADF || rc == -ENOTDIR) {
+        char abs[PATH_MAX];
+        vr_upper_path(p->mount, p->res.entry.u.digest, abs, sizeof abs);
+        rc = vr_fstatat(AT_FDCWD, abs, st, AT_SYMLINK_NOFOLLOW);
+    }
+    (void)flags;
+    return rc;
+}
+
+static void new_name(uint8_t name[32])
+{
+    static _Atomic uint64_t counter;
+    long got = VR_SYS3(SYS_getrandom, name, 32, 0);
+    if (got == 32)
+        return;
+    /* no entropy syscall: unique enough within this host */
+    struct timespec ts;
+    VR_SYS2(SYS_clock_gettime, CLOCK_REALTIME, &ts);
+    uint64_t v[4] = {(uint64_t)vr_getpid() << 32 | (uint64_t)vr_gettid(), (uint64_t)ts.tv_sec, (uint64_t)ts.tv_nsec,
+                     atomic_fetch_add(&counter, 1) * 0x9E3779B97F4A7C15ull};
+    memcpy(name, v, 32);
+}
+
+static void drop_file(int mount, const uint8_t name[32])
+{
+    char abs[PATH_MAX];
+    if (vr_upper_path(mount, name, abs, sizeof abs) > 0)
+        vr_unlinkat(AT_FDCWD, abs, 0);
+}
+
+/* Copies the blob of lower file p into fd (offsets untouched). */
+static int copy_blob(const struct vr_path *p, int out)
+{
+    char blob[PATH_MAX];
+    vrift_vdir_blob_path(vr_mounts[p->mount].r, p->res.entry.u.digest, 0, blob, sizeof blob);
+    int in = vr_openat(AT_FDCWD, blob, O_RDONLY | O_CLOEXEC, 0);
+    if (in == -ENOENT) {
+        if (vr_fetch(p->mount, p->res.entry.u.digest) == 0)
+            in = vr_openat(AT_FDCWD, blob, O_RDONLY | O_CLOEXEC, 0);
+    }
+    if (in < 0)
+        return -EIO;
+    long long off_in = 0, off_out = 0;
+    uint64_t left = p->res.size;
+    int rc = 0;
+    while (left > 0) {
+        long w = VR_SYS6(SYS_copy_file_range, in, &off_in, out, &off_out, left, 0);
+        if (w == -EINTR)
+            continue;
+        if (w <= 0) {
+            /* not supported across these filesystems: plain copy */
+            char buf[65536];
+            while (left > 0) {
+                long r = vr_pread(in, buf, left < sizeof buf ? left : sizeof buf, off_in);
+                if (r <= 0) {
+                    rc = -EIO;
+                    break;
+                }
+                long x = VR_SYS4(SYS_pwrite64, out, buf, r, off_out);
+                if (x != r) {
+                    rc = x < 0 ? (int)x : -EIO;
+                    break;
+                }
+                off_in += r;
+                off_out += r;
+                left -= (uint64_t)r;
+            }
+            break;
+        }
+        left -= (uint64_t)w;
+    }
+    vr_close(in);
+    return rc;
+}
+
+static int publish(const struct vr_path *p, const uint8_t name[32], const uint8_t *base)
+{
+    struct vr_req b;
+    vr_req_mount(&b, p->mount, p->rel, p->rellen);
+    vr_req_hex(&b, VRIFT_F_DIGEST, name);
+    if (base)
+        vr_req_hex(&b, VRIFT_F_BASE, base);
+    return vr_request(VRIFT_MSG_UPPER, &b, NULL);
+}
+
+/* Looks the same entry up again (after a race with another process). */
+static void relookup(struct vr_path *p)
+{
+    char abs[PATH_MAX];
+    int n = vr_abs_of(p->mount, p->rel, p->rellen, abs, sizeof abs);
+    if (n < 0) {
+        p->err = n;
+        return;
+    }
+    vr_resolve(AT_FDCWD, abs, 0, p);
+    if (p->kind != VP_VIRT)
+        p->err = -EROFS;
+}
+
+/*
+ * Copy-up: the lower file p becomes an upper file with its bytes (none when
+ * `empty`), its mode and its mtime. 0 (look it up again: it is upper now),
+ * -ESTALE/-EEXIST (another process was first: look it up again), -errno.
+ */
+static int copy_up(const struct vr_path *p, int empty)
+{
+    uint8_t name[32];
+    new_name(name);
+    int fd = upper_openat(p->mount, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return fd;
+    int rc = empty ? 0 : copy_blob(p, fd);
+    if (rc == 0)
+        rc = (int)VR_SYS2(SYS_fchmod, fd, p->res.mode & 07777);
+    if (rc == 0 && !empty) {
+        struct timespec ts[2] = {{(time_t)p->res.mtime_sec, 0}, {(time_t)p->res.mtime_sec, 0}};
+        VR_SYS4(SYS_utimensat, fd, NULL, ts, 0);
+    }
+    vr_close(fd);
+    if (rc == 0)
+        rc = publish(p, name, p->res.entry.u.digest);
+    if (rc < 0)
+        drop_file(p->mount, name);
+    return rc;
+}
+
+int vr_copy_up(struct vr_path *p, int empty)
+{
+    for (int attempt = 0; attempt < 16; attempt++) {
+        if (p->err)
+            return p->err;
+        if ((p->res.mode & S_IFMT) != S_IFREG)
+            return (p->res.mode & S_IFMT) == S_IFDIR ? -EISDIR : -EINVAL;
+        if (is_upper(p))
+            return 0;
+        int rc = copy_up(p, empty);
+        if (rc < 0 && rc != -ESTALE && rc != -EEXIST)
+            return rc;
+        relookup(p);
+    }
+    return -EAGAIN;
+}
+
+int vr_upper_open(struct vr_path *p, int flags, mode_t mode)
+{
+    int excl = (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL);
+    for (int attempt = 0; attempt < 16; attempt++) {
+        if (p->err == 0) {
+            if (excl)
+                return -EEXIST;
+            if (!is_upper(p)) {
+                int rc = vr_copy_up(p, (flags & O_TRUNC) != 0);
+                if (rc < 0)
+                    return rc;
+            }
+            int fd = vr_upper_open_existing(p, flags);
+            if (fd != -ENOENT)
+                return fd;
+            relookup(p); /* its last name went away meanwhile */
+            continue;
+        }
+        if (p->err != -ENOENT || !p->creatable || !(flags & O_CREAT))
+            return p->err;
+        if (p->must_dir)
+            return -EISDIR;
+        uint8_t name[32];
+        new_name(name);
+        int fd = upper_openat(p->mount, name, (flags & ~(O_TRUNC | O_NOFOLLOW | O_DIRECTORY)) | O_CREAT | O_EXCL, mode);
+        if (fd < 0)
+            return fd;
+        int rc = publish(p, name, NULL);
+        if (rc == 0)
+            return fd;
+        vr_close(fd);
+        drop_file(p->mount, name);
+        if (rc != -EEXIST || excl)
+            return rc;
+        relookup(p);
+    }
+    return -EAGAIN;
+}
