@@ -343,9 +343,9 @@ static int owner_virtual(struct vr_path *p, uid_t u, gid_t g)
 static int do_utimens(int dirfd, const char *path, const struct timespec t[2], int flags)
 {
     struct vr_path p;
-    if (!path) { /* utimensat(fd, NULL, ...): the descriptor itself */
+    if (!path) { /* futimens(fd): the descriptor itself */
         if (!path_of_vfd(dirfd, &p))
-            return real_utimensat(dirfd, path, t, flags);
+            return real_futimens(dirfd, t);
     } else if (!for_change(dirfd, path, !(flags & AT_SYMLINK_NOFOLLOW), &p)) {
         return p.kind == VP_REAL ? real_utimensat(AT_FDCWD, p.rel, t, flags) : real_utimensat(dirfd, path, t, flags);
     }
@@ -396,7 +396,9 @@ SHIM_EXPORT int fchown(int fd, uid_t u, gid_t g)
 }
 SHIM_EXPORT int utimensat(int dirfd, const char *path, const struct timespec t[2], int flags)
 {
-    return do_utimens(dirfd, path, t, flags);
+    const char *p = path; /* (glibc declares it non-null; NULL gets glibc's own answer, EINVAL) */
+    __asm__("" : "+r"(p));
+    return p ? do_utimens(dirfd, p, t, flags) : real_utimensat(dirfd, p, t, flags);
 }
 SHIM_EXPORT int futimens(int fd, const struct timespec t[2]) { return do_utimens(fd, NULL, t, 0); }
 SHIM_EXPORT int utimes(const char *path, const struct timeval t[2])
