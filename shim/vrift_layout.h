@@ -19,9 +19,10 @@
  *     cas/ab/<64 hex>        blobs, read-only, sharded by the first byte
  *     cas/ab/<64 hex>.x      executable twins of blobs some tree marks +x
  *     tmp/                   temp files, renamed into cas/ when complete
- *     staging/               files the shim writes in a mount, before the
- *                            daemon takes them in (beside cas/: one
- *                            filesystem, so nothing is copied across)
+ *     upper/<vdir name>/     each mount's upper layer: one real file per
+ *                            written path (beside cas/: one filesystem)
+ *     farm/<vdir name>/      real names (hard links) for the loader and
+ *                            programs the shim cannot see
  *     quarantine/            blobs `vrift verify` found corrupt
  *     meta/                  the LMDB environment (metadata)
  *     run/vriftd.sock        the daemon's control socket (vrift_proto.h)
@@ -66,8 +67,6 @@
 #define VRIFT_LAYOUT_CAS_DIR "cas"
 /** Temp files of blobs being written (same filesystem as cas/). */
 #define VRIFT_LAYOUT_TMP_DIR "tmp"
-/** Files the shim writes inside mounts, until the daemon takes them in. */
-#define VRIFT_LAYOUT_STAGING_DIR "staging"
 /** Each mount's upper layer: upper/<vdir name>/<64 hex>, one real file per
  *  written path (the VDir entry carries VRIFT_VDIR_F_UPPER and the name's
  *  32 bytes in place of a digest). Same filesystem as cas/. */

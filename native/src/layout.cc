@@ -43,7 +43,6 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   Napi::Object home = Napi::Object::New(env);
   home.Set("cas", VRIFT_LAYOUT_CAS_DIR);
   home.Set("tmp", VRIFT_LAYOUT_TMP_DIR);
-  home.Set("staging", VRIFT_LAYOUT_STAGING_DIR);
   home.Set("upper", VRIFT_LAYOUT_UPPER_DIR);
   home.Set("farm", VRIFT_LAYOUT_FARM_DIR);
   home.Set("quarantine", VRIFT_LAYOUT_QUARANTINE_DIR);

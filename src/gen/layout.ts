@@ -4,7 +4,6 @@ export const LAYOUT = {
   home: {
     cas: 'cas',
     tmp: 'tmp',
-    staging: 'staging',
     upper: 'upper',
     farm: 'farm',
     quarantine: 'quarantine',

@@ -66,7 +66,6 @@ int main(int argc, char **argv)
   printf("{\"home\":{");
   str("cas", VRIFT_LAYOUT_CAS_DIR, ",");
   str("tmp", VRIFT_LAYOUT_TMP_DIR, ",");
-  str("staging", VRIFT_LAYOUT_STAGING_DIR, ",");
   str("upper", VRIFT_LAYOUT_UPPER_DIR, ",");
   str("farm", VRIFT_LAYOUT_FARM_DIR, ",");
   str("quarantine", VRIFT_LAYOUT_QUARANTINE_DIR, ",");

@@ -21,7 +21,6 @@ const GOLDEN_LAYOUT = {
   home: {
     cas: 'cas',
     tmp: 'tmp',
-    staging: 'staging',
     upper: 'upper',
     farm: 'farm',
     quarantine: 'quarantine',
