@@ -142,6 +142,9 @@ VA_HIDDEN long va_syscall(long n, ...)
 static struct vrift_farm va_mounts[VA_MAX_MOUNTS];
 static int va_n;
 static char **va_envp;
+/* $LD_LIBRARY_PATH as ld.so read it (the initial environment), when one
+ * of its directories is in a mount or a farm; else NULL. */
+static const char *va_libpath;
 
 /* ELF constructors get (argc, argv, envp) from glibc's ld.so, audit
  * libraries too (the initial environment: what `vrift run` set). */
@@ -176,6 +179,30 @@ static void va_init(void)
             va_n++;
         else
             vrift_vdir_close(r);
+    }
+}
+
+static int va_maybe_ours(const char *name);
+
+/* Keeps $LD_LIBRARY_PATH when a directory of it is ours (after va_init). */
+static void va_init_libpath(void)
+{
+    static char dir[PATH_MAX];
+    const char *lp = va_getenv("LD_LIBRARY_PATH");
+    for (const char *p = lp; p && *p;) {
+        const char *q = p;
+        while (*q && *q != ':' && *q != ';')
+            q++;
+        size_t n = (size_t)(q - p);
+        if (n > 0 && n < sizeof dir) {
+            memcpy(dir, p, n);
+            dir[n] = '\0';
+            if (dir[0] == '/' && va_maybe_ours(dir)) {
+                va_libpath = lp;
+                return;
+            }
+        }
+        p = *q ? q + 1 : q;
     }
 }
 
@@ -335,15 +362,44 @@ static char va_out[4][PATH_MAX];
 static unsigned va_out_next;
 static char va_clean_buf[PATH_MAX], va_abs[PATH_MAX], va_target[PATH_MAX];
 
+/*
+ * A miss at farm path <farm>/<rel>: ld.so now stat()s the candidate's
+ * directory and, if it does not exist, skips that directory for every
+ * later search (its directory-status cache). When the mount has that
+ * directory, make it in the farm, so the next library looked up there is
+ * still found.
+ */
+static void va_farm_dir_for_miss(const struct vrift_farm *f, const char *rel, size_t rellen)
+{
+    size_t dl = rellen;
+    while (dl > 0 && rel[dl - 1] != '/')
+        dl--;
+    size_t a = 0;
+    int em;
+    if (vrift_farm__put(va_abs, sizeof va_abs, &a, f->root, f->rootlen) < 0 ||
+        (dl > 0 && (vrift_farm__put(va_abs, sizeof va_abs, &a, "/", 1) < 0 ||
+                    vrift_farm__put(va_abs, sizeof va_abs, &a, rel, dl - 1) < 0)))
+        return;
+    if (va_resolve(va_abs, &em) != VA_FOUND || (va_res.mode & VRIFT_VDIR_S_IFMT) != VRIFT_VDIR_S_IFDIR)
+        return;
+    char *path = va_out[va_out_next++ % 4];
+    a = 0;
+    if (vrift_farm__put(path, PATH_MAX, &a, f->farm, f->farmlen) < 0 || vrift_farm__put(path, PATH_MAX, &a, "/", 1) < 0 ||
+        vrift_farm__put(path, PATH_MAX, &a, rel, rellen) < 0)
+        return;
+    vrift_farm__mkdirs(f, path);
+}
+
 static char *va_map(const char *name)
 {
     long cl = va_clean(name, va_clean_buf, sizeof va_clean_buf);
     if (cl < 0)
         return (char *)name;
     size_t len = (size_t)cl, off;
+    int in_farm = 0;
     int m = va_in_root(va_clean_buf, len, &off);
-    if (m < 0)
-        m = va_in_farm(va_clean_buf, len, &off);
+    if (m < 0 && (m = va_in_farm(va_clean_buf, len, &off)) >= 0)
+        in_farm = 1;
     if (m < 0)
         return (char *)name;
     const char *rel = va_clean_buf + off;
@@ -367,6 +423,8 @@ static char *va_map(const char *name)
     case VA_FOUND:
         break;
     default:
+        if (in_farm)
+            va_farm_dir_for_miss(f, rel, rellen);
         return NULL;
     }
     if ((va_res.mode & VRIFT_VDIR_S_IFMT) != VRIFT_VDIR_S_IFREG)
@@ -382,11 +440,75 @@ static char *va_map(const char *name)
     return vrift_farm__puts(out, PATH_MAX, &o, va_target) < 0 ? NULL : out;
 }
 
+/* Does object `l`'s dynamic section have `tag`? */
+static int va_has_tag(const struct link_map *l, long tag)
+{
+    if (!l || !l->l_ld)
+        return 0;
+    int n = 0;
+    for (const ElfW(Dyn) *d = l->l_ld; d->d_tag != DT_NULL && n < 4096; d++, n++)
+        if (d->d_tag == tag)
+            return 1;
+    return 0;
+}
+
+static char va_cand[PATH_MAX];
+
+/*
+ * A bare library name (LA_SER_ORIG) while $LD_LIBRARY_PATH names a mount
+ * directory: search $LD_LIBRARY_PATH here, in its order, before ld.so
+ * does. ld.so cannot be left to try <mnt>/dir/name itself: on a miss it
+ * stat()s <mnt>/dir, which does not exist for the kernel, and never looks
+ * there again. A hit in a mount directory returns the farm path (ld.so
+ * opens it as given); a real directory that has the file, or anything
+ * this cannot order (DT_RPATH, which comes first, or a "$" token), returns
+ * the name unchanged: ld.so's own search finds the same file.
+ */
+static char *va_search_libpath(const char *name, const struct link_map *loader)
+{
+    if (!va_has_tag(loader, DT_RUNPATH)) {
+        /* DT_RPATH of the loader, and of the program, precede LD_LIBRARY_PATH
+         * (those of the loader's own loaders are not visible here) */
+        const struct link_map *main_map = loader;
+        for (int i = 0; main_map && main_map->l_prev && i < 1000000; i++)
+            main_map = main_map->l_prev;
+        if (va_has_tag(loader, DT_RPATH) || va_has_tag(main_map, DT_RPATH))
+            return (char *)name;
+    }
+    size_t nl = vrift_farm__len(name);
+    for (const char *p = va_libpath; *p;) {
+        const char *q = p;
+        while (*q && *q != ':' && *q != ';')
+            q++;
+        size_t dl = (size_t)(q - p), c = 0;
+        if (memchr(p, '$', dl))
+            return (char *)name;
+        if (dl == 0)
+            vrift_farm__put(va_cand, sizeof va_cand, &c, ".", 1); /* an empty entry is the cwd */
+        else if (vrift_farm__put(va_cand, sizeof va_cand, &c, p, dl) < 0)
+            return (char *)name;
+        if (vrift_farm__put(va_cand, sizeof va_cand, &c, "/", 1) < 0 || vrift_farm__put(va_cand, sizeof va_cand, &c, name, nl) < 0)
+            return (char *)name;
+        if (va_cand[0] == '/' && va_maybe_ours(va_cand)) {
+            char *r = va_map(va_cand);
+            if (r && r != va_cand)
+                return r;
+        } else {
+            struct stat st;
+            if (vr_fstatat(AT_FDCWD, va_cand, &st, 0) == 0)
+                return (char *)name;
+        }
+        p = *q ? q + 1 : q;
+    }
+    return (char *)name;
+}
+
 /* ---- rtld-audit ---------------------------------------------------------- */
 
 VA_EXPORT unsigned int la_version(unsigned int version)
 {
     va_init();
+    va_init_libpath();
     if (va_n == 0)
         return 0; /* nothing to serve: ld.so unloads this library */
     return version < LAV_CURRENT ? version : LAV_CURRENT;
@@ -394,12 +516,17 @@ VA_EXPORT unsigned int la_version(unsigned int version)
 
 VA_EXPORT char *la_objsearch(const char *name, uintptr_t *cookie, unsigned int flag)
 {
-    (void)cookie;
-    (void)flag;
-    if (!name || name[0] != '/' || va_n == 0 || !va_maybe_ours(name))
+    if (!name || va_n == 0)
         return (char *)name;
     int saved = va_errno_value;
-    char *r = va_map(name);
+    char *r = (char *)name;
+    if (name[0] == '/') {
+        if (va_maybe_ours(name))
+            r = va_map(name);
+    } else if (flag == LA_SER_ORIG && va_libpath && cookie && *cookie && !strchr(name, '/')) {
+        /* glibc starts every object's audit cookie as its link_map: here, the object whose dependency this is */
+        r = va_search_libpath(name, (const struct link_map *)*cookie);
+    }
     va_errno_value = saved;
     return r;
 }
