@@ -30,8 +30,11 @@ static const char *const keep_vars[] = {"VRIFT_VDIRS", "VRIFT_SOCKET", "VRIFT_HO
 #define NKEEP (sizeof keep_vars / sizeof keep_vars[0])
 static char keep_vals[NKEEP][1024]; /* "NAME=value", or "" */
 
+static void audit_init(void);
+
 void vr_exec_init(void)
 {
+    audit_init();
     for (size_t i = 0; i < NKEEP; i++) {
         const char *v = vr_getenv(keep_vars[i]);
         if (!v)
@@ -105,6 +108,75 @@ static int preload_has_us(const char *v)
     return 0;
 }
 
+/* ---- the loader's audit library (LD_AUDIT, libvrift-audit.so) ------------------ */
+
+/* "LD_AUDIT=<path of libvrift-audit.so>" when this image started with it
+ * in LD_AUDIT (as `vrift run` sets it), else "": children get it back the
+ * way they get LD_PRELOAD back, and dlopen() relies on it (below). */
+static char audit_entry[PATH_MAX + 16];
+#define AUDIT_NAME "libvrift-audit.so"
+
+/* Does LD_AUDIT value v (':'- or ' '-separated) hold `want` (n bytes)? */
+static int audit_list_has(const char *v, const char *want, size_t n)
+{
+    for (const char *p = v; *p;) {
+        const char *q = p;
+        while (*q && *q != ':' && *q != ' ')
+            q++;
+        if ((size_t)(q - p) == n && vr_memeq(p, want, n))
+            return 1;
+        p = *q ? q + 1 : q;
+    }
+    return 0;
+}
+
+static void audit_init(void)
+{
+    const char *v = vr_getenv("LD_AUDIT");
+    const size_t nl = sizeof AUDIT_NAME - 1;
+    for (const char *p = v; p && *p;) {
+        const char *q = p;
+        while (*q && *q != ':' && *q != ' ')
+            q++;
+        size_t n = (size_t)(q - p);
+        if (p[0] == '/' && n > nl && p[n - nl - 1] == '/' && vr_memeq(q - nl, AUDIT_NAME, nl) &&
+            n + 10 < sizeof audit_entry) {
+            memcpy(audit_entry, "LD_AUDIT=", 9);
+            memcpy(audit_entry + 9, p, n);
+            audit_entry[9 + n] = '\0';
+            return;
+        }
+        p = *q ? q + 1 : q;
+    }
+}
+
+static int audit_on(void) { return audit_entry[0] != '\0'; }
+
+/* Bytes child_env() needs for LD_AUDIT (0: envp's is fine); *need set when it must be rewritten. */
+static size_t audit_env_size(char *const *envp, int *need)
+{
+    if (!audit_on())
+        return 0;
+    const char *cur = NULL;
+    for (char *const *e = envp; e && *e; e++)
+        if (name_is(*e, "LD_AUDIT"))
+            cur = *e + 9;
+    size_t n = vr_strlen(audit_entry) - 9;
+    if (!cur || !audit_list_has(cur, audit_entry + 9, n))
+        *need = 1;
+    return vr_strlen(audit_entry) + (cur ? vr_strlen(cur) + 2 : 0);
+}
+
+/* The LD_AUDIT entry for a child whose environment had `cur` (NULL: none). */
+static char *audit_env(struct arena *ar, const char *cur)
+{
+    if (cur && audit_list_has(cur, audit_entry + 9, vr_strlen(audit_entry) - 9))
+        return (char *)cur - 9;
+    if (!cur || !*cur)
+        return audit_entry;
+    return arena_put(ar, audit_entry, ":", cur, NULL);
+}
+
 /*
  * The environment for a child: envp plus whatever keeps the shim alive in
  * it. child_env_size() says how many bytes child_env() needs (0: envp is
@@ -126,6 +198,7 @@ static size_t child_env_size(char *const *envp)
     }
     if (!preload || !preload_has_us(preload))
         need = 1;
+    size_t audit_bytes = audit_env_size(envp, &need);
     for (size_t i = 0; i < NKEEP && !need; i++)
         if (keep_vals[i][0] && !env_has(envp, keep_vals[i]))
             need = 1;
@@ -134,6 +207,7 @@ static size_t child_env_size(char *const *envp)
     size_t bytes = (count + NKEEP + 8) * sizeof(char *) + vr_strlen(vr_lib_path) + 64;
     if (preload)
         bytes += vr_strlen(preload);
+    bytes += audit_bytes;
     if (vr_cwd_is_virtual())
         bytes += PATH_MAX + 16;
     return (bytes + 7) & ~(size_t)7;
@@ -144,11 +218,14 @@ static char *const *child_env(char *const *envp, char *mem, size_t cap)
     struct arena arena, *ar = &arena;
     char cwd[PATH_MAX];
     size_t cwdlen = vr_cwd_is_virtual() ? vr_cwd_get(cwd, sizeof cwd) : 0;
-    const char *preload = NULL;
+    const char *preload = NULL, *audit = NULL;
     size_t count = 0;
-    for (char *const *e = envp; e && *e; e++, count++)
+    for (char *const *e = envp; e && *e; e++, count++) {
         if (name_is(*e, "LD_PRELOAD"))
             preload = *e + 11;
+        if (name_is(*e, "LD_AUDIT"))
+            audit = *e + 9;
+    }
     char **out = (char **)(void *)mem;
     ar->base = mem;
     ar->cap = cap;
@@ -158,6 +235,8 @@ static char *const *child_env(char *const *envp, char *mem, size_t cap)
     size_t k = 0;
     for (char *const *e = envp; e && *e; e++) {
         if (name_is(*e, "LD_PRELOAD") || name_is(*e, "VRIFT_CWD"))
+            continue;
+        if (audit_on() && name_is(*e, "LD_AUDIT"))
             continue;
         int skip = 0;
         for (size_t i = 0; i < NKEEP; i++)
@@ -178,6 +257,11 @@ static char *const *child_env(char *const *envp, char *mem, size_t cap)
         pl = arena_put(ar, "LD_PRELOAD=", vr_lib_path, ":", preload);
     if (pl)
         out[k++] = pl;
+    if (audit_on()) {
+        char *a = audit_env(ar, audit);
+        if (a)
+            out[k++] = a;
+    }
     if (cwdlen > 0) {
         char *c = arena_put(ar, "VRIFT_CWD=", cwd, NULL, NULL);
         if (c)
@@ -614,6 +698,25 @@ SHIM_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_fil
 
 /* ---- dlopen: the dynamic loader opens files itself --------------------------------- */
 
+/*
+ * With the audit library in this process (LD_AUDIT), ld.so maps a mount
+ * path to the mount's link farm itself, so the library's $ORIGIN is the
+ * farm twin of its mount directory and its $ORIGIN rpaths work: hand it
+ * the absolute mount path of the file (symlinks resolved, so a relative
+ * name against a virtual cwd works too). NULL when that fails (the audit
+ * library did not load, or the loader refused): the caller then tries the
+ * CAS blob, as without the audit library.
+ */
+static void *dlopen_mount_path(const struct vr_path *p, int flags)
+{
+    if (!audit_on() || p->kind != VP_VIRT || p->err != 0 || (p->res.mode & S_IFMT) != S_IFREG)
+        return NULL;
+    char abs[PATH_MAX];
+    if (vr_abs_of(p->mount, p->rel, p->rellen, abs, sizeof abs) < 0)
+        return NULL;
+    return real_dlopen(abs, flags);
+}
+
 SHIM_EXPORT void *dlopen(const char *path, int flags)
 {
     if (path && vr_active()) {
@@ -626,6 +729,9 @@ SHIM_EXPORT void *dlopen(const char *path, int flags)
             vr_resolve(AT_FDCWD, path, VR_FOLLOW, &p);
             if (p.kind == VP_REAL)
                 return real_dlopen(p.rel, flags);
+            void *h = dlopen_mount_path(&p, flags);
+            if (h)
+                return h;
             if (p.kind == VP_VIRT && vr_path_is_upper(&p)) {
                 char real[PATH_MAX];
                 if (vr_upper_path(p.mount, p.res.entry.u.digest, real, sizeof real) > 0)

@@ -235,3 +235,27 @@ print("back", open(M + "/log").read(), open(M + "/new2").read())
     expect(w.run(`cat '${w.mnt}/log' '${w.mnt}/new2'`).stdout).toBe('abdc');
   });
 });
+
+describe("loading the loader's audit library (LD_AUDIT)", () => {
+  const AUDIT = join(ROOT, 'shim', 'build', 'libvrift-audit.so');
+
+  it('exports exactly la_version and la_objsearch, and needs no library (not even libc)', () => {
+    const exported = execFileSync('nm', ['-D', '--defined-only', AUDIT], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/)[2])
+      .filter((s): s is string => Boolean(s))
+      .sort();
+    expect(exported).toEqual(['la_objsearch', 'la_version']);
+    expect(execFileSync('nm', ['-D', '--undefined-only', AUDIT], { encoding: 'utf8' }).trim()).toBe('');
+    expect(execFileSync('readelf', ['-d', AUDIT], { encoding: 'utf8' })).not.toMatch(/\(NEEDED\)/);
+  });
+
+  it('with nothing mounted (no VRIFT_VDIRS, or a VDir that is gone) it is silent and changes nothing', () => {
+    const script = 'python3 -c "import ctypes, json; print(json.dumps([1]))" && ls / >/dev/null && echo ok';
+    for (const vdirs of [undefined, 'm-no-such-vdir']) {
+      const r = w.plain(script, { env: { LD_AUDIT: AUDIT, VRIFT_VDIRS: vdirs } });
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe('[1]\nok\n');
+    }
+  });
+});

@@ -3,7 +3,9 @@
 // Mounts each tree through the daemon (starting it, detached, when none
 // runs — unless --no-start), then runs the command with the LD_PRELOAD
 // shim (shim/build/libvrift.so), which serves the mounts to it and to every
-// child it starts. Exits with the command's status (128 + n for a signal).
+// child it starts, and the loader's audit library (LD_AUDIT,
+// shim/build/libvrift-audit.so), which serves them to the dynamic loader.
+// Exits with the command's status (128 + n for a signal).
 //
 // Mounts stay after the command ends (like `vrift mount`): that is how a
 // build's outputs are kept — `vrift snapshot <dir>` saves them as a tree —
@@ -52,6 +54,21 @@ export function shimLibrary(): string {
     throw new VriftError('ERR_VRIFT_RUN_NO_SHIM', `the shim library ${lib} is missing`, { hint: 'build it with `npm run build` (needs a C compiler)' });
   }
   return lib;
+}
+
+/** The dynamic loader's audit library (LD_AUDIT), built beside the shim: it maps library lookups in a mount to the mount's link farm. */
+export function auditLibrary(): string {
+  const lib = join(packageRoot(), 'shim', 'build', 'libvrift-audit.so');
+  if (!existsSync(lib)) {
+    throw new VriftError('ERR_VRIFT_RUN_NO_SHIM', `the loader's audit library ${lib} is missing`, { hint: 'build it with `npm run build` (needs a C compiler)' });
+  }
+  return lib;
+}
+
+/** `lib` first in a ':'-separated list (LD_PRELOAD, LD_AUDIT), unless it is already there. */
+function prepend(lib: string, list: string | undefined): string {
+  if (!list) return lib;
+  return list.split(/[: ]/).includes(lib) ? list : `${lib}:${list}`;
 }
 
 async function connectOrStart(socket: string, opts: RunOptions): Promise<ControlClient> {
@@ -137,6 +154,7 @@ export async function runCommand(command: string[], opts: RunOptions): Promise<v
   const specs = parseMounts(opts.mount);
   if (specs.length === 0) throw new VriftError('ERR_VRIFT_RUN_ARGS', 'nothing to mount', { hint: 'add --mount <dir>=<tree or ref>' });
   const lib = shimLibrary();
+  const audit = auditLibrary();
   const [cmd, ...args] = command;
   const inMount = specs.some((s) => cmd!.startsWith(`${s.dir}/`) || resolve(cmd!).startsWith(`${s.dir}/`));
   if (!inMount) {
@@ -162,7 +180,8 @@ export async function runCommand(command: string[], opts: RunOptions): Promise<v
   // unique among live runs (pids are) and over time; not node:crypto (~3 ms to load)
   const runId = `${process.pid}-${Date.now().toString(36)}`;
   const preload = process.env.LD_PRELOAD ? `${lib}:${process.env.LD_PRELOAD}` : lib;
-  const env = { ...process.env, LD_PRELOAD: preload, VRIFT_VDIRS: names.join(','), VRIFT_SOCKET: socket, VRIFT_HOME: home, VRIFT_RUN_ID: runId };
+  // LD_AUDIT: ld.so's own library searches ($ORIGIN, RPATH/RUNPATH, LD_LIBRARY_PATH) cannot see the shim
+  const env = { ...process.env, LD_PRELOAD: preload, LD_AUDIT: prepend(audit, process.env.LD_AUDIT), VRIFT_VDIRS: names.join(','), VRIFT_SOCKET: socket, VRIFT_HOME: home, VRIFT_RUN_ID: runId };
   // A command that lives inside a mount is not on disk for the kernel:
   // let a shimmed shell exec it.
   const [file, argv] = inMount ? ['/bin/sh', ['-c', 'exec "$0" "$@"', cmd!, ...args]] : [cmd!, args];
