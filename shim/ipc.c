@@ -293,10 +293,17 @@ int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_rep
     }
     uint32_t id = next_id++;
     if (rc == 0) {
+        /* one send: the daemon wakes once per request */
         vrift_proto_header(hdr, sizeof hdr, type, id, (uint32_t)len);
-        rc = send_all(hdr, sizeof hdr, deadline);
-        if (rc == 0)
-            rc = send_all(payload, len, deadline);
+        if (len <= sizeof reply - sizeof hdr) {
+            memcpy(reply, hdr, sizeof hdr);
+            memcpy(reply + sizeof hdr, payload, len);
+            rc = send_all(reply, sizeof hdr + len, deadline);
+        } else {
+            rc = send_all(hdr, sizeof hdr, deadline);
+            if (rc == 0)
+                rc = send_all(payload, len, deadline);
+        }
     }
     uint32_t plen = 0;
     uint16_t rtype = 0;

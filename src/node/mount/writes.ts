@@ -10,7 +10,7 @@
 //
 // Errors a program must see as an errno carry it at the end of their code
 // (ERR_VRIFT_MOUNTFS_ENOTEMPTY ...); shim/ipc.c maps them back.
-import { existsSync, lstatSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { VriftError } from '../../lib/errors.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { overlayOf, mergedEntries, setOverlay, type OverlayEntry } from './overlay.js';
@@ -172,7 +172,6 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     } else if (!cur || (cur.mode & S_IFMT) !== S_IFREG || upperOf(cur) || cur.digest !== base) {
       throw fsErr('ESTALE', `${rel}: changed while it was being copied up`);
     }
-    if (!existsSync(upperPath(store, t.rec.name, name))) throw fsErr('ENOENT', `${rel}: upper file ${name} does not exist`);
     const mode = cur ? cur.mode : S_IFREG | 0o644;
     change(ctx, t, [{ path: rel, mode, size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER }]);
     return [];
