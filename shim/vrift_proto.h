@@ -98,6 +98,16 @@ enum vrift_msg_type {
                                    ERROR ERR_VRIFT_OP_ELSEWHERE: run it in the client's own process
                                    (the client's configuration or mount namespace differs).
                                    The operation is abandoned if the client disconnects. */
+  /* Programs the shim cannot see (static, Go, setuid) run in a private mount
+     namespace where each mount is an overlayfs (shim/ns/vrift-ns.c,
+     src/node/mount/ns.ts). */
+  VRIFT_MSG_NSFARM = 21,        /* PATH (mount root) -> OK: PATH (a new run directory under
+                                   $VRIFT_HOME/tmp/: lower/ = a hard-link farm of the mount as it
+                                   is now, upper/ and work/ empty), SIZE (entries linked) */
+  VRIFT_MSG_NSMERGE = 22,       /* PATH (mount root), STAGED (the run directory) -> OK: JSON
+                                   {"files","dirs","symlinks","removed"}: upper/ (files, dirs,
+                                   symlinks, whiteouts, opaque dirs) applied to the mount; the run
+                                   directory is then deleted */
   VRIFT_MSG_OK = 0x100,
   VRIFT_MSG_ERROR = 0x101,      /* ERR_CODE, ERR_MSG, [HINT], [EXIT (u32: the CLI's exit status)] */
   VRIFT_MSG_EVENT = 0x102       /* JSON: progress, a warning or a notice of a running request

@@ -59,11 +59,11 @@ int main(void) {
          VRIFT_PROTO_HEADER_SIZE, VRIFT_PROTO_MAX_PAYLOAD);
   printf("\"Msg\":{\"HELLO\":%d,\"STATUS\":%d,\"MOUNT\":%d,\"UNMOUNT\":%d,\"COMMIT\":%d,\"FETCH\":%d,\"MKDIR\":%d,"
          "\"UNLINK\":%d,\"RMDIR\":%d,\"RENAME\":%d,\"SYMLINK\":%d,\"SNAPSHOT\":%d,\"SHUTDOWN\":%d,\"MOUNTS\":%d,\"CHMOD\":%d,"
-         "\"NODE_JOIN\":%d,\"NODE_LEAVE\":%d,\"NODE_PEERS\":%d,\"NODE_PENALIZE\":%d,\"OP\":%d,\"OK\":%d,\"ERROR\":%d,\"EVENT\":%d},",
+         "\"NODE_JOIN\":%d,\"NODE_LEAVE\":%d,\"NODE_PEERS\":%d,\"NODE_PENALIZE\":%d,\"OP\":%d,\"NSFARM\":%d,\"NSMERGE\":%d,\"OK\":%d,\"ERROR\":%d,\"EVENT\":%d},",
          VRIFT_MSG_HELLO, VRIFT_MSG_STATUS, VRIFT_MSG_MOUNT, VRIFT_MSG_UNMOUNT, VRIFT_MSG_COMMIT, VRIFT_MSG_FETCH, VRIFT_MSG_MKDIR,
          VRIFT_MSG_UNLINK, VRIFT_MSG_RMDIR, VRIFT_MSG_RENAME, VRIFT_MSG_SYMLINK, VRIFT_MSG_SNAPSHOT, VRIFT_MSG_SHUTDOWN,
          VRIFT_MSG_MOUNTS, VRIFT_MSG_CHMOD, VRIFT_MSG_NODE_JOIN, VRIFT_MSG_NODE_LEAVE, VRIFT_MSG_NODE_PEERS, VRIFT_MSG_NODE_PENALIZE,
-         VRIFT_MSG_OP, VRIFT_MSG_OK, VRIFT_MSG_ERROR, VRIFT_MSG_EVENT);
+         VRIFT_MSG_OP, VRIFT_MSG_NSFARM, VRIFT_MSG_NSMERGE, VRIFT_MSG_OK, VRIFT_MSG_ERROR, VRIFT_MSG_EVENT);
   printf("\"F\":{\"TREE\":%d,\"PATH\":%d,\"PROJECT\":%d,\"REL\":%d,\"STAGED\":%d,\"MODE\":%d,\"DIGEST\":%d,\"JSON\":%d,"
          "\"ERR_CODE\":%d,\"ERR_MSG\":%d,\"SHM_NAME\":%d,\"TARGET\":%d,\"REL2\":%d,\"PID\":%d,\"VERSION\":%d,\"SIZE\":%d,"
          "\"HOME\":%d,\"MOUNT_ENTRY\":%d,\"ADDR\":%d,\"PEER\":%d,\"HINT\":%d,\"EXIT\":%d}}\n",

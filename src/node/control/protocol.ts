@@ -28,6 +28,8 @@ export const Msg = {
   NODE_PEERS: 18,
   NODE_PENALIZE: 19,
   OP: 20,
+  NSFARM: 21,
+  NSMERGE: 22,
   OK: 0x100,
   ERROR: 0x101,
   EVENT: 0x102,

@@ -34,7 +34,7 @@ export function stagingDir(store: Store): string {
   return join(store.layout.root, LAYOUT.home.staging);
 }
 
-interface Target {
+export interface Target {
   rec: MountRecord;
   vdir: VDir;
 }
@@ -81,7 +81,7 @@ function overlayEntryOf(e: VDirEntryInput): OverlayEntry {
 }
 
 /** Applies a batch to the VDir and records it in the overlay. */
-function change(ctx: MountWritesContext, t: Target, upserts: VDirEntryInput[], removals: string[] = []): void {
+export function change(ctx: MountWritesContext, t: Target, upserts: VDirEntryInput[], removals: string[] = []): void {
   t.vdir.apply(upserts, removals);
   for (const r of removals) setOverlay(ctx.store, t.rec.name, r, { deleted: true });
   for (const u of upserts) setOverlay(ctx.store, t.rec.name, u.path, overlayEntryOf(u));
@@ -110,7 +110,7 @@ function dropStaged(store: Store, staged: string): void {
 }
 
 /** Every entry under directory `rel` (not rel itself), parents before children. */
-function subtree(vdir: VDir, rel: string): VDirEntry[] {
+export function subtree(vdir: VDir, rel: string): VDirEntry[] {
   const out: VDirEntry[] = [];
   const walk = (dir: string): void => {
     for (const name of vdir.list(dir)) {
