@@ -23,13 +23,13 @@ import { errnoError, errnoName, fsError, VriftError } from '../../lib/errors.js'
 import { loadNative } from '../../lib/native.js';
 import { F, Msg, type FieldList } from '../control/protocol.js';
 import { requireStr, type Handler } from '../control/server.js';
-import type { Resolver } from '../ops/resolver.js';
 import { encodeSorted, sortEntries, type TreeEntry } from '../store/tree.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_UPPER, type VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
 import { change, subtree, type MountWritesContext } from './writes.js';
 
 export interface NsContext extends MountWritesContext {
-  resolver: () => Resolver;
+  /** The daemon's resolver (node/ops: above this layer), for blobs a lazily started mount does not have yet. */
+  resolver: () => { fetchBlob(digest: Digest, opts: { tree?: Digest }): Promise<string | undefined> };
 }
 
 const THREADS = Math.max(1, Math.min(4, availableParallelism()));
