@@ -11,10 +11,11 @@
  *   upper layer, so an inherited descriptor needs nothing from the shim.
  * - glibc's execvp/execlp/posix_spawn call its internal execve, so they
  *   are redone here (PATH search included).
- * - A program the shim cannot see into (static, setuid/setgid, Go) gets a
- *   warning on stderr: it runs, and sees the real filesystem, where a
- *   mount is an empty directory (never other bytes). `vrift run` refuses
- *   such a program outright.
+ * - A program the shim cannot see into (static, setuid/setgid, Go) is run
+ *   through `vrift _ns-exec` in a private mount namespace where the mounts
+ *   are real overlayfs mounts (ns_route). Without VRIFT_NS_EXEC (set by
+ *   `vrift run`) it gets a warning on stderr: it runs, and sees the real
+ *   filesystem, where a mount is an empty directory (never other bytes).
  */
 #include "shim.h"
 
@@ -26,7 +27,7 @@ extern char **environ;
 /* ---- the environment children must have -------------------------------------- */
 
 static const char *const keep_vars[] = {"VRIFT_VDIRS", "VRIFT_SOCKET", "VRIFT_HOME", "VRIFT_RUN_ID",
-                                        "VRIFT_SHIM_TIMEOUT_MS"};
+                                        "VRIFT_SHIM_TIMEOUT_MS", "VRIFT_NS_EXEC"};
 #define NKEEP (sizeof keep_vars / sizeof keep_vars[0])
 static char keep_vals[NKEEP][1024]; /* "NAME=value", or "" */
 
@@ -333,6 +334,80 @@ static void warn_blind(const char *shown, const char *real)
     vr_say(msg, ": it cannot see vrift mounts (they look empty to it); materialize the tree for it instead", NULL);
 }
 
+/* ---- programs the shim cannot see: a private mount namespace ------------------------
+ *
+ * A static, Go or set-id program is run as `<node> <package>/bin/vrift.js
+ * _ns-exec <path> <argv...>` (src/cli/ns-exec-main.ts) when `vrift run` set
+ * VRIFT_NS_EXEC (the node binary): it runs the program in a mount namespace
+ * where every mount is a real overlayfs, and merges its writes back after.
+ * That process runs WITHOUT the shim (LD_PRELOAD removed); a virtual working
+ * directory travels as VRIFT_CWD. The package is found from the shim's own
+ * path (<package>/shim/build/libvrift.so).
+ */
+
+/* The node binary and the CLI script, or 0 when this cannot be done (then: a warning). */
+static int ns_exec_cmd(const char **node, char *cli, size_t cap)
+{
+    const char *v = NULL;
+    for (size_t i = 0; i < NKEEP; i++)
+        if (vr_memeq(keep_vars[i], "VRIFT_NS_EXEC", 14) && keep_vals[i][0])
+            v = keep_vals[i] + 14;
+    if (!v || v[0] != '/')
+        return 0;
+    static const char tail[] = "/shim/build/libvrift.so";
+    size_t n = vr_strlen(vr_lib_path), t = sizeof tail - 1;
+    if (n <= t || n - t + 16 > cap || !vr_memeq(vr_lib_path + n - t, tail, t))
+        return 0;
+    memcpy(cli, vr_lib_path, n - t);
+    vr_strlcpy(cli + n - t, "/bin/vrift.js", cap - (n - t));
+    *node = v;
+    return 1;
+}
+
+/*
+ * Fills nargv (count_args(argv) + 6 slots) and nenv (as many slots as the
+ * child environment has, + 1) for running `path` through `vrift _ns-exec`,
+ * when `target` (what the kernel would run) is a program the shim cannot
+ * see. Returns its blind kind, or 0 (run it as usual), or -kind when it is
+ * blind but cannot be rerouted (then it has warned).
+ */
+static int ns_route(const char *path, const char *target, char *const argv[], char *const *env, char **nargv,
+                    char **nenv, char *cli, size_t clicap)
+{
+    int k = blind_kind(target);
+    if (!k)
+        return 0;
+    const char *node;
+    if (!ns_exec_cmd(&node, cli, clicap)) {
+        warn_blind(path, target);
+        return -k;
+    }
+    int j = 0;
+    nargv[j++] = (char *)node;
+    nargv[j++] = cli;
+    nargv[j++] = (char *)"_ns-exec";
+    nargv[j++] = (char *)path;
+    for (int i = 0; argv && argv[i]; i++)
+        nargv[j++] = argv[i];
+    if (j == 4)
+        nargv[j++] = (char *)path;
+    nargv[j] = NULL;
+    j = 0;
+    for (char *const *e = env; e && *e; e++)
+        if (!name_is(*e, "LD_PRELOAD"))
+            nenv[j++] = *e;
+    nenv[j] = NULL;
+    return k;
+}
+
+static int env_count(char *const *env)
+{
+    int n = 0;
+    while (env && env[n])
+        n++;
+    return n;
+}
+
 /*
  * Works out what to hand the kernel for `path`: *target is a real path
  * (in buf), and for a virtual script interp/arg/script say how to run
@@ -461,10 +536,17 @@ static int exec_depth(const char *path, char *const argv[], char *const envp[], 
         errno = saved;
         return exec_depth(pl->interp, nargv, envp, depth + 1);
     }
-    warn_blind(path, pl->target);
     size_t need = child_env_size(envp);
     _Alignas(8) char envmem[need ? need : 8];
     char *const *env = need ? child_env(envp, envmem, need) : envp;
+    {
+        char *nargv[count_args(argv) + 6], *nenv[env_count(env) + 1], cli[PATH_MAX];
+        if (ns_route(path, pl->target, argv, env, nargv, nenv, cli, sizeof cli) > 0) {
+            errno = saved;
+            real_execve(nargv[0], nargv, nenv);
+            warn_blind(path, pl->target); /* node is gone: run it as before */
+        }
+    }
     errno = saved;
     return real_execve(pl->target, argv, env);
 }
@@ -673,8 +755,11 @@ static int spawn_impl(pid_t *pid, const char *path, const posix_spawn_file_actio
         if (plan_exec(pl->interp, &ip) == 0 && !ip.script)
             memcpy(pl->interp, ip.target, sizeof pl->interp);
         target = pl->interp;
-    } else if (!search) {
-        warn_blind(path, pl->target);
+    }
+    if (!search && !pl->script) {
+        char *ns_argv[argc + 6], *ns_env[env_count(env) + 1], cli[PATH_MAX];
+        if (ns_route(path, pl->target, argv, env, ns_argv, ns_env, cli, sizeof cli) > 0)
+            return real_posix_spawn(pid, ns_argv[0], fa, at, ns_argv, ns_env);
     }
     return search ? real_posix_spawnp(pid, target, fa, at, use_argv, env)
                   : real_posix_spawn(pid, target, fa, at, use_argv, env);

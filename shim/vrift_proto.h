@@ -101,6 +101,16 @@ enum vrift_msg_type {
                                    meanwhile; use its file) */
   VRIFT_MSG_LINK = 22,          /* PATH, REL (existing file), REL2 (new name) -> OK: REL2 names
                                    the same upper file (a hard link) or the same blob */
+  /* Programs the shim cannot see (static, Go, setuid) run in a private mount
+     namespace where each mount is an overlayfs (shim/ns/vrift-ns.c,
+     src/node/mount/ns.ts). */
+  VRIFT_MSG_NSFARM = 23,        /* PATH (mount root) -> OK: PATH (a new run directory under
+                                   $VRIFT_HOME/tmp/: lower/ = a hard-link farm of the mount as it
+                                   is now, upper/ and work/ empty), SIZE (entries linked) */
+  VRIFT_MSG_NSMERGE = 24,       /* PATH (mount root), RUN_DIR (the run directory) -> OK: JSON
+                                   {"files","dirs","symlinks","removed"}: upper/ (files, dirs,
+                                   symlinks, whiteouts, opaque dirs) applied to the mount; the run
+                                   directory is then deleted */
   VRIFT_MSG_OK = 0x100,
   VRIFT_MSG_ERROR = 0x101,      /* ERR_CODE, ERR_MSG, [HINT], [EXIT (u32: the CLI's exit status)] */
   VRIFT_MSG_EVENT = 0x102       /* JSON: progress, a warning or a notice of a running request
@@ -131,7 +141,8 @@ enum vrift_field_tag {
   VRIFT_F_PEER = 20,      /* string: a libp2p peer id */
   VRIFT_F_HINT = 21,      /* string: how to fix what an ERROR reports */
   VRIFT_F_EXIT = 22,      /* u32: the exit status a CLI should end with for an ERROR */
-  VRIFT_F_BASE = 23       /* string: 64 hex, the lower digest a copy-up replaces (UPPER) */
+  VRIFT_F_BASE = 23,      /* string: 64 hex, the lower digest a copy-up replaces (UPPER) */
+  VRIFT_F_RUN_DIR = 24    /* string: a namespaced run's directory (NSMERGE) */
 };
 
 /* Encoding helpers (header-only, no allocation). Each returns the number of

@@ -16,6 +16,7 @@
 #include <napi.h>
 
 #include <cstring>
+#include <sys/xattr.h>
 #include <memory>
 
 #include "blake3_hash.h"
@@ -248,7 +249,28 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
   std::unique_ptr<vrift::VdirWriter> writer_;
 };
 
+// lgetxattr(path, name) -> Buffer | null (no such attribute). Reads
+// overlayfs markers (trusted.overlay.opaque) for the namespace merge
+// (src/node/mount/ns.ts); Node has no xattr calls.
+Napi::Value LGetXattr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
+    Napi::TypeError::New(env, "lgetxattr(path, name)").ThrowAsJavaScriptException();
+    return env.Null();
+  }
+  std::string path = info[0].As<Napi::String>();
+  std::string name = info[1].As<Napi::String>();
+  char buf[4096];
+  ssize_t n = lgetxattr(path.c_str(), name.c_str(), buf, sizeof buf);
+  if (n < 0) {
+    if (errno == ENODATA || errno == ENOTSUP) return env.Null();
+    ThrowCode(env, errno, "lgetxattr " + path + ": " + strerror(errno));
+  }
+  return Napi::Buffer<char>::Copy(env, buf, static_cast<size_t>(n));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("lgetxattr", Napi::Function::New(env, LGetXattr));
   exports.Set("VDirWriter", VDirWriterWrap::Define(env));
   exports.Set("vdirLayoutVersion", Napi::Number::New(env, VRIFT_VDIR_VERSION));
   vrift::InitFastFs(env, exports);

@@ -112,6 +112,8 @@ export interface NativeAddon {
     new (name: string, casRoot: string, mountRoot: string, image: Buffer, mtimeSec: number): NativeVDirWriter;
   };
   vdirLayoutVersion: number;
+  /** An extended attribute of `path` (not followed if a symlink); null when it has none of that name. */
+  lgetxattr(path: string, name: string): Buffer | null;
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;
   blake3: NativeBlake3;

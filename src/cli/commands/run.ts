@@ -12,8 +12,9 @@
 // and a later `vrift run` of the same tree at the same directory reuses
 // the mount, outputs included. `vrift unmount <dir>` removes it.
 //
-// A program the shim cannot see into (static, setuid/setgid, Go) is refused
-// before anything runs: under the shim it would see empty directories.
+// A program the shim cannot see into (static, setuid/setgid, Go) runs in a
+// private mount namespace where each mount is a real overlayfs, and what it
+// writes is merged back into the mounts when it exits (ns-exec.ts).
 //
 // Start-up time counts (time to the command's first instruction), so this
 // file imports nothing heavy: bin/vrift.js loads it through run-main.ts,
@@ -157,16 +158,14 @@ export async function runCommand(command: string[], opts: RunOptions): Promise<v
   const audit = auditLibrary();
   const [cmd, ...args] = command;
   const inMount = specs.some((s) => cmd!.startsWith(`${s.dir}/`) || resolve(cmd!).startsWith(`${s.dir}/`));
+  // A program the shim cannot see into runs in a private mount namespace
+  // where the mounts are real overlayfs mounts (ns-exec.ts); one inside a
+  // mount is found by the shim's exec wrapper (below), which does the same.
+  let blind: string | undefined;
   if (!inMount) {
     const exe = which(cmd!);
     if (!exe) throw new VriftError('ERR_VRIFT_RUN_NOT_FOUND', `${cmd}: command not found`, { hint: 'check the name and PATH', exitCode: 127 });
-    const why = unshimmable(exe);
-    if (why) {
-      throw new VriftError('ERR_VRIFT_RUN_UNSHIMMABLE', `${exe} ${why}: the vrift shim cannot serve the mounts to it`, {
-        hint: `materialize the tree instead (\`vrift materialize <tree> <dir>\`) and run it there`,
-        exitCode: 126,
-      });
-    }
+    if (unshimmable(exe)) blind = exe;
   }
   const home = resolveHome();
   const socket = socketPathOf(homeLayout(home).run);
@@ -177,11 +176,23 @@ export async function runCommand(command: string[], opts: RunOptions): Promise<v
   } finally {
     c.close();
   }
+  if (blind) {
+    const { nsExec } = await import('../ns-exec.js');
+    const r = await nsExec({ socket, vdirs: names, cwd: process.cwd(), env: process.env, prog: blind, argv: [cmd!, ...args] }).catch((e: unknown) => {
+      throw new VriftError('ERR_VRIFT_RUN_UNSHIMMABLE', `${blind} ${unshimmable(blind!)} and could not be run in a private mount namespace: ${(e as Error).message}`, {
+        hint: 'materialize the tree instead (`vrift materialize <tree> <dir>`) and run it there',
+        exitCode: 126,
+      });
+    });
+    process.exitCode = r.signal ? 128 + (osSignals[r.signal] ?? 1) : r.code || (r.mergeError ? 1 : 0);
+    return;
+  }
   // unique among live runs (pids are) and over time; not node:crypto (~3 ms to load)
   const runId = `${process.pid}-${Date.now().toString(36)}`;
   const preload = process.env.LD_PRELOAD ? `${lib}:${process.env.LD_PRELOAD}` : lib;
+  // VRIFT_NS_EXEC: the node that runs `vrift _ns-exec` for the shim (shim/exec.c, ns-exec.ts)
   // LD_AUDIT: ld.so's own library searches ($ORIGIN, RPATH/RUNPATH, LD_LIBRARY_PATH) cannot see the shim
-  const env = { ...process.env, LD_PRELOAD: preload, LD_AUDIT: prepend(audit, process.env.LD_AUDIT), VRIFT_VDIRS: names.join(','), VRIFT_SOCKET: socket, VRIFT_HOME: home, VRIFT_RUN_ID: runId };
+  const env = { ...process.env, LD_PRELOAD: preload, LD_AUDIT: prepend(audit, process.env.LD_AUDIT), VRIFT_VDIRS: names.join(','), VRIFT_SOCKET: socket, VRIFT_HOME: home, VRIFT_RUN_ID: runId, VRIFT_NS_EXEC: process.execPath };
   // A command that lives inside a mount is not on disk for the kernel:
   // let a shimmed shell exec it.
   const [file, argv] = inMount ? ['/bin/sh', ['-c', 'exec "$0" "$@"', cmd!, ...args]] : [cmd!, args];

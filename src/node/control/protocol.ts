@@ -29,6 +29,8 @@ export const Msg = {
   OP: 20,
   UPPER: 21,
   LINK: 22,
+  NSFARM: 23,
+  NSMERGE: 24,
   OK: 0x100,
   ERROR: 0x101,
   EVENT: 0x102,
@@ -57,6 +59,7 @@ export const F = {
   HINT: 21,
   EXIT: 22,
   BASE: 23,
+  RUN_DIR: 24,
 } as const;
 
 /** Digests one NODE_PEERS request may ask about. */

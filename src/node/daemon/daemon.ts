@@ -18,6 +18,7 @@ import { acquireDaemonLock } from './lock.js';
 import { ControlServer, requireStr, type Handler } from '../control/server.js';
 import { MountManager } from '../mount/mounts.js';
 import { registerMountWrites } from '../mount/writes.js';
+import { registerNs } from '../mount/ns.js';
 import { F, Msg, type FieldList } from '../control/protocol.js';
 import { Store } from '../store/store.js';
 import { metaWriteError } from '../store/meta.js';
@@ -178,6 +179,7 @@ export class Daemon {
     });
     h.set(Msg.MOUNTS, (): FieldList => this.mounts.records().map((r) => [F.MOUNT_ENTRY, `${r.name}\t${r.path}\t${r.tree}`]));
     registerMountWrites(h, this); // UPPER, LINK, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
+    registerNs(h, { store: this.store, mounts: this.mounts, log: this.log, resolver: () => this.resolver() }); // NSFARM, NSMERGE
     h.set(Msg.FETCH, fetchHandler(() => this.resolver(), (root) => this.mounts.recordOf(root)?.tree, this.log));
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));
     Cluster.registerHandlers(h, this.cluster); // NODE_JOIN, NODE_LEAVE, NODE_PEERS, NODE_PENALIZE

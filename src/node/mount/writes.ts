@@ -31,7 +31,7 @@ function fsErr(errno: string, message: string): VriftError {
   return new VriftError(`ERR_VRIFT_MOUNTFS_${errno}`, message, { exitCode: 1 });
 }
 
-interface Target {
+export interface Target {
   rec: MountRecord;
   vdir: VDir;
 }
@@ -109,7 +109,7 @@ export function change(ctx: MountWritesContext, t: Target, upserts: VDirEntryInp
 }
 
 /** Every entry under directory `rel` (not rel itself), parents before children. */
-function subtree(vdir: VDir, rel: string): VDirEntry[] {
+export function subtree(vdir: VDir, rel: string): VDirEntry[] {
   const out: VDirEntry[] = [];
   const walk = (dir: string): void => {
     for (const name of vdir.list(dir)) {
