@@ -39,6 +39,13 @@ static int staged_stat(int mount, const char *rel, size_t rellen, struct stat *s
 int vr_stat_path(int dirfd, const char *path, int flags, struct stat *st, int *handled)
 {
     *handled = 0;
+    if (VR_LIKELY(path != NULL) && path[0] == '/') {
+        int f = vr_stat_fast(path, !(flags & AT_SYMLINK_NOFOLLOW), st);
+        if (VR_LIKELY(f != VR_FAST_SLOW)) {
+            *handled = f == VR_FAST_DONE;
+            return 0;
+        }
+    }
     if (path && path[0] == '\0' && (flags & AT_EMPTY_PATH))
         return dirfd == AT_FDCWD ? 0 : vr_fstat_fd(dirfd, st, handled);
     struct vr_path p;
