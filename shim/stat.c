@@ -42,8 +42,8 @@ int vr_stat_path(int dirfd, const char *path, int flags, struct stat *st, int *h
     if (VR_LIKELY(path != NULL) && path[0] == '/') {
         int f = vr_stat_fast(path, !(flags & AT_SYMLINK_NOFOLLOW), st);
         if (VR_LIKELY(f != VR_FAST_SLOW)) {
-            *handled = f == VR_FAST_DONE;
-            return 0;
+            *handled = f != VR_FAST_PASS;
+            return f == VR_FAST_ENOENT ? -ENOENT : 0;
         }
     }
     if (path && path[0] == '\0' && (flags & AT_EMPTY_PATH))

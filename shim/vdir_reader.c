@@ -102,10 +102,17 @@ static inline uint32_t ld32(const void *p)
 static inline void copy_entry(const struct vdir_map *m, uint32_t idx, struct vrift_vdir_entry *e)
 {
     const unsigned char *src = m->base + m->entry_off + (size_t)idx * VRIFT_VDIR_ENTRY_SIZE;
-    uint64_t w[VRIFT_VDIR_ENTRY_SIZE / 8];
-    for (size_t i = 0; i < VRIFT_VDIR_ENTRY_SIZE / 8; i++)
-        w[i] = ld64(src + 8 * i);
-    memcpy(e, w, sizeof *e);
+    unsigned char *dst = (unsigned char *)e;
+    _Static_assert(VRIFT_VDIR_ENTRY_SIZE == 56 && sizeof *e == 56, "seven words");
+    uint64_t w0 = ld64(src), w1 = ld64(src + 8), w2 = ld64(src + 16), w3 = ld64(src + 24), w4 = ld64(src + 32),
+             w5 = ld64(src + 40), w6 = ld64(src + 48);
+    memcpy(dst, &w0, 8);
+    memcpy(dst + 8, &w1, 8);
+    memcpy(dst + 16, &w2, 8);
+    memcpy(dst + 24, &w3, 8);
+    memcpy(dst + 32, &w4, 8);
+    memcpy(dst + 40, &w5, 8);
+    memcpy(dst + 48, &w6, 8);
 }
 
 static inline bool valid_type(uint32_t mode)
