@@ -44,7 +44,7 @@ function arg(name: string, dflt: string): string {
 }
 const REPS = Number(arg('--reps', '5'));
 const ROUNDS = Number(arg('--rounds', '5'));
-const STAT_ROUNDS = Number(arg('--stat-rounds', '9'));
+const STAT_ROUNDS = Number(arg('--stat-rounds', '21'));
 const TREE = arg('--tree', join(packageRoot(), 'node_modules'));
 const FILES = Number(arg('--files', '50000'));
 const SKIP_RUN = process.argv.includes('--skip-run');
