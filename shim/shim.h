@@ -166,6 +166,17 @@ struct vr_path {
  */
 void vr_resolve(int dirfd, const char *path, int flags, struct vr_path *out);
 
+/**
+ * stat() of an absolute path, when that is simple (mounts.c): VR_FAST_DONE
+ * (*st filled), VR_FAST_ENOENT (no such entry), VR_FAST_PASS (outside
+ * every mount: libc answers), or VR_FAST_SLOW (vr_resolve() must decide).
+ */
+#define VR_FAST_SLOW 0
+#define VR_FAST_DONE 1
+#define VR_FAST_PASS 2
+#define VR_FAST_ENOENT 3
+int vr_stat_fast(const char *path, int follow, struct stat *st);
+
 /** Fills *st for a found entry. */
 void vr_fill_stat(const struct vr_path *p, struct stat *st);
 void vr_fill_stat_entry(int mount, uint64_t ino, uint32_t mode, uint64_t size, uint32_t mtime, struct stat *st);

@@ -25,6 +25,13 @@ static inline int ret(int rc)
 int vr_stat_path(int dirfd, const char *path, int flags, struct stat *st, int *handled)
 {
     *handled = 0;
+    if (VR_LIKELY(path != NULL) && path[0] == '/') {
+        int f = vr_stat_fast(path, !(flags & AT_SYMLINK_NOFOLLOW), st);
+        if (VR_LIKELY(f != VR_FAST_SLOW)) {
+            *handled = f != VR_FAST_PASS;
+            return f == VR_FAST_ENOENT ? -ENOENT : 0;
+        }
+    }
     if (path && path[0] == '\0' && (flags & AT_EMPTY_PATH))
         return dirfd == AT_FDCWD ? 0 : vr_fstat_fd(dirfd, st, handled);
     struct vr_path p;

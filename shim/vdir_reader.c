@@ -102,10 +102,17 @@ static inline uint32_t ld32(const void *p)
 static inline void copy_entry(const struct vdir_map *m, uint32_t idx, struct vrift_vdir_entry *e)
 {
     const unsigned char *src = m->base + m->entry_off + (size_t)idx * VRIFT_VDIR_ENTRY_SIZE;
-    uint64_t w[VRIFT_VDIR_ENTRY_SIZE / 8];
-    for (size_t i = 0; i < VRIFT_VDIR_ENTRY_SIZE / 8; i++)
-        w[i] = ld64(src + 8 * i);
-    memcpy(e, w, sizeof *e);
+    unsigned char *dst = (unsigned char *)e;
+    _Static_assert(VRIFT_VDIR_ENTRY_SIZE == 56 && sizeof *e == 56, "seven words");
+    uint64_t w0 = ld64(src), w1 = ld64(src + 8), w2 = ld64(src + 16), w3 = ld64(src + 24), w4 = ld64(src + 32),
+             w5 = ld64(src + 40), w6 = ld64(src + 48);
+    memcpy(dst, &w0, 8);
+    memcpy(dst + 8, &w1, 8);
+    memcpy(dst + 16, &w2, 8);
+    memcpy(dst + 24, &w3, 8);
+    memcpy(dst + 32, &w4, 8);
+    memcpy(dst + 40, &w5, 8);
+    memcpy(dst + 48, &w6, 8);
 }
 
 static inline bool valid_type(uint32_t mode)
@@ -323,14 +330,22 @@ static int find(const struct vdir_map *m, const char *path, size_t len, uint64_t
                 return -EIO;
             if (len < m->pool_cap - off && memcmp(pool + off, path, len) == 0 &&
                 atomic_load_explicit((const _Atomic unsigned char *)(pool + off + len), memory_order_relaxed) == 0) {
-                char scratch[VRIFT_VDIR_TARGET_MAX + 1];
-                char *t = target != NULL ? target : scratch;
+                const void *t = NULL;
                 uint32_t tl = 0;
                 if (!valid_type(e->mode))
                     return -EIO;
                 if ((e->mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK) {
-                    if (copy_target(m, e, t, &tl) != 0)
-                        return -EIO;
+                    if (target != NULL) {
+                        if (copy_target(m, e, target, &tl) != 0)
+                            return -EIO;
+                        t = target;
+                    } else { /* checked in place: nobody needs a copy */
+                        uint32_t toff = e->u.lnk.target_off;
+                        tl = e->u.lnk.target_len;
+                        if (tl == 0 || tl > VRIFT_VDIR_TARGET_MAX || toff > m->pool_cap || tl > m->pool_cap - toff)
+                            return -EIO;
+                        t = pool + toff;
+                    }
                 } else if (target != NULL) {
                     target[0] = '\0';
                 }
@@ -417,13 +432,14 @@ static int walk_children(const struct vdir_map *m, const char *dir, size_t len, 
 
 /* ---- the seqlock read loop ----------------------------------------- */
 
-enum op_kind { OP_LOOKUP, OP_LIST, OP_INFO };
+enum op_kind { OP_LOOKUP, OP_STAT, OP_LIST, OP_INFO };
 
 struct op {
     enum op_kind kind;
     const char *path;
     size_t len;
     struct vrift_vdir_result *res; /* OP_LOOKUP */
+    struct vrift_vdir_stat *st;    /* OP_STAT */
     struct list_out list;          /* OP_LIST */
     struct vrift_vdir_info *info;  /* OP_INFO */
 };
@@ -445,6 +461,16 @@ static int attempt(const struct vdir_map *m, struct op *op, uint64_t h)
     int rc = find(m, op->path, op->len, h, &e, &idx, target, &tl);
     if (rc != 0)
         return rc;
+    if (op->kind == OP_STAT) {
+        struct vrift_vdir_stat *o = op->st;
+        o->ino = vrift_vdir_ino(idx);
+        o->size = vrift_vdir_size_of(e.size_flags);
+        o->mode = e.mode;
+        o->flags = vrift_vdir_flags_of(e.size_flags);
+        o->mtime_sec = e.mtime_sec;
+        o->index = idx;
+        return 0;
+    }
     if (op->kind == OP_LOOKUP) {
         struct vrift_vdir_result *o = op->res;
         o->entry = e;
@@ -466,7 +492,9 @@ static int run(vrift_vdir_reader *r, struct op *op, uint64_t *gen_out)
     for (uint32_t n = 0; n < VRIFT_VDIR_READ_ATTEMPTS; n++) {
         if (n != 0) { /* the previous attempt saw an odd or moving gen */
             atomic_fetch_add_explicit(&r->retries, 1, memory_order_relaxed);
+            int saved = errno;
             backoff(n);
+            errno = saved;
         }
         const struct vrift_vdir_header *hd = HDR(m);
         uint64_t s0 = atomic_load_explicit(&hd->gen, memory_order_acquire);
@@ -476,7 +504,9 @@ static int run(vrift_vdir_reader *r, struct op *op, uint64_t *gen_out)
         if (hflags & (VRIFT_VDIR_HF_SUPERSEDED | VRIFT_VDIR_HF_RETIRED)) {
             if (++follows > 8)
                 return -ESTALE;
+            int saved = errno;
             int e = follow(r, &m, hflags);
+            errno = saved;
             if (e != 0)
                 return e;
             n = 0; /* a fresh budget on the new object */
@@ -599,6 +629,18 @@ VRIFT_VDIR_API int vrift_vdir_lookup(vrift_vdir_reader *r, const char *path, siz
     }
     errno = saved;
     return rc;
+}
+
+VRIFT_VDIR_API int vrift_vdir_stat(vrift_vdir_reader *r, const char *path, size_t len, struct vrift_vdir_stat *out)
+{
+    if (r == NULL || out == NULL || (path == NULL && len != 0))
+        return -EINVAL;
+    if (len > VRIFT_VDIR_PATH_MAX)
+        return -ENAMETOOLONG;
+    /* errno: run() keeps it across its system calls (backoff, follow) */
+    struct op op = {.kind = OP_STAT, .path = path != NULL ? path : "", .len = len, .st = out};
+    uint64_t gen = 0;
+    return run(r, &op, &gen);
 }
 
 VRIFT_VDIR_API int vrift_vdir_list(vrift_vdir_reader *r, const char *dir, size_t len, void *buf, size_t buflen,

@@ -144,6 +144,23 @@ VRIFT_VDIR_API int vrift_vdir_open(const char *name_or_path, vrift_vdir_reader *
 VRIFT_VDIR_API int vrift_vdir_lookup(vrift_vdir_reader *r, const char *path, size_t len,
                                      struct vrift_vdir_result *out);
 
+/** What vrift_vdir_stat() copies out: the fields of a struct vrift_vdir_result stat() needs. */
+struct vrift_vdir_stat {
+    uint64_t ino;       /**< vrift_vdir_ino(index) */
+    uint64_t size;      /**< st_size (a symlink's is its target length) */
+    uint32_t mode;      /**< st_mode */
+    uint32_t flags;     /**< VRIFT_VDIR_F_* */
+    uint32_t mtime_sec; /**< st_mtime */
+    uint32_t index;     /**< entry slot */
+};
+
+/**
+ * vrift_vdir_lookup() for stat(): the same lookup, snapshot and checks
+ * (a symlink's target is checked in place), but only the stat fields are
+ * copied out: no entry, no target. Same arguments and errors.
+ */
+VRIFT_VDIR_API int vrift_vdir_stat(vrift_vdir_reader *r, const char *path, size_t len, struct vrift_vdir_stat *out);
+
 /**
  * Lists a directory: copies one struct vrift_vdir_dirent per child (names
  * only; no "." or "..") into buf, all from one consistent snapshot, in the
