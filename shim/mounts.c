@@ -677,9 +677,9 @@ void vr_resolve(int dirfd, const char *path, int flags, struct vr_path *out)
  * so "<root>/<rel>" with <rel> found is a clean path that names exactly
  * that entry (every parent a directory). Anything else returns
  * VR_FAST_SLOW and the caller resolves in full: a miss, a symlink to
- * follow, an entry with flags other than REMOTE (the upper layer), a file
- * this process is writing, the daemon gone, an unclean path outside the
- * mounts (it may lead into one).
+ * follow, an entry with flags other than REMOTE (the upper layer: a real
+ * file's stat), a mount gone for good, an unclean path outside the mounts
+ * (it may lead into one).
  */
 int vr_stat_fast(const char *path, int follow, struct stat *st)
 {
@@ -687,7 +687,7 @@ int vr_stat_fast(const char *path, int follow, struct stat *st)
     int m = in_mount(path, n);
     if (m < 0)
         return n < 2 * PATH_MAX && is_clean(path, n) ? VR_FAST_PASS : VR_FAST_SLOW;
-    if (VR_UNLIKELY(root_unclean != 0 || atomic_load_explicit(&vr_staged_open, memory_order_relaxed) > 0))
+    if (VR_UNLIKELY(root_unclean != 0))
         return VR_FAST_SLOW;
     const struct vr_mount *mt = &vr_mounts[m];
     size_t skip = n == mt->rootlen ? n : mt->rootlen + (mt->rootlen == 1 ? 0 : 1);
