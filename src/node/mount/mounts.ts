@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import { fsError, VriftError } from '../../lib/errors.js';
 import { MountImageCache } from './image-cache.js';
-import { clearOverlay, mergedEntries, overlayOf } from './overlay.js';
+import { clearOverlay, flushOverlay, mergedEntries, overlayOf } from './overlay.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
 import { dropUpperDir, ensureUpperDir, forgetUpperRefs } from './upper.js';
@@ -138,6 +138,7 @@ export class MountManager {
 
   /** Closes the VDirs but leaves their objects: running programs keep reading them. */
   stop(): void {
+    flushOverlay(this.store);
     for (const v of this.vdirs.values()) v.close({ unlink: false });
     this.vdirs.clear();
     this.live.clear();
