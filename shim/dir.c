@@ -133,6 +133,8 @@ int vr_open_dir_fd(const struct vr_path *p, int oflags)
 static struct vr_dirstream *load(struct vr_dirstream *s)
 {
     vrift_vdir_reader *r = vr_mounts[s->mount].r;
+    if (vr_upper_pending(s->mount))
+        vr_upper_settle(s->mount); /* files just made by any process are listed */
     for (int attempt = 0; attempt < 8; attempt++) {
         size_t room = s->maplen - sizeof *s;
         size_t needed = 0;
@@ -442,6 +444,8 @@ SHIM_EXPORT void rewinddir(DIR *d)
     struct vr_dirstream *s = (struct vr_dirstream *)(void *)d;
     size_t needed = 0;
     uint32_t count = 0;
+    if (vr_upper_pending(s->mount))
+        vr_upper_settle(s->mount);
     int rc = vrift_vdir_list(vr_mounts[s->mount].r, s->rel, s->rellen, s->buf, s->maplen - sizeof *s, &needed, &count);
     if (rc == 0) {
         s->nbytes = needed;

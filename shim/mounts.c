@@ -93,6 +93,7 @@ int vr_mounts_init(void)
                     atomic_store(&m->ph_fd, -1);
                     atomic_store(&m->cas_fd, -1);
                     atomic_store(&m->upper_fd, -1);
+                    atomic_store(&m->issued, NULL);
                     vr_strlcpy(m->cas_root, info.cas_root, sizeof m->cas_root);
                     upper_of(m, info.cas_root, name);
                     m->rootlen = vr_strlcpy(m->root, info.mount_root, sizeof m->root);
@@ -648,6 +649,9 @@ void vr_resolve(int dirfd, const char *path, int flags, struct vr_path *out)
     resolve_inner(dirfd, path, flags, out);
     if (out->kind != VP_VIRT)
         return;
+    /* a file another process has just made, announced but not yet published */
+    if (VR_UNLIKELY(out->err == -ENOENT) && out->creatable && vr_upper_pending(out->mount))
+        vr_upper_claim(out);
     vr_check_daemon();
     if (VR_LIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) == 1))
         return;
@@ -709,6 +713,8 @@ int vr_stat_fast(const char *path, int follow, struct stat *st)
         rc = vrift_vdir_stat(mt->r, rel, i ? i - 1 : 0, &e);
         if (rc != 0 || (e.mode & S_IFMT) != S_IFDIR || (e.flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0)
             return VR_FAST_SLOW;
+        if (vr_upper_pending(m))
+            return VR_FAST_SLOW; /* it may be a file just made (upper.c) */
         vr_check_daemon();
         if (VR_UNLIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) != 1))
             return VR_FAST_SLOW;

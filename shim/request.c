@@ -100,6 +100,23 @@ int vr_request(uint16_t type, struct vr_req *p, struct vr_reply *rep)
     return r->ok ? 0 : -r->err;
 }
 
+int vr_request_async(uint16_t type, struct vr_req *p)
+{
+    if (p->bad)
+        return -ENAMETOOLONG;
+    if (atomic_load(&vr_on) != 1)
+        return -EROFS;
+    if (atomic_load(&vr_detached) && !may_retry())
+        return -EROFS;
+    int rc = vr_ipc_send(type, p->b, p->n);
+    if (rc < 0) {
+        vr_detach(rc == -ETIMEDOUT ? "the vrift daemon did not answer in time" : "lost the vrift daemon");
+        return -EROFS;
+    }
+    vr_reattached();
+    return 0;
+}
+
 int vr_fetch(int mount, const uint8_t digest[32])
 {
     struct vr_req p = {0};

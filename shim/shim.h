@@ -125,6 +125,7 @@ struct vr_mount {
     uint64_t ph_dev, ph_ino;
     _Atomic int cas_fd;        /* a cached O_PATH descriptor of cas_root (high, close-on-exec), or -1 */
     _Atomic int upper_fd;      /* a cached O_PATH descriptor of the upper directory, or -1 */
+    _Atomic uint64_t *_Atomic issued; /* <upper>/.issued mapped shared (upper.c), or NULL until first use */
     char root[VRIFT_VDIR_MOUNT_ROOT_MAX];
     char upper[PATH_MAX];      /* <home>/upper/<vdir name> (vrift_layout.h), or "" */
     char cas_root[VRIFT_VDIR_CAS_ROOT_MAX]; /* the VDir's cas_root (fixed for its life) */
@@ -267,6 +268,12 @@ int vr_copy_up(struct vr_path *p, int empty);
 int vr_upper_stat(const struct vr_path *p, struct stat *st, int flags);
 /** Absolute path of upper file `name` of `mount`; its length or -errno. */
 int vr_upper_path(int mount, const uint8_t name[32], char *buf, size_t cap);
+/** Do creates announced in this mount wait to be published? (then a VDir miss may be an upper file) */
+int vr_upper_pending(int mount);
+/** Waits (at most ~2 s) until every create announced so far is published. */
+void vr_upper_settle(int mount);
+/** p missed in the VDir: if the path's upper file exists (announced, not yet published), p becomes it. 1 if so. */
+int vr_upper_claim(struct vr_path *p);
 int vr_upper_owns_fd(int fd);
 void vr_upper_disown(int fd);
 
@@ -292,6 +299,8 @@ void vr_req_u32(struct vr_req *p, uint16_t tag, uint32_t v);
 void vr_req_hex(struct vr_req *p, uint16_t tag, const uint8_t bytes[32]);
 /** Sends a change request: 0, the daemon's -errno, or -EROFS when the daemon is gone (detached). */
 int vr_request(uint16_t type, struct vr_req *p, struct vr_reply *rep);
+/** Sends a change request without waiting for the daemon's answer: 0, or -EROFS when it is gone. */
+int vr_request_async(uint16_t type, struct vr_req *p);
 /** 1 while the daemon cannot be reached (reads go on from the last VDir; changes fail with EROFS). */
 extern _Atomic int vr_detached;
 /** The daemon is unreachable: one warning, then EROFS for changes until it answers again. */
@@ -319,6 +328,8 @@ int vr_ipc_alive(void);
  * falls back).
  */
 int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_reply *rep);
+/** Sends a request without waiting for its reply (read, and dropped, before the next request's). 0 or -errno. */
+int vr_ipc_send(uint16_t type, const uint8_t *payload, size_t len);
 /** Is `fd` the shim's own socket? */
 int vr_ipc_owns_fd(int fd);
 /** Is `fd` one of the shim's own descriptors (socket, cached mount-root descriptors)? */

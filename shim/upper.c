@@ -1,20 +1,25 @@
 /*
  * upper.c — a mount's upper layer, as overlayfs has one.
  *
- * The first write, truncate or create of a path makes ONE real file for it
- * in <home>/upper/<vdir name>/ (vrift_layout.h), named by 32 random bytes
- * in hex, and asks the daemon to publish it (VRIFT_MSG_UPPER): from then on
- * the VDir entry carries VRIFT_VDIR_F_UPPER and that name, and every open
- * of the path, by any descriptor of any process of the mount, opens that
- * same file. Shared offsets, O_APPEND, locks, mmap MAP_SHARED and rename
- * over an open file are then the kernel's own; stat() of such a path is
- * the real file's (its inode, size, times with nanoseconds, mode).
+ * The first write, truncate or create of a path makes ONE real file for
+ * it in <home>/upper/<vdir name>/, named by the path itself
+ * (vrift_vdir_upper_name: vrift_vdir.h section 6), and from then on the
+ * VDir entry carries VRIFT_VDIR_F_UPPER and that name: every open of the
+ * path, by any descriptor of any process of the mount, opens that same
+ * file. Shared offsets, O_APPEND, locks, mmap MAP_SHARED and rename over
+ * an open file are then the kernel's own; stat() of such a path is the
+ * real file's (its inode, size, times with nanoseconds, mode).
  *
- * The shim makes the file itself — created with the caller's flags and
- * mode (umask applies), or copied up from the path's blob — so no byte
- * passes through the daemon. Two processes racing on one path: the daemon
- * publishes one of them (EEXIST / ESTALE for the other), the loser removes
- * its file and opens the winner's.
+ * Because the name is the path's, a create is an O_CREAT|O_EXCL in the
+ * upper directory — the kernel decides races, exactly as on a real
+ * filesystem — and needs no answer from the daemon: the shim counts it in
+ * the mount's `.issued` (before making the file) and announces it without
+ * waiting (VRIFT_MSG_UPPER); the daemon publishes it and counts it in the
+ * VDir header. Until then a lookup that misses in the VDir while the two
+ * counts differ looks for the path's file itself (one fstatat), and a
+ * directory listing waits for the counts to agree. Copy-up (an existing
+ * file from the CAS) is made under a temporary name, linked to the path's
+ * name (the kernel picks one winner) and published before it is used.
  */
 #include "shim.h"
 
@@ -123,7 +128,7 @@ int vr_upper_stat(const struct vr_path *p, struct stat *st, int flags)
     return rc;
 }
 
-static void new_name(uint8_t name[32])
+static void random_name(uint8_t name[32])
 {
     static _Atomic uint64_t counter;
     long got = VR_SYS3(SYS_getrandom, name, 32, 0);
@@ -142,6 +147,88 @@ static void drop_file(int mount, const uint8_t name[32])
     char abs[PATH_MAX];
     if (vr_upper_path(mount, name, abs, sizeof abs) > 0)
         vr_unlinkat(AT_FDCWD, abs, 0);
+}
+
+/* ---- announced creates: <upper>/.issued and header.upper_published ---------- */
+
+/* The mount's `.issued` count, mapped shared (created by the daemon with
+ * the upper directory); NULL when it cannot be mapped. */
+static _Atomic uint64_t *issued_of(int mount)
+{
+    struct vr_mount *m = &vr_mounts[mount];
+    _Atomic uint64_t *p = atomic_load_explicit(&m->issued, memory_order_acquire);
+    if (VR_LIKELY(p != NULL) || !m->upper[0])
+        return p;
+    char path[PATH_MAX];
+    size_t n = vr_strlcpy(path, m->upper, sizeof path);
+    vr_strlcpy(path + n, "/.issued", sizeof path - n);
+    int fd = vr_openat(AT_FDCWD, path, O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0);
+    if (fd < 0)
+        return NULL;
+    long r = vr_sys6(SYS_mmap, 0, 4096, 0x1 | 0x2 /* PROT_READ|WRITE */, 0x01 /* MAP_SHARED */, fd, 0);
+    vr_close(fd);
+    if (r < 0 && r > -4096)
+        return NULL;
+    _Atomic uint64_t *expect = NULL;
+    if (!atomic_compare_exchange_strong(&m->issued, &expect, (_Atomic uint64_t *)r)) {
+        vr_munmap((void *)r, 4096);
+        return expect;
+    }
+    return (_Atomic uint64_t *)r;
+}
+
+int vr_upper_pending(int mount)
+{
+    const struct vr_mount *m = &vr_mounts[mount];
+    _Atomic uint64_t *issued = atomic_load_explicit(&m->issued, memory_order_acquire);
+    if (VR_LIKELY(issued == NULL))
+        issued = issued_of(mount);
+    if (!issued)
+        return 0;
+    /* published first, then issued: equal means every create announced
+     * before these loads is in the VDir (vrift_vdir.h section 6) */
+    uint64_t pub = vrift_vdir_upper_published(m->r);
+    return atomic_load_explicit(issued, memory_order_acquire) != pub;
+}
+
+void vr_upper_settle(int mount)
+{
+    _Atomic uint64_t *issued = issued_of(mount);
+    if (!issued)
+        return;
+    uint64_t want = atomic_load_explicit(issued, memory_order_acquire);
+    for (int i = 0; i < 20000; i++) { /* at most ~2 s: a writer that died mid-announce must not hang us */
+        uint64_t pub = vrift_vdir_upper_published(vr_mounts[mount].r);
+        if ((int64_t)(pub - want) >= 0 || atomic_load(&vr_detached))
+            return;
+        struct timespec ts = {0, 100000};
+        VR_SYS2(SYS_nanosleep, &ts, NULL);
+    }
+}
+
+int vr_upper_claim(struct vr_path *p)
+{
+    if (p->kind != VP_VIRT || p->err != -ENOENT || !p->creatable || p->must_dir)
+        return 0;
+    uint8_t name[32];
+    vrift_vdir_upper_name(p->rel, p->rellen, name);
+    int dfd = upper_dir(p->mount);
+    if (dfd < 0)
+        return 0;
+    char hex[VRIFT_LAYOUT_DIGEST_HEX + 1];
+    vrift_layout_hex(name, hex);
+    hex[VRIFT_LAYOUT_DIGEST_HEX] = '\0';
+    struct stat st;
+    if (vr_fstatat(dfd, hex, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+        return 0;
+    memset(&p->res, 0, sizeof p->res);
+    memcpy(p->res.entry.u.digest, name, 32);
+    p->res.mode = (uint32_t)st.st_mode;
+    p->res.size = (uint64_t)st.st_size;
+    p->res.mtime_sec = (uint32_t)st.st_mtime;
+    p->res.flags = VRIFT_VDIR_F_UPPER;
+    p->err = 0;
+    return 1;
 }
 
 /* Copies the blob of lower file p into fd (offsets untouched). */
@@ -194,8 +281,9 @@ static int publish(const struct vr_path *p, const uint8_t name[32], const uint8_
     struct vr_req b;
     vr_req_mount(&b, p->mount, p->rel, p->rellen);
     vr_req_hex(&b, VRIFT_F_DIGEST, name);
-    if (base)
-        vr_req_hex(&b, VRIFT_F_BASE, base);
+    if (!base)
+        return vr_request_async(VRIFT_MSG_UPPER, &b);
+    vr_req_hex(&b, VRIFT_F_BASE, base);
     return vr_request(VRIFT_MSG_UPPER, &b, NULL);
 }
 
@@ -215,14 +303,17 @@ static void relookup(struct vr_path *p)
 
 /*
  * Copy-up: the lower file p becomes an upper file with its bytes (none when
- * `empty`), its mode and its mtime. 0 (look it up again: it is upper now),
- * -ESTALE/-EEXIST (another process was first: look it up again), -errno.
+ * `empty`), its mode and its mtime, made under a temporary name and linked
+ * to the path's name (one winner), then published. 0 (look it up again: it
+ * is upper now), -EEXIST/-ESTALE (another process was first: look it up
+ * again), -errno.
  */
 static int copy_up(const struct vr_path *p, int empty)
 {
-    uint8_t name[32];
-    new_name(name);
-    int fd = upper_openat(p->mount, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    uint8_t tmp[32], name[32];
+    random_name(tmp);
+    vrift_vdir_upper_name(p->rel, p->rellen, name);
+    int fd = upper_openat(p->mount, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return fd;
     int rc = empty ? 0 : copy_blob(p, fd);
@@ -233,10 +324,19 @@ static int copy_up(const struct vr_path *p, int empty)
         VR_SYS4(SYS_utimensat, fd, NULL, ts, 0);
     }
     vr_close(fd);
+    char from[PATH_MAX], to[PATH_MAX];
+    if (rc == 0 && (vr_upper_path(p->mount, tmp, from, sizeof from) < 0 || vr_upper_path(p->mount, name, to, sizeof to) < 0))
+        rc = -ENAMETOOLONG;
     if (rc == 0)
+        rc = (int)VR_SYS5(SYS_linkat, AT_FDCWD, from, AT_FDCWD, to, 0);
+    drop_file(p->mount, tmp);
+    if (rc == -EEXIST)
+        return rc; /* another process copied it up */
+    if (rc == 0) {
         rc = publish(p, name, p->res.entry.u.digest);
-    if (rc < 0)
-        drop_file(p->mount, name);
+        if (rc < 0 && rc != -EEXIST)
+            drop_file(p->mount, name);
+    }
     return rc;
 }
 
@@ -253,6 +353,11 @@ int vr_copy_up(struct vr_path *p, int empty)
         if (rc < 0 && rc != -ESTALE && rc != -EEXIST)
             return rc;
         relookup(p);
+        if (rc == -EEXIST && p->err == 0 && !is_upper(p)) {
+            /* copied up by another process and not published yet: wait for it */
+            vr_upper_settle(p->mount);
+            relookup(p);
+        }
     }
     return -EAGAIN;
 }
@@ -279,19 +384,33 @@ int vr_upper_open(struct vr_path *p, int flags, mode_t mode)
             return p->err;
         if (p->must_dir)
             return -EISDIR;
+        /* A new file: announce, make (the kernel decides a race), publish
+         * without waiting. */
+        _Atomic uint64_t *issued = issued_of(p->mount);
+        if (!issued)
+            return -EROFS;
         uint8_t name[32];
-        new_name(name);
+        vrift_vdir_upper_name(p->rel, p->rellen, name);
+        atomic_fetch_add(issued, 1);
         int fd = upper_openat(p->mount, name, (flags & ~(O_TRUNC | O_NOFOLLOW | O_DIRECTORY)) | O_CREAT | O_EXCL, mode);
-        if (fd < 0)
-            return fd;
+        if (fd < 0) {
+            atomic_fetch_sub(issued, 1);
+            if (fd != -EEXIST)
+                return fd;
+            if (excl)
+                return -EEXIST;
+            vr_upper_claim(p); /* made by another process a moment ago */
+            if (p->err != 0)
+                relookup(p);
+            continue;
+        }
         int rc = publish(p, name, NULL);
         if (rc == 0)
             return fd;
+        atomic_fetch_sub(issued, 1);
         vr_close(fd);
         drop_file(p->mount, name);
-        if (rc != -EEXIST || excl)
-            return rc;
-        relookup(p);
+        return rc;
     }
     return -EAGAIN;
 }

@@ -160,6 +160,20 @@
  * the rename (making gen even first), so its readers follow to the new one.
  * VRIFT_VDIR_HF_RETIRED means the mount is gone for good (the daemon
  * unmounted it): readers fail with -ESTALE without re-opening.
+ *
+ * ---------------------------------------------------------------------
+ * 6. THE UPPER LAYER
+ * ---------------------------------------------------------------------
+ * A file written in the mount is a real file of its upper layer,
+ * <home>/upper/<name>/<64 hex of vrift_vdir_upper_name(path)>: the name is
+ * a function of the path, so creating one is an O_CREAT|O_EXCL the kernel
+ * decides, and a path's file can be found before the daemon has published
+ * it. Its entry (VRIFT_VDIR_F_UPPER) carries that name in u.digest.
+ * Clients count the creates they announce in <home>/upper/<name>/.issued
+ * (a u64 at offset 0, incremented before the file is made); the writer
+ * counts those it has published in header.upper_published (stored after
+ * the entry is in). A reader that loads upper_published, then .issued, and
+ * finds them equal knows every create announced before was published.
  */
 #ifndef VRIFT_VDIR_H
 #define VRIFT_VDIR_H
@@ -277,7 +291,10 @@ struct vrift_vdir_header {
                                 (a shim may derive st_dev from it) */
     uint32_t owner_uid;    /**< uid in the object's name */
     uint32_t reserved0;
-    uint8_t  reserved[128];/**< zero */
+    /** Upper-layer creates the daemon has published (section 6): the shim
+     *  compares it with its mount's `.issued` count. */
+    VRIFT_VDIR_ATOMIC(uint64_t) upper_published;
+    uint8_t  reserved[120];/**< zero */
     char cas_root[VRIFT_VDIR_CAS_ROOT_MAX];     /**< NUL-terminated absolute directory of blobs:
                                                    <cas_root>/<2 hex>/<64 hex>[.x] (.x: executable twin;
                                                    vrift_layout.h) */
@@ -316,12 +333,14 @@ static_assert(sizeof(struct vrift_vdir_header) == VRIFT_VDIR_HEADER_SIZE, "heade
 static_assert(sizeof(struct vrift_vdir_entry) == VRIFT_VDIR_ENTRY_SIZE, "entry is 56 bytes");
 static_assert(offsetof(struct vrift_vdir_header, gen) == 16, "gen offset");
 static_assert(offsetof(struct vrift_vdir_header, cas_root) == 256, "cas_root offset");
+static_assert(offsetof(struct vrift_vdir_header, upper_published) % 8 == 0, "upper_published aligned");
 static_assert(sizeof(std::atomic<uint64_t>) == 8 && std::atomic<uint64_t>::is_always_lock_free, "atomic u64");
 #else
 _Static_assert(sizeof(struct vrift_vdir_header) == VRIFT_VDIR_HEADER_SIZE, "header is one page");
 _Static_assert(sizeof(struct vrift_vdir_entry) == VRIFT_VDIR_ENTRY_SIZE, "entry is 56 bytes");
 _Static_assert(offsetof(struct vrift_vdir_header, gen) == 16, "gen offset");
 _Static_assert(offsetof(struct vrift_vdir_header, cas_root) == 256, "cas_root offset");
+_Static_assert(offsetof(struct vrift_vdir_header, upper_published) % 8 == 0, "upper_published aligned");
 _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "plain-sized atomics");
 #endif
 
@@ -428,6 +447,20 @@ static inline uint16_t vrift_vdir_entry_check(const struct vrift_vdir_entry *e, 
     if (target_len != 0)
         h = vrift_vdir_hash(target, target_len, h);
     return (uint16_t)(h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48));
+}
+
+/**
+ * The name of a path's file in the upper layer (section 6): 32 bytes, four
+ * vrift_vdir_hash() lanes of the relative path under fixed seeds (not
+ * per-mount: the name must not change when a VDir is rebuilt).
+ */
+static inline void vrift_vdir_upper_name(const char *rel, size_t len, uint8_t out[32])
+{
+    static const uint64_t seeds[4] = {0x7570706572000001ULL, 0x9e3779b97f4a7c15ULL, 0xc2b2ae3d27d4eb4fULL, 0x165667b19e3779f9ULL};
+    for (int i = 0; i < 4; i++) {
+        uint64_t h = vrift_vdir_hash(rel, len, seeds[i]);
+        memcpy(out + 8 * i, &h, 8);
+    }
 }
 
 #ifdef __cplusplus

@@ -59,6 +59,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
                         InstanceMethod<&VDirWriterWrap::Stats>("stats"),
                         InstanceMethod<&VDirWriterWrap::ProbeStats>("probeStats"),
                         InstanceMethod<&VDirWriterWrap::Image>("image"),
+                        InstanceMethod<&VDirWriterWrap::SetUpperPublished>("setUpperPublished"),
                         InstanceMethod<&VDirWriterWrap::Close>("close")});
   }
 
@@ -102,6 +103,14 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
   }
 
  private:
+  // setUpperPublished(n): header.upper_published (vrift_vdir.h section 6)
+  Napi::Value SetUpperPublished(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) ThrowCode(env, EINVAL, "setUpperPublished(n): bad arguments");
+    if (writer_) writer_->SetUpperPublished(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
+    return env.Undefined();
+  }
+
   // apply(upserts: Buffer, nUpserts, removals: Buffer, nRemovals)
   Napi::Value Apply(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -252,6 +261,23 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
 // lgetxattr(path, name) -> Buffer | null (no such attribute). Reads
 // overlayfs markers (trusted.overlay.opaque) for the namespace merge
 // (src/node/mount/ns.ts); Node has no xattr calls.
+// upperName(rel): the 64-hex name of a path's file in a mount's upper layer
+// (vrift_vdir_upper_name, the same function the shim uses).
+Napi::Value UpperName(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) ThrowCode(env, EINVAL, "upperName(rel): bad arguments");
+  const std::string rel = info[0].As<Napi::String>().Utf8Value();
+  uint8_t name[32];
+  vrift_vdir_upper_name(rel.data(), rel.size(), name);
+  static const char digits[] = "0123456789abcdef";
+  char hex[64];
+  for (int i = 0; i < 32; i++) {
+    hex[2 * i] = digits[name[i] >> 4];
+    hex[2 * i + 1] = digits[name[i] & 15];
+  }
+  return Napi::String::New(env, hex, 64);
+}
+
 Napi::Value LGetXattr(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
@@ -272,6 +298,7 @@ Napi::Value LGetXattr(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("lgetxattr", Napi::Function::New(env, LGetXattr));
   exports.Set("VDirWriter", VDirWriterWrap::Define(env));
+  exports.Set("upperName", Napi::Function::New(env, UpperName));
   exports.Set("vdirLayoutVersion", Napi::Number::New(env, VRIFT_VDIR_VERSION));
   vrift::InitFastFs(env, exports);
   vrift::InitBlobIo(env, exports);

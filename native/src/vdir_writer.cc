@@ -309,9 +309,15 @@ VdirWriter::Map VdirWriter::Build(uint32_t entry_cap, uint64_t pool_min, std::st
   h->created_ns = NowNs();
   h->volume_id = volume_id_;
   h->owner_uid = static_cast<uint32_t>(getuid());
+  h->upper_published.store(upper_published_, std::memory_order_relaxed);
   std::memcpy(h->cas_root, cas_root_.data(), cas_root_.size());
   std::memcpy(h->mount_root, mount_root_.data(), mount_root_.size());
   return m;
+}
+
+void VdirWriter::SetUpperPublished(uint64_t n) {
+  upper_published_ = n;
+  if (map_.hdr) map_.hdr->upper_published.store(n, std::memory_order_release);
 }
 
 void VdirWriter::Unmap(Map* m) {

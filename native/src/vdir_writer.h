@@ -83,6 +83,9 @@ class VdirWriter {
   // seqlock window; grows the object first if the batch needs room.
   void Apply(const std::vector<VdirUpsert>& upserts, const std::vector<std::string_view>& removals);
 
+  // header.upper_published (vrift_vdir.h section 6), kept across resizes.
+  void SetUpperPublished(uint64_t n);
+
   bool Lookup(std::string_view path, VdirFound* out) const;
   // Names of a directory's children, in list order. Throws ENOENT/ENOTDIR.
   std::vector<std::string> List(std::string_view dir) const;
@@ -108,6 +111,7 @@ class VdirWriter {
     char* pool = nullptr;
   };
   struct Plan;
+  uint64_t upper_published_ = 0;
 
   void Init(const VdirCreateOptions& opt);
   void Publish(const std::string& tmp);

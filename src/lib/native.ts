@@ -19,6 +19,8 @@ export interface NativeVDirWriter {
   close(unlink: boolean): void;
   /** A copy of the whole shared-memory object (for `new VDirWriter(..., image, mtimeSec)`). */
   image(): Buffer;
+  /** header.upper_published: upper-layer creates published so far (vrift_vdir.h section 6). */
+  setUpperPublished(n: number): void;
 }
 
 export interface NativeVDirEntry {
@@ -114,6 +116,8 @@ export interface NativeAddon {
   vdirLayoutVersion: number;
   /** An extended attribute of `path` (not followed if a symlink); null when it has none of that name. */
   lgetxattr(path: string, name: string): Buffer | null;
+  /** The 64-hex name of a mount path's file in the upper layer (vrift_vdir_upper_name; the shim computes the same). */
+  upperName(rel: string): string;
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;
   blake3: NativeBlake3;

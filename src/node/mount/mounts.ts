@@ -10,7 +10,7 @@ import { MountImageCache } from './image-cache.js';
 import { clearOverlay, flushOverlay, mergedEntries, overlayOf } from './overlay.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
-import { dropUpperDir, ensureUpperDir, forgetUpperRefs } from './upper.js';
+import { dropUpperDir, ensureUpperDir, readIssued } from './upper.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDIR_F_UPPER, VDir, type VDirEntryInput } from './vdir.js';
 
 export interface MountRecord {
@@ -97,7 +97,6 @@ export class MountManager {
     const rec: MountRecord = { path: abs, tree, project: project ?? abs, name: MountManager.nameFor(this.store.layout.root, abs), mountedAt: Date.now() };
     // a fresh mount starts from its tree
     clearOverlay(this.store, rec.name);
-    forgetUpperRefs(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
     this.publish(rec);
     this.store.pin(tree, `mount:${abs}`);
@@ -115,7 +114,6 @@ export class MountManager {
     this.live.delete(abs);
     this.store.unpin(rec.tree, `mount:${abs}`);
     clearOverlay(this.store, rec.name);
-    forgetUpperRefs(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
     void this.store.meta.state.remove(['mount', abs]);
   }
@@ -146,7 +144,8 @@ export class MountManager {
 
   private publish(rec: MountRecord): void {
     const overlay = overlayOf(this.store, rec.name);
-    ensureUpperDir(this.store, rec.name);
+    const noUpper = ensureUpperDir(this.store, rec.name);
+    if (noUpper) this.log(`mount: ${rec.path} has no upper layer (writes in it fail with EROFS): ${noUpper.message}`);
     const mtimeSec = Math.floor(rec.mountedAt / 1000);
     const casRoot = this.store.layout.cas;
     // A tree mounted before (and still cached) with no changes on top: copy its image.
@@ -169,6 +168,9 @@ export class MountManager {
       // only the tree itself is worth keeping: an overlay is this mount's own
       if (overlay.size === 0) this.images.set(rec.tree, { image: vdir.image(), execDigests });
     }
+    // Creates announced before (by programs still running across a restart)
+    // count as published: those not in the overlay are lost (docs/shim.md).
+    vdir.setUpperPublished(readIssued(this.store, rec.name));
     this.vdirs.get(rec.path)?.close({ unlink: false });
     this.vdirs.set(rec.path, vdir);
     this.live.set(rec.path, rec);

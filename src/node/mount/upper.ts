@@ -1,20 +1,31 @@
 // A mount's upper layer, as overlayfs has one: the first write, truncate or
 // create of a path makes ONE real file for it, upper/<vdir name>/<64 hex>
-// (vrift_layout.h), and the VDir entry points there (VDIR_F_UPPER, the
-// name in the digest field). Every later open of the path, by any process
-// of the mount, opens that same file, so shared offsets, O_APPEND, locks
-// and mmap come from the kernel. The shim creates the file itself (it owns
-// the bytes and the copy-up); the daemon only publishes the name, counts
-// the paths that name one file (link() gives a second), and removes the
-// file when the last path goes. Content enters the CAS at snapshot.
-import { mkdirSync, rmSync, unlinkSync } from 'node:fs';
+// (vrift_layout.h), and the VDir entry points there (VDIR_F_UPPER, the name
+// in the digest field). Every later open of the path, by any process of the
+// mount, opens that same file, so shared offsets, O_APPEND, locks and mmap
+// come from the kernel.
+//
+// The name is a function of the path (upperNameOf, the same function the
+// shim has: vrift_vdir_upper_name), so a create is an O_CREAT|O_EXCL the
+// kernel decides, made by the shim without waiting for the daemon, and a
+// path's file can be found before it is published (vrift_vdir.h section 6).
+// The daemon keeps names in step with paths: a rename renames the file, a
+// link() links it, an unlink unlinks it (the kernel counts the links).
+// Content enters the CAS at snapshot.
+//
+// Creates are announced asynchronously: the shim adds one to the mount's
+// `.issued` count before making the file and sends UPPER without waiting;
+// the daemon counts what it has published in the VDir header. Requests
+// whose answer depends on every create so far (rmdir, renaming a
+// directory, snapshot) wait until the two agree (drained()).
+import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { LAYOUT } from '../../gen/layout.js';
+import { loadNative } from '../../lib/native.js';
 import type { Store } from '../store/store.js';
-import { overlayOf } from './overlay.js';
 
-/** Upper-file names are 64 lowercase hex characters, like digests. */
-export const UPPER_NAME = /^[0-9a-f]{64}$/;
+/** The count of announced creates, a u64 at offset 0 (vrift_vdir.h section 6). */
+export const ISSUED_FILE = '.issued';
 
 export function upperDir(store: Store, vdirName: string): string {
   return join(store.layout.root, LAYOUT.home.upper, vdirName);
@@ -24,9 +35,31 @@ export function upperPath(store: Store, vdirName: string, name: string): string 
   return join(upperDir(store, vdirName), name);
 }
 
-/** Makes the mount's upper directory (0700: the user's own files). */
-export function ensureUpperDir(store: Store, vdirName: string): void {
-  mkdirSync(upperDir(store, vdirName), { recursive: true, mode: 0o700 });
+/** The name of path `rel`'s file in the upper layer. */
+export function upperNameOf(rel: string): string {
+  return loadNative().upperName(rel);
+}
+
+/**
+ * Makes the mount's upper directory (0700: the user's own files) and its
+ * `.issued` count (a sparse page: it needs no room on a full disk). Returns
+ * the problem instead of throwing: a mount without an upper layer still
+ * serves reads, and its writes fail with EROFS.
+ */
+export function ensureUpperDir(store: Store, vdirName: string): Error | undefined {
+  const dir = upperDir(store, vdirName);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const fd = openSync(join(dir, ISSUED_FILE), 'a', 0o600);
+    try {
+      if (fstatSync(fd).size < 4096) ftruncateSync(fd, 4096);
+    } finally {
+      closeSync(fd);
+    }
+    return undefined;
+  } catch (e) {
+    return e as Error;
+  }
 }
 
 /** Removes the upper layer of a mount that is gone (unmount, or a fresh mount at its path). */
@@ -34,49 +67,19 @@ export function dropUpperDir(store: Store, vdirName: string): void {
   rmSync(upperDir(store, vdirName), { recursive: true, force: true });
 }
 
-const refs = new WeakMap<Store, Map<string, Map<string, number>>>();
-
-/** How many paths of mount `vdirName` name each upper file (built once from the overlay). */
-function refsOf(store: Store, vdirName: string): Map<string, number> {
-  let byMount = refs.get(store);
-  if (!byMount) refs.set(store, (byMount = new Map()));
-  let m = byMount.get(vdirName);
-  if (!m) {
-    m = new Map();
-    for (const v of overlayOf(store, vdirName).values()) {
-      if (!('deleted' in v) && v.upper) m.set(v.upper, (m.get(v.upper) ?? 0) + 1);
-    }
-    byMount.set(vdirName, m);
-  }
-  return m;
-}
-
-/** One more path names upper file `name`. */
-export function holdUpper(store: Store, vdirName: string, name: string): void {
-  const m = refsOf(store, vdirName);
-  m.set(name, (m.get(name) ?? 0) + 1);
-}
-
-/**
- * One path fewer names upper file `name`; the last one removes the file
- * (descriptors still open keep reading and writing it, as after unlink()).
- */
-export function releaseUpper(store: Store, vdirName: string, name: string): void {
-  const m = refsOf(store, vdirName);
-  const n = (m.get(name) ?? 1) - 1;
-  if (n > 0) {
-    m.set(name, n);
-    return;
-  }
-  m.delete(name);
+/** The mount's `.issued` count as the shims left it. */
+export function readIssued(store: Store, vdirName: string): number {
+  let fd: number;
   try {
-    unlinkSync(upperPath(store, vdirName, name));
+    fd = openSync(join(upperDir(store, vdirName), ISSUED_FILE), 'r');
   } catch {
-    /* already gone */
+    return 0;
   }
-}
-
-/** Forgets the counts of a mount (its overlay was cleared). */
-export function forgetUpperRefs(store: Store, vdirName: string): void {
-  refs.get(store)?.delete(vdirName);
+  try {
+    const b = Buffer.alloc(8);
+    readSync(fd, b, 0, 8, 0);
+    return Number(b.readBigUInt64LE(0));
+  } finally {
+    closeSync(fd);
+  }
 }

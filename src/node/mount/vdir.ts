@@ -249,6 +249,22 @@ export class VDir {
     }
   }
 
+  private published = 0;
+
+  /** Upper-layer creates published so far (header.upper_published, vrift_vdir.h section 6). */
+  get upperPublished(): number {
+    return this.published;
+  }
+
+  setUpperPublished(n: number): void {
+    this.published = n;
+    try {
+      this.native.setUpperPublished(n);
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
   /** The entry at `path`, as the writer holds it (for tests and diagnostics). */
   lookup(path: string): VDirEntry | undefined {
     let n;

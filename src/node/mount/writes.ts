@@ -10,7 +10,7 @@
 //
 // Errors a program must see as an errno carry it at the end of their code
 // (ERR_VRIFT_MOUNTFS_ENOTEMPTY ...); shim/ipc.c maps them back.
-import { lstatSync } from 'node:fs';
+import { linkSync, lstatSync, renameSync, unlinkSync } from 'node:fs';
 import { VriftError } from '../../lib/errors.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { overlayOf, mergedEntries, setOverlay, type OverlayEntry } from './overlay.js';
@@ -18,7 +18,7 @@ import type { MountManager, MountRecord } from './mounts.js';
 import { F, Msg, type FieldList, type Fields } from '../control/protocol.js';
 import type { Store } from '../store/store.js';
 import { pathProblem } from '../store/tree.js';
-import { holdUpper, releaseUpper, upperPath, UPPER_NAME } from './upper.js';
+import { readIssued, upperNameOf, upperPath } from './upper.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_UPPER, type VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
 
 export interface MountWritesContext {
@@ -83,29 +83,59 @@ function overlayEntryOf(e: VDirEntryInput): OverlayEntry {
 }
 
 /**
- * Applies a batch to the VDir and records it in the overlay. Upper files
- * are counted by the paths that name them: the batch's new names are
- * counted before the names it removes or replaces are released, so a
- * rename never drops the file it moves.
+ * Applies a batch to the VDir and records it in the overlay. An upper file
+ * whose path the batch removes or replaces loses that name (unlink: the
+ * kernel frees it with its last name and descriptor), unless `kept` says
+ * the caller moved it already (rename).
  */
-export function change(ctx: MountWritesContext, t: Target, upserts: VDirEntryInput[], removals: string[] = []): void {
-  const released: string[] = [];
-  for (const r of removals) {
-    const u = upperOf(t.vdir.lookup(r));
-    if (u) released.push(u);
-  }
+export function change(ctx: MountWritesContext, t: Target, upserts: VDirEntryInput[], removals: string[] = [], kept: ReadonlySet<string> = new Set()): void {
+  const gone: string[] = [];
+  for (const r of removals) if (upperOf(t.vdir.lookup(r)) && !kept.has(r)) gone.push(r);
   for (const up of upserts) {
-    const u = upperOf(t.vdir.lookup(up.path));
-    if (u && !removals.includes(up.path)) released.push(u);
+    const cur = t.vdir.lookup(up.path);
+    if (upperOf(cur) && !kept.has(up.path) && upperOf(up) !== upperOf(cur)) gone.push(up.path);
   }
   t.vdir.apply(upserts, removals);
   for (const r of removals) setOverlay(ctx.store, t.rec.name, r, { deleted: true });
-  for (const u of upserts) {
-    setOverlay(ctx.store, t.rec.name, u.path, overlayEntryOf(u));
-    const name = upperOf(u);
-    if (name) holdUpper(ctx.store, t.rec.name, name);
+  for (const u of upserts) setOverlay(ctx.store, t.rec.name, u.path, overlayEntryOf(u));
+  for (const rel of gone) unlinkUpper(ctx.store, t.rec.name, upperNameOf(rel));
+}
+
+function unlinkUpper(store: Store, vdirName: string, name: string): void {
+  try {
+    unlinkSync(upperPath(store, vdirName, name));
+  } catch {
+    /* gone already */
   }
-  for (const name of released) releaseUpper(ctx.store, t.rec.name, name);
+}
+
+/**
+ * The entry at `rel`, or — when the VDir has none — the upper file a shim
+ * made there and announced but the daemon has not published yet (its name
+ * is the path's: upperNameOf). Such a file is published on the spot.
+ */
+function entryAt(ctx: MountWritesContext, t: Target, rel: string): VDirEntry | undefined {
+  const e = t.vdir.lookup(rel);
+  if (e) return e;
+  const name = upperNameOf(rel);
+  const st = lstatSync(upperPath(ctx.store, t.rec.name, name), { throwIfNoEntry: false });
+  if (!st?.isFile()) return undefined;
+  const parent = t.vdir.lookup(parentOf(rel));
+  if (rel.includes('/') && !isDir(parent)) return undefined;
+  const u: VDirEntryInput = { path: rel, mode: S_IFREG | (st.mode & 0o7777), size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER };
+  change(ctx, t, [u]);
+  return t.vdir.lookup(rel);
+}
+
+/**
+ * Waits (yielding to the other connections, at most 2 s) until every create
+ * announced so far is published: rmdir, moving a directory and snapshots
+ * must see files other processes have just made in it.
+ */
+async function drained(ctx: MountWritesContext, t: Target): Promise<void> {
+  const want = readIssued(ctx.store, t.rec.name);
+  const until = Date.now() + 2000;
+  while (t.vdir.upperPublished < want && Date.now() < until) await new Promise((r) => setImmediate(r));
 }
 
 /** Every entry under directory `rel` (not rel itself), parents before children. */
@@ -155,51 +185,83 @@ export function snapshotMount(store: Store, rec: MountRecord): string {
 export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesContext): void {
   const { store } = ctx;
 
-  // A path now names a file of the upper layer, which the shim made
-  // (created, or copied up from the path's blob). Without BASE the path must
-  // not exist; with BASE it must still be the lower file with that digest
-  // (else ESTALE: another process copied it up first, the shim retries).
+  // A path names the file the shim made for it in the upper layer
+  // (upperNameOf(rel)). Without BASE it is a create the shim announced and
+  // did not wait for (it counts in `.issued`): idempotent, counted as
+  // published whatever happens, and a file whose path was taken or removed
+  // meanwhile is dropped. With BASE it is a copy-up the shim waits for: REL
+  // must still be the lower file with that digest (else ESTALE: another
+  // process changed it first).
   h.set(Msg.UPPER, (f): FieldList => {
     const t = mountOf(ctx, f);
-    const rel = relOf(f, F.REL, 'rel');
-    const name = requireStr(f, F.DIGEST, 'upper name');
-    if (!UPPER_NAME.test(name)) throw fsErr('EINVAL', `${JSON.stringify(name)} is not an upper-file name (64 hex)`);
     const base = f.str(F.BASE);
-    const cur = t.vdir.lookup(rel);
-    if (base === undefined) {
-      if (cur) throw fsErr('EEXIST', `${rel}: already exists`);
-      checkParent(t.vdir, rel);
-    } else if (!cur || (cur.mode & S_IFMT) !== S_IFREG || upperOf(cur) || cur.digest !== base) {
-      throw fsErr('ESTALE', `${rel}: changed while it was being copied up`);
+    if (base !== undefined) return copiedUp(t, f, base);
+    try {
+      const rel = relOf(f, F.REL, 'rel');
+      const name = requireStr(f, F.DIGEST, 'upper name');
+      if (name !== upperNameOf(rel)) throw fsErr('EINVAL', `${JSON.stringify(name)} is not the upper name of ${rel}`);
+      const cur = t.vdir.lookup(rel);
+      if (cur) {
+        if (upperOf(cur) !== name) unlinkUpper(store, t.rec.name, name); // the path was taken meanwhile
+        return [];
+      }
+      const st = lstatSync(upperPath(store, t.rec.name, name), { throwIfNoEntry: false });
+      if (!st?.isFile()) return []; // unlinked or renamed before it was published
+      if (rel.includes('/') && !isDir(t.vdir.lookup(parentOf(rel)))) {
+        unlinkUpper(store, t.rec.name, name);
+        throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
+      }
+      const u: VDirEntryInput = { path: rel, mode: S_IFREG | (st.mode & 0o7777), size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER };
+      t.vdir.apply([u]); // (the hot path of every create: nothing is replaced, so no change() bookkeeping)
+      setOverlay(store, t.rec.name, rel, overlayEntryOf(u));
+      return [];
+    } finally {
+      t.vdir.setUpperPublished(t.vdir.upperPublished + 1);
     }
-    // (the hot path of every create in a mount: nothing replaced is an upper file, so no change() bookkeeping)
-    const u: VDirEntryInput = { path: rel, mode: cur ? cur.mode : S_IFREG | 0o644, size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER };
-    t.vdir.apply([u]);
-    setOverlay(store, t.rec.name, rel, overlayEntryOf(u));
-    holdUpper(store, t.rec.name, name);
-    return [];
   });
 
-  // link(): a second name for a file. An upper file is shared (a hard link:
-  // writes through one name show through the other); a lower one is the
+  const copiedUp = (t: Target, f: Fields, base: string): FieldList => {
+    const rel = relOf(f, F.REL, 'rel');
+    const name = requireStr(f, F.DIGEST, 'upper name');
+    if (name !== upperNameOf(rel)) throw fsErr('EINVAL', `${JSON.stringify(name)} is not the upper name of ${rel}`);
+    const cur = t.vdir.lookup(rel);
+    if (cur && upperOf(cur) === name) return [];
+    if (!cur || (cur.mode & S_IFMT) !== S_IFREG || upperOf(cur) || cur.digest !== base) throw fsErr('ESTALE', `${rel}: changed while it was being copied up`);
+    const u: VDirEntryInput = { path: rel, mode: cur.mode, size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER };
+    t.vdir.apply([u]);
+    setOverlay(store, t.rec.name, rel, overlayEntryOf(u));
+    return [];
+  };
+
+  /** `e` (an entry of `from`) as the entry of `to`: an upper file's name follows its path. */
+  const movedTo = (e: VDirEntry, to: string): VDirEntryInput => {
+    const u = asInput(e, to);
+    if (upperOf(e)) u.digest = upperNameOf(to);
+    return u;
+  };
+
+  // link(): a second name for a file. An upper file gets a real hard link
+  // (writes through one name show through the other); a lower one is the
   // same content until one of them is written.
   h.set(Msg.LINK, (f): FieldList => {
     const t = mountOf(ctx, f);
     const from = relOf(f, F.REL, 'rel');
     const to = relOf(f, F.REL2, 'rel2');
-    const src = t.vdir.lookup(from);
+    const src = entryAt(ctx, t, from);
     if (!src) throw fsErr('ENOENT', `${from}: no such file`);
     if (isDir(src)) throw fsErr('EPERM', `${from}: is a directory`);
-    if (t.vdir.lookup(to)) throw fsErr('EEXIST', `${to}: already exists`);
+    if (entryAt(ctx, t, to)) throw fsErr('EEXIST', `${to}: already exists`);
     checkParent(t.vdir, to);
-    change(ctx, t, [asInput(src, to)]);
+    const u = movedTo(src, to);
+    if (upperOf(src)) linkSync(upperPath(store, t.rec.name, upperOf(src)!), upperPath(store, t.rec.name, u.digest!));
+    change(ctx, t, [u], [], new Set([to]));
     return [];
   });
 
   h.set(Msg.MKDIR, (f): FieldList => {
     const t = mountOf(ctx, f);
     const rel = relOf(f, F.REL, 'rel');
-    if (t.vdir.lookup(rel)) throw fsErr('EEXIST', `${rel}: already exists`);
+    if (entryAt(ctx, t, rel)) throw fsErr('EEXIST', `${rel}: already exists`);
     checkParent(t.vdir, rel);
     change(ctx, t, [{ path: rel, mode: S_IFDIR | 0o755, size: 0, mtimeSec: nowSec() }]);
     return [];
@@ -208,16 +270,17 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
   h.set(Msg.UNLINK, (f): FieldList => {
     const t = mountOf(ctx, f);
     const rel = relOf(f, F.REL, 'rel');
-    const e = t.vdir.lookup(rel);
+    const e = entryAt(ctx, t, rel);
     if (!e) throw fsErr('ENOENT', `${rel}: no such file`);
     if (isDir(e)) throw fsErr('EISDIR', `${rel}: is a directory`);
     change(ctx, t, [], [rel]);
     return [];
   });
 
-  h.set(Msg.RMDIR, (f): FieldList => {
+  h.set(Msg.RMDIR, async (f): Promise<FieldList> => {
     const t = mountOf(ctx, f);
     const rel = relOf(f, F.REL, 'rel');
+    await drained(ctx, t); // files just made in it by other processes count
     const e = t.vdir.lookup(rel);
     if (!e) throw fsErr('ENOENT', `${rel}: no such directory`);
     if (!isDir(e)) throw fsErr('ENOTDIR', `${rel}: not a directory`);
@@ -231,7 +294,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     const rel = relOf(f, F.REL, 'rel');
     const target = f.str(F.TARGET);
     if (!target || target.includes('\0')) throw fsErr('ENOENT', 'empty symlink target');
-    if (t.vdir.lookup(rel)) throw fsErr('EEXIST', `${rel}: already exists`);
+    if (entryAt(ctx, t, rel)) throw fsErr('EEXIST', `${rel}: already exists`);
     checkParent(t.vdir, rel);
     change(ctx, t, [{ path: rel, mode: S_IFLNK | 0o777, size: Buffer.byteLength(target), mtimeSec: nowSec(), target }]);
     return [];
@@ -250,16 +313,20 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     return [];
   });
 
-  h.set(Msg.RENAME, (f): FieldList => {
+  h.set(Msg.RENAME, async (f): Promise<FieldList> => {
     const t = mountOf(ctx, f);
     const from = relOf(f, F.REL, 'rel');
     const to = relOf(f, F.REL2, 'rel2');
-    const src = t.vdir.lookup(from);
+    let src = entryAt(ctx, t, from);
+    if (src && isDir(src)) {
+      await drained(ctx, t); // a directory moves with files other processes just made in it
+      src = t.vdir.lookup(from);
+    }
     if (!src) throw fsErr('ENOENT', `${from}: no such file or directory`);
     if (from === to) return [];
     if (to.startsWith(`${from}/`)) throw fsErr('EINVAL', `cannot move ${from} into itself`);
     checkParent(t.vdir, to);
-    const dst = t.vdir.lookup(to);
+    const dst = entryAt(ctx, t, to);
     const removals: string[] = [];
     if (dst) {
       if (isDir(src) && !isDir(dst)) throw fsErr('ENOTDIR', `${to}: not a directory`);
@@ -267,19 +334,29 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
       if (isDir(dst) && (dst.nchildren ?? 0) > 0) throw fsErr('ENOTEMPTY', `${to}: directory not empty`);
       removals.push(to);
     }
-    // A directory moves with its whole subtree.
+    // A directory moves with its whole subtree; an upper file's name follows
+    // its path (a real rename: over an upper file at the target, the
+    // kernel's rename-over-an-open-file).
     const below = isDir(src) ? subtree(t.vdir, from) : [];
     for (let i = below.length - 1; i >= 0; i--) removals.push(below[i]!.path);
     removals.push(from);
-    const upserts = [asInput(src, to), ...below.map((e) => asInput(e, to + e.path.slice(from.length)))];
-    change(ctx, t, upserts, removals);
+    const moved: [VDirEntry, string][] = [[src, to], ...below.map((e): [VDirEntry, string] => [e, to + e.path.slice(from.length)])];
+    const kept = new Set<string>();
+    for (const [e, path] of moved) {
+      const name = upperOf(e);
+      if (!name) continue;
+      renameSync(upperPath(store, t.rec.name, name), upperPath(store, t.rec.name, upperNameOf(path)));
+      kept.add(e.path).add(path);
+    }
+    change(ctx, t, moved.map(([e, path]) => movedTo(e, path)), removals, kept);
     return [];
   });
 
-  h.set(Msg.SNAPSHOT, (f): FieldList => {
+  h.set(Msg.SNAPSHOT, async (f): Promise<FieldList> => {
     const path = requireStr(f, F.PATH, 'path');
     const rec = ctx.mounts.recordOf(path);
     if (!rec) throw new VriftError('ERR_VRIFT_MOUNT_NOT_FOUND', `${path} is not mounted`, { hint: 'see `vrift status`', exitCode: 1 });
+    await drained(ctx, mountOf(ctx, f)); // files just made by other processes are in
     const id = snapshotMount(store, rec);
     ctx.log(`snapshot: ${path} -> ${id}`);
     return [[F.TREE, id]];
