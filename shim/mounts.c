@@ -649,9 +649,13 @@ void vr_resolve(int dirfd, const char *path, int flags, struct vr_path *out)
     resolve_inner(dirfd, path, flags, out);
     if (out->kind != VP_VIRT)
         return;
-    /* a file another process has just made, announced but not yet published */
+    /* While changes wait to be published, the upper layer's real files are
+     * the truth: a file just made (not in the VDir yet), or one just
+     * unlinked (still in it). */
     if (VR_UNLIKELY(out->err == -ENOENT) && out->creatable && vr_upper_pending(out->mount))
         vr_upper_claim(out);
+    else if (VR_UNLIKELY(out->err == 0 && (out->res.flags & VRIFT_VDIR_F_UPPER)) && vr_upper_pending(out->mount))
+        vr_upper_check(out);
     vr_check_daemon();
     if (VR_LIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) == 1))
         return;

@@ -274,6 +274,10 @@ int vr_upper_pending(int mount);
 void vr_upper_settle(int mount);
 /** p missed in the VDir: if the path's upper file exists (announced, not yet published), p becomes it. 1 if so. */
 int vr_upper_claim(struct vr_path *p);
+/** p found an upper entry: if its real file is gone (unlinked, not yet unpublished), p becomes missing. */
+void vr_upper_check(struct vr_path *p);
+/** unlink() of an upper file: the real file at once, the entry announced. 0 or -errno. */
+int vr_upper_unlink(struct vr_path *p);
 int vr_upper_owns_fd(int fd);
 void vr_upper_disown(int fd);
 

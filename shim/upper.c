@@ -206,6 +206,16 @@ void vr_upper_settle(int mount)
     }
 }
 
+void vr_upper_check(struct vr_path *p)
+{
+    struct stat st;
+    if (!is_upper(p) || vr_upper_stat(p, &st, 0) != -ENOENT)
+        return;
+    p->err = -ENOENT;
+    p->creatable = 1;
+    vr_upper_claim(p); /* (and made again since?) */
+}
+
 int vr_upper_claim(struct vr_path *p)
 {
     if (p->kind != VP_VIRT || p->err != -ENOENT || !p->creatable || p->must_dir)
@@ -281,8 +291,10 @@ static int publish(const struct vr_path *p, const uint8_t name[32], const uint8_
     struct vr_req b;
     vr_req_mount(&b, p->mount, p->rel, p->rellen);
     vr_req_hex(&b, VRIFT_F_DIGEST, name);
-    if (!base)
+    if (!base) {
+        vr_req_u32(&b, VRIFT_F_ASYNC, 1);
         return vr_request_async(VRIFT_MSG_UPPER, &b);
+    }
     vr_req_hex(&b, VRIFT_F_BASE, base);
     return vr_request(VRIFT_MSG_UPPER, &b, NULL);
 }
@@ -378,6 +390,11 @@ int vr_upper_open(struct vr_path *p, int flags, mode_t mode)
             if (fd != -ENOENT)
                 return fd;
             relookup(p); /* its last name went away meanwhile */
+            if (p->err == 0 && is_upper(p)) {
+                /* unlinked, not yet unpublished: the real file is the truth */
+                p->err = -ENOENT;
+                p->creatable = 1;
+            }
             continue;
         }
         if (p->err != -ENOENT || !p->creatable || !(flags & O_CREAT))
@@ -413,4 +430,26 @@ int vr_upper_open(struct vr_path *p, int flags, mode_t mode)
         return rc;
     }
     return -EAGAIN;
+}
+
+int vr_upper_unlink(struct vr_path *p)
+{
+    _Atomic uint64_t *issued = issued_of(p->mount);
+    char abs[PATH_MAX];
+    if (!issued || vr_upper_path(p->mount, p->res.entry.u.digest, abs, sizeof abs) < 0)
+        return -EROFS;
+    /* The real file is the truth for an upper entry: unlinking it is the
+     * unlink every process sees at once; the entry follows, announced. */
+    atomic_fetch_add(issued, 1);
+    int rc = vr_unlinkat(AT_FDCWD, abs, 0);
+    if (rc < 0) {
+        atomic_fetch_sub(issued, 1);
+        return rc;
+    }
+    struct vr_req b;
+    vr_req_mount(&b, p->mount, p->rel, p->rellen);
+    vr_req_u32(&b, VRIFT_F_ASYNC, 1);
+    if (vr_request_async(VRIFT_MSG_UNLINK, &b) < 0)
+        atomic_fetch_sub(issued, 1); /* detached: the file is gone; the entry goes when the daemon sees it missing */
+    return 0;
 }

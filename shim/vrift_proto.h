@@ -66,7 +66,9 @@ enum vrift_msg_type {
      21, 22) end in an errno name: ERR_VRIFT_MOUNTFS_ENOTEMPTY, ..._EEXIST ... */
   VRIFT_MSG_FETCH = 6,    /* DIGEST, [PATH] -> OK once the blob is in the local CAS */
   VRIFT_MSG_MKDIR = 7,    /* PATH, REL, MODE -> OK */
-  VRIFT_MSG_UNLINK = 8,   /* PATH, REL -> OK (files and symlinks) */
+  VRIFT_MSG_UNLINK = 8,   /* PATH, REL, [ASYNC] -> OK (files and symlinks; with ASYNC the client
+                             has unlinked the path's upper file itself: the entry goes only
+                             if no newer file took its place) */
   VRIFT_MSG_RMDIR = 9,    /* PATH, REL -> OK (empty directories) */
   VRIFT_MSG_RENAME = 10,  /* PATH, REL (from), REL2 (to) -> OK */
   VRIFT_MSG_SYMLINK = 11, /* PATH, REL, TARGET -> OK */
@@ -98,7 +100,9 @@ enum vrift_msg_type {
                                    copied up from)] -> OK once REL names that file in the VDir.
                                    Without BASE, REL must not exist (EEXIST); with BASE, REL must
                                    still be that lower file (ESTALE: copied up by another process
-                                   meanwhile; use its file) */
+                                   meanwhile; use its file). With ASYNC (a create the client
+                                   made and announced): idempotent, dropped if REL was taken or
+                                   the file removed meanwhile */
   VRIFT_MSG_LINK = 22,          /* PATH, REL (existing file), REL2 (new name) -> OK: REL2 names
                                    the same upper file (a hard link) or the same blob */
   /* Programs the shim cannot see (static, Go, setuid) run in a private mount
@@ -142,7 +146,10 @@ enum vrift_field_tag {
   VRIFT_F_HINT = 21,      /* string: how to fix what an ERROR reports */
   VRIFT_F_EXIT = 22,      /* u32: the exit status a CLI should end with for an ERROR */
   VRIFT_F_BASE = 23,      /* string: 64 hex, the lower digest a copy-up replaces (UPPER) */
-  VRIFT_F_RUN_DIR = 24    /* string: a namespaced run's directory (NSMERGE) */
+  VRIFT_F_RUN_DIR = 24,   /* string: a namespaced run's directory (NSMERGE) */
+  VRIFT_F_ASYNC = 25      /* u32 1: a change the client counted in the mount's .issued and
+                             did not wait for (UPPER create, UNLINK of an upper file): the
+                             daemon counts it as published whatever its outcome */
 };
 
 /* Encoding helpers (header-only, no allocation). Each returns the number of

@@ -99,6 +99,13 @@ static int do_unlink(int dirfd, const char *path, int flags)
     } else if (type == S_IFDIR) {
         return ret(-EISDIR);
     }
+    if (!rmdir_ && vr_path_is_upper(&p)) {
+        int saved = errno;
+        int rc = vr_upper_unlink(&p);
+        if (rc == 0)
+            errno = saved;
+        return ret(rc);
+    }
     return ret(simple(rmdir_ ? VRIFT_MSG_RMDIR : VRIFT_MSG_UNLINK, &p, 0));
 }
 

@@ -60,6 +60,7 @@ export const F = {
   EXIT: 22,
   BASE: 23,
   RUN_DIR: 24,
+  ASYNC: 25,
 } as const;
 
 /** Digests one NODE_PEERS request may ask about. */

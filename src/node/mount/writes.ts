@@ -220,6 +220,21 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     }
   });
 
+  // The shim unlinked the path's upper file itself (announced): the entry
+  // goes, unless a newer file has taken the path since.
+  const unlinkedUpper = (t: Target, f: Fields): FieldList => {
+    try {
+      const rel = relOf(f, F.REL, 'rel');
+      const cur = t.vdir.lookup(rel);
+      const name = upperOf(cur);
+      if (!name || lstatSync(upperPath(store, t.rec.name, name), { throwIfNoEntry: false })) return [];
+      change(ctx, t, [], [rel], new Set([rel]));
+      return [];
+    } finally {
+      t.vdir.setUpperPublished(t.vdir.upperPublished + 1);
+    }
+  };
+
   const copiedUp = (t: Target, f: Fields, base: string): FieldList => {
     const rel = relOf(f, F.REL, 'rel');
     const name = requireStr(f, F.DIGEST, 'upper name');
@@ -269,6 +284,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
 
   h.set(Msg.UNLINK, (f): FieldList => {
     const t = mountOf(ctx, f);
+    if (f.u32(F.ASYNC)) return unlinkedUpper(t, f);
     const rel = relOf(f, F.REL, 'rel');
     const e = entryAt(ctx, t, rel);
     if (!e) throw fsErr('ENOENT', `${rel}: no such file`);
