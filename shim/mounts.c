@@ -437,6 +437,8 @@ restart:
         const char *rel = cl == mt->rootlen ? "" : cur + mt->rootlen + (mt->rootlen == 1 ? 0 : 1);
         size_t rl = cl == mt->rootlen ? 0 : cl - mt->rootlen - (mt->rootlen == 1 ? 0 : 1);
         int rc = vrift_vdir_lookup(mt->r, rel, rl, &out->res);
+        if (VR_UNLIKELY(rc == -ENOENT) && !last && vr_upper_pending(m) && vr_upper_claimed_dir(m, rel, rl, &out->res))
+            rc = 0; /* a directory just made, not yet published: walk on into it */
         if (rc == -ENOENT) {
             out->kind = VP_VIRT;
             out->mount = m;

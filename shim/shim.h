@@ -276,6 +276,14 @@ void vr_upper_settle(int mount);
 int vr_upper_claim(struct vr_path *p);
 /** p found an upper entry: if its real file is gone (unlinked, not yet unpublished), p becomes missing. */
 void vr_upper_check(struct vr_path *p);
+/** An intermediate directory missing from the VDir: made just now (its claim directory exists)? res filled if so. */
+int vr_upper_claimed_dir(int mount, const char *rel, size_t rellen, struct vrift_vdir_result *res);
+/** res.flags of a directory found by its claim, not yet in the VDir (never a VDir flag). */
+#define VR_RES_CLAIMED_DIR 0x8000u
+/** p is a claimed directory: wait until it is published and take its VDir entry (stable inode). */
+void vr_upper_published_dir(struct vr_path *p);
+/** mkdir() inside a mount: the claim directory at once, the entry announced. 0 or -errno. */
+int vr_upper_mkdir(struct vr_path *p, mode_t mode);
 /** unlink() of an upper file: the real file at once, the entry announced. 0 or -errno. */
 int vr_upper_unlink(struct vr_path *p);
 int vr_upper_owns_fd(int fd);

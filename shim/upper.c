@@ -216,20 +216,55 @@ void vr_upper_check(struct vr_path *p)
     vr_upper_claim(p); /* (and made again since?) */
 }
 
-int vr_upper_claim(struct vr_path *p)
+/* lstat() of the path's file or directory in the upper layer. */
+static int claim_stat(int mount, const char *rel, size_t rellen, uint8_t name[32], struct stat *st)
 {
-    if (p->kind != VP_VIRT || p->err != -ENOENT || !p->creatable || p->must_dir)
-        return 0;
-    uint8_t name[32];
-    vrift_vdir_upper_name(p->rel, p->rellen, name);
-    int dfd = upper_dir(p->mount);
+    vrift_vdir_upper_name(rel, rellen, name);
+    int dfd = upper_dir(mount);
     if (dfd < 0)
-        return 0;
+        return dfd;
     char hex[VRIFT_LAYOUT_DIGEST_HEX + 1];
     vrift_layout_hex(name, hex);
     hex[VRIFT_LAYOUT_DIGEST_HEX] = '\0';
+    return vr_fstatat(dfd, hex, st, AT_SYMLINK_NOFOLLOW);
+}
+
+static void claimed_dir(struct vrift_vdir_result *res, const struct stat *st)
+{
+    memset(res, 0, sizeof *res);
+    res->mode = S_IFDIR | 0755;
+    res->ino = (uint64_t)st->st_ino;
+    res->mtime_sec = (uint32_t)st->st_mtime;
+}
+
+int vr_upper_claimed_dir(int mount, const char *rel, size_t rellen, struct vrift_vdir_result *res)
+{
+    uint8_t name[32];
     struct stat st;
-    if (vr_fstatat(dfd, hex, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+    if (claim_stat(mount, rel, rellen, name, &st) != 0 || !S_ISDIR(st.st_mode))
+        return 0;
+    claimed_dir(res, &st);
+    return 1;
+}
+
+int vr_upper_claim(struct vr_path *p)
+{
+    if (p->kind != VP_VIRT || p->err != -ENOENT || !p->creatable)
+        return 0;
+    uint8_t name[32];
+    struct stat st;
+    if (claim_stat(p->mount, p->rel, p->rellen, name, &st) != 0)
+        return 0;
+    if (S_ISDIR(st.st_mode)) {
+        /* A directory just made. Who reports its identity (stat, opendir)
+         * waits for it to be published first (vr_upper_published_dir): find
+         * compares inodes, and the VDir's is the one that lasts. */
+        claimed_dir(&p->res, &st);
+        p->res.flags = VR_RES_CLAIMED_DIR;
+        p->err = 0;
+        return 1;
+    }
+    if (!S_ISREG(st.st_mode) || p->must_dir)
         return 0;
     memset(&p->res, 0, sizeof p->res);
     memcpy(p->res.entry.u.digest, name, 32);
@@ -239,6 +274,47 @@ int vr_upper_claim(struct vr_path *p)
     p->res.flags = VRIFT_VDIR_F_UPPER;
     p->err = 0;
     return 1;
+}
+
+void vr_upper_published_dir(struct vr_path *p)
+{
+    if (p->err != 0 || !(p->res.flags & VR_RES_CLAIMED_DIR))
+        return;
+    vr_upper_settle(p->mount);
+    struct vrift_vdir_result res;
+    if (vrift_vdir_lookup(vr_mounts[p->mount].r, p->rel, p->rellen, &res) == 0)
+        p->res = res;
+}
+
+int vr_upper_mkdir(struct vr_path *p, mode_t mode)
+{
+    _Atomic uint64_t *issued = issued_of(p->mount);
+    int dfd = upper_dir(p->mount);
+    if (!issued || dfd < 0)
+        return -EROFS;
+    uint8_t name[32];
+    vrift_vdir_upper_name(p->rel, p->rellen, name);
+    char hex[VRIFT_LAYOUT_DIGEST_HEX + 1];
+    vrift_layout_hex(name, hex);
+    hex[VRIFT_LAYOUT_DIGEST_HEX] = '\0';
+    /* The directory's claim: an empty real directory under the path's name
+     * (the kernel picks one winner); the entry follows, announced. */
+    atomic_fetch_add(issued, 1);
+    int rc = vr_mkdirat(dfd, hex, 0700);
+    if (rc < 0) {
+        atomic_fetch_sub(issued, 1);
+        return rc == -EEXIST ? -EEXIST : rc;
+    }
+    struct vr_req b;
+    vr_req_mount(&b, p->mount, p->rel, p->rellen);
+    vr_req_u32(&b, VRIFT_F_MODE, S_IFDIR | (mode & 07777));
+    vr_req_u32(&b, VRIFT_F_ASYNC, 1);
+    rc = vr_request_async(VRIFT_MSG_MKDIR, &b);
+    if (rc < 0) {
+        atomic_fetch_sub(issued, 1);
+        VR_SYS3(SYS_unlinkat, dfd, hex, AT_REMOVEDIR);
+    }
+    return rc;
 }
 
 /* Copies the blob of lower file p into fd (offsets untouched). */

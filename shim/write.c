@@ -76,7 +76,11 @@ static int do_mkdir(int dirfd, const char *path, mode_t mode)
         return ret(-EEXIST);
     if (p.err != -ENOENT || !p.creatable)
         return ret(p.err);
-    return ret(simple(VRIFT_MSG_MKDIR, &p, S_IFDIR | (mode & 07777)));
+    int saved = errno;
+    int rc = vr_upper_mkdir(&p, mode);
+    if (rc == 0)
+        errno = saved;
+    return ret(rc);
 }
 
 SHIM_EXPORT int mkdir(const char *path, mode_t mode) { return do_mkdir(AT_FDCWD, path, mode); }

@@ -10,7 +10,7 @@
 //
 // Errors a program must see as an errno carry it at the end of their code
 // (ERR_VRIFT_MOUNTFS_ENOTEMPTY ...); shim/ipc.c maps them back.
-import { linkSync, lstatSync, renameSync, unlinkSync } from 'node:fs';
+import { linkSync, lstatSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
 import { VriftError } from '../../lib/errors.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { overlayOf, mergedEntries, setOverlay, type OverlayEntry } from './overlay.js';
@@ -116,15 +116,26 @@ function unlinkUpper(store: Store, vdirName: string, name: string): void {
  */
 function entryAt(ctx: MountWritesContext, t: Target, rel: string): VDirEntry | undefined {
   const e = t.vdir.lookup(rel);
-  if (e) return e;
+  if (e || rel === '') return e;
   const name = upperNameOf(rel);
   const st = lstatSync(upperPath(ctx.store, t.rec.name, name), { throwIfNoEntry: false });
-  if (!st?.isFile()) return undefined;
-  const parent = t.vdir.lookup(parentOf(rel));
-  if (rel.includes('/') && !isDir(parent)) return undefined;
-  const u: VDirEntryInput = { path: rel, mode: S_IFREG | (st.mode & 0o7777), size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER };
+  if (!st?.isFile() && !st?.isDirectory()) return undefined;
+  // (a directory made just now may be the parent too)
+  if (rel.includes('/') && !isDir(entryAt(ctx, t, parentOf(rel)))) return undefined;
+  const u: VDirEntryInput = st.isDirectory()
+    ? { path: rel, mode: S_IFDIR | 0o755, size: 0, mtimeSec: nowSec() }
+    : { path: rel, mode: S_IFREG | (st.mode & 0o7777), size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER };
   change(ctx, t, [u]);
   return t.vdir.lookup(rel);
+}
+
+/** Removes a directory's claim (the empty real directory under its path's name). */
+function dropClaimDir(store: Store, vdirName: string, rel: string): void {
+  try {
+    rmdirSync(upperPath(store, vdirName, upperNameOf(rel)));
+  } catch {
+    /* it had none (a directory of the tree, or made by a merge) */
+  }
 }
 
 /**
@@ -207,7 +218,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
       }
       const st = lstatSync(upperPath(store, t.rec.name, name), { throwIfNoEntry: false });
       if (!st?.isFile()) return []; // unlinked or renamed before it was published
-      if (rel.includes('/') && !isDir(t.vdir.lookup(parentOf(rel)))) {
+      if (rel.includes('/') && !isDir(entryAt(ctx, t, parentOf(rel)))) {
         unlinkUpper(store, t.rec.name, name);
         throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
       }
@@ -229,6 +240,25 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
       const name = upperOf(cur);
       if (!name || lstatSync(upperPath(store, t.rec.name, name), { throwIfNoEntry: false })) return [];
       change(ctx, t, [], [rel], new Set([rel]));
+      return [];
+    } finally {
+      t.vdir.setUpperPublished(t.vdir.upperPublished + 1);
+    }
+  };
+
+  // The shim made the directory's claim itself (announced): publish it,
+  // unless it was removed or the path taken meanwhile.
+  const madeDir = (t: Target, f: Fields): FieldList => {
+    try {
+      const rel = relOf(f, F.REL, 'rel');
+      if (t.vdir.lookup(rel)) return [];
+      const st = lstatSync(upperPath(store, t.rec.name, upperNameOf(rel)), { throwIfNoEntry: false });
+      if (!st?.isDirectory()) return [];
+      if (rel.includes('/') && !isDir(entryAt(ctx, t, parentOf(rel)))) {
+        dropClaimDir(store, t.rec.name, rel);
+        throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
+      }
+      change(ctx, t, [{ path: rel, mode: S_IFDIR | 0o755, size: 0, mtimeSec: nowSec() }]);
       return [];
     } finally {
       t.vdir.setUpperPublished(t.vdir.upperPublished + 1);
@@ -275,6 +305,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
 
   h.set(Msg.MKDIR, (f): FieldList => {
     const t = mountOf(ctx, f);
+    if (f.u32(F.ASYNC)) return madeDir(t, f);
     const rel = relOf(f, F.REL, 'rel');
     if (entryAt(ctx, t, rel)) throw fsErr('EEXIST', `${rel}: already exists`);
     checkParent(t.vdir, rel);
@@ -302,6 +333,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     if (!isDir(e)) throw fsErr('ENOTDIR', `${rel}: not a directory`);
     if ((e.nchildren ?? 0) > 0) throw fsErr('ENOTEMPTY', `${rel}: directory not empty`);
     change(ctx, t, [], [rel]);
+    dropClaimDir(store, t.rec.name, rel);
     return [];
   });
 
@@ -360,9 +392,17 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     const kept = new Set<string>();
     for (const [e, path] of moved) {
       const name = upperOf(e);
-      if (!name) continue;
-      renameSync(upperPath(store, t.rec.name, name), upperPath(store, t.rec.name, upperNameOf(path)));
-      kept.add(e.path).add(path);
+      if (name) {
+        renameSync(upperPath(store, t.rec.name, name), upperPath(store, t.rec.name, upperNameOf(path)));
+        kept.add(e.path).add(path);
+      } else if (isDir(e)) {
+        try {
+          // a directory's claim follows it (over the target's, if any)
+          renameSync(upperPath(store, t.rec.name, upperNameOf(e.path)), upperPath(store, t.rec.name, upperNameOf(path)));
+        } catch {
+          /* it had none */
+        }
+      }
     }
     change(ctx, t, moved.map(([e, path]) => movedTo(e, path)), removals, kept);
     return [];
