@@ -197,10 +197,18 @@ void vr_upper_settle(int mount)
     if (!issued)
         return;
     uint64_t want = atomic_load_explicit(issued, memory_order_acquire);
-    for (int i = 0; i < 20000; i++) { /* at most ~2 s: a writer that died mid-announce must not hang us */
+    uint64_t last = vrift_vdir_upper_published(vr_mounts[mount].r);
+    /* As long as the daemon makes progress (a busy host may take seconds);
+     * ~2 s without any means an announcement was lost (a writer killed
+     * mid-announce) and waiting longer would never end. */
+    for (int idle = 0; idle < 20000; idle++) {
         uint64_t pub = vrift_vdir_upper_published(vr_mounts[mount].r);
         if ((int64_t)(pub - want) >= 0 || atomic_load(&vr_detached))
             return;
+        if (pub != last) {
+            last = pub;
+            idle = 0;
+        }
         struct timespec ts = {0, 100000};
         VR_SYS2(SYS_nanosleep, &ts, NULL);
     }

@@ -139,14 +139,22 @@ function dropClaimDir(store: Store, vdirName: string, rel: string): void {
 }
 
 /**
- * Waits (yielding to the other connections, at most 2 s) until every create
- * announced so far is published: rmdir, moving a directory and snapshots
+ * Waits (yielding to the other connections) until every create announced
+ * so far is published: rmdir, moving a directory and snapshots
  * must see files other processes have just made in it.
  */
 async function drained(ctx: MountWritesContext, t: Target): Promise<void> {
   const want = readIssued(ctx.store, t.rec.name);
-  const until = Date.now() + 2000;
-  while (t.vdir.upperPublished < want && Date.now() < until) await new Promise((r) => setImmediate(r));
+  // as long as announcements keep arriving; 2 s without one means one was lost
+  let last = t.vdir.upperPublished;
+  let until = Date.now() + 2000;
+  while (t.vdir.upperPublished < want && Date.now() < until) {
+    await new Promise((r) => setImmediate(r));
+    if (t.vdir.upperPublished !== last) {
+      last = t.vdir.upperPublished;
+      until = Date.now() + 2000;
+    }
+  }
 }
 
 /** Every entry under directory `rel` (not rel itself), parents before children. */
