@@ -29,10 +29,6 @@ static uint64_t sock_ino;
 static int sock_pid;
 static _Atomic int lock_word;
 static uint32_t next_id = 1;
-/* Requests sent without waiting (vr_ipc_send) whose replies are still to be read. */
-static uint32_t outstanding;
-#define VR_MAX_OUTSTANDING 1024
-static int drain_replies(long deadline);
 static long timeout_ms(uint16_t type);
 static long now_ms(void);
 
@@ -104,7 +100,6 @@ static int connect_now(void)
     sock_fd = fd;
     sock_ino = (uint64_t)st.st_ino;
     sock_pid = vr_getpid();
-    outstanding = 0;
     return 0;
 }
 
@@ -125,7 +120,6 @@ static void after_fork_check(void)
             vr_close(sock_fd);
         sock_fd = -1;
         sock_pid = pid;
-        outstanding = 0;
     }
 }
 
@@ -159,10 +153,6 @@ int vr_ipc_alive(void)
     if (sock_fd < 0 || !still_ours()) {
         sock_fd = -1;
         alive = connect_now() == 0;
-    } else if (outstanding > 0 && drain_replies(now_ms() + timeout_ms(VRIFT_MSG_HELLO)) != 0) {
-        vr_close(sock_fd);
-        sock_fd = -1;
-        alive = 0;
     } else {
         struct pollfd p = {.fd = sock_fd, .events = POLLIN | POLLRDHUP};
         long n = VR_SYS3(SYS_poll, &p, 1, 0);
@@ -301,28 +291,6 @@ static void copy_field(const uint8_t *pl, size_t len, uint16_t tag, char *dst, s
     }
 }
 
-/* Reads (and drops) the replies of requests sent without waiting; they come
- * in order, before the reply of anything sent after them. Lock held. */
-static int drain_replies(long deadline)
-{
-    uint8_t hdr[VRIFT_PROTO_HEADER_SIZE];
-    uint8_t sink[512];
-    while (outstanding > 0) {
-        int rc = recv_all(hdr, sizeof hdr, deadline);
-        if (rc == 0 && vrift_proto_get_u32(hdr) != VRIFT_PROTO_MAGIC)
-            rc = -EPROTO;
-        for (size_t left = rc == 0 ? vrift_proto_get_u32(hdr + 12) : 0; rc == 0 && left > 0;) {
-            size_t k = left < sizeof sink ? left : sizeof sink;
-            rc = recv_all(sink, k, deadline);
-            left -= k;
-        }
-        if (rc != 0)
-            return rc;
-        outstanding--;
-    }
-    return 0;
-}
-
 int vr_ipc_send(uint16_t type, const uint8_t *payload, size_t len)
 {
     uint8_t frame[VRIFT_PROTO_HEADER_SIZE + 8192];
@@ -341,8 +309,6 @@ int vr_ipc_send(uint16_t type, const uint8_t *payload, size_t len)
         memcpy(frame + n, payload, len);
         rc = send_all(frame, n + len, deadline);
     }
-    if (rc == 0 && ++outstanding >= VR_MAX_OUTSTANDING)
-        rc = drain_replies(deadline);
     if (rc != 0 && sock_fd >= 0) {
         vr_close(sock_fd);
         sock_fd = -1;
@@ -364,8 +330,6 @@ int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_rep
         sock_fd = -1;
         rc = connect_now();
     }
-    if (rc == 0)
-        rc = drain_replies(deadline);
     uint32_t id = next_id++;
     if (rc == 0) {
         /* one send: the daemon wakes once per request */

@@ -340,7 +340,7 @@ int vr_ipc_alive(void);
  * falls back).
  */
 int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_reply *rep);
-/** Sends a request without waiting for its reply (read, and dropped, before the next request's). 0 or -errno. */
+/** Sends an ASYNC announcement (the daemon sends no reply; a full socket is the back-pressure). 0 or -errno. */
 int vr_ipc_send(uint16_t type, const uint8_t *payload, size_t len);
 /** Is `fd` the shim's own socket? */
 int vr_ipc_owns_fd(int fd);

@@ -153,18 +153,24 @@ static void drop_file(int mount, const uint8_t name[32])
 
 /* The mount's `.issued` count, mapped shared (created by the daemon with
  * the upper directory); NULL when it cannot be mapped. */
+#define ISSUED_NONE ((_Atomic uint64_t *)(uintptr_t)1) /* tried: the mount has no upper layer */
+
 static _Atomic uint64_t *issued_of(int mount)
 {
     struct vr_mount *m = &vr_mounts[mount];
     _Atomic uint64_t *p = atomic_load_explicit(&m->issued, memory_order_acquire);
     if (VR_LIKELY(p != NULL) || !m->upper[0])
-        return p;
+        return p == ISSUED_NONE ? NULL : p;
     char path[PATH_MAX];
     size_t n = vr_strlcpy(path, m->upper, sizeof path);
     vr_strlcpy(path + n, "/.issued", sizeof path - n);
     int fd = vr_openat(AT_FDCWD, path, O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0);
-    if (fd < 0)
+    if (fd < 0) {
+        /* asked once: a miss must not cost an open() each time */
+        _Atomic uint64_t *none = NULL;
+        atomic_compare_exchange_strong(&m->issued, &none, ISSUED_NONE);
         return NULL;
+    }
     long r = vr_sys6(SYS_mmap, 0, 4096, 0x1 | 0x2 /* PROT_READ|WRITE */, 0x01 /* MAP_SHARED */, fd, 0);
     vr_close(fd);
     if (r < 0 && r > -4096)
@@ -181,7 +187,7 @@ int vr_upper_pending(int mount)
 {
     const struct vr_mount *m = &vr_mounts[mount];
     _Atomic uint64_t *issued = atomic_load_explicit(&m->issued, memory_order_acquire);
-    if (VR_LIKELY(issued == NULL))
+    if (VR_UNLIKELY(issued == NULL || issued == ISSUED_NONE))
         issued = issued_of(mount);
     if (!issued)
         return 0;

@@ -148,8 +148,10 @@ enum vrift_field_tag {
   VRIFT_F_BASE = 23,      /* string: 64 hex, the lower digest a copy-up replaces (UPPER) */
   VRIFT_F_RUN_DIR = 24,   /* string: a namespaced run's directory (NSMERGE) */
   VRIFT_F_ASYNC = 25      /* u32 1: a change the client counted in the mount's .issued and
-                             did not wait for (UPPER create, UNLINK of an upper file): the
-                             daemon counts it as published whatever its outcome */
+                             does not wait for (UPPER create, MKDIR, UNLINK of an upper file):
+                             the daemon counts it as published whatever its outcome, and
+                             sends NO reply (a client exiting with unread replies would
+                             reset the connection and lose what it sent after them) */
 };
 
 /* Encoding helpers (header-only, no allocation). Each returns the number of

@@ -93,10 +93,18 @@ export class ControlServer {
       ]);
     }
     const call: Call = { emit: (f) => this.reply(sock, Msg.EVENT, id, f), signal };
+    // An ASYNC request (an announcement the client did not wait for) gets no
+    // reply: a client that exits with unread replies would reset the
+    // connection, and what it sent after them would be lost.
+    const noReply = fields.u32(F.ASYNC) === 1;
     try {
       const out = await handler(fields, call);
-      this.reply(sock, Msg.OK, id, out);
+      if (!noReply) this.reply(sock, Msg.OK, id, out);
     } catch (e) {
+      if (noReply) {
+        if (!isVriftError(e)) this.opts.log(`control: announcement ${type} failed: ${(e as Error)?.stack ?? String(e)}`);
+        return;
+      }
       if (!isVriftError(e)) this.opts.log(`control: request ${type} failed: ${(e as Error)?.stack ?? String(e)}`);
       const err = isVriftError(e) ? e : new VriftError('ERR_VRIFT_INTERNAL', `internal error: ${(e as Error)?.message ?? String(e)}`);
       this.reply(sock, Msg.ERROR, id, errorFields(err));
