@@ -99,6 +99,11 @@ os.waitpid(pid, 0)
     expect(out).toBe('200 child\n200 parent\n');
   });
 
+  it('a process that exits right after many creates loses none of them (each listing right after is whole)', () => {
+    const out = same(`for i in 1 2 3 4 5 6; do cp -r "$M/data" c$i && ls c$i | wc -l; done; ls | wc -l`);
+    expect(out).toBe('50\n'.repeat(6) + '6\n');
+  });
+
   it('a change is seen by another process at once, before any close; rename over an open file keeps the old bytes for its reader', () => {
     const out = same(`python3 -c '
 import subprocess
