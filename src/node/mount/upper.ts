@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { LAYOUT } from '../../gen/layout.js';
 import { loadNative } from '../../lib/native.js';
 import type { Store } from '../store/store.js';
+import type { VDir } from './vdir.js';
 
 /** The count of announced creates, a u64 at offset 0 (vrift_vdir.h section 6). */
 export const ISSUED_FILE = '.issued';
@@ -81,5 +82,24 @@ export function readIssued(store: Store, vdirName: string): number {
     return Number(b.readBigUInt64LE(0));
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * Waits (yielding to the other connections) until every create announced
+ * so far is published: rmdir, moving a directory, snapshots and the farms
+ * of namespaced runs must see files other processes have just made. As
+ * long as announcements keep arriving; 2 s without one means one was lost.
+ */
+export async function announcedPublished(store: Store, vdirName: string, vdir: VDir): Promise<void> {
+  const want = readIssued(store, vdirName);
+  let last = vdir.upperPublished;
+  let until = Date.now() + 2000;
+  while (vdir.upperPublished < want && Date.now() < until) {
+    await new Promise((r) => setImmediate(r));
+    if (vdir.upperPublished !== last) {
+      last = vdir.upperPublished;
+      until = Date.now() + 2000;
+    }
   }
 }

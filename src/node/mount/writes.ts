@@ -18,7 +18,7 @@ import type { MountManager, MountRecord } from './mounts.js';
 import { F, Msg, type FieldList, type Fields } from '../control/protocol.js';
 import type { Store } from '../store/store.js';
 import { pathProblem } from '../store/tree.js';
-import { readIssued, upperNameOf, upperPath } from './upper.js';
+import { announcedPublished, upperNameOf, upperPath } from './upper.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_UPPER, type VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
 
 export interface MountWritesContext {
@@ -138,23 +138,9 @@ function dropClaimDir(store: Store, vdirName: string, rel: string): void {
   }
 }
 
-/**
- * Waits (yielding to the other connections) until every create announced
- * so far is published: rmdir, moving a directory and snapshots
- * must see files other processes have just made in it.
- */
-async function drained(ctx: MountWritesContext, t: Target): Promise<void> {
-  const want = readIssued(ctx.store, t.rec.name);
-  // as long as announcements keep arriving; 2 s without one means one was lost
-  let last = t.vdir.upperPublished;
-  let until = Date.now() + 2000;
-  while (t.vdir.upperPublished < want && Date.now() < until) {
-    await new Promise((r) => setImmediate(r));
-    if (t.vdir.upperPublished !== last) {
-      last = t.vdir.upperPublished;
-      until = Date.now() + 2000;
-    }
-  }
+/** Waits until every create announced in the mount is published (upper.ts). */
+function drained(ctx: MountWritesContext, t: Target): Promise<void> {
+  return announcedPublished(ctx.store, t.rec.name, t.vdir);
 }
 
 /** Every entry under directory `rel` (not rel itself), parents before children. */
