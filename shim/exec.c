@@ -93,32 +93,8 @@ static int name_is(const char *e, const char *name)
     return vr_memeq(e, name, n) && e[n] == '=';
 }
 
-static int preload_has_us(const char *v)
-{
-    size_t n = vr_strlen(vr_lib_path);
-    if (!n)
-        return 1;
-    for (const char *p = v; *p;) {
-        const char *q = p;
-        while (*q && *q != ':' && *q != ' ')
-            q++;
-        if ((size_t)(q - p) == n && vr_memeq(p, vr_lib_path, n))
-            return 1;
-        p = *q ? q + 1 : q;
-    }
-    return 0;
-}
-
-/* ---- the loader's audit library (LD_AUDIT, libvrift-audit.so) ------------------ */
-
-/* "LD_AUDIT=<path of libvrift-audit.so>" when this image started with it
- * in LD_AUDIT (as `vrift run` sets it), else "": children get it back the
- * way they get LD_PRELOAD back, and dlopen() relies on it (below). */
-static char audit_entry[PATH_MAX + 16];
-#define AUDIT_NAME "libvrift-audit.so"
-
-/* Does LD_AUDIT value v (':'- or ' '-separated) hold `want` (n bytes)? */
-static int audit_list_has(const char *v, const char *want, size_t n)
+/* Does a ':'- or ' '-separated library list (LD_PRELOAD, LD_AUDIT) hold `want` (n bytes)? */
+static int list_has(const char *v, const char *want, size_t n)
 {
     for (const char *p = v; *p;) {
         const char *q = p;
@@ -130,6 +106,20 @@ static int audit_list_has(const char *v, const char *want, size_t n)
     }
     return 0;
 }
+
+static int preload_has_us(const char *v)
+{
+    size_t n = vr_strlen(vr_lib_path);
+    return !n || list_has(v, vr_lib_path, n);
+}
+
+/* ---- the loader's audit library (LD_AUDIT, libvrift-audit.so) ------------------ */
+
+/* "LD_AUDIT=<path of libvrift-audit.so>" when this image started with it
+ * in LD_AUDIT (as `vrift run` sets it), else "": children get it back the
+ * way they get LD_PRELOAD back, and dlopen() relies on it (below). */
+static char audit_entry[PATH_MAX + 16];
+#define AUDIT_NAME "libvrift-audit.so"
 
 static void audit_init(void)
 {
@@ -163,7 +153,7 @@ static size_t audit_env_size(char *const *envp, int *need)
         if (name_is(*e, "LD_AUDIT"))
             cur = *e + 9;
     size_t n = vr_strlen(audit_entry) - 9;
-    if (!cur || !audit_list_has(cur, audit_entry + 9, n))
+    if (!cur || !list_has(cur, audit_entry + 9, n))
         *need = 1;
     return vr_strlen(audit_entry) + (cur ? vr_strlen(cur) + 2 : 0);
 }
@@ -171,7 +161,7 @@ static size_t audit_env_size(char *const *envp, int *need)
 /* The LD_AUDIT entry for a child whose environment had `cur` (NULL: none). */
 static char *audit_env(struct arena *ar, const char *cur)
 {
-    if (cur && audit_list_has(cur, audit_entry + 9, vr_strlen(audit_entry) - 9))
+    if (cur && list_has(cur, audit_entry + 9, vr_strlen(audit_entry) - 9))
         return (char *)cur - 9;
     if (!cur || !*cur)
         return audit_entry;

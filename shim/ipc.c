@@ -225,6 +225,14 @@ static int send_all(const uint8_t *b, size_t n, long deadline)
 }
 
 #define VR_REPLY_SPINS 200
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 static int recv_all(uint8_t *b, size_t n, long deadline)
 {
     int spins = 0;
@@ -236,7 +244,7 @@ static int recv_all(uint8_t *b, size_t n, long deadline)
              * being woken (a context switch each way on a busy host). */
             spins++;
             for (int i = 0; i < 64; i++)
-                __builtin_ia32_pause();
+                cpu_relax();
             continue;
         }
         if (r == -EAGAIN || r == -EINTR) {
@@ -291,24 +299,36 @@ static void copy_field(const uint8_t *pl, size_t len, uint16_t tag, char *dst, s
     }
 }
 
-int vr_ipc_send(uint16_t type, const uint8_t *payload, size_t len)
+/* With the lock held: this process's connection, made (again) if needed. 0 or -errno. */
+static int connection(void)
+{
+    after_fork_check();
+    if (sock_fd >= 0 && still_ours())
+        return 0;
+    sock_fd = -1;
+    return connect_now();
+}
+
+/* Sends one frame in one send where it fits (the daemon wakes once per frame). */
+static int send_frame(uint16_t type, uint32_t id, const uint8_t *payload, size_t len, long deadline)
 {
     uint8_t frame[VRIFT_PROTO_HEADER_SIZE + 8192];
-    if (len > sizeof frame - VRIFT_PROTO_HEADER_SIZE)
-        return -E2BIG;
+    size_t n = vrift_proto_header(frame, sizeof frame, type, id, (uint32_t)len);
+    if (len <= sizeof frame - n) {
+        memcpy(frame + n, payload, len);
+        return send_all(frame, n + len, deadline);
+    }
+    int rc = send_all(frame, n, deadline);
+    return rc ? rc : send_all(payload, len, deadline);
+}
+
+int vr_ipc_send(uint16_t type, const uint8_t *payload, size_t len)
+{
     long deadline = now_ms() + timeout_ms(type);
     lock();
-    after_fork_check();
-    int rc = 0;
-    if (sock_fd < 0 || !still_ours()) {
-        sock_fd = -1;
-        rc = connect_now();
-    }
-    if (rc == 0) {
-        size_t n = vrift_proto_header(frame, sizeof frame, type, next_id++, (uint32_t)len);
-        memcpy(frame + n, payload, len);
-        rc = send_all(frame, n + len, deadline);
-    }
+    int rc = connection();
+    if (rc == 0)
+        rc = send_frame(type, next_id++, payload, len, deadline);
     if (rc != 0 && sock_fd >= 0) {
         vr_close(sock_fd);
         sock_fd = -1;
@@ -324,26 +344,10 @@ int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_rep
     long deadline = now_ms() + timeout_ms(type);
     memset(rep, 0, sizeof *rep);
     lock();
-    after_fork_check();
-    int rc = 0;
-    if (sock_fd < 0 || !still_ours()) {
-        sock_fd = -1;
-        rc = connect_now();
-    }
+    int rc = connection();
     uint32_t id = next_id++;
-    if (rc == 0) {
-        /* one send: the daemon wakes once per request */
-        vrift_proto_header(hdr, sizeof hdr, type, id, (uint32_t)len);
-        if (len <= sizeof reply - sizeof hdr) {
-            memcpy(reply, hdr, sizeof hdr);
-            memcpy(reply + sizeof hdr, payload, len);
-            rc = send_all(reply, sizeof hdr + len, deadline);
-        } else {
-            rc = send_all(hdr, sizeof hdr, deadline);
-            if (rc == 0)
-                rc = send_all(payload, len, deadline);
-        }
-    }
+    if (rc == 0)
+        rc = send_frame(type, id, payload, len, deadline);
     uint32_t plen = 0;
     uint16_t rtype = 0;
     if (rc == 0)

@@ -81,7 +81,8 @@ void vr_req_mount(struct vr_req *p, int mount, const char *rel, size_t rellen)
     vr_req_str(p, VRIFT_F_REL, rel, rellen);
 }
 
-int vr_request(uint16_t type, struct vr_req *p, struct vr_reply *rep)
+/* Whether a change may be sent now: 0, or why not. */
+static int may_send(const struct vr_req *p)
 {
     if (p->bad)
         return -ENAMETOOLONG;
@@ -89,32 +90,37 @@ int vr_request(uint16_t type, struct vr_req *p, struct vr_reply *rep)
         return -EROFS;
     if (atomic_load(&vr_detached) && !may_retry())
         return -EROFS;
-    struct vr_reply local;
-    struct vr_reply *r = rep ? rep : &local;
-    int rc = vr_ipc_call(type, p->b, p->n, r);
-    if (rc < 0) {
-        vr_detach(rc == -ETIMEDOUT ? "the vrift daemon did not answer in time" : "lost the vrift daemon");
-        return -EROFS;
-    }
-    vr_reattached();
-    return r->ok ? 0 : -r->err;
+    return 0;
 }
 
-int vr_request_async(uint16_t type, struct vr_req *p)
+/* After a send: a transport failure detaches (EROFS); success re-attaches. */
+static int sent(int rc)
 {
-    if (p->bad)
-        return -ENAMETOOLONG;
-    if (atomic_load(&vr_on) != 1)
-        return -EROFS;
-    if (atomic_load(&vr_detached) && !may_retry())
-        return -EROFS;
-    int rc = vr_ipc_send(type, p->b, p->n);
     if (rc < 0) {
         vr_detach(rc == -ETIMEDOUT ? "the vrift daemon did not answer in time" : "lost the vrift daemon");
         return -EROFS;
     }
     vr_reattached();
     return 0;
+}
+
+int vr_request(uint16_t type, struct vr_req *p, struct vr_reply *rep)
+{
+    int rc = may_send(p);
+    if (rc < 0)
+        return rc;
+    struct vr_reply local;
+    struct vr_reply *r = rep ? rep : &local;
+    rc = sent(vr_ipc_call(type, p->b, p->n, r));
+    if (rc < 0)
+        return rc;
+    return r->ok ? 0 : -r->err;
+}
+
+int vr_request_async(uint16_t type, struct vr_req *p)
+{
+    int rc = may_send(p);
+    return rc < 0 ? rc : sent(vr_ipc_send(type, p->b, p->n));
 }
 
 int vr_fetch(int mount, const uint8_t digest[32])

@@ -265,7 +265,7 @@ int vr_upper_open_existing(const struct vr_path *p, int flags);
 /** Makes the lower file p an upper file (`empty`: without copying its bytes); p is looked up again. 0 or -errno. */
 int vr_copy_up(struct vr_path *p, int empty);
 /** lstat() of an upper entry's real file. 0 or -errno. */
-int vr_upper_stat(const struct vr_path *p, struct stat *st, int flags);
+int vr_upper_stat(const struct vr_path *p, struct stat *st);
 /** Absolute path of upper file `name` of `mount`; its length or -errno. */
 int vr_upper_path(int mount, const uint8_t name[32], char *buf, size_t cap);
 /** Do creates announced in this mount wait to be published? (then a VDir miss may be an upper file) */
@@ -286,8 +286,6 @@ void vr_upper_published_dir(struct vr_path *p);
 int vr_upper_mkdir(struct vr_path *p, mode_t mode);
 /** unlink() of an upper file: the real file at once, the entry announced. 0 or -errno. */
 int vr_upper_unlink(struct vr_path *p);
-int vr_upper_owns_fd(int fd);
-void vr_upper_disown(int fd);
 
 /* ---- write.c ------------------------------------------------------ */
 

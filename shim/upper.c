@@ -57,22 +57,6 @@ static int upper_dir(int mount)
     return hi;
 }
 
-int vr_upper_owns_fd(int fd)
-{
-    for (int i = 0; i < vr_nmounts; i++)
-        if (fd >= 0 && atomic_load(&vr_mounts[i].upper_fd) == fd)
-            return 1;
-    return 0;
-}
-
-void vr_upper_disown(int fd)
-{
-    for (int i = 0; i < vr_nmounts; i++) {
-        int e = fd;
-        atomic_compare_exchange_strong(&vr_mounts[i].upper_fd, &e, -1);
-    }
-}
-
 int vr_upper_path(int mount, const uint8_t name[32], char *buf, size_t cap)
 {
     const struct vr_mount *m = &vr_mounts[mount];
@@ -112,7 +96,7 @@ int vr_upper_open_existing(const struct vr_path *p, int flags)
     return upper_openat(p->mount, p->res.entry.u.digest, flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW | O_DIRECTORY), 0);
 }
 
-int vr_upper_stat(const struct vr_path *p, struct stat *st, int flags)
+int vr_upper_stat(const struct vr_path *p, struct stat *st)
 {
     int dfd = upper_dir(p->mount);
     char hex[VRIFT_LAYOUT_DIGEST_HEX + 1];
@@ -124,7 +108,6 @@ int vr_upper_stat(const struct vr_path *p, struct stat *st, int flags)
         vr_upper_path(p->mount, p->res.entry.u.digest, abs, sizeof abs);
         rc = vr_fstatat(AT_FDCWD, abs, st, AT_SYMLINK_NOFOLLOW);
     }
-    (void)flags;
     return rc;
 }
 
@@ -223,7 +206,7 @@ void vr_upper_settle(int mount)
 void vr_upper_check(struct vr_path *p)
 {
     struct stat st;
-    if (!is_upper(p) || vr_upper_stat(p, &st, 0) != -ENOENT)
+    if (!is_upper(p) || vr_upper_stat(p, &st) != -ENOENT)
         return;
     p->err = -ENOENT;
     p->creatable = 1;

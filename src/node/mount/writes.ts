@@ -138,6 +138,15 @@ function dropClaimDir(store: Store, vdirName: string, rel: string): void {
   }
 }
 
+/** Handles an announcement (ASYNC): counted as published whatever its outcome, so readers never wait on it. */
+function announced(t: Target, handle: () => FieldList): FieldList {
+  try {
+    return handle();
+  } finally {
+    t.vdir.setUpperPublished(t.vdir.upperPublished + 1);
+  }
+}
+
 /** Waits until every create announced in the mount is published (upper.ts). */
 function drained(ctx: MountWritesContext, t: Target): Promise<void> {
   return announcedPublished(ctx.store, t.rec.name, t.vdir);
@@ -201,7 +210,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     const t = mountOf(ctx, f);
     const base = f.str(F.BASE);
     if (base !== undefined) return copiedUp(t, f, base);
-    try {
+    return announced(t, () => {
       const rel = relOf(f, F.REL, 'rel');
       const name = requireStr(f, F.DIGEST, 'upper name');
       if (name !== upperNameOf(rel)) throw fsErr('EINVAL', `${JSON.stringify(name)} is not the upper name of ${rel}`);
@@ -220,30 +229,25 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
       t.vdir.apply([u]); // (the hot path of every create: nothing is replaced, so no change() bookkeeping)
       setOverlay(store, t.rec.name, rel, overlayEntryOf(u));
       return [];
-    } finally {
-      t.vdir.setUpperPublished(t.vdir.upperPublished + 1);
-    }
+    });
   });
 
   // The shim unlinked the path's upper file itself (announced): the entry
   // goes, unless a newer file has taken the path since.
-  const unlinkedUpper = (t: Target, f: Fields): FieldList => {
-    try {
+  const unlinkedUpper = (t: Target, f: Fields): FieldList =>
+    announced(t, () => {
       const rel = relOf(f, F.REL, 'rel');
       const cur = t.vdir.lookup(rel);
       const name = upperOf(cur);
       if (!name || lstatSync(upperPath(store, t.rec.name, name), { throwIfNoEntry: false })) return [];
       change(ctx, t, [], [rel], new Set([rel]));
       return [];
-    } finally {
-      t.vdir.setUpperPublished(t.vdir.upperPublished + 1);
-    }
-  };
+    });
 
   // The shim made the directory's claim itself (announced): publish it,
   // unless it was removed or the path taken meanwhile.
-  const madeDir = (t: Target, f: Fields): FieldList => {
-    try {
+  const madeDir = (t: Target, f: Fields): FieldList =>
+    announced(t, () => {
       const rel = relOf(f, F.REL, 'rel');
       if (t.vdir.lookup(rel)) return [];
       const st = lstatSync(upperPath(store, t.rec.name, upperNameOf(rel)), { throwIfNoEntry: false });
@@ -254,10 +258,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
       }
       change(ctx, t, [{ path: rel, mode: S_IFDIR | 0o755, size: 0, mtimeSec: nowSec() }]);
       return [];
-    } finally {
-      t.vdir.setUpperPublished(t.vdir.upperPublished + 1);
-    }
-  };
+    });
 
   const copiedUp = (t: Target, f: Fields, base: string): FieldList => {
     const rel = relOf(f, F.REL, 'rel');
