@@ -22,6 +22,11 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#define VRIFT_LIKELY(x) __builtin_expect(!!(x), 1)
 
 /* System calls go through syscall(2), never libc's open/fstat/close/mmap:
  * in libvrift.so those names are the shim's own interposed wrappers, and
@@ -304,6 +309,118 @@ static int copy_target(const struct vdir_map *m, const struct vrift_vdir_entry *
 }
 
 /*
+ * a[0, n) == b[0, n) and a[n] == NUL, where a is pool memory (at least n + 1
+ * bytes, checked by the caller) and b the caller's path: 16 or 8 bytes at a
+ * time, inline (a libc memcmp call costs more than comparing a typical
+ * path). Torn pool bytes only make it answer "different".
+ */
+static inline __attribute__((always_inline)) bool path_equal(const unsigned char *a, const char *b, size_t n)
+{
+    uint64_t x, y, u, v;
+#ifdef __SSE2__
+    if (n >= 16) {
+        for (size_t i = 0; i + 16 < n; i += 16)
+            if (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(a + i)),
+                                                 _mm_loadu_si128((const __m128i *)(const void *)(b + i)))) != 0xFFFF)
+                return false;
+        if (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(a + n - 16)),
+                                             _mm_loadu_si128((const __m128i *)(const void *)(b + n - 16)))) != 0xFFFF)
+            return false;
+        return a[n] == 0;
+    }
+#endif
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8); /* the last 8 (overlapping) */
+        memcpy(&y, b + n - 8, 8);
+        return x == y && a[n] == 0;
+    }
+    if (n >= 4) { /* first 4 and last 4, overlapping */
+        uint32_t p, q, r, t;
+        memcpy(&p, a, 4);
+        memcpy(&q, b, 4);
+        memcpy(&r, a + n - 4, 4);
+        memcpy(&t, b + n - 4, 4);
+        return p == q && r == t && a[n] == 0;
+    }
+    u = v = 0;
+    for (size_t i = 0; i < n; i++) {
+        u = u << 8 | a[i];
+        v = v << 8 | (unsigned char)b[i];
+    }
+    return u == v && a[n] == 0;
+}
+
+/*
+ * Finds the entry slot whose path is `path` (hash h): probes from h's home
+ * bucket to the first empty one, comparing the path of every entry whose
+ * tag matches. Eight buckets per step where there is SSE2 (one compare of
+ * their tags and one for empties), so the number of probes is not a branch
+ * per bucket. 0 and *idx; -ENOENT at an empty bucket; -EIO when an index or
+ * offset is out of bounds or no bucket is empty. Decides nothing the
+ * caller may believe before gen is re-checked.
+ */
+static inline __attribute__((always_inline)) int probe(const struct vdir_map *m, const char *path, size_t len,
+                                                      uint64_t h, uint32_t *idx)
+{
+    const unsigned char *buckets = m->base + m->bucket_off;
+    const unsigned char *entries = m->base + m->entry_off;
+    const unsigned char *pool = m->base + m->pool_off;
+    const uint32_t nb = m->nbuckets, tag = vrift_vdir_tag_of(h);
+    uint32_t b = vrift_vdir_bucket_of(h, nb);
+    for (uint32_t seen = 0; seen < nb;) {
+        uint32_t match, empty, width; /* bit k: bucket b + k */
+#ifdef __SSE2__
+        if (VRIFT_LIKELY(nb - b >= 8)) {
+            const __m128i hi = _mm_set1_epi32((int)0xFF000000u), t = _mm_set1_epi32((int)(tag << 24));
+            const __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)(buckets + (size_t)b * 4u));
+            const __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(buckets + (size_t)b * 4u + 16u));
+            const __m128i z = _mm_setzero_si128();
+            match = (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(x0, hi), t))) |
+                    (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(x1, hi), t))) << 4;
+            empty = (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(x0, z))) |
+                    (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(x1, z))) << 4;
+            width = 8;
+        } else
+#endif
+        {
+            uint32_t v = ld32(buckets + (size_t)b * 4u);
+            empty = v == 0;
+            match = VRIFT_VDIR_BUCKET_TAG(v) == tag;
+            width = 1;
+        }
+        /* only buckets before the first empty one are in the probe sequence */
+        match &= (empty & -empty) - 1u;
+        while (match != 0) {
+            const uint32_t k = (uint32_t)__builtin_ctz(match);
+            match &= match - 1u;
+            const uint32_t v = ld32(buckets + (size_t)(b + k) * 4u);
+            const uint32_t i = VRIFT_VDIR_BUCKET_INDEX(v);
+            if (i >= m->entry_cap)
+                return -EIO;
+            const uint32_t off = ld32(entries + (size_t)i * VRIFT_VDIR_ENTRY_SIZE +
+                                      offsetof(struct vrift_vdir_entry, path_off));
+            if (off >= m->pool_cap)
+                return -EIO;
+            if (len < m->pool_cap - off && path_equal(pool + off, path, len)) {
+                *idx = i;
+                return 0;
+            }
+        }
+        if (empty != 0)
+            return -ENOENT;
+        seen += width;
+        b = nb - b == width ? 0 : b + width;
+    }
+    return -EIO; /* no empty bucket: the table is garbage */
+}
+
+/*
  * Finds `path` (hash h) in one attempt. On 0, e and idx hold the entry, and
  * for a symlink `target` (if not NULL) holds its target; the check has been
  * verified. -ENOENT: definite miss (if the attempt turns out consistent).
@@ -312,54 +429,37 @@ static int copy_target(const struct vdir_map *m, const struct vrift_vdir_entry *
 static int find(const struct vdir_map *m, const char *path, size_t len, uint64_t h, struct vrift_vdir_entry *e,
                 uint32_t *idx, char *target, uint32_t *tlen)
 {
-    const unsigned char *buckets = m->base + m->bucket_off;
+    uint32_t i = 0;
+    int rc = probe(m, path, len, h, &i);
+    if (rc != 0)
+        return rc;
+    copy_entry(m, i, e);
+    if (!valid_type(e->mode) || e->path_off >= m->pool_cap)
+        return -EIO;
     const unsigned char *pool = m->base + m->pool_off;
-    const uint32_t nb = m->nbuckets, tag = vrift_vdir_tag_of(h);
-    uint32_t b = vrift_vdir_bucket_of(h, nb);
-    for (uint32_t probes = 0; probes < nb; probes++) {
-        uint32_t v = ld32(buckets + (size_t)b * 4u);
-        if (v == 0)
-            return -ENOENT;
-        if (VRIFT_VDIR_BUCKET_TAG(v) == tag) {
-            uint32_t i = VRIFT_VDIR_BUCKET_INDEX(v);
-            if (i >= m->entry_cap)
+    const void *t = NULL;
+    uint32_t tl = 0;
+    if ((e->mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK) {
+        if (target != NULL) {
+            if (copy_target(m, e, target, &tl) != 0)
                 return -EIO;
-            copy_entry(m, i, e);
-            uint32_t off = e->path_off;
-            if (e->mode == 0 || off >= m->pool_cap)
+            t = target;
+        } else { /* checked in place: nobody needs a copy */
+            uint32_t toff = e->u.lnk.target_off;
+            tl = e->u.lnk.target_len;
+            if (tl == 0 || tl > VRIFT_VDIR_TARGET_MAX || toff > m->pool_cap || tl > m->pool_cap - toff)
                 return -EIO;
-            if (len < m->pool_cap - off && memcmp(pool + off, path, len) == 0 &&
-                atomic_load_explicit((const _Atomic unsigned char *)(pool + off + len), memory_order_relaxed) == 0) {
-                const void *t = NULL;
-                uint32_t tl = 0;
-                if (!valid_type(e->mode))
-                    return -EIO;
-                if ((e->mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK) {
-                    if (target != NULL) {
-                        if (copy_target(m, e, target, &tl) != 0)
-                            return -EIO;
-                        t = target;
-                    } else { /* checked in place: nobody needs a copy */
-                        uint32_t toff = e->u.lnk.target_off;
-                        tl = e->u.lnk.target_len;
-                        if (tl == 0 || tl > VRIFT_VDIR_TARGET_MAX || toff > m->pool_cap || tl > m->pool_cap - toff)
-                            return -EIO;
-                        t = pool + toff;
-                    }
-                } else if (target != NULL) {
-                    target[0] = '\0';
-                }
-                if (vrift_vdir_entry_check(e, h, t, tl) != e->check)
-                    return -EIO;
-                *idx = i;
-                if (tlen != NULL)
-                    *tlen = tl;
-                return 0;
-            }
+            t = pool + toff;
         }
-        b = b + 1 == nb ? 0 : b + 1;
+    } else if (target != NULL) {
+        target[0] = '\0';
     }
-    return -EIO; /* no empty bucket: the table is garbage */
+    if (vrift_vdir_entry_check(e, h, t, tl) != e->check)
+        return -EIO;
+    *idx = i;
+    if (tlen != NULL)
+        *tlen = tl;
+    return 0;
 }
 
 struct list_out {
@@ -631,14 +731,66 @@ VRIFT_VDIR_API int vrift_vdir_lookup(vrift_vdir_reader *r, const char *path, siz
     return rc;
 }
 
+/*
+ * One attempt of vrift_vdir_stat() on *m: the entry is not copied, its words
+ * are hashed for the check where they lie and the stat fields read once.
+ * -EAGAIN: a symlink (its target is part of the check: the general path).
+ */
+_Static_assert(offsetof(struct vrift_vdir_entry, check) == offsetof(struct vrift_vdir_entry, mode) + 2,
+               "mode and check are read as one word");
+static inline __attribute__((always_inline)) int stat_attempt(const struct vdir_map *m, const char *path, size_t len, uint64_t h,
+                        struct vrift_vdir_stat *o)
+{
+    uint32_t i = 0;
+    int rc = probe(m, path, len, h, &i);
+    if (rc != 0)
+        return rc;
+    const unsigned char *e = m->base + m->entry_off + (size_t)i * VRIFT_VDIR_ENTRY_SIZE;
+    const uint64_t size_flags = ld64(e + offsetof(struct vrift_vdir_entry, size_flags));
+    const uint32_t mtime = ld32(e + offsetof(struct vrift_vdir_entry, mtime_sec));
+    const uint32_t mode_check = ld32(e + offsetof(struct vrift_vdir_entry, mode));
+    const uint32_t mode = mode_check & 0xFFFFu;
+    if (!valid_type(mode))
+        return -EIO;
+    if ((mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK)
+        return -EAGAIN;
+    /* vrift_vdir_entry_check() over the entry in place: the same bytes */
+    uint64_t c = vrift_vdir_hash(e, offsetof(struct vrift_vdir_entry, check), h);
+    if ((uint16_t)(c ^ (c >> 16) ^ (c >> 32) ^ (c >> 48)) != (mode_check >> 16))
+        return -EIO;
+    o->ino = vrift_vdir_ino(i);
+    o->size = vrift_vdir_size_of(size_flags);
+    o->mode = mode;
+    o->flags = vrift_vdir_flags_of(size_flags);
+    o->mtime_sec = mtime;
+    o->index = i;
+    return 0;
+}
+
 VRIFT_VDIR_API int vrift_vdir_stat(vrift_vdir_reader *r, const char *path, size_t len, struct vrift_vdir_stat *out)
 {
     if (r == NULL || out == NULL || (path == NULL && len != 0))
         return -EINVAL;
     if (len > VRIFT_VDIR_PATH_MAX)
         return -ENAMETOOLONG;
+    if (path == NULL)
+        path = "";
+    /* The common case in one attempt, no errno or system call: an even,
+     * unmoving gen on the current object. Anything else (a writer in its
+     * window, a resize to follow, a symlink) goes through run(). */
+    const struct vdir_map *m = atomic_load_explicit(&r->cur, memory_order_acquire);
+    const struct vrift_vdir_header *hd = HDR(m);
+    const uint64_t h = vrift_vdir_hash(path, len, m->seed);
+    const uint64_t s0 = atomic_load_explicit(&hd->gen, memory_order_acquire);
+    const uint32_t hflags = atomic_load_explicit(&hd->flags, memory_order_relaxed);
+    if (VRIFT_LIKELY((s0 & 1u) == 0 && (hflags & (VRIFT_VDIR_HF_SUPERSEDED | VRIFT_VDIR_HF_RETIRED)) == 0)) {
+        int rc = stat_attempt(m, path, len, h, out);
+        atomic_thread_fence(memory_order_acquire);
+        if (VRIFT_LIKELY(atomic_load_explicit(&hd->gen, memory_order_relaxed) == s0 && rc != -EAGAIN))
+            return rc;
+    }
     /* errno: run() keeps it across its system calls (backoff, follow) */
-    struct op op = {.kind = OP_STAT, .path = path != NULL ? path : "", .len = len, .st = out};
+    struct op op = {.kind = OP_STAT, .path = path, .len = len, .st = out};
     uint64_t gen = 0;
     return run(r, &op, &gen);
 }

@@ -141,6 +141,31 @@ static void check_entry(struct hammer *h, uint32_t i, const char *path, size_t l
     }
 }
 
+/* Checks one vrift_vdir_stat() result against the payload of (i, version). */
+static void check_stat(struct hammer *h, uint32_t i, const char *path, const struct vrift_vdir_stat *st,
+                       uint32_t *last_v)
+{
+    uint32_t v = st->mtime_sec;
+    if (v == 0) {
+        report_bad(h, "stat: version 0", path);
+        return;
+    }
+    if (v < last_v[i])
+        report_bad(h, "stat: version went backwards", path);
+    last_v[i] = v;
+    if (st->ino != vrift_vdir_ino(st->index))
+        report_bad(h, "stat: ino", path);
+    if (i % 5 == 4) {
+        char want[64];
+        int n = payload_target(i, v, want, sizeof want);
+        if (st->mode != (VRIFT_VDIR_S_IFLNK | 0777) || st->flags != 0 || st->size != (uint64_t)n)
+            report_bad(h, "stat: torn symlink", path);
+    } else if (st->mode != (VRIFT_VDIR_S_IFREG | ((v & 1) ? 0755u : 0644u)) || st->size != (uint64_t)v * 7 + i ||
+               st->flags != (v & 1)) {
+        report_bad(h, "stat: torn file", path);
+    }
+}
+
 /* Checks a listing of "d<k>": only this dir's names, each at most once. */
 static void check_list(struct hammer *h, uint32_t k, const unsigned char *buf, size_t needed, uint32_t count,
                        uint8_t *seen)
@@ -223,11 +248,17 @@ static void *hammer_thread(void *arg)
         }
         uint32_t i = (uint32_t)((x >> 8) % h->paths);
         int len = path_of(i, h->dirs, path, sizeof path);
-        int rc = vrift_vdir_lookup(h->r, path, (size_t)len, &res);
+        /* every other read asks only for the stat fields (stat()'s fast path) */
+        const int stat_only = (x >> 7) & 1;
+        struct vrift_vdir_stat st;
+        int rc = stat_only ? vrift_vdir_stat(h->r, path, (size_t)len, &st) : vrift_vdir_lookup(h->r, path, (size_t)len, &res);
         n++;
         if (rc == 0) {
             hits++;
-            check_entry(h, i, path, (size_t)len, &res, seed, last_v);
+            if (stat_only)
+                check_stat(h, i, path, &st, last_v);
+            else
+                check_entry(h, i, path, (size_t)len, &res, seed, last_v);
         } else if (rc == -ENOENT) {
             misses++;
         } else if (rc == -EAGAIN) {
@@ -482,11 +513,20 @@ static void fuzz_reads(vrift_vdir_reader *r, char **known, uint32_t nknown, uint
         count_rc(t, rc, "lookup");
         if (rc == 0)
             sane_result(t, &res);
+        struct vrift_vdir_stat st;
+        rc = vrift_vdir_stat(r, p, strlen(p), &st);
+        count_rc(t, rc, "stat");
+        uint32_t type = st.mode & VRIFT_VDIR_S_IFMT;
+        if (rc == 0 && type != VRIFT_VDIR_S_IFREG && type != VRIFT_VDIR_S_IFDIR && type != VRIFT_VDIR_S_IFLNK &&
+            t->unexpected++ < 10)
+            fprintf(stderr, "vdir-hammer: fuzz: malformed stat\n");
     }
     for (int k = 0; k < 4; k++) {
         char junk[40];
         int n = snprintf(junk, sizeof junk, "%s/x%llu", known[rng(s) % nknown], (unsigned long long)(rng(s) % 1000));
         count_rc(t, vrift_vdir_lookup(r, junk, (size_t)(n < 0 ? 0 : n > 39 ? 39 : n), &res), "lookup");
+        struct vrift_vdir_stat st;
+        count_rc(t, vrift_vdir_stat(r, junk, (size_t)(n < 0 ? 0 : n > 39 ? 39 : n), &st), "stat");
     }
     for (int k = 0; k < 4; k++) {
         const char *p = k == 0 ? "" : known[rng(s) % nknown];
