@@ -28,6 +28,8 @@ int vr_nmounts;
 /* Bit i: mount i's root is not a clean path (the daemon resolves roots, so
  * never in practice); vr_stat_fast() leaves such a mount to vr_resolve(). */
 static uint32_t root_unclean;
+/* Bytes of "<root>/" (1 for a root of "/"): where a path's part in the mount starts. */
+static size_t rel_skip[VR_MAX_MOUNTS];
 static int is_clean(const char *s, size_t n);
 /* getuid()/getgid() are system calls: asked once (a mount belongs to the
  * user who started the program; setuid programs never run under the shim). */
@@ -100,6 +102,7 @@ int vr_mounts_init(void)
                     while (m->rootlen > 1 && m->root[m->rootlen - 1] == '/')
                         m->root[--m->rootlen] = '\0';
                     m->dev = makedev(VR_DEV_MAJOR, (unsigned)(info.volume_id & 0xfffffu));
+                    rel_skip[vr_nmounts] = m->rootlen == 1 ? 1 : m->rootlen + 1;
                     if (!is_clean(m->root, m->rootlen) && m->rootlen > 1)
                         root_unclean |= 1u << vr_nmounts;
                     if (!vr_home[0])
@@ -133,7 +136,7 @@ static _Atomic unsigned cwd_gen;
 static _Atomic int cwd_lock;
 static _Atomic int cwd_virtual;
 
-static int in_mount(const char *abs, size_t len);
+static inline int in_mount(const char *abs, size_t len);
 
 size_t vr_cwd_get(char *buf, size_t cap)
 {
@@ -225,8 +228,9 @@ static inline int prefix_eq(const char *a, const char *b, size_t n)
     return x == y;
 }
 
-/* Index of the mount containing clean absolute `abs`, or -1. */
-static int in_mount(const char *abs, size_t len)
+/* Index of the mount containing clean absolute `abs`, or -1 (inline: it
+ * is the first step of every stat()). */
+static inline __attribute__((always_inline)) int in_mount(const char *abs, size_t len)
 {
     for (int i = 0; i < vr_nmounts; i++) {
         const struct vr_mount *m = &vr_mounts[i];
@@ -276,7 +280,8 @@ int vr_abs_of(int mount, const char *rel, size_t rellen, char *buf, size_t cap)
     return (int)n;
 }
 
-void vr_fill_stat_entry(int mount, uint64_t ino, uint32_t mode, uint64_t size, uint32_t mtime, struct stat *st)
+static inline __attribute__((always_inline)) void fill_stat(int mount, uint64_t ino, uint32_t mode, uint64_t size,
+                                                           uint32_t mtime, struct stat *st)
 {
 #if defined(__SSE2__) && defined(__x86_64__)
     /* nine 16-byte stores: gcc makes a 144-byte memset `rep stos`, whose
@@ -311,6 +316,11 @@ void vr_fill_stat_entry(int mount, uint64_t ino, uint32_t mode, uint64_t size, u
     st->st_blksize = 4096;
     st->st_blocks = (blkcnt_t)((size + 511) / 512);
     st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = (time_t)mtime;
+}
+
+void vr_fill_stat_entry(int mount, uint64_t ino, uint32_t mode, uint64_t size, uint32_t mtime, struct stat *st)
+{
+    fill_stat(mount, ino, mode, size, mtime, st);
 }
 
 void vr_fill_stat(const struct vr_path *p, struct stat *st)
@@ -691,48 +701,62 @@ void vr_resolve(int dirfd, const char *path, int flags, struct vr_path *out)
  * file's stat), a mount gone for good, an unclean path outside the mounts
  * (it may lead into one).
  */
+/* Calls of this thread's fast path since it last polled the daemon. */
+static VR_TLS unsigned fast_calls;
+
+/* vr_check_daemon() on every 64th fast stat() of a thread: reading the
+ * clock (~5 ns) costs more than the rest of the bookkeeping, and the
+ * answer comes from the VDir whether the daemon lives or not (a retired
+ * VDir is the reader's -ESTALE; a restarted daemon supersedes it). Every
+ * other path polls as before. */
+static inline void check_daemon_sometimes(void)
+{
+    if (VR_UNLIKELY((++fast_calls & 63u) == 0))
+        vr_check_daemon();
+}
+
 int vr_stat_fast(const char *path, int follow, struct stat *st)
 {
-    size_t n = strlen(path);
-    int m = in_mount(path, n);
+    const size_t n = strlen(path);
+    const int m = in_mount(path, n);
     if (m < 0)
         return n < 2 * PATH_MAX && is_clean(path, n) ? VR_FAST_PASS : VR_FAST_SLOW;
     if (VR_UNLIKELY(root_unclean != 0))
         return VR_FAST_SLOW;
     const struct vr_mount *mt = &vr_mounts[m];
-    size_t skip = n == mt->rootlen ? n : mt->rootlen + (mt->rootlen == 1 ? 0 : 1);
+    const size_t skip = n == mt->rootlen ? n : rel_skip[m]; /* the root itself is "" */
     const char *rel = path + skip;
-    size_t rl = n - skip;
+    const size_t rl = n - skip;
     struct vrift_vdir_stat e;
     int rc = vrift_vdir_stat(mt->r, rel, rl, &e);
-    if (rc == -ENOENT) {
-        /* A miss is ENOENT when the parent is a directory entry and the last
-         * component a real name: then the path is clean, and the kernel
-         * would say so. (Node's module resolution asks mostly misses.) */
-        size_t i = rl;
-        while (i > 0 && rel[i - 1] != '/')
-            i--;
-        const char *name = rel + i;
-        size_t nl = rl - i;
-        if (nl == 0 || (name[0] == '.' && (nl == 1 || (nl == 2 && name[1] == '.'))) || i == 1)
+    if (VR_LIKELY(rc == 0)) {
+        if (VR_UNLIKELY(((e.mode & S_IFMT) == S_IFLNK && follow) || (e.flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0))
             return VR_FAST_SLOW;
-        rc = vrift_vdir_stat(mt->r, rel, i ? i - 1 : 0, &e);
-        if (rc != 0 || (e.mode & S_IFMT) != S_IFDIR || (e.flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0)
-            return VR_FAST_SLOW;
-        if (vr_upper_pending(m))
-            return VR_FAST_SLOW; /* it may be a file just made (upper.c) */
-        vr_check_daemon();
+        check_daemon_sometimes();
         if (VR_UNLIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) != 1))
             return VR_FAST_SLOW;
-        return VR_FAST_ENOENT;
+        fill_stat(m, e.ino, e.mode, e.size, e.mtime_sec, st);
+        return VR_FAST_DONE;
     }
-    if (rc != 0)
+    if (rc != -ENOENT)
         return VR_FAST_SLOW;
-    if (((e.mode & S_IFMT) == S_IFLNK && follow) || (e.flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0)
+    /* A miss is ENOENT when the parent is a directory entry and the last
+     * component a real name: then the path is clean, and the kernel
+     * would say so. (Node's module resolution asks mostly misses.) */
+    size_t i = rl;
+    while (i > 0 && rel[i - 1] != '/')
+        i--;
+    const char *name = rel + i;
+    size_t nl = rl - i;
+    if (nl == 0 || (name[0] == '.' && (nl == 1 || (nl == 2 && name[1] == '.'))) || i == 1)
         return VR_FAST_SLOW;
-    vr_check_daemon();
+    rc = vrift_vdir_stat(mt->r, rel, i ? i - 1 : 0, &e);
+    if (rc != 0 || (e.mode & S_IFMT) != S_IFDIR || (e.flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0)
+        return VR_FAST_SLOW;
+    if (vr_upper_pending(m))
+        return VR_FAST_SLOW; /* it may be a file just made (upper.c) */
+    check_daemon_sometimes();
     if (VR_UNLIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) != 1))
         return VR_FAST_SLOW;
-    vr_fill_stat_entry(m, e.ino, e.mode, e.size, e.mtime_sec, st);
-    return VR_FAST_DONE;
+    return VR_FAST_ENOENT;
 }
