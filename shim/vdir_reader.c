@@ -50,7 +50,7 @@ struct vdir_map {
     size_t size;               /* from fstat(); == header.total_size */
     uint64_t dev, ino;         /* identity of the file, to spot "same object" */
     uint64_t seed;
-    uint64_t entry_off, bucket_off, pool_off;
+    uint64_t entry_off, data_off, bucket_off, pool_off;
     uint32_t entry_cap, nbuckets, pool_cap;
 };
 
@@ -103,21 +103,43 @@ static inline uint32_t ld32(const void *p)
     return atomic_load_explicit((const _Atomic uint32_t *)p, memory_order_relaxed);
 }
 
-/* Copies entry `idx` (already bounds-checked) into *e, word by word. */
+/* Node `idx` (already bounds-checked) in the mapping. */
+static inline const unsigned char *node_at(const struct vdir_map *m, uint32_t idx)
+{
+    return m->base + m->entry_off + (size_t)idx * VRIFT_VDIR_ENTRY_SIZE;
+}
+
+/* Copies node `idx` (already bounds-checked) into the node fields of *e. */
+static inline void copy_node(const struct vdir_map *m, uint32_t idx, struct vrift_vdir_entry *e)
+{
+    const unsigned char *n = node_at(m, idx);
+    e->size_flags = ld64(n + offsetof(struct vrift_vdir_node, size_flags));
+    e->path_off = ld32(n + offsetof(struct vrift_vdir_node, path_off));
+    e->next_sibling = ld32(n + offsetof(struct vrift_vdir_node, next_sibling));
+    e->mtime_sec = ld32(n + offsetof(struct vrift_vdir_node, mtime_sec));
+    const uint32_t mode_check = ld32(n + offsetof(struct vrift_vdir_node, mode));
+    e->mode = (uint16_t)(mode_check & 0xFFFFu);
+    e->check = (uint16_t)(mode_check >> 16);
+}
+
+/* Copies data record `idx` (already bounds-checked) into e->u, word by word. */
+static inline void copy_data(const struct vdir_map *m, uint32_t idx, struct vrift_vdir_entry *e)
+{
+    const unsigned char *d = m->base + m->data_off + (size_t)idx * VRIFT_VDIR_DATA_SIZE;
+    _Static_assert(VRIFT_VDIR_DATA_SIZE == 32 && sizeof e->u == 32, "four words");
+    uint64_t w0 = ld64(d), w1 = ld64(d + 8), w2 = ld64(d + 16), w3 = ld64(d + 24);
+    unsigned char *u = (unsigned char *)&e->u;
+    memcpy(u, &w0, 8);
+    memcpy(u + 8, &w1, 8);
+    memcpy(u + 16, &w2, 8);
+    memcpy(u + 24, &w3, 8);
+}
+
+/* Copies entry `idx` whole: node and data record. */
 static inline void copy_entry(const struct vdir_map *m, uint32_t idx, struct vrift_vdir_entry *e)
 {
-    const unsigned char *src = m->base + m->entry_off + (size_t)idx * VRIFT_VDIR_ENTRY_SIZE;
-    unsigned char *dst = (unsigned char *)e;
-    _Static_assert(VRIFT_VDIR_ENTRY_SIZE == 56 && sizeof *e == 56, "seven words");
-    uint64_t w0 = ld64(src), w1 = ld64(src + 8), w2 = ld64(src + 16), w3 = ld64(src + 24), w4 = ld64(src + 32),
-             w5 = ld64(src + 40), w6 = ld64(src + 48);
-    memcpy(dst, &w0, 8);
-    memcpy(dst + 8, &w1, 8);
-    memcpy(dst + 16, &w2, 8);
-    memcpy(dst + 24, &w3, 8);
-    memcpy(dst + 32, &w4, 8);
-    memcpy(dst + 40, &w5, 8);
-    memcpy(dst + 48, &w6, 8);
+    copy_node(m, idx, e);
+    copy_data(m, idx, e);
 }
 
 static inline bool valid_type(uint32_t mode)
@@ -163,12 +185,14 @@ static int validate_geometry(const struct vrift_vdir_header *h, size_t size, str
         return -EINVAL;
     if (h->total_size != size)
         return -EINVAL;
-    uint64_t eoff = h->entry_off, boff = h->bucket_off, poff = h->pool_off;
+    uint64_t eoff = h->entry_off, doff = h->data_off, boff = h->bucket_off, poff = h->pool_off;
     uint32_t ecap = h->entry_cap, nb = h->bucket_count, pcap = h->pool_cap;
     if (ecap == 0 || ecap > VRIFT_VDIR_MAX_ENTRIES || nb <= ecap)
         return -EINVAL;
     if (eoff < VRIFT_VDIR_HEADER_SIZE || eoff % 8 != 0 || eoff > size ||
         (uint64_t)ecap * VRIFT_VDIR_ENTRY_SIZE > size - eoff)
+        return -EINVAL;
+    if (doff < VRIFT_VDIR_HEADER_SIZE || doff % 8 != 0 || doff > size || (uint64_t)ecap * VRIFT_VDIR_DATA_SIZE > size - doff)
         return -EINVAL;
     if (boff < VRIFT_VDIR_HEADER_SIZE || boff % 4 != 0 || boff > size || (uint64_t)nb * 4u > size - boff)
         return -EINVAL;
@@ -179,6 +203,7 @@ static int validate_geometry(const struct vrift_vdir_header *h, size_t size, str
         return -EINVAL;
     m->seed = h->hash_seed;
     m->entry_off = eoff;
+    m->data_off = doff;
     m->bucket_off = boff;
     m->pool_off = poff;
     m->entry_cap = ecap;
@@ -404,7 +429,7 @@ static inline __attribute__((always_inline)) int probe(const struct vdir_map *m,
             if (i >= m->entry_cap)
                 return -EIO;
             const uint32_t off = ld32(entries + (size_t)i * VRIFT_VDIR_ENTRY_SIZE +
-                                      offsetof(struct vrift_vdir_entry, path_off));
+                                      offsetof(struct vrift_vdir_node, path_off));
             if (off >= m->pool_cap)
                 return -EIO;
             if (len < m->pool_cap - off && path_equal(pool + off, path, len)) {
@@ -454,7 +479,8 @@ static int find(const struct vdir_map *m, const char *path, size_t len, uint64_t
     } else if (target != NULL) {
         target[0] = '\0';
     }
-    if (vrift_vdir_entry_check(e, h, t, tl) != e->check)
+    if (vrift_vdir_entry_check(e, h, t, tl) != e->check ||
+        vrift_vdir_data_check(&e->u, h) != VRIFT_VDIR_DATA_CHECK(e->next_sibling))
         return -EIO;
     *idx = i;
     if (tlen != NULL)
@@ -484,7 +510,7 @@ static int walk_children(const struct vdir_map *m, const char *dir, size_t len, 
         if (i >= m->entry_cap)
             return -EIO;
         struct vrift_vdir_entry c;
-        copy_entry(m, i, &c);
+        copy_node(m, i, &c); /* a listing needs no data record but a symlink's */
         uint32_t off = c.path_off;
         if (!valid_type(c.mode) || off >= m->pool_cap)
             return -EIO;
@@ -502,6 +528,7 @@ static int walk_children(const struct vdir_map *m, const char *dir, size_t len, 
         const void *t = NULL;
         size_t tl = 0;
         if ((c.mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK) {
+            copy_data(m, i, &c);
             uint32_t toff = c.u.lnk.target_off;
             tl = c.u.lnk.target_len;
             if (tl == 0 || tl > VRIFT_VDIR_TARGET_MAX || toff > m->pool_cap || tl > m->pool_cap - toff)
@@ -523,7 +550,7 @@ static int walk_children(const struct vdir_map *m, const char *dir, size_t len, 
         }
         o->needed += rec;
         o->count++;
-        next = c.next_sibling;
+        next = VRIFT_VDIR_NEXT(c.next_sibling);
     }
     if (o->count != d->u.dir.nchildren)
         return -EIO;
@@ -732,31 +759,29 @@ VRIFT_VDIR_API int vrift_vdir_lookup(vrift_vdir_reader *r, const char *path, siz
 }
 
 /*
- * One attempt of vrift_vdir_stat() on *m: the entry is not copied, its words
- * are hashed for the check where they lie and the stat fields read once.
+ * One attempt of vrift_vdir_stat() on *m: only the node is read (24
+ * bytes, its data record not at all) and only its check verified.
  * -EAGAIN: a symlink (its target is part of the check: the general path).
  */
-_Static_assert(offsetof(struct vrift_vdir_entry, check) == offsetof(struct vrift_vdir_entry, mode) + 2,
-               "mode and check are read as one word");
-static inline __attribute__((always_inline)) int stat_attempt(const struct vdir_map *m, const char *path, size_t len, uint64_t h,
-                        struct vrift_vdir_stat *o)
+static inline __attribute__((always_inline)) int stat_attempt(const struct vdir_map *m, const char *path, size_t len,
+                                                              uint64_t h, struct vrift_vdir_stat *o)
 {
     uint32_t i = 0;
     int rc = probe(m, path, len, h, &i);
     if (rc != 0)
         return rc;
-    const unsigned char *e = m->base + m->entry_off + (size_t)i * VRIFT_VDIR_ENTRY_SIZE;
-    const uint64_t size_flags = ld64(e + offsetof(struct vrift_vdir_entry, size_flags));
-    const uint32_t mtime = ld32(e + offsetof(struct vrift_vdir_entry, mtime_sec));
-    const uint32_t mode_check = ld32(e + offsetof(struct vrift_vdir_entry, mode));
+    const unsigned char *n = node_at(m, i);
+    const uint64_t size_flags = ld64(n + offsetof(struct vrift_vdir_node, size_flags));
+    const uint32_t path_off = ld32(n + offsetof(struct vrift_vdir_node, path_off));
+    const uint32_t next = ld32(n + offsetof(struct vrift_vdir_node, next_sibling));
+    const uint32_t mtime = ld32(n + offsetof(struct vrift_vdir_node, mtime_sec));
+    const uint32_t mode_check = ld32(n + offsetof(struct vrift_vdir_node, mode)); /* mode, then check */
     const uint32_t mode = mode_check & 0xFFFFu;
     if (!valid_type(mode))
         return -EIO;
     if ((mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK)
         return -EAGAIN;
-    /* vrift_vdir_entry_check() over the entry in place: the same bytes */
-    uint64_t c = vrift_vdir_hash(e, offsetof(struct vrift_vdir_entry, check), h);
-    if ((uint16_t)(c ^ (c >> 16) ^ (c >> 32) ^ (c >> 48)) != (mode_check >> 16))
+    if (vrift_vdir_node_check(size_flags, path_off, next, mtime, mode, h, NULL, 0) != (mode_check >> 16))
         return -EIO;
     o->ino = vrift_vdir_ino(i);
     o->size = vrift_vdir_size_of(size_flags);

@@ -45,7 +45,8 @@
  * Layout of the mapping (offsets from its first byte):
  *
  *     [0, 4096)                       struct vrift_vdir_header
- *     [entry_off,  + entry_cap*56)    struct vrift_vdir_entry[entry_cap]
+ *     [entry_off,  + entry_cap*24)    struct vrift_vdir_node[entry_cap]
+ *     [data_off,   + entry_cap*32)    union vrift_vdir_data[entry_cap]
  *     [bucket_off, + bucket_count*4)  uint32_t buckets[bucket_count]
  *     [pool_off,   + pool_cap)        string pool (bytes)
  *     ... zero padding up to total_size
@@ -57,7 +58,18 @@
  * ---------------------------------------------------------------------
  * 2. ENTRIES
  * ---------------------------------------------------------------------
- * Entry slot i (0 <= i < entry_cap) is free when its mode is 0. Slot 0 is
+ * Entry slot i (0 <= i < entry_cap) is node i and data record i: the node
+ * (24 bytes) holds what stat() and the path index read -- size, flags,
+ * mtime, mode, the path's pool offset, the sibling link, the check -- and
+ * the data record (32 bytes) the rest: a file's digest, a directory's
+ * child list, a symlink's target range. They live in two arrays so that a
+ * stat() of a path touches 24 bytes of entry memory, not 56 (version 1
+ * kept both in one 56-byte entry; on a tree bigger than the CPU's cache,
+ * stat()'s time is its cache misses). struct vrift_vdir_entry is the two
+ * together as the reader API and the writer hand them around; it is not a
+ * layout.
+ *
+ * Slot i is free when its node's mode is 0. Slot 0 is
  * always the root directory, whose path is the empty string "". Every
  * other path is relative to the mount root, '/'-separated, without a
  * leading or trailing '/', without empty, "." or ".." components, at most
@@ -72,9 +84,12 @@
  * compacts the pool in place (inside a seqlock window, section 4).
  *
  * Directories: each directory's children form a singly linked list,
- * dir.first_child -> next_sibling -> ... -> 0, in insertion order (a tree
+ * dir.first_child -> next sibling -> ... -> 0, in insertion order (a tree
  * mounted in sorted order lists sorted). Links are entry index + 1, so 0
- * means "none". dir.nchildren is the length of the list.
+ * means "none". dir.nchildren is the length of the list. A node's link to
+ * its next sibling is the low 24 bits of node.next_sibling
+ * (VRIFT_VDIR_NEXT(); indices are < 2^24 - 1, section 3); the high 8 bits
+ * are the data record's check (VRIFT_VDIR_DATA_CHECK(), section 4).
  *
  * An entry's slot index never changes while the entry exists, including
  * across resizes (section 5), so vrift_vdir_ino() is stable for the life
@@ -127,9 +142,16 @@
  * writer that died inside a window leaves gen odd; the next daemon
  * replaces the object and supersedes the old one (section 5).
  *
- * Every entry carries `check`, vrift_vdir_entry_check() over its other
- * fields, its path and its symlink target. A consistent copy (s1 == s0)
- * whose check does not match is corruption, reported as -EIO.
+ * Every node carries `check`, vrift_vdir_node_check() over its other
+ * fields (the data record's check included), its path and its symlink
+ * target; every data record is covered by an 8-bit check kept in its
+ * node, vrift_vdir_data_check() over the record and the path. A read
+ * verifies the checks of what it returns: stat() the node's, a lookup
+ * both. A consistent copy (s1 == s0) whose check does not match is
+ * corruption, reported as -EIO. (A data record's check is 8 bits: 1 in 256
+ * damaged records pass it; a damaged digest then names no blob, and a
+ * damaged child list fails the listing's own checks -- each child's node
+ * check, its parent's path, the count.)
  *
  * ---------------------------------------------------------------------
  * 5. RESIZE AND REPLACEMENT (header.flags)
@@ -199,12 +221,15 @@ extern "C" {
 
 /** header.magic: "VRFTVDIR" read as a little-endian uint64_t. */
 #define VRIFT_VDIR_MAGIC 0x5249445654465256ULL
-/** header.version: bumped on any incompatible layout change. */
-#define VRIFT_VDIR_VERSION 1u
+/** header.version: bumped on any incompatible layout change (2: nodes and
+ *  data records in two arrays, section 2). */
+#define VRIFT_VDIR_VERSION 2u
 /** Size of the header area; also the alignment of entry_off. */
 #define VRIFT_VDIR_HEADER_SIZE 4096u
-/** sizeof(struct vrift_vdir_entry). */
-#define VRIFT_VDIR_ENTRY_SIZE 56u
+/** sizeof(struct vrift_vdir_node): the stride of entry_off's array. */
+#define VRIFT_VDIR_ENTRY_SIZE 24u
+/** sizeof(union vrift_vdir_data): the stride of data_off's array. */
+#define VRIFT_VDIR_DATA_SIZE 32u
 /** Objects are sized in multiples of this many bytes. */
 #define VRIFT_VDIR_PAGE 4096u
 
@@ -275,8 +300,8 @@ struct vrift_vdir_header {
     uint32_t entry_size;   /**< VRIFT_VDIR_ENTRY_SIZE */
     uint64_t total_size;   /**< bytes in the object (= file size), multiple of 4096 */
     uint64_t hash_seed;    /**< seed of vrift_vdir_hash() for this object */
-    uint64_t entry_off;    /**< offset of entries[]; 4096 */
-    uint32_t entry_cap;    /**< slots in entries[], <= VRIFT_VDIR_MAX_ENTRIES */
+    uint64_t entry_off;    /**< offset of nodes[]; 4096 */
+    uint32_t entry_cap;    /**< slots in nodes[] and data[], <= VRIFT_VDIR_MAX_ENTRIES */
     uint32_t entry_count;  /**< live entries (mutable) */
     uint64_t bucket_off;   /**< offset of buckets[], 4-aligned */
     uint32_t bucket_count; /**< > entry_cap; any value (not a power of two) */
@@ -294,50 +319,75 @@ struct vrift_vdir_header {
     /** Upper-layer creates the daemon has published (section 6): the shim
      *  compares it with its mount's `.issued` count. */
     VRIFT_VDIR_ATOMIC(uint64_t) upper_published;
-    uint8_t  reserved[120];/**< zero */
+    uint64_t data_off;     /**< offset of data[], 8-aligned */
+    uint8_t  reserved[112];/**< zero */
     char cas_root[VRIFT_VDIR_CAS_ROOT_MAX];     /**< NUL-terminated absolute directory of blobs:
                                                    <cas_root>/<2 hex>/<64 hex>[.x] (.x: executable twin;
                                                    vrift_layout.h) */
     char mount_root[VRIFT_VDIR_MOUNT_ROOT_MAX]; /**< NUL-terminated absolute path of the mount */
 };
 
-/** One path: 56 bytes. */
-struct vrift_vdir_entry {
-    union {
-        /** S_IFREG: BLAKE3-256 of the content (the blob's name). */
-        uint8_t digest[32];
-        /** S_IFDIR: children list (index + 1, 0 = none). */
-        struct {
-            uint32_t first_child;
-            uint32_t nchildren;
-            uint32_t last_child; /**< tail of the list, for O(1) appends */
-            uint32_t reserved[5];
-        } dir;
-        /** S_IFLNK: the target bytes in the pool (no NUL). */
-        struct {
-            uint32_t target_off;
-            uint32_t target_len;
-            uint32_t reserved[6];
-        } lnk;
-    } u;
+/** What stat() and the path index read of entry slot i: 24 bytes. */
+struct vrift_vdir_node {
     uint64_t size_flags;   /**< low 48 bits: st_size; high 16: VRIFT_VDIR_F_* */
     uint32_t path_off;     /**< pool offset of the NUL-terminated path */
-    uint32_t next_sibling; /**< index + 1 of the next child of the same dir, 0 = end */
+    uint32_t next_sibling; /**< low 24 bits: index + 1 of the next child of the same dir, 0 = end
+                                (VRIFT_VDIR_NEXT); high 8: vrift_vdir_data_check() of data[i] */
     uint32_t mtime_sec;    /**< st_mtime (seconds since the epoch, unsigned) */
     uint16_t mode;         /**< st_mode (type | permissions); 0 = free slot */
-    uint16_t check;        /**< vrift_vdir_entry_check() of everything else */
+    uint16_t check;        /**< vrift_vdir_node_check() of everything else */
 };
+
+/** The rest of entry slot i: 32 bytes. */
+union vrift_vdir_data {
+    /** S_IFREG: BLAKE3-256 of the content (the blob's name). */
+    uint8_t digest[32];
+    /** S_IFDIR: children list (index + 1, 0 = none). */
+    struct {
+        uint32_t first_child;
+        uint32_t nchildren;
+        uint32_t last_child; /**< tail of the list, for O(1) appends */
+        uint32_t reserved[5];
+    } dir;
+    /** S_IFLNK: the target bytes in the pool (no NUL). */
+    struct {
+        uint32_t target_off;
+        uint32_t target_len;
+        uint32_t reserved[6];
+    } lnk;
+};
+
+/** Entry slot i whole: node i and data record i, as the reader API returns
+ *  it and the writer handles it (a value, not a layout; section 2). */
+struct vrift_vdir_entry {
+    union vrift_vdir_data u;
+    uint64_t size_flags;   /**< node.size_flags */
+    uint32_t path_off;     /**< node.path_off */
+    uint32_t next_sibling; /**< node.next_sibling (with the data check in the high 8 bits) */
+    uint32_t mtime_sec;    /**< node.mtime_sec */
+    uint16_t mode;         /**< node.mode */
+    uint16_t check;        /**< node.check */
+};
+
+/** The sibling link (index + 1, 0 = end) and the data check in node.next_sibling. */
+#define VRIFT_VDIR_NEXT(v) ((uint32_t)(v) & 0xFFFFFFu)
+#define VRIFT_VDIR_DATA_CHECK(v) ((uint32_t)(v) >> 24)
+#define VRIFT_VDIR_NEXT_WITH(link, data_check) (((uint32_t)(data_check) << 24) | ((uint32_t)(link) & 0xFFFFFFu))
 
 #ifdef __cplusplus
 static_assert(sizeof(struct vrift_vdir_header) == VRIFT_VDIR_HEADER_SIZE, "header is one page");
-static_assert(sizeof(struct vrift_vdir_entry) == VRIFT_VDIR_ENTRY_SIZE, "entry is 56 bytes");
+static_assert(sizeof(struct vrift_vdir_node) == VRIFT_VDIR_ENTRY_SIZE, "node is 24 bytes");
+static_assert(sizeof(union vrift_vdir_data) == VRIFT_VDIR_DATA_SIZE, "data record is 32 bytes");
+static_assert(offsetof(struct vrift_vdir_node, check) == offsetof(struct vrift_vdir_node, mode) + 2, "mode, check");
 static_assert(offsetof(struct vrift_vdir_header, gen) == 16, "gen offset");
 static_assert(offsetof(struct vrift_vdir_header, cas_root) == 256, "cas_root offset");
 static_assert(offsetof(struct vrift_vdir_header, upper_published) % 8 == 0, "upper_published aligned");
 static_assert(sizeof(std::atomic<uint64_t>) == 8 && std::atomic<uint64_t>::is_always_lock_free, "atomic u64");
 #else
 _Static_assert(sizeof(struct vrift_vdir_header) == VRIFT_VDIR_HEADER_SIZE, "header is one page");
-_Static_assert(sizeof(struct vrift_vdir_entry) == VRIFT_VDIR_ENTRY_SIZE, "entry is 56 bytes");
+_Static_assert(sizeof(struct vrift_vdir_node) == VRIFT_VDIR_ENTRY_SIZE, "node is 24 bytes");
+_Static_assert(sizeof(union vrift_vdir_data) == VRIFT_VDIR_DATA_SIZE, "data record is 32 bytes");
+_Static_assert(offsetof(struct vrift_vdir_node, check) == offsetof(struct vrift_vdir_node, mode) + 2, "mode, check");
 _Static_assert(offsetof(struct vrift_vdir_header, gen) == 16, "gen offset");
 _Static_assert(offsetof(struct vrift_vdir_header, cas_root) == 256, "cas_root offset");
 _Static_assert(offsetof(struct vrift_vdir_header, upper_published) % 8 == 0, "upper_published aligned");
@@ -431,22 +481,53 @@ static inline uint32_t vrift_vdir_tag_of(uint64_t h) { return (uint32_t)(h >> 56
 /** Entry index of a non-empty bucket (may be out of range in garbage). */
 #define VRIFT_VDIR_BUCKET_INDEX(b) (((uint32_t)(b) & 0xFFFFFFu) - 1u)
 
+/** Folds a 64-bit hash to 16 bits. */
+static inline uint16_t vrift_vdir__fold16(uint64_t h) { return (uint16_t)(h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48)); }
+
 /**
- * The entry checksum stored in entry.check: a 16-bit fold of
- *     vrift_vdir_hash(first 54 bytes of *e (all fields but check),
- *                     seed = path_hash)
- * chained with vrift_vdir_hash(target bytes) for symlinks, where
- * path_hash = vrift_vdir_hash(path, strlen(path), header.hash_seed) is the
- * same value the index uses (so a lookup hashes the path once).
- * `target`/`target_len` are the symlink's target bytes, or NULL/0.
+ * The node checksum stored in node.check: a 16-bit fold of two independent
+ * multiply-folds (so the two run in parallel: stat() verifies one per call)
+ *     mum(size_flags ^ K1, (path_off | next_sibling << 32) ^ path_hash)
+ *   ^ mum((mtime_sec | mode << 32) ^ K2, path_hash ^ K0)
+ * chained with vrift_vdir_hash(target bytes) for symlinks, where K0..K2 are
+ * vrift_vdir_hash()'s constants and path_hash = vrift_vdir_hash(path,
+ * strlen(path), header.hash_seed), the value the index uses (a lookup
+ * hashes the path once). `target`/`target_len` are the symlink's target
+ * bytes, or NULL/0. next_sibling includes the data check (section 2).
  */
+static inline uint16_t vrift_vdir_node_check(uint64_t size_flags, uint32_t path_off, uint32_t next_sibling,
+                                             uint32_t mtime_sec, uint32_t mode, uint64_t path_hash,
+                                             const void *target, size_t target_len)
+{
+    const uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL, k2 = 0x8ebc6af09c88c6e3ULL;
+    uint64_t h = vrift_vdir__mum(size_flags ^ k1, ((uint64_t)path_off | (uint64_t)next_sibling << 32) ^ path_hash) ^
+                 vrift_vdir__mum(((uint64_t)mtime_sec | (uint64_t)(mode & 0xFFFFu) << 32) ^ k2, path_hash ^ k0);
+    if (target_len != 0)
+        h = vrift_vdir_hash(target, target_len, h);
+    return vrift_vdir__fold16(h);
+}
+
+/** vrift_vdir_node_check() of a whole entry's node fields. */
 static inline uint16_t vrift_vdir_entry_check(const struct vrift_vdir_entry *e, uint64_t path_hash,
                                               const void *target, size_t target_len)
 {
-    uint64_t h = vrift_vdir_hash(e, offsetof(struct vrift_vdir_entry, check), path_hash);
-    if (target_len != 0)
-        h = vrift_vdir_hash(target, target_len, h);
-    return (uint16_t)(h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48));
+    return vrift_vdir_node_check(e->size_flags, e->path_off, e->next_sibling, e->mtime_sec, e->mode, path_hash,
+                                 target, target_len);
+}
+
+/**
+ * The data record's 8-bit check kept in the high byte of node.next_sibling:
+ * an 8-bit fold of mum(w0 ^ K1, w1 ^ path_hash) ^ mum(w2 ^ K2, w3 ^ path_hash),
+ * w0..w3 the record's four 64-bit words in host order.
+ */
+static inline uint32_t vrift_vdir_data_check(const union vrift_vdir_data *d, uint64_t path_hash)
+{
+    const uint64_t k1 = 0xe7037ed1a0b428dbULL, k2 = 0x8ebc6af09c88c6e3ULL;
+    const unsigned char *p = (const unsigned char *)d;
+    const uint64_t h = vrift_vdir__mum(vrift_vdir__load64(p) ^ k1, vrift_vdir__load64(p + 8) ^ path_hash) ^
+                       vrift_vdir__mum(vrift_vdir__load64(p + 16) ^ k2, vrift_vdir__load64(p + 24) ^ path_hash);
+    const uint16_t f = vrift_vdir__fold16(h);
+    return (uint32_t)(f ^ (f >> 8)) & 0xFFu;
 }
 
 /**

@@ -89,11 +89,11 @@ uint64_t NowNs() {
 
 struct Geometry {
   uint32_t entry_cap, buckets;
-  uint64_t entry_off, bucket_off, pool_off, pool_cap, total;
+  uint64_t entry_off, data_off, bucket_off, pool_off, pool_cap, total;
 };
 
-// Entries, then buckets (load <= 0.8, always > entry_cap), then the pool,
-// which also takes whatever the last page has left.
+// Nodes, then data records, then buckets (load <= 0.8, always >
+// entry_cap), then the pool, which also takes whatever the last page has left.
 Geometry Layout(uint32_t entry_cap, uint64_t pool_min) {
   if (entry_cap > VRIFT_VDIR_MAX_ENTRIES)
     Fail(ENOSPC, "a VDir holds at most " + std::to_string(VRIFT_VDIR_MAX_ENTRIES) + " entries");
@@ -101,7 +101,8 @@ Geometry Layout(uint32_t entry_cap, uint64_t pool_min) {
   g.entry_cap = entry_cap;
   g.buckets = static_cast<uint32_t>(std::max<uint64_t>(entry_cap + 1ull, (entry_cap * 5ull + 3) / 4));
   g.entry_off = VRIFT_VDIR_HEADER_SIZE;
-  g.bucket_off = g.entry_off + uint64_t{entry_cap} * VRIFT_VDIR_ENTRY_SIZE;
+  g.data_off = g.entry_off + uint64_t{entry_cap} * VRIFT_VDIR_ENTRY_SIZE;
+  g.bucket_off = g.data_off + uint64_t{entry_cap} * VRIFT_VDIR_DATA_SIZE;
   g.pool_off = g.bucket_off + uint64_t{g.buckets} * 4;
   g.total = (g.pool_off + pool_min + VRIFT_VDIR_PAGE - 1) / VRIFT_VDIR_PAGE * VRIFT_VDIR_PAGE;
   g.pool_cap = g.total - g.pool_off;
@@ -140,7 +141,7 @@ VdirWriter::VdirWriter(const VdirCreateOptions& opt) : name_(opt.name), cas_root
   prev_.assign(map_.hdr->entry_cap, 0);
 
   // The root directory, slot 0, path "".
-  vrift_vdir_entry& root = map_.ent[0];
+  vrift_vdir_node& root = map_.node[0];
   root.mode = VRIFT_VDIR_S_IFDIR | 0755;
   root.mtime_sec = static_cast<uint32_t>(time(nullptr));
   root.path_off = AppendString(std::string_view("", 1));
@@ -170,13 +171,13 @@ VdirWriter::VdirWriter(const VdirCreateOptions& opt, const uint8_t* image, size_
   std::string tmp;
   map_ = Build(ih->entry_cap, ih->pool_cap, &tmp);
   const vrift_vdir_header* h = map_.hdr;
-  if (h->total_size != len || h->entry_off != ih->entry_off || h->bucket_off != ih->bucket_off ||
+  if (h->total_size != len || h->entry_off != ih->entry_off || h->data_off != ih->data_off || h->bucket_off != ih->bucket_off ||
       h->bucket_count != ih->bucket_count || h->pool_off != ih->pool_off || h->pool_cap != ih->pool_cap) {
     unlink(tmp.c_str());
     Unmap(&map_);
     Fail(EINVAL, "VDir image: its geometry is not this writer's");
   }
-  // Entries, buckets and pool in one copy; then the header's mutable counts.
+  // Nodes, data records, buckets and pool in one copy; then the header's mutable counts.
   std::memcpy(map_.base + h->entry_off, image + h->entry_off, len - h->entry_off);
   map_.hdr->entry_count = ih->entry_count;
   map_.hdr->entry_hwm = ih->entry_hwm;
@@ -187,7 +188,7 @@ VdirWriter::VdirWriter(const VdirCreateOptions& opt, const uint8_t* image, size_
   hash_.assign(cap, 0);
   prev_.assign(cap, 0);
   for (uint32_t i = 0; i < hwm; i++) {
-    vrift_vdir_entry& e = map_.ent[i];
+    vrift_vdir_node& e = map_.node[i];
     if (e.mode == 0) {
       free_.push_back(i);
       continue;
@@ -206,10 +207,9 @@ VdirWriter::VdirWriter(const VdirCreateOptions& opt, const uint8_t* image, size_
     }
   }
   for (uint32_t i = 0; i < hwm; i++) {
-    const vrift_vdir_entry& e = map_.ent[i];
-    if (!IsDir(e.mode)) continue;
+    if (!IsDir(map_.node[i].mode)) continue;
     uint32_t prev = 0, n = 0;
-    for (uint32_t c = e.u.dir.first_child; c != 0 && c <= hwm && n <= hwm; c = map_.ent[c - 1].next_sibling, n++) {
+    for (uint32_t c = map_.data[i].dir.first_child; c != 0 && c <= hwm && n <= hwm; c = NextOf(c - 1), n++) {
       prev_[c - 1] = prev;
       prev = c;
     }
@@ -289,7 +289,8 @@ VdirWriter::Map VdirWriter::Build(uint32_t entry_cap, uint64_t pool_min, std::st
   m.base = static_cast<uint8_t*>(p);
   m.size = g.total;
   m.hdr = reinterpret_cast<vrift_vdir_header*>(m.base);
-  m.ent = reinterpret_cast<vrift_vdir_entry*>(m.base + g.entry_off);
+  m.node = reinterpret_cast<vrift_vdir_node*>(m.base + g.entry_off);
+  m.data = reinterpret_cast<vrift_vdir_data*>(m.base + g.data_off);
   m.buckets = reinterpret_cast<uint32_t*>(m.base + g.bucket_off);
   m.pool = reinterpret_cast<char*>(m.base + g.pool_off);
   vrift_vdir_header* h = m.hdr;  // fresh tmpfs pages are zero
@@ -300,6 +301,7 @@ VdirWriter::Map VdirWriter::Build(uint32_t entry_cap, uint64_t pool_min, std::st
   h->total_size = g.total;
   h->hash_seed = seed_;
   h->entry_off = g.entry_off;
+  h->data_off = g.data_off;
   h->entry_cap = g.entry_cap;
   h->bucket_off = g.bucket_off;
   h->bucket_count = g.buckets;
@@ -337,7 +339,14 @@ void VdirWriter::EndWrite() {
   map_.hdr->gen.store(g + 1, std::memory_order_release);
 }
 
-std::string_view VdirWriter::PathOf(uint32_t i) const { return std::string_view(map_.pool + map_.ent[i].path_off); }
+std::string_view VdirWriter::PathOf(uint32_t i) const { return std::string_view(map_.pool + map_.node[i].path_off); }
+
+uint32_t VdirWriter::NextOf(uint32_t i) const { return VRIFT_VDIR_NEXT(map_.node[i].next_sibling); }
+
+// (the data check in the high byte is redone by Recheck(i), which follows every change)
+void VdirWriter::SetNext(uint32_t i, uint32_t link) {
+  map_.node[i].next_sibling = VRIFT_VDIR_NEXT_WITH(link, VRIFT_VDIR_DATA_CHECK(map_.node[i].next_sibling));
+}
 
 int64_t VdirWriter::Find(std::string_view path, uint64_t h) const {
   const uint32_t nb = map_.hdr->bucket_count, tag = vrift_vdir_tag_of(h);
@@ -355,15 +364,18 @@ int64_t VdirWriter::Find(std::string_view path) const {
   return Find(path, vrift_vdir_hash(path.data(), path.size(), seed_));
 }
 
+// The data record's check first (it is part of the node), then the node's.
 void VdirWriter::Recheck(uint32_t i) {
-  vrift_vdir_entry& e = map_.ent[i];
+  vrift_vdir_node& e = map_.node[i];
+  const vrift_vdir_data& d = map_.data[i];
   const char* t = nullptr;
   size_t tl = 0;
   if (IsLnk(e.mode)) {
-    t = map_.pool + e.u.lnk.target_off;
-    tl = e.u.lnk.target_len;
+    t = map_.pool + d.lnk.target_off;
+    tl = d.lnk.target_len;
   }
-  e.check = vrift_vdir_entry_check(&e, hash_[i], t, tl);
+  e.next_sibling = VRIFT_VDIR_NEXT_WITH(VRIFT_VDIR_NEXT(e.next_sibling), vrift_vdir_data_check(&d, hash_[i]));
+  e.check = vrift_vdir_node_check(e.size_flags, e.path_off, e.next_sibling, e.mtime_sec, e.mode, hash_[i], t, tl);
 }
 
 uint32_t VdirWriter::AppendString(std::string_view s) {
@@ -402,24 +414,25 @@ void VdirWriter::EraseBucket(uint32_t i) {
 }
 
 void VdirWriter::Remove(uint32_t i) {
-  vrift_vdir_entry& e = map_.ent[i];
+  vrift_vdir_node& e = map_.node[i];
   std::string_view path = PathOf(i);
   uint32_t parent = static_cast<uint32_t>(Find(Dirname(path)));
-  vrift_vdir_entry& pe = map_.ent[parent];
-  uint32_t prev = prev_[i], next = e.next_sibling;
+  vrift_vdir_data& pd = map_.data[parent];
+  uint32_t prev = prev_[i], next = NextOf(i);
   if (prev == 0) {
-    pe.u.dir.first_child = next;
+    pd.dir.first_child = next;
   } else {
-    map_.ent[prev - 1].next_sibling = next;
+    SetNext(prev - 1, next);
     Recheck(prev - 1);
   }
   if (next != 0) prev_[next - 1] = prev;
-  if (pe.u.dir.last_child == i + 1) pe.u.dir.last_child = prev;
-  pe.u.dir.nchildren--;
+  if (pd.dir.last_child == i + 1) pd.dir.last_child = prev;
+  pd.dir.nchildren--;
   Recheck(parent);
   EraseBucket(i);
-  map_.hdr->pool_garbage += static_cast<uint32_t>(path.size() + 1 + (IsLnk(e.mode) ? e.u.lnk.target_len : 0));
+  map_.hdr->pool_garbage += static_cast<uint32_t>(path.size() + 1 + (IsLnk(e.mode) ? map_.data[i].lnk.target_len : 0));
   std::memset(&e, 0, sizeof e);
+  std::memset(&map_.data[i], 0, sizeof map_.data[i]);
   prev_[i] = 0;
   hash_[i] = 0;
   free_.push_back(i);
@@ -439,44 +452,46 @@ void VdirWriter::Upsert(const VdirUpsert& u) {
     } else {
       i = map_.hdr->entry_hwm++;
     }
-    vrift_vdir_entry& e = map_.ent[i];
+    vrift_vdir_node& e = map_.node[i];
     std::memset(&e, 0, sizeof e);
+    std::memset(&map_.data[i], 0, sizeof map_.data[i]);
     e.path_off = AppendString(std::string_view(u.path.data(), u.path.size()));
     AppendString(std::string_view("", 1));
     hash_[i] = h;
     // Append to the parent's list (insertion order).
     uint32_t parent = static_cast<uint32_t>(Find(Dirname(u.path)));
-    vrift_vdir_entry& pe = map_.ent[parent];
-    uint32_t last = pe.u.dir.last_child;
+    vrift_vdir_data& pd = map_.data[parent];
+    uint32_t last = pd.dir.last_child;
     prev_[i] = last;
     if (last == 0) {
-      pe.u.dir.first_child = i + 1;
+      pd.dir.first_child = i + 1;
     } else {
-      map_.ent[last - 1].next_sibling = i + 1;
+      SetNext(last - 1, i + 1);
       Recheck(last - 1);
     }
-    pe.u.dir.last_child = i + 1;
-    pe.u.dir.nchildren++;
+    pd.dir.last_child = i + 1;
+    pd.dir.nchildren++;
     Recheck(parent);
     InsertBucket(i);
     map_.hdr->entry_count++;
   }
-  vrift_vdir_entry& e = map_.ent[i];
+  vrift_vdir_node& e = map_.node[i];
+  vrift_vdir_data& d = map_.data[i];
   const uint32_t type = TypeOf(u.mode);
   const bool was_dir = IsDir(e.mode), was_lnk = IsLnk(e.mode);
   const bool keep_target =
-      was_lnk && type == VRIFT_VDIR_S_IFLNK && std::string_view(map_.pool + e.u.lnk.target_off, e.u.lnk.target_len) == u.target;
-  if (was_lnk && !keep_target) map_.hdr->pool_garbage += e.u.lnk.target_len;
+      was_lnk && type == VRIFT_VDIR_S_IFLNK && std::string_view(map_.pool + d.lnk.target_off, d.lnk.target_len) == u.target;
+  if (was_lnk && !keep_target) map_.hdr->pool_garbage += d.lnk.target_len;
   uint64_t size = u.size;
   if (type == VRIFT_VDIR_S_IFREG) {
-    std::memcpy(e.u.digest, u.digest, 32);
+    std::memcpy(d.digest, u.digest, 32);
   } else if (type == VRIFT_VDIR_S_IFDIR) {
-    if (!was_dir) std::memset(&e.u, 0, sizeof e.u);  // validated: an existing dir keeps its children
+    if (!was_dir) std::memset(&d, 0, sizeof d);  // validated: an existing dir keeps its children
   } else {
     if (!keep_target) {
-      std::memset(&e.u, 0, sizeof e.u);
-      e.u.lnk.target_off = AppendString(u.target);
-      e.u.lnk.target_len = static_cast<uint32_t>(u.target.size());
+      std::memset(&d, 0, sizeof d);
+      d.lnk.target_off = AppendString(u.target);
+      d.lnk.target_len = static_cast<uint32_t>(u.target.size());
     }
     size = u.target.size();
   }
@@ -489,7 +504,8 @@ void VdirWriter::Upsert(const VdirUpsert& u) {
 VdirWriter::Plan VdirWriter::Validate(const std::vector<VdirUpsert>& upserts,
                                       const std::vector<std::string_view>& removals) const {
   Plan plan;
-  const vrift_vdir_entry* ent = map_.ent;
+  const vrift_vdir_node* ent = map_.node;
+  const vrift_vdir_data* data = map_.data;
   std::unordered_set<uint32_t> removed(removals.size() * 2 + 1);
   std::unordered_map<uint32_t, uint32_t> removed_children;  // dir index -> children this batch removes
   for (std::string_view p : removals) {
@@ -499,12 +515,12 @@ VdirWriter::Plan VdirWriter::Validate(const std::vector<VdirUpsert>& upserts,
     if (i < 0) Fail(ENOENT, "cannot remove " + Q(p) + ": not in the VDir");
     if (!removed.insert(static_cast<uint32_t>(i)).second) continue;
     plan.removals.push_back(static_cast<uint32_t>(i));
-    plan.pool_freed += p.size() + 1 + (IsLnk(ent[i].mode) ? ent[i].u.lnk.target_len : 0);
+    plan.pool_freed += p.size() + 1 + (IsLnk(ent[i].mode) ? data[i].lnk.target_len : 0);
     removed_children[static_cast<uint32_t>(Find(Dirname(p)))]++;
   }
   for (uint32_t i : plan.removals) {
     if (!IsDir(ent[i].mode)) continue;
-    for (uint32_t c = ent[i].u.dir.first_child; c != 0; c = ent[c - 1].next_sibling)
+    for (uint32_t c = data[i].dir.first_child; c != 0; c = NextOf(c - 1))
       if (!removed.count(c - 1))
         Fail(ENOTEMPTY, "cannot remove directory " + Q(PathOf(i)) + ": " + Q(PathOf(c - 1)) +
                             " is still in it (remove its children first or in the same batch)");
@@ -552,7 +568,7 @@ VdirWriter::Plan VdirWriter::Validate(const std::vector<VdirUpsert>& upserts,
       if (bc != batch_children.end()) kids += bc->second;
       if (ci >= 0 && IsDir(ent[ci].mode)) {
         auto rc = removed_children.find(static_cast<uint32_t>(ci));
-        kids += ent[ci].u.dir.nchildren - (rc == removed_children.end() ? 0 : rc->second);
+        kids += data[ci].dir.nchildren - (rc == removed_children.end() ? 0 : rc->second);
       }
       if (kids != 0) Fail(ENOTEMPTY, "cannot turn directory " + Q(u.path) + " into a file or symlink: it has children");
     }
@@ -613,23 +629,23 @@ void VdirWriter::Compact() {
   std::vector<Str> strs;
   const uint32_t hwm = map_.hdr->entry_hwm;
   for (uint32_t i = 0; i < hwm; i++) {
-    const vrift_vdir_entry& e = map_.ent[i];
+    const vrift_vdir_node& e = map_.node[i];
     if (e.mode == 0) continue;
     strs.push_back({e.path_off, static_cast<uint32_t>(PathOf(i).size() + 1), i, false});
-    if (IsLnk(e.mode)) strs.push_back({e.u.lnk.target_off, e.u.lnk.target_len, i, true});
+    if (IsLnk(e.mode)) strs.push_back({map_.data[i].lnk.target_off, map_.data[i].lnk.target_len, i, true});
   }
   std::sort(strs.begin(), strs.end(), [](const Str& a, const Str& b) { return a.off < b.off; });
   uint32_t w = 0;
   for (const Str& s : strs) {
     std::memmove(map_.pool + w, map_.pool + s.off, s.len);
-    (s.target ? map_.ent[s.idx].u.lnk.target_off : map_.ent[s.idx].path_off) = w;
+    (s.target ? map_.data[s.idx].lnk.target_off : map_.node[s.idx].path_off) = w;
     w += s.len;
   }
   std::memset(map_.pool + w, 0, map_.hdr->pool_used - w);
   map_.hdr->pool_used = w;
   map_.hdr->pool_garbage = 0;
   for (uint32_t i = 0; i < hwm; i++)
-    if (map_.ent[i].mode != 0) Recheck(i);
+    if (map_.node[i].mode != 0) Recheck(i);
   compactions_++;
 }
 
@@ -640,19 +656,21 @@ void VdirWriter::Grow(uint32_t entry_cap, uint64_t pool_cap) {
   std::string tmp;
   Map nm = Build(entry_cap, pool_cap, &tmp);
   const uint32_t hwm = map_.hdr->entry_hwm;
-  std::memcpy(nm.ent, map_.ent, size_t{hwm} * VRIFT_VDIR_ENTRY_SIZE);
+  std::memcpy(nm.node, map_.node, size_t{hwm} * VRIFT_VDIR_ENTRY_SIZE);
+  std::memcpy(nm.data, map_.data, size_t{hwm} * VRIFT_VDIR_DATA_SIZE);
   uint32_t w = 0;
   for (uint32_t i = 0; i < hwm; i++) {
-    vrift_vdir_entry& e = nm.ent[i];
+    vrift_vdir_node& e = nm.node[i];
     if (e.mode == 0) continue;
     std::string_view p = PathOf(i);
     std::memcpy(nm.pool + w, p.data(), p.size() + 1);
     e.path_off = w;
     w += static_cast<uint32_t>(p.size() + 1);
     if (IsLnk(e.mode)) {
-      std::memcpy(nm.pool + w, map_.pool + e.u.lnk.target_off, e.u.lnk.target_len);
-      e.u.lnk.target_off = w;
-      w += e.u.lnk.target_len;
+      vrift_vdir_data& d = nm.data[i];
+      std::memcpy(nm.pool + w, map_.pool + d.lnk.target_off, d.lnk.target_len);
+      d.lnk.target_off = w;
+      w += d.lnk.target_len;
     }
   }
   nm.hdr->pool_used = w;
@@ -664,7 +682,7 @@ void VdirWriter::Grow(uint32_t entry_cap, uint64_t pool_cap) {
   hash_.resize(entry_cap, 0);
   prev_.resize(entry_cap, 0);
   for (uint32_t i = 0; i < hwm; i++) {
-    if (map_.ent[i].mode == 0) continue;
+    if (map_.node[i].mode == 0) continue;
     InsertBucket(i);
     Recheck(i);
   }
@@ -690,9 +708,17 @@ bool VdirWriter::Lookup(std::string_view path, VdirFound* out) const {
   int64_t i = Find(path);
   if (i < 0) return false;
   out->index = static_cast<uint32_t>(i);
-  out->entry = map_.ent[i];
+  const vrift_vdir_node& n = map_.node[i];
+  vrift_vdir_entry& e = out->entry;
+  e.u = map_.data[i];
+  e.size_flags = n.size_flags;
+  e.path_off = n.path_off;
+  e.next_sibling = n.next_sibling;
+  e.mtime_sec = n.mtime_sec;
+  e.mode = n.mode;
+  e.check = n.check;
   out->target.clear();
-  if (IsLnk(out->entry.mode)) out->target.assign(map_.pool + out->entry.u.lnk.target_off, out->entry.u.lnk.target_len);
+  if (IsLnk(e.mode)) out->target.assign(map_.pool + e.u.lnk.target_off, e.u.lnk.target_len);
   return true;
 }
 
@@ -700,12 +726,12 @@ std::vector<std::string> VdirWriter::List(std::string_view dir) const {
   if (closed()) Fail(EBADF, "VDir " + Q(name_) + " is closed");
   int64_t i = Find(dir);
   if (i < 0) Fail(ENOENT, "no such directory " + Q(dir) + " in the VDir");
-  const vrift_vdir_entry& d = map_.ent[i];
-  if (!IsDir(d.mode)) Fail(ENOTDIR, Q(dir) + " is not a directory");
+  if (!IsDir(map_.node[i].mode)) Fail(ENOTDIR, Q(dir) + " is not a directory");
+  const vrift_vdir_data& d = map_.data[i];
   std::vector<std::string> names;
-  names.reserve(d.u.dir.nchildren);
+  names.reserve(d.dir.nchildren);
   const size_t skip = dir.empty() ? 0 : dir.size() + 1;
-  for (uint32_t c = d.u.dir.first_child; c != 0; c = map_.ent[c - 1].next_sibling)
+  for (uint32_t c = d.dir.first_child; c != 0; c = NextOf(c - 1))
     names.emplace_back(PathOf(c - 1).substr(skip));
   return names;
 }

@@ -106,7 +106,8 @@ class VdirWriter {
     uint8_t* base = nullptr;
     size_t size = 0;
     vrift_vdir_header* hdr = nullptr;
-    vrift_vdir_entry* ent = nullptr;
+    vrift_vdir_node* node = nullptr;  // the entries' nodes and data records (vrift_vdir.h section 2)
+    vrift_vdir_data* data = nullptr;
     uint32_t* buckets = nullptr;
     char* pool = nullptr;
   };
@@ -125,6 +126,8 @@ class VdirWriter {
   int64_t Find(std::string_view path, uint64_t h) const;
   int64_t Find(std::string_view path) const;
   std::string_view PathOf(uint32_t i) const;
+  uint32_t NextOf(uint32_t i) const;          // slot i's sibling link (index + 1, 0 = end)
+  void SetNext(uint32_t i, uint32_t link);
   void Recheck(uint32_t i);
   uint32_t AppendString(std::string_view s);
   void InsertBucket(uint32_t i);

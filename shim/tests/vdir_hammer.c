@@ -592,9 +592,9 @@ static int cmd_fuzz(const char *vdir, int argc, char **argv)
     }
 
     const struct vrift_vdir_header *ph = (const void *)pristine;
-    const size_t eoff = ph->entry_off, boff = ph->bucket_off, poff = ph->pool_off;
-    const size_t esz = (size_t)ph->entry_cap * VRIFT_VDIR_ENTRY_SIZE, bsz = (size_t)ph->bucket_count * 4,
-                 psz = ph->pool_cap;
+    const size_t eoff = ph->entry_off, doff = ph->data_off, boff = ph->bucket_off, poff = ph->pool_off;
+    const size_t esz = (size_t)ph->entry_cap * VRIFT_VDIR_ENTRY_SIZE, dsz = (size_t)ph->entry_cap * VRIFT_VDIR_DATA_SIZE,
+                 bsz = (size_t)ph->bucket_count * 4, psz = ph->pool_cap;
     struct tally t;
     memset(&t, 0, sizeof t);
     for (uint32_t it = 0; it < iterations; it++) {
@@ -607,6 +607,7 @@ static int cmd_fuzz(const char *vdir, int argc, char **argv)
         case 2: base = eoff; span = esz; break;
         case 3: base = poff; span = psz; break;
         case 4: base = 0; span = 512; break; /* the header's fields */
+        case 5: base = doff; span = dsz; break;
         default: break;                     /* anywhere */
         }
         uint32_t nbytes = 1 + (uint32_t)(rng(&s) % ((x >> 8) % 4 == 0 ? 256 : 8));
