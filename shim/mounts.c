@@ -17,6 +17,7 @@
  * "..": the component walk.
  */
 #include "shim.h"
+#include "vdir_core.h" /* stat()'s lookup, inline */
 
 #include <sys/sysmacros.h>
 #ifdef __SSE2__
@@ -715,28 +716,31 @@ static inline void check_daemon_sometimes(void)
         vr_check_daemon();
 }
 
-int vr_stat_fast(const char *path, int follow, struct stat *st)
+/* A found entry's stat(), if the fast path may answer it: not a symlink
+ * to follow, no flag but REMOTE (the upper layer is a real file's stat). */
+static inline int fast_found(int m, const struct vrift_vdir_stat *e, int follow, struct stat *st)
 {
-    const size_t n = strlen(path);
-    const int m = in_mount(path, n);
-    if (m < 0)
-        return n < 2 * PATH_MAX && is_clean(path, n) ? VR_FAST_PASS : VR_FAST_SLOW;
-    if (VR_UNLIKELY(root_unclean != 0))
+    if (VR_UNLIKELY(((e->mode & S_IFMT) == S_IFLNK && follow) || (e->flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0))
         return VR_FAST_SLOW;
+    check_daemon_sometimes();
+    if (VR_UNLIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) != 1))
+        return VR_FAST_SLOW;
+    fill_stat(m, e->ino, e->mode, e->size, e->mtime_sec, st);
+    return VR_FAST_DONE;
+}
+
+/* What one inline attempt did not settle: the full vrift_vdir_stat(), and
+ * misses. Out of line, so that the common path's result never leaves
+ * registers. */
+static __attribute__((noinline)) int stat_fast_rest(int m, const char *rel, size_t rl, int rc, int follow,
+                                                    struct stat *st)
+{
     const struct vr_mount *mt = &vr_mounts[m];
-    const size_t skip = n == mt->rootlen ? n : rel_skip[m]; /* the root itself is "" */
-    const char *rel = path + skip;
-    const size_t rl = n - skip;
     struct vrift_vdir_stat e;
-    int rc = vrift_vdir_stat(mt->r, rel, rl, &e);
-    if (VR_LIKELY(rc == 0)) {
-        if (VR_UNLIKELY(((e.mode & S_IFMT) == S_IFLNK && follow) || (e.flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0))
-            return VR_FAST_SLOW;
-        check_daemon_sometimes();
-        if (VR_UNLIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) != 1))
-            return VR_FAST_SLOW;
-        fill_stat(m, e.ino, e.mode, e.size, e.mtime_sec, st);
-        return VR_FAST_DONE;
+    if (rc == VDIR_UNDECIDED) {
+        rc = vrift_vdir_stat(mt->r, rel, rl, &e);
+        if (rc == 0)
+            return fast_found(m, &e, follow, st);
     }
     if (rc != -ENOENT)
         return VR_FAST_SLOW;
@@ -759,4 +763,25 @@ int vr_stat_fast(const char *path, int follow, struct stat *st)
     if (VR_UNLIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) != 1))
         return VR_FAST_SLOW;
     return VR_FAST_ENOENT;
+}
+
+int vr_stat_fast(const char *path, int follow, struct stat *st)
+{
+    const size_t n = strlen(path);
+    const int m = in_mount(path, n);
+    if (m < 0)
+        return n < 2 * PATH_MAX && is_clean(path, n) ? VR_FAST_PASS : VR_FAST_SLOW;
+    if (VR_UNLIKELY(root_unclean != 0))
+        return VR_FAST_SLOW;
+    const struct vr_mount *mt = &vr_mounts[m];
+    const size_t skip = n == mt->rootlen ? n : rel_skip[m]; /* the root itself is "" */
+    const char *rel = path + skip;
+    const size_t rl = n - skip;
+    if (VR_UNLIKELY(rl > VRIFT_VDIR_PATH_MAX))
+        return VR_FAST_SLOW; /* ENAMETOOLONG is the full resolution's to say */
+    struct vrift_vdir_stat e;
+    int rc = vdir_stat_once(mt->r, rel, rl, &e);
+    if (VR_LIKELY(rc == 0))
+        return fast_found(m, &e, follow, st);
+    return stat_fast_rest(m, rel, rl, rc, follow, st);
 }

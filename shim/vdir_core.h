@@ -1,0 +1,249 @@
+/*
+ * vdir_core.h — the reader's view of a mapped VDir and the lock-free steps
+ * of a lookup, shared by the reader (vdir_reader.c) and the shim's stat()
+ * fast path (mounts.c), which compiles them inline: stat() of a path in a
+ * mount is the call a build makes most, and a call into the reader, its
+ * argument checks and a result copied through memory cost it a few
+ * percent each. Internal to libvrift.so and the reader library: not an API.
+ *
+ * Discipline (as in vdir_reader.c): every value read from the shared
+ * mapping is loaded ONCE (relaxed atomics), checked, and only then used as
+ * an index or offset; nothing read inside a seqlock attempt is believed
+ * until gen is re-read.
+ */
+#ifndef VRIFT_VDIR_CORE_H
+#define VRIFT_VDIR_CORE_H
+
+#include "vdir_reader.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#define VRIFT_LIKELY(x) __builtin_expect(!!(x), 1)
+
+/* vdir_stat_once(): not decided in one attempt (the caller runs the full
+ * vrift_vdir_stat()). */
+#define VDIR_UNDECIDED (-EAGAIN)
+
+/* One mapped object. Filled before it is published through reader.cur and
+ * never changed afterwards (readers on other threads may hold it). */
+struct vdir_map {
+    const unsigned char *base; /* PROT_READ mapping of the object */
+    size_t size;               /* from fstat(); == header.total_size */
+    uint64_t dev, ino;         /* identity of the file, to spot "same object" */
+    uint64_t seed;
+    uint64_t entry_off, data_off, bucket_off, pool_off;
+    uint32_t entry_cap, nbuckets, pool_cap;
+};
+
+/* An open VDir: the current mapping, and every mapping it followed
+ * (vdir_reader.c maps and leaks them; vrift_vdir_close() unmaps). */
+struct vrift_vdir_reader {
+    _Atomic(struct vdir_map *) cur;
+    _Atomic uint64_t retries;
+    _Atomic uint64_t remaps;
+    _Atomic uint32_t slot_state[VRIFT_VDIR_READER_MAPS];
+    struct vdir_map maps[VRIFT_VDIR_READER_MAPS];
+    char path[VRIFT_VDIR_PATH_MAX + 1];
+};
+
+#define HDR(m) ((const struct vrift_vdir_header *)(const void *)(m)->base)
+
+static inline uint64_t ld64(const void *p)
+{
+    return atomic_load_explicit((const _Atomic uint64_t *)p, memory_order_relaxed);
+}
+
+static inline uint32_t ld32(const void *p)
+{
+    return atomic_load_explicit((const _Atomic uint32_t *)p, memory_order_relaxed);
+}
+
+/* Node `idx` (already bounds-checked) in the mapping. */
+static inline const unsigned char *node_at(const struct vdir_map *m, uint32_t idx)
+{
+    return m->base + m->entry_off + (size_t)idx * VRIFT_VDIR_ENTRY_SIZE;
+}
+
+static inline bool valid_type(uint32_t mode)
+{
+    uint32_t t = mode & VRIFT_VDIR_S_IFMT;
+    return t == VRIFT_VDIR_S_IFREG || t == VRIFT_VDIR_S_IFDIR || t == VRIFT_VDIR_S_IFLNK;
+}
+
+/*
+ * a[0, n) == b[0, n) and a[n] == NUL, where a is pool memory (at least n + 1
+ * bytes, checked by the caller) and b the caller's path: 16 or 8 bytes at a
+ * time, inline (a libc memcmp call costs more than comparing a typical
+ * path). Torn pool bytes only make it answer "different".
+ */
+static inline __attribute__((always_inline)) bool path_equal(const unsigned char *a, const char *b, size_t n)
+{
+    uint64_t x, y, u, v;
+#ifdef __SSE2__
+    if (n >= 16) {
+        for (size_t i = 0; i + 16 < n; i += 16)
+            if (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(a + i)),
+                                                 _mm_loadu_si128((const __m128i *)(const void *)(b + i)))) != 0xFFFF)
+                return false;
+        if (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(a + n - 16)),
+                                             _mm_loadu_si128((const __m128i *)(const void *)(b + n - 16)))) != 0xFFFF)
+            return false;
+        return a[n] == 0;
+    }
+#endif
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8); /* the last 8 (overlapping) */
+        memcpy(&y, b + n - 8, 8);
+        return x == y && a[n] == 0;
+    }
+    if (n >= 4) { /* first 4 and last 4, overlapping */
+        uint32_t p, q, r, t;
+        memcpy(&p, a, 4);
+        memcpy(&q, b, 4);
+        memcpy(&r, a + n - 4, 4);
+        memcpy(&t, b + n - 4, 4);
+        return p == q && r == t && a[n] == 0;
+    }
+    u = v = 0;
+    for (size_t i = 0; i < n; i++) {
+        u = u << 8 | a[i];
+        v = v << 8 | (unsigned char)b[i];
+    }
+    return u == v && a[n] == 0;
+}
+
+/*
+ * Finds the entry slot whose path is `path` (hash h): probes from h's home
+ * bucket to the first empty one, comparing the path of every entry whose
+ * tag matches. Eight buckets per step where there is SSE2 (one compare of
+ * their tags and one for empties), so the number of probes is not a branch
+ * per bucket. 0 and *idx; -ENOENT at an empty bucket; -EIO when an index or
+ * offset is out of bounds or no bucket is empty. Decides nothing the
+ * caller may believe before gen is re-checked.
+ */
+static inline __attribute__((always_inline)) int probe(const struct vdir_map *m, const char *path, size_t len,
+                                                      uint64_t h, uint32_t *idx)
+{
+    const unsigned char *buckets = m->base + m->bucket_off;
+    const unsigned char *entries = m->base + m->entry_off;
+    const unsigned char *pool = m->base + m->pool_off;
+    const uint32_t nb = m->nbuckets, tag = vrift_vdir_tag_of(h);
+    uint32_t b = vrift_vdir_bucket_of(h, nb);
+    for (uint32_t seen = 0; seen < nb;) {
+        uint32_t match, empty, width; /* bit k: bucket b + k */
+#ifdef __SSE2__
+        if (VRIFT_LIKELY(nb - b >= 8)) {
+            const __m128i hi = _mm_set1_epi32((int)0xFF000000u), t = _mm_set1_epi32((int)(tag << 24));
+            const __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)(buckets + (size_t)b * 4u));
+            const __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(buckets + (size_t)b * 4u + 16u));
+            const __m128i z = _mm_setzero_si128();
+            match = (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(x0, hi), t))) |
+                    (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(x1, hi), t))) << 4;
+            empty = (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(x0, z))) |
+                    (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(x1, z))) << 4;
+            width = 8;
+        } else
+#endif
+        {
+            uint32_t v = ld32(buckets + (size_t)b * 4u);
+            empty = v == 0;
+            match = VRIFT_VDIR_BUCKET_TAG(v) == tag;
+            width = 1;
+        }
+        /* only buckets before the first empty one are in the probe sequence */
+        match &= (empty & -empty) - 1u;
+        while (match != 0) {
+            const uint32_t k = (uint32_t)__builtin_ctz(match);
+            match &= match - 1u;
+            const uint32_t v = ld32(buckets + (size_t)(b + k) * 4u);
+            const uint32_t i = VRIFT_VDIR_BUCKET_INDEX(v);
+            if (i >= m->entry_cap)
+                return -EIO;
+            const uint32_t off = ld32(entries + (size_t)i * VRIFT_VDIR_ENTRY_SIZE +
+                                      offsetof(struct vrift_vdir_node, path_off));
+            if (off >= m->pool_cap)
+                return -EIO;
+            if (len < m->pool_cap - off && path_equal(pool + off, path, len)) {
+                *idx = i;
+                return 0;
+            }
+        }
+        if (empty != 0)
+            return -ENOENT;
+        seen += width;
+        b = nb - b == width ? 0 : b + width;
+    }
+    return -EIO; /* no empty bucket: the table is garbage */
+}
+
+/*
+ * One attempt of vrift_vdir_stat() on *m: only the node is read (24
+ * bytes, its data record not at all) and only its check verified.
+ * VDIR_UNDECIDED: a symlink (its target is part of the check: the general path).
+ */
+static inline __attribute__((always_inline)) int stat_attempt(const struct vdir_map *m, const char *path, size_t len,
+                                                              uint64_t h, struct vrift_vdir_stat *o)
+{
+    uint32_t i = 0;
+    int rc = probe(m, path, len, h, &i);
+    if (rc != 0)
+        return rc;
+    const unsigned char *n = node_at(m, i);
+    const uint64_t size_flags = ld64(n + offsetof(struct vrift_vdir_node, size_flags));
+    const uint32_t path_off = ld32(n + offsetof(struct vrift_vdir_node, path_off));
+    const uint32_t next = ld32(n + offsetof(struct vrift_vdir_node, next_sibling));
+    const uint32_t mtime = ld32(n + offsetof(struct vrift_vdir_node, mtime_sec));
+    const uint32_t mode_check = ld32(n + offsetof(struct vrift_vdir_node, mode)); /* mode, then check */
+    const uint32_t mode = mode_check & 0xFFFFu;
+    if (!valid_type(mode))
+        return -EIO;
+    if ((mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK)
+        return VDIR_UNDECIDED;
+    if (vrift_vdir_node_check(size_flags, path_off, next, mtime, mode, h, NULL, 0) != (mode_check >> 16))
+        return -EIO;
+    o->ino = vrift_vdir_ino(i);
+    o->size = vrift_vdir_size_of(size_flags);
+    o->mode = mode;
+    o->flags = vrift_vdir_flags_of(size_flags);
+    o->mtime_sec = mtime;
+    o->index = i;
+    return 0;
+}
+
+/*
+ * vrift_vdir_stat() in one attempt on the current object: 0 (*o filled) or
+ * -ENOENT, both from a consistent snapshot, -EIO for a consistent corrupt
+ * one; VDIR_UNDECIDED when the writer is in its window, the object was
+ * superseded or retired, or the path is a symlink (its target is part of
+ * its check). No system call, errno untouched.
+ */
+static inline __attribute__((always_inline)) int vdir_stat_once(vrift_vdir_reader *r, const char *path, size_t len,
+                                                                struct vrift_vdir_stat *o)
+{
+    const struct vdir_map *m = atomic_load_explicit(&r->cur, memory_order_acquire);
+    const struct vrift_vdir_header *hd = HDR(m);
+    const uint64_t h = vrift_vdir_hash(path, len, m->seed);
+    const uint64_t s0 = atomic_load_explicit(&hd->gen, memory_order_acquire);
+    const uint32_t hflags = atomic_load_explicit(&hd->flags, memory_order_relaxed);
+    if (((s0 & 1u) | (hflags & (VRIFT_VDIR_HF_SUPERSEDED | VRIFT_VDIR_HF_RETIRED))) != 0)
+        return VDIR_UNDECIDED;
+    int rc = stat_attempt(m, path, len, h, o);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&hd->gen, memory_order_relaxed) != s0)
+        return VDIR_UNDECIDED;
+    return rc;
+}
+
+#endif /* VRIFT_VDIR_CORE_H */
