@@ -775,23 +775,66 @@ static __attribute__((noinline)) int stat_fast_rest(int m, const char *rel, size
     return VR_FAST_ENOENT;
 }
 
+/*
+ * path[0, n) == root[0, n): root holds no NUL, so a shorter path differs
+ * at its NUL. Sixteen bytes at a time (the last block overlapping), and
+ * never a load into a page the path has not reached: stat() gets no
+ * length, and finds it later, while hashing the rest (vdir_core.h).
+ */
+static inline int root_prefix(const char *p, const char *root, size_t n)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    if (n >= 16) {
+        for (;;) {
+            const size_t at = i + 16 <= n ? i : n - 16;
+            if (VR_UNLIKELY(vdir_crosses_page(p + at)))
+                break; /* the rest a byte at a time */
+            if (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + at)),
+                                                 _mm_loadu_si128((const __m128i *)(const void *)(root + at)))) != 0xFFFF)
+                return 0;
+            if (at == n - 16)
+                return 1;
+            i += 16;
+        }
+    }
+#endif
+    for (; i < n; i++)
+        if (p[i] != root[i])
+            return 0;
+    return 1;
+}
+
 int vr_stat_fast(const char *path, int follow, struct stat *st)
 {
-    const size_t n = strlen(path);
-    const int m = in_mount(path, n);
-    if (m < 0)
+    /* the mount, by its root (the first whose root the path starts with) */
+    int m = 0;
+    const char *rel = NULL;
+    for (; m < vr_nmounts; m++) {
+        const size_t rl = vr_mounts[m].rootlen;
+        if (!root_prefix(path, vr_mounts[m].root, rl))
+            continue;
+        if (rl == 1 || path[rl] == '/') {
+            rel = path + rel_skip[m];
+            break;
+        }
+        if (path[rl] == '\0') { /* the root itself: "" */
+            rel = path + rl;
+            break;
+        }
+    }
+    if (rel == NULL) {
+        const size_t n = strlen(path);
         return n < 2 * PATH_MAX && is_clean(path, n) ? VR_FAST_PASS : VR_FAST_SLOW;
+    }
     if (VR_UNLIKELY(root_unclean != 0))
         return VR_FAST_SLOW;
-    const struct vr_mount *mt = &vr_mounts[m];
-    const size_t skip = n == mt->rootlen ? n : rel_skip[m]; /* the root itself is "" */
-    const char *rel = path + skip;
-    const size_t rl = n - skip;
-    if (VR_UNLIKELY(rl > VRIFT_VDIR_PATH_MAX))
-        return VR_FAST_SLOW; /* ENAMETOOLONG is the full resolution's to say */
+    size_t rl;
     struct vrift_vdir_stat e;
-    int rc = vdir_stat_once(mt->r, rel, rl, &e);
+    int rc = vdir_stat_once_cstr(vr_mounts[m].r, rel, &rl, &e);
     if (VR_LIKELY(rc == 0))
         return fast_found(m, &e, follow, st);
+    if (VR_UNLIKELY(rl > VRIFT_VDIR_PATH_MAX))
+        return VR_FAST_SLOW; /* ENAMETOOLONG is the full resolution's to say */
     return stat_fast_rest(m, rel, rl, rc, follow, st);
 }

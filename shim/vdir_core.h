@@ -19,12 +19,14 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
 
 #define VRIFT_LIKELY(x) __builtin_expect(!!(x), 1)
+#define VRIFT_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 /* vdir_stat_once(): not decided in one attempt (the caller runs the full
  * vrift_vdir_stat()). */
@@ -234,12 +236,94 @@ static inline __attribute__((always_inline)) int vdir_stat_once(vrift_vdir_reade
 {
     const struct vdir_map *m = atomic_load_explicit(&r->cur, memory_order_acquire);
     const struct vrift_vdir_header *hd = HDR(m);
-    const uint64_t h = vrift_vdir_hash(path, len, m->seed);
+    const uint64_t h = vrift_vdir_path_hash(path, len, m->seed);
     const uint64_t s0 = atomic_load_explicit(&hd->gen, memory_order_acquire);
     const uint32_t hflags = atomic_load_explicit(&hd->flags, memory_order_relaxed);
     if (((s0 & 1u) | (hflags & (VRIFT_VDIR_HF_SUPERSEDED | VRIFT_VDIR_HF_RETIRED))) != 0)
         return VDIR_UNDECIDED;
     int rc = stat_attempt(m, path, len, h, o);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&hd->gen, memory_order_relaxed) != s0)
+        return VDIR_UNDECIDED;
+    return rc;
+}
+
+/* Would a 16-byte load at p reach into the next page? (A string may end
+ * right before an unmapped one: its bytes there are read one at a time.) */
+static inline bool vdir_crosses_page(const char *p) { return ((uintptr_t)p & 4095u) > 4096u - 16u; }
+
+/*
+ * vrift_vdir_path_hash() of the NUL-terminated `s` and its length, in one
+ * pass: sixteen bytes at a time, no byte past the NUL read unless it lies
+ * in the same page. Stops after VRIFT_VDIR_PATH_MAX + 1 bytes (*len is then
+ * more than VRIFT_VDIR_PATH_MAX and the hash meaningless).
+ */
+static inline __attribute__((always_inline)) uint64_t vdir_path_hash_cstr(const char *s, uint64_t seed, size_t *len)
+{
+    const uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL, k2 = 0x8ebc6af09c88c6e3ULL;
+    uint64_t h = seed ^ k0, w0, w1;
+    const char *p = s;
+    for (;;) {
+#ifdef __SSE2__
+        if (VRIFT_LIKELY(!vdir_crosses_page(p))) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+            const uint32_t nul = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128()));
+            if (nul != 0) { /* the tail: the bytes before the NUL, the rest zero */
+                static const unsigned char keep[32] = {255, 255, 255, 255, 255, 255, 255, 255,
+                                                       255, 255, 255, 255, 255, 255, 255, 255};
+                const uint32_t n = (uint32_t)__builtin_ctz(nul);
+                x = _mm_and_si128(x, _mm_loadu_si128((const __m128i *)(const void *)(keep + 16 - n)));
+                w0 = (uint64_t)_mm_cvtsi128_si64(x);
+                w1 = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(x, x));
+                *len = (size_t)(p - s) + n;
+                break;
+            }
+            w0 = (uint64_t)_mm_cvtsi128_si64(x);
+            w1 = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(x, x));
+        } else
+#endif
+        { /* a byte at a time: those after the NUL may lie in the next page */
+            unsigned char t[16] = {0};
+            uint32_t n = 0;
+            while (n < 16 && p[n] != '\0') {
+                t[n] = (unsigned char)p[n];
+                n++;
+            }
+            memcpy(&w0, t, 8);
+            memcpy(&w1, t + 8, 8);
+            if (n < 16) {
+                *len = (size_t)(p - s) + n;
+                break;
+            }
+        }
+        h = vrift_vdir__mum(w0 ^ k1, w1 ^ h);
+        p += 16;
+        if (VRIFT_UNLIKELY((size_t)(p - s) > VRIFT_VDIR_PATH_MAX)) {
+            *len = (size_t)(p - s);
+            return h;
+        }
+    }
+    h = vrift_vdir__mum(w0 ^ k2, w1 ^ h);
+    return vrift_vdir__mum(h ^ k0, (uint64_t)*len ^ k1) ^ h;
+}
+
+/*
+ * vdir_stat_once() of the NUL-terminated `path`, whose length it finds
+ * while hashing it (*len; more than VRIFT_VDIR_PATH_MAX: VDIR_UNDECIDED).
+ */
+static inline __attribute__((always_inline)) int vdir_stat_once_cstr(vrift_vdir_reader *r, const char *path, size_t *len,
+                                                                     struct vrift_vdir_stat *o)
+{
+    const struct vdir_map *m = atomic_load_explicit(&r->cur, memory_order_acquire);
+    const struct vrift_vdir_header *hd = HDR(m);
+    const uint64_t h = vdir_path_hash_cstr(path, m->seed, len);
+    if (VRIFT_UNLIKELY(*len > VRIFT_VDIR_PATH_MAX))
+        return VDIR_UNDECIDED;
+    const uint64_t s0 = atomic_load_explicit(&hd->gen, memory_order_acquire);
+    const uint32_t hflags = atomic_load_explicit(&hd->flags, memory_order_relaxed);
+    if (((s0 & 1u) | (hflags & (VRIFT_VDIR_HF_SUPERSEDED | VRIFT_VDIR_HF_RETIRED))) != 0)
+        return VDIR_UNDECIDED;
+    int rc = stat_attempt(m, path, *len, h, o);
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&hd->gen, memory_order_relaxed) != s0)
         return VDIR_UNDECIDED;

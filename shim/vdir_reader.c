@@ -376,7 +376,7 @@ static int walk_children(const struct vdir_map *m, const char *dir, size_t len, 
                 return -EIO;
             t = pool + toff;
         }
-        if (vrift_vdir_entry_check(&c, vrift_vdir_hash(p, l, m->seed), t, tl) != c.check)
+        if (vrift_vdir_entry_check(&c, vrift_vdir_path_hash(p, l, m->seed), t, tl) != c.check)
             return -EIO;
         size_t rec = VRIFT_VDIR_DIRENT_SIZE(nlen);
         if (o->needed + rec <= o->buflen) {
@@ -481,7 +481,7 @@ static int run(vrift_vdir_reader *r, struct op *op, uint64_t *gen_out)
             continue;
         }
         if (!hashed || hseed != m->seed) {
-            h = vrift_vdir_hash(op->path, op->len, m->seed);
+            h = vrift_vdir_path_hash(op->path, op->len, m->seed);
             hseed = m->seed;
             hashed = true;
         }

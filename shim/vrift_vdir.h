@@ -101,7 +101,7 @@
  * ---------------------------------------------------------------------
  * buckets[] is an open-addressing hash table with linear probing:
  *
- *     h    = vrift_vdir_hash(path, len, header.hash_seed)
+ *     h    = vrift_vdir_path_hash(path, len, header.hash_seed)
  *     home = vrift_vdir_bucket_of(h, bucket_count)     (fastrange, any n)
  *     tag  = vrift_vdir_tag_of(h)                      (top 8 bits of h)
  *
@@ -474,6 +474,34 @@ static inline uint64_t vrift_vdir_hash(const void *p, size_t len, uint64_t seed)
     return vrift_vdir__mum(h ^ k0, (uint64_t)len ^ k1) ^ h;
 }
 
+/**
+ * The path index's hash (section 3), also the seed of the entry checks:
+ * 64 bits of the `len` bytes at `p` under `seed`, taken sixteen bytes at a
+ * time from the start, the last 0-15 bytes zero-padded to a block, the
+ * length folded in at the end:
+ *     h = seed ^ K0
+ *     h = mum(w0 ^ K1, w1 ^ h)     for each whole block (w0, w1: its words)
+ *     h = mum(t0 ^ K2, t1 ^ h)     for the padded tail (t0, t1), always
+ *     return mum(h ^ K0, len ^ K1) ^ h
+ * with vrift_vdir_hash()'s constants. Why not vrift_vdir_hash(): nothing
+ * here depends on the length until the end, so a reader hashes a
+ * NUL-terminated path in the same pass that finds its end (the shim's
+ * stat(): no strlen() first). Reads exactly the bytes [p, p + len).
+ */
+static inline uint64_t vrift_vdir_path_hash(const void *p, size_t len, uint64_t seed)
+{
+    const uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL, k2 = 0x8ebc6af09c88c6e3ULL;
+    const unsigned char *s = (const unsigned char *)p;
+    uint64_t h = seed ^ k0;
+    size_t i = 0;
+    for (; i + 16 <= len; i += 16)
+        h = vrift_vdir__mum(vrift_vdir__load64(s + i) ^ k1, vrift_vdir__load64(s + i + 8) ^ h);
+    unsigned char t[16] = {0};
+    memcpy(t, s + i, len - i);
+    h = vrift_vdir__mum(vrift_vdir__load64(t) ^ k2, vrift_vdir__load64(t + 8) ^ h);
+    return vrift_vdir__mum(h ^ k0, (uint64_t)len ^ k1) ^ h;
+}
+
 /** Home bucket of hash `h` among `n` buckets: ((h mod 2^32) * n) >> 32. */
 static inline uint32_t vrift_vdir_bucket_of(uint64_t h, uint32_t n)
 {
@@ -499,7 +527,7 @@ static inline uint16_t vrift_vdir__fold16(uint64_t h) { return (uint16_t)(h ^ (h
  *     mum(size_flags ^ rotl64(path_off | next_sibling << 32, 31) ^ K1,
  *         (mtime_sec | mode << 32) ^ path_hash)
  * chained with vrift_vdir_hash(target bytes) for symlinks, where K1 is
- * vrift_vdir_hash()'s second constant and path_hash = vrift_vdir_hash(path,
+ * vrift_vdir_hash()'s second constant and path_hash = vrift_vdir_path_hash(path,
  * strlen(path), header.hash_seed), the value the index uses (a lookup
  * hashes the path once). `target`/`target_len` are the symlink's target
  * bytes, or NULL/0. next_sibling includes the data check (section 2).

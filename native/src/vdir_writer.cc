@@ -145,7 +145,7 @@ VdirWriter::VdirWriter(const VdirCreateOptions& opt) : name_(opt.name), cas_root
   root.mode = VRIFT_VDIR_S_IFDIR | 0755;
   root.mtime_sec = static_cast<uint32_t>(time(nullptr));
   root.path_off = AppendString(std::string_view("", 1));
-  hash_[0] = vrift_vdir_hash("", 0, seed_);
+  hash_[0] = vrift_vdir_path_hash("", 0, seed_);
   map_.hdr->entry_count = 1;
   map_.hdr->entry_hwm = 1;
   InsertBucket(0);
@@ -200,7 +200,7 @@ VdirWriter::VdirWriter(const VdirCreateOptions& opt, const uint8_t* image, size_
       Unmap(&map_);
       Fail(EINVAL, "VDir image: an entry's path runs off the pool");
     }
-    hash_[i] = vrift_vdir_hash(map_.pool + e.path_off, pl, seed_);
+    hash_[i] = vrift_vdir_path_hash(map_.pool + e.path_off, pl, seed_);
     if (mtime_sec >= 0) {
       e.mtime_sec = static_cast<uint32_t>(mtime_sec);
       Recheck(i);
@@ -361,7 +361,7 @@ int64_t VdirWriter::Find(std::string_view path, uint64_t h) const {
 }
 
 int64_t VdirWriter::Find(std::string_view path) const {
-  return Find(path, vrift_vdir_hash(path.data(), path.size(), seed_));
+  return Find(path, vrift_vdir_path_hash(path.data(), path.size(), seed_));
 }
 
 // The data record's check first (it is part of the node), then the node's.
@@ -440,7 +440,7 @@ void VdirWriter::Remove(uint32_t i) {
 }
 
 void VdirWriter::Upsert(const VdirUpsert& u) {
-  const uint64_t h = vrift_vdir_hash(u.path.data(), u.path.size(), seed_);
+  const uint64_t h = vrift_vdir_path_hash(u.path.data(), u.path.size(), seed_);
   int64_t found = Find(u.path, h);
   uint32_t i;
   if (found >= 0) {

@@ -120,7 +120,7 @@ static void check_entry(struct hammer *h, uint32_t i, const char *path, size_t l
     if (v < last_v[i]) /* versions only grow; a thread must never go back in time */
         report_bad(h, "version went backwards", path);
     last_v[i] = v;
-    uint64_t ph = vrift_vdir_hash(path, len, seed);
+    uint64_t ph = vrift_vdir_path_hash(path, len, seed);
     const char *t = (res->mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK ? res->target : NULL;
     if (vrift_vdir_entry_check(&res->entry, ph, t, t ? res->target_len : 0) != res->entry.check)
         report_bad(h, "check mismatch", path);

@@ -7,6 +7,10 @@
  *   shim-probe fstat  <mnt>                 fstat of an opened virtual file = stat of its path
  *   shim-probe stress <mnt> <threads> <ms>  threads + fork + exec hammering the mount
  *   shim-probe read   <mnt>                 every data/f<i>.txt reads right
+ *   shim-probe pageend <mnt>                stat() of paths that end right before an unreadable
+ *                                           page, at every offset: the answers of the same paths
+ *                                           elsewhere, and no fault (the fast path reads a path
+ *                                           with no strlen() first)
  *   shim-probe casfd  <mnt>                 reads keep working after the program closes every
  *                                           descriptor (close loop, close_range; a raw close and
  *                                           another directory dup'ed onto the shim's CAS
@@ -25,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -118,6 +123,59 @@ static int probe_errno(void)
     CHECK(open(p, O_RDONLY | O_CREAT | O_EXCL, 0644) == -1 && errno == EEXIST, "O_EXCL EEXIST (%d)", errno);
     path_of(p, sizeof p, "run.sh");
     CHECK(access(p, X_OK) == 0, "access X_OK on a script");
+    return failures == 0;
+}
+
+/* stat() of `path` copied so that its NUL is the last byte before a
+ * PROT_NONE page, against stat() of the same bytes in ordinary memory. */
+static void stat_at_page_end(char *page_end, const char *path)
+{
+    size_t n = strlen(path) + 1;
+    char *p = page_end - n;
+    memcpy(p, path, n);
+    struct stat a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    errno = 0;
+    int ra = stat(path, &a), ea = errno;
+    errno = 0;
+    int rb = stat(p, &b), eb = errno;
+    CHECK(ra == rb && (ra == 0 || ea == eb) && a.st_ino == b.st_ino && a.st_size == b.st_size && a.st_mode == b.st_mode,
+          "stat(\"%s\") at a page end: %d/%d errno %d/%d", path, rb, ra, eb, ea);
+}
+
+static int probe_pageend(void)
+{
+    const long pg = sysconf(_SC_PAGESIZE);
+    char *two = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(two != MAP_FAILED && mprotect(two + pg, (size_t)pg, PROT_NONE) == 0, "a page before an unreadable one");
+    if (two == MAP_FAILED)
+        return 0;
+    static const char *rels[] = {"data/f1.txt", "data/f10.txt", "data", "", "nope", "data/nope", "data/f1.txt/x",
+                                 "run.sh", "data/f49.txt", "data//f1.txt", "data/./f2.txt", "data/../run.sh"};
+    char p[8192];
+    const size_t ml = strlen(mnt);
+    for (size_t k = 0; k < sizeof rels / sizeof rels[0]; k++) {
+        /* the path, and every prefix of it and of the mount root (shorter
+         * than the root, the root itself, the root and a slash ...) */
+        snprintf(p, sizeof p, "%s%s%s", mnt, rels[k][0] ? "/" : "", rels[k]);
+        for (size_t cut = strlen(p); cut > 0; cut--) {
+            char q[8192];
+            memcpy(q, p, cut);
+            q[cut] = '\0';
+            if (cut >= ml || k == 0) /* prefixes of the root once */
+                stat_at_page_end(two + pg, q);
+        }
+    }
+    /* long names: paths of 16-byte blocks and every tail length */
+    for (int extra = 0; extra < 48; extra++) {
+        int n = snprintf(p, sizeof p, "%s/data/", mnt);
+        for (int i = 0; i < extra; i++)
+            p[n++] = (char)('a' + i % 26);
+        p[n] = '\0';
+        stat_at_page_end(two + pg, p);
+    }
+    munmap(two, (size_t)pg * 2);
     return failures == 0;
 }
 
@@ -300,6 +358,8 @@ int main(int argc, char **argv)
         ok = probe_fstat();
     else if (strcmp(argv[1], "read") == 0)
         ok = read_all() == 0;
+    else if (strcmp(argv[1], "pageend") == 0)
+        ok = probe_pageend();
     else if (strcmp(argv[1], "fresh") == 0) { /* exec'd by casfd: the descriptor was close-on-exec */
         int fds[8];
         CHECK(cas_fds(fds, 8) == 0, "a CAS descriptor survived exec");

@@ -91,6 +91,12 @@ describe('behaving like the kernel', () => {
     expect(r.stdout).toBe('ok\n');
   });
 
+  it('stat() of a path that ends right before an unreadable page: the same answers, no fault', () => {
+    const r = w.run(`'${probe}' pageend '${w.mnt}'`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('ok\n');
+  });
+
   it('fstat of a descriptor reports the virtual file, not the CAS blob', () => {
     const r = w.run(`'${probe}' fstat '${w.mnt}'`);
     expect(r.stderr).toBe('');
