@@ -263,6 +263,7 @@ static inline __attribute__((always_inline)) uint64_t vdir_path_hash_cstr(const 
     const uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL, k2 = 0x8ebc6af09c88c6e3ULL;
     uint64_t h = seed ^ k0, w0, w1;
     const char *p = s;
+    const uintptr_t too_long = (uintptr_t)s + VRIFT_VDIR_PATH_MAX + 1;
     for (;;) {
 #ifdef __SSE2__
         if (VRIFT_LIKELY(!vdir_crosses_page(p))) {
@@ -298,7 +299,7 @@ static inline __attribute__((always_inline)) uint64_t vdir_path_hash_cstr(const 
         }
         h = vrift_vdir__mum(w0 ^ k1, w1 ^ h);
         p += 16;
-        if (VRIFT_UNLIKELY((size_t)(p - s) > VRIFT_VDIR_PATH_MAX)) {
+        if (VRIFT_UNLIKELY((uintptr_t)p >= too_long)) {
             *len = (size_t)(p - s);
             return h;
         }

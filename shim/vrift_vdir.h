@@ -517,13 +517,10 @@ static inline uint32_t vrift_vdir_tag_of(uint64_t h) { return (uint32_t)(h >> 56
 /** Entry index of a non-empty bucket (may be out of range in garbage). */
 #define VRIFT_VDIR_BUCKET_INDEX(b) (((uint32_t)(b) & 0xFFFFFFu) - 1u)
 
-/** Folds a 64-bit hash to 16 bits. */
-static inline uint16_t vrift_vdir__fold16(uint64_t h) { return (uint16_t)(h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48)); }
-
 /**
- * The node checksum stored in node.check: a 16-bit fold of one
+ * The node checksum stored in node.check: the top 16 bits of one
  * multiply-fold (stat() verifies it on every call; one multiply is what
- * it can afford)
+ * it can afford; the fold mixes every input bit into the high ones)
  *     mum(size_flags ^ rotl64(path_off | next_sibling << 32, 31) ^ K1,
  *         (mtime_sec | mode << 32) ^ path_hash)
  * chained with vrift_vdir_hash(target bytes) for symlinks, where K1 is
@@ -542,7 +539,7 @@ static inline uint16_t vrift_vdir_node_check(uint64_t size_flags, uint32_t path_
                                  ((uint64_t)mtime_sec | (uint64_t)(mode & 0xFFFFu) << 32) ^ path_hash);
     if (target_len != 0)
         h = vrift_vdir_hash(target, target_len, h);
-    return vrift_vdir__fold16(h);
+    return (uint16_t)(h >> 48);
 }
 
 /** vrift_vdir_node_check() of a whole entry's node fields. */
@@ -555,7 +552,7 @@ static inline uint16_t vrift_vdir_entry_check(const struct vrift_vdir_entry *e, 
 
 /**
  * The data record's 8-bit check kept in the high byte of node.next_sibling:
- * an 8-bit fold of mum(w0 ^ K1, w1 ^ path_hash) ^ mum(w2 ^ K2, w3 ^ path_hash),
+ * the top 8 bits of mum(w0 ^ K1, w1 ^ path_hash) ^ mum(w2 ^ K2, w3 ^ path_hash),
  * w0..w3 the record's four 64-bit words in host order.
  */
 static inline uint32_t vrift_vdir_data_check(const union vrift_vdir_data *d, uint64_t path_hash)
@@ -564,8 +561,7 @@ static inline uint32_t vrift_vdir_data_check(const union vrift_vdir_data *d, uin
     const unsigned char *p = (const unsigned char *)d;
     const uint64_t h = vrift_vdir__mum(vrift_vdir__load64(p) ^ k1, vrift_vdir__load64(p + 8) ^ path_hash) ^
                        vrift_vdir__mum(vrift_vdir__load64(p + 16) ^ k2, vrift_vdir__load64(p + 24) ^ path_hash);
-    const uint16_t f = vrift_vdir__fold16(h);
-    return (uint32_t)(f ^ (f >> 8)) & 0xFFu;
+    return (uint32_t)(h >> 56);
 }
 
 /**
