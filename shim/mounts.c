@@ -94,6 +94,8 @@ int vr_mounts_init(void)
                     atomic_store(&m->cas_fd, -1);
                     atomic_store(&m->upper_fd, -1);
                     atomic_store(&m->issued, NULL);
+                    atomic_store(&m->journal_fd, -1);
+                    atomic_store(&m->journal_pid, 0);
                     vr_strlcpy(m->cas_root, info.cas_root, sizeof m->cas_root);
                     upper_of(m, info.cas_root, name);
                     m->rootlen = vr_strlcpy(m->root, info.mount_root, sizeof m->root);
@@ -535,6 +537,8 @@ restart:
         out->kind = VP_VIRT;
         out->mount = m;
         int rc = vrift_vdir_lookup(mt->r, rel, rl, &out->res);
+        if (VR_UNLIKELY(rc == -ENOENT) && vr_upper_pending(m) && vr_upper_claimed_dir(m, rel, rl, &out->res))
+            rc = 0; /* a directory just made, not yet published ("d/." of a new d) */
         out->err = rc == 0 ? 0 : (rc == -ENOENT ? -ENOENT : -EIO);
         if (rc == 0 && must_dir && (out->res.mode & S_IFMT) != S_IFDIR)
             out->err = -ENOTDIR;
@@ -717,7 +721,7 @@ int vr_stat_fast(const char *path, int follow, struct stat *st)
         if (nl == 0 || (name[0] == '.' && (nl == 1 || (nl == 2 && name[1] == '.'))) || i == 1)
             return VR_FAST_SLOW;
         rc = vrift_vdir_stat(mt->r, rel, i ? i - 1 : 0, &e);
-        if (rc != 0 || (e.mode & S_IFMT) != S_IFDIR || (e.flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0)
+        if (rc != 0 || (e.mode & S_IFMT) != S_IFDIR || (e.flags & ~(uint32_t)(VRIFT_VDIR_F_REMOTE | VRIFT_VDIR_F_CLAIM)) != 0)
             return VR_FAST_SLOW;
         if (vr_upper_pending(m))
             return VR_FAST_SLOW; /* it may be a file just made (upper.c) */
@@ -728,7 +732,7 @@ int vr_stat_fast(const char *path, int follow, struct stat *st)
     }
     if (rc != 0)
         return VR_FAST_SLOW;
-    if (((e.mode & S_IFMT) == S_IFLNK && follow) || (e.flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0)
+    if (((e.mode & S_IFMT) == S_IFLNK && follow) || (e.flags & ~(uint32_t)(VRIFT_VDIR_F_REMOTE | VRIFT_VDIR_F_CLAIM)) != 0)
         return VR_FAST_SLOW;
     vr_check_daemon();
     if (VR_UNLIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) != 1))

@@ -413,7 +413,7 @@ static int walk_children(const struct vdir_map *m, const char *dir, size_t len, 
         size_t rec = VRIFT_VDIR_DIRENT_SIZE(nlen);
         if (o->needed + rec <= o->buflen) {
             struct vrift_vdir_dirent *de = (struct vrift_vdir_dirent *)(void *)(o->buf + o->needed);
-            de->ino = vrift_vdir_ino(i);
+            de->ino = vrift_vdir_entry_ino(&c, i);
             de->reclen = (uint16_t)rec;
             de->namelen = (uint16_t)nlen;
             de->mode = c.mode;
@@ -463,7 +463,7 @@ static int attempt(const struct vdir_map *m, struct op *op, uint64_t h)
         return rc;
     if (op->kind == OP_STAT) {
         struct vrift_vdir_stat *o = op->st;
-        o->ino = vrift_vdir_ino(idx);
+        o->ino = vrift_vdir_entry_ino(&e, idx);
         o->size = vrift_vdir_size_of(e.size_flags);
         o->mode = e.mode;
         o->flags = vrift_vdir_flags_of(e.size_flags);
@@ -619,7 +619,7 @@ VRIFT_VDIR_API int vrift_vdir_lookup(vrift_vdir_reader *r, const char *path, siz
     int rc = run(r, &op, &gen);
     if (rc == 0) {
         const struct vrift_vdir_entry *e = &out->entry;
-        out->ino = vrift_vdir_ino(out->index);
+        out->ino = vrift_vdir_entry_ino(e, out->index);
         out->size = vrift_vdir_size_of(e->size_flags);
         out->gen = gen;
         out->mode = e->mode;

@@ -11,7 +11,8 @@
 // Upsert record (little-endian, no alignment):
 //   0 u32 mode   4 u32 mtime_sec   8 u32 size_lo   12 u16 size_hi   14 u16 flags
 //   16 u16 path_len   18 u16 target_len   20 u8 has_digest   21..23 zero
-//   24 digest[32]   56 path bytes   then target bytes
+//   24 digest[32] (a directory with VRIFT_VDIR_F_CLAIM: its claim's u64 inode)
+//   56 path bytes   then target bytes
 // Removal record: u16 path_len, path bytes.
 #include <napi.h>
 
@@ -157,7 +158,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
     return env.Undefined();
   }
 
-  // lookup(path) -> { mode, size, mtimeSec, flags, index, digest?, target?, nchildren?, check } | undefined
+  // lookup(path) -> { mode, size, mtimeSec, flags, index, digest?, target?, nchildren?, claimIno?, check } | undefined
   Napi::Value Lookup(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) ThrowCode(env, EINVAL, "lookup(path): path must be a string");
@@ -185,6 +186,8 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
       o.Set("target", Napi::String::New(env, f.target));
     } else {
       o.Set("nchildren", Napi::Number::New(env, e.u.dir.nchildren));
+      if (vrift_vdir_flags_of(e.size_flags) & VRIFT_VDIR_F_CLAIM)
+        o.Set("claimIno", Napi::Number::New(env, static_cast<double>(uint64_t{e.u.dir.claim_ino_lo} | uint64_t{e.u.dir.claim_ino_hi} << 32)));
     }
     return o;
   }

@@ -317,7 +317,8 @@ VdirWriter::Map VdirWriter::Build(uint32_t entry_cap, uint64_t pool_min, std::st
 
 void VdirWriter::SetUpperPublished(uint64_t n) {
   upper_published_ = n;
-  if (map_.hdr) map_.hdr->upper_published.store(n, std::memory_order_release);
+  // seq_cst: a full barrier before the caller reads .issued (shim/journal.c says why)
+  if (map_.hdr) map_.hdr->upper_published.store(n, std::memory_order_seq_cst);
 }
 
 void VdirWriter::Unmap(Map* m) {
@@ -472,6 +473,10 @@ void VdirWriter::Upsert(const VdirUpsert& u) {
     std::memcpy(e.u.digest, u.digest, 32);
   } else if (type == VRIFT_VDIR_S_IFDIR) {
     if (!was_dir) std::memset(&e.u, 0, sizeof e.u);  // validated: an existing dir keeps its children
+    uint64_t claim = 0;  // VRIFT_VDIR_F_CLAIM: the claim directory's inode, in the digest bytes
+    if ((u.flags & VRIFT_VDIR_F_CLAIM) && u.digest) std::memcpy(&claim, u.digest, sizeof claim);
+    e.u.dir.claim_ino_lo = static_cast<uint32_t>(claim);
+    e.u.dir.claim_ino_hi = static_cast<uint32_t>(claim >> 32);
   } else {
     if (!keep_target) {
       std::memset(&e.u, 0, sizeof e.u);

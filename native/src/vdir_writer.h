@@ -40,7 +40,7 @@ struct VdirUpsert {
   uint32_t mtime_sec = 0;
   uint64_t size = 0;       // ignored for symlinks (the target length is stored)
   uint32_t flags = 0;      // VRIFT_VDIR_F_*
-  const uint8_t* digest = nullptr;  // 32 bytes, regular files only
+  const uint8_t* digest = nullptr;  // 32 bytes: regular files; a VRIFT_VDIR_F_CLAIM directory's claim inode (u64)
   std::string_view target;          // symlinks only
 };
 

@@ -33,6 +33,7 @@ export interface NativeVDirEntry {
   digest?: string;
   target?: string;
   nchildren?: number;
+  claimIno?: number;
 }
 
 export interface NativeVDirStats {
