@@ -5,11 +5,12 @@
 //   the same pass (synchronously, on the calling thread).
 // outboardFile(path, groupLog, threads) -> Promise<{ outboard, root, size } | null>
 //   The same for a file, on `threads` native threads: nodes of at most
-//   kSegment bytes are read (pread) and encoded independently, each into
-//   its own place in the pre-order outboard (a subtree's parents are
-//   contiguous there), then the few parents above them are joined. Memory:
-//   one segment buffer per thread. Resolves null when the file shrank
-//   while it was read; rejects with an Error whose `code` is the errno.
+//   kSegment bytes are mapped (WithFileBytes: straight from the page
+//   cache, as hashFile does) and encoded independently, each into its own
+//   place in the pre-order outboard (a subtree's parents are contiguous
+//   there), then the few parents above them are joined. Memory: one
+//   segment mapped per thread. Resolves null when the file shrank while it
+//   was read; rejects with an Error whose `code` is the errno.
 // encodeCombined(buf, groupLog) -> Buffer
 //   The combined encoding: the outboard's parents with the groups'
 //   bytes interleaved in pre-order (no length header).
@@ -28,6 +29,7 @@
 
 #include "bao_napi.h"
 #include "bao_tree.h"
+#include "blake3_hash.h"
 
 namespace vrift::bao {
 namespace {
@@ -83,18 +85,6 @@ Napi::Value EncodeCombined(const Napi::CallbackInfo& info) {
   uint8_t root[kCv];
   Encode(t, t.Root(), data, out.Data(), true, root);
   return out;
-}
-
-// Reads exactly `len` bytes at `off`: 0, -1 at an early EOF, or an errno.
-int PreadFull(int fd, uint8_t* dst, size_t len, uint64_t off) {
-  for (size_t got = 0; got < len;) {
-    ssize_t r = pread(fd, dst + got, len - got, static_cast<off_t>(off + got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return errno;
-    if (r == 0) return -1;
-    got += static_cast<size_t>(r);
-  }
-  return 0;
 }
 
 class OutboardFileWorker : public Napi::AsyncWorker {
@@ -179,22 +169,21 @@ class OutboardFileWorker : public Napi::AsyncWorker {
     CollectTasks(tree_.Root());
     std::atomic<size_t> next{0};
     std::atomic<int> err{0};
+    struct Job {
+      const Tree* tree;
+      Task* task;
+      uint8_t* outboard;
+    };
     auto work = [&] {
-      std::unique_ptr<uint8_t[]> buf;
+      std::vector<uint8_t> fallback;  // only where the file cannot be mapped
       for (size_t i; err == 0 && (i = next.fetch_add(1)) < tasks_.size();) {
-        Task& task = tasks_[i];
-        const uint64_t start = tree_.Start(task.node), len = tree_.End(task.node) - start;
-        if (!buf) buf.reset(new (std::nothrow) uint8_t[kSegment]);
-        if (!buf) {
-          err = ENOMEM;
-          break;
-        }
-        const int r = PreadFull(fd, buf.get(), static_cast<size_t>(len), start);
-        if (r != 0) {
-          err = r;  // -1: the file shrank
-          break;
-        }
-        Encode(tree_, task.node, buf.get(), outboard_.data(), false, task.cv);
+        Job job{&tree_, &tasks_[i], outboard_.data()};
+        const uint64_t start = tree_.Start(job.task->node), len = tree_.End(job.task->node) - start;
+        const int r = WithFileBytes(fd, start, static_cast<size_t>(len), fallback, [](void* ctx, const uint8_t* bytes) {
+          auto* j = static_cast<Job*>(ctx);
+          Encode(*j->tree, j->task->node, bytes, j->outboard, false, j->task->cv);
+        }, &job);
+        if (r != 0) err = r;  // -1: the file shrank
       }
     };
     const unsigned n = static_cast<unsigned>(std::min<size_t>(threads_, tasks_.size()));
