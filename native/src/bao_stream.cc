@@ -11,7 +11,10 @@
 //   Without one (null): push(encoded) takes the combined encoding (the
 //   parents interleaved with the groups in pre-order, as a serving tier
 //   without a separate outboard would send it) and returns the content
-//   bytes it verified in this call, as a Buffer (or null after a mismatch).
+//   bytes it verified in this call, as an array of Uint8Arrays (or null
+//   after a mismatch): views of the pushed bytes, except for a group that
+//   straddled two pushes, which is a copy. A view shares the pushed
+//   bytes' memory: the caller must not reuse it while it needs the view.
 //   Either way a pushed byte past the end of the blob is a RangeError.
 // verifier.verified   content bytes verified so far
 // verifier.complete   true once the whole blob was verified
@@ -85,7 +88,7 @@ class StreamVerifier : public Napi::ObjectWrap<StreamVerifier> {
         uint8_t cv[kCv];
         NodeCv(tree_, top.n, p + used, cv);
         if (std::memcmp(cv, top.cv, kCv) != 0) return Fail(top.n, used);
-        if (combined_) out_.insert(out_.end(), p + used, p + used + bytes);
+        if (combined_ && bytes > 0) Emit(p + used, static_cast<size_t>(bytes));
         stack_.pop_back();
         used += static_cast<size_t>(bytes);
         verified_ += bytes;
@@ -116,16 +119,46 @@ class StreamVerifier : public Napi::ObjectWrap<StreamVerifier> {
     return used;
   }
 
+  // Records verified content (combined): pointers into the pushed bytes or
+  // into completed_, joined when one piece continues the last.
+  void Emit(const uint8_t* p, size_t len) {
+    const bool own = p >= completed_.data() && p < completed_.data() + completed_.size();
+    if (!pieces_.empty() && pieces_.back().own == own && pieces_.back().p + pieces_.back().len == p) {
+      pieces_.back().len += len;
+    } else {
+      pieces_.push_back(Piece{p, len, own});
+    }
+  }
+
   Napi::Value Push(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    const uint8_t* p;
-    size_t len;
-    ArgBytes(info, 0, "push(bytes)", &p, &len);
-    out_.clear();
+    napi_typedarray_type type = napi_int16_array;
+    size_t len = 0, offset = 0;
+    void* data = nullptr;
+    napi_value ab = nullptr;
+    if (info.Length() > 0 && info[0].IsTypedArray())
+      NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, info[0], &type, &len, &data, &ab, &offset), Napi::Value());
+    if (type != napi_uint8_array) throw Napi::TypeError::New(env, "push(bytes): expected a Buffer or Uint8Array");
+    const uint8_t* p = static_cast<const uint8_t*>(data);
+    pieces_.clear();
     if (failed_at_ < 0) Take(env, p, len);
     if (failed_at_ >= 0) return combined_ ? env.Null() : Napi::Number::New(env, -1);
-    if (combined_) return Napi::Buffer<uint8_t>::Copy(env, out_.data(), out_.size());
-    return Napi::Number::New(env, static_cast<double>(verified_));
+    if (!combined_) return Napi::Number::New(env, static_cast<double>(verified_));
+    // The content leaves as views of the pushed bytes (no copy: in a
+    // memory-bound run the copy cost as much as the hashing); only a group
+    // that straddled two pushes was kept here, and is copied out.
+    Napi::Array out = Napi::Array::New(env, pieces_.size());
+    for (size_t i = 0; i < pieces_.size(); i++) {
+      const Piece& c = pieces_[i];
+      if (c.own) {
+        out.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, c.p, c.len));
+        continue;
+      }
+      napi_value view;
+      NAPI_THROW_IF_FAILED(env, napi_create_typedarray(env, napi_uint8_array, c.len, ab, offset + static_cast<size_t>(c.p - p), &view), Napi::Value());
+      out.Set(static_cast<uint32_t>(i), Napi::Value(env, view));
+    }
+    return out;
   }
 
   void Take(Napi::Env env, const uint8_t* p, size_t len) {
@@ -136,8 +169,10 @@ class StreamVerifier : public Napi::ObjectWrap<StreamVerifier> {
       p += take;
       len -= take;
       if (pending_.size() < Need()) return;
-      Run(pending_.data(), pending_.size());
+      // Kept apart until the push returns: Emit may point into it.
+      completed_.swap(pending_);
       pending_.clear();
+      Run(completed_.data(), completed_.size());
       if (failed_at_ >= 0) return;
     }
     const size_t used = Run(p, len);
@@ -157,7 +192,13 @@ class StreamVerifier : public Napi::ObjectWrap<StreamVerifier> {
   // parent (or the digest, for the root) vouched for; the top comes next.
   std::vector<Frame> stack_;
   std::vector<uint8_t> pending_;  // bytes of the top item, not yet all here
-  std::vector<uint8_t> out_;      // combined: content verified in this push
+  std::vector<uint8_t> completed_;  // the item pending_ held, completed in this push
+  struct Piece {
+    const uint8_t* p;
+    size_t len;
+    bool own;  // in completed_, not in the pushed bytes
+  };
+  std::vector<Piece> pieces_;  // combined: content verified in this push
   uint64_t verified_ = 0;
   int64_t failed_at_ = -1;
 };

@@ -157,6 +157,7 @@ export class BaoVerifier {
 /**
  * Verifies a combined encoding (baoEncodeCombined) as it arrives in order:
  * push() returns the content bytes verified by this push (possibly none).
+ * Only a group split between two pushes is held (and copied) here.
  * A mismatch throws ERR_VRIFT_BAO_MISMATCH, as for BaoVerifier.
  */
 export class BaoDecoder {
@@ -171,10 +172,16 @@ export class BaoDecoder {
     if (this.s.failedAt >= 0) throw mismatch(this.s, digest, 'empty blob');
   }
 
-  push(encoded: Uint8Array): Buffer {
-    const out = this.s.push(encoded) as Buffer | null;
+  /**
+   * Takes the next bytes of the encoding; returns the content they
+   * completed, in order, as pieces. A piece is a view of `encoded` (no
+   * copy) unless its group straddled two pushes: do not reuse the memory of
+   * `encoded` while a piece is still needed.
+   */
+  push(encoded: Uint8Array): Buffer[] {
+    const out = this.s.push(encoded) as Uint8Array[] | null;
     if (out === null) throw mismatch(this.s, this.digest, 'encoded stream');
-    return out;
+    return out.map((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
   }
 
   get verified(): number {

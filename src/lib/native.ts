@@ -98,12 +98,12 @@ export interface NativeBao {
   outboardFile(path: string, groupLog: number, threads: number): Promise<{ outboard: Buffer; root: string; size: number } | null>;
   encodeCombined(buf: Uint8Array, groupLog: number): Buffer;
   verifyRange(root: string, size: number, groupLog: number, outboard: Uint8Array, offset: number, bytes: Uint8Array): boolean;
-  /** With an outboard push takes content and returns the verified prefix (-1: mismatch); without, the combined encoding and returns verified content (null: mismatch). */
+  /** With an outboard push takes content and returns the verified prefix (-1: mismatch); without, the combined encoding and returns the verified content as pieces (null: mismatch). */
   StreamVerifier: new (root: string, size: number, groupLog: number, outboard: Uint8Array | null) => NativeBaoStream;
 }
 
 export interface NativeBaoStream {
-  push(bytes: Uint8Array): number | Buffer | null;
+  push(bytes: Uint8Array): number | Uint8Array[] | null;
   readonly verified: number;
   readonly complete: boolean;
   /** Content offset of the node that did not match, or -1. */

@@ -172,7 +172,7 @@ describe('the Bao test vectors (1 KiB groups)', () => {
     expect(hashBuffer(Buffer.concat([lengthHeader(n), enc.outboard]))).toBe(outboardHash);
     const combined = baoEncodeCombined(data, 0);
     expect(hashBuffer(Buffer.concat([lengthHeader(n), combined]))).toBe(combinedHash);
-    expect(Buffer.concat([new BaoDecoder(hash, n, 0).push(combined)]).equals(data)).toBe(true);
+    expect(Buffer.concat(new BaoDecoder(hash, n, 0).push(combined)).equals(data)).toBe(true);
   });
 
   // The vectors' corruption points: the first byte of every parent and of
@@ -383,7 +383,7 @@ describe('streams', () => {
   });
 
   describe('combined encoding', () => {
-    it.each([...SIZES, 40 * G + 9])('%i bytes decode in pieces of any size, released as they verify', (n) => {
+    it.each([...SIZES, 40 * G + 9])('%i bytes decode from pushes of any size, released as they verify', (n) => {
       const data = bytesOf(n);
       const digest = hashBuffer(data);
       const enc = baoEncodeCombined(data);
@@ -396,15 +396,32 @@ describe('streams', () => {
         let released = 0;
         for (let at = 0; at < enc.length; ) {
           const end = Math.min(enc.length, at + 1 + Math.floor(r() * max));
-          const piece = d.push(enc.subarray(at, end));
-          out.push(piece);
-          released += piece.length;
+          for (const piece of d.push(enc.subarray(at, end))) {
+            out.push(piece);
+            released += piece.length;
+          }
           at = end;
           if (d.verified !== released) expect(d.verified).toBe(released);
         }
         expect(d.complete).toBe(true);
         expect(Buffer.concat(out).equals(data)).toBe(true);
       }
+    });
+
+    it('hands out content as views of the pushed bytes, copying only groups split between pushes', () => {
+      const n = 6 * G + 9;
+      const data = bytesOf(n);
+      const enc = baoEncodeCombined(data);
+      const whole = new BaoDecoder(hashBuffer(data), n).push(enc);
+      expect(whole.every((p) => p.buffer === enc.buffer)).toBe(true);
+      // Groups 0 and 1 sit side by side after the parents above them: one piece.
+      expect(whole[0]!.length).toBe(2 * G);
+      const d = new BaoDecoder(hashBuffer(data), n);
+      const first = enc.subarray(0, 3 * 64 + G + 100);
+      expect(Buffer.concat(d.push(first)).equals(data.subarray(0, G))).toBe(true);
+      const rest = d.push(enc.subarray(first.length));
+      expect(rest[0]!.buffer).not.toBe(enc.buffer); // the group split between the pushes
+      expect(Buffer.concat(rest).equals(data.subarray(G))).toBe(true);
     });
 
     it('a flipped bit anywhere in the encoding is caught before its content is released', () => {
@@ -419,7 +436,7 @@ describe('streams', () => {
         const out: Buffer[] = [];
         const bad = flip(enc, at, k % 8);
         expect(() => {
-          for (let o = 0; o < bad.length; o += 1000) out.push(d.push(bad.subarray(o, Math.min(bad.length, o + 1000))));
+          for (let o = 0; o < bad.length; o += 1000) out.push(...d.push(bad.subarray(o, Math.min(bad.length, o + 1000))));
         }).toThrow(/does not match/);
         // What was released is a true prefix of the content.
         const got = Buffer.concat(out);
