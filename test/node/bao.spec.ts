@@ -4,8 +4,8 @@
 // encoding), every whole-group range must verify alone and in any order, a
 // flipped bit must fail exactly the ranges that depend on it, and an
 // in-order stream must verify as far as its whole groups go.
-import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { createCipheriv, createHash } from 'node:crypto';
+import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -29,11 +29,10 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const G = baoGroupBytes(); // 16 KiB
 
-/** Deterministic bytes (SHA-256 in counter mode), so a failure can be replayed. */
+/** Deterministic bytes (AES-128-CTR of zeros, keyed by the seed), so a failure can be replayed. */
 function bytesOf(n: number, seed = 'bao'): Buffer {
-  const out = Buffer.alloc(n);
-  for (let i = 0, k = 0; i < n; k++) i += createHash('sha256').update(`${seed}:${k}`).digest().copy(out, i);
-  return out;
+  const key = createHash('sha256').update(seed).digest().subarray(0, 16);
+  return createCipheriv('aes-128-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(n));
 }
 
 /** A small seeded PRNG (mulberry32) for sizes, cut points and orders. */
@@ -122,6 +121,35 @@ describe('outboard', () => {
           expect(enc.outboard.equals(baoOutboard(data, groupLog))).toBe(true);
         }
       }
+    });
+
+    it('survives a file truncated while it is read: an error, or the outboard of what was there', async () => {
+      const path = join(dir, 'shrinking');
+      const n = 64 * MiB;
+      const data = bytesOf(n, 'shrink');
+      const seen: string[] = [];
+      // Cut at different moments of the read: before it, and (likely) under a mapping.
+      for (const delayMs of [0, 2, 5, 10]) {
+        writeFileSync(path, data);
+        const short = n / 2 + delayMs * 1000;
+        const pending = baoOutboardFile(path, { threads: 1 }).then(
+          (enc) => enc,
+          (e: unknown) => e,
+        );
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        truncateSync(path, short);
+        const r = await pending;
+        if (hasCode(r, 'ERR_VRIFT_BAO_CHANGED')) {
+          seen.push('changed');
+          continue;
+        }
+        // Either it read the file after the cut (the outboard of the short file) or all of it before.
+        const enc = r as Awaited<ReturnType<typeof baoOutboardFile>>;
+        seen.push(enc.size === n ? 'before' : 'after');
+        expect(enc.digest).toBe(hashBuffer(data.subarray(0, enc.size)));
+        expect([n, short]).toContain(enc.size);
+      }
+      expect(seen).toHaveLength(4);
     });
 
     it('reports a missing file with its errno', async () => {
