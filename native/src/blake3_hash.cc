@@ -150,8 +150,8 @@ int WithFileBytes(int fd, uint64_t off, size_t len, std::vector<uint8_t>& fallba
     munmap(m, len);
     return status;
   }
-  // Not mappable (some filesystems, an unaligned offset): read it instead.
-  if (fallback.size() < len) fallback.resize(len);
+  // Not mappable (some filesystems, an unaligned offset, nothing to map): read it instead.
+  if (fallback.size() < std::max<size_t>(len, 1)) fallback.resize(std::max<size_t>(len, 1));  // never a null pointer for fn
   ssize_t n = PreadFull(fd, fallback.data(), len, static_cast<off_t>(off));
   if (n < 0) return static_cast<int>(-n);
   if (static_cast<size_t>(n) != len) return -1;
