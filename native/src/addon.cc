@@ -1,7 +1,8 @@
 // vrift_native: the N-API addon. Exposes VDirWriter (a JS class around
 // vrift::VdirWriter), fastFs (fast_fs.cc: batched filesystem calls) and
 // blobIo (blob_io.cc: batched reads of files and writes of blobs),
-// blake3 (blake3_hash.cc: hashing on native threads), layout (layout.cc:
+// blake3 (blake3_hash.cc: hashing on native threads), bao (bao_napi.h:
+// verified streaming: outboards, range and stream verifiers), layout (layout.cc:
 // the constants of shim/vrift_layout.h) and
 // ZstdStream (zstd.cc: pack compression through a run-time libzstd). src/node/mount/vdir.ts is its only intended caller: it packs
 // batches into one Buffer (layout below) so a 100 000-entry mount crosses
@@ -20,6 +21,7 @@
 #include <sys/xattr.h>
 #include <memory>
 
+#include "bao_napi.h"
 #include "blake3_hash.h"
 #include "blob_io.h"
 #include "fast_fs.h"
@@ -306,6 +308,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vrift::InitFastFs(env, exports);
   vrift::InitBlobIo(env, exports);
   vrift::InitBlake3(env, exports);
+  vrift::bao::InitBao(env, exports);
   vrift::InitLayout(env, exports);
   vrift::InitZstd(env, exports);
   return exports;
