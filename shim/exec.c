@@ -450,7 +450,7 @@ static int plan_exec(const char *path, struct plan *pl)
         fd = vr_openat(AT_FDCWD, pl->target, O_RDONLY | O_CLOEXEC, 0);
     }
     if (fd == -ENOENT) {
-        if (vr_fetch(p.mount, p.res.entry.u.digest) == 0)
+        if (vr_fetch(p.mount, p.res.entry.u.digest, p.res.mode) == 0)
             fd = vr_openat(AT_FDCWD, pl->target, O_RDONLY | O_CLOEXEC, 0);
     }
     if (fd < 0)
@@ -817,7 +817,7 @@ SHIM_EXPORT void *dlopen(const char *path, int flags)
                 vrift_vdir_blob_path(vr_mounts[p.mount].r, p.res.entry.u.digest, 0, blob, sizeof blob);
                 struct stat st;
                 if (vr_fstatat(AT_FDCWD, blob, &st, 0) != 0)
-                    vr_fetch(p.mount, p.res.entry.u.digest);
+                    vr_fetch(p.mount, p.res.entry.u.digest, p.res.mode);
                 return real_dlopen(blob, flags);
             }
         }

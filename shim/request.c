@@ -136,11 +136,23 @@ int vr_request_async(uint16_t type, struct vr_req *p)
     return rc < 0 ? rc : sent(vr_ipc_send(type, p->b, p->n));
 }
 
-int vr_fetch(int mount, const uint8_t digest[32])
+int vr_fetch(int mount, const uint8_t digest[32], uint32_t mode)
 {
     struct vr_req p = {0};
     vr_req_str(&p, VRIFT_F_PATH, vr_mounts[mount].root, vr_mounts[mount].rootlen);
     vr_req_hex(&p, VRIFT_F_DIGEST, digest);
-    int rc = vr_request(VRIFT_MSG_FETCH, &p, NULL);
-    return rc == -EROFS ? -EIO : rc;
+    vr_req_u32(&p, VRIFT_F_MODE, mode); /* executable: the daemon makes the blob's exec twin too */
+    /* Only the daemon can bring the bytes: while it is gone (restarting),
+     * the open waits for it, up to FETCH_WAIT_NS, rather than fail. */
+    const long FETCH_WAIT_NS = 20000000000L;
+    long until = mono_ns() + FETCH_WAIT_NS;
+    for (;;) {
+        int rc = vr_request(VRIFT_MSG_FETCH, &p, NULL);
+        if (rc != -EROFS)
+            return rc;
+        if (mono_ns() >= until || atomic_load(&vr_on) != 1)
+            return -EIO;
+        struct timespec ts = {0, 100000000};
+        VR_SYS2(SYS_nanosleep, &ts, NULL);
+    }
 }

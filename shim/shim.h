@@ -190,7 +190,7 @@ int vr_abs_of(int mount, const char *rel, size_t rellen, char *buf, size_t cap);
 /** Splits a clean absolute path into (mount, rel); -1 when it is in no mount. */
 int vr_split_abs(const char *abs, size_t len, size_t *rel_off);
 /** Fetches a blob into the local CAS through the daemon. 0 or -errno. */
-int vr_fetch(int mount, const uint8_t digest[32]);
+int vr_fetch(int mount, const uint8_t digest[32], uint32_t mode);
 
 /** True when `abs` (absolute, clean) is a strict ancestor of some mount root. */
 int vr_is_mount_ancestor(const char *abs, size_t len);

@@ -229,7 +229,7 @@ static int copy_blob(const struct vr_path *p, int out)
     vrift_vdir_blob_path(vr_mounts[p->mount].r, p->res.entry.u.digest, 0, blob, sizeof blob);
     int in = vr_openat(AT_FDCWD, blob, O_RDONLY | O_CLOEXEC, 0);
     if (in == -ENOENT) {
-        if (vr_fetch(p->mount, p->res.entry.u.digest) == 0)
+        if (vr_fetch(p->mount, p->res.entry.u.digest, p->res.mode) == 0)
             in = vr_openat(AT_FDCWD, blob, O_RDONLY | O_CLOEXEC, 0);
     }
     if (in < 0)

@@ -64,7 +64,8 @@ enum vrift_msg_type {
   /* 5: retired (COMMIT of a staged file; writes now go to the mount's upper
      layer, see VRIFT_MSG_UPPER). Errors of the change requests (7-11, 15,
      21, 22) end in an errno name: ERR_VRIFT_MOUNTFS_ENOTEMPTY, ..._EEXIST ... */
-  VRIFT_MSG_FETCH = 6,    /* DIGEST, [PATH] -> OK once the blob is in the local CAS */
+  VRIFT_MSG_FETCH = 6,    /* DIGEST, [PATH], [MODE] -> OK once the blob is in the local CAS
+                             (and, for an executable MODE, its exec twin) */
   VRIFT_MSG_MKDIR = 7,    /* PATH, REL, MODE -> OK */
   VRIFT_MSG_UNLINK = 8,   /* PATH, REL, [ASYNC] -> OK (files and symlinks; with ASYNC the client
                              has unlinked the path's upper file itself: the entry goes only

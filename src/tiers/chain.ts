@@ -122,7 +122,7 @@ export class Chain implements Tier {
   }
 
   /** The entries of `tree`, fetched (verified, validated) from the first remote tier that has its blob; undefined when none has. */
-  async fetchTreeBlob(tree: Digest): Promise<TreeEntry[] | undefined> {
+  async fetchTreeBlob(tree: Digest, onFrom?: (tier: string) => void): Promise<TreeEntry[] | undefined> {
     for (const tier of this.remotes) {
       let buf: Buffer | undefined;
       try {
@@ -135,7 +135,9 @@ export class Chain implements Tier {
       }
       if (!buf) continue;
       try {
-        return this.ctx.store.admitTree(tree, buf, tier.name); // decodes and validates, then hashes, before storing anything
+        const entries = this.ctx.store.admitTree(tree, buf, tier.name); // decodes and validates, then hashes, before storing anything
+        onFrom?.(tier.name);
+        return entries;
       } catch (e) {
         if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH') && !hasCode(e, 'ERR_VRIFT_TREE_MALFORMED')) throw e;
         tier.fail(new TierError(tier.name, 'corrupt', `tree ${tree} was rejected: ${(e as Error).message}`), 'get tree');

@@ -163,9 +163,11 @@ export class Daemon {
       [F.HOME, this.store.layout.root],
     ]);
     h.set(Msg.STATUS, (): FieldList => [[F.JSON, JSON.stringify(this.status())]]);
-    h.set(Msg.MOUNT, (f): FieldList => {
-      const rec = this.mounts.mount(requireStr(f, F.TREE, 'tree'), requireStr(f, F.PATH, 'path'), f.str(F.PROJECT));
-      this.log(`mount: ${rec.path} <- ${rec.tree}`);
+    h.set(Msg.MOUNT, async (f): Promise<FieldList> => {
+      // Metadata first: a tree or ref this node lacks is fetched as its listing alone; files come on first open.
+      const { tree, from } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'));
+      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT));
+      this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);
       return [
         [F.TREE, rec.tree],
         [F.SHM_NAME, rec.name],
@@ -180,7 +182,7 @@ export class Daemon {
     h.set(Msg.MOUNTS, (): FieldList => this.mounts.records().map((r) => [F.MOUNT_ENTRY, `${r.name}\t${r.path}\t${r.tree}`]));
     registerMountWrites(h, this); // UPPER, LINK, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
     registerNs(h, { store: this.store, mounts: this.mounts, log: this.log, resolver: () => this.resolver() }); // NSFARM, NSMERGE
-    h.set(Msg.FETCH, fetchHandler(() => this.resolver(), (root) => this.mounts.recordOf(root)?.tree, this.log));
+    h.set(Msg.FETCH, fetchHandler(this.store, () => this.resolver(), (root) => this.mounts.recordOf(root)?.tree, this.log, undefined, (root, d) => this.mounts.noteFetched(root, this.store.cas.statOf(d)?.size ?? 0)));
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));
     Cluster.registerHandlers(h, this.cluster); // NODE_JOIN, NODE_LEAVE, NODE_PEERS, NODE_PENALIZE
     h.set(Msg.SHUTDOWN, (): FieldList => {

@@ -8,6 +8,7 @@ import { VriftError } from '../../lib/errors.js';
 import { F } from '../control/protocol.js';
 import { requireStr, type Handler } from '../control/server.js';
 import type { Resolver } from '../ops/resolver.js';
+import type { Store } from '../store/store.js';
 
 /** The shim waits 30 s for a FETCH (shim/ipc.c): answer before that. */
 export const FETCH_DEADLINE_MS = 25_000;
@@ -16,7 +17,14 @@ export const FETCH_DEADLINE_MS = 25_000;
  * @param treeOf the tree mounted at a mount root (FETCH names the mount it
  *   comes from): a blob no tier holds alone is read from that tree's archives.
  */
-export function fetchHandler(resolver: () => Resolver, treeOf: (mountRoot: string) => string | undefined, log: (line: string) => void, deadlineMs = FETCH_DEADLINE_MS): Handler {
+export function fetchHandler(
+  store: Store,
+  resolver: () => Resolver,
+  treeOf: (mountRoot: string) => string | undefined,
+  log: (line: string) => void,
+  deadlineMs = FETCH_DEADLINE_MS,
+  onFetched: (mountRoot: string, digest: string) => void = () => undefined,
+): Handler {
   return async (f) => {
     const digest = requireStr(f, F.DIGEST, 'digest');
     if (!isDigest(digest)) throw new VriftError('ERR_VRIFT_MOUNTFS_EINVAL', `${JSON.stringify(digest)} is not a digest`, { exitCode: 1 });
@@ -24,9 +32,10 @@ export function fetchHandler(resolver: () => Resolver, treeOf: (mountRoot: strin
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
     let from: string | undefined | 'late';
+    let joined = false;
     try {
       const path = f.str(F.PATH);
-      from = await Promise.race([resolver().fetchBlob(digest, { tree: path ? treeOf(path) : undefined }), late]);
+      from = await Promise.race([resolver().fetchBlob(digest, { tree: path ? treeOf(path) : undefined, joined: (j) => (joined = j) }), late]);
     } catch (e) {
       log(`fetch: blob ${digest} failed: ${(e as Error).message}`);
       throw e;
@@ -41,7 +50,13 @@ export function fetchHandler(resolver: () => Resolver, treeOf: (mountRoot: strin
       log(`fetch: blob ${digest} is in no reachable tier (tried ${resolver().tierNames().join(', ')})`);
       throw new VriftError('ERR_VRIFT_CAS_MISSING', `blob ${digest} is in no reachable tier`, { hint: 'push the tree from a node that has it', exitCode: 1 });
     }
-    if (from !== 'local') log(`fetch: blob ${digest} from ${from} in ${Date.now() - started} ms`);
+    // An executable is opened through its exec twin (the shim's exec path).
+    if (((f.u32(F.MODE) ?? 0) & 0o111) !== 0) store.ensureExecTwin(digest);
+    if (from !== 'local' && !joined) {
+      log(`fetch: blob ${digest} from ${from} in ${Date.now() - started} ms`);
+      const path = f.str(F.PATH);
+      if (path) onFetched(path, digest);
+    }
     return [];
   };
 }

@@ -5,12 +5,13 @@
 // (restores, pulls, the shim's FETCH): a second caller waits for the
 // first one's fetch instead of moving the same bytes again.
 import type { Digest } from '../../lib/digest.js';
+import { hasCode } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
 import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
-import { pullTree, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
+import { pullTree, pullTreeBlob, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
 import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
 
 /** A pull in flight, and everyone who wants to hear how it goes. */
@@ -23,6 +24,7 @@ export class Resolver {
   private readonly blobFlights = new SingleFlight<Digest, string | undefined>();
   private readonly treeFlights = new SingleFlight<Digest, TreePullResult>();
   private readonly treeListeners = new Map<Digest, TreeFlight>();
+  private readonly listingFlights = new SingleFlight<Digest, string>();
 
   constructor(
     readonly store: Store,
@@ -47,10 +49,10 @@ export class Resolver {
    * blob no tier holds on its own is taken from that tree's archives
    * (an S3 pack, a peer's backfill), reading no further than the blob.
    */
-  async fetchBlob(digest: Digest, opts: { size?: number; tree?: Digest } = {}): Promise<string | undefined> {
+  async fetchBlob(digest: Digest, opts: { size?: number; tree?: Digest; joined?: (yes: boolean) => void } = {}): Promise<string | undefined> {
     // The file is the truth for whoever opens it (the index's record of a fresh blob may not be committed yet).
     if (this.store.cas.has(digest)) return 'local';
-    return this.blobFlights.run(digest, async () => {
+    const flight = this.blobFlights.run(digest, async () => {
       const from = await this.chain.fetch(digest, opts.size);
       if (from !== undefined || opts.tree === undefined) return from;
       const pulling = this.treeFlights.peek(opts.tree);
@@ -60,7 +62,9 @@ export class Resolver {
         if (this.store.cas.has(digest)) return 'local';
       }
       return this.fromTreeArchives(digest, opts.tree, opts.size);
-    }).result;
+    });
+    opts.joined?.(flight.joined);
+    return flight.result;
   }
 
   private async fromTreeArchives(digest: Digest, tree: Digest, size?: number): Promise<string | undefined> {
@@ -70,6 +74,26 @@ export class Resolver {
     let from: string | undefined;
     await this.chain.fetchMissing(tree, new Map([[digest, expected]]), (tier) => (from = tier));
     return from;
+  }
+
+  /**
+   * A tree (id or ref) ready to mount: its listing in the local store, its
+   * files wherever they are (a lazy mount fetches each on first open).
+   * A ref or tree this node lacks is asked of the remote tiers; a ref
+   * found there is recorded here. One fetch per tree at a time.
+   */
+  async treeToMount(treeish: string): Promise<{ tree: Digest; from: string }> {
+    let tree: Digest;
+    let ref: string | null = null;
+    try {
+      tree = this.store.resolve(treeish);
+    } catch (e) {
+      if (!hasCode(e, 'ERR_VRIFT_REF_NOT_FOUND')) throw e;
+      ({ tree, ref } = await resolveTreeish(this.chain, treeish));
+    }
+    const from = await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
+    if (ref !== null) this.store.setRef(ref, tree);
+    return { tree, from };
   }
 
   /**
