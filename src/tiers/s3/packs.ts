@@ -13,45 +13,25 @@
 // that dies midway leaves unreferenced objects, never a broken manifest.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { hashBuffer, isDigest, type Digest } from '../../lib/digest.js';
+import { hashBuffer, type Digest } from '../../lib/digest.js';
 import { archiveSize } from '../../node/archive/format.js';
 import { decodeTree, type TreeEntry } from '../../node/store/tree.js';
 import { through, zstdAvailable, zstdCompress, zstdDecompress } from '../../lib/zstd.js';
 import { mapLimit, settleAll } from '../../lib/queue.js';
 import type { S3Objects } from './objects.js';
+import { manifestKey, MANIFEST_FORMAT, readManifest, type PackManifest, type PackRef } from './pack-manifest.js';
 import { TierError, type ArchivePart, type BlobSource, type PushResult, type TreePush } from '../tier.js';
 
 /** A pack chain longer than this is rewritten as one pack. */
 const MAX_PACKS = 8;
 /** …and so is one where more than this share of the bytes is blobs the tree does not use. */
 const MAX_STALE = 0.3;
-const MANIFEST_FORMAT = 'vrift-packs 1';
-
-export interface PackRef {
-  key: string;
-  /** Bytes of the archive (uncompressed). */
-  bytes: number;
-  /** Set when the object is the archive compressed (key ends in .zst). */
-  compression?: 'zstd';
-  blobs: number;
-  /** The tree whose push wrote this pack. */
-  tree: Digest;
-}
-
-export interface PackManifest {
-  format: string;
-  tree: Digest;
-  createdAt: number;
-  /** Newest first: a node that has an older version of the tree finds what it lacks in the first ones. */
-  packs: PackRef[];
-}
 
 export class S3Packs {
   constructor(private readonly objects: S3Objects) {}
 
-  async manifest(tree: Digest): Promise<PackManifest | undefined> {
-    const text = await this.objects.getText(`trees/${tree}.json`);
-    return text === undefined ? undefined : this.parse(tree, text);
+  manifest(tree: Digest): Promise<PackManifest | undefined> {
+    return readManifest(this.objects, tree);
   }
 
   async fetch(tree: Digest, _want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
@@ -95,7 +75,7 @@ export class S3Packs {
 
     // 4. The manifest, last: from now on the tree is complete in S3.
     const manifest: PackManifest = { format: MANIFEST_FORMAT, tree: push.tree, createdAt: Date.now(), packs };
-    await this.objects.putBuffer(`trees/${push.tree}.json`, Buffer.from(JSON.stringify(manifest)), 'application/json');
+    await this.objects.putBuffer(manifestKey(push.tree), Buffer.from(JSON.stringify(manifest)), 'application/json');
     return res;
   }
 
@@ -185,31 +165,6 @@ export class S3Packs {
     } catch {
       return undefined;
     }
-  }
-
-  /** Validates a manifest: it comes from outside, so every field is checked. */
-  private parse(tree: Digest, text: string): PackManifest {
-    const bad = (why: string): never => {
-      throw new TierError('s3', 'corrupt', `pack manifest trees/${tree}.json is invalid: ${why}`, {
-        hint: 'push the tree again (`vrift push <tree>`) to rewrite it',
-      });
-    };
-    let m: Partial<PackManifest>;
-    try {
-      m = JSON.parse(text) as Partial<PackManifest>;
-    } catch {
-      return bad('not JSON');
-    }
-    if (m.format !== MANIFEST_FORMAT) bad(`format ${JSON.stringify(m.format)} (this vrift reads "${MANIFEST_FORMAT}")`);
-    if (m.tree !== tree) bad('it names another tree');
-    if (!Array.isArray(m.packs)) return bad('no pack list');
-    for (const p of m.packs as Partial<PackRef>[]) {
-      if (typeof p.key !== 'string' || !/^packs\/[0-9a-f]{64}-[0-9a-f]{16}\.pack(\.zst)?$/.test(p.key)) bad(`bad pack key ${JSON.stringify(p.key)}`);
-      if (p.compression !== undefined && p.compression !== 'zstd') bad(`unknown compression ${JSON.stringify(p.compression)} for ${p.key} (this vrift reads zstd)`);
-      if ((p.compression === 'zstd') !== p.key!.endsWith('.zst')) bad(`compression of ${p.key} does not match its name`);
-      if (!Number.isSafeInteger(p.bytes) || !Number.isSafeInteger(p.blobs) || typeof p.tree !== 'string' || !isDigest(p.tree)) bad(`bad pack entry for ${p.key}`);
-    }
-    return { format: MANIFEST_FORMAT, tree, createdAt: Number(m.createdAt) || 0, packs: m.packs as PackRef[] };
   }
 }
 
