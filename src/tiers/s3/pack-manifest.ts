@@ -1,6 +1,7 @@
 // The pack manifest of a tree in S3 (`trees/<tree>.json`, docs/tiers.md):
-// which packs hold the tree's small blobs, newest first. It comes from
-// outside, so every field is checked before it is used.
+// which packs hold the tree's small blobs, newest first, and for packs
+// written since packs have one, the key of each pack's index. It comes
+// from outside, so every field is checked before it is used.
 import { isDigest, type Digest } from '../../lib/digest.js';
 import type { S3Objects } from './objects.js';
 import { TierError } from '../tier.js';
@@ -11,11 +12,13 @@ export interface PackRef {
   key: string;
   /** Bytes of the archive (uncompressed). */
   bytes: number;
-  /** Set when the object is the archive compressed (key ends in .zst). */
+  /** Set when the object is the archive compressed (key ends in .zst): independent zstd frames, or one stream in packs older than indexes. */
   compression?: 'zstd';
   blobs: number;
   /** The tree whose push wrote this pack. */
   tree: Digest;
+  /** The pack's index (pack-index.ts): absent in packs written before packs had one (they are read by streaming). */
+  index?: { key: string; bytes: number };
 }
 
 export interface PackManifest {
@@ -57,6 +60,12 @@ export function parseManifest(tree: Digest, text: string): PackManifest {
     if (p.compression !== undefined && p.compression !== 'zstd') bad(`unknown compression ${JSON.stringify(p.compression)} for ${p.key} (this vrift reads zstd)`);
     if ((p.compression === 'zstd') !== p.key!.endsWith('.zst')) bad(`compression of ${p.key} does not match its name`);
     if (!Number.isSafeInteger(p.bytes) || !Number.isSafeInteger(p.blobs) || typeof p.tree !== 'string' || !isDigest(p.tree)) bad(`bad pack entry for ${p.key}`);
+    if (p.index !== undefined) {
+      const stem = p.key!.replace(/\.pack(\.zst)?$/, '');
+      if (typeof p.index !== 'object' || p.index === null || p.index.key !== `${stem}.idx` || !Number.isSafeInteger(p.index.bytes) || p.index.bytes <= 0) {
+        bad(`bad index for ${p.key}`);
+      }
+    }
   }
   return { format: MANIFEST_FORMAT, tree, createdAt: Number(m.createdAt) || 0, packs: m.packs as PackRef[] };
 }

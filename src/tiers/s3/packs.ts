@@ -8,17 +8,24 @@
 // no longer needs, the push writes one fresh pack of all of T instead
 // (like git repacking). Large blobs are objects of their own (multipart).
 //
-// Order of writes: loose blobs, tree blob, pack, then the manifest. A
-// manifest therefore promises that everything it names is there; a push
-// that dies midway leaves unreferenced objects, never a broken manifest.
+// Each pack has an index (pack-index.ts): where each blob's bytes are in
+// the pack object. A compressed pack is a run of independent zstd frames
+// cut between blobs, which a whole-pack read still decompresses as one
+// stream.
+//
+// Order of writes: loose blobs, tree blob, pack and its index, then the
+// manifest. A manifest therefore promises that everything it names is
+// there; a push that dies midway leaves unreferenced objects, never a
+// broken manifest.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { hashBuffer, type Digest } from '../../lib/digest.js';
 import { archiveSize } from '../../node/archive/format.js';
 import { decodeTree, type TreeEntry } from '../../node/store/tree.js';
-import { through, zstdAvailable, zstdCompress, zstdDecompress } from '../../lib/zstd.js';
+import { through, zstdAvailable, zstdDecompress, zstdFramed } from '../../lib/zstd.js';
 import { mapLimit, settleAll } from '../../lib/queue.js';
 import type { S3Objects } from './objects.js';
+import { encodePackIndex, planPack, type PackFrame } from './pack-index.js';
 import { manifestKey, MANIFEST_FORMAT, readManifest, type PackManifest, type PackRef } from './pack-manifest.js';
 import { TierError, type ArchivePart, type BlobSource, type PushResult, type TreePush } from '../tier.js';
 
@@ -48,7 +55,7 @@ export class S3Packs {
           });
         }
         if (p.compression !== 'zstd') return body.stream;
-        // Decompressed on the thread pool while the caller admits blobs.
+        // Decompressed on the thread pool while the caller admits blobs (its frames, one after another).
         return through(body.stream, zstdDecompress());
       },
     }));
@@ -121,23 +128,40 @@ export class S3Packs {
       } else fresh = small; // repack: one pack of the whole tree
     }
     if (fresh.length > 0) {
-      const compress = this.objects.cfg.compression === 'zstd' && zstdAvailable();
-      const key = `packs/${push.tree}-${randomBytes(8).toString('hex')}.pack${compress ? '.zst' : ''}`;
-      const bytes = archiveSize(fresh.map(([, s]) => s));
-      const chunks = Readable.from(
-        push.archive(
-          fresh.map(([digest, size]) => ({ digest, size })),
-          (_d, s) => push.onBytes?.(s),
-        ),
-      );
-      await this.objects.upload(key, compress ? through(chunks, zstdCompress()) : chunks);
-      const ref: PackRef = { key, bytes, blobs: fresh.length, tree: push.tree };
-      if (compress) ref.compression = 'zstd';
-      packs = [ref, ...packs];
+      packs = [await this.writePack(push, fresh), ...packs];
       res.blobs += fresh.length;
       res.bytes += fresh.reduce((n, [, s]) => n + s, 0);
     }
     return packs;
+  }
+
+  /**
+   * One new pack of `blobs` and its index. Compressed, the pack is zstd
+   * frames cut between blobs (each decompresses alone: a ranged read of one
+   * blob needs only its frame); the index records where each frame and
+   * each blob is. The index goes up once the pack is whole.
+   */
+  private async writePack(push: TreePush, blobs: [Digest, number][]): Promise<PackRef> {
+    const compress = this.objects.cfg.compression === 'zstd' && zstdAvailable();
+    const stem = `packs/${push.tree}-${randomBytes(8).toString('hex')}`;
+    const key = `${stem}.pack${compress ? '.zst' : ''}`;
+    const list = blobs.map(([digest, size]) => ({ digest, size }));
+    const plan = planPack(list);
+    const chunks = Readable.from(push.archive(list, (_d, s) => push.onBytes?.(s)));
+    // Frame k holds the archive from the end of frame k-1; the compressor says how many bytes each took.
+    const frames: PackFrame[] = [];
+    let objectBytes = 0;
+    const onFrame = (n: number) => {
+      frames.push({ objectOffset: objectBytes, archiveOffset: frames.length === 0 ? 0 : plan.frameEnds[frames.length - 1]! });
+      objectBytes += n;
+    };
+    await this.objects.upload(key, compress ? through(chunks, zstdFramed(plan.frameEnds, onFrame)) : chunks);
+    if (!compress) objectBytes = plan.archiveBytes;
+    const index = encodePackIndex(plan, objectBytes, frames);
+    await this.objects.putBuffer(`${stem}.idx`, index);
+    const ref: PackRef = { key, bytes: plan.archiveBytes, blobs: blobs.length, tree: push.tree, index: { key: `${stem}.idx`, bytes: index.byteLength } };
+    if (compress) ref.compression = 'zstd';
+    return ref;
   }
 
   /** The first base tree that is complete in S3, with its entries. */
