@@ -9,9 +9,9 @@
 // (like git repacking). Large blobs are objects of their own (multipart).
 //
 // Each pack has an index (pack-index.ts): where each blob's bytes are in
-// the pack object. A compressed pack is a run of independent zstd frames
-// cut between blobs, which a whole-pack read still decompresses as one
-// stream.
+// the pack object, so one blob is one ranged GET (pack-blob.ts). A
+// compressed pack is a run of independent zstd frames cut between blobs,
+// which a whole-pack read still decompresses as one stream.
 //
 // Order of writes: loose blobs, tree blob, pack and its index, then the
 // manifest. A manifest therefore promises that everything it names is
@@ -25,9 +25,10 @@ import { decodeTree, type TreeEntry } from '../../node/store/tree.js';
 import { through, zstdAvailable, zstdDecompress, zstdFramed } from '../../lib/zstd.js';
 import { mapLimit, settleAll } from '../../lib/queue.js';
 import type { S3Objects } from './objects.js';
+import { PackBlobReader } from './pack-blob.js';
 import { encodePackIndex, planPack, type PackFrame } from './pack-index.js';
 import { manifestKey, MANIFEST_FORMAT, readManifest, type PackManifest, type PackRef } from './pack-manifest.js';
-import { TierError, type ArchivePart, type BlobSource, type PushResult, type TreePush } from '../tier.js';
+import { TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type TreePush } from '../tier.js';
 
 /** A pack chain longer than this is rewritten as one pack. */
 const MAX_PACKS = 8;
@@ -35,16 +36,32 @@ const MAX_PACKS = 8;
 const MAX_STALE = 0.3;
 
 export class S3Packs {
-  constructor(private readonly objects: S3Objects) {}
+  private readonly reader: PackBlobReader;
 
+  constructor(private readonly objects: S3Objects) {
+    this.reader = new PackBlobReader(objects);
+  }
+
+  /** The manifest as S3 holds it now (not cached: a push asks whether the tree is there). */
   manifest(tree: Digest): Promise<PackManifest | undefined> {
     return readManifest(this.objects, tree);
   }
 
-  async fetch(tree: Digest, _want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
-    const m = await this.manifest(tree);
+  /** One blob of `tree` by a ranged GET of the pack holding it (pack-blob.ts). */
+  getInTree(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
+    return this.reader.get(tree, digest);
+  }
+
+  async fetch(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
+    const m = await this.reader.manifest(tree);
     if (!m) return undefined;
-    return m.packs.map((p) => ({
+    // A pack whose index (already here) lists nothing wanted is not read: after a ranged read failed,
+    // only the packs that hold the blob, or have no index, are streamed.
+    const holds = (p: PackRef) => {
+      const ix = this.reader.cachedIndex(p);
+      return !ix || [...want].some((d) => ix.has(d));
+    };
+    return m.packs.filter(holds).map((p) => ({
       name: `s3 pack ${p.key}`,
       bytes: p.bytes,
       open: async () => {

@@ -140,6 +140,10 @@ export class S3Tier implements Tier {
     return refs.filter((r): r is RefInfo => r !== undefined).sort((a, b) => b.updatedAt - a.updatedAt);
   }
 
+  getInTree(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
+    return this.packs.getInTree(tree, digest);
+  }
+
   fetchTree(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
     return this.packs.fetch(tree, want);
   }
