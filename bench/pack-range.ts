@@ -43,6 +43,7 @@ const side = (): Side => ({ secs: [], bytes: [] });
 const results = { rangeCold: side(), rangeWarm: side(), packCold: side(), packWarm: side() };
 
 async function main(): Promise<void> {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'; // the SDK's notice about its own future plans
   const work = mkdtempSync(join(process.env.VRIFT_BENCH_DIR ?? tmpdir(), 'vrift-bench-range-'));
   let s3: S3rver | undefined;
   try {
