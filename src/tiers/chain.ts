@@ -8,8 +8,9 @@
 // through one bounded queue.
 //
 // Operations (src/node/ops/) use the chain through the methods below:
-// blobs, a tree's blob, whatever of a tree is missing (in bulk where a
-// tier has archives of it), pushing a tree to every writable tier, refs.
+// blobs (by digest, or out of a tier's bulk form of their tree), a tree's
+// blob, whatever of a tree is missing (in bulk where a tier has archives
+// of it), pushing a tree to every writable tier, refs.
 import type { Digest } from '../lib/digest.js';
 import { hasCode, type VriftError } from '../lib/errors.js';
 import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
@@ -86,18 +87,32 @@ export class Chain implements Tier {
   }
 
   /**
+   * Fetches one blob of `tree` that no tier holds on its own from the
+   * first remote tier that can read it out of its bulk form of the tree
+   * (`getInTree`: S3, a ranged GET of the pack that holds it), verified
+   * into the local CAS. Returns the tier's name, or undefined.
+   */
+  async fetchInTree(tree: Digest, digest: Digest, size?: number): Promise<string | undefined> {
+    for (const tier of this.remotes) {
+      if (!tier.getInTree) continue;
+      if ((await this.fetchFrom(tier, digest, size, () => tier.getInTree!(tree, digest))) !== undefined) return tier.name;
+    }
+    return undefined;
+  }
+
+  /**
    * Fetches one blob from one remote tier into the local CAS, verified.
    * Returns its size, or undefined on a miss, a skip or a failure of the
    * tier (counted and remembered by its guard; the caller moves on). A
    * local failure (a full disk) is thrown: no other tier can help.
    */
-  private async fetchFrom(tier: GuardedTier, digest: Digest, size?: number): Promise<number | undefined> {
+  private async fetchFrom(tier: GuardedTier, digest: Digest, size?: number, read = () => tier.get(digest)): Promise<number | undefined> {
     if (size !== undefined && tier.maxBlobBytes !== undefined && size > tier.maxBlobBytes) return undefined;
     // One more try when the body breaks midway (a reset connection): the request itself is retried by the guard.
     for (let attempt = 0; ; attempt++) {
       let body: BlobBody | undefined;
       try {
-        body = await tier.get(digest);
+        body = await read();
       } catch (e) {
         if (isLocalError(e)) throw e;
         return undefined;
@@ -278,6 +293,13 @@ export class Chain implements Tier {
     const local = await this.local.get(digest);
     if (local) return local;
     return (await this.fetch(digest)) ? this.local.get(digest) : undefined;
+  }
+
+  /** A blob of `tree`: local, else by digest from a remote tier, else out of a remote tier's bulk form of the tree. */
+  async getInTree(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
+    const local = await this.local.get(digest);
+    if (local) return local;
+    return (await this.fetch(digest)) || (await this.fetchInTree(tree, digest)) ? this.local.get(digest) : undefined;
   }
 
   /** Stores locally (verified), then queues the writes to every writable remote tier. */

@@ -128,6 +128,13 @@ export interface Tier {
   fetchTree?(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined>;
   /** Optional bulk store of a whole tree (S3 packs). Without it the chain puts blob by blob. */
   pushTree?(push: TreePush): Promise<PushResult>;
+  /**
+   * Optional: one blob of `tree` from the tier's bulk form of that tree
+   * (S3: a ranged GET of the pack that holds it, found by the pack's
+   * index), for a blob the tier does not keep on its own (`get` misses).
+   * Unverified, like `get`; undefined when the tier cannot serve it this way.
+   */
+  getInTree?(tree: Digest, digest: Digest): Promise<BlobBody | undefined>;
 
   close(): Promise<void>;
 }

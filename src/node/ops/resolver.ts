@@ -46,8 +46,10 @@ export class Resolver {
    * Makes sure one blob is in the local store: "local" when it was, the
    * tier it came from, or undefined when no tier has it. One fetch per
    * blob at a time on this host. With `tree` (a mounted file's tree), a
-   * blob no tier holds on its own is taken from that tree's archives
-   * (an S3 pack, a peer's backfill), reading no further than the blob.
+   * blob no tier holds on its own is read out of that tree's bulk form:
+   * first by range where a tier indexes it (S3 packs: one ranged GET of
+   * the blob's bytes), then from the tree's archives (a peer's backfill,
+   * packs without an index), reading no further than the blob.
    */
   async fetchBlob(digest: Digest, opts: { size?: number; tree?: Digest; joined?: (yes: boolean) => void } = {}): Promise<string | undefined> {
     // The file is the truth for whoever opens it (the index's record of a fresh blob may not be committed yet).
@@ -55,24 +57,42 @@ export class Resolver {
     const flight = this.blobFlights.run(digest, async () => {
       const from = await this.chain.fetch(digest, opts.size);
       if (from !== undefined || opts.tree === undefined) return from;
+      // The tree, when it is here, says the blob's size (and whether it is the tree's at all); if not, the tier's index does.
+      const sizes = this.blobSizes(opts.tree);
+      if (sizes && !sizes.has(digest)) return undefined; // not a blob of that tree
+      const size = opts.size ?? sizes?.get(digest);
+      // One small read, even while a pull of the whole tree runs: whoever opened the file waits for this blob only.
+      const ranged = await this.chain.fetchInTree(opts.tree, digest, size);
+      if (ranged !== undefined) return ranged;
       const pulling = this.treeFlights.peek(opts.tree);
       if (pulling) {
         // The whole tree is on its way: wait for that pull rather than read its archives twice.
         await pulling.catch(() => undefined);
         if (this.store.cas.has(digest)) return 'local';
       }
-      return this.fromTreeArchives(digest, opts.tree, opts.size);
+      return this.fromTreeArchives(digest, opts.tree, size);
     });
     opts.joined?.(flight.joined);
     return flight.result;
   }
 
-  private async fromTreeArchives(digest: Digest, tree: Digest, size?: number): Promise<string | undefined> {
+  /** Blob → size of a local tree (kept for the last few trees: a lazy mount asks once per file). */
+  private blobSizes(tree: Digest): Map<Digest, number> | undefined {
+    let sizes = this.sizesOf.get(tree);
+    if (sizes) return sizes;
     if (!this.store.hasTree(tree)) return undefined;
-    const expected = size ?? this.store.getTree(tree).entries.find((e) => e.digest === digest)?.size;
-    if (expected === undefined) return undefined; // not a blob of that tree
+    sizes = new Map();
+    for (const e of this.store.getTree(tree).entries) if (e.kind === 'file') sizes.set(e.digest!, e.size);
+    if (this.sizesOf.size >= 8) this.sizesOf.delete(this.sizesOf.keys().next().value!);
+    this.sizesOf.set(tree, sizes);
+    return sizes;
+  }
+  private readonly sizesOf = new Map<Digest, Map<Digest, number>>();
+
+  private async fromTreeArchives(digest: Digest, tree: Digest, size?: number): Promise<string | undefined> {
+    if (!this.store.hasTree(tree) || size === undefined) return undefined;
     let from: string | undefined;
-    await this.chain.fetchMissing(tree, new Map([[digest, expected]]), (tier) => (from = tier));
+    await this.chain.fetchMissing(tree, new Map([[digest, size]]), (tier) => (from = tier));
     return from;
   }
 

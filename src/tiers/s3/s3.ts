@@ -4,6 +4,7 @@
 // Layout under the bucket (and optional prefix), see docs/tiers.md:
 //   blobs/<digest>          one blob (trees, and blobs of at least looseBlobBytes; multipart when large)
 //   packs/<tree>-<rand>.pack[.zst]  an archive (docs/archive-format.md) of small blobs, zstd-compressed by default
+//   packs/<tree>-<rand>.idx  its index: where each blob is in the pack (one ranged GET reads one blob)
 //   trees/<tree>.json       the pack manifest: which packs hold the tree's small blobs
 //   refs/<name>             {"tree","updatedAt"}
 import type { Digest } from '../../lib/digest.js';
@@ -137,6 +138,10 @@ export class S3Tier implements Tier {
       }
     });
     return refs.filter((r): r is RefInfo => r !== undefined).sort((a, b) => b.updatedAt - a.updatedAt);
+  }
+
+  getInTree(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
+    return this.packs.getInTree(tree, digest);
   }
 
   fetchTree(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
