@@ -108,7 +108,7 @@ describe('a job starts on the listing alone', () => {
     const r = vrift(['run', '--mount', `${mnt}=ci/never-saved`, '--', 'true'], { home, env });
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/no ref "ci\/never-saved" in local, s3/);
+    expect(r.stderr).toMatch(/no tree or ref named "ci\/never-saved" here or in s3/);
     const t = vrift(['run', '--mount', `${mnt}=${'ab'.repeat(32)}`, '--', 'true'], { home, env });
     expect(t.code).toBe(1);
     expect(t.stderr).toMatch(/tree abab.* is in no reachable tier/);

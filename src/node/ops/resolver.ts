@@ -5,7 +5,7 @@
 // (restores, pulls, the shim's FETCH): a second caller waits for the
 // first one's fetch instead of moving the same bytes again.
 import type { Digest } from '../../lib/digest.js';
-import { hasCode } from '../../lib/errors.js';
+import { hasCode, VriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
@@ -109,7 +109,17 @@ export class Resolver {
       tree = this.store.resolve(treeish);
     } catch (e) {
       if (!hasCode(e, 'ERR_VRIFT_REF_NOT_FOUND')) throw e;
-      ({ tree, ref } = await resolveTreeish(this.chain, treeish));
+      const remotes = this.chain.tierNames().filter((t) => t !== 'local');
+      if (remotes.length === 0) throw e;
+      try {
+        ({ tree, ref } = await resolveTreeish(this.chain, treeish));
+      } catch (miss) {
+        if (!hasCode(miss, 'ERR_VRIFT_RESTORE_MISS')) throw miss;
+        throw new VriftError('ERR_VRIFT_REF_NOT_FOUND', `no tree or ref named ${JSON.stringify(treeish)} here or in ${remotes.join(', ')}`, {
+          hint: 'list refs with `vrift ref list`; save or push it from a node that has it',
+          exitCode: 1,
+        });
+      }
     }
     const from = await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
     if (ref !== null) this.store.setRef(ref, tree);
