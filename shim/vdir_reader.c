@@ -735,10 +735,18 @@ VRIFT_VDIR_API void vrift_vdir_close(vrift_vdir_reader *r)
     errno = saved;
 }
 
+uint64_t vrift_vdir_upper_word(vrift_vdir_reader *r)
+{
+    struct vdir_map *m = atomic_load_explicit(&r->cur, memory_order_acquire);
+    if (!m || !m->base)
+        return 0;
+    return atomic_load(&((struct vrift_vdir_header *)(void *)m->base)->upper_published);
+}
+
 uint64_t vrift_vdir_upper_published(vrift_vdir_reader *r)
 {
     struct vdir_map *m = atomic_load_explicit(&r->cur, memory_order_acquire);
     if (!m || !m->base)
         return 0;
-    return atomic_load_explicit(&((struct vrift_vdir_header *)(void *)m->base)->upper_published, memory_order_acquire);
+    return atomic_load_explicit(&((struct vrift_vdir_header *)(void *)m->base)->upper_published, memory_order_acquire) & ~VRIFT_VDIR_UPPER_AWAKE;
 }

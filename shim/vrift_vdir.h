@@ -176,7 +176,10 @@
  * header.upper_published the number up to which it has published them
  * (after the entries are in). A reader that loads upper_published, then
  * .issued, and finds the first at least the second knows every change
- * counted before was published.
+ * counted before was published. The top bit of upper_published
+ * (VRIFT_VDIR_UPPER_AWAKE) is not part of the number: set, it says the
+ * writer is working through the journal and will look again soon, so a
+ * client need not wake it (shim/journal.c).
  */
 #ifndef VRIFT_VDIR_H
 #define VRIFT_VDIR_H
@@ -368,6 +371,9 @@ static inline uint64_t vrift_vdir_size_flags(uint64_t size, uint32_t flags)
 
 /** Inode number a reader reports for entry slot `index`: index + 2, so the
  *  root is 2 (as on ext4) and 0 never appears. */
+/** upper_published's top bit: the writer is awake (section 6). */
+#define VRIFT_VDIR_UPPER_AWAKE (1ull << 63)
+
 static inline uint64_t vrift_vdir_ino(uint32_t index) { return (uint64_t)index + 2u; }
 /** The inode number of a directory made in the mount, from its claim
  *  directory's (VRIFT_VDIR_F_CLAIM): above every slot's vrift_vdir_ino. */

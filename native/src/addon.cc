@@ -106,11 +106,12 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
   }
 
  private:
-  // setUpperPublished(n): header.upper_published (vrift_vdir.h section 6)
+  // setUpperPublished(n, awake?): header.upper_published (vrift_vdir.h section 6)
   Napi::Value SetUpperPublished(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsNumber()) ThrowCode(env, EINVAL, "setUpperPublished(n): bad arguments");
-    if (writer_) writer_->SetUpperPublished(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
+    const bool awake = info.Length() > 1 && info[1].ToBoolean().Value();
+    if (writer_) writer_->SetUpperPublished(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()), awake);
     return env.Undefined();
   }
 

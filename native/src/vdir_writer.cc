@@ -315,10 +315,10 @@ VdirWriter::Map VdirWriter::Build(uint32_t entry_cap, uint64_t pool_min, std::st
   return m;
 }
 
-void VdirWriter::SetUpperPublished(uint64_t n) {
-  upper_published_ = n;
+void VdirWriter::SetUpperPublished(uint64_t n, bool awake) {
+  upper_published_ = n | (awake ? VRIFT_VDIR_UPPER_AWAKE : 0);
   // seq_cst: a full barrier before the caller reads .issued (shim/journal.c says why)
-  if (map_.hdr) map_.hdr->upper_published.store(n, std::memory_order_seq_cst);
+  if (map_.hdr) map_.hdr->upper_published.store(upper_published_, std::memory_order_seq_cst);
 }
 
 void VdirWriter::Unmap(Map* m) {

@@ -84,7 +84,7 @@ class VdirWriter {
   void Apply(const std::vector<VdirUpsert>& upserts, const std::vector<std::string_view>& removals);
 
   // header.upper_published (vrift_vdir.h section 6), kept across resizes.
-  void SetUpperPublished(uint64_t n);
+  void SetUpperPublished(uint64_t n, bool awake = false);
 
   bool Lookup(std::string_view path, VdirFound* out) const;
   // Names of a directory's children, in list order. Throws ENOENT/ENOTDIR.

@@ -20,7 +20,7 @@ export interface NativeVDirWriter {
   /** A copy of the whole shared-memory object (for `new VDirWriter(..., image, mtimeSec)`). */
   image(): Buffer;
   /** header.upper_published: upper-layer creates published so far (vrift_vdir.h section 6). */
-  setUpperPublished(n: number): void;
+  setUpperPublished(n: number, awake?: boolean): void;
 }
 
 export interface NativeVDirEntry {

@@ -37,13 +37,13 @@ const REC_HEADER = 24;
 /** How long a missing number holds up the ones after it. */
 const GAP_MS = 2000;
 /**
- * During a burst (the last batch was big and recent) wake-ups are gathered
- * this long, so the burst goes in few batches; a lone change (sqlite's
- * journal file) is published at once, so readers stop looking for it in
- * the upper layer sooner.
+ * After a batch the daemon looks again every POLL_MS, IDLE_POLLS times
+ * without news, before it sleeps: a burst (tar -x) goes in batches of a
+ * millisecond's changes and wakes it only at its start; a lone change
+ * (sqlite's journal file) is published at once.
  */
-const GATHER_MS = 1;
-const BURST = 8;
+const POLL_MS = 1;
+const IDLE_POLLS = 3;
 /** Records applied before yielding to other connections. */
 const BATCH = 4096;
 /** Even with no wake-up (a writer killed before sending one), the journal is looked at this often. */
@@ -67,9 +67,11 @@ export class Journal {
   private readonly sweep: NodeJS.Timeout;
   private readonly buf = Buffer.alloc(1 << 20);
   private closed = false;
+  /** For `vrift status`: wake-ups asked for (shims and sweeps), batches applied, changes in them. */
+  readonly counts = { wakes: 0, batches: 0, changes: 0 };
   private issuedFd: number | undefined;
-  private lastBatch = 0;
-  private lastBatchAt = 0;
+  /** Polls left before sleeping (see IDLE_POLLS). */
+  private polls = 0;
   /** Records in `ahead` whose turn has passed. */
   private late = 0;
   private readonly u64 = Buffer.alloc(8);
@@ -88,7 +90,7 @@ export class Journal {
         this.readNewFiles(vdir.upperPublished);
         this.applyLate(vdir.upperPublished);
       }
-      if (!this.timer && !this.immediate && this.behind()) this.wake();
+      if (!this.timer && !this.immediate && this.behind()) this.schedule('now');
     }, SWEEP_MS).unref();
   }
 
@@ -107,22 +109,24 @@ export class Journal {
     }
   }
 
-  /**
-   * A shim says the journal has news: work through it soon, gathering more
-   * meanwhile, or at once when `now` (a reader waits for it).
-   */
+  /** A shim says the journal has news (`now`: a reader waits for it). */
   wake(now = false): void {
+    this.counts.wakes++;
     if (this.closed || this.immediate || (this.timer && !now)) return;
+    this.schedule('now');
+  }
+
+  private schedule(when: 'now' | 'soon'): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     const run = (): void => {
       this.timer = undefined;
       this.immediate = undefined;
-      if (!this.drain()) this.wake();
+      const next = this.drain();
+      if (next !== 'idle') this.schedule(next);
     };
-    const burst = this.lastBatch >= BURST && Date.now() - this.lastBatchAt < 10;
-    if (now || !burst) this.immediate = setImmediate(run);
-    else this.timer = setTimeout(run, GATHER_MS);
+    if (when === 'now') this.immediate = setImmediate(run);
+    else this.timer = setTimeout(run, POLL_MS);
   }
 
   /** A record that came over the socket (its writer could not append it). */
@@ -131,14 +135,18 @@ export class Journal {
     this.wake(true);
   }
 
-  /** Applies what is there; true when every counted change is published. */
-  drain(): boolean {
+  /**
+   * Applies what is there. Then: 'idle' when every counted change is
+   * published and the daemon may sleep until woken; 'soon' to look again
+   * in POLL_MS (a burst is on: AWAKE stays set, shims do not wake us; or
+   * a record is still being written); 'now' when there is more to apply.
+   */
+  drain(): 'idle' | 'soon' | 'now' {
     const vdir = this.vdir();
-    if (!vdir || this.closed) return true;
+    if (!vdir || this.closed) return 'idle';
     let pub = vdir.upperPublished;
     this.readFiles(pub);
     this.applyLate(pub);
-    const start = pub;
     const turn: Announcement[] = [];
     for (let a = this.ahead.get(pub + 1); a && turn.length < BATCH; a = this.ahead.get(pub + 1)) {
       this.ahead.delete(a.seq);
@@ -147,36 +155,50 @@ export class Journal {
     }
     const n = turn.length;
     if (n > 0) {
+      this.counts.batches++;
+      this.counts.changes += n;
       this.apply(turn, true, this.failed);
-      this.lastBatch = n;
-      this.lastBatchAt = Date.now();
-    }
-    if (pub !== start) {
-      vdir.setUpperPublished(pub); // (a full barrier: then .issued is read; see shim/journal.c)
+      this.polls = IDLE_POLLS;
       this.gapSince = 0;
     }
-    const issued = this.issued();
+    if (n >= BATCH) {
+      vdir.setUpperPublished(pub, true);
+      return 'now';
+    }
+    let issued = this.issued();
+    if (issued <= pub && this.polls > 0) {
+      // Caught up, but a burst may go on: stay awake a little (shims see AWAKE and do not wake us).
+      this.polls--;
+      vdir.setUpperPublished(pub, true);
+      return 'soon';
+    }
     if (issued <= pub) {
-      this.gapSince = 0;
-      return true;
+      // Going to sleep: AWAKE cleared first, then .issued read again — a
+      // shim that counted meanwhile and saw AWAKE did not wake us.
+      vdir.setUpperPublished(pub, false); // (a full barrier: see shim/journal.c)
+      issued = this.issued();
+      if (issued <= pub) {
+        this.gapSince = 0;
+        return 'idle';
+      }
     }
-    if (n >= BATCH || this.ahead.has(pub + 1)) return false;
-    // The next number's record is not there: its writer is between counting and writing it.
+    // Behind: the next number's record is not there yet (its writer is between counting and writing it).
     const now = Date.now();
     if (this.gapSince === 0) this.gapSince = now;
     else if (now - this.gapSince > GAP_MS) {
       this.log(`mount ${this.upperDir}: change ${pub + 1} was counted but never recorded (its program was killed?); going on without it`);
-      vdir.setUpperPublished(pub + 1);
+      pub++;
       this.gapSince = 0;
     }
-    return false;
+    vdir.setUpperPublished(pub, true);
+    return this.ahead.has(pub + 1) ? 'now' : 'soon';
   }
 
   /** Until every change counted so far is published (rmdir, moving a directory, snapshot). */
   async waitAll(): Promise<void> {
     const want = this.issued();
     while (!this.closed && (this.vdir()?.upperPublished ?? want) < want) {
-      if (!this.drain()) await new Promise((r) => setTimeout(r, 1));
+      if (this.drain() !== 'idle') await new Promise((r) => setTimeout(r, POLL_MS));
     }
   }
 

@@ -29,6 +29,8 @@ export interface MountInfo extends MountRecord {
   vdirBytes: number;
   /** Blobs programs opened that were not local, fetched then (since the daemon started). */
   fetchedOnOpen: { blobs: number; bytes: number };
+  /** Changes programs made in the upper layer, as the journal saw them (since the daemon started). */
+  journal: { wakes: number; batches: number; changes: number };
 }
 
 /**
@@ -133,7 +135,8 @@ export class MountManager {
     return this.records().map((rec) => {
       const st = this.vdirs.get(rec.path)?.stats();
       const fetchedOnOpen = { ...(this.fetched.get(rec.path) ?? { blobs: 0, bytes: 0 }) };
-      return { ...rec, shmPath: st?.shmPath ?? '', entries: st?.entries ?? 0, vdirBytes: st?.mappedBytes ?? 0, fetchedOnOpen };
+      const journal = { ...(this.journals.get(rec.path)?.counts ?? { wakes: 0, batches: 0, changes: 0 }) };
+      return { ...rec, shmPath: st?.shmPath ?? '', entries: st?.entries ?? 0, vdirBytes: st?.mappedBytes ?? 0, fetchedOnOpen, journal };
     });
   }
 

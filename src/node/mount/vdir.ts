@@ -264,10 +264,11 @@ export class VDir {
     return this.published;
   }
 
-  setUpperPublished(n: number): void {
+  /** `awake`: the daemon is working through the journal and looks again soon (VRIFT_VDIR_UPPER_AWAKE). */
+  setUpperPublished(n: number, awake = false): void {
     this.published = n;
     try {
-      this.native.setUpperPublished(n);
+      this.native.setUpperPublished(n, awake);
     } catch (e) {
       rethrow(e);
     }
