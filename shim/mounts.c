@@ -658,7 +658,7 @@ void vr_resolve(int dirfd, const char *path, int flags, struct vr_path *out)
     /* While changes wait to be published, the upper layer's real files are
      * the truth: a file just made (not in the VDir yet), or one just
      * unlinked (still in it). */
-    if (VR_UNLIKELY(out->err == -ENOENT) && out->creatable && vr_upper_pending(out->mount))
+    if (VR_UNLIKELY(out->err == -ENOENT) && out->creatable && !(flags & VR_CREATING) && vr_upper_pending(out->mount))
         vr_upper_claim(out);
     else if (VR_UNLIKELY(out->err == 0 && (out->res.flags & VRIFT_VDIR_F_UPPER)) && vr_upper_pending(out->mount))
         vr_upper_check(out);

@@ -192,7 +192,7 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode)
     if (!vr_active())
         return real_openat(dirfd, path, flags, mode);
     struct vr_path p;
-    vr_resolve(dirfd, path, (flags & O_NOFOLLOW) ? 0 : VR_FOLLOW, &p);
+    vr_resolve(dirfd, path, ((flags & O_NOFOLLOW) ? 0 : VR_FOLLOW) | ((flags & O_CREAT) ? VR_CREATING : 0), &p);
     if (p.kind == VP_VIRT) {
         int saved = errno;
         int fd = vr_open_virtual(&p, flags, mode);

@@ -150,6 +150,8 @@ enum vr_kind {
 /* resolve flags */
 #define VR_FOLLOW 0x1   /* follow a final symlink */
 #define VR_MUST_DIR 0x2 /* (internal) the path ended in '/' */
+#define VR_CREATING 0x4 /* an open with O_CREAT: a missing last component is not looked for
+                           in the upper layer (the create's O_EXCL finds it: one lookup less) */
 
 struct vr_path {
     int kind;
