@@ -100,6 +100,25 @@ describe('a job starts on the listing alone', () => {
     stopDaemon(home);
   });
 
+  it('a library that finds its own libraries through $ORIGIN (the loader asks the daemon for them too)', () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'lib'));
+    writeFileSync(join(dir, 'hello.c'), '#include <stdio.h>\nvoid hello(void) { puts("hello from a lazy library"); fflush(stdout); }\n');
+    writeFileSync(join(dir, 'a.c'), 'void hello(void);\nvoid run(void) { hello(); }\n');
+    execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'libhello.so'), join(dir, 'hello.c')]);
+    execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'liba.so'), join(dir, 'a.c'), `-L${join(dir, 'lib')}`, '-lhello', '-Wl,-rpath,$ORIGIN']);
+    vriftJson(['save', 'ci/lazy-lib', dir], { home: tempDir(), env });
+    const home = tempDir();
+    startDaemon(home, env);
+    const mnt = join(tempDir(), 'mnt');
+    mkdirSync(mnt);
+    const r = vrift(['run', '--mount', `${mnt}=ci/lazy-lib`, '--', 'python3', '-c', `import ctypes; ctypes.CDLL("${mnt}/lib/liba.so").run()`], { home, env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('hello from a lazy library\n');
+    expect(mountInfo(home, mnt).fetchedOnOpen.blobs).toBe(2); // the two libraries, not the sources
+    stopDaemon(home);
+  });
+
   it('a ref no tier holds: one line naming it and the tiers asked, and no mount', () => {
     const home = tempDir();
     startDaemon(home, env);
