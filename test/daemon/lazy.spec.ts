@@ -65,6 +65,19 @@ describe('a job starts on the listing alone', () => {
     stopDaemon(home);
   });
 
+  it('vrift restore --lazy mounts the ref at the directory and returns; a later vrift run there reads it', () => {
+    const home = tempDir();
+    startDaemon(home, env);
+    const dir = join(tempDir(), 'out');
+    const r = vriftJson(['restore', 'ci/lazy-start', dir, '--lazy'], { home, env });
+    expect([r.tree, r.lazy]).toEqual([saved.tree, true]);
+    expect(casBlobs(home)).toEqual([saved.tree]);
+    const cat = vrift(['run', '--mount', `${dir}=ci/lazy-start`, '--', 'cat', join(dir, 'src', 'lib', 'deep', 'er', 'x.txt')], { home, env });
+    expect([cat.code, cat.stdout]).toEqual([0, 'deep\n']);
+    expect(casBlobs(home).length).toBe(2);
+    stopDaemon(home);
+  });
+
   it('six programs opening one large file at once wait on one fetch', async () => {
     const home = tempDir();
     startDaemon(home, env);
