@@ -65,7 +65,7 @@ const JOBS: Job[] = [
 ];
 
 async function main(): Promise<void> {
-  const scratch = makeScratch('vrift-bench-lazy-', Math.max(8e9, BYTES * (4 + 2 * ROUNDS * 1.2)));
+  const scratch = makeScratch('vrift-bench-lazy-', Math.max(8e9, BYTES * (4 + ROUNDS * 5 * 1.3)));
   const base = scratch.dir;
   const s3 = await startS3rver(join(base, 's3'), BUCKET);
   const env: NodeJS.ProcessEnv = {

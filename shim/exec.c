@@ -19,6 +19,8 @@
  */
 #include "shim.h"
 
+#include "farm.h"
+
 #include <elf.h>
 #include <stdlib.h>
 
@@ -411,6 +413,24 @@ struct plan {
     int has_arg;
 };
 
+/*
+ * A program of a mount runs from its link farm entry (farm.h: a hard link
+ * to the same blob or upper file, named by its path in the mount), not
+ * from the CAS: its $ORIGIN (RUNPATH $ORIGIN/../lib) and /proc/self/exe are
+ * then the farm's mirror of its directory, which the loader's audit
+ * library maps back to the mount. If no entry can be made, the CAS path.
+ */
+static void farm_target(const struct vr_path *p, struct plan *pl)
+{
+    struct vrift_farm f;
+    struct stat st;
+    char link[PATH_MAX];
+    if (vrift_farm_init(&f, vr_mounts[p->mount].name, vr_mounts[p->mount].r) != 0 || vr_fstatat(AT_FDCWD, pl->target, &st, 0) != 0)
+        return;
+    if (vrift_farm_link(&f, p->rel, p->rellen, pl->target, &st, link, sizeof link) > 0)
+        vr_strlcpy(pl->target, link, sizeof pl->target);
+}
+
 static int plan_exec(const char *path, struct plan *pl)
 {
     pl->script = 0;
@@ -458,6 +478,8 @@ static int plan_exec(const char *path, struct plan *pl)
     char head[PATH_MAX];
     long n = vr_pread(fd, head, sizeof head - 1, 0);
     vr_close(fd);
+    if (n >= 4 && memcmp(head, ELFMAG, SELFMAG) == 0)
+        farm_target(&p, pl);
     if (n >= 2 && head[0] == '#' && head[1] == '!') {
         head[n] = '\0';
         char *s = head + 2;

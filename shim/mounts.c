@@ -97,6 +97,7 @@ int vr_mounts_init(void)
                     atomic_store(&m->journal_fd, -1);
                     atomic_store(&m->journal_pid, 0);
                     vr_strlcpy(m->cas_root, info.cas_root, sizeof m->cas_root);
+                    vr_strlcpy(m->name, name, sizeof m->name);
                     upper_of(m, info.cas_root, name);
                     m->rootlen = vr_strlcpy(m->root, info.mount_root, sizeof m->root);
                     while (m->rootlen > 1 && m->root[m->rootlen - 1] == '/')

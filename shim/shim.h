@@ -130,6 +130,7 @@ struct vr_mount {
     _Atomic int journal_pid;   /* the process that opened journal_fd (a child opens its own) */
     char root[VRIFT_VDIR_MOUNT_ROOT_MAX];
     char upper[PATH_MAX];      /* <home>/upper/<vdir name> (vrift_layout.h), or "" */
+    char name[VRIFT_VDIR_NAME_MAX + 1]; /* the VDir's name ($VRIFT_VDIRS) */
     char cas_root[VRIFT_VDIR_CAS_ROOT_MAX]; /* the VDir's cas_root (fixed for its life) */
 };
 
