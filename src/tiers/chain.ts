@@ -20,6 +20,7 @@ import type { Store } from '../node/store/store.js';
 import type { TreeEntry } from '../node/store/tree.js';
 import type { ChainConfig } from './chain-config.js';
 import { GuardedTier, isLocalError } from './guarded.js';
+import { fetchHint, publishHint, type HintFetch } from './hints.js';
 import type { LocalTier } from './local.js';
 import { pushToTier, type PushInput, type TierPushResult } from './push-to-tier.js';
 import { TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierLog } from './tier.js';
@@ -271,6 +272,18 @@ export class Chain implements Tier {
       found.set(tier.name, baseCandidates(tier, ref, known, localRefs).catch(() => [...known]));
     }
     return found;
+  }
+
+  // --- hints ------------------------------------------------------------------
+
+  /** Stores a hint blob, then a ref naming it, in every writable remote tier (hints.ts); one result per tier tried. */
+  publishHint(name: string, digest: Digest, bytes: Buffer): Promise<{ tier: string; error?: string }[]> {
+    return publishHint(this.remotes, name, digest, bytes);
+  }
+
+  /** The hint blob ref `name` names in the first remote tier that has the ref, bounded and verified (hints.ts). */
+  fetchHint(name: string, maxBytes: number): Promise<HintFetch | undefined> {
+    return fetchHint(this.remotes, name, maxBytes);
   }
 
   // --- Tier -------------------------------------------------------------------

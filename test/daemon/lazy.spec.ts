@@ -18,7 +18,9 @@ let saved: { tree: string };
 
 beforeAll(async () => {
   s3 = await startS3(['vrift-ci']);
-  env = tierEnv({ s3 });
+  // These tests count what opens fetch; a tree's trace, pushed by one test's daemon, would make
+  // the next one prefetch (that is test/daemon/prefetch.spec.ts).
+  env = { ...tierEnv({ s3 }), VRIFT_PREFETCH: 'false' };
   src = tempDir();
   writeSampleTree(src);
   saved = vriftJson(['save', 'ci/lazy-start', src], { home: tempDir(), env });

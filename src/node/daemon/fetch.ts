@@ -13,6 +13,14 @@ import type { Store } from '../store/store.js';
 /** The shim waits 30 s for a FETCH (shim/ipc.c): answer before that. */
 export const FETCH_DEADLINE_MS = 25_000;
 
+/** What lazy mounts (lazy-mounts.ts) learn from FETCH. */
+export interface FetchHooks {
+  /** A program waits for a blob (prefetch narrows meanwhile); the returned function is called when the wait ends. */
+  demandBegins?(): () => void;
+  /** A program in the mount at `mountRoot` opened `digest`; `fetched`: this FETCH brought it (it was neither local nor being fetched). */
+  served?(mountRoot: string, digest: string, fetched: boolean): void;
+}
+
 /**
  * @param treeOf the tree mounted at a mount root (FETCH names the mount it
  *   comes from): a blob no tier holds alone is read from that tree's archives.
@@ -23,7 +31,7 @@ export function fetchHandler(
   treeOf: (mountRoot: string) => string | undefined,
   log: (line: string) => void,
   deadlineMs = FETCH_DEADLINE_MS,
-  onFetched: (mountRoot: string, digest: string) => void = () => undefined,
+  hooks: FetchHooks = {},
 ): Handler {
   return async (f) => {
     const digest = requireStr(f, F.DIGEST, 'digest');
@@ -33,14 +41,16 @@ export function fetchHandler(
     const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
     let from: string | undefined | 'late';
     let joined = false;
+    const path = f.str(F.PATH);
+    const waited = hooks.demandBegins?.();
     try {
-      const path = f.str(F.PATH);
       from = await Promise.race([resolver().fetchBlob(digest, { tree: path ? treeOf(path) : undefined, joined: (j) => (joined = j) }), late]);
     } catch (e) {
       log(`fetch: blob ${digest} failed: ${(e as Error).message}`);
       throw e;
     } finally {
       clearTimeout(timer);
+      waited?.();
     }
     if (from === 'late') {
       log(`fetch: blob ${digest} did not arrive within ${deadlineMs / 1000}s (the fetch goes on; a later open may find it)`);
@@ -52,11 +62,9 @@ export function fetchHandler(
     }
     // An executable is opened through its exec twin (the shim's exec path).
     if (((f.u32(F.MODE) ?? 0) & 0o111) !== 0) store.ensureExecTwin(digest);
-    if (from !== 'local' && !joined) {
-      log(`fetch: blob ${digest} from ${from} in ${Date.now() - started} ms`);
-      const path = f.str(F.PATH);
-      if (path) onFetched(path, digest);
-    }
+    const fetched = from !== 'local' && !joined;
+    if (fetched) log(`fetch: blob ${digest} from ${from} in ${Date.now() - started} ms`);
+    if (path) hooks.served?.(path, digest, fetched);
     return [];
   };
 }

@@ -27,8 +27,6 @@ export interface MountInfo extends MountRecord {
   shmPath: string;
   entries: number;
   vdirBytes: number;
-  /** Blobs programs opened that were not local, fetched then (since the daemon started). */
-  fetchedOnOpen: { blobs: number; bytes: number };
   /** Changes programs made in the upper layer, as the journal saw them (since the daemon started). */
   journal: { wakes: number; batches: number; changes: number };
 }
@@ -53,8 +51,6 @@ export class MountManager {
   private readonly vdirs = new Map<string, VDir>();
   /** The records of published mounts (LMDB writes are asynchronous: a request right after MOUNT must still find it). */
   private readonly live = new Map<string, MountRecord>();
-  /** Per mount: blobs fetched because a program opened them (FETCH). */
-  private readonly fetched = new Map<string, { blobs: number; bytes: number }>();
   /** Each mount's journal of changes the shims announced (journal.ts). */
   private readonly journals = new Map<string, Journal>();
   /** Publishes announced changes in order (set by writes.ts, which knows how); `fresh`: in their turn, not replayed. */
@@ -134,23 +130,13 @@ export class MountManager {
   list(): MountInfo[] {
     return this.records().map((rec) => {
       const st = this.vdirs.get(rec.path)?.stats();
-      const fetchedOnOpen = { ...(this.fetched.get(rec.path) ?? { blobs: 0, bytes: 0 }) };
       const journal = { ...(this.journals.get(rec.path)?.counts ?? { wakes: 0, batches: 0, changes: 0 }) };
-      return { ...rec, shmPath: st?.shmPath ?? '', entries: st?.entries ?? 0, vdirBytes: st?.mappedBytes ?? 0, fetchedOnOpen, journal };
+      return { ...rec, shmPath: st?.shmPath ?? '', entries: st?.entries ?? 0, vdirBytes: st?.mappedBytes ?? 0, journal };
     });
   }
 
   vdirOf(path: string): VDir | undefined {
     return this.vdirs.get(resolve(path));
-  }
-
-  /** A program of mount `path` opened a file whose blob was fetched then. */
-  noteFetched(path: string, bytes: number): void {
-    const abs = resolve(path);
-    const f = this.fetched.get(abs) ?? { blobs: 0, bytes: 0 };
-    f.blobs++;
-    f.bytes += bytes;
-    this.fetched.set(abs, f);
   }
 
   /** The journal of a published mount. */

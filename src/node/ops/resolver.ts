@@ -12,6 +12,7 @@ import type { Chain } from '../../tiers/chain.js';
 import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
 import { pullTree, pullTreeBlob, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
+import { fetchRemoteTrace, pushRemoteTrace, type RemoteTrace } from './trace-exchange.js';
 import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
 
 /** A pull in flight, and everyone who wants to hear how it goes. */
@@ -184,6 +185,16 @@ export class Resolver {
   /** Pushes a local tree to every writable remote tier. */
   push(tree: Digest, opts: PushOptions = {}): Promise<TierPushResult[]> {
     return pushTree(this.store, this.chain, tree, opts);
+  }
+
+  /** The trace of `tree` the remote tiers hold (untrusted: only blobs of the tree are kept), or undefined when none does. */
+  remoteTrace(tree: Digest, isBlobOfTree: (d: Digest) => boolean): Promise<RemoteTrace | undefined> {
+    return fetchRemoteTrace(this.chain, tree, isBlobOfTree);
+  }
+
+  /** Stores the trace of `tree` in every writable remote tier; one result per tier. */
+  pushTrace(tree: Digest, blobs: readonly Digest[]): Promise<{ tier: string; error?: string }[]> {
+    return pushRemoteTrace(this.chain, tree, blobs);
   }
 
   /** Fetches in flight right now (blobs, trees), for status. */
