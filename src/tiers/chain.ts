@@ -11,6 +11,7 @@
 // blobs (by digest, or out of a tier's bulk form of their tree), a tree's
 // blob, whatever of a tree is missing (in bulk where a tier has archives
 // of it), pushing a tree to every writable tier, refs.
+import { Readable } from 'node:stream';
 import type { Digest } from '../lib/digest.js';
 import { hasCode, type VriftError } from '../lib/errors.js';
 import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
@@ -122,6 +123,7 @@ export class Chain implements Tier {
       try {
         const got = (await this.ctx.store.admission.stream(digest, body, tier.name, size)).size;
         if (this.cfg.writeBack) this.writeBack(digest, got, this.remotes.slice(0, this.remotes.indexOf(tier)));
+        if (body.neighbors) await this.admitNeighbors(tier, body.neighbors());
         return got;
       } catch (e) {
         if (isLocalError(e)) throw e;
@@ -133,6 +135,23 @@ export class Chain implements Tier {
         }
         const failure = tier.fail(e, 'get');
         if (attempt >= 1 || !tier.available || failure.code === 'ERR_VRIFT_TIER_CORRUPT') return undefined;
+      }
+    }
+  }
+
+  /**
+   * Blobs a tier read beside the one asked for (BlobBody.neighbors): kept
+   * when they hash to their names, skipped otherwise (a wrong one counts
+   * against the tier like any mismatch); never worth failing the fetch.
+   */
+  private async admitNeighbors(tier: GuardedTier, blobs: { digest: Digest; bytes: Buffer }[]): Promise<void> {
+    for (const n of blobs) {
+      if (this.ctx.store.cas.has(n.digest)) continue;
+      try {
+        await this.ctx.store.admission.stream(n.digest, { stream: Readable.from([n.bytes]), size: n.bytes.length }, tier.name, n.bytes.length);
+      } catch (e) {
+        if (isLocalError(e)) return; // (a full disk: the blob asked for is in; these can wait)
+        if (hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) tier.fail(new TierError(tier.name, 'corrupt', `blob ${n.digest} beside another in a pack failed verification and was dropped`), 'get');
       }
     }
   }

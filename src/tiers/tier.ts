@@ -22,6 +22,13 @@ export interface BlobBody {
   stream: Readable;
   /** Size the tier reports (Content-Length, STRLEN), when it knows it. */
   size?: number;
+  /**
+   * Other blobs the tier read on the way, whole (the rest of an S3 pack's
+   * zstd frame), once the stream has ended: free to keep, unverified like
+   * the body. A lazy mount's next opens are often these (the files of one
+   * package sit together in a pack).
+   */
+  neighbors?: () => { digest: Digest; bytes: Buffer }[];
 }
 
 /** Bytes to store in a tier: re-openable, so a retry can read them again. */

@@ -13,6 +13,7 @@ import type { Digest } from '../../lib/digest.js';
 import { LruMap } from '../../lib/lru.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import { through, zstdDecompress } from '../../lib/zstd.js';
+import { ARCHIVE_MAGIC, FRAME_LEN, HEADER_LEN, TAG_BLOB } from '../../node/archive/format.js';
 import type { S3Objects } from './objects.js';
 import { PackIndex, type BlobRange } from './pack-index.js';
 import { readManifest, type PackManifest, type PackRef } from './pack-manifest.js';
@@ -24,6 +25,23 @@ const MANIFESTS = 1024;
 const INDEX_BYTES = 64 << 20;
 
 const pushAgain = 'push the tree again (`vrift push <tree>`)';
+/** A ranged read this small (compressed) is decoded whole and its other blobs offered (BlobBody.neighbors). */
+const NEIGHBOR_RANGE = 1 << 20;
+
+/** The whole blob frames (docs/archive-format.md) in decoded archive bytes that start at a frame boundary, but `except`. */
+function blobsIn(buf: Buffer, except: Digest): { digest: Digest; bytes: Buffer }[] {
+  const out: { digest: Digest; bytes: Buffer }[] = [];
+  let at = buf.subarray(0, ARCHIVE_MAGIC.length).equals(ARCHIVE_MAGIC) ? HEADER_LEN : 0;
+  while (at + FRAME_LEN <= buf.length && buf[at] === TAG_BLOB) {
+    const digest = buf.toString('hex', at + 1, at + 33);
+    const size = Number(buf.readBigUInt64BE(at + 33));
+    const start = at + FRAME_LEN;
+    if (size > buf.length - start) break; // cut by the range's end
+    if (digest !== except) out.push({ digest, bytes: buf.subarray(start, start + size) });
+    at = start + size;
+  }
+  return out;
+}
 
 export class PackBlobReader {
   private readonly manifests = new LruMap<Digest, PackManifest>(MANIFESTS);
@@ -91,7 +109,25 @@ export class PackBlobReader {
     const body = await this.objects.getRange(pack.key, at.start, at.end);
     if (!body) throw new TierError('s3', 'corrupt', `pack ${pack.key} named by the manifest of tree ${pack.tree} is missing`, { hint: pushAgain });
     const bytes = at.compressed ? through(body.stream, zstdDecompress()) : body.stream;
+    if (this.objects.cfg.neighbors && at.compressed && at.end - at.start <= NEIGHBOR_RANGE) return this.withNeighbors(bytes, body.stream, at, digest, pack.key);
     return { stream: Readable.from(this.cut(bytes, body.stream, at, digest, pack.key)), size: at.size };
+  }
+
+  /**
+   * A small compressed range (the blob's frame, other small blobs around
+   * it): decoded whole, so the blobs beside this one come too, for free
+   * (they crossed the network anyway).
+   */
+  private withNeighbors(src: Readable, response: Readable, at: BlobRange, digest: Digest, key: string): BlobBody {
+    const parts: Buffer[] = [];
+    let decoded: Buffer | undefined;
+    const collect = async function* (this: PackBlobReader): AsyncGenerator<Buffer> {
+      for await (const c of this.cut(src, response, { ...at, skip: 0, size: Number.MAX_SAFE_INTEGER }, digest, key)) parts.push(c);
+      decoded = Buffer.concat(parts);
+      if (decoded.length < at.skip + at.size) throw new TierError('s3', 'corrupt', `blob ${digest} in pack ${key} is cut short`, { hint: pushAgain });
+      yield decoded.subarray(at.skip, at.skip + at.size);
+    }.bind(this);
+    return { stream: Readable.from(collect()), size: at.size, neighbors: () => (decoded ? blobsIn(decoded, digest) : []) };
   }
 
   /**
