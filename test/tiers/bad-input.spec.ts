@@ -208,7 +208,7 @@ describe('bad settings', () => {
       '  VRIFT_REDIS_MAX_BLOB: not a size (e.g. 1M, or a number of bytes)',
       '  VRIFT_S3_ENDPOINT: not a URL (e.g. http://127.0.0.1:9000)',
       `  ${home}/config.json: s3.partSize: 1024 bytes is below the minimum of 5242880`,
-      `  ${home}/config.json: s3.bukcet: unknown key (known: bucket, endpoint, region, prefix, accessKeyId, secretAccessKey, sessionToken, forcePathStyle, partSize, looseBlobBytes, compression, connectTimeoutMs, requestTimeoutMs) (fix the environment variable or ${home}/config.json; docs/configuration.md lists every setting)`,
+      `  ${home}/config.json: s3.bukcet: unknown key (known: bucket, endpoint, region, prefix, accessKeyId, secretAccessKey, sessionToken, forcePathStyle, partSize, looseBlobBytes, compression, neighbors, connectTimeoutMs, requestTimeoutMs) (fix the environment variable or ${home}/config.json; docs/configuration.md lists every setting)`,
     ]);
   });
 

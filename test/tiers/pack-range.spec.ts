@@ -257,7 +257,7 @@ describe('one blob of a packed tree by a ranged GET', () => {
     await s3.client().send(new DeleteObjectCommand({ Bucket: BUCKET, Key: pack.key.replace(/\.pack\.zst$/, '.idx') }));
     await putObject(pack.key, await zstd(await zstd(await objectBytes(pack.key), zstdDecompress()), zstdCompress()));
 
-    const tier = new S3Tier({ bucket: BUCKET, endpoint: s3.endpoint, region: 'us-east-1', prefix: 'old/', accessKeyId: S3_KEY, secretAccessKey: S3_SECRET, forcePathStyle: true, partSize: 5 << 20, looseBlobBytes: 8 << 20, compression: 'zstd', connectTimeoutMs: 2000, requestTimeoutMs: 10_000 });
+    const tier = new S3Tier({ bucket: BUCKET, endpoint: s3.endpoint, region: 'us-east-1', prefix: 'old/', accessKeyId: S3_KEY, secretAccessKey: S3_SECRET, forcePathStyle: true, partSize: 5 << 20, looseBlobBytes: 8 << 20, compression: 'zstd', neighbors: true, connectTimeoutMs: 2000, requestTimeoutMs: 10_000 });
     try {
       expect(await tier.getInTree(tree, files[0]!.digest)).toBeUndefined(); // nothing to read by range
     } finally {
