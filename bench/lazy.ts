@@ -88,6 +88,7 @@ async function main(): Promise<void> {
     if (r.status !== 0) throw new Error(`vrift ${args.join(' ')}: ${r.stderr.trim()}`);
     return r.stdout;
   };
+  const homes: string[] = [];
   try {
     // ---- the tree, saved to S3 from its own node (not timed) ----
     const src = join(base, 'src');
@@ -114,6 +115,7 @@ async function main(): Promise<void> {
     let n = 0;
     const freshNode = (extra: NodeJS.ProcessEnv = {}) => {
       const home = join(base, `node${n++}`);
+      homes.push(home);
       vrift(home, ['up', '--detach'], extra);
       return home;
     };
@@ -210,6 +212,8 @@ async function main(): Promise<void> {
     }
     console.log(JSON.stringify({ bench: 'lazy', rounds: ROUNDS, entries: shape[0], bytes: shape[1], load: loadNow(), results: result }));
   } finally {
+    // (a round that failed midway leaves its node's daemon up)
+    for (const h of homes) spawnSync(process.execPath, [VRIFT_BIN, 'down'], { env: { ...env, VRIFT_HOME: h }, stdio: 'ignore' });
     await s3.stop();
     scratch.remove();
   }
