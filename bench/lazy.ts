@@ -71,7 +71,7 @@ const JOBS: Job[] = [
 ];
 
 async function main(): Promise<void> {
-  const scratch = makeScratch('vrift-bench-lazy-', Math.max(8e9, BYTES * (4 + ROUNDS * 5 * 1.3)), { bytesPerInode: 4096 });
+  const scratch = makeScratch('vrift-bench-lazy-', Math.max(8e9, BYTES * (6 + ROUNDS * 8)), { bytesPerInode: 4096 });
   const base = scratch.dir;
   const s3 = await startS3rver(join(base, 's3'), BUCKET);
   const env: NodeJS.ProcessEnv = {
