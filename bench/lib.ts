@@ -381,7 +381,7 @@ export interface Scratch {
  * filesystem. VRIFT_BENCH_SCRATCH=tmp (or not being root) uses a plain
  * directory in /tmp instead.
  */
-export function makeScratch(prefix: string, maxBytes: number): Scratch {
+export function makeScratch(prefix: string, maxBytes: number, opts: { bytesPerInode?: number } = {}): Scratch {
   const free = statfsSync(tmpdir());
   const avail = free.bavail * free.bsize;
   if (avail < maxBytes + 2e9) {
@@ -424,7 +424,8 @@ export function makeScratch(prefix: string, maxBytes: number): Scratch {
   try {
     mkdirSync(mnt);
     sh('truncate', ['-s', String(Math.ceil(maxBytes / 4096) * 4096), img]);
-    sh('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', '-E', 'nodiscard,lazy_itable_init=1', img]);
+    // (-i: benches that keep many small trees side by side need more inodes than ext4's default one per 16 KiB)
+    sh('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', '-E', 'nodiscard,lazy_itable_init=1', ...(opts.bytesPerInode ? ['-i', String(opts.bytesPerInode)] : []), img]);
     dev = sh('losetup', ['--find', '--show', '--direct-io=on', img]);
     sh('mount', ['-o', 'nodiscard', dev, mnt]);
     mounted = true;

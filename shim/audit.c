@@ -45,6 +45,7 @@
 
 #include "farm.h"
 #include "vdirs_env.h"
+#include "vrift_proto.h"
 
 #define VA_EXPORT __attribute__((visibility("default")))
 #define VA_HIDDEN __attribute__((visibility("hidden")))
@@ -356,6 +357,80 @@ static int va_resolve(const char *p, int *mount)
     return VA_MISS;
 }
 
+/* Writes all of buf, or fails. */
+static int va_write_all(int fd, const uint8_t *buf, size_t n)
+{
+    while (n > 0) {
+        long w = VR_SYS3(SYS_write, fd, buf, n);
+        if (w == -EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        buf += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int va_read_all(int fd, uint8_t *buf, size_t n)
+{
+    while (n > 0) {
+        long r = VR_SYS3(SYS_read, fd, buf, n);
+        if (r == -EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        buf += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/*
+ * Asks the daemon for a file's blob (FETCH, as the shim does on an open:
+ * vrift_proto.h), on a connection of its own: the loader cannot go on
+ * without it, so this waits for the answer. 0 once the blob (and, for an
+ * executable, its twin) is in the CAS.
+ */
+static int va_fetch(const struct vrift_farm *f, const struct vrift_vdir_result *res)
+{
+    struct sockaddr_un {
+        unsigned short sun_family;
+        char sun_path[108];
+    } addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = 1; /* AF_UNIX */
+    size_t n = 0;
+    if (vrift_farm__put(addr.sun_path, sizeof addr.sun_path, &n, f->home, f->homelen) < 0 ||
+        vrift_farm__puts(addr.sun_path, sizeof addr.sun_path, &n, "/" VRIFT_LAYOUT_RUN_DIR "/" VRIFT_LAYOUT_SOCKET_NAME) < 0)
+        return -1;
+    static uint8_t frame[VRIFT_PROTO_HEADER_SIZE + 3 * VRIFT_PROTO_FIELD_HEADER_SIZE + VRIFT_VDIR_MOUNT_ROOT_MAX + VRIFT_LAYOUT_DIGEST_HEX + 4];
+    uint8_t *pl = frame + VRIFT_PROTO_HEADER_SIZE;
+    size_t cap = sizeof frame - VRIFT_PROTO_HEADER_SIZE, len = 0, w;
+    char hex[VRIFT_LAYOUT_DIGEST_HEX];
+    vrift_layout_hex(res->entry.u.digest, hex);
+    if (!(w = vrift_proto_field(pl + len, cap - len, VRIFT_F_PATH, f->root, (uint32_t)f->rootlen)))
+        return -1;
+    len += w;
+    if (!(w = vrift_proto_field(pl + len, cap - len, VRIFT_F_DIGEST, hex, sizeof hex)))
+        return -1;
+    len += w;
+    if (!(w = vrift_proto_field_u32(pl + len, cap - len, VRIFT_F_MODE, res->mode)))
+        return -1;
+    len += w;
+    vrift_proto_header(frame, VRIFT_PROTO_HEADER_SIZE, VRIFT_MSG_FETCH, 1, (uint32_t)len);
+    int fd = (int)VR_SYS3(SYS_socket, 1 /* AF_UNIX */, 1 /* SOCK_STREAM */ | 02000000 /* SOCK_CLOEXEC */, 0);
+    if (fd < 0)
+        return -1;
+    uint8_t hdr[VRIFT_PROTO_HEADER_SIZE];
+    int rc = -1;
+    if (VR_SYS3(SYS_connect, fd, &addr, sizeof addr) == 0 && va_write_all(fd, frame, VRIFT_PROTO_HEADER_SIZE + len) == 0 &&
+        va_read_all(fd, hdr, sizeof hdr) == 0 && vrift_proto_get_u16(hdr + 6) == VRIFT_MSG_OK)
+        rc = 0;
+    VR_SYS1(SYS_close, fd);
+    return rc;
+}
+
 /* Returned names: a small ring, so a name handed to ld.so stays intact
  * over the next few calls. */
 static char va_out[4][PATH_MAX];
@@ -430,8 +505,12 @@ static char *va_map(const char *name)
     if ((va_res.mode & VRIFT_VDIR_S_IFMT) != VRIFT_VDIR_S_IFREG)
         return NULL;
     struct stat tst;
-    if (vrift_farm_target(&va_mounts[em], &va_res, va_target, sizeof va_target, &tst) != 0)
-        return NULL; /* not here (remote): lazy fetch is not the loader's business */
+    if (vrift_farm_target(&va_mounts[em], &va_res, va_target, sizeof va_target, &tst) != 0) {
+        /* not here yet (a lazy mount): the daemon fetches it, as for any open */
+        if ((va_res.flags & VRIFT_VDIR_F_UPPER) || va_fetch(&va_mounts[em], &va_res) != 0 ||
+            vrift_farm_target(&va_mounts[em], &va_res, va_target, sizeof va_target, &tst) != 0)
+            return NULL;
+    }
     if (vrift_farm_link(f, rel, rellen, va_target, &tst, out, PATH_MAX) >= 0)
         return out;
     /* no farm entry could be made: the file itself still loads ($ORIGIN

@@ -103,15 +103,8 @@ int vr_dir_placeholder(int mount, int oflags)
 }
 
 /* A new VFD_DIR description for a found directory entry, bound to a new placeholder fd. */
-int vr_open_dir_fd(const struct vr_path *p0, int oflags)
+int vr_open_dir_fd(const struct vr_path *p, int oflags)
 {
-    struct vr_path pc, *p = &pc;
-    if (VR_UNLIKELY(p0->res.flags & VR_RES_CLAIMED_DIR)) {
-        pc = *p0;
-        vr_upper_published_dir(&pc); /* its fd reports the lasting inode */
-    } else {
-        p = (struct vr_path *)p0;
-    }
     int fd = vr_dir_placeholder(p->mount, oflags);
     if (fd < 0)
         return fd;

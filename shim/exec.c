@@ -19,6 +19,8 @@
  */
 #include "shim.h"
 
+#include "farm.h"
+
 #include <elf.h>
 #include <stdlib.h>
 
@@ -411,6 +413,24 @@ struct plan {
     int has_arg;
 };
 
+/*
+ * A program of a mount runs from its link farm entry (farm.h: a hard link
+ * to the same blob or upper file, named by its path in the mount), not
+ * from the CAS: its $ORIGIN (RUNPATH $ORIGIN/../lib) and /proc/self/exe are
+ * then the farm's mirror of its directory, which the loader's audit
+ * library maps back to the mount. If no entry can be made, the CAS path.
+ */
+static void farm_target(const struct vr_path *p, struct plan *pl)
+{
+    struct vrift_farm f;
+    struct stat st;
+    char link[PATH_MAX];
+    if (vrift_farm_init(&f, vr_mounts[p->mount].name, vr_mounts[p->mount].r) != 0 || vr_fstatat(AT_FDCWD, pl->target, &st, 0) != 0)
+        return;
+    if (vrift_farm_link(&f, p->rel, p->rellen, pl->target, &st, link, sizeof link) > 0)
+        vr_strlcpy(pl->target, link, sizeof pl->target);
+}
+
 static int plan_exec(const char *path, struct plan *pl)
 {
     pl->script = 0;
@@ -450,7 +470,7 @@ static int plan_exec(const char *path, struct plan *pl)
         fd = vr_openat(AT_FDCWD, pl->target, O_RDONLY | O_CLOEXEC, 0);
     }
     if (fd == -ENOENT) {
-        if (vr_fetch(p.mount, p.res.entry.u.digest) == 0)
+        if (vr_fetch(p.mount, p.res.entry.u.digest, p.res.mode) == 0)
             fd = vr_openat(AT_FDCWD, pl->target, O_RDONLY | O_CLOEXEC, 0);
     }
     if (fd < 0)
@@ -458,6 +478,8 @@ static int plan_exec(const char *path, struct plan *pl)
     char head[PATH_MAX];
     long n = vr_pread(fd, head, sizeof head - 1, 0);
     vr_close(fd);
+    if (n >= 4 && memcmp(head, ELFMAG, SELFMAG) == 0)
+        farm_target(&p, pl);
     if (n >= 2 && head[0] == '#' && head[1] == '!') {
         head[n] = '\0';
         char *s = head + 2;
@@ -817,7 +839,7 @@ SHIM_EXPORT void *dlopen(const char *path, int flags)
                 vrift_vdir_blob_path(vr_mounts[p.mount].r, p.res.entry.u.digest, 0, blob, sizeof blob);
                 struct stat st;
                 if (vr_fstatat(AT_FDCWD, blob, &st, 0) != 0)
-                    vr_fetch(p.mount, p.res.entry.u.digest);
+                    vr_fetch(p.mount, p.res.entry.u.digest, p.res.mode);
                 return real_dlopen(blob, flags);
             }
         }

@@ -399,7 +399,8 @@ int vr_owns_fd(int fd)
     for (int i = 0; i < vr_nmounts; i++)
         if (atomic_load_explicit(&vr_mounts[i].ph_fd, memory_order_relaxed) == fd ||
             atomic_load_explicit(&vr_mounts[i].cas_fd, memory_order_relaxed) == fd ||
-            atomic_load_explicit(&vr_mounts[i].upper_fd, memory_order_relaxed) == fd)
+            atomic_load_explicit(&vr_mounts[i].upper_fd, memory_order_relaxed) == fd ||
+            atomic_load_explicit(&vr_mounts[i].journal_fd, memory_order_relaxed) == fd)
             return 1;
     return 0;
 }
@@ -415,5 +416,7 @@ void vr_disown_fd(int fd)
         atomic_compare_exchange_strong(&vr_mounts[i].cas_fd, &e, -1);
         e = fd;
         atomic_compare_exchange_strong(&vr_mounts[i].upper_fd, &e, -1);
+        e = fd;
+        atomic_compare_exchange_strong(&vr_mounts[i].journal_fd, &e, -1);
     }
 }

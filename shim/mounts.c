@@ -97,7 +97,10 @@ int vr_mounts_init(void)
                     atomic_store(&m->cas_fd, -1);
                     atomic_store(&m->upper_fd, -1);
                     atomic_store(&m->issued, NULL);
+                    atomic_store(&m->journal_fd, -1);
+                    atomic_store(&m->journal_pid, 0);
                     vr_strlcpy(m->cas_root, info.cas_root, sizeof m->cas_root);
+                    vr_strlcpy(m->name, name, sizeof m->name);
                     upper_of(m, info.cas_root, name);
                     m->rootlen = vr_strlcpy(m->root, info.mount_root, sizeof m->root);
                     while (m->rootlen > 1 && m->root[m->rootlen - 1] == '/')
@@ -556,6 +559,8 @@ restart:
         out->kind = VP_VIRT;
         out->mount = m;
         int rc = vrift_vdir_lookup(mt->r, rel, rl, &out->res);
+        if (VR_UNLIKELY(rc == -ENOENT) && vr_upper_pending(m) && vr_upper_claimed_dir(m, rel, rl, &out->res))
+            rc = 0; /* a directory just made, not yet published ("d/." of a new d) */
         out->err = rc == 0 ? 0 : (rc == -ENOENT ? -ENOENT : -EIO);
         if (rc == 0 && must_dir && (out->res.mode & S_IFMT) != S_IFDIR)
             out->err = -ENOTDIR;
@@ -675,7 +680,7 @@ void vr_resolve(int dirfd, const char *path, int flags, struct vr_path *out)
     /* While changes wait to be published, the upper layer's real files are
      * the truth: a file just made (not in the VDir yet), or one just
      * unlinked (still in it). */
-    if (VR_UNLIKELY(out->err == -ENOENT) && out->creatable && vr_upper_pending(out->mount))
+    if (VR_UNLIKELY(out->err == -ENOENT) && out->creatable && !(flags & VR_CREATING) && vr_upper_pending(out->mount))
         vr_upper_claim(out);
     else if (VR_UNLIKELY(out->err == 0 && (out->res.flags & VRIFT_VDIR_F_UPPER)) && vr_upper_pending(out->mount))
         vr_upper_check(out);
@@ -708,9 +713,9 @@ void vr_resolve(int dirfd, const char *path, int flags, struct vr_path *out)
  * so "<root>/<rel>" with <rel> found is a clean path that names exactly
  * that entry (every parent a directory). Anything else returns
  * VR_FAST_SLOW and the caller resolves in full: a miss, a symlink to
- * follow, an entry with flags other than REMOTE (the upper layer: a real
- * file's stat), a mount gone for good, an unclean path outside the mounts
- * (it may lead into one).
+ * follow, an entry with flags other than REMOTE and CLAIM (the upper
+ * layer: a real file's stat), a mount gone for good, an unclean path
+ * outside the mounts (it may lead into one).
  */
 /* Calls of this thread's fast path since it last polled the daemon. */
 static VR_TLS unsigned fast_calls;
@@ -727,10 +732,13 @@ static inline void check_daemon_sometimes(void)
 }
 
 /* A found entry's stat(), if the fast path may answer it: not a symlink
- * to follow, no flag but REMOTE (the upper layer is a real file's stat). */
+ * to follow, no flag but REMOTE and CLAIM (the upper layer is a real
+ * file's stat; a directory made in the mount has its claim's inode, which
+ * vrift_vdir_stat() reports). */
 static inline int fast_found(int m, const struct vrift_vdir_stat *e, int follow, struct stat *st)
 {
-    if (VR_UNLIKELY(((e->mode & S_IFMT) == S_IFLNK && follow) || (e->flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0))
+    if (VR_UNLIKELY(((e->mode & S_IFMT) == S_IFLNK && follow) ||
+                    (e->flags & ~(uint32_t)(VRIFT_VDIR_F_REMOTE | VRIFT_VDIR_F_CLAIM)) != 0))
         return VR_FAST_SLOW;
     check_daemon_sometimes();
     if (VR_UNLIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) != 1))
@@ -765,7 +773,7 @@ static __attribute__((noinline)) int stat_fast_rest(int m, const char *rel, size
     if (nl == 0 || (name[0] == '.' && (nl == 1 || (nl == 2 && name[1] == '.'))) || i == 1)
         return VR_FAST_SLOW;
     rc = vrift_vdir_stat(mt->r, rel, i ? i - 1 : 0, &e);
-    if (rc != 0 || (e.mode & S_IFMT) != S_IFDIR || (e.flags & ~(uint32_t)VRIFT_VDIR_F_REMOTE) != 0)
+    if (rc != 0 || (e.mode & S_IFMT) != S_IFDIR || (e.flags & ~(uint32_t)(VRIFT_VDIR_F_REMOTE | VRIFT_VDIR_F_CLAIM)) != 0)
         return VR_FAST_SLOW;
     if (vr_upper_pending(m))
         return VR_FAST_SLOW; /* it may be a file just made (upper.c) */

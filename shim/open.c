@@ -22,7 +22,7 @@
 
 int vr_open_dir_fd(const struct vr_path *p, int oflags);
 void vr_track_real_dir(int dirfd_base, const char *path, int fd);
-int vr_fetch(int mount, const uint8_t digest[32]);
+int vr_fetch(int mount, const uint8_t digest[32], uint32_t mode);
 
 static inline int ret(int rc)
 {
@@ -129,7 +129,7 @@ static int open_blob(const struct vr_path *p, int flags)
     int fd = -ENOENT;
     for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
         if (attempt == 1 || (p->res.flags & VRIFT_VDIR_F_REMOTE)) {
-            if (vr_fetch(p->mount, p->res.entry.u.digest) != 0)
+            if (vr_fetch(p->mount, p->res.entry.u.digest, p->res.mode) != 0)
                 return -EIO;
         }
         fd = open_cas(p->mount, p->res.entry.u.digest, exec, fl);
@@ -192,7 +192,7 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode)
     if (!vr_active())
         return real_openat(dirfd, path, flags, mode);
     struct vr_path p;
-    vr_resolve(dirfd, path, (flags & O_NOFOLLOW) ? 0 : VR_FOLLOW, &p);
+    vr_resolve(dirfd, path, ((flags & O_NOFOLLOW) ? 0 : VR_FOLLOW) | ((flags & O_CREAT) ? VR_CREATING : 0), &p);
     if (p.kind == VP_VIRT) {
         int saved = errno;
         int fd = vr_open_virtual(&p, flags, mode);

@@ -66,6 +66,16 @@ void vr_req_u32(struct vr_req *p, uint16_t tag, uint32_t v)
     p->n += w;
 }
 
+void vr_req_u64(struct vr_req *p, uint16_t tag, uint64_t v)
+{
+    uint8_t le[8];
+    vrift_proto_put_u64(le, v);
+    size_t w = vrift_proto_field(p->b + p->n, sizeof p->b - p->n, tag, le, sizeof le);
+    if (!w)
+        p->bad = 1;
+    p->n += w;
+}
+
 void vr_req_hex(struct vr_req *p, uint16_t tag, const uint8_t bytes[32])
 {
     char hex[VRIFT_LAYOUT_DIGEST_HEX];
@@ -81,16 +91,19 @@ void vr_req_mount(struct vr_req *p, int mount, const char *rel, size_t rellen)
     vr_req_str(p, VRIFT_F_REL, rel, rellen);
 }
 
-/* Whether a change may be sent now: 0, or why not. */
-static int may_send(const struct vr_req *p)
+int vr_may_change(void)
 {
-    if (p->bad)
-        return -ENAMETOOLONG;
     if (atomic_load(&vr_on) != 1)
         return -EROFS;
     if (atomic_load(&vr_detached) && !may_retry())
         return -EROFS;
     return 0;
+}
+
+/* Whether a change may be sent now: 0, or why not. */
+static int may_send(const struct vr_req *p)
+{
+    return p->bad ? -ENAMETOOLONG : vr_may_change();
 }
 
 /* After a send: a transport failure detaches (EROFS); success re-attaches. */
@@ -123,11 +136,23 @@ int vr_request_async(uint16_t type, struct vr_req *p)
     return rc < 0 ? rc : sent(vr_ipc_send(type, p->b, p->n));
 }
 
-int vr_fetch(int mount, const uint8_t digest[32])
+int vr_fetch(int mount, const uint8_t digest[32], uint32_t mode)
 {
     struct vr_req p = {0};
     vr_req_str(&p, VRIFT_F_PATH, vr_mounts[mount].root, vr_mounts[mount].rootlen);
     vr_req_hex(&p, VRIFT_F_DIGEST, digest);
-    int rc = vr_request(VRIFT_MSG_FETCH, &p, NULL);
-    return rc == -EROFS ? -EIO : rc;
+    vr_req_u32(&p, VRIFT_F_MODE, mode); /* executable: the daemon makes the blob's exec twin too */
+    /* Only the daemon can bring the bytes: while it is gone (restarting),
+     * the open waits for it, up to FETCH_WAIT_NS, rather than fail. */
+    const long FETCH_WAIT_NS = 20000000000L;
+    long until = mono_ns() + FETCH_WAIT_NS;
+    for (;;) {
+        int rc = vr_request(VRIFT_MSG_FETCH, &p, NULL);
+        if (rc != -EROFS)
+            return rc;
+        if (mono_ns() >= until || atomic_load(&vr_on) != 1)
+            return -EIO;
+        struct timespec ts = {0, 100000000};
+        VR_SYS2(SYS_nanosleep, &ts, NULL);
+    }
 }

@@ -125,9 +125,12 @@ struct vr_mount {
     uint64_t ph_dev, ph_ino;
     _Atomic int cas_fd;        /* a cached O_PATH descriptor of cas_root (high, close-on-exec), or -1 */
     _Atomic int upper_fd;      /* a cached O_PATH descriptor of the upper directory, or -1 */
-    _Atomic uint64_t *_Atomic issued; /* <upper>/.issued mapped shared (upper.c), or NULL until first use */
+    _Atomic uint64_t *_Atomic issued; /* <upper>/.issued mapped shared (journal.c), or NULL until first use */
+    _Atomic int journal_fd;    /* this process's journal file (high, close-on-exec), -1, or VR_JOURNAL_BROKEN */
+    _Atomic int journal_pid;   /* the process that opened journal_fd (a child opens its own) */
     char root[VRIFT_VDIR_MOUNT_ROOT_MAX];
     char upper[PATH_MAX];      /* <home>/upper/<vdir name> (vrift_layout.h), or "" */
+    char name[VRIFT_VDIR_NAME_MAX + 1]; /* the VDir's name ($VRIFT_VDIRS) */
     char cas_root[VRIFT_VDIR_CAS_ROOT_MAX]; /* the VDir's cas_root (fixed for its life) */
 };
 
@@ -148,6 +151,8 @@ enum vr_kind {
 /* resolve flags */
 #define VR_FOLLOW 0x1   /* follow a final symlink */
 #define VR_MUST_DIR 0x2 /* (internal) the path ended in '/' */
+#define VR_CREATING 0x4 /* an open with O_CREAT: a missing last component is not looked for
+                           in the upper layer (the create's O_EXCL finds it: one lookup less) */
 
 struct vr_path {
     int kind;
@@ -188,7 +193,7 @@ int vr_abs_of(int mount, const char *rel, size_t rellen, char *buf, size_t cap);
 /** Splits a clean absolute path into (mount, rel); -1 when it is in no mount. */
 int vr_split_abs(const char *abs, size_t len, size_t *rel_off);
 /** Fetches a blob into the local CAS through the daemon. 0 or -errno. */
-int vr_fetch(int mount, const uint8_t digest[32]);
+int vr_fetch(int mount, const uint8_t digest[32], uint32_t mode);
 
 /** True when `abs` (absolute, clean) is a strict ancestor of some mount root. */
 int vr_is_mount_ancestor(const char *abs, size_t len);
@@ -268,24 +273,34 @@ int vr_copy_up(struct vr_path *p, int empty);
 int vr_upper_stat(const struct vr_path *p, struct stat *st);
 /** Absolute path of upper file `name` of `mount`; its length or -errno. */
 int vr_upper_path(int mount, const uint8_t name[32], char *buf, size_t cap);
-/** Do creates announced in this mount wait to be published? (then a VDir miss may be an upper file) */
-int vr_upper_pending(int mount);
-/** Waits (at most ~2 s) until every create announced so far is published. */
-void vr_upper_settle(int mount);
 /** p missed in the VDir: if the path's upper file exists (announced, not yet published), p becomes it. 1 if so. */
 int vr_upper_claim(struct vr_path *p);
 /** p found an upper entry: if its real file is gone (unlinked, not yet unpublished), p becomes missing. */
 void vr_upper_check(struct vr_path *p);
 /** An intermediate directory missing from the VDir: made just now (its claim directory exists)? res filled if so. */
 int vr_upper_claimed_dir(int mount, const char *rel, size_t rellen, struct vrift_vdir_result *res);
-/** res.flags of a directory found by its claim, not yet in the VDir (never a VDir flag). */
-#define VR_RES_CLAIMED_DIR 0x8000u
-/** p is a claimed directory: wait until it is published and take its VDir entry (stable inode). */
-void vr_upper_published_dir(struct vr_path *p);
 /** mkdir() inside a mount: the claim directory at once, the entry announced. 0 or -errno. */
 int vr_upper_mkdir(struct vr_path *p, mode_t mode);
 /** unlink() of an upper file: the real file at once, the entry announced. 0 or -errno. */
 int vr_upper_unlink(struct vr_path *p);
+
+/* ---- journal.c ---------------------------------------------------- */
+
+/** journal_fd after a failed append: this process announces over the socket. */
+#define VR_JOURNAL_BROKEN (-2)
+/**
+ * Announces a change (VRIFT_CHANGE_*) the caller has just made in the
+ * mount's upper layer: counted, recorded in the journal, the daemon woken
+ * if it may be idle. 0, or -EROFS when the daemon turned out to be gone
+ * (the record stays: a restarted daemon applies it).
+ */
+int vr_announce(int mount, uint32_t change, const char *rel, size_t rellen, uint32_t mode);
+/** May the caller make a change to announce? 0, or -EROFS (no upper layer, or the daemon is gone). */
+int vr_may_announce(int mount);
+/** Do changes announced in this mount wait to be published? (then a VDir miss may be an upper file) */
+int vr_upper_pending(int mount);
+/** Waits (at most ~2 s without progress) until every change announced so far is published. */
+void vr_upper_settle(int mount);
 
 /* ---- write.c ------------------------------------------------------ */
 
@@ -305,12 +320,15 @@ struct vr_req {
 void vr_req_mount(struct vr_req *p, int mount, const char *rel, size_t rellen);
 void vr_req_str(struct vr_req *p, uint16_t tag, const char *s, size_t len);
 void vr_req_u32(struct vr_req *p, uint16_t tag, uint32_t v);
+void vr_req_u64(struct vr_req *p, uint16_t tag, uint64_t v);
 /** A 32-byte name or digest as 64 hex. */
 void vr_req_hex(struct vr_req *p, uint16_t tag, const uint8_t bytes[32]);
 /** Sends a change request: 0, the daemon's -errno, or -EROFS when the daemon is gone (detached). */
 int vr_request(uint16_t type, struct vr_req *p, struct vr_reply *rep);
-/** Sends a change request without waiting for the daemon's answer: 0, or -EROFS when it is gone. */
+/** Sends a message the daemon does not answer (JOURNAL): 0, or -EROFS when it is gone. */
 int vr_request_async(uint16_t type, struct vr_req *p);
+/** May a change be made now? 0, or -EROFS while the daemon is gone (and not due for a retry). */
+int vr_may_change(void);
 /** 1 while the daemon cannot be reached (reads go on from the last VDir; changes fail with EROFS). */
 extern _Atomic int vr_detached;
 /** The daemon is unreachable: one warning, then EROFS for changes until it answers again. */
@@ -338,7 +356,7 @@ int vr_ipc_alive(void);
  * falls back).
  */
 int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_reply *rep);
-/** Sends an ASYNC announcement (the daemon sends no reply; a full socket is the back-pressure). 0 or -errno. */
+/** Sends a message the daemon does not answer (JOURNAL; a full socket is the back-pressure). 0 or -errno. */
 int vr_ipc_send(uint16_t type, const uint8_t *payload, size_t len);
 /** Is `fd` the shim's own socket? */
 int vr_ipc_owns_fd(int fd);

@@ -40,8 +40,6 @@ static int stat_resolved(int dirfd, const char *path, int flags, struct stat *st
     }
     if (p.err)
         return p.err;
-    if (VR_UNLIKELY(p.res.flags & VR_RES_CLAIMED_DIR))
-        vr_upper_published_dir(&p);
     if (VR_UNLIKELY(p.res.flags & VRIFT_VDIR_F_UPPER) && vr_path_is_upper(&p))
         return vr_upper_stat(&p, st); /* a real file: its own inode, size, times, mode */
     vr_fill_stat(&p, st);

@@ -12,12 +12,11 @@
  *
  * Because the name is the path's, a create is an O_CREAT|O_EXCL in the
  * upper directory — the kernel decides races, exactly as on a real
- * filesystem — and needs no answer from the daemon: the shim counts it in
- * the mount's `.issued` (before making the file) and announces it without
- * waiting (VRIFT_MSG_UPPER); the daemon publishes it and counts it in the
- * VDir header. Until then a lookup that misses in the VDir while the two
- * counts differ looks for the path's file itself (one fstatat), and a
- * directory listing waits for the counts to agree. Copy-up (an existing
+ * filesystem — and needs no answer from the daemon: the shim announces it
+ * in the mount's journal (journal.c) and the daemon publishes it later.
+ * Until then a lookup that misses in the VDir while changes wait to be
+ * published looks for the path's file itself (one fstatat), and a
+ * directory listing waits for the daemon to catch up. Copy-up (an existing
  * file from the CAS) is made under a temporary name, linked to the path's
  * name (the kernel picks one winner) and published before it is used.
  */
@@ -132,77 +131,6 @@ static void drop_file(int mount, const uint8_t name[32])
         vr_unlinkat(AT_FDCWD, abs, 0);
 }
 
-/* ---- announced creates: <upper>/.issued and header.upper_published ---------- */
-
-/* The mount's `.issued` count, mapped shared (created by the daemon with
- * the upper directory); NULL when it cannot be mapped. */
-#define ISSUED_NONE ((_Atomic uint64_t *)(uintptr_t)1) /* tried: the mount has no upper layer */
-
-static _Atomic uint64_t *issued_of(int mount)
-{
-    struct vr_mount *m = &vr_mounts[mount];
-    _Atomic uint64_t *p = atomic_load_explicit(&m->issued, memory_order_acquire);
-    if (VR_LIKELY(p != NULL) || !m->upper[0])
-        return p == ISSUED_NONE ? NULL : p;
-    char path[PATH_MAX];
-    size_t n = vr_strlcpy(path, m->upper, sizeof path);
-    vr_strlcpy(path + n, "/.issued", sizeof path - n);
-    int fd = vr_openat(AT_FDCWD, path, O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0);
-    if (fd < 0) {
-        /* asked once: a miss must not cost an open() each time */
-        _Atomic uint64_t *none = NULL;
-        atomic_compare_exchange_strong(&m->issued, &none, ISSUED_NONE);
-        return NULL;
-    }
-    long r = vr_sys6(SYS_mmap, 0, 4096, 0x1 | 0x2 /* PROT_READ|WRITE */, 0x01 /* MAP_SHARED */, fd, 0);
-    vr_close(fd);
-    if (r < 0 && r > -4096)
-        return NULL;
-    _Atomic uint64_t *expect = NULL;
-    if (!atomic_compare_exchange_strong(&m->issued, &expect, (_Atomic uint64_t *)r)) {
-        vr_munmap((void *)r, 4096);
-        return expect;
-    }
-    return (_Atomic uint64_t *)r;
-}
-
-int vr_upper_pending(int mount)
-{
-    const struct vr_mount *m = &vr_mounts[mount];
-    _Atomic uint64_t *issued = atomic_load_explicit(&m->issued, memory_order_acquire);
-    if (VR_UNLIKELY(issued == NULL || issued == ISSUED_NONE))
-        issued = issued_of(mount);
-    if (!issued)
-        return 0;
-    /* published first, then issued: equal means every create announced
-     * before these loads is in the VDir (vrift_vdir.h section 6) */
-    uint64_t pub = vrift_vdir_upper_published(m->r);
-    return atomic_load_explicit(issued, memory_order_acquire) != pub;
-}
-
-void vr_upper_settle(int mount)
-{
-    _Atomic uint64_t *issued = issued_of(mount);
-    if (!issued)
-        return;
-    uint64_t want = atomic_load_explicit(issued, memory_order_acquire);
-    uint64_t last = vrift_vdir_upper_published(vr_mounts[mount].r);
-    /* As long as the daemon makes progress (a busy host may take seconds);
-     * ~2 s without any means an announcement was lost (a writer killed
-     * mid-announce) and waiting longer would never end. */
-    for (int idle = 0; idle < 20000; idle++) {
-        uint64_t pub = vrift_vdir_upper_published(vr_mounts[mount].r);
-        if ((int64_t)(pub - want) >= 0 || atomic_load(&vr_detached))
-            return;
-        if (pub != last) {
-            last = pub;
-            idle = 0;
-        }
-        struct timespec ts = {0, 100000};
-        VR_SYS2(SYS_nanosleep, &ts, NULL);
-    }
-}
-
 void vr_upper_check(struct vr_path *p)
 {
     struct stat st;
@@ -230,7 +158,7 @@ static void claimed_dir(struct vrift_vdir_result *res, const struct stat *st)
 {
     memset(res, 0, sizeof *res);
     res->mode = S_IFDIR | 0755;
-    res->ino = (uint64_t)st->st_ino;
+    res->ino = vrift_vdir_claim_ino((uint64_t)st->st_ino); /* the inode it keeps once published */
     res->mtime_sec = (uint32_t)st->st_mtime;
 }
 
@@ -253,11 +181,10 @@ int vr_upper_claim(struct vr_path *p)
     if (claim_stat(p->mount, p->rel, p->rellen, name, &st) != 0)
         return 0;
     if (S_ISDIR(st.st_mode)) {
-        /* A directory just made. Who reports its identity (stat, opendir)
-         * waits for it to be published first (vr_upper_published_dir): find
-         * compares inodes, and the VDir's is the one that lasts. */
+        /* A directory just made: it reports the inode its VDir entry will
+         * have (VRIFT_VDIR_F_CLAIM), so find and tar, which compare them,
+         * need not wait for the daemon. */
         claimed_dir(&p->res, &st);
-        p->res.flags = VR_RES_CLAIMED_DIR;
         p->err = 0;
         return 1;
     }
@@ -273,21 +200,11 @@ int vr_upper_claim(struct vr_path *p)
     return 1;
 }
 
-void vr_upper_published_dir(struct vr_path *p)
-{
-    if (p->err != 0 || !(p->res.flags & VR_RES_CLAIMED_DIR))
-        return;
-    vr_upper_settle(p->mount);
-    struct vrift_vdir_result res;
-    if (vrift_vdir_lookup(vr_mounts[p->mount].r, p->rel, p->rellen, &res) == 0)
-        p->res = res;
-}
-
 int vr_upper_mkdir(struct vr_path *p, mode_t mode)
 {
-    _Atomic uint64_t *issued = issued_of(p->mount);
+    int rc = vr_may_announce(p->mount);
     int dfd = upper_dir(p->mount);
-    if (!issued || dfd < 0)
+    if (rc < 0 || dfd < 0)
         return -EROFS;
     uint8_t name[32];
     vrift_vdir_upper_name(p->rel, p->rellen, name);
@@ -296,21 +213,12 @@ int vr_upper_mkdir(struct vr_path *p, mode_t mode)
     hex[VRIFT_LAYOUT_DIGEST_HEX] = '\0';
     /* The directory's claim: an empty real directory under the path's name
      * (the kernel picks one winner); the entry follows, announced. */
-    atomic_fetch_add(issued, 1);
-    int rc = vr_mkdirat(dfd, hex, 0700);
-    if (rc < 0) {
-        atomic_fetch_sub(issued, 1);
-        return rc == -EEXIST ? -EEXIST : rc;
-    }
-    struct vr_req b;
-    vr_req_mount(&b, p->mount, p->rel, p->rellen);
-    vr_req_u32(&b, VRIFT_F_MODE, S_IFDIR | (mode & 07777));
-    vr_req_u32(&b, VRIFT_F_ASYNC, 1);
-    rc = vr_request_async(VRIFT_MSG_MKDIR, &b);
-    if (rc < 0) {
-        atomic_fetch_sub(issued, 1);
-        VR_SYS3(SYS_unlinkat, dfd, hex, AT_REMOVEDIR);
-    }
+    rc = vr_mkdirat(dfd, hex, 0700);
+    if (rc < 0)
+        return rc;
+    rc = vr_announce(p->mount, VRIFT_CHANGE_DIR, p->rel, p->rellen, S_IFDIR | (mode & 07777));
+    if (rc < 0)
+        VR_SYS3(SYS_unlinkat, dfd, hex, AT_REMOVEDIR); /* the daemon is gone: EROFS, as for every change */
     return rc;
 }
 
@@ -321,7 +229,7 @@ static int copy_blob(const struct vr_path *p, int out)
     vrift_vdir_blob_path(vr_mounts[p->mount].r, p->res.entry.u.digest, 0, blob, sizeof blob);
     int in = vr_openat(AT_FDCWD, blob, O_RDONLY | O_CLOEXEC, 0);
     if (in == -ENOENT) {
-        if (vr_fetch(p->mount, p->res.entry.u.digest) == 0)
+        if (vr_fetch(p->mount, p->res.entry.u.digest, p->res.mode) == 0)
             in = vr_openat(AT_FDCWD, blob, O_RDONLY | O_CLOEXEC, 0);
     }
     if (in < 0)
@@ -359,15 +267,12 @@ static int copy_blob(const struct vr_path *p, int out)
     return rc;
 }
 
-static int publish(const struct vr_path *p, const uint8_t name[32], const uint8_t *base)
+/* A copy-up is published before it is used (another process may copy up the same file). */
+static int publish_copy(const struct vr_path *p, const uint8_t name[32], const uint8_t base[32])
 {
     struct vr_req b;
     vr_req_mount(&b, p->mount, p->rel, p->rellen);
     vr_req_hex(&b, VRIFT_F_DIGEST, name);
-    if (!base) {
-        vr_req_u32(&b, VRIFT_F_ASYNC, 1);
-        return vr_request_async(VRIFT_MSG_UPPER, &b);
-    }
     vr_req_hex(&b, VRIFT_F_BASE, base);
     return vr_request(VRIFT_MSG_UPPER, &b, NULL);
 }
@@ -418,7 +323,7 @@ static int copy_up(const struct vr_path *p, int empty)
     if (rc == -EEXIST)
         return rc; /* another process copied it up */
     if (rc == 0) {
-        rc = publish(p, name, p->res.entry.u.digest);
+        rc = publish_copy(p, name, p->res.entry.u.digest);
         if (rc < 0 && rc != -EEXIST)
             drop_file(p->mount, name);
     }
@@ -474,17 +379,15 @@ int vr_upper_open(struct vr_path *p, int flags, mode_t mode)
             return p->err;
         if (p->must_dir)
             return -EISDIR;
-        /* A new file: announce, make (the kernel decides a race), publish
-         * without waiting. */
-        _Atomic uint64_t *issued = issued_of(p->mount);
-        if (!issued)
-            return -EROFS;
+        /* A new file: make it (the kernel decides a race), then announce
+         * it without waiting. */
+        int rc = vr_may_announce(p->mount);
+        if (rc < 0)
+            return rc;
         uint8_t name[32];
         vrift_vdir_upper_name(p->rel, p->rellen, name);
-        atomic_fetch_add(issued, 1);
         int fd = upper_openat(p->mount, name, (flags & ~(O_TRUNC | O_NOFOLLOW | O_DIRECTORY)) | O_CREAT | O_EXCL, mode);
         if (fd < 0) {
-            atomic_fetch_sub(issued, 1);
             if (fd != -EEXIST)
                 return fd;
             if (excl)
@@ -494,11 +397,13 @@ int vr_upper_open(struct vr_path *p, int flags, mode_t mode)
                 relookup(p);
             continue;
         }
-        int rc = publish(p, name, NULL);
+        struct stat st;
+        rc = vr_fstat(fd, &st);
+        if (rc == 0)
+            rc = vr_announce(p->mount, VRIFT_CHANGE_FILE, p->rel, p->rellen, st.st_mode & 07777);
         if (rc == 0)
             return fd;
-        atomic_fetch_sub(issued, 1);
-        vr_close(fd);
+        vr_close(fd); /* the daemon is gone: EROFS, as for every change */
         drop_file(p->mount, name);
         return rc;
     }
@@ -507,22 +412,14 @@ int vr_upper_open(struct vr_path *p, int flags, mode_t mode)
 
 int vr_upper_unlink(struct vr_path *p)
 {
-    _Atomic uint64_t *issued = issued_of(p->mount);
     char abs[PATH_MAX];
-    if (!issued || vr_upper_path(p->mount, p->res.entry.u.digest, abs, sizeof abs) < 0)
+    if (vr_may_announce(p->mount) < 0 || vr_upper_path(p->mount, p->res.entry.u.digest, abs, sizeof abs) < 0)
         return -EROFS;
     /* The real file is the truth for an upper entry: unlinking it is the
      * unlink every process sees at once; the entry follows, announced. */
-    atomic_fetch_add(issued, 1);
     int rc = vr_unlinkat(AT_FDCWD, abs, 0);
-    if (rc < 0) {
-        atomic_fetch_sub(issued, 1);
+    if (rc < 0)
         return rc;
-    }
-    struct vr_req b;
-    vr_req_mount(&b, p->mount, p->rel, p->rellen);
-    vr_req_u32(&b, VRIFT_F_ASYNC, 1);
-    if (vr_request_async(VRIFT_MSG_UNLINK, &b) < 0)
-        atomic_fetch_sub(issued, 1); /* detached: the file is gone; the entry goes when the daemon sees it missing */
+    vr_announce(p->mount, VRIFT_CHANGE_GONE, p->rel, p->rellen, 0); /* gone either way: a restarted daemon reads the record */
     return 0;
 }

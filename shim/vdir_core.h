@@ -193,7 +193,9 @@ static inline __attribute__((always_inline)) int probe(const struct vdir_map *m,
 /*
  * One attempt of vrift_vdir_stat() on *m: only the node is read (24
  * bytes, its data record not at all) and only its check verified.
- * VDIR_UNDECIDED: a symlink (its target is part of the check: the general path).
+ * VDIR_UNDECIDED: a symlink (its target is part of the check), a directory
+ * made in the mount (its inode is its claim's, in the data record): the
+ * general path.
  */
 static inline __attribute__((always_inline)) int stat_attempt(const struct vdir_map *m, const char *path, size_t len,
                                                               uint64_t h, struct vrift_vdir_stat *o)
@@ -211,7 +213,8 @@ static inline __attribute__((always_inline)) int stat_attempt(const struct vdir_
     const uint32_t mode = mode_check & 0xFFFFu;
     if (!valid_type(mode))
         return -EIO;
-    if ((mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK)
+    if ((mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK ||
+        ((mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFDIR && (vrift_vdir_flags_of(size_flags) & VRIFT_VDIR_F_CLAIM)))
         return VDIR_UNDECIDED;
     if (vrift_vdir_node_check(size_flags, path_off, next, mtime, mode, h, NULL, 0) != (mode_check >> 16))
         return -EIO;

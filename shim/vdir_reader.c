@@ -351,7 +351,7 @@ static int walk_children(const struct vdir_map *m, const char *dir, size_t len, 
         if (i >= m->entry_cap)
             return -EIO;
         struct vrift_vdir_entry c;
-        copy_node(m, i, &c); /* a listing needs no data record but a symlink's */
+        copy_node(m, i, &c); /* a listing needs no data record but a symlink's, or a claimed directory's */
         uint32_t off = c.path_off;
         if (!valid_type(c.mode) || off >= m->pool_cap)
             return -EIO;
@@ -368,6 +368,12 @@ static int walk_children(const struct vdir_map *m, const char *dir, size_t len, 
             return -EIO;
         const void *t = NULL;
         size_t tl = 0;
+        const uint64_t ph = vrift_vdir_path_hash(p, l, m->seed);
+        if ((c.mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFDIR && (vrift_vdir_flags_of(c.size_flags) & VRIFT_VDIR_F_CLAIM)) {
+            copy_data(m, i, &c); /* its inode (vrift_vdir_entry_ino) */
+            if (vrift_vdir_data_check(&c.u, ph) != VRIFT_VDIR_DATA_CHECK(c.next_sibling))
+                return -EIO;
+        }
         if ((c.mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK) {
             copy_data(m, i, &c);
             uint32_t toff = c.u.lnk.target_off;
@@ -376,12 +382,12 @@ static int walk_children(const struct vdir_map *m, const char *dir, size_t len, 
                 return -EIO;
             t = pool + toff;
         }
-        if (vrift_vdir_entry_check(&c, vrift_vdir_path_hash(p, l, m->seed), t, tl) != c.check)
+        if (vrift_vdir_entry_check(&c, ph, t, tl) != c.check)
             return -EIO;
         size_t rec = VRIFT_VDIR_DIRENT_SIZE(nlen);
         if (o->needed + rec <= o->buflen) {
             struct vrift_vdir_dirent *de = (struct vrift_vdir_dirent *)(void *)(o->buf + o->needed);
-            de->ino = vrift_vdir_ino(i);
+            de->ino = vrift_vdir_entry_ino(&c, i);
             de->reclen = (uint16_t)rec;
             de->namelen = (uint16_t)nlen;
             de->mode = c.mode;
@@ -431,7 +437,7 @@ static int attempt(const struct vdir_map *m, struct op *op, uint64_t h)
         return rc;
     if (op->kind == OP_STAT) {
         struct vrift_vdir_stat *o = op->st;
-        o->ino = vrift_vdir_ino(idx);
+        o->ino = vrift_vdir_entry_ino(&e, idx);
         o->size = vrift_vdir_size_of(e.size_flags);
         o->mode = e.mode;
         o->flags = vrift_vdir_flags_of(e.size_flags);
@@ -587,7 +593,7 @@ VRIFT_VDIR_API int vrift_vdir_lookup(vrift_vdir_reader *r, const char *path, siz
     int rc = run(r, &op, &gen);
     if (rc == 0) {
         const struct vrift_vdir_entry *e = &out->entry;
-        out->ino = vrift_vdir_ino(out->index);
+        out->ino = vrift_vdir_entry_ino(e, out->index);
         out->size = vrift_vdir_size_of(e->size_flags);
         out->gen = gen;
         out->mode = e->mode;
@@ -715,10 +721,18 @@ VRIFT_VDIR_API void vrift_vdir_close(vrift_vdir_reader *r)
     errno = saved;
 }
 
+uint64_t vrift_vdir_upper_word(vrift_vdir_reader *r)
+{
+    struct vdir_map *m = atomic_load_explicit(&r->cur, memory_order_acquire);
+    if (!m || !m->base)
+        return 0;
+    return atomic_load(&((struct vrift_vdir_header *)(void *)m->base)->upper_published);
+}
+
 uint64_t vrift_vdir_upper_published(vrift_vdir_reader *r)
 {
     struct vdir_map *m = atomic_load_explicit(&r->cur, memory_order_acquire);
     if (!m || !m->base)
         return 0;
-    return atomic_load_explicit(&((struct vrift_vdir_header *)(void *)m->base)->upper_published, memory_order_acquire);
+    return atomic_load_explicit(&((struct vrift_vdir_header *)(void *)m->base)->upper_published, memory_order_acquire) & ~VRIFT_VDIR_UPPER_AWAKE;
 }

@@ -205,8 +205,10 @@ VRIFT_VDIR_API int vrift_vdir_blob_path(vrift_vdir_reader *r, const uint8_t dige
  */
 VRIFT_VDIR_API void vrift_vdir_close(vrift_vdir_reader *r);
 
-/** header.upper_published of the current mapping (vrift_vdir.h section 6), acquire. */
+/** header.upper_published of the current mapping (vrift_vdir.h section 6), acquire, without the AWAKE bit. */
 VRIFT_VDIR_API uint64_t vrift_vdir_upper_published(vrift_vdir_reader *r);
+/** header.upper_published as stored (with VRIFT_VDIR_UPPER_AWAKE), seq_cst. */
+VRIFT_VDIR_API uint64_t vrift_vdir_upper_word(vrift_vdir_reader *r);
 
 #ifdef __cplusplus
 }

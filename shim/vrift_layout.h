@@ -71,6 +71,12 @@
  *  written path (the VDir entry carries VRIFT_VDIR_F_UPPER and the name's
  *  32 bytes in place of a digest). Same filesystem as cas/. */
 #define VRIFT_LAYOUT_UPPER_DIR "upper"
+/** In each upper layer: the count of changes shims announced (a u64 at
+ *  offset 0 of a 4096-byte file, mapped shared; vrift_vdir.h section 6). */
+#define VRIFT_LAYOUT_UPPER_ISSUED ".issued"
+/** In each upper layer: the announcements themselves, one append-only file
+ *  per writing process (vrift_proto.h, "The journal"). */
+#define VRIFT_LAYOUT_UPPER_JOURNAL ".journal"
 /** Each mount's link farm: farm/<vdir name>/<rel>, real names for what the
  *  shim cannot serve (the dynamic loader's searches, static programs):
  *  hard links to CAS blobs and upper files, made on demand. */

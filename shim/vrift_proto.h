@@ -64,7 +64,8 @@ enum vrift_msg_type {
   /* 5: retired (COMMIT of a staged file; writes now go to the mount's upper
      layer, see VRIFT_MSG_UPPER). Errors of the change requests (7-11, 15,
      21, 22) end in an errno name: ERR_VRIFT_MOUNTFS_ENOTEMPTY, ..._EEXIST ... */
-  VRIFT_MSG_FETCH = 6,    /* DIGEST, [PATH] -> OK once the blob is in the local CAS */
+  VRIFT_MSG_FETCH = 6,    /* DIGEST, [PATH], [MODE] -> OK once the blob is in the local CAS
+                             (and, for an executable MODE, its exec twin) */
   VRIFT_MSG_MKDIR = 7,    /* PATH, REL, MODE -> OK */
   VRIFT_MSG_UNLINK = 8,   /* PATH, REL, [ASYNC] -> OK (files and symlinks; with ASYNC the client
                              has unlinked the path's upper file itself: the entry goes only
@@ -95,14 +96,12 @@ enum vrift_msg_type {
                                    (the client's configuration or mount namespace differs).
                                    The operation is abandoned if the client disconnects. */
   /* Writes inside a mount (src/node/mount/upper.ts). */
-  VRIFT_MSG_UPPER = 21,         /* PATH, REL, DIGEST (64 hex: a file the client made in
-                                   <home>/upper/<vdir name>/), [BASE (the lower digest it was
-                                   copied up from)] -> OK once REL names that file in the VDir.
-                                   Without BASE, REL must not exist (EEXIST); with BASE, REL must
-                                   still be that lower file (ESTALE: copied up by another process
-                                   meanwhile; use its file). With ASYNC (a create the client
-                                   made and announced): idempotent, dropped if REL was taken or
-                                   the file removed meanwhile */
+  VRIFT_MSG_UPPER = 21,         /* PATH, REL, DIGEST (64 hex: a file the client copied up in
+                                   <home>/upper/<vdir name>/), BASE (the lower digest it was
+                                   copied from) -> OK once REL names that file in the VDir; ESTALE
+                                   when REL is no longer that lower file (copied up by another
+                                   process meanwhile: use its file). Creates are not requests:
+                                   they are announced in the journal (below). */
   VRIFT_MSG_LINK = 22,          /* PATH, REL (existing file), REL2 (new name) -> OK: REL2 names
                                    the same upper file (a hard link) or the same blob */
   /* Programs the shim cannot see (static, Go, setuid) run in a private mount
@@ -115,6 +114,11 @@ enum vrift_msg_type {
                                    {"files","dirs","symlinks","removed"}: upper/ (files, dirs,
                                    symlinks, whiteouts, opaque dirs) applied to the mount; the run
                                    directory is then deleted */
+  VRIFT_MSG_JOURNAL = 25,       /* PATH (mount root), [NOW], [SEQ, CHANGE, REL, MODE] -> NO reply: the
+                                   mount's journal has news (a wake-up), or, with SEQ, one record
+                                   the client could not append to it (a full disk). A client
+                                   exiting with unread replies would reset its connection and lose
+                                   what it sent after them, hence no reply. */
   VRIFT_MSG_OK = 0x100,
   VRIFT_MSG_ERROR = 0x101,      /* ERR_CODE, ERR_MSG, [HINT], [EXIT (u32: the CLI's exit status)] */
   VRIFT_MSG_EVENT = 0x102       /* JSON: progress, a warning or a notice of a running request
@@ -147,11 +151,40 @@ enum vrift_field_tag {
   VRIFT_F_EXIT = 22,      /* u32: the exit status a CLI should end with for an ERROR */
   VRIFT_F_BASE = 23,      /* string: 64 hex, the lower digest a copy-up replaces (UPPER) */
   VRIFT_F_RUN_DIR = 24,   /* string: a namespaced run's directory (NSMERGE) */
-  VRIFT_F_ASYNC = 25      /* u32 1: a change the client counted in the mount's .issued and
-                             does not wait for (UPPER create, MKDIR, UNLINK of an upper file):
-                             the daemon counts it as published whatever its outcome, and
-                             sends NO reply (a client exiting with unread replies would
-                             reset the connection and lose what it sent after them) */
+  /* 25: retired (ASYNC) */
+  VRIFT_F_SEQ = 26,       /* u64: an announcement's number in the mount's .issued count (JOURNAL) */
+  VRIFT_F_CHANGE = 27,    /* u32: a VRIFT_CHANGE_* (JOURNAL) */
+  VRIFT_F_NOW = 28        /* u32 1: a reader waits for the journal: work through it at once (JOURNAL) */
+};
+
+/*
+ * The journal: changes the shim made itself in a mount's upper layer and
+ * announces without waiting (src/node/mount/journal.ts, shim/journal.c).
+ * Each writing process appends records to its own file,
+ * <home>/upper/<vdir name>/.journal/<pid>.<nonce>, one write() each
+ * (O_APPEND). A record, little-endian:
+ *
+ *   offset size field
+ *     0      4    len      24 + rellen: the whole record
+ *     4      4    change   a VRIFT_CHANGE_*
+ *     8      8    seq      its number: the value of the mount's .issued
+ *                          count after the client added one for it
+ *    16      4    mode     CHANGE_FILE: the file's permission bits; CHANGE_DIR:
+ *                          the mode asked for; else 0
+ *    20      4    rellen
+ *    24 rellen    rel      the path relative to the mount root (no NUL)
+ *
+ * The change is made first (the real file or directory exists, or is
+ * gone), then counted, then recorded: the daemon applies records in seq
+ * order, each against the upper layer as it then is (the real files are
+ * the truth, a record says which path to look at), and stores in the
+ * VDir header how far it got (vrift_vdir.h section 6).
+ */
+#define VRIFT_JOURNAL_REC_HEADER 24u
+enum vrift_change {
+  VRIFT_CHANGE_FILE = 1, /* made REL's upper file (O_CREAT|O_EXCL) */
+  VRIFT_CHANGE_DIR = 2,  /* made REL's claim directory (mkdir) */
+  VRIFT_CHANGE_GONE = 3  /* unlinked REL's upper file */
 };
 
 /* Encoding helpers (header-only, no allocation). Each returns the number of

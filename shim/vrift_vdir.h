@@ -191,11 +191,17 @@
  * a function of the path, so creating one is an O_CREAT|O_EXCL the kernel
  * decides, and a path's file can be found before the daemon has published
  * it. Its entry (VRIFT_VDIR_F_UPPER) carries that name in u.digest.
- * Clients count the creates they announce in <home>/upper/<name>/.issued
- * (a u64 at offset 0, incremented before the file is made); the writer
- * counts those it has published in header.upper_published (stored after
- * the entry is in). A reader that loads upper_published, then .issued, and
- * finds them equal knows every create announced before was published.
+ * Clients count the changes they make there themselves (create, mkdir's
+ * claim directory, unlink) in <home>/upper/<name>/.issued (a u64 at
+ * offset 0, incremented after the change, before its journal record is
+ * written: vrift_proto.h, "The journal"); the writer stores in
+ * header.upper_published the number up to which it has published them
+ * (after the entries are in). A reader that loads upper_published, then
+ * .issued, and finds the first at least the second knows every change
+ * counted before was published. The top bit of upper_published
+ * (VRIFT_VDIR_UPPER_AWAKE) is not part of the number: set, it says the
+ * writer is working through the journal and will look again soon, so a
+ * client need not wake it (shim/journal.c).
  */
 #ifndef VRIFT_VDIR_H
 #define VRIFT_VDIR_H
@@ -278,6 +284,11 @@ extern "C" {
  *  file <home>/upper/<vdir name>/<64 hex of u.digest> (vrift_layout.h), not
  *  of a blob; readers stat and open that file. */
 #define VRIFT_VDIR_F_UPPER 0x2u
+/** A directory made in the mount: it has a claim directory in the upper
+ *  layer (section 6), and its inode number is derived from the claim's
+ *  (u.dir.claim_ino_lo/hi, vrift_vdir_claim_ino), so it is the same before
+ *  the daemon publishes it (when readers find it by its claim) and after. */
+#define VRIFT_VDIR_F_CLAIM 0x4u
 
 /* File type bits of st_mode (same values as <sys/stat.h>, restated so the
  * header is self-contained). Only these three types are stored. */
@@ -347,7 +358,9 @@ union vrift_vdir_data {
         uint32_t first_child;
         uint32_t nchildren;
         uint32_t last_child; /**< tail of the list, for O(1) appends */
-        uint32_t reserved[5];
+        uint32_t claim_ino_lo; /**< VRIFT_VDIR_F_CLAIM: st_ino of the claim directory */
+        uint32_t claim_ino_hi;
+        uint32_t reserved[3];
     } dir;
     /** S_IFLNK: the target bytes in the pool (no NUL). */
     struct {
@@ -408,7 +421,20 @@ static inline uint64_t vrift_vdir_size_flags(uint64_t size, uint32_t flags)
 
 /** Inode number a reader reports for entry slot `index`: index + 2, so the
  *  root is 2 (as on ext4) and 0 never appears. */
+/** upper_published's top bit: the writer is awake (section 6). */
+#define VRIFT_VDIR_UPPER_AWAKE (1ull << 63)
+
 static inline uint64_t vrift_vdir_ino(uint32_t index) { return (uint64_t)index + 2u; }
+/** The inode number of a directory made in the mount, from its claim
+ *  directory's (VRIFT_VDIR_F_CLAIM): above every slot's vrift_vdir_ino. */
+static inline uint64_t vrift_vdir_claim_ino(uint64_t claim_st_ino) { return (1ull << 40) | claim_st_ino; }
+/** The inode number readers report for entry `e` at slot `index`. */
+static inline uint64_t vrift_vdir_entry_ino(const struct vrift_vdir_entry *e, uint32_t index)
+{
+    if ((e->mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFDIR && (vrift_vdir_flags_of(e->size_flags) & VRIFT_VDIR_F_CLAIM))
+        return vrift_vdir_claim_ino((uint64_t)e->u.dir.claim_ino_lo | (uint64_t)e->u.dir.claim_ino_hi << 32);
+    return vrift_vdir_ino(index);
+}
 
 static inline uint64_t vrift_vdir__mum(uint64_t a, uint64_t b)
 {

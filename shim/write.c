@@ -25,12 +25,13 @@ static inline int ret(int rc)
 }
 
 /* Resolves for a change: 1 = virtual (p filled), 0 = pass to libc. */
-static int for_change(int dirfd, const char *path, int follow, struct vr_path *p)
+/* `how`: VR_FOLLOW, VR_CREATING (see vr_resolve). */
+static int for_change(int dirfd, const char *path, int how, struct vr_path *p)
 {
     p->kind = VP_PASS;
     if (!vr_active())
         return 0;
-    vr_resolve(dirfd, path, follow ? VR_FOLLOW : 0, p);
+    vr_resolve(dirfd, path, how, p);
     return p->kind == VP_VIRT;
 }
 
@@ -70,7 +71,8 @@ static int upper_of(struct vr_path *p, char *buf, size_t cap, int empty)
 static int do_mkdir(int dirfd, const char *path, mode_t mode)
 {
     struct vr_path p;
-    if (!for_change(dirfd, path, 0, &p))
+    /* (a directory or file made a moment ago under that name: the claim's mkdirat says EEXIST) */
+    if (!for_change(dirfd, path, VR_CREATING, &p))
         return p.kind == VP_REAL ? real_mkdirat(AT_FDCWD, p.rel, mode) : real_mkdirat(dirfd, path, mode);
     if (p.err == 0)
         return ret(-EEXIST);

@@ -1,7 +1,8 @@
 // vrift_native: the N-API addon. Exposes VDirWriter (a JS class around
 // vrift::VdirWriter), fastFs (fast_fs.cc: batched filesystem calls) and
 // blobIo (blob_io.cc: batched reads of files and writes of blobs),
-// blake3 (blake3_hash.cc: hashing on native threads), layout (layout.cc:
+// blake3 (blake3_hash.cc: hashing on native threads), bao (bao_napi.h:
+// verified streaming: outboards, range and stream verifiers), layout (layout.cc:
 // the constants of shim/vrift_layout.h) and
 // ZstdStream (zstd.cc: pack compression through a run-time libzstd). src/node/mount/vdir.ts is its only intended caller: it packs
 // batches into one Buffer (layout below) so a 100 000-entry mount crosses
@@ -11,7 +12,8 @@
 // Upsert record (little-endian, no alignment):
 //   0 u32 mode   4 u32 mtime_sec   8 u32 size_lo   12 u16 size_hi   14 u16 flags
 //   16 u16 path_len   18 u16 target_len   20 u8 has_digest   21..23 zero
-//   24 digest[32]   56 path bytes   then target bytes
+//   24 digest[32] (a directory with VRIFT_VDIR_F_CLAIM: its claim's u64 inode)
+//   56 path bytes   then target bytes
 // Removal record: u16 path_len, path bytes.
 #include <napi.h>
 
@@ -19,6 +21,7 @@
 #include <sys/xattr.h>
 #include <memory>
 
+#include "bao_napi.h"
 #include "blake3_hash.h"
 #include "blob_io.h"
 #include "fast_fs.h"
@@ -103,11 +106,12 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
   }
 
  private:
-  // setUpperPublished(n): header.upper_published (vrift_vdir.h section 6)
+  // setUpperPublished(n, awake?): header.upper_published (vrift_vdir.h section 6)
   Napi::Value SetUpperPublished(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsNumber()) ThrowCode(env, EINVAL, "setUpperPublished(n): bad arguments");
-    if (writer_) writer_->SetUpperPublished(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
+    const bool awake = info.Length() > 1 && info[1].ToBoolean().Value();
+    if (writer_) writer_->SetUpperPublished(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()), awake);
     return env.Undefined();
   }
 
@@ -157,7 +161,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
     return env.Undefined();
   }
 
-  // lookup(path) -> { mode, size, mtimeSec, flags, index, digest?, target?, nchildren?, check } | undefined
+  // lookup(path) -> { mode, size, mtimeSec, flags, index, digest?, target?, nchildren?, claimIno?, check } | undefined
   Napi::Value Lookup(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) ThrowCode(env, EINVAL, "lookup(path): path must be a string");
@@ -185,6 +189,8 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
       o.Set("target", Napi::String::New(env, f.target));
     } else {
       o.Set("nchildren", Napi::Number::New(env, e.u.dir.nchildren));
+      if (vrift_vdir_flags_of(e.size_flags) & VRIFT_VDIR_F_CLAIM)
+        o.Set("claimIno", Napi::Number::New(env, static_cast<double>(uint64_t{e.u.dir.claim_ino_lo} | uint64_t{e.u.dir.claim_ino_hi} << 32)));
     }
     return o;
   }
@@ -303,6 +309,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vrift::InitFastFs(env, exports);
   vrift::InitBlobIo(env, exports);
   vrift::InitBlake3(env, exports);
+  vrift::bao::InitBao(env, exports);
   vrift::InitLayout(env, exports);
   vrift::InitZstd(env, exports);
   return exports;

@@ -128,35 +128,50 @@ void InstallSigbus() {
   });
 }
 
-// Hashes whole segment i into cvs (64 bytes): 0, an errno, or -1 when the
-// file is shorter than the segment (it shrank since the fstat).
-int HashSegment(int fd, size_t i, Block& fallback, uint8_t* cvs) {
-  const off_t off = static_cast<off_t>(i * kSegment);
-  const uint64_t counter = i * (kSegment / BLAKE3_CHUNK_LEN);
-  // MAP_POPULATE: one call faults the whole segment in from the page cache.
-  void* m = mmap(nullptr, kSegment, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, off);
+}  // namespace
+
+int WithFileBytes(int fd, uint64_t off, size_t len, std::vector<uint8_t>& fallback, void (*fn)(void* ctx, const uint8_t* bytes), void* ctx) {
+  InstallSigbus();
+  // MAP_POPULATE: one call faults the whole range in from the page cache.
+  void* m = off % static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) == 0 && len > 0
+                ? mmap(nullptr, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, static_cast<off_t>(off))
+                : MAP_FAILED;
   if (m != MAP_FAILED) {
     sigjmp_buf jump;
     int status = 0;
     tlJump = nullptr;  // first touch of the thread-local outside the handler
     if (sigsetjmp(jump, 0) == 0) {
       tlJump = &jump;
-      vrift_blake3_subtree(static_cast<const uint8_t*>(m), kSegment, counter, cvs);
+      fn(ctx, static_cast<const uint8_t*>(m));
     } else {
       status = -1;  // SIGBUS: the file was truncated while mapped
     }
     tlJump = nullptr;
-    munmap(m, kSegment);
+    munmap(m, len);
     return status;
   }
-  // Not mappable (some filesystems): read it instead.
-  if (!fallback) fallback = AllocBlock(kSegment);
-  if (!fallback) return ENOMEM;
-  ssize_t n = PreadFull(fd, fallback.get(), kSegment, off);
+  // Not mappable (some filesystems, an unaligned offset, nothing to map): read it instead.
+  if (fallback.size() < std::max<size_t>(len, 1)) fallback.resize(std::max<size_t>(len, 1));  // never a null pointer for fn
+  ssize_t n = PreadFull(fd, fallback.data(), len, static_cast<off_t>(off));
   if (n < 0) return static_cast<int>(-n);
-  if (static_cast<size_t>(n) != kSegment) return -1;
-  vrift_blake3_subtree(fallback.get(), kSegment, counter, cvs);
+  if (static_cast<size_t>(n) != len) return -1;
+  fn(ctx, fallback.data());
   return 0;
+}
+
+namespace {
+
+// Hashes whole segment i into cvs (64 bytes): 0, an errno, or -1 when the
+// file is shorter than the segment (it shrank since the fstat).
+int HashSegment(int fd, size_t i, std::vector<uint8_t>& fallback, uint8_t* cvs) {
+  struct Job {
+    uint64_t counter;
+    uint8_t* cvs;
+  } job{i * (kSegment / BLAKE3_CHUNK_LEN), cvs};
+  return WithFileBytes(fd, i * kSegment, kSegment, fallback, [](void* ctx, const uint8_t* bytes) {
+    auto* j = static_cast<Job*>(ctx);
+    vrift_blake3_subtree(bytes, kSegment, j->counter, j->cvs);
+  }, &job);
 }
 
 class HashFileWorker : public Napi::AsyncWorker {
@@ -207,7 +222,7 @@ class HashFileWorker : public Napi::AsyncWorker {
     std::atomic<int> err{0};
     std::atomic<bool> changed{false};
     auto work = [&] {
-      Block buf;  // only if mmap fails
+      std::vector<uint8_t> buf;  // only if mmap fails
       for (size_t i; err == 0 && !changed && (i = next.fetch_add(1)) < segs;) {
         int r = HashSegment(fd, i, buf, &cvs[i * 64]);
         if (r > 0) err = r;

@@ -36,6 +36,20 @@ void vrift_blake3_push_subtree(blake3_hasher *h, const uint8_t cvs[64], size_t l
 /** The chunk index the hasher will take next (where a pushed subtree must start). */
 uint64_t vrift_blake3_chunk_counter(const blake3_hasher *h);
 
+/**
+ * The chaining value (32 bytes into `out`) of the node of BLAKE3's tree
+ * that covers `len` bytes starting at chunk `chunk_counter`: one chunk
+ * (len <= 1024, 0 only for the empty input) or a subtree of any length
+ * (BLAKE3's left-heavy shape inside it). With `is_root` it is the ROOT
+ * output instead, that is the digest of the whole input (chunk_counter 0).
+ * The caller makes sure such a node exists in the tree it checks against
+ * (verified streaming: see bao_tree.h). Thread-safe.
+ */
+void vrift_blake3_node_cv(const uint8_t *input, size_t len, uint64_t chunk_counter, int is_root, uint8_t out[32]);
+
+/** The chaining value of a parent node from its children's (64 bytes); the digest with `is_root`. */
+void vrift_blake3_parent_cv(const uint8_t pair[64], int is_root, uint8_t out[32]);
+
 #ifdef __cplusplus
 }
 #endif

@@ -44,6 +44,8 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   home.Set("cas", VRIFT_LAYOUT_CAS_DIR);
   home.Set("tmp", VRIFT_LAYOUT_TMP_DIR);
   home.Set("upper", VRIFT_LAYOUT_UPPER_DIR);
+  home.Set("upperIssued", VRIFT_LAYOUT_UPPER_ISSUED);
+  home.Set("upperJournal", VRIFT_LAYOUT_UPPER_JOURNAL);
   home.Set("farm", VRIFT_LAYOUT_FARM_DIR);
   home.Set("quarantine", VRIFT_LAYOUT_QUARANTINE_DIR);
   home.Set("meta", VRIFT_LAYOUT_META_DIR);

@@ -317,9 +317,10 @@ VdirWriter::Map VdirWriter::Build(uint32_t entry_cap, uint64_t pool_min, std::st
   return m;
 }
 
-void VdirWriter::SetUpperPublished(uint64_t n) {
-  upper_published_ = n;
-  if (map_.hdr) map_.hdr->upper_published.store(n, std::memory_order_release);
+void VdirWriter::SetUpperPublished(uint64_t n, bool awake) {
+  upper_published_ = n | (awake ? VRIFT_VDIR_UPPER_AWAKE : 0);
+  // seq_cst: a full barrier before the caller reads .issued (shim/journal.c says why)
+  if (map_.hdr) map_.hdr->upper_published.store(upper_published_, std::memory_order_seq_cst);
 }
 
 void VdirWriter::Unmap(Map* m) {
@@ -487,6 +488,10 @@ void VdirWriter::Upsert(const VdirUpsert& u) {
     std::memcpy(d.digest, u.digest, 32);
   } else if (type == VRIFT_VDIR_S_IFDIR) {
     if (!was_dir) std::memset(&d, 0, sizeof d);  // validated: an existing dir keeps its children
+    uint64_t claim = 0;  // VRIFT_VDIR_F_CLAIM: the claim directory's inode, in the digest bytes
+    if ((u.flags & VRIFT_VDIR_F_CLAIM) && u.digest) std::memcpy(&claim, u.digest, sizeof claim);
+    d.dir.claim_ino_lo = static_cast<uint32_t>(claim);
+    d.dir.claim_ino_hi = static_cast<uint32_t>(claim >> 32);
   } else {
     if (!keep_target) {
       std::memset(&d, 0, sizeof d);

@@ -40,7 +40,7 @@ struct VdirUpsert {
   uint32_t mtime_sec = 0;
   uint64_t size = 0;       // ignored for symlinks (the target length is stored)
   uint32_t flags = 0;      // VRIFT_VDIR_F_*
-  const uint8_t* digest = nullptr;  // 32 bytes, regular files only
+  const uint8_t* digest = nullptr;  // 32 bytes: regular files; a VRIFT_VDIR_F_CLAIM directory's claim inode (u64)
   std::string_view target;          // symlinks only
 };
 
@@ -84,7 +84,7 @@ class VdirWriter {
   void Apply(const std::vector<VdirUpsert>& upserts, const std::vector<std::string_view>& removals);
 
   // header.upper_published (vrift_vdir.h section 6), kept across resizes.
-  void SetUpperPublished(uint64_t n);
+  void SetUpperPublished(uint64_t n, bool awake = false);
 
   bool Lookup(std::string_view path, VdirFound* out) const;
   // Names of a directory's children, in list order. Throws ENOENT/ENOTDIR.

@@ -5,6 +5,8 @@ export const LAYOUT = {
     cas: 'cas',
     tmp: 'tmp',
     upper: 'upper',
+    upperIssued: '.issued',
+    upperJournal: '.journal',
     farm: 'farm',
     quarantine: 'quarantine',
     meta: 'meta',

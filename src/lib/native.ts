@@ -20,7 +20,7 @@ export interface NativeVDirWriter {
   /** A copy of the whole shared-memory object (for `new VDirWriter(..., image, mtimeSec)`). */
   image(): Buffer;
   /** header.upper_published: upper-layer creates published so far (vrift_vdir.h section 6). */
-  setUpperPublished(n: number): void;
+  setUpperPublished(n: number, awake?: boolean): void;
 }
 
 export interface NativeVDirEntry {
@@ -33,6 +33,7 @@ export interface NativeVDirEntry {
   digest?: string;
   target?: string;
   nchildren?: number;
+  claimIno?: number;
 }
 
 export interface NativeVDirStats {
@@ -91,6 +92,25 @@ export interface NativeBlake3 {
   version: string;
 }
 
+/** Verified streaming, Bao style (native/src/bao_*.cc; src/lib/bao.ts wraps it). Roots are 64-hex digests. */
+export interface NativeBao {
+  outboard(buf: Uint8Array, groupLog: number): { outboard: Buffer; root: string };
+  /** null when the file shrank while it was read; rejects with an Error whose `code` is the errno. */
+  outboardFile(path: string, groupLog: number, threads: number): Promise<{ outboard: Buffer; root: string; size: number } | null>;
+  encodeCombined(buf: Uint8Array, groupLog: number): Buffer;
+  verifyRange(root: string, size: number, groupLog: number, outboard: Uint8Array, offset: number, bytes: Uint8Array): boolean;
+  /** With an outboard push takes content and returns the verified prefix (-1: mismatch); without, the combined encoding and returns the verified content as pieces (null: mismatch). */
+  StreamVerifier: new (root: string, size: number, groupLog: number, outboard: Uint8Array | null) => NativeBaoStream;
+}
+
+export interface NativeBaoStream {
+  push(bytes: Uint8Array): number | Uint8Array[] | null;
+  readonly verified: number;
+  readonly complete: boolean;
+  /** Content offset of the node that did not match, or -1. */
+  readonly failedAt: number;
+}
+
 /**
  * The constants of shim/vrift_layout.h as the addon was compiled with them
  * (native/src/layout.cc). TypeScript reads them from src/gen/layout.ts,
@@ -121,6 +141,7 @@ export interface NativeAddon {
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;
   blake3: NativeBlake3;
+  bao: NativeBao;
   layout: NativeLayout;
   zstdAvailable: boolean;
   ZstdStream: new (compress: boolean, level: number) => NativeZstdStream;

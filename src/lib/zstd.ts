@@ -2,6 +2,7 @@
 // at run time; see native/src/zstd.cc). The work runs on the thread pool,
 // so (de)compression overlaps downloading and admitting blobs.
 import { Transform, type Readable } from 'node:stream';
+import type { NativeZstdStream } from './native.js';
 import { VriftError } from './errors.js';
 import { loadNative } from './native.js';
 
@@ -9,13 +10,17 @@ export function zstdAvailable(): boolean {
   return loadNative().zstdAvailable;
 }
 
-function zstdTransform(compress: boolean, level: number): Transform {
+function nativeStream(compress: boolean, level: number): NativeZstdStream {
   if (!zstdAvailable()) {
     throw new VriftError('ERR_VRIFT_ZSTD_MISSING', 'this pack is zstd-compressed but libzstd.so.1 cannot be loaded', {
       hint: 'install the libzstd1 package',
     });
   }
-  const z = new (loadNative().ZstdStream)(compress, level);
+  return new (loadNative().ZstdStream)(compress, level);
+}
+
+function zstdTransform(compress: boolean, level: number): Transform {
+  const z = nativeStream(compress, level);
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
       z.transform(chunk, false).then(
@@ -45,4 +50,64 @@ export function zstdCompress(level = 3): Transform {
 
 export function zstdDecompress(): Transform {
   return zstdTransform(false, 0);
+}
+
+/** Input gathered for one call of the compressor: bigger pieces of a long frame go in with the frame left open. */
+const FRAMED_PIECE = 1 << 20;
+
+/**
+ * A compressing stream that ends a zstd frame at each offset of `ends`
+ * (offsets into its input, ascending; the last one is the input's length).
+ * Each frame decompresses on its own, so a reader can fetch and decompress
+ * any run of frames alone (a ranged read of a pack), while the whole output
+ * is still one zstd stream that zstdDecompress reads from start to end.
+ * `onFrame` is told each frame's compressed size, in order.
+ */
+export function zstdFramed(ends: readonly number[], onFrame: (compressedBytes: number) => void, level = 3): Transform {
+  const z = nativeStream(true, level);
+  let pos = 0; // input offset
+  let next = 0; // index into ends
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let frameOut = 0; // compressed bytes of the frame being written
+  const mismatch = (what: string) => new VriftError('ERR_VRIFT_ZSTD', `the input of a framed zstd stream ${what} (${pos} bytes, frames planned to ${ends.at(-1) ?? 0})`);
+  // One native call per frame where it fits in a piece: the frame's input known whole lets zstd size its tables to it.
+  const compress = async (t: Transform, endFrame: boolean): Promise<void> => {
+    const input = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    pending = [];
+    pendingBytes = 0;
+    const out = await z.transform(input, endFrame);
+    frameOut += out.length;
+    if (endFrame) {
+      onFrame(frameOut);
+      frameOut = 0;
+    }
+    if (out.length > 0) t.push(out);
+  };
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      const work = async (): Promise<void> => {
+        let at = 0;
+        while (at < chunk.length) {
+          if (next >= ends.length) throw mismatch('runs past the last frame');
+          const take = Math.min(chunk.length - at, ends[next]! - pos);
+          pending.push(chunk.subarray(at, at + take));
+          pendingBytes += take;
+          at += take;
+          pos += take;
+          if (pos === ends[next]) {
+            next++;
+            await compress(this, true);
+          } else if (pendingBytes >= FRAMED_PIECE) await compress(this, false);
+        }
+      };
+      work().then(
+        () => cb(),
+        (e: Error) => cb(e.name === 'VriftError' ? e : new VriftError('ERR_VRIFT_ZSTD', e.message)),
+      );
+    },
+    flush(cb) {
+      cb(next === ends.length && pendingBytes === 0 ? null : mismatch('ended before the last frame'));
+    },
+  });
 }

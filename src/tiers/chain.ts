@@ -8,8 +8,10 @@
 // through one bounded queue.
 //
 // Operations (src/node/ops/) use the chain through the methods below:
-// blobs, a tree's blob, whatever of a tree is missing (in bulk where a
-// tier has archives of it), pushing a tree to every writable tier, refs.
+// blobs (by digest, or out of a tier's bulk form of their tree), a tree's
+// blob, whatever of a tree is missing (in bulk where a tier has archives
+// of it), pushing a tree to every writable tier, refs.
+import { Readable } from 'node:stream';
 import type { Digest } from '../lib/digest.js';
 import { hasCode, type VriftError } from '../lib/errors.js';
 import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
@@ -19,6 +21,7 @@ import type { Store } from '../node/store/store.js';
 import type { TreeEntry } from '../node/store/tree.js';
 import type { ChainConfig } from './chain-config.js';
 import { GuardedTier, isLocalError } from './guarded.js';
+import { fetchHint, publishHint, type HintFetch } from './hints.js';
 import type { LocalTier } from './local.js';
 import { pushToTier, type PushInput, type TierPushResult } from './push-to-tier.js';
 import { TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierLog } from './tier.js';
@@ -86,18 +89,32 @@ export class Chain implements Tier {
   }
 
   /**
+   * Fetches one blob of `tree` that no tier holds on its own from the
+   * first remote tier that can read it out of its bulk form of the tree
+   * (`getInTree`: S3, a ranged GET of the pack that holds it), verified
+   * into the local CAS. Returns the tier's name, or undefined.
+   */
+  async fetchInTree(tree: Digest, digest: Digest, size?: number): Promise<string | undefined> {
+    for (const tier of this.remotes) {
+      if (!tier.getInTree) continue;
+      if ((await this.fetchFrom(tier, digest, size, () => tier.getInTree!(tree, digest))) !== undefined) return tier.name;
+    }
+    return undefined;
+  }
+
+  /**
    * Fetches one blob from one remote tier into the local CAS, verified.
    * Returns its size, or undefined on a miss, a skip or a failure of the
    * tier (counted and remembered by its guard; the caller moves on). A
    * local failure (a full disk) is thrown: no other tier can help.
    */
-  private async fetchFrom(tier: GuardedTier, digest: Digest, size?: number): Promise<number | undefined> {
+  private async fetchFrom(tier: GuardedTier, digest: Digest, size?: number, read = () => tier.get(digest)): Promise<number | undefined> {
     if (size !== undefined && tier.maxBlobBytes !== undefined && size > tier.maxBlobBytes) return undefined;
     // One more try when the body breaks midway (a reset connection): the request itself is retried by the guard.
     for (let attempt = 0; ; attempt++) {
       let body: BlobBody | undefined;
       try {
-        body = await tier.get(digest);
+        body = await read();
       } catch (e) {
         if (isLocalError(e)) throw e;
         return undefined;
@@ -106,6 +123,7 @@ export class Chain implements Tier {
       try {
         const got = (await this.ctx.store.admission.stream(digest, body, tier.name, size)).size;
         if (this.cfg.writeBack) this.writeBack(digest, got, this.remotes.slice(0, this.remotes.indexOf(tier)));
+        if (body.neighbors) await this.admitNeighbors(tier, body.neighbors());
         return got;
       } catch (e) {
         if (isLocalError(e)) throw e;
@@ -121,8 +139,25 @@ export class Chain implements Tier {
     }
   }
 
+  /**
+   * Blobs a tier read beside the one asked for (BlobBody.neighbors): kept
+   * when they hash to their names, skipped otherwise (a wrong one counts
+   * against the tier like any mismatch); never worth failing the fetch.
+   */
+  private async admitNeighbors(tier: GuardedTier, blobs: { digest: Digest; bytes: Buffer }[]): Promise<void> {
+    for (const n of blobs) {
+      if (this.ctx.store.cas.has(n.digest)) continue;
+      try {
+        await this.ctx.store.admission.stream(n.digest, { stream: Readable.from([n.bytes]), size: n.bytes.length }, tier.name, n.bytes.length);
+      } catch (e) {
+        if (isLocalError(e)) return; // (a full disk: the blob asked for is in; these can wait)
+        if (hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) tier.fail(new TierError(tier.name, 'corrupt', `blob ${n.digest} beside another in a pack failed verification and was dropped`), 'get');
+      }
+    }
+  }
+
   /** The entries of `tree`, fetched (verified, validated) from the first remote tier that has its blob; undefined when none has. */
-  async fetchTreeBlob(tree: Digest): Promise<TreeEntry[] | undefined> {
+  async fetchTreeBlob(tree: Digest, onFrom?: (tier: string) => void): Promise<TreeEntry[] | undefined> {
     for (const tier of this.remotes) {
       let buf: Buffer | undefined;
       try {
@@ -135,7 +170,9 @@ export class Chain implements Tier {
       }
       if (!buf) continue;
       try {
-        return this.ctx.store.admitTree(tree, buf, tier.name); // decodes and validates, then hashes, before storing anything
+        const entries = this.ctx.store.admitTree(tree, buf, tier.name); // decodes and validates, then hashes, before storing anything
+        onFrom?.(tier.name);
+        return entries;
       } catch (e) {
         if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH') && !hasCode(e, 'ERR_VRIFT_TREE_MALFORMED')) throw e;
         tier.fail(new TierError(tier.name, 'corrupt', `tree ${tree} was rejected: ${(e as Error).message}`), 'get tree');
@@ -256,6 +293,18 @@ export class Chain implements Tier {
     return found;
   }
 
+  // --- hints ------------------------------------------------------------------
+
+  /** Stores a hint blob, then a ref naming it, in every writable remote tier (hints.ts); one result per tier tried. */
+  publishHint(name: string, digest: Digest, bytes: Buffer): Promise<{ tier: string; error?: string }[]> {
+    return publishHint(this.remotes, name, digest, bytes);
+  }
+
+  /** The hint blob ref `name` names in the first remote tier that has the ref, bounded and verified (hints.ts). */
+  fetchHint(name: string, maxBytes: number): Promise<HintFetch | undefined> {
+    return fetchHint(this.remotes, name, maxBytes);
+  }
+
   // --- Tier -------------------------------------------------------------------
 
   async has(digests: readonly Digest[]): Promise<Set<Digest>> {
@@ -276,6 +325,13 @@ export class Chain implements Tier {
     const local = await this.local.get(digest);
     if (local) return local;
     return (await this.fetch(digest)) ? this.local.get(digest) : undefined;
+  }
+
+  /** A blob of `tree`: local, else by digest from a remote tier, else out of a remote tier's bulk form of the tree. */
+  async getInTree(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
+    const local = await this.local.get(digest);
+    if (local) return local;
+    return (await this.fetch(digest)) || (await this.fetchInTree(tree, digest)) ? this.local.get(digest) : undefined;
   }
 
   /** Stores locally (verified), then queues the writes to every writable remote tier. */

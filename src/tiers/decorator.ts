@@ -14,6 +14,7 @@ export abstract class TierDecorator implements Tier {
   /** Present exactly when the wrapped tier has a bulk form. */
   readonly fetchTree?: (tree: Digest, want: ReadonlySet<Digest>) => Promise<ArchivePart[] | undefined>;
   readonly pushTree?: (push: TreePush) => Promise<PushResult>;
+  readonly getInTree?: (tree: Digest, digest: Digest) => Promise<BlobBody | undefined>;
 
   constructor(readonly inner: Tier) {
     this.name = inner.name;
@@ -24,6 +25,7 @@ export abstract class TierDecorator implements Tier {
     this.looseBlobBytes = inner.looseBlobBytes;
     if (inner.fetchTree) this.fetchTree = (tree, want) => this.fetchTreeOf(tree, want);
     if (inner.pushTree) this.pushTree = (push) => this.pushTreeOf(push);
+    if (inner.getInTree) this.getInTree = (tree, digest) => this.getInTreeOf(tree, digest);
   }
 
   /** The wrapped tier's fetchTree, for a decorator to override (called only when the tier has one). */
@@ -34,6 +36,11 @@ export abstract class TierDecorator implements Tier {
   /** The wrapped tier's pushTree, for a decorator to override (called only when the tier has one). */
   protected pushTreeOf(push: TreePush): Promise<PushResult> {
     return this.inner.pushTree!(push);
+  }
+
+  /** The wrapped tier's getInTree, for a decorator to override (called only when the tier has one). */
+  protected getInTreeOf(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
+    return this.inner.getInTree!(tree, digest);
   }
 
   has(digests: readonly Digest[]): Promise<Set<Digest>> {

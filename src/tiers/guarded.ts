@@ -53,6 +53,10 @@ export class GuardedTier extends TierDecorator {
     return this.guard('pushTree', () => super.pushTreeOf(push));
   }
 
+  protected override getInTreeOf(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
+    return this.guard('getInTree', () => super.getInTreeOf(tree, digest));
+  }
+
   /** True while the breaker lets calls through. */
   get available(): boolean {
     return this.breaker.state !== 'open';

@@ -1,5 +1,5 @@
 // A tier whose traffic is counted (a decorator, as bazel-remote's and
-// Buildbarn's metrics wrappers): hits and misses of `get`, blobs and bytes
+// Buildbarn's metrics wrappers): hits and misses of `get` and `getInTree`, blobs and bytes
 // received (a blob's body as it is read; an archive's blobs as they are
 // admitted) and sent. Names are the Prometheus ones of TIER_COUNTERS,
 // labelled with the tier. Failures are counted by the guard (guarded.ts).
@@ -50,7 +50,15 @@ export class MeteredTier extends TierDecorator {
   }
 
   override async get(digest: Digest): Promise<BlobBody | undefined> {
-    const body = await this.inner.get(digest);
+    return this.countBody(await this.inner.get(digest));
+  }
+
+  protected override async getInTreeOf(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
+    return this.countBody(await super.getInTreeOf(tree, digest));
+  }
+
+  /** A hit or a miss, and the body's bytes as they are read. */
+  private countBody(body: BlobBody | undefined): BlobBody | undefined {
     if (!body) {
       this.metrics.inc(M.misses, this.labels);
       return undefined;

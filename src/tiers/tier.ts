@@ -22,6 +22,13 @@ export interface BlobBody {
   stream: Readable;
   /** Size the tier reports (Content-Length, STRLEN), when it knows it. */
   size?: number;
+  /**
+   * Other blobs the tier read on the way, whole (the rest of an S3 pack's
+   * zstd frame), once the stream has ended: free to keep, unverified like
+   * the body. A lazy mount's next opens are often these (the files of one
+   * package sit together in a pack).
+   */
+  neighbors?: () => { digest: Digest; bytes: Buffer }[];
 }
 
 /** Bytes to store in a tier: re-openable, so a retry can read them again. */
@@ -128,6 +135,13 @@ export interface Tier {
   fetchTree?(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined>;
   /** Optional bulk store of a whole tree (S3 packs). Without it the chain puts blob by blob. */
   pushTree?(push: TreePush): Promise<PushResult>;
+  /**
+   * Optional: one blob of `tree` from the tier's bulk form of that tree
+   * (S3: a ranged GET of the pack that holds it, found by the pack's
+   * index), for a blob the tier does not keep on its own (`get` misses).
+   * Unverified, like `get`; undefined when the tier cannot serve it this way.
+   */
+  getInTree?(tree: Digest, digest: Digest): Promise<BlobBody | undefined>;
 
   close(): Promise<void>;
 }

@@ -67,6 +67,8 @@ int main(int argc, char **argv)
   str("cas", VRIFT_LAYOUT_CAS_DIR, ",");
   str("tmp", VRIFT_LAYOUT_TMP_DIR, ",");
   str("upper", VRIFT_LAYOUT_UPPER_DIR, ",");
+  str("upperIssued", VRIFT_LAYOUT_UPPER_ISSUED, ",");
+  str("upperJournal", VRIFT_LAYOUT_UPPER_JOURNAL, ",");
   str("farm", VRIFT_LAYOUT_FARM_DIR, ",");
   str("quarantine", VRIFT_LAYOUT_QUARANTINE_DIR, ",");
   str("meta", VRIFT_LAYOUT_META_DIR, ",");

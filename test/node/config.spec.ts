@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { loadNodeConfig } from '../../src/node/ops/node-config.js';
 import { clusterSection } from '../../src/node/cluster/config.js';
 import { chainSection } from '../../src/tiers/chain-config.js';
+import { mountSection } from '../../src/node/mount/lazy-config.js';
 import { redisTier } from '../../src/tiers/redis.js';
 import { s3Tier } from '../../src/tiers/s3/s3.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -25,6 +26,7 @@ describe('config', () => {
     expect(c.get(chainSection)).toEqual({ retries: 2, breakerFailures: 3, breakerCooldownMs: 30_000, queueCapacity: 256, uploadConcurrency: 8, writeBack: false });
     expect(c.get(redisTier.config!)).toBeUndefined();
     expect(c.get(s3Tier.config!)).toBeUndefined();
+    expect(c.get(mountSection)).toEqual({ prefetch: true, prefetchBytesPerSec: 32 << 20, prefetchConcurrency: 4, bulkAfterPercent: 25, bulkAfterSequential: 128 });
     expect(c.file).toBeUndefined();
   });
 
@@ -52,7 +54,7 @@ describe('config', () => {
     const file = join(home, 'config.json');
     expect(mistakes(() => loadNodeConfig({ home, env: { VRIFT_TIER_RETRIES: 'many', VRIFT_REDIS_TLS: 'maybe', VRIFT_S3_ACCESS_KEY_ID: 'AK' } })).sort()).toEqual(
       [
-        `${file}: unknown section "clsuter" (known: chain, cluster, redis, s3)`,
+        `${file}: unknown section "clsuter" (known: chain, cluster, redis, s3, mount)`,
         'VRIFT_TIER_RETRIES: not a whole number (e.g. 2)',
         `${file}: redis: not an object (e.g. "redis": { … })`,
         's3.bucket (VRIFT_S3_BUCKET or ' + file + '): required (e.g. vrift-cache)',

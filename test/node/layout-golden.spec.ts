@@ -22,6 +22,8 @@ const GOLDEN_LAYOUT = {
     cas: 'cas',
     tmp: 'tmp',
     upper: 'upper',
+    upperIssued: '.issued',
+    upperJournal: '.journal',
     farm: 'farm',
     quarantine: 'quarantine',
     meta: 'meta',

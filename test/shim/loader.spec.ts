@@ -47,6 +47,8 @@ function writeLoaderSource(src: string): void {
   gcc(['-shared', '-fPIC', '-o', '../pkg/mod_m.so', 'mod.c', '-Wl,--no-as-needed', '-lm', '-L../libs', '-ldep', '-ldep2', "-Wl,-rpath,$ORIGIN/../libs3", '-Wl,--enable-new-dtags'], c);
   // libm first: the loader misses in <mnt>/libs before it hits there
   gcc(['-o', '../bin/app', 'app.c', '-Wl,--no-as-needed', '-lm', '-L../libs', '-ldep', '-ldep2'], c);
+  // the program's own RUNPATH $ORIGIN/../libs (as build systems install relocatable tools)
+  gcc(['-o', '../bin/app_origin', 'app.c', '-L../libs', '-ldep', '-ldep2', "-Wl,-rpath,$ORIGIN/../libs", '-Wl,--enable-new-dtags'], c);
   rmSync(c, { recursive: true });
   if (HAS_NUMPY) {
     const skipCache = (s: string) => !s.includes('__pycache__');
@@ -115,6 +117,16 @@ describe('the dynamic loader in a mount (LD_AUDIT)', () => {
     // farm entries are named as the loader asked: libdep2.so (a virtual symlink to libdep2.so.1)
     expect(statSync(join(farm(), 'libs', 'libdep2.so')).isFile()).toBe(true);
     expect(existsSync(join(farm(), 'libs', 'libm.so.6'))).toBe(false);
+  });
+
+  it("a program's own $ORIGIN rpath: it runs from the link farm, so $ORIGIN/../libs and /proc/self/exe mirror the mount", () => {
+    const r = w.run(`'${w.mnt}/bin/app_origin' && cd '${w.mnt}/bin' && ./app_origin && python3 -c 'import subprocess; print(subprocess.run(["./app_origin"], capture_output=True, text=True).stdout, end="")'`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('app 42 2\n'.repeat(3));
+    expect(statSync(join(farm(), 'bin', 'app_origin')).isFile()).toBe(true);
+    // built in the mount (an upper file) the same
+    const b = w.run(`cd '${w.mnt}' && mkdir -p built && printf 'int dep_value(void); int dep2_value(void);\\nint main(void) { return dep_value() + dep2_value() == 42 ? 0 : 1; }\\n' > built/m.c && gcc -o built/m built/m.c -Llibs -ldep -ldep2 '-Wl,-rpath,$ORIGIN/../libs' && ./built/m && echo built-ok; rm -r built`);
+    expect(b.stdout, b.stderr).toBe('built-ok\n');
   });
 
   it('without the audit library (main before) the program does not start', () => {

@@ -188,6 +188,30 @@ describe('when the daemon is not there', () => {
     expect(w.plain(`ls -A '${w.mnt}' | wc -l`).stdout.trim()).toBe('0'); // nothing landed in the real directory
   });
 
+  it('daemon frozen, then killed, while a program makes files: the restarted daemon publishes every one from the journal', async () => {
+    expect(w.vrift(['up', '--detach']).code).toBe(0);
+    expect(w.run(`mkdir -p '${w.mnt}/burst'`).code).toBe(0);
+    const pid = Number(readFileSync(join(w.home, 'run', 'vriftd.pid'), 'utf8'));
+    // Frozen, it publishes nothing and records nothing in LMDB: only the
+    // shims' journal files know of these creates, mkdirs and unlinks.
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const r = w.plain(`cd '${w.mnt}/burst' && for i in $(seq 1 120); do echo $i > f$i; done && mkdir sub && echo x > sub/y && rm f7 && echo made`, {
+        env: shimEnv('frozen'),
+        timeoutMs: 30_000,
+      });
+      expect(r.stdout, r.stderr).toBe('made\n');
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    process.kill(pid, 'SIGSTOP');
+    await killDaemon();
+    expect(w.vrift(['up', '--detach']).code).toBe(0);
+    const r = w.run(`ls '${w.mnt}/burst' | wc -l; cat '${w.mnt}/burst/f120' '${w.mnt}/burst/sub/y'; test -e '${w.mnt}/burst/f7' || echo f7 gone`);
+    expect(r.stdout).toBe('120\n120\nx\nf7 gone\n');
+    expect(w.vrift(['down']).code).toBe(0);
+  });
+
   it('daemon killed mid-run: reads go on, open upper files keep working, new changes fail; the same process re-attaches when it is back', async () => {
     expect(w.vrift(['up', '--detach']).code).toBe(0);
     const gone = join(tempDir(), 'gone');

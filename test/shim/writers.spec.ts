@@ -104,6 +104,11 @@ os.waitpid(pid, 0)
     expect(out).toBe('50\n'.repeat(6) + '6\n');
   });
 
+  it('a directory just made is usable at once by the next program, as "d", "d/." and "d/"; its inode stays the same once published', () => {
+    const out = same(`for i in 1 2 3 4 5 6 7 8; do mkdir d$i && cd d$i && echo 1 > in && ls . && ls ./ && stat -c %i . > ../ino$i && cd ..; done; sleep 0.3; for i in 1 2 3 4 5 6 7 8; do test "$(stat -c %i d$i)" = "$(cat ino$i)" || echo "d$i changed inode"; done`);
+    expect(out).toBe('in\nin\n'.repeat(8));
+  });
+
   it('a change is seen by another process at once, before any close; rename over an open file keeps the old bytes for its reader', () => {
     const out = same(`python3 -c '
 import subprocess

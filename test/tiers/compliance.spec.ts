@@ -43,6 +43,7 @@ const s3Config = () => ({
   // Small, so the sample tree's 3 MiB file is stored on its own (and the pack holds the rest).
   looseBlobBytes: 1 << 20,
   compression: 'zstd' as const,
+  neighbors: true,
   connectTimeoutMs: 2000,
   requestTimeoutMs: 10_000,
 });

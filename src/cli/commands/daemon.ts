@@ -103,8 +103,15 @@ export function register(program: Command): void {
             .map(([k, v]) => `  ${k}: ${Array.isArray(v) ? v.join(' ') : String(v)}`),
           ...(status.cluster?.enabled ? [`  cluster: peer ${status.cluster.peerId}, ${status.cluster.peers} peers${status.cluster.left ? ' (left the mesh)' : ''}`] : []),
           `  mounts: ${status.mounts.length}`,
-          ...status.mounts.map((m: any) => `    ${m.path} <- ${m.tree} (${m.entries} entries, ${m.shmPath})`),
+          ...status.mounts.flatMap((m: any) => [`    ${m.path} <- ${m.tree} (${m.entries} entries, ${m.shmPath})`, ...lazyLine(m)]),
         ]);
       }),
     );
+}
+
+/** Where a mount's blobs came from (lazy mounts: docs/lazy.md), so lazy versus eager is never silent. */
+function lazyLine(m: any): string[] {
+  if (!m.treeBlobs) return [];
+  const bulk = m.bulk ? `; bulk pull ${m.bulk.state} (${m.bulk.blobs} blobs)` : '';
+  return [`      blobs: ${m.treeBlobs.blobs}: ${m.local.blobs} local at mount, ${m.fetchedOnOpen.blobs} fetched on open, ${m.prefetched.blobs} prefetched (${m.prefetch.state})${bulk}`];
 }

@@ -72,7 +72,8 @@ function prepend(lib: string, list: string | undefined): string {
   return list.split(/[: ]/).includes(lib) ? list : `${lib}:${list}`;
 }
 
-async function connectOrStart(socket: string, opts: RunOptions): Promise<ControlClient> {
+/** The daemon's connection; starts a daemon when none runs (and `opts.start`). */
+export async function connectOrStart(socket: string, opts: Pick<RunOptions, 'start' | 'json'>): Promise<ControlClient> {
   try {
     return await ControlClient.connect(socket);
   } catch (e) {
@@ -86,7 +87,7 @@ async function connectOrStart(socket: string, opts: RunOptions): Promise<Control
 }
 
 /** A mount point must not hide real files: absent, empty, or already a mount. */
-function checkMountPoint(dir: string): void {
+export function checkMountPoint(dir: string): void {
   let names: string[];
   try {
     if (!statSync(dir).isDirectory()) {

@@ -31,6 +31,7 @@ export const Msg = {
   LINK: 22,
   NSFARM: 23,
   NSMERGE: 24,
+  JOURNAL: 25,
   OK: 0x100,
   ERROR: 0x101,
   EVENT: 0x102,
@@ -60,7 +61,9 @@ export const F = {
   EXIT: 22,
   BASE: 23,
   RUN_DIR: 24,
-  ASYNC: 25,
+  SEQ: 26,
+  CHANGE: 27,
+  NOW: 28,
 } as const;
 
 /** Digests one NODE_PEERS request may ask about. */

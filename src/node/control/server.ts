@@ -93,10 +93,10 @@ export class ControlServer {
       ]);
     }
     const call: Call = { emit: (f) => this.reply(sock, Msg.EVENT, id, f), signal };
-    // An ASYNC request (an announcement the client did not wait for) gets no
-    // reply: a client that exits with unread replies would reset the
-    // connection, and what it sent after them would be lost.
-    const noReply = fields.u32(F.ASYNC) === 1;
+    // A JOURNAL message (news the client did not wait for) gets no reply: a
+    // client that exits with unread replies would reset the connection, and
+    // what it sent after them would be lost.
+    const noReply = type === Msg.JOURNAL;
     try {
       const out = await handler(fields, call);
       if (!noReply) this.reply(sock, Msg.OK, id, out);

@@ -11,6 +11,8 @@ import { loadNodeConfig, NODE_CONFIG_ENV } from '../ops/node-config.js';
 import { openResolver } from '../ops/open-resolver.js';
 import type { Resolver } from '../ops/resolver.js';
 import { fetchHandler } from './fetch.js';
+import { LazyMounts } from './lazy-mounts.js';
+import { mountSection } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
 import { operationsHandler } from './operations.js';
 import { socketPathOf } from '../control/paths.js';
@@ -41,6 +43,8 @@ export interface DaemonOptions {
 export class Daemon {
   readonly store: Store;
   readonly mounts: MountManager;
+  /** Lazy mounts' accounting, traces, prefetch and bulk switch. */
+  readonly lazy: LazyMounts;
   /** Membership of the cluster; undefined when no cluster secret is set (the node runs alone). */
   readonly cluster: Cluster | undefined;
   readonly metrics = new Metrics();
@@ -62,6 +66,7 @@ export class Daemon {
     this.socketPath = socketPathOf(this.store.layout.run);
     this.mounts = new MountManager(this.store, this.log);
     const config = loadNodeConfig({ home: this.store.layout.root }); // validated in full: a mistake stops the start
+    this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: config.get(mountSection), metrics: this.metrics, log: this.log });
     this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log });
     const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
     const cluster = this.cluster;
@@ -76,6 +81,8 @@ export class Daemon {
         },
         stop: () => this.resolverInstance?.close(),
       },
+      // after the resolver (prefetch and trace pushes use it), before control (FETCH reports to it)
+      { name: 'lazy mounts', start: () => this.lazy.start(), stop: () => this.lazy.stop() },
       { name: 'control', start: () => control.start(), stop: () => control.stop() },
     );
   }
@@ -149,7 +156,7 @@ export class Daemon {
       uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
       addresses: { control: this.socketPath, ...this.cluster?.addresses() },
       cluster: this.cluster?.status() ?? { enabled: false },
-      mounts: this.mounts.list(),
+      mounts: this.mounts.list().map((m) => ({ ...m, ...this.lazy.statusOf(m.path) })),
       inFlight: this.resolverInstance?.inFlight() ?? { blobs: 0, trees: 0 },
       metrics: this.metrics.snapshot(),
     };
@@ -163,9 +170,12 @@ export class Daemon {
       [F.HOME, this.store.layout.root],
     ]);
     h.set(Msg.STATUS, (): FieldList => [[F.JSON, JSON.stringify(this.status())]]);
-    h.set(Msg.MOUNT, (f): FieldList => {
-      const rec = this.mounts.mount(requireStr(f, F.TREE, 'tree'), requireStr(f, F.PATH, 'path'), f.str(F.PROJECT));
-      this.log(`mount: ${rec.path} <- ${rec.tree}`);
+    h.set(Msg.MOUNT, async (f): Promise<FieldList> => {
+      // Metadata first: a tree or ref this node lacks is fetched as its listing alone; files come on first open.
+      const { tree, from } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'));
+      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT));
+      this.lazy.attach(rec); // counts what is local, then prefetches by the tree's trace, in the background
+      this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);
       return [
         [F.TREE, rec.tree],
         [F.SHM_NAME, rec.name],
@@ -174,13 +184,20 @@ export class Daemon {
     h.set(Msg.UNMOUNT, (f): FieldList => {
       const path = requireStr(f, F.PATH, 'path');
       this.mounts.unmount(path);
+      this.lazy.detach(path);
       this.log(`unmount: ${path}`);
       return [];
     });
     h.set(Msg.MOUNTS, (): FieldList => this.mounts.records().map((r) => [F.MOUNT_ENTRY, `${r.name}\t${r.path}\t${r.tree}`]));
     registerMountWrites(h, this); // UPPER, LINK, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
     registerNs(h, { store: this.store, mounts: this.mounts, log: this.log, resolver: () => this.resolver() }); // NSFARM, NSMERGE
-    h.set(Msg.FETCH, fetchHandler(() => this.resolver(), (root) => this.mounts.recordOf(root)?.tree, this.log));
+    h.set(
+      Msg.FETCH,
+      fetchHandler(this.store, () => this.resolver(), (root) => this.mounts.recordOf(root)?.tree, this.log, undefined, {
+        demandBegins: () => this.lazy.demandBegins(),
+        served: (root, digest, fetched) => this.lazy.served(root, digest, fetched),
+      }),
+    );
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));
     Cluster.registerHandlers(h, this.cluster); // NODE_JOIN, NODE_LEAVE, NODE_PEERS, NODE_PENALIZE
     h.set(Msg.SHUTDOWN, (): FieldList => {

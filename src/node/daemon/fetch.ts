@@ -8,15 +8,31 @@ import { VriftError } from '../../lib/errors.js';
 import { F } from '../control/protocol.js';
 import { requireStr, type Handler } from '../control/server.js';
 import type { Resolver } from '../ops/resolver.js';
+import type { Store } from '../store/store.js';
 
 /** The shim waits 30 s for a FETCH (shim/ipc.c): answer before that. */
 export const FETCH_DEADLINE_MS = 25_000;
+
+/** What lazy mounts (lazy-mounts.ts) learn from FETCH. */
+export interface FetchHooks {
+  /** A program waits for a blob (prefetch narrows meanwhile); the returned function is called when the wait ends. */
+  demandBegins?(): () => void;
+  /** A program in the mount at `mountRoot` opened `digest`; `fetched`: this FETCH brought it (it was neither local nor being fetched). */
+  served?(mountRoot: string, digest: string, fetched: boolean): void;
+}
 
 /**
  * @param treeOf the tree mounted at a mount root (FETCH names the mount it
  *   comes from): a blob no tier holds alone is read from that tree's archives.
  */
-export function fetchHandler(resolver: () => Resolver, treeOf: (mountRoot: string) => string | undefined, log: (line: string) => void, deadlineMs = FETCH_DEADLINE_MS): Handler {
+export function fetchHandler(
+  store: Store,
+  resolver: () => Resolver,
+  treeOf: (mountRoot: string) => string | undefined,
+  log: (line: string) => void,
+  deadlineMs = FETCH_DEADLINE_MS,
+  hooks: FetchHooks = {},
+): Handler {
   return async (f) => {
     const digest = requireStr(f, F.DIGEST, 'digest');
     if (!isDigest(digest)) throw new VriftError('ERR_VRIFT_MOUNTFS_EINVAL', `${JSON.stringify(digest)} is not a digest`, { exitCode: 1 });
@@ -24,14 +40,17 @@ export function fetchHandler(resolver: () => Resolver, treeOf: (mountRoot: strin
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
     let from: string | undefined | 'late';
+    let joined = false;
+    const path = f.str(F.PATH);
+    const waited = hooks.demandBegins?.();
     try {
-      const path = f.str(F.PATH);
-      from = await Promise.race([resolver().fetchBlob(digest, { tree: path ? treeOf(path) : undefined }), late]);
+      from = await Promise.race([resolver().fetchBlob(digest, { tree: path ? treeOf(path) : undefined, joined: (j) => (joined = j) }), late]);
     } catch (e) {
       log(`fetch: blob ${digest} failed: ${(e as Error).message}`);
       throw e;
     } finally {
       clearTimeout(timer);
+      waited?.();
     }
     if (from === 'late') {
       log(`fetch: blob ${digest} did not arrive within ${deadlineMs / 1000}s (the fetch goes on; a later open may find it)`);
@@ -41,7 +60,11 @@ export function fetchHandler(resolver: () => Resolver, treeOf: (mountRoot: strin
       log(`fetch: blob ${digest} is in no reachable tier (tried ${resolver().tierNames().join(', ')})`);
       throw new VriftError('ERR_VRIFT_CAS_MISSING', `blob ${digest} is in no reachable tier`, { hint: 'push the tree from a node that has it', exitCode: 1 });
     }
-    if (from !== 'local') log(`fetch: blob ${digest} from ${from} in ${Date.now() - started} ms`);
+    // An executable is opened through its exec twin (the shim's exec path).
+    if (((f.u32(F.MODE) ?? 0) & 0o111) !== 0) store.ensureExecTwin(digest);
+    const fetched = from !== 'local' && !joined;
+    if (fetched) log(`fetch: blob ${digest} from ${from} in ${Date.now() - started} ms`);
+    if (path) hooks.served?.(path, digest, fetched);
     return [];
   };
 }

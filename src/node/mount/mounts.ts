@@ -10,7 +10,8 @@ import { MountImageCache } from './image-cache.js';
 import { clearOverlay, flushOverlay, mergedEntries, overlayOf } from './overlay.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
-import { dropUpperDir, ensureUpperDir, readIssued } from './upper.js';
+import { Journal, type Announcement } from './journal.js';
+import { dropUpperDir, ensureUpperDir, upperDir } from './upper.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDIR_F_UPPER, VDir, type VDirEntryInput } from './vdir.js';
 
 export interface MountRecord {
@@ -26,6 +27,8 @@ export interface MountInfo extends MountRecord {
   shmPath: string;
   entries: number;
   vdirBytes: number;
+  /** Changes programs made in the upper layer, as the journal saw them (since the daemon started). */
+  journal: { wakes: number; batches: number; changes: number };
 }
 
 /**
@@ -48,6 +51,10 @@ export class MountManager {
   private readonly vdirs = new Map<string, VDir>();
   /** The records of published mounts (LMDB writes are asynchronous: a request right after MOUNT must still find it). */
   private readonly live = new Map<string, MountRecord>();
+  /** Each mount's journal of changes the shims announced (journal.ts). */
+  private readonly journals = new Map<string, Journal>();
+  /** Publishes announced changes in order (set by writes.ts, which knows how); `fresh`: in their turn, not replayed. */
+  applyAnnouncements: (rec: MountRecord, vdir: VDir, list: readonly Announcement[], fresh: boolean, onError: (a: Announcement, e: Error) => void) => void = () => undefined;
 
   /** VDir images of recently mounted trees: a new mount of one of them is a copy (mount-image-cache.ts). */
   readonly images: MountImageCache;
@@ -109,6 +116,8 @@ export class MountManager {
     // (live first: the LMDB write of a mount made just now may not be committed yet)
     const rec = this.live.get(abs) ?? (this.store.meta.state.get(['mount', abs]) as MountRecord | undefined);
     if (!rec) throw new VriftError('ERR_VRIFT_MOUNT_NOT_FOUND', `${abs} is not mounted`, { hint: 'see `vrift status`', exitCode: 1 });
+    this.journals.get(abs)?.close();
+    this.journals.delete(abs);
     this.vdirs.get(abs)?.close({ unlink: true });
     this.vdirs.delete(abs);
     this.live.delete(abs);
@@ -121,12 +130,18 @@ export class MountManager {
   list(): MountInfo[] {
     return this.records().map((rec) => {
       const st = this.vdirs.get(rec.path)?.stats();
-      return { ...rec, shmPath: st?.shmPath ?? '', entries: st?.entries ?? 0, vdirBytes: st?.mappedBytes ?? 0 };
+      const journal = { ...(this.journals.get(rec.path)?.counts ?? { wakes: 0, batches: 0, changes: 0 }) };
+      return { ...rec, shmPath: st?.shmPath ?? '', entries: st?.entries ?? 0, vdirBytes: st?.mappedBytes ?? 0, journal };
     });
   }
 
   vdirOf(path: string): VDir | undefined {
     return this.vdirs.get(resolve(path));
+  }
+
+  /** The journal of a published mount. */
+  journalOf(path: string): Journal | undefined {
+    return this.journals.get(resolve(path));
   }
 
   /** The record of a published mount. */
@@ -136,6 +151,8 @@ export class MountManager {
 
   /** Closes the VDirs but leaves their objects: running programs keep reading them. */
   stop(): void {
+    for (const j of this.journals.values()) j.close();
+    this.journals.clear();
     flushOverlay(this.store);
     for (const v of this.vdirs.values()) v.close({ unlink: false });
     this.vdirs.clear();
@@ -168,12 +185,17 @@ export class MountManager {
       // only the tree itself is worth keeping: an overlay is this mount's own
       if (overlay.size === 0) this.images.set(rec.tree, { image: vdir.image(), execDigests });
     }
-    // Creates announced before (by programs still running across a restart)
-    // count as published: those not in the overlay are lost (docs/shim.md).
-    vdir.setUpperPublished(readIssued(this.store, rec.name));
     this.vdirs.get(rec.path)?.close({ unlink: false });
     this.vdirs.set(rec.path, vdir);
     this.live.set(rec.path, rec);
+    // Changes announced before (by programs still running across a
+    // restart) count as published, and the journal files left are applied
+    // again as late records (applying one twice changes nothing).
+    this.journals.get(rec.path)?.close();
+    const journal = new Journal(upperDir(this.store, rec.name), () => this.vdirs.get(rec.path), (list, fresh, onError) => this.applyAnnouncements(rec, this.vdirs.get(rec.path)!, list, fresh, onError), this.log);
+    this.journals.set(rec.path, journal);
+    vdir.setUpperPublished(journal.issued());
+    journal.replay();
   }
 
   private assertMountable(abs: string): void {

@@ -25,7 +25,6 @@ import { F, Msg, type FieldList } from '../control/protocol.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { encodeSorted, sortEntries, type TreeEntry } from '../store/tree.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_UPPER, type VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
-import { announcedPublished } from './upper.js';
 import { change, subtree, type MountWritesContext } from './writes.js';
 
 export interface NsContext extends MountWritesContext {
@@ -53,7 +52,7 @@ export async function buildFarm(ctx: NsContext, mountPath: string): Promise<{ di
   const started = performance.now();
   const { rec, vdir } = target(ctx, mountPath);
   const { store } = ctx;
-  await announcedPublished(store, rec.name, vdir); // files the caller's processes just made are in the farm
+  await ctx.mounts.journalOf(mountPath)?.waitAll(); // files the caller's processes just made are in the farm
   const tmp = join(store.layout.root, LAYOUT.home.tmp);
   mkdirSync(tmp, { recursive: true });
   const dir = mkdtempSync(join(tmp, 'ns-'));

@@ -16,6 +16,8 @@ export const S_IFLNK = 0o120000;
 export const VDIR_F_REMOTE = 0x1;
 /** Entry flag: the file lives in the mount's upper layer, upper/<vdir name>/<digest field as hex> (a real file). */
 export const VDIR_F_UPPER = 0x2;
+/** Entry flag: a directory made in the mount, whose inode number derives from its claim directory's (`claimIno`; vrift_vdir.h). */
+export const VDIR_F_CLAIM = 0x4;
 
 export interface VDirEntryInput {
   /** Relative to the mount root, '/'-separated; "" is the root directory. */
@@ -31,6 +33,8 @@ export interface VDirEntryInput {
   target?: string;
   /** VDIR_F_* bits (16). */
   flags?: number;
+  /** Directories with VDIR_F_CLAIM: st_ino of the claim directory in the upper layer. */
+  claimIno?: number;
 }
 
 export interface VDirEntry extends VDirEntryInput {
@@ -149,7 +153,11 @@ export function encodeUpserts(entries: readonly VDirEntryInput[]): Buffer {
     dv.setUint16(off + 16, pathLen, true);
     dv.setUint16(off + 18, targetLen, true);
     dv.setUint32(off + 20, 0, true);
-    if (e.digest !== undefined) {
+    if (e.claimIno !== undefined) {
+      buf.fill(0, off + 24, off + 56);
+      dv.setBigUint64(off + 24, BigInt(checkInt(e.claimIno, Number.MAX_SAFE_INTEGER, 'claimIno', e.path)), true);
+      buf[off + 20] = 1;
+    } else if (e.digest !== undefined) {
       if (!writeDigest(buf, e.digest, off + 24)) {
         invalid(`${JSON.stringify(e.path)}: digest ${JSON.stringify(e.digest)} is not 64 hex characters`);
       }
@@ -256,10 +264,11 @@ export class VDir {
     return this.published;
   }
 
-  setUpperPublished(n: number): void {
+  /** `awake`: the daemon is working through the journal and looks again soon (VRIFT_VDIR_UPPER_AWAKE). */
+  setUpperPublished(n: number, awake = false): void {
     this.published = n;
     try {
-      this.native.setUpperPublished(n);
+      this.native.setUpperPublished(n, awake);
     } catch (e) {
       rethrow(e);
     }
@@ -278,6 +287,7 @@ export class VDir {
     if (n.digest !== undefined) out.digest = n.digest;
     if (n.target !== undefined) out.target = n.target;
     if (n.nchildren !== undefined) out.nchildren = n.nchildren;
+    if (n.claimIno !== undefined) out.claimIno = n.claimIno;
     return out;
   }
 

@@ -18,8 +18,9 @@ import type { MountManager, MountRecord } from './mounts.js';
 import { F, Msg, type FieldList, type Fields } from '../control/protocol.js';
 import type { Store } from '../store/store.js';
 import { pathProblem } from '../store/tree.js';
-import { announcedPublished, upperNameOf, upperPath } from './upper.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_UPPER, type VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
+import { Change, type Announcement } from './journal.js';
+import { upperNameOf, upperPath } from './upper.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_CLAIM, VDIR_F_UPPER, type VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
 
 export interface MountWritesContext {
   store: Store;
@@ -123,10 +124,41 @@ function entryAt(ctx: MountWritesContext, t: Target, rel: string): VDirEntry | u
   // (a directory made just now may be the parent too)
   if (rel.includes('/') && !isDir(entryAt(ctx, t, parentOf(rel)))) return undefined;
   const u: VDirEntryInput = st.isDirectory()
-    ? { path: rel, mode: S_IFDIR | 0o755, size: 0, mtimeSec: nowSec() }
+    ? claimedDir(rel, st.ino)
     : { path: rel, mode: S_IFREG | (st.mode & 0o7777), size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER };
   change(ctx, t, [u]);
   return t.vdir.lookup(rel);
+}
+
+/** The entry of a directory made by a shim (its claim directory has inode `ino`): the shim reported that inode already. */
+function claimedDir(rel: string, ino: number): VDirEntryInput {
+  return { path: rel, mode: S_IFDIR | 0o755, size: 0, mtimeSec: nowSec(), flags: VDIR_F_CLAIM, claimIno: ino };
+}
+
+/** New upper files waiting to be published together: one VDir write for a burst of creates. */
+class Creates {
+  private batch: VDirEntryInput[] = [];
+  readonly paths = new Set<string>();
+  /** Directories found in the VDir since the last change that could remove one. */
+  readonly dirs = new Set<string>();
+
+  constructor(
+    private readonly ctx: MountWritesContext,
+    private readonly t: Target,
+  ) {}
+
+  add(u: VDirEntryInput): void {
+    this.batch.push(u);
+    this.paths.add(u.path);
+  }
+
+  flush(): void {
+    if (this.batch.length === 0) return;
+    this.t.vdir.apply(this.batch); // (nothing is replaced, so no change() bookkeeping)
+    for (const u of this.batch) setOverlay(this.ctx.store, this.t.rec.name, u.path, overlayEntryOf(u));
+    this.batch = [];
+    this.paths.clear();
+  }
 }
 
 /** Removes a directory's claim (the empty real directory under its path's name). */
@@ -138,18 +170,9 @@ function dropClaimDir(store: Store, vdirName: string, rel: string): void {
   }
 }
 
-/** Handles an announcement (ASYNC): counted as published whatever its outcome, so readers never wait on it. */
-function announced(t: Target, handle: () => FieldList): FieldList {
-  try {
-    return handle();
-  } finally {
-    t.vdir.setUpperPublished(t.vdir.upperPublished + 1);
-  }
-}
-
-/** Waits until every create announced in the mount is published (upper.ts). */
-function drained(ctx: MountWritesContext, t: Target): Promise<void> {
-  return announcedPublished(ctx.store, t.rec.name, t.vdir);
+/** Waits until every change announced in the mount is published (journal.ts). */
+async function drained(ctx: MountWritesContext, t: Target): Promise<void> {
+  await ctx.mounts.journalOf(t.rec.path)?.waitAll();
 }
 
 /** Every entry under directory `rel` (not rel itself), parents before children. */
@@ -172,6 +195,7 @@ function asInput(e: VDirEntry, path: string): VDirEntryInput {
   const u: VDirEntryInput = { path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, flags: e.flags };
   if (e.digest !== undefined) u.digest = e.digest;
   if (e.target !== undefined) u.target = e.target;
+  if (e.claimIno !== undefined) u.claimIno = e.claimIno;
   return u;
 }
 
@@ -199,66 +223,99 @@ export function snapshotMount(store: Store, rec: MountRecord): string {
 export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesContext): void {
   const { store } = ctx;
 
-  // A path names the file the shim made for it in the upper layer
-  // (upperNameOf(rel)). Without BASE it is a create the shim announced and
-  // did not wait for (it counts in `.issued`): idempotent, counted as
-  // published whatever happens, and a file whose path was taken or removed
-  // meanwhile is dropped. With BASE it is a copy-up the shim waits for: REL
-  // must still be the lower file with that digest (else ESTALE: another
-  // process changed it first).
-  h.set(Msg.UPPER, (f): FieldList => {
-    const t = mountOf(ctx, f);
-    const base = f.str(F.BASE);
-    if (base !== undefined) return copiedUp(t, f, base);
-    return announced(t, () => {
-      const rel = relOf(f, F.REL, 'rel');
-      const name = requireStr(f, F.DIGEST, 'upper name');
-      if (name !== upperNameOf(rel)) throw fsErr('EINVAL', `${JSON.stringify(name)} is not the upper name of ${rel}`);
-      const cur = t.vdir.lookup(rel);
-      if (cur) {
-        if (upperOf(cur) !== name) unlinkUpper(store, t.rec.name, name); // the path was taken meanwhile
-        return [];
-      }
+  // The changes shims made in the upper layer themselves and announced in
+  // the mount's journal (journal.ts), one at a time in their order. Each is
+  // checked against the upper layer as it is now (the real files are the
+  // truth), so one applied late or twice changes nothing.
+  // A create. In its turn (`fresh`), the record's mode is the file's and a
+  // file gone since is unpublished by the GONE record that follows, so the
+  // entry joins a batch (`creates`: one VDir write for a burst of them);
+  // applied late (a replay), the upper layer is looked at first.
+  const madeFile = (t: Target, a: Announcement, fresh: boolean, creates: Creates): void => {
+    const rel = a.rel;
+    const name = upperNameOf(rel);
+    const cur = creates.paths.has(rel) ? (creates.flush(), t.vdir.lookup(rel)) : t.vdir.lookup(rel);
+    if (cur) {
+      if (upperOf(cur) !== name) unlinkUpper(store, t.rec.name, name); // the path was taken meanwhile
+      return;
+    }
+    let mode = a.mode & 0o7777;
+    if (!fresh) {
       const st = lstatSync(upperPath(store, t.rec.name, name), { throwIfNoEntry: false });
-      if (!st?.isFile()) return []; // unlinked or renamed before it was published
-      if (rel.includes('/') && !isDir(entryAt(ctx, t, parentOf(rel)))) {
+      if (!st?.isFile()) return; // unlinked or renamed before it was published
+      mode = st.mode & 0o7777;
+    }
+    const parent = parentOf(rel);
+    if (parent !== '' && !creates.dirs.has(parent)) {
+      if (!isDir(entryAt(ctx, t, parent))) {
         unlinkUpper(store, t.rec.name, name);
-        throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
+        throw fsErr('ENOENT', `${parent}: no such directory`);
       }
-      const u: VDirEntryInput = { path: rel, mode: S_IFREG | (st.mode & 0o7777), size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER };
-      t.vdir.apply([u]); // (the hot path of every create: nothing is replaced, so no change() bookkeeping)
-      setOverlay(store, t.rec.name, rel, overlayEntryOf(u));
-      return [];
-    });
+      creates.dirs.add(parent);
+    }
+    creates.add({ path: rel, mode: S_IFREG | mode, size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER });
+  };
+
+  // The entry goes, unless a newer file has taken the path since.
+  const unlinkedUpper = (t: Target, rel: string): void => {
+    const name = upperOf(t.vdir.lookup(rel));
+    if (!name || lstatSync(upperPath(store, t.rec.name, name), { throwIfNoEntry: false })) return;
+    change(ctx, t, [], [rel], new Set([rel]));
+  };
+
+  // Published, unless it was removed or the path taken meanwhile.
+  const madeDir = (t: Target, rel: string): void => {
+    if (t.vdir.lookup(rel)) return;
+    const st = lstatSync(upperPath(store, t.rec.name, upperNameOf(rel)), { throwIfNoEntry: false });
+    if (!st?.isDirectory()) return;
+    if (rel.includes('/') && !isDir(entryAt(ctx, t, parentOf(rel)))) {
+      dropClaimDir(store, t.rec.name, rel);
+      throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
+    }
+    change(ctx, t, [claimedDir(rel, st.ino)]);
+  };
+
+  ctx.mounts.applyAnnouncements = (rec: MountRecord, vdir: VDir, list: readonly Announcement[], fresh: boolean, onError: (a: Announcement, e: Error) => void): void => {
+    const t: Target = { rec, vdir };
+    const creates = new Creates(ctx, t);
+    for (const a of list) {
+      try {
+        const problem = a.rel === '' ? 'the mount root' : pathProblem(a.rel);
+        if (problem) throw fsErr('EINVAL', `${JSON.stringify(a.rel)}: ${problem}`);
+        if (a.change === Change.FILE) {
+          madeFile(t, a, fresh, creates);
+          continue;
+        }
+        creates.flush(); // (what follows looks at the VDir, and may remove a directory)
+        creates.dirs.clear();
+        if (a.change === Change.DIR) madeDir(t, a.rel);
+        else if (a.change === Change.GONE) unlinkedUpper(t, a.rel);
+        else throw fsErr('EINVAL', `unknown change ${a.change}`);
+      } catch (e) {
+        onError(a, e as Error);
+      }
+    }
+    creates.flush();
+  };
+
+  // A shim says the mount's journal has news, or sends a record it could
+  // not append (a full disk). No reply (vrift_proto.h).
+  h.set(Msg.JOURNAL, (f): FieldList => {
+    const journal = ctx.mounts.journalOf(requireStr(f, F.PATH, 'path'));
+    if (!journal) return [];
+    const seq = f.u64(F.SEQ);
+    if (seq === undefined) journal.wake(f.u32(F.NOW) === 1);
+    else journal.receive({ seq: Number(seq), change: f.u32(F.CHANGE) ?? 0, rel: f.str(F.REL) ?? '', mode: f.u32(F.MODE) ?? 0 });
+    return [];
   });
 
-  // The shim unlinked the path's upper file itself (announced): the entry
-  // goes, unless a newer file has taken the path since.
-  const unlinkedUpper = (t: Target, f: Fields): FieldList =>
-    announced(t, () => {
-      const rel = relOf(f, F.REL, 'rel');
-      const cur = t.vdir.lookup(rel);
-      const name = upperOf(cur);
-      if (!name || lstatSync(upperPath(store, t.rec.name, name), { throwIfNoEntry: false })) return [];
-      change(ctx, t, [], [rel], new Set([rel]));
-      return [];
-    });
-
-  // The shim made the directory's claim itself (announced): publish it,
-  // unless it was removed or the path taken meanwhile.
-  const madeDir = (t: Target, f: Fields): FieldList =>
-    announced(t, () => {
-      const rel = relOf(f, F.REL, 'rel');
-      if (t.vdir.lookup(rel)) return [];
-      const st = lstatSync(upperPath(store, t.rec.name, upperNameOf(rel)), { throwIfNoEntry: false });
-      if (!st?.isDirectory()) return [];
-      if (rel.includes('/') && !isDir(entryAt(ctx, t, parentOf(rel)))) {
-        dropClaimDir(store, t.rec.name, rel);
-        throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
-      }
-      change(ctx, t, [{ path: rel, mode: S_IFDIR | 0o755, size: 0, mtimeSec: nowSec() }]);
-      return [];
-    });
+  // A copy-up: REL now names the file the shim copied to its upper name
+  // (upperNameOf(rel)). REL must still be the lower file with digest BASE
+  // (else ESTALE: another process changed it first).
+  h.set(Msg.UPPER, (f): FieldList => {
+    const t = mountOf(ctx, f);
+    return copiedUp(t, f, requireStr(f, F.BASE, 'base digest'));
+  });
 
   const copiedUp = (t: Target, f: Fields, base: string): FieldList => {
     const rel = relOf(f, F.REL, 'rel');
@@ -300,7 +357,6 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
 
   h.set(Msg.MKDIR, (f): FieldList => {
     const t = mountOf(ctx, f);
-    if (f.u32(F.ASYNC)) return madeDir(t, f);
     const rel = relOf(f, F.REL, 'rel');
     if (entryAt(ctx, t, rel)) throw fsErr('EEXIST', `${rel}: already exists`);
     checkParent(t.vdir, rel);
@@ -310,7 +366,6 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
 
   h.set(Msg.UNLINK, (f): FieldList => {
     const t = mountOf(ctx, f);
-    if (f.u32(F.ASYNC)) return unlinkedUpper(t, f);
     const rel = relOf(f, F.REL, 'rel');
     const e = entryAt(ctx, t, rel);
     if (!e) throw fsErr('ENOENT', `${rel}: no such file`);
@@ -322,7 +377,6 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
   h.set(Msg.RMDIR, async (f): Promise<FieldList> => {
     const t = mountOf(ctx, f);
     const rel = relOf(f, F.REL, 'rel');
-    await drained(ctx, t); // files just made in it by other processes count
     const e = t.vdir.lookup(rel);
     if (!e) throw fsErr('ENOENT', `${rel}: no such directory`);
     if (!isDir(e)) throw fsErr('ENOTDIR', `${rel}: not a directory`);
@@ -360,11 +414,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     const t = mountOf(ctx, f);
     const from = relOf(f, F.REL, 'rel');
     const to = relOf(f, F.REL2, 'rel2');
-    let src = entryAt(ctx, t, from);
-    if (src && isDir(src)) {
-      await drained(ctx, t); // a directory moves with files other processes just made in it
-      src = t.vdir.lookup(from);
-    }
+    const src = entryAt(ctx, t, from);
     if (!src) throw fsErr('ENOENT', `${from}: no such file or directory`);
     if (from === to) return [];
     if (to.startsWith(`${from}/`)) throw fsErr('EINVAL', `cannot move ${from} into itself`);
@@ -402,6 +452,18 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     change(ctx, t, moved.map(([e, path]) => movedTo(e, path)), removals, kept);
     return [];
   });
+
+  // A change request comes after every change announced in the journal
+  // before it: its own process's (tar unlinks its placeholder, then makes
+  // a symlink there) and other processes' (rmdir of a directory another
+  // process just made a file in, moving a directory with its new files).
+  for (const type of [Msg.UPPER, Msg.LINK, Msg.MKDIR, Msg.UNLINK, Msg.RMDIR, Msg.SYMLINK, Msg.CHMOD, Msg.RENAME]) {
+    const handle = h.get(type)!;
+    h.set(type, async (f, call) => {
+      await drained(ctx, mountOf(ctx, f));
+      return handle(f, call);
+    });
+  }
 
   h.set(Msg.SNAPSHOT, async (f): Promise<FieldList> => {
     const path = requireStr(f, F.PATH, 'path');

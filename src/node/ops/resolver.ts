@@ -5,12 +5,14 @@
 // (restores, pulls, the shim's FETCH): a second caller waits for the
 // first one's fetch instead of moving the same bytes again.
 import type { Digest } from '../../lib/digest.js';
+import { hasCode, VriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
 import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
-import { pullTree, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
+import { pullTree, pullTreeBlob, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
+import { fetchRemoteTrace, pushRemoteTrace, type RemoteTrace } from './trace-exchange.js';
 import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
 
 /** A pull in flight, and everyone who wants to hear how it goes. */
@@ -23,6 +25,7 @@ export class Resolver {
   private readonly blobFlights = new SingleFlight<Digest, string | undefined>();
   private readonly treeFlights = new SingleFlight<Digest, TreePullResult>();
   private readonly treeListeners = new Map<Digest, TreeFlight>();
+  private readonly listingFlights = new SingleFlight<Digest, string>();
 
   constructor(
     readonly store: Store,
@@ -44,32 +47,84 @@ export class Resolver {
    * Makes sure one blob is in the local store: "local" when it was, the
    * tier it came from, or undefined when no tier has it. One fetch per
    * blob at a time on this host. With `tree` (a mounted file's tree), a
-   * blob no tier holds on its own is taken from that tree's archives
-   * (an S3 pack, a peer's backfill), reading no further than the blob.
+   * blob no tier holds on its own is read out of that tree's bulk form:
+   * first by range where a tier indexes it (S3 packs: one ranged GET of
+   * the blob's bytes), then from the tree's archives (a peer's backfill,
+   * packs without an index), reading no further than the blob.
    */
-  async fetchBlob(digest: Digest, opts: { size?: number; tree?: Digest } = {}): Promise<string | undefined> {
+  async fetchBlob(digest: Digest, opts: { size?: number; tree?: Digest; joined?: (yes: boolean) => void } = {}): Promise<string | undefined> {
     // The file is the truth for whoever opens it (the index's record of a fresh blob may not be committed yet).
     if (this.store.cas.has(digest)) return 'local';
-    return this.blobFlights.run(digest, async () => {
+    const flight = this.blobFlights.run(digest, async () => {
       const from = await this.chain.fetch(digest, opts.size);
       if (from !== undefined || opts.tree === undefined) return from;
+      // The tree, when it is here, says the blob's size (and whether it is the tree's at all); if not, the tier's index does.
+      const sizes = this.blobSizes(opts.tree);
+      if (sizes && !sizes.has(digest)) return undefined; // not a blob of that tree
+      const size = opts.size ?? sizes?.get(digest);
+      // One small read, even while a pull of the whole tree runs: whoever opened the file waits for this blob only.
+      const ranged = await this.chain.fetchInTree(opts.tree, digest, size);
+      if (ranged !== undefined) return ranged;
       const pulling = this.treeFlights.peek(opts.tree);
       if (pulling) {
         // The whole tree is on its way: wait for that pull rather than read its archives twice.
         await pulling.catch(() => undefined);
         if (this.store.cas.has(digest)) return 'local';
       }
-      return this.fromTreeArchives(digest, opts.tree, opts.size);
-    }).result;
+      return this.fromTreeArchives(digest, opts.tree, size);
+    });
+    opts.joined?.(flight.joined);
+    return flight.result;
   }
 
-  private async fromTreeArchives(digest: Digest, tree: Digest, size?: number): Promise<string | undefined> {
+  /** Blob → size of a local tree (kept for the last few trees: a lazy mount asks once per file). */
+  private blobSizes(tree: Digest): Map<Digest, number> | undefined {
+    let sizes = this.sizesOf.get(tree);
+    if (sizes) return sizes;
     if (!this.store.hasTree(tree)) return undefined;
-    const expected = size ?? this.store.getTree(tree).entries.find((e) => e.digest === digest)?.size;
-    if (expected === undefined) return undefined; // not a blob of that tree
+    sizes = new Map();
+    for (const e of this.store.getTree(tree).entries) if (e.kind === 'file') sizes.set(e.digest!, e.size);
+    if (this.sizesOf.size >= 8) this.sizesOf.delete(this.sizesOf.keys().next().value!);
+    this.sizesOf.set(tree, sizes);
+    return sizes;
+  }
+  private readonly sizesOf = new Map<Digest, Map<Digest, number>>();
+
+  private async fromTreeArchives(digest: Digest, tree: Digest, size?: number): Promise<string | undefined> {
+    if (!this.store.hasTree(tree) || size === undefined) return undefined;
     let from: string | undefined;
-    await this.chain.fetchMissing(tree, new Map([[digest, expected]]), (tier) => (from = tier));
+    await this.chain.fetchMissing(tree, new Map([[digest, size]]), (tier) => (from = tier));
     return from;
+  }
+
+  /**
+   * A tree (id or ref) ready to mount: its listing in the local store, its
+   * files wherever they are (a lazy mount fetches each on first open).
+   * A ref or tree this node lacks is asked of the remote tiers; a ref
+   * found there is recorded here. One fetch per tree at a time.
+   */
+  async treeToMount(treeish: string): Promise<{ tree: Digest; from: string }> {
+    let tree: Digest;
+    let ref: string | null = null;
+    try {
+      tree = this.store.resolve(treeish);
+    } catch (e) {
+      if (!hasCode(e, 'ERR_VRIFT_REF_NOT_FOUND')) throw e;
+      const remotes = this.chain.tierNames().filter((t) => t !== 'local');
+      if (remotes.length === 0) throw e;
+      try {
+        ({ tree, ref } = await resolveTreeish(this.chain, treeish));
+      } catch (miss) {
+        if (!hasCode(miss, 'ERR_VRIFT_RESTORE_MISS')) throw miss;
+        throw new VriftError('ERR_VRIFT_REF_NOT_FOUND', `no tree or ref named ${JSON.stringify(treeish)} here or in ${remotes.join(', ')}`, {
+          hint: 'list refs with `vrift ref list`; save or push it from a node that has it',
+          exitCode: 1,
+        });
+      }
+    }
+    const from = await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
+    if (ref !== null) this.store.setRef(ref, tree);
+    return { tree, from };
   }
 
   /**
@@ -130,6 +185,16 @@ export class Resolver {
   /** Pushes a local tree to every writable remote tier. */
   push(tree: Digest, opts: PushOptions = {}): Promise<TierPushResult[]> {
     return pushTree(this.store, this.chain, tree, opts);
+  }
+
+  /** The trace of `tree` the remote tiers hold (untrusted: only blobs of the tree are kept), or undefined when none does. */
+  remoteTrace(tree: Digest, isBlobOfTree: (d: Digest) => boolean): Promise<RemoteTrace | undefined> {
+    return fetchRemoteTrace(this.chain, tree, isBlobOfTree);
+  }
+
+  /** Stores the trace of `tree` in every writable remote tier; one result per tier. */
+  pushTrace(tree: Digest, blobs: readonly Digest[]): Promise<{ tier: string; error?: string }[]> {
+    return pushRemoteTrace(this.chain, tree, blobs);
   }
 
   /** Fetches in flight right now (blobs, trees), for status. */

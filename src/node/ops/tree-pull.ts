@@ -47,6 +47,25 @@ export async function resolveTreeish(chain: Chain, treeish: string): Promise<{ t
   });
 }
 
+/**
+ * A tree's listing (its own blob) in the local store, fetched from the
+ * remote tiers if this node lacks it; none of its files. Lazy mounts
+ * start on this alone.
+ */
+export async function pullTreeBlob(store: Store, chain: Chain, tree: Digest): Promise<string> {
+  if (store.hasTree(tree)) return 'local';
+  const since = Date.now();
+  let from: string | undefined;
+  const entries = await chain.fetchTreeBlob(tree, (tier) => (from = tier));
+  if (!entries) {
+    throw new VriftError('ERR_VRIFT_TIER_MISSING', `tree ${tree} is in no reachable tier${failureNote(chain, since)}`, {
+      hint: failureHint(chain, since, 'push it from a node that has it (`vrift push`)'),
+      exitCode: exitCodeFor(chain, since),
+    });
+  }
+  return from ?? 'a remote tier';
+}
+
 /** Fetches whatever of `tree` the local store lacks. Throws ERR_VRIFT_TIER_MISSING naming the first blob no tier has. */
 export async function pullTree(store: Store, chain: Chain, tree: Digest, onProgress?: (p: PullProgress) => void): Promise<TreePullResult> {
   const since = Date.now();

@@ -103,6 +103,8 @@ export class Meta {
   readonly pins: Database<{ at: number }, [string, string]>;
   /** Free-form records of other components (daemon mounts, peers …), key [component, name]. */
   readonly state: Database<unknown, [string, string]>;
+  /** Per tree: its trace, the blobs programs first opened in its lazy mounts, in order (trace.ts). */
+  readonly traces: Database<Buffer, string>;
 
   private constructor(root: RootDatabase, readonly path: string) {
     this.root = root;
@@ -112,6 +114,7 @@ export class Meta {
     this.statcache = root.openDB({ name: 'statcache', encoding: 'binary' });
     this.pins = root.openDB({ name: 'pins' });
     this.state = root.openDB({ name: 'state' });
+    this.traces = root.openDB({ name: 'traces', encoding: 'binary' });
   }
 
   static open(path: string): Meta {

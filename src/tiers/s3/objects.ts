@@ -42,16 +42,49 @@ export class S3Objects {
     }
   }
 
+  /**
+   * Bytes `[start, end)` of an object (a ranged GET), or undefined when there
+   * is no such object. A server that sends another length (an object shorter
+   * than the caller was told, a server that ignores Range) is a corrupt tier.
+   */
+  async getRange(rel: string, start: number, end: number): Promise<{ stream: Readable; size: number } | undefined> {
+    const { sdk, s3 } = await this.client();
+    const wrong = (got: string) => new TierError('s3', 'corrupt', `${rel} answered a read of bytes ${start}-${end - 1} with ${got}`, { hint: 'the object is shorter than its index says; push the tree again' });
+    let r;
+    try {
+      r = await s3.send(new sdk.GetObjectCommand({ Bucket: this.cfg.bucket, Key: this.key(rel), Range: `bytes=${start}-${end - 1}` }));
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      if ((e as { name?: string }).name === 'InvalidRange') throw wrong('"range not satisfiable"');
+      throw this.fail(e, `reading ${rel}`);
+    }
+    this.onWire('in', r.ContentLength ?? 0);
+    if (r.ContentLength !== end - start) {
+      (r.Body as Readable | undefined)?.destroy();
+      throw wrong(`${r.ContentLength ?? 'an unknown number of'} bytes`);
+    }
+    return { stream: r.Body as Readable, size: r.ContentLength };
+  }
+
   async getText(rel: string): Promise<string | undefined> {
     const body = await this.get(rel);
-    if (!body) return undefined;
+    return body && (await this.drain(rel, body.stream)).toString('utf8');
+  }
+
+  /** Bytes `[start, end)` of an object whole (a small object of known size: a pack index), or undefined when there is none. */
+  async getRangeBuffer(rel: string, start: number, end: number): Promise<Buffer | undefined> {
+    const body = await this.getRange(rel, start, end);
+    return body && this.drain(rel, body.stream);
+  }
+
+  private async drain(rel: string, stream: Readable): Promise<Buffer> {
     const chunks: Buffer[] = [];
     try {
-      for await (const c of body.stream as AsyncIterable<Buffer>) chunks.push(c);
+      for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
     } catch (e) {
       throw this.fail(e, `reading ${rel}`);
     }
-    return Buffer.concat(chunks).toString('utf8');
+    return Buffer.concat(chunks);
   }
 
   async exists(rel: string): Promise<boolean> {

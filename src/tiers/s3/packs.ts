@@ -8,56 +8,60 @@
 // no longer needs, the push writes one fresh pack of all of T instead
 // (like git repacking). Large blobs are objects of their own (multipart).
 //
-// Order of writes: loose blobs, tree blob, pack, then the manifest. A
-// manifest therefore promises that everything it names is there; a push
-// that dies midway leaves unreferenced objects, never a broken manifest.
+// Each pack has an index (pack-index.ts): where each blob's bytes are in
+// the pack object, so one blob is one ranged GET (pack-blob.ts). A
+// compressed pack is a run of independent zstd frames cut between blobs,
+// which a whole-pack read still decompresses as one stream.
+//
+// Order of writes: loose blobs, tree blob, pack and its index, then the
+// manifest. A manifest therefore promises that everything it names is
+// there; a push that dies midway leaves unreferenced objects, never a
+// broken manifest.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { hashBuffer, isDigest, type Digest } from '../../lib/digest.js';
+import { hashBuffer, type Digest } from '../../lib/digest.js';
 import { archiveSize } from '../../node/archive/format.js';
 import { decodeTree, type TreeEntry } from '../../node/store/tree.js';
-import { through, zstdAvailable, zstdCompress, zstdDecompress } from '../../lib/zstd.js';
+import { through, zstdAvailable, zstdDecompress, zstdFramed } from '../../lib/zstd.js';
 import { mapLimit, settleAll } from '../../lib/queue.js';
 import type { S3Objects } from './objects.js';
-import { TierError, type ArchivePart, type BlobSource, type PushResult, type TreePush } from '../tier.js';
+import { PackBlobReader } from './pack-blob.js';
+import { encodePackIndex, planPack, type PackFrame } from './pack-index.js';
+import { manifestKey, MANIFEST_FORMAT, readManifest, type PackManifest, type PackRef } from './pack-manifest.js';
+import { TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type TreePush } from '../tier.js';
 
 /** A pack chain longer than this is rewritten as one pack. */
 const MAX_PACKS = 8;
 /** …and so is one where more than this share of the bytes is blobs the tree does not use. */
 const MAX_STALE = 0.3;
-const MANIFEST_FORMAT = 'vrift-packs 1';
-
-export interface PackRef {
-  key: string;
-  /** Bytes of the archive (uncompressed). */
-  bytes: number;
-  /** Set when the object is the archive compressed (key ends in .zst). */
-  compression?: 'zstd';
-  blobs: number;
-  /** The tree whose push wrote this pack. */
-  tree: Digest;
-}
-
-export interface PackManifest {
-  format: string;
-  tree: Digest;
-  createdAt: number;
-  /** Newest first: a node that has an older version of the tree finds what it lacks in the first ones. */
-  packs: PackRef[];
-}
 
 export class S3Packs {
-  constructor(private readonly objects: S3Objects) {}
+  private readonly reader: PackBlobReader;
 
-  async manifest(tree: Digest): Promise<PackManifest | undefined> {
-    const text = await this.objects.getText(`trees/${tree}.json`);
-    return text === undefined ? undefined : this.parse(tree, text);
+  constructor(private readonly objects: S3Objects) {
+    this.reader = new PackBlobReader(objects);
   }
 
-  async fetch(tree: Digest, _want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
-    const m = await this.manifest(tree);
+  /** The manifest as S3 holds it now (not cached: a push asks whether the tree is there). */
+  manifest(tree: Digest): Promise<PackManifest | undefined> {
+    return readManifest(this.objects, tree);
+  }
+
+  /** One blob of `tree` by a ranged GET of the pack holding it (pack-blob.ts). */
+  getInTree(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
+    return this.reader.get(tree, digest);
+  }
+
+  async fetch(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
+    const m = await this.reader.manifest(tree);
     if (!m) return undefined;
-    return m.packs.map((p) => ({
+    // A pack whose index (already here) lists nothing wanted is not read: after a ranged read failed,
+    // only the packs that hold the blob, or have no index, are streamed.
+    const holds = (p: PackRef) => {
+      const ix = this.reader.cachedIndex(p);
+      return !ix || [...want].some((d) => ix.has(d));
+    };
+    return m.packs.filter(holds).map((p) => ({
       name: `s3 pack ${p.key}`,
       bytes: p.bytes,
       open: async () => {
@@ -68,7 +72,7 @@ export class S3Packs {
           });
         }
         if (p.compression !== 'zstd') return body.stream;
-        // Decompressed on the thread pool while the caller admits blobs.
+        // Decompressed on the thread pool while the caller admits blobs (its frames, one after another).
         return through(body.stream, zstdDecompress());
       },
     }));
@@ -95,7 +99,7 @@ export class S3Packs {
 
     // 4. The manifest, last: from now on the tree is complete in S3.
     const manifest: PackManifest = { format: MANIFEST_FORMAT, tree: push.tree, createdAt: Date.now(), packs };
-    await this.objects.putBuffer(`trees/${push.tree}.json`, Buffer.from(JSON.stringify(manifest)), 'application/json');
+    await this.objects.putBuffer(manifestKey(push.tree), Buffer.from(JSON.stringify(manifest)), 'application/json');
     return res;
   }
 
@@ -141,23 +145,40 @@ export class S3Packs {
       } else fresh = small; // repack: one pack of the whole tree
     }
     if (fresh.length > 0) {
-      const compress = this.objects.cfg.compression === 'zstd' && zstdAvailable();
-      const key = `packs/${push.tree}-${randomBytes(8).toString('hex')}.pack${compress ? '.zst' : ''}`;
-      const bytes = archiveSize(fresh.map(([, s]) => s));
-      const chunks = Readable.from(
-        push.archive(
-          fresh.map(([digest, size]) => ({ digest, size })),
-          (_d, s) => push.onBytes?.(s),
-        ),
-      );
-      await this.objects.upload(key, compress ? through(chunks, zstdCompress()) : chunks);
-      const ref: PackRef = { key, bytes, blobs: fresh.length, tree: push.tree };
-      if (compress) ref.compression = 'zstd';
-      packs = [ref, ...packs];
+      packs = [await this.writePack(push, fresh), ...packs];
       res.blobs += fresh.length;
       res.bytes += fresh.reduce((n, [, s]) => n + s, 0);
     }
     return packs;
+  }
+
+  /**
+   * One new pack of `blobs` and its index. Compressed, the pack is zstd
+   * frames cut between blobs (each decompresses alone: a ranged read of one
+   * blob needs only its frame); the index records where each frame and
+   * each blob is. The index goes up once the pack is whole.
+   */
+  private async writePack(push: TreePush, blobs: [Digest, number][]): Promise<PackRef> {
+    const compress = this.objects.cfg.compression === 'zstd' && zstdAvailable();
+    const stem = `packs/${push.tree}-${randomBytes(8).toString('hex')}`;
+    const key = `${stem}.pack${compress ? '.zst' : ''}`;
+    const list = blobs.map(([digest, size]) => ({ digest, size }));
+    const plan = planPack(list);
+    const chunks = Readable.from(push.archive(list, (_d, s) => push.onBytes?.(s)));
+    // Frame k holds the archive from the end of frame k-1; the compressor says how many bytes each took.
+    const frames: PackFrame[] = [];
+    let objectBytes = 0;
+    const onFrame = (n: number) => {
+      frames.push({ objectOffset: objectBytes, archiveOffset: frames.length === 0 ? 0 : plan.frameEnds[frames.length - 1]! });
+      objectBytes += n;
+    };
+    await this.objects.upload(key, compress ? through(chunks, zstdFramed(plan.frameEnds, onFrame)) : chunks);
+    if (!compress) objectBytes = plan.archiveBytes;
+    const index = encodePackIndex(plan, objectBytes, frames);
+    await this.objects.putBuffer(`${stem}.idx`, index);
+    const ref: PackRef = { key, bytes: plan.archiveBytes, blobs: blobs.length, tree: push.tree, index: { key: `${stem}.idx`, bytes: index.byteLength } };
+    if (compress) ref.compression = 'zstd';
+    return ref;
   }
 
   /** The first base tree that is complete in S3, with its entries. */
@@ -185,31 +206,6 @@ export class S3Packs {
     } catch {
       return undefined;
     }
-  }
-
-  /** Validates a manifest: it comes from outside, so every field is checked. */
-  private parse(tree: Digest, text: string): PackManifest {
-    const bad = (why: string): never => {
-      throw new TierError('s3', 'corrupt', `pack manifest trees/${tree}.json is invalid: ${why}`, {
-        hint: 'push the tree again (`vrift push <tree>`) to rewrite it',
-      });
-    };
-    let m: Partial<PackManifest>;
-    try {
-      m = JSON.parse(text) as Partial<PackManifest>;
-    } catch {
-      return bad('not JSON');
-    }
-    if (m.format !== MANIFEST_FORMAT) bad(`format ${JSON.stringify(m.format)} (this vrift reads "${MANIFEST_FORMAT}")`);
-    if (m.tree !== tree) bad('it names another tree');
-    if (!Array.isArray(m.packs)) return bad('no pack list');
-    for (const p of m.packs as Partial<PackRef>[]) {
-      if (typeof p.key !== 'string' || !/^packs\/[0-9a-f]{64}-[0-9a-f]{16}\.pack(\.zst)?$/.test(p.key)) bad(`bad pack key ${JSON.stringify(p.key)}`);
-      if (p.compression !== undefined && p.compression !== 'zstd') bad(`unknown compression ${JSON.stringify(p.compression)} for ${p.key} (this vrift reads zstd)`);
-      if ((p.compression === 'zstd') !== p.key!.endsWith('.zst')) bad(`compression of ${p.key} does not match its name`);
-      if (!Number.isSafeInteger(p.bytes) || !Number.isSafeInteger(p.blobs) || typeof p.tree !== 'string' || !isDigest(p.tree)) bad(`bad pack entry for ${p.key}`);
-    }
-    return { format: MANIFEST_FORMAT, tree, createdAt: Number(m.createdAt) || 0, packs: m.packs as PackRef[] };
   }
 }
 

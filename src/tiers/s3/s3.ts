@@ -4,6 +4,7 @@
 // Layout under the bucket (and optional prefix), see docs/tiers.md:
 //   blobs/<digest>          one blob (trees, and blobs of at least looseBlobBytes; multipart when large)
 //   packs/<tree>-<rand>.pack[.zst]  an archive (docs/archive-format.md) of small blobs, zstd-compressed by default
+//   packs/<tree>-<rand>.idx  its index: where each blob is in the pack (one ranged GET reads one blob)
 //   trees/<tree>.json       the pack manifest: which packs hold the tree's small blobs
 //   refs/<name>             {"tree","updatedAt"}
 import type { Digest } from '../../lib/digest.js';
@@ -29,6 +30,8 @@ export interface S3Config {
   looseBlobBytes: number;
   /** How new packs are stored: zstd-compressed (default, when libzstd is present) or as is. */
   compression: 'zstd' | 'none';
+  /** A blob read by range out of a pack brings the other blobs of its zstd frame along (they crossed the network anyway). */
+  neighbors: boolean;
   connectTimeoutMs: number;
   requestTimeoutMs: number;
 }
@@ -60,6 +63,7 @@ const section: ConfigSection<S3Config | undefined> = {
       partSize: size({ example: '8M', min: 5 << 20, max: 5 * 1024 ** 3 }).default(8 << 20),
       looseBlobBytes: size({ example: '8M', min: 1 }).default(8 << 20),
       compression: oneOf(['zstd', 'none'] as const).default('zstd'),
+      neighbors: bool().default(true),
       connectTimeoutMs: int({ example: '3000', min: 1, max: 600_000 }).default(3000),
       requestTimeoutMs: int({ example: '120000', min: 1, max: 3_600_000 }).default(120_000),
     },
@@ -83,6 +87,7 @@ const section: ConfigSection<S3Config | undefined> = {
     VRIFT_S3_PART_SIZE: 'partSize',
     VRIFT_S3_LOOSE_BLOB: 'looseBlobBytes',
     VRIFT_S3_COMPRESSION: 'compression',
+    VRIFT_S3_NEIGHBORS: 'neighbors',
   },
 };
 
@@ -137,6 +142,10 @@ export class S3Tier implements Tier {
       }
     });
     return refs.filter((r): r is RefInfo => r !== undefined).sort((a, b) => b.updatedAt - a.updatedAt);
+  }
+
+  getInTree(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
+    return this.packs.getInTree(tree, digest);
   }
 
   fetchTree(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {

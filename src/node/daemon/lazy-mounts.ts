@@ -1,0 +1,295 @@
+// Lazy mounts, as the daemon runs them (docs/lazy.md): per mount, what its
+// programs' opens fetched (FETCH, fetch.ts), what was already local when it
+// was mounted, what prefetch brought in the order of the tree's trace
+// (prefetcher.ts, trace-book.ts), and whether it switched to pulling the
+// rest of its tree in bulk (bulk-switch.ts). `vrift status --json` shows
+// all of it per mount, so lazy versus eager is never silent.
+import { resolve } from 'node:path';
+import type { Digest } from '../../lib/digest.js';
+import type { Metrics } from '../../lib/metrics.js';
+import type { LazyConfig } from '../mount/lazy-config.js';
+import type { MountManager, MountRecord } from '../mount/mounts.js';
+import type { Resolver } from '../ops/resolver.js';
+import type { Store } from '../store/store.js';
+import { BulkSwitch, type Amount } from './bulk-switch.js';
+import { Prefetcher, type PrefetchJob } from './prefetcher.js';
+import { TraceBook } from './trace-book.js';
+import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
+
+/** Blobs checked between two turns of the event loop when counting what a new mount has locally. */
+const COUNT_BATCH = 4096;
+
+export const LAZY_COUNTERS = {
+  prefetchedBlobs: 'vrift_mount_prefetched_blobs_total',
+  prefetchedBytes: 'vrift_mount_prefetched_bytes_total',
+  bulkSwitches: 'vrift_mount_bulk_switches_total',
+} as const;
+
+type PrefetchState = 'starting' | 'off' | 'nothing missing' | 'no trace' | 'running' | 'done' | 'stopped' | 'bulk';
+
+export interface BulkStatus {
+  /** What made the mount switch (one line, also logged). */
+  reason: string;
+  state: 'running' | 'done' | 'failed';
+  /** Blobs and bytes the bulk pull brought. */
+  blobs: number;
+  bytes: number;
+  error?: string;
+}
+
+/** What `vrift status --json` shows of a mount, beside its record. */
+export interface LazyMountStatus {
+  /** The tree's distinct file blobs. */
+  treeBlobs: Amount;
+  /** Of those, already local when it was mounted (counted just after, in the background). */
+  local: Amount;
+  /** Fetched because a program opened them (FETCH), since the daemon started. */
+  fetchedOnOpen: Amount;
+  /** Fetched ahead of any open, in trace order. */
+  prefetched: Amount;
+  prefetch: { state: PrefetchState; trace: number; traceFrom: string | null; queued: number; failed: number };
+  /** Set once the mount switched to pulling the rest of its tree in bulk. */
+  bulk: BulkStatus | null;
+}
+
+interface LazyMount {
+  rec: MountRecord;
+  blobs: TreeBlobs;
+  status: LazyMountStatus;
+  /** Blobs this mount brought (opened or prefetched): not "local at mount" if the count reaches them later. */
+  brought: Set<Digest>;
+  /** Per blob (tree order): 1 if it was local at mount (set by countLocal). */
+  localAtMount: Uint8Array;
+  switch: BulkSwitch;
+  job?: PrefetchJob;
+  gone: boolean;
+}
+
+export interface LazyMountsOptions {
+  store: Store;
+  mounts: MountManager;
+  resolver: () => Resolver;
+  config: LazyConfig;
+  metrics: Metrics;
+  log: (line: string) => void;
+}
+
+export class LazyMounts {
+  private readonly byPath = new Map<string, LazyMount>();
+  private readonly prefetcher: Prefetcher;
+  private readonly traces: TraceBook;
+  private stopped = false;
+
+  constructor(private readonly opts: LazyMountsOptions) {
+    const { config } = opts;
+    this.prefetcher = new Prefetcher({
+      bytesPerSec: config.prefetchBytesPerSec,
+      concurrency: config.prefetchConcurrency,
+      fetch: async (digest, size, tree) => {
+        let joined = false;
+        const from = await this.opts.resolver().fetchBlob(digest, { size, tree, joined: (j) => (joined = j) });
+        return { from, joined };
+      },
+    });
+    this.traces = new TraceBook({ store: opts.store, resolver: opts.resolver, log: opts.log, isBlobOf: (tree) => this.isBlobOf(tree) });
+  }
+
+  /** Daemon start: takes on every mount restored from LMDB (a restart resumes their prefetch). */
+  start(): void {
+    for (const rec of this.opts.mounts.records()) if (this.opts.mounts.recordOf(rec.path)) this.attach(rec);
+  }
+
+  /** Daemon stop: prefetch stops, traces are saved and pushed. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.prefetcher.stop();
+    await this.traces.stop();
+  }
+
+  /** A tree was just mounted (or restored): count what is local, then prefetch by its trace. */
+  attach(rec: MountRecord): void {
+    if (this.stopped) return;
+    let blobs: TreeBlobs;
+    try {
+      blobs = treeBlobs(this.opts.store.getTree(rec.tree).entries);
+    } catch (e) {
+      // The mount itself is fine; only its accounting and prefetch are lost.
+      return this.opts.log(`prefetch: ${rec.path}: cannot read tree ${rec.tree}: ${(e as Error).message}`);
+    }
+    const zero = (): Amount => ({ blobs: 0, bytes: 0 });
+    const m: LazyMount = {
+      rec,
+      blobs,
+      brought: new Set(),
+      localAtMount: new Uint8Array(blobs.digests.length),
+      switch: new BulkSwitch({ blobs: blobs.digests.length, bytes: blobs.bytes }, this.opts.config),
+      gone: false,
+      status: {
+        treeBlobs: { blobs: blobs.digests.length, bytes: blobs.bytes },
+        local: zero(),
+        fetchedOnOpen: zero(),
+        prefetched: zero(),
+        prefetch: { state: 'starting', trace: 0, traceFrom: null, queued: 0, failed: 0 },
+        bulk: null,
+      },
+    };
+    if (this.byPath.has(rec.path)) this.detach(rec.path);
+    this.byPath.set(rec.path, m);
+    void this.begin(m).catch((e: unknown) => this.opts.log(`prefetch: ${rec.path}: ${(e as Error).message}`));
+  }
+
+  /** The mount at `path` went: its prefetch stops, its tree's trace is saved and pushed if no other mount has it. */
+  detach(path: string): void {
+    const m = this.byPath.get(resolve(path));
+    if (!m) return;
+    m.gone = true;
+    this.byPath.delete(m.rec.path);
+    if (m.job) this.prefetcher.cancel(m.job);
+    if (![...this.byPath.values()].some((o) => o.rec.tree === m.rec.tree)) this.traces.release(m.rec.tree);
+  }
+
+  /** A program waits for a fetch: prefetch narrows until the returned function is called. */
+  demandBegins(): () => void {
+    return this.prefetcher.demandBegins();
+  }
+
+  /** A program in mount `path` opened `digest` through FETCH; `fetched`: this FETCH brought it (it was neither local nor being fetched). */
+  served(path: string, digest: Digest, fetched: boolean): void {
+    const m = this.byPath.get(resolve(path));
+    const at = m?.blobs.index.get(digest);
+    if (!m || at === undefined) return; // not a blob of the mounted tree (a file written in the mount)
+    this.traces.note(m.rec.tree, digest);
+    if (!fetched) return;
+    m.brought.add(digest);
+    add(m.status.fetchedOnOpen, m.blobs.sizes[at]!);
+    const why = m.switch.opened(at) ?? this.byVolume(m);
+    if (why) this.toBulk(m, why);
+  }
+
+  statusOf(path: string): LazyMountStatus | undefined {
+    const m = this.byPath.get(resolve(path));
+    if (!m) return undefined;
+    const s = m.status;
+    return { ...s, prefetch: { ...s.prefetch, queued: m.job ? this.prefetcher.queued(m.job) : 0 } };
+  }
+
+  private async begin(m: LazyMount): Promise<void> {
+    await this.countLocal(m);
+    if (m.gone || this.stopped) return;
+    const p = m.status.prefetch;
+    if (!this.opts.config.prefetch) return void (p.state = 'off');
+    if (m.status.local.blobs === m.blobs.digests.length) return void (p.state = 'nothing missing'); // no network for a local tree
+    const trace = await this.traces.load(m.rec.tree);
+    if (m.gone || this.stopped || m.status.bulk) return;
+    if (!trace) return void (p.state = 'no trace');
+    p.trace = trace.blobs.length;
+    p.traceFrom = trace.from;
+    // (What has arrived since is skipped by the prefetcher as it goes: a stat per blob then, not all at once now.)
+    const items = trace.blobs.flatMap((digest) => {
+      const at = m.blobs.index.get(digest);
+      return at === undefined || m.localAtMount[at] || m.brought.has(digest) ? [] : [{ digest, size: m.blobs.sizes[at]! }];
+    });
+    if (items.length === 0) return void (p.state = 'done');
+    // Earlier runs read most of the tree: one bulk pull beats fetching it file by file.
+    const planned = items.reduce((a, i) => ({ blobs: a.blobs + 1, bytes: a.bytes + i.size }), { ...m.status.fetchedOnOpen });
+    const most = m.switch.byVolume(planned);
+    if (most) return this.toBulk(m, `its trace (from ${trace.from}) and the opens so far need ${most} that are not local`);
+    p.state = 'running';
+    const started = Date.now();
+    const bytes = items.reduce((a, i) => a + i.size, 0);
+    this.opts.log(`prefetch: ${m.rec.path}: ${items.length} blobs (${bytes} bytes) in the order of the tree's trace (from ${trace.from}), at most ${this.opts.config.prefetchBytesPerSec} bytes/s`);
+    m.job = {
+      name: m.rec.path,
+      tree: m.rec.tree,
+      items,
+      isLocal: (d) => this.opts.store.cas.has(d),
+      onFetched: (item, { from, joined }) => {
+        if (from === undefined) return void p.failed++;
+        if (from === 'local' || joined) return;
+        if (m.blobs.exec[m.blobs.index.get(item.digest)!]) this.opts.store.ensureExecTwin(item.digest); // opened through its exec twin
+        m.brought.add(item.digest);
+        add(m.status.prefetched, item.size);
+        this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBlobs);
+        this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBytes, undefined, item.size);
+        const why = this.byVolume(m);
+        if (why) this.toBulk(m, why);
+      },
+      onFailed: (item, e) => {
+        p.failed++;
+        if (!this.stopped) this.opts.log(`prefetch: ${m.rec.path}: blob ${item.digest} failed: ${e.message}`);
+      },
+      onEnd: (how) => {
+        if (p.state !== 'running') return; // switched to bulk
+        p.state = how === 'done' ? 'done' : 'stopped';
+        const { blobs: n, bytes: b } = m.status.prefetched;
+        this.opts.log(`prefetch: ${m.rec.path}: ${how === 'done' ? 'done' : 'stopped'}: ${n} blobs (${b} bytes) in ${Date.now() - started} ms${p.failed ? `, ${p.failed} failed` : ''}`);
+      },
+    };
+    this.prefetcher.add(m.job);
+  }
+
+  /** Counts the tree's blobs that were local when it was mounted (the index alone, a few thousand per turn of the event loop). */
+  private async countLocal(m: LazyMount): Promise<void> {
+    const { digests, sizes } = m.blobs;
+    for (let i = 0; i < digests.length; i++) {
+      if (i > 0 && i % COUNT_BATCH === 0) {
+        await new Promise((r) => setImmediate(r));
+        if (m.gone) return;
+      }
+      if (!m.brought.has(digests[i]!) && this.opts.store.meta.hasBlob(digests[i]!)) {
+        m.localAtMount[i] = 1;
+        add(m.status.local, sizes[i]!);
+      }
+    }
+  }
+
+  /** Why what this mount needed one by one is most of its tree, if it is. */
+  private byVolume(m: LazyMount): string | undefined {
+    const { fetchedOnOpen: o, prefetched: p } = m.status;
+    const why = m.switch.byVolume({ blobs: o.blobs + p.blobs, bytes: o.bytes + p.bytes });
+    return why && `programs and prefetch needed ${why} one by one`;
+  }
+
+  /** Pulls the rest of the tree in the background, the way a restore does (one pull per tree per host); demand fetches go on meanwhile. */
+  private toBulk(m: LazyMount, why: string): void {
+    if (m.status.bulk || this.stopped) return;
+    const bulk: BulkStatus = { reason: why, state: 'running', blobs: 0, bytes: 0 };
+    m.status.bulk = bulk;
+    if (m.job) this.prefetcher.cancel(m.job);
+    m.status.prefetch.state = 'bulk';
+    this.opts.metrics.inc(LAZY_COUNTERS.bulkSwitches);
+    this.opts.log(`bulk: ${m.rec.path}: ${why}: pulling the rest of tree ${m.rec.tree} in bulk`);
+    void (async () => {
+      const lease = await this.opts.store.leases.begin(`bulk pull for the mount at ${m.rec.path}`, [m.rec.tree]);
+      try {
+        const r = await this.opts.resolver().pull(m.rec.tree, {
+          lease,
+          onProgress: (pr) => {
+            bulk.blobs = pr.blobs;
+            bulk.bytes = pr.bytes;
+          },
+        });
+        if (!r.joined) [bulk.blobs, bulk.bytes] = [r.fetched, r.fetchedBytes];
+        bulk.state = 'done';
+      } finally {
+        lease.release();
+      }
+    })().catch((e: unknown) => {
+      bulk.state = 'failed';
+      bulk.error = (e as Error).message;
+      if (!this.stopped) this.opts.log(`bulk: ${m.rec.path}: the bulk pull failed (files still come on first open): ${bulk.error}`);
+    });
+  }
+
+  /** Whether a digest is a blob of `tree` (a mounted one's index, else the tree itself). */
+  private isBlobOf(tree: Digest): (d: Digest) => boolean {
+    for (const m of this.byPath.values()) if (m.rec.tree === tree) return (d) => m.blobs.index.has(d);
+    const set = new Set(treeBlobs(this.opts.store.getTree(tree).entries).digests);
+    return (d) => set.has(d);
+  }
+}
+
+function add(a: Amount, bytes: number): void {
+  a.blobs++;
+  a.bytes += bytes;
+}

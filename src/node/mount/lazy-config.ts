@@ -1,0 +1,42 @@
+// Settings of lazy mounts (docs/lazy.md): background prefetch from a
+// tree's trace, and when a mount gives up on file-by-file fetching and
+// pulls the rest of its tree in bulk. Section "mount" of the config; every
+// key has a default. Read by the daemon only: commands that run in-process
+// never prefetch.
+import { bool, defaults, int, object, size, type ConfigSection } from '../config/schema.js';
+
+export interface LazyConfig {
+  /** Prefetch a cold mount's blobs in the order of its tree's trace. */
+  prefetch: boolean;
+  /** Prefetch downloads at most this many bytes per second, on average over blobs (demand fetches are not limited). */
+  prefetchBytesPerSec: number;
+  /** Prefetch fetches at most this many blobs at once (one while a program waits for a fetch). */
+  prefetchConcurrency: number;
+  /** Pull the rest of the tree in bulk once this % of its blobs (or bytes) came one by one; 0: never. */
+  bulkAfterPercent: number;
+  /** … or once programs opened this many missing blobs in a row in tree order; 0: never. */
+  bulkAfterSequential: number;
+}
+
+export const mountSection: ConfigSection<LazyConfig> = {
+  key: 'mount',
+  schema: defaults(
+    object(
+      {
+        prefetch: bool().default(true),
+        prefetchBytesPerSec: size({ example: '32M', min: 1024 }).default(32 << 20),
+        prefetchConcurrency: int({ example: '4', min: 1, max: 64 }).default(4),
+        bulkAfterPercent: int({ example: '25', min: 0, max: 100 }).default(25),
+        bulkAfterSequential: int({ example: '128', min: 0, max: 1_000_000 }).default(128),
+      },
+      { absent: 'defaults' },
+    ),
+  ),
+  env: {
+    VRIFT_PREFETCH: 'prefetch',
+    VRIFT_PREFETCH_BYTES_PER_SEC: 'prefetchBytesPerSec',
+    VRIFT_PREFETCH_CONCURRENCY: 'prefetchConcurrency',
+    VRIFT_BULK_AFTER_PERCENT: 'bulkAfterPercent',
+    VRIFT_BULK_AFTER_SEQUENTIAL: 'bulkAfterSequential',
+  },
+};
