@@ -266,47 +266,58 @@ static inline __attribute__((always_inline)) uint64_t vdir_path_hash_cstr(const 
     const uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL, k2 = 0x8ebc6af09c88c6e3ULL;
     uint64_t h = seed ^ k0, w0, w1;
     const char *p = s;
-    const uintptr_t too_long = (uintptr_t)s + VRIFT_VDIR_PATH_MAX + 1;
     for (;;) {
-#ifdef __SSE2__
-        if (VRIFT_LIKELY(!vdir_crosses_page(p))) {
-            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-            const uint32_t nul = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128()));
-            if (nul != 0) { /* the tail: the bytes before the NUL, the rest zero */
-                static const unsigned char keep[32] = {255, 255, 255, 255, 255, 255, 255, 255,
-                                                       255, 255, 255, 255, 255, 255, 255, 255};
-                const uint32_t n = (uint32_t)__builtin_ctz(nul);
-                x = _mm_and_si128(x, _mm_loadu_si128((const __m128i *)(const void *)(keep + 16 - n)));
-                w0 = (uint64_t)_mm_cvtsi128_si64(x);
-                w1 = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(x, x));
-                *len = (size_t)(p - s) + n;
-                break;
-            }
-            w0 = (uint64_t)_mm_cvtsi128_si64(x);
-            w1 = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(x, x));
-        } else
-#endif
-        { /* a byte at a time: those after the NUL may lie in the next page */
-            unsigned char t[16] = {0};
-            uint32_t n = 0;
-            while (n < 16 && p[n] != '\0') {
-                t[n] = (unsigned char)p[n];
-                n++;
-            }
-            memcpy(&w0, t, 8);
-            memcpy(&w1, t + 8, 8);
-            if (n < 16) {
-                *len = (size_t)(p - s) + n;
-                break;
-            }
-        }
-        h = vrift_vdir__mum(w0 ^ k1, w1 ^ h);
-        p += 16;
-        if (VRIFT_UNLIKELY((uintptr_t)p >= too_long)) {
+        if (VRIFT_UNLIKELY((size_t)(p - s) > VRIFT_VDIR_PATH_MAX)) {
             *len = (size_t)(p - s);
             return h;
         }
+#ifdef __SSE2__
+        if (VRIFT_LIKELY(!vdir_crosses_page(p))) {
+            /* the blocks that end in p's page, counted once: no test per
+             * block for the page end or the length limit */
+            size_t blocks = (4096u - ((uintptr_t)p & 4095u)) / 16u;
+            const size_t left = (VRIFT_VDIR_PATH_MAX + 16u - (size_t)(p - s)) / 16u;
+            for (blocks = blocks < left ? blocks : left; blocks != 0; blocks--) {
+                __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+                const uint32_t nul = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128()));
+                if (nul != 0) { /* the tail: the bytes before the NUL, the rest zero */
+                    static const unsigned char keep[32] = {255, 255, 255, 255, 255, 255, 255, 255,
+                                                           255, 255, 255, 255, 255, 255, 255, 255};
+                    const uint32_t n = (uint32_t)__builtin_ctz(nul);
+                    x = _mm_and_si128(x, _mm_loadu_si128((const __m128i *)(const void *)(keep + 16 - n)));
+                    w0 = (uint64_t)_mm_cvtsi128_si64(x);
+                    w1 = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(x, x));
+                    *len = (size_t)(p - s) + n;
+                    goto tail;
+                }
+                memcpy(&w0, p, 8); /* the same bytes, from L1 */
+                memcpy(&w1, p + 8, 8);
+                h = vrift_vdir__mum(w0 ^ k1, w1 ^ h);
+                p += 16;
+            }
+            continue;
+        }
+#endif
+        /* a block across a page end, a byte at a time: the bytes after the
+         * NUL may lie in the next page */
+        unsigned char t[16] = {0};
+        uint32_t n = 0;
+        while (n < 16 && p[n] != '\0') {
+            t[n] = (unsigned char)p[n];
+            n++;
+        }
+        memcpy(&w0, t, 8);
+        memcpy(&w1, t + 8, 8);
+        if (n < 16) {
+            *len = (size_t)(p - s) + n;
+            break;
+        }
+        h = vrift_vdir__mum(w0 ^ k1, w1 ^ h);
+        p += 16;
     }
+#ifdef __SSE2__
+tail:
+#endif
     h = vrift_vdir__mum(w0 ^ k2, w1 ^ h);
     return vrift_vdir__mum(h ^ k0, (uint64_t)*len ^ k1) ^ h;
 }

@@ -8,7 +8,8 @@
  *   shim-probe stress <mnt> <threads> <ms>  threads + fork + exec hammering the mount
  *   shim-probe read   <mnt>                 every data/f<i>.txt reads right
  *   shim-probe pageend <mnt>                stat() of paths that end right before an unreadable
- *                                           page, at every offset: the answers of the same paths
+ *                                           page, and of paths that run from one page into the
+ *                                           next, at every offset: the answers of the same paths
  *                                           elsewhere, and no fault (the fast path reads a path
  *                                           with no strlen() first)
  *   shim-probe casfd  <mnt>                 reads keep working after the program closes every
@@ -144,13 +145,33 @@ static void stat_at_page_end(char *page_end, const char *path)
           "stat(\"%s\") at a page end: %d/%d errno %d/%d", path, rb, ra, eb, ea);
 }
 
+/* stat() of `path` copied so that it starts `back` bytes before `page`
+ * (it runs on into that page), against the same bytes elsewhere. */
+static void stat_across_page(char *page, size_t back, const char *path)
+{
+    size_t n = strlen(path) + 1;
+    char *p = page - back;
+    memcpy(p, path, n);
+    struct stat a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    errno = 0;
+    int ra = stat(path, &a), ea = errno;
+    errno = 0;
+    int rb = stat(p, &b), eb = errno;
+    CHECK(ra == rb && (ra == 0 || ea == eb) && a.st_ino == b.st_ino && a.st_size == b.st_size,
+          "stat(\"%s\") across a page: %d/%d errno %d/%d", path, rb, ra, eb, ea);
+}
+
 static int probe_pageend(void)
 {
     const long pg = sysconf(_SC_PAGESIZE);
-    char *two = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    CHECK(two != MAP_FAILED && mprotect(two + pg, (size_t)pg, PROT_NONE) == 0, "a page before an unreadable one");
-    if (two == MAP_FAILED)
+    /* two readable pages, then an unreadable one */
+    char *three = mmap(NULL, (size_t)pg * 3, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(three != MAP_FAILED && mprotect(three + 2 * pg, (size_t)pg, PROT_NONE) == 0, "a page before an unreadable one");
+    if (three == MAP_FAILED)
         return 0;
+    char *two = three + pg;
     static const char *rels[] = {"data/f1.txt", "data/f10.txt", "data", "", "nope", "data/nope", "data/f1.txt/x",
                                  "run.sh", "data/f49.txt", "data//f1.txt", "data/./f2.txt", "data/../run.sh"};
     char p[8192];
@@ -175,7 +196,13 @@ static int probe_pageend(void)
         p[n] = '\0';
         stat_at_page_end(two + pg, p);
     }
-    munmap(two, (size_t)pg * 2);
+    /* paths that start in one page and end in the next, at every offset */
+    for (size_t k = 0; k < sizeof rels / sizeof rels[0]; k++) {
+        snprintf(p, sizeof p, "%s%s%s", mnt, rels[k][0] ? "/" : "", rels[k]);
+        for (size_t back = 1; back <= strlen(p); back++)
+            stat_across_page(two, back, p);
+    }
+    munmap(three, (size_t)pg * 3);
     return failures == 0;
 }
 

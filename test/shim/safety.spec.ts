@@ -91,7 +91,7 @@ describe('behaving like the kernel', () => {
     expect(r.stdout).toBe('ok\n');
   });
 
-  it('stat() of a path that ends right before an unreadable page: the same answers, no fault', () => {
+  it('stat() of a path that ends right before an unreadable page, or runs across a page end: the same answers, no fault', () => {
     const r = w.run(`'${probe}' pageend '${w.mnt}'`);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('ok\n');
