@@ -357,25 +357,11 @@ static int va_resolve(const char *p, int *mount)
     return VA_MISS;
 }
 
-/* Writes all of buf, or fails. */
-static int va_write_all(int fd, const uint8_t *buf, size_t n)
+/* All n bytes through read(2) or write(2) (`nr`: SYS_read, SYS_write), or -1. */
+static int va_io_all(long nr, int fd, uint8_t *buf, size_t n)
 {
     while (n > 0) {
-        long w = VR_SYS3(SYS_write, fd, buf, n);
-        if (w == -EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        buf += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int va_read_all(int fd, uint8_t *buf, size_t n)
-{
-    while (n > 0) {
-        long r = VR_SYS3(SYS_read, fd, buf, n);
+        long r = VR_SYS3(nr, fd, buf, n);
         if (r == -EINTR)
             continue;
         if (r <= 0)
@@ -424,8 +410,8 @@ static int va_fetch(const struct vrift_farm *f, const struct vrift_vdir_result *
         return -1;
     uint8_t hdr[VRIFT_PROTO_HEADER_SIZE];
     int rc = -1;
-    if (VR_SYS3(SYS_connect, fd, &addr, sizeof addr) == 0 && va_write_all(fd, frame, VRIFT_PROTO_HEADER_SIZE + len) == 0 &&
-        va_read_all(fd, hdr, sizeof hdr) == 0 && vrift_proto_get_u16(hdr + 6) == VRIFT_MSG_OK)
+    if (VR_SYS3(SYS_connect, fd, &addr, sizeof addr) == 0 && va_io_all(SYS_write, fd, frame, VRIFT_PROTO_HEADER_SIZE + len) == 0 &&
+        va_io_all(SYS_read, fd, hdr, sizeof hdr) == 0 && vrift_proto_get_u16(hdr + 6) == VRIFT_MSG_OK)
         rc = 0;
     VR_SYS1(SYS_close, fd);
     return rc;
