@@ -37,7 +37,7 @@ const hex = (n: number) => n.toString(16).padStart(2, '0').repeat(32);
 
 /** Runs vdir-hammer synchronously; returns its JSON lines. */
 function hammer(args: string[]): { status: number | null; lines: any[]; stderr: string } {
-  const r = spawnSync(HAMMER, args, { encoding: 'utf8' });
+  const r = spawnSync(HAMMER, args, { encoding: 'utf8', timeout: 300_000, killSignal: 'SIGKILL' });
   const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
   return { status: r.status, lines, stderr: r.stderr };
 }
@@ -435,7 +435,7 @@ describe('VDir under concurrent readers', () => {
     v.apply(ups);
     const shm = v.stats().shmPath;
     for (const bin of [HAMMER, HAMMER_SAN]) {
-      const r = spawnSync(bin, ['fuzz', shm, '--iterations', '3000', '--seed', `${Date.now() % 100000}`], { encoding: 'utf8' });
+      const r = spawnSync(bin, ['fuzz', shm, '--iterations', '3000', '--seed', `${Date.now() % 100000}`], { encoding: 'utf8', timeout: 300_000, killSignal: 'SIGKILL' });
       expect(r.signal, r.stderr).toBeNull();
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);

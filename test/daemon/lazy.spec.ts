@@ -5,7 +5,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { vrift, vriftAsync, vriftJson } from '../helpers/cli.js';
+import { spawnBounded } from '../helpers/bounded.js';
+import { VRIFT_BIN, vrift, vriftAsync, vriftJson } from '../helpers/cli.js';
+import { waitFor } from '../helpers/cluster.js';
 import { crashDaemon, startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -107,12 +109,26 @@ describe('a job starts on the listing alone', () => {
     startDaemon(home, env);
     const mnt = join(tempDir(), 'mnt');
     mkdirSync(mnt);
+    // A file, not a FIFO: writing to a FIFO blocks this worker for ever if the script died before opening it.
     const gone = join(tempDir(), 'gone');
-    execFileSync('mkfifo', [gone]);
     // main.c is fetched before the daemon dies; util.js only while it is away.
-    const script = `cat '${mnt}/src/main.c' >/dev/null && echo first && read x < '${gone}' && cat '${mnt}/src/main.c' '${mnt}/src/lib/util.js'`;
-    const running = vriftAsync(['run', '--mount', `${mnt}=ci/lazy-start`, '--', 'sh', '-c', script], { home, env });
-    for (let i = 0; i < 200 && casBlobs(home).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    const script = `cat '${mnt}/src/main.c' >/dev/null && echo first && until [ -e '${gone}' ]; do sleep 0.05; done && cat '${mnt}/src/main.c' '${mnt}/src/lib/util.js'`;
+    const run = spawnBounded(process.execPath, [VRIFT_BIN, 'run', '--mount', `${mnt}=ci/lazy-start`, '--', 'sh', '-c', script], {
+      env: { ...process.env, VRIFT_HOME: home, ...env },
+      timeoutMs: 90_000,
+    });
+    let out = '';
+    run.child.stdout!.on('data', (d) => (out += d));
+    let exited = false;
+    const running = run.done.finally(() => (exited = true));
+    await waitFor('main.c fetched and read before the crash', () => {
+      if (exited) throw new Error('the run ended first');
+      return out.includes('first') && casBlobs(home).length >= 2;
+    }, 60_000).catch(async (e) => {
+      run.kill();
+      const r = await running;
+      throw new Error(`${(e as Error).message}; the run said: ${r.stdout} ${r.stderr}`);
+    });
     crashDaemon(home);
     writeFileSync(gone, 'go\n');
     await new Promise((r) => setTimeout(r, 1000));

@@ -90,7 +90,7 @@ describe('the daemon runs the operations of the CLI', () => {
     startDaemon(home, env);
     // script(1) gives the command a pseudo-terminal.
     const cmd = `node ${join(ROOT, 'bin', 'vrift.js')} restore ci/bars ${join(tempDir(), 'o')}`;
-    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, ...env, VRIFT_HOME: home }, encoding: 'utf8' });
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, ...env, VRIFT_HOME: home }, encoding: 'utf8', timeout: 120_000, killSignal: 'SIGKILL' });
     expect(r.status, r.stdout).toBe(0);
     expect(r.stdout).toMatch(/download .*100%/);
     expect(daemonLog(home)).toMatch(/restore: done/);

@@ -1,7 +1,7 @@
 // Runs the real `vrift` command (the compiled CLI, as users run it).
-import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runBounded, spawnBounded } from './bounded.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const VRIFT_BIN = join(ROOT, 'bin', 'vrift.js');
@@ -24,29 +24,19 @@ function envFor(opts: RunOptions): NodeJS.ProcessEnv {
   return { ...process.env, VRIFT_HOME: opts.home, ...opts.env };
 }
 
-/** Runs `vrift <args>` to completion. */
+/** Runs `vrift <args>` to completion (its whole process tree is killed after `timeoutMs`, default 120 s). */
 export function vrift(args: string[], opts: RunOptions): RunResult {
-  const r: SpawnSyncReturns<string> = spawnSync(process.execPath, [VRIFT_BIN, ...args], {
+  return runBounded(process.execPath, [VRIFT_BIN, ...args], {
     env: envFor(opts),
     input: opts.input,
     cwd: opts.cwd,
-    encoding: 'utf8',
-    timeout: opts.timeoutMs ?? 120_000,
-    maxBuffer: 256 << 20,
+    timeoutMs: opts.timeoutMs ?? 120_000,
   });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Runs `vrift <args>` asynchronously (for concurrent runs). */
+/** Runs `vrift <args>` asynchronously (for concurrent runs), with the same deadline. */
 export function vriftAsync(args: string[], opts: RunOptions): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [VRIFT_BIN, ...args], { env: envFor(opts), cwd: opts.cwd });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
+  return spawnBounded(process.execPath, [VRIFT_BIN, ...args], { env: envFor(opts), cwd: opts.cwd, timeoutMs: opts.timeoutMs ?? 120_000 }).done;
 }
 
 /** Runs `vrift <args> --json` and parses stdout; throws with stderr on failure. */

@@ -46,7 +46,7 @@ const HAMMER = join(ROOT, 'shim', 'build', 'vdir-hammer');
 
 /** Opens a VDir from C (optionally as another user); the exit status is the errno of a failed open. */
 export function vdirProbe(name: string, asUser?: string): number {
-  const r = asUser ? runAs(asUser, runnableByAnyone(HAMMER), ['probe', name]) : spawnSync(HAMMER, ['probe', name], { encoding: 'utf8' });
+  const r = asUser ? runAs(asUser, runnableByAnyone(HAMMER), ['probe', name]) : spawnSync(HAMMER, ['probe', name], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
   // The probe reports what open() said: without that line it did not run, and its status means nothing.
   const report = JSON.parse(r.stdout || 'null') as { open?: number } | null;
   if (typeof report?.open !== 'number') throw new Error(`vdir-hammer probe did not run (status ${r.status}): ${r.stderr}`);
@@ -56,7 +56,7 @@ export function vdirProbe(name: string, asUser?: string): number {
 /** Looks paths up in a VDir from C (the shim's reader): one JSON object per path. */
 export function vdirLookup(name: string, paths: string[]): { rc: number; lines: any[]; status: number } {
   try {
-    const out = execFileSync(HAMMER, ['lookup', name, ...paths], { encoding: 'utf8' });
+    const out = execFileSync(HAMMER, ['lookup', name, ...paths], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
     return { rc: 0, status: 0, lines: out.trim().split('\n').map((l) => JSON.parse(l)) };
   } catch (e) {
     const err = e as { status: number; stdout: string };

@@ -25,7 +25,7 @@ export function runnableByAnyone(program: string): string {
 
 /** Runs `program` as `user` (runuser); throws if it could not even be started, so a refusal is never mistaken for the program's answer. */
 export function runAs(user: string, program: string, args: string[], env?: NodeJS.ProcessEnv): SpawnSyncReturns<string> {
-  const r = spawnSync('runuser', ['-u', user, '--', program, ...args], { encoding: 'utf8', env });
+  const r = spawnSync('runuser', ['-u', user, '--', program, ...args], { encoding: 'utf8', env, timeout: 120_000, killSignal: 'SIGKILL' });
   if (r.error || /^runuser: /m.test(r.stderr)) throw new Error(`runuser -u ${user} ${program} did not start it: ${r.error?.message ?? r.stderr.trim()}`);
   return r;
 }
@@ -39,7 +39,7 @@ export function runAs(user: string, program: string, args: string[], env?: NodeJ
  */
 export function runWithoutOverride(program: string, args: string[], env?: NodeJS.ProcessEnv, alsoDrop: string[] = []): SpawnSyncReturns<string> {
   const caps = ['dac_override', 'dac_read_search', ...alsoDrop].map((c) => `-${c}`).join(',');
-  const r = spawnSync('setpriv', [`--inh-caps=${caps}`, `--bounding-set=${caps}`, '--', program, ...args], { encoding: 'utf8', env });
+  const r = spawnSync('setpriv', [`--inh-caps=${caps}`, `--bounding-set=${caps}`, '--', program, ...args], { encoding: 'utf8', env, timeout: 120_000, killSignal: 'SIGKILL' });
   if (r.error || /^setpriv: /m.test(r.stderr)) throw new Error(`setpriv did not start ${program}: ${r.error?.message ?? r.stderr.trim()}`);
   return r;
 }

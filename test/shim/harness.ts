@@ -2,11 +2,12 @@
 // made of real project content (node_modules packages, Python packages, C
 // headers), the same tree mounted and materialized, and helpers to run
 // programs on either side.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, cpSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { MountManager } from '../../src/node/mount/mounts.js';
+import { runBounded } from '../helpers/bounded.js';
 import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -90,8 +91,7 @@ export function countFiles(dir: string): number {
 }
 
 function sh(script: string, env: NodeJS.ProcessEnv, opts: RunOpts, args: string[] = []): Result {
-  const r = spawnSync('/bin/sh', ['-c', script, ...args], { env, cwd: opts.cwd, encoding: 'utf8', timeout: opts.timeoutMs ?? 60_000, maxBuffer: 256 << 20 });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  return runBounded('/bin/sh', ['-c', script, ...args], { env, cwd: opts.cwd, timeoutMs: opts.timeoutMs ?? 60_000 });
 }
 
 /**
@@ -118,14 +118,11 @@ export function shimWorld(opts: { source?: (src: string) => void; homeName?: str
   world.plain = (script, o = {}) => sh(script, { ...baseEnv(), ...o.env }, o);
   world.run = (script, o = {}) => {
     const env = { ...baseEnv(), ...o.env };
-    const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'vrift.js'), 'run', '--mount', `${world.mnt}=${world.tree}`, '--', '/bin/sh', '-c', script], {
+    return runBounded(process.execPath, [join(ROOT, 'bin', 'vrift.js'), 'run', '--mount', `${world.mnt}=${world.tree}`, '--', '/bin/sh', '-c', script], {
       env,
       cwd: o.cwd,
-      encoding: 'utf8',
-      timeout: o.timeoutMs ?? 60_000,
-      maxBuffer: 256 << 20,
+      timeoutMs: o.timeoutMs ?? 60_000,
     });
-    return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
   };
   beforeAll(() => {
     mkdirSync(world.src, { recursive: true });

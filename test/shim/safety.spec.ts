@@ -216,14 +216,13 @@ describe('when the daemon is not there', () => {
     expect(w.vrift(['up', '--detach']).code).toBe(0);
     const gone = join(tempDir(), 'gone');
     const back = join(tempDir(), 'back');
-    execFileSync('mkfifo', [gone]);
-    execFileSync('mkfifo', [back]);
+    // Gates are files the script waits to see, not FIFOs: writing to a FIFO blocks this worker for ever if the script died before opening it.
     const script = `python3 -c '
 import os, sys, time
 M = "${w.mnt}"
 f = open(M + "/log", "w"); f.write("a"); f.flush()
 print("before", len(os.listdir(M + "/data"))); sys.stdout.flush()
-open("${gone}").read()
+while not os.path.exists("${gone}"): time.sleep(0.02)
 time.sleep(0.3)
 f.write("b"); f.flush()
 print("after", os.path.exists(M + "/data"), open(M + "/run.sh").readline().strip(), open(M + "/log").read())
@@ -232,7 +231,7 @@ try:
 except OSError as e:
     print("new", e.strerror)
 sys.stdout.flush()
-open("${back}").read()
+while not os.path.exists("${back}"): time.sleep(0.02)
 time.sleep(0.5)
 open(M + "/new2", "w").write("c")
 f.write("d"); f.close()

@@ -4,12 +4,13 @@
 // mount when they exit (docs/shim.md, "Programs the shim cannot see").
 // Real programs: TypeScript 7's tsgo (a static Go binary) and a static C
 // file tool (test/c/static-fs.c).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/node/control/client.js';
 import { F, Msg } from '../../src/node/control/protocol.js';
+import { runBounded } from '../helpers/bounded.js';
 import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 import { removeVDirObject, type Result } from './harness.js';
@@ -32,8 +33,7 @@ const env = (): NodeJS.ProcessEnv => {
 const cli = (args: string[]): Result => vrift(args, { home, timeoutMs: 120_000 });
 
 function spawnRes(file: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Result {
-  const r = spawnSync(file, args, { env: opts.env ?? env(), cwd: opts.cwd, encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status ?? (r.signal ? -1 : -2), stdout: r.stdout, stderr: r.stderr };
+  return runBounded(file, args, { env: opts.env ?? env(), cwd: opts.cwd, timeoutMs: 120_000 });
 }
 
 /** `vrift run` with the given mounts, of a command (argv). */

@@ -124,6 +124,8 @@ describe('bad input', () => {
     const r = spawnSync('bash', ['-c', `node ${JSON.stringify(join(ROOT, 'bin', 'vrift.js'))} ls pipe | head -1; echo "rc=\${PIPESTATUS[0]}"`], {
       env: { ...process.env, VRIFT_HOME: home },
       encoding: 'utf8',
+      timeout: 120_000,
+      killSignal: 'SIGKILL',
     });
     const [line, rc] = r.stdout.trimEnd().split('\n');
     expect(line).toMatch(/^0\d{3} (file|dir|symlink) /);

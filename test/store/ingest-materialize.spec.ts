@@ -178,6 +178,8 @@ describe('ingest and materialize', () => {
     const r = spawnSync('script', ['-qec', `node ${join(ROOT, 'bin', 'vrift.js')} ingest ${src}`, '/dev/null'], {
       env: { ...process.env, VRIFT_HOME: home },
       encoding: 'utf8',
+      timeout: 120_000,
+      killSignal: 'SIGKILL',
     });
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/ingest .*%/);
