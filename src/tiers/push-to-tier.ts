@@ -27,6 +27,7 @@ export interface PushInput {
   archive: TreePush['archive'];
   baseEntries: TreePush['baseEntries'];
   onBytes(n: number): void;
+  startup?: TreePush['startup'];
 }
 
 export interface TierPushResult extends PushResult {
@@ -42,8 +43,8 @@ export async function pushToTier(tier: GuardedTier, input: PushInput, queue: Bou
   try {
     if (tier.pushTree) {
       const bases = (await input.bases.get(tier.name)) ?? [];
-      const { tree, encoded, entries, source, archive, baseEntries, onBytes } = input;
-      Object.assign(res, await tier.pushTree({ tree, encoded, entries, bases, source, archive, baseEntries, onBytes }));
+      const { tree, encoded, entries, source, archive, baseEntries, onBytes, startup } = input;
+      Object.assign(res, await tier.pushTree({ tree, encoded, entries, bases, source, archive, baseEntries, onBytes, startup }));
     } else {
       await putMissing(tier, input, res, queue);
     }

@@ -16,6 +16,7 @@ import { loadNodeConfig } from '../../src/node/ops/node-config.js';
 import { openResolver } from '../../src/node/ops/open-resolver.js';
 import type { Resolver } from '../../src/node/ops/resolver.js';
 import { Store } from '../../src/node/store/store.js';
+import { saveLocalTrace } from '../../src/node/store/trace.js';
 import { FRAME_TARGET, PackIndex } from '../../src/tiers/s3/pack-index.js';
 import { S3Tier } from '../../src/tiers/s3/s3.js';
 import { vriftJson } from '../helpers/cli.js';
@@ -290,5 +291,22 @@ describe('the pack index', () => {
       expect(hashBuffer(archive.subarray(at.start, at.end))).toBe(digest);
     }
     expect(pack.index.locate(hashBuffer(Buffer.from('not in the pack')))).toBeUndefined();
+  });
+
+  it('puts the blobs a trace of the tree lists first, in its order: a cold start reads the front of the pack', async () => {
+    const home = tempDir();
+    const tree = vriftJson(['ingest', src], { home }).tree as Digest;
+    const files = (vriftJson(['ls', tree, '--json'], { home }).entries as (Entry & { kind: string })[]).filter((e) => e.kind === 'file' && e.size > 0);
+    // Three blobs from the end of the tree's order, as lazy runs would have opened them.
+    const trace = [files.at(-1)!.digest, files.at(-300)!.digest, files.at(-150)!.digest];
+    const store = Store.open(home);
+    await saveLocalTrace(store.meta, tree, trace);
+    await store.close();
+    vriftJson(['save', 'ci/traced', src], { home, env: { ...tierEnv({ s3, prefix: 'traced/' }), VRIFT_S3_COMPRESSION: 'none' } });
+    const { index } = await thePack('traced/');
+    const starts = trace.map((d) => index.locate(d)!.start);
+    expect(starts).toEqual([...starts].sort((a, b) => a - b));
+    const others = files.filter((f) => !trace.includes(f.digest)).map((f) => index.locate(f.digest)!.start);
+    expect(Math.max(...starts)).toBeLessThan(Math.min(...others));
   });
 });

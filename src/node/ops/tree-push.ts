@@ -9,6 +9,7 @@ import type { TierPushResult } from '../../tiers/push-to-tier.js';
 import { casSource } from '../../tiers/local.js';
 import { archiveChunks } from '../archive/chunks.js';
 import type { Store } from '../store/store.js';
+import { loadLocalTrace, mergeTraces } from '../store/trace.js';
 import type { TreeEntry } from '../store/tree.js';
 
 export type { TierPushResult };
@@ -58,11 +59,23 @@ export async function pushTree(store: Store, chain: Chain, tree: Digest, opts: P
     source: (d, size) => casSource(store, d, size),
     archive: (list, onBlob) => archiveChunks(store, list, { onBlob }),
     baseEntries: (b) => (store.hasTree(b) ? store.getTree(b).entries : undefined),
+    startup: startupSet(store, tree, opts),
     onBytes: (n) => {
       sent += n;
       opts.onProgress?.(sent, total);
     },
   });
+}
+
+/**
+ * What programs opened first in lazy mounts of this tree, else of the trees
+ * it replaces (the bases, the ref's value here): local traces, merged.
+ */
+function startupSet(store: Store, tree: Digest, opts: PushOptions): Digest[] {
+  const earlier = [...(opts.bases ?? []), ...store.listRefs().filter((r) => r.name === opts.ref).map((r) => r.tree)];
+  let set: Digest[] = [];
+  for (const t of [tree, ...earlier]) set = mergeTraces(set, loadLocalTrace(store.meta, t));
+  return set;
 }
 
 function uniqueBlobs(entries: TreeEntry[]): Map<Digest, number> {

@@ -145,7 +145,7 @@ export class S3Packs {
       } else fresh = small; // repack: one pack of the whole tree
     }
     if (fresh.length > 0) {
-      packs = [await this.writePack(push, fresh), ...packs];
+      packs = [await this.writePack(push, startupFirst(fresh, push.startup)), ...packs];
       res.blobs += fresh.length;
       res.bytes += fresh.reduce((n, [, s]) => n + s, 0);
     }
@@ -214,4 +214,13 @@ function blobSizes(entries: TreeEntry[]): Map<Digest, number> {
   const m = new Map<Digest, number>();
   for (const e of entries) if (e.kind === 'file') m.set(e.digest!, e.size);
   return m;
+}
+
+/** `blobs` with those of the start-up set (a trace) first, in its order; the rest as they were. */
+export function startupFirst(blobs: [Digest, number][], startup: readonly Digest[] | undefined): [Digest, number][] {
+  if (!startup || startup.length === 0) return blobs;
+  const rank = new Map<Digest, number>();
+  startup.forEach((d, i) => rank.has(d) || rank.set(d, i));
+  const first = blobs.filter(([d]) => rank.has(d)).sort(([a], [b]) => rank.get(a)! - rank.get(b)!);
+  return [...first, ...blobs.filter(([d]) => !rank.has(d))];
 }
