@@ -48,6 +48,12 @@ describe('bulk switch', () => {
     expect([0, 1, 5, 2].map((i) => s.opened(i))).toEqual([undefined, undefined, undefined, undefined]);
     expect([3, 12, 22, 23, 24].map((i) => s.opened(i))).toEqual([undefined, undefined, undefined, undefined, undefined]); // 3 → 12 skips 8; 12 → 22 skips 9: a new run
     expect(s.opened(25)).toBe('programs opened 4 missing blobs in a row in tree order');
+    // Blobs that arrived beside others (or were local) are no gap: 30 → 100 passes 69 blobs, all here now.
+    const seq = new BulkSwitch({ blobs: 1000, bytes: 1000 }, { bulkAfterPercent: 0, bulkAfterSequential: 3 });
+    const missing = new Set([150]);
+    const stillMissing = (a: number, b: number) => Array.from({ length: b - a - 1 }, (_, k) => a + 1 + k).filter((i) => missing.has(i)).length;
+    expect([30, 100].map((i) => seq.opened(i, stillMissing))).toEqual([undefined, undefined]);
+    expect(seq.opened(200, stillMissing)).toBe('programs opened 3 missing blobs in a row in tree order');
     const off = new BulkSwitch({ blobs: 1000, bytes: 1000 }, { bulkAfterPercent: 0, bulkAfterSequential: 0 });
     expect(Array.from({ length: 50 }, (_, i) => off.opened(i)).every((x) => x === undefined)).toBe(true);
   });

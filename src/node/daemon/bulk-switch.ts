@@ -37,10 +37,16 @@ export class BulkSwitch {
     return undefined;
   }
 
-  /** A program opened the missing blob at `index` (tree order): why this is a scan, or undefined. */
-  opened(index: number): string | undefined {
+  /**
+   * A program opened the missing blob at `index` (tree order): why this is
+   * a scan, or undefined. `skipped(a, b)` counts the blobs strictly between
+   * two opens that a scan passed by while they are still missing (by
+   * default all of them); blobs that came meanwhile beside another (the
+   * rest of an S3 pack's frame) or were local are no gap in a scan.
+   */
+  opened(index: number, skipped: (from: number, to: number) => number = (a, b) => b - a - 1): string | undefined {
     const n = this.cfg.bulkAfterSequential;
-    this.run = index > this.last && index - this.last - 1 <= SCAN_GAP ? this.run + 1 : 1;
+    this.run = index > this.last && (this.last < 0 || skipped(this.last, index) <= SCAN_GAP) ? this.run + 1 : 1;
     this.last = index;
     return n > 0 && this.run >= n ? `programs opened ${this.run} missing blobs in a row in tree order` : undefined;
   }

@@ -18,6 +18,8 @@ import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
 
 /** Blobs checked between two turns of the event loop when counting what a new mount has locally. */
 const COUNT_BATCH = 4096;
+/** A scan's gap is looked up blob by blob (a stat each) only up to this far. */
+const MAX_GAP_LOOKUPS = 512;
 
 export const LAZY_COUNTERS = {
   prefetchedBlobs: 'vrift_mount_prefetched_blobs_total',
@@ -162,7 +164,7 @@ export class LazyMounts {
     if (!fetched) return;
     m.brought.add(digest);
     add(m.status.fetchedOnOpen, m.blobs.sizes[at]!);
-    const why = m.switch.opened(at) ?? this.byVolume(m);
+    const why = m.switch.opened(at, (a, b) => this.stillMissing(m, a, b)) ?? this.byVolume(m);
     if (why) this.toBulk(m, why);
   }
 
@@ -241,6 +243,14 @@ export class LazyMounts {
         add(m.status.local, sizes[i]!);
       }
     }
+  }
+
+  /** How many of the blobs strictly between tree positions `a` and `b` are still not local (a scan that passed them left a gap). */
+  private stillMissing(m: LazyMount, a: number, b: number): number {
+    if (b - a - 1 > MAX_GAP_LOOKUPS) return b - a - 1; // far apart: no scan, whatever lies between
+    let n = 0;
+    for (let i = a + 1; i < b; i++) if (!m.localAtMount[i] && !this.opts.store.cas.has(m.blobs.digests[i]!)) n++;
+    return n;
   }
 
   /** Why what this mount needed one by one is most of its tree, if it is. */
