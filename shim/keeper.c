@@ -94,6 +94,9 @@ struct kp_range_info {
 #define KP_LINE_MAX 4352 /* a command plus PATH_MAX */
 #define KP_OUT_MAX 65536
 #define KP_SCAN_MS 3000
+/* Events are read KP_EVBUF bytes at a time: at most KP_EVMAX per read. */
+#define KP_EVBUF 4096
+#define KP_EVMAX (KP_EVBUF / (int)sizeof(struct fanotify_event_metadata) + 1)
 
 enum kp_state { KP_FREE = 0, KP_RUNNING, KP_FAILED };
 
@@ -506,6 +509,7 @@ static void accept_client(void) {
 /* ---- events ---- */
 
 static int allowed_pid(pid_t pid) {
+    if (pid <= 0) return 0;
     if (pid == getpid()) return 1;
     for (int c = 0; c < KP_MAX_CLIENTS; c++)
         if (g_clients[c].fd >= 0 && g_clients[c].hello && g_clients[c].pid == pid) return 1;
@@ -561,9 +565,9 @@ static void handle_event(struct fanotify_event_metadata *m) {
 static void read_events(void) {
     /* Aligned for the metadata; a few events at a time so the pending table
        cannot overflow within one read. */
-    static uint64_t buf[512];
+    static uint64_t buf[KP_EVBUF / sizeof(uint64_t)];
     for (;;) {
-        if (g_npending + 64 > KP_MAX_PENDING) return;
+        if (g_npending + KP_EVMAX > KP_MAX_PENDING) return;
         ssize_t len = read(g_group, buf, sizeof buf);
         if (len < 0) {
             if (errno != EAGAIN && errno != EINTR) logf_("reading events: %s", strerror(errno));
@@ -711,6 +715,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     g_sock_path = argv[i];
+    /* Keep no directory of the daemon busy (paths in `watch` are absolute). */
+    if (g_sock_path[0] == '/' && chdir("/") < 0) logf_("chdir /: %s", strerror(errno));
     setvbuf(stderr, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
@@ -768,7 +774,7 @@ int main(int argc, char **argv) {
         struct pollfd pf[2 + KP_MAX_CLIENTS];
         int idx[KP_MAX_CLIENTS];
         int n = 0;
-        pf[n++] = (struct pollfd){ .fd = g_group, .events = g_npending + 64 <= KP_MAX_PENDING ? POLLIN : 0 };
+        pf[n++] = (struct pollfd){ .fd = g_group, .events = g_npending + KP_EVMAX <= KP_MAX_PENDING ? POLLIN : 0 };
         pf[n++] = (struct pollfd){ .fd = g_listen, .events = POLLIN };
         for (int c = 0; c < KP_MAX_CLIENTS; c++) {
             if (g_clients[c].fd < 0) continue;

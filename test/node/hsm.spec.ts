@@ -228,7 +228,7 @@ describe('large files stream (fanotify pre-content)', () => {
     const src = join(dir, 'src');
     writeFileSync(src, data);
     const path = join(dir, 'orphan');
-    const d = daemonChild({ runDir, probeDir: dir, src, path, id: 'orphan1', prefix: MiB, graceMs: 30_000 });
+    const d = daemonChild({ runDir, probeDir: dir, src, path, id: 'orphan1', prefix: MiB, graceMs: 10_000 });
     await d.ready;
     const waiting = reader(path, [`pread:${3 * MiB}:4096`]);
     await sleep(STILL_MS);

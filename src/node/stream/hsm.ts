@@ -12,7 +12,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { packageRoot } from '../../lib/native.js';
 import { VriftError } from '../../lib/errors.js';
 
@@ -254,12 +254,13 @@ export class Hsm {
     if (!existsSync(bin)) return { reason: `${bin} is missing (build it with \`npm run build\`)` };
     const probed = await runProbe(bin, opts.probeDir);
     if (probed !== 'ok') return { reason: probed };
-    mkdirSync(opts.runDir, { recursive: true });
-    const path = keeperSocket(opts.runDir);
+    const runDir = resolve(opts.runDir);
+    mkdirSync(runDir, { recursive: true });
+    const path = keeperSocket(runDir);
     // A keeper that is exiting (idle) may take the connection and close it:
     // start another one and try again.
     for (let attempt = 0; attempt < 3; attempt++) {
-      const sock = (await tryConnect(path)) ?? (await Hsm.start(bin, path, opts));
+      const sock = (await tryConnect(path)) ?? (await Hsm.start(bin, path, runDir, opts.graceMs));
       if (typeof sock === 'string') return { reason: sock };
       const conn = new KeeperConnection(sock, opts.log);
       try {
@@ -274,15 +275,15 @@ export class Hsm {
   }
 
   /** Starts a keeper (its own session: it outlives this process) and connects; a string says why not. */
-  private static async start(bin: string, path: string, opts: HsmOpenOptions): Promise<Socket | string> {
-    const logFd = openSync(join(opts.runDir, 'keeper.log'), 'a');
+  private static async start(bin: string, path: string, runDir: string, graceMs: number | undefined): Promise<Socket | string> {
+    const logFd = openSync(join(runDir, 'keeper.log'), 'a');
     let exited: string | undefined;
     try {
-      const args = opts.graceMs === undefined ? [path] : ['--grace-ms', String(Math.max(0, Math.round(opts.graceMs))), path];
+      const args = graceMs === undefined ? [path] : ['--grace-ms', String(Math.max(0, Math.round(graceMs))), path];
       const child = spawn(bin, args, { detached: true, stdio: ['ignore', 'ignore', logFd] });
       child.on('error', (e) => (exited = `cannot start ${bin}: ${e.message}`));
       // Exit 0: another keeper won the race for this socket; connect to it.
-      child.on('exit', (code, signal) => (exited = code === 0 ? undefined : `vrift-keeper exited (${code ?? signal}) at start: see ${join(opts.runDir, 'keeper.log')}`));
+      child.on('exit', (code, signal) => (exited = code === 0 ? undefined : `vrift-keeper exited (${code ?? signal}) at start: see ${join(runDir, 'keeper.log')}`));
       child.unref();
     } finally {
       closeSync(logFd);
@@ -310,7 +311,8 @@ export class Hsm {
   }
 
   /** Marks `path` (already at its full `size`; the writer's fd opened before this call). */
-  async watch(path: string, info: { id: string; size: number }): Promise<HsmStream> {
+  async watch(file: string, info: { id: string; size: number }): Promise<HsmStream> {
+    const path = resolve(file); // the keeper runs in /
     if (!ID.test(info.id)) throw new VriftError('ERR_VRIFT_HSM_BAD_ID', `bad stream id ${JSON.stringify(info.id)}`, { hint: 'use [A-Za-z0-9._-], at most 128 characters (a digest in hex)' });
     if (/[\n\0]/.test(path)) throw new VriftError('ERR_VRIFT_HSM_BAD_PATH', `a path with a newline or NUL cannot be watched: ${JSON.stringify(path)}`);
     if (!Number.isSafeInteger(info.size) || info.size < 0) throw new VriftError('ERR_VRIFT_HSM_BAD_SIZE', `bad size ${info.size} for ${info.id}`);
