@@ -42,7 +42,8 @@
  *
  * A stream whose connection closes is an orphan: it (and its readers) waits
  * up to the grace period for a daemon to say hello, then fails. A failed
- * stream keeps denying until no process has the inode open or mapped
+ * stream keeps denying until its file is unlinked (the daemon removes a failed
+ * temp file) and no process has the inode open or mapped
  * (/proc/<pid>/{fd,map_files}, scanned every few seconds), then its mark goes.
  * The keeper exits when no client is connected and no stream remains, after
  * being idle for the grace period.
@@ -621,8 +622,13 @@ static void scan_failed(void) {
         close(pd);
     }
     closedir(proc);
-    for (int s = 0; s < KP_MAX_STREAMS; s++)
-        if (g_streams[s].state == KP_FAILED && !open_by[s]) stream_forget(s, "failed, and no process has it open: mark removed");
+    /* Only an unlinked file is safe to let go: while it has a name, a new
+       open could read the zeros of its unverified ranges. */
+    for (int s = 0; s < KP_MAX_STREAMS; s++) {
+        struct stat sb;
+        if (g_streams[s].state == KP_FAILED && !open_by[s] && fstat(g_streams[s].fd, &sb) == 0 && sb.st_nlink == 0)
+            stream_forget(s, "failed, unlinked, and no process has it open: mark removed");
+    }
 }
 
 /* ---- probe ---- */
@@ -733,7 +739,9 @@ int main(int argc, char **argv) {
     for (int p = 0; p < KP_MAX_PENDING; p++) g_pending[p].fd = -1;
     for (int s = 0; s < KP_MAX_STREAMS; s++) g_streams[s].fd = -1, g_streams[s].owner = -1;
 
-    g_group = fanotify_init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE);
+    /* An unlimited queue: past the default 16384 queued events the kernel
+       drops a permission event and ALLOWS the access. */
+    g_group = fanotify_init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_UNLIMITED_QUEUE, O_RDONLY | O_LARGEFILE);
     if (g_group < 0) {
         logf_("fanotify_init: %s", strerror(errno));
         return 1;

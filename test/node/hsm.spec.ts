@@ -5,7 +5,7 @@
 // stream or the keeper's grace period ends. Needs root and a kernel with
 // fanotify pre-content events; the temp dir must be ext4/xfs/btrfs.
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -270,7 +270,9 @@ describe('large files stream (fanotify pre-content)', () => {
     await d.done;
     expect(await waiting.lines()).toEqual(['err 5']);
     expect(Date.now() - killedAt).toBeGreaterThan(1000);
-    // Nothing has the file open any more: the mark goes, then the idle keeper.
+    expect((await reader(path, [`pread:${MiB}:10`, 'pread:0:10']).lines())[0]).toBe('err 5');
+    // The next daemon removes the failed temp file; unlinked and open nowhere, the mark goes, then the idle keeper.
+    unlinkSync(path);
     await until('gone', () => !alive(pid), 20_000);
     expect(existsSync(keeperSocket(runDir))).toBe(false);
     expect(readFileSync(join(runDir, 'keeper.log'), 'utf8')).toMatch(/nothing left to keep/);
