@@ -375,6 +375,7 @@ int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_rep
                 rep->err = errno_of_code(rep->code);
             } else {
                 copy_field(reply, keep, VRIFT_F_DIGEST, rep->digest, sizeof rep->digest);
+                copy_field(reply, keep, VRIFT_F_PATH, rep->path, sizeof rep->path);
                 const uint8_t *v;
                 uint32_t l;
                 if (vrift_proto_find(reply, keep, VRIFT_F_SIZE, &v, &l) == 1 && l == 8)

@@ -22,7 +22,6 @@
 
 int vr_open_dir_fd(const struct vr_path *p, int oflags);
 void vr_track_real_dir(int dirfd_base, const char *path, int fd);
-int vr_fetch(int mount, const uint8_t digest[32], uint32_t mode);
 
 static inline int ret(int rc)
 {
@@ -129,8 +128,13 @@ static int open_blob(const struct vr_path *p, int flags)
     int fd = -ENOENT;
     for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
         if (attempt == 1 || (p->res.flags & VRIFT_VDIR_F_REMOTE)) {
-            if (vr_fetch(p->mount, p->res.entry.u.digest, p->res.mode) != 0)
+            char partial[PATH_MAX];
+            if (vr_fetch_stream(p->mount, p->res.entry.u.digest, p->res.mode, partial, sizeof partial) != 0)
                 return -EIO;
+            /* A large blob still arriving: its reads wait, range by range, in the kernel.
+             * Gone already (complete and renamed into the CAS): open that instead. */
+            if (partial[0] && (fd = vr_openat(AT_FDCWD, partial, fl, 0)) >= 0)
+                break;
         }
         fd = open_cas(p->mount, p->res.entry.u.digest, exec, fl);
         if (fd == -ENOENT && exec)

@@ -138,16 +138,28 @@ int vr_request_async(uint16_t type, struct vr_req *p)
 
 int vr_fetch(int mount, const uint8_t digest[32], uint32_t mode)
 {
+    return vr_fetch_stream(mount, digest, mode, NULL, 0);
+}
+
+int vr_fetch_stream(int mount, const uint8_t digest[32], uint32_t mode, char *partial, size_t cap)
+{
     struct vr_req p = {0};
     vr_req_str(&p, VRIFT_F_PATH, vr_mounts[mount].root, vr_mounts[mount].rootlen);
     vr_req_hex(&p, VRIFT_F_DIGEST, digest);
     vr_req_u32(&p, VRIFT_F_MODE, mode); /* executable: the daemon makes the blob's exec twin too */
+    if (partial) {
+        vr_req_u32(&p, VRIFT_F_STREAM, 1);
+        partial[0] = '\0';
+    }
+    struct vr_reply rep;
     /* Only the daemon can bring the bytes: while it is gone (restarting),
      * the open waits for it, up to FETCH_WAIT_NS, rather than fail. */
     const long FETCH_WAIT_NS = 20000000000L;
     long until = mono_ns() + FETCH_WAIT_NS;
     for (;;) {
-        int rc = vr_request(VRIFT_MSG_FETCH, &p, NULL);
+        int rc = vr_request(VRIFT_MSG_FETCH, &p, &rep);
+        if (rc == 0 && partial)
+            vr_strlcpy(partial, rep.path, cap);
         if (rc != -EROFS)
             return rc;
         if (mono_ns() >= until || atomic_load(&vr_on) != 1)

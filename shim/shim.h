@@ -194,6 +194,13 @@ int vr_abs_of(int mount, const char *rel, size_t rellen, char *buf, size_t cap);
 int vr_split_abs(const char *abs, size_t len, size_t *rel_off);
 /** Fetches a blob into the local CAS through the daemon. 0 or -errno. */
 int vr_fetch(int mount, const uint8_t digest[32], uint32_t mode);
+/**
+ * vr_fetch for a reader that can start before a large blob has arrived:
+ * `partial` gets the path of the file it streams into ("" when the blob is
+ * whole in the CAS by now). Reads of that file wait in the kernel until
+ * their range is verified (docs/lazy.md "Large files stream").
+ */
+int vr_fetch_stream(int mount, const uint8_t digest[32], uint32_t mode, char *partial, size_t cap);
 
 /** True when `abs` (absolute, clean) is a strict ancestor of some mount root. */
 int vr_is_mount_ancestor(const char *abs, size_t len);
@@ -344,6 +351,7 @@ struct vr_reply {
     char code[96];
     char digest[65];
     uint64_t size;
+    char path[PATH_MAX];  /* PATH of an OK reply (FETCH with STREAM: the partial blob), or "" */
 };
 
 /** Opens this process's connection (during init). 0 or -errno. */

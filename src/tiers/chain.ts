@@ -17,6 +17,7 @@ import { hasCode, type VriftError } from '../lib/errors.js';
 import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
 import { BoundedQueue, mapLimit } from '../lib/queue.js';
 import { readArchive } from '../node/archive/reader.js';
+import type { AdmissionWatch, BlobWatch } from '../node/store/admission.js';
 import type { Store } from '../node/store/store.js';
 import type { TreeEntry } from '../node/store/tree.js';
 import type { ChainConfig } from './chain-config.js';
@@ -81,9 +82,14 @@ export class Chain implements Tier {
    * Fetches one blob from the first remote tier that has it, verified into
    * the local CAS. Returns the tier's name, or undefined when none has it.
    */
-  async fetch(digest: Digest, size?: number): Promise<string | undefined> {
+  async fetch(digest: Digest, size?: number, watch?: BlobWatch, inTree?: { tree: Digest; tried: Set<string> }): Promise<string | undefined> {
     for (const tier of this.remotes) {
-      if ((await this.fetchFrom(tier, digest, size)) !== undefined) return tier.name;
+      // A small blob of a tree the tier packs is only in its packs: one ranged GET, not a miss first.
+      if (inTree && tier.getInTree && size !== undefined && tier.looseBlobBytes !== undefined && size < tier.looseBlobBytes) {
+        inTree.tried.add(tier.name);
+        if ((await this.fetchFrom(tier, digest, size, () => tier.getInTree!(inTree.tree, digest))) !== undefined) return tier.name;
+      }
+      if ((await this.fetchFrom(tier, digest, size, undefined, watch)) !== undefined) return tier.name;
     }
     return undefined;
   }
@@ -94,9 +100,9 @@ export class Chain implements Tier {
    * (`getInTree`: S3, a ranged GET of the pack that holds it), verified
    * into the local CAS. Returns the tier's name, or undefined.
    */
-  async fetchInTree(tree: Digest, digest: Digest, size?: number): Promise<string | undefined> {
+  async fetchInTree(tree: Digest, digest: Digest, size?: number, tried?: ReadonlySet<string>): Promise<string | undefined> {
     for (const tier of this.remotes) {
-      if (!tier.getInTree) continue;
+      if (!tier.getInTree || tried?.has(tier.name)) continue;
       if ((await this.fetchFrom(tier, digest, size, () => tier.getInTree!(tree, digest))) !== undefined) return tier.name;
     }
     return undefined;
@@ -108,8 +114,9 @@ export class Chain implements Tier {
    * tier (counted and remembered by its guard; the caller moves on). A
    * local failure (a full disk) is thrown: no other tier can help.
    */
-  private async fetchFrom(tier: GuardedTier, digest: Digest, size?: number, read = () => tier.get(digest)): Promise<number | undefined> {
+  private async fetchFrom(tier: GuardedTier, digest: Digest, size?: number, read = () => tier.get(digest), watch?: BlobWatch): Promise<number | undefined> {
     if (size !== undefined && tier.maxBlobBytes !== undefined && size > tier.maxBlobBytes) return undefined;
+    const watched = watch && size !== undefined ? await this.watchThrough(tier, digest, watch) : undefined;
     // One more try when the body breaks midway (a reset connection): the request itself is retried by the guard.
     for (let attempt = 0; ; attempt++) {
       let body: BlobBody | undefined;
@@ -121,7 +128,7 @@ export class Chain implements Tier {
       }
       if (!body) return undefined;
       try {
-        const got = (await this.ctx.store.admission.stream(digest, body, tier.name, size)).size;
+        const got = (await this.ctx.store.admission.stream(digest, body, tier.name, size, watched)).size;
         if (this.cfg.writeBack) this.writeBack(digest, got, this.remotes.slice(0, this.remotes.indexOf(tier)));
         if (body.neighbors) await this.admitNeighbors(tier, body.neighbors());
         return got;
@@ -136,6 +143,18 @@ export class Chain implements Tier {
         const failure = tier.fail(e, 'get');
         if (attempt >= 1 || !tier.available || failure.code === 'ERR_VRIFT_TIER_CORRUPT') return undefined;
       }
+    }
+  }
+
+  /** A watch of a blob streamed from `tier`, when the tier has the blob's outboard (else the reader waits for the whole blob). */
+  private async watchThrough(tier: GuardedTier, digest: Digest, watch: BlobWatch): Promise<AdmissionWatch | undefined> {
+    if (!tier.getOutboard) return undefined;
+    try {
+      const outboard = await tier.getOutboard(digest);
+      return outboard && { ...watch, outboard };
+    } catch (e) {
+      if (isLocalError(e)) throw e;
+      return undefined;
     }
   }
 
@@ -381,6 +400,11 @@ export class Chain implements Tier {
       for (const r of refs) if (!byName.has(r.name)) byName.set(r.name, r);
     }
     return [...byName.values()].sort((a, b) => b.updatedAt - a.updatedAt).slice(0, limit);
+  }
+
+  /** Readies every remote tier for its first request (a daemon at start); never throws. */
+  async warm(): Promise<void> {
+    await Promise.all(this.remotes.map((t) => t.warm?.().catch(() => undefined)));
   }
 
   /** Waits for queued writes, then closes every tier. */

@@ -15,6 +15,7 @@ export abstract class TierDecorator implements Tier {
   readonly fetchTree?: (tree: Digest, want: ReadonlySet<Digest>) => Promise<ArchivePart[] | undefined>;
   readonly pushTree?: (push: TreePush) => Promise<PushResult>;
   readonly getInTree?: (tree: Digest, digest: Digest) => Promise<BlobBody | undefined>;
+  readonly getOutboard?: (digest: Digest) => Promise<Buffer | undefined>;
 
   constructor(readonly inner: Tier) {
     this.name = inner.name;
@@ -26,6 +27,11 @@ export abstract class TierDecorator implements Tier {
     if (inner.fetchTree) this.fetchTree = (tree, want) => this.fetchTreeOf(tree, want);
     if (inner.pushTree) this.pushTree = (push) => this.pushTreeOf(push);
     if (inner.getInTree) this.getInTree = (tree, digest) => this.getInTreeOf(tree, digest);
+    if (inner.getOutboard) this.getOutboard = (digest) => this.getOutboardOf(digest);
+  }
+
+  warm(): Promise<void> {
+    return this.inner.warm?.() ?? Promise.resolve();
   }
 
   /** The wrapped tier's fetchTree, for a decorator to override (called only when the tier has one). */
@@ -41,6 +47,11 @@ export abstract class TierDecorator implements Tier {
   /** The wrapped tier's getInTree, for a decorator to override (called only when the tier has one). */
   protected getInTreeOf(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
     return this.inner.getInTree!(tree, digest);
+  }
+
+  /** The wrapped tier's getOutboard, for a decorator to override (called only when the tier has one). */
+  protected getOutboardOf(digest: Digest): Promise<Buffer | undefined> {
+    return this.inner.getOutboard!(digest);
   }
 
   has(digests: readonly Digest[]): Promise<Set<Digest>> {

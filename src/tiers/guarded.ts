@@ -57,6 +57,10 @@ export class GuardedTier extends TierDecorator {
     return this.guard('getInTree', () => super.getInTreeOf(tree, digest));
   }
 
+  protected override getOutboardOf(digest: Digest): Promise<Buffer | undefined> {
+    return this.guard('getOutboard', () => super.getOutboardOf(digest));
+  }
+
   /** True while the breaker lets calls through. */
   get available(): boolean {
     return this.breaker.state !== 'open';

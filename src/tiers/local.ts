@@ -69,6 +69,7 @@ export function casSource(store: Store, digest: Digest, size: number): BlobSourc
   };
   return {
     size,
+    path,
     open: () => {
       const hasher = new StreamHasher();
       const verify = new Transform({

@@ -81,6 +81,10 @@ export class RedisTier implements Tier {
     this.where = `${u.hostname}:${u.port || 6379}`;
   }
 
+  async warm(): Promise<void> {
+    await this.conn().catch(() => undefined);
+  }
+
   async has(digests: readonly Digest[]): Promise<Set<Digest>> {
     const c = await this.conn();
     const out = new Set<Digest>();

@@ -38,6 +38,8 @@ export interface BlobSource {
   open(): Readable;
   /** The bytes whole: only for sizes a tier keeps in memory (Redis values, small objects). */
   readAll(): Promise<Buffer>;
+  /** The local file that holds the bytes, when there is one (a tier may read it directly: S3 computes a large blob's outboard from it). */
+  path?: string;
 }
 
 export interface RefInfo {
@@ -86,6 +88,12 @@ export interface TreePush {
   /** Entries of a base tree: from the local store, else undefined (the tier may fetch it itself). */
   baseEntries(tree: Digest): TreeEntry[] | undefined;
   onBytes?(n: number): void;
+  /**
+   * Blobs programs opened first when the tree (or an earlier tree of its
+   * ref) was mounted lazily, in that order (its trace): a tier that packs
+   * blobs puts these first, so a cold start reads the front of one pack.
+   */
+  startup?: readonly Digest[];
 }
 
 export interface PushResult {
@@ -142,6 +150,20 @@ export interface Tier {
    * Unverified, like `get`; undefined when the tier cannot serve it this way.
    */
   getInTree?(tree: Digest, digest: Digest): Promise<BlobBody | undefined>;
+  /**
+   * Optional: a large blob's Bao outboard (docs/bao.md: the chaining
+   * values of its hash tree over 16 KiB groups), so a reader can verify
+   * its bytes in order as they arrive instead of only at the end (a lazy
+   * mount streams large files: docs/lazy.md). Untrusted like any byte from
+   * a tier: a wrong one fails verification. undefined when the tier has none.
+   */
+  getOutboard?(digest: Digest): Promise<Buffer | undefined>;
+  /**
+   * Optional: gets ready for the first request (loads an SDK, opens a
+   * connection), so the first one a program waits for does not pay for it.
+   * Never throws: a failure shows on the request that meets it.
+   */
+  warm?(): Promise<void>;
 
   close(): Promise<void>;
 }

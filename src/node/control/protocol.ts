@@ -64,6 +64,7 @@ export const F = {
   SEQ: 26,
   CHANGE: 27,
   NOW: 28,
+  STREAM: 29,
 } as const;
 
 /** Digests one NODE_PEERS request may ask about. */

@@ -12,6 +12,7 @@ import { openResolver } from '../ops/open-resolver.js';
 import type { Resolver } from '../ops/resolver.js';
 import { fetchHandler } from './fetch.js';
 import { LazyMounts } from './lazy-mounts.js';
+import { BlobStreams } from './blob-streams.js';
 import { mountSection } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
 import { operationsHandler } from './operations.js';
@@ -45,6 +46,8 @@ export class Daemon {
   readonly mounts: MountManager;
   /** Lazy mounts' accounting, traces, prefetch and bulk switch. */
   readonly lazy: LazyMounts;
+  /** Large files read while they arrive (docs/lazy.md "Large files stream"). */
+  readonly streams: BlobStreams;
   /** Membership of the cluster; undefined when no cluster secret is set (the node runs alone). */
   readonly cluster: Cluster | undefined;
   readonly metrics = new Metrics();
@@ -66,7 +69,9 @@ export class Daemon {
     this.socketPath = socketPathOf(this.store.layout.run);
     this.mounts = new MountManager(this.store, this.log);
     const config = loadNodeConfig({ home: this.store.layout.root }); // validated in full: a mistake stops the start
-    this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: config.get(mountSection), metrics: this.metrics, log: this.log });
+    const mountConfig = config.get(mountSection);
+    this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: mountConfig, metrics: this.metrics, log: this.log });
+    this.streams = new BlobStreams({ store: this.store, resolver: () => this.resolver(), log: this.log }, { enabled: mountConfig.stream, minBytes: mountConfig.streamMinBytes });
     this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log });
     const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
     const cluster = this.cluster;
@@ -78,11 +83,14 @@ export class Daemon {
         start: () => {
           const log = (level: 'warn' | 'info', m: string) => this.log(level === 'warn' ? `warning: ${m}` : m);
           this.resolverInstance = openResolver({ store: this.store, config, metrics: this.metrics, log, peers: cluster ? new MeshDirectory(cluster.mesh) : undefined });
+          // The first mount or fetch a program waits for should not load the S3 SDK or dial Redis.
+          this.resolverInstance.warm();
         },
         stop: () => this.resolverInstance?.close(),
       },
       // after the resolver (prefetch and trace pushes use it), before control (FETCH reports to it)
       { name: 'lazy mounts', start: () => this.lazy.start(), stop: () => this.lazy.stop() },
+      { name: 'large-file streams', start: () => this.streams.start(), stop: () => this.streams.stop() },
       { name: 'control', start: () => control.start(), stop: () => control.stop() },
     );
   }
@@ -158,6 +166,7 @@ export class Daemon {
       cluster: this.cluster?.status() ?? { enabled: false },
       mounts: this.mounts.list().map((m) => ({ ...m, ...this.lazy.statusOf(m.path) })),
       inFlight: this.resolverInstance?.inFlight() ?? { blobs: 0, trees: 0 },
+      streams: this.streams.status(),
       metrics: this.metrics.snapshot(),
     };
   }
@@ -194,8 +203,9 @@ export class Daemon {
     h.set(
       Msg.FETCH,
       fetchHandler(this.store, () => this.resolver(), (root) => this.mounts.recordOf(root)?.tree, this.log, undefined, {
-        demandBegins: () => this.lazy.demandBegins(),
+        demandBegins: (digest) => this.lazy.demandBegins(digest),
         served: (root, digest, fetched) => this.lazy.served(root, digest, fetched),
+        streams: this.streams,
       }),
     );
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));

@@ -9,16 +9,19 @@ import { F } from '../control/protocol.js';
 import { requireStr, type Handler } from '../control/server.js';
 import type { Resolver } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
+import type { BlobStreams } from './blob-streams.js';
 
 /** The shim waits 30 s for a FETCH (shim/ipc.c): answer before that. */
 export const FETCH_DEADLINE_MS = 25_000;
 
 /** What lazy mounts (lazy-mounts.ts) learn from FETCH. */
 export interface FetchHooks {
-  /** A program waits for a blob (prefetch narrows meanwhile); the returned function is called when the wait ends. */
-  demandBegins?(): () => void;
+  /** A program waits for blob `digest` (prefetch narrows meanwhile, or catches up); the returned function is called when the wait ends. */
+  demandBegins?(digest: string): () => void;
   /** A program in the mount at `mountRoot` opened `digest`; `fetched`: this FETCH brought it (it was neither local nor being fetched). */
   served?(mountRoot: string, digest: string, fetched: boolean): void;
+  /** Large blobs a program may read while they arrive (FETCH with STREAM). */
+  streams?: BlobStreams;
 }
 
 /**
@@ -42,15 +45,37 @@ export function fetchHandler(
     let from: string | undefined | 'late';
     let joined = false;
     const path = f.str(F.PATH);
-    const waited = hooks.demandBegins?.();
+    const waited = hooks.demandBegins?.(digest);
+    // An executable is opened through its exec twin, made from the whole blob: it never streams.
+    const exec = ((f.u32(F.MODE) ?? 0) & 0o111) !== 0;
+    const streams = f.u32(F.STREAM) === 1 && !exec && hooks.streams?.enabled ? hooks.streams : undefined;
+    const partial = streams?.whenPartial(digest);
+    let partialPath: string | undefined;
     try {
-      from = await Promise.race([resolver().fetchBlob(digest, { tree: path ? treeOf(path) : undefined, joined: (j) => (joined = j) }), late]);
+      const fetching = resolver().fetchBlob(digest, { tree: path ? treeOf(path) : undefined, joined: (j) => (joined = j), watch: streams?.watchFor(digest) });
+      const streaming = partial?.partial.then((p) => ({ partial: p }));
+      const first = await Promise.race(streaming ? [fetching, late, streaming] : [fetching, late]);
+      if (typeof first === 'object') {
+        // The blob streams in: the program reads it as it arrives; the fetch goes on (its end is logged).
+        partialPath = first.partial;
+        fetching.then(
+          (got) => got === undefined && log(`fetch: blob ${digest} is in no reachable tier`),
+          (e) => log(`fetch: blob ${digest} failed while it streamed: ${(e as Error).message}`),
+        );
+      } else {
+        from = first;
+      }
     } catch (e) {
       log(`fetch: blob ${digest} failed: ${(e as Error).message}`);
       throw e;
     } finally {
       clearTimeout(timer);
+      partial?.cancel();
       waited?.();
+    }
+    if (partialPath !== undefined) {
+      if (path) hooks.served?.(path, digest, !joined);
+      return [[F.PATH, partialPath]];
     }
     if (from === 'late') {
       log(`fetch: blob ${digest} did not arrive within ${deadlineMs / 1000}s (the fetch goes on; a later open may find it)`);
@@ -61,7 +86,7 @@ export function fetchHandler(
       throw new VriftError('ERR_VRIFT_CAS_MISSING', `blob ${digest} is in no reachable tier`, { hint: 'push the tree from a node that has it', exitCode: 1 });
     }
     // An executable is opened through its exec twin (the shim's exec path).
-    if (((f.u32(F.MODE) ?? 0) & 0o111) !== 0) store.ensureExecTwin(digest);
+    if (exec) store.ensureExecTwin(digest);
     const fetched = from !== 'local' && !joined;
     if (fetched) log(`fetch: blob ${digest} from ${from} in ${Date.now() - started} ms`);
     if (path) hooks.served?.(path, digest, fetched);

@@ -150,9 +150,9 @@ export class LazyMounts {
     if (![...this.byPath.values()].some((o) => o.rec.tree === m.rec.tree)) this.traces.release(m.rec.tree);
   }
 
-  /** A program waits for a fetch: prefetch narrows until the returned function is called. */
-  demandBegins(): () => void {
-    return this.prefetcher.demandBegins();
+  /** A program waits for a fetch of `digest`: prefetch narrows (or catches up) until the returned function is called. */
+  demandBegins(digest?: Digest): () => void {
+    return this.prefetcher.demandBegins(digest);
   }
 
   /** A program in mount `path` opened `digest` through FETCH; `fetched`: this FETCH brought it (it was neither local nor being fetched). */

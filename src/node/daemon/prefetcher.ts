@@ -3,8 +3,12 @@
 // competes with programs for more than it must:
 //   - bytes are paced to `mount.prefetchBytesPerSec` for the whole host;
 //   - at most `mount.prefetchConcurrency` fetches run, and only one while
-//     a program waits for a demand fetch (FETCH): demand goes straight to
-//     the resolver and so jumps the queue;
+//     a program waits for a demand fetch (FETCH) of a blob off the trace:
+//     demand goes straight to the resolver and so jumps the queue. A
+//     program that opens a blob further on in a trace shows the prefetch
+//     is behind it: the prefetch goes on from there, at full width (the
+//     program follows the trace, so what comes next is what it needs), and
+//     comes back for the blobs it passed once the trace's end is reached;
 //   - a demand for a blob being prefetched joins that fetch (the
 //     resolver's single flight), and a queued blob a program opened first
 //     is skipped once it is local.
@@ -46,7 +50,11 @@ export interface PrefetcherOptions {
 
 interface Running {
   job: PrefetchJob;
+  /** Each blob's place in the job's items. */
+  position: Map<Digest, number>;
   next: number;
+  /** Items passed when a program got ahead (ranges [from, to) of `items`), fetched after the end. */
+  passed: [number, number][];
   inFlight: number;
   ended: boolean;
   /** Ends the job's pacing waits (its mount went, or the daemon stops). */
@@ -67,7 +75,9 @@ export class Prefetcher {
 
   add(job: PrefetchJob): void {
     if (this.stopped) return job.onEnd('cancelled');
-    this.jobs.push({ job, next: 0, inFlight: 0, ended: false, cancelled: new AbortController() });
+    const position = new Map<Digest, number>();
+    job.items.forEach((item, i) => position.has(item.digest) || position.set(item.digest, i));
+    this.jobs.push({ job, position, next: 0, passed: [], inFlight: 0, ended: false, cancelled: new AbortController() });
     this.pump();
   }
 
@@ -80,11 +90,26 @@ export class Prefetcher {
   /** Blobs not yet started for `job`. */
   queued(job: PrefetchJob): number {
     const r = this.jobs.find((x) => x.job === job);
-    return r ? r.job.items.length - r.next : 0;
+    return r ? r.job.items.length - r.next + r.passed.reduce((n, [a, b]) => n + b - a, 0) : 0;
   }
 
-  /** A program waits for a blob: prefetch narrows to one fetch until the returned function is called. */
-  demandBegins(): () => void {
+  /**
+   * A program waits for blob `digest`: off every trace, prefetch narrows to
+   * one fetch until the returned function is called; on a trace past the
+   * prefetch, that job goes on from there.
+   */
+  demandBegins(digest?: Digest): () => void {
+    let onTrace = false;
+    for (const r of this.jobs) {
+      const at = digest === undefined ? undefined : r.position.get(digest);
+      if (at === undefined) continue;
+      onTrace = true;
+      if (at >= r.next) {
+        if (at > r.next) r.passed.push([r.next, at]);
+        r.next = at + 1;
+      }
+    }
+    if (onTrace) return () => undefined;
     this.demand++;
     let ended = false;
     return () => {
@@ -115,7 +140,7 @@ export class Prefetcher {
       void this.fetchOne(r, item).finally(() => {
         this.running--;
         r.inFlight--;
-        if (!r.ended && r.next >= r.job.items.length && r.inFlight === 0) this.end(r, 'done');
+        if (!r.ended && r.next >= r.job.items.length && r.passed.length === 0 && r.inFlight === 0) this.end(r, 'done');
         this.pump();
       });
     }
@@ -125,14 +150,27 @@ export class Prefetcher {
   private nextItem(): [Running, PrefetchItem] | undefined {
     for (let tries = 0; tries < this.jobs.length; tries++) {
       const r = this.jobs[this.turn++ % this.jobs.length]!;
-      while (r.next < r.job.items.length) {
-        const item = r.job.items[r.next++]!;
-        if (!r.job.isLocal(item.digest)) return [r, item];
-      }
+      const item = this.takeFrom(r);
+      if (item) return [r, item];
       if (r.inFlight === 0) {
         this.end(r, 'done');
         tries--; // the list shrank
       }
+    }
+    return undefined;
+  }
+
+  /** The job's next item not yet local: on from where it is, then those a program made it pass. */
+  private takeFrom(r: Running): PrefetchItem | undefined {
+    while (r.next < r.job.items.length) {
+      const item = r.job.items[r.next++]!;
+      if (!r.job.isLocal(item.digest)) return item;
+    }
+    while (r.passed.length > 0) {
+      const range = r.passed[0]!;
+      const item = r.job.items[range[0]++]!;
+      if (range[0] >= range[1]) r.passed.shift();
+      if (!r.job.isLocal(item.digest)) return item;
     }
     return undefined;
   }

@@ -16,6 +16,10 @@ export interface LazyConfig {
   bulkAfterPercent: number;
   /** … or once programs opened this many missing blobs in a row in tree order; 0: never. */
   bulkAfterSequential: number;
+  /** A large file opened before its blob is here is read while it arrives, each range verified (needs root and ext4/xfs/btrfs). */
+  stream: boolean;
+  /** … from this size on (smaller ones are fetched whole before the open returns). */
+  streamMinBytes: number;
 }
 
 export const mountSection: ConfigSection<LazyConfig> = {
@@ -28,6 +32,8 @@ export const mountSection: ConfigSection<LazyConfig> = {
         prefetchConcurrency: int({ example: '4', min: 1, max: 64 }).default(4),
         bulkAfterPercent: int({ example: '25', min: 0, max: 100 }).default(25),
         bulkAfterSequential: int({ example: '128', min: 0, max: 1_000_000 }).default(128),
+        stream: bool().default(true),
+        streamMinBytes: size({ example: '4M', min: 1 }).default(4 << 20),
       },
       { absent: 'defaults' },
     ),
@@ -38,5 +44,7 @@ export const mountSection: ConfigSection<LazyConfig> = {
     VRIFT_PREFETCH_CONCURRENCY: 'prefetchConcurrency',
     VRIFT_BULK_AFTER_PERCENT: 'bulkAfterPercent',
     VRIFT_BULK_AFTER_SEQUENTIAL: 'bulkAfterSequential',
+    VRIFT_STREAM: 'stream',
+    VRIFT_STREAM_MIN_BYTES: 'streamMinBytes',
   },
 };

@@ -9,6 +9,7 @@ import { hasCode, VriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
+import type { BlobWatch } from '../store/admission.js';
 import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
 import { pullTree, pullTreeBlob, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
@@ -20,6 +21,9 @@ interface TreeFlight {
   listeners: Set<(p: PullProgress) => void>;
   last?: PullProgress;
 }
+
+/** How long a fetch of a blob waits for a bulk pull of its tree to bring it before asking a tier itself. */
+const BULK_ARRIVAL_WAIT_MS = 300;
 
 export class Resolver {
   private readonly blobFlights = new SingleFlight<Digest, string | undefined>();
@@ -52,18 +56,24 @@ export class Resolver {
    * the blob's bytes), then from the tree's archives (a peer's backfill,
    * packs without an index), reading no further than the blob.
    */
-  async fetchBlob(digest: Digest, opts: { size?: number; tree?: Digest; joined?: (yes: boolean) => void } = {}): Promise<string | undefined> {
+  async fetchBlob(digest: Digest, opts: { size?: number; tree?: Digest; joined?: (yes: boolean) => void; watch?: (size: number) => BlobWatch | undefined } = {}): Promise<string | undefined> {
     // The file is the truth for whoever opens it (the index's record of a fresh blob may not be committed yet).
     if (this.store.cas.has(digest)) return 'local';
     const flight = this.blobFlights.run(digest, async () => {
-      const from = await this.chain.fetch(digest, opts.size);
-      if (from !== undefined || opts.tree === undefined) return from;
       // The tree, when it is here, says the blob's size (and whether it is the tree's at all); if not, the tier's index does.
-      const sizes = this.blobSizes(opts.tree);
-      if (sizes && !sizes.has(digest)) return undefined; // not a blob of that tree
+      const sizes = opts.tree === undefined ? undefined : this.blobSizes(opts.tree);
       const size = opts.size ?? sizes?.get(digest);
+      // The whole tree is being pulled (a lazy mount switched to bulk): the blob is likely on its way in
+      // that stream, in the order programs read it; a request of its own would compete with the pull.
+      if (opts.tree !== undefined && this.treeFlights.peek(opts.tree) && (await this.arrivesSoon(digest))) return 'local';
+      // A large blob a program waits for may be read while it arrives (verified in order): the caller watches.
+      const watch = size === undefined ? undefined : opts.watch?.(size);
+      const inTree = sizes?.has(digest) ? { tree: opts.tree!, tried: new Set<string>() } : undefined;
+      const from = await this.chain.fetch(digest, size, watch, inTree);
+      if (from !== undefined || opts.tree === undefined) return from;
+      if (sizes && !sizes.has(digest)) return undefined; // not a blob of that tree
       // One small read, even while a pull of the whole tree runs: whoever opened the file waits for this blob only.
-      const ranged = await this.chain.fetchInTree(opts.tree, digest, size);
+      const ranged = await this.chain.fetchInTree(opts.tree, digest, size, inTree?.tried);
       if (ranged !== undefined) return ranged;
       const pulling = this.treeFlights.peek(opts.tree);
       if (pulling) {
@@ -75,6 +85,13 @@ export class Resolver {
     });
     opts.joined?.(flight.joined);
     return flight.result;
+  }
+
+  /** Whether `digest` is admitted within BULK_ARRIVAL_WAIT_MS (by a pull running meanwhile). */
+  private async arrivesSoon(digest: Digest): Promise<boolean> {
+    const timeout = AbortSignal.timeout(BULK_ARRIVAL_WAIT_MS);
+    if (this.store.cas.has(digest)) return true;
+    return this.store.admission.arrival(digest, timeout);
   }
 
   /** Blob → size of a local tree (kept for the last few trees: a lazy mount asks once per file). */
@@ -200,6 +217,11 @@ export class Resolver {
   /** Fetches in flight right now (blobs, trees), for status. */
   inFlight(): { blobs: number; trees: number } {
     return { blobs: this.blobFlights.size, trees: this.treeFlights.size };
+  }
+
+  /** Readies the remote tiers for their first request, in the background (a daemon at start). */
+  warm(): void {
+    void this.chain.warm();
   }
 
   /** Waits for queued writes, then closes the tiers. */

@@ -17,6 +17,7 @@ import type { Readable } from 'node:stream';
 import type { Digest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
+import { BaoVerifier } from '../../lib/bao.js';
 import { writeBlobs, writeVerifiedBlobs, type BlobSlice } from './blob-batch.js';
 import type { BlobWriter, WrittenBlob } from './blob-writer.js';
 import type { Cas, FileBlob } from './cas.js';
@@ -48,6 +49,25 @@ export interface IncomingBody {
   size?: number;
 }
 
+/**
+ * Someone who reads a blob while it is admitted (a lazy mount's large
+ * file, docs/lazy.md "Large files stream"): told where its bytes land and
+ * how far they are verified, through the blob's Bao outboard, in order.
+ */
+export interface AdmissionWatch {
+  /** The blob's outboard (docs/bao.md), from the same tier: untrusted, a wrong one fails verification. */
+  outboard: Buffer;
+  /** The temp file, already at the blob's full size, is about to be filled; readers may open it once this resolves. */
+  opened(tmp: string, size: number): Promise<void>;
+  /** Bytes [0, n) are verified. */
+  verified(n: number): void;
+  /** The blob is admitted (`ok`), or the stream was abandoned: reads of what was not verified must fail. */
+  finished(ok: boolean): void;
+}
+
+/** A watch as a fetch's caller gives it: the tier the blob comes from supplies the outboard. */
+export type BlobWatch = Omit<AdmissionWatch, 'outboard'>;
+
 export function digestMismatch(digest: Digest, detail: string): VriftError {
   return new VriftError('ERR_VRIFT_CAS_DIGEST_MISMATCH', `content of ${digest} ${detail}`, {
     hint: 'the source sent corrupt or wrong bytes; they were discarded',
@@ -75,8 +95,9 @@ export class Admission {
    * Throws ERR_VRIFT_CAS_DIGEST_MISMATCH when the bytes are wrong; nothing
    * is stored then.
    */
-  async stream(digest: Digest, body: IncomingBody, source: AdmissionSource, expectedSize?: number): Promise<WrittenBlob> {
+  async stream(digest: Digest, body: IncomingBody, source: AdmissionSource, expectedSize?: number, watch?: AdmissionWatch): Promise<WrittenBlob> {
     const limit = expectedSize ?? body.size;
+    if (watch && limit !== undefined) return this.watched(digest, body, source, limit, watch);
     const w = this.cas.writer();
     try {
       for await (const chunk of body.stream as AsyncIterable<Uint8Array>) {
@@ -91,6 +112,54 @@ export class Admission {
       throw e;
     }
     return this.commit(w, digest, source);
+  }
+
+  /**
+   * `stream` for a watched blob: the temp file gets its full size first,
+   * each chunk is verified against the outboard as it is written (the
+   * watcher learns the verified prefix). Every group checked against the
+   * digest through the hash tree is the blob checked whole: the writer
+   * does not hash it again.
+   */
+  private async watched(digest: Digest, body: IncomingBody, source: AdmissionSource, size: number, watch: AdmissionWatch): Promise<WrittenBlob> {
+    // The verifier checks every byte against the digest: the writer need not hash them again.
+    const w = this.cas.writer({ hash: false });
+    let ok = false;
+    try {
+      let verifier: BaoVerifier;
+      try {
+        verifier = new BaoVerifier(digest, size, watch.outboard);
+      } catch (e) {
+        body.stream.destroy();
+        throw digestMismatch(digest, `has an outboard that does not match it (${(e as Error).message})`);
+      }
+      w.reserve(size);
+      await watch.opened(w.tmp, size);
+      for await (const chunk of body.stream as AsyncIterable<Uint8Array>) {
+        if (w.bytes + chunk.byteLength > size) {
+          body.stream.destroy();
+          throw digestMismatch(digest, `is longer than its ${size} bytes`);
+        }
+        w.write(chunk);
+        let n: number;
+        try {
+          n = verifier.push(chunk);
+        } catch (e) {
+          body.stream.destroy();
+          throw digestMismatch(digest, `failed verification at its tree (${(e as Error).message})`);
+        }
+        watch.verified(n);
+      }
+      if (!verifier.complete || w.bytes !== size) throw digestMismatch(digest, `ended after ${w.bytes} of its ${size} bytes`);
+      const b = this.commit(w, digest, source);
+      ok = true;
+      return b;
+    } catch (e) {
+      w.abort();
+      throw e;
+    } finally {
+      watch.finished(ok);
+    }
   }
 
   /** A blob whose verified bytes are written piece by piece (an archive's large blob); `commit` checks the name. */

@@ -5,7 +5,7 @@
 // of exactly the bytes on disk. Only after the last byte is written is the
 // temp file renamed to cas/ab/<digest>: a crash, a full disk or a digest
 // mismatch leaves at most a temp file, never a half blob under a real name.
-import { closeSync, futimesSync, openSync, renameSync, unlinkSync, writeSync, constants as C } from 'node:fs';
+import { closeSync, ftruncateSync, futimesSync, openSync, renameSync, unlinkSync, writeSync, constants as C } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LAYOUT } from '../../gen/layout.js';
@@ -117,20 +117,44 @@ export function writeHashedBuffer(cas: Cas, buf: Uint8Array, digest: Digest): Wr
   return publish(cas, fd, tmp, digest, buf.byteLength);
 }
 
-/** A blob whose bytes arrive in pieces: hashed as written, named at commit. */
+/**
+ * A blob whose bytes arrive in pieces: hashed as written, named at commit.
+ * With `hash: false` the caller verifies them itself against the name it
+ * commits with (a Bao stream checks every group against the digest as it
+ * arrives: hashing them a second time would only cost).
+ */
 export class BlobWriter {
-  private readonly hasher = new StreamHasher();
+  private readonly hasher: StreamHasher | undefined;
+  private written = 0;
   private fd: number | undefined;
   readonly tmp: string;
 
-  constructor(private readonly cas: Cas) {
+  constructor(
+    private readonly cas: Cas,
+    opts: { hash?: boolean } = {},
+  ) {
+    this.hasher = opts.hash === false ? undefined : new StreamHasher();
     const t = openTemp(cas);
     this.fd = t.fd;
     this.tmp = t.tmp;
   }
 
   get bytes(): number {
-    return this.hasher.bytes;
+    return this.written;
+  }
+
+  /**
+   * Gives the temp file its final length at once (sparse): a blob read while
+   * it streams in shows its whole size; the writes then fill it from the start.
+   */
+  reserve(size: number): void {
+    if (this.fd === undefined) throw new Error('BlobWriter: reserve after commit/abort');
+    try {
+      ftruncateSync(this.fd, size);
+    } catch (e) {
+      this.abort();
+      throw fsError(e, this.cas.layout.root, 'sizing a blob');
+    }
   }
 
   write(chunk: Uint8Array): void {
@@ -141,7 +165,8 @@ export class BlobWriter {
       this.abort();
       throw fsError(e, this.cas.layout.root, 'writing a blob');
     }
-    this.hasher.update(chunk);
+    this.hasher?.update(chunk);
+    this.written += chunk.byteLength;
   }
 
   /**
@@ -151,8 +176,9 @@ export class BlobWriter {
    */
   commit(expected?: Digest): WrittenBlob {
     if (this.fd === undefined) throw new Error('BlobWriter: commit after commit/abort');
-    const digest = this.hasher.digest();
-    const size = this.hasher.bytes;
+    if (!this.hasher && expected === undefined) throw new Error('BlobWriter: an unhashed blob needs the name its bytes were verified against');
+    const digest = this.hasher ? this.hasher.digest() : expected!;
+    const size = this.written;
     if (expected !== undefined && expected !== digest) {
       this.abort();
       throw new VriftError(

@@ -88,8 +88,8 @@ export class Cas {
   }
 
   /** A writer for bytes that arrive in pieces (tiers, peers, the shim's commits). */
-  writer(): BlobWriter {
-    return new BlobWriter(this);
+  writer(opts: { hash?: boolean } = {}): BlobWriter {
+    return new BlobWriter(this, opts);
   }
 
   /** Stores an in-memory buffer; `expected` makes it a verified admission. */

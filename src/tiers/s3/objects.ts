@@ -67,8 +67,13 @@ export class S3Objects {
   }
 
   async getText(rel: string): Promise<string | undefined> {
+    return (await this.getBuffer(rel))?.toString('utf8');
+  }
+
+  /** A small object whole, or undefined when there is none. */
+  async getBuffer(rel: string): Promise<Buffer | undefined> {
     const body = await this.get(rel);
-    return body && (await this.drain(rel, body.stream)).toString('utf8');
+    return body && this.drain(rel, body.stream);
   }
 
   /** Bytes `[start, end)` of an object whole (a small object of known size: a pack index), or undefined when there is none. */
@@ -150,6 +155,11 @@ export class S3Objects {
   close(): void {
     this.s3?.destroy();
     this.s3 = undefined;
+  }
+
+  /** Loads the SDK and asks about the bucket now (a daemon does at start): the first real request then costs one round trip. */
+  async warm(): Promise<void> {
+    await this.client().catch(() => undefined);
   }
 
   private async client(): Promise<{ sdk: Sdk; s3: S3Client }> {

@@ -7,10 +7,12 @@
 //   packs/<tree>-<rand>.idx  its index: where each blob is in the pack (one ranged GET reads one blob)
 //   trees/<tree>.json       the pack manifest: which packs hold the tree's small blobs
 //   refs/<name>             {"tree","updatedAt"}
+//   outboards/<digest>      a large blob's Bao outboard (docs/bao.md), written before the blob: a lazy mount streams it verified
 import type { Digest } from '../../lib/digest.js';
 import { bool, int, object, oneOf, size, text, url, type ConfigSection } from '../../node/config/schema.js';
 import { TIER_COUNTERS as M, type Metrics } from '../../lib/metrics.js';
 import { mapLimit } from '../../lib/queue.js';
+import { baoOutboardFile } from '../../lib/bao.js';
 import { S3Objects } from './objects.js';
 import { S3Packs } from './packs.js';
 import { decodeRef, encodeRef, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierFactory, type TreePush } from '../tier.js';
@@ -91,6 +93,9 @@ const section: ConfigSection<S3Config | undefined> = {
   },
 };
 
+/** Blobs from this size on get an outboard (1/256 of their size) next to them: reads of them can stream. */
+export const OUTBOARD_MIN_BYTES = 1 << 20;
+
 export class S3Tier implements Tier {
   readonly name = 's3';
   readonly writable = true;
@@ -115,8 +120,21 @@ export class S3Tier implements Tier {
   }
 
   async put(digest: Digest, source: BlobSource): Promise<void> {
+    // The outboard first: a blob present in S3 then always has one (when it was put from a local file).
+    if (source.path && source.size >= OUTBOARD_MIN_BYTES) {
+      const ob = await baoOutboardFile(source.path).catch(() => undefined);
+      if (ob && ob.digest === digest && ob.size === source.size) await this.objects.putBuffer(`outboards/${digest}`, ob.outboard);
+    }
     if (source.size < this.objects.cfg.partSize) await this.objects.putBuffer(`blobs/${digest}`, await source.readAll());
     else await this.objects.upload(`blobs/${digest}`, source.open());
+  }
+
+  async warm(): Promise<void> {
+    await this.objects.warm();
+  }
+
+  async getOutboard(digest: Digest): Promise<Buffer | undefined> {
+    return this.objects.getBuffer(`outboards/${digest}`);
   }
 
   async getRef(name: string): Promise<Digest | undefined> {
