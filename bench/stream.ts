@@ -46,6 +46,7 @@ async function main(): Promise<void> {
     if (r.status !== 0) throw new Error(`vrift ${args.join(' ')}: ${r.stderr.trim()}`);
     return r.stdout;
   };
+  const up = new Set<string>();
   try {
     // ---- one large random file, saved to S3 (not timed) ----
     const src = join(base, 'src');
@@ -72,6 +73,7 @@ async function main(): Promise<void> {
       const home = join(base, `node${n++}`);
       const extra = side === 'whole' ? { VRIFT_STREAM: 'false' } : {};
       vrift(home, ['up', '--detach'], extra);
+      up.add(home);
       const mnt = join(base, `mnt${n}`);
       mkdirSync(mnt);
       vrift(home, ['mount', 'bench/stream', mnt], extra); // the listing arrives before the clock runs
@@ -84,6 +86,7 @@ async function main(): Promise<void> {
       if (out[0] !== expect) throw new Error(`${side} ${what}: read ${out[0]}, expected ${expect}`);
       note(`${what}\t${side}`, Number(out[1]) / 1000);
       vrift(home, ['down'], extra);
+      up.delete(home);
       rmSync(home, { recursive: true, force: true });
     };
     for (let r = 0; r < ROUNDS; r++) {
@@ -107,6 +110,7 @@ async function main(): Promise<void> {
     if (!JSON_ONLY) printTable(`a ${(BYTES / 2 ** 30).toFixed(2)} GiB file of a lazy mount, only in S3; medians of ${ROUNDS} rounds, min-max`, rows);
     console.log(JSON.stringify({ bench: 'stream', rounds: ROUNDS, bytes: BYTES, results }));
   } finally {
+    for (const home of up) spawnSync(process.execPath, [VRIFT_BIN, 'down'], { env: { ...env, VRIFT_HOME: home } });
     await s3.stop();
     rmSync(base, { recursive: true, force: true });
   }
