@@ -73,6 +73,7 @@ const LAYERS = [
   'node/store',
   'node/archive',
   'node/control',
+  'node/stream',
   'node/mount',
   'node/cluster',
   'tiers',
