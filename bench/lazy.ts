@@ -26,8 +26,8 @@
 //
 //   node dist/bench/lazy.js [--rounds N] [--json]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
 import { flushDisk, loadNow, makeScratch, median, nowMs, printTable, ROOT, startS3rver, VRIFT_BIN, writeProjectTree } from './lib.js';
 
@@ -69,6 +69,33 @@ const JOBS: Job[] = [
   // (tar skips reading files when it writes to /dev/null itself)
   { name: 'read every file (tar -c)', cmd: (dir) => ['sh', '-c', 'tar -cf - -C "$1" . | cat > /dev/null', 'sh', dir] },
 ];
+
+/**
+ * The bytes of the files under `dir` that `cmd` opened (each once), read
+ * off strace: what a lazy mount must at least fetch for the job.
+ */
+function openedBytes(cmd: string[], env: NodeJS.ProcessEnv, dir: string): number {
+  const log = `${dir}.strace`;
+  const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=open,openat,openat2', '-o', log, ...cmd], { env, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.error) return 0; // no strace here: the column stays empty
+  const seen = new Set<string>();
+  let bytes = 0;
+  for (const line of readFileSync(log, 'utf8').split('\n')) {
+    const m = /open(?:at2?)?\((?:[^,]+, )?"([^"]+)".*\) = \d+/.exec(line);
+    if (!m) continue;
+    const path = resolve(m[1]!); // (relative: to this process's directory, the job's too)
+    if (!path.startsWith(`${dir}/`) || seen.has(path)) continue;
+    seen.add(path);
+    try {
+      const st = statSync(path);
+      if (st.isFile()) bytes += st.size;
+    } catch {
+      /* gone */
+    }
+  }
+  rmSync(log, { force: true });
+  return bytes;
+}
 
 async function main(): Promise<void> {
   const scratch = makeScratch('vrift-bench-lazy-', Math.max(8e9, BYTES * (6 + ROUNDS * 8)), { bytesPerInode: 4096 });
@@ -112,6 +139,8 @@ async function main(): Promise<void> {
       times.set(k, [...(times.get(k) ?? []), ms]);
     };
     const fetched = new Map<string, number[]>();
+    /** Per job: the bytes of the tree's files it opened (strace, in a restored copy, not timed). */
+    const opened = new Map<string, number>();
     let n = 0;
     const freshNode = (extra: NodeJS.ProcessEnv = {}) => {
       const home = join(base, `node${n++}`);
@@ -151,6 +180,7 @@ async function main(): Promise<void> {
             vrift(home, ['restore', REF, out]);
             const restoreMs = nowMs() - t;
             note(job.name, 'eager', restoreMs + timedRun(job.cmd(out), job.env?.(out)));
+            if (!opened.has(job.name)) opened.set(job.name, openedBytes(job.cmd(out), { ...env, ...job.env?.(out) }, out));
             if (job.name !== JOBS[0]!.name && job.name !== JOBS[3]!.name) note(job.name, 'warm-eager', ownMs([fsloop, 'spawn', '1', ...job.cmd(out)], job.env?.(out)));
           } else {
             const mnt = join(base, `mnt${n}`);
@@ -190,8 +220,10 @@ async function main(): Promise<void> {
       const ratio = dir === 'faster' ? median(e) / median(l) : median(l) / median(e);
       const met = dir === 'faster' ? ratio >= target : ratio <= target;
       const bytes = median(fetched.get(job.name) ?? [0]);
-      rows.push([`cold: ${job.name}`, fmt(e), fmt(l), `${ratio.toFixed(2)}x ${dir}`, `${(bytes / 1e6).toFixed(1)} MB`, `${goal} ${met ? 'met' : 'MISSED'}`]);
-      result[job.name] = { eager_ms: median(e), lazy_ms: median(l), ratio, met, s3_bytes: bytes };
+      const read = opened.get(job.name) ?? 0;
+      const per = read > 0 ? ` = ${(bytes / read).toFixed(2)}x the ${(read / 1e6).toFixed(1)} MB it opened` : '';
+      rows.push([`cold: ${job.name}`, fmt(e), fmt(l), `${ratio.toFixed(2)}x ${dir}`, `${(bytes / 1e6).toFixed(1)} MB${per}`, `${goal} ${met ? 'met' : 'MISSED'}`]);
+      result[job.name] = { eager_ms: median(e), lazy_ms: median(l), ratio, met, s3_bytes: bytes, opened_bytes: read };
       const tr = times.get(`${job.name}\ttraced`);
       if (tr) {
         const r = median(l) / median(tr);
