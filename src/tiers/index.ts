@@ -12,6 +12,7 @@ import { MeteredTier } from './metered.js';
 import { Metrics } from '../lib/metrics.js';
 import { peerTier } from './peer/peer.js';
 import { redisTier } from './redis.js';
+import { RefCodec, refsSection } from './ref-trust.js';
 import { s3Tier } from './s3/s3.js';
 import type { PeerDirectory } from './peer/directory.js';
 import type { TierContext, TierFactory, TierLog } from './tier.js';
@@ -45,7 +46,8 @@ export function openChain(opts: OpenChainOptions): Chain {
       hint: 'list tiers by name, e.g. VRIFT_TIERS=local,s3',
     });
   }
-  const ctx: TierContext = { store: opts.store, metrics: opts.metrics ?? new Metrics(), log: opts.log, peers: opts.peers };
+  const refs = new RefCodec(opts.config.get(refsSection), opts.store.layout.root, opts.log);
+  const ctx: TierContext = { store: opts.store, metrics: opts.metrics ?? new Metrics(), log: opts.log, peers: opts.peers, refs };
   const remotes: GuardedTier[] = [];
   for (const f of TIER_FACTORIES) {
     if (f === localTier) continue; // always first: it is where verified bytes land

@@ -10,6 +10,7 @@ import { Readable } from 'node:stream';
 import type { Redis as RedisClient, RedisOptions } from 'ioredis';
 import type { Digest } from '../lib/digest.js';
 import { anyText, bool, file, int, object, size, text, url, type ConfigSection } from '../node/config/schema.js';
+import type { RefCodec } from './ref-trust.js';
 import { decodeRef, encodeRef, isTierError, TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierFactory } from './tier.js';
 
 export interface RedisConfig {
@@ -75,7 +76,11 @@ export class RedisTier implements Tier {
   private connecting: Promise<RedisClient> | undefined;
   private lastError: Error | undefined;
 
-  constructor(private readonly cfg: RedisConfig) {
+  /** @param refs signs the refs this tier writes and checks those it reads (without one: unsigned records, as tests build tiers alone). */
+  constructor(
+    private readonly cfg: RedisConfig,
+    private readonly refs?: RefCodec,
+  ) {
     this.maxBlobBytes = cfg.maxBlobBytes;
     const u = new URL(cfg.url);
     this.where = `${u.hostname}:${u.port || 6379}`;
@@ -119,12 +124,12 @@ export class RedisTier implements Tier {
   async getRef(name: string): Promise<Digest | undefined> {
     const c = await this.conn();
     const v = await this.run('reading a ref', () => c.get(this.refKey(name)));
-    return v === null ? undefined : this.parseRef(name, v).tree;
+    return v === null ? undefined : this.parseRef(name, v)?.tree;
   }
 
   async setRef(name: string, tree: Digest): Promise<void> {
     const c = await this.conn();
-    await this.run('writing a ref', () => c.set(this.refKey(name), encodeRef(tree)));
+    await this.run('writing a ref', () => c.set(this.refKey(name), this.refs ? this.refs.encode(name, tree) : encodeRef(tree)));
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
@@ -144,7 +149,8 @@ export class RedisTier implements Tier {
     keys.forEach((k, i) => {
       const v = values[i];
       try {
-        if (typeof v === 'string') refs.push(this.parseRef(k.slice(base), v));
+        const ref = typeof v === 'string' ? this.parseRef(k.slice(base), v) : undefined;
+        if (ref) refs.push(ref);
       } catch {
         /* a damaged ref is not listed (reading it by name reports it) */
       }
@@ -173,8 +179,11 @@ export class RedisTier implements Tier {
     return `${this.cfg.keyPrefix}ref:${name}`;
   }
 
-  private parseRef(name: string, v: string): RefInfo {
-    return decodeRef(this.name, name, v, 'save the ref again, or delete the key from Redis');
+  /** The ref a stored record names; undefined when it is not to be trusted (refs: the log says why). */
+  private parseRef(name: string, v: string): RefInfo | undefined {
+    const hint = 'save the ref again, or delete the key from Redis';
+    if (!this.refs) return decodeRef(this.name, name, v, hint);
+    return this.refs.decode(this.name, name, v, (why) => new TierError(this.name, 'corrupt', `ref ${JSON.stringify(name)} holds ${JSON.stringify(v.slice(0, 80))}, ${why}`, { hint }));
   }
 
   /**
@@ -279,5 +288,5 @@ export class RedisTier implements Tier {
 export const redisTier: TierFactory<RedisConfig | undefined> = {
   name: 'redis',
   config: section,
-  create: (_ctx, cfg) => (cfg ? new RedisTier(cfg) : undefined),
+  create: (ctx, cfg) => (cfg ? new RedisTier(cfg, ctx.refs) : undefined),
 };

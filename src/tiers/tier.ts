@@ -16,6 +16,7 @@ import type { ConfigSection } from '../node/config/schema.js';
 import type { Store } from '../node/store/store.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { PeerDirectory } from './peer/directory.js';
+import type { RefCodec } from './ref-trust.js';
 
 /** A blob's bytes as a tier serves them: a stream, unverified. */
 export interface BlobBody {
@@ -175,6 +176,8 @@ export interface TierContext {
   log: TierLog;
   /** Where the peer tier learns which peers exist (the daemon's mesh, when the chain runs in the daemon). */
   peers?: PeerDirectory;
+  /** Signs the refs shared tiers keep, and checks those they hand out (ref-trust.ts). */
+  refs?: RefCodec;
 }
 
 export type TierLog = (level: 'warn' | 'info', message: string) => void;

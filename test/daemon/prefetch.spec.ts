@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { RefSigner } from '../../src/lib/ref-signature.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashBuffer } from '../../src/lib/digest.js';
 import { encodeTraceBlob, MAX_TRACE_BLOB_BYTES } from '../../src/node/store/trace.js';
@@ -133,12 +134,14 @@ describe('traces and prefetch', () => {
     const t = saveTree('ci/prefetch-lies', 12);
     const home = tempDir();
     startDaemon(home, env);
+    const liar = RefSigner.fromPem(RefSigner.generatePem());
     const put = (key: string, body: Buffer | string) => s3.client().send(new PutObjectCommand({ Bucket: 'vrift-ci', Key: key, Body: body }));
     /** Points the tree's trace ref at `body`, mounts the tree, and returns the mount once prefetch has decided. */
     const mountWithTrace = async (body: Buffer): Promise<MountStatus> => {
       const d = hashBuffer(body);
       await put(`blobs/${d}`, body);
-      await put(`refs/vrift-trace/${t.tree}`, JSON.stringify({ tree: d, updatedAt: Date.now() }));
+      // Signed, as any writer's refs are (by a key of its own: by default any key's verified signature is accepted).
+      await put(`refs/vrift-trace/${t.tree}`, JSON.stringify(liar.record(`vrift-trace/${t.tree}`, d)));
       const mnt = newMountPoint();
       vriftJson(['mount', 'ci/prefetch-lies', mnt], { home, env });
       await until(() => !['starting', 'running'].includes(mountOf(home, mnt).prefetch.state), 'prefetch to decide');

@@ -41,6 +41,16 @@ export function register(program: Command): void {
       }),
     );
 
+  subcommand(ref, 'key', "print the public key this node (or VRIFT_SIGNING_KEY) signs the refs it writes to shared tiers with: the key to list in refs.trust (docs/security.md)")
+    .action(
+      withStore(async ({ store, out }) => {
+        const [{ loadNodeConfig }, { RefCodec, refsSection }] = await Promise.all([import('../../node/ops/node-config.js'), import('../../tiers/ref-trust.js')]);
+        const refs = new RefCodec(loadNodeConfig({ home: store.layout.root }).get(refsSection), store.layout.root, () => undefined);
+        const key = refs.key().keyId;
+        out.result({ key }, () => key);
+      }),
+    );
+
   subcommand(ref, 'rm <name>', 'remove a ref (its tree becomes collectable)')
     .action(
       withStore(({ store, out, args }) => {

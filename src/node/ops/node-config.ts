@@ -6,11 +6,13 @@ import type { ConfigSection } from '../config/schema.js';
 import { Config, loadConfig } from '../config/config.js';
 import { mountSection } from '../mount/lazy-config.js';
 import { chainSection } from '../../tiers/chain-config.js';
+import { refsSection } from '../../tiers/ref-trust.js';
 import { TIER_FACTORIES } from '../../tiers/index.js';
 
 /** Sections that change what an operation does (the daemon runs a client's operation only if they agree). */
 const OPERATION_SECTIONS: readonly ConfigSection<unknown>[] = [
   chainSection as ConfigSection<unknown>,
+  refsSection as ConfigSection<unknown>,
   ...TIER_FACTORIES.flatMap((f) => (f.config ? [f.config as ConfigSection<unknown>] : [])),
 ];
 

@@ -15,7 +15,8 @@ import { mapLimit } from '../../lib/queue.js';
 import { baoOutboardFile } from '../../lib/bao.js';
 import { S3Objects } from './objects.js';
 import { S3Packs } from './packs.js';
-import { decodeRef, encodeRef, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierFactory, type TreePush } from '../tier.js';
+import type { RefCodec } from '../ref-trust.js';
+import { decodeRef, encodeRef, TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierFactory, type TreePush } from '../tier.js';
 
 export interface S3Config {
   bucket: string;
@@ -104,7 +105,8 @@ export class S3Tier implements Tier {
   readonly objects: S3Objects;
   private readonly packs: S3Packs;
 
-  constructor(cfg: S3Config, metrics?: Metrics) {
+  /** @param refs signs the refs this tier writes and checks those it reads (without one: unsigned records, as tests build tiers alone). */
+  constructor(cfg: S3Config, metrics?: Metrics, private readonly refs?: RefCodec) {
     this.objects = new S3Objects(cfg, (direction, bytes) => metrics?.inc(direction === 'in' ? M.wireIn : M.wireOut, { tier: 's3' }, bytes));
     this.looseBlobBytes = cfg.looseBlobBytes;
     this.packs = new S3Packs(this.objects);
@@ -139,11 +141,11 @@ export class S3Tier implements Tier {
 
   async getRef(name: string): Promise<Digest | undefined> {
     const v = await this.objects.getText(`refs/${name}`);
-    return v === undefined ? undefined : parseRef(name, v).tree;
+    return v === undefined ? undefined : this.parseRef(name, v)?.tree;
   }
 
   async setRef(name: string, tree: Digest): Promise<void> {
-    await this.objects.putBuffer(`refs/${name}`, Buffer.from(encodeRef(tree)), 'application/json');
+    await this.objects.putBuffer(`refs/${name}`, Buffer.from(this.refs ? this.refs.encode(name, tree) : encodeRef(tree)), 'application/json');
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
@@ -153,13 +155,20 @@ export class S3Tier implements Tier {
       const name = o.rel.slice('refs/'.length);
       const v = await this.objects.getText(o.rel);
       try {
-        const ref = v === undefined ? undefined : parseRef(name, v);
+        const ref = v === undefined ? undefined : this.parseRef(name, v);
         return ref && { ...ref, updatedAt: ref.updatedAt || o.modified };
       } catch {
         return undefined; // a damaged ref is not listed (reading it by name reports it)
       }
     });
     return refs.filter((r): r is RefInfo => r !== undefined).sort((a, b) => b.updatedAt - a.updatedAt);
+  }
+
+  /** The ref a stored record names; undefined when it is not to be trusted (refs: the log says why). */
+  private parseRef(name: string, v: string): RefInfo | undefined {
+    const hint = 'save the ref again, or delete the object refs/<name>';
+    if (!this.refs) return decodeRef('s3', name, v, hint);
+    return this.refs.decode('s3', name, v, (why) => new TierError('s3', 'corrupt', `ref ${JSON.stringify(name)} holds ${JSON.stringify(v.slice(0, 80))}, ${why}`, { hint }));
   }
 
   getInTree(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
@@ -179,12 +188,9 @@ export class S3Tier implements Tier {
   }
 }
 
-function parseRef(name: string, v: string): RefInfo {
-  return decodeRef('s3', name, v, 'save the ref again, or delete the object refs/<name>');
-}
 
 export const s3Tier: TierFactory<S3Config | undefined> = {
   name: 's3',
   config: section,
-  create: (ctx, cfg) => (cfg ? new S3Tier(cfg, ctx.metrics) : undefined),
+  create: (ctx, cfg) => (cfg ? new S3Tier(cfg, ctx.metrics, ctx.refs) : undefined),
 };

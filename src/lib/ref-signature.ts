@@ -1,0 +1,92 @@
+// Signed ref records (docs/security.md "Refs: who may point them"). A ref
+// in a shared tier (Redis, S3) is a JSON record naming a tree; anyone who
+// can write to the tier could point it at a tree of their own (cache
+// poisoning, the class of CVE-2025-36852). Each writer signs its records
+// with an Ed25519 key; readers check the signature, and whether that key
+// may write that ref's namespace (src/tiers/ref-trust.ts).
+//
+// Record: {"tree":"<hex>","updatedAt":<ms>,"key":"ed25519:<base64url>","sig":"<base64url>"}
+// The signature covers "vrift-ref-v1\0<name>\0<tree>\0<updatedAt>": a
+// record copied to another ref name, or an older record replayed with a
+// newer time, does not verify.
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { isDigest, type Digest } from './digest.js';
+
+const KEY_PREFIX = 'ed25519:';
+/** DER prefix of an Ed25519 SubjectPublicKeyInfo: the 32 raw key bytes follow. */
+const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+export interface RefRecord {
+  tree: Digest;
+  updatedAt: number;
+  /** The writer's public key ("ed25519:<base64url>"); absent in an unsigned (older) record. */
+  key?: string;
+  sig?: string;
+}
+
+function signedBytes(name: string, tree: Digest, updatedAt: number): Buffer {
+  return Buffer.from(`vrift-ref-v1\0${name}\0${tree}\0${updatedAt}`, 'utf8');
+}
+
+/** A writer's signing key. */
+export class RefSigner {
+  /** The public key as records and trust lists name it. */
+  readonly keyId: string;
+
+  private constructor(private readonly key: KeyObject) {
+    const spki = createPublicKey(key).export({ format: 'der', type: 'spki' });
+    this.keyId = KEY_PREFIX + spki.subarray(SPKI_PREFIX.length).toString('base64url');
+  }
+
+  /** From a PEM (PKCS#8) Ed25519 private key; throws if it is not one. */
+  static fromPem(pem: string): RefSigner {
+    const key = createPrivateKey(pem);
+    if (key.asymmetricKeyType !== 'ed25519') throw new Error(`a ${key.asymmetricKeyType ?? 'non-asymmetric'} key, not Ed25519`);
+    return new RefSigner(key);
+  }
+
+  /** A new key, as PEM (PKCS#8). */
+  static generatePem(): string {
+    return generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+  }
+
+  /** The record for `name` → `tree`, signed now. */
+  record(name: string, tree: Digest, updatedAt = Date.now()): RefRecord {
+    const sig = sign(null, signedBytes(name, tree, updatedAt), this.key).toString('base64url');
+    return { tree, updatedAt, key: this.keyId, sig };
+  }
+}
+
+/** Parses a record; a string saying what is wrong when it is not one. */
+export function parseRefRecord(value: string): RefRecord | string {
+  let data: Record<string, unknown>;
+  try {
+    data = JSON.parse(value) as Record<string, unknown>;
+  } catch {
+    return 'not JSON';
+  }
+  if (typeof data !== 'object' || data === null) return 'not a record';
+  if (typeof data.tree !== 'string' || !isDigest(data.tree)) return 'no tree id';
+  const updatedAt = typeof data.updatedAt === 'number' && Number.isSafeInteger(data.updatedAt) ? data.updatedAt : 0;
+  if (data.key === undefined && data.sig === undefined) return { tree: data.tree, updatedAt };
+  if (typeof data.key !== 'string' || typeof data.sig !== 'string') return 'a malformed signature';
+  return { tree: data.tree, updatedAt, key: data.key, sig: data.sig };
+}
+
+/** Whether a signed record's signature is its key's, over `name` and its fields. */
+export function verifyRefRecord(name: string, rec: RefRecord): boolean {
+  if (!rec.key?.startsWith(KEY_PREFIX) || rec.sig === undefined) return false;
+  const raw = Buffer.from(rec.key.slice(KEY_PREFIX.length), 'base64url');
+  if (raw.length !== 32) return false;
+  try {
+    const pub = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+    return verify(null, signedBytes(name, rec.tree, rec.updatedAt), pub, Buffer.from(rec.sig, 'base64url'));
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `s` looks like a key id ("ed25519:" and 32 bytes, base64url). */
+export function isRefKeyId(s: string): boolean {
+  return s.startsWith(KEY_PREFIX) && /^[A-Za-z0-9_-]{43}$/.test(s.slice(KEY_PREFIX.length));
+}
