@@ -25,6 +25,17 @@ import { listenError } from './listen-error.js';
 
 /** gRPC messages of an archive or blob stream carry at most this much. */
 const MESSAGE_CHUNK = 1 << 20;
+/**
+ * GetBlob streams in flight, in all and per peer. grpc-js queues whatever
+ * a server stream writes, whether or not the client reads it: each stream
+ * writes its next message only when the last one has left (at most one
+ * BLOB_CHUNK waits per stream, and one more is read ahead), and the
+ * number of streams is bounded: a member that opens many and reads none
+ * makes this node hold about BLOB_STREAMS x 2 x BLOB_CHUNK (32 MiB).
+ */
+const BLOB_STREAMS = 64;
+const BLOB_STREAMS_PER_PEER = 16;
+const BLOB_CHUNK = 256 << 10;
 
 /** Archive streams in flight: at most `total`, at most `perPeer` for one peer. */
 export class StreamSlots {
@@ -73,6 +84,8 @@ export class PeerService {
   readonly name = 'peer-service';
   port = 0;
   readonly slots: StreamSlots;
+  /** GetBlob streams in flight (BLOB_STREAMS). */
+  readonly blobSlots: StreamSlots;
   private server: Grpc.Server | undefined;
   private readonly verifier: CallVerifier;
   /** Decoded trees recently served (a backfill asks for the same tree many times). */
@@ -82,6 +95,7 @@ export class PeerService {
   constructor(private readonly opts: PeerServiceOptions) {
     this.verifier = new CallVerifier(opts.keys.auth);
     this.slots = new StreamSlots(opts.cfg.serveStreams, opts.cfg.streamsPerPeer);
+    this.blobSlots = new StreamSlots(BLOB_STREAMS, BLOB_STREAMS_PER_PEER);
   }
 
   async start(): Promise<void> {
@@ -213,20 +227,18 @@ export class PeerService {
       throw status(S.RESOURCE_EXHAUSTED, `vrift: too many archive streams (${this.slots.inUse} in flight); try another peer or later`);
     };
 
-    const send = async <Res>(call: Grpc.ServerWritableStream<unknown, Res>, msg: Res): Promise<void> => {
-      if (call.write(msg)) return;
-      await new Promise<void>((resolve) => {
+    /** Writes one message and waits until it has left (or the call ended): one message queued per stream at most. */
+    const sent = <Res>(call: Grpc.ServerWritableStream<unknown, Res>, msg: Res): Promise<void> =>
+      new Promise<void>((resolve) => {
         const done = () => {
-          call.off('drain', done);
           call.off('cancelled', done);
           call.off('close', done);
           resolve();
         };
-        call.on('drain', done);
-        call.on('cancelled', done);
-        call.on('close', done);
+        call.once('cancelled', done);
+        call.once('close', done);
+        call.write(msg, done);
       });
-    };
 
     return {
       Has: unary(PEER_METHODS.has, (req: { digests: Buffer }) => {
@@ -239,7 +251,7 @@ export class PeerService {
         return { present };
       }),
 
-      GetBlob: streaming(PEER_METHODS.getBlob, async (call, _peer) => {
+      GetBlob: streaming(PEER_METHODS.getBlob, async (call, peer) => {
         const digest = digestOf(call.request.digest, 'digest');
         const store = this.opts.store;
         const st = store.cas.statOf(digest);
@@ -251,15 +263,25 @@ export class PeerService {
         }
         const offset = call.request.offset;
         if (!Number.isSafeInteger(offset) || offset < 0 || offset > st.size) throw status(S.OUT_OF_RANGE, `vrift: offset ${offset} is beyond the blob's ${st.size} bytes`);
-        const source: AsyncIterable<Buffer> = createReadStream(store.cas.pathOf(digest), { start: offset, highWaterMark: MESSAGE_CHUNK });
+        const release = this.blobSlots.acquire(peer);
+        if (!release) {
+          this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'busy' });
+          throw status(S.RESOURCE_EXHAUSTED, `vrift: too many blob streams (${this.blobSlots.inUse} in flight); try another peer or later`);
+        }
+        const source = createReadStream(store.cas.pathOf(digest), { start: offset, highWaterMark: BLOB_CHUNK });
         let first = true;
         let bytes = 0;
-        if (st.size === offset) await send(call, { data: Buffer.alloc(0), size: st.size });
-        for await (const chunk of source) {
-          if (call.cancelled) break;
-          await send(call, { data: chunk, size: first ? st.size : 0 });
-          first = false;
-          bytes += chunk.byteLength;
+        try {
+          if (st.size === offset) await sent(call, { data: Buffer.alloc(0), size: st.size });
+          for await (const chunk of source as AsyncIterable<Buffer>) {
+            if (call.cancelled) break;
+            await sent(call, { data: chunk, size: first ? st.size : 0 });
+            first = false;
+            bytes += chunk.byteLength;
+          }
+        } finally {
+          source.destroy();
+          release();
         }
         this.opts.metrics.inc('vrift_peer_served_bytes_total', { via: 'blob' }, bytes);
       }),
