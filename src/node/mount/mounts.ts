@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import { fsError, VriftError } from '../../lib/errors.js';
 import { MountImageCache } from './image-cache.js';
+import { mountPointRefusal } from './mount-point.js';
 import { clearOverlay, flushOverlay, mergedEntries, overlayOf } from './overlay.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
@@ -82,6 +83,13 @@ export class MountManager {
   /** Re-publishes every recorded mount (daemon start). */
   restore(): void {
     for (const rec of this.records()) {
+      // A record of a place no mount may go (written before the daemon checked, or planted): dropped, not replayed.
+      const refused = mountPointRefusal(rec.path, this.store.layout.root);
+      if (refused) {
+        this.log(`mount: not restoring ${rec.path}: ${refused.message}; its record is dropped`);
+        this.forget(rec);
+        continue;
+      }
       try {
         this.publish(rec);
         this.log(`mount: restored ${rec.path} (tree ${rec.tree})`);
@@ -121,10 +129,15 @@ export class MountManager {
     this.vdirs.get(abs)?.close({ unlink: true });
     this.vdirs.delete(abs);
     this.live.delete(abs);
-    this.store.unpin(rec.tree, `mount:${abs}`);
+    this.forget(rec);
+  }
+
+  /** Removes a mount's record, pin and upper layer. */
+  private forget(rec: MountRecord): void {
+    this.store.unpin(rec.tree, `mount:${rec.path}`);
     clearOverlay(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
-    void this.store.meta.state.remove(['mount', abs]);
+    void this.store.meta.state.remove(['mount', rec.path]);
   }
 
   list(): MountInfo[] {
@@ -199,10 +212,8 @@ export class MountManager {
   }
 
   private assertMountable(abs: string): void {
-    const home = this.store.layout.root;
-    if (abs === home || abs.startsWith(`${home}/`) || home.startsWith(`${abs}/`)) {
-      throw new VriftError('ERR_VRIFT_MOUNT_PATH', `${abs} overlaps the vrift store (${home})`, { hint: 'mount somewhere else' });
-    }
+    const refused = mountPointRefusal(abs, this.store.layout.root);
+    if (refused) throw refused;
     for (const rec of this.records()) {
       if (rec.path === abs) throw new VriftError('ERR_VRIFT_MOUNT_EXISTS', `${abs} is already mounted (tree ${rec.tree})`, { hint: 'unmount it first' });
       if (abs.startsWith(`${rec.path}/`) || rec.path.startsWith(`${abs}/`)) {
