@@ -33,7 +33,6 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ControlClient } from '../src/node/control/client.js';
-import { MountManager } from '../src/node/mount/mounts.js';
 import { F, Msg } from '../src/node/control/protocol.js';
 import { packageRoot } from '../src/lib/native.js';
 import { loadNow, median, nowMs, printTable } from './lib.js';
@@ -64,9 +63,17 @@ function vrift(args: string[]): string {
   return r.stdout.trim();
 }
 
+/** The VDir name of the mount at `mount` (random: the daemon says which). */
+function vdirName(mount: string): string {
+  const status = JSON.parse(vrift(['status', '--json'])) as { mounts: { path: string; name: string }[] };
+  const m = status.mounts.find((x) => x.path === mount);
+  if (!m) throw new Error(`nothing is mounted at ${mount}`);
+  return m.name;
+}
+
 /** The environment `vrift run` gives its command, to run programs under the shim without the CLI in the timing. */
 function shimEnv(mount: string): NodeJS.ProcessEnv {
-  return { ...env, LD_PRELOAD: LIB, VRIFT_VDIRS: MountManager.nameFor(home, mount), VRIFT_SOCKET: join(home, 'run', 'vriftd.sock') };
+  return { ...env, LD_PRELOAD: LIB, VRIFT_VDIRS: vdirName(mount), VRIFT_SOCKET: join(home, 'run', 'vriftd.sock') };
 }
 
 function run(cmd: string, args: string[], e: NodeJS.ProcessEnv): { ms: number; out: string } {

@@ -36,7 +36,7 @@
  * The writer never publishes a half-built object: it builds every object
  * under a temporary name in the same directory,
  *
- *     /dev/shm/vrift.<uid>.<name>.tmp.<pid>.<n>
+ *     /dev/shm/vrift.<uid>.<name>.tmp.<pid>.<n>.<16 random hex>
  *
  * and rename()s it over the stable name once it is complete. The file
  * size is fixed at creation (header.total_size, a multiple of 4096) and

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <unordered_map>
@@ -264,9 +265,20 @@ VdirWriter::~VdirWriter() { Unmap(&map_); }
 // geometry field. The caller fills entries and renames it into place.
 VdirWriter::Map VdirWriter::Build(uint32_t entry_cap, uint64_t pool_min, std::string* tmp_path) {
   Geometry g = Layout(entry_cap, pool_min);
-  *tmp_path = shm_path_ + ".tmp." + std::to_string(getpid()) + "." + std::to_string(tmp_counter_++);
   // O_EXCL: never adopt a file someone else put there; 0600: owner only.
-  int fd = open(tmp_path->c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  // The stable name is visible in /dev/shm, so the temporary one carries 64
+  // random bits: another user cannot create it first and block a rebuild
+  // (if one did exist, EEXIST: draw again).
+  int fd = -1;
+  for (int attempt = 0; fd < 0 && attempt < 8; attempt++) {
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != sizeof r) r = static_cast<uint64_t>(NowNs()) ^ (static_cast<uint64_t>(getpid()) << 32);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(r));
+    *tmp_path = shm_path_ + ".tmp." + std::to_string(getpid()) + "." + std::to_string(tmp_counter_++) + "." + hex;
+    fd = open(tmp_path->c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) break;
+  }
   if (fd < 0) FailSys("cannot create " + *tmp_path);
   Map m;
   m.fd = fd;

@@ -1,11 +1,12 @@
 // How CLI commands reach (and, when asked, start) the daemon of $VRIFT_HOME.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, constants as C, readFileSync, writeSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { fsError, hasCode, isVriftError, VriftError } from '../lib/errors.js';
+import { hasCode, isVriftError, VriftError } from '../lib/errors.js';
 import { ControlClient } from '../node/control/client.js';
 import { logPathOf, socketPathOf } from '../node/control/paths.js';
 import { ensureHome, homeLayout, resolveHome } from '../node/store/home.js';
+import { openOwnFile } from '../node/store/home-trust.js';
 
 export function daemonSocket(): string {
   return socketPathOf(homeLayout(resolveHome()).run);
@@ -45,12 +46,8 @@ export async function spawnDaemon(): Promise<{ pid: number; logPath: string }> {
   const layout = homeLayout(resolveHome());
   ensureHome(layout);
   const logPath = logPathOf(layout.run);
-  let log: number;
-  try {
-    log = openSync(logPath, 'a', 0o600);
-  } catch (e) {
-    throw fsError(e, logPath, 'opening the daemon log');
-  }
+  // never through a planted symlink (as root it would append to any file)
+  const log = openOwnFile(logPath, C.O_WRONLY | C.O_APPEND | C.O_CREAT, 'opening the daemon log');
   const child = spawn(process.execPath, [process.argv[1]!, 'up'], {
     detached: true,
     stdio: ['ignore', log, log, 'pipe'],

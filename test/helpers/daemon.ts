@@ -63,3 +63,18 @@ export function vdirLookup(name: string, paths: string[]): { rc: number; lines: 
     return { rc: -1, status: err.status, lines: (err.stdout ?? '').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
   }
 }
+
+/**
+ * The VDir name of the mount at `mountPath` (random since issue 13: read
+ * from the store's record, as the daemon replays it), or undefined.
+ */
+export function vdirNameOf(home: string, mountPath: string): string | undefined {
+  const store = join(ROOT, 'dist', 'src', 'node', 'store', 'store.js');
+  const script = `const { Store } = await import(${JSON.stringify(store)});
+const s = Store.open(${JSON.stringify(home)});
+const r = s.meta.state.get(['mount', ${JSON.stringify(mountPath)}]);
+process.stdout.write(r?.name ?? '');
+await s.close();`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
+  return out.length > 0 ? out : undefined;
+}

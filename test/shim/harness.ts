@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, cpSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
-import { MountManager } from '../../src/node/mount/mounts.js';
+import { vdirNameOf } from '../helpers/daemon.js';
 import { runBounded } from '../helpers/bounded.js';
 import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -146,7 +146,8 @@ export function shimWorld(opts: { source?: (src: string) => void; homeName?: str
 
 /** Removes the shared-memory object of a mount (a daemon that was killed leaves it). */
 export function removeVDirObject(home: string, mountPath: string): void {
-  rmSync(`/dev/shm/vrift.${process.getuid!()}.${MountManager.nameFor(home, mountPath)}`, { force: true });
+  const name = vdirNameOf(home, mountPath);
+  if (name) rmSync(`/dev/shm/vrift.${process.getuid!()}.${name}`, { force: true });
 }
 
 /** Builds a C helper from test/c/ once (cached by the output path). */

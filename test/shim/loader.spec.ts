@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, linkSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { MountManager } from '../../src/node/mount/mounts.js';
+import { vdirNameOf } from '../helpers/daemon.js';
 import { ROOT } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 import { LIB, shimWorld } from './harness.js';
@@ -60,7 +60,7 @@ const w = shimWorld({ source: writeLoaderSource, homeName: 'home' });
 const bin = tempDir('vrift-loader-bin-');
 
 /** The mount's VDir name and link farm. */
-const vdirName = () => MountManager.nameFor(w.home, w.mnt);
+const vdirName = () => vdirNameOf(w.home, w.mnt)!;
 const farm = () => join(w.home, 'farm', vdirName());
 
 /** What main did before the audit library: the shim alone (LD_PRELOAD, VRIFT_VDIRS), no LD_AUDIT. */

@@ -9,7 +9,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { MountManager } from '../../src/node/mount/mounts.js';
+import { vdirNameOf } from '../helpers/daemon.js';
 import { ROOT, VRIFT_BIN } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 import { buildC, LIB, shimWorld, writeSmallSource } from './harness.js';
@@ -19,7 +19,7 @@ const bin = tempDir('vrift-shim-bin-');
 
 /** The environment `vrift run` gives a command, for running one without `vrift run`. */
 function shimEnv(runId: string): Record<string, string> {
-  return { LD_PRELOAD: LIB, VRIFT_VDIRS: MountManager.nameFor(w.home, w.mnt), VRIFT_RUN_ID: runId };
+  return { LD_PRELOAD: LIB, VRIFT_VDIRS: vdirNameOf(w.home, w.mnt)!, VRIFT_RUN_ID: runId };
 }
 
 /** SIGKILLs the daemon and waits until it is really gone (the kernel tears a process down asynchronously). */

@@ -1,10 +1,11 @@
 // The daemon's control socket: a Unix socket, owner-only, speaking the
 // framed protocol of shim/vrift_proto.h. Requests on one connection are
 // handled in order; a malformed frame gets an error reply and a log line,
-// never a crash.
+// never a crash. A client's unread replies are bounded (reply-bound.ts).
 import { chmodSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { errnoOf, fsError, isVriftError, VriftError } from '../../lib/errors.js';
+import { ReplyBound } from './reply-bound.js';
 import { encodeFrame, F, type FieldList, type Fields, FrameDecoder, Msg } from './protocol.js';
 
 /** One request being handled: a long one (an operation) reports as it goes, and stops if its client leaves. */
@@ -26,6 +27,8 @@ export interface ControlServerOptions {
 export class ControlServer {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
+  private readonly bounds = new WeakMap<Socket, ReplyBound>();
+  private connections = 0;
 
   constructor(private readonly opts: ControlServerOptions) {}
 
@@ -60,15 +63,19 @@ export class ControlServer {
 
   private serve(sock: Socket): void {
     this.sockets.add(sock);
+    const bound = new ReplyBound(sock, `client #${++this.connections}`, this.opts.log);
+    this.bounds.set(sock, bound);
     const decoder = new FrameDecoder();
     let chain = Promise.resolve();
     const gone = new AbortController();
     sock.on('close', () => {
       this.sockets.delete(sock);
+      bound.close();
       gone.abort();
     });
     sock.on('error', () => sock.destroy());
     sock.on('data', (chunk) => {
+      bound.check(); // replies unread: read no more requests until they drain
       for (const ev of decoder.push(chunk)) {
         if ('error' in ev) {
           const { code, message, id, fatal } = ev.error;
@@ -123,6 +130,7 @@ export class ControlServer {
       ]);
     }
     sock.write(frame);
+    this.bounds.get(sock)?.check();
   }
 }
 

@@ -1,7 +1,9 @@
 // One daemon per $VRIFT_HOME: a pid file created with O_EXCL. A pid file
 // left by a crashed daemon (its process gone, or now some other program)
 // is detected and replaced; a live daemon makes a second one refuse.
-import { closeSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, constants as C } from 'node:fs';
+// Neither the pid file nor its private twin is ever opened through a
+// symlink (O_NOFOLLOW), and one owned by another user is refused.
+import { closeSync, fstatSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, constants as C } from 'node:fs';
 import { join } from 'node:path';
 import { VriftError, errnoOf, fsError } from '../../lib/errors.js';
 
@@ -26,7 +28,16 @@ export function isDaemonAlive(pid: number): boolean {
 
 export function readPid(runDir: string): number | undefined {
   try {
-    const n = Number(readFileSync(pidFilePath(runDir), 'utf8').trim());
+    const fd = openSync(pidFilePath(runDir), C.O_RDONLY | C.O_NOFOLLOW);
+    let text: string;
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile() || st.uid !== process.geteuid!()) return undefined; // not ours: no daemon of ours wrote it
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
+    const n = Number(text.trim());
     return Number.isInteger(n) && n > 0 ? n : undefined;
   } catch {
     return undefined;
@@ -36,7 +47,13 @@ export function readPid(runDir: string): number | undefined {
 /** Writes this process's pid to `path` (to become `file`); a failure (a full disk …) leaves no file and says so in one line. */
 function writePidFile(path: string, file: string): void {
   try {
-    const fd = openSync(path, C.O_WRONLY | C.O_CREAT | C.O_TRUNC, 0o600);
+    // O_EXCL|O_NOFOLLOW: a file (or link) left there is removed, never written through
+    try {
+      unlinkSync(path);
+    } catch (e) {
+      if (errnoOf(e) !== 'ENOENT') throw e;
+    }
+    const fd = openSync(path, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
     try {
       writeSync(fd, `${process.pid}\n`);
     } finally {

@@ -1,13 +1,14 @@
 // Mounts: a tree published at a directory through its own VDir (shared
 // memory the shim reads). Mounts are recorded in LMDB, so a restarted
 // daemon serves every mount that was active, and pin their trees.
-import { createHash } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, renameSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import { fsError, VriftError } from '../../lib/errors.js';
 import { MountImageCache } from './image-cache.js';
-import { clearOverlay, flushOverlay, mergedEntries, overlayOf } from './overlay.js';
+import { mountPointRefusal } from './mount-point.js';
+import { newVDirName, vdirNameTaken } from './vdir-name.js';
+import { clearOverlay, flushOverlay, mergedEntries, overlayOf, setOverlay } from './overlay.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
 import { Journal, type Announcement } from './journal.js';
@@ -67,10 +68,6 @@ export class MountManager {
     this.images = new MountImageCache(opts.imageCacheBytes);
   }
 
-  /** The VDir name of a mount: stable for (store, path), so a restart reuses it. */
-  static nameFor(home: string, path: string): string {
-    return `m-${createHash('sha256').update(`${home}\0${path}`).digest('hex').slice(0, 20)}`;
-  }
 
   records(): MountRecord[] {
     const stored = [...this.store.meta.state.getRange({ start: ['mount', ''], end: ['mount', '\uffff'] })].map(({ value }) => value as MountRecord);
@@ -82,7 +79,16 @@ export class MountManager {
   /** Re-publishes every recorded mount (daemon start). */
   restore(): void {
     for (const rec of this.records()) {
+      // A record of a place no mount may go (written before the daemon checked, or planted): dropped, not replayed.
+      const refused = mountPointRefusal(rec.path, this.store.layout.root);
+      if (refused) {
+        this.log(`mount: not restoring ${rec.path}: ${refused.message}; its record is dropped`);
+        this.forget(rec);
+        continue;
+      }
       try {
+        // The name is on record and was visible in /dev/shm: after a reboot another user may hold it now.
+        if (vdirNameTaken(rec.name)) this.rename(rec);
         this.publish(rec);
         this.log(`mount: restored ${rec.path} (tree ${rec.tree})`);
       } catch (e) {
@@ -101,7 +107,7 @@ export class MountManager {
     } catch (e) {
       throw fsError(e, abs, 'creating the mount point');
     }
-    const rec: MountRecord = { path: abs, tree, project: project ?? abs, name: MountManager.nameFor(this.store.layout.root, abs), mountedAt: Date.now() };
+    const rec: MountRecord = { path: abs, tree, project: project ?? abs, name: newVDirName(), mountedAt: Date.now() };
     // a fresh mount starts from its tree
     clearOverlay(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
@@ -121,10 +127,31 @@ export class MountManager {
     this.vdirs.get(abs)?.close({ unlink: true });
     this.vdirs.delete(abs);
     this.live.delete(abs);
-    this.store.unpin(rec.tree, `mount:${abs}`);
+    this.forget(rec);
+  }
+
+  /** Gives a recorded mount a new VDir name (its old one is held by someone else), keeping its upper layer and overlay. */
+  private rename(rec: MountRecord): void {
+    const old = rec.name;
+    rec.name = newVDirName();
+    this.log(`mount: ${rec.path}: its VDir name ${old} is held by another user in /dev/shm; renamed to ${rec.name}`);
+    try {
+      renameSync(upperDir(this.store, old), upperDir(this.store, rec.name));
+    } catch {
+      /* no upper layer yet */
+    }
+    for (const [rel, value] of overlayOf(this.store, old)) setOverlay(this.store, rec.name, rel, value);
+    flushOverlay(this.store);
+    clearOverlay(this.store, old);
+    void this.store.meta.state.put(['mount', rec.path], rec);
+  }
+
+  /** Removes a mount's record, pin and upper layer. */
+  private forget(rec: MountRecord): void {
+    this.store.unpin(rec.tree, `mount:${rec.path}`);
     clearOverlay(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
-    void this.store.meta.state.remove(['mount', abs]);
+    void this.store.meta.state.remove(['mount', rec.path]);
   }
 
   list(): MountInfo[] {
@@ -199,10 +226,8 @@ export class MountManager {
   }
 
   private assertMountable(abs: string): void {
-    const home = this.store.layout.root;
-    if (abs === home || abs.startsWith(`${home}/`) || home.startsWith(`${abs}/`)) {
-      throw new VriftError('ERR_VRIFT_MOUNT_PATH', `${abs} overlaps the vrift store (${home})`, { hint: 'mount somewhere else' });
-    }
+    const refused = mountPointRefusal(abs, this.store.layout.root);
+    if (refused) throw refused;
     for (const rec of this.records()) {
       if (rec.path === abs) throw new VriftError('ERR_VRIFT_MOUNT_EXISTS', `${abs} is already mounted (tree ${rec.tree})`, { hint: 'unmount it first' });
       if (abs.startsWith(`${rec.path}/`) || rec.path.startsWith(`${abs}/`)) {

@@ -8,11 +8,10 @@
 //   run/                the daemon's socket and pid file
 //
 // The names are shim/vrift_layout.h's (the shim and the addon use the same).
-import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { LAYOUT } from '../../gen/layout.js';
-import { fsError } from '../../lib/errors.js';
+import { trustPart, trustRoot } from './home-trust.js';
 
 export interface HomeLayout {
   root: string;
@@ -39,13 +38,14 @@ export function homeLayout(root: string): HomeLayout {
   };
 }
 
-/** Creates the directories of a home (owner-only: it holds the cluster's secrets and sockets). */
+/**
+ * Creates the directories of a home (owner-only: it holds the cluster's
+ * secrets and sockets), and refuses one another user could have prepared
+ * (home-trust.ts): ERR_VRIFT_HOME_UNSAFE, naming the path and the fix.
+ */
 export function ensureHome(layout: HomeLayout): void {
-  for (const dir of [layout.root, layout.cas, layout.tmp, layout.quarantine, layout.meta, layout.run]) {
-    try {
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-    } catch (e) {
-      throw fsError(e, dir, 'creating the vrift home ($VRIFT_HOME)');
-    }
-  }
+  trustRoot(layout.root);
+  for (const dir of [layout.cas, layout.tmp, layout.quarantine, layout.meta, layout.run]) trustPart(dir, layout.root);
+  // made when first needed, by their owners (upper.ts, ns.ts): checked if there
+  for (const part of [LAYOUT.home.upper, LAYOUT.home.farm]) trustPart(join(layout.root, part), layout.root, false);
 }
