@@ -190,7 +190,7 @@ function withDeadline<T>(call: Promise<T>, ms: number, onLate: () => void): Prom
 export function toTierError(tier: string, e: unknown, op: string): TierError {
   if (isTierError(e)) return e;
   if (isVriftError(e)) {
-    const failure = /ARCHIVE|DIGEST|TREE_MALFORMED|CORRUPT/.test(e.code) ? 'corrupt' : 'io';
+    const failure = /ARCHIVE|DIGEST|TREE_MALFORMED|CORRUPT|ZSTD/.test(e.code) ? 'corrupt' : 'io';
     return new TierError(tier, failure, e.message, { hint: e.hint, cause: e });
   }
   const msg = (e as Error | undefined)?.message ?? String(e);
