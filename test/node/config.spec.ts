@@ -23,7 +23,7 @@ function mistakes(fn: () => unknown): string[] {
 describe('config', () => {
   it('has working defaults and no remote tier when nothing is set', () => {
     const c = loadNodeConfig({ home: tempDir(), env: {} });
-    expect(c.get(chainSection)).toEqual({ retries: 2, breakerFailures: 3, breakerCooldownMs: 30_000, queueCapacity: 256, uploadConcurrency: 8, writeBack: false });
+    expect(c.get(chainSection)).toEqual({ retries: 2, breakerFailures: 3, breakerCooldownMs: 30_000, hedgeAfterMs: 500, queueCapacity: 256, uploadConcurrency: 8, writeBack: false });
     expect(c.get(redisTier.config!)).toBeUndefined();
     expect(c.get(s3Tier.config!)).toBeUndefined();
     expect(c.get(mountSection)).toEqual({ prefetch: true, prefetchBytesPerSec: 32 << 20, prefetchConcurrency: 4, bulkAfterPercent: 25, bulkAfterSequential: 128, stream: true, streamMinBytes: 4 << 20 });
