@@ -13,7 +13,7 @@ export interface ChainConfig {
   /** How long an open breaker skips its tier. */
   breakerCooldownMs: number;
   /**
-   * A read (has, get, a ref, one blob of a tree) that a remote tier has not
+   * A read (get, a ref, one blob of a tree) that a remote tier has not
    * answered within this many ms is given up on and the next tier asked;
    * not applied to the last tier (there is no next one). 0: no deadline.
    */

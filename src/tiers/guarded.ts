@@ -6,7 +6,7 @@
 // few times, and a failure is counted, kept (`lastFailure`, for the
 // command's final message) and logged, once per breaker opening.
 //
-// A read (has, get, getRef, getInTree, getOutboard) may also have a
+// A read (get, getRef, getInTree, getOutboard) may also have a
 // deadline for its first answer (`hedgeAfterMs`, set by index.ts on every
 // tier but the last): a tier that has not answered by then is given up on
 // for this call — a failure like any other, so a tier that keeps missing
@@ -128,7 +128,8 @@ export class GuardedTier extends TierDecorator {
   }
 
   override has(digests: readonly Digest[]): Promise<Set<Digest>> {
-    return this.guard('has', () => this.inner.has(digests), true);
+    // No deadline: a push asks what the tier lacks, and there is no next tier to ask instead.
+    return this.guard('has', () => this.inner.has(digests));
   }
 
   override get(digest: Digest): Promise<BlobBody | undefined> {

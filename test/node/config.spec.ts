@@ -54,7 +54,7 @@ describe('config', () => {
     const file = join(home, 'config.json');
     expect(mistakes(() => loadNodeConfig({ home, env: { VRIFT_TIER_RETRIES: 'many', VRIFT_REDIS_TLS: 'maybe', VRIFT_S3_ACCESS_KEY_ID: 'AK' } })).sort()).toEqual(
       [
-        `${file}: unknown section "clsuter" (known: chain, cluster, redis, s3, mount)`,
+        `${file}: unknown section "clsuter" (known: chain, refs, cluster, redis, s3, mount)`,
         'VRIFT_TIER_RETRIES: not a whole number (e.g. 2)',
         `${file}: redis: not an object (e.g. "redis": { … })`,
         's3.bucket (VRIFT_S3_BUCKET or ' + file + '): required (e.g. vrift-cache)',
