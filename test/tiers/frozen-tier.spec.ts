@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vrift, vriftJson } from '../helpers/cli.js';
+import { daemonPid, startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -16,13 +17,17 @@ let env: Record<string, string>;
 let src: string;
 const same = (dir: string) => snapshotTree(dir, { mode: treeMode });
 
-/** One cold restore of the ref (a fresh home), timed; it must succeed from S3 alone. */
-function timedRestore(): number {
+/** The same restore with Redis stopped entirely (the first test measures it). */
+let stoppedMs = 0;
+
+/** One cold restore of the ref (a fresh home, or a daemon's empty one), timed; it must succeed from S3 alone. */
+function timedRestore(home = tempDir(), inDaemon = false): number {
   const out = join(tempDir(), 'out');
   const t0 = Date.now();
-  const r = vrift(['restore', 'ci/frozen', out, '--json'], { home: tempDir(), env, timeoutMs: 60_000 });
+  const r = vrift(['restore', 'ci/frozen', out, '--json'], { home, env, timeoutMs: 60_000 });
   const ms = Date.now() - t0;
   expect(r.code, r.stderr).toBe(0);
+  if (inDaemon) expect(r.stderr).not.toContain('in this process'); // the daemon ran it, with its long-lived chain
   expect(Object.keys(JSON.parse(r.stdout).from)).toEqual(['s3']);
   expect(same(out)).toEqual(same(src));
   return ms;
@@ -60,7 +65,25 @@ describe('a frozen tier', () => {
       await redis.start();
     }
     console.log(`restore with redis frozen: ${frozen} ms, stopped: ${stopped} ms`);
+    stoppedMs = stopped;
     expect(frozen).toBeLessThan(stopped + 2000);
     expect(frozen).toBeLessThan(10_000);
+  }, 150_000);
+
+  it('costs a restore through a daemon the same bound when Redis freezes while the daemon runs', async () => {
+    expect(stoppedMs).toBeGreaterThan(0);
+    const home = tempDir();
+    startDaemon(home, env); // connected to Redis (tiers warm at start), then Redis freezes
+    expect(daemonPid(home)).toBeDefined();
+    redis.freeze();
+    let frozen: number;
+    try {
+      frozen = timedRestore(home, true);
+    } finally {
+      redis.thaw();
+      stopDaemon(home);
+    }
+    console.log(`restore through a daemon with redis frozen: ${frozen} ms (stopped, in process: ${stoppedMs} ms)`);
+    expect(frozen).toBeLessThan(stoppedMs + 2000);
   }, 150_000);
 });
