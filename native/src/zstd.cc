@@ -4,11 +4,17 @@
 // callers store packs uncompressed.
 //
 // new ZstdStream(compress: boolean, level: number)
-// stream.transform(input: Buffer, end: boolean) -> Promise<Buffer>
+// stream.transform(input: Buffer, end: boolean, maxOut?: number) -> Promise<Buffer>
 //   Feeds `input` through the (de)compressor on the libuv thread pool and
 //   resolves with everything it produced; `end` finishes the frame
 //   (compression) or checks the input ended on a frame boundary
 //   (decompression: a truncated frame rejects). Calls must not overlap.
+//   With `maxOut` (decompression), a call stops once it has produced that
+//   many bytes (give or take one 1 MiB step): a few KiB of input can
+//   declare gigabytes (a zstd bomb), so output is never gathered whole.
+//   stream.consumed() then says how much of `input` was read; the caller
+//   passes the rest (or an empty buffer, while stream.pending() says the
+//   decompressor still holds output) to the next call.
 #include "zstd.h"
 
 #include <dlfcn.h>
@@ -74,7 +80,8 @@ constexpr size_t kOutChunk = 1 << 20;
 class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "ZstdStream", {InstanceMethod<&ZstdStream::Transform>("transform")});
+    return DefineClass(env, "ZstdStream", {InstanceMethod<&ZstdStream::Transform>("transform"), InstanceMethod<&ZstdStream::Consumed>("consumed"),
+                                           InstanceMethod<&ZstdStream::Pending>("pending")});
   }
 
   explicit ZstdStream(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ZstdStream>(info) {
@@ -101,8 +108,8 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
   // Runs one transform step on the thread pool.
   class Step : public Napi::AsyncWorker {
    public:
-    Step(Napi::Env env, ZstdStream* s, Napi::Buffer<char> in, bool end)
-        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), s_(s), inRef_(Napi::Persistent(in)), in_(in.Data()), len_(in.Length()), end_(end) {
+    Step(Napi::Env env, ZstdStream* s, Napi::Buffer<char> in, bool end, size_t maxOut)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), s_(s), inRef_(Napi::Persistent(in)), in_(in.Data()), len_(in.Length()), end_(end), maxOut_(maxOut) {
       selfRef_ = Napi::Persistent(s->Value());
     }
     Napi::Promise Promise() { return deferred_.Promise(); }
@@ -116,12 +123,14 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
         size_t r;
         if (s_->compress_) {
           r = z.compressStream2(s_->ctx_, &out, &in, end_ ? kZstdEnd : kZstdContinue);
-        } else if (in.size > 0) {
+        } else if (in.size > 0 || s_->pending_) {
           size_t before = in.pos;
           r = z.decompressStream(s_->ctx_, &out, &in);
           // A call that neither read nor wrote (all input used, output drained) says nothing
           // about the frame; at a frame boundary it would report the next frame's header size.
           if (!z.isError(r) && (in.pos > before || out.pos > 0)) s_->frameDone_ = r == 0;
+          // A full output buffer may leave decoded bytes inside zstd: the next call (even without input) must ask.
+          s_->pending_ = !z.isError(r) && out.pos == out.size;
         } else {
           // No input (the end-of-stream call): earlier calls drained the output already.
           r = 0;
@@ -131,7 +140,10 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
           return;
         }
         result_.insert(result_.end(), chunk.data(), chunk.data() + out.pos);
+        s_->consumed_ = in.pos;
         bool inputDone = in.pos == in.size;
+        // Bounded step: the caller comes back for the rest of the input and of zstd's output.
+        if (!s_->compress_ && maxOut_ > 0 && result_.size() >= maxOut_ && (!inputDone || s_->pending_)) break;
         if (s_->compress_) {
           // With e_end, r == 0 means the frame is complete; with e_continue, stop once input is consumed.
           if (end_ ? r == 0 : (inputDone && out.pos < out.size)) break;
@@ -160,19 +172,26 @@ class ZstdStream : public Napi::ObjectWrap<ZstdStream> {
     const char* in_;
     size_t len_;
     bool end_;
+    size_t maxOut_;
     std::vector<char> result_;
   };
 
   Napi::Value Transform(const Napi::CallbackInfo& info) {
-    auto* step = new Step(info.Env(), this, info[0].As<Napi::Buffer<char>>(), info[1].As<Napi::Boolean>().Value());
+    size_t maxOut = info.Length() > 2 && info[2].IsNumber() ? static_cast<size_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
+    auto* step = new Step(info.Env(), this, info[0].As<Napi::Buffer<char>>(), info[1].As<Napi::Boolean>().Value(), maxOut);
     Napi::Promise p = step->Promise();
     step->Queue();
     return p;
   }
 
+  Napi::Value Consumed(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(consumed_)); }
+  Napi::Value Pending(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), pending_); }
+
  private:
   bool compress_ = false;
   bool frameDone_ = false;  // decompression: the input so far ends on a frame boundary
+  bool pending_ = false;    // decompression: the last step filled its output; zstd may hold more
+  size_t consumed_ = 0;     // input bytes the last step read
   void* ctx_ = nullptr;
 };
 

@@ -15,6 +15,8 @@ export const TIER_COUNTERS = {
   skipped: 'vrift_tier_skipped_total',
   breakerOpened: 'vrift_tier_breaker_open_total',
   retries: 'vrift_tier_retries_total',
+  /** Reads given up on after the tier's deadline (chain.hedgeAfterMs): the next tier was asked. */
+  hedged: 'vrift_tier_hedged_total',
   bytesIn: 'vrift_tier_bytes_received_total',
   bytesOut: 'vrift_tier_bytes_sent_total',
   blobsIn: 'vrift_tier_blobs_received_total',

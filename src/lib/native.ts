@@ -124,7 +124,12 @@ export interface NativeLayout {
 }
 
 export interface NativeZstdStream {
-  transform(input: Buffer, end: boolean): Promise<Buffer>;
+  /** With `maxOut` (decompression): stops after about that many output bytes; see consumed() and pending(). */
+  transform(input: Buffer, end: boolean, maxOut?: number): Promise<Buffer>;
+  /** Input bytes the last transform read. */
+  consumed(): number;
+  /** The last transform filled its output: the decompressor may hold more (ask again, even without input). */
+  pending(): boolean;
 }
 
 export interface NativeAddon {

@@ -1,7 +1,7 @@
 // zstd compression for packs, through the native addon (libzstd is loaded
 // at run time; see native/src/zstd.cc). The work runs on the thread pool,
 // so (de)compression overlaps downloading and admitting blobs.
-import { Transform, type Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import type { NativeZstdStream } from './native.js';
 import { VriftError } from './errors.js';
 import { loadNative } from './native.js';
@@ -46,6 +46,50 @@ export function through(src: Readable, t: Transform): Readable {
 /** A compressing stream (level 3: fast, and about what `tar --zstd` does). */
 export function zstdCompress(level = 3): Transform {
   return zstdTransform(true, level);
+}
+
+/** Decompressed bytes one native step may produce: a few KiB of input can declare gigabytes (a zstd bomb). */
+export const INFLATE_STEP = 1 << 20;
+
+/**
+ * `src` decompressed, pulled a bounded step at a time: at most
+ * INFLATE_STEP bytes are decoded per call, and the next call waits until
+ * the reader wants more, so memory stays a few MiB whatever the frames
+ * declare. With `limit`, more than that many decompressed bytes is an
+ * error (`what` names the source in it): a pack never inflates past the
+ * size its manifest gives.
+ */
+export function zstdInflate(src: Readable, opts: { limit?: number; what?: string } = {}): Readable {
+  const z = nativeStream(false, 0);
+  const damaged = (e: Error, hint: string) => new VriftError('ERR_VRIFT_ZSTD', e.message, { hint });
+  async function* steps(): AsyncGenerator<Buffer> {
+    let total = 0;
+    const emit = (out: Buffer): Buffer => {
+      total += out.length;
+      if (opts.limit !== undefined && total > opts.limit) {
+        throw new VriftError('ERR_VRIFT_ZSTD_BOMB', `${opts.what ?? 'a zstd stream'} decompresses to more than the ${opts.limit} bytes it declares`, {
+          hint: 'the object is damaged or hostile; push the tree again',
+        });
+      }
+      return out;
+    };
+    try {
+      for await (const chunk of src as AsyncIterable<Buffer>) {
+        let rest = chunk;
+        do {
+          const out = await z.transform(rest, false, INFLATE_STEP).catch((e: Error) => Promise.reject(damaged(e, 'the pack is damaged; push the tree again')));
+          rest = rest.subarray(z.consumed());
+          if (out.length > 0) yield emit(out);
+        } while (rest.length > 0 || z.pending());
+      }
+      const out = await z.transform(Buffer.alloc(0), true, INFLATE_STEP).catch((e: Error) => Promise.reject(damaged(e, 'the pack is damaged or was cut; push the tree again')));
+      if (out.length > 0) yield emit(out);
+    } finally {
+      if (!src.readableEnded) src.destroy(); // the reader stopped early or failed: drop the download
+    }
+  }
+  // One step buffered ahead: the native call for the next overlaps the reader's work on this one.
+  return Readable.from(steps(), { objectMode: true, highWaterMark: 1 });
 }
 
 export function zstdDecompress(): Transform {

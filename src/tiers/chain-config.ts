@@ -12,6 +12,12 @@ export interface ChainConfig {
   breakerFailures: number;
   /** How long an open breaker skips its tier. */
   breakerCooldownMs: number;
+  /**
+   * A read (get, a ref, one blob of a tree) that a remote tier has not
+   * answered within this many ms is given up on and the next tier asked;
+   * not applied to the last tier (there is no next one). 0: no deadline.
+   */
+  hedgeAfterMs: number;
   /** Remote writes waiting at most (backpressure beyond). */
   queueCapacity: number;
   /** Remote writes in flight at most. */
@@ -29,6 +35,7 @@ export const chainSection: ConfigSection<ChainConfig> = {
         retries: int({ example: '2', min: 0, max: 10 }).default(2),
         breakerFailures: int({ example: '3', min: 1, max: 1000 }).default(3),
         breakerCooldownMs: int({ example: '30000', min: 0, max: 3_600_000 }).default(30_000),
+        hedgeAfterMs: int({ example: '500', min: 0, max: 600_000 }).default(500),
         queueCapacity: int({ example: '256', min: 1, max: 1_000_000 }).default(256),
         uploadConcurrency: int({ example: '8', min: 1, max: 256 }).default(8),
         writeBack: bool().default(false),
@@ -41,6 +48,7 @@ export const chainSection: ConfigSection<ChainConfig> = {
     VRIFT_TIER_RETRIES: 'retries',
     VRIFT_TIER_BREAKER_FAILURES: 'breakerFailures',
     VRIFT_TIER_BREAKER_COOLDOWN_MS: 'breakerCooldownMs',
+    VRIFT_TIER_HEDGE_AFTER_MS: 'hedgeAfterMs',
     VRIFT_TIER_QUEUE_CAPACITY: 'queueCapacity',
     VRIFT_TIER_UPLOAD_CONCURRENCY: 'uploadConcurrency',
     VRIFT_TIER_WRITE_BACK: 'writeBack',

@@ -13,7 +13,7 @@
 // of it), pushing a tree to every writable tier, refs.
 import { Readable } from 'node:stream';
 import type { Digest } from '../lib/digest.js';
-import { hasCode, type VriftError } from '../lib/errors.js';
+import { hasCode, isVriftError, VriftError } from '../lib/errors.js';
 import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
 import { BoundedQueue, mapLimit } from '../lib/queue.js';
 import { readArchive } from '../node/archive/reader.js';
@@ -271,9 +271,11 @@ export class Chain implements Tier {
         } catch (e) {
           if (isLocalError(e)) throw e;
           // What arrived whole is kept; the part is opened again for the rest (a peer's on another peer),
-          // a few times, and the failure counted once, when giving up.
-          if (opened >= (part.reopen ?? 0) + this.cfg.retries) {
-            tier.fail(e, 'archive');
+          // a few times, and the failure counted once, when giving up. A part that lied (a blob larger than
+          // the tree says, a pack inflating past its size) would only lie again: given up on at once.
+          const lied = hasCode(e, 'ERR_VRIFT_ARCHIVE_MALFORMED') || hasCode(e, 'ERR_VRIFT_ZSTD_BOMB');
+          if (opened >= (part.reopen ?? 0) + this.cfg.retries || (lied && !part.reopen)) {
+            tier.fail(named(part.name, e), 'archive');
             return;
           }
         }
@@ -435,6 +437,12 @@ async function baseCandidates(tier: GuardedTier, ref: string | undefined, known:
     if (prefix !== undefined) out.push(...(await localRefs(prefix)).slice(0, MAX_BASES).map((r) => r.tree));
   }
   return [...new Set(out)].slice(0, MAX_BASES);
+}
+
+/** A failure of an archive part, its message naming the part ("s3 pack packs/…: …"). */
+function named(part: string, e: unknown): unknown {
+  if (!isVriftError(e) || e.message.includes(part)) return e;
+  return new VriftError(e.code, `${part}: ${e.message}`, { hint: e.hint, cause: e, exitCode: e.exitCode });
 }
 
 /** A body read whole, refusing one larger than a tree may be. */

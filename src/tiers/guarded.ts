@@ -6,6 +6,14 @@
 // few times, and a failure is counted, kept (`lastFailure`, for the
 // command's final message) and logged, once per breaker opening.
 //
+// A read (get, getRef, getInTree, getOutboard) may also have a
+// deadline for its first answer (`hedgeAfterMs`, set by index.ts on every
+// tier but the last): a tier that has not answered by then is given up on
+// for this call — a failure like any other, so a tier that keeps missing
+// it opens its breaker within a few calls — and the chain asks the next
+// tier. Only the time to the answer is bounded: a blob body already
+// flowing is the caller's to read (admission bounds it by size).
+//
 // A local problem met during a call (the disk is full, the store's
 // permissions are wrong) is not the tier's fault: it passes through
 // untouched and ends the operation.
@@ -20,6 +28,8 @@ export interface GuardOptions {
   retries: number;
   breakerFailures: number;
   breakerCooldownMs: number;
+  /** A read not answered within this many ms is given up on (the chain asks the next tier); absent or 0: no deadline. */
+  hedgeAfterMs?: number;
 }
 
 /** Errors of this host, not of a tier: they end the operation instead of counting against the tier. */
@@ -54,11 +64,11 @@ export class GuardedTier extends TierDecorator {
   }
 
   protected override getInTreeOf(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
-    return this.guard('getInTree', () => super.getInTreeOf(tree, digest));
+    return this.guard('getInTree', () => super.getInTreeOf(tree, digest), true);
   }
 
   protected override getOutboardOf(digest: Digest): Promise<Buffer | undefined> {
-    return this.guard('getOutboard', () => super.getOutboardOf(digest));
+    return this.guard('getOutboard', () => super.getOutboardOf(digest), true);
   }
 
   /** True while the breaker lets calls through. */
@@ -70,7 +80,7 @@ export class GuardedTier extends TierDecorator {
    * Runs one call of the tier through the breaker, retrying transient
    * failures. A failure is rethrown as a TierError (a local one as it is).
    */
-  async guard<T>(op: string, fn: () => Promise<T>): Promise<T> {
+  async guard<T>(op: string, fn: () => Promise<T>, read = false): Promise<T> {
     if (!this.breaker.allow()) {
       this.ctx.metrics.inc(M.skipped, this.labels);
       // Skipped: this operation failed on the tier too, for the reason that opened the breaker.
@@ -78,15 +88,25 @@ export class GuardedTier extends TierDecorator {
       this.lastFailureAt = Date.now();
       throw this.lastFailure;
     }
+    const limit = read ? (this.opts.hedgeAfterMs ?? 0) : 0;
+    let late = false;
     try {
-      const v = await withRetry(fn, {
+      const call = withRetry(fn, {
         retries: this.opts.retries,
         onRetry: () => this.ctx.metrics.inc(M.retries, this.labels),
-        canRetry: () => this.breaker.state === 'closed',
+        // No retry once the caller has moved on: it would only wait again.
+        canRetry: () => !late && this.breaker.state === 'closed',
       });
+      const v = limit > 0 ? await withDeadline(call, limit, () => (late = true)) : await call;
       this.breaker.succeed();
       return v;
     } catch (e) {
+      if (e === DEADLINE) {
+        this.ctx.metrics.inc(M.hedged, this.labels);
+        throw this.fail(new TierError(this.name, 'unavailable', `${op}: no answer within ${limit} ms; asking the next tier`, {
+          hint: `check that ${this.name} is up and not overloaded (the deadline is chain.hedgeAfterMs, VRIFT_TIER_HEDGE_AFTER_MS)`,
+        }), op);
+      }
       throw this.fail(e, op);
     }
   }
@@ -108,11 +128,12 @@ export class GuardedTier extends TierDecorator {
   }
 
   override has(digests: readonly Digest[]): Promise<Set<Digest>> {
+    // No deadline: a push asks what the tier lacks, and there is no next tier to ask instead.
     return this.guard('has', () => this.inner.has(digests));
   }
 
   override get(digest: Digest): Promise<BlobBody | undefined> {
-    return this.guard('get', () => this.inner.get(digest));
+    return this.guard('get', () => this.inner.get(digest), true);
   }
 
   override put(digest: Digest, source: BlobSource): Promise<void> {
@@ -120,7 +141,7 @@ export class GuardedTier extends TierDecorator {
   }
 
   override getRef(name: string): Promise<Digest | undefined> {
-    return this.guard('getRef', () => this.inner.getRef(name));
+    return this.guard('getRef', () => this.inner.getRef(name), true);
   }
 
   override setRef(name: string, tree: Digest): Promise<void> {
@@ -132,11 +153,45 @@ export class GuardedTier extends TierDecorator {
   }
 }
 
+/** Thrown by withDeadline when the call has not settled in time. */
+const DEADLINE = Symbol('deadline');
+
+/**
+ * `call`, or DEADLINE thrown after `ms`. The call goes on behind (it cannot
+ * be cancelled); whatever it brings is dropped, and a body it returns late
+ * is destroyed so its connection is not left half read.
+ */
+function withDeadline<T>(call: Promise<T>, ms: number, onLate: () => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const timer = setTimeout(() => {
+      done = true;
+      onLate();
+      reject(DEADLINE);
+    }, ms);
+    call.then(
+      (v) => {
+        if (!done) {
+          done = true;
+          clearTimeout(timer);
+          resolve(v);
+        } else (v as { stream?: { destroy?: () => void } } | undefined)?.stream?.destroy?.();
+      },
+      (e: unknown) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
 /** Any error from a tier as a TierError: stream resets and other surprises count as "unavailable". */
 export function toTierError(tier: string, e: unknown, op: string): TierError {
   if (isTierError(e)) return e;
   if (isVriftError(e)) {
-    const failure = /ARCHIVE|DIGEST|TREE_MALFORMED|CORRUPT/.test(e.code) ? 'corrupt' : 'io';
+    const failure = /ARCHIVE|DIGEST|TREE_MALFORMED|CORRUPT|ZSTD/.test(e.code) ? 'corrupt' : 'io';
     return new TierError(tier, failure, e.message, { hint: e.hint, cause: e });
   }
   const msg = (e as Error | undefined)?.message ?? String(e);

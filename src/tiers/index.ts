@@ -15,7 +15,7 @@ import { redisTier } from './redis.js';
 import { RefCodec, refsSection } from './ref-trust.js';
 import { s3Tier } from './s3/s3.js';
 import type { PeerDirectory } from './peer/directory.js';
-import type { TierContext, TierFactory, TierLog } from './tier.js';
+import type { Tier, TierContext, TierFactory, TierLog } from './tier.js';
 
 export const TIER_FACTORIES: readonly TierFactory<any>[] = [
   localTier,
@@ -48,12 +48,16 @@ export function openChain(opts: OpenChainOptions): Chain {
   }
   const refs = new RefCodec(opts.config.get(refsSection), opts.store.layout.root, opts.log);
   const ctx: TierContext = { store: opts.store, metrics: opts.metrics ?? new Metrics(), log: opts.log, peers: opts.peers, refs };
-  const remotes: GuardedTier[] = [];
+  const tiers: Tier[] = [];
   for (const f of TIER_FACTORIES) {
     if (f === localTier) continue; // always first: it is where verified bytes land
     if (chainCfg.tiers && !chainCfg.tiers.includes(f.name)) continue;
     const tier = f.create(ctx, f.config ? opts.config.get(f.config) : undefined);
-    if (tier) remotes.push(new GuardedTier(new MeteredTier(tier, ctx.metrics), chainCfg, ctx));
+    if (tier) tiers.push(tier);
   }
+  // Every tier but the last has a next one to hedge to: its reads get the deadline.
+  const remotes = tiers.map(
+    (tier, i) => new GuardedTier(new MeteredTier(tier, ctx.metrics), { ...chainCfg, hedgeAfterMs: i < tiers.length - 1 ? chainCfg.hedgeAfterMs : 0 }, ctx),
+  );
   return new Chain(new LocalTier(opts.store), remotes, chainCfg, ctx);
 }

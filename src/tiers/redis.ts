@@ -64,6 +64,8 @@ const section: ConfigSection<RedisConfig | undefined> = {
 };
 
 const HAS_BATCH = 1000;
+/** How long close() waits for the server to acknowledge QUIT. */
+const QUIT_WAIT_MS = 200;
 
 export class RedisTier implements Tier {
   readonly name = 'redis';
@@ -164,11 +166,12 @@ export class RedisTier implements Tier {
     this.connecting = undefined;
     if (!c) return;
     try {
-      if (c.status === 'ready') await c.quit();
-      else c.disconnect();
+      // A server that stopped answering never acknowledges QUIT: wait briefly, then drop the connection.
+      if (c.status === 'ready') await Promise.race([c.quit(), new Promise((r) => setTimeout(r, QUIT_WAIT_MS).unref())]);
     } catch {
-      c.disconnect();
+      /* dropped below */
     }
+    c.disconnect();
   }
 
   private blobKey(d: Digest): string {

@@ -20,6 +20,10 @@ export interface RedisServer {
   password?: string;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** SIGSTOP: the server keeps its port and connections but never answers (a frozen host). */
+  freeze(): void;
+  /** SIGCONT after freeze(). */
+  thaw(): void;
   /** A real client for tests that poke at the data (corrupt a value, flush …). */
   client(): Redis;
 }
@@ -43,6 +47,8 @@ export async function startRedis(opts: { password?: string; tls?: RedisTls } = {
     url,
     password: opts.password,
     start: () => proc.start(),
+    freeze: () => proc.signal('SIGSTOP'),
+    thaw: () => proc.signal('SIGCONT'),
     async stop() {
       clientInstance?.disconnect();
       clientInstance = undefined;

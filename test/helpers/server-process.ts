@@ -13,6 +13,8 @@ process.on('exit', () => {
 export interface ServerProcess {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Sends a signal to the running server (SIGSTOP freezes it: it keeps its port but never answers). */
+  signal(sig: NodeJS.Signals): void;
 }
 
 export function serverProcess(name: string, cmd: string, args: string[], port: number, startTimeoutMs: number): ServerProcess {
@@ -43,8 +45,12 @@ export function serverProcess(name: string, cmd: string, args: string[], port: n
       if (!p || p.exitCode !== null) return;
       await new Promise<void>((resolve) => {
         p.once('exit', () => resolve());
+        p.kill('SIGCONT'); // a frozen server would keep SIGTERM pending
         p.kill('SIGTERM');
       });
+    },
+    signal(sig) {
+      proc?.kill(sig);
     },
   };
 }

@@ -118,12 +118,21 @@ describe('archive format', () => {
     expect(store.cas.has(hashBuffer(bad))).toBe(false);
   });
 
-  it('rejects a frame whose size differs from the size the tree expects, unread', async () => {
+  it('rejects a frame smaller than the tree expects, unread, and reads on', async () => {
     const b = randomBytes(50);
     const c = collect();
-    const res = await readArchive(store.admission, chunked(archiveOf([b]), 1000), { ...c.opts, expectedSize: () => 49 });
+    const res = await readArchive(store.admission, chunked(archiveOf([b]), 1000), { ...c.opts, expectedSize: () => 51 });
     expect(res.admitted).toBe(0);
-    expect(res.rejected[0]?.reason).toMatch(/declared size 50 but the tree says 49/);
+    expect(res.rejected[0]?.reason).toMatch(/declared size 50 but the tree says 51/);
+  });
+
+  it('stops at a frame larger than the tree expects, before writing anything (a stream that lies about its sizes)', async () => {
+    const b = randomBytes(50);
+    const c = collect();
+    const read = readArchive(store.admission, chunked(archiveOf([b]), 1000), { ...c.opts, expectedSize: () => 49 });
+    await expect(read).rejects.toMatchObject({ code: 'ERR_VRIFT_ARCHIVE_MALFORMED', message: expect.stringMatching(/declares 50 bytes but the tree says 49/) });
+    expect(c.rejected).toEqual([hashBuffer(b)]);
+    expect(store.cas.has(hashBuffer(b))).toBe(false);
   });
 
   it('skips blobs it does not want, without writing them', async () => {

@@ -80,7 +80,7 @@ describe('bad input from S3', () => {
     const home = tempDir();
     const out = join(tempDir(), 'out');
     const r = vrift(['restore', 'ci/bad', out], { home, env });
-    expect(r.stderr).toMatch(/s3: truncated archive: the stream ended (inside blob [0-9a-f]{64}|before the end frame)/);
+    expect(r.stderr).toMatch(/s3: s3 pack \S+: truncated archive: the stream ended (inside blob [0-9a-f]{64}|before the end frame)/);
     expectCleanFailure(r, home, 1, /^vrift: \d+ of \d+ blobs of tree [0-9a-f]{64} are in no reachable tier \(first: .+\)/);
     expect(existsSync(out)).toBe(false);
     // What arrived whole was kept (verified): a second try asks only for the rest.
@@ -96,7 +96,7 @@ describe('bad input from S3', () => {
     const home = tempDir();
     const out = join(tempDir(), 'out');
     const r = vrift(['restore', 'ci/bad', out], { home, env });
-    expect(r.stderr).toMatch(/s3: truncated archive: the stream failed after \d+ blobs: zstd: the compressed stream is truncated/);
+    expect(r.stderr).toMatch(/s3: s3 pack \S+: truncated archive: the stream failed after \d+ blobs: zstd: the compressed stream is truncated/);
     expectCleanFailure(r, home, 1, /^vrift: \d+ of \d+ blobs of tree [0-9a-f]{64} are in no reachable tier \(first: .+\)/);
     expect(existsSync(out)).toBe(false);
   });

@@ -189,6 +189,12 @@ export class ArchiveParser {
     const expected = opts.expectedSize?.(digest);
     if (!opts.want(digest, size)) {
       this.writer = undefined;
+    } else if (expected !== undefined && size > expected) {
+      // More than the tree holds is a lie about this stream, not a damaged blob: nothing is written
+      // and the rest of the stream (possibly gigabytes of it) is not read.
+      const why = `blob ${digest} declares ${size} bytes but the tree says ${expected}`;
+      this.reject(digest, why);
+      this.fail('ERR_VRIFT_ARCHIVE_MALFORMED', why);
     } else if (expected !== undefined && expected !== size) {
       this.rejectReason = `declared size ${size} but the tree says ${expected}`;
     } else if (size > this.maxBlob) {

@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import type { Digest } from '../../lib/digest.js';
 import { LruMap } from '../../lib/lru.js';
 import { SingleFlight } from '../../lib/single-flight.js';
-import { through, zstdDecompress } from '../../lib/zstd.js';
+import { zstdInflate } from '../../lib/zstd.js';
 import { ARCHIVE_MAGIC, FRAME_LEN, HEADER_LEN, TAG_BLOB } from '../../node/archive/format.js';
 import type { S3Objects } from './objects.js';
 import { PackIndex, type BlobRange } from './pack-index.js';
@@ -108,7 +108,8 @@ export class PackBlobReader {
     if (at.size === 0) return { stream: Readable.from([]), size: 0 };
     const body = await this.objects.getRange(pack.key, at.start, at.end);
     if (!body) throw new TierError('s3', 'corrupt', `pack ${pack.key} named by the manifest of tree ${pack.tree} is missing`, { hint: pushAgain });
-    const bytes = at.compressed ? through(body.stream, zstdDecompress()) : body.stream;
+    // Inflated a bounded step at a time, and never past what the index says the frames hold.
+    const bytes = at.compressed ? zstdInflate(body.stream, { limit: at.decoded, what: `frames ${at.start}-${at.end} of pack ${pack.key}` }) : body.stream;
     if (this.objects.cfg.neighbors && at.compressed && at.end - at.start <= NEIGHBOR_RANGE) return this.withNeighbors(bytes, body.stream, at, digest, pack.key);
     return { stream: Readable.from(this.cut(bytes, body.stream, at, digest, pack.key)), size: at.size };
   }
@@ -154,7 +155,7 @@ export class PackBlobReader {
       }
     } catch (e) {
       // Frames that do not decode are damaged bytes in the tier, like bytes that do not hash.
-      if ((e as { code?: string }).code === 'ERR_VRIFT_ZSTD') {
+      if ((e as { code?: string }).code === 'ERR_VRIFT_ZSTD' || (e as { code?: string }).code === 'ERR_VRIFT_ZSTD_BOMB') {
         throw new TierError('s3', 'corrupt', `blob ${digest} in pack ${key} is damaged (${(e as Error).message})`, { hint: pushAgain });
       }
       throw this.objects.fail(e, `reading ${key}`);

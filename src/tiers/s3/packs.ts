@@ -22,7 +22,7 @@ import { Readable } from 'node:stream';
 import { hashBuffer, type Digest } from '../../lib/digest.js';
 import { archiveSize } from '../../node/archive/format.js';
 import { decodeTree, type TreeEntry } from '../../node/store/tree.js';
-import { through, zstdAvailable, zstdDecompress, zstdFramed } from '../../lib/zstd.js';
+import { through, zstdAvailable, zstdFramed, zstdInflate } from '../../lib/zstd.js';
 import { mapLimit, settleAll } from '../../lib/queue.js';
 import type { S3Objects } from './objects.js';
 import { PackBlobReader } from './pack-blob.js';
@@ -72,8 +72,9 @@ export class S3Packs {
           });
         }
         if (p.compression !== 'zstd') return body.stream;
-        // Decompressed on the thread pool while the caller admits blobs (its frames, one after another).
-        return through(body.stream, zstdDecompress());
+        // Decompressed on the thread pool while the caller admits blobs (its frames, one after another),
+        // a bounded step at a time and never past the archive size the manifest gives (a zstd bomb stops there).
+        return zstdInflate(body.stream, { limit: p.bytes, what: `pack ${p.key}` });
       },
     }));
   }
