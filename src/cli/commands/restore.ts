@@ -3,6 +3,7 @@
 // run by the daemon when one runs). A miss exits 1 with one line.
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
+import { hasCode, type VriftError } from '../../lib/errors.js';
 import { fmtBytes } from '../../lib/units.js';
 import type { RestoreResult } from '../../node/ops/restore.js';
 import { plain, subcommand } from '../command.js';
@@ -35,6 +36,7 @@ export function register(program: Command): void {
     .option('--force', 'replace the contents of a non-empty target')
     .option('--copy', 'copy files instead of hard-linking them from the store')
     .option('--lazy', 'mount the tree at <dir> instead: only its listing is fetched now, each file when a program (under `vrift run`) first opens it')
+    .option('--restore-keys <prefixes...>', 'when <ref> misses, restore the newest ref under the first of these prefixes that has one (a partial hit; exit 0)')
     .action(
       plain(async ({ out, opts, args }) => {
         const { ref, key } = keyedRef(args[0]!, opts);
@@ -44,10 +46,23 @@ export function register(program: Command): void {
           out.result(r, () => `${ref} -> ${r.tree} -> ${dir}: mounted lazily (files arrive when opened); run programs with \`vrift run --mount ${dir}=${ref} -- …\``);
           return;
         }
-        const r = await runOperation<RestoreResult>('restore', { ref, key, dir, force: Boolean(opts.force), copy: Boolean(opts.copy) }, out);
+        const restoreKeys = opts.restoreKeys as string[] | undefined;
+        let r: RestoreResult;
+        try {
+          r = await runOperation<RestoreResult>('restore', { ref, key, dir, force: Boolean(opts.force), copy: Boolean(opts.copy), restoreKeys }, out);
+        } catch (e) {
+          // A script branches on exact / partial / miss: with --json, a miss is one object on stdout too.
+          if (!restoreKeys || !opts.json || !hasCode(e, 'ERR_VRIFT_RESTORE_MISS')) throw e;
+          const err = e as VriftError;
+          process.stderr.write(`vrift: ${err.message}${err.hint ? ` (${err.hint})` : ''}\n`);
+          process.stdout.write(`${JSON.stringify({ hit: 'miss', ref, restoreKeys, error: { code: err.code, message: err.message, hint: err.hint ?? null } })}\n`);
+          process.exitCode = err.exitCode;
+          return;
+        }
         out.result(r, () => {
           const shared = r.joined ? ' (shared with a restore already running)' : '';
-          return `${ref} -> ${r.tree} -> ${dir}: ${r.materialized.files} files; ${r.local} blobs were local, ${describeSources(r.from, fmtBytes)}${shared} in ${r.seconds.toFixed(2)}s`;
+          const hit = r.hit === 'partial' ? `partial hit: ${r.restored} (newest under the restore keys) for ${ref}` : restoreKeys ? `exact hit: ${ref}` : ref;
+          return `${hit} -> ${r.tree} -> ${dir}: ${r.materialized.files} files; ${r.local} blobs were local, ${describeSources(r.from, fmtBytes)}${shared} in ${r.seconds.toFixed(2)}s`;
         });
       }),
     );

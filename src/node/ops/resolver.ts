@@ -9,6 +9,7 @@ import { hasCode, VriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
+import type { RefInfo } from '../../tiers/tier.js';
 import type { BlobWatch } from '../store/admission.js';
 import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
@@ -217,6 +218,11 @@ export class Resolver {
   /** Fetches in flight right now (blobs, trees), for status. */
   inFlight(): { blobs: number; trees: number } {
     return { blobs: this.blobFlights.size, trees: this.treeFlights.size };
+  }
+
+  /** Refs under `prefix`, here and in the remote tiers (each checked as it is read), newest first. */
+  listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
+    return this.chain.listRefs(prefix, limit);
   }
 
   /** Readies the remote tiers for their first request, in the background (a daemon at start). */

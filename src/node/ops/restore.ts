@@ -19,9 +19,19 @@ export interface RestoreArgs {
   dir: string;
   force: boolean;
   copy: boolean;
+  /**
+   * Prefixes to fall back on when `ref` misses (actions/cache's
+   * restore-keys): the newest ref under the first prefix that has one is
+   * restored instead (a partial hit beats a cold build).
+   */
+  restoreKeys?: string[];
 }
 
 export interface RestoreResult extends PullResult {
+  /** "exact": `ref` itself; "partial": a ref found under one of the restore keys (`restored`). */
+  hit: 'exact' | 'partial';
+  /** The ref that was restored. */
+  restored: string;
   key: unknown;
   dir: string;
   materialized: MaterializeResult;
@@ -38,8 +48,24 @@ export async function restore(ctx: OpContext, args: RestoreArgs): Promise<Restor
   let pulled: PullResult;
   let made: MaterializeResult;
   let fetched: number;
+  let hit: RestoreResult['hit'] = 'exact';
+  let restored = args.ref;
   try {
-    pulled = await pull(ctx, resolver, args.ref, lease);
+    try {
+      pulled = await pull(ctx, resolver, args.ref, lease);
+    } catch (e) {
+      if (!hasCode(e, 'ERR_VRIFT_RESTORE_MISS') || !args.restoreKeys?.length) throw e;
+      const fallback = await newestUnder(resolver, args.restoreKeys);
+      if (!fallback) {
+        throw new VriftError('ERR_VRIFT_RESTORE_MISS', `${(e as Error).message.split(' (')[0]}, and no ref under ${args.restoreKeys.map((k) => JSON.stringify(k)).join(', ')}`, {
+          hint: 'a cache miss: build the directory, then `vrift save` it',
+          exitCode: 1,
+        });
+      }
+      hit = 'partial';
+      restored = fallback;
+      pulled = await pull(ctx, resolver, fallback, lease);
+    }
     fetched = Date.now();
     ctx.signal.throwIfAborted();
     try {
@@ -58,7 +84,16 @@ export async function restore(ctx: OpContext, args: RestoreArgs): Promise<Restor
   }
   const seconds = (Date.now() - started) / 1000;
   const timings = { fetch: (fetched - started) / 1000, materialize: (Date.now() - fetched) / 1000 };
-  return { ...pulled, ref: args.ref, key: args.key, dir: args.dir, materialized: made, seconds, timings, metrics: ctx.metrics() };
+  return { ...pulled, hit, restored, ref: args.ref, key: args.key, dir: args.dir, materialized: made, seconds, timings, metrics: ctx.metrics() };
+}
+
+/** The newest ref under the first of `prefixes` that has one (local refs and the remote tiers'), or undefined. */
+async function newestUnder(resolver: Resolver, prefixes: string[]): Promise<string | undefined> {
+  for (const prefix of prefixes) {
+    const [newest] = await resolver.listRefs(prefix, 1);
+    if (newest) return newest.name;
+  }
+  return undefined;
 }
 
 async function pull(ctx: OpContext, resolver: Resolver, treeish: string, lease: Lease): Promise<PullResult> {
