@@ -28,6 +28,11 @@ export const TIER_COUNTERS = {
   dropped: 'vrift_tier_queue_dropped_total',
 } as const;
 
+/** Histograms (seconds) the daemon exposes; the CLI observes nothing. */
+export const TIER_REQUEST_SECONDS = 'vrift_tier_request_duration_seconds';
+/** A program's FETCH (a lazy mount's first open of a blob), by how it ended. */
+export const FETCH_SECONDS = 'vrift_fetch_duration_seconds';
+
 function key(name: string, labels: Labels): string {
   const parts = Object.keys(labels)
     .sort()
@@ -37,8 +42,13 @@ function key(name: string, labels: Labels): string {
 
 const NO_LABELS: Labels = {};
 
+/** Told of each duration observed (the daemon's histograms: src/node/daemon/metrics-server.ts). */
+export type Observer = (name: string, labels: Labels, seconds: number) => void;
+
 export class Metrics {
   private readonly counters = new Map<string, number>();
+  /** Where durations go; none in the CLI (a one-shot process has no scraper). */
+  observer: Observer | undefined;
   /**
    * Keys already built, per labels object: counters bumped per blob (tens
    * of thousands a restore) pass the same labels object each time, and
@@ -57,6 +67,11 @@ export class Metrics {
   inc(name: string, labels: Labels = NO_LABELS, n = 1): void {
     const k = this.keyOf(name, labels);
     this.counters.set(k, (this.counters.get(k) ?? 0) + n);
+  }
+
+  /** A duration, in seconds, for a histogram named `name` (base unit, `_seconds`). */
+  observe(name: string, labels: Labels, seconds: number): void {
+    this.observer?.(name, labels, seconds);
   }
 
   get(name: string, labels: Labels = NO_LABELS): number {

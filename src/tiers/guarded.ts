@@ -19,7 +19,7 @@
 // untouched and ends the operation.
 import type { Digest } from '../lib/digest.js';
 import { isVriftError, type VriftError } from '../lib/errors.js';
-import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
+import { TIER_COUNTERS as M, TIER_REQUEST_SECONDS, type Metrics } from '../lib/metrics.js';
 import { CircuitBreaker, withRetry } from './breaker.js';
 import { TierDecorator } from './decorator.js';
 import { isTierError, TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierLog, type TreePush } from './tier.js';
@@ -90,6 +90,7 @@ export class GuardedTier extends TierDecorator {
     }
     const limit = read ? (this.opts.hedgeAfterMs ?? 0) : 0;
     let late = false;
+    const started = performance.now();
     try {
       const call = withRetry(fn, {
         retries: this.opts.retries,
@@ -108,6 +109,9 @@ export class GuardedTier extends TierDecorator {
         }), op);
       }
       throw this.fail(e, op);
+    } finally {
+      // How long the tier took to answer (a streamed body's bytes come after): per tier and call.
+      this.ctx.metrics.observe(TIER_REQUEST_SECONDS, { tier: this.name, op }, (performance.now() - started) / 1000);
     }
   }
 

@@ -70,6 +70,7 @@ const LAYERS = [
   'gen',
   'lib',
   'node/config',
+  'node/metrics',
   'node/store',
   'node/archive',
   'node/control',

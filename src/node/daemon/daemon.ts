@@ -13,6 +13,8 @@ import type { Resolver } from '../ops/resolver.js';
 import { fetchHandler } from './fetch.js';
 import { LazyMounts } from './lazy-mounts.js';
 import { BlobStreams } from './blob-streams.js';
+import { MetricsServer, type ScrapeGauge } from './metrics-server.js';
+import { metricsSection } from '../metrics/config.js';
 import { mountSection } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
 import { operationsHandler } from './operations.js';
@@ -48,6 +50,8 @@ export class Daemon {
   readonly lazy: LazyMounts;
   /** Large files read while they arrive (docs/lazy.md "Large files stream"). */
   readonly streams: BlobStreams;
+  /** GET /metrics (Prometheus). */
+  readonly metricsServer: MetricsServer;
   /** Membership of the cluster; undefined when no cluster secret is set (the node runs alone). */
   readonly cluster: Cluster | undefined;
   readonly metrics = new Metrics();
@@ -71,6 +75,7 @@ export class Daemon {
     const config = loadNodeConfig({ home: this.store.layout.root }); // validated in full: a mistake stops the start
     const mountConfig = config.get(mountSection);
     this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: mountConfig, metrics: this.metrics, log: this.log });
+    this.metricsServer = new MetricsServer(this.metrics, config.get(metricsSection), this.scrapeGauges(), this.log);
     this.streams = new BlobStreams({ store: this.store, resolver: () => this.resolver(), log: this.log }, { enabled: mountConfig.stream, minBytes: mountConfig.streamMinBytes });
     this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log });
     const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
@@ -91,6 +96,7 @@ export class Daemon {
       // after the resolver (prefetch and trace pushes use it), before control (FETCH reports to it)
       { name: 'lazy mounts', start: () => this.lazy.start(), stop: () => this.lazy.stop() },
       { name: 'large-file streams', start: () => this.streams.start(), stop: () => this.streams.stop() },
+      { name: 'metrics', start: () => this.metricsServer.start(), stop: () => this.metricsServer.stop() },
       { name: 'control', start: () => control.start(), stop: () => control.stop() },
     );
   }
@@ -167,8 +173,50 @@ export class Daemon {
       mounts: this.mounts.list().map((m) => ({ ...m, ...this.lazy.statusOf(m.path) })),
       inFlight: this.resolverInstance?.inFlight() ?? { blobs: 0, trees: 0 },
       streams: this.streams.status(),
+      metricsUrl: this.metricsServer.url ?? null,
       metrics: this.metrics.snapshot(),
     };
+  }
+
+  /** What /metrics reads at each scrape besides the counters (no refs, paths or digests as labels). */
+  private scrapeGauges(): ScrapeGauge[] {
+    let totals = { at: 0, blobs: 0, bytes: 0 };
+    const store = () => {
+      // A walk of the blob index: at most every 30 s.
+      if (Date.now() - totals.at > 30_000) totals = { at: Date.now(), ...this.store.meta.blobTotals() };
+      return totals;
+    };
+    const sum = (pick: 'fetchedOnOpen' | 'prefetched' | 'local') =>
+      this.mounts.list().reduce((n, m) => n + ((this.lazy.statusOf(m.path)?.[pick] as { blobs: number } | undefined)?.blobs ?? 0), 0);
+    return [
+      { name: 'vrift_store_blobs', help: 'Blobs in the local store (its index).', read: () => store().blobs },
+      { name: 'vrift_store_bytes', help: 'Bytes of the blobs in the local store.', read: () => store().bytes },
+      { name: 'vrift_mounts', help: 'Trees mounted by this daemon.', read: () => this.mounts.list().length },
+      { name: 'vrift_peers', help: 'Peers this node knows in the cluster mesh.', read: () => (this.cluster?.status().peers as number | undefined) ?? 0 },
+      {
+        name: 'vrift_fetches_in_flight',
+        help: 'Fetches running now: blobs, and whole trees.',
+        labelNames: ['kind'],
+        read: () => {
+          const f = this.resolverInstance?.inFlight() ?? { blobs: 0, trees: 0 };
+          return [
+            [{ kind: 'blob' }, f.blobs],
+            [{ kind: 'tree' }, f.trees],
+          ];
+        },
+      },
+      {
+        name: 'vrift_mount_blobs',
+        help: "Blobs of the mounted trees, by how they got here: fetched when a program opened them, prefetched from a trace, or local at mount (since the daemon started).",
+        labelNames: ['how'],
+        read: () => [
+          [{ how: 'fetched_on_open' }, sum('fetchedOnOpen')],
+          [{ how: 'prefetched' }, sum('prefetched')],
+          [{ how: 'local' }, sum('local')],
+        ],
+      },
+      { name: 'vrift_streams_active', help: 'Large blobs being read while they arrive.', read: () => this.streams.status().active },
+    ];
   }
 
   private handlers(): Map<number, Handler> {
@@ -206,6 +254,7 @@ export class Daemon {
         demandBegins: (digest) => this.lazy.demandBegins(digest),
         served: (root, digest, fetched) => this.lazy.served(root, digest, fetched),
         streams: this.streams,
+        metrics: this.metrics,
       }),
     );
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));

@@ -9,10 +9,16 @@ import { F } from '../control/protocol.js';
 import { requireStr, type Handler } from '../control/server.js';
 import type { Resolver } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
+import { FETCH_SECONDS, type Metrics } from '../../lib/metrics.js';
 import type { BlobStreams } from './blob-streams.js';
 
 /** The shim waits 30 s for a FETCH (shim/ipc.c): answer before that. */
 export const FETCH_DEADLINE_MS = 25_000;
+
+/** One labels object per result (histogram label values are these few words only). */
+const RESULT_LABELS: Record<string, { result: string }> = Object.fromEntries(
+  ['local', 'fetched', 'joined', 'streamed', 'missing', 'late', 'error'].map((r) => [r, { result: r }]),
+);
 
 /** What lazy mounts (lazy-mounts.ts) learn from FETCH. */
 export interface FetchHooks {
@@ -22,6 +28,8 @@ export interface FetchHooks {
   served?(mountRoot: string, digest: string, fetched: boolean): void;
   /** Large blobs a program may read while they arrive (FETCH with STREAM). */
   streams?: BlobStreams;
+  /** Where the time a program waited goes (vrift_fetch_duration_seconds{result}). */
+  metrics?: Metrics;
 }
 
 /**
@@ -40,6 +48,7 @@ export function fetchHandler(
     const digest = requireStr(f, F.DIGEST, 'digest');
     if (!isDigest(digest)) throw new VriftError('ERR_VRIFT_MOUNTFS_EINVAL', `${JSON.stringify(digest)} is not a digest`, { exitCode: 1 });
     const started = Date.now();
+    const took = (result: string) => hooks.metrics?.observe(FETCH_SECONDS, RESULT_LABELS[result] ?? { result }, (Date.now() - started) / 1000);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
     let from: string | undefined | 'late';
@@ -66,6 +75,7 @@ export function fetchHandler(
         from = first;
       }
     } catch (e) {
+      took('error');
       log(`fetch: blob ${digest} failed: ${(e as Error).message}`);
       throw e;
     } finally {
@@ -74,20 +84,24 @@ export function fetchHandler(
       waited?.();
     }
     if (partialPath !== undefined) {
+      took('streamed');
       if (path) hooks.served?.(path, digest, !joined);
       return [[F.PATH, partialPath]];
     }
     if (from === 'late') {
+      took('late');
       log(`fetch: blob ${digest} did not arrive within ${deadlineMs / 1000}s (the fetch goes on; a later open may find it)`);
       throw new VriftError('ERR_VRIFT_FETCH_TIMEOUT', `blob ${digest} did not arrive within ${deadlineMs / 1000}s`, { exitCode: 1 });
     }
     if (from === undefined) {
+      took('missing');
       log(`fetch: blob ${digest} is in no reachable tier (tried ${resolver().tierNames().join(', ')})`);
       throw new VriftError('ERR_VRIFT_CAS_MISSING', `blob ${digest} is in no reachable tier`, { hint: 'push the tree from a node that has it', exitCode: 1 });
     }
     // An executable is opened through its exec twin (the shim's exec path).
     if (exec) store.ensureExecTwin(digest);
     const fetched = from !== 'local' && !joined;
+    took(from === 'local' ? 'local' : joined ? 'joined' : 'fetched');
     if (fetched) log(`fetch: blob ${digest} from ${from} in ${Date.now() - started} ms`);
     if (path) hooks.served?.(path, digest, fetched);
     return [];

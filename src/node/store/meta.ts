@@ -252,6 +252,17 @@ export class Meta {
     return out;
   }
 
+  /** How many blobs the index lists, and their bytes (a walk of the index: for metrics, cached by the caller). */
+  blobTotals(): { blobs: number; bytes: number } {
+    let blobs = 0;
+    let bytes = 0;
+    for (const { value } of this.blobs.getRange()) {
+      blobs++;
+      if (value.length >= 8) bytes += value.readDoubleLE(0); // every record layout starts with the size
+    }
+    return { blobs, bytes };
+  }
+
   async close(): Promise<void> {
     await this.root.close();
   }
