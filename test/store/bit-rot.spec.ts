@@ -4,12 +4,13 @@
 // with the one recorded when it was last known good; a changed blob is
 // re-hashed, a bad one quarantined (restore fetches it again), re-ingest
 // rewrites it, and a write through a materialized hard link is caught.
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, truncateSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashBuffer } from '../../src/lib/digest.js';
 import { vrift, vriftJson } from '../helpers/cli.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
+import { startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { snapshotTree, treeMode, writeSampleTree } from '../helpers/trees.js';
 
@@ -133,6 +134,31 @@ describe('local bit rot with a shared tier', () => {
     expect(same(out)).toEqual(same(src));
     expect(hashBuffer(readFileSync(blobPath(home, victim)))).toBe(victim);
     expect(quarantined(home, victim)).toBe(true);
+  });
+
+  it('a truncated blob is never served under `vrift run --mount`: the shim sees the size, the daemon fetches it again', () => {
+    const home = tempDir();
+    const src = tempDir();
+    writeSampleTree(src);
+    const { tree } = vriftJson(['save', 'ci/rot-mount', src], { home, env });
+    const victim = digestOf(home, tree, 'src/main.c');
+    const whole = readFileSync(join(src, 'src', 'main.c'));
+    const p = blobPath(home, victim);
+    const st = statSync(p);
+    truncateSync(p, Math.floor(whole.length / 2));
+    utimesSync(p, st.atime, st.mtime);
+    startDaemon(home, env);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const r = vrift(['run', '--mount', `${mnt}=ci/rot-mount`, '--', 'cat', `${mnt}/src/main.c`], { home, env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(whole.toString());
+      expect(quarantined(home, victim)).toBe(true);
+      expect(readFileSync(join(home, 'run', 'vriftd.log'), 'utf8')).toContain(`fetch: blob ${victim} changed on disk`);
+    } finally {
+      stopDaemon(home);
+    }
   });
 
   it('restore after an append through a materialized link gets the right bytes', () => {
