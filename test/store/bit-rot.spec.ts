@@ -7,6 +7,7 @@
 import { cpSync, existsSync, truncateSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/cluster.js';
 import { hashBuffer } from '../../src/lib/digest.js';
 import { vrift, vriftJson } from '../helpers/cli.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
@@ -109,6 +110,24 @@ describe('local bit rot', () => {
   });
 });
 
+describe('the scrub', () => {
+  it('finds a flipped byte by itself, quarantines it, logs it and counts it in status', async () => {
+    const { home, victim } = ingested();
+    flipByte(blobPath(home, victim), 3);
+    startDaemon(home, { VRIFT_SCRUB_BYTES_PER_SEC: '100M' });
+    try {
+      await waitFor('the scrub to quarantine the flipped blob', () => quarantined(home, victim), 20_000);
+      const status = vriftJson(['status'], { home });
+      expect(status.scrub.bad).toBe(1);
+      expect(status.scrub.checked).toBeGreaterThanOrEqual(1);
+      expect(status.scrub.bytesPerSec).toBe(100 << 20);
+      expect(readFileSync(join(home, 'run', 'vriftd.log'), 'utf8')).toContain(`scrub: blob ${victim} is corrupt on disk`);
+    } finally {
+      stopDaemon(home);
+    }
+  });
+});
+
 describe('local bit rot with a shared tier', () => {
   let s3: S3Server;
   let env: Record<string, string>;
@@ -147,11 +166,12 @@ describe('local bit rot with a shared tier', () => {
     const st = statSync(p);
     truncateSync(p, Math.floor(whole.length / 2));
     utimesSync(p, st.atime, st.mtime);
-    startDaemon(home, env);
+    const noScrub = { ...env, VRIFT_SCRUB_BYTES_PER_SEC: '0' }; // the shim's check, not the scrub, must find it
+    startDaemon(home, noScrub);
     try {
       const mnt = join(tempDir(), 'mnt');
       mkdirSync(mnt);
-      const r = vrift(['run', '--mount', `${mnt}=ci/rot-mount`, '--', 'cat', `${mnt}/src/main.c`], { home, env });
+      const r = vrift(['run', '--mount', `${mnt}=ci/rot-mount`, '--', 'cat', `${mnt}/src/main.c`], { home, env: noScrub });
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toBe(whole.toString());
       expect(quarantined(home, victim)).toBe(true);

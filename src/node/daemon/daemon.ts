@@ -13,6 +13,7 @@ import type { Resolver } from '../ops/resolver.js';
 import { fetchHandler } from './fetch.js';
 import { LazyMounts } from './lazy-mounts.js';
 import { BlobStreams } from './blob-streams.js';
+import { Scrub } from './scrub.js';
 import { mountSection } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
 import { operationsHandler } from './operations.js';
@@ -55,6 +56,8 @@ export class Daemon {
   private resolverInstance: Resolver | undefined;
   readonly startedAt = Date.now();
   private readonly components: Component[] = [];
+  /** Re-hashes the store in the background at a bounded rate (scrub.ts). */
+  private readonly scrub: Scrub;
   private readonly started: Component[] = [];
   private releaseLock: (() => void) | undefined;
   private listening = false;
@@ -72,6 +75,7 @@ export class Daemon {
     const mountConfig = config.get(mountSection);
     this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: mountConfig, metrics: this.metrics, log: this.log });
     this.streams = new BlobStreams({ store: this.store, resolver: () => this.resolver(), log: this.log }, { enabled: mountConfig.stream, minBytes: mountConfig.streamMinBytes });
+    this.scrub = new Scrub({ store: this.store, bytesPerSec: mountConfig.scrubBytesPerSec, log: this.log });
     this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log });
     const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
     const cluster = this.cluster;
@@ -91,6 +95,7 @@ export class Daemon {
       // after the resolver (prefetch and trace pushes use it), before control (FETCH reports to it)
       { name: 'lazy mounts', start: () => this.lazy.start(), stop: () => this.lazy.stop() },
       { name: 'large-file streams', start: () => this.streams.start(), stop: () => this.streams.stop() },
+      { name: 'scrub', start: () => this.scrub.start(), stop: () => this.scrub.stop() },
       { name: 'control', start: () => control.start(), stop: () => control.stop() },
     );
   }
@@ -167,6 +172,7 @@ export class Daemon {
       mounts: this.mounts.list().map((m) => ({ ...m, ...this.lazy.statusOf(m.path) })),
       inFlight: this.resolverInstance?.inFlight() ?? { blobs: 0, trees: 0 },
       streams: this.streams.status(),
+      scrub: this.scrub.status(),
       metrics: this.metrics.snapshot(),
     };
   }

@@ -247,6 +247,13 @@ export class Meta {
     return this.transact(fn);
   }
 
+  /** Every blob record (the scrub orders them by when they were last checked). */
+  *blobRecords(): Iterable<{ digest: Digest; rec: BlobRecord }> {
+    for (const { key, value } of this.blobs.getRange()) {
+      if (value.length === BLOB_RECORD_SIZE || value.length === BLOB_RECORD_SIZE_V1) yield { digest: key, rec: decodeBlob(value) };
+    }
+  }
+
   blobDigests(): Iterable<Digest> {
     return this.blobs.getKeys();
   }
