@@ -121,6 +121,16 @@ static int open_cas(int mount, const uint8_t digest[32], int exec, int fl)
     return afd;
 }
 
+/* One fstat of the opened blob: its size must be the VDir entry's (the
+ * entry has no room for the ctime; the daemon's FETCH compares that). */
+static int blob_size_ok(int fd, uint64_t size)
+{
+    struct stat st;
+    if (vr_fstat(fd, &st) != 0)
+        return 0;
+    return (uint64_t)st.st_size == size;
+}
+
 static int open_blob(const struct vr_path *p, int flags)
 {
     int exec = (p->res.mode & 0111) != 0;
@@ -139,6 +149,15 @@ static int open_blob(const struct vr_path *p, int flags)
         fd = open_cas(p->mount, p->res.entry.u.digest, exec, fl);
         if (fd == -ENOENT && exec)
             fd = open_cas(p->mount, p->res.entry.u.digest, 0, fl);
+        if (fd >= 0 && !blob_size_ok(fd, p->res.size)) {
+            /* Not the size the VDir says: a damaged blob (truncated, appended
+             * to through a hard link). Never served: the daemon's FETCH
+             * checks it, quarantines it and fetches it again; a second
+             * mismatch is EIO. */
+            vr_close(fd);
+            fd = attempt == 0 ? -ENOENT : -EIO;
+            continue;
+        }
         if (fd >= 0 || fd != -ENOENT)
             break;
     }

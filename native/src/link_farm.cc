@@ -1,5 +1,7 @@
 // Materializing a tree as a link farm from its encoding (docs/tree-format.md):
-//   checkTree(tree, casDir, threads) -> Promise<Float64Array [entryIndex, problem, …]>
+//   checkTree(tree, casDir, threads[, all]) -> Promise<Float64Array [entryIndex, problem, …]>
+//     (with `all`: every distinct blob file, [entryIndex, problem, ctimeSec, ctimeNsec, …],
+//     the ctime 0 unless problem is 0)
 //     one fstatat per distinct blob file the tree links (the .x twin for
 //     executable entries): problem 1 = missing, 2 = not untouched (size or
 //     the canonical mtime differ: vrift_layout.h). The caller re-hashes those.
@@ -258,8 +260,8 @@ class TreeWorker : public Napi::AsyncWorker {
 
 class CheckTreeWorker : public TreeWorker {
  public:
-  CheckTreeWorker(Napi::Env env, Napi::Buffer<char> tree, std::string casDir, unsigned threads)
-      : TreeWorker(env, tree), casDir_(std::move(casDir)), threads_(threads) {}
+  CheckTreeWorker(Napi::Env env, Napi::Buffer<char> tree, std::string casDir, unsigned threads, bool all)
+      : TreeWorker(env, tree), casDir_(std::move(casDir)), threads_(threads), all_(all) {}
 
   void Execute() override {
     std::vector<TreeRec> recs;
@@ -273,6 +275,7 @@ class CheckTreeWorker : public TreeWorker {
     files.erase(std::unique(files.begin(), files.end(), [&](uint32_t a, uint32_t b) { return key(a) == key(b); }), files.end());
     Shards shards(casDir_, recs);
     std::vector<uint8_t> problem(files.size(), 0);
+    ctimes_.assign(all_ ? files.size() : 0, {0, 0});
     ParallelRanges(files.size(), threads_, [&](size_t k) {
       const TreeRec& r = recs[files[k]];
       char name[VRIFT_LAYOUT_DIGEST_HEX + 4];
@@ -283,7 +286,15 @@ class CheckTreeWorker : public TreeWorker {
         problem[k] = 1;
       else if (static_cast<uint64_t>(st.st_size) != r.size || st.st_mtim.tv_sec != VRIFT_LAYOUT_BLOB_MTIME_SEC || st.st_mtim.tv_nsec != 0)
         problem[k] = 2;
+      else if (all_)
+        ctimes_[k] = {static_cast<double>(st.st_ctim.tv_sec), static_cast<double>(st.st_ctim.tv_nsec)};
     });
+    if (all_) {
+      // Every distinct blob file, in entry order, with its inode change time (the caller compares it with the index).
+      for (size_t k = 0; k < files.size(); k++) all_out_.push_back({files[k], problem[k], ctimes_[k].first, ctimes_[k].second});
+      std::sort(all_out_.begin(), all_out_.end(), [](const auto& a, const auto& b) { return a[0] < b[0]; });
+      return;
+    }
     for (size_t k = 0; k < files.size(); k++)
       if (problem[k]) out_.push_back({files[k], problem[k]});
     std::sort(out_.begin(), out_.end());
@@ -291,6 +302,13 @@ class CheckTreeWorker : public TreeWorker {
 
   void OnOK() override {
     Napi::Env env = Env();
+    if (all_) {
+      Napi::Float64Array arr = Napi::Float64Array::New(env, all_out_.size() * 4);
+      for (size_t i = 0; i < all_out_.size(); i++)
+        for (size_t j = 0; j < 4; j++) arr[i * 4 + j] = all_out_[i][j];
+      deferred_.Resolve(arr);
+      return;
+    }
     Napi::Float64Array arr = Napi::Float64Array::New(env, out_.size() * 2);
     for (size_t i = 0; i < out_.size(); i++) {
       arr[i * 2] = out_[i].first;
@@ -302,6 +320,9 @@ class CheckTreeWorker : public TreeWorker {
  private:
   std::string casDir_;
   unsigned threads_;
+  bool all_;
+  std::vector<std::pair<double, double>> ctimes_;
+  std::vector<std::array<double, 4>> all_out_;
   std::vector<std::pair<uint32_t, int>> out_;
 };
 
@@ -460,7 +481,8 @@ class BlobInodesWorker : public Napi::AsyncWorker {
 unsigned Threads(const Napi::Value& v) { return std::max(1u, std::min(v.As<Napi::Number>().Uint32Value(), 16u)); }
 
 Napi::Value CheckTree(const Napi::CallbackInfo& info) {
-  auto* w = new CheckTreeWorker(info.Env(), info[0].As<Napi::Buffer<char>>(), info[1].As<Napi::String>(), Threads(info[2]));
+  bool all = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+  auto* w = new CheckTreeWorker(info.Env(), info[0].As<Napi::Buffer<char>>(), info[1].As<Napi::String>(), Threads(info[2]), all);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

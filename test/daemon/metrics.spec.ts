@@ -93,7 +93,7 @@ describe('GET /metrics', () => {
     startDaemon(b, env);
     startDaemon(c, { ...env, VRIFT_METRICS_LISTEN: 'off' });
     try {
-      const [ua, ub] = [a, b].map((h) => vriftJson(['status'], { home: h, env }).metricsUrl as string);
+      const [ua, ub] = [a, b].map((h) => vriftJson(['status'], { home: h, env }).metricsUrl as string) as [string, string];
       expect(new Set([ua, ub]).size).toBe(2);
       for (const u of [ua, ub]) expect((await fetch(u)).status).toBe(200);
       expect(vriftJson(['status'], { home: c, env: { ...env, VRIFT_METRICS_LISTEN: 'off' } }).metricsUrl).toBeNull();

@@ -103,7 +103,7 @@ export async function writeArchive(store: Store, blobs: { digest: Digest; size: 
   for (const { digest, size } of blobs) {
     const st = store.cas.statOf(digest);
     if (!st) throw missingBlob(digest);
-    store.checkBlob(digest, size, false, st); // throws (and quarantines) when the blob is not what its name says
+    store.checkBlob(digest, size); // throws (and quarantines) when the blob is not what its name says
     const fd = store.cas.openRead(digest);
     try {
       await out.put(blobFrame(digest, size));

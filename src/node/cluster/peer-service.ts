@@ -257,7 +257,7 @@ export class PeerService {
         const st = store.cas.statOf(digest);
         if (!st) throw status(S.NOT_FOUND, `vrift: blob ${digest} is not here`);
         try {
-          store.checkBlob(digest, st.size, false, st); // cheap unless the file changed; a corrupt blob is quarantined
+          store.checkBlob(digest, st.size); // cheap unless the file changed; a corrupt blob is quarantined
         } catch {
           throw status(S.NOT_FOUND, `vrift: blob ${digest} is not here`);
         }

@@ -15,6 +15,7 @@ import { LazyMounts } from './lazy-mounts.js';
 import { BlobStreams } from './blob-streams.js';
 import { MetricsServer, type ScrapeGauge } from './metrics-server.js';
 import { metricsSection } from '../metrics/config.js';
+import { Scrub } from './scrub.js';
 import { mountSection } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
 import { operationsHandler } from './operations.js';
@@ -59,6 +60,8 @@ export class Daemon {
   private resolverInstance: Resolver | undefined;
   readonly startedAt = Date.now();
   private readonly components: Component[] = [];
+  /** Re-hashes the store in the background at a bounded rate (scrub.ts). */
+  private readonly scrub: Scrub;
   private readonly started: Component[] = [];
   private releaseLock: (() => void) | undefined;
   private listening = false;
@@ -77,6 +80,7 @@ export class Daemon {
     this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: mountConfig, metrics: this.metrics, log: this.log });
     this.metricsServer = new MetricsServer(this.metrics, config.get(metricsSection), this.scrapeGauges(), this.log);
     this.streams = new BlobStreams({ store: this.store, resolver: () => this.resolver(), log: this.log }, { enabled: mountConfig.stream, minBytes: mountConfig.streamMinBytes });
+    this.scrub = new Scrub({ store: this.store, bytesPerSec: mountConfig.scrubBytesPerSec, log: this.log });
     this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log });
     const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
     const cluster = this.cluster;
@@ -97,6 +101,7 @@ export class Daemon {
       { name: 'lazy mounts', start: () => this.lazy.start(), stop: () => this.lazy.stop() },
       { name: 'large-file streams', start: () => this.streams.start(), stop: () => this.streams.stop() },
       { name: 'metrics', start: () => this.metricsServer.start(), stop: () => this.metricsServer.stop() },
+      { name: 'scrub', start: () => this.scrub.start(), stop: () => this.scrub.stop() },
       { name: 'control', start: () => control.start(), stop: () => control.stop() },
     );
   }
@@ -174,6 +179,7 @@ export class Daemon {
       inFlight: this.resolverInstance?.inFlight() ?? { blobs: 0, trees: 0 },
       streams: this.streams.status(),
       metricsUrl: this.metricsServer.url ?? null,
+      scrub: this.scrub.status(),
       metrics: this.metrics.snapshot(),
     };
   }

@@ -61,7 +61,13 @@ export function fetchHandler(
     const partial = streams?.whenPartial(digest);
     let partialPath: string | undefined;
     try {
-      const fetching = resolver().fetchBlob(digest, { tree: path ? treeOf(path) : undefined, joined: (j) => (joined = j), watch: streams?.watchFor(digest) });
+      const fetching = resolver().fetchBlob(digest, {
+        tree: path ? treeOf(path) : undefined,
+        exec,
+        joined: (j) => (joined = j),
+        watch: streams?.watchFor(digest),
+        damaged: () => log(`fetch: blob ${digest} changed on disk and no longer matches its name: quarantined, fetching it again`),
+      });
       const streaming = partial?.partial.then((p) => ({ partial: p }));
       const first = await Promise.race(streaming ? [fetching, late, streaming] : [fetching, late]);
       if (typeof first === 'object') {

@@ -20,6 +20,8 @@ export interface LazyConfig {
   stream: boolean;
   /** … from this size on (smaller ones are fetched whole before the open returns). */
   streamMinBytes: number;
+  /** The daemon re-hashes stored blobs in the background at most this many bytes per second (docs/security.md); 0: off. */
+  scrubBytesPerSec: number;
 }
 
 export const mountSection: ConfigSection<LazyConfig> = {
@@ -34,6 +36,7 @@ export const mountSection: ConfigSection<LazyConfig> = {
         bulkAfterSequential: int({ example: '128', min: 0, max: 1_000_000 }).default(128),
         stream: bool().default(true),
         streamMinBytes: size({ example: '4M', min: 1 }).default(4 << 20),
+        scrubBytesPerSec: size({ example: '4M', min: 0 }).default(4 << 20),
       },
       { absent: 'defaults' },
     ),
@@ -46,5 +49,6 @@ export const mountSection: ConfigSection<LazyConfig> = {
     VRIFT_BULK_AFTER_SEQUENTIAL: 'bulkAfterSequential',
     VRIFT_STREAM: 'stream',
     VRIFT_STREAM_MIN_BYTES: 'streamMinBytes',
+    VRIFT_SCRUB_BYTES_PER_SEC: 'scrubBytesPerSec',
   },
 };

@@ -57,9 +57,16 @@ export class Resolver {
    * the blob's bytes), then from the tree's archives (a peer's backfill,
    * packs without an index), reading no further than the blob.
    */
-  async fetchBlob(digest: Digest, opts: { size?: number; tree?: Digest; joined?: (yes: boolean) => void; watch?: (size: number) => BlobWatch | undefined } = {}): Promise<string | undefined> {
-    // The file is the truth for whoever opens it (the index's record of a fresh blob may not be committed yet).
-    if (this.store.cas.has(digest)) return 'local';
+  async fetchBlob(
+    digest: Digest,
+    opts: { size?: number; tree?: Digest; exec?: boolean; joined?: (yes: boolean) => void; watch?: (size: number) => BlobWatch | undefined; damaged?: () => void } = {},
+  ): Promise<string | undefined> {
+    // The file is the truth for whoever opens it (the index's record of a fresh blob may not be committed yet),
+    // once checked: the size and ctime the index recorded (blob-check.ts); a corrupt one is quarantined and fetched again.
+    if (this.store.cas.has(digest)) {
+      if (this.localIntact(digest, opts)) return 'local';
+      opts.damaged?.();
+    }
     const flight = this.blobFlights.run(digest, async () => {
       // The tree, when it is here, says the blob's size (and whether it is the tree's at all); if not, the tier's index does.
       const sizes = opts.tree === undefined ? undefined : this.blobSizes(opts.tree);
@@ -86,6 +93,14 @@ export class Resolver {
     });
     opts.joined?.(flight.joined);
     return flight.result;
+  }
+
+  /** A local blob (and its exec twin, when asked for) passes the store's check; false when it was quarantined. */
+  private localIntact(digest: Digest, opts: { size?: number; tree?: Digest; exec?: boolean }): boolean {
+    const size = opts.size ?? (opts.tree === undefined ? undefined : this.blobSizes(opts.tree)?.get(digest)) ?? this.store.meta.getBlob(digest)?.size;
+    if (size === undefined) return true; // nothing to compare with: neither the tree nor the index knows it yet
+    if (!this.store.blobIntact(digest, size)) return false;
+    return !(opts.exec && this.store.cas.has(digest, true)) || this.store.blobIntact(digest, size, true);
   }
 
   /** Whether `digest` is admitted within BULK_ARRIVAL_WAIT_MS (by a pull running meanwhile). */

@@ -20,7 +20,8 @@ import type { Metrics } from '../../lib/metrics.js';
 import { BaoVerifier } from '../../lib/bao.js';
 import { writeBlobs, writeVerifiedBlobs, type BlobSlice } from './blob-batch.js';
 import type { BlobWriter, WrittenBlob } from './blob-writer.js';
-import type { Cas, FileBlob } from './cas.js';
+import { blobState, recordGood } from './blob-check.js';
+import { hashFileSync, type Cas, type FileBlob } from './cas.js';
 import type { Meta } from './meta.js';
 import type { StatLike } from './scan.js';
 import { decodeTree, type TreeEntry } from './tree.js';
@@ -182,7 +183,9 @@ export class Admission {
   /** Stores bytes held in memory; with `expected`, only if they hash to it. */
   buffer(buf: Uint8Array, source: AdmissionSource, expected?: Digest): WrittenBlob {
     try {
-      return this.admitted(this.cas.putBuffer(buf, expected), source);
+      let b = this.cas.putBuffer(buf, expected);
+      if (!b.created && this.damaged(b.digest, b.size)) b = this.cas.putBuffer(buf, b.digest);
+      return this.admitted(b, source);
     } catch (e) {
       if ((e as { code?: string }).code === 'ERR_VRIFT_CAS_DIGEST_MISMATCH') this.metrics.inc(ADMISSION_COUNTERS.rejected, this.labels(source));
       throw e;
@@ -200,7 +203,9 @@ export class Admission {
 
   /** Stores a regular file (ingest): refused if it changes while read (ERR_VRIFT_INGEST_CHANGED). */
   file(path: string, listed?: StatLike): FileBlob {
-    const b = this.cas.putFile(path, listed);
+    let b = this.cas.putFile(path, listed);
+    // The stored copy is damaged (and now quarantined): these bytes replace it.
+    if (!b.created && this.damaged(b.digest, b.size)) b = this.cas.putFile(path);
     this.admitted(b, FROM_INGEST);
     return b;
   }
@@ -208,8 +213,37 @@ export class Admission {
   /** Stores slices of `data` whose digests the caller computed from these very bytes (ingest's batches). */
   async hashedBatch(data: Buffer, slices: BlobSlice[]): Promise<WrittenBlob[]> {
     const written = await writeBlobs(this.cas, data, slices);
+    // Duplicates of a stored blob that turns out damaged: quarantined, then written again from these bytes.
+    const again = slices.filter((s, i) => !written[i]!.created && this.damaged(s.digest, s.size));
+    if (again.length > 0) {
+      const rewritten = new Map((await writeBlobs(this.cas, data, again)).map((b) => [b.digest, b]));
+      for (let i = 0; i < written.length; i++) written[i] = rewritten.get(written[i]!.digest) ?? written[i]!;
+    }
     for (const b of written) this.admitted(b, FROM_INGEST);
     return written;
+  }
+
+  /**
+   * A blob the CAS already holds, about to be used as the copy of new
+   * bytes: true (and quarantined) when it changed since it was last known
+   * good and no longer hashes to its name. A good one that was only touched
+   * gets its record renewed.
+   */
+  private damaged(digest: Digest, size: number): boolean {
+    if (blobState(this.cas, this.meta, digest, size) === 'ok') return false;
+    let actual: Digest | undefined;
+    try {
+      actual = hashFileSync(this.cas.pathOf(digest));
+    } catch {
+      actual = undefined; // gone meanwhile: write ours
+    }
+    if (actual === digest) {
+      this.cas.resetMtime(digest);
+      recordGood(this.cas, this.meta, digest, size, { checkedAt: Date.now() });
+      return false;
+    }
+    if (actual !== undefined) this.cas.quarantine(digest);
+    return true;
   }
 
   /**
@@ -257,8 +291,9 @@ export class Admission {
   /** Records a blob the CAS now holds, counts it and wakes whoever waits for it. */
   private admitted<B extends WrittenBlob>(b: B, source: AdmissionSource): B {
     // A blob this write created is recorded even if the index lists it (gc may have unlinked it
-    // as a writer indexed it); a duplicate of a stored blob costs no write.
-    if (b.created || !this.meta.hasBlob(b.digest)) this.meta.putBlob(b.digest, { size: b.size, lastUse: Date.now(), exec: false });
+    // as a writer indexed it); a duplicate of a stored blob costs no write. The record holds the
+    // blob file's ctime from after its rename and mtime (blob-check.ts): later checks compare it.
+    if (b.created || !this.meta.hasBlob(b.digest)) recordGood(this.cas, this.meta, b.digest, b.size, { lastUse: Date.now(), checkedAt: 0 });
     if (b.created) {
       const labels = this.labels(source);
       this.metrics.inc(ADMISSION_COUNTERS.blobs, labels);

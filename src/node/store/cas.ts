@@ -282,8 +282,8 @@ export function missingBlob(digest: Digest): VriftError {
 }
 
 export function corruptBlob(digest: Digest): VriftError {
-  return new VriftError('ERR_VRIFT_CAS_CORRUPT', `blob ${digest} is corrupt on disk and was quarantined`, {
-    hint: 'run `vrift verify`, then ingest or pull the content again',
+  return new VriftError('ERR_VRIFT_CAS_CORRUPT', `blob ${digest} is corrupt on disk (changed since it was stored) and was quarantined`, {
+    hint: '`vrift restore` the tree from a shared tier, or ingest the files again; `vrift verify` checks the whole store',
   });
 }
 

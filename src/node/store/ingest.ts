@@ -155,7 +155,8 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
       entries.push({ path: item.path, kind: 'symlink', mode: modeFor('symlink'), size: Buffer.byteLength(item.target!), target: item.target! });
     } else {
       const rec = store.meta.getStat(item.abs);
-      if (cacheHit(rec, item.stat!) && store.meta.hasBlob(rec!.digest)) {
+      // The blob must be intact too (one stat; a damaged one is quarantined and the file read again: re-ingest heals).
+      if (cacheHit(rec, item.stat!) && store.meta.hasBlob(rec!.digest) && store.blobIntact(rec!.digest, item.stat!.size)) {
         result.cached++;
         // Unchanged since the previous ingest of this directory read it: that tree holds this blob.
         if (!(prevHolds && rec!.at <= prev!.at)) atRisk.set(rec!.digest, item);
@@ -199,7 +200,8 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
       }
       const digest = r.digest!; // hashed on the reading thread, from these very bytes
       if (!fresh.has(digest)) {
-        if (!store.meta.hasBlob(digest)) fresh.set(digest, { digest, offset: r.offset, size: r.bytes.length });
+        // A stored blob that is damaged is quarantined by blobIntact and written again from these bytes.
+        if (!store.meta.hasBlob(digest) || !store.blobIntact(digest, r.bytes.length)) fresh.set(digest, { digest, offset: r.offset, size: r.bytes.length });
         else atRisk.set(digest, batch[i]!);
       }
       hashedHere.push([batch[i]!, r, digest]);

@@ -83,9 +83,10 @@ export async function materialize(store: Store, treeish: string, dir: string, op
   let decoded: TreeEntry[] | undefined;
   const entries = (): TreeEntry[] => (decoded ??= store.getTree(id).entries);
 
-  // 1. Every blob file to link is here and untouched (one lstat each, native);
-  //    anything else is re-hashed, made (twins) or reported missing.
-  const problems = await fast.checkTree(encoded, casDir, THREADS);
+  // 1. Every blob file to link is here, the right size and unchanged since it was last
+  //    known good: one lstat each (native), its ctime compared with the index's record
+  //    (blob-check.ts). Anything else is re-hashed, made (twins) or reported missing.
+  const problems = changedBlobs(store, entries, await fast.checkTree(encoded, casDir, THREADS, true));
   if (problems.length > 0) checkProblems(store, entries(), problems);
 
   const root = resolve(dir);
@@ -143,13 +144,52 @@ export async function materialize(store: Store, treeish: string, dir: string, op
     throw fsError(errnoError(errno, phase === 1 ? 'mkdir' : phase === 2 ? 'link' : 'symlink', dst), dst, 'materializing');
   }
   opts.onProgress?.(res.dirs + res.files + res.symlinks, res.dirs + res.files + res.symlinks);
+  // A link moves its inode's ctime: record the blobs' new ctimes as known good (checked in step 1;
+  // a write in the instant between a link and this stat is the one change this does not see).
+  if (res.linked > 0) renewAfterLink(store, entries, await fast.checkTree(encoded, casDir, THREADS, true));
   store.meta.touchTree(id);
   if (res.copied === 0) rememberMaterialized(store, root, id); // a later ingest of it reads no linked file
   return res;
 }
 
+const ctimeOf = (all: Float64Array, k: number): bigint => BigInt(all[k + 2]!) * 1_000_000_000n + BigInt(all[k + 3]!);
+
+/**
+ * checkTree's full answer ([entryIndex, problem, ctimeSec, ctimeNsec] per
+ * distinct blob file) as problems: those checkTree found, and the blob files
+ * whose ctime differs from the one the index recorded (2: re-hash).
+ */
+function changedBlobs(store: Store, entries: () => TreeEntry[], all: Float64Array): number[] {
+  const out: number[] = [];
+  for (let k = 0; k < all.length; k += 4) {
+    if (all[k + 1] !== 0) {
+      out.push(all[k]!, all[k + 1]!);
+      continue;
+    }
+    const e = entries()[all[k]!]!;
+    const rec = store.meta.getBlob(e.digest!);
+    const want = e.mode === 0o755 ? rec?.twinCtimeNs : rec?.ctimeNs;
+    if (want !== undefined && want !== ctimeOf(all, k)) out.push(all[k]!, 2);
+  }
+  return out;
+}
+
+/** After linking: each blob file's ctime as it is now, recorded as known good. */
+function renewAfterLink(store: Store, entries: () => TreeEntry[], all: Float64Array): void {
+  for (let k = 0; k < all.length; k += 4) {
+    if (all[k + 1] !== 0) continue;
+    const e = entries()[all[k]!]!;
+    const rec = store.meta.getBlob(e.digest!);
+    if (!rec) continue;
+    const exec = e.mode === 0o755;
+    const now = ctimeOf(all, k);
+    if ((exec ? rec.twinCtimeNs : rec.ctimeNs) === now) continue;
+    store.meta.putBlob(e.digest!, exec ? { ...rec, twinCtimeNs: now } : { ...rec, ctimeNs: now });
+  }
+}
+
 /** Handles what checkTree found: [entryIndex, problem] pairs (1 missing, 2 not untouched). */
-function checkProblems(store: Store, entries: TreeEntry[], problems: Float64Array): void {
+function checkProblems(store: Store, entries: TreeEntry[], problems: ArrayLike<number>): void {
   const missing: Digest[] = [];
   for (let k = 0; k < problems.length; k += 2) {
     const e = entries[problems[k]!]!;

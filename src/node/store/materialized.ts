@@ -51,7 +51,8 @@ export async function linkedBlobs<F extends FileOfDir>(store: Store, root: strin
   const names = Buffer.from(asked.map(([, e]) => `${e.digest}${e.mode === 0o755 ? '.x' : ''}\0`).join(''), 'latin1');
   const inodes = await loadNative().fastFs.blobInodes(store.layout.cas, names, IO_THREADS);
   asked.forEach(([f, e], i) => {
-    if (inodes[2 * i] === f.stat.dev && inodes[2 * i + 1] === f.stat.ino) found.set(f, e.digest!);
+    // The very inode, and unchanged since it was last known good (a write through the link moves its ctime).
+    if (inodes[2 * i] === f.stat.dev && inodes[2 * i + 1] === f.stat.ino && store.blobIntact(e.digest!, e.size, e.mode === 0o755)) found.set(f, e.digest!);
   });
   return found;
 }

@@ -17,21 +17,47 @@ export interface BlobRecord {
   lastUse: number;
   /** An executable twin exists. */
   exec?: boolean;
+  /**
+   * The blob file's inode change time (ns) when it was last known good:
+   * no user can set it, so a write into the blob (or through a hard link
+   * to it) moves it. Absent in records of older stores (then the mtime check applies).
+   */
+  ctimeNs?: bigint;
+  /** The same for the executable twin (its own inode). */
+  twinCtimeNs?: bigint;
+  /** When the scrub last re-hashed this blob (ms since epoch; 0: never). */
+  checkedAt?: number;
 }
 
-const BLOB_RECORD_SIZE = 17;
+/** The layout before ctimes were recorded (still read: such a blob gets the mtime check). */
+const BLOB_RECORD_SIZE_V1 = 17;
+const BLOB_RECORD_SIZE = 41;
 
-/** size f64 | lastUse f64 | flags u8 (bit 0: exec twin), little-endian. */
+/**
+ * size f64 | lastUse f64 | flags u8 (bit 0: exec twin) | ctimeNs u64 |
+ * twinCtimeNs u64 | checkedAt f64, little-endian; a ctime of 0 is none.
+ */
 function encodeBlob(r: BlobRecord): Buffer {
   const b = Buffer.allocUnsafe(BLOB_RECORD_SIZE);
   b.writeDoubleLE(r.size, 0);
   b.writeDoubleLE(r.lastUse, 8);
   b.writeUInt8(r.exec ? 1 : 0, 16);
+  b.writeBigUInt64LE(r.ctimeNs ?? 0n, 17);
+  b.writeBigUInt64LE(r.twinCtimeNs ?? 0n, 25);
+  b.writeDoubleLE(r.checkedAt ?? 0, 33);
   return b;
 }
 
 function decodeBlob(b: Buffer): BlobRecord {
-  return { size: b.readDoubleLE(0), lastUse: b.readDoubleLE(8), exec: (b[16]! & 1) === 1 };
+  const r: BlobRecord = { size: b.readDoubleLE(0), lastUse: b.readDoubleLE(8), exec: (b[16]! & 1) === 1 };
+  if (b.length === BLOB_RECORD_SIZE) {
+    const c = b.readBigUInt64LE(17);
+    const t = b.readBigUInt64LE(25);
+    if (c !== 0n) r.ctimeNs = c;
+    if (t !== 0n) r.twinCtimeNs = t;
+    r.checkedAt = b.readDoubleLE(33);
+  }
+  return r;
 }
 
 const STAT_RECORD_SIZE = 80;
@@ -141,8 +167,8 @@ export class Meta {
 
   getBlob(digest: Digest): BlobRecord | undefined {
     const b = this.blobs.getBinaryFast(digest);
-    // A record of another length is not ours (damaged, or an older layout): unknown, so re-checked.
-    return b && b.length === BLOB_RECORD_SIZE ? decodeBlob(b) : undefined;
+    // A record of another length is not ours (damaged): unknown, so re-checked.
+    return b && (b.length === BLOB_RECORD_SIZE || b.length === BLOB_RECORD_SIZE_V1) ? decodeBlob(b) : undefined;
   }
 
   putBlob(digest: Digest, rec: BlobRecord): void {
@@ -219,6 +245,13 @@ export class Meta {
   /** Reads through `fn` on the latest committed state (a plain read may see a snapshot from earlier in this task). */
   latest<T>(fn: () => T): T {
     return this.transact(fn);
+  }
+
+  /** Every blob record (the scrub orders them by when they were last checked). */
+  *blobRecords(): Iterable<{ digest: Digest; rec: BlobRecord }> {
+    for (const { key, value } of this.blobs.getRange()) {
+      if (value.length === BLOB_RECORD_SIZE || value.length === BLOB_RECORD_SIZE_V1) yield { digest: key, rec: decodeBlob(value) };
+    }
   }
 
   blobDigests(): Iterable<Digest> {

@@ -2,10 +2,11 @@
 // that reads or writes blobs, trees and refs on this host goes through it
 // (the CLI directly, the daemon as one of its components).
 import { isDigest, type Digest } from '../../lib/digest.js';
-import { errnoOf, fsError, VriftError } from '../../lib/errors.js';
+import { errnoOf, fsError, hasCode, VriftError } from '../../lib/errors.js';
 import { LruMap } from '../../lib/lru.js';
 import { Metrics } from '../../lib/metrics.js';
 import { Admission, FROM_LOCAL, type AdmissionSource } from './admission.js';
+import { judge, recordGood, statBlob, type BlobStat } from './blob-check.js';
 import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
 import { Leases } from './leases.js';
@@ -55,7 +56,11 @@ export class Store {
     const rec = this.meta.getBlob(digest);
     if (rec?.exec && this.cas.has(digest, true)) return;
     this.cas.ensureExecTwin(digest);
-    if (rec) this.meta.putBlob(digest, { ...rec, exec: true });
+    if (rec) {
+      // The twin was just copied from the blob (checked by the caller): its ctime is known good now.
+      const twin = statBlob(this.cas, digest, true);
+      this.meta.putBlob(digest, { ...rec, exec: true, twinCtimeNs: twin?.ctimeNs });
+    }
   }
 
   /** Stores a blob from memory (verified when `expected` is given). */
@@ -69,31 +74,55 @@ export class Store {
   }
 
   /**
-   * Cheap integrity check before a blob is handed out by link or open:
-   * present, right size, and untouched since it was written (the canonical
-   * mtime). A blob whose mtime moved is re-hashed; a corrupt one is
-   * quarantined (and this throws).
+   * Integrity check before a blob is handed out by link or open: present,
+   * the right size, and unchanged since it was last known good (its inode
+   * change time as the index recorded it: blob-check.ts). Anything else is
+   * re-hashed; a corrupt blob is quarantined (and this throws
+   * ERR_VRIFT_CAS_CORRUPT), a good one gets its record renewed.
    */
-  checkBlob(digest: Digest, size: number, exec = false, stat?: { size: number; mtimeMs: number }): void {
-    const st = stat ?? this.cas.statOf(digest, exec);
+  checkBlob(digest: Digest, size: number, exec = false, stat?: BlobStat): void {
+    const st = stat ?? statBlob(this.cas, digest, exec);
     if (!st) throw missingBlob(digest);
-    if (!Cas.untouched(st, size)) this.recheck(digest, exec);
+    if (judge(st, size, this.meta.getBlob(digest), exec) !== 'ok') this.recheck(digest, exec, size);
   }
 
-  /** Re-hashes a blob whose mtime moved: a good one gets the canonical mtime back, a corrupt one is quarantined. */
-  recheck(digest: Digest, exec = false): void {
-    let actual: Digest;
+  /** checkBlob as a yes/no: false when the blob is missing or was found corrupt (and quarantined). */
+  blobIntact(digest: Digest, size: number, exec = false): boolean {
     try {
-      actual = hashFileSync(this.cas.pathOf(digest, exec));
+      this.checkBlob(digest, size, exec);
+      return true;
     } catch (e) {
-      if (errnoOf(e) === 'ENOENT') throw missingBlob(digest);
-      throw fsError(e, this.cas.pathOf(digest, exec), 'checking a blob');
+      if (hasCode(e, 'ERR_VRIFT_CAS_CORRUPT') || hasCode(e, 'ERR_VRIFT_CAS_MISSING')) return false;
+      throw e;
     }
-    if (actual !== digest) {
-      this.cas.quarantine(digest);
-      throw corruptBlob(digest);
+  }
+
+  /**
+   * Re-hashes a blob (and its twin, if any): a good one gets the canonical
+   * mtime back and its ctimes recorded as known good; a corrupt one is
+   * quarantined (the index forgets it) and this throws.
+   */
+  recheck(digest: Digest, exec = false, size?: number): void {
+    for (const which of exec ? [true, false] : [false, true]) {
+      const path = this.cas.pathOf(digest, which);
+      let actual: Digest;
+      try {
+        actual = hashFileSync(path);
+      } catch (e) {
+        if (errnoOf(e) === 'ENOENT') {
+          if (which === exec) throw missingBlob(digest);
+          continue; // no twin
+        }
+        throw fsError(e, path, 'checking a blob');
+      }
+      if (actual !== digest) {
+        this.cas.quarantine(digest);
+        throw corruptBlob(digest);
+      }
     }
     this.cas.resetMtime(digest);
+    const bytes = size ?? this.meta.getBlob(digest)?.size ?? statBlob(this.cas, digest)?.size ?? 0;
+    recordGood(this.cas, this.meta, digest, bytes, { checkedAt: Date.now() });
   }
 
   /** Removes a blob from disk and index, e.g. after a corrupt read. */

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { LAYOUT } from '../../gen/layout.js';
 import { hashBuffer, isDigest, type Digest } from '../../lib/digest.js';
 import { errnoOf, fsError } from '../../lib/errors.js';
+import { statBlob } from './blob-check.js';
 import { Cas, hashFile } from './cas.js';
 import type { Store } from './store.js';
 
@@ -63,6 +64,10 @@ export async function verifyStore(store: Store, onProgress?: (done: number, tota
     } else {
       // Good bytes whose mtime moved (touched, not changed): back to the canonical mtime.
       if (!Cas.untouched(statSync(f.path), size)) store.cas.resetMtime(f.digest);
+      // Hashed good just now: its ctime is the one later checks compare with (blob-check.ts).
+      const rec = store.meta.getBlob(f.digest);
+      const st = statBlob(store.cas, f.digest, f.exec);
+      if (rec && st) store.meta.putBlob(f.digest, f.exec ? { ...rec, twinCtimeNs: st.ctimeNs } : { ...rec, ctimeNs: st.ctimeNs, checkedAt: Date.now() });
       if (!f.exec) onDisk.add(f.digest);
     }
     if (onProgress && Date.now() - last > 100) {
