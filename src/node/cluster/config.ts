@@ -41,6 +41,14 @@ export interface ClusterConfig {
   maxMessageBytes: number;
   /** Move archives over the lean bulk stream (false: gRPC GetArchive only). */
   bulk: boolean;
+  /** Connections each peer port (libp2p, gRPC, bulk) holds at most. */
+  maxConnections: number;
+  /** Connections to the gRPC or bulk port from one address (an IPv6 /64) at most. */
+  connectionsPerAddress: number;
+  /** A gRPC or bulk connection must prove membership this soon (an authenticated call, a ticket), or it is closed. */
+  handshakeMs: number;
+  /** A gRPC connection with no call for this long is closed (GOAWAY); the peer reconnects when it needs to. */
+  idleMs: number;
 }
 
 const MIN_SECRET = 16;
@@ -70,6 +78,10 @@ export const clusterSection: ConfigSection<ClusterConfig> = {
         timeoutMs: int({ example: '10000', min: 100, max: 600_000 }).default(10_000),
         maxMessageBytes: size({ example: '8M', min: 64 << 10, max: 256 << 20 }).default(8 << 20),
         bulk: bool().default(true),
+        maxConnections: int({ example: '1024', min: 16, max: 65536 }).default(1024),
+        connectionsPerAddress: int({ example: '32', min: 2, max: 65536 }).default(32),
+        handshakeMs: int({ example: '10000', min: 100, max: 600_000 }).default(10_000),
+        idleMs: int({ example: '300000', min: 1000, max: 86_400_000 }).default(300_000),
       },
       {
           absent: 'defaults',
@@ -101,5 +113,9 @@ export const clusterSection: ConfigSection<ClusterConfig> = {
     VRIFT_PEER_TIMEOUT_MS: 'timeoutMs',
     VRIFT_GRPC_MAX_MESSAGE: 'maxMessageBytes',
     VRIFT_PEER_BULK: 'bulk',
+    VRIFT_PEER_MAX_CONNECTIONS: 'maxConnections',
+    VRIFT_PEER_CONNECTIONS_PER_ADDRESS: 'connectionsPerAddress',
+    VRIFT_PEER_HANDSHAKE_MS: 'handshakeMs',
+    VRIFT_PEER_IDLE_MS: 'idleMs',
   },
 };
