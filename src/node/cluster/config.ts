@@ -13,7 +13,7 @@ export interface ClusterConfig {
   /** The shared secret (from `secret` or the file `secretFile` names). Absent: no cluster. */
   secret?: string;
   secretFile?: string;
-  /** Address the libp2p, gRPC and bulk listeners bind. */
+  /** Address the libp2p, gRPC and bulk listeners bind (default 127.0.0.1: set it to be reachable from other hosts). */
   host: string;
   /** Address peers are told to use for gRPC and bulk (default: `host`, or this host's first external IPv4 when `host` is a wildcard). */
   announceHost?: string;
@@ -63,7 +63,8 @@ export const clusterSection: ConfigSection<ClusterConfig> = {
           check: (s) => (s.length < MIN_SECRET ? `too short: at least ${MIN_SECRET} characters (e.g. openssl rand -hex 32)` : undefined),
         }).optional(),
         secretFile: file({ example: '/etc/vrift/cluster-secret' }).optional(),
-        host: text({ example: '0.0.0.0' }).default('0.0.0.0'),
+        // Loopback unless set: a node is reachable from other hosts only when asked to be (the Helm chart sets the node's IP).
+        host: text({ example: '10.0.0.12' }).default('127.0.0.1'),
         announceHost: text({ example: '10.0.0.12' }).optional(),
         p2pPort: int({ example: '7401', min: 0, max: 65535 }).default(7401),
         grpcPort: int({ example: '7402', min: 0, max: 65535 }).default(7402),
