@@ -83,9 +83,10 @@ describe('as a user without the rights', () => {
   it('a privileged cluster port is one line naming the variable', () => {
     const dir = tempDir();
     chmodSync(dir, 0o777);
+    // The default host (cluster.host): loopback.
     const r = unprivileged(['up', '--detach'], { VRIFT_HOME: join(dir, 'home'), VRIFT_CLUSTER_SECRET: SECRET, VRIFT_GRPC_PORT: '80', VRIFT_P2P_PORT: '0' });
     expect(r.code, r.stderr).toBe(2);
-    oneLine(r, /port 80 on 0\.0\.0\.0 needs privileges this process lacks: the cluster's gRPC peer service cannot listen there \(set VRIFT_GRPC_PORT, or cluster\.grpcPort in config\.json, to a port above 1023\)$/);
+    oneLine(r, /port 80 on 127\.0\.0\.1 needs privileges this process lacks: the cluster's gRPC peer service cannot listen there \(set VRIFT_GRPC_PORT, or cluster\.grpcPort in config\.json, to a port above 1023\)$/);
   });
 });
 

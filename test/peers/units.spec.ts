@@ -12,6 +12,7 @@ import { readArchive } from '../../src/node/archive/reader.js';
 import { parseAnnouncement } from '../../src/node/cluster/announcement.js';
 import { RingWriter, writeArchive } from '../../src/node/archive/ring-writer.js';
 import { Bloom } from '../../src/node/cluster/bloom.js';
+import { addressKey } from '../../src/node/cluster/conn-gate.js';
 import { CallVerifier, clusterKeys, signCall } from '../../src/node/cluster/auth.js';
 import { PEER_METHODS, packDigests, peerProto, unpackDigests } from '../../src/node/cluster/wire.js';
 import { Store } from '../../src/node/store/store.js';
@@ -181,5 +182,17 @@ describe('the archive writer of peers', () => {
     } finally {
       await Promise.all([src.close(), dst.close()]);
     }
+  });
+});
+
+describe('connection gate: what one address is', () => {
+  it('an IPv4 address (also IPv4-mapped), or an IPv6 /64', () => {
+    expect(addressKey('10.0.0.7')).toBe('10.0.0.7');
+    expect(addressKey('::ffff:10.0.0.7')).toBe('10.0.0.7');
+    expect(addressKey('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64');
+    expect(addressKey('2001:db8:1:2:bbbb:cccc:dddd:eeee')).toBe('2001:db8:1:2::/64');
+    expect(addressKey('2001:DB8::1')).toBe('2001:db8:0:0::/64');
+    expect(addressKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+    expect(addressKey('::1')).toBe('0:0:0:0::/64');
   });
 });

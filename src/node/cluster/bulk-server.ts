@@ -11,8 +11,10 @@
 //
 // and the server answers with the archive, then closes. An unknown,
 // used or expired ticket gets the connection closed without a byte.
-// Tickets expire after `timeoutMs` unused; a connection that sends no
-// ticket within `timeoutMs`, or stops reading for that long, is closed.
+// Tickets expire after `timeoutMs` unused; a connection that stops
+// reading for `timeoutMs` is closed. Before its ticket, a connection is
+// bounded by the gate (conn-gate.ts): connections per address and in
+// total, and a deadline (`handshakeMs`) for the whole ticket.
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Digest } from '../../lib/digest.js';
@@ -21,6 +23,7 @@ import { RingWriter, writeArchive } from '../archive/ring-writer.js';
 import type { Store } from '../store/store.js';
 import { BULK_HELLO_LEN, BULK_MAGIC } from './wire.js';
 import { listenError } from './listen-error.js';
+import { ConnectionGate, type GateLimits } from './conn-gate.js';
 
 export interface BulkPlan {
   blobs: { digest: Digest; size: number }[];
@@ -40,6 +43,8 @@ export interface BulkServerOptions {
   host: string;
   port: number;
   timeoutMs: number;
+  /** Connections before and after their ticket. */
+  limits: GateLimits;
   metrics: Metrics;
   log: (line: string) => void;
 }
@@ -47,14 +52,18 @@ export interface BulkServerOptions {
 export class BulkServer {
   readonly name = 'bulk';
   private server: Server | undefined;
-  private readonly sockets = new Set<Socket>();
+  private readonly gate: ConnectionGate;
   private readonly tickets = new Map<string, Ticket>();
   port = 0;
 
-  constructor(private readonly opts: BulkServerOptions) {}
+  constructor(private readonly opts: BulkServerOptions) {
+    this.gate = new ConnectionGate(opts.limits, (reason) => opts.metrics.inc('vrift_peer_refused_total', { reason: `bulk-${reason}` }));
+  }
 
   async start(): Promise<void> {
-    const server = createServer((s) => void this.serve(s));
+    const server = createServer((s) => {
+      if (this.gate.admit(s)) void this.serve(s);
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => reject(listenError(e, { what: "the cluster's bulk server", host: this.opts.host, port: this.opts.port, portKey: 'bulkPort' })));
       server.listen(this.opts.port, this.opts.host, () => resolve());
@@ -69,7 +78,7 @@ export class BulkServer {
       t.plan.release();
     }
     this.tickets.clear();
-    for (const s of this.sockets) s.destroy();
+    this.gate.closeAll();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server = undefined;
   }
@@ -87,9 +96,7 @@ export class BulkServer {
   }
 
   private async serve(sock: Socket): Promise<void> {
-    this.sockets.add(sock);
-    sock.on('close', () => this.sockets.delete(sock));
-    sock.on('error', () => sock.destroy());
+    const remote = `${sock.remoteAddress}:${sock.remotePort}`;
     sock.setNoDelay(true);
     sock.setTimeout(this.opts.timeoutMs, () => sock.destroy());
     const hello = await readHello(sock);
@@ -100,6 +107,7 @@ export class BulkServer {
       return;
     }
     this.tickets.delete(hello!.toString('hex', 8));
+    this.gate.authenticated(remote);
     clearTimeout(ticket.timer);
     const { plan } = ticket;
     const out = new RingWriter({ write: (buf, done) => sock.write(buf, done), closed: (cb) => sock.once('close', cb) });

@@ -33,7 +33,8 @@ export class Cluster {
     this.cfg = cfg;
     const keys = clusterKeys(cfg.secret);
     const common = { store: opts.store, metrics: opts.metrics, log: opts.log };
-    this.bulk = cfg.bulk ? new BulkServer({ ...common, host: cfg.host, port: cfg.bulkPort, timeoutMs: cfg.timeoutMs }) : undefined;
+    const limits = { total: cfg.maxConnections, perAddress: cfg.connectionsPerAddress, handshakeMs: cfg.handshakeMs };
+    this.bulk = cfg.bulk ? new BulkServer({ ...common, host: cfg.host, port: cfg.bulkPort, timeoutMs: cfg.timeoutMs, limits }) : undefined;
     this.service = new PeerService({ ...common, cfg, keys, bulk: this.bulk });
     this.mesh = new Mesh({ ...common, cfg, keys, grpcAddress: () => this.grpcAddress() });
   }

@@ -13,7 +13,7 @@ export interface ClusterConfig {
   /** The shared secret (from `secret` or the file `secretFile` names). Absent: no cluster. */
   secret?: string;
   secretFile?: string;
-  /** Address the libp2p, gRPC and bulk listeners bind. */
+  /** Address the libp2p, gRPC and bulk listeners bind (default 127.0.0.1: set it to be reachable from other hosts). */
   host: string;
   /** Address peers are told to use for gRPC and bulk (default: `host`, or this host's first external IPv4 when `host` is a wildcard). */
   announceHost?: string;
@@ -41,6 +41,14 @@ export interface ClusterConfig {
   maxMessageBytes: number;
   /** Move archives over the lean bulk stream (false: gRPC GetArchive only). */
   bulk: boolean;
+  /** Connections each peer port (libp2p, gRPC, bulk) holds at most. */
+  maxConnections: number;
+  /** Connections to the gRPC or bulk port from one address (an IPv6 /64) at most. */
+  connectionsPerAddress: number;
+  /** A gRPC or bulk connection must prove membership this soon (an authenticated call, a ticket), or it is closed. */
+  handshakeMs: number;
+  /** A gRPC connection with no call for this long is closed (GOAWAY); the peer reconnects when it needs to. */
+  idleMs: number;
 }
 
 const MIN_SECRET = 16;
@@ -55,7 +63,8 @@ export const clusterSection: ConfigSection<ClusterConfig> = {
           check: (s) => (s.length < MIN_SECRET ? `too short: at least ${MIN_SECRET} characters (e.g. openssl rand -hex 32)` : undefined),
         }).optional(),
         secretFile: file({ example: '/etc/vrift/cluster-secret' }).optional(),
-        host: text({ example: '0.0.0.0' }).default('0.0.0.0'),
+        // Loopback unless set: a node is reachable from other hosts only when asked to be (the Helm chart sets the node's IP).
+        host: text({ example: '10.0.0.12' }).default('127.0.0.1'),
         announceHost: text({ example: '10.0.0.12' }).optional(),
         p2pPort: int({ example: '7401', min: 0, max: 65535 }).default(7401),
         grpcPort: int({ example: '7402', min: 0, max: 65535 }).default(7402),
@@ -70,6 +79,10 @@ export const clusterSection: ConfigSection<ClusterConfig> = {
         timeoutMs: int({ example: '10000', min: 100, max: 600_000 }).default(10_000),
         maxMessageBytes: size({ example: '8M', min: 64 << 10, max: 256 << 20 }).default(8 << 20),
         bulk: bool().default(true),
+        maxConnections: int({ example: '1024', min: 16, max: 65536 }).default(1024),
+        connectionsPerAddress: int({ example: '32', min: 2, max: 65536 }).default(32),
+        handshakeMs: int({ example: '10000', min: 100, max: 600_000 }).default(10_000),
+        idleMs: int({ example: '300000', min: 1000, max: 86_400_000 }).default(300_000),
       },
       {
           absent: 'defaults',
@@ -101,5 +114,9 @@ export const clusterSection: ConfigSection<ClusterConfig> = {
     VRIFT_PEER_TIMEOUT_MS: 'timeoutMs',
     VRIFT_GRPC_MAX_MESSAGE: 'maxMessageBytes',
     VRIFT_PEER_BULK: 'bulk',
+    VRIFT_PEER_MAX_CONNECTIONS: 'maxConnections',
+    VRIFT_PEER_CONNECTIONS_PER_ADDRESS: 'connectionsPerAddress',
+    VRIFT_PEER_HANDSHAKE_MS: 'handshakeMs',
+    VRIFT_PEER_IDLE_MS: 'idleMs',
   },
 };

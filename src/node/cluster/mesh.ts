@@ -130,7 +130,16 @@ export class Mesh {
         listen: [`/${ip}/${cfg.host}/tcp/${cfg.p2pPort}`],
         ...(announceHost ? { announce: [`/${announceHost.includes(':') ? 'ip6' : 'ip4'}/${announceHost}/tcp/${cfg.p2pPort}`] } : {}),
       },
-      transports: [tcp()],
+      // Before the pnet handshake anyone can connect: libp2p's own bounds hold them (an upgrade must finish
+      // in inboundUpgradeTimeout; at most maxIncomingPendingConnections upgrade at once; more than
+      // inboundConnectionThreshold connections a second from one host are refused); tcp's maxConnections
+      // caps the sockets.
+      transports: [tcp({ maxConnections: cfg.maxConnections })],
+      connectionManager: {
+        inboundUpgradeTimeout: cfg.handshakeMs,
+        maxIncomingPendingConnections: 10,
+        inboundConnectionThreshold: 5,
+      },
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       connectionProtector: preSharedKey({ psk: keys.psk, timeout: Math.min(cfg.timeoutMs, 5000) }),

@@ -1,13 +1,18 @@
 // The gRPC peer service (proto/peer.proto): how other nodes of the
 // cluster read this node's blobs, trees and refs. A daemon component.
 //
-// Every call must carry the cluster credential (cluster-auth.ts), or it
-// fails UNAUTHENTICATED before anything is read. Requests are untrusted
+// Every call must carry the cluster credential (auth.ts), or it fails
+// UNAUTHENTICATED when its headers arrive, before a byte of its message is
+// read (an interceptor checks it), and a connection that has not carried
+// an authenticated call is then closed. The port is a plain net.Server
+// whose sockets pass a ConnectionGate (conn-gate.ts: per address, in
+// total, a deadline to authenticate) before grpc-js sees them. Requests are untrusted
 // input: digests are checked, lists are bounded (and grpc-js refuses any
 // message above `maxMessageBytes` with RESOURCE_EXHAUSTED), and a bad
 // request is INVALID_ARGUMENT — the daemon keeps serving. Archive streams
 // (GetArchive, and OpenBulk's tickets) are bounded in total and per peer.
 import { createReadStream } from 'node:fs';
+import { createServer, type Server as NetServer } from 'node:net';
 import type * as Grpc from '@grpc/grpc-js';
 import type { Digest } from '../../lib/digest.js';
 import { isVriftError } from '../../lib/errors.js';
@@ -22,6 +27,7 @@ import { MAX_HAS, PEER_METHODS, peerProto, unpackDigests } from './wire.js';
 import { assertRefName, type Store } from '../store/store.js';
 import { decodeTree, type TreeEntry } from '../store/tree.js';
 import { listenError } from './listen-error.js';
+import { ConnectionGate } from './conn-gate.js';
 
 /** gRPC messages of an archive or blob stream carry at most this much. */
 const MESSAGE_CHUNK = 1 << 20;
@@ -36,6 +42,13 @@ const MESSAGE_CHUNK = 1 << 20;
 const BLOB_STREAMS = 64;
 const BLOB_STREAMS_PER_PEER = 16;
 const BLOB_CHUNK = 256 << 10;
+/**
+ * HTTP/2 streams one connection may have open at once. A peer's channel
+ * carries its GetBlob (16), archive (streamsPerPeer) and unary calls.
+ */
+const STREAMS_PER_CONNECTION = 100;
+/** Metadata the auth interceptor sets to the caller's verified peer id (and strips from what callers send). */
+const VERIFIED_PEER = 'x-vrift-verified-peer';
 
 /** Archive streams in flight: at most `total`, at most `perPeer` for one peer. */
 export class StreamSlots {
@@ -87,6 +100,8 @@ export class PeerService {
   /** GetBlob streams in flight (BLOB_STREAMS). */
   readonly blobSlots: StreamSlots;
   private server: Grpc.Server | undefined;
+  private listener: NetServer | undefined;
+  readonly gate: ConnectionGate;
   private readonly verifier: CallVerifier;
   /** Decoded trees recently served (a backfill asks for the same tree many times). */
   private readonly trees = new Map<Digest, TreeEntry[]>();
@@ -96,35 +111,49 @@ export class PeerService {
     this.verifier = new CallVerifier(opts.keys.auth);
     this.slots = new StreamSlots(opts.cfg.serveStreams, opts.cfg.streamsPerPeer);
     this.blobSlots = new StreamSlots(BLOB_STREAMS, BLOB_STREAMS_PER_PEER);
+    const { cfg } = opts;
+    this.gate = new ConnectionGate({ total: cfg.maxConnections, perAddress: cfg.connectionsPerAddress, handshakeMs: cfg.handshakeMs }, (reason) =>
+      opts.metrics.inc('vrift_peer_refused_total', { reason: `grpc-${reason}` }),
+    );
   }
 
   async start(): Promise<void> {
     const { grpc, service } = peerProto();
-    const max = this.opts.cfg.maxMessageBytes;
+    const { cfg } = this.opts;
+    const max = cfg.maxMessageBytes;
     const server = new grpc.Server({
       'grpc.max_receive_message_length': max,
       'grpc.max_send_message_length': Math.max(max, MESSAGE_CHUNK + 4096),
+      'grpc.max_concurrent_streams': STREAMS_PER_CONNECTION,
+      // No call for idleMs: GOAWAY. A peer whose side died is found by pings.
+      'grpc.max_connection_idle_ms': cfg.idleMs,
+      'grpc.keepalive_time_ms': 60_000,
+      'grpc.keepalive_timeout_ms': Math.min(cfg.timeoutMs, 20_000),
+      interceptors: [this.authInterceptor(grpc)],
     });
     server.addService(service, this.handlers(grpc));
-    const host = this.opts.cfg.host.includes(':') ? `[${this.opts.cfg.host}]` : this.opts.cfg.host;
-    // grpc-js would also log a failed bind on its own; it is reported once, as one line, below.
-    grpc.setLogVerbosity(grpc.logVerbosity.NONE);
-    try {
-      this.port = await new Promise<number>((resolve, reject) =>
-        server.bindAsync(`${host}:${this.opts.cfg.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
-      );
-    } catch (e) {
-      throw listenError(e, { what: "the cluster's gRPC peer service", host: this.opts.cfg.host, port: this.opts.cfg.grpcPort, portKey: 'grpcPort' });
-    } finally {
-      grpc.setLogVerbosity(grpcVerbosity(grpc));
-    }
+    // grpc-js never listens itself: each socket our listener accepts and the gate admits is handed to it.
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    const listener = createServer({ noDelay: true }, (sock) => {
+      if (this.gate.admit(sock)) injector.injectConnection(sock);
+    });
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', (e) => reject(listenError(e, { what: "the cluster's gRPC peer service", host: cfg.host, port: cfg.grpcPort, portKey: 'grpcPort' })));
+      listener.listen(cfg.grpcPort, cfg.host, () => resolve());
+    });
+    listener.on('error', (e) => this.opts.log(`peer-service: ${e.message}`));
+    this.port = (listener.address() as { port: number }).port;
+    this.listener = listener;
     this.server = server;
   }
 
   async stop(): Promise<void> {
     const server = this.server;
+    const listener = this.listener;
     this.server = undefined;
-    if (!server) return;
+    this.listener = undefined;
+    if (!server || !listener) return;
+    const closed = new Promise<void>((resolve) => listener.close(() => resolve()));
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {
         server.forceShutdown();
@@ -135,6 +164,44 @@ export class PeerService {
         resolve();
       });
     });
+    this.gate.closeAll();
+    await closed;
+  }
+
+  /**
+   * Checks each call's credential when its headers arrive: a refused call
+   * is answered UNAUTHENTICATED before its message is read (grpc-js reads
+   * a request only once the handler asks), so no bytes are buffered for it,
+   * and its connection, unless it carried an authenticated call before, is
+   * closed. An accepted call reaches its handler with the verified peer id.
+   */
+  private authInterceptor(grpc: typeof Grpc): Grpc.ServerInterceptor {
+    return (method, call) =>
+      new grpc.ServerInterceptingCall(call, {
+        start: (next) =>
+          next({
+            onReceiveMetadata: (metadata, pass) => {
+              metadata.remove(VERIFIED_PEER);
+              const cred = metadata.get(AUTH_METADATA)[0];
+              const r = this.verifier.verify(typeof cred === 'string' ? cred : undefined, method.path);
+              const remote = call.getPeer();
+              if (r.ok) {
+                this.gate.authenticated(remote);
+                metadata.set(VERIFIED_PEER, r.peer);
+                pass(metadata);
+                return;
+              }
+              this.opts.metrics.inc('vrift_peer_requests_total', { method: method.path });
+              this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'auth' });
+              if (Date.now() - this.lastRefusalLog > 1000) {
+                this.lastRefusalLog = Date.now();
+                this.opts.log(`peer-service: refused a call from ${remote}: ${r.reason}`);
+              }
+              call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: `vrift: ${r.reason}` });
+              this.gate.refuse(remote);
+            },
+          }),
+      });
   }
 
   private handlers(grpc: typeof Grpc): PeerHandlers {
@@ -142,17 +209,10 @@ export class PeerService {
     const status = (code: number, details: string): Status => ({ code, details, message: details });
     const count = (method: string) => this.opts.metrics.inc('vrift_peer_requests_total', { method });
 
-    /** The caller's peer id, or a refusal already sent. */
-    const authorize = (call: Grpc.ServerUnaryCall<unknown, unknown> | Grpc.ServerWritableStream<unknown, unknown>, method: string): string | Status => {
-      const cred = call.metadata.get(AUTH_METADATA)[0];
-      const r = this.verifier.verify(typeof cred === 'string' ? cred : undefined, method);
-      if (r.ok) return r.peer;
-      this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'auth' });
-      if (Date.now() - this.lastRefusalLog > 1000) {
-        this.lastRefusalLog = Date.now();
-        this.opts.log(`peer-service: refused a call from ${call.getPeer()}: ${r.reason}`);
-      }
-      return status(S.UNAUTHENTICATED, `vrift: ${r.reason}`);
+    /** The caller's peer id, as the auth interceptor verified it (a call reaches here only then). */
+    const authorize = (call: Grpc.ServerUnaryCall<unknown, unknown> | Grpc.ServerWritableStream<unknown, unknown>): string | Status => {
+      const peer = call.metadata.get(VERIFIED_PEER)[0];
+      return typeof peer === 'string' ? peer : status(S.UNAUTHENTICATED, 'vrift: no credentials');
     };
 
     const internal = (e: unknown): Status => {
@@ -164,7 +224,7 @@ export class PeerService {
     const unary = <Req, Res>(method: string, body: (req: Req, peer: string) => Res | Promise<Res>): Grpc.handleUnaryCall<Req, Res> => {
       return (call, callback) => {
         count(method);
-        const peer = authorize(call, method);
+        const peer = authorize(call);
         if (typeof peer !== 'string') return callback(peer);
         Promise.resolve()
           .then(() => body(call.request, peer))
@@ -178,7 +238,7 @@ export class PeerService {
     const streaming = <Req, Res>(method: string, body: (call: Grpc.ServerWritableStream<Req, Res>, peer: string) => Promise<void>): Grpc.handleServerStreamingCall<Req, Res> => {
       return (call) => {
         count(method);
-        const peer = authorize(call, method);
+        const peer = authorize(call);
         if (typeof peer !== 'string') return void call.emit('error', peer);
         body(call, peer).then(
           () => {
@@ -371,10 +431,4 @@ export class PeerService {
 
 function isStatus(e: unknown): e is Status {
   return typeof e === 'object' && e !== null && typeof (e as Status).code === 'number' && typeof (e as Status).details === 'string';
-}
-
-/** grpc-js's log level as GRPC_VERBOSITY sets it (its default: errors only). */
-function grpcVerbosity(grpc: typeof Grpc): Grpc.logVerbosity {
-  const v = grpc.logVerbosity;
-  return ({ DEBUG: v.DEBUG, INFO: v.INFO, NONE: v.NONE } as Record<string, Grpc.logVerbosity>)[(process.env.GRPC_VERBOSITY ?? '').toUpperCase()] ?? v.ERROR;
 }
