@@ -1,12 +1,15 @@
 // A lying peer for tests is a real node whose stored blobs were changed
-// on disk, in place, behind its back, with the canonical mtime put back
-// (what a bad disk or a stray writer could do). The node's cheap check
-// before serving (right size, untouched mtime) passes, so it serves the
-// wrong bytes; the receiver is what must catch them.
+// on disk, in place, with the canonical mtime put back and its own index
+// told they are fine (their new ctimes recorded as good): a node that
+// lies, not one with bit rot, which its own checks would catch
+// (docs/security.md "Local bit rot"). So it serves the wrong bytes, and
+// the receiver is what must catch them. (Its scrub must be off: nodes
+// that lie are made with VRIFT_SCRUB_BYTES_PER_SEC=0.)
 import { chmodSync, closeSync, existsSync, openSync, readSync, statSync, utimesSync, writeSync } from 'node:fs';
 import type { Digest } from '../../src/lib/digest.js';
 import { hashFileSync } from '../../src/node/store/cas.js';
 import { BLOB_MTIME_SEC } from '../../src/node/store/blob-writer.js';
+import { recordGood } from '../../src/node/store/blob-check.js';
 import type { Store } from '../../src/node/store/store.js';
 
 /** Flips the first byte of each blob (and of its executable twin) in `store`, which a daemon may be serving. */
@@ -18,6 +21,7 @@ export function corruptStoredBlobs(store: Store, digests: Digest[]): void {
       flipFirstByte(p);
       if (hashFileSync(p) === digest) throw new Error(`${p} still hashes to its name`);
     }
+    recordGood(store.cas, store.meta, digest, statSync(store.cas.pathOf(digest)).size);
   }
 }
 

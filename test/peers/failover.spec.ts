@@ -44,7 +44,9 @@ function shared(ref: string, files: number, size: number, seed: number): { src: 
 }
 
 beforeAll(async () => {
-  [a, b, c] = await Promise.all([makeNode('a'), makeNode('b'), makeNode('c')]);
+  // (scrub off: a liar's own scrub would find what it was made to serve)
+  const noScrub = { env: { VRIFT_SCRUB_BYTES_PER_SEC: '0' } };
+  [a, b, c] = await Promise.all([makeNode('a', noScrub), makeNode('b', noScrub), makeNode('c', noScrub)]);
   await Promise.all([a.startAsync(slowPeerEnv(2 << 20)), b.startAsync(), c.startAsync()]);
   for (const n of [a, b, c]) ids[n.name] = n.peerId();
   b.json(['node', 'join', a.addr()]);
