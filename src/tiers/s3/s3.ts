@@ -149,8 +149,11 @@ export class S3Tier implements Tier {
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
-    // Newest objects first (LastModified has 1 s resolution; the ref's own updatedAt refines it).
-    const objs = (await this.objects.list(`refs/${prefix}`, 10_000)).sort((a, b) => b.modified - a.modified).slice(0, limit);
+    // Newest objects first (LastModified has 1 s resolution; the ref's own updatedAt refines it):
+    // the `limit` newest, and any others of the same second as the last of them.
+    const all = (await this.objects.list(`refs/${prefix}`, 10_000)).sort((a, b) => b.modified - a.modified);
+    const cut = all[Math.min(limit, all.length) - 1]?.modified ?? 0;
+    const objs = all.filter((o, i) => i < limit || o.modified >= cut);
     const refs = await mapLimit(objs, this.parallelism, async (o) => {
       const name = o.rel.slice('refs/'.length);
       const v = await this.objects.getText(o.rel);
@@ -161,7 +164,10 @@ export class S3Tier implements Tier {
         return undefined; // a damaged ref is not listed (reading it by name reports it)
       }
     });
-    return refs.filter((r): r is RefInfo => r !== undefined).sort((a, b) => b.updatedAt - a.updatedAt);
+    return refs
+      .filter((r): r is RefInfo => r !== undefined)
+      .sort((a, b) => b.updatedAt - a.updatedAt)
+      .slice(0, limit);
   }
 
   /** The ref a stored record names; undefined when it is not to be trusted (refs: the log says why). */
