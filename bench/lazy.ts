@@ -29,7 +29,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { flushDisk, loadNow, makeScratch, median, nowMs, printTable, ROOT, startS3rver, VRIFT_BIN, writeProjectTree } from './lib.js';
+import { flushDisk, loadNow, makeScratch, median, nowMs, printTable, ROOT, s3NodeEnv, startS3rver, VRIFT_BIN, vriftAs, writeProjectTree } from './lib.js';
 
 const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(name);
@@ -101,20 +101,8 @@ async function main(): Promise<void> {
   const scratch = makeScratch('vrift-bench-lazy-', Math.max(8e9, BYTES * (6 + ROUNDS * 8)), { bytesPerInode: 4096 });
   const base = scratch.dir;
   const s3 = await startS3rver(join(base, 's3'), BUCKET);
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    VRIFT_S3_BUCKET: BUCKET,
-    VRIFT_S3_ENDPOINT: s3.endpoint,
-    VRIFT_S3_ACCESS_KEY_ID: 'S3RVER',
-    VRIFT_S3_SECRET_ACCESS_KEY: 'S3RVER',
-    LC_ALL: 'C',
-  };
-  delete env.LD_PRELOAD;
-  const vrift = (home: string, args: string[], extra: NodeJS.ProcessEnv = {}) => {
-    const r = spawnSync(process.execPath, [VRIFT_BIN, ...args], { env: { ...env, ...extra, VRIFT_HOME: home }, encoding: 'utf8', maxBuffer: 64 << 20 });
-    if (r.status !== 0) throw new Error(`vrift ${args.join(' ')}: ${r.stderr.trim()}`);
-    return r.stdout;
-  };
+  const env = s3NodeEnv(s3, BUCKET, { LC_ALL: 'C' });
+  const vrift = (home: string, args: string[], extra: NodeJS.ProcessEnv = {}) => vriftAs(env, home, args, extra);
   const homes: string[] = [];
   try {
     // ---- the tree, saved to S3 from its own node (not timed) ----

@@ -125,6 +125,27 @@ export interface S3rver {
 }
 
 /** s3rver in a child process (its own core, as a real server would be), with one bucket. */
+/** The environment of a node whose one remote tier is `s3` (and `extra`), without the caller's LD_PRELOAD. */
+export function s3NodeEnv(s3: S3rver, bucket: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    VRIFT_S3_BUCKET: bucket,
+    VRIFT_S3_ENDPOINT: s3.endpoint,
+    VRIFT_S3_ACCESS_KEY_ID: 'S3RVER',
+    VRIFT_S3_SECRET_ACCESS_KEY: 'S3RVER',
+    ...extra,
+  };
+  delete env.LD_PRELOAD;
+  return env;
+}
+
+/** Runs `vrift <args>` as the node at `home` with `env` (+ `extra`); its stdout, or throws with its stderr. */
+export function vriftAs(env: NodeJS.ProcessEnv, home: string, args: string[], extra: NodeJS.ProcessEnv = {}): string {
+  const r = spawnSync(process.execPath, [VRIFT_BIN, ...args], { env: { ...env, ...extra, VRIFT_HOME: home }, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`vrift ${args.join(' ')}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
 export async function startS3rver(dir: string, bucket: string): Promise<S3rver> {
   const port = await freePort();
   const bin = join(ROOT, 'node_modules', 's3rver', 'bin', 's3rver.js');

@@ -17,7 +17,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { median, printTable, startS3rver, VRIFT_BIN } from './lib.js';
+import { median, printTable, s3NodeEnv, startS3rver, VRIFT_BIN, vriftAs } from './lib.js';
 
 const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(name);
@@ -32,20 +32,8 @@ const say = (m: string) => process.stderr.write(`bench/stream: ${m}\n`);
 async function main(): Promise<void> {
   const base = mkdtempSync(join(tmpdir(), 'vrift-bench-stream-'));
   const s3 = await startS3rver(join(base, 's3'), BUCKET);
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    VRIFT_S3_BUCKET: BUCKET,
-    VRIFT_S3_ENDPOINT: s3.endpoint,
-    VRIFT_S3_ACCESS_KEY_ID: 'S3RVER',
-    VRIFT_S3_SECRET_ACCESS_KEY: 'S3RVER',
-    VRIFT_PREFETCH: 'false',
-  };
-  delete env.LD_PRELOAD;
-  const vrift = (home: string, args: string[], extra: NodeJS.ProcessEnv = {}) => {
-    const r = spawnSync(process.execPath, [VRIFT_BIN, ...args], { env: { ...env, ...extra, VRIFT_HOME: home }, encoding: 'utf8', maxBuffer: 64 << 20 });
-    if (r.status !== 0) throw new Error(`vrift ${args.join(' ')}: ${r.stderr.trim()}`);
-    return r.stdout;
-  };
+  const env = s3NodeEnv(s3, BUCKET, { VRIFT_PREFETCH: 'false' });
+  const vrift = (home: string, args: string[], extra: NodeJS.ProcessEnv = {}) => vriftAs(env, home, args, extra);
   const up = new Set<string>();
   try {
     // ---- one large random file, saved to S3 (not timed) ----
