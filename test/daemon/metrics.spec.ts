@@ -44,10 +44,6 @@ describe('GET /metrics', () => {
     startDaemon(home, { ...env, VRIFT_METRICS_LISTEN: '127.0.0.1:0' });
     try {
       expect(vrift(['restore', 'ci/metrics', join(tempDir(), 'out')], { home, env }).code).toBe(0);
-      const mnt = join(tempDir(), 'mnt');
-      mkdirSync(mnt);
-      const cat = vrift(['run', '--mount', `${mnt}=ci/metrics`, '--', 'cat', join(mnt, 'src', 'main.c')], { home: tempDir(), env }); // another node: a lazy fetch
-      expect(cat.code, cat.stderr).toBe(0);
       const lazyHome = tempDir();
       startDaemon(lazyHome, { ...env, VRIFT_METRICS_LISTEN: '127.0.0.1:0' });
       const lazyMnt = join(tempDir(), 'mnt');
