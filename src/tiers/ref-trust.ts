@@ -13,10 +13,9 @@
 //   signingKey  the PEM private key this process signs with (a CI job's
 //             own key, VRIFT_SIGNING_KEY); default: the node's own, made on
 //             first use in <home>/keys/ref-signing.pem.
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { VriftError } from '../lib/errors.js';
-import { isRefKeyId, parseRefRecord, RefSigner, verifyRefRecord } from '../lib/ref-signature.js';
+import { isRefKeyId, parseRefRecord, verifyRefRecord, type RefSigner } from '../lib/ref-signature.js';
+import { refSigner } from '../node/store/ref-key.js';
 import { defaults, list, object, oneOf, text, type ConfigSection } from '../node/config/schema.js';
 import type { Digest } from '../lib/digest.js';
 import type { RefInfo, TierLog } from './tier.js';
@@ -94,7 +93,7 @@ export class RefCodec {
 
   /** The key this process signs with (made on first use when it is the node's own). */
   key(): RefSigner {
-    this.signer ??= loadSigner(this.cfg.signingKey, this.home);
+    this.signer ??= refSigner(this.home, this.cfg.signingKey);
     return this.signer;
   }
 
@@ -126,24 +125,5 @@ export class RefCodec {
       return refuse(`it is signed by ${rec.key}, which may not write refs under ${JSON.stringify(prefix)}`, `add "${prefix}=${rec.key}" to refs.trust (VRIFT_REF_TRUST) if that writer is trusted`);
     }
     return { name, tree: rec.tree, updatedAt: rec.updatedAt };
-  }
-}
-
-/** The signing key: `path` (a CI job's), else the node's own in <home>/keys, made on first use (0600). */
-function loadSigner(path: string | undefined, home: string): RefSigner {
-  const file = path ?? join(home, 'keys', 'ref-signing.pem');
-  try {
-    if (!path && !existsSync(file)) {
-      mkdirSync(join(home, 'keys'), { recursive: true, mode: 0o700 });
-      writeFileSync(file, RefSigner.generatePem(), { mode: 0o600, flag: 'wx' });
-      chmodSync(file, 0o600);
-    }
-    return RefSigner.fromPem(readFileSync(file, 'utf8'));
-  } catch (e) {
-    if ((e as { code?: string }).code === 'EEXIST') return RefSigner.fromPem(readFileSync(file, 'utf8')); // made by another process meanwhile
-    throw new VriftError('ERR_VRIFT_REF_KEY', `cannot use the ref signing key ${file}: ${(e as Error).message.split('\n')[0]}`, {
-      hint: path ? 'point refs.signingKey (VRIFT_SIGNING_KEY) at a PEM Ed25519 private key (openssl genpkey -algorithm ed25519)' : `remove ${file} to make a new node key (refs it signed stay valid only where its key is trusted)`,
-      exitCode: 1,
-    });
   }
 }

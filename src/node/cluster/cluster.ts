@@ -21,6 +21,8 @@ export interface ClusterOptions {
   config: Config;
   metrics: Metrics;
   log: (line: string) => void;
+  /** The key file refs are signed with (refs.signingKey); default: the node's own. */
+  signingKey?: string;
 }
 
 export class Cluster {
@@ -35,7 +37,7 @@ export class Cluster {
     const common = { store: opts.store, metrics: opts.metrics, log: opts.log };
     const limits = { total: cfg.maxConnections, perAddress: cfg.connectionsPerAddress, handshakeMs: cfg.handshakeMs };
     this.bulk = cfg.bulk ? new BulkServer({ ...common, host: cfg.host, port: cfg.bulkPort, timeoutMs: cfg.timeoutMs, limits }) : undefined;
-    this.service = new PeerService({ ...common, cfg, keys, bulk: this.bulk });
+    this.service = new PeerService({ ...common, cfg, keys, bulk: this.bulk, signingKey: opts.signingKey });
     this.mesh = new Mesh({ ...common, cfg, keys, grpcAddress: () => this.grpcAddress() });
   }
 

@@ -25,6 +25,8 @@ import { AUTH_METADATA, CallVerifier, type ClusterKeys } from './auth.js';
 import type { ClusterConfig } from './config.js';
 import { MAX_HAS, PEER_METHODS, peerProto, unpackDigests } from './wire.js';
 import { assertRefName, type Store } from '../store/store.js';
+import { refSigner } from '../store/ref-key.js';
+import type { RefSigner } from '../../lib/ref-signature.js';
 import { decodeTree, type TreeEntry } from '../store/tree.js';
 import { listenError } from './listen-error.js';
 import { ConnectionGate } from './conn-gate.js';
@@ -83,6 +85,8 @@ export class StreamSlots {
 }
 
 export interface PeerServiceOptions {
+  /** The key file the refs this node serves are signed with (default: the node's own key). */
+  signingKey?: string;
   store: Store;
   cfg: ClusterConfig;
   keys: ClusterKeys;
@@ -106,6 +110,19 @@ export class PeerService {
   /** Decoded trees recently served (a backfill asks for the same tree many times). */
   private readonly trees = new Map<Digest, TreeEntry[]>();
   private lastRefusalLog = 0;
+
+  private signer: RefSigner | undefined;
+
+  /**
+   * A ref this node serves, as a record signed by this node's key: readers
+   * check it as they check Redis's and S3's (docs/security.md). The
+   * signature says "this node points it there"; a reader whose refs.trust
+   * does not allow this node's key for the name asks the other tiers.
+   */
+  private signedRef(name: string, tree: Digest, updatedAt: number): string {
+    this.signer ??= refSigner(this.opts.store.layout.root, this.opts.signingKey);
+    return JSON.stringify(this.signer.record(name, tree, updatedAt));
+  }
 
   constructor(private readonly opts: PeerServiceOptions) {
     this.verifier = new CallVerifier(opts.keys.auth);
@@ -389,7 +406,7 @@ export class PeerService {
         }
         const ref = this.opts.store.meta.refs.get(req.name);
         if (!ref) throw status(S.NOT_FOUND, `vrift: no ref ${JSON.stringify(req.name)} here`);
-        return { tree: Buffer.from(ref.tree, 'hex'), updatedAt: ref.updatedAt };
+        return { tree: Buffer.from(ref.tree, 'hex'), updatedAt: ref.updatedAt, record: this.signedRef(req.name, ref.tree, ref.updatedAt) };
       }),
 
       ListRefs: unary(PEER_METHODS.listRefs, (req: { prefix: string; limit: number }) => {
@@ -400,7 +417,7 @@ export class PeerService {
           .filter((r) => r.name.startsWith(req.prefix))
           .sort((a, b) => b.updatedAt - a.updatedAt)
           .slice(0, limit)
-          .map((r) => ({ name: r.name, tree: Buffer.from(r.tree, 'hex'), updatedAt: r.updatedAt }));
+          .map((r) => ({ name: r.name, tree: Buffer.from(r.tree, 'hex'), updatedAt: r.updatedAt, record: this.signedRef(r.name, r.tree, r.updatedAt) }));
         return { refs };
       }),
     };

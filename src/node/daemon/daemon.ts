@@ -15,6 +15,7 @@ import { LazyMounts } from './lazy-mounts.js';
 import { BlobStreams } from './blob-streams.js';
 import { MetricsServer, type ScrapeGauge } from './metrics-server.js';
 import { metricsSection } from '../metrics/config.js';
+import { refsSection } from '../../tiers/ref-trust.js';
 import { Scrub } from './scrub.js';
 import { mountSection } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
@@ -81,7 +82,7 @@ export class Daemon {
     this.metricsServer = new MetricsServer(this.metrics, config.get(metricsSection), this.scrapeGauges(), this.log);
     this.streams = new BlobStreams({ store: this.store, resolver: () => this.resolver(), log: this.log }, { enabled: mountConfig.stream, minBytes: mountConfig.streamMinBytes });
     this.scrub = new Scrub({ store: this.store, bytesPerSec: mountConfig.scrubBytesPerSec, log: this.log });
-    this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log });
+    this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log, signingKey: config.get(refsSection).signingKey });
     const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
     const cluster = this.cluster;
     this.components.push(

@@ -134,16 +134,17 @@ export class PeerConnection {
     return out;
   }
 
-  async getRef(name: string): Promise<{ tree: Digest; updatedAt: number } | undefined> {
+  /** The ref as this peer serves it: `record` is its signed record ("" from a peer that does not sign). */
+  async getRef(name: string): Promise<{ tree: Digest; updatedAt: number; record: string } | undefined> {
     const res = await this.unary<RefReply__Output>('getRef', PEER_METHODS.getRef, (m, o, cb) => this.client.GetRef({ name }, m, o, cb));
     if (!res) return undefined;
     if (res.tree.byteLength !== 32) throw new TierError('peer', 'corrupt', `${peerLabel(this.peer)}: ref ${JSON.stringify(name)} names no valid tree`);
-    return { tree: res.tree.toString('hex'), updatedAt: res.updatedAt };
+    return { tree: res.tree.toString('hex'), updatedAt: res.updatedAt, record: res.record ?? '' };
   }
 
-  async listRefs(prefix: string, limit: number): Promise<{ name: string; tree: Digest; updatedAt: number }[]> {
+  async listRefs(prefix: string, limit: number): Promise<{ name: string; tree: Digest; updatedAt: number; record: string }[]> {
     const res = await this.unary<ListRefsReply__Output>('listRefs', PEER_METHODS.listRefs, (m, o, cb) => this.client.ListRefs({ prefix, limit }, m, o, cb));
-    return (res?.refs ?? []).filter((r) => r.tree.byteLength === 32).map((r) => ({ name: r.name, tree: r.tree.toString('hex'), updatedAt: r.updatedAt }));
+    return (res?.refs ?? []).filter((r) => r.tree.byteLength === 32).map((r) => ({ name: r.name, tree: r.tree.toString('hex'), updatedAt: r.updatedAt, record: r.record ?? '' }));
   }
 
   /** A blob's bytes from `offset` (unverified), and its whole size; undefined when the peer lacks it. */

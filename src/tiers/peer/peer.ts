@@ -284,9 +284,27 @@ export class PeerTier implements Tier {
 
   async getRef(name: string): Promise<Digest | undefined> {
     const peers = (await this.look()).slice(0, ASK_AT_MOST * 2);
-    const refs = (await this.askAll(peers, (c) => c.getRef(name))).filter((r) => r !== undefined);
+    const refs = (await this.askAll(peers, (c) => c.getRef(name))).flatMap((r) => (r ? [this.checked(name, r)] : [])).filter((r) => r !== undefined);
     refs.sort((a, b) => b.updatedAt - a.updatedAt);
     return refs[0]?.tree;
+  }
+
+  /**
+   * A ref a peer served, if its record passes the same checks as Redis's and
+   * S3's (signed, by a key refs.trust allows for the name); a peer that
+   * sends no record is an unsigned one. Without a checker (a tier built
+   * alone, in tests) it is taken as it is.
+   */
+  private checked(name: string, r: { tree: Digest; updatedAt: number; record: string }): RefInfo | undefined {
+    if (!this.ctx.refs) return { name, tree: r.tree, updatedAt: r.updatedAt };
+    const record = r.record || JSON.stringify({ tree: r.tree, updatedAt: r.updatedAt });
+    try {
+      const ref = this.ctx.refs.decode('peer', name, record, (why) => new TierError('peer', 'corrupt', `ref ${JSON.stringify(name)}: ${why}`));
+      // The record must name what the reply names.
+      return ref && ref.tree === r.tree ? ref : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   async setRef(_name: string, _tree: Digest): Promise<void> {
@@ -297,7 +315,10 @@ export class PeerTier implements Tier {
     const peers = (await this.look()).slice(0, ASK_AT_MOST * 2);
     const byName = new Map<string, RefInfo>();
     for (const list of await this.askAll(peers, (c) => c.listRefs(prefix, limit))) {
-      for (const r of list) if ((byName.get(r.name)?.updatedAt ?? -1) < r.updatedAt) byName.set(r.name, r);
+      for (const served of list) {
+        const r = this.checked(served.name, served);
+        if (r && (byName.get(r.name)?.updatedAt ?? -1) < r.updatedAt) byName.set(r.name, r);
+      }
     }
     return [...byName.values()].sort((a, b) => b.updatedAt - a.updatedAt).slice(0, limit);
   }

@@ -7,10 +7,12 @@ export interface RefEntry {
   'name'?: (string);
   'tree'?: (Buffer | Uint8Array | string);
   'updatedAt'?: (number | string | Long);
+  'record'?: (string);
 }
 
 export interface RefEntry__Output {
   'name': (string);
   'tree': (Buffer);
   'updatedAt': (number);
+  'record': (string);
 }

@@ -6,9 +6,11 @@ import type { Long } from '@grpc/proto-loader';
 export interface RefReply {
   'tree'?: (Buffer | Uint8Array | string);
   'updatedAt'?: (number | string | Long);
+  'record'?: (string);
 }
 
 export interface RefReply__Output {
   'tree': (Buffer);
   'updatedAt': (number);
+  'record': (string);
 }
