@@ -6,6 +6,7 @@ import { loadNodeConfig } from '../../src/node/ops/node-config.js';
 import { clusterSection } from '../../src/node/cluster/config.js';
 import { chainSection } from '../../src/tiers/chain-config.js';
 import { mountSection } from '../../src/node/mount/lazy-config.js';
+import { storeSection } from '../../src/node/store/store-config.js';
 import { redisTier } from '../../src/tiers/redis.js';
 import { s3Tier } from '../../src/tiers/s3/s3.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -27,7 +28,13 @@ describe('config', () => {
     expect(c.get(redisTier.config!)).toBeUndefined();
     expect(c.get(s3Tier.config!)).toBeUndefined();
     expect(c.get(mountSection)).toEqual({ prefetch: true, prefetchBytesPerSec: 32 << 20, prefetchConcurrency: 4, bulkAfterPercent: 25, bulkAfterSequential: 128, stream: true, streamMinBytes: 4 << 20, scrubBytesPerSec: 4 << 20 });
+    expect(c.get(storeSection)).toEqual({ evictToPercent: 90 }); // no maxSize: no cap
     expect(c.file).toBeUndefined();
+  });
+
+  it('reads the store cap as a size', () => {
+    expect(loadNodeConfig({ home: tempDir(), env: { VRIFT_MAX_SIZE: '20G' } }).get(storeSection)).toEqual({ maxSize: 20 * 2 ** 30, evictToPercent: 90 });
+    expect(mistakes(() => loadNodeConfig({ home: tempDir(), env: { VRIFT_MAX_SIZE: 'big' } }))).toEqual(['VRIFT_MAX_SIZE: not a size (e.g. 20G, or a number of bytes)']);
   });
 
   it('reads the file and lets the environment override it, converting strings', () => {
@@ -54,7 +61,7 @@ describe('config', () => {
     const file = join(home, 'config.json');
     expect(mistakes(() => loadNodeConfig({ home, env: { VRIFT_TIER_RETRIES: 'many', VRIFT_REDIS_TLS: 'maybe', VRIFT_S3_ACCESS_KEY_ID: 'AK' } })).sort()).toEqual(
       [
-        `${file}: unknown section "clsuter" (known: chain, refs, cluster, redis, s3, mount, metrics)`,
+        `${file}: unknown section "clsuter" (known: chain, refs, cluster, redis, s3, mount, store, metrics)`,
         'VRIFT_TIER_RETRIES: not a whole number (e.g. 2)',
         `${file}: redis: not an object (e.g. "redis": { … })`,
         's3.bucket (VRIFT_S3_BUCKET or ' + file + '): required (e.g. vrift-cache)',

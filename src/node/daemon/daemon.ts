@@ -17,6 +17,8 @@ import { MetricsServer, type ScrapeGauge } from './metrics-server.js';
 import { metricsSection } from '../metrics/config.js';
 import { refsSection } from '../../tiers/ref-trust.js';
 import { Scrub } from './scrub.js';
+import { Evictor } from './evictor.js';
+import { storeSection } from '../store/store-config.js';
 import { mountSection } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
 import { operationsHandler } from './operations.js';
@@ -63,6 +65,8 @@ export class Daemon {
   private readonly components: Component[] = [];
   /** Re-hashes the store in the background at a bounded rate (scrub.ts). */
   private readonly scrub: Scrub;
+  /** Keeps the store under store.maxSize (evictor.ts). */
+  private readonly evictor: Evictor;
   private readonly started: Component[] = [];
   private releaseLock: (() => void) | undefined;
   private listening = false;
@@ -79,6 +83,7 @@ export class Daemon {
     const config = loadNodeConfig({ home: this.store.layout.root }); // validated in full: a mistake stops the start
     const mountConfig = config.get(mountSection);
     this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: mountConfig, metrics: this.metrics, log: this.log });
+    this.evictor = new Evictor({ store: this.store, config: config.get(storeSection), metrics: this.metrics, log: this.log });
     this.metricsServer = new MetricsServer(this.metrics, config.get(metricsSection), this.scrapeGauges(), this.log);
     this.streams = new BlobStreams({ store: this.store, resolver: () => this.resolver(), log: this.log }, { enabled: mountConfig.stream, minBytes: mountConfig.streamMinBytes });
     this.scrub = new Scrub({ store: this.store, bytesPerSec: mountConfig.scrubBytesPerSec, log: this.log });
@@ -103,6 +108,7 @@ export class Daemon {
       { name: 'large-file streams', start: () => this.streams.start(), stop: () => this.streams.stop() },
       { name: 'metrics', start: () => this.metricsServer.start(), stop: () => this.metricsServer.stop() },
       { name: 'scrub', start: () => this.scrub.start(), stop: () => this.scrub.stop() },
+      { name: 'evictor', start: () => this.evictor.start(), stop: () => this.evictor.stop() },
       { name: 'control', start: () => control.start(), stop: () => control.stop() },
     );
   }
@@ -181,23 +187,21 @@ export class Daemon {
       streams: this.streams.status(),
       metricsUrl: this.metricsServer.url ?? null,
       scrub: this.scrub.status(),
+      store: this.evictor.status(),
       metrics: this.metrics.snapshot(),
     };
   }
 
   /** What /metrics reads at each scrape besides the counters (no refs, paths or digests as labels). */
   private scrapeGauges(): ScrapeGauge[] {
-    let totals = { at: 0, blobs: 0, bytes: 0 };
-    const store = () => {
-      // A walk of the blob index: at most every 30 s.
-      if (Date.now() - totals.at > 30_000) totals = { at: Date.now(), ...this.store.meta.blobTotals() };
-      return totals;
-    };
+    // A walk of the blob index: at most every 30 s (the evictor's, fresher while a cap is set).
+    const store = () => this.evictor.storeTotals(30_000);
     const sum = (pick: 'fetchedOnOpen' | 'prefetched' | 'local') =>
       this.mounts.list().reduce((n, m) => n + ((this.lazy.statusOf(m.path)?.[pick] as { blobs: number } | undefined)?.blobs ?? 0), 0);
     return [
       { name: 'vrift_store_blobs', help: 'Blobs in the local store (its index).', read: () => store().blobs },
       { name: 'vrift_store_bytes', help: 'Bytes of the blobs in the local store.', read: () => store().bytes },
+      { name: 'vrift_store_max_bytes', help: 'The cap the daemon keeps the store under (store.maxSize); 0: none.', read: () => this.evictor.status().maxSize ?? 0 },
       { name: 'vrift_mounts', help: 'Trees mounted by this daemon.', read: () => this.mounts.list().length },
       { name: 'vrift_peers', help: 'Peers this node knows in the cluster mesh.', read: () => (this.cluster?.status().peers as number | undefined) ?? 0 },
       {

@@ -6,6 +6,7 @@ import type { ConfigSection } from '../config/schema.js';
 import { Config, loadConfig } from '../config/config.js';
 import { metricsSection } from '../metrics/config.js';
 import { mountSection } from '../mount/lazy-config.js';
+import { storeSection } from '../store/store-config.js';
 import { chainSection } from '../../tiers/chain-config.js';
 import { refsSection } from '../../tiers/ref-trust.js';
 import { TIER_FACTORIES } from '../../tiers/index.js';
@@ -18,7 +19,7 @@ const OPERATION_SECTIONS: readonly ConfigSection<unknown>[] = [
 ];
 
 /** Every section, in the order messages list them. */
-export const NODE_SECTIONS: readonly ConfigSection<unknown>[] = [...OPERATION_SECTIONS, mountSection as ConfigSection<unknown>, metricsSection as ConfigSection<unknown>];
+export const NODE_SECTIONS: readonly ConfigSection<unknown>[] = [...OPERATION_SECTIONS, mountSection as ConfigSection<unknown>, storeSection as ConfigSection<unknown>, metricsSection as ConfigSection<unknown>];
 
 /** Reads and validates the configuration of the node at `home`; throws ERR_VRIFT_CONFIG_INVALID listing every mistake. */
 export function loadNodeConfig(opts: { home: string; env?: NodeJS.ProcessEnv }): Config {
