@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, constants as C, readFileSync, writeSync } from 'node:fs';
 import type { Readable } from 'node:stream';
+import { foreignCode } from '../lib/error-codes.js';
 import { hasCode, isVriftError, VriftError } from '../lib/errors.js';
 import { ControlClient } from '../node/control/client.js';
 import { logPathOf, socketPathOf } from '../node/control/paths.js';
@@ -76,7 +77,7 @@ export async function spawnDaemon(): Promise<{ pid: number; logPath: string }> {
     for (let i = 0; i < 300; i++) {
       if (report?.error) {
         const r = report.error;
-        throw new VriftError(r.code, r.message, { hint: r.hint ?? `see ${logPath}`, exitCode: r.exitCode });
+        throw new VriftError(foreignCode(r.code), r.message, { hint: r.hint ?? `see ${logPath}`, exitCode: r.exitCode });
       }
       try {
         (await ControlClient.connect(daemonSocket())).close();

@@ -3,14 +3,18 @@
 // hint naming the fix. The CLI prints those as one line and no stack;
 // anything else is a bug and keeps its stack.
 import { constants as osConstants } from 'node:os';
+import type { ErrorCode } from './error-codes.js';
+
+export type { ErrorCode } from './error-codes.js';
 
 export class VriftError extends Error {
-  readonly code: string;
+  /** One of ERROR_CODES (src/lib/error-codes.ts); docs/errors.md lists them. */
+  readonly code: ErrorCode;
   readonly hint: string | undefined;
   /** Exit status the CLI uses for this error (1 = a miss a script may branch on, 2 = usage/input). */
   readonly exitCode: number;
 
-  constructor(code: string, message: string, opts: { hint?: string; cause?: unknown; exitCode?: number } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { hint?: string; cause?: unknown; exitCode?: number } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'VriftError';
     this.code = code;
@@ -25,7 +29,7 @@ export function isVriftError(e: unknown): e is VriftError {
 }
 
 /** True when `e` is a VriftError with this code. */
-export function hasCode(e: unknown, code: string): boolean {
+export function hasCode(e: unknown, code: ErrorCode): boolean {
   return isVriftError(e) && e.code === code;
 }
 

@@ -10,7 +10,7 @@
 //   (src/node/store/admission.ts) turns bytes into a blob, after hashing them.
 import { Readable } from 'node:stream';
 import { isDigest, type Digest } from '../lib/digest.js';
-import { VriftError } from '../lib/errors.js';
+import { VriftError, type ErrorCode } from '../lib/errors.js';
 import type { TreeEntry } from '../node/store/tree.js';
 import type { ConfigSection } from '../node/config/schema.js';
 import type { Store } from '../node/store/store.js';
@@ -200,7 +200,7 @@ export interface TierFactory<C = unknown> {
 /** Why a tier failed. Transient kinds are retried and trip the circuit breaker. */
 export type TierFailure = 'unavailable' | 'auth' | 'config' | 'corrupt' | 'io';
 
-const CODES: Record<TierFailure, string> = {
+const CODES: Record<TierFailure, ErrorCode> = {
   unavailable: 'ERR_VRIFT_TIER_UNAVAILABLE',
   auth: 'ERR_VRIFT_TIER_AUTH',
   config: 'ERR_VRIFT_TIER_CONFIG',

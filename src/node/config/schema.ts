@@ -21,6 +21,8 @@ export interface SectionSchema<T> {
   parse(raw: unknown): ParseResult<T>;
   /** The keys the section knows, for "unknown key" messages. */
   readonly keys: readonly string[];
+  /** What each key becomes when nothing sets it (keys without a default are absent); docs/configuration.md shows these. */
+  readonly defaults?: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -81,8 +83,14 @@ export interface ObjectOptions<T> {
 /** A section: an object with exactly these keys (an unknown key is a mistake, most likely a typo). */
 export function object<S extends Shape, T = Out<S>>(shape: S, opts: ObjectOptions<T>): SectionSchema<T | undefined> {
   const keys = Object.keys(shape);
+  const defaults: Record<string, unknown> = {};
+  for (const [k, f] of Object.entries(shape)) {
+    const r = f.check(undefined);
+    if (!('error' in r) && r.ok !== undefined) defaults[k] = r.ok;
+  }
   return {
     keys,
+    defaults,
     parse(raw: unknown): ParseResult<T | undefined> {
       if (raw === undefined) {
         if (opts.absent === 'undefined') return { ok: true, value: undefined };

@@ -1,5 +1,6 @@
 // A client of the daemon's control socket (used by the CLI).
 import { connect, type Socket } from 'node:net';
+import { foreignCode } from '../../lib/error-codes.js';
 import { errnoOf, VriftError } from '../../lib/errors.js';
 import { encodeFrame, F, type FieldList, type Fields, FrameDecoder, Msg } from './protocol.js';
 
@@ -27,7 +28,7 @@ export class ControlClient {
         else {
           const code = fields.str(F.ERR_CODE) ?? 'ERR_VRIFT_DAEMON';
           const exitCode = fields.u32(F.EXIT) ?? (code.endsWith('NOT_FOUND') ? 1 : 2);
-          p.reject(new VriftError(code, fields.str(F.ERR_MSG) ?? 'the daemon refused the request', { hint: fields.str(F.HINT), exitCode }));
+          p.reject(new VriftError(foreignCode(code), fields.str(F.ERR_MSG) ?? 'the daemon refused the request', { hint: fields.str(F.HINT), exitCode }));
         }
       }
     });

@@ -5,7 +5,7 @@
 // A batch crosses into C++ as ONE Buffer (addon.cc documents the record
 // layout): a 100 000-entry mount is one call and one seqlock window.
 import { constants } from 'node:os';
-import { VriftError } from '../../lib/errors.js';
+import { VriftError, type ErrorCode } from '../../lib/errors.js';
 import { loadNative, type NativeVDirStats, type NativeVDirWriter } from '../../lib/native.js';
 
 export const S_IFMT = 0o170000;
@@ -66,7 +66,7 @@ const PATH_MAX = 4095;
 const E = constants.errno;
 
 // errno from the addon -> [code, hint]
-const ERRORS = new Map<number, [string, string | undefined]>([
+const ERRORS = new Map<number, [ErrorCode, string | undefined]>([
   [E.EINVAL, ['ERR_VRIFT_VDIR_INVALID', 'paths are relative, "/"-separated, without "." or ".." parts; files need a digest, symlinks a target']],
   [E.ENOENT, ['ERR_VRIFT_VDIR_NOT_FOUND', 'add the parent directory first (or earlier in the same batch); removals must name existing paths']],
   [E.ENOTDIR, ['ERR_VRIFT_VDIR_NOT_DIR', 'only directories can have children']],

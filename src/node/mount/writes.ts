@@ -11,6 +11,7 @@
 // Errors a program must see as an errno carry it at the end of their code
 // (ERR_VRIFT_MOUNTFS_ENOTEMPTY ...); shim/ipc.c maps them back.
 import { linkSync, lstatSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
+import type { MountErrno } from '../../lib/error-codes.js';
 import { VriftError } from '../../lib/errors.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { overlayOf, mergedEntries, setOverlay, type OverlayEntry } from './overlay.js';
@@ -28,7 +29,7 @@ export interface MountWritesContext {
   log: (line: string) => void;
 }
 
-function fsErr(errno: string, message: string): VriftError {
+function fsErr(errno: MountErrno, message: string): VriftError {
   return new VriftError(`ERR_VRIFT_MOUNTFS_${errno}`, message, { exitCode: 1 });
 }
 
