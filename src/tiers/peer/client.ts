@@ -104,7 +104,8 @@ export class PeerConnection {
     const details = ((e as { details?: string }).details ?? (e as Error).message ?? String(e)).replace(/^vrift: /, '');
     let failure: TierFailure = 'unavailable';
     let hint = 'the peer is down or overloaded; other peers and tiers are tried';
-    if (code === S.UNAUTHENTICATED || code === S.PERMISSION_DENIED) {
+    // A TLS handshake with a node of another cluster fails on its certificate (not signed by, or not, ours).
+    if (code === S.UNAUTHENTICATED || code === S.PERMISSION_DENIED || /self-signed certificate|cluster's certificate|certificate required/.test(details)) {
       failure = 'auth';
       hint = 'every node of a cluster needs the same secret (VRIFT_CLUSTER_SECRET or cluster.secret)';
     } else if (code === S.INVALID_ARGUMENT || code === S.UNIMPLEMENTED || code === S.OUT_OF_RANGE) {
