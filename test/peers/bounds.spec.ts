@@ -6,12 +6,13 @@
 // /proc.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AUTH_METADATA, clusterKeys, signCall } from '../../src/node/cluster/auth.js';
 import { PEER_METHODS } from '../../src/node/cluster/wire.js';
 import { makeNode, startAll, SECRET, type TestNode } from '../helpers/cluster.js';
+import { memberH2 } from '../helpers/peer-tls.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let a: TestNode;
@@ -54,7 +55,7 @@ describe('bounds on what a member can make a peer hold', () => {
   it(`${STREAMS} unread GetBlob streams of a 24 MiB blob, from many member ids: the daemon's RSS stays bounded, and it serves on`, async () => {
     const pid = a.status().pid as number;
     const before = rssMiB(pid);
-    const sessions = Array.from({ length: 6 }, () => h2connect(`http://${a.status().addresses.grpc}`));
+    const sessions = Array.from({ length: 6 }, () => memberH2(a.status().addresses.grpc));
     for (const s of sessions) s.on('error', () => undefined);
     for (let i = 0; i < STREAMS; i++) unreadGetBlob(sessions[i % sessions.length]!, `member-${i}`);
     let peak = before;

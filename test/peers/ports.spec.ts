@@ -6,13 +6,13 @@
 // in /proc/<pid>/fd, memory from /proc/<pid>/status.
 import { execSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { connect as h2connect } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clusterKeys } from '../../src/node/cluster/auth.js';
 import { PEER_METHODS } from '../../src/node/cluster/wire.js';
 import { PeerConnection } from '../../src/tiers/peer/client.js';
 import { makeNode, startAll, SECRET, waitFor, type TestNode } from '../helpers/cluster.js';
+import { memberH2 } from '../helpers/peer-tls.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeSampleTree } from '../helpers/trees.js';
 
@@ -91,7 +91,7 @@ describe('peer ports before authentication', () => {
     expect(during - before, `descriptors went from ${before} to ${during}`).toBeLessThan(2 * MAX_CONNECTIONS + 40);
     // The control socket answers, and a member gets in (it evicts the oldest connection that never authenticated).
     expect(a.status().pid).toBe(pid);
-    const member = new PeerConnection({ id: 'a', grpc: st.addresses.grpc }, { auth: clusterKeys(SECRET).auth, self: 'member', timeoutMs: 5000, maxMessageBytes: 4 << 20 });
+    const member = new PeerConnection({ id: 'a', grpc: st.addresses.grpc }, { auth: clusterKeys(SECRET).auth, tls: clusterKeys(SECRET).tls, self: 'member', timeoutMs: 5000, maxMessageBytes: 4 << 20 });
     try {
       expect([...(await member.has([blob]))]).toEqual([blob]);
       // Past the deadline every idle connection has been closed by the daemon; the member's has not.
@@ -121,7 +121,7 @@ describe('peer ports before authentication', () => {
     const SENT = DECLARED - 4096; // never the whole message: grpc-js would hold it until the rest comes
     const chunk = Buffer.alloc(1 << 20, 0x61);
     // From 127.0.0.1: PER_ADDRESS connections at most, so 6 sessions of 10 streams.
-    const sessions = Array.from({ length: 6 }, () => h2connect(`http://${st.addresses.grpc}`));
+    const sessions = Array.from({ length: 6 }, () => memberH2(st.addresses.grpc));
     for (const s of sessions) s.on('error', () => undefined);
     for (let i = 0; i < STREAMS; i++) {
       const req = sessions[i % sessions.length]!.request({ ':method': 'POST', ':path': PEER_METHODS.has, 'content-type': 'application/grpc', te: 'trailers' });
@@ -141,7 +141,7 @@ describe('peer ports before authentication', () => {
     // Unbounded: 60 x ~8 MiB held (+430 MiB measured). Refused at the headers, nothing of a message is kept.
     expect(peak - before, `RSS went from ${before.toFixed(0)} to ${peak.toFixed(0)} MiB`).toBeLessThan(80);
     expect(a.status().pid).toBe(pid);
-    const member = new PeerConnection({ id: 'a', grpc: st.addresses.grpc }, { auth: clusterKeys(SECRET).auth, self: 'member-2', timeoutMs: 5000, maxMessageBytes: 4 << 20 });
+    const member = new PeerConnection({ id: 'a', grpc: st.addresses.grpc }, { auth: clusterKeys(SECRET).auth, tls: clusterKeys(SECRET).tls, self: 'member-2', timeoutMs: 5000, maxMessageBytes: 4 << 20 });
     try {
       expect([...(await member.has([blob]))]).toEqual([blob]);
     } finally {

@@ -33,7 +33,7 @@ afterAll(() => {
 
 describe('refs from peers', () => {
   it('a node serves its refs as records signed by its key', async () => {
-    const c = new PeerConnection({ id: 'a', grpc: a.status().addresses.grpc }, { auth: clusterKeys(SECRET).auth, self: 'test', timeoutMs: 5000, maxMessageBytes: 4 << 20 });
+    const c = new PeerConnection({ id: 'a', grpc: a.status().addresses.grpc }, { auth: clusterKeys(SECRET).auth, tls: clusterKeys(SECRET).tls, self: 'test', timeoutMs: 5000, maxMessageBytes: 4 << 20 });
     try {
       const got = await c.getRef('ci/peer-ref');
       const rec = parseRefRecord(got!.record);

@@ -1,15 +1,15 @@
 // Who may talk to a node, and what a bad request gets: a node with the
 // wrong cluster secret can neither join the mesh (pnet handshake) nor
-// read anything over gRPC (UNAUTHENTICATED) or the bulk port; malformed
+// read anything over gRPC (TLS, then UNAUTHENTICATED: tested here behind
+// the cluster's TLS; tls.spec.ts tests TLS itself) or the bulk port; malformed
 // and oversized gRPC messages get an error status and the node stays up.
-import { connect as h2connect } from 'node:http2';
-import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clusterKeys, signCall } from '../../src/node/cluster/auth.js';
 import { PeerConnection } from '../../src/tiers/peer/client.js';
 import { PEER_METHODS } from '../../src/node/cluster/wire.js';
 import { vrift } from '../helpers/cli.js';
 import { makeNode, startAll, SECRET, type TestNode } from '../helpers/cluster.js';
+import { memberH2, memberTls } from '../helpers/peer-tls.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeSampleTree } from '../helpers/trees.js';
 
@@ -31,12 +31,14 @@ afterAll(() => {
   w?.stop();
 });
 
-const client = (secret: string, self = 'test') => new PeerConnection({ id: 'a', grpc: a.status().addresses.grpc }, { auth: clusterKeys(secret).auth, self, timeoutMs: 5000, maxMessageBytes: 4 << 20 });
+/** A client whose calls are signed with `secret`, over TLS from `tlsSecret` (the cluster's: the HMAC check is tested behind TLS). */
+const client = (secret: string, self = 'test', tlsSecret = SECRET) =>
+  new PeerConnection({ id: 'a', grpc: a.status().addresses.grpc }, { auth: clusterKeys(secret).auth, tls: clusterKeys(tlsSecret).tls, self, timeoutMs: 5000, maxMessageBytes: 4 << 20 });
 
 /** One raw gRPC call over HTTP/2: the status and message the server ends it with. */
 function rawCall(path: string, body: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; message: string }> {
   return new Promise((resolve, reject) => {
-    const session = h2connect(`http://${a.status().addresses.grpc}`);
+    const session = memberH2(a.status().addresses.grpc);
     session.on('error', reject);
     const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', ...headers });
     let status = -1;
@@ -102,9 +104,9 @@ describe('cluster membership', () => {
   it('closes the bulk port on an unknown ticket without sending a byte', async () => {
     const port = Number(a.status().addresses.bulk.split(':')[1]);
     const got = await new Promise<{ bytes: number }>((resolve, reject) => {
-      const s = connect({ host: '127.0.0.1', port });
+      const s = memberTls(port);
       let bytes = 0;
-      s.on('connect', () => s.write(Buffer.concat([Buffer.from('VRIFTBK1'), Buffer.alloc(32, 7)])));
+      s.on('secureConnect', () => s.write(Buffer.concat([Buffer.from('VRIFTBK1'), Buffer.alloc(32, 7)])));
       s.on('data', (d) => (bytes += d.byteLength));
       s.on('close', () => resolve({ bytes }));
       s.on('error', reject);

@@ -5,12 +5,15 @@
 //          finish the pnet handshake, so it never joins the mesh
 //   auth   the HMAC key of gRPC call credentials (metadata x-vrift-auth)
 //   id     names the gossip topic, so two clusters never share one
+//   tls    the seed of the cluster's TLS key pair and certificate (tls.ts):
+//          gRPC and bulk connections are mutual TLS pinned to it
 //
 // A call credential is "v1.<peer>.<ms>.<nonce>.<mac>": the caller's peer
 // id, the time, a random nonce, and HMAC(auth, "v1|peer|ms|nonce|method").
 // The server accepts it within ±5 minutes of its clock and only once (it
 // remembers the nonces it has seen in that window), so a credential
 // overheard on the wire cannot be replayed, nor used for another method.
+import { clusterTls, type ClusterTls } from './tls.js';
 import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 
 export interface ClusterKeys {
@@ -19,6 +22,7 @@ export interface ClusterKeys {
   auth: Buffer;
   /** 16 hex characters naming this cluster. */
   id: string;
+  tls: ClusterTls;
 }
 
 const SALT = 'vrift cluster v1';
@@ -29,10 +33,12 @@ function derive(secret: string, info: string, bytes: number): Buffer {
 
 export function clusterKeys(secret: string): ClusterKeys {
   const psk = derive(secret, 'libp2p pnet', 32).toString('hex');
+  const id = derive(secret, 'cluster id', 8).toString('hex');
   return {
     psk: new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${psk}`),
     auth: derive(secret, 'grpc auth', 32),
-    id: derive(secret, 'cluster id', 8).toString('hex'),
+    id,
+    tls: clusterTls(derive(secret, 'tls ed25519 seed', 32), id),
   };
 }
 

@@ -1,5 +1,5 @@
-// The lean bulk stream: archives (docs/archive-format.md) over a plain
-// TCP connection, because gRPC's framing tops out far below what a
+// The lean bulk stream: archives (docs/archive-format.md) over a TLS
+// connection (mutual, with the cluster's certificate: tls.ts), because gRPC's framing tops out far below what a
 // loopback or LAN link carries (docs/peers.md has the figures).
 //
 // There is no request on this port. A client first asks the gRPC
@@ -17,6 +17,7 @@
 // total, and a deadline (`handshakeMs`) for the whole ticket.
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Digest } from '../../lib/digest.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { RingWriter, writeArchive } from '../archive/ring-writer.js';
@@ -24,6 +25,7 @@ import type { Store } from '../store/store.js';
 import { BULK_HELLO_LEN, BULK_MAGIC } from './wire.js';
 import { listenError } from './listen-error.js';
 import { ConnectionGate, type GateLimits } from './conn-gate.js';
+import { checkPinned, tlsServerOptions, type ClusterTls } from './tls.js';
 
 export interface BulkPlan {
   blobs: { digest: Digest; size: number }[];
@@ -43,6 +45,8 @@ export interface BulkServerOptions {
   host: string;
   port: number;
   timeoutMs: number;
+  /** The cluster's certificate: the port speaks only mutual TLS with it. */
+  tls: ClusterTls;
   /** Connections before and after their ticket. */
   limits: GateLimits;
   metrics: Metrics;
@@ -61,8 +65,13 @@ export class BulkServer {
   }
 
   async start(): Promise<void> {
+    // The gate counts the TCP socket (its deadline covers the TLS handshake and the ticket); the protocol runs on TLS above it.
+    // A tls.Server that never listens: it checks the client's certificate (which a bare TLSSocket would not);
+    // a failed handshake ('tlsClientError') destroys the socket.
+    const secure = createTlsServer(tlsServerOptions(this.opts.tls), (t) => void this.serve(t));
+    secure.on('tlsClientError', () => this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'bulk-tls' }));
     const server = createServer((s) => {
-      if (this.gate.admit(s)) void this.serve(s);
+      if (this.gate.admit(s)) secure.emit('connection', s);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => reject(listenError(e, { what: "the cluster's bulk server", host: this.opts.host, port: this.opts.port, portKey: 'bulkPort' })));
@@ -95,8 +104,13 @@ export class BulkServer {
     return token;
   }
 
-  private async serve(sock: Socket): Promise<void> {
+  private async serve(sock: TLSSocket): Promise<void> {
     const remote = `${sock.remoteAddress}:${sock.remotePort}`;
+    if (!sock.authorized || checkPinned(this.opts.tls, sock.getPeerCertificate())) {
+      this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'bulk-tls' });
+      sock.destroy();
+      return;
+    }
     sock.setNoDelay(true);
     sock.setTimeout(this.opts.timeoutMs, () => sock.destroy());
     const hello = await readHello(sock);

@@ -4,7 +4,9 @@
 // Every call must carry the cluster credential (auth.ts), or it fails
 // UNAUTHENTICATED when its headers arrive, before a byte of its message is
 // read (an interceptor checks it), and a connection that has not carried
-// an authenticated call is then closed. The port is a plain net.Server
+// an authenticated call is then closed. Connections are mutual TLS with
+// the cluster's certificate (tls.ts), so a call's credential is a second
+// check, inside a channel only members can open. The port is a plain net.Server
 // whose sockets pass a ConnectionGate (conn-gate.ts: per address, in
 // total, a deadline to authenticate) before grpc-js sees them. Requests are untrusted
 // input: digests are checked, lists are bounded (and grpc-js refuses any
@@ -150,7 +152,10 @@ export class PeerService {
     });
     server.addService(service, this.handlers(grpc));
     // grpc-js never listens itself: each socket our listener accepts and the gate admits is handed to it.
-    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    // Mutual TLS with the cluster's certificate (tls.ts): a client without the secret cannot finish the handshake.
+    const { tls } = this.opts.keys;
+    const creds = grpc.ServerCredentials.createSsl(Buffer.from(tls.cert), [{ private_key: Buffer.from(tls.key), cert_chain: Buffer.from(tls.cert) }], true);
+    const injector = server.createConnectionInjector(creds);
     const listener = createServer({ noDelay: true }, (sock) => {
       if (this.gate.admit(sock)) injector.injectConnection(sock);
     });

@@ -6,13 +6,14 @@
 // Failures are TierErrors of the "peer" tier whose message names the
 // peer; absence (NOT_FOUND) is undefined. A stream that stays silent for
 // `timeoutMs` is cut, so a peer that hangs cannot hold a restore forever.
-import { connect, type Socket } from 'node:net';
+import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { ChunkPump } from '../../node/archive/reader.js';
 import { Readable } from 'node:stream';
 import type * as Grpc from '@grpc/grpc-js';
 import type { Digest } from '../../lib/digest.js';
 import { isTierError, TierError, type TierFailure } from '../tier.js';
 import { AUTH_METADATA, signCall } from '../../node/cluster/auth.js';
+import { checkPinned, tlsClientOptions, TLS_SERVERNAME, type ClusterTls } from '../../node/cluster/tls.js';
 import { BULK_MAGIC, MAX_HAS, packDigests, PEER_METHODS, peerProto, type PeerClient } from '../../node/cluster/wire.js';
 import type { BulkTicket__Output } from '../../gen/vrift/peer/v1/BulkTicket.js';
 import type { HasReply__Output } from '../../gen/vrift/peer/v1/HasReply.js';
@@ -29,6 +30,8 @@ export interface PeerEndpoint {
 export interface PeerClientOptions {
   /** The cluster's gRPC auth key (cluster-auth.ts). */
   auth: Buffer;
+  /** The cluster's TLS identity (tls.ts): presented to the peer, and the only certificate accepted from it. */
+  tls: ClusterTls;
   /** Who is calling (this node's peer id): the server bounds streams per caller. */
   self: string;
   timeoutMs: number;
@@ -66,7 +69,11 @@ export class PeerConnection {
   ) {
     const { grpc, Client } = peerProto();
     this.grpc = grpc;
-    this.client = new Client(peer.grpc, grpc.credentials.createInsecure(), {
+    const { tls } = opts;
+    const creds = grpc.credentials.createSsl(Buffer.from(tls.cert), Buffer.from(tls.key), Buffer.from(tls.cert), { checkServerIdentity: (_host, cert) => checkPinned(tls, cert) });
+    this.client = new Client(peer.grpc, creds, {
+      // The certificate names no address: send a fixed SNI name; checkServerIdentity pins the certificate instead.
+      'grpc.ssl_target_name_override': TLS_SERVERNAME,
       'grpc.max_receive_message_length': opts.maxMessageBytes,
       'grpc.max_send_message_length': opts.maxMessageBytes,
       'grpc.initial_reconnect_backoff_ms': 200,
@@ -97,7 +104,8 @@ export class PeerConnection {
     const details = ((e as { details?: string }).details ?? (e as Error).message ?? String(e)).replace(/^vrift: /, '');
     let failure: TierFailure = 'unavailable';
     let hint = 'the peer is down or overloaded; other peers and tiers are tried';
-    if (code === S.UNAUTHENTICATED || code === S.PERMISSION_DENIED) {
+    // A TLS handshake with a node of another cluster fails on its certificate (not signed by, or not, ours).
+    if (code === S.UNAUTHENTICATED || code === S.PERMISSION_DENIED || /self-signed certificate|cluster's certificate|certificate required/.test(details)) {
       failure = 'auth';
       hint = 'every node of a cluster needs the same secret (VRIFT_CLUSTER_SECRET or cluster.secret)';
     } else if (code === S.INVALID_ARGUMENT || code === S.UNIMPLEMENTED || code === S.OUT_OF_RANGE) {
@@ -186,9 +194,9 @@ export class PeerConnection {
 
   private bulkStream(port: number, token: Buffer): Promise<BulkStream> {
     const host = this.peer.grpc.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-    const stream = new BulkStream(host, port, this.opts.timeoutMs, () => new TierError('peer', 'unavailable', `${peerLabel(this.peer)}: bulk stream silent for ${this.opts.timeoutMs} ms`));
+    const stream = new BulkStream(host, port, this.opts.tls, this.opts.timeoutMs, () => new TierError('peer', 'unavailable', `${peerLabel(this.peer)}: bulk stream silent for ${this.opts.timeoutMs} ms`));
     return new Promise((resolve, reject) => {
-      stream.sock.once('connect', () => {
+      stream.sock.once('secureConnect', () => {
         stream.sock.write(Buffer.concat([BULK_MAGIC, token]));
         resolve(stream);
       });
@@ -257,17 +265,19 @@ const BULK_READ = 1 << 20;
  * ordinary Readable (chunks copied out of the reused buffer).
  */
 export class BulkStream extends Readable implements ChunkPump {
-  readonly sock: Socket;
+  readonly sock: TLSSocket;
   private sink: ((chunk: Uint8Array) => boolean | void) | undefined;
   private settle: ((e?: Error) => void) | undefined;
   private ended = false;
   private failure: Error | undefined;
 
-  constructor(host: string, port: number, timeoutMs: number, silent: () => Error) {
+  constructor(host: string, port: number, tls: ClusterTls, timeoutMs: number, silent: () => Error) {
     super();
     // Failures reach the consumer through `pump` or the iterator; nobody need listen for 'error'.
     this.on('error', () => undefined);
-    this.sock = connect({ host, port, onread: { buffer: Buffer.allocUnsafe(BULK_READ), callback: (n, buf) => this.onChunk(Buffer.from(buf.buffer, buf.byteOffset, n)) } });
+    // node:tls takes `onread` like node:net (the reused buffer gets the decrypted bytes); @types/node omits it.
+    const onread = { buffer: Buffer.allocUnsafe(BULK_READ), callback: (n: number, buf: Uint8Array) => this.onChunk(Buffer.from(buf.buffer, buf.byteOffset, n)) };
+    this.sock = connect({ ...tlsClientOptions(tls), host, port, onread } as ConnectionOptions);
     this.sock.setNoDelay(true);
     this.sock.setTimeout(timeoutMs, () => this.destroy(silent()));
     this.sock.on('end', () => {

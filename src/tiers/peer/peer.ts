@@ -18,6 +18,7 @@ import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { hashBuffer, StreamHasher, type Digest } from '../../lib/digest.js';
 import { archiveHeader, endFrame } from '../../node/archive/format.js';
 import { clusterKeys } from '../../node/cluster/auth.js';
+import type { ClusterTls } from '../../node/cluster/tls.js';
 import { clusterSection, type ClusterConfig } from '../../node/cluster/config.js';
 import { socketPathOf } from '../../node/control/paths.js';
 import { PeerConnection, peerLabel } from './client.js';
@@ -41,6 +42,7 @@ export class PeerTier implements Tier {
   readonly parallelism = 16;
   readonly archiveParallelism: number;
   private readonly auth: Buffer;
+  private readonly tls: ClusterTls;
   private self = 'vrift';
   private readonly conns = new Map<string, PeerConnection>();
   private readonly penalized = new Map<string, number>();
@@ -52,7 +54,9 @@ export class PeerTier implements Tier {
     private readonly ctx: TierContext,
     private readonly directory: PeerDirectory,
   ) {
-    this.auth = clusterKeys(cfg.secret).auth;
+    const keys = clusterKeys(cfg.secret);
+    this.auth = keys.auth;
+    this.tls = keys.tls;
     this.archiveParallelism = cfg.spread;
   }
 
@@ -62,7 +66,7 @@ export class PeerTier implements Tier {
     const key = `${p.id}@${p.grpc}`;
     let c = this.conns.get(key);
     if (!c) {
-      c = new PeerConnection({ id: p.id, grpc: p.grpc }, { auth: this.auth, self: this.self, timeoutMs: this.cfg.timeoutMs, maxMessageBytes: this.cfg.maxMessageBytes });
+      c = new PeerConnection({ id: p.id, grpc: p.grpc }, { auth: this.auth, tls: this.tls, self: this.self, timeoutMs: this.cfg.timeoutMs, maxMessageBytes: this.cfg.maxMessageBytes });
       this.conns.set(key, c);
     }
     return c;
