@@ -99,6 +99,7 @@ const CODES = {
   ERR_VRIFT_NATIVE_MISSING: { meaning: 'the native addon is not built', fix: 'run `npm run build` (it needs a C++ toolchain)', exit: 2 },
   ERR_VRIFT_OP_ABANDONED: { meaning: 'an operation in the daemon was dropped because its client went away', fix: 'run the command again', exit: 2 },
   ERR_VRIFT_OP_ELSEWHERE: { meaning: 'the daemon runs with another configuration or mount namespace; the CLI runs the operation itself', fix: 'restart the daemon from this environment to share its fetches', exit: 2 },
+  ERR_VRIFT_PEER_TLS_PIN: { meaning: "a peer's TLS certificate is not this cluster's (another cluster secret?); reported as an auth failure of the peer tier", fix: 'give every node the same cluster secret (VRIFT_CLUSTER_SECRET)', exit: 2 },
   ERR_VRIFT_PROTO_FIELD: { meaning: 'a control request lacks a field or has a wrong one', fix: 'client and daemon versions may differ: run the same version', exit: 2 },
   ERR_VRIFT_PROTO_MAGIC: { meaning: 'something that is not a vrift client wrote to the control socket', fix: 'point only vrift at the control socket', exit: 2 },
   ERR_VRIFT_PROTO_PAYLOAD: { meaning: 'a control frame has a malformed payload', fix: 'client and daemon versions may differ: run the same version', exit: 2 },
