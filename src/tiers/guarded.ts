@@ -71,6 +71,14 @@ export class GuardedTier extends TierDecorator {
     return this.guard('getOutboard', () => super.getOutboardOf(digest), true);
   }
 
+  /** One labels object per call name (every call of the tier observes its duration). */
+  private opLabels(op: string): { tier: string; op: string } {
+    let l = this.labelsByOp.get(op);
+    if (!l) this.labelsByOp.set(op, (l = { tier: this.name, op }));
+    return l;
+  }
+  private readonly labelsByOp = new Map<string, { tier: string; op: string }>();
+
   /** True while the breaker lets calls through. */
   get available(): boolean {
     return this.breaker.state !== 'open';
@@ -111,7 +119,7 @@ export class GuardedTier extends TierDecorator {
       throw this.fail(e, op);
     } finally {
       // How long the tier took to answer (a streamed body's bytes come after): per tier and call.
-      this.ctx.metrics.observe(TIER_REQUEST_SECONDS, { tier: this.name, op }, (performance.now() - started) / 1000);
+      this.ctx.metrics.observe(TIER_REQUEST_SECONDS, this.opLabels(op), (performance.now() - started) / 1000);
     }
   }
 

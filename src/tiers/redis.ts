@@ -10,8 +10,8 @@ import { Readable } from 'node:stream';
 import type { Redis as RedisClient, RedisOptions } from 'ioredis';
 import type { Digest } from '../lib/digest.js';
 import { anyText, bool, file, int, object, size, text, url, type ConfigSection } from '../node/config/schema.js';
-import type { RefCodec } from './ref-trust.js';
-import { decodeRef, encodeRef, isTierError, TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierFactory } from './tier.js';
+import { readStoredRef, storedRef, type RefCodec } from './ref-trust.js';
+import { isTierError, TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierFactory } from './tier.js';
 
 export interface RedisConfig {
   url: string;
@@ -131,7 +131,7 @@ export class RedisTier implements Tier {
 
   async setRef(name: string, tree: Digest): Promise<void> {
     const c = await this.conn();
-    await this.run('writing a ref', () => c.set(this.refKey(name), this.refs ? this.refs.encode(name, tree) : encodeRef(tree)));
+    await this.run('writing a ref', () => c.set(this.refKey(name), storedRef(this.refs, name, tree)));
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
@@ -184,9 +184,7 @@ export class RedisTier implements Tier {
 
   /** The ref a stored record names; undefined when it is not to be trusted (refs: the log says why). */
   private parseRef(name: string, v: string): RefInfo | undefined {
-    const hint = 'save the ref again, or delete the key from Redis';
-    if (!this.refs) return decodeRef(this.name, name, v, hint);
-    return this.refs.decode(this.name, name, v, (why) => new TierError(this.name, 'corrupt', `ref ${JSON.stringify(name)} holds ${JSON.stringify(v.slice(0, 80))}, ${why}`, { hint }));
+    return readStoredRef(this.refs, this.name, name, v, 'save the ref again, or delete the key from Redis');
   }
 
   /**

@@ -18,7 +18,7 @@ import { isRefKeyId, parseRefRecord, verifyRefRecord, type RefSigner } from '../
 import { refSigner } from '../node/store/ref-key.js';
 import { defaults, list, object, oneOf, text, type ConfigSection } from '../node/config/schema.js';
 import type { Digest } from '../lib/digest.js';
-import type { RefInfo, TierLog } from './tier.js';
+import { decodeRef, encodeRef, TierError, type RefInfo, type TierLog } from './tier.js';
 
 export interface RefsConfig {
   trust: string[];
@@ -126,4 +126,20 @@ export class RefCodec {
     }
     return { name, tree: rec.tree, updatedAt: rec.updatedAt };
   }
+}
+
+/** What a shared tier stores for `name` → `tree`: a signed record (unsigned from a tier built alone, without a codec, as tests build them). */
+export function storedRef(refs: RefCodec | undefined, name: string, tree: Digest): string {
+  return refs ? refs.encode(name, tree) : encodeRef(tree);
+}
+
+/**
+ * The ref a value a shared tier holds names: checked by `refs` (undefined,
+ * with one warning, when it is not to be trusted), or read as it is without
+ * a codec. A value that is no record at all is a corrupt-ref TierError
+ * carrying the tier's `hint`.
+ */
+export function readStoredRef(refs: RefCodec | undefined, tier: string, name: string, value: string, hint: string): RefInfo | undefined {
+  if (!refs) return decodeRef(tier, name, value, hint);
+  return refs.decode(tier, name, value, (why) => new TierError(tier, 'corrupt', `ref ${JSON.stringify(name)} holds ${JSON.stringify(value.slice(0, 80))}, ${why}`, { hint }));
 }

@@ -105,9 +105,8 @@ export class Resolver {
 
   /** Whether `digest` is admitted within BULK_ARRIVAL_WAIT_MS (by a pull running meanwhile). */
   private async arrivesSoon(digest: Digest): Promise<boolean> {
-    const timeout = AbortSignal.timeout(BULK_ARRIVAL_WAIT_MS);
     if (this.store.cas.has(digest)) return true;
-    return this.store.admission.arrival(digest, timeout);
+    return this.store.admission.arrival(digest, AbortSignal.timeout(BULK_ARRIVAL_WAIT_MS));
   }
 
   /** Blob → size of a local tree (kept for the last few trees: a lazy mount asks once per file). */

@@ -24,6 +24,7 @@ import { socketPathOf } from '../../node/control/paths.js';
 import { PeerConnection, peerLabel } from './client.js';
 import { DaemonDirectory, type PeerDirectory, type PeerView } from './directory.js';
 import { isTierError, TierError, type ArchivePart, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierContext, type TierFactory } from '../tier.js';
+import { readStoredRef } from '../ref-trust.js';
 
 /** Up to this many peers, every peer is asked about blobs (their filters may lag a fresh ingest). */
 const SMALL_CLUSTER = 8;
@@ -300,10 +301,9 @@ export class PeerTier implements Tier {
    * alone, in tests) it is taken as it is.
    */
   private checked(name: string, r: { tree: Digest; updatedAt: number; record: string }): RefInfo | undefined {
-    if (!this.ctx.refs) return { name, tree: r.tree, updatedAt: r.updatedAt };
     const record = r.record || JSON.stringify({ tree: r.tree, updatedAt: r.updatedAt });
     try {
-      const ref = this.ctx.refs.decode('peer', name, record, (why) => new TierError('peer', 'corrupt', `ref ${JSON.stringify(name)}: ${why}`));
+      const ref = readStoredRef(this.ctx.refs, 'peer', name, record, 'the peer serves a damaged ref record');
       // The record must name what the reply names.
       return ref && ref.tree === r.tree ? ref : undefined;
     } catch {

@@ -15,8 +15,8 @@ import { mapLimit } from '../../lib/queue.js';
 import { baoOutboardFile } from '../../lib/bao.js';
 import { S3Objects } from './objects.js';
 import { S3Packs } from './packs.js';
-import type { RefCodec } from '../ref-trust.js';
-import { decodeRef, encodeRef, TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierFactory, type TreePush } from '../tier.js';
+import { readStoredRef, storedRef, type RefCodec } from '../ref-trust.js';
+import { type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierFactory, type TreePush } from '../tier.js';
 
 export interface S3Config {
   bucket: string;
@@ -145,7 +145,7 @@ export class S3Tier implements Tier {
   }
 
   async setRef(name: string, tree: Digest): Promise<void> {
-    await this.objects.putBuffer(`refs/${name}`, Buffer.from(this.refs ? this.refs.encode(name, tree) : encodeRef(tree)), 'application/json');
+    await this.objects.putBuffer(`refs/${name}`, Buffer.from(storedRef(this.refs, name, tree)), 'application/json');
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
@@ -172,9 +172,7 @@ export class S3Tier implements Tier {
 
   /** The ref a stored record names; undefined when it is not to be trusted (refs: the log says why). */
   private parseRef(name: string, v: string): RefInfo | undefined {
-    const hint = 'save the ref again, or delete the object refs/<name>';
-    if (!this.refs) return decodeRef('s3', name, v, hint);
-    return this.refs.decode('s3', name, v, (why) => new TierError('s3', 'corrupt', `ref ${JSON.stringify(name)} holds ${JSON.stringify(v.slice(0, 80))}, ${why}`, { hint }));
+    return readStoredRef(this.refs, 's3', name, v, 'save the ref again, or delete the object refs/<name>');
   }
 
   getInTree(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
