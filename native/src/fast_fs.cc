@@ -24,11 +24,12 @@ namespace {
 //   itself must be a directory). Every entry below it, depth first, in
 //   readdir order:
 //     paths:   Buffer of NUL-terminated paths relative to root ('/'-separated)
-//     stats:   Float64Array, 7 per entry: [kind, mode, size, mtimeMs, ctimeMs, dev, ino]
+//     stats:   Float64Array, 8 per entry: [kind, mode, size, mtimeMs, ctimeMs, dev, ino, mtimeNsec]
+//              (mtimeNsec: the nanoseconds of the mtime, which mtimeMs rounds: trees keep them exactly)
 //              kind: 1 file, 2 dir, 3 symlink, 4 fifo, 5 socket, 6 block dev, 7 char dev
 //     targets: Buffer of NUL-terminated symlink targets, one per symlink, in order
 //   On the first error: error = { errno, path } (absolute) and the walk stops.
-constexpr int kScanFields = 7;
+constexpr int kScanFields = 8;
 
 int KindOf(mode_t m) {
   if (S_ISREG(m)) return 1;
@@ -106,7 +107,8 @@ Napi::Value ScanTree(const Napi::CallbackInfo& info) {
     paths.append(rel);
     paths.push_back('\0');
     double row[kScanFields] = {static_cast<double>(kind), static_cast<double>(st.st_mode), static_cast<double>(st.st_size),
-                               Ms(st.st_mtim), Ms(st.st_ctim), static_cast<double>(st.st_dev), static_cast<double>(st.st_ino)};
+                               Ms(st.st_mtim), Ms(st.st_ctim), static_cast<double>(st.st_dev), static_cast<double>(st.st_ino),
+                               static_cast<double>(st.st_mtim.tv_nsec)};
     stats.insert(stats.end(), row, row + kScanFields);
     if (kind == 2) {
       int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -136,13 +138,45 @@ Napi::Value ScanTree(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// --- materializing a tree straight from its encoding ---------------------
-//
+// setMtimes(paths: string[], sec: Float64Array, nsec: Float64Array) -> Float64Array
+//   Sets each path's modification time to sec[i] s + nsec[i] ns exactly
+//   (JavaScript's utimes takes seconds as a double, which cannot carry
+//   nanoseconds), without following symlinks, leaving the access time.
+//   Returns [index, errno] pairs for the paths that failed.
+Napi::Value SetMtimes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array paths = info[0].As<Napi::Array>();
+  Napi::Float64Array sec = info[1].As<Napi::Float64Array>();
+  Napi::Float64Array nsec = info[2].As<Napi::Float64Array>();
+  uint32_t n = paths.Length();
+  if (sec.ElementLength() < n || nsec.ElementLength() < n) {
+    Napi::TypeError::New(env, "setMtimes: fewer times than paths").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::vector<double> failures;
+  for (uint32_t i = 0; i < n; i++) {
+    std::string path = paths.Get(i).As<Napi::String>();
+    struct timespec ts[2];
+    ts[0].tv_sec = 0;
+    ts[0].tv_nsec = UTIME_OMIT;
+    ts[1].tv_sec = static_cast<time_t>(sec[i]);
+    ts[1].tv_nsec = static_cast<long>(nsec[i]);
+    if (utimensat(AT_FDCWD, path.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) {
+      failures.push_back(i);
+      failures.push_back(errno);
+    }
+  }
+  Napi::Float64Array out = Napi::Float64Array::New(env, failures.size());
+  if (!failures.empty()) std::memcpy(out.Data(), failures.data(), failures.size() * sizeof(double));
+  return out;
+}
+
 }  // namespace
 
 void InitFastFs(Napi::Env env, Napi::Object exports) {
   Napi::Object fs = Napi::Object::New(env);
   fs.Set("scanTree", Napi::Function::New(env, ScanTree));
+  fs.Set("setMtimes", Napi::Function::New(env, SetMtimes));
   InitLinkFarm(env, fs);  // checkTree, linkTree (link_farm.cc)
   exports.Set("fastFs", fs);
 }

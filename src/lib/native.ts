@@ -60,13 +60,15 @@ export interface NativeVDirStats {
 
 /** Tree walks and link farms on native threads (native/src/fast_fs.cc, link_farm.cc). */
 export interface NativeFastFs {
-  /** Walks a tree (see fast_fs.cc): relative paths, 7 stats per entry, symlink targets, the first error. */
+  /** Walks a tree (see fast_fs.cc): relative paths, 8 stats per entry, symlink targets, the first error. */
   scanTree(root: string): { paths: Buffer; stats: Float64Array; targets: Buffer; error?: { errno: number; path: string } };
   /** Blob files a tree would link that are missing (1) or not untouched (2): [entryIndex, problem, …], sorted by entry. Off the JS thread. */
   /** Problems [entryIndex, problem, …]; with `all`, every distinct blob file [entryIndex, problem, ctimeSec, ctimeNsec, …]. */
   checkTree(encodedTree: Buffer, casDir: string, threads: number, all?: boolean): Promise<Float64Array>;
   /** Materializes a tree as a link farm, off the JS thread; failures [phase (1 mkdir, 2 link, 3 symlink), entryIndex, errno, …]. */
   linkTree(encodedTree: Buffer, root: string, casDir: string, threads: number): Promise<{ dirs: number; files: number; symlinks: number; failures: number[] }>;
+  /** Sets each path's mtime to sec[i] s + nsec[i] ns exactly (no symlink followed, atime left); failures [index, errno, …]. */
+  setMtimes(paths: string[], sec: Float64Array, nsec: Float64Array): Float64Array;
   /** [dev, ino, …] of each named blob file ("<digest>" or "<digest>.x", NUL-terminated) in the CAS; -1, -1 when absent. */
   blobInodes(casDir: string, names: Buffer, threads: number): Promise<Float64Array>;
 }

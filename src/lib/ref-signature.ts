@@ -5,10 +5,12 @@
 // with an Ed25519 key; readers check the signature, and whether that key
 // may write that ref's namespace (src/tiers/ref-trust.ts).
 //
-// Record: {"tree":"<hex>","updatedAt":<ms>,"key":"ed25519:<base64url>","sig":"<base64url>"}
-// The signature covers "vrift-ref-v1\0<name>\0<tree>\0<updatedAt>": a
-// record copied to another ref name, or an older record replayed with a
-// newer time, does not verify.
+// Record: {"tree":"<hex>","times":"<hex>"?,"updatedAt":<ms>,"key":"ed25519:<base64url>","sig":"<base64url>"}
+// The signature covers "vrift-ref-v1\0<name>\0<tree>\0<updatedAt>", or
+// with the tree's times blob (src/node/store/times.ts) "vrift-ref-v2\0<name>
+// \0<tree>\0<updatedAt>\0<times>": a record copied to another ref name, an
+// older record replayed with a newer time, or times added, removed or
+// swapped, does not verify.
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { isDigest, type Digest } from './digest.js';
 
@@ -18,14 +20,17 @@ const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 export interface RefRecord {
   tree: Digest;
+  /** The blob of the tree's files' modification times, when the writer recorded them. */
+  times?: Digest;
   updatedAt: number;
   /** The writer's public key ("ed25519:<base64url>"); absent in an unsigned (older) record. */
   key?: string;
   sig?: string;
 }
 
-function signedBytes(name: string, tree: Digest, updatedAt: number): Buffer {
-  return Buffer.from(`vrift-ref-v1\0${name}\0${tree}\0${updatedAt}`, 'utf8');
+function signedBytes(name: string, tree: Digest, updatedAt: number, times: Digest | undefined): Buffer {
+  if (times === undefined) return Buffer.from(`vrift-ref-v1\0${name}\0${tree}\0${updatedAt}`, 'utf8');
+  return Buffer.from(`vrift-ref-v2\0${name}\0${tree}\0${updatedAt}\0${times}`, 'utf8');
 }
 
 /** A writer's signing key. */
@@ -50,10 +55,10 @@ export class RefSigner {
     return generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
   }
 
-  /** The record for `name` → `tree`, signed now. */
-  record(name: string, tree: Digest, updatedAt = Date.now()): RefRecord {
-    const sig = sign(null, signedBytes(name, tree, updatedAt), this.key).toString('base64url');
-    return { tree, updatedAt, key: this.keyId, sig };
+  /** The record for `name` → `tree` (and its times blob), signed now. */
+  record(name: string, tree: Digest, times?: Digest, updatedAt = Date.now()): RefRecord {
+    const sig = sign(null, signedBytes(name, tree, updatedAt, times), this.key).toString('base64url');
+    return times === undefined ? { tree, updatedAt, key: this.keyId, sig } : { tree, times, updatedAt, key: this.keyId, sig };
   }
 }
 
@@ -67,10 +72,12 @@ export function parseRefRecord(value: string): RefRecord | string {
   }
   if (typeof data !== 'object' || data === null) return 'not a record';
   if (typeof data.tree !== 'string' || !isDigest(data.tree)) return 'no tree id';
+  if (data.times !== undefined && (typeof data.times !== 'string' || !isDigest(data.times))) return 'a malformed times id';
   const updatedAt = typeof data.updatedAt === 'number' && Number.isSafeInteger(data.updatedAt) ? data.updatedAt : 0;
-  if (data.key === undefined && data.sig === undefined) return { tree: data.tree, updatedAt };
+  const times = data.times === undefined ? {} : { times: data.times };
+  if (data.key === undefined && data.sig === undefined) return { tree: data.tree, ...times, updatedAt };
   if (typeof data.key !== 'string' || typeof data.sig !== 'string') return 'a malformed signature';
-  return { tree: data.tree, updatedAt, key: data.key, sig: data.sig };
+  return { tree: data.tree, ...times, updatedAt, key: data.key, sig: data.sig };
 }
 
 /** Whether a signed record's signature is its key's, over `name` and its fields. */
@@ -80,7 +87,7 @@ export function verifyRefRecord(name: string, rec: RefRecord): boolean {
   if (raw.length !== 32) return false;
   try {
     const pub = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
-    return verify(null, signedBytes(name, rec.tree, rec.updatedAt), pub, Buffer.from(rec.sig, 'base64url'));
+    return verify(null, signedBytes(name, rec.tree, rec.updatedAt, rec.times), pub, Buffer.from(rec.sig, 'base64url'));
   } catch {
     return false;
   }

@@ -25,7 +25,7 @@ import { GuardedTier, isLocalError } from './guarded.js';
 import { fetchHint, publishHint, type HintFetch } from './hints.js';
 import type { LocalTier } from './local.js';
 import { pushToTier, type PushInput, type TierPushResult } from './push-to-tier.js';
-import { TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierLog } from './tier.js';
+import { refTargetOf, TierError, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
 
 /** Tree blobs are held in memory to be validated; this bounds what a tier may send. */
 const MAX_TREE_BYTES = 1 << 30;
@@ -364,30 +364,31 @@ export class Chain implements Tier {
     }
   }
 
-  async getRef(name: string): Promise<Digest | undefined> {
-    return (await this.resolveRef(name))?.tree;
+  async getRef(name: string): Promise<RefTarget | undefined> {
+    const hit = await this.resolveRef(name);
+    return hit && refTargetOf(hit);
   }
 
-  /** The tree a ref names in the first tier that has it, and which tier that was. */
-  async resolveRef(name: string): Promise<{ tree: Digest; tier: string } | undefined> {
+  /** What a ref names in the first tier that has it, and which tier that was. */
+  async resolveRef(name: string): Promise<(RefTarget & { tier: string }) | undefined> {
     const local = await this.local.getRef(name);
-    if (local) return { tree: local, tier: 'local' };
+    if (local) return { ...local, tier: 'local' };
     for (const tier of this.remotes) {
-      let tree: Digest | undefined;
+      let target: RefTarget | undefined;
       try {
-        tree = await tier.getRef(name);
+        target = await tier.getRef(name);
       } catch {
         continue;
       }
-      if (tree) return { tree, tier: tier.name };
+      if (target) return { ...target, tier: tier.name };
     }
     return undefined;
   }
 
   /** Sets the ref locally and in every writable remote tier; remote failures are logged, not thrown. */
-  async setRef(name: string, tree: Digest): Promise<void> {
-    await this.local.setRef(name, tree);
-    for (const t of this.remotes.filter((r) => r.writable)) await t.setRef(name, tree).catch(() => undefined);
+  async setRef(name: string, target: RefTarget): Promise<void> {
+    await this.local.setRef(name, target);
+    for (const t of this.remotes.filter((r) => r.writable)) await t.setRef(name, target).catch(() => undefined);
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
@@ -432,7 +433,7 @@ async function baseCandidates(tier: GuardedTier, ref: string | undefined, known:
       // Best effort, outside the breaker: a policy without s3:ListBucket must not stop the push.
       prefix === undefined ? [] : tier.inner.listRefs(prefix, MAX_BASES).catch(() => []),
     ]);
-    if (remote) out.push(remote);
+    if (remote) out.push(remote.tree);
     out.push(...siblings.slice(0, MAX_BASES).map((r) => r.tree));
     if (prefix !== undefined) out.push(...(await localRefs(prefix)).slice(0, MAX_BASES).map((r) => r.tree));
   }

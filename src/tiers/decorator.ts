@@ -2,7 +2,7 @@
 // the wrapped tier's name and limits and passes every call through; a
 // decorator overrides only the calls it changes.
 import type { Digest } from '../lib/digest.js';
-import type { ArchivePart, BlobBody, BlobSource, PushResult, RefInfo, Tier, TreePush } from './tier.js';
+import type { ArchivePart, BlobBody, BlobSource, PushResult, RefInfo, RefTarget, Tier, TreePush } from './tier.js';
 
 export abstract class TierDecorator implements Tier {
   readonly name: string;
@@ -66,12 +66,12 @@ export abstract class TierDecorator implements Tier {
     return this.inner.put(digest, source);
   }
 
-  getRef(name: string): Promise<Digest | undefined> {
+  getRef(name: string): Promise<RefTarget | undefined> {
     return this.inner.getRef(name);
   }
 
-  setRef(name: string, tree: Digest): Promise<void> {
-    return this.inner.setRef(name, tree);
+  setRef(name: string, target: RefTarget): Promise<void> {
+    return this.inner.setRef(name, target);
   }
 
   listRefs(prefix: string, limit?: number): Promise<RefInfo[]> {

@@ -22,7 +22,7 @@ import { isVriftError, type VriftError } from '../lib/errors.js';
 import { TIER_COUNTERS as M, TIER_REQUEST_SECONDS, type Metrics } from '../lib/metrics.js';
 import { CircuitBreaker, withRetry } from './breaker.js';
 import { TierDecorator } from './decorator.js';
-import { isTierError, TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierLog, type TreePush } from './tier.js';
+import { isTierError, TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type RefTarget, type Tier, type TierLog, type TreePush } from './tier.js';
 
 export interface GuardOptions {
   retries: number;
@@ -152,12 +152,12 @@ export class GuardedTier extends TierDecorator {
     return this.guard('put', () => this.inner.put(digest, source));
   }
 
-  override getRef(name: string): Promise<Digest | undefined> {
+  override getRef(name: string): Promise<RefTarget | undefined> {
     return this.guard('getRef', () => this.inner.getRef(name), true);
   }
 
-  override setRef(name: string, tree: Digest): Promise<void> {
-    return this.guard('setRef', () => this.inner.setRef(name, tree));
+  override setRef(name: string, target: RefTarget): Promise<void> {
+    return this.guard('setRef', () => this.inner.setRef(name, target));
   }
 
   override listRefs(prefix: string, limit?: number): Promise<RefInfo[]> {

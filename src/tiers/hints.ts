@@ -17,7 +17,7 @@ export async function publishHint(tiers: readonly GuardedTier[], name: string, d
     fits.map(async (t) => {
       try {
         await t.put(digest, bufferSource(bytes));
-        await t.setRef(name, digest); // only once the blob is there: a ref never names what the tier lacks
+        await t.setRef(name, { tree: digest }); // only once the blob is there: a ref never names what the tier lacks
         return { tier: t.name };
       } catch (e) {
         return { tier: t.name, error: (e as Error).message };
@@ -36,7 +36,7 @@ export async function fetchHint(tiers: readonly GuardedTier[], name: string, max
   for (const tier of tiers) {
     let digest: Digest | undefined;
     try {
-      digest = await tier.getRef(name);
+      digest = (await tier.getRef(name))?.tree;
     } catch {
       continue; // counted by the guard; a hint is never worth a failure
     }

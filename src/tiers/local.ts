@@ -8,7 +8,7 @@ import { StreamHasher, type Digest } from '../lib/digest.js';
 import { errnoOf, fsError } from '../lib/errors.js';
 import { corruptBlob, missingBlob } from '../node/store/cas.js';
 import type { Store } from '../node/store/store.js';
-import type { BlobBody, BlobSource, RefInfo, Tier, TierContext, TierFactory } from './tier.js';
+import type { BlobBody, BlobSource, RefInfo, RefTarget, Tier, TierContext, TierFactory } from './tier.js';
 
 export class LocalTier implements Tier {
   readonly name = 'local';
@@ -31,12 +31,12 @@ export class LocalTier implements Tier {
     await this.store.admission.stream(digest, { stream: source.open(), size: source.size }, this.name, source.size);
   }
 
-  async getRef(name: string): Promise<Digest | undefined> {
-    return this.store.getRef(name);
+  async getRef(name: string): Promise<RefTarget | undefined> {
+    return this.store.getRefTarget(name);
   }
 
-  async setRef(name: string, tree: Digest): Promise<void> {
-    this.store.setRef(name, tree);
+  async setRef(name: string, target: RefTarget): Promise<void> {
+    this.store.setRef(name, target.tree, target.times);
     await this.store.meta.flush(); // LMDB writes are asynchronous: read-your-writes needs the commit
   }
 

@@ -21,6 +21,8 @@ export interface PushInput {
   blobs: Map<Digest, number>;
   /** Set this ref in each tier once the tree is complete there. */
   ref?: string;
+  /** The blob of the tree's files' times (store/times.ts): stored beside the tree, named by the ref. */
+  times?: { digest: Digest; size: number };
   /** Per tier name: trees it may already hold (their content need not move), being looked up (Chain.findBases). */
   bases: Map<string, Promise<Digest[]>>;
   source(digest: Digest, size: number): BlobSource;
@@ -48,7 +50,15 @@ export async function pushToTier(tier: GuardedTier, input: PushInput, queue: Bou
     } else {
       await putMissing(tier, input, res, queue);
     }
-    if (input.ref !== undefined) await tier.setRef(input.ref, input.tree);
+    if (input.ref !== undefined) {
+      const times = input.times;
+      if (times && (tier.maxBlobBytes === undefined || times.size <= tier.maxBlobBytes) && !(await tier.has([times.digest])).has(times.digest)) {
+        await tier.put(times.digest, input.source(times.digest, times.size));
+      }
+      // A tier too small for the times blob gets the ref without it: the tree is whole there, the times are not.
+      const keep = times && (tier.maxBlobBytes === undefined || times.size <= tier.maxBlobBytes);
+      await tier.setRef(input.ref, keep ? { tree: input.tree, times: times.digest } : { tree: input.tree });
+    }
     res.ok = true;
   } catch (e) {
     const err = e as VriftError;

@@ -11,7 +11,7 @@ import type { Redis as RedisClient, RedisOptions } from 'ioredis';
 import type { Digest } from '../lib/digest.js';
 import { anyText, bool, file, int, object, size, text, url, type ConfigSection } from '../node/config/schema.js';
 import { readStoredRef, storedRef, type RefCodec } from './ref-trust.js';
-import { isTierError, TierError, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierFactory } from './tier.js';
+import { isTierError, refTargetOf, TierError, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierFactory } from './tier.js';
 
 export interface RedisConfig {
   url: string;
@@ -123,15 +123,15 @@ export class RedisTier implements Tier {
     await this.run('storing a blob', () => (this.cfg.ttlSeconds ? c.set(key, buf, 'EX', this.cfg.ttlSeconds) : c.set(key, buf)));
   }
 
-  async getRef(name: string): Promise<Digest | undefined> {
+  async getRef(name: string): Promise<RefTarget | undefined> {
     const c = await this.conn();
     const v = await this.run('reading a ref', () => c.get(this.refKey(name)));
-    return v === null ? undefined : this.parseRef(name, v)?.tree;
+    return v === null ? undefined : refTargetOf(this.parseRef(name, v));
   }
 
-  async setRef(name: string, tree: Digest): Promise<void> {
+  async setRef(name: string, target: RefTarget): Promise<void> {
     const c = await this.conn();
-    await this.run('writing a ref', () => c.set(this.refKey(name), storedRef(this.refs, name, tree)));
+    await this.run('writing a ref', () => c.set(this.refKey(name), storedRef(this.refs, name, target)));
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {

@@ -18,7 +18,7 @@ import { isRefKeyId, parseRefRecord, verifyRefRecord, type RefSigner } from '../
 import { refSigner } from '../node/store/ref-key.js';
 import { defaults, list, object, oneOf, text, type ConfigSection } from '../node/config/schema.js';
 import type { Digest } from '../lib/digest.js';
-import { decodeRef, encodeRef, TierError, type RefInfo, type TierLog } from './tier.js';
+import { decodeRef, encodeRef, TierError, type RefInfo, type RefTarget, type TierLog } from './tier.js';
 
 export interface RefsConfig {
   trust: string[];
@@ -97,9 +97,9 @@ export class RefCodec {
     return this.signer;
   }
 
-  /** The record to store for `name` → `tree`. */
-  encode(name: string, tree: Digest): string {
-    return JSON.stringify(this.key().record(name, tree));
+  /** The record to store for `name` → `target`. */
+  encode(name: string, target: RefTarget): string {
+    return JSON.stringify(this.key().record(name, target.tree, target.times));
   }
 
   /**
@@ -116,7 +116,7 @@ export class RefCodec {
       return undefined;
     };
     if (rec.key === undefined) {
-      if (this.cfg.unsigned === 'accept') return { name, tree: rec.tree, updatedAt: rec.updatedAt };
+      if (this.cfg.unsigned === 'accept') return refInfo(name, rec);
       return refuse('it is not signed', 'save it again with this vrift, or set refs.unsigned=accept (VRIFT_REF_UNSIGNED) to trust unsigned refs');
     }
     if (!verifyRefRecord(name, rec)) return refuse(`its signature does not verify for ${rec.key}`, 'someone changed it after it was written: save it again from a trusted writer');
@@ -124,13 +124,17 @@ export class RefCodec {
       const [prefix] = this.trust.ruleFor(name)!;
       return refuse(`it is signed by ${rec.key}, which may not write refs under ${JSON.stringify(prefix)}`, `add "${prefix}=${rec.key}" to refs.trust (VRIFT_REF_TRUST) if that writer is trusted`);
     }
-    return { name, tree: rec.tree, updatedAt: rec.updatedAt };
+    return refInfo(name, rec);
   }
 }
 
-/** What a shared tier stores for `name` → `tree`: a signed record (unsigned from a tier built alone, without a codec, as tests build them). */
-export function storedRef(refs: RefCodec | undefined, name: string, tree: Digest): string {
-  return refs ? refs.encode(name, tree) : encodeRef(tree);
+function refInfo(name: string, rec: { tree: Digest; times?: Digest; updatedAt: number }): RefInfo {
+  return rec.times === undefined ? { name, tree: rec.tree, updatedAt: rec.updatedAt } : { name, tree: rec.tree, times: rec.times, updatedAt: rec.updatedAt };
+}
+
+/** What a shared tier stores for `name` → `target`: a signed record (unsigned from a tier built alone, without a codec, as tests build them). */
+export function storedRef(refs: RefCodec | undefined, name: string, target: RefTarget): string {
+  return refs ? refs.encode(name, target) : encodeRef(target);
 }
 
 /**

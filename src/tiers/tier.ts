@@ -43,9 +43,14 @@ export interface BlobSource {
   path?: string;
 }
 
-export interface RefInfo {
-  name: string;
+/** What a ref points at: a tree, and the blob of its files' modification times when the writer recorded them (src/node/store/times.ts). */
+export interface RefTarget {
   tree: Digest;
+  times?: Digest;
+}
+
+export interface RefInfo extends RefTarget {
+  name: string;
   /** Milliseconds since the epoch; 0 when the tier does not know. */
   updatedAt: number;
 }
@@ -131,8 +136,8 @@ export interface Tier {
   /** Stores a blob (idempotent: same name, same bytes). */
   put(digest: Digest, source: BlobSource): Promise<void>;
 
-  getRef(name: string): Promise<Digest | undefined>;
-  setRef(name: string, tree: Digest): Promise<void>;
+  getRef(name: string): Promise<RefTarget | undefined>;
+  setRef(name: string, target: RefTarget): Promise<void>;
   /** Refs whose names start with `prefix`, newest first, at most `limit` (default 100). */
   listRefs(prefix: string, limit?: number): Promise<RefInfo[]>;
 
@@ -237,14 +242,20 @@ export function bufferSource(buf: Buffer): BlobSource {
   return { size: buf.byteLength, open: () => Readable.from([buf]), readAll: async () => buf };
 }
 
-/** A ref as remote tiers store it: {"tree","updatedAt"}. */
-export function encodeRef(tree: Digest): string {
-  return JSON.stringify({ tree, updatedAt: Date.now() });
+/** The target of a ref record (without its name and time). */
+export function refTargetOf(ref: RefTarget | undefined): RefTarget | undefined {
+  if (!ref) return undefined;
+  return ref.times === undefined ? { tree: ref.tree } : { tree: ref.tree, times: ref.times };
+}
+
+/** A ref as remote tiers store it unsigned: {"tree","times"?,"updatedAt"}. */
+export function encodeRef(target: RefTarget): string {
+  return JSON.stringify(target.times === undefined ? { tree: target.tree, updatedAt: Date.now() } : { tree: target.tree, times: target.times, updatedAt: Date.now() });
 }
 
 /** Reads a ref a remote tier holds; a value that names no tree is a corrupt-ref TierError with the tier's fix. */
 export function decodeRef(tier: string, name: string, value: string, hint: string): RefInfo {
-  let data: { tree?: unknown; updatedAt?: unknown } | undefined;
+  let data: { tree?: unknown; times?: unknown; updatedAt?: unknown } | undefined;
   try {
     data = JSON.parse(value) as typeof data;
   } catch {
@@ -253,5 +264,6 @@ export function decodeRef(tier: string, name: string, value: string, hint: strin
   if (typeof data?.tree !== 'string' || !isDigest(data.tree)) {
     throw new TierError(tier, 'corrupt', `ref ${JSON.stringify(name)} holds ${JSON.stringify(value.slice(0, 80))}, not a tree id`, { hint });
   }
-  return { name, tree: data.tree, updatedAt: typeof data.updatedAt === 'number' ? data.updatedAt : 0 };
+  const times = typeof data.times === 'string' && isDigest(data.times) ? { times: data.times } : {};
+  return { name, tree: data.tree, ...times, updatedAt: typeof data.updatedAt === 'number' ? data.updatedAt : 0 };
 }

@@ -35,7 +35,7 @@ export interface TierFixture {
   /** For a read-only tier: puts content into its backend directly (what `put`/`setRef` do for the others). */
   seed?: {
     blob(digest: Digest, buf: Buffer): Promise<void>;
-    ref(name: string, tree: Digest): Promise<void>;
+    ref(name: string, tree: Digest, times?: Digest): Promise<void>;
     /** Stores the tree at `dir` in the backend; resolves with its id once the tier can serve it. */
     tree(dir: string): Promise<Digest>;
   };
@@ -76,7 +76,8 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       return skip(why);
     };
     const put = (digest: Digest, buf: Buffer): Promise<void> => (tier.writable ? tier.put(digest, bufferSource(buf)) : fx.seed!.blob(digest, buf));
-    const setRef = (name: string, tree: Digest): Promise<void> => (tier.writable ? tier.setRef(name, tree) : fx.seed!.ref(name, tree));
+    const setRef = (name: string, tree: Digest, times?: Digest): Promise<void> =>
+      tier.writable ? tier.setRef(name, times === undefined ? { tree } : { tree, times }) : fx.seed!.ref(name, tree, times);
     afterAll(async () => {
       await fx?.cleanup();
     });
@@ -112,7 +113,7 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       expect(fx.seed).toBeDefined();
       const b = blob(10);
       await expect(tier.put(b.digest, bufferSource(b.buf))).rejects.toMatchObject({ code: 'ERR_VRIFT_TIER_CONFIG', tier: tier.name });
-      await expect(tier.setRef(`${ns}/ro`, b.digest)).rejects.toMatchObject({ code: 'ERR_VRIFT_TIER_CONFIG', tier: tier.name });
+      await expect(tier.setRef(`${ns}/ro`, { tree: b.digest })).rejects.toMatchObject({ code: 'ERR_VRIFT_TIER_CONFIG', tier: tier.name });
       expect(await tier.get(b.digest)).toBeUndefined();
     });
 
@@ -143,16 +144,25 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       const [t1, t2, t3] = [blob(1).digest, blob(2).digest, blob(3).digest];
       await setRef(`${ns}/refs/a`, t1);
       await setRef(`${ns}/refs/a`, t2);
-      expect(await tier.getRef(`${ns}/refs/a`)).toBe(t2);
+      expect(await tier.getRef(`${ns}/refs/a`)).toEqual({ tree: t2 });
       await new Promise((r) => setTimeout(r, 1100)); // S3 LastModified has 1 s resolution
       await setRef(`${ns}/refs/ünïcödé/b`, t3);
-      expect(await tier.getRef(`${ns}/refs/ünïcödé/b`)).toBe(t3);
+      expect(await tier.getRef(`${ns}/refs/ünïcödé/b`)).toEqual({ tree: t3 });
       const listed = await tier.listRefs(`${ns}/refs/`);
       expect(listed.map((r) => [r.name, r.tree])).toEqual([
         [`${ns}/refs/ünïcödé/b`, t3],
         [`${ns}/refs/a`, t2],
       ]);
       expect((await tier.listRefs(`${ns}/refs/`, 1)).length).toBe(1);
+    });
+
+    it('keeps the times blob a ref names beside its tree', async () => {
+      const [tree, times] = [blob(1).digest, blob(2).digest];
+      await setRef(`${ns}/timed/a`, tree, times);
+      expect(await tier.getRef(`${ns}/timed/a`)).toEqual({ tree, times });
+      expect((await tier.listRefs(`${ns}/timed/`)).map((r) => [r.name, r.tree, r.times])).toEqual([[`${ns}/timed/a`, tree, times]]);
+      await setRef(`${ns}/timed/a`, tree); // a later save without times drops them
+      expect(await tier.getRef(`${ns}/timed/a`)).toEqual({ tree });
     });
 
     it('stores a whole tree in bulk and serves it as archives', async ({ skip }) => {

@@ -35,8 +35,8 @@ tierSuite('peer', async () => {
         served.putBlob(buf, digest);
         await served.meta.flush();
       },
-      async ref(name, tree) {
-        served.setRef(name, tree);
+      async ref(name, tree, times) {
+        served.setRef(name, tree, times);
         await served.meta.flush();
       },
       async tree(dir) {

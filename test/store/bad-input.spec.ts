@@ -196,9 +196,9 @@ describe('bad input', () => {
     expect(a.code, a.stderr).toBe(0);
     expect(b.code, b.stderr).toBe(0);
     expect(JSON.parse(a.stdout).tree).toBe(JSON.parse(b.stdout).tree);
-    // 9 distinct contents (two files share one) + 1 exec twin + the tree blob.
+    // 9 distinct contents (two files share one) + 1 exec twin + the tree blob + its times blob.
     const files = readdirSync(join(home, 'cas'), { recursive: true }).filter((n) => String(n).length > 3);
-    expect(files).toHaveLength(11);
+    expect(files).toHaveLength(12);
     expect(readdirSync(join(home, 'tmp'))).toEqual([]);
     expectStoreHealthy(home);
   });

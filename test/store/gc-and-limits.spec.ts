@@ -24,7 +24,7 @@ describe('gc', () => {
     const gone = vriftJson(['ingest', dropped], { home }).tree;
 
     const r = vriftJson(['gc'], { home });
-    expect(r.evicted).toBe(2); // b.txt's blob and the unpinned tree blob
+    expect(r.evicted).toBe(3); // b.txt's blob, the unpinned tree blob and its times blob
     expect(vrift(['ls', gone], { home }).code).toBe(1);
     const out = join(tempDir(), 'out');
     vriftJson(['materialize', 'keep', out], { home });

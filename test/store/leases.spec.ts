@@ -165,7 +165,7 @@ describe('leases', () => {
 
     lease.release();
     await store.meta.flush();
-    expect((await gcElsewhere(home)).evicted).toBe(4); // three blobs and the tree
+    expect((await gcElsewhere(home)).evicted).toBe(5); // three blobs, the tree and its times blob
     const again = vrift(['materialize', tree, join(tempDir(), 'again')], { home });
     expect(again.code).toBe(1);
   });

@@ -8,6 +8,7 @@ import { subcommand, withStore } from '../command.js';
 export function register(program: Command): void {
   subcommand(program, 'ingest <dir>', 'store a directory in the CAS and print its tree id')
     .option('--ref <name>', 'also point this ref at the tree (pins it against gc)')
+    .option('--no-mtimes', "do not record the files' modification times beside the tree")
     .action(
       withStore(async ({ store, out, opts, args }) => {
         const dir = args[0]!;
@@ -16,6 +17,7 @@ export function register(program: Command): void {
         const started = Date.now();
         const r = await ingest(store, dir, {
           ref: opts.ref as string | undefined,
+          mtimes: opts.mtimes !== false,
           onProgress: (p) => bar.update(p.bytes, p.totalBytes),
           warn: (m) => out.warn(m),
         });

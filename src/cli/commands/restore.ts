@@ -1,7 +1,7 @@
 // vrift restore <ref> <dir>: resolve the ref (local → remote tiers), fetch
 // what the local CAS lacks, then write the tree out (src/node/ops/restore.ts,
 // run by the daemon when one runs). A miss exits 1 with one line.
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
 import { hasCode, type VriftError } from '../../lib/errors.js';
 import { fmtBytes } from '../../lib/units.js';
@@ -34,7 +34,8 @@ async function lazyRestore(ref: string, dir: string, json: boolean): Promise<{ r
 export function register(program: Command): void {
   keyOption(subcommand(program, 'restore <ref> <dir>', 'fetch a tree by ref from the tiers and write it out (exit 1 on a miss)'))
     .option('--force', 'replace the contents of a non-empty target')
-    .option('--copy', 'copy files instead of hard-linking them from the store')
+    .option('--copy', 'copy files instead of hard-linking them from the store (they then get the times saved with the tree: see --mtimes)')
+    .addOption(new Option('--mtimes <mode>', "files' modification times: kept (as saved), now (in saved order, just before the restore: make finds a restored build up to date), none; default with --copy: now on an exact hit, kept on a partial one").choices(['kept', 'now', 'none']))
     .option('--lazy', 'mount the tree at <dir> instead: only its listing is fetched now, each file when a program (under `vrift run`) first opens it')
     .option('--restore-keys <prefixes...>', 'when <ref> misses, restore the newest ref under the first of these prefixes that has one (a partial hit; exit 0)')
     .action(
@@ -49,7 +50,7 @@ export function register(program: Command): void {
         const restoreKeys = opts.restoreKeys as string[] | undefined;
         let r: RestoreResult;
         try {
-          r = await runOperation<RestoreResult>('restore', { ref, key, dir, force: Boolean(opts.force), copy: Boolean(opts.copy), restoreKeys }, out);
+          r = await runOperation<RestoreResult>('restore', { ref, key, dir, force: Boolean(opts.force), copy: Boolean(opts.copy), mtimes: opts.mtimes as string | undefined, restoreKeys }, out);
         } catch (e) {
           // A script branches on exact / partial / miss: with --json, a miss is one object on stdout too.
           if (!restoreKeys || !opts.json || !hasCode(e, 'ERR_VRIFT_RESTORE_MISS')) throw e;

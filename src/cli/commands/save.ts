@@ -10,18 +10,20 @@ import { runOperation } from '../operation-client.js';
 import { keyedRef, keyOption } from '../ref-args.js';
 
 export function register(program: Command): void {
-  keyOption(subcommand(program, 'save <ref> <dir>', 'store a directory and push it to every remote tier under a ref')).action(
-    plain(async ({ out, opts, args }) => {
-      const { ref, key } = keyedRef(args[0]!, opts);
-      const r = await runOperation<SaveResult>('save', { ref, key, dir: resolve(args[1]!) }, out);
-      out.result(r, () => [
-        `${ref} -> ${r.tree}`,
-        ...r.tiers.map((t) =>
-          t.ok
-            ? `  ${t.tier}: ${t.present ? 'already complete' : `${t.blobs} blobs (${fmtBytes(t.bytes)}) uploaded`}${t.oversize ? `, ${t.oversize} over its size limit left out` : ''}`
-            : `  ${t.tier}: FAILED`,
-        ),
-      ]);
-    }),
-  );
+  keyOption(subcommand(program, 'save <ref> <dir>', 'store a directory and push it to every remote tier under a ref'))
+    .option('--no-mtimes', "do not record the files' modification times (recorded beside the tree by default; restore applies them)")
+    .action(
+      plain(async ({ out, opts, args }) => {
+        const { ref, key } = keyedRef(args[0]!, opts);
+        const r = await runOperation<SaveResult>('save', { ref, key, dir: resolve(args[1]!), mtimes: opts.mtimes !== false }, out);
+        out.result(r, () => [
+          `${ref} -> ${r.tree}`,
+          ...r.tiers.map((t) =>
+            t.ok
+              ? `  ${t.tier}: ${t.present ? 'already complete' : `${t.blobs} blobs (${fmtBytes(t.bytes)}) uploaded`}${t.oversize ? `, ${t.oversize} over its size limit left out` : ''}`
+              : `  ${t.tier}: FAILED`,
+          ),
+        ]);
+      }),
+    );
 }

@@ -121,9 +121,9 @@ export class PeerService {
    * signature says "this node points it there"; a reader whose refs.trust
    * does not allow this node's key for the name asks the other tiers.
    */
-  private signedRef(name: string, tree: Digest, updatedAt: number): string {
+  private signedRef(name: string, tree: Digest, times: Digest | undefined, updatedAt: number): string {
     this.signer ??= refSigner(this.opts.store.layout.root, this.opts.signingKey);
-    return JSON.stringify(this.signer.record(name, tree, updatedAt));
+    return JSON.stringify(this.signer.record(name, tree, times, updatedAt));
   }
 
   constructor(private readonly opts: PeerServiceOptions) {
@@ -411,7 +411,7 @@ export class PeerService {
         }
         const ref = this.opts.store.meta.refs.get(req.name);
         if (!ref) throw status(S.NOT_FOUND, `vrift: no ref ${JSON.stringify(req.name)} here`);
-        return { tree: Buffer.from(ref.tree, 'hex'), updatedAt: ref.updatedAt, record: this.signedRef(req.name, ref.tree, ref.updatedAt) };
+        return { tree: Buffer.from(ref.tree, 'hex'), updatedAt: ref.updatedAt, record: this.signedRef(req.name, ref.tree, ref.times, ref.updatedAt) };
       }),
 
       ListRefs: unary(PEER_METHODS.listRefs, (req: { prefix: string; limit: number }) => {
@@ -422,7 +422,7 @@ export class PeerService {
           .filter((r) => r.name.startsWith(req.prefix))
           .sort((a, b) => b.updatedAt - a.updatedAt)
           .slice(0, limit)
-          .map((r) => ({ name: r.name, tree: Buffer.from(r.tree, 'hex'), updatedAt: r.updatedAt, record: this.signedRef(r.name, r.tree, r.updatedAt) }));
+          .map((r) => ({ name: r.name, tree: Buffer.from(r.tree, 'hex'), updatedAt: r.updatedAt, record: this.signedRef(r.name, r.tree, r.times, r.updatedAt) }));
         return { refs };
       }),
     };

@@ -19,6 +19,7 @@ import { isOperationName, OPERATIONS, type OperationName } from '../ops/index.js
 import type { OpContext, ProgressSink } from '../ops/operation.js';
 import type { Resolver } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
+import { MTIME_MODES } from '../store/times.js';
 
 export interface OperationsOptions {
   store: Store;
@@ -94,13 +95,13 @@ function parseRequest(json: string | undefined): OpRequest {
   return req as OpRequest;
 }
 
-/** The fields each operation takes, and their types ("path": an absolute path). */
-const ARG_TYPES: Record<OperationName, Record<string, 'string' | 'path' | 'boolean' | 'any'>> = {
-  save: { ref: 'string', key: 'any', dir: 'path' },
-  restore: { ref: 'string', key: 'any', dir: 'path', force: 'boolean', copy: 'boolean' },
+/** The fields each operation takes, and their types ("path": an absolute path; "?": may be absent). */
+const ARG_TYPES: Record<OperationName, Record<string, 'string' | 'path' | 'boolean' | 'any' | 'boolean?' | 'mtimes?'>> = {
+  save: { ref: 'string', key: 'any', dir: 'path', mtimes: 'boolean?' },
+  restore: { ref: 'string', key: 'any', dir: 'path', force: 'boolean', copy: 'boolean', mtimes: 'mtimes?' },
   pull: { treeish: 'string' },
   push: { treeish: 'string' },
-  materialize: { treeish: 'string', dir: 'path', force: 'boolean', copy: 'boolean' },
+  materialize: { treeish: 'string', dir: 'path', force: 'boolean', copy: 'boolean', mtimes: 'mtimes?' },
 };
 
 /** A malformed request is refused with a clear error, before anything runs. */
@@ -110,9 +111,11 @@ function checkArgs(op: OperationName, args: Record<string, unknown>): Record<str
     const ok =
       type === 'any' ||
       (type === 'boolean' && typeof v === 'boolean') ||
+      (type === 'boolean?' && (v === undefined || typeof v === 'boolean')) ||
+      (type === 'mtimes?' && (v === undefined || (MTIME_MODES as readonly unknown[]).includes(v))) ||
       (type === 'string' && typeof v === 'string' && v.length > 0) ||
       (type === 'path' && typeof v === 'string' && isAbsolute(v));
-    if (!ok) throw new VriftError('ERR_VRIFT_PROTO_FIELD', `${op}: argument ${name} must be ${type === 'path' ? 'an absolute path' : `a ${type}`}`, { hint: 'client and daemon versions may differ' });
+    if (!ok) throw new VriftError('ERR_VRIFT_PROTO_FIELD', `${op}: argument ${name} must be ${type === 'path' ? 'an absolute path' : type === 'mtimes?' ? `one of ${MTIME_MODES.join(', ')}` : `a ${type}`}`, { hint: 'client and daemon versions may differ' });
   }
   return args;
 }

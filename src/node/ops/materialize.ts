@@ -4,7 +4,9 @@
 // refs up in the remote tiers).
 import { hasCode } from '../../lib/errors.js';
 import type { Lease } from '../store/leases.js';
-import { materialize as writeTree, type MaterializeResult } from '../store/materialize.js';
+import { isDigest, type Digest } from '../../lib/digest.js';
+import { materialize as writeTree, type MaterializeOptions, type MaterializeResult } from '../store/materialize.js';
+import { localTimes, planTimes, type MtimeMode } from '../store/times.js';
 import type { OpContext } from './operation.js';
 
 export interface MaterializeArgs {
@@ -13,6 +15,8 @@ export interface MaterializeArgs {
   dir: string;
   force: boolean;
   copy: boolean;
+  /** --mtimes (undefined: copies keep the recorded times, links the store's). */
+  mtimes?: MtimeMode;
 }
 
 export async function materialize(ctx: OpContext, args: MaterializeArgs): Promise<MaterializeResult> {
@@ -25,11 +29,21 @@ export async function materialize(ctx: OpContext, args: MaterializeArgs): Promis
   }
 }
 
+/** The times the tree's ref (or else the last ingest of the tree here) recorded, as --mtimes says. */
+function timesFor(ctx: OpContext, args: MaterializeArgs, tree: Digest): MaterializeOptions['mtimes'] {
+  const named = isDigest(args.treeish) ? undefined : ctx.store.getRefTarget(args.treeish)?.times;
+  const recorded = named ?? localTimes(ctx.store.meta, tree);
+  const times = recorded !== undefined && ctx.store.cas.has(recorded) ? recorded : undefined;
+  const plan = planTimes(ctx.store, tree, times, { asked: args.mtimes, copy: args.copy, copyDefault: 'kept' });
+  if (plan.note) ctx.notice(plan.note);
+  return plan.times && plan.mode !== 'none' ? { mode: plan.mode, times: plan.times } : undefined;
+}
+
 async function materializeLeased(ctx: OpContext, args: MaterializeArgs, tree: string, lease: Lease): Promise<MaterializeResult> {
   const write = async (): Promise<MaterializeResult> => {
     const bar = ctx.progress('materialize');
     try {
-      return await writeTree(ctx.store, tree, args.dir, { force: args.force, copy: args.copy, onProgress: (d, t) => bar.update(d, t), notice: (m) => ctx.notice(m) });
+      return await writeTree(ctx.store, tree, args.dir, { force: args.force, copy: args.copy, mtimes: timesFor(ctx, args, tree), onProgress: (d, t) => bar.update(d, t), notice: (m) => ctx.notice(m) });
     } finally {
       bar.done();
     }

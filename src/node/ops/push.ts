@@ -31,7 +31,8 @@ export async function push(ctx: OpContext, args: PushArgs): Promise<PushOpResult
   const lease = await ctx.store.leases.begin(`push ${name}`, [tree]); // its blobs stay while they are read
   let tiers: TierPushResult[];
   try {
-    tiers = await resolver.push(tree, { ref, onProgress: (d, t) => bar.update(d, t) });
+    const times = ref === undefined ? undefined : ctx.store.getRefTarget(ref)?.times;
+    tiers = await resolver.push(tree, { ref, times, onProgress: (d, t) => bar.update(d, t) });
   } finally {
     lease.release();
     bar.done();

@@ -138,6 +138,7 @@ export class Resolver {
   async treeToMount(treeish: string): Promise<{ tree: Digest; from: string }> {
     let tree: Digest;
     let ref: string | null = null;
+    let times: Digest | undefined;
     try {
       tree = this.store.resolve(treeish);
     } catch (e) {
@@ -145,7 +146,7 @@ export class Resolver {
       const remotes = this.chain.tierNames().filter((t) => t !== 'local');
       if (remotes.length === 0) throw e;
       try {
-        ({ tree, ref } = await resolveTreeish(this.chain, treeish));
+        ({ tree, ref, times } = await resolveTreeish(this.chain, treeish));
       } catch (miss) {
         if (!hasCode(miss, 'ERR_VRIFT_RESTORE_MISS')) throw miss;
         throw new VriftError('ERR_VRIFT_REF_NOT_FOUND', `no tree or ref named ${JSON.stringify(treeish)} here or in ${remotes.join(', ')}`, {
@@ -155,7 +156,7 @@ export class Resolver {
       }
     }
     const from = await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
-    if (ref !== null) this.store.setRef(ref, tree);
+    if (ref !== null) this.store.setRef(ref, tree, times);
     return { tree, from };
   }
 
@@ -168,8 +169,10 @@ export class Resolver {
    */
   async pull(treeish: string, opts: { lease: Lease; onProgress?: (p: PullProgress) => void }): Promise<PullResult> {
     const { onProgress } = opts;
-    const { tree, ref, from } = await resolveTreeish(this.chain, treeish);
+    const { tree, ref, from, times: named } = await resolveTreeish(this.chain, treeish);
     await opts.lease.addTree(tree);
+    // The times blob beside the tree (small): verified like any blob; without it the tree still restores.
+    const times = named !== undefined && (await this.fetchBlob(named).catch(() => undefined)) !== undefined ? named : undefined;
     let joined = false;
     let core: TreePullResult;
     try {
@@ -178,9 +181,9 @@ export class Resolver {
       core = await this.listen(tree, flight.result, onProgress);
     } finally {
       // Pins it (and the next restore is local), once the tree itself is here.
-      if (ref !== null && from !== 'local' && this.store.hasTree(tree)) this.store.setRef(ref, tree);
+      if (ref !== null && from !== 'local' && this.store.hasTree(tree)) this.store.setRef(ref, tree, times);
     }
-    return { ...core, ref, refFrom: from, joined };
+    return { ...core, ref, ...(times === undefined ? {} : { times }), refFrom: from, joined };
   }
 
   private async runPull(tree: Digest): Promise<TreePullResult> {

@@ -5,7 +5,8 @@
 import { readdirSync } from 'node:fs';
 import { errnoOf, hasCode, VriftError } from '../../lib/errors.js';
 import type { Lease } from '../store/leases.js';
-import { materialize, type MaterializeResult } from '../store/materialize.js';
+import { materialize, type MaterializeOptions, type MaterializeResult } from '../store/materialize.js';
+import { localTimes, planTimes, type MtimeMode } from '../store/times.js';
 import type { OpContext } from './operation.js';
 import type { Resolver } from './resolver.js';
 import type { PullResult } from './tree-pull.js';
@@ -19,6 +20,8 @@ export interface RestoreArgs {
   dir: string;
   force: boolean;
   copy: boolean;
+  /** --mtimes: how files get the modification times saved with the tree (undefined: the default, see planTimes). */
+  mtimes?: MtimeMode;
   /**
    * Prefixes to fall back on when `ref` misses (actions/cache's
    * restore-keys): the newest ref under the first prefix that has one is
@@ -68,8 +71,9 @@ export async function restore(ctx: OpContext, args: RestoreArgs): Promise<Restor
     }
     fetched = Date.now();
     ctx.signal.throwIfAborted();
+    const times = timesFor(ctx, pulled, hit, args);
     try {
-      made = await write(ctx, pulled.tree, args);
+      made = await write(ctx, pulled.tree, args, times);
     } catch (e) {
       // A local blob found corrupt (quarantined) or gone behind the index's back
       // (dropped from it): fetch it again, once.
@@ -77,7 +81,7 @@ export async function restore(ctx: OpContext, args: RestoreArgs): Promise<Restor
       ctx.warn(`${(e as Error).message}; fetching it again`);
       await ctx.store.meta.flush(); // the index has forgotten those blobs: the pull must see that
       pulled = { ...(await pull(ctx, resolver, pulled.tree, lease)), ref: pulled.ref, refFrom: pulled.refFrom };
-      made = await write(ctx, pulled.tree, args);
+      made = await write(ctx, pulled.tree, args, times);
     }
   } finally {
     lease.release();
@@ -105,12 +109,30 @@ async function pull(ctx: OpContext, resolver: Resolver, treeish: string, lease: 
   }
 }
 
-async function write(ctx: OpContext, tree: string, args: RestoreArgs): Promise<MaterializeResult> {
+/**
+ * The times files get: those the ref names, as --mtimes says; by default
+ * copies are "now" on an exact hit (a build directory restored into a fresh
+ * checkout is then newer than its sources: make finds it up to date) and
+ * "kept" on a partial hit (outputs of older sources must not look newer
+ * than the checkout's changes).
+ */
+function timesFor(ctx: OpContext, pulled: PullResult, hit: RestoreResult['hit'], args: RestoreArgs): MaterializeOptions['mtimes'] {
+  // A tree id names no times: those of its last ingest here, if any.
+  const recorded = pulled.times ?? (pulled.ref === null ? localTimes(ctx.store.meta, pulled.tree) : undefined);
+  const times = recorded !== undefined && ctx.store.cas.has(recorded) ? recorded : undefined;
+  const plan = planTimes(ctx.store, pulled.tree, times, { asked: args.mtimes, copy: args.copy, copyDefault: hit === 'exact' ? 'now' : 'kept' });
+  if (plan.note) ctx.notice(plan.note);
+  if (plan.mode === 'now' && hit === 'partial') ctx.warn('--mtimes now on a partial hit: files built from other sources will look newer than this checkout (make will not rebuild them)');
+  return plan.times && plan.mode !== 'none' ? { mode: plan.mode, times: plan.times } : undefined;
+}
+
+async function write(ctx: OpContext, tree: string, args: RestoreArgs, mtimes: MaterializeOptions['mtimes']): Promise<MaterializeResult> {
   const bar = ctx.progress('restore');
   try {
     return await materialize(ctx.store, tree, args.dir, {
       force: args.force,
       copy: args.copy,
+      mtimes,
       onProgress: (d, t) => bar.update(d, t),
       notice: (m) => ctx.notice(m),
     });

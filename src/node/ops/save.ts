@@ -13,11 +13,15 @@ export interface SaveArgs {
   key: unknown;
   /** Absolute. */
   dir: string;
+  /** Record the files' modification times beside the tree (default true). */
+  mtimes?: boolean;
 }
 
 export interface SaveResult {
   ref: string;
   tree: string;
+  /** The blob of the files' modification times, when recorded. */
+  times: string | null;
   key: unknown;
   summary: IngestResult['summary'];
   hashed: number;
@@ -47,13 +51,13 @@ export async function save(ctx: OpContext, args: SaveArgs): Promise<SaveResult> 
   let tiers: TierPushResult[];
   try {
     const ibar = ctx.progress('ingest', { bytes: true });
-    r = await ingest(store, dir, { ref, lease, onProgress: (p) => ibar.update(p.bytes, p.totalBytes), warn: (m) => ctx.warn(m) });
+    r = await ingest(store, dir, { ref, lease, mtimes: args.mtimes, onProgress: (p) => ibar.update(p.bytes, p.totalBytes), warn: (m) => ctx.warn(m) });
     ibar.done();
     ingested = Date.now();
     ctx.signal.throwIfAborted();
 
     const ubar = ctx.progress('upload', { bytes: true });
-    tiers = await resolver.push(r.tree, { ref, bases, found, onProgress: (d, t) => ubar.update(d, t) });
+    tiers = await resolver.push(r.tree, { ref, times: r.times, bases, found, onProgress: (d, t) => ubar.update(d, t) });
     ubar.done();
   } finally {
     lease.release();
@@ -72,6 +76,7 @@ export async function save(ctx: OpContext, args: SaveArgs): Promise<SaveResult> 
   return {
     ref,
     tree: r.tree,
+    times: r.times ?? null,
     key: args.key,
     summary: r.summary,
     hashed: r.hashed,

@@ -5,7 +5,7 @@
 // bytes.
 import type { Digest } from '../../lib/digest.js';
 import type { Chain } from '../../tiers/chain.js';
-import type { TierPushResult } from '../../tiers/push-to-tier.js';
+import type { PushInput, TierPushResult } from '../../tiers/push-to-tier.js';
 import { casSource } from '../../tiers/local.js';
 import { archiveChunks } from '../archive/chunks.js';
 import type { Store } from '../store/store.js';
@@ -20,6 +20,8 @@ export type BaseSearch = Map<string, Promise<Digest[]>>;
 export interface PushOptions {
   /** Set this ref in each tier once the tree is complete there. */
   ref?: string;
+  /** The blob of the tree's files' times, stored beside it and named by the ref. */
+  times?: Digest;
   /** Trees the tiers may already hold (the ref's previous value): their content need not move. */
   bases?: Digest[];
   onProgress?: (bytes: number, totalBytes: number) => void;
@@ -55,6 +57,7 @@ export async function pushTree(store: Store, chain: Chain, tree: Digest, opts: P
     entries,
     blobs,
     ref: opts.ref,
+    times: timesToPush(store, opts.times),
     bases: opts.found ?? findBases(store, chain, opts),
     source: (d, size) => casSource(store, d, size),
     archive: (list, onBlob) => archiveChunks(store, list, { onBlob }),
@@ -76,6 +79,12 @@ function startupSet(store: Store, tree: Digest, opts: PushOptions): Digest[] {
   let set: Digest[] = [];
   for (const t of [tree, ...earlier]) set = mergeTraces(set, loadLocalTrace(store.meta, t));
   return set;
+}
+
+/** The times blob to store beside the tree, if it is here (gc may have taken it: the ref then goes without). */
+function timesToPush(store: Store, times: Digest | undefined): PushInput['times'] {
+  const st = times === undefined ? undefined : store.cas.statOf(times);
+  return st && { digest: times!, size: st.size };
 }
 
 function uniqueBlobs(entries: TreeEntry[]): Map<Digest, number> {

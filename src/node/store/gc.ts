@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import { isVriftError } from '../../lib/errors.js';
 import type { Store } from './store.js';
+import { localTimes } from './times.js';
 import { listCasFiles } from './verify.js';
 
 export interface GcResult {
@@ -235,10 +236,16 @@ function restat(store: Store, f: OnDisk): void {
 function keepSet(store: Store, extra: Digest[], unreadable: Set<Digest>): KeepSet {
   const { generation, leases } = store.meta.transact(() => store.leases.snapshotForGc());
   const pinned = new Set<Digest>(extra);
-  addTrees(store, store.meta.pinnedTrees(), pinned, unreadable);
+  const pinnedTrees = store.meta.pinnedTrees();
+  addTrees(store, pinnedTrees, pinned, unreadable);
+  // The times blobs beside them (store/times.ts): those refs name, and the last ingest's of each tree kept.
+  for (const t of store.meta.refTimes()) pinned.add(t);
+  addTimes(store, pinnedTrees, pinned);
   const leased = new Set<Digest>();
   // A leased tree not readable (yet): an operation may name a tree before it has fetched it.
-  addTrees(store, leases.flatMap((l) => l.trees), leased, undefined);
+  const leasedTrees = leases.flatMap((l) => l.trees);
+  addTrees(store, leasedTrees, leased, undefined);
+  addTimes(store, leasedTrees, leased);
   const oldest = leases.reduce((m, l) => Math.min(m, l.startedAt), Infinity);
   return { generation, pinned, leased, since: leases.length > 0 ? oldest - LEASE_CTIME_MARGIN_MS : undefined, leases: leases.length };
 }
@@ -253,6 +260,14 @@ function addTrees(store: Store, trees: Iterable<Digest>, into: Set<Digest>, unre
       if (!isVriftError(e)) throw e;
       unreadable?.add(tree);
     }
+  }
+}
+
+/** Adds the times blob the last ingest here recorded for each tree. */
+function addTimes(store: Store, trees: Iterable<Digest>, into: Set<Digest>): void {
+  for (const tree of trees) {
+    const t = localTimes(store.meta, tree);
+    if (t !== undefined) into.add(t);
   }
 }
 

@@ -11,7 +11,8 @@ import { linkedBlobs, unchangedSinceMaterialized } from './materialized.js';
 import { scanDir, type ScanItem, type StatLike } from './scan.js';
 import type { StatRecord } from './meta.js';
 import type { Store } from './store.js';
-import { modeFor, normalizeFileMode, summarize, type TreeEntry, type TreeSummary } from './tree.js';
+import { encodeTimes, mtimeNsOf, rememberTimes, timesInTreeOrder } from './times.js';
+import { modeFor, normalizeFileMode, sortEntries, summarize, type TreeEntry, type TreeSummary } from './tree.js';
 
 export interface IngestProgress {
   files: number;
@@ -30,10 +31,14 @@ export interface IngestOptions {
    * names its tree in it. Without one, ingest takes its own for its duration.
    */
   lease?: Lease;
+  /** Record the files' modification times beside the tree (default true; store/times.ts). */
+  mtimes?: boolean;
 }
 
 export interface IngestResult {
   tree: Digest;
+  /** The blob of the files' modification times, when recorded. */
+  times?: Digest;
   summary: TreeSummary;
   /** Files whose digest came from the re-ingest cache (not read). */
   cached: number;
@@ -53,6 +58,8 @@ const CHANGE_RETRIES = 3;
 interface DirRecord {
   fingerprint: Digest;
   tree: Digest;
+  /** Its times blob (the fingerprint covers the times: unchanged with it). */
+  times?: Digest;
   blobGeneration: string;
   at: number;
 }
@@ -102,11 +109,15 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
   // not racy, no blob left the store since): same tree, without looking inside.
   // The lease named that tree before this check, so gc keeps it from then on.
   if (prev && prev.fingerprint === scan.fingerprint) {
-    if (prev.blobGeneration === store.meta.latest(() => store.meta.blobGeneration()) && store.hasTree(prev.tree)) {
-      if (opts.ref !== undefined) store.setRef(opts.ref, prev.tree);
+    const wantTimes = opts.mtimes !== false;
+    const times = wantTimes ? prev.times : undefined;
+    const timesHere = times === undefined || store.cas.has(times);
+    if (prev.blobGeneration === store.meta.latest(() => store.meta.blobGeneration()) && store.hasTree(prev.tree) && (!wantTimes || (times !== undefined && timesHere))) {
+      if (times !== undefined) rememberTimes(store.meta, prev.tree, times);
+      if (opts.ref !== undefined) store.setRef(opts.ref, prev.tree, times);
       const summary = store.treeSummary(prev.tree);
       opts.onProgress?.({ files: summary.files, totalFiles: summary.files, bytes: summary.bytes, totalBytes: summary.bytes });
-      return { tree: prev.tree, summary, cached: summary.files, hashed: 0, newBlobs: 0, newBytes: 0, skipped: scan.skipped };
+      return { tree: prev.tree, ...(times === undefined ? {} : { times }), summary, cached: summary.files, hashed: 0, newBlobs: 0, newBytes: 0, skipped: scan.skipped };
     }
   }
 
@@ -120,6 +131,8 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
   // directory, named from the start, holds them). Checked at the end if
   // anything left the store meanwhile.
   const atRisk = new Map<Digest, ScanItem>();
+  // Each file entry's mtime (ns), for the times blob: looked up by entry once the entries are sorted.
+  const mtimeOf = new Map<TreeEntry, bigint>();
   const prevHolds = prev !== undefined && store.hasTree(prev.tree);
 
   const fileDone = (item: ScanItem, size: number, digest: Digest): void => {
@@ -132,7 +145,9 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
         // gc took the blob just now: it is stored again (and its twin made) at the end.
       }
     }
-    entries.push({ path: item.path, kind: 'file', mode: modeFor('file', exec), size, digest });
+    const entry: TreeEntry = { path: item.path, kind: 'file', mode: modeFor('file', exec), size, digest };
+    entries.push(entry);
+    if (opts.mtimes !== false) mtimeOf.set(entry, mtimeNsOf(item.stat!.mtimeMs, item.mtimeNsec ?? 0));
     progress.files++;
     progress.bytes += size;
     if (opts.onProgress && (progress.files === progress.totalFiles || Date.now() - lastReport > 100)) {
@@ -254,12 +269,22 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
     result.newBlobs += restored.blobs;
     result.newBytes += restored.bytes;
   }
-  if (opts.ref !== undefined) store.setRef(opts.ref, tree);
+  const times = opts.mtimes === false ? undefined : storeTimes(store, tree, encoded?.sorted ?? sortEntries(entries), mtimeOf);
+  if (opts.ref !== undefined) store.setRef(opts.ref, tree, times);
   if (now - scan.newestChangeMs > RACY_MS) {
-    const rec: DirRecord = { fingerprint: scan.fingerprint, tree, blobGeneration: generation, at: now };
+    const rec: DirRecord = { fingerprint: scan.fingerprint, tree, ...(times === undefined ? {} : { times }), blobGeneration: generation, at: now };
     void store.meta.state.put(['ingest', root], rec);
   }
-  return { tree, summary: same ? store.treeSummary(same) : summarize(entries), ...result, skipped: scan.skipped };
+  return { tree, ...(times === undefined ? {} : { times }), summary: same ? store.treeSummary(same) : summarize(entries), ...result, skipped: scan.skipped };
+}
+
+/** Stores the times blob of `tree` (its files' mtimes, in tree order) and remembers it as the tree's latest. */
+function storeTimes(store: Store, tree: Digest, sorted: TreeEntry[], mtimeOf: Map<TreeEntry, bigint>): Digest | undefined {
+  const list = timesInTreeOrder(sorted, (e) => mtimeOf.get(e));
+  if (!list) return undefined; // an entry without its time (cannot happen for a walk): no times rather than wrong ones
+  const digest = store.putBlob(encodeTimes(tree, list)).digest;
+  rememberTimes(store.meta, tree, digest);
+  return digest;
 }
 
 /**

@@ -12,6 +12,7 @@ import { missingBlob } from './cas.js';
 import { loadNative } from '../../lib/native.js';
 import { rememberMaterialized } from './materialized.js';
 import type { Store } from './store.js';
+import { planMtimes, type MtimeMode } from './times.js';
 import type { TreeEntry } from './tree.js';
 
 export interface MaterializeOptions {
@@ -22,6 +23,13 @@ export interface MaterializeOptions {
   onProgress?: (done: number, total: number) => void;
   /** Called once if hard links are not possible and files are copied instead. */
   notice?: (message: string) => void;
+  /**
+   * Give each file its modification time (store/times.ts): the recorded
+   * times (per file entry, tree order), as recorded or packed just before
+   * now. Files are then copies: a hard link shares the store's inode, whose
+   * time belongs to every path and tree with that content.
+   */
+  mtimes?: { mode: 'kept' | 'now'; times: readonly bigint[] };
 }
 
 export interface MaterializeResult {
@@ -32,6 +40,8 @@ export interface MaterializeResult {
   symlinks: number;
   linked: number;
   copied: number;
+  /** How files got their modification times ("none": the time of writing, or the store's for links). */
+  mtimes: MtimeMode;
 }
 
 /** Fails unless `dir` is absent or an empty directory (or `force`, which empties it). */
@@ -91,9 +101,10 @@ export async function materialize(store: Store, treeish: string, dir: string, op
 
   const root = resolve(dir);
   prepareTarget(root, opts.force ?? false);
-  const res: MaterializeResult = { tree: id, dir: root, files: 0, dirs: 0, symlinks: 0, linked: 0, copied: 0 };
+  const res: MaterializeResult = { tree: id, dir: root, files: 0, dirs: 0, symlinks: 0, linked: 0, copied: 0, mtimes: 'none' };
 
-  if (opts.copy) {
+  if (opts.copy || opts.mtimes) {
+    if (!opts.copy) opts.notice?.('copying files instead of hard-linking them, so that each keeps its own modification time');
     // Writable copies with the tree's modes: dirs, files, then symlinks.
     for (const e of entries()) {
       const dst = join(root, e.path);
@@ -111,6 +122,7 @@ export async function materialize(store: Store, treeish: string, dir: string, op
       }
     }
     for (const e of entries()) if (e.kind === 'symlink') linkOut(e, root, res);
+    if (opts.mtimes) res.mtimes = applyMtimes(root, entries(), opts.mtimes);
     opts.onProgress?.(entries().length, entries().length);
     store.meta.touchTree(id);
     return res;
@@ -220,6 +232,20 @@ function linkOut(e: TreeEntry, root: string, res: MaterializeResult): void {
   } catch (err) {
     throw fsError(err, dst, 'materializing');
   }
+}
+
+/** Sets each file's recorded time (the times list has one per file entry, in tree order). */
+function applyMtimes(root: string, entries: TreeEntry[], mtimes: NonNullable<MaterializeOptions['mtimes']>): MtimeMode {
+  const paths: string[] = [];
+  for (const e of entries) if (e.kind === 'file') paths.push(join(root, e.path));
+  if (paths.length !== mtimes.times.length) throw new Error(`materialize: ${mtimes.times.length} times for ${paths.length} files`); // planTimes checked the count
+  const { sec, nsec } = planMtimes(mtimes.times, mtimes.mode, BigInt(Date.now()) * 1_000_000n);
+  const failures = loadNative().fastFs.setMtimes(paths, sec, nsec);
+  if (failures.length > 0) {
+    const p = paths[failures[0]!]!;
+    throw fsError(errnoError(failures[1]!, 'utimensat', p), p, 'setting its modification time');
+  }
+  return mtimes.mode;
 }
 
 function copyOut(src: string, dst: string, mode: number): void {

@@ -95,6 +95,8 @@ export interface TreeRecord extends TreeSummary {
 
 export interface RefRecord {
   tree: Digest;
+  /** The blob of the tree's files' modification times (store/times.ts), when recorded. */
+  times?: Digest;
   updatedAt: number;
 }
 
@@ -265,6 +267,13 @@ export class Meta {
 
   putStat(absPath: string, rec: StatRecord): void {
     void this.statcache.put(absPath, encodeStat(rec));
+  }
+
+  /** The times blobs refs name (store/times.ts). */
+  refTimes(): Set<Digest> {
+    const out = new Set<Digest>();
+    for (const { value } of this.refs.getRange()) if (value.times !== undefined) out.add(value.times);
+    return out;
   }
 
   /** How many blobs the index holds (O(1): LMDB's own count). */

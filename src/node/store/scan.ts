@@ -28,6 +28,8 @@ export interface ScanItem {
   kind: EntryKind;
   /** lstat of files (for size, exec bit and the re-ingest cache). */
   stat?: StatLike;
+  /** Files: the nanoseconds part of the mtime (stat.mtimeMs rounds it), for the tree's times. */
+  mtimeNsec?: number;
   /** Symlink target. */
   target?: string;
 }
@@ -49,7 +51,7 @@ export interface ScanResult {
 }
 
 const SPECIAL: Record<number, string> = { 4: 'fifo', 5: 'socket', 6: 'block device', 7: 'character device' };
-const FIELDS = 7;
+const FIELDS = 8;
 
 /** Checks that `root` is a directory we can walk; one-line errors otherwise. */
 export function assertWalkableDir(root: string): void {
@@ -139,7 +141,7 @@ function decodeItems(root: string, rawPaths: Buffer, s: Float64Array, rawTargets
     else if (kind === 3) items.push({ path, abs, kind: 'symlink', target: targets[t++]! });
     else if (kind === 1) {
       const o = i * FIELDS;
-      items.push({ path, abs, kind: 'file', stat: { mode: s[o + 1]!, size: s[o + 2]!, mtimeMs: s[o + 3]!, ctimeMs: s[o + 4]!, dev: s[o + 5]!, ino: s[o + 6]! } });
+      items.push({ path, abs, kind: 'file', stat: { mode: s[o + 1]!, size: s[o + 2]!, mtimeMs: s[o + 3]!, ctimeMs: s[o + 4]!, dev: s[o + 5]!, ino: s[o + 6]! }, mtimeNsec: s[o + 7]! });
     } else skipped.push({ path, what: SPECIAL[kind] ?? 'special file' });
   }
   return { items, skipped };

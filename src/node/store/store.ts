@@ -207,13 +207,20 @@ export class Store {
 
   // --- refs ----------------------------------------------------------
 
-  setRef(name: string, tree: Digest): void {
+  /** Points ref `name` at `tree` (and the blob of its files' times, when there is one). */
+  setRef(name: string, tree: Digest, times?: Digest): void {
     assertRefName(name);
-    void this.meta.refs.put(name, { tree, updatedAt: Date.now() });
+    void this.meta.refs.put(name, times === undefined ? { tree, updatedAt: Date.now() } : { tree, times, updatedAt: Date.now() });
   }
 
   getRef(name: string): Digest | undefined {
     return this.meta.refs.get(name)?.tree;
+  }
+
+  getRefTarget(name: string): { tree: Digest; times?: Digest } | undefined {
+    const r = this.meta.refs.get(name);
+    if (!r) return undefined;
+    return r.times === undefined ? { tree: r.tree } : { tree: r.tree, times: r.times };
   }
 
   removeRef(name: string): boolean {
@@ -222,8 +229,8 @@ export class Store {
     return true;
   }
 
-  listRefs(): { name: string; tree: Digest; updatedAt: number }[] {
-    return [...this.meta.refs.getRange()].map(({ key, value }) => ({ name: key, tree: value.tree, updatedAt: value.updatedAt }));
+  listRefs(): { name: string; tree: Digest; times?: Digest; updatedAt: number }[] {
+    return [...this.meta.refs.getRange()].map(({ key, value }) => ({ name: key, ...value }));
   }
 
   pin(tree: Digest, reason: string): void {

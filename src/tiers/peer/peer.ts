@@ -23,7 +23,7 @@ import { clusterSection, type ClusterConfig } from '../../node/cluster/config.js
 import { socketPathOf } from '../../node/control/paths.js';
 import { PeerConnection, peerLabel } from './client.js';
 import { DaemonDirectory, type PeerDirectory, type PeerView } from './directory.js';
-import { isTierError, TierError, type ArchivePart, type BlobBody, type BlobSource, type RefInfo, type Tier, type TierContext, type TierFactory } from '../tier.js';
+import { isTierError, refTargetOf, TierError, type ArchivePart, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierContext, type TierFactory } from '../tier.js';
 import { readStoredRef } from '../ref-trust.js';
 
 /** Up to this many peers, every peer is asked about blobs (their filters may lag a fresh ingest). */
@@ -287,11 +287,11 @@ export class PeerTier implements Tier {
     throw readOnly();
   }
 
-  async getRef(name: string): Promise<Digest | undefined> {
+  async getRef(name: string): Promise<RefTarget | undefined> {
     const peers = (await this.look()).slice(0, ASK_AT_MOST * 2);
     const refs = (await this.askAll(peers, (c) => c.getRef(name))).flatMap((r) => (r ? [this.checked(name, r)] : [])).filter((r) => r !== undefined);
     refs.sort((a, b) => b.updatedAt - a.updatedAt);
-    return refs[0]?.tree;
+    return refTargetOf(refs[0]);
   }
 
   /**
@@ -311,7 +311,7 @@ export class PeerTier implements Tier {
     }
   }
 
-  async setRef(_name: string, _tree: Digest): Promise<void> {
+  async setRef(_name: string, _target: RefTarget): Promise<void> {
     throw readOnly();
   }
 

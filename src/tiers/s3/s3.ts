@@ -16,7 +16,7 @@ import { baoOutboardFile } from '../../lib/bao.js';
 import { S3Objects } from './objects.js';
 import { S3Packs } from './packs.js';
 import { readStoredRef, storedRef, type RefCodec } from '../ref-trust.js';
-import { type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type Tier, type TierFactory, type TreePush } from '../tier.js';
+import { refTargetOf, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type RefTarget, type Tier, type TierFactory, type TreePush } from '../tier.js';
 
 export interface S3Config {
   bucket: string;
@@ -139,13 +139,13 @@ export class S3Tier implements Tier {
     return this.objects.getBuffer(`outboards/${digest}`);
   }
 
-  async getRef(name: string): Promise<Digest | undefined> {
+  async getRef(name: string): Promise<RefTarget | undefined> {
     const v = await this.objects.getText(`refs/${name}`);
-    return v === undefined ? undefined : this.parseRef(name, v)?.tree;
+    return v === undefined ? undefined : refTargetOf(this.parseRef(name, v));
   }
 
-  async setRef(name: string, tree: Digest): Promise<void> {
-    await this.objects.putBuffer(`refs/${name}`, Buffer.from(storedRef(this.refs, name, tree)), 'application/json');
+  async setRef(name: string, target: RefTarget): Promise<void> {
+    await this.objects.putBuffer(`refs/${name}`, Buffer.from(storedRef(this.refs, name, target)), 'application/json');
   }
 
   async listRefs(prefix: string, limit = 100): Promise<RefInfo[]> {
