@@ -69,6 +69,16 @@ export class Metrics {
     this.counters.set(k, (this.counters.get(k) ?? 0) + n);
   }
 
+  /**
+   * Makes a counter exist at 0 until something counts: a scraper then sees
+   * every series from the first scrape (rate() and alerts on a series that
+   * appears only with the first error miss that error).
+   */
+  declare(name: string, labels: Labels = NO_LABELS): void {
+    const k = this.keyOf(name, labels);
+    if (!this.counters.has(k)) this.counters.set(k, 0);
+  }
+
   /** A duration, in seconds, for a histogram named `name` (base unit, `_seconds`). */
   observe(name: string, labels: Labels, seconds: number): void {
     this.observer?.(name, labels, seconds);

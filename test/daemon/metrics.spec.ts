@@ -67,6 +67,9 @@ describe('GET /metrics', () => {
       }
       const restored = parse(await (await fetch(vriftJson(['status'], { home, env }).metricsUrl as string)).text());
       expect(restored.get('vrift_tier_hits_total')!.some((l) => l.includes('tier="s3"'))).toBe(true);
+      // Outcomes that have not happened yet are there at 0 from the first scrape (so rate() and alerts see them).
+      for (const name of ['vrift_tier_misses_total', 'vrift_tier_errors_total']) expect(restored.get(name), name).toContain('{tier="s3"} 0');
+      for (const name of ['vrift_store_evicted_blobs_total', 'vrift_store_evicted_bytes_total']) expect(restored.get(name), name).toContain(' 0');
       const lazy = parse(await (await fetch(vriftJson(['status'], { home: lazyHome, env }).metricsUrl as string)).text());
       expect(lazy.get('vrift_fetch_duration_seconds_count')!.some((l) => l.includes('result="fetched"'))).toBe(true);
       expect(lazy.get('vrift_mount_blobs')!.find((l) => l.includes('how="fetched_on_open"'))!.trim().split(' ').at(-1)).not.toBe('0');

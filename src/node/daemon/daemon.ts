@@ -5,7 +5,7 @@
 // the CLI's operations (operations.ts) and resolves the shim's misses
 // (fetch.ts) through that one resolver.
 import { VriftError } from '../../lib/errors.js';
-import { Metrics } from '../../lib/metrics.js';
+import { Metrics, TIER_COUNTERS } from '../../lib/metrics.js';
 import { Cluster } from '../cluster/cluster.js';
 import { loadNodeConfig, NODE_CONFIG_ENV } from '../ops/node-config.js';
 import { openResolver } from '../ops/open-resolver.js';
@@ -98,6 +98,10 @@ export class Daemon {
         start: () => {
           const log = (level: 'warn' | 'info', m: string) => this.log(level === 'warn' ? `warning: ${m}` : m);
           this.resolverInstance = openResolver({ store: this.store, config, metrics: this.metrics, log, peers: cluster ? new MeshDirectory(cluster.mesh) : undefined });
+          // Each remote tier's outcome counters exist from the first scrape, at 0.
+          for (const tier of this.resolverInstance.tierNames().filter((t) => t !== 'local')) {
+            for (const name of [TIER_COUNTERS.hits, TIER_COUNTERS.misses, TIER_COUNTERS.errors, TIER_COUNTERS.bytesIn, TIER_COUNTERS.bytesOut]) this.metrics.declare(name, { tier });
+          }
           // The first mount or fetch a program waits for should not load the S3 SDK or dial Redis.
           this.resolverInstance.warm();
         },

@@ -47,6 +47,8 @@ export class Evictor {
   constructor(private readonly opts: { store: Store; config: StoreConfig; metrics: Metrics; log: (line: string) => void }) {}
 
   start(): void {
+    this.opts.metrics.declare(EVICTED_BLOBS);
+    this.opts.metrics.declare(EVICTED_BYTES);
     if (this.opts.config.maxSize === undefined) return; // no cap: the totals are read only for status and /metrics
     this.refresh();
     this.tick();
