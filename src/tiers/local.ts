@@ -36,7 +36,7 @@ export class LocalTier implements Tier {
   }
 
   async setRef(name: string, target: RefTarget): Promise<void> {
-    this.store.setRef(name, target.tree, target.times);
+    this.store.setRef(name, target.tree, { times: target.times });
     await this.store.meta.flush(); // LMDB writes are asynchronous: read-your-writes needs the commit
   }
 

@@ -124,7 +124,7 @@ export class RefCodec {
       const [prefix] = this.trust.ruleFor(name)!;
       return refuse(`it is signed by ${rec.key}, which may not write refs under ${JSON.stringify(prefix)}`, `add "${prefix}=${rec.key}" to refs.trust (VRIFT_REF_TRUST) if that writer is trusted`);
     }
-    return refInfo(name, rec);
+    return { ...refInfo(name, rec), record: value }; // checked: kept, so a peer that learns it serves the writer's signature
   }
 }
 

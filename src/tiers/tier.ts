@@ -47,6 +47,8 @@ export interface BlobSource {
 export interface RefTarget {
   tree: Digest;
   times?: Digest;
+  /** The signed record (JSON) a shared tier held, when it carried a signature that was checked (not part of what a ref names). */
+  record?: string;
 }
 
 export interface RefInfo extends RefTarget {
@@ -245,7 +247,10 @@ export function bufferSource(buf: Buffer): BlobSource {
 /** The target of a ref record (without its name and time). */
 export function refTargetOf(ref: RefTarget | undefined): RefTarget | undefined {
   if (!ref) return undefined;
-  return ref.times === undefined ? { tree: ref.tree } : { tree: ref.tree, times: ref.times };
+  const out: RefTarget = { tree: ref.tree };
+  if (ref.times !== undefined) out.times = ref.times;
+  if (ref.record !== undefined) out.record = ref.record;
+  return out;
 }
 
 /** A ref as remote tiers store it unsigned: {"tree","times"?,"updatedAt"}. */

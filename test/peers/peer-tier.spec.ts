@@ -36,7 +36,7 @@ tierSuite('peer', async () => {
         await served.meta.flush();
       },
       async ref(name, tree, times) {
-        served.setRef(name, tree, times);
+        served.setRef(name, tree, { times });
         await served.meta.flush();
       },
       async tree(dir) {

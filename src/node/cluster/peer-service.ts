@@ -116,10 +116,12 @@ export class PeerService {
   private signer: RefSigner | undefined;
 
   /**
-   * A ref this node serves, as a record signed by this node's key: readers
-   * check it as they check Redis's and S3's (docs/security.md). The
-   * signature says "this node points it there"; a reader whose refs.trust
-   * does not allow this node's key for the name asks the other tiers.
+   * A ref this node set itself, as a record signed by this node's key:
+   * readers check it as they check Redis's and S3's (docs/security.md).
+   * The signature says "this node points it there"; a reader whose
+   * refs.trust does not allow this node's key for the name asks the other
+   * tiers. A ref learned from a shared tier is served with the record it
+   * came with (its writer's signature), not through this.
    */
   private signedRef(name: string, tree: Digest, times: Digest | undefined, updatedAt: number): string {
     this.signer ??= refSigner(this.opts.store.layout.root, this.opts.signingKey);
@@ -411,7 +413,7 @@ export class PeerService {
         }
         const ref = this.opts.store.meta.refs.get(req.name);
         if (!ref) throw status(S.NOT_FOUND, `vrift: no ref ${JSON.stringify(req.name)} here`);
-        return { tree: Buffer.from(ref.tree, 'hex'), updatedAt: ref.updatedAt, record: this.signedRef(req.name, ref.tree, ref.times, ref.updatedAt) };
+        return { tree: Buffer.from(ref.tree, 'hex'), updatedAt: ref.updatedAt, record: ref.record ?? this.signedRef(req.name, ref.tree, ref.times, ref.updatedAt) };
       }),
 
       ListRefs: unary(PEER_METHODS.listRefs, (req: { prefix: string; limit: number }) => {
@@ -422,7 +424,7 @@ export class PeerService {
           .filter((r) => r.name.startsWith(req.prefix))
           .sort((a, b) => b.updatedAt - a.updatedAt)
           .slice(0, limit)
-          .map((r) => ({ name: r.name, tree: Buffer.from(r.tree, 'hex'), updatedAt: r.updatedAt, record: this.signedRef(r.name, r.tree, r.times, r.updatedAt) }));
+          .map((r) => ({ name: r.name, tree: Buffer.from(r.tree, 'hex'), updatedAt: r.updatedAt, record: r.record ?? this.signedRef(r.name, r.tree, r.times, r.updatedAt) }));
         return { refs };
       }),
     };

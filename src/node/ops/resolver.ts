@@ -139,6 +139,7 @@ export class Resolver {
     let tree: Digest;
     let ref: string | null = null;
     let times: Digest | undefined;
+    let record: string | undefined;
     try {
       tree = this.store.resolve(treeish);
     } catch (e) {
@@ -146,7 +147,7 @@ export class Resolver {
       const remotes = this.chain.tierNames().filter((t) => t !== 'local');
       if (remotes.length === 0) throw e;
       try {
-        ({ tree, ref, times } = await resolveTreeish(this.chain, treeish));
+        ({ tree, ref, times, record } = await resolveTreeish(this.chain, treeish));
       } catch (miss) {
         if (!hasCode(miss, 'ERR_VRIFT_RESTORE_MISS')) throw miss;
         throw new VriftError('ERR_VRIFT_REF_NOT_FOUND', `no tree or ref named ${JSON.stringify(treeish)} here or in ${remotes.join(', ')}`, {
@@ -156,7 +157,7 @@ export class Resolver {
       }
     }
     const from = await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
-    if (ref !== null) this.store.setRef(ref, tree, times);
+    if (ref !== null) this.store.setRef(ref, tree, { times, record });
     return { tree, from };
   }
 
@@ -169,7 +170,7 @@ export class Resolver {
    */
   async pull(treeish: string, opts: { lease: Lease; onProgress?: (p: PullProgress) => void }): Promise<PullResult> {
     const { onProgress } = opts;
-    const { tree, ref, from, times: named } = await resolveTreeish(this.chain, treeish);
+    const { tree, ref, from, times: named, record } = await resolveTreeish(this.chain, treeish);
     await opts.lease.addTree(tree);
     // The times blob beside the tree (small): verified like any blob; without it the tree still restores.
     const times = named !== undefined && (await this.fetchBlob(named).catch(() => undefined)) !== undefined ? named : undefined;
@@ -181,7 +182,7 @@ export class Resolver {
       core = await this.listen(tree, flight.result, onProgress);
     } finally {
       // Pins it (and the next restore is local), once the tree itself is here.
-      if (ref !== null && from !== 'local' && this.store.hasTree(tree)) this.store.setRef(ref, tree, times);
+      if (ref !== null && from !== 'local' && this.store.hasTree(tree)) this.store.setRef(ref, tree, { times, record });
     }
     return { ...core, ref, ...(times === undefined ? {} : { times }), refFrom: from, joined };
   }

@@ -114,7 +114,7 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
     const timesHere = times === undefined || store.cas.has(times);
     if (prev.blobGeneration === store.meta.latest(() => store.meta.blobGeneration()) && store.hasTree(prev.tree) && (!wantTimes || (times !== undefined && timesHere))) {
       if (times !== undefined) rememberTimes(store.meta, prev.tree, times);
-      if (opts.ref !== undefined) store.setRef(opts.ref, prev.tree, times);
+      if (opts.ref !== undefined) store.setRef(opts.ref, prev.tree, { times });
       const summary = store.treeSummary(prev.tree);
       opts.onProgress?.({ files: summary.files, totalFiles: summary.files, bytes: summary.bytes, totalBytes: summary.bytes });
       return { tree: prev.tree, ...(times === undefined ? {} : { times }), summary, cached: summary.files, hashed: 0, newBlobs: 0, newBytes: 0, skipped: scan.skipped };
@@ -270,7 +270,7 @@ async function ingestLeased(store: Store, root: string, prev: DirRecord | undefi
     result.newBytes += restored.bytes;
   }
   const times = opts.mtimes === false ? undefined : storeTimes(store, tree, encoded?.sorted ?? sortEntries(entries), mtimeOf);
-  if (opts.ref !== undefined) store.setRef(opts.ref, tree, times);
+  if (opts.ref !== undefined) store.setRef(opts.ref, tree, { times });
   if (now - scan.newestChangeMs > RACY_MS) {
     const rec: DirRecord = { fingerprint: scan.fingerprint, tree, ...(times === undefined ? {} : { times }), blobGeneration: generation, at: now };
     void store.meta.state.put(['ingest', root], rec);

@@ -98,6 +98,8 @@ export interface RefRecord {
   /** The blob of the tree's files' modification times (store/times.ts), when recorded. */
   times?: Digest;
   updatedAt: number;
+  /** The signed record the ref was learned from (a shared tier's), kept so peers serve the writer's signature. */
+  record?: string;
 }
 
 /** The re-ingest cache, as git's index: a file whose stat is unchanged keeps its digest. */

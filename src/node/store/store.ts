@@ -10,7 +10,7 @@ import { judge, recordGood, statBlob, type BlobStat } from './blob-check.js';
 import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
 import { Leases } from './leases.js';
-import { Meta } from './meta.js';
+import { Meta, type RefRecord } from './meta.js';
 import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
 import type { WrittenBlob } from './blob-writer.js';
 
@@ -207,10 +207,17 @@ export class Store {
 
   // --- refs ----------------------------------------------------------
 
-  /** Points ref `name` at `tree` (and the blob of its files' times, when there is one). */
-  setRef(name: string, tree: Digest, times?: Digest): void {
+  /**
+   * Points ref `name` at `tree`, with the blob of its files' times when there
+   * is one, and the writer's signed record when the ref came from a shared
+   * tier (peers serve that record as it is: ref-signature.ts).
+   */
+  setRef(name: string, tree: Digest, extra: { times?: Digest; record?: string } = {}): void {
     assertRefName(name);
-    void this.meta.refs.put(name, times === undefined ? { tree, updatedAt: Date.now() } : { tree, times, updatedAt: Date.now() });
+    const rec: RefRecord = { tree, updatedAt: Date.now() };
+    if (extra.times !== undefined) rec.times = extra.times;
+    if (extra.record !== undefined) rec.record = extra.record;
+    void this.meta.refs.put(name, rec);
   }
 
   getRef(name: string): Digest | undefined {
@@ -229,7 +236,7 @@ export class Store {
     return true;
   }
 
-  listRefs(): { name: string; tree: Digest; times?: Digest; updatedAt: number }[] {
+  listRefs(): ({ name: string } & RefRecord)[] {
     return [...this.meta.refs.getRange()].map(({ key, value }) => ({ name: key, ...value }));
   }
 
