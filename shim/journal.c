@@ -62,7 +62,12 @@ static _Atomic uint64_t *issued_of(int mount)
     return (_Atomic uint64_t *)r;
 }
 
-int vr_upper_pending(int mount)
+uint64_t vr_upper_seen(int mount)
+{
+    return vrift_vdir_upper_published(vr_mounts[mount].r);
+}
+
+int vr_upper_pending_since(int mount, uint64_t seen)
 {
     const struct vr_mount *m = &vr_mounts[mount];
     _Atomic uint64_t *issued = atomic_load_explicit(&m->issued, memory_order_acquire);
@@ -70,10 +75,15 @@ int vr_upper_pending(int mount)
         issued = issued_of(mount);
     if (!issued)
         return 0;
-    /* published first, then issued: published at least issued means every
-     * change counted before these loads is in the VDir */
-    uint64_t pub = vrift_vdir_upper_published(m->r);
-    return (int64_t)(atomic_load_explicit(issued, memory_order_acquire) - pub) > 0;
+    /* published (`seen`, before the lookup) first, then issued: published at
+     * least issued means every change counted before this load was in the
+     * VDir the lookup read */
+    return (int64_t)(atomic_load_explicit(issued, memory_order_acquire) - seen) > 0;
+}
+
+int vr_upper_pending(int mount)
+{
+    return vr_upper_pending_since(mount, vr_upper_seen(mount));
 }
 
 int vr_may_announce(int mount)

@@ -460,8 +460,9 @@ restart:
         const struct vr_mount *mt = &vr_mounts[m];
         const char *rel = cl == mt->rootlen ? "" : cur + mt->rootlen + (mt->rootlen == 1 ? 0 : 1);
         size_t rl = cl == mt->rootlen ? 0 : cl - mt->rootlen - (mt->rootlen == 1 ? 0 : 1);
+        out->seen = vr_upper_seen(m);
         int rc = vrift_vdir_lookup(mt->r, rel, rl, &out->res);
-        if (VR_UNLIKELY(rc == -ENOENT) && !last && vr_upper_pending(m) && vr_upper_claimed_dir(m, rel, rl, &out->res))
+        if (VR_UNLIKELY(rc == -ENOENT) && !last && vr_upper_pending_since(m, out->seen) && vr_upper_claimed_dir(m, rel, rl, &out->res))
             rc = 0; /* a directory just made, not yet published: walk on into it */
         if (rc == -ENOENT) {
             out->kind = VP_VIRT;
@@ -558,8 +559,9 @@ restart:
         size_t rl = cl == mt->rootlen ? 0 : cl - mt->rootlen - (mt->rootlen == 1 ? 0 : 1);
         out->kind = VP_VIRT;
         out->mount = m;
+        out->seen = vr_upper_seen(m);
         int rc = vrift_vdir_lookup(mt->r, rel, rl, &out->res);
-        if (VR_UNLIKELY(rc == -ENOENT) && vr_upper_pending(m) && vr_upper_claimed_dir(m, rel, rl, &out->res))
+        if (VR_UNLIKELY(rc == -ENOENT) && vr_upper_pending_since(m, out->seen) && vr_upper_claimed_dir(m, rel, rl, &out->res))
             rc = 0; /* a directory just made, not yet published ("d/." of a new d) */
         out->err = rc == 0 ? 0 : (rc == -ENOENT ? -ENOENT : -EIO);
         if (rc == 0 && must_dir && (out->res.mode & S_IFMT) != S_IFDIR)
@@ -680,7 +682,7 @@ void vr_resolve(int dirfd, const char *path, int flags, struct vr_path *out)
     /* While changes wait to be published, the upper layer's real files are
      * the truth: a file just made (not in the VDir yet), or one just
      * unlinked (still in it). */
-    if (VR_UNLIKELY(out->err == -ENOENT) && out->creatable && !(flags & VR_CREATING) && vr_upper_pending(out->mount))
+    if (VR_UNLIKELY(out->err == -ENOENT) && out->creatable && !(flags & VR_CREATING) && vr_upper_pending_since(out->mount, out->seen))
         vr_upper_claim(out);
     else if (VR_UNLIKELY(out->err == 0 && (out->res.flags & VRIFT_VDIR_F_UPPER)) && vr_upper_pending(out->mount))
         vr_upper_check(out);
@@ -751,7 +753,7 @@ static inline int fast_found(int m, const struct vrift_vdir_stat *e, int follow,
  * misses. Out of line, so that the common path's result never leaves
  * registers. */
 static __attribute__((noinline)) int stat_fast_rest(int m, const char *rel, size_t rl, int rc, int follow,
-                                                    struct stat *st)
+                                                    uint64_t seen, struct stat *st)
 {
     const struct vr_mount *mt = &vr_mounts[m];
     struct vrift_vdir_stat e;
@@ -775,8 +777,8 @@ static __attribute__((noinline)) int stat_fast_rest(int m, const char *rel, size
     rc = vrift_vdir_stat(mt->r, rel, i ? i - 1 : 0, &e);
     if (rc != 0 || (e.mode & S_IFMT) != S_IFDIR || (e.flags & ~(uint32_t)(VRIFT_VDIR_F_REMOTE | VRIFT_VDIR_F_CLAIM)) != 0)
         return VR_FAST_SLOW;
-    if (vr_upper_pending(m))
-        return VR_FAST_SLOW; /* it may be a file just made (upper.c) */
+    if (vr_upper_pending_since(m, seen))
+        return VR_FAST_SLOW; /* it may be a file just made (upper.c), or published since the lookup */
     check_daemon_sometimes();
     if (VR_UNLIKELY(atomic_load_explicit(&vr_on, memory_order_relaxed) != 1))
         return VR_FAST_SLOW;
@@ -839,10 +841,11 @@ int vr_stat_fast(const char *path, int follow, struct stat *st)
         return VR_FAST_SLOW;
     size_t rl;
     struct vrift_vdir_stat e;
+    const uint64_t seen = vr_upper_seen(m); /* before the lookup: a miss is judged against it */
     int rc = vdir_stat_once_cstr(vr_mounts[m].r, rel, &rl, &e);
     if (VR_LIKELY(rc == 0))
         return fast_found(m, &e, follow, st);
     if (VR_UNLIKELY(rl > VRIFT_VDIR_PATH_MAX))
         return VR_FAST_SLOW; /* ENAMETOOLONG is the full resolution's to say */
-    return stat_fast_rest(m, rel, rl, rc, follow, st);
+    return stat_fast_rest(m, rel, rl, rc, follow, seen, st);
 }

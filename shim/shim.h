@@ -161,6 +161,7 @@ struct vr_path {
     int must_dir;  /* the path ended in '/' */
     int mount;
     size_t rellen;
+    uint64_t seen;                 /* VP_VIRT: vr_upper_seen() before the last lookup */
     char rel[PATH_MAX];            /* VP_VIRT: relative path; VP_REAL: absolute path */
     struct vrift_vdir_result res;  /* VP_VIRT, err == 0 */
 };
@@ -306,6 +307,16 @@ int vr_announce(int mount, uint32_t change, const char *rel, size_t rellen, uint
 int vr_may_announce(int mount);
 /** Do changes announced in this mount wait to be published? (then a VDir miss may be an upper file) */
 int vr_upper_pending(int mount);
+/**
+ * How far the daemon has published this mount's changes: read before a
+ * VDir lookup, then given to vr_upper_pending_since() if the lookup missed.
+ * (Asking vr_upper_pending() after the miss is not enough: an entry
+ * published between the lookup and that question would be missed by the
+ * one and not pending for the other.)
+ */
+uint64_t vr_upper_seen(int mount);
+/** Were changes announced that the VDir may not have held when it was read, after vr_upper_seen() gave `seen`? */
+int vr_upper_pending_since(int mount, uint64_t seen);
 /** Waits (at most ~2 s without progress) until every change announced so far is published. */
 void vr_upper_settle(int mount);
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
-import { shimWorld, writeSmallSource, type Result } from './harness.js';
+import { buildC, shimWorld, writeSmallSource, type Result } from './harness.js';
 
 const w = shimWorld({
   source: (src) => {
@@ -215,5 +215,20 @@ describe('snapshot', () => {
     const ls = w.vrift(['ls', tree, 'snap', '--json']);
     expect(ls.stdout).toMatch(/"path":\s*"snap\/x"[^}]*"mode":\s*493/);
     expect(w.run(`echo two >> '${w.mnt}/snap/hard'; cat '${w.mnt}/snap/a'; '${w.mnt}/snap/x'`).stdout).toBe('one\ntwo\nran\n');
+  });
+});
+
+describe('what a process just made is found at once', () => {
+  // A lookup that missed while the daemon published that very entry used to
+  // say ENOENT (the miss was judged against a publication count read after
+  // it): tar failed "Cannot change mode … No such file or directory" about 1
+  // run in 4 on a busy host; this caught it in about 1 run of 4 (3 here).
+  it('while the daemon publishes bursts of changes: four processes mkdir, create, chmod and stat, and never see ENOENT', () => {
+    const bin = buildC('publish-race', tempDir());
+    for (let round = 0; round < 3; round++) {
+      const r = w.run(`mkdir '${w.mnt}/race${round}' && '${bin}' '${w.mnt}/race${round}' 4 3000`, { timeoutMs: 120_000 });
+      expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(r.stdout).toBe('0 of 4 processes saw something wrong\n');
+    }
   });
 });
