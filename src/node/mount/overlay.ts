@@ -1,7 +1,6 @@
 // The changes made inside a mount (by programs under the shim), kept as an
-// overlay over the mount's base tree: one LMDB record per changed path in
-// meta.state under ['ovl', '<vdir name>/<rel>'], either the path's new
-// entry or a deletion mark. The daemon keeps a cache of each overlay in
+// overlay over the mount's base tree: per changed path, its new entry or a
+// deletion mark, recorded in meta.state (see "Persistence" below). The daemon keeps a cache of each overlay in
 // memory (the truth while it runs; LMDB writes are asynchronous and
 // ordered), and a restarted daemon replays base + overlay into the VDir.
 // `vrift snapshot` turns base + overlay into a new tree.
@@ -31,23 +30,93 @@ function cacheOf(store: Store): Map<string, Map<string, OverlayValue>> {
   return c;
 }
 
-/** Reads an overlay straight from LMDB (no cache). */
+// Persistence. One LMDB record per flush of a mount's changes, key
+// ['ovlb', '<vdir name>/<seq>'] (seq: 16 digits, increasing), value: the
+// JSON text of [[rel, value], ...] in the order they were made. One put per
+// burst instead of one per path: under `tar -x` into a mount (a change per
+// file), per-path records were most of the daemon's CPU. Reading replays
+// the batches in order; a mount whose batches pile up is compacted into
+// one. Vrift before this wrote one record per path, ['ovl', '<name>/<rel>']:
+// still read (first), and folded in at the next compaction.
+const BATCHES = 'ovlb';
+const LEGACY = 'ovl';
+/** A mount with more batch records than this is compacted into one (at read, or when it reaches it). */
+const COMPACT_AFTER = 256;
+
+interface Persisted {
+  /** Batch record keys of each mount, oldest first (known since its overlay was read). */
+  keys: Map<string, string[]>;
+  /** Legacy per-path keys of each mount, dropped at its next compaction. */
+  legacy: Map<string, string[]>;
+  lastSeq: number;
+}
+const persisted = new WeakMap<Store, Persisted>();
+
+function persistedOf(store: Store): Persisted {
+  let p = persisted.get(store);
+  if (!p) persisted.set(store, (p = { keys: new Map(), legacy: new Map(), lastSeq: 0 }));
+  return p;
+}
+
+function nextKey(store: Store, name: string): string {
+  const p = persistedOf(store);
+  p.lastSeq = Math.max(p.lastSeq + 1, Date.now() * 1000);
+  return `${name}/${String(p.lastSeq).padStart(16, '0')}`;
+}
+
+/** Reads an overlay straight from LMDB (no cache): the legacy per-path records, then the batches in order. */
 export function readOverlay(store: Store, name: string): Map<string, OverlayValue> {
   const out = new Map<string, OverlayValue>();
   const prefix = `${name}/`;
-  for (const { key, value } of store.meta.state.getRange({ start: ['ovl', prefix], end: ['ovl', `${name}0`] })) {
+  const p = persistedOf(store);
+  const legacy: string[] = [];
+  for (const { key, value } of store.meta.state.getRange({ start: [LEGACY, prefix], end: [LEGACY, `${name}0`] })) {
     const k = key[1];
-    if (typeof k === 'string' && k.startsWith(prefix)) out.set(k.slice(prefix.length), value as OverlayValue);
+    if (typeof k === 'string' && k.startsWith(prefix)) {
+      out.set(k.slice(prefix.length), value as OverlayValue);
+      legacy.push(k);
+    }
   }
+  const keys: string[] = [];
+  for (const { key, value } of store.meta.state.getRange({ start: [BATCHES, prefix], end: [BATCHES, `${name}0`] })) {
+    const k = key[1];
+    if (typeof k !== 'string' || !k.startsWith(prefix)) continue;
+    keys.push(k);
+    p.lastSeq = Math.max(p.lastSeq, Number(k.slice(prefix.length)) || 0);
+    let pairs: [string, OverlayValue][];
+    try {
+      pairs = JSON.parse(value as string) as [string, OverlayValue][];
+    } catch {
+      continue; // our own record, damaged: what it held is lost, the rest still applies
+    }
+    for (const [rel, v] of pairs) out.set(rel, v);
+  }
+  p.keys.set(name, keys);
+  p.legacy.set(name, legacy);
   return out;
 }
 
-/** The overlay of mount `name` (cached after the first read). */
+/** The overlay of mount `name` (cached after the first read, and compacted then if its records piled up). */
 export function overlayOf(store: Store, name: string): Map<string, OverlayValue> {
   const cache = cacheOf(store);
   let o = cache.get(name);
-  if (!o) cache.set(name, (o = readOverlay(store, name)));
+  if (!o) {
+    cache.set(name, (o = readOverlay(store, name)));
+    const p = persistedOf(store);
+    if ((p.keys.get(name)?.length ?? 0) > COMPACT_AFTER || (p.legacy.get(name)?.length ?? 0) > 0) compact(store, name, o);
+  }
   return o;
+}
+
+/** Replaces a mount's records by one batch of its whole overlay (one transaction: puts and removes of one event turn). */
+function compact(store: Store, name: string, overlay: Map<string, OverlayValue>): void {
+  const p = persistedOf(store);
+  for (const k of p.keys.get(name) ?? []) void store.meta.state.remove([BATCHES, k]);
+  for (const k of p.legacy.get(name) ?? []) void store.meta.state.remove([LEGACY, k]);
+  p.legacy.set(name, []);
+  const key = nextKey(store, name);
+  void store.meta.state.put([BATCHES, key], JSON.stringify([...overlay]));
+  p.keys.set(name, [key]);
 }
 
 // Records reach LMDB at once when changes are rare, and in batches under a
@@ -57,29 +126,44 @@ export function overlayOf(store: Store, name: string): Map<string, OverlayValue>
 // killed with SIGKILL during such a stream loses at most its last FLUSH_MS
 // of records (those files stay in the upper directory, unnamed).
 const FLUSH_MS = 20;
-const unwritten = new WeakMap<Store, Map<string, OverlayValue>>();
+/** Changes not yet in LMDB: per mount name, path → value (the latest). */
+const unwritten = new WeakMap<Store, Map<string, Map<string, OverlayValue>>>();
 const timers = new WeakMap<Store, NodeJS.Timeout>();
 const lastFlush = new WeakMap<Store, number>();
 
-/** Writes every overlay record not yet in LMDB (one transaction). */
+/** Writes every overlay change not yet in LMDB (one record per mount, one transaction). */
 export function flushOverlay(store: Store): void {
   const t = timers.get(store);
   if (t) clearTimeout(t);
   timers.delete(store);
-  const batch = unwritten.get(store);
-  if (!batch || batch.size === 0) return;
+  const pending = unwritten.get(store);
+  if (!pending || pending.size === 0) return;
   unwritten.delete(store);
   lastFlush.set(store, Date.now());
+  const p = persistedOf(store);
   // puts issued in one event turn are one LMDB transaction
-  for (const [key, value] of batch) void store.meta.state.put(['ovl', key], value);
+  for (const [name, batch] of pending) {
+    if (batch.size === 0) continue;
+    const keys = p.keys.get(name) ?? [];
+    if (keys.length >= COMPACT_AFTER) {
+      compact(store, name, overlayOf(store, name)); // the cache holds this batch already
+      continue;
+    }
+    const key = nextKey(store, name);
+    void store.meta.state.put([BATCHES, key], JSON.stringify([...batch]));
+    keys.push(key);
+    p.keys.set(name, keys);
+  }
 }
 
 /** Records one path's new state (an entry, or deleted). */
 export function setOverlay(store: Store, name: string, rel: string, value: OverlayValue): void {
   overlayOf(store, name).set(rel, value);
-  let batch = unwritten.get(store);
-  if (!batch) unwritten.set(store, (batch = new Map()));
-  batch.set(`${name}/${rel}`, value);
+  let pending = unwritten.get(store);
+  if (!pending) unwritten.set(store, (pending = new Map()));
+  let batch = pending.get(name);
+  if (!batch) pending.set(name, (batch = new Map()));
+  batch.set(rel, value);
   if (timers.has(store)) return;
   const wait = (lastFlush.get(store) ?? 0) + FLUSH_MS - Date.now();
   if (wait <= 0) flushOverlay(store);
@@ -88,20 +172,33 @@ export function setOverlay(store: Store, name: string, rel: string, value: Overl
 
 /** Forgets every change of a mount (unmount, or a fresh mount at the same path). */
 export function clearOverlay(store: Store, name: string): void {
-  const batch = unwritten.get(store);
-  if (batch) for (const key of [...batch.keys()]) if (key.startsWith(`${name}/`)) batch.delete(key);
-  const o = readOverlay(store, name);
-  for (const rel of o.keys()) void store.meta.state.remove(['ovl', `${name}/${rel}`]);
+  unwritten.get(store)?.delete(name);
+  const p = persistedOf(store);
+  const written = p.keys.get(name) ?? []; // including records not committed yet, which a read would miss
+  readOverlay(store, name); // and those of earlier runs
+  for (const k of new Set([...written, ...(p.keys.get(name) ?? [])])) void store.meta.state.remove([BATCHES, k]);
+  for (const k of p.legacy.get(name) ?? []) void store.meta.state.remove([LEGACY, k]);
+  p.keys.delete(name);
+  p.legacy.delete(name);
   cacheOf(store).delete(name);
 }
 
 /** Every blob digest any overlay refers to (kept by gc). */
 export function overlayDigests(store: Store): Set<Digest> {
   const out = new Set<Digest>();
-  for (const { value } of store.meta.state.getRange({ start: ['ovl', ''], end: ['ovl', '\uffff'] })) {
-    const v = value as OverlayValue;
+  const add = (v: OverlayValue): void => {
     if (!('deleted' in v) && v.digest) out.add(v.digest);
+  };
+  for (const { value } of store.meta.state.getRange({ start: [LEGACY, ''], end: [LEGACY, '\uffff'] })) add(value as OverlayValue);
+  for (const { value } of store.meta.state.getRange({ start: [BATCHES, ''], end: [BATCHES, '\uffff'] })) {
+    try {
+      for (const [, v] of JSON.parse(value as string) as [string, OverlayValue][]) add(v);
+    } catch {
+      /* damaged: see readOverlay */
+    }
   }
+  // and what no record holds yet
+  for (const batch of unwritten.get(store)?.values() ?? []) for (const v of batch.values()) add(v);
   return out;
 }
 

@@ -168,8 +168,8 @@ function isHex64At(text: string, from: number, to: number): boolean {
   return true;
 }
 
-/** pathProblem, fast for the common case (a short, clean path). */
-function quickPathProblem(path: string): string | undefined {
+/** pathProblem, fast for the common case (a short, clean path): one regex instead of a split. */
+export function quickPathProblem(path: string): string | undefined {
   if (path.length === 0 || path.length > 85 || BAD_COMPONENT.test(path) || path.includes('\0') || !path.isWellFormed()) return pathProblem(path);
   return undefined;
 }
