@@ -13,6 +13,8 @@ import { VriftError } from './errors.js';
 export interface NativeVDirWriter {
   apply(upserts: Buffer, nUpserts: number, removals: Buffer, nRemovals: number): void;
   lookup(path: string): NativeVDirEntry | undefined;
+  /** -1 when absent, else (mode & S_IFMT) + flags * 65536. */
+  probe(path: string): number;
   list(dir: string): string[];
   stats(): NativeVDirStats;
   probeStats(): { maxProbe: number; displaced: number; tagCollisions: number };

@@ -274,7 +274,22 @@ export class VDir {
     }
   }
 
-  /** The entry at `path`, as the writer holds it (for tests and diagnostics). */
+  /**
+   * Whether `path` has an entry, and its type (mode & S_IFMT) and flags:
+   * what the daemon asks once or twice per change (a `tar -x` into a
+   * mount makes thousands), without building the whole entry.
+   */
+  probe(path: string): { type: number; flags: number } | undefined {
+    let n: number;
+    try {
+      n = this.native.probe(path);
+    } catch (e) {
+      rethrow(e);
+    }
+    return n < 0 ? undefined : { type: n % 65536, flags: Math.floor(n / 65536) };
+  }
+
+  /** The entry at `path`, as the writer holds it. */
   lookup(path: string): VDirEntry | undefined {
     let n;
     try {

@@ -18,7 +18,7 @@ import { overlayOf, mergedEntries, setOverlay, type OverlayEntry } from './overl
 import type { MountManager, MountRecord } from './mounts.js';
 import { F, Msg, type FieldList, type Fields } from '../control/protocol.js';
 import type { Store } from '../store/store.js';
-import { pathProblem } from '../store/tree.js';
+import { quickPathProblem } from '../store/tree.js';
 import { Change, type Announcement } from './journal.js';
 import { upperNameOf, upperPath } from './upper.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_CLAIM, VDIR_F_UPPER, type VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
@@ -50,7 +50,7 @@ function relOf(f: Fields, tag: number, name: string): string {
   const rel = f.str(tag);
   if (rel === undefined) throw fsErr('EINVAL', `request is missing its ${name} field`);
   if (rel === '') throw fsErr('EBUSY', 'the mount root itself cannot be changed');
-  const problem = pathProblem(rel);
+  const problem = quickPathProblem(rel);
   if (problem) throw fsErr(problem.includes('longer') ? 'ENAMETOOLONG' : 'EINVAL', `${JSON.stringify(rel)}: ${problem}`);
   return rel;
 }
@@ -92,10 +92,11 @@ function overlayEntryOf(e: VDirEntryInput): OverlayEntry {
  */
 export function change(ctx: MountWritesContext, t: Target, upserts: VDirEntryInput[], removals: string[] = [], kept: ReadonlySet<string> = new Set()): void {
   const gone: string[] = [];
-  for (const r of removals) if (upperOf(t.vdir.lookup(r)) && !kept.has(r)) gone.push(r);
+  const upperAt = (rel: string): boolean => ((t.vdir.probe(rel)?.flags ?? 0) & VDIR_F_UPPER) !== 0;
+  for (const r of removals) if (!kept.has(r) && upperAt(r)) gone.push(r);
   for (const up of upserts) {
-    const cur = t.vdir.lookup(up.path);
-    if (upperOf(cur) && !kept.has(up.path) && upperOf(up) !== upperOf(cur)) gone.push(up.path);
+    if (kept.has(up.path) || !upperAt(up.path)) continue;
+    if (upperOf(up) !== upperOf(t.vdir.lookup(up.path))) gone.push(up.path);
   }
   t.vdir.apply(upserts, removals);
   for (const r of removals) setOverlay(ctx.store, t.rec.name, r, { deleted: true });
@@ -123,12 +124,18 @@ function entryAt(ctx: MountWritesContext, t: Target, rel: string): VDirEntry | u
   const st = lstatSync(upperPath(ctx.store, t.rec.name, name), { throwIfNoEntry: false });
   if (!st?.isFile() && !st?.isDirectory()) return undefined;
   // (a directory made just now may be the parent too)
-  if (rel.includes('/') && !isDir(entryAt(ctx, t, parentOf(rel)))) return undefined;
+  if (rel.includes('/') && !isDirAt(ctx, t, parentOf(rel))) return undefined;
   const u: VDirEntryInput = st.isDirectory()
     ? claimedDir(rel, st.ino)
     : { path: rel, mode: S_IFREG | (st.mode & 0o7777), size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER };
   change(ctx, t, [u]);
   return t.vdir.lookup(rel);
+}
+
+/** Whether `rel` is a directory of the mount: published, or made by a shim and published now (entryAt). */
+function isDirAt(ctx: MountWritesContext, t: Target, rel: string): boolean {
+  const p = t.vdir.probe(rel); // the common case, without building the entry
+  return p ? p.type === S_IFDIR : isDir(entryAt(ctx, t, rel));
 }
 
 /** The entry of a directory made by a shim (its claim directory has inode `ino`): the shim reported that inode already. */
@@ -235,9 +242,9 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
   const madeFile = (t: Target, a: Announcement, fresh: boolean, creates: Creates): void => {
     const rel = a.rel;
     const name = upperNameOf(rel);
-    const cur = creates.paths.has(rel) ? (creates.flush(), t.vdir.lookup(rel)) : t.vdir.lookup(rel);
-    if (cur) {
-      if (upperOf(cur) !== name) unlinkUpper(store, t.rec.name, name); // the path was taken meanwhile
+    const taken = creates.paths.has(rel) ? (creates.flush(), t.vdir.probe(rel)) : t.vdir.probe(rel);
+    if (taken) {
+      if (upperOf(t.vdir.lookup(rel)) !== name) unlinkUpper(store, t.rec.name, name); // the path was taken meanwhile
       return;
     }
     let mode = a.mode & 0o7777;
@@ -248,7 +255,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     }
     const parent = parentOf(rel);
     if (parent !== '' && !creates.dirs.has(parent)) {
-      if (!isDir(entryAt(ctx, t, parent))) {
+      if (!isDirAt(ctx, t, parent)) {
         unlinkUpper(store, t.rec.name, name);
         throw fsErr('ENOENT', `${parent}: no such directory`);
       }
@@ -266,10 +273,10 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
 
   // Published, unless it was removed or the path taken meanwhile.
   const madeDir = (t: Target, rel: string): void => {
-    if (t.vdir.lookup(rel)) return;
+    if (t.vdir.probe(rel)) return;
     const st = lstatSync(upperPath(store, t.rec.name, upperNameOf(rel)), { throwIfNoEntry: false });
     if (!st?.isDirectory()) return;
-    if (rel.includes('/') && !isDir(entryAt(ctx, t, parentOf(rel)))) {
+    if (rel.includes('/') && !isDirAt(ctx, t, parentOf(rel))) {
       dropClaimDir(store, t.rec.name, rel);
       throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
     }
@@ -281,7 +288,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     const creates = new Creates(ctx, t);
     for (const a of list) {
       try {
-        const problem = a.rel === '' ? 'the mount root' : pathProblem(a.rel);
+        const problem = a.rel === '' ? 'the mount root' : quickPathProblem(a.rel);
         if (problem) throw fsErr('EINVAL', `${JSON.stringify(a.rel)}: ${problem}`);
         if (a.change === Change.FILE) {
           madeFile(t, a, fresh, creates);
