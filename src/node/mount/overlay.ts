@@ -122,10 +122,12 @@ function compact(store: Store, name: string, overlay: Map<string, OverlayValue>)
 // Records reach LMDB at once when changes are rare, and in batches under a
 // stream of them: at most one write transaction (one fdatasync) per
 // FLUSH_MS instead of one per change — a `tar -x` into a mount is one
-// change per file. The in-memory overlay is the truth meanwhile; a daemon
-// killed with SIGKILL during such a stream loses at most its last FLUSH_MS
-// of records (those files stay in the upper directory, unnamed).
-const FLUSH_MS = 20;
+// change per file, and each commit cost the daemon about a millisecond.
+// The in-memory overlay is the truth meanwhile; a daemon killed with
+// SIGKILL during such a stream loses at most its last FLUSH_MS of records,
+// which the restarted daemon applies again from the journal files
+// (journal.ts keeps a file until a second after its writer is gone).
+const FLUSH_MS = 100;
 /** Changes not yet in LMDB: per mount name, path → value (the latest). */
 const unwritten = new WeakMap<Store, Map<string, Map<string, OverlayValue>>>();
 const timers = new WeakMap<Store, NodeJS.Timeout>();
