@@ -80,6 +80,7 @@ describe('a ref a node learned from a shared tier', () => {
       r.json(['node', 'join', l.addr()]);
       await waitForPeers(r, [l.peerId()]);
       expect(l.json(['restore', 'ci/learned', join(tempDir(), 'out')]).tree).toBe(saved.tree);
+      expect(l.json(['ref', 'list']).refs.find((x: { name: string }) => x.name === 'ci/learned')).toMatchObject({ tree: saved.tree, signedBy: ciKey });
       await waitForPeers(r, [l.peerId()], saved.tree);
       const got = r.run(['restore', 'ci/learned', join(tempDir(), 'out'), '--json'], { VRIFT_REF_TRUST: `ci/=${ciKey}` });
       expect(got.code, got.stderr).toBe(0);

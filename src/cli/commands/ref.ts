@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { assertDigest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
+import { parseRefRecord } from '../../lib/ref-signature.js';
 import { subcommand, withStore } from '../command.js';
 
 export function register(program: Command): void {
@@ -36,7 +37,8 @@ export function register(program: Command): void {
   subcommand(ref, 'list', 'list refs')
     .action(
       withStore(({ store, out }) => {
-        const refs = store.listRefs();
+        // A ref learned from a shared tier keeps its writer's signed record: shown as the key that signed it.
+        const refs = store.listRefs().map(({ record, ...r }) => (record === undefined ? r : { ...r, signedBy: signerOf(record) }));
         out.result({ refs }, () => refs.map((r) => `${r.tree} ${r.name}`));
       }),
     );
@@ -60,4 +62,10 @@ export function register(program: Command): void {
         out.result({ removed: args[0] }, () => []);
       }),
     );
+}
+
+/** The key a stored record names as its signer, or null (unsigned, or not a record). */
+function signerOf(record: string): string | null {
+  const rec = parseRefRecord(record);
+  return typeof rec === 'string' ? null : (rec.key ?? null);
 }
