@@ -102,7 +102,7 @@ describe('SwarmScheduler', () => {
     expect([s.have.count, s.isNeighbor('liar')]).toEqual([0, false]);
   });
 
-  it('hedges a request no peer answered within hedgeMs to the origin, and takes whichever comes first', () => {
+  it('hedges a request no peer answered within hedgeMs to the origin', () => {
     const { port, s } = node(1, { hedgeMs: 30 });
     s.addNeighbor('mute', PieceSet.full(1));
     s.start();
@@ -110,9 +110,12 @@ describe('SwarmScheduler', () => {
     expect(port.wakes).toContain(30);
     port.clock = 30;
     s.tick();
-    expect(port.take()).toEqual([`request ${ORIGIN} 0`]);
+    // The silent peer's request is withdrawn, the origin asked, and the silent peer left alone for a while.
+    expect(port.take()).toEqual(['cancel mute 0', `request ${ORIGIN} 0`]);
+    s.pieceArrived('mute', 0, true); // too late: no longer asked of it, ignored
+    expect(s.have.count).toBe(0);
     s.pieceArrived(ORIGIN, 0, true);
-    expect(port.take()).toEqual(['cancel mute 0', 'announce 0']);
+    expect(port.take()).toEqual(['announce 0']);
     expect([s.complete, s.originPieces]).toEqual([true, 1]);
   });
 
@@ -144,12 +147,22 @@ describe('SwarmScheduler', () => {
     expect(port.take().sort()).toEqual([0, 1, 2, 3].map((p) => `request ${ORIGIN} ${p}`));
   });
 
+  it('takes duty pieces on the origin’s own slots, so peers are asked at the same time', () => {
+    const { port, s } = node(8, { settleMs: 0, originSlots: 2, downloadSlots: 2 });
+    s.setMembers(MemberRing.of(['me']));
+    s.addNeighbor('seed', PieceSet.full(8)); // one holder: below the duty threshold, so the origin helps
+    s.start();
+    const asked = port.take();
+    expect(asked.filter((c) => c.startsWith(`request ${ORIGIN}`))).toHaveLength(2);
+    expect(asked.filter((c) => c.startsWith('request seed'))).toHaveLength(2);
+  });
+
   it('leaves a piece to its primary, and its secondary takes it after secondaryMs if no neighbour has it', () => {
     const members = ['me', 'other'];
     const ring = MemberRing.of(members);
     // Find a piece whose primary is the other member (so "me" is its secondary).
     const piece = [...Array(64).keys()].find((p) => ring.rank('other', piecePoint(1, p)) === 0)!;
-    const { port, s } = node(64, { settleMs: 40, secondaryMs: 500, starveMs: 10_000, downloadSlots: 64 });
+    const { port, s } = node(64, { settleMs: 40, secondaryMs: 500, starveMs: 10_000, originSlots: 64 });
     s.setMembers(ring);
     s.start();
     port.clock = 40;

@@ -6,7 +6,8 @@
 //
 // The rules (BitTorrent's, with Kraken's and our origin budget):
 // - rarest first among the pieces neighbours hold (RarityOrder);
-// - at most `downloadSlots` requests in flight, `maxPerPeer` per peer;
+// - at most `downloadSlots` requests to peers in flight, `maxPerPeer` per
+//   peer, and `originSlots` to the origin;
 // - at most `uploadSlots` uploads at once; a refused requester waits on a
 //   short list and is unchoked when a slot frees, or retries after a backoff;
 // - endgame: when every wanted piece is already asked for, ask a second
@@ -48,6 +49,8 @@ export interface SwarmOptions {
   treeSeed: number;
   uploadSlots: number;
   downloadSlots: number;
+  /** Origin requests in flight for ring duty (hedges may add to them). */
+  originSlots: number;
   maxPerPeer: number;
   /** Neighbours (peers exchanging haves) this node keeps at most. */
   maxNeighbors: number;
@@ -69,6 +72,7 @@ export interface SwarmOptions {
 export const DEFAULT_SWARM_OPTIONS = {
   uploadSlots: 4,
   downloadSlots: 4,
+  originSlots: 4,
   maxPerPeer: 2,
   maxNeighbors: 40,
   hedgeMs: 30,
@@ -92,6 +96,9 @@ interface Request {
  */
 const DUTY_BELOW = 2;
 
+/** A peer that left a request unanswered past hedgeMs is not asked again for this many backoffs. */
+const SILENT_BACKOFF = 10;
+
 /** How many wanted pieces one pick looks at before deciding every holder is busy. */
 const SCAN_LIMIT = 64;
 
@@ -110,7 +117,9 @@ export class SwarmScheduler {
   private readonly neighbors = new Map<string, Neighbor>();
   /** Piece → requests for it (more than one only in the endgame). */
   private readonly pending = new Map<number, Request[]>();
+  /** Requests in flight to peers, and to the origin (each has its own slots: the origin's first byte is slow). */
   private outstanding = 0;
+  private fromOrigin = 0;
   private accepted = 0;
   private uploads = 0;
   private readonly waiters: string[] = [];
@@ -120,6 +129,8 @@ export class SwarmScheduler {
   private joinedAt = -1;
   private lastProgress = 0;
   private wake = Infinity;
+  /** No backoff ends before this (kept so deadlines need not scan the neighbours). */
+  private busyEnd = Infinity;
   /** Pieces received from the origin (for the origin budget). */
   originPieces = 0;
 
@@ -128,7 +139,7 @@ export class SwarmScheduler {
     private readonly o: SwarmOptions,
     have?: PieceSet,
   ) {
-    for (const k of ['uploadSlots', 'downloadSlots', 'maxPerPeer', 'maxNeighbors'] as const) {
+    for (const k of ['uploadSlots', 'downloadSlots', 'originSlots', 'maxPerPeer', 'maxNeighbors'] as const) {
       if (!(Number.isInteger(o[k]) && o[k] >= 1)) throw new RangeError(`swarm ${k} must be a whole number ≥ 1, not ${o[k]}`);
     }
     this.have = have ?? new PieceSet(o.pieces);
@@ -207,10 +218,13 @@ export class SwarmScheduler {
     this.rarity.increment(piece);
     if (this.have.has(piece)) return;
     n.wanted++;
-    // Only this neighbour can newly be asked; deadlines need a look only when a request went out.
+    // A free slot and a free neighbour with a piece nobody is fetching: ask for it at once. A piece
+    // just announced is a fresh copy, among the rarest; the full rarest-first pass runs whenever a slot
+    // frees, and this keeps a have O(1) (a crowd sends tens of millions).
     const now = this.port.now();
-    if (this.joinedAt < 0 || this.complete || this.outstanding >= this.o.downloadSlots || !this.isFree(n, now)) return;
-    if (this.pick(now, [n]) > 0) this.deadlines(now);
+    if (this.joinedAt < 0 || this.outstanding >= this.o.downloadSlots || this.pending.has(piece) || !this.isFree(n, now)) return;
+    this.ask(peer, piece);
+    this.deadlines(now);
   }
 
   /** The peer started sending the piece. */
@@ -227,7 +241,10 @@ export class SwarmScheduler {
     if (!this.find(piece, peer)) return;
     this.dropRequest(piece, peer);
     const n = this.neighbors.get(peer);
-    if (n) n.busyUntil = this.port.now() + this.o.busyBackoffMs;
+    if (n) {
+      n.busyUntil = this.port.now() + this.o.busyBackoffMs;
+      this.busyEnd = Math.min(this.busyEnd, n.busyUntil);
+    }
     this.fill();
   }
 
@@ -307,7 +324,8 @@ export class SwarmScheduler {
     if (reqs[i]!.accepted) this.accepted--;
     reqs.splice(i, 1);
     if (reqs.length === 0) this.pending.delete(piece);
-    this.outstanding--;
+    if (peer === ORIGIN) this.fromOrigin--;
+    else this.outstanding--;
     const n = this.neighbors.get(peer);
     if (n) n.outstanding--;
   }
@@ -317,7 +335,8 @@ export class SwarmScheduler {
     const q = { peer, accepted: false, askedAt: this.port.now() };
     if (reqs) reqs.push(q);
     else this.pending.set(piece, [q]);
-    this.outstanding++;
+    if (peer === ORIGIN) this.fromOrigin++;
+    else this.outstanding++;
     const n = this.neighbors.get(peer);
     if (n) n.outstanding++;
     this.port.request(peer, piece);
@@ -331,34 +350,30 @@ export class SwarmScheduler {
     this.deadlines(now);
   }
 
-  /** Fills free download slots: origin duty first, then the rarest piece a free neighbour holds, then the endgame. */
-  private pick(now: number, only?: Neighbor[]): number {
-    let asked = 0;
-    if (this.outstanding >= this.o.downloadSlots) return 0;
-    let free = only;
-    while (this.outstanding < this.o.downloadSlots) {
+  /** Fills free slots: origin duty on the origin's, the rarest piece a free neighbour holds (or the endgame) on the peers'. */
+  private pick(now: number): void {
+    while (this.fromOrigin < this.o.originSlots) {
       const duty = this.dutyPiece(now);
-      if (duty >= 0) {
-        this.ask(ORIGIN, duty);
-        asked++;
-        continue;
-      }
+      if (duty < 0) break;
+      this.ask(ORIGIN, duty);
+    }
+    let free: Neighbor[] | undefined;
+    while (this.outstanding < this.o.downloadSlots) {
       free ??= this.freeNeighbors(now);
       if (free.length === 0) break;
       const pick = this.peerPiece(free) ?? this.endgamePiece(free);
       if (!pick) break;
       this.ask(pick.peer.id, pick.piece);
-      asked++;
       if (pick.peer.outstanding >= this.o.maxPerPeer) free = free.filter((n) => n !== pick.peer);
     }
-    return asked;
   }
 
   private deadlines(now: number): void {
     let nextWake = Infinity;
-    if (this.outstanding < this.o.downloadSlots) {
+    if (this.outstanding < this.o.downloadSlots || this.fromOrigin < this.o.originSlots) {
       // Something may become possible later: a backoff ending, or duty starting.
-      for (const n of this.neighbors.values()) if (n.busyUntil > now) nextWake = Math.min(nextWake, n.busyUntil);
+      if (this.busyEnd <= now) this.busyEnd = this.nextBusyEnd(now);
+      nextWake = Math.min(nextWake, this.busyEnd);
       if (this.ring && now < this.joinedAt + this.o.secondaryMs) {
         nextWake = Math.min(nextWake, now < this.joinedAt + this.o.settleMs ? this.joinedAt + this.o.settleMs : this.joinedAt + this.o.secondaryMs);
       }
@@ -375,6 +390,13 @@ export class SwarmScheduler {
     }
   }
 
+  /** When the soonest backoff now running ends (Infinity: none). */
+  private nextBusyEnd(now: number): number {
+    let end = Infinity;
+    for (const n of this.neighbors.values()) if (n.busyUntil > now && n.busyUntil < end) end = n.busyUntil;
+    return end;
+  }
+
   private originBusy(): boolean {
     for (const reqs of this.pending.values()) if (reqs.some((q) => q.peer === ORIGIN)) return true;
     return false;
@@ -384,10 +406,27 @@ export class SwarmScheduler {
   private hedgeUnanswered(now: number): number {
     let next = Infinity;
     for (const [p, reqs] of this.pending) {
-      if (reqs.some((q) => q.peer === ORIGIN || q.accepted)) continue;
-      const at = Math.min(...reqs.map((q) => q.askedAt)) + this.o.hedgeMs;
-      if (now >= at) this.ask(ORIGIN, p);
-      else next = Math.min(next, at);
+      let at = Infinity;
+      for (const q of reqs) {
+        if (q.peer === ORIGIN || q.accepted) {
+          at = Infinity;
+          break;
+        }
+        at = Math.min(at, q.askedAt + this.o.hedgeMs);
+      }
+      if (at === Infinity) continue;
+      if (now < at) {
+        if (at < next) next = at;
+        continue;
+      }
+      // The silent peers are withdrawn from and left alone for a while: hung, or far too slow.
+      for (const q of [...reqs]) {
+        this.port.cancel(q.peer, p);
+        this.dropRequest(p, q.peer);
+        const n = this.neighbors.get(q.peer);
+        if (n) n.busyUntil = now + SILENT_BACKOFF * this.o.busyBackoffMs;
+      }
+      this.ask(ORIGIN, p);
     }
     return next;
   }
@@ -408,12 +447,13 @@ export class SwarmScheduler {
   /** A piece this node must take from the origin now (fewer than DUTY_BELOW neighbours hold it), or -1. */
   private dutyPiece(now: number): number {
     if (!this.ring || now < this.joinedAt + this.o.settleMs) return -1;
-    const mine = (list: number[]) => {
-      for (const p of list) if (this.rarity.isWanted(p) && this.rarity.availability(p) < DUTY_BELOW && !this.pending.has(p)) return p;
+    const mine = (list: number[], below: number) => {
+      for (const p of list) if (this.rarity.isWanted(p) && this.rarity.availability(p) < below && !this.pending.has(p)) return p;
       return -1;
     };
-    const p = mine(this.primary);
-    return p >= 0 || now < this.joinedAt + this.o.secondaryMs ? p : mine(this.secondary);
+    const p = mine(this.primary, DUTY_BELOW);
+    // A secondary steps in only for a piece no neighbour holds at all (its primary died or stalls).
+    return p >= 0 || now < this.joinedAt + this.o.secondaryMs ? p : mine(this.secondary, 1);
   }
 
   /** The rarest wanted piece some free neighbour holds, and that neighbour. */
