@@ -54,6 +54,9 @@ export interface SimResult {
   unfinished: number;
   /** Bytes moved between nodes. */
   peerBytes: number;
+  /** Piece requests to peers, and how many were refused (no free upload slot). */
+  peerRequests: number;
+  refused: number;
   events: number;
 }
 
@@ -109,6 +112,8 @@ export function simulate(cfg: SimConfig): SimResult {
   /** Origin requests not started yet (node × pieces + piece), so a cancel can stop them. */
   const originAsked = new Set<number>();
   let originBytes = 0;
+  let peerRequests = 0;
+  let refused = 0;
   let peerBytes = 0;
   let done = 0;
   let dead = 0;
@@ -225,6 +230,8 @@ export function simulate(cfg: SimConfig): SimResult {
       if (!s.alive) return void q.at(q.now + LAT, () => n.alive && n.sched.requestFailed(peer, piece));
       if (silent.has(s.idx)) return;
       const ok = s.sched.uploadRequested(n.id, piece);
+      peerRequests++;
+      if (!ok) refused++;
       if (ok) startFlow(s.idx, n.idx, piece);
       q.at(q.now + LAT, () => n.alive && (ok ? n.sched.requestAccepted(peer, piece) : n.sched.requestRefused(peer, piece)));
     });
@@ -332,6 +339,8 @@ export function simulate(cfg: SimConfig): SimResult {
     originCopies: originBytes / cfg.treeBytes,
     unfinished,
     peerBytes,
+    peerRequests,
+    refused,
     events,
   };
 }
