@@ -5,15 +5,17 @@
 // should do goes out through a SwarmPort.
 //
 // The rules (BitTorrent's, with Kraken's and our origin budget):
-// - rarest first among the pieces neighbours hold (RarityOrder);
+// - rarest first among the pieces neighbours hold (RarityOrder); a fresh
+//   have from a free neighbour is asked for at once (a new copy is rare);
 // - at most `downloadSlots` requests to peers in flight, `maxPerPeer` per
 //   peer, and `originSlots` to the origin;
 // - at most `uploadSlots` uploads at once; a refused requester waits on a
 //   short list and is unchoked when a slot frees, or retries after a backoff;
 // - endgame: when every wanted piece is already asked for, ask a second
 //   holder too and cancel the loser;
-// - the origin: a piece no neighbour holds is fetched by its ring primary
-//   once member views have settled, by its secondary later (MemberRing);
+// - the origin: a piece fewer than two neighbours hold is fetched by its
+//   ring primary once member views have settled, a piece none holds by its
+//   secondary later (MemberRing), on their own `originSlots`;
 //   a request no peer answers within `hedgeMs` is hedged to the origin,
 //   and a node that got nothing for `starveMs` takes one piece from it
 //   (never zero progress);
