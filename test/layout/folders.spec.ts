@@ -76,6 +76,7 @@ const LAYERS = [
   'node/control',
   'node/stream',
   'node/mount',
+  'node/swarm',
   'node/cluster',
   'tiers',
   'node/ops',
