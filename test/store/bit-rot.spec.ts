@@ -165,6 +165,11 @@ describe('local bit rot under a mount', () => {
       expect(cat.stdout).toBe(whole);
       expect(quarantined(home, victim)).toBe(false);
       expect(entryCtime()).toBe(ctimeOf());
+      // A new mount of the tree is not copied from the image cached before the link, with its stale ctimes.
+      const mnt2 = join(tempDir(), 'mnt2');
+      mkdirSync(mnt2);
+      expect(vrift(['run', '--mount', `${mnt2}=${tree}`, '--', 'true'], { home }).code).toBe(0);
+      expect(vdirLookup(vdirNameOf(home, mnt2)!, ['src/main.c']).lines[0].ctime).toBe(ctimeOf());
     } finally {
       stopDaemon(home);
     }

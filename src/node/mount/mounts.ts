@@ -184,6 +184,9 @@ export class MountManager {
     if (!vdir || !e || (e.mode & S_IFMT) !== S_IFREG || e.digest !== digest || e.flags & VDIR_F_UPPER) return;
     if (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE)) return;
     vdir.apply([{ path: rel, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs }]);
+    // The cached image of the tree carries the stale ctime too: the next mount of it is built afresh.
+    const tree = this.live.get(mountRoot)?.tree;
+    if (tree) this.images.forget(tree);
   }
 
   /** The journal of a published mount. */
