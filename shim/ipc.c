@@ -380,6 +380,7 @@ int vr_ipc_call(uint16_t type, const uint8_t *payload, size_t len, struct vr_rep
                 uint32_t l;
                 if (vrift_proto_find(reply, keep, VRIFT_F_SIZE, &v, &l) == 1 && l == 8)
                     rep->size = vrift_proto_get_u64(v);
+                rep->ctime_ns = vrift_proto_find(reply, keep, VRIFT_F_CTIME, &v, &l) == 1 && l == 8 ? vrift_proto_get_u64(v) : 0;
             }
         }
     }

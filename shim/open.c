@@ -121,39 +121,52 @@ static int open_cas(int mount, const uint8_t digest[32], int exec, int fl)
     return afd;
 }
 
-/* One fstat of the opened blob: its size must be the VDir entry's (the
- * entry has no room for the ctime; the daemon's FETCH compares that). */
-static int blob_size_ok(int fd, uint64_t size)
+/*
+ * One fstat of the opened blob: the size the VDir entry says, and the inode
+ * change time `ctime_ns` the daemon recorded when it last knew the blob good
+ * (vrift_vdir.h; no user can set a ctime, every write into the inode moves
+ * it). 0 = unknown: never matches, so the daemon is asked. `any_ctime`:
+ * the size alone (the daemon has just vouched for the bytes).
+ */
+static int blob_unchanged(int fd, uint64_t size, uint64_t ctime_ns, int any_ctime)
 {
     struct stat st;
     if (vr_fstat(fd, &st) != 0)
         return 0;
-    return (uint64_t)st.st_size == size;
+    const uint64_t ct = (uint64_t)st.st_ctim.tv_sec * 1000000000u + (uint64_t)st.st_ctim.tv_nsec;
+    return (uint64_t)st.st_size == size && (any_ctime || ct == ctime_ns);
 }
 
-static int open_blob(const struct vr_path *p, int flags)
+int vr_open_lower_blob(const struct vr_path *p, int fl, int stream)
 {
     int exec = (p->res.mode & 0111) != 0;
-    int fl = O_RDONLY | (flags & (O_CLOEXEC | O_NONBLOCK | O_LARGEFILE | O_NOCTTY));
-    int fd = -ENOENT;
+    uint64_t want = p->res.entry.u.blob.ctime_ns;
+    int vouched = 0, fd = -ENOENT;
     for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
         if (attempt == 1 || (p->res.flags & VRIFT_VDIR_F_REMOTE)) {
+            /* Missing, or not as the daemon last knew it: the daemon checks it
+             * (re-hash; quarantine and fetch again if it changed), renews the
+             * entry's ctime, and says the ctime it checked. */
             char partial[PATH_MAX];
-            if (vr_fetch_stream(p->mount, p->res.entry.u.digest, p->res.mode, partial, sizeof partial) != 0)
+            uint64_t checked = 0;
+            if (vr_fetch_for(p->mount, p->rel, p->rellen, p->res.entry.u.digest, p->res.mode, stream ? partial : NULL,
+                             sizeof partial, &checked) != 0)
                 return -EIO;
             /* A large blob still arriving: its reads wait, range by range, in the kernel.
              * Gone already (complete and renamed into the CAS): open that instead. */
-            if (partial[0] && (fd = vr_openat(AT_FDCWD, partial, fl, 0)) >= 0)
+            if (stream && partial[0] && (fd = vr_openat(AT_FDCWD, partial, fl, 0)) >= 0)
                 break;
+            want = checked;
+            /* No CTIME: a streamed blob completed meanwhile (admission has just hashed it). */
+            vouched = checked == 0;
         }
         fd = open_cas(p->mount, p->res.entry.u.digest, exec, fl);
         if (fd == -ENOENT && exec)
             fd = open_cas(p->mount, p->res.entry.u.digest, 0, fl);
-        if (fd >= 0 && !blob_size_ok(fd, p->res.size)) {
-            /* Not the size the VDir says: a damaged blob (truncated, appended
-             * to through a hard link). Never served: the daemon's FETCH
-             * checks it, quarantines it and fetches it again; a second
-             * mismatch is EIO. */
+        if (fd >= 0 && !blob_unchanged(fd, p->res.size, want, vouched)) {
+            /* Not the size or ctime on record: a damaged blob (a byte flipped,
+             * truncated, written through a hard link), or only linked again.
+             * Never served unchecked; a second mismatch is EIO. */
             vr_close(fd);
             fd = attempt == 0 ? -ENOENT : -EIO;
             continue;
@@ -163,6 +176,14 @@ static int open_blob(const struct vr_path *p, int flags)
     }
     if (fd < 0)
         return fd == -EMFILE || fd == -ENFILE ? fd : -EIO;
+    return fd;
+}
+
+static int open_blob(const struct vr_path *p, int flags)
+{
+    int fd = vr_open_lower_blob(p, O_RDONLY | (flags & (O_CLOEXEC | O_NONBLOCK | O_LARGEFILE | O_NOCTTY)), 1);
+    if (fd < 0)
+        return fd;
     struct vr_vfd *v = vr_vfd_new();
     if (!v) {
         vr_close(fd);

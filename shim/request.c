@@ -143,8 +143,16 @@ int vr_fetch(int mount, const uint8_t digest[32], uint32_t mode)
 
 int vr_fetch_stream(int mount, const uint8_t digest[32], uint32_t mode, char *partial, size_t cap)
 {
+    return vr_fetch_for(mount, NULL, 0, digest, mode, partial, cap, NULL);
+}
+
+int vr_fetch_for(int mount, const char *rel, size_t rellen, const uint8_t digest[32], uint32_t mode, char *partial,
+                 size_t cap, uint64_t *ctime_ns)
+{
     struct vr_req p = {0};
     vr_req_str(&p, VRIFT_F_PATH, vr_mounts[mount].root, vr_mounts[mount].rootlen);
+    if (rel)
+        vr_req_str(&p, VRIFT_F_REL, rel, rellen);
     vr_req_hex(&p, VRIFT_F_DIGEST, digest);
     vr_req_u32(&p, VRIFT_F_MODE, mode); /* executable: the daemon makes the blob's exec twin too */
     if (partial) {
@@ -160,6 +168,8 @@ int vr_fetch_stream(int mount, const uint8_t digest[32], uint32_t mode, char *pa
         int rc = vr_request(VRIFT_MSG_FETCH, &p, &rep);
         if (rc == 0 && partial)
             vr_strlcpy(partial, rep.path, cap);
+        if (rc == 0 && ctime_ns)
+            *ctime_ns = rep.ctime_ns;
         if (rc != -EROFS)
             return rc;
         if (mono_ns() >= until || atomic_load(&vr_on) != 1)

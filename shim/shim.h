@@ -202,6 +202,23 @@ int vr_fetch(int mount, const uint8_t digest[32], uint32_t mode);
  * their range is verified (docs/lazy.md "Large files stream").
  */
 int vr_fetch_stream(int mount, const uint8_t digest[32], uint32_t mode, char *partial, size_t cap);
+/**
+ * vr_fetch_stream for an open of entry `rel` (NULL: none) whose blob failed
+ * the open-time check: the daemon re-checks the blob (re-hash, quarantine
+ * and fetch again if it changed) and renews the entry's ctime in the VDir.
+ * *ctime_ns gets the ctime of the blob as the daemon checked it (0: not said).
+ */
+int vr_fetch_for(int mount, const char *rel, size_t rellen, const uint8_t digest[32], uint32_t mode, char *partial,
+                 size_t cap, uint64_t *ctime_ns);
+/**
+ * The blob of lower file p, opened read-only with `fl` (its .x twin for an
+ * executable mode) and checked with one fstat against its VDir entry (size,
+ * and the blob's ctime as the daemon last knew it good); a mismatch asks
+ * the daemon (vr_fetch_for) and is never served. With `stream`, a large
+ * blob still arriving may be opened as its partial file. fd or -errno (EIO:
+ * no good copy can be had).
+ */
+int vr_open_lower_blob(const struct vr_path *p, int fl, int stream);
 
 /** True when `abs` (absolute, clean) is a strict ancestor of some mount root. */
 int vr_is_mount_ancestor(const char *abs, size_t len);
@@ -362,6 +379,7 @@ struct vr_reply {
     char code[96];
     char digest[65];
     uint64_t size;
+    uint64_t ctime_ns;    /* CTIME of an OK reply (FETCH: the checked blob's ctime), or 0 */
     char path[PATH_MAX];  /* PATH of an OK reply (FETCH with STREAM: the partial blob), or "" */
 };
 

@@ -225,13 +225,8 @@ int vr_upper_mkdir(struct vr_path *p, mode_t mode)
 /* Copies the blob of lower file p into fd (offsets untouched). */
 static int copy_blob(const struct vr_path *p, int out)
 {
-    char blob[PATH_MAX];
-    vrift_vdir_blob_path(vr_mounts[p->mount].r, p->res.entry.u.digest, 0, blob, sizeof blob);
-    int in = vr_openat(AT_FDCWD, blob, O_RDONLY | O_CLOEXEC, 0);
-    if (in == -ENOENT) {
-        if (vr_fetch(p->mount, p->res.entry.u.digest, p->res.mode) == 0)
-            in = vr_openat(AT_FDCWD, blob, O_RDONLY | O_CLOEXEC, 0);
-    }
+    /* checked as a read's open is: a damaged blob is never copied up */
+    int in = vr_open_lower_blob(p, O_RDONLY | O_CLOEXEC, 0);
     if (in < 0)
         return -EIO;
     long long off_in = 0, off_out = 0;

@@ -85,13 +85,14 @@ static inline void copy_node(const struct vdir_map *m, uint32_t idx, struct vrif
 static inline void copy_data(const struct vdir_map *m, uint32_t idx, struct vrift_vdir_entry *e)
 {
     const unsigned char *d = m->base + m->data_off + (size_t)idx * VRIFT_VDIR_DATA_SIZE;
-    _Static_assert(VRIFT_VDIR_DATA_SIZE == 32 && sizeof e->u == 32, "four words");
-    uint64_t w0 = ld64(d), w1 = ld64(d + 8), w2 = ld64(d + 16), w3 = ld64(d + 24);
+    _Static_assert(VRIFT_VDIR_DATA_SIZE == 40 && sizeof e->u == 40, "five words");
+    uint64_t w0 = ld64(d), w1 = ld64(d + 8), w2 = ld64(d + 16), w3 = ld64(d + 24), w4 = ld64(d + 32);
     unsigned char *u = (unsigned char *)&e->u;
     memcpy(u, &w0, 8);
     memcpy(u + 8, &w1, 8);
     memcpy(u + 16, &w2, 8);
     memcpy(u + 24, &w3, 8);
+    memcpy(u + 32, &w4, 8);
 }
 
 /* Copies entry `idx` whole: node and data record. */

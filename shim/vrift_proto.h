@@ -64,9 +64,11 @@ enum vrift_msg_type {
   /* 5: retired (COMMIT of a staged file; writes now go to the mount's upper
      layer, see VRIFT_MSG_UPPER). Errors of the change requests (7-11, 15,
      21, 22) end in an errno name: ERR_VRIFT_MOUNTFS_ENOTEMPTY, ..._EEXIST ... */
-  VRIFT_MSG_FETCH = 6,    /* DIGEST, [PATH], [MODE], [STREAM] -> OK once the blob is in the local CAS
-                             (and, for an executable MODE, its exec twin); with STREAM, OK: PATH
-                             as soon as a large blob can be read while it streams in */
+  VRIFT_MSG_FETCH = 6,    /* DIGEST, [PATH], [REL], [MODE], [STREAM] -> OK: CTIME once the blob is in
+                             the local CAS and checked (and, for an executable MODE, its exec twin);
+                             with REL (the entry that was opened), the entry's ctime in the VDir is
+                             renewed too; with STREAM, OK: PATH as soon as a large blob can be read
+                             while it streams in */
   VRIFT_MSG_MKDIR = 7,    /* PATH, REL, MODE -> OK */
   VRIFT_MSG_UNLINK = 8,   /* PATH, REL, [ASYNC] -> OK (files and symlinks; with ASYNC the client
                              has unlinked the path's upper file itself: the entry goes only
@@ -156,9 +158,12 @@ enum vrift_field_tag {
   VRIFT_F_SEQ = 26,       /* u64: an announcement's number in the mount's .issued count (JOURNAL) */
   VRIFT_F_CHANGE = 27,    /* u32: a VRIFT_CHANGE_* (JOURNAL) */
   VRIFT_F_NOW = 28,       /* u32 1: a reader waits for the journal: work through it at once (JOURNAL) */
-  VRIFT_F_STREAM = 29     /* u32 1: the opener can read a large blob while it arrives (FETCH): the reply
+  VRIFT_F_STREAM = 29,    /* u32 1: the opener can read a large blob while it arrives (FETCH): the reply
                              may carry PATH, a file of the blob's full size whose reads the kernel holds
                              until their range is verified (docs/lazy.md "Large files stream") */
+  VRIFT_F_CTIME = 30      /* u64: a blob file's inode change time in ns (FETCH's reply: the blob the
+                             opener should open -- its .x twin for an executable MODE -- as the daemon
+                             checked it; vrift_vdir.h, union vrift_vdir_data) */
 };
 
 /*

@@ -46,7 +46,7 @@
  *
  *     [0, 4096)                       struct vrift_vdir_header
  *     [entry_off,  + entry_cap*24)    struct vrift_vdir_node[entry_cap]
- *     [data_off,   + entry_cap*32)    union vrift_vdir_data[entry_cap]
+ *     [data_off,   + entry_cap*40)    union vrift_vdir_data[entry_cap]
  *     [bucket_off, + bucket_count*4)  uint32_t buckets[bucket_count]
  *     [pool_off,   + pool_cap)        string pool (bytes)
  *     ... zero padding up to total_size
@@ -61,9 +61,10 @@
  * Entry slot i (0 <= i < entry_cap) is node i and data record i: the node
  * (24 bytes) holds what stat() and the path index read -- size, flags,
  * mtime, mode, the path's pool offset, the sibling link, the check -- and
- * the data record (32 bytes) the rest: a file's digest, a directory's
- * child list, a symlink's target range. They live in two arrays so that a
- * stat() of a path touches 24 bytes of entry memory, not 56 (version 1
+ * the data record (40 bytes) the rest: a file's digest and its blob's
+ * ctime (the open-time check, version 3), a directory's child list, a
+ * symlink's target range. They live in two arrays so that a
+ * stat() of a path touches 24 bytes of entry memory, not 64 (version 1
  * kept both in one 56-byte entry; on a tree bigger than the CPU's cache,
  * stat()'s time is its cache misses). struct vrift_vdir_entry is the two
  * together as the reader API and the writer hand them around; it is not a
@@ -228,14 +229,15 @@ extern "C" {
 /** header.magic: "VRFTVDIR" read as a little-endian uint64_t. */
 #define VRIFT_VDIR_MAGIC 0x5249445654465256ULL
 /** header.version: bumped on any incompatible layout change (2: nodes and
- *  data records in two arrays, section 2). */
-#define VRIFT_VDIR_VERSION 2u
+ *  data records in two arrays, section 2; 3: a file's data record carries
+ *  its blob's inode change time, 40 bytes). */
+#define VRIFT_VDIR_VERSION 3u
 /** Size of the header area; also the alignment of entry_off. */
 #define VRIFT_VDIR_HEADER_SIZE 4096u
 /** sizeof(struct vrift_vdir_node): the stride of entry_off's array. */
 #define VRIFT_VDIR_ENTRY_SIZE 24u
 /** sizeof(union vrift_vdir_data): the stride of data_off's array. */
-#define VRIFT_VDIR_DATA_SIZE 32u
+#define VRIFT_VDIR_DATA_SIZE 40u
 /** Objects are sized in multiples of this many bytes. */
 #define VRIFT_VDIR_PAGE 4096u
 
@@ -349,10 +351,22 @@ struct vrift_vdir_node {
     uint16_t check;        /**< vrift_vdir_node_check() of everything else */
 };
 
-/** The rest of entry slot i: 32 bytes. */
+/** The rest of entry slot i: 40 bytes. */
 union vrift_vdir_data {
     /** S_IFREG: BLAKE3-256 of the content (the blob's name). */
     uint8_t digest[32];
+    /** S_IFREG: the digest again, and the blob file's inode change time
+     *  (st_ctim as ns since the epoch; its .x twin's for an executable mode)
+     *  when the daemon last knew it good; 0 = unknown. No user can set a
+     *  ctime and every write into the inode moves it, so a reader that opens
+     *  the blob compares it with one fstat() and, on a mismatch, asks the
+     *  daemon (FETCH: re-check, quarantine and fetch again if it changed)
+     *  instead of serving it. A hard link moves it too: the daemon then
+     *  renews the value here. Unused for VRIFT_VDIR_F_UPPER entries. */
+    struct {
+        uint8_t digest[32];
+        uint64_t ctime_ns;
+    } blob;
     /** S_IFDIR: children list (index + 1, 0 = none). */
     struct {
         uint32_t first_child;
@@ -360,13 +374,13 @@ union vrift_vdir_data {
         uint32_t last_child; /**< tail of the list, for O(1) appends */
         uint32_t claim_ino_lo; /**< VRIFT_VDIR_F_CLAIM: st_ino of the claim directory */
         uint32_t claim_ino_hi;
-        uint32_t reserved[3];
+        uint32_t reserved[5];
     } dir;
     /** S_IFLNK: the target bytes in the pool (no NUL). */
     struct {
         uint32_t target_off;
         uint32_t target_len;
-        uint32_t reserved[6];
+        uint32_t reserved[8];
     } lnk;
 };
 
@@ -390,7 +404,7 @@ struct vrift_vdir_entry {
 #ifdef __cplusplus
 static_assert(sizeof(struct vrift_vdir_header) == VRIFT_VDIR_HEADER_SIZE, "header is one page");
 static_assert(sizeof(struct vrift_vdir_node) == VRIFT_VDIR_ENTRY_SIZE, "node is 24 bytes");
-static_assert(sizeof(union vrift_vdir_data) == VRIFT_VDIR_DATA_SIZE, "data record is 32 bytes");
+static_assert(sizeof(union vrift_vdir_data) == VRIFT_VDIR_DATA_SIZE, "data record is 40 bytes");
 static_assert(offsetof(struct vrift_vdir_node, check) == offsetof(struct vrift_vdir_node, mode) + 2, "mode, check");
 static_assert(offsetof(struct vrift_vdir_header, gen) == 16, "gen offset");
 static_assert(offsetof(struct vrift_vdir_header, cas_root) == 256, "cas_root offset");
@@ -399,7 +413,7 @@ static_assert(sizeof(std::atomic<uint64_t>) == 8 && std::atomic<uint64_t>::is_al
 #else
 _Static_assert(sizeof(struct vrift_vdir_header) == VRIFT_VDIR_HEADER_SIZE, "header is one page");
 _Static_assert(sizeof(struct vrift_vdir_node) == VRIFT_VDIR_ENTRY_SIZE, "node is 24 bytes");
-_Static_assert(sizeof(union vrift_vdir_data) == VRIFT_VDIR_DATA_SIZE, "data record is 32 bytes");
+_Static_assert(sizeof(union vrift_vdir_data) == VRIFT_VDIR_DATA_SIZE, "data record is 40 bytes");
 _Static_assert(offsetof(struct vrift_vdir_node, check) == offsetof(struct vrift_vdir_node, mode) + 2, "mode, check");
 _Static_assert(offsetof(struct vrift_vdir_header, gen) == 16, "gen offset");
 _Static_assert(offsetof(struct vrift_vdir_header, cas_root) == 256, "cas_root offset");
@@ -578,15 +592,17 @@ static inline uint16_t vrift_vdir_entry_check(const struct vrift_vdir_entry *e, 
 
 /**
  * The data record's 8-bit check kept in the high byte of node.next_sibling:
- * the top 8 bits of mum(w0 ^ K1, w1 ^ path_hash) ^ mum(w2 ^ K2, w3 ^ path_hash),
- * w0..w3 the record's four 64-bit words in host order.
+ * the top 8 bits of mum(w0 ^ K1, w1 ^ path_hash) ^ mum(w2 ^ K2, w3 ^ path_hash)
+ * ^ mum(w4 ^ K3, path_hash ^ K1), w0..w4 the record's five 64-bit words in
+ * host order.
  */
 static inline uint32_t vrift_vdir_data_check(const union vrift_vdir_data *d, uint64_t path_hash)
 {
-    const uint64_t k1 = 0xe7037ed1a0b428dbULL, k2 = 0x8ebc6af09c88c6e3ULL;
+    const uint64_t k1 = 0xe7037ed1a0b428dbULL, k2 = 0x8ebc6af09c88c6e3ULL, k3 = 0x589965cc75374cc3ULL;
     const unsigned char *p = (const unsigned char *)d;
     const uint64_t h = vrift_vdir__mum(vrift_vdir__load64(p) ^ k1, vrift_vdir__load64(p + 8) ^ path_hash) ^
-                       vrift_vdir__mum(vrift_vdir__load64(p + 16) ^ k2, vrift_vdir__load64(p + 24) ^ path_hash);
+                       vrift_vdir__mum(vrift_vdir__load64(p + 16) ^ k2, vrift_vdir__load64(p + 24) ^ path_hash) ^
+                       vrift_vdir__mum(vrift_vdir__load64(p + 32) ^ k3, path_hash ^ k1);
     return (uint32_t)(h >> 56);
 }
 

@@ -203,9 +203,12 @@ describe('VDir writer', () => {
     expect(v.list('d').slice(0, 3)).toEqual(['f0', 'f1', 'f2']);
     // Symlink churn fills the pool with garbage: reclaimed in place, no growth.
     const target = (r: number) => `target-${r}-${'y'.repeat(1000)}`;
-    for (let r = 0; r < 300; r++) v.apply([{ path: 'd/link', mode: S_IFLNK | 0o777, size: 0, mtimeSec: r, target: target(r) }]);
+    const link = (r: number) => v.apply([{ path: 'd/link', mode: S_IFLNK | 0o777, size: 0, mtimeSec: r, target: target(r) }]);
+    link(0); // the first target may need room (a pool filled by the files may grow once)
+    const linked = v.stats().mappedBytes;
+    for (let r = 1; r < 300; r++) link(r);
     expect(v.stats().compactions).toBeGreaterThan(0);
-    expect(v.stats().mappedBytes).toBe(big.mappedBytes);
+    expect(v.stats().mappedBytes).toBe(linked);
     expect(v.lookup('d/link')).toMatchObject({ target: target(299), size: target(299).length });
     const out = hammer(['lookup', big.shmPath, 'd/f2999', 'd/link']).lines;
     expect(out[0]).toMatchObject({ rc: 0, size: 2999 % 300 });

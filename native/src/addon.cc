@@ -13,7 +13,8 @@
 //   0 u32 mode   4 u32 mtime_sec   8 u32 size_lo   12 u16 size_hi   14 u16 flags
 //   16 u16 path_len   18 u16 target_len   20 u8 has_digest   21..23 zero
 //   24 digest[32] (a directory with VRIFT_VDIR_F_CLAIM: its claim's u64 inode)
-//   56 path bytes   then target bytes
+//   56 u64 ctime_ns (files: the blob's inode change time when known good, 0 = unknown)
+//   64 path bytes   then target bytes
 // Removal record: u16 path_len, path bytes.
 #include <napi.h>
 
@@ -31,7 +32,7 @@
 
 namespace {
 
-constexpr size_t kRecHeader = 56;
+constexpr size_t kRecHeader = 64;
 
 template <typename T>
 T Rd(const uint8_t* p) {
@@ -137,6 +138,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
       u.flags = Rd<uint16_t>(p + 14);
       const size_t plen = Rd<uint16_t>(p + 16), tlen = Rd<uint16_t>(p + 18);
       if (p[20]) u.digest = p + 24;
+      u.ctime_ns = Rd<uint64_t>(p + 56);
       if (static_cast<size_t>(end - p) < kRecHeader + plen + tlen) ThrowBadBatch(env, "truncated upsert path");
       u.path = View(p + kRecHeader, plen);
       u.target = View(p + kRecHeader + plen, tlen);
@@ -162,7 +164,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
     return env.Undefined();
   }
 
-  // lookup(path) -> { mode, size, mtimeSec, flags, index, digest?, target?, nchildren?, claimIno?, check } | undefined
+  // lookup(path) -> { mode, size, mtimeSec, flags, index, digest?, ctimeNs?, target?, nchildren?, claimIno?, check } | undefined
   Napi::Value Lookup(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) ThrowCode(env, EINVAL, "lookup(path): path must be a string");
@@ -186,6 +188,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
       char d[VRIFT_LAYOUT_DIGEST_HEX];
       vrift_layout_hex(e.u.digest, d);
       o.Set("digest", Napi::String::New(env, d, sizeof d));
+      o.Set("ctimeNs", Napi::BigInt::New(env, e.u.blob.ctime_ns));
     } else if (type == VRIFT_VDIR_S_IFLNK) {
       o.Set("target", Napi::String::New(env, f.target));
     } else {

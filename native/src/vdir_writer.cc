@@ -497,7 +497,8 @@ void VdirWriter::Upsert(const VdirUpsert& u) {
   if (was_lnk && !keep_target) map_.hdr->pool_garbage += d.lnk.target_len;
   uint64_t size = u.size;
   if (type == VRIFT_VDIR_S_IFREG) {
-    std::memcpy(d.digest, u.digest, 32);
+    std::memcpy(d.blob.digest, u.digest, 32);
+    d.blob.ctime_ns = u.ctime_ns;
   } else if (type == VRIFT_VDIR_S_IFDIR) {
     if (!was_dir) std::memset(&d, 0, sizeof d);  // validated: an existing dir keeps its children
     uint64_t claim = 0;  // VRIFT_VDIR_F_CLAIM: the claim directory's inode, in the digest bytes

@@ -41,6 +41,7 @@ struct VdirUpsert {
   uint64_t size = 0;       // ignored for symlinks (the target length is stored)
   uint32_t flags = 0;      // VRIFT_VDIR_F_*
   const uint8_t* digest = nullptr;  // 32 bytes: regular files; a VRIFT_VDIR_F_CLAIM directory's claim inode (u64)
+  uint64_t ctime_ns = 0;            // regular files: the blob's ctime when known good (vrift_vdir.h), 0 = unknown
   std::string_view target;          // symlinks only
 };
 

@@ -8,7 +8,7 @@
  *       Runs until the path "done" appears and N lookups were made. Prints
  *       "ready" once mapped, then one JSON line of counts.
  *   vdir-hammer probe <vdir>            open only; prints the result
- *   vdir-hammer lookup <vdir> <path>... one JSON line per path
+ *   vdir-hammer lookup <vdir> <path>... one JSON line per path (a file's blob ctime as a decimal string)
  *   vdir-hammer list <vdir> <dir>       one JSON line: the names
  *   vdir-hammer follow <vdir>           "ready", then one lookup per stdin line
  *   vdir-hammer fuzz <vdir> [--iterations N] [--seed S]
@@ -387,7 +387,9 @@ static int cmd_lookup(const char *vdir, int n, char **paths)
         char blob[512] = "";
         if ((res.mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFREG)
             vrift_vdir_blob_path(r, res.entry.u.digest, (res.mode & 0100) != 0, blob, sizeof blob);
-        printf("\",\"blob\":\"%s\"}\n", blob);
+        /* a string: ns since the epoch do not fit a JSON (double) number */
+        printf("\",\"blob\":\"%s\",\"ctime\":\"%llu\"}\n", blob,
+               (res.mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFREG ? (unsigned long long)res.entry.u.blob.ctime_ns : 0ull);
     }
     vrift_vdir_close(r);
     return 0;

@@ -33,6 +33,8 @@ export interface NativeVDirEntry {
   index: number;
   check: number;
   digest?: string;
+  /** Files: the blob's ctime (ns) the entry carries, 0n = unknown. */
+  ctimeNs?: bigint;
   target?: string;
   nchildren?: number;
   claimIno?: number;

@@ -15,7 +15,9 @@ export interface ChainConfig {
   /**
    * A read (get, a ref, one blob of a tree) that a remote tier has not
    * answered within this many ms is given up on and the next tier asked;
-   * not applied to the last tier (there is no next one). 0: no deadline.
+   * not applied to the last tier (there is no next one). Writes to the
+   * same tiers get 4 times this, plus 1 ms per KiB of a put (guarded.ts
+   * writeDeadline). 0: no deadline.
    */
   hedgeAfterMs: number;
   /** Remote writes waiting at most (backpressure beyond). */

@@ -14,6 +14,18 @@
 // tier. Only the time to the answer is bounded: a blob body already
 // flowing is the caller's to read (admission bounds it by size).
 //
+// Writes to such a tier are bounded too (`writeDeadline`), more loosely,
+// since a write given up on is a copy the tier will not have (there is no
+// next tier to take it instead) and its first call also loads the tier's
+// SDK and connects: `has` (a push first asks what the tier lacks) and
+// `setRef` within 4 x `hedgeAfterMs`, a `put` within that plus 1 ms per KiB
+// (a floor of 1 MiB/s for its bytes). A write past its deadline is given up on: the tier does
+// not get this save (the push to it stops at its first failure), the
+// other tiers do, and the operation's one warning says so (the push result
+// carries the error; the guard logs it only when the breaker opens). A
+// tier's bulk push (S3 packs)
+// and the last tier's writes keep the tier's own timeouts.
+//
 // A local problem met during a call (the disk is full, the store's
 // permissions are wrong) is not the tier's fault: it passes through
 // untouched and ends the operation.
@@ -28,8 +40,13 @@ export interface GuardOptions {
   retries: number;
   breakerFailures: number;
   breakerCooldownMs: number;
-  /** A read not answered within this many ms is given up on (the chain asks the next tier); absent or 0: no deadline. */
+  /** A read not answered within this many ms is given up on (the chain asks the next tier); writes get it too (writeDeadline); absent or 0: no deadline. */
   hedgeAfterMs?: number;
+}
+
+/** Deadline of a write of `bytes` (0: has, setRef) to a tier whose reads have `hedgeAfterMs`: 4 times that, and 1 ms per KiB on top. */
+export function writeDeadline(hedgeAfterMs: number, bytes = 0): number {
+  return hedgeAfterMs > 0 ? 4 * hedgeAfterMs + Math.ceil(bytes / 1024) : 0;
 }
 
 /** Errors of this host, not of a tier: they end the operation instead of counting against the tier. */
@@ -88,7 +105,7 @@ export class GuardedTier extends TierDecorator {
    * Runs one call of the tier through the breaker, retrying transient
    * failures. A failure is rethrown as a TierError (a local one as it is).
    */
-  async guard<T>(op: string, fn: () => Promise<T>, read = false): Promise<T> {
+  async guard<T>(op: string, fn: () => Promise<T>, read = false, writeBytes?: number): Promise<T> {
     if (!this.breaker.allow()) {
       this.ctx.metrics.inc(M.skipped, this.labels);
       // Skipped: this operation failed on the tier too, for the reason that opened the breaker.
@@ -96,7 +113,7 @@ export class GuardedTier extends TierDecorator {
       this.lastFailureAt = Date.now();
       throw this.lastFailure;
     }
-    const limit = read ? (this.opts.hedgeAfterMs ?? 0) : 0;
+    const limit = read ? (this.opts.hedgeAfterMs ?? 0) : writeBytes !== undefined ? writeDeadline(this.opts.hedgeAfterMs ?? 0, writeBytes) : 0;
     let late = false;
     const started = performance.now();
     try {
@@ -112,9 +129,10 @@ export class GuardedTier extends TierDecorator {
     } catch (e) {
       if (e === DEADLINE) {
         this.ctx.metrics.inc(M.hedged, this.labels);
-        throw this.fail(new TierError(this.name, 'unavailable', `${op}: no answer within ${limit} ms; asking the next tier`, {
-          hint: `check that ${this.name} is up and not overloaded (the deadline is chain.hedgeAfterMs, VRIFT_TIER_HEDGE_AFTER_MS)`,
-        }), op);
+        const hint = `check that ${this.name} is up and not overloaded (the deadline is chain.hedgeAfterMs, VRIFT_TIER_HEDGE_AFTER_MS)`;
+        if (read) throw this.fail(new TierError(this.name, 'unavailable', `${op}: no answer within ${limit} ms; asking the next tier`, { hint }), op);
+        // A write: the operation reports the tier it could not write (save: "not saved to …"), in one line.
+        throw this.fail(new TierError(this.name, 'unavailable', `${op}: no answer within ${limit} ms; ${hint}`, { hint }), op, true);
       }
       throw this.fail(e, op);
     } finally {
@@ -123,15 +141,15 @@ export class GuardedTier extends TierDecorator {
     }
   }
 
-  /** Counts and remembers a failure of this tier (a call's, or a stream's that broke midway); returns it as a TierError. */
-  fail(e: unknown, op: string): VriftError {
+  /** Counts and remembers a failure of this tier (a call's, or a stream's that broke midway); returns it as a TierError. `silent`: the caller reports it (logged only if it opens the breaker). */
+  fail(e: unknown, op: string, silent = false): VriftError {
     if (isLocalError(e)) return e;
     const err = toTierError(this.name, e, op);
     this.ctx.metrics.inc(err.code === 'ERR_VRIFT_TIER_CORRUPT' ? M.mismatches : M.errors, this.labels);
     this.lastFailure = err;
     this.lastFailureAt = Date.now();
     // Calls already in flight when the breaker opened fail too: count them, say it once.
-    const quiet = this.breaker.state === 'open';
+    const quiet = silent || this.breaker.state === 'open';
     if (this.breaker.fail(err)) {
       this.ctx.metrics.inc(M.breakerOpened, this.labels);
       this.ctx.log('warn', `${err.message}; skipping ${this.name} for ${Math.round(this.opts.breakerCooldownMs / 1000)}s`);
@@ -140,8 +158,8 @@ export class GuardedTier extends TierDecorator {
   }
 
   override has(digests: readonly Digest[]): Promise<Set<Digest>> {
-    // No deadline: a push asks what the tier lacks, and there is no next tier to ask instead.
-    return this.guard('has', () => this.inner.has(digests));
+    // A push asks what the tier lacks: a write's deadline (a tier that does not answer gets nothing this time).
+    return this.guard('has', () => this.inner.has(digests), false, 0);
   }
 
   override get(digest: Digest): Promise<BlobBody | undefined> {
@@ -149,7 +167,7 @@ export class GuardedTier extends TierDecorator {
   }
 
   override put(digest: Digest, source: BlobSource): Promise<void> {
-    return this.guard('put', () => this.inner.put(digest, source));
+    return this.guard('put', () => this.inner.put(digest, source), false, source.size);
   }
 
   override getRef(name: string): Promise<RefTarget | undefined> {
@@ -157,7 +175,7 @@ export class GuardedTier extends TierDecorator {
   }
 
   override setRef(name: string, target: RefTarget): Promise<void> {
-    return this.guard('setRef', () => this.inner.setRef(name, target));
+    return this.guard('setRef', () => this.inner.setRef(name, target), false, 0);
   }
 
   override listRefs(prefix: string, limit?: number): Promise<RefInfo[]> {

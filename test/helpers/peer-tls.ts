@@ -7,9 +7,9 @@ import { clusterKeys } from '../../src/node/cluster/auth.js';
 import { tlsClientOptions } from '../../src/node/cluster/tls.js';
 import { SECRET } from './cluster.js';
 
-/** An HTTP/2 session to a gRPC address ("host:port"), over the cluster's TLS. */
-export function memberH2(address: string, secret = SECRET): ClientHttp2Session {
-  return h2connect(`https://${address}`, tlsClientOptions(clusterKeys(secret).tls));
+/** An HTTP/2 session to a gRPC address ("host:port"), over the cluster's TLS (from `localAddress`, e.g. 127.0.0.2). */
+export function memberH2(address: string, secret = SECRET, localAddress?: string): ClientHttp2Session {
+  return h2connect(`https://${address}`, { ...tlsClientOptions(clusterKeys(secret).tls), ...(localAddress ? { localAddress } : {}) });
 }
 
 /** A TLS connection to the bulk port. */

@@ -4,6 +4,7 @@
 // with the one recorded when it was last known good; a changed blob is
 // re-hashed, a bad one quarantined (restore fetches it again), re-ingest
 // rewrites it, and a write through a materialized hard link is caught.
+import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, truncateSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +12,7 @@ import { waitFor } from '../helpers/cluster.js';
 import { hashBuffer } from '../../src/lib/digest.js';
 import { vrift, vriftJson } from '../helpers/cli.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
-import { startDaemon, stopDaemon } from '../helpers/daemon.js';
+import { startDaemon, stopDaemon, vdirLookup, vdirNameOf } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { snapshotTree, treeMode, writeSampleTree } from '../helpers/trees.js';
 
@@ -39,6 +40,15 @@ function ingested(): { home: string; src: string; tree: string; victim: string }
   writeSampleTree(src);
   const { tree } = vriftJson(['ingest', src], { home });
   return { home, src, tree, victim: digestOf(home, tree, 'src/main.c') };
+}
+
+/** flipByte the way a user would: the mtime put back with `touch -d`. */
+function flipByteTouch(path: string): void {
+  const mtime = execFileSync('stat', ['-c', '%y', path], { encoding: 'utf8' }).trim();
+  const buf = readFileSync(path);
+  buf[0] = buf[0]! ^ 0x20;
+  writeFileSync(path, buf);
+  execFileSync('touch', ['-d', mtime, path]);
 }
 
 const quarantined = (home: string, digest: string) => readdirSync(join(home, 'quarantine')).some((n) => n.startsWith(digest));
@@ -110,6 +120,62 @@ describe('local bit rot', () => {
   });
 });
 
+describe('local bit rot under a mount', () => {
+  it('with no tier to fetch it again, a flipped byte is EIO, never the wrong bytes', () => {
+    const { home, src, tree, victim } = ingested();
+    const noScrub = { VRIFT_SCRUB_BYTES_PER_SEC: '0' };
+    startDaemon(home, noScrub);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const file = `${mnt}/src/main.c`;
+      const whole = readFileSync(join(src, 'src', 'main.c'), 'utf8');
+      expect(vrift(['run', '--mount', `${mnt}=${tree}`, '--', 'cat', file], { home, env: noScrub }).stdout).toBe(whole);
+      flipByteTouch(blobPath(home, victim));
+      const cat = vrift(['run', '--mount', `${mnt}=${tree}`, '--', 'cat', file], { home, env: noScrub });
+      expect(cat.code).not.toBe(0);
+      expect(cat.stdout).toBe('');
+      expect(cat.stderr).toMatch(/Input\/output error/);
+      const py = vrift(['run', '--mount', `${mnt}=${tree}`, '--', 'python3', '-c', `open(${JSON.stringify(file)}).read()`], { home, env: noScrub });
+      expect(py.code).not.toBe(0);
+      expect(py.stderr).toContain('[Errno 5]');
+      expect(quarantined(home, victim)).toBe(true);
+    } finally {
+      stopDaemon(home);
+    }
+  });
+
+  it("a hard link (materialize) moves a blob's ctime: the open asks the daemon once, which renews the entry", () => {
+    const { home, src, tree, victim } = ingested();
+    startDaemon(home, { VRIFT_SCRUB_BYTES_PER_SEC: '0' });
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const file = `${mnt}/src/main.c`;
+      const whole = readFileSync(join(src, 'src', 'main.c'), 'utf8');
+      const ctimeOf = () => String(statSync(blobPath(home, victim), { bigint: true }).ctimeNs);
+      const entryCtime = () => vdirLookup(vdirNameOf(home, mnt)!, ['src/main.c']).lines[0].ctime as string;
+      expect(vrift(['run', '--mount', `${mnt}=${tree}`, '--', 'cat', file], { home }).stdout).toBe(whole);
+      expect(entryCtime()).toBe(ctimeOf()); // the mount carries the recorded ctime: no FETCH needed
+      const before = ctimeOf();
+      expect(vrift(['materialize', tree, join(tempDir(), 'out')], { home }).code).toBe(0);
+      expect(ctimeOf()).not.toBe(before);
+      const cat = vrift(['run', '--mount', `${mnt}=${tree}`, '--', 'cat', file], { home });
+      expect(cat.code, cat.stderr).toBe(0);
+      expect(cat.stdout).toBe(whole);
+      expect(quarantined(home, victim)).toBe(false);
+      expect(entryCtime()).toBe(ctimeOf());
+      // A new mount of the tree is not copied from the image cached before the link, with its stale ctimes.
+      const mnt2 = join(tempDir(), 'mnt2');
+      mkdirSync(mnt2);
+      expect(vrift(['run', '--mount', `${mnt2}=${tree}`, '--', 'true'], { home }).code).toBe(0);
+      expect(vdirLookup(vdirNameOf(home, mnt2)!, ['src/main.c']).lines[0].ctime).toBe(ctimeOf());
+    } finally {
+      stopDaemon(home);
+    }
+  });
+});
+
 describe('the scrub', () => {
   it('finds a flipped byte by itself, quarantines it, logs it and counts it in status', async () => {
     const { home, victim } = ingested();
@@ -176,6 +242,38 @@ describe('local bit rot with a shared tier', () => {
       expect(r.stdout).toBe(whole.toString());
       expect(quarantined(home, victim)).toBe(true);
       expect(readFileSync(join(home, 'run', 'vriftd.log'), 'utf8')).toContain(`fetch: blob ${victim} changed on disk`);
+    } finally {
+      stopDaemon(home);
+    }
+  });
+
+  it('a byte flipped (size and mtime kept) while a mount serves the blob is never served: the shim compares the ctime, the daemon fetches it again', () => {
+    const home = tempDir();
+    const src = tempDir();
+    writeSampleTree(src);
+    const { tree } = vriftJson(['save', 'ci/rot-live', src], { home, env });
+    const victim = digestOf(home, tree, 'src/main.c');
+    const whole = readFileSync(join(src, 'src', 'main.c'), 'utf8');
+    const noScrub = { ...env, VRIFT_SCRUB_BYTES_PER_SEC: '0' }; // the shim's check, not the scrub, must find it
+    startDaemon(home, noScrub);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const file = `${mnt}/src/main.c`;
+      const first = vrift(['run', '--mount', `${mnt}=ci/rot-live`, '--', 'cat', file], { home, env: noScrub });
+      expect(first.stdout, first.stderr).toBe(whole);
+      flipByteTouch(blobPath(home, victim));
+      // The mount outlives the command: the next programs open the same VDir entry.
+      const cat = vrift(['run', '--mount', `${mnt}=ci/rot-live`, '--', 'cat', file], { home, env: noScrub });
+      expect(cat.code, cat.stderr).toBe(0);
+      expect(cat.stdout).toBe(whole);
+      expect(quarantined(home, victim)).toBe(true);
+      expect(readFileSync(join(home, 'run', 'vriftd.log'), 'utf8')).toContain(`fetch: blob ${victim} changed on disk`);
+      flipByteTouch(blobPath(home, victim)); // the fetched copy, damaged again
+      const py = vrift(['run', '--mount', `${mnt}=ci/rot-live`, '--', 'python3', '-c', `import sys; sys.stdout.write(open(${JSON.stringify(file)}).read())`], { home, env: noScrub });
+      expect(py.code, py.stderr).toBe(0);
+      expect(py.stdout).toBe(whole);
+      expect(hashBuffer(readFileSync(blobPath(home, victim)))).toBe(victim);
     } finally {
       stopDaemon(home);
     }

@@ -2,6 +2,7 @@
 // accepts connections, no command is ever answered) must cost a bounded,
 // small time: the chain hedges to the next tier after its deadline and the
 // tier's breaker opens, instead of each request waiting out a 15 s timeout.
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vrift, vriftJson } from '../helpers/cli.js';
@@ -85,5 +86,45 @@ describe('a frozen tier', () => {
     }
     console.log(`restore through a daemon with redis frozen: ${frozen} ms (stopped, in process: ${stoppedMs} ms)`);
     expect(frozen).toBeLessThan(stoppedMs + 2000);
+  }, 150_000);
+
+  it('costs a save about what a stopped Redis does, with one warning naming Redis, and S3 still gets the tree and the ref', async () => {
+    const save = (ref: string) => {
+      const dir = tempDir();
+      writeSampleTree(dir);
+      writeFileSync(join(dir, 'unique.txt'), `${ref} ${Date.now()}\n`); // new blobs: every tier is written
+      const t0 = Date.now();
+      const r = vrift(['save', ref, dir, '--json'], { home: tempDir(), env, timeoutMs: 60_000 });
+      return { ms: Date.now() - t0, r };
+    };
+    redis.client().disconnect();
+    redis.freeze();
+    let frozen: ReturnType<typeof save>;
+    try {
+      frozen = save('ci/frozen-save');
+    } finally {
+      redis.thaw();
+    }
+    await redis.stop();
+    let stopped: ReturnType<typeof save>;
+    try {
+      stopped = save('ci/stopped-save');
+    } finally {
+      await redis.start();
+    }
+    console.log(`save with redis frozen: ${frozen.ms} ms, stopped: ${stopped.ms} ms`);
+    // The save succeeds (S3 holds it) and says once, in one line, that Redis did not answer and what to check.
+    expect(frozen.r.code, frozen.r.stderr).toBe(0);
+    const warnings = frozen.r.stderr.split('\n').filter((l) => /redis/i.test(l));
+    expect(warnings, frozen.r.stderr).toHaveLength(1);
+    expect(warnings[0]).toMatch(/no answer within \d+ ms/);
+    expect(warnings[0]).toMatch(/VRIFT_TIER_HEDGE_AFTER_MS/);
+    const tiers = JSON.parse(frozen.r.stdout).tiers as { tier: string; ok: boolean }[];
+    expect(tiers.find((t) => t.tier === 's3')?.ok).toBe(true);
+    expect(tiers.find((t) => t.tier === 'redis')?.ok).toBe(false);
+    expect(frozen.ms).toBeLessThan(stopped.ms + 3000); // a write waits 4 x chain.hedgeAfterMs (2 s) at most
+    expect(frozen.ms).toBeLessThan(10_000);
+    const out = join(tempDir(), 'out');
+    expect(vrift(['restore', 'ci/frozen-save', out], { home: tempDir(), env: { ...env, VRIFT_TIERS: 's3' } }).code).toBe(0);
   }, 150_000);
 });

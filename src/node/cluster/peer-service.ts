@@ -14,6 +14,7 @@
 // request is INVALID_ARGUMENT — the daemon keeps serving. Archive streams
 // (GetArchive, and OpenBulk's tickets) are bounded in total and per peer.
 import { createReadStream } from 'node:fs';
+import type { ServerHttp2Stream } from 'node:http2';
 import { createServer, type Server as NetServer } from 'node:net';
 import type * as Grpc from '@grpc/grpc-js';
 import type { Digest } from '../../lib/digest.js';
@@ -32,6 +33,7 @@ import type { RefSigner } from '../../lib/ref-signature.js';
 import { decodeTree, type TreeEntry } from '../store/tree.js';
 import { listenError } from './listen-error.js';
 import { ConnectionGate } from './conn-gate.js';
+import { intakeLimits, RequestIntake } from './request-intake.js';
 
 /** gRPC messages of an archive or blob stream carry at most this much. */
 const MESSAGE_CHUNK = 1 << 20;
@@ -108,6 +110,8 @@ export class PeerService {
   private server: Grpc.Server | undefined;
   private listener: NetServer | undefined;
   readonly gate: ConnectionGate;
+  /** Bytes of members' unfinished requests (request-intake.ts). */
+  readonly intake: RequestIntake;
   private readonly verifier: CallVerifier;
   /** Decoded trees recently served (a backfill asks for the same tree many times). */
   private readonly trees = new Map<Digest, TreeEntry[]>();
@@ -136,6 +140,13 @@ export class PeerService {
     this.gate = new ConnectionGate({ total: cfg.maxConnections, perAddress: cfg.connectionsPerAddress, handshakeMs: cfg.handshakeMs }, (reason) =>
       opts.metrics.inc('vrift_peer_refused_total', { reason: `grpc-${reason}` }),
     );
+    this.intake = new RequestIntake(intakeLimits(cfg.maxMessageBytes, cfg.timeoutMs), (reason) => {
+      opts.metrics.inc('vrift_peer_refused_total', { reason: `grpc-${reason}` });
+      if (Date.now() - this.lastRefusalLog > 1000) {
+        this.lastRefusalLog = Date.now();
+        opts.log(`peer-service: reset a member's call (${reason}): its unfinished request went past the bound (docs/security.md)`);
+      }
+    });
   }
 
   async start(): Promise<void> {
@@ -211,6 +222,10 @@ export class PeerService {
               const remote = call.getPeer();
               if (r.ok) {
                 this.gate.authenticated(remote);
+                // grpc-js's own call (the one interceptor's `call`) holds the HTTP/2 stream: its request bytes are counted.
+                const stream = (call as unknown as { stream?: ServerHttp2Stream }).stream;
+                if (stream) this.intake.track(stream);
+                else this.opts.log('peer-service: cannot bound members\' requests: grpc-js no longer exposes the call\'s stream');
                 metadata.set(VERIFIED_PEER, r.peer);
                 pass(metadata);
                 return;

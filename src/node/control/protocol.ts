@@ -65,6 +65,7 @@ export const F = {
   CHANGE: 27,
   NOW: 28,
   STREAM: 29,
+  CTIME: 30,
 } as const;
 
 /** Digests one NODE_PEERS request may ask about. */
@@ -87,7 +88,7 @@ export type OpEvent =
   | { kind: 'warn'; message: string }
   | { kind: 'notice'; message: string };
 
-export type FieldValue = string | { u32: number } | { u64: number } | Uint8Array;
+export type FieldValue = string | { u32: number } | { u64: number | bigint } | Uint8Array;
 export type FieldList = [tag: number, value: FieldValue][];
 
 export interface Frame {

@@ -270,6 +270,7 @@ export class Daemon {
         served: (root, digest, fetched) => this.lazy.served(root, digest, fetched),
         streams: this.streams,
         metrics: this.metrics,
+        renew: (root, rel, digest, ctimeNs) => this.mounts.renewBlobCtime(root, rel, digest, ctimeNs),
       }),
     );
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));

@@ -11,6 +11,7 @@ import type { Resolver } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
 import { FETCH_SECONDS, type Metrics } from '../../lib/metrics.js';
 import type { BlobStreams } from './blob-streams.js';
+import { statBlob } from '../store/blob-check.js';
 
 /** The shim waits 30 s for a FETCH (shim/ipc.c): answer before that. */
 export const FETCH_DEADLINE_MS = 25_000;
@@ -30,6 +31,8 @@ export interface FetchHooks {
   streams?: BlobStreams;
   /** Where the time a program waited goes (vrift_fetch_duration_seconds{result}). */
   metrics?: Metrics;
+  /** The entry `rel` of the mount at `mountRoot` was opened and its blob is good with ctime `ctimeNs`: publish that ctime, so the next open needs no FETCH. */
+  renew?(mountRoot: string, rel: string, digest: string, ctimeNs: bigint): void;
 }
 
 /**
@@ -53,6 +56,7 @@ export function fetchHandler(
     const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
     let from: string | undefined | 'late';
     let joined = false;
+    let checkedNs: bigint | undefined;
     const path = f.str(F.PATH);
     const waited = hooks.demandBegins?.(digest);
     // An executable is opened through its exec twin, made from the whole blob: it never streams.
@@ -67,6 +71,7 @@ export function fetchHandler(
         joined: (j) => (joined = j),
         watch: streams?.watchFor(digest),
         damaged: () => log(`fetch: blob ${digest} changed on disk and no longer matches its name: quarantined, fetching it again`),
+        checked: (ns) => (checkedNs = ns),
       });
       const streaming = partial?.partial.then((p) => ({ partial: p }));
       const first = await Promise.race(streaming ? [fetching, late, streaming] : [fetching, late]);
@@ -106,10 +111,22 @@ export function fetchHandler(
     }
     // An executable is opened through its exec twin (the shim's exec path).
     if (exec) store.ensureExecTwin(digest);
+    // The ctime the opener compares with its fstat (shim/open.c): as the local check found it, or (a blob
+    // fetched now, a twin made now) checked here: re-hashed if the index's differs, quarantined if bad.
+    let ctimeNs = checkedNs;
+    try {
+      ctimeNs ??= store.checkBlob(digest, store.meta.getBlob(digest)?.size ?? statBlob(store.cas, digest, exec)?.size ?? 0, exec);
+    } catch (e) {
+      took('error');
+      log(`fetch: blob ${digest} changed on disk again while it was opened: ${(e as Error).message}`);
+      throw e;
+    }
+    const rel = f.str(F.REL);
+    if (path && rel !== undefined && ctimeNs !== undefined) hooks.renew?.(path, rel, digest, ctimeNs);
     const fetched = from !== 'local' && !joined;
     took(from === 'local' ? 'local' : joined ? 'joined' : 'fetched');
     if (fetched) log(`fetch: blob ${digest} from ${from} in ${Date.now() - started} ms`);
     if (path) hooks.served?.(path, digest, fetched);
-    return [];
+    return ctimeNs === undefined ? [] : [[F.CTIME, { u64: ctimeNs }]];
   };
 }

@@ -2,7 +2,9 @@
 // again (another directory, another CI job on this host) is a memory copy
 // instead of decoding the tree and inserting every entry (see
 // MountManager.publish). Trees are immutable and every image is built for
-// this daemon's CAS, so an entry never goes stale; the cache is bounded by
+// this daemon's CAS; what can go stale is the blob ctimes the entries carry
+// (a hard link moves one): a mount that finds one stale forgets its tree's
+// image, so the next mount builds a fresh one. The cache is bounded by
 // bytes and forgets the least recently used tree first.
 import type { Digest } from '../../lib/digest.js';
 
@@ -49,6 +51,11 @@ export class MountImageCache {
     }
     this.byTree.set(tree, img);
     this.bytes += size;
+  }
+
+  /** Drops the image of `tree` (its blob ctimes went stale). */
+  forget(tree: Digest): void {
+    this.delete(tree);
   }
 
   has(tree: Digest): boolean {

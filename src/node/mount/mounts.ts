@@ -13,7 +13,7 @@ import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
 import { Journal, type Announcement } from './journal.js';
 import { dropUpperDir, ensureUpperDir, upperDir } from './upper.js';
-import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDIR_F_UPPER, VDir, type VDirEntryInput } from './vdir.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_REMOTE, VDIR_F_UPPER, VDir, type VDirEntryInput } from './vdir.js';
 
 export interface MountRecord {
   path: string;
@@ -37,14 +37,19 @@ export interface MountInfo extends MountRecord {
  * `checkLocal: false` no blob is stat()ed (50 000 of them cost ~100 ms of a
  * mount) and none is flagged VDIR_F_REMOTE: the shim finds a missing blob
  * when it opens it (ENOENT -> FETCH through the daemon -> EIO if that fails).
+ * Each file carries its blob's ctime as the index last knew it good (the
+ * twin's for an executable): the shim compares it on open (vrift_vdir.h).
  */
 export function vdirEntries(store: Store, entries: TreeEntry[], mtimeSec: number, opts: { checkLocal?: boolean } = {}): VDirEntryInput[] {
   const check = opts.checkLocal ?? true;
   return entries.map((e) => {
     if (e.kind === 'dir') return { path: e.path, mode: S_IFDIR | e.mode, size: 0, mtimeSec };
     if (e.kind === 'symlink') return { path: e.path, mode: S_IFLNK | 0o777, size: e.size, mtimeSec, target: e.target! };
-    const local = !check || store.cas.has(e.digest!, e.mode === 0o755);
-    return { path: e.path, mode: S_IFREG | e.mode, size: e.size, mtimeSec, digest: e.digest!, flags: local ? 0 : VDIR_F_REMOTE };
+    const exec = e.mode === 0o755;
+    const local = !check || store.cas.has(e.digest!, exec);
+    const rec = store.meta.getBlob(e.digest!);
+    const ctimeNs = exec ? rec?.twinCtimeNs : rec?.ctimeNs;
+    return { path: e.path, mode: S_IFREG | e.mode, size: e.size, mtimeSec, digest: e.digest!, flags: local ? 0 : VDIR_F_REMOTE, ctimeNs };
   });
 }
 
@@ -164,6 +169,24 @@ export class MountManager {
 
   vdirOf(path: string): VDir | undefined {
     return this.vdirs.get(resolve(path));
+  }
+
+  /**
+   * A program opened `rel` and the daemon found its blob good with ctime
+   * `ctimeNs` (FETCH): the entry carries that ctime from now on, so the
+   * shim's next open of it is checked without asking (a hard link, e.g. a
+   * materialize, moves a blob's ctime). Nothing changes when the entry is
+   * no longer that lower file.
+   */
+  renewBlobCtime(mountRoot: string, rel: string, digest: Digest, ctimeNs: bigint): void {
+    const vdir = this.vdirs.get(mountRoot);
+    const e = vdir?.lookup(rel);
+    if (!vdir || !e || (e.mode & S_IFMT) !== S_IFREG || e.digest !== digest || e.flags & VDIR_F_UPPER) return;
+    if (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE)) return;
+    vdir.apply([{ path: rel, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs }]);
+    // The cached image of the tree carries the stale ctime too: the next mount of it is built afresh.
+    const tree = this.live.get(mountRoot)?.tree;
+    if (tree) this.images.forget(tree);
   }
 
   /** The journal of a published mount. */

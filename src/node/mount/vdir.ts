@@ -29,6 +29,8 @@ export interface VDirEntryInput {
   mtimeSec: number;
   /** 64 hex: BLAKE3 of the content (files; required). */
   digest?: string;
+  /** Files: the blob file's inode change time (ns; its .x twin's for an executable) when last known good; the shim compares it on open (vrift_vdir.h). Absent = unknown (the first open asks the daemon). */
+  ctimeNs?: bigint;
   /** Link target (symlinks; required). */
   target?: string;
   /** VDIR_F_* bits (16). */
@@ -61,7 +63,7 @@ export interface VDirCreateOptions {
 /** What a VDir writer reports (see NativeVDirStats). */
 export type VDirStats = NativeVDirStats;
 
-const REC = 56; // upsert record header, see native/src/addon.cc
+const REC = 64; // upsert record header, see native/src/addon.cc
 const PATH_MAX = 4095;
 const E = constants.errno;
 
@@ -153,6 +155,7 @@ export function encodeUpserts(entries: readonly VDirEntryInput[]): Buffer {
     dv.setUint16(off + 16, pathLen, true);
     dv.setUint16(off + 18, targetLen, true);
     dv.setUint32(off + 20, 0, true);
+    dv.setBigUint64(off + 56, e.ctimeNs ?? 0n, true);
     if (e.claimIno !== undefined) {
       buf.fill(0, off + 24, off + 56);
       dv.setBigUint64(off + 24, BigInt(checkInt(e.claimIno, Number.MAX_SAFE_INTEGER, 'claimIno', e.path)), true);
@@ -300,6 +303,7 @@ export class VDir {
     if (n === undefined) return undefined;
     const out: VDirEntry = { path, mode: n.mode, size: n.size, mtimeSec: n.mtimeSec, flags: n.flags, index: n.index, check: n.check };
     if (n.digest !== undefined) out.digest = n.digest;
+    if (n.ctimeNs !== undefined) out.ctimeNs = n.ctimeNs;
     if (n.target !== undefined) out.target = n.target;
     if (n.nchildren !== undefined) out.nchildren = n.nchildren;
     if (n.claimIno !== undefined) out.claimIno = n.claimIno;

@@ -202,6 +202,7 @@ export function subtree(vdir: VDir, rel: string): VDirEntry[] {
 function asInput(e: VDirEntry, path: string): VDirEntryInput {
   const u: VDirEntryInput = { path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, flags: e.flags };
   if (e.digest !== undefined) u.digest = e.digest;
+  if (e.ctimeNs) u.ctimeNs = e.ctimeNs; // a renamed lower file keeps its blob check
   if (e.target !== undefined) u.target = e.target;
   if (e.claimIno !== undefined) u.claimIno = e.claimIno;
   return u;

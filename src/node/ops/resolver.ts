@@ -59,7 +59,16 @@ export class Resolver {
    */
   async fetchBlob(
     digest: Digest,
-    opts: { size?: number; tree?: Digest; exec?: boolean; joined?: (yes: boolean) => void; watch?: (size: number) => BlobWatch | undefined; damaged?: () => void } = {},
+    opts: {
+      size?: number;
+      tree?: Digest;
+      exec?: boolean;
+      joined?: (yes: boolean) => void;
+      watch?: (size: number) => BlobWatch | undefined;
+      damaged?: () => void;
+      /** The local blob passed the check: the ctime of the file an opener uses (the exec twin's, with `exec`, when it exists). */
+      checked?: (ctimeNs: bigint | undefined) => void;
+    } = {},
   ): Promise<string | undefined> {
     // The file is the truth for whoever opens it (the index's record of a fresh blob may not be committed yet),
     // once checked: the size and ctime the index recorded (blob-check.ts); a corrupt one is quarantined and fetched again.
@@ -96,11 +105,18 @@ export class Resolver {
   }
 
   /** A local blob (and its exec twin, when asked for) passes the store's check; false when it was quarantined. */
-  private localIntact(digest: Digest, opts: { size?: number; tree?: Digest; exec?: boolean }): boolean {
+  private localIntact(digest: Digest, opts: { size?: number; tree?: Digest; exec?: boolean; checked?: (ctimeNs: bigint | undefined) => void }): boolean {
     const size = opts.size ?? (opts.tree === undefined ? undefined : this.blobSizes(opts.tree)?.get(digest)) ?? this.store.meta.getBlob(digest)?.size;
     if (size === undefined) return true; // nothing to compare with: neither the tree nor the index knows it yet
-    if (!this.store.blobIntact(digest, size)) return false;
-    return !(opts.exec && this.store.cas.has(digest, true)) || this.store.blobIntact(digest, size, true);
+    try {
+      let ctimeNs = this.store.checkBlob(digest, size);
+      if (opts.exec) ctimeNs = this.store.cas.has(digest, true) ? this.store.checkBlob(digest, size, true) : undefined;
+      opts.checked?.(ctimeNs);
+      return true;
+    } catch (e) {
+      if (hasCode(e, 'ERR_VRIFT_CAS_CORRUPT') || hasCode(e, 'ERR_VRIFT_CAS_MISSING')) return false;
+      throw e;
+    }
   }
 
   /** Whether `digest` is admitted within BULK_ARRIVAL_WAIT_MS (by a pull running meanwhile). */

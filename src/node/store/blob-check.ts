@@ -45,7 +45,7 @@ export function blobState(cas: Cas, meta: Meta, digest: Digest, size: number, ex
  * only right after its bytes were written or re-hashed, once the file is in
  * place (rename, utimes and link all move a ctime).
  */
-export function recordGood(cas: Cas, meta: Meta, digest: Digest, size: number, extra: Partial<BlobRecord> = {}): void {
+export function recordGood(cas: Cas, meta: Meta, digest: Digest, size: number, extra: Partial<BlobRecord> = {}): { ctimeNs?: bigint; twinCtimeNs?: bigint } {
   const rec = meta.getBlob(digest);
   const blob = statBlob(cas, digest);
   const twin = statBlob(cas, digest, true);
@@ -58,4 +58,5 @@ export function recordGood(cas: Cas, meta: Meta, digest: Digest, size: number, e
     checkedAt: rec?.checkedAt ?? 0,
     ...extra,
   });
+  return { ctimeNs: blob?.ctimeNs, twinCtimeNs: twin?.ctimeNs };
 }

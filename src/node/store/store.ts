@@ -78,12 +78,14 @@ export class Store {
    * the right size, and unchanged since it was last known good (its inode
    * change time as the index recorded it: blob-check.ts). Anything else is
    * re-hashed; a corrupt blob is quarantined (and this throws
-   * ERR_VRIFT_CAS_CORRUPT), a good one gets its record renewed.
+   * ERR_VRIFT_CAS_CORRUPT), a good one gets its record renewed. Returns
+   * the ctime of the blob file (the twin's with `exec`) as it was found good.
    */
-  checkBlob(digest: Digest, size: number, exec = false, stat?: BlobStat): void {
+  checkBlob(digest: Digest, size: number, exec = false, stat?: BlobStat): bigint | undefined {
     const st = stat ?? statBlob(this.cas, digest, exec);
     if (!st) throw missingBlob(digest);
-    if (judge(st, size, this.meta.getBlob(digest), exec) !== 'ok') this.recheck(digest, exec, size);
+    if (judge(st, size, this.meta.getBlob(digest), exec) === 'ok') return st.ctimeNs;
+    return this.recheck(digest, exec, size);
   }
 
   /** checkBlob as a yes/no: false when the blob is missing or was found corrupt (and quarantined). */
@@ -100,9 +102,10 @@ export class Store {
   /**
    * Re-hashes a blob (and its twin, if any): a good one gets the canonical
    * mtime back and its ctimes recorded as known good; a corrupt one is
-   * quarantined (the index forgets it) and this throws.
+   * quarantined (the index forgets it) and this throws. Returns the ctime
+   * recorded for the blob file (the twin's with `exec`).
    */
-  recheck(digest: Digest, exec = false, size?: number): void {
+  recheck(digest: Digest, exec = false, size?: number): bigint | undefined {
     for (const which of exec ? [true, false] : [false, true]) {
       const path = this.cas.pathOf(digest, which);
       let actual: Digest;
@@ -122,7 +125,8 @@ export class Store {
     }
     this.cas.resetMtime(digest);
     const bytes = size ?? this.meta.getBlob(digest)?.size ?? statBlob(this.cas, digest)?.size ?? 0;
-    recordGood(this.cas, this.meta, digest, bytes, { checkedAt: Date.now() });
+    const good = recordGood(this.cas, this.meta, digest, bytes, { checkedAt: Date.now() });
+    return exec ? good.twinCtimeNs : good.ctimeNs;
   }
 
   /** Removes a blob from disk and index, e.g. after a corrupt read. */
