@@ -59,7 +59,8 @@ describe('the daemon runs the operations of the CLI', () => {
     expect([r.tree, r.refFrom, r.local]).toEqual([saved.tree, 's3', 0]);
     expect(same(out)).toEqual(same(src));
     const status = vriftJson(['status'], { home: b, env });
-    expect(status.metrics['vrift_admitted_blobs_total{source="s3"}']).toBe(r.fetched + 1); // and the tree blob
+    expect(r.times).toMatch(/^[0-9a-f]{64}$/);
+    expect(status.metrics['vrift_admitted_blobs_total{source="s3"}']).toBe(r.fetched + 2); // and the tree blob, and its times blob
     expect(wire(status.metrics)).toBeGreaterThan(0);
     expect(wire(r.metrics)).toBe(wire(status.metrics)); // the result's counters are this operation's
     expect(daemonLog(b)).toMatch(/restore: done/);
