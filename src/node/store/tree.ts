@@ -157,6 +157,8 @@ export function treeId(encoded: Uint8Array): Digest {
 }
 
 const BAD_COMPONENT = /(?:^|\/)\.{1,2}(?:\/|$)|\/\/|^\/|\/$/;
+/** A component of more than MAX_NAME / 3 UTF-16 units may be longer than MAX_NAME bytes: checked in full. */
+const LONG_COMPONENT = new RegExp(`[^/]{${Math.floor(MAX_NAME / 3) + 1}}`);
 
 /** text[from, to) is 64 lowercase hex digits (checked in place: no substring, no regex). */
 function isHex64At(text: string, from: number, to: number): boolean {
@@ -170,7 +172,9 @@ function isHex64At(text: string, from: number, to: number): boolean {
 
 /** pathProblem, fast for the common case (a short, clean path): one regex instead of a split. */
 export function quickPathProblem(path: string): string | undefined {
-  if (path.length === 0 || path.length > 85 || BAD_COMPONENT.test(path) || path.includes('\0') || !path.isWellFormed()) return pathProblem(path);
+  // Short enough in UTF-16 units that no byte limit can be passed (node_modules paths are often over 85 units, never over 1365).
+  if (path.length === 0 || path.length * 3 > MAX_PATH || LONG_COMPONENT.test(path)) return pathProblem(path);
+  if (BAD_COMPONENT.test(path) || path.includes('\0') || !path.isWellFormed()) return pathProblem(path);
   return undefined;
 }
 
