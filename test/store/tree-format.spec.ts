@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isVriftError } from '../../src/lib/errors.js';
-import { comparePaths, decodeTree, encodeTree, pathProblem, treeId, type TreeEntry } from '../../src/node/store/tree.js';
+import { comparePaths, decodeTree, encodeTree, pathProblem, quickPathProblem, treeId, type TreeEntry } from '../../src/node/store/tree.js';
 
 const D1 = 'a'.repeat(64);
 const D2 = 'b'.repeat(64);
@@ -107,6 +107,26 @@ describe('tree encoding', () => {
         } catch (e) {
           expect(isVriftError(e)).toBe(true);
         }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});
+
+describe('the quick path check', () => {
+  it('accepts exactly the paths the full check accepts (short, long, odd components, multi-byte names)', () => {
+    const part = fc.oneof(
+      fc.constantFrom('', '.', '..', 'a', 'node_modules', '\0', '\ud800', 'é'.repeat(86), 'x'.repeat(85), 'x'.repeat(86), '語'.repeat(85), '語'.repeat(86)),
+      fc.string({ maxLength: 100 }),
+      fc.string({ unit: 'grapheme', maxLength: 90 }),
+    );
+    const path = fc.oneof(
+      fc.array(part, { minLength: 1, maxLength: 8 }).map((ps) => ps.join('/')),
+      fc.array(fc.constantFrom('abcdefghij'.repeat(9), 'k'), { minLength: 40, maxLength: 50 }).map((ps) => ps.join('/')), // near 4095 bytes
+    );
+    fc.assert(
+      fc.property(path, (p) => {
+        expect(quickPathProblem(p) === undefined).toBe(pathProblem(p) === undefined);
       }),
       { numRuns: 3000 },
     );
