@@ -841,8 +841,8 @@ int vr_stat_fast(const char *path, int follow, struct stat *st)
         return VR_FAST_SLOW;
     size_t rl;
     struct vrift_vdir_stat e;
-    const uint64_t seen = vr_upper_seen(m); /* before the lookup: a miss is judged against it */
-    int rc = vdir_stat_once_cstr(vr_mounts[m].r, rel, &rl, &e);
+    uint64_t seen; /* read before the lookup: a miss is judged against it */
+    int rc = vdir_stat_once_cstr(vr_mounts[m].r, rel, &rl, &e, &seen);
     if (VR_LIKELY(rc == 0))
         return fast_found(m, &e, follow, st);
     if (VR_UNLIKELY(rl > VRIFT_VDIR_PATH_MAX))

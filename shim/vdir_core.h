@@ -327,10 +327,11 @@ tail:
  * while hashing it (*len; more than VRIFT_VDIR_PATH_MAX: VDIR_UNDECIDED).
  */
 static inline __attribute__((always_inline)) int vdir_stat_once_cstr(vrift_vdir_reader *r, const char *path, size_t *len,
-                                                                     struct vrift_vdir_stat *o)
+                                                                     struct vrift_vdir_stat *o, uint64_t *published)
 {
     const struct vdir_map *m = atomic_load_explicit(&r->cur, memory_order_acquire);
     const struct vrift_vdir_header *hd = HDR(m);
+    *published = 0; /* (a miss judged against 0 takes the full path: safe) */
     const uint64_t h = vdir_path_hash_cstr(path, m->seed, len);
     if (VRIFT_UNLIKELY(*len > VRIFT_VDIR_PATH_MAX))
         return VDIR_UNDECIDED;
@@ -338,6 +339,9 @@ static inline __attribute__((always_inline)) int vdir_stat_once_cstr(vrift_vdir_
     const uint32_t hflags = atomic_load_explicit(&hd->flags, memory_order_relaxed);
     if (((s0 & 1u) | (hflags & (VRIFT_VDIR_HF_SUPERSEDED | VRIFT_VDIR_HF_RETIRED))) != 0)
         return VDIR_UNDECIDED;
+    /* how far the mount's own changes were published, read before the
+     * lookup: a miss is judged against it (shim/journal.c) */
+    *published = atomic_load_explicit(&hd->upper_published, memory_order_acquire) & ~VRIFT_VDIR_UPPER_AWAKE;
     int rc = stat_attempt(m, path, *len, h, o);
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&hd->gen, memory_order_relaxed) != s0)
