@@ -1,7 +1,8 @@
 // Raw connections to a node's peer ports as a member would make them:
 // mutual TLS with the cluster's certificate (src/node/cluster/tls.ts),
 // derived from `secret`. With another secret the handshake fails.
-import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
+import { readFileSync } from 'node:fs';
+import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { clusterKeys } from '../../src/node/cluster/auth.js';
 import { tlsClientOptions } from '../../src/node/cluster/tls.js';
@@ -16,3 +17,20 @@ export function memberH2(address: string, secret = SECRET, localAddress?: string
 export function memberTls(port: number, secret = SECRET): TLSSocket {
   return tlsConnect({ ...tlsClientOptions(clusterKeys(secret).tls), host: '127.0.0.1', port });
 }
+
+/**
+ * Starts a gRPC message on `req` that declares `declared` bytes and sends
+ * only `sent` of them (from `chunk`, repeated), and never ends it: what a
+ * client that holds a server's memory with half-sent requests does.
+ */
+export function sendPartialMessage(req: ClientHttp2Stream, declared: number, sent: number, chunk: Buffer): void {
+  req.on('error', () => undefined);
+  req.on('data', () => undefined);
+  const frame = Buffer.alloc(5);
+  frame.writeUInt32BE(declared, 1);
+  req.write(frame);
+  for (let at = 0; at < sent; at += chunk.byteLength) req.write(chunk.subarray(0, Math.min(chunk.byteLength, sent - at)));
+}
+
+/** A process's resident memory, MiB (/proc). */
+export const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;

@@ -7,7 +7,7 @@
 // HTTP/2 calls with the cluster's credentials (a member), RSS read from
 // /proc.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import type { ClientHttp2Session } from 'node:http2';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,7 +15,7 @@ import { AUTH_METADATA, clusterKeys, signCall } from '../../src/node/cluster/aut
 import { PEER_METHODS } from '../../src/node/cluster/wire.js';
 import { PeerConnection } from '../../src/tiers/peer/client.js';
 import { makeNode, startAll, SECRET, type TestNode } from '../helpers/cluster.js';
-import { memberH2 } from '../helpers/peer-tls.js';
+import { memberH2, rssMiB, sendPartialMessage } from '../helpers/peer-tls.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let a: TestNode;
@@ -33,7 +33,6 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(() => a?.stop());
 
-const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
 /** Opens a GetBlob call as member `self` and never reads it (HTTP/2 flow control then stops the server's bytes at the socket). */
 function unreadGetBlob(session: ClientHttp2Session, self: string): void {
@@ -94,13 +93,8 @@ describe('bounds on what a member can make a peer hold', () => {
         te: 'trailers',
         [AUTH_METADATA]: signCall(auth, `member-${i}`, PEER_METHODS.has),
       });
-      req.on('error', () => undefined);
       req.on('close', () => (req.rstCode ? reset++ : undefined));
-      req.on('data', () => undefined);
-      const frame = Buffer.alloc(5);
-      frame.writeUInt32BE(DECLARED, 1);
-      req.write(frame);
-      for (let sent = 0; sent < SENT; sent += chunk.byteLength) req.write(chunk.subarray(0, Math.min(chunk.byteLength, SENT - sent)));
+      sendPartialMessage(req, DECLARED, SENT, chunk);
     }
     let peak = before;
     for (let t = 0; t < 25; t++) {

@@ -5,14 +5,14 @@
 // and 60 partial messages kept +430 MiB. Real daemons; descriptors counted
 // in /proc/<pid>/fd, memory from /proc/<pid>/status.
 import { execSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clusterKeys } from '../../src/node/cluster/auth.js';
 import { PEER_METHODS } from '../../src/node/cluster/wire.js';
 import { PeerConnection } from '../../src/tiers/peer/client.js';
 import { makeNode, startAll, SECRET, waitFor, type TestNode } from '../helpers/cluster.js';
-import { memberH2 } from '../helpers/peer-tls.js';
+import { memberH2, rssMiB, sendPartialMessage } from '../helpers/peer-tls.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeSampleTree } from '../helpers/trees.js';
 
@@ -40,7 +40,6 @@ beforeAll(async () => {
 afterAll(() => a?.stop());
 
 const fds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
-const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 const portOf = (addr: string) => Number(addr.split(':').pop());
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -125,12 +124,7 @@ describe('peer ports before authentication', () => {
     for (const s of sessions) s.on('error', () => undefined);
     for (let i = 0; i < STREAMS; i++) {
       const req = sessions[i % sessions.length]!.request({ ':method': 'POST', ':path': PEER_METHODS.has, 'content-type': 'application/grpc', te: 'trailers' });
-      req.on('error', () => undefined);
-      req.on('data', () => undefined);
-      const frame = Buffer.alloc(5);
-      frame.writeUInt32BE(DECLARED, 1);
-      req.write(frame);
-      for (let sent = 0; sent < SENT; sent += chunk.byteLength) req.write(chunk.subarray(0, Math.min(chunk.byteLength, SENT - sent)));
+      sendPartialMessage(req, DECLARED, SENT, chunk);
     }
     let peak = before;
     for (let t = 0; t < 20; t++) {
