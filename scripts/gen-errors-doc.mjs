@@ -4,7 +4,9 @@
 // VriftError takes its codes from. Run it after changing that list;
 // test/layout/error-codes.spec.ts fails while the doc is out of date.
 // It reads the list as `tsc` compiled it (it runs `scripts/build.mjs ts`
-// first); the test renders the TypeScript source with renderErrorsDoc.
+// first); the test does not run it (that build would rewrite dist/ under
+// the rest of the suite): it renders the TypeScript source with
+// renderErrorsDoc.
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
