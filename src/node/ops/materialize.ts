@@ -32,11 +32,9 @@ export async function materialize(ctx: OpContext, args: MaterializeArgs): Promis
 /** The times the tree's ref (or else the last ingest of the tree here) recorded, as --mtimes says. */
 function timesFor(ctx: OpContext, args: MaterializeArgs, tree: Digest): MaterializeOptions['mtimes'] {
   const named = isDigest(args.treeish) ? undefined : ctx.store.getRefTarget(args.treeish)?.times;
-  const recorded = named ?? localTimes(ctx.store.meta, tree);
-  const times = recorded !== undefined && ctx.store.cas.has(recorded) ? recorded : undefined;
-  const plan = planTimes(ctx.store, tree, times, { asked: args.mtimes, copy: args.copy, copyDefault: 'kept' });
+  const plan = planTimes(ctx.store, tree, named ?? localTimes(ctx.store.meta, tree), { asked: args.mtimes, copy: args.copy, copyDefault: 'kept' });
   if (plan.note) ctx.notice(plan.note);
-  return plan.times && plan.mode !== 'none' ? { mode: plan.mode, times: plan.times } : undefined;
+  return plan.apply;
 }
 
 async function materializeLeased(ctx: OpContext, args: MaterializeArgs, tree: string, lease: Lease): Promise<MaterializeResult> {

@@ -119,11 +119,10 @@ async function pull(ctx: OpContext, resolver: Resolver, treeish: string, lease: 
 function timesFor(ctx: OpContext, pulled: PullResult, hit: RestoreResult['hit'], args: RestoreArgs): MaterializeOptions['mtimes'] {
   // A tree id names no times: those of its last ingest here, if any.
   const recorded = pulled.times ?? (pulled.ref === null ? localTimes(ctx.store.meta, pulled.tree) : undefined);
-  const times = recorded !== undefined && ctx.store.cas.has(recorded) ? recorded : undefined;
-  const plan = planTimes(ctx.store, pulled.tree, times, { asked: args.mtimes, copy: args.copy, copyDefault: hit === 'exact' ? 'now' : 'kept' });
+  const plan = planTimes(ctx.store, pulled.tree, recorded, { asked: args.mtimes, copy: args.copy, copyDefault: hit === 'exact' ? 'now' : 'kept' });
   if (plan.note) ctx.notice(plan.note);
   if (plan.mode === 'now' && hit === 'partial') ctx.warn('--mtimes now on a partial hit: files built from other sources will look newer than this checkout (make will not rebuild them)');
-  return plan.times && plan.mode !== 'none' ? { mode: plan.mode, times: plan.times } : undefined;
+  return plan.apply;
 }
 
 async function write(ctx: OpContext, tree: string, args: RestoreArgs, mtimes: MaterializeOptions['mtimes']): Promise<MaterializeResult> {

@@ -115,8 +115,8 @@ export function planMtimes(mtimes: readonly bigint[], mode: Exclude<MtimeMode, '
 /** Which times a restore or materialize applies, and why (for its result and notices). */
 export interface MtimePlan {
   mode: MtimeMode;
-  /** The recorded times (per file entry, tree order); absent when none are applied. */
-  times?: bigint[];
+  /** What materialize applies (its `mtimes` option): the recorded times (per file entry, tree order) and how; absent when none are. */
+  apply?: { mode: Exclude<MtimeMode, 'none'>; times: bigint[] };
   /** One line for the user when the times are not what they might expect. */
   note?: string;
 }
@@ -132,11 +132,12 @@ export interface MtimePlan {
 export function planTimes(
   store: Store,
   tree: Digest,
-  times: Digest | undefined,
+  recorded: Digest | undefined,
   opts: { asked?: MtimeMode; copy: boolean; copyDefault: Exclude<MtimeMode, 'none'> },
 ): MtimePlan {
   const mode = opts.asked ?? (opts.copy ? opts.copyDefault : 'none');
   if (mode === 'none') return { mode };
+  const times = recorded !== undefined && store.cas.has(recorded) ? recorded : undefined; // gc may have taken it
   if (times === undefined) {
     // Said only when asked for: trees saved before times (or with --no-mtimes) are common and fine.
     return opts.asked ? { mode: 'none', note: `tree ${tree.slice(0, 12)}… was saved without modification times: files get the time of writing` } : { mode: 'none' };
@@ -148,5 +149,5 @@ export function planTimes(
     decoded = { problem: (e as Error).message };
   }
   if (!Array.isArray(decoded)) return { mode: 'none', note: `the modification times saved with tree ${tree.slice(0, 12)}… are unusable (${decoded.problem}): files get the time of writing` };
-  return { mode, times: decoded };
+  return { mode, apply: { mode, times: decoded } };
 }
