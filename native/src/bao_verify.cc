@@ -2,6 +2,9 @@
 // the rest of the blob is there (bao_tree.h has the tree). In exports.bao:
 //
 // verifyRange(root, size, groupLog, outboard, offset, bytes) -> boolean
+// verifyOutboard(root, size, groupLog, outboard) -> boolean
+//   Whether the outboard is the one of the blob with this root and size
+//   (every parent checked; the groups' content is not needed).
 //   Whether `bytes` are the blob's bytes [offset, offset + bytes.length).
 //   The range starts on a group boundary and ends on one or at the end of
 //   the blob, and is not empty unless the blob is. Walking down from the
@@ -63,8 +66,36 @@ Napi::Value VerifyRange(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, VerifyNode(r, t.Root(), root));
 }
 
+// Every parent of the outboard, from the root down, against the chaining
+// value its own parent vouched for. The groups' own chaining values (the
+// lowest parents' halves) need the content; everything above them is
+// fixed by the root, so an outboard that passes is the blob's outboard.
+bool OutboardNode(const uint8_t* outboard, const Node& n, const uint8_t expected[kCv]) {
+  if (n.m <= 1) return true;
+  const uint8_t* pair = outboard + n.pair * kPair;
+  if (!ParentMatches(n, pair, expected)) return false;
+  return OutboardNode(outboard, n.Left(), pair) && OutboardNode(outboard, n.Right(), pair + kCv);
+}
+
+Napi::Value VerifyOutboard(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* call = "verifyOutboard(root, size, groupLog, outboard)";
+  uint8_t root[kCv];
+  ArgDigest(info, 0, call, root);
+  const Tree t{ArgSize(info, 1, call), ArgGroupLog(info, 2, call)};
+  const uint8_t* ob;
+  size_t ob_len;
+  ArgBytes(info, 3, call, &ob, &ob_len);
+  if (ob_len != OutboardSize(t.size, t.group_log)) return Napi::Boolean::New(env, false);
+  // A blob of one group has no parents: nothing above the content to check.
+  return Napi::Boolean::New(env, OutboardNode(ob, t.Root(), root));
+}
+
 }  // namespace
 
-void InitVerify(Napi::Env env, Napi::Object bao) { bao.Set("verifyRange", Napi::Function::New(env, VerifyRange)); }
+void InitVerify(Napi::Env env, Napi::Object bao) {
+  bao.Set("verifyRange", Napi::Function::New(env, VerifyRange));
+  bao.Set("verifyOutboard", Napi::Function::New(env, VerifyOutboard));
+}
 
 }  // namespace vrift::bao

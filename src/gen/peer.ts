@@ -15,6 +15,7 @@ import type { ListRefsRequest as _vrift_peer_v1_ListRefsRequest, ListRefsRequest
 import type { PeerClient as _vrift_peer_v1_PeerClient, PeerDefinition as _vrift_peer_v1_PeerDefinition } from './vrift/peer/v1/Peer.js';
 import type { RefEntry as _vrift_peer_v1_RefEntry, RefEntry__Output as _vrift_peer_v1_RefEntry__Output } from './vrift/peer/v1/RefEntry.js';
 import type { RefReply as _vrift_peer_v1_RefReply, RefReply__Output as _vrift_peer_v1_RefReply__Output } from './vrift/peer/v1/RefReply.js';
+import type { SwarmRequest as _vrift_peer_v1_SwarmRequest, SwarmRequest__Output as _vrift_peer_v1_SwarmRequest__Output } from './vrift/peer/v1/SwarmRequest.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
   new(...args: ConstructorParameters<Constructor>): Subtype;
@@ -37,6 +38,7 @@ export interface ProtoGrpcType {
         Peer: SubtypeConstructor<typeof grpc.Client, _vrift_peer_v1_PeerClient> & { service: _vrift_peer_v1_PeerDefinition }
         RefEntry: MessageTypeDefinition<_vrift_peer_v1_RefEntry, _vrift_peer_v1_RefEntry__Output>
         RefReply: MessageTypeDefinition<_vrift_peer_v1_RefReply, _vrift_peer_v1_RefReply__Output>
+        SwarmRequest: MessageTypeDefinition<_vrift_peer_v1_SwarmRequest, _vrift_peer_v1_SwarmRequest__Output>
       }
     }
   }

@@ -108,6 +108,17 @@ export function baoVerifyRange(digest: Digest, size: number, outboard: Uint8Arra
   return bao().verifyRange(assertDigest(digest), size, groupLog, outboard, offset, bytes);
 }
 
+/**
+ * Whether `outboard` is the outboard of the blob named `digest` of `size`
+ * bytes: every parent node checked from the root down (the content is not
+ * needed). An outboard from another node passes this before it is used to
+ * judge that node's or anyone's ranges, so a bad range is the sender's
+ * fault, not the outboard's.
+ */
+export function baoVerifyOutboard(digest: Digest, size: number, outboard: Uint8Array, groupLog = BAO_GROUP_LOG): boolean {
+  return bao().verifyOutboard(assertDigest(digest), size, groupLog, outboard);
+}
+
 function mismatch(s: NativeBaoStream, digest: Digest, what: string): VriftError {
   return new VriftError('ERR_VRIFT_BAO_MISMATCH', `${what} does not match ${digest} at byte ${s.failedAt}`, {
     hint: 'the source sent corrupt bytes or a corrupt outboard: fetch the blob from another source',

@@ -106,6 +106,7 @@ export interface NativeBao {
   outboardFile(path: string, groupLog: number, threads: number): Promise<{ outboard: Buffer; root: string; size: number } | null>;
   encodeCombined(buf: Uint8Array, groupLog: number): Buffer;
   verifyRange(root: string, size: number, groupLog: number, outboard: Uint8Array, offset: number, bytes: Uint8Array): boolean;
+  verifyOutboard(root: string, size: number, groupLog: number, outboard: Uint8Array): boolean;
   /** With an outboard push takes content and returns the verified prefix (-1: mismatch); without, the combined encoding and returns the verified content as pieces (null: mismatch). */
   StreamVerifier: new (root: string, size: number, groupLog: number, outboard: Uint8Array | null) => NativeBaoStream;
 }

@@ -108,6 +108,110 @@ export class Chain implements Tier {
     return undefined;
   }
 
+  // --- the origin of a swarm (src/node/swarm/): every remote tier but the peers ---
+
+  private origins(): GuardedTier[] {
+    return this.remotes.filter((t) => t.name !== 'peer');
+  }
+
+  /** Whether any tier besides the peers is configured (a swarm has an origin to fall back on). */
+  hasOrigin(): boolean {
+    return this.origins().length > 0;
+  }
+
+  /**
+   * Small blobs of `tree` from the origin into the local CAS, verified:
+   * in one read where a tier can (S3: a ranged GET of the pack run), else
+   * one by one. Calls `onFetched` for each admitted; returns those no
+   * origin tier gave (missing, or failed verification everywhere).
+   */
+  async originBlobs(tree: Digest, blobs: readonly { digest: Digest; size: number }[], onFetched: OnFetched): Promise<Digest[]> {
+    let left = blobs.filter((b) => !this.ctx.store.cas.has(b.digest));
+    for (const tier of this.origins()) {
+      if (left.length === 0) break;
+      if (tier.getRunInTree && left.length > 1) {
+        const got = await this.runFrom(tier, tree, left);
+        for (const b of got) onFetched(tier.name, b.digest, b.size);
+        const done = new Set(got.map((b) => b.digest));
+        left = left.filter((b) => !done.has(b.digest));
+      }
+      const still: typeof left = [];
+      await mapLimit(left, 4, async (b) => {
+        const inTree = tier.getInTree && tier.looseBlobBytes !== undefined && b.size < tier.looseBlobBytes;
+        const size = (inTree ? await this.fetchFrom(tier, b.digest, b.size, () => tier.getInTree!(tree, b.digest)) : undefined) ?? (await this.fetchFrom(tier, b.digest, b.size));
+        if (size === undefined) still.push(b);
+        else onFetched(tier.name, b.digest, b.size);
+      });
+      left = still;
+    }
+    return left.map((b) => b.digest);
+  }
+
+  /** A run of small blobs from one tier, admitted (each hashed); the ones admitted. */
+  private async runFrom(tier: GuardedTier, tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<{ digest: Digest; size: number }[]> {
+    let data: Buffer;
+    try {
+      const body = await tier.getRunInTree!(tree, blobs);
+      if (!body) return [];
+      data = await readBody(body, blobs.reduce((a, b) => a + b.size, 0), tier.name);
+    } catch (e) {
+      if (isLocalError(e)) throw e;
+      tier.fail(e, 'getRunInTree');
+      return [];
+    }
+    const slices = [];
+    let offset = 0;
+    for (const b of blobs) {
+      slices.push({ digest: b.digest, offset, size: b.size });
+      offset += b.size;
+    }
+    const r = await this.ctx.store.admission.batch(data, slices, tier.name);
+    if (r.mismatched.length > 0) {
+      tier.fail(new TierError(tier.name, 'corrupt', `${r.mismatched.length} blobs of a pack run failed verification and were rejected (first ${r.mismatched[0]})`, { hint: 'the copy in this tier is damaged; the next tier was tried' }), 'getRunInTree');
+    }
+    const bad = new Set(r.mismatched);
+    return blobs.filter((b) => !bad.has(b.digest));
+  }
+
+  /**
+   * Bytes [offset, offset + length) of a large blob from the first origin
+   * tier that serves ranges, unverified (the swarm checks them against the
+   * blob's outboard); undefined when none does.
+   */
+  async originRange(digest: Digest, offset: number, length: number, skip: ReadonlySet<string> = new Set()): Promise<{ tier: string; bytes: Buffer } | undefined> {
+    for (const tier of this.origins()) {
+      if (!tier.getRange || skip.has(tier.name)) continue;
+      try {
+        const body = await tier.getRange(digest, offset, length);
+        if (body) return { tier: tier.name, bytes: await readBody(body, length, tier.name) };
+      } catch (e) {
+        if (isLocalError(e)) throw e;
+        tier.fail(e, 'getRange');
+      }
+    }
+    return undefined;
+  }
+
+  /** A large blob's outboard from the origin (unverified: the caller checks it against the digest). */
+  async originOutboard(digest: Digest): Promise<{ tier: string; outboard: Buffer } | undefined> {
+    for (const tier of this.origins()) {
+      if (!tier.getOutboard) continue;
+      try {
+        const outboard = await tier.getOutboard(digest);
+        if (outboard) return { tier: tier.name, outboard };
+      } catch (e) {
+        if (isLocalError(e)) throw e;
+      }
+    }
+    return undefined;
+  }
+
+  /** One blob from the origin, whole, into the local CAS (verified); the tier's name, or undefined. */
+  async originBlob(digest: Digest, size: number): Promise<string | undefined> {
+    for (const tier of this.origins()) if ((await this.fetchFrom(tier, digest, size)) !== undefined) return tier.name;
+    return undefined;
+  }
+
   /**
    * Fetches one blob from one remote tier into the local CAS, verified.
    * Returns its size, or undefined on a miss, a skip or a failure of the
@@ -459,4 +563,20 @@ async function readBounded(tier: string, tree: Digest, body: BlobBody): Promise<
     chunks.push(c);
   }
   return Buffer.concat(chunks, n);
+}
+
+/** A body read whole, exactly `bytes` long (a tier that sends more or less is corrupt). */
+async function readBody(body: BlobBody, bytes: number, tier: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const c of body.stream as AsyncIterable<Buffer>) {
+    n += c.byteLength;
+    if (n > bytes) {
+      body.stream.destroy();
+      throw new TierError(tier, 'corrupt', `sent more than the ${bytes} bytes asked for`);
+    }
+    parts.push(c);
+  }
+  if (n !== bytes) throw new TierError(tier, 'corrupt', `sent ${n} of the ${bytes} bytes asked for`);
+  return Buffer.concat(parts, n);
 }

@@ -16,6 +16,8 @@ export abstract class TierDecorator implements Tier {
   readonly pushTree?: (push: TreePush) => Promise<PushResult>;
   readonly getInTree?: (tree: Digest, digest: Digest) => Promise<BlobBody | undefined>;
   readonly getOutboard?: (digest: Digest) => Promise<Buffer | undefined>;
+  readonly getRange?: (digest: Digest, offset: number, length: number) => Promise<BlobBody | undefined>;
+  readonly getRunInTree?: (tree: Digest, blobs: readonly { digest: Digest; size: number }[]) => Promise<BlobBody | undefined>;
 
   constructor(readonly inner: Tier) {
     this.name = inner.name;
@@ -28,6 +30,8 @@ export abstract class TierDecorator implements Tier {
     if (inner.pushTree) this.pushTree = (push) => this.pushTreeOf(push);
     if (inner.getInTree) this.getInTree = (tree, digest) => this.getInTreeOf(tree, digest);
     if (inner.getOutboard) this.getOutboard = (digest) => this.getOutboardOf(digest);
+    if (inner.getRange) this.getRange = (digest, offset, length) => this.getRangeOf(digest, offset, length);
+    if (inner.getRunInTree) this.getRunInTree = (tree, blobs) => this.getRunInTreeOf(tree, blobs);
   }
 
   warm(): Promise<void> {
@@ -52,6 +56,16 @@ export abstract class TierDecorator implements Tier {
   /** The wrapped tier's getOutboard, for a decorator to override (called only when the tier has one). */
   protected getOutboardOf(digest: Digest): Promise<Buffer | undefined> {
     return this.inner.getOutboard!(digest);
+  }
+
+  /** The wrapped tier's getRange, for a decorator to override (called only when the tier has one). */
+  protected getRangeOf(digest: Digest, offset: number, length: number): Promise<BlobBody | undefined> {
+    return this.inner.getRange!(digest, offset, length);
+  }
+
+  /** The wrapped tier's getRunInTree, for a decorator to override (called only when the tier has one). */
+  protected getRunInTreeOf(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
+    return this.inner.getRunInTree!(tree, blobs);
   }
 
   has(digests: readonly Digest[]): Promise<Set<Digest>> {

@@ -88,6 +88,14 @@ export class GuardedTier extends TierDecorator {
     return this.guard('getOutboard', () => super.getOutboardOf(digest), true);
   }
 
+  protected override getRangeOf(digest: Digest, offset: number, length: number): Promise<BlobBody | undefined> {
+    return this.guard('getRange', () => super.getRangeOf(digest, offset, length), true);
+  }
+
+  protected override getRunInTreeOf(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
+    return this.guard('getRunInTree', () => super.getRunInTreeOf(tree, blobs), true);
+  }
+
   /** One labels object per call name (every call of the tier observes its duration). */
   private opLabels(op: string): { tier: string; op: string } {
     let l = this.labelsByOp.get(op);

@@ -57,6 +57,14 @@ export class MeteredTier extends TierDecorator {
     return this.countBody(await super.getInTreeOf(tree, digest));
   }
 
+  protected override async getRangeOf(digest: Digest, offset: number, length: number): Promise<BlobBody | undefined> {
+    return this.countBody(await super.getRangeOf(digest, offset, length));
+  }
+
+  protected override async getRunInTreeOf(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
+    return this.countBody(await super.getRunInTreeOf(tree, blobs));
+  }
+
   /** A hit or a miss, and the body's bytes as they are read. */
   private countBody(body: BlobBody | undefined): BlobBody | undefined {
     if (!body) {

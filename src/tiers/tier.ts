@@ -167,6 +167,19 @@ export interface Tier {
    */
   getOutboard?(digest: Digest): Promise<Buffer | undefined>;
   /**
+   * Optional: bytes [offset, offset + length) of a blob the tier keeps on
+   * its own (S3: one ranged GET of its object): a swarm's piece of a large
+   * blob (src/node/swarm/). Unverified; undefined when the tier lacks it.
+   */
+  getRange?(digest: Digest, offset: number, length: number): Promise<BlobBody | undefined>;
+  /**
+   * Optional: several small blobs of `tree`, whole, as one stream of their
+   * bytes one after another in the order asked (S3: one ranged GET of the
+   * pack run that holds them). A swarm's piece of small blobs. Unverified;
+   * undefined when the tier cannot serve them so (the caller asks blob by blob).
+   */
+  getRunInTree?(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined>;
+  /**
    * Optional: gets ready for the first request (loads an SDK, opens a
    * connection), so the first one a program waits for does not pay for it.
    * Never throws: a failure shows on the request that meets it.

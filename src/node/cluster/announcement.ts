@@ -16,8 +16,13 @@ export interface Announcement {
   /** Base64 Bloom filter of the node's blobs, and its number of hash positions. */
   bloom: string;
   bloomK: number;
+  /** Trees the node is fetching right now as a member of their swarm (src/node/swarm/). */
+  fetching?: Digest[];
   bye?: true;
 }
+
+/** Trees a node says it is fetching at once, at most. */
+export const MAX_FETCHING = 16;
 
 /** An announcement from the wire, checked field by field; undefined when anything is off. */
 export function parseAnnouncement(data: Uint8Array): Announcement | undefined {
@@ -35,6 +40,7 @@ export function parseAnnouncement(data: Uint8Array): Announcement | undefined {
   if (!Array.isArray(a.trees) || a.trees.length > MAX_ANNOUNCED_TREES || !a.trees.every((t) => typeof t === 'string' && isDigest(t))) return undefined;
   if (!Number.isSafeInteger(a.treeCount) || !Number.isSafeInteger(a.blobs)) return undefined;
   if (typeof a.bloom !== 'string' || !Number.isInteger(a.bloomK)) return undefined;
+  if (a.fetching !== undefined && !(Array.isArray(a.fetching) && a.fetching.length <= MAX_FETCHING && a.fetching.every((t) => typeof t === 'string' && isDigest(t)))) return undefined;
   if (a.bloom) {
     const bytes = Buffer.byteLength(a.bloom, 'base64');
     if (bytes === 0 || bytes > MAX_BLOOM_BITS / 8 || (bytes & (bytes - 1)) !== 0 || a.bloomK! < 1 || a.bloomK! > 8) return undefined;

@@ -9,7 +9,8 @@
 //
 //   "VRIFTBK1" (8 bytes)  ticket (32 bytes)
 //
-// and the server answers with the archive, then closes. An unknown,
+// and the server answers with the archive, then closes (or, for a swarm
+// ticket, hands the connection to the tree's swarm: src/node/swarm/). An unknown,
 // used or expired ticket gets the connection closed without a byte.
 // Tickets expire after `timeoutMs` unused; a connection that stops
 // reading for `timeoutMs` is closed. Before its ticket, a connection is
@@ -29,6 +30,12 @@ import { checkPinned, tlsServerOptions, type ClusterTls } from './tls.js';
 
 export interface BulkPlan {
   blobs: { digest: Digest; size: number }[];
+  /**
+   * A swarm channel instead of an archive (src/node/swarm/channel.ts): the
+   * authenticated connection is handed over and kept open; its owner
+   * closes it (and the plan's slot is released at once).
+   */
+  attach?(sock: TLSSocket, early: Buffer): void;
   /** The peer it is for (logs and metrics). */
   peer: string;
   /** Frees the stream slot the plan holds: called once, when served or expired. */
@@ -113,9 +120,11 @@ export class BulkServer {
     }
     sock.setNoDelay(true);
     sock.setTimeout(this.opts.timeoutMs, () => sock.destroy());
-    const hello = await readHello(sock);
+    const got = await readHello(sock);
+    const hello = got?.subarray(0, BULK_HELLO_LEN);
     const ticket = hello && hello.subarray(0, 8).equals(BULK_MAGIC) ? this.tickets.get(hello.toString('hex', 8)) : undefined;
-    if (!ticket) {
+    // Only a swarm channel's client speaks after its ticket (without waiting for an answer).
+    if (!ticket || (got!.byteLength > BULK_HELLO_LEN && !ticket.plan.attach)) {
       this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'bulk-ticket' });
       sock.destroy();
       return;
@@ -124,6 +133,12 @@ export class BulkServer {
     this.gate.authenticated(remote);
     clearTimeout(ticket.timer);
     const { plan } = ticket;
+    if (plan.attach) {
+      plan.release();
+      sock.setTimeout(0);
+      plan.attach(sock, got!.subarray(BULK_HELLO_LEN));
+      return;
+    }
     const out = new RingWriter({ write: (buf, done) => sock.write(buf, done), closed: (cb) => sock.once('close', cb) });
     try {
       await writeArchive(this.opts.store, plan.blobs, out);
@@ -140,7 +155,7 @@ export class BulkServer {
   }
 }
 
-/** The first BULK_HELLO_LEN bytes a client sends, or undefined if it closes or sends more. */
+/** The first BULK_HELLO_LEN bytes a client sends (and whatever came with them), or undefined if it closes first. */
 function readHello(sock: Socket): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
     let buf = Buffer.alloc(0);
@@ -151,8 +166,7 @@ function readHello(sock: Socket): Promise<Buffer | undefined> {
     };
     const onData = (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk]);
-      if (buf.byteLength > BULK_HELLO_LEN) done(undefined); // the protocol has nothing after the ticket
-      else if (buf.byteLength === BULK_HELLO_LEN) done(buf);
+      if (buf.byteLength >= BULK_HELLO_LEN) done(buf);
     };
     const onClose = () => done(undefined);
     sock.on('data', onData);

@@ -13,6 +13,7 @@ import type { Config } from '../config/config.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { externalIPv4, Mesh } from './mesh.js';
 import { PeerService } from './peer-service.js';
+import { SwarmHost } from '../swarm/swarm-host.js';
 import { F, MAX_PEERS_DIGESTS, Msg, type FieldList } from '../control/protocol.js';
 import type { Store } from '../store/store.js';
 
@@ -30,6 +31,8 @@ export class Cluster {
   readonly bulk: BulkServer | undefined;
   readonly service: PeerService;
   readonly mesh: Mesh;
+  /** Swarms of trees this node fetches or serves (src/node/swarm/): with the bulk port only. */
+  readonly swarms: SwarmHost | undefined;
 
   private constructor(opts: ClusterOptions, cfg: ClusterConfig & { secret: string }) {
     this.cfg = cfg;
@@ -39,6 +42,8 @@ export class Cluster {
     this.bulk = cfg.bulk ? new BulkServer({ ...common, host: cfg.host, port: cfg.bulkPort, timeoutMs: cfg.timeoutMs, tls: keys.tls, limits }) : undefined;
     this.service = new PeerService({ ...common, cfg, keys, bulk: this.bulk, signingKey: opts.signingKey });
     this.mesh = new Mesh({ ...common, cfg, keys, grpcAddress: () => this.grpcAddress() });
+    this.swarms = this.bulk ? new SwarmHost({ ...common, mesh: this.mesh, cfg, keys }) : undefined;
+    this.service.swarms = this.swarms;
   }
 
   /** The cluster of this config, or undefined when no secret is set (the node runs alone). */
@@ -50,7 +55,7 @@ export class Cluster {
 
   /** In start order. */
   components(): { name: string; start(): Promise<void>; stop(): Promise<void> }[] {
-    return [...(this.bulk ? [this.bulk] : []), this.service, this.mesh];
+    return [...(this.bulk ? [this.bulk] : []), this.service, this.mesh, ...(this.swarms ? [this.swarms] : [])];
   }
 
   /** The host peers dial: the configured one, or this host's address when listening on a wildcard. */

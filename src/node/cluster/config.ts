@@ -41,6 +41,12 @@ export interface ClusterConfig {
   maxMessageBytes: number;
   /** Move archives over the lean bulk stream (false: gRPC GetArchive only). */
   bulk: boolean;
+  /** Fetch trees in a swarm with the other nodes fetching them (src/node/swarm/; needs `bulk`). */
+  swarm: boolean;
+  /** Trees with less than this many bytes missing are fetched without a swarm. */
+  swarmMinBytes: number;
+  /** A swarm's peer request no peer answers this soon is also asked of the origin. */
+  swarmHedgeMs: number;
   /** Connections each peer port (libp2p, gRPC, bulk) holds at most. */
   maxConnections: number;
   /** Connections to the gRPC or bulk port from one address (an IPv6 /64) at most. */
@@ -79,6 +85,9 @@ export const clusterSection: ConfigSection<ClusterConfig> = {
         timeoutMs: int({ example: '10000', min: 100, max: 600_000 }).default(10_000),
         maxMessageBytes: size({ example: '8M', min: 64 << 10, max: 256 << 20 }).default(8 << 20),
         bulk: bool().default(true),
+        swarm: bool().default(true),
+        swarmMinBytes: size({ example: '32M', min: 0 }).default(32 << 20),
+        swarmHedgeMs: int({ example: '150', min: 1, max: 60_000 }).default(150),
         maxConnections: int({ example: '1024', min: 16, max: 65536 }).default(1024),
         connectionsPerAddress: int({ example: '32', min: 2, max: 65536 }).default(32),
         handshakeMs: int({ example: '10000', min: 100, max: 600_000 }).default(10_000),
@@ -114,6 +123,9 @@ export const clusterSection: ConfigSection<ClusterConfig> = {
     VRIFT_PEER_TIMEOUT_MS: 'timeoutMs',
     VRIFT_GRPC_MAX_MESSAGE: 'maxMessageBytes',
     VRIFT_PEER_BULK: 'bulk',
+    VRIFT_SWARM: 'swarm',
+    VRIFT_SWARM_MIN_BYTES: 'swarmMinBytes',
+    VRIFT_SWARM_HEDGE_MS: 'swarmHedgeMs',
     VRIFT_PEER_MAX_CONNECTIONS: 'maxConnections',
     VRIFT_PEER_CONNECTIONS_PER_ADDRESS: 'connectionsPerAddress',
     VRIFT_PEER_HANDSHAKE_MS: 'handshakeMs',

@@ -23,7 +23,7 @@ import { networkInterfaces } from 'node:os';
 import type { GossipSub, Message } from '@libp2p/gossipsub';
 import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface';
 import type { Digest } from '../../lib/digest.js';
-import { parseAnnouncement, type Announcement } from './announcement.js';
+import { MAX_FETCHING, parseAnnouncement, type Announcement } from './announcement.js';
 import { listenError } from './listen-error.js';
 import { VriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -38,6 +38,8 @@ export interface PeerRecord {
   grpc: string;
   addrs: string[];
   trees: Set<Digest>;
+  /** Trees it is fetching in a swarm. */
+  fetching: Set<Digest>;
   treeCount: number;
   blobs: number;
   bloom: Bloom | undefined;
@@ -93,6 +95,9 @@ export class Mesh {
   private left = false;
   private topic = '';
   private multiaddr: ((s: string) => import('@multiformats/multiaddr').Multiaddr) | undefined;
+  /** Trees this node fetches in a swarm (announced), and who listens for news of other members. */
+  private readonly fetching = new Set<Digest>();
+  private readonly listeners = new Set<() => void>();
 
   constructor(private readonly opts: MeshOptions) {
     this.holdings = new HoldingsSummary(opts.store);
@@ -254,6 +259,39 @@ export class Mesh {
     return out.sort((a, b) => rank(b) - rank(a) || (b.mayHave ?? 0) - (a.mayHave ?? 0) || a.seenMsAgo - b.seenMsAgo);
   }
 
+  // --- swarms ------------------------------------------------------------------
+
+  /** Says (at once, and in every announcement until `done`) that this node fetches `tree` in a swarm. */
+  startFetching(tree: Digest): void {
+    if (this.fetching.has(tree) || this.fetching.size >= MAX_FETCHING) return;
+    this.fetching.add(tree);
+    this.announceNow();
+  }
+
+  doneFetching(tree: Digest): void {
+    if (this.fetching.delete(tree)) this.announceNow();
+  }
+
+  /** The members of `tree`'s swarm besides this node: peers fetching it, and peers holding it whole (not penalized). */
+  swarmPeers(tree: Digest): { id: string; grpc: string; fetching: boolean; holds: boolean }[] {
+    const now = Date.now();
+    const out = [];
+    for (const r of this.directory.values()) {
+      const fetching = r.fetching.has(tree);
+      const holds = r.trees.has(tree);
+      if (!fetching && !holds) continue;
+      if ((this.penalties.get(r.id)?.until ?? 0) > now) continue;
+      out.push({ id: r.id, grpc: r.grpc, fetching, holds });
+    }
+    return out;
+  }
+
+  /** Calls `fn` after each announcement received (a swarm looks for new members); returns the unsubscribe. */
+  onNews(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
   /** Avoid a peer that sent wrong bytes (reported by this node's own peer tier, or a CLI's). */
   penalize(id: string, reason: string): void {
     this.penalties.set(id, { until: Date.now() + this.opts.cfg.penaltyMs, reason });
@@ -340,6 +378,13 @@ export class Mesh {
     }
   }
 
+  /** Announces now (a swarm's members must learn of a new one quickly); at most one at a time. */
+  private announceNow(): void {
+    clearTimeout(this.soon);
+    this.soon = undefined;
+    void this.announce();
+  }
+
   private announceSoon(): void {
     if (this.soon) return;
     this.soon = setTimeout(() => {
@@ -359,6 +404,7 @@ export class Mesh {
         blobs: h.blobs,
         bloom: h.bloom.bits.toString('base64'),
         bloomK: h.bloom.k,
+        fetching: [...this.fetching],
       });
     } catch (e) {
       this.opts.log(`mesh: announcing failed: ${(e as Error).message}`);
@@ -383,6 +429,7 @@ export class Mesh {
     }
     if (a.bye) {
       if (this.directory.delete(id)) this.opts.log(`mesh: peer ${id} (${a.grpc}) left`);
+      this.tellListeners();
       return;
     }
     const known = this.directory.has(id);
@@ -392,6 +439,7 @@ export class Mesh {
       grpc: a.grpc,
       addrs: a.addrs,
       trees: new Set(a.trees),
+      fetching: new Set(a.fetching ?? []),
       treeCount: a.treeCount,
       blobs: a.blobs,
       bloom: a.bloom ? new Bloom(Buffer.from(a.bloom, 'base64'), a.bloomK) : undefined,
@@ -399,6 +447,17 @@ export class Mesh {
       connected: (this.node?.getConnections(msg.from).length ?? 0) > 0,
     });
     if (!known) this.opts.log(`mesh: peer ${id} at ${a.grpc} (${a.treeCount} trees, ${a.blobs} blobs)`);
+    this.tellListeners();
+  }
+
+  private tellListeners(): void {
+    for (const fn of this.listeners) {
+      try {
+        fn();
+      } catch (e) {
+        this.opts.log(`mesh: a listener failed: ${(e as Error).message}`);
+      }
+    }
   }
 }
 

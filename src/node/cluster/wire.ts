@@ -72,6 +72,7 @@ export const PEER_METHODS = {
   getBlob: '/vrift.peer.v1.Peer/GetBlob',
   getArchive: '/vrift.peer.v1.Peer/GetArchive',
   openBulk: '/vrift.peer.v1.Peer/OpenBulk',
+  openSwarm: '/vrift.peer.v1.Peer/OpenSwarm',
   getRef: '/vrift.peer.v1.Peer/GetRef',
   listRefs: '/vrift.peer.v1.Peer/ListRefs',
 } as const;

@@ -102,6 +102,10 @@ export class Daemon {
           for (const tier of this.resolverInstance.tierNames().filter((t) => t !== 'local')) {
             for (const name of [TIER_COUNTERS.hits, TIER_COUNTERS.misses, TIER_COUNTERS.errors, TIER_COUNTERS.bytesIn, TIER_COUNTERS.bytesOut]) this.metrics.declare(name, { tier });
           }
+          if (cluster?.swarms) {
+            cluster.swarms.useChain(this.resolverInstance.chain);
+            this.resolverInstance.swarms = cluster.swarms;
+          }
           // The first mount or fetch a program waits for should not load the S3 SDK or dial Redis.
           this.resolverInstance.warm();
         },
@@ -189,6 +193,7 @@ export class Daemon {
       mounts: this.mounts.list().map((m) => ({ ...m, ...this.lazy.statusOf(m.path) })),
       inFlight: this.resolverInstance?.inFlight() ?? { blobs: 0, trees: 0 },
       streams: this.streams.status(),
+      swarms: this.cluster?.swarms?.status() ?? [],
       metricsUrl: this.metricsServer.url ?? null,
       scrub: this.scrub.status(),
       store: this.evictor.status(),

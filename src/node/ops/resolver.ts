@@ -14,6 +14,7 @@ import type { BlobWatch } from '../store/admission.js';
 import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
 import { pullTree, pullTreeBlob, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
+import type { SwarmHost } from '../swarm/swarm-host.js';
 import { fetchRemoteTrace, pushRemoteTrace, type RemoteTrace } from './trace-exchange.js';
 import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
 
@@ -31,6 +32,8 @@ export class Resolver {
   private readonly treeFlights = new SingleFlight<Digest, TreePullResult>();
   private readonly treeListeners = new Map<Digest, TreeFlight>();
   private readonly listingFlights = new SingleFlight<Digest, string>();
+  /** The daemon's swarms (src/node/swarm/), when it is in a cluster: a pull of a large tree fetches it with the other nodes fetching it. */
+  swarms: SwarmHost | undefined;
 
   constructor(
     readonly store: Store,
@@ -206,14 +209,65 @@ export class Resolver {
   private async runPull(tree: Digest): Promise<TreePullResult> {
     const flight: TreeFlight = { listeners: new Set() };
     this.treeListeners.set(tree, flight);
+    const tell = (p: PullProgress) => {
+      flight.last = p;
+      for (const l of flight.listeners) l(p);
+    };
     try {
-      return await pullTree(this.store, this.chain, tree, (p) => {
-        flight.last = p;
-        for (const l of flight.listeners) l(p);
-      });
+      const swarmed = await this.swarm(tree, tell);
+      const pulled = await pullTree(this.store, this.chain, tree, tell);
+      if (!swarmed) return pulled;
+      const from = { ...swarmed.from };
+      for (const [tier, f] of Object.entries(pulled.from)) {
+        const t = (from[tier] ??= { blobs: 0, bytes: 0 });
+        t.blobs += f.blobs;
+        t.bytes += f.bytes;
+      }
+      return { ...pulled, local: pulled.local - swarmed.fetched, fetched: pulled.fetched + swarmed.fetched, fetchedBytes: pulled.fetchedBytes + swarmed.fetchedBytes, from };
     } finally {
       this.treeListeners.delete(tree);
     }
+  }
+
+  /**
+   * The tree in its swarm, when that is worth it (a cluster, enough bytes
+   * missing): its listing first (it names the pieces), then pieces from
+   * the other nodes fetching or holding it and from the origin. What came
+   * from where, or undefined when the swarm was not used or could not
+   * finish (the pull then fetches what is still missing).
+   */
+  private async swarm(tree: Digest, onProgress: (p: PullProgress) => void): Promise<TreePullResult | undefined> {
+    const swarms = this.swarms;
+    if (!swarms || (this.store.hasTree(tree) && this.store.meta.treeComplete(tree))) return undefined;
+    await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
+    const entries = this.store.getTree(tree).entries;
+    const unique = new Map<Digest, number>();
+    let files = 0;
+    for (const e of entries) {
+      if (e.kind !== 'file') continue;
+      files++;
+      unique.set(e.digest!, e.size);
+    }
+    const progress: PullProgress = { blobs: 0, totalBlobs: 0, bytes: 0, totalBytes: 0 };
+    for (const [digest, size] of unique) {
+      if (this.store.meta.hasBlob(digest)) continue;
+      progress.totalBlobs++;
+      progress.totalBytes += size;
+    }
+    if (!swarms.wants(progress.totalBytes)) return undefined;
+    const res: TreePullResult = { tree, files, local: unique.size - progress.totalBlobs, fetched: 0, fetchedBytes: 0, from: {} };
+    onProgress(progress);
+    await swarms.fetch(tree, entries, (from, _digest, size) => {
+      const f = (res.from[from] ??= { blobs: 0, bytes: 0 });
+      f.blobs++;
+      f.bytes += size;
+      res.fetched++;
+      res.fetchedBytes += size;
+      progress.blobs++;
+      progress.bytes += size;
+      onProgress(progress);
+    });
+    return res;
   }
 
   /** Waits for a pull, passing its progress on. */

@@ -19,7 +19,7 @@ import { VriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { BaoVerifier } from '../../lib/bao.js';
 import { writeBlobs, writeVerifiedBlobs, type BlobSlice } from './blob-batch.js';
-import type { BlobWriter, WrittenBlob } from './blob-writer.js';
+import { RangeWriter, type BlobWriter, type WrittenBlob } from './blob-writer.js';
 import { blobState, recordGood } from './blob-check.js';
 import { hashFileSync, type Cas, type FileBlob } from './cas.js';
 import type { Meta } from './meta.js';
@@ -166,6 +166,17 @@ export class Admission {
   /** A blob whose verified bytes are written piece by piece (an archive's large blob); `commit` checks the name. */
   writer(source: AdmissionSource): AdmittingWriter {
     return new AdmittingWriter(this, this.cas.writer(), source);
+  }
+
+  /** A large blob whose ranges arrive in any order, each verified by the caller through the blob's Bao tree (a swarm's chunks). */
+  ranges(size: number, source: AdmissionSource): VerifiedRanges {
+    const w = new RangeWriter(this.cas, size);
+    return {
+      tmp: w.tmp,
+      writeAt: (chunk, offset) => w.writeAt(chunk, offset),
+      commit: (digest) => this.admitted(w.commit(digest), source),
+      abort: () => w.abort(),
+    };
   }
 
   /**
@@ -347,6 +358,15 @@ export class Admission {
 }
 
 /** A BlobWriter whose commit goes through the door (verified, recorded, counted). */
+/** admission.ranges(): write verified ranges, then commit once all are in. */
+export interface VerifiedRanges {
+  /** The temp file (readable while ranges arrive: a swarm serves the verified ones on). */
+  readonly tmp: string;
+  writeAt(chunk: Uint8Array, offset: number): void;
+  commit(digest: Digest): WrittenBlob;
+  abort(): void;
+}
+
 export class AdmittingWriter {
   constructor(
     private readonly door: Admission,

@@ -118,6 +118,62 @@ export function writeHashedBuffer(cas: Cas, buf: Uint8Array, digest: Digest): Wr
 }
 
 /**
+ * A blob whose ranges arrive in any order (a swarm's pieces of a large
+ * blob, src/node/swarm/): written in place into a sparse temp file of the
+ * blob's size, named at commit. Unhashed here: the caller verifies each
+ * range against the blob's digest through its Bao tree before writing it,
+ * and commits only once every range was verified.
+ */
+export class RangeWriter {
+  private fd: number | undefined;
+  readonly tmp: string;
+
+  constructor(
+    private readonly cas: Cas,
+    readonly size: number,
+  ) {
+    const t = openTemp(cas);
+    this.fd = t.fd;
+    this.tmp = t.tmp;
+    try {
+      ftruncateSync(t.fd, size);
+    } catch (e) {
+      this.abort();
+      throw fsError(e, cas.layout.root, 'sizing a blob');
+    }
+  }
+
+  writeAt(chunk: Uint8Array, offset: number): void {
+    if (this.fd === undefined) throw new Error('RangeWriter: write after commit/abort');
+    let off = 0;
+    try {
+      while (off < chunk.byteLength) off += writeSync(this.fd, chunk, off, chunk.byteLength - off, offset + off);
+    } catch (e) {
+      throw fsError(e, this.cas.layout.root, 'writing a blob');
+    }
+  }
+
+  /** Names the blob `digest` (every range verified by the caller) and moves it into place. */
+  commit(digest: Digest): WrittenBlob {
+    const fd = this.fd;
+    if (fd === undefined) throw new Error('RangeWriter: commit twice');
+    this.fd = undefined;
+    return publish(this.cas, fd, this.tmp, digest, this.size);
+  }
+
+  abort(): void {
+    if (this.fd === undefined) return;
+    try {
+      closeSync(this.fd);
+    } catch {
+      /* closing anyway */
+    }
+    this.fd = undefined;
+    discard(this.tmp);
+  }
+}
+
+/**
  * A blob whose bytes arrive in pieces: hashed as written, named at commit.
  * With `hash: false` the caller verifies them itself against the name it
  * commits with (a Bao stream checks every group against the digest as it

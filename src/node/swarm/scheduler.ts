@@ -135,6 +135,10 @@ export class SwarmScheduler {
   private busyEnd = Infinity;
   /** Pieces received from the origin (for the origin budget). */
   originPieces = 0;
+  /** The hedge deadline now (setHedgeMs: a transport may stretch it to what its peers' answers take). */
+  private hedgeMs: number;
+  /** Requests sent to the origin, by why (what spends the origin budget). */
+  readonly originAsks = { duty: 0, hedge: 0, starve: 0 };
 
   constructor(
     private readonly port: SwarmPort,
@@ -144,6 +148,7 @@ export class SwarmScheduler {
     for (const k of ['uploadSlots', 'downloadSlots', 'originSlots', 'maxPerPeer', 'maxNeighbors'] as const) {
       if (!(Number.isInteger(o[k]) && o[k] >= 1)) throw new RangeError(`swarm ${k} must be a whole number ≥ 1, not ${o[k]}`);
     }
+    this.hedgeMs = o.hedgeMs;
     this.have = have ?? new PieceSet(o.pieces);
     if (this.have.size !== o.pieces) throw new RangeError(`held set has ${this.have.size} pieces, the tree ${o.pieces}`);
     this.rarity = new RarityOrder(o.pieces, o.random);
@@ -165,6 +170,16 @@ export class SwarmScheduler {
 
   isNeighbor(peer: string): boolean {
     return this.neighbors.has(peer);
+  }
+
+  /**
+   * Moves the hedge deadline (never below the configured one): a daemon
+   * sets it from how long its neighbours take to answer, so a loaded
+   * cluster whose answers all come late does not send every request to
+   * the origin too.
+   */
+  setHedgeMs(ms: number): void {
+    this.hedgeMs = Math.max(this.o.hedgeMs, ms);
   }
 
   /** Start fetching: from now on, wanted pieces are requested. */
@@ -278,17 +293,26 @@ export class SwarmScheduler {
       return;
     }
     if (peer === ORIGIN) this.originPieces++;
-    if (this.have.add(piece)) {
-      this.rarity.remove(piece);
-      for (const n of this.neighbors.values()) if (n.pieces.has(piece)) n.wanted--;
-      this.lastProgress = this.port.now();
-      for (const other of [...(this.pending.get(piece) ?? [])]) {
-        this.port.cancel(other.peer, piece);
-        this.dropRequest(piece, other.peer);
-      }
-      this.port.announce(piece);
-    }
+    this.gained(piece);
     this.fill();
+  }
+
+  /** A piece this node got another way (a whole blob from the origin covered it): held and announced; requests for it are withdrawn. */
+  pieceFound(piece: number): void {
+    this.gained(piece);
+    this.fill();
+  }
+
+  private gained(piece: number): void {
+    if (!this.have.add(piece)) return;
+    this.rarity.remove(piece);
+    for (const n of this.neighbors.values()) if (n.pieces.has(piece)) n.wanted--;
+    this.lastProgress = this.port.now();
+    for (const other of [...(this.pending.get(piece) ?? [])]) {
+      this.port.cancel(other.peer, piece);
+      this.dropRequest(piece, other.peer);
+    }
+    this.port.announce(piece);
   }
 
   /** A peer asks for a piece: true = serve it now (call uploadEnded after), false = refused. */
@@ -357,6 +381,7 @@ export class SwarmScheduler {
     while (this.fromOrigin < this.o.originSlots) {
       const duty = this.dutyPiece(now);
       if (duty < 0) break;
+      this.originAsks.duty++;
       this.ask(ORIGIN, duty);
     }
     let free: Neighbor[] | undefined;
@@ -414,7 +439,7 @@ export class SwarmScheduler {
           at = Infinity;
           break;
         }
-        at = Math.min(at, q.askedAt + this.o.hedgeMs);
+        at = Math.min(at, q.askedAt + this.hedgeMs);
       }
       if (at === Infinity) continue;
       if (now < at) {
@@ -428,6 +453,7 @@ export class SwarmScheduler {
         const n = this.neighbors.get(q.peer);
         if (n) n.busyUntil = now + SILENT_BACKOFF * this.o.busyBackoffMs;
       }
+      this.originAsks.hedge++;
       this.ask(ORIGIN, p);
     }
     return next;
@@ -440,6 +466,7 @@ export class SwarmScheduler {
       const p = r.at(i);
       if (!this.find(p, ORIGIN)) {
         this.lastProgress = now;
+        this.originAsks.starve++;
         this.ask(ORIGIN, p);
         return;
       }

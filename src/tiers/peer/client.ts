@@ -192,6 +192,28 @@ export class PeerConnection {
     return { stream, blobs: first.value.blobs, bytes: first.value.bytes, via: 'grpc', received: () => n };
   }
 
+  /**
+   * A swarm channel with this peer for `tree` (src/node/swarm/channel.ts):
+   * the connection on its bulk port, ticket sent; undefined when the peer
+   * neither fetches nor holds the tree. Refusals (another layout, already
+   * connected, bulk off) are TierErrors.
+   */
+  async openSwarm(tree: Digest, layout: string): Promise<TLSSocket | undefined> {
+    const req = { tree: Buffer.from(tree, 'hex'), layout };
+    const ticket = await this.unary<BulkTicket__Output>('openSwarm', PEER_METHODS.openSwarm, (m, o, cb) => this.client.OpenSwarm(req, m, o, cb));
+    if (!ticket) return undefined;
+    const host = this.peer.grpc.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+    const sock = connect({ ...tlsClientOptions(this.opts.tls), host, port: ticket.port });
+    sock.setNoDelay(true);
+    return new Promise((resolve, reject) => {
+      sock.once('secureConnect', () => {
+        sock.write(Buffer.concat([BULK_MAGIC, ticket.token]));
+        resolve(sock);
+      });
+      sock.once('error', (e) => reject(this.fail(e, `swarm connect to port ${ticket.port}`)));
+    });
+  }
+
   private bulkStream(port: number, token: Buffer): Promise<BulkStream> {
     const host = this.peer.grpc.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
     const stream = new BulkStream(host, port, this.opts.tls, this.opts.timeoutMs, () => new TierError('peer', 'unavailable', `${peerLabel(this.peer)}: bulk stream silent for ${this.opts.timeoutMs} ms`));

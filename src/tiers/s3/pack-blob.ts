@@ -83,6 +83,65 @@ export class PackBlobReader {
     return undefined;
   }
 
+  /**
+   * Small blobs of `tree`, whole and in the order asked, as one stream, by
+   * one ranged GET: when one indexed pack holds them all, close together
+   * (the span read is at most about twice their bytes). undefined
+   * otherwise (the caller reads them one by one).
+   */
+  async getRun(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
+    if (blobs.length === 0) return undefined;
+    const m = await this.manifest(tree);
+    for (const pack of m?.packs ?? []) {
+      if (!pack.index) continue;
+      const ix = await this.index(pack);
+      const at = blobs.map((b) => ix.locate(b.digest));
+      if (at.some((r) => !r || r.size === 0)) continue;
+      const ranges = at as BlobRange[];
+      let start = Infinity;
+      let end = 0;
+      let from = Infinity;
+      let to = 0;
+      let bytes = 0;
+      for (const r of ranges) {
+        start = Math.min(start, r.start);
+        end = Math.max(end, r.end);
+        from = Math.min(from, r.offset - r.skip);
+        to = Math.max(to, r.offset - r.skip + r.decoded);
+        bytes += r.size;
+      }
+      if (end - start > 2 * bytes + NEIGHBOR_RANGE / 4) return undefined;
+      return this.readRun(pack, ranges, { start, end, from, to, bytes });
+    }
+    return undefined;
+  }
+
+  private async readRun(pack: PackRef, ranges: BlobRange[], span: { start: number; end: number; from: number; to: number; bytes: number }): Promise<BlobBody> {
+    const body = await this.objects.getRange(pack.key, span.start, span.end);
+    if (!body) throw new TierError('s3', 'corrupt', `pack ${pack.key} named by the manifest of tree ${pack.tree} is missing`, { hint: pushAgain });
+    const compressed = ranges[0]!.compressed;
+    const src = compressed ? zstdInflate(body.stream, { limit: span.to - span.from, what: `frames ${span.start}-${span.end} of pack ${pack.key}` }) : body.stream;
+    const key = pack.key;
+    const objects = this.objects;
+    async function* blobs(): AsyncGenerator<Buffer> {
+      const parts: Buffer[] = [];
+      try {
+        for await (const c of src as AsyncIterable<Buffer>) parts.push(c);
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if (code === 'ERR_VRIFT_ZSTD' || code === 'ERR_VRIFT_ZSTD_BOMB') throw new TierError('s3', 'corrupt', `frames ${span.start}-${span.end} of pack ${key} are damaged (${(e as Error).message})`, { hint: pushAgain });
+        throw objects.fail(e, `reading ${key}`);
+      }
+      const decoded = Buffer.concat(parts);
+      for (const r of ranges) {
+        const at = r.offset - span.from;
+        if (at + r.size > decoded.length) throw new TierError('s3', 'corrupt', `pack ${key} is cut short at byte ${span.from + decoded.length}`, { hint: pushAgain });
+        yield decoded.subarray(at, at + r.size);
+      }
+    }
+    return { stream: Readable.from(blobs()), size: span.bytes };
+  }
+
   private index(pack: PackRef): Promise<PackIndex> {
     const { key, bytes } = pack.index!;
     const known = this.indexes.get(key);

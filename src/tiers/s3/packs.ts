@@ -52,6 +52,11 @@ export class S3Packs {
     return this.reader.get(tree, digest);
   }
 
+  /** Small blobs of `tree` by one ranged GET of the pack run holding them (pack-blob.ts). */
+  getRunInTree(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
+    return this.reader.getRun(tree, blobs);
+  }
+
   async fetch(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
     const m = await this.reader.manifest(tree);
     if (!m) return undefined;

@@ -179,6 +179,15 @@ export class S3Tier implements Tier {
     return this.packs.getInTree(tree, digest);
   }
 
+  async getRange(digest: Digest, offset: number, length: number): Promise<BlobBody | undefined> {
+    const body = await this.objects.getRange(`blobs/${digest}`, offset, offset + length);
+    return body && { stream: body.stream, size: body.size };
+  }
+
+  getRunInTree(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
+    return this.packs.getRunInTree(tree, blobs);
+  }
+
   fetchTree(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
     return this.packs.fetch(tree, want);
   }

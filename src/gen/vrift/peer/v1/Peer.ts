@@ -14,6 +14,7 @@ import type { HasRequest as _vrift_peer_v1_HasRequest, HasRequest__Output as _vr
 import type { ListRefsReply as _vrift_peer_v1_ListRefsReply, ListRefsReply__Output as _vrift_peer_v1_ListRefsReply__Output } from '../../../vrift/peer/v1/ListRefsReply.js';
 import type { ListRefsRequest as _vrift_peer_v1_ListRefsRequest, ListRefsRequest__Output as _vrift_peer_v1_ListRefsRequest__Output } from '../../../vrift/peer/v1/ListRefsRequest.js';
 import type { RefReply as _vrift_peer_v1_RefReply, RefReply__Output as _vrift_peer_v1_RefReply__Output } from '../../../vrift/peer/v1/RefReply.js';
+import type { SwarmRequest as _vrift_peer_v1_SwarmRequest, SwarmRequest__Output as _vrift_peer_v1_SwarmRequest__Output } from '../../../vrift/peer/v1/SwarmRequest.js';
 
 export interface PeerClient extends grpc.Client {
   GetArchive(argument: _vrift_peer_v1_ArchiveRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_vrift_peer_v1_ArchiveChunk__Output>;
@@ -62,6 +63,15 @@ export interface PeerClient extends grpc.Client {
   openBulk(argument: _vrift_peer_v1_ArchiveRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vrift_peer_v1_BulkTicket__Output>): grpc.ClientUnaryCall;
   openBulk(argument: _vrift_peer_v1_ArchiveRequest, callback: grpc.requestCallback<_vrift_peer_v1_BulkTicket__Output>): grpc.ClientUnaryCall;
   
+  OpenSwarm(argument: _vrift_peer_v1_SwarmRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vrift_peer_v1_BulkTicket__Output>): grpc.ClientUnaryCall;
+  OpenSwarm(argument: _vrift_peer_v1_SwarmRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vrift_peer_v1_BulkTicket__Output>): grpc.ClientUnaryCall;
+  OpenSwarm(argument: _vrift_peer_v1_SwarmRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vrift_peer_v1_BulkTicket__Output>): grpc.ClientUnaryCall;
+  OpenSwarm(argument: _vrift_peer_v1_SwarmRequest, callback: grpc.requestCallback<_vrift_peer_v1_BulkTicket__Output>): grpc.ClientUnaryCall;
+  openSwarm(argument: _vrift_peer_v1_SwarmRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vrift_peer_v1_BulkTicket__Output>): grpc.ClientUnaryCall;
+  openSwarm(argument: _vrift_peer_v1_SwarmRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vrift_peer_v1_BulkTicket__Output>): grpc.ClientUnaryCall;
+  openSwarm(argument: _vrift_peer_v1_SwarmRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vrift_peer_v1_BulkTicket__Output>): grpc.ClientUnaryCall;
+  openSwarm(argument: _vrift_peer_v1_SwarmRequest, callback: grpc.requestCallback<_vrift_peer_v1_BulkTicket__Output>): grpc.ClientUnaryCall;
+  
 }
 
 export interface PeerHandlers extends grpc.UntypedServiceImplementation {
@@ -77,6 +87,8 @@ export interface PeerHandlers extends grpc.UntypedServiceImplementation {
   
   OpenBulk: grpc.handleUnaryCall<_vrift_peer_v1_ArchiveRequest__Output, _vrift_peer_v1_BulkTicket>;
   
+  OpenSwarm: grpc.handleUnaryCall<_vrift_peer_v1_SwarmRequest__Output, _vrift_peer_v1_BulkTicket>;
+  
 }
 
 export interface PeerDefinition extends grpc.ServiceDefinition {
@@ -86,4 +98,5 @@ export interface PeerDefinition extends grpc.ServiceDefinition {
   Has: MethodDefinition<_vrift_peer_v1_HasRequest, _vrift_peer_v1_HasReply, _vrift_peer_v1_HasRequest__Output, _vrift_peer_v1_HasReply__Output>
   ListRefs: MethodDefinition<_vrift_peer_v1_ListRefsRequest, _vrift_peer_v1_ListRefsReply, _vrift_peer_v1_ListRefsRequest__Output, _vrift_peer_v1_ListRefsReply__Output>
   OpenBulk: MethodDefinition<_vrift_peer_v1_ArchiveRequest, _vrift_peer_v1_BulkTicket, _vrift_peer_v1_ArchiveRequest__Output, _vrift_peer_v1_BulkTicket__Output>
+  OpenSwarm: MethodDefinition<_vrift_peer_v1_SwarmRequest, _vrift_peer_v1_BulkTicket, _vrift_peer_v1_SwarmRequest__Output, _vrift_peer_v1_BulkTicket__Output>
 }

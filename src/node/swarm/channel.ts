@@ -1,0 +1,156 @@
+// The swarm channel: one TLS connection between two nodes swarming one
+// tree, on the bulk port (bulk-server.ts), opened with a one-time ticket
+// the gRPC service issued (`OpenSwarm`). Both sides send frames:
+//
+//   type (1 byte)  piece (u32 BE)  length (u32 BE)  payload (length bytes)
+//
+// HELLO carries the sender's bitfield (PieceSet.encode); PIECE the piece's
+// bytes; OUTBOARD a large blob's Bao outboard (asked by OUTBOARD_ASK with
+// the index of one of its pieces); every other frame is a piece number
+// alone. Control frames and piece bytes share the connection: a have or a
+// request waits at most behind one piece already being written (a few
+// milliseconds on a LAN), and the bytes move as raw TLS, several times
+// faster than gRPC messages (docs/peers.md has the figures).
+//
+// What arrives is untrusted: types, piece numbers and lengths are checked
+// against the tree's layout, and a frame longer than the largest piece (or
+// than a bitfield, for control frames) closes the connection.
+import type { Socket } from 'node:net';
+
+export const F = {
+  HELLO: 1,
+  HAVE: 2,
+  REQUEST: 3,
+  REFUSE: 4,
+  CANCEL: 5,
+  UNCHOKE: 6,
+  ACCEPT: 7,
+  PIECE: 8,
+  OUTBOARD_ASK: 9,
+  OUTBOARD: 10,
+  NO_OUTBOARD: 11,
+} as const;
+
+const HEADER = 9;
+
+export interface FrameSink {
+  frame(type: number, piece: number, payload: Buffer | undefined): void;
+  closed(why: string): void;
+}
+
+export interface ChannelLimits {
+  pieces: number;
+  /** Largest payload of a PIECE frame. */
+  maxPiece: number;
+  /** Largest payload of an OUTBOARD frame. */
+  maxOutboard: number;
+}
+
+export class SwarmChannel {
+  private head = Buffer.alloc(HEADER);
+  private headAt = 0;
+  private body: Buffer | undefined;
+  private bodyAt = 0;
+  private type = 0;
+  private piece = 0;
+  private done = false;
+  /** Bytes written that the socket has not yet flushed (its own count, plus ours while queued). */
+  bytesOut = 0;
+  bytesIn = 0;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly limits: ChannelLimits,
+    private readonly sink: FrameSink,
+  ) {
+    socket.on('data', (c: Buffer) => this.feed(c));
+    socket.once('close', () => this.end('the connection closed'));
+    socket.on('error', (e) => this.end(e.message));
+  }
+
+  get open(): boolean {
+    return !this.done;
+  }
+
+  /** Sends one frame; `flushed` is called once the kernel took its bytes (or the connection died). */
+  send(type: number, piece: number, payload?: Buffer, flushed?: (ok: boolean) => void): void {
+    if (this.done) {
+      flushed?.(false);
+      return;
+    }
+    const h = Buffer.allocUnsafe(HEADER);
+    h.writeUInt8(type, 0);
+    h.writeUInt32BE(piece, 1);
+    h.writeUInt32BE(payload?.byteLength ?? 0, 5);
+    this.bytesOut += HEADER + (payload?.byteLength ?? 0);
+    if (!payload || payload.byteLength === 0) {
+      this.socket.write(h, flushed && ((e) => flushed(!e)));
+      return;
+    }
+    this.socket.cork();
+    this.socket.write(h);
+    this.socket.write(payload, flushed && ((e) => flushed(!e)));
+    this.socket.uncork();
+  }
+
+  close(why = 'closed'): void {
+    this.end(why);
+    this.socket.destroy();
+  }
+
+  private end(why: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.sink.closed(why);
+  }
+
+  /** Bytes read off the connection (and bytes that came with its ticket). */
+  feed(chunk: Buffer): void {
+    this.bytesIn += chunk.byteLength;
+    let at = 0;
+    while (at < chunk.length && !this.done) {
+      if (this.body === undefined) {
+        const take = Math.min(HEADER - this.headAt, chunk.length - at);
+        chunk.copy(this.head, this.headAt, at, at + take);
+        this.headAt += take;
+        at += take;
+        if (this.headAt < HEADER) return;
+        this.headAt = 0;
+        this.type = this.head.readUInt8(0);
+        this.piece = this.head.readUInt32BE(1);
+        const len = this.head.readUInt32BE(5);
+        const why = this.check(this.type, this.piece, len);
+        if (why) {
+          this.close(`the peer sent a bad frame (${why})`);
+          return;
+        }
+        if (len === 0) {
+          this.sink.frame(this.type, this.piece, undefined);
+          continue;
+        }
+        this.body = Buffer.allocUnsafe(len);
+        this.bodyAt = 0;
+      }
+      const take = Math.min(this.body.length - this.bodyAt, chunk.length - at);
+      chunk.copy(this.body, this.bodyAt, at, at + take);
+      this.bodyAt += take;
+      at += take;
+      if (this.bodyAt === this.body.length) {
+        const body = this.body;
+        this.body = undefined;
+        this.sink.frame(this.type, this.piece, body);
+      }
+    }
+  }
+
+  /** Why a frame header is unacceptable, or undefined. */
+  private check(type: number, piece: number, len: number): string | undefined {
+    const l = this.limits;
+    if (type < F.HELLO || type > F.NO_OUTBOARD) return `unknown type ${type}`;
+    if (type !== F.HELLO && type !== F.UNCHOKE && piece >= l.pieces) return `piece ${piece} of a tree of ${l.pieces}`;
+    if (type === F.HELLO) return len === (l.pieces + 7) >> 3 ? undefined : `a bitfield of ${len} bytes for ${l.pieces} pieces`;
+    if (type === F.PIECE) return len <= l.maxPiece ? undefined : `a piece of ${len} bytes, the largest is ${l.maxPiece}`;
+    if (type === F.OUTBOARD) return len <= l.maxOutboard ? undefined : `an outboard of ${len} bytes`;
+    return len === 0 ? undefined : `${len} bytes after a control frame`;
+  }
+}

@@ -1,0 +1,160 @@
+// A daemon's swarms, one per tree (tree-swarm.ts): those it fetches, and
+// those it serves to others (a tree it holds, whole or in part, asked for
+// by a member fetching it). The peer service's OpenSwarm comes here for a
+// channel (SwarmDoor); the resolver asks here to fetch a tree in a swarm.
+// A swarm that fetches nothing and has had no channel for LINGER_MS is
+// dropped (and made again when a peer asks).
+import type { TLSSocket } from 'node:tls';
+import type { Digest } from '../../lib/digest.js';
+import type { Metrics } from '../../lib/metrics.js';
+import type { Chain } from '../../tiers/chain.js';
+import { isLocalError } from '../../tiers/guarded.js';
+import { PeerConnection } from '../../tiers/peer/client.js';
+import type { ClusterKeys } from '../cluster/auth.js';
+import type { ClusterConfig } from '../cluster/config.js';
+import type { Mesh } from '../cluster/mesh.js';
+import type { SwarmDoor } from '../cluster/peer-service.js';
+import type { Store } from '../store/store.js';
+import type { TreeEntry } from '../store/tree.js';
+import { DEFAULT_SWARM_OPTIONS } from './scheduler.js';
+import { TreeSwarm, type OnSwarmBlob, type SwarmContext, type SwarmMember } from './tree-swarm.js';
+
+/** A swarm with nothing to do is kept this long after its last channel closed. */
+const LINGER_MS = 30_000;
+
+export interface SwarmHostOptions {
+  store: Store;
+  mesh: Mesh;
+  cfg: ClusterConfig;
+  keys: ClusterKeys;
+  metrics: Metrics;
+  log: (line: string) => void;
+}
+
+export class SwarmHost implements SwarmDoor {
+  readonly name = 'swarms';
+  private readonly swarms = new Map<Digest, TreeSwarm>();
+  private readonly conns = new Map<string, PeerConnection>();
+  private sweeper: NodeJS.Timeout | undefined;
+  private readonly ctx: SwarmContext;
+
+  constructor(private readonly opts: SwarmHostOptions) {
+    const { mesh, cfg } = opts;
+    this.ctx = {
+      store: opts.store,
+      chain: undefined,
+      get self() {
+        return mesh.peerId;
+      },
+      members: (tree) => mesh.swarmPeers(tree),
+      connect: (peer, tree, layout) => this.connection(peer).openSwarm(tree, layout),
+      penalize: (peer, reason) => mesh.penalize(peer, reason),
+      onNews: (fn) => mesh.onNews(fn),
+      hedgeMs: cfg.swarmHedgeMs,
+      metrics: opts.metrics,
+      log: opts.log,
+    };
+    for (const from of ['peer', 'origin']) opts.metrics.declare('vrift_swarm_pieces_total', { from });
+  }
+
+  async start(): Promise<void> {
+    this.sweeper = setInterval(() => this.sweep(), 5000);
+    this.sweeper.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.sweeper);
+    for (const s of this.swarms.values()) s.close();
+    this.swarms.clear();
+    for (const c of this.conns.values()) c.close();
+    this.conns.clear();
+  }
+
+  /** The resolver's chain: the origin is every tier of it but the peers. */
+  useChain(chain: Chain): void {
+    this.ctx.chain = chain;
+  }
+
+  /** Whether a pull missing this many bytes should swarm. */
+  wants(missingBytes: number): boolean {
+    const { cfg } = this.opts;
+    return cfg.swarm && cfg.bulk && !this.opts.mesh.hasLeft && this.opts.mesh.peerId !== '' && missingBytes >= cfg.swarmMinBytes;
+  }
+
+  /**
+   * Fetches what this node lacks of `tree` in its swarm (announced on the
+   * mesh meanwhile). Resolves with what came from where, or undefined when
+   * the swarm could not finish (logged: the pull goes on without it);
+   * rejects only on a local failure (a full disk).
+   */
+  async fetch(tree: Digest, entries: readonly TreeEntry[], onBlob: OnSwarmBlob): Promise<TreeSwarm['stats'] | undefined> {
+    let s = this.swarms.get(tree);
+    if (!s) {
+      s = new TreeSwarm(this.ctx, tree, entries);
+      this.swarms.set(tree, s);
+    }
+    this.opts.mesh.startFetching(tree);
+    try {
+      await s.fetch(onBlob);
+      return s.stats;
+    } catch (e) {
+      if (isLocalError(e)) throw e;
+      this.opts.log(`swarm ${tree.slice(0, 12)}: stopped (${(e as Error).message}); the pull goes on without it`);
+      return undefined;
+    } finally {
+      this.opts.mesh.doneFetching(tree);
+      s.idleSince = Date.now();
+    }
+  }
+
+  openChannel(tree: Digest, layout: string, peer: string): { attach(sock: TLSSocket, early: Buffer): void } | { refuse: 'not-found' | 'refused'; why: string } {
+    let s = this.swarms.get(tree);
+    if (!s) {
+      const { store } = this.opts;
+      if (!store.hasTree(tree)) return { refuse: 'not-found', why: `this node has no tree ${tree}` };
+      s = new TreeSwarm(this.ctx, tree, store.getTree(tree).entries);
+      this.swarms.set(tree, s);
+    }
+    if (s.layout.layout !== layout) return { refuse: 'refused', why: `this node cuts tree ${tree} as ${s.layout.layout}, the caller as ${layout} (another vrift version?)` };
+    if (s.sessionCount >= DEFAULT_SWARM_OPTIONS.maxNeighbors) return { refuse: 'refused', why: `this node has ${s.sessionCount} channels for tree ${tree} already` };
+    const swarm = s;
+    return { attach: (sock, early) => void swarm.addSession(peer, sock, early) };
+  }
+
+  /** Swarms in progress, for status. */
+  status(): { tree: Digest; fetching: boolean; channels: number; pieces: number; have: number; stats: TreeSwarm['stats']; originAsks: TreeSwarm['sched']['originAsks'] }[] {
+    return [...this.swarms.values()].map((s) => ({
+      tree: s.tree,
+      fetching: s.fetching,
+      channels: s.sessionCount,
+      pieces: s.layout.pieces.length,
+      have: s.sched.have.count,
+      stats: s.stats,
+      originAsks: s.sched.originAsks,
+    }));
+  }
+
+  private connection(peer: SwarmMember): PeerConnection {
+    let c = this.conns.get(peer.id);
+    if (c && c.peer.grpc !== peer.grpc) {
+      c.close();
+      c = undefined;
+    }
+    if (!c) {
+      const { cfg, keys, mesh } = this.opts;
+      c = new PeerConnection({ id: peer.id, grpc: peer.grpc }, { auth: keys.auth, tls: keys.tls, self: mesh.peerId, timeoutMs: cfg.timeoutMs, maxMessageBytes: cfg.maxMessageBytes });
+      this.conns.set(peer.id, c);
+    }
+    return c;
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [tree, s] of this.swarms) {
+      if (!s.fetching && s.sessionCount === 0 && now - s.idleSince > LINGER_MS) {
+        s.close();
+        this.swarms.delete(tree);
+      }
+    }
+  }
+}

@@ -1,0 +1,632 @@
+// One tree's swarm on this node (docs/peers.md, "Flash crowds"): the
+// scheduler (scheduler.ts) driven by real channels to neighbours
+// (channel.ts) and by the origin (every remote tier but the peers, through
+// the chain). The same class fetches a tree (pieces from neighbours and the
+// origin, served on as soon as they are verified) and serves one this node
+// holds, whole or in part, to the nodes fetching it.
+//
+// Verification before anything is kept or served on: a piece of small
+// blobs is hashed blob by blob (the CAS's admission); a chunk of a large
+// blob is checked against the blob's digest through its Bao outboard,
+// itself checked against the digest first (so a bad chunk is its sender's
+// fault). A sender of a bad piece is penalized and dropped.
+import { readFile, open as openFile } from 'node:fs/promises';
+import type { TLSSocket } from 'node:tls';
+import { baoOutboardFile, baoVerifyOutboard, baoVerifyRange } from '../../lib/bao.js';
+import type { Digest } from '../../lib/digest.js';
+import { SingleFlight } from '../../lib/single-flight.js';
+import type { Metrics } from '../../lib/metrics.js';
+import type { Chain } from '../../tiers/chain.js';
+import { isLocalError } from '../../tiers/guarded.js';
+import type { VerifiedRanges } from '../store/admission.js';
+import type { Store } from '../store/store.js';
+import type { TreeEntry } from '../store/tree.js';
+import { F, SwarmChannel } from './channel.js';
+import { MemberRing, hash32 } from './member-ring.js';
+import { PieceSet } from './piece-set.js';
+import { DEFAULT_SWARM_OPTIONS, ORIGIN, SwarmScheduler, type SwarmOptions, type SwarmPort } from './scheduler.js';
+import { largestPiece, planPieces, type BlobRef, type Piece, type TreePieces } from './tree-pieces.js';
+
+export interface SwarmMember {
+  id: string;
+  grpc: string;
+  fetching: boolean;
+  holds: boolean;
+}
+
+export interface SwarmContext {
+  store: Store;
+  /** Where the origin is (every tier but the peers); undefined: no origin, peers only. */
+  chain: Chain | undefined;
+  /** This node's peer id. */
+  self: string;
+  members(tree: Digest): SwarmMember[];
+  /** A channel to `peer` for the tree (its bulk connection, ticket sent), or undefined when it is not in the swarm. */
+  connect(peer: SwarmMember, tree: Digest, layout: string): Promise<TLSSocket | undefined>;
+  penalize(peer: string, reason: string): void;
+  /** Subscribes to news of members (announcements); returns the unsubscribe. */
+  onNews(fn: () => void): () => void;
+  hedgeMs: number;
+  metrics: Metrics;
+  log(line: string): void;
+}
+
+/** Called for each blob the swarm admitted, with where it came from ("peer", or the origin tier's name). */
+export type OnSwarmBlob = (from: string, digest: Digest, size: number) => void;
+
+/**
+ * The scheduler's timings in a daemon: the simulation's, but member views
+ * converge over gossip (tens to hundreds of ms), not at once.
+ */
+const DAEMON_TIMINGS = { settleMs: 300, starveMs: 600, secondaryMs: 3000, busyBackoffMs: 50 } as const;
+/** A swarm that gains no piece for this long gives up (the pull goes on without it). */
+const STALL_MS = 20_000;
+/** An origin piece that fails this many times ends the swarm (the pull then reports what is missing). */
+const ORIGIN_TRIES = 3;
+/** A dial that failed is not tried again for this long. */
+const REDIAL_MS = 2000;
+/** The hedge deadline never grows past this, however slowly neighbours answer. */
+const MAX_HEDGE_MS = 2000;
+/** How long an outboard asked of a neighbour may take. */
+const OUTBOARD_ASK_MS = 3000;
+
+interface Session {
+  peer: string;
+  channel: SwarmChannel;
+  hello: boolean;
+  /** Pieces it cancelled before their bytes went out. */
+  cancelled: Set<number>;
+  /** Outboards asked of it: piece asked with → answer. */
+  asks: Map<number, (outboard: Buffer | undefined) => void>;
+}
+
+interface Partial {
+  ranges: VerifiedRanges;
+  chunks: Set<number>;
+  count: number;
+}
+
+export class TreeSwarm {
+  readonly layout: TreePieces;
+  readonly sched: SwarmScheduler;
+  private readonly sessions = new Map<string, Session>();
+  private readonly connecting = new Set<string>();
+  private readonly failedAt = new Map<string, number>();
+  /** Requests this node made of peers (`${piece}/${peer}`), and when. */
+  private readonly asked = new Map<string, number>();
+  /** How long neighbours take to answer a request (smoothed, and its spread), as TCP times its round trips. */
+  private answerMs = 0;
+  private answerSpread = 0;
+  private readonly originCancelled = new Set<number>();
+  private readonly originFailures = new Map<number, number>();
+  private readonly partials = new Map<Digest, Partial>();
+  private readonly outboards = new Map<Digest, Buffer>();
+  private readonly outboardFlights = new SingleFlight<Digest, Buffer | undefined>();
+  private timer: NodeJS.Timeout | undefined;
+  private wake = Infinity;
+  private membersKey = '';
+  private unsubscribe: (() => void) | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  private finish: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  private lastGain = Date.now();
+  private closed = false;
+  private onBlob: OnSwarmBlob = () => undefined;
+  /** When the last session closed (a seeder with none for a while is dropped). */
+  idleSince = Date.now();
+  readonly stats = { fromPeers: 0, fromOrigin: 0, bytesFromPeers: 0, bytesFromOrigin: 0, served: 0, bytesServed: 0, rejected: 0 };
+
+  constructor(
+    private readonly ctx: SwarmContext,
+    readonly tree: Digest,
+    entries: readonly TreeEntry[],
+  ) {
+    this.layout = planPieces(tree, entries);
+    const n = this.layout.pieces.length;
+    const have = this.heldPieces();
+    const port: SwarmPort = {
+      now: () => performance.now(),
+      request: (peer, piece) => this.request(peer, piece),
+      cancel: (peer, piece) => this.cancel(peer, piece),
+      announce: (piece) => this.announce(piece),
+      unchoke: (peer) => this.sessions.get(peer)?.channel.send(F.UNCHOKE, 0),
+      wakeAt: (ms) => this.wakeAt(ms),
+    };
+    const options: SwarmOptions = {
+      ...DEFAULT_SWARM_OPTIONS,
+      ...DAEMON_TIMINGS,
+      hedgeMs: ctx.hedgeMs,
+      pieces: n,
+      self: ctx.self,
+      treeSeed: hash32(tree),
+      random: Math.random,
+    };
+    this.sched = new SwarmScheduler(port, options, have);
+  }
+
+  get complete(): boolean {
+    return this.sched.complete;
+  }
+
+  /** A fetch is running (not done, not failed). */
+  get fetching(): boolean {
+    return this.finish !== undefined;
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /**
+   * Fetches what this node lacks of the tree, with its swarm; resolves once
+   * every piece is here (every blob admitted), rejects when the swarm
+   * stalls or the origin lacks a piece (the caller's pull goes on).
+   */
+  fetch(onBlob: OnSwarmBlob): Promise<void> {
+    this.onBlob = onBlob;
+    if (this.complete) return Promise.resolve();
+    const done = new Promise<void>((resolve, reject) => (this.finish = { resolve, reject }));
+    this.unsubscribe = this.ctx.onNews(() => this.refreshMembers());
+    this.poll = setInterval(() => {
+      this.refreshMembers();
+      if (Date.now() - this.lastGain > STALL_MS) this.fail(new Error(`no piece arrived for ${STALL_MS / 1000} s`));
+    }, 500);
+    this.poll.unref();
+    this.sched.start();
+    this.refreshMembers();
+    return done;
+  }
+
+  /** A channel with `peer` (dialed by either side); false when one exists already or the swarm is closed. */
+  addSession(peer: string, sock: TLSSocket, early?: Buffer): boolean {
+    if (this.closed || this.sessions.has(peer)) {
+      sock.destroy();
+      return false;
+    }
+    const s: Session = { peer, hello: false, cancelled: new Set(), asks: new Map(), channel: undefined as unknown as SwarmChannel };
+    const maxPiece = largestPiece(this.layout);
+    let maxBlob = 0;
+    for (const c of this.layout.chunksOf.values()) maxBlob = Math.max(maxBlob, c.size);
+    s.channel = new SwarmChannel(
+      sock,
+      { pieces: this.layout.pieces.length, maxPiece, maxOutboard: Math.ceil(maxBlob / 256) + 64 },
+      { frame: (type, piece, body) => this.onFrame(s, type, piece, body), closed: (why) => this.onClosed(s, why) },
+    );
+    this.sessions.set(peer, s);
+    s.channel.send(F.HELLO, 0, Buffer.from(this.sched.have.encode()));
+    if (early && early.byteLength > 0) s.channel.feed(early);
+    return true;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.timer);
+    clearInterval(this.poll);
+    this.unsubscribe?.();
+    for (const s of [...this.sessions.values()]) s.channel.close('the swarm closed');
+    for (const p of this.partials.values()) p.ranges.abort();
+    this.partials.clear();
+  }
+
+  // --- what the scheduler asks -------------------------------------------------
+
+  private request(peer: string, piece: number): void {
+    if (peer === ORIGIN) {
+      this.originCancelled.delete(piece);
+      void this.fromOrigin(piece);
+      return;
+    }
+    const s = this.sessions.get(peer);
+    if (!s) {
+      queueMicrotask(() => this.sched.requestFailed(peer, piece));
+      return;
+    }
+    this.asked.set(`${piece}/${peer}`, performance.now());
+    s.channel.send(F.REQUEST, piece);
+  }
+
+  private cancel(peer: string, piece: number): void {
+    if (peer === ORIGIN) {
+      this.originCancelled.add(piece);
+      return;
+    }
+    this.asked.delete(`${piece}/${peer}`);
+    this.sessions.get(peer)?.channel.send(F.CANCEL, piece);
+  }
+
+  private announce(piece: number): void {
+    this.lastGain = Date.now();
+    for (const s of this.sessions.values()) s.channel.send(F.HAVE, piece);
+    if (this.sched.complete && this.finish) {
+      const f = this.finish;
+      this.finish = undefined;
+      this.stopFetching();
+      f.resolve();
+    }
+  }
+
+  private wakeAt(ms: number): void {
+    if (ms >= this.wake && this.timer) return;
+    clearTimeout(this.timer);
+    this.wake = ms;
+    this.timer = setTimeout(() => {
+      this.wake = Infinity;
+      this.timer = undefined;
+      if (!this.closed) this.sched.tick();
+    }, Math.max(0, ms - performance.now()));
+    this.timer.unref();
+  }
+
+  private fail(e: Error): void {
+    const f = this.finish;
+    if (!f) return;
+    this.finish = undefined;
+    this.stopFetching();
+    f.reject(e);
+  }
+
+  /** Fetching is over (done or failed): no more member news; sessions stay, to serve. */
+  private stopFetching(): void {
+    clearInterval(this.poll);
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  // --- members and neighbours ----------------------------------------------------
+
+  private refreshMembers(): void {
+    if (this.closed || !this.finish) return;
+    const members = this.ctx.members(this.tree);
+    const fetchers = members.filter((m) => m.fetching).map((m) => m.id);
+    const key = [this.ctx.self, ...fetchers].sort().join(' ');
+    if (key !== this.membersKey) {
+      this.membersKey = key;
+      this.sched.setMembers(MemberRing.of([this.ctx.self, ...fetchers]));
+    }
+    const now = Date.now();
+    for (const m of members) {
+      if (this.sessions.size + this.connecting.size >= DEFAULT_SWARM_OPTIONS.maxNeighbors) break;
+      if (this.sessions.has(m.id) || this.connecting.has(m.id)) continue;
+      // Between two fetchers the smaller id dials (one channel per pair); holders are dialed by fetchers.
+      if (!m.holds && !(this.ctx.self < m.id)) continue;
+      if (now - (this.failedAt.get(m.id) ?? 0) < REDIAL_MS) continue;
+      this.connecting.add(m.id);
+      void this.dial(m);
+    }
+  }
+
+  private async dial(m: SwarmMember): Promise<void> {
+    try {
+      const sock = await this.ctx.connect(m, this.tree, this.layout.layout);
+      if (!sock) this.failedAt.set(m.id, Date.now());
+      else if (!this.addSession(m.id, sock)) this.failedAt.set(m.id, Date.now());
+    } catch (e) {
+      if (!this.failedAt.has(m.id)) this.ctx.log(`swarm ${this.tree.slice(0, 12)}: no channel to ${m.id.slice(-8)}: ${(e as Error).message}`);
+      this.failedAt.set(m.id, Date.now());
+    } finally {
+      this.connecting.delete(m.id);
+    }
+  }
+
+  // --- frames from a neighbour ----------------------------------------------------
+
+  private onFrame(s: Session, type: number, piece: number, body: Buffer | undefined): void {
+    switch (type) {
+      case F.HELLO:
+        if (s.hello) return;
+        s.hello = true;
+        this.sched.addNeighbor(s.peer, PieceSet.decode(this.layout.pieces.length, body!));
+        return;
+      case F.HAVE:
+        return this.sched.peerHave(s.peer, piece);
+      case F.REQUEST:
+        return void this.serve(s, piece);
+      case F.ACCEPT:
+        this.answered(s.peer, piece);
+        return this.sched.requestAccepted(s.peer, piece);
+      case F.REFUSE:
+        this.answered(s.peer, piece);
+        this.asked.delete(`${piece}/${s.peer}`);
+        return this.sched.requestRefused(s.peer, piece);
+      case F.CANCEL:
+        s.cancelled.add(piece);
+        return;
+      case F.UNCHOKE:
+        return this.sched.unchoked(s.peer);
+      case F.PIECE:
+        return void this.received(s, piece, body!);
+      case F.OUTBOARD_ASK:
+        return void this.answerOutboard(s, piece);
+      case F.OUTBOARD:
+      case F.NO_OUTBOARD: {
+        const answer = s.asks.get(piece);
+        s.asks.delete(piece);
+        answer?.(body);
+        return;
+      }
+    }
+  }
+
+  /**
+   * A neighbour answered a request: the hedge deadline follows how long
+   * answers take (smoothed time plus four spreads, RFC 6298's rule), so
+   * a loaded cluster does not hedge every request to the origin.
+   */
+  private answered(peer: string, piece: number): void {
+    const at = this.asked.get(`${piece}/${peer}`);
+    if (at === undefined) return;
+    const ms = performance.now() - at;
+    if (this.answerMs === 0) {
+      this.answerMs = ms;
+      this.answerSpread = ms / 2;
+    } else {
+      this.answerSpread = 0.75 * this.answerSpread + 0.25 * Math.abs(this.answerMs - ms);
+      this.answerMs = 0.875 * this.answerMs + 0.125 * ms;
+    }
+    this.sched.setHedgeMs(Math.min(MAX_HEDGE_MS, this.answerMs + 4 * this.answerSpread));
+  }
+
+  private onClosed(s: Session, why: string): void {
+    if (this.sessions.get(s.peer) !== s) return;
+    this.sessions.delete(s.peer);
+    if (this.sessions.size === 0) this.idleSince = Date.now();
+    for (const answer of s.asks.values()) answer(undefined);
+    s.asks.clear();
+    for (const key of [...this.asked.keys()]) if (key.endsWith(`/${s.peer}`)) this.asked.delete(key);
+    this.sched.removeNeighbor(s.peer);
+    if (this.finish && why !== 'the swarm closed') this.ctx.log(`swarm ${this.tree.slice(0, 12)}: channel to ${s.peer.slice(-8)} closed: ${why}`);
+  }
+
+  /** A neighbour asks for a piece: served when a slot is free and the piece is held, refused otherwise. */
+  private async serve(s: Session, piece: number): Promise<void> {
+    if (!this.sched.uploadRequested(s.peer, piece)) {
+      s.channel.send(F.REFUSE, piece);
+      return;
+    }
+    s.cancelled.delete(piece);
+    s.channel.send(F.ACCEPT, piece);
+    let bytes: Buffer;
+    try {
+      bytes = await this.readPiece(piece);
+    } catch (e) {
+      this.ctx.log(`swarm ${this.tree.slice(0, 12)}: cannot read piece ${piece}: ${(e as Error).message}`);
+      s.channel.send(F.REFUSE, piece);
+      this.sched.uploadEnded();
+      return;
+    }
+    if (s.cancelled.delete(piece) || !s.channel.open) {
+      this.sched.uploadEnded();
+      return;
+    }
+    this.stats.served++;
+    this.stats.bytesServed += bytes.byteLength;
+    this.ctx.metrics.inc('vrift_swarm_served_bytes_total', undefined, bytes.byteLength);
+    s.channel.send(F.PIECE, piece, bytes, () => this.sched.uploadEnded());
+  }
+
+  /** Bytes of a piece arrived from a neighbour. */
+  private async received(s: Session, piece: number, bytes: Buffer): Promise<void> {
+    const key = `${piece}/${s.peer}`;
+    if (!this.asked.delete(key)) return; // not asked for (or cancelled): dropped unread
+    let verdict: 'ok' | 'bad' | 'unknown';
+    try {
+      verdict = await this.keep(piece, bytes, 'peer');
+    } catch (e) {
+      this.localFailure(e);
+      return;
+    }
+    if (verdict === 'unknown') {
+      this.sched.requestFailed(s.peer, piece);
+      return;
+    }
+    if (verdict === 'bad') {
+      this.stats.rejected++;
+      this.ctx.metrics.inc('vrift_swarm_rejected_pieces_total');
+      const why = `sent piece ${piece} of tree ${this.tree} that does not match the tree`;
+      this.ctx.log(`swarm ${this.tree.slice(0, 12)}: peer ${s.peer} ${why}; dropped and penalized`);
+      this.ctx.penalize(s.peer, why);
+      this.sched.pieceArrived(s.peer, piece, false);
+      s.channel.close('sent a bad piece');
+      return;
+    }
+    this.stats.fromPeers++;
+    this.stats.bytesFromPeers += bytes.byteLength;
+    this.ctx.metrics.inc('vrift_swarm_pieces_total', { from: 'peer' });
+    this.ctx.metrics.inc('vrift_swarm_received_bytes_total', { from: 'peer' }, bytes.byteLength);
+    this.sched.pieceArrived(s.peer, piece, true);
+  }
+
+  /** A piece from the origin (the chain's tiers but the peers). */
+  private async fromOrigin(piece: number): Promise<void> {
+    const p = this.layout.pieces[piece]!;
+    const chain = this.ctx.chain;
+    let ok = false;
+    let bytes = 0;
+    try {
+      if (!chain) ok = false;
+      else if (p.kind === 'blobs') {
+        const missing = await chain.originBlobs(this.tree, p.blobs, (tier, digest, size) => {
+          bytes += size;
+          this.onBlob(tier, digest, size);
+        });
+        ok = missing.length === 0;
+      } else {
+        const outboard = await this.outboard(p.blob);
+        if (outboard) {
+          const got = await chain.originRange(p.blob.digest, p.offset, p.bytes);
+          ok = got !== undefined && (await this.keepChunk(p, got.bytes, outboard, got.tier)) === 'ok';
+          bytes = p.bytes;
+        } else {
+          // No outboard anywhere (a blob put without one): the whole blob, verified by its digest, covers all its pieces.
+          const from = await chain.originBlob(p.blob.digest, p.blob.size);
+          ok = from !== undefined;
+          if (ok) {
+            bytes = p.blob.size;
+            this.onBlob(from!, p.blob.digest, p.blob.size);
+            const c = this.layout.chunksOf.get(p.blob.digest)!;
+            for (let q = c.first; q < c.first + c.count; q++) if (q !== piece) this.sched.pieceFound(q);
+          }
+        }
+      }
+    } catch (e) {
+      this.localFailure(e);
+      return;
+    }
+    if (ok) {
+      this.stats.fromOrigin++;
+      this.stats.bytesFromOrigin += bytes;
+      this.ctx.metrics.inc('vrift_swarm_pieces_total', { from: 'origin' });
+      this.ctx.metrics.inc('vrift_swarm_received_bytes_total', { from: 'origin' }, bytes);
+      // Withdrawn meanwhile (a peer was faster, or the request was dropped): kept all the same.
+      if (this.originCancelled.delete(piece)) {
+        if (!this.sched.have.has(piece)) this.sched.pieceFound(piece);
+        return;
+      }
+      this.sched.pieceArrived(ORIGIN, piece, true);
+      return;
+    }
+    const tries = (this.originFailures.get(piece) ?? 0) + 1;
+    this.originFailures.set(piece, tries);
+    if (tries >= ORIGIN_TRIES && !this.sched.have.has(piece)) {
+      this.fail(new Error(`the origin (${chain ? 'every tier but the peers' : 'none configured'}) could not give piece ${piece} (${describe(p)})`));
+      return;
+    }
+    // Not at once: the scheduler may ask the origin again right away.
+    setTimeout(() => this.sched.pieceArrived(ORIGIN, piece, false), 200).unref();
+  }
+
+  // --- keeping and reading pieces --------------------------------------------------
+
+  /** Verifies a piece's bytes and keeps them: "ok", "bad" (they do not match), or "unknown" (no outboard to judge a chunk by). */
+  private async keep(piece: number, bytes: Buffer, source: string): Promise<'ok' | 'bad' | 'unknown'> {
+    const p = this.layout.pieces[piece]!;
+    if (bytes.byteLength !== p.bytes) return 'bad';
+    if (p.kind === 'chunk') {
+      const outboard = await this.outboard(p.blob);
+      return outboard ? this.keepChunk(p, bytes, outboard, source) : 'unknown';
+    }
+    const slices = [];
+    let offset = 0;
+    for (const b of p.blobs) {
+      slices.push({ digest: b.digest, offset, size: b.size });
+      offset += b.size;
+    }
+    const r = await this.ctx.store.admission.batch(bytes, slices, source);
+    if (r.mismatched.length > 0) return 'bad';
+    for (const b of p.blobs) this.onBlob(source, b.digest, b.size);
+    return 'ok';
+  }
+
+  /** A chunk checked through the blob's Bao tree, written in place; the blob is admitted once all its chunks are in. */
+  private keepChunk(p: Extract<Piece, { kind: 'chunk' }>, bytes: Buffer, outboard: Buffer, source: string): 'ok' | 'bad' {
+    if (!baoVerifyRange(p.blob.digest, p.blob.size, outboard, p.offset, bytes)) return 'bad';
+    const { digest, size } = p.blob;
+    if (this.ctx.store.cas.has(digest)) return 'ok';
+    const c = this.layout.chunksOf.get(digest)!;
+    let part = this.partials.get(digest);
+    if (!part) {
+      part = { ranges: this.ctx.store.admission.ranges(size, source), chunks: new Set(), count: c.count };
+      this.partials.set(digest, part);
+    }
+    part.ranges.writeAt(bytes, p.offset);
+    part.chunks.add(p.offset / this.layout.pieceBytes);
+    if (part.chunks.size === part.count) {
+      this.partials.delete(digest);
+      part.ranges.commit(digest);
+      this.onBlob(source, digest, size);
+    }
+    return 'ok';
+  }
+
+  private async readPiece(piece: number): Promise<Buffer> {
+    const p = this.layout.pieces[piece]!;
+    const cas = this.ctx.store.cas;
+    if (p.kind === 'blobs') {
+      const parts = await Promise.all(p.blobs.map((b) => readFile(cas.pathOf(b.digest))));
+      const out = Buffer.concat(parts);
+      if (out.byteLength !== p.bytes) throw new Error(`a blob of piece ${piece} changed size in the store`);
+      return out;
+    }
+    const path = cas.has(p.blob.digest) ? cas.pathOf(p.blob.digest) : this.partials.get(p.blob.digest)?.ranges.tmp;
+    if (!path) throw new Error(`blob ${p.blob.digest} is no longer here`);
+    const fh = await openFile(path, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(p.bytes);
+      let at = 0;
+      while (at < p.bytes) {
+        const { bytesRead } = await fh.read(buf, at, p.bytes - at, p.offset + at);
+        if (bytesRead === 0) throw new Error(`blob ${p.blob.digest} is shorter than the tree says`);
+        at += bytesRead;
+      }
+      return buf;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Pieces whose bytes this node holds now (a restart keeps whole blobs; chunks of a blob not yet whole are fetched again). */
+  private heldPieces(): PieceSet {
+    const have = new PieceSet(this.layout.pieces.length);
+    const meta = this.ctx.store.meta;
+    this.layout.pieces.forEach((p, i) => {
+      if (p.kind === 'blobs' ? p.blobs.every((b) => meta.hasBlob(b.digest)) : meta.hasBlob(p.blob.digest)) have.add(i);
+    });
+    return have;
+  }
+
+  // --- outboards of large blobs ------------------------------------------------------
+
+  /** The blob's outboard, verified against its digest: computed when the blob is here, else from the origin, else from a neighbour. */
+  private outboard(blob: BlobRef): Promise<Buffer | undefined> {
+    const known = this.outboards.get(blob.digest);
+    if (known) return Promise.resolve(known);
+    return this.outboardFlights.run(blob.digest, async () => {
+      const good = (ob: Buffer | undefined) => ob !== undefined && baoVerifyOutboard(blob.digest, blob.size, ob);
+      let ob: Buffer | undefined;
+      if (this.ctx.store.cas.has(blob.digest)) ob = (await baoOutboardFile(this.ctx.store.cas.pathOf(blob.digest))).outboard;
+      if (!good(ob)) ob = (await this.ctx.chain?.originOutboard(blob.digest).catch(() => undefined))?.outboard;
+      if (!good(ob)) ob = await this.outboardFromNeighbors(blob, good);
+      if (!good(ob)) return undefined;
+      this.outboards.set(blob.digest, ob!);
+      return ob;
+    }).result;
+  }
+
+  private async outboardFromNeighbors(blob: BlobRef, good: (ob: Buffer | undefined) => boolean): Promise<Buffer | undefined> {
+    const first = this.layout.chunksOf.get(blob.digest)!.first;
+    for (const s of [...this.sessions.values()].slice(0, 4)) {
+      if (s.asks.has(first)) continue;
+      const ob = await new Promise<Buffer | undefined>((resolve) => {
+        const t = setTimeout(() => {
+          s.asks.delete(first);
+          resolve(undefined);
+        }, OUTBOARD_ASK_MS);
+        t.unref();
+        s.asks.set(first, (b) => {
+          clearTimeout(t);
+          resolve(b);
+        });
+        s.channel.send(F.OUTBOARD_ASK, first);
+      });
+      if (good(ob)) return ob;
+    }
+    return undefined;
+  }
+
+  private async answerOutboard(s: Session, piece: number): Promise<void> {
+    const p = this.layout.pieces[piece]!;
+    if (p.kind !== 'chunk') return s.channel.send(F.NO_OUTBOARD, piece);
+    const ob = this.outboards.get(p.blob.digest) ?? (this.ctx.store.cas.has(p.blob.digest) ? await this.outboard(p.blob).catch(() => undefined) : undefined);
+    s.channel.send(ob ? F.OUTBOARD : F.NO_OUTBOARD, piece, ob);
+  }
+
+  /** A local failure (a full disk): the swarm cannot go on; the pull reports it. */
+  private localFailure(e: unknown): void {
+    if (!isLocalError(e)) this.ctx.log(`swarm ${this.tree.slice(0, 12)}: ${(e as Error).message}`);
+    this.fail(e instanceof Error ? e : new Error(String(e)));
+  }
+}
+
+function describe(p: Piece): string {
+  return p.kind === 'blobs' ? `${p.blobs.length} blobs, first ${p.blobs[0]!.digest}` : `bytes ${p.offset}-${p.offset + p.bytes} of blob ${p.blob.digest}`;
+}

@@ -1,0 +1,127 @@
+// A flash crowd on a real cluster (issue 14): six daemons on loopback, a
+// tree only in s3rver, every node restoring it at once. Each output must
+// be exact, S3 must serve at most about two copies of the tree (the swarm
+// takes pieces from the other nodes, each piece verified before it is
+// served on), and a node killed mid-crowd must cost only its own pieces.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROOT, vriftJson } from '../helpers/cli.js';
+import { makeNode, waitFor, type TestNode } from '../helpers/cluster.js';
+import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
+import { tempDir } from '../helpers/tmp.js';
+import { snapshotTree, treeMode } from '../helpers/trees.js';
+
+const NODES = 6;
+let s3: S3Server;
+let tiers: Record<string, string>;
+let nodes: TestNode[] = [];
+const same = (dir: string) => snapshotTree(dir, { mode: treeMode });
+
+/** Large files (cut into chunk pieces, checked through their Bao trees) and many small ones (grouped whole). */
+function crowdTree(seed: number, large: number, small: number): string {
+  const dir = tempDir('vrift-crowd-');
+  for (let i = 0; i < large; i++) writeFileSync(join(dir, `big-${seed}-${i}.bin`), randomBytes(9 << 20));
+  for (let i = 0; i < small; i++) {
+    const sub = join(dir, `pkg${i % 13}`);
+    mkdirSync(sub, { recursive: true });
+    writeFileSync(join(sub, `f${seed}-${i}.bin`), randomBytes(40_000 + ((i * 7919) % 90_000)));
+  }
+  return dir;
+}
+
+/** Bytes S3 holds (s3rver keeps each object's bytes in `<key>._S3rver_object`): one full copy of everything saved. */
+function bucketBytes(): number {
+  let n = 0;
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const p = join(d, name);
+      const st = statSync(p);
+      if (st.isDirectory()) walk(p);
+      else if (name.endsWith('._S3rver_object')) n += st.size;
+    }
+  };
+  walk(s3.dir);
+  return n;
+}
+
+/** Runs `vrift restore` on every node at once; resolves with each exit code and output. */
+function restoreAll(ref: string, among: TestNode[]): Promise<{ node: TestNode; out: string; code: number; stdout: string; stderr: string }[]> {
+  return Promise.all(
+    among.map(
+      (node) =>
+        new Promise<{ node: TestNode; out: string; code: number; stdout: string; stderr: string }>((resolve) => {
+          const out = join(tempDir('vrift-out-'), 'out');
+          const p = spawn(process.execPath, [join(ROOT, 'bin', 'vrift.js'), 'restore', ref, out, '--json'], { env: { ...process.env, VRIFT_HOME: node.home, ...node.env } });
+          let stdout = '';
+          let stderr = '';
+          p.stdout.on('data', (c) => (stdout += c));
+          p.stderr.on('data', (c) => (stderr += c));
+          p.on('close', (code) => resolve({ node, out, code: code ?? -1, stdout, stderr }));
+        }),
+    ),
+  );
+}
+
+const metric = (node: TestNode, name: string) => (node.status().metrics[name] as number | undefined) ?? 0;
+const s3Wire = (node: TestNode) => metric(node, 'vrift_tier_wire_bytes_received_total{tier="s3"}');
+
+beforeAll(async () => {
+  s3 = await startS3(['vrift-crowd']);
+  tiers = tierEnv({ s3, bucket: 'vrift-crowd' });
+  // Small announce interval (the helper's), small trees swarm too.
+  nodes = await Promise.all(Array.from({ length: NODES }, (_, i) => makeNode(`n${i}`, { env: { ...tiers, VRIFT_SWARM_MIN_BYTES: '1M' } })));
+  await Promise.all(nodes.map((n) => n.startAsync()));
+  for (const n of nodes.slice(1)) n.json(['node', 'join', nodes[0]!.addr()]);
+  const ids = nodes.map((n) => n.peerId());
+  await waitFor('every node to see the others', () => nodes.every((n, i) => (n.json(['node', 'peers']).peers as { id: string }[]).length >= ids.filter((_, j) => j !== i).length), 30_000);
+}, 120_000);
+
+afterAll(async () => {
+  for (const n of nodes) n.stop();
+  await s3?.stop();
+});
+
+describe('a flash crowd on six daemons', () => {
+  it('every node restores the tree exactly, S3 serves at most two copies, and the nodes serve each other', async () => {
+    const src = crowdTree(1, 3, 400);
+    const saver = tempDir('vrift-saver-');
+    const saved = vriftJson(['save', 'crowd/one', src], { home: saver, env: tiers });
+    expect(saved.tiers[0].ok).toBe(true);
+    const packed = bucketBytes();
+
+    const before = nodes.map(s3Wire);
+    const runs = await restoreAll('crowd/one', nodes);
+    for (const r of runs) expect(r.code, `${r.node.name}: ${r.stderr}`).toBe(0);
+    for (const r of runs) expect(same(r.out)).toEqual(same(src));
+
+    const fromS3 = nodes.reduce((n, node, i) => n + s3Wire(node) - before[i]!, 0);
+    const fromPeers = nodes.reduce((n, node) => n + metric(node, 'vrift_swarm_received_bytes_total{from="peer"}'), 0);
+    // eslint-disable-next-line no-console
+    console.log(`crowd: S3 sent ${(fromS3 / 1e6).toFixed(1)} MB for a tree of ${(packed / 1e6).toFixed(1)} MB in S3 (${(fromS3 / packed).toFixed(2)} copies); peers sent ${(fromPeers / 1e6).toFixed(1)} MB`);
+    for (const n of nodes) console.log(n.name, JSON.stringify(n.status().swarms));
+    expect(fromS3).toBeLessThanOrEqual(2 * packed);
+    expect(fromPeers).toBeGreaterThan(2 * packed);
+    for (const r of runs) expect(JSON.parse(r.stdout).from.peer?.blobs ?? 0, `${r.node.name} took nothing from its peers`).toBeGreaterThan(0);
+  }, 180_000);
+
+  it('a node killed in the middle of the crowd costs only its own pieces: the others finish exactly', async () => {
+    const src = crowdTree(2, 6, 600);
+    const saver = tempDir('vrift-saver-');
+    expect(vriftJson(['save', 'crowd/two', src], { home: saver, env: tiers }).tiers[0].ok).toBe(true);
+
+    const victim = nodes[2]!;
+    const runs = restoreAll('crowd/two', nodes);
+    // Mid-way: once the victim has served something, or at the latest after a moment.
+    await waitFor('the victim to serve a piece', () => metric(victim, 'vrift_swarm_served_bytes_total') > 0, 20_000).catch(() => undefined);
+    victim.crash();
+    const done = await runs;
+    for (const r of done) {
+      if (r.node === victim) continue;
+      expect(r.code, `${r.node.name}: ${r.stderr}`).toBe(0);
+      expect(same(r.out)).toEqual(same(src));
+    }
+  }, 180_000);
+});
