@@ -235,9 +235,15 @@ async function main(): Promise<void> {
         await pipe();
       }
     }
-    log('peer fetch over gRPC only (one round, for the record)');
-    await fetchOnce(0, 'grpc', res.grpc);
+    if (process.env.VRIFT_BENCH_GRPC !== '0') {
+      log('peer fetch over gRPC only (one round, for the record)');
+      await fetchOnce(0, 'grpc', res.grpc);
+    }
     down(a);
+    if (process.env.VRIFT_BENCH_FANOUT === '0') {
+      report(big, { files: 0, bytes: 0 }, res);
+      return;
+    }
 
     // --- fan-out: one holder, four empty nodes ---------------------------------------
     const fan = writeDataset(join(work, 'data', 'fan'), FANOUT_BYTES, 4 << 10, 1 << 20, 2);

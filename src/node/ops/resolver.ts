@@ -267,6 +267,8 @@ export class Resolver {
       progress.bytes += size;
       onProgress(progress);
     });
+    // The pull after this reads the index: the records of what the swarm admitted must be in it.
+    await this.store.meta.flush();
     return res;
   }
 

@@ -69,6 +69,8 @@ export interface SwarmOptions {
   /** Refused requesters an uploader remembers, to unchoke in turn. */
   waitlist: number;
   random: () => number;
+  /** False when there is no origin (a cluster with no S3 or Redis): pieces come from peers only, and nothing is hedged. */
+  origin?: boolean;
 }
 
 export const DEFAULT_SWARM_OPTIONS = {
@@ -397,6 +399,15 @@ export class SwarmScheduler {
 
   private deadlines(now: number): void {
     let nextWake = Infinity;
+    if (this.o.origin === false) {
+      // Nothing to hedge to or starve into: only backoffs ending can make a request possible.
+      if (this.busyEnd <= now) this.busyEnd = this.nextBusyEnd(now);
+      if (this.busyEnd < this.wake || this.wake <= now) {
+        this.wake = this.busyEnd;
+        if (this.busyEnd < Infinity) this.port.wakeAt(this.busyEnd);
+      }
+      return;
+    }
     if (this.outstanding < this.o.downloadSlots || this.fromOrigin < this.o.originSlots) {
       // Something may become possible later: a backoff ending, or duty starting.
       if (this.busyEnd <= now) this.busyEnd = this.nextBusyEnd(now);
@@ -475,7 +486,7 @@ export class SwarmScheduler {
 
   /** A piece this node must take from the origin now (fewer than DUTY_BELOW neighbours hold it), or -1. */
   private dutyPiece(now: number): number {
-    if (!this.ring || now < this.joinedAt + this.o.settleMs) return -1;
+    if (this.o.origin === false || !this.ring || now < this.joinedAt + this.o.settleMs) return -1;
     const mine = (list: number[], below: number) => {
       for (const p of list) if (this.rarity.isWanted(p) && this.rarity.availability(p) < below && !this.pending.has(p)) return p;
       return -1;
