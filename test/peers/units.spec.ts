@@ -42,6 +42,7 @@ describe('proto/peer.proto', () => {
       GetBlob: [PEER_METHODS.getBlob, false, true],
       GetArchive: [PEER_METHODS.getArchive, false, true],
       OpenBulk: [PEER_METHODS.openBulk, false, false],
+      OpenSwarm: [PEER_METHODS.openSwarm, false, false],
       GetRef: [PEER_METHODS.getRef, false, false],
       ListRefs: [PEER_METHODS.listRefs, false, false],
     });

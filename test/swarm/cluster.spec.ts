@@ -13,12 +13,15 @@ import { makeNode, waitFor, type TestNode } from '../helpers/cluster.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
 import { snapshotTree, treeMode } from '../helpers/trees.js';
+import { corruptStoredBlobs } from '../helpers/lying-peer.js';
+import { Store } from '../../src/node/store/store.js';
 
 const NODES = 6;
 let s3: S3Server;
 let tiers: Record<string, string>;
 let nodes: TestNode[] = [];
 const same = (dir: string) => snapshotTree(dir, { mode: treeMode });
+const sources: Record<string, string> = {};
 
 /** Large files (cut into chunk pieces, checked through their Bao trees) and many small ones (grouped whole). */
 function crowdTree(seed: number, large: number, small: number): string {
@@ -72,7 +75,8 @@ beforeAll(async () => {
   s3 = await startS3(['vrift-crowd']);
   tiers = tierEnv({ s3, bucket: 'vrift-crowd' });
   // Small announce interval (the helper's), small trees swarm too.
-  nodes = await Promise.all(Array.from({ length: NODES }, (_, i) => makeNode(`n${i}`, { env: { ...tiers, VRIFT_SWARM_MIN_BYTES: '1M' } })));
+  // (scrub off: the liar's own scrub would find what it is made to serve)
+  nodes = await Promise.all(Array.from({ length: NODES }, (_, i) => makeNode(`n${i}`, { env: { ...tiers, VRIFT_SWARM_MIN_BYTES: '1M', VRIFT_SCRUB_BYTES_PER_SEC: '0' } })));
   await Promise.all(nodes.map((n) => n.startAsync()));
   for (const n of nodes.slice(1)) n.json(['node', 'join', nodes[0]!.addr()]);
   const ids = nodes.map((n) => n.peerId());
@@ -86,7 +90,7 @@ afterAll(async () => {
 
 describe('a flash crowd on six daemons', () => {
   it('every node restores the tree exactly, S3 serves at most two copies, and the nodes serve each other', async () => {
-    const src = crowdTree(1, 3, 400);
+    const src = (sources.one = crowdTree(1, 3, 400));
     const saver = tempDir('vrift-saver-');
     const saved = vriftJson(['save', 'crowd/one', src], { home: saver, env: tiers });
     expect(saved.tiers[0].ok).toBe(true);
@@ -99,10 +103,10 @@ describe('a flash crowd on six daemons', () => {
 
     const fromS3 = nodes.reduce((n, node, i) => n + s3Wire(node) - before[i]!, 0);
     const fromPeers = nodes.reduce((n, node) => n + metric(node, 'vrift_swarm_received_bytes_total{from="peer"}'), 0);
+    const why = nodes.map((n) => `${n.name} ${JSON.stringify(n.status().swarms.map((w: { originAsks: unknown }) => w.originAsks))}`).join('; ');
     // eslint-disable-next-line no-console
-    console.log(`crowd: S3 sent ${(fromS3 / 1e6).toFixed(1)} MB for a tree of ${(packed / 1e6).toFixed(1)} MB in S3 (${(fromS3 / packed).toFixed(2)} copies); peers sent ${(fromPeers / 1e6).toFixed(1)} MB`);
-    for (const n of nodes) console.log(n.name, JSON.stringify(n.status().swarms));
-    expect(fromS3).toBeLessThanOrEqual(2 * packed);
+    console.log(`origin requests by reason: ${why}\ncrowd: S3 sent ${(fromS3 / 1e6).toFixed(1)} MB for a tree of ${(packed / 1e6).toFixed(1)} MB in S3 (${(fromS3 / packed).toFixed(2)} copies); peers sent ${(fromPeers / 1e6).toFixed(1)} MB`);
+    expect(fromS3, `origin requests by reason: ${why}`).toBeLessThanOrEqual(2 * packed);
     expect(fromPeers).toBeGreaterThan(2 * packed);
     for (const r of runs) expect(JSON.parse(r.stdout).from.peer?.blobs ?? 0, `${r.node.name} took nothing from its peers`).toBeGreaterThan(0);
   }, 180_000);
@@ -123,5 +127,30 @@ describe('a flash crowd on six daemons', () => {
       expect(r.code, `${r.node.name}: ${r.stderr}`).toBe(0);
       expect(same(r.out)).toEqual(same(src));
     }
+  }, 180_000);
+
+  it('a node that serves wrong bytes is caught piece by piece, penalized and dropped; the newcomer still restores exactly', async () => {
+    // n1 holds crowd/one; its blobs are changed behind its back (test/helpers/lying-peer.ts), so it serves them wrong.
+    const liar = nodes[1]!;
+    const listing = liar.json(['ls', 'crowd/one']);
+    const tree = listing.tree as string;
+    const digests = (listing.entries as { digest?: string }[]).flatMap((e) => (e.digest ? [e.digest] : []));
+    const store = Store.open(liar.home);
+    try {
+      corruptStoredBlobs(store, digests);
+    } finally {
+      await store.close();
+    }
+    const newcomer = await makeNode('newcomer', { env: { ...tiers, VRIFT_SWARM_MIN_BYTES: '1M' } });
+    nodes.push(newcomer);
+    newcomer.start();
+    newcomer.json(['node', 'join', nodes[0]!.addr()]);
+    await waitFor('the newcomer to see the holders', () => (newcomer.json(['node', 'peers', '--tree', tree]).peers as { hasTree?: boolean }[]).filter((p) => p.hasTree).length >= 4, 30_000);
+    const [r] = await restoreAll('crowd/one', [newcomer]);
+    expect(r!.code, r!.stderr).toBe(0);
+    expect(same(r!.out)).toEqual(same(sources.one!));
+    expect(metric(newcomer, 'vrift_swarm_rejected_pieces_total')).toBeGreaterThan(0);
+    const peers = newcomer.json(['node', 'peers']).peers as { id: string; penalty?: string }[];
+    expect(peers.find((p) => p.id === liar.peerId())?.penalty).toMatch(/does not match the tree/);
   }, 180_000);
 });

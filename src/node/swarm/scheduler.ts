@@ -71,6 +71,12 @@ export interface SwarmOptions {
   random: () => number;
   /** False when there is no origin (a cluster with no S3 or Redis): pieces come from peers only, and nothing is hedged. */
   origin?: boolean;
+  /**
+   * A swarm of at most this many members takes a duty piece from the
+   * origin only when no neighbour holds it (one holder can feed a few
+   * nodes; the second copy is for crowds). Default 0: always the rule below.
+   */
+  smallSwarm?: number;
 }
 
 export const DEFAULT_SWARM_OPTIONS = {
@@ -491,7 +497,7 @@ export class SwarmScheduler {
       for (const p of list) if (this.rarity.isWanted(p) && this.rarity.availability(p) < below && !this.pending.has(p)) return p;
       return -1;
     };
-    const p = mine(this.primary, DUTY_BELOW);
+    const p = mine(this.primary, this.ring.size <= (this.o.smallSwarm ?? 0) ? 1 : DUTY_BELOW);
     // A secondary steps in only for a piece no neighbour holds at all (its primary died or stalls).
     return p >= 0 || now < this.joinedAt + this.o.secondaryMs ? p : mine(this.secondary, 1);
   }

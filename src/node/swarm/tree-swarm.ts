@@ -66,6 +66,8 @@ const DAEMON_TIMINGS = { settleMs: 300, starveMs: 600, secondaryMs: 3000, busyBa
  * would leave its one holder's link idle half the time.
  */
 const DAEMON_SLOTS = { downloadSlots: 8, maxPerPeer: 4, uploadSlots: 6 } as const;
+/** Up to this many fetching members, a piece one neighbour holds is not also taken from the origin (scheduler.ts, smallSwarm). */
+const SMALL_SWARM = 16;
 /** A swarm that gains no piece for this long gives up (the pull goes on without it). */
 const STALL_MS = 20_000;
 /** An origin piece that fails this many times ends the swarm (the pull then reports what is missing). */
@@ -149,6 +151,7 @@ export class TreeSwarm {
       treeSeed: hash32(tree),
       random: Math.random,
       origin: ctx.chain?.hasOrigin() ?? false,
+      smallSwarm: SMALL_SWARM,
     };
     this.sched = new SwarmScheduler(port, options, have);
   }
