@@ -12,7 +12,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const VARIANTS: Record<string, { file?: string; env?: Record<string, string> }> = {
   'restore-project': { file: 'restore', env: { VRIFT_BENCH_DATASET: 'project' } },
 };
-const ALL = ['store', 'vdir-lookup', 'shim', 'write', 'restore', 'restore-project', 'pack-range', 'stream', 'crowd', 'peers', 'p2p-sim', 'bao'];
+const ALL = ['store', 'vdir-lookup', 'shim', 'write', 'restore', 'restore-project', 'pack-range', 'stream', 'crowd', 'peers', 'p2p-sim', 'swarm-crowd', 'bao'];
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ALL;
 
 const summary: Record<string, unknown> = {};

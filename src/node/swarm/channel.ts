@@ -36,6 +36,8 @@ const HEADER = 9;
 export interface FrameSink {
   frame(type: number, piece: number, payload: Buffer | undefined): void;
   closed(why: string): void;
+  /** A buffer for a PIECE frame's bytes (a pool: pieces are megabytes, and fresh ones keep the garbage collector busy). */
+  pieceBuffer?(length: number): Buffer;
 }
 
 export interface ChannelLimits {
@@ -128,7 +130,7 @@ export class SwarmChannel {
           this.sink.frame(this.type, this.piece, undefined);
           continue;
         }
-        this.body = Buffer.allocUnsafe(len);
+        this.body = this.type === F.PIECE && this.sink.pieceBuffer ? this.sink.pieceBuffer(len) : Buffer.allocUnsafe(len);
         this.bodyAt = 0;
       }
       const take = Math.min(this.body.length - this.bodyAt, chunk.length - at);

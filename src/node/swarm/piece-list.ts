@@ -10,11 +10,11 @@ const MAX_PIECE = 4 * 1024 * 1024;
 /** About this many pieces per tree: enough to spread a crowd, few enough to announce in a few hundred bytes. */
 const TARGET_PIECES = 512;
 
-/** Piece size for a pack of `total` bytes: a power of two from 256 KiB to 4 MiB (Kraken's). */
-export function choosePieceBytes(total: number): number {
+/** Piece size for a pack of `total` bytes: a power of two from 256 KiB (or `min`) to 4 MiB (Kraken's), about `target` pieces. */
+export function choosePieceBytes(total: number, opts: { min?: number; target?: number } = {}): number {
   if (!(Number.isSafeInteger(total) && total >= 0)) throw new RangeError(`pack size must be a whole number of bytes, not ${total}`);
-  let size = MIN_PIECE;
-  while (size < MAX_PIECE && size * TARGET_PIECES < total) size *= 2;
+  let size = opts.min ?? MIN_PIECE;
+  while (size < MAX_PIECE && size * (opts.target ?? TARGET_PIECES) < total) size *= 2;
   return size;
 }
 

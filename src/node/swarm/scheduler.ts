@@ -77,6 +77,12 @@ export interface SwarmOptions {
    * nodes; the second copy is for crowds). Default 0: always the rule below.
    */
   smallSwarm?: number;
+  /**
+   * Consecutive pieces that share one primary on the ring (default 1): a
+   * transport whose origin serves large reads far better than many small
+   * ones (S3) fetches a primary's run in one request.
+   */
+  dutyRun?: number;
 }
 
 export const DEFAULT_SWARM_OPTIONS = {
@@ -118,6 +124,10 @@ interface Neighbor {
   /** How many of its pieces this node still wants (BitTorrent's "interested"). */
   wanted: number;
   outstanding: number;
+  /** Of those, accepted (it is sending): its other requests wait behind them, so they are not hedged. */
+  sending: number;
+  /** When it last answered (accepted, refused or delivered): a request's hedge deadline runs from then at the earliest. */
+  heard: number;
   busyUntil: number;
 }
 
@@ -190,6 +200,11 @@ export class SwarmScheduler {
     this.hedgeMs = Math.max(this.o.hedgeMs, ms);
   }
 
+  /** Whether this node is the piece's primary on the member ring (it fetches the piece from the origin when no neighbour holds it). */
+  isPrimary(piece: number): boolean {
+    return this.ring !== undefined && this.ring.rank(this.o.self, piecePoint(this.o.treeSeed, Math.floor(piece / (this.o.dutyRun ?? 1)))) === 0;
+  }
+
   /** Start fetching: from now on, wanted pieces are requested. */
   start(): void {
     this.joinedAt = this.lastProgress = this.port.now();
@@ -204,7 +219,7 @@ export class SwarmScheduler {
     if (this.complete) return;
     for (let p = 0; p < this.o.pieces; p++) {
       if (this.have.has(p)) continue;
-      const r = ring.rank(this.o.self, piecePoint(this.o.treeSeed, p));
+      const r = ring.rank(this.o.self, piecePoint(this.o.treeSeed, Math.floor(p / (this.o.dutyRun ?? 1))));
       if (r === 0) this.primary.push(p);
       else if (r === 1) this.secondary.push(p);
     }
@@ -215,7 +230,7 @@ export class SwarmScheduler {
   addNeighbor(peer: string, pieces: PieceSet): void {
     if (pieces.size !== this.o.pieces) throw new RangeError(`peer ${peer} sent a bitfield of ${pieces.size} pieces for a tree of ${this.o.pieces}`);
     if (this.neighbors.has(peer)) this.removeNeighbor(peer);
-    const n = { id: peer, pieces, wanted: 0, outstanding: 0, busyUntil: 0 };
+    const n = { id: peer, pieces, wanted: 0, outstanding: 0, sending: 0, heard: 0, busyUntil: 0 };
     this.neighbors.set(peer, n);
     for (const p of pieces) {
       this.rarity.increment(p);
@@ -258,6 +273,11 @@ export class SwarmScheduler {
     if (!q || q.accepted) return;
     q.accepted = true;
     this.accepted++;
+    const n = this.neighbors.get(peer);
+    if (n) {
+      n.sending++;
+      n.heard = this.port.now();
+    }
     this.lastProgress = this.port.now();
   }
 
@@ -355,13 +375,18 @@ export class SwarmScheduler {
   private dropRequest(piece: number, peer: string): void {
     const reqs = this.pending.get(piece)!;
     const i = reqs.findIndex((q) => q.peer === peer);
-    if (reqs[i]!.accepted) this.accepted--;
+    const accepted = reqs[i]!.accepted;
+    if (accepted) this.accepted--;
     reqs.splice(i, 1);
     if (reqs.length === 0) this.pending.delete(piece);
     if (peer === ORIGIN) this.fromOrigin--;
     else this.outstanding--;
     const n = this.neighbors.get(peer);
-    if (n) n.outstanding--;
+    if (n) {
+      n.outstanding--;
+      if (accepted) n.sending--;
+      n.heard = this.port.now();
+    }
   }
 
   private ask(peer: string, piece: number): void {
@@ -452,11 +477,12 @@ export class SwarmScheduler {
     for (const [p, reqs] of this.pending) {
       let at = Infinity;
       for (const q of reqs) {
-        if (q.peer === ORIGIN || q.accepted) {
+        // Answered, or queued behind pieces the peer is sending now (it is alive, and answers in turn).
+        if (q.peer === ORIGIN || q.accepted || (this.neighbors.get(q.peer)?.sending ?? 0) > 0) {
           at = Infinity;
           break;
         }
-        at = Math.min(at, q.askedAt + this.hedgeMs);
+        at = Math.min(at, Math.max(q.askedAt, this.neighbors.get(q.peer)?.heard ?? 0) + this.hedgeMs);
       }
       if (at === Infinity) continue;
       if (now < at) {

@@ -4,7 +4,7 @@
 //
 // The tree's distinct file blobs, in tree order, are the byte space:
 // - a blob of at least LARGE_BLOB bytes is cut into chunks of `pieceBytes`
-//   (a power of two of at least 256 KiB, so whole Bao groups): each chunk
+//   (a power of two from 1 to 4 MiB, so whole Bao groups): each chunk
 //   is a piece, verified on arrival against the blob's digest through its
 //   Bao outboard (src/lib/bao.ts), before the rest of the blob is there;
 // - smaller blobs are grouped whole, in order, into pieces of about
@@ -20,8 +20,15 @@ import { choosePieceBytes } from './piece-list.js';
 
 /** Blobs of this size and more are cut into chunk pieces. */
 export const LARGE_BLOB = 8 << 20;
+/**
+ * Pieces of 1 to 4 MiB, about 256 to a tree: each piece costs a request,
+ * an answer, a file open and an S3 GET, which at 256 KiB (the
+ * simulation's smallest) cost more than the bytes on loopback; 256 pieces
+ * still spread a crowd of hundreds.
+ */
+const PIECE_CUT = { min: 1 << 20, target: 256 };
 /** Changes whenever the rules above change: nodes with another layout do not swarm together. */
-const LAYOUT_VERSION = 1;
+const LAYOUT_VERSION = 2;
 
 export interface BlobRef {
   digest: Digest;
@@ -56,7 +63,7 @@ export function planPieces(tree: Digest, entries: readonly TreeEntry[]): TreePie
     blobs.push({ digest: e.digest!, size: e.size });
     total += e.size;
   }
-  const pieceBytes = choosePieceBytes(total);
+  const pieceBytes = choosePieceBytes(total, PIECE_CUT);
   const pieces: Piece[] = [];
   const chunksOf = new Map<Digest, { first: number; count: number; size: number }>();
   let group: BlobRef[] = [];

@@ -66,6 +66,8 @@ const DAEMON_TIMINGS = { settleMs: 300, starveMs: 600, secondaryMs: 3000, busyBa
  * would leave its one holder's link idle half the time.
  */
 const DAEMON_SLOTS = { downloadSlots: 8, maxPerPeer: 4, uploadSlots: 6 } as const;
+/** Consecutive pieces with one primary (scheduler.ts, dutyRun): the origin reads up to this many pieces (8 MiB at most) at once. */
+const DUTY_RUN = 8;
 /** Up to this many fetching members, a piece one neighbour holds is not also taken from the origin (scheduler.ts, smallSwarm). */
 const SMALL_SWARM = 16;
 /** A swarm that gains no piece for this long gives up (the pull goes on without it). */
@@ -107,6 +109,8 @@ export class TreeSwarm {
   private answerMs = 0;
   private answerSpread = 0;
   private readonly originCancelled = new Set<number>();
+  /** Origin reads on their way, by each piece they bring. */
+  private readonly originFlights = new Map<number, Promise<Map<number, number>>>();
   private readonly originFailures = new Map<number, number>();
   private readonly partials = new Map<Digest, Partial>();
   private readonly outboards = new Map<Digest, Buffer>();
@@ -121,6 +125,7 @@ export class TreeSwarm {
   private startedAt = 0;
   private closed = false;
   private onBlob: OnSwarmBlob = () => undefined;
+  private readonly pool: PiecePool;
   /** When the last session closed (a seeder with none for a while is dropped). */
   idleSince = Date.now();
   readonly stats = { fromPeers: 0, fromOrigin: 0, bytesFromPeers: 0, bytesFromOrigin: 0, served: 0, bytesServed: 0, rejected: 0 };
@@ -131,6 +136,7 @@ export class TreeSwarm {
     entries: readonly TreeEntry[],
   ) {
     this.layout = planPieces(tree, entries);
+    this.pool = new PiecePool(this.layout.pieceBytes, 2 * (DAEMON_SLOTS.downloadSlots + DAEMON_SLOTS.uploadSlots));
     const n = this.layout.pieces.length;
     const have = this.heldPieces();
     const port: SwarmPort = {
@@ -152,6 +158,7 @@ export class TreeSwarm {
       random: Math.random,
       origin: ctx.chain?.hasOrigin() ?? false,
       smallSwarm: SMALL_SWARM,
+      dutyRun: DUTY_RUN,
     };
     this.sched = new SwarmScheduler(port, options, have);
   }
@@ -203,7 +210,7 @@ export class TreeSwarm {
     s.channel = new SwarmChannel(
       sock,
       { pieces: this.layout.pieces.length, maxPiece, maxOutboard: Math.ceil(maxBlob / 256) + 64 },
-      { frame: (type, piece, body) => this.onFrame(s, type, piece, body), closed: (why) => this.onClosed(s, why) },
+      { frame: (type, piece, body) => this.onFrame(s, type, piece, body), closed: (why) => this.onClosed(s, why), pieceBuffer: (len) => this.pool.take(len) },
     );
     this.sessions.set(peer, s);
     s.channel.send(F.HELLO, 0, Buffer.from(this.sched.have.encode()));
@@ -413,19 +420,23 @@ export class TreeSwarm {
       return;
     }
     if (s.cancelled.delete(piece) || !s.channel.open) {
+      this.pool.give(bytes);
       this.sched.uploadEnded();
       return;
     }
     this.stats.served++;
     this.stats.bytesServed += bytes.byteLength;
     this.ctx.metrics.inc('vrift_swarm_served_bytes_total', undefined, bytes.byteLength);
-    s.channel.send(F.PIECE, piece, bytes, () => this.sched.uploadEnded());
+    s.channel.send(F.PIECE, piece, bytes, () => {
+      this.pool.give(bytes);
+      this.sched.uploadEnded();
+    });
   }
 
   /** Bytes of a piece arrived from a neighbour. */
   private async received(s: Session, piece: number, bytes: Buffer): Promise<void> {
     const key = `${piece}/${s.peer}`;
-    if (!this.asked.delete(key)) return; // not asked for (or cancelled): dropped unread
+    if (!this.asked.delete(key)) return this.pool.give(bytes); // not asked for (or cancelled): dropped unread
     let verdict: 'ok' | 'bad' | 'unknown';
     try {
       verdict = await this.keep(piece, bytes, 'peer');
@@ -433,6 +444,7 @@ export class TreeSwarm {
       this.localFailure(e);
       return;
     }
+    this.pool.give(bytes); // written (or rejected): the buffer is free
     if (verdict === 'unknown') {
       this.sched.requestFailed(s.peer, piece);
       return;
@@ -454,47 +466,40 @@ export class TreeSwarm {
     this.sched.pieceArrived(s.peer, piece, true);
   }
 
-  /** A piece from the origin (the chain's tiers but the peers). */
+  /**
+   * A piece from the origin (the chain's tiers but the peers), in one read
+   * with the pieces after it in its duty run that this node lacks and one
+   * read can bring (chunks of the same blob; small blobs, which S3 reads
+   * as one pack run): S3 serves one large read far better than many small
+   * ones. A piece asked for while its run is on its way waits for it.
+   */
   private async fromOrigin(piece: number): Promise<void> {
-    const p = this.layout.pieces[piece]!;
-    const chain = this.ctx.chain;
-    let ok = false;
-    let bytes = 0;
+    let got: Map<number, number>;
     try {
-      if (!chain) ok = false;
-      else if (p.kind === 'blobs') {
-        const missing = await chain.originBlobs(this.tree, p.blobs, (tier, digest, size) => {
-          bytes += size;
-          this.onBlob(tier, digest, size);
-        });
-        ok = missing.length === 0;
-      } else {
-        const outboard = await this.outboard(p.blob);
-        if (outboard) {
-          const got = await chain.originRange(p.blob.digest, p.offset, p.bytes);
-          ok = got !== undefined && (await this.keepChunk(p, got.bytes, outboard, got.tier)) === 'ok';
-          bytes = p.bytes;
-        } else {
-          // No outboard anywhere (a blob put without one): the whole blob, verified by its digest, covers all its pieces.
-          const from = await chain.originBlob(p.blob.digest, p.blob.size);
-          ok = from !== undefined;
-          if (ok) {
-            bytes = p.blob.size;
-            this.onBlob(from!, p.blob.digest, p.blob.size);
-            const c = this.layout.chunksOf.get(p.blob.digest)!;
-            for (let q = c.first; q < c.first + c.count; q++) if (q !== piece) this.sched.pieceFound(q);
-          }
+      const pending = this.originFlights.get(piece);
+      if (pending) got = await pending;
+      else {
+        const batch = this.originBatch(piece);
+        const flight = this.fetchFromOrigin(batch);
+        for (const q of batch) this.originFlights.set(q, flight);
+        try {
+          got = await flight;
+        } finally {
+          for (const q of batch) this.originFlights.delete(q);
+        }
+        for (const [q, bytes] of got) {
+          this.stats.fromOrigin++;
+          this.stats.bytesFromOrigin += bytes;
+          this.ctx.metrics.inc('vrift_swarm_pieces_total', { from: 'origin' });
+          this.ctx.metrics.inc('vrift_swarm_received_bytes_total', { from: 'origin' }, bytes);
+          if (q !== piece && !this.sched.have.has(q)) this.sched.pieceFound(q);
         }
       }
     } catch (e) {
       this.localFailure(e);
       return;
     }
-    if (ok) {
-      this.stats.fromOrigin++;
-      this.stats.bytesFromOrigin += bytes;
-      this.ctx.metrics.inc('vrift_swarm_pieces_total', { from: 'origin' });
-      this.ctx.metrics.inc('vrift_swarm_received_bytes_total', { from: 'origin' }, bytes);
+    if (got.has(piece)) {
       // Withdrawn meanwhile (a peer was faster, or the request was dropped): kept all the same.
       if (this.originCancelled.delete(piece)) {
         if (!this.sched.have.has(piece)) this.sched.pieceFound(piece);
@@ -506,11 +511,67 @@ export class TreeSwarm {
     const tries = (this.originFailures.get(piece) ?? 0) + 1;
     this.originFailures.set(piece, tries);
     if (tries >= ORIGIN_TRIES && !this.sched.have.has(piece)) {
-      this.fail(new Error(`the origin (${chain ? 'every tier but the peers' : 'none configured'}) could not give piece ${piece} (${describe(p)})`));
+      this.fail(new Error(`the origin (${this.ctx.chain ? 'every tier but the peers' : 'none configured'}) could not give piece ${piece} (${describe(this.layout.pieces[piece]!)})`));
       return;
     }
     // Not at once: the scheduler may ask the origin again right away.
     setTimeout(() => this.sched.pieceArrived(ORIGIN, piece, false), 200).unref();
+  }
+
+  /** `piece` and the pieces right after it in its duty run that one origin read can bring with it. */
+  private originBatch(piece: number): number[] {
+    const pieces = this.layout.pieces;
+    const p = pieces[piece]!;
+    const end = Math.min(pieces.length, (Math.floor(piece / DUTY_RUN) + 1) * DUTY_RUN);
+    const out = [piece];
+    // A hedge or a starving node's piece comes alone: only a primary reads its run (its duty).
+    if (!this.sched.isPrimary(piece)) return out;
+    for (let q = piece + 1; q < end; q++) {
+      const x = pieces[q]!;
+      if (this.sched.have.has(q) || this.originFlights.has(q)) break;
+      if (p.kind === 'chunk' ? !(x.kind === 'chunk' && x.blob.digest === p.blob.digest) : x.kind !== 'blobs') break;
+      out.push(q);
+    }
+    return out;
+  }
+
+  /** One origin read for consecutive pieces (as originBatch makes them): the pieces kept, with their bytes. */
+  private async fetchFromOrigin(batch: number[]): Promise<Map<number, number>> {
+    const chain = this.ctx.chain;
+    const got = new Map<number, number>();
+    if (!chain) return got;
+    const pieces = batch.map((q) => this.layout.pieces[q]!);
+    const first = pieces[0]!;
+    if (first.kind === 'blobs') {
+      const blobs = pieces.flatMap((x) => (x.kind === 'blobs' ? x.blobs : []));
+      const missing = new Set(await chain.originBlobs(this.tree, blobs, (tier, digest, size) => this.onBlob(tier, digest, size)));
+      pieces.forEach((x, i) => {
+        if (x.kind === 'blobs' && x.blobs.every((b) => !missing.has(b.digest))) got.set(batch[i]!, x.bytes);
+      });
+      return got;
+    }
+    const blob = first.blob;
+    const outboard = await this.outboard(blob);
+    if (!outboard) {
+      // No outboard anywhere (a blob put without one): the whole blob, verified by its digest, covers all its pieces.
+      const from = await chain.originBlob(blob.digest, blob.size);
+      if (from === undefined) return got;
+      this.onBlob(from, blob.digest, blob.size);
+      const c = this.layout.chunksOf.get(blob.digest)!;
+      for (let q = c.first; q < c.first + c.count; q++) got.set(q, this.layout.pieces[q]!.bytes);
+      return got;
+    }
+    const offset = first.kind === 'chunk' ? first.offset : 0;
+    const length = pieces.reduce((n, x) => n + x.bytes, 0);
+    const read = await chain.originRange(blob.digest, offset, length);
+    if (!read) return got;
+    let at = 0;
+    pieces.forEach((x, i) => {
+      const bytes = read.bytes.subarray(at, at + x.bytes);
+      at += x.bytes;
+      if (x.kind === 'chunk' && this.keepChunk(x, bytes, outboard, read.tier) === 'ok') got.set(batch[i]!, x.bytes);
+    });
+    return got;
   }
 
   // --- keeping and reading pieces --------------------------------------------------
@@ -560,7 +621,7 @@ export class TreeSwarm {
   private async readPiece(piece: number): Promise<Buffer> {
     const p = this.layout.pieces[piece]!;
     const cas = this.ctx.store.cas;
-    const buf = Buffer.allocUnsafe(p.bytes);
+    const buf = this.pool.take(p.bytes);
     if (p.kind === 'blobs') {
       let at = 0;
       await Promise.all(
@@ -660,6 +721,30 @@ function readInto(path: string, buf: Buffer, at: number, length: number, positio
       step();
     });
   });
+}
+
+/**
+ * Buffers of one size (the tree's piece size, which most pieces have),
+ * reused: a node moves hundreds of megabytes in megabyte pieces, and a
+ * fresh buffer for each made the garbage collector a quarter of a
+ * daemon's work in a crowd. Other sizes are allocated as needed.
+ */
+class PiecePool {
+  private readonly free: Buffer[] = [];
+
+  constructor(
+    private readonly size: number,
+    private readonly keep: number,
+  ) {}
+
+  take(length: number): Buffer {
+    if (length !== this.size) return Buffer.allocUnsafe(length);
+    return this.free.pop() ?? Buffer.allocUnsafe(length);
+  }
+
+  give(buf: Buffer): void {
+    if (buf.length === this.size && this.free.length < this.keep) this.free.push(buf);
+  }
 }
 
 function mb(n: number): string {
