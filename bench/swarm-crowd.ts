@@ -169,6 +169,7 @@ async function main(): Promise<void> {
       const cpu0 = cpuOf(nodes, s3!);
       res.swarm.push(await restoreAll(nodes, 'bench/crowd'));
       res.swarmCpu.push(cpuOf(nodes, s3!) - cpu0);
+      log(`  cpu: s3rver ${cpuSeconds(s3!.pid).toFixed(1)} s so far`);
       res.swarmS3.push(s3Bytes(nodes));
       log(`  origin requests by reason: ${nodes.map((n) => JSON.stringify(vriftJson(n, ['status']).swarms.map((w: { originAsks: unknown }) => w.originAsks)[0])).join(' ')}`);
       for (const n of nodes) {
@@ -188,6 +189,7 @@ async function main(): Promise<void> {
       const cpu0 = cpuOf(nodes, s3!);
       res.s3.push(await restoreAll(nodes, 'bench/crowd'));
       res.s3Cpu.push(cpuOf(nodes, s3!) - cpu0);
+      log(`  cpu: s3rver ${cpuSeconds(s3!.pid).toFixed(1)} s so far`);
       res.s3S3.push(s3Bytes(nodes));
       for (const n of nodes) sameAsSource(src, join(n.home, 'out'));
       for (const n of nodes) down(n);

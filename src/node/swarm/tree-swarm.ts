@@ -126,6 +126,7 @@ export class TreeSwarm {
   private closed = false;
   private onBlob: OnSwarmBlob = () => undefined;
   private readonly pool: PiecePool;
+  private readonly files = new OpenFiles();
   /** When the last session closed (a seeder with none for a while is dropped). */
   idleSince = Date.now();
   readonly stats = { fromPeers: 0, fromOrigin: 0, bytesFromPeers: 0, bytesFromOrigin: 0, served: 0, bytesServed: 0, rejected: 0 };
@@ -227,6 +228,7 @@ export class TreeSwarm {
     for (const s of [...this.sessions.values()]) s.channel.close('the swarm closed');
     for (const p of this.partials.values()) p.ranges.abort();
     this.partials.clear();
+    this.files.closeAll();
   }
 
   // --- what the scheduler asks -------------------------------------------------
@@ -617,7 +619,7 @@ export class TreeSwarm {
     return 'ok';
   }
 
-  /** A piece's bytes, read straight into one buffer (fs.promises.readFile reads 512 KiB at a time: ~100x slower here with many at once). */
+  /** A piece's bytes, read straight into one buffer (fs.promises.readFile reads 512 KiB at a time: ~100x slower here with many at once), from files kept open. */
   private async readPiece(piece: number): Promise<Buffer> {
     const p = this.layout.pieces[piece]!;
     const cas = this.ctx.store.cas;
@@ -628,14 +630,14 @@ export class TreeSwarm {
         p.blobs.map((b) => {
           const into = at;
           at += b.size;
-          return readInto(cas.pathOf(b.digest), buf, into, b.size, 0);
+          return this.files.read(cas.pathOf(b.digest), buf, into, b.size, 0);
         }),
       );
       return buf;
     }
     const path = cas.has(p.blob.digest) ? cas.pathOf(p.blob.digest) : this.partials.get(p.blob.digest)?.ranges.tmp;
     if (!path) throw new Error(`blob ${p.blob.digest} is no longer here`);
-    await readInto(path, buf, 0, p.bytes, p.offset);
+    await this.files.read(path, buf, 0, p.bytes, p.offset);
     return buf;
   }
 
@@ -702,25 +704,66 @@ export class TreeSwarm {
   }
 }
 
-/** `length` bytes of the file at `position`, into `buf` at `at`: one open, reads until done, one close. */
-function readInto(path: string, buf: Buffer, at: number, length: number, position: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    open(path, 'r', (e, fd) => {
-      if (e) return reject(e);
+/**
+ * Files a swarm serves from, kept open: the same blobs are read again and
+ * again (a large blob's chunks, a piece for each neighbour), and an
+ * open and a close per read cost more than the read. At most MAX_OPEN;
+ * the least recently used idle one is closed first. A blob replaced in
+ * the store meanwhile is read from its old inode: receivers verify
+ * every piece anyway.
+ */
+class OpenFiles {
+  private readonly files = new Map<string, { fd: Promise<number>; users: number }>();
+
+  /** `length` bytes of the file at `position`, into `buf` at `at`. */
+  async read(path: string, buf: Buffer, at: number, length: number, position: number): Promise<void> {
+    let f = this.files.get(path);
+    if (f) this.files.delete(path); // most recently used last
+    else f = { fd: openFd(path), users: 0 };
+    this.files.set(path, f);
+    f.users++;
+    try {
+      const fd = await f.fd;
       let done = 0;
-      const finish = (err?: Error) => close(fd, () => (err ? reject(err) : resolve()));
-      const step = (): void => {
-        if (done === length) return finish();
-        read(fd, buf, at + done, length - done, position + done, (re, n) => {
-          if (re) return finish(re);
-          if (n === 0) return finish(new Error(`${path} is shorter than the tree says`));
-          done += n;
-          step();
-        });
-      };
-      step();
-    });
-  });
+      while (done < length) {
+        const n = await readFd(fd, buf, at + done, length - done, position + done);
+        if (n === 0) throw new Error(`${path} is shorter than the tree says`);
+        done += n;
+      }
+    } catch (e) {
+      if (this.files.get(path) === f) this.files.delete(path);
+      throw e;
+    } finally {
+      f.users--;
+      this.trim();
+    }
+  }
+
+  closeAll(): void {
+    for (const f of this.files.values()) void f.fd.then((fd) => close(fd, () => undefined), () => undefined);
+    this.files.clear();
+  }
+
+  private trim(): void {
+    if (this.files.size <= MAX_OPEN) return;
+    for (const [path, f] of this.files) {
+      if (this.files.size <= MAX_OPEN) break;
+      if (f.users > 0) continue;
+      this.files.delete(path);
+      void f.fd.then((fd) => close(fd, () => undefined), () => undefined);
+    }
+  }
+}
+
+/** Files a swarm keeps open at most (OpenFiles). */
+const MAX_OPEN = 64;
+
+function openFd(path: string): Promise<number> {
+  return new Promise((resolve, reject) => open(path, 'r', (e, fd) => (e ? reject(e) : resolve(fd))));
+}
+
+function readFd(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, buf, at, length, position, (e, n) => (e ? reject(e) : resolve(n))));
 }
 
 /**
