@@ -7,13 +7,12 @@ import { isDigest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { BulkServer } from './bulk-server.js';
-import { clusterKeys } from './auth.js';
+import { clusterKeys, type ClusterKeys } from './auth.js';
 import { clusterSection, type ClusterConfig } from './config.js';
 import type { Config } from '../config/config.js';
 import { requireStr, type Handler } from '../control/server.js';
 import { externalIPv4, Mesh } from './mesh.js';
 import { PeerService } from './peer-service.js';
-import { SwarmHost } from '../swarm/swarm-host.js';
 import { F, MAX_PEERS_DIGESTS, Msg, type FieldList } from '../control/protocol.js';
 import type { Store } from '../store/store.js';
 
@@ -31,19 +30,18 @@ export class Cluster {
   readonly bulk: BulkServer | undefined;
   readonly service: PeerService;
   readonly mesh: Mesh;
-  /** Swarms of trees this node fetches or serves (src/node/swarm/): with the bulk port only. */
-  readonly swarms: SwarmHost | undefined;
+  /** The cluster's keys (the daemon's swarms dial peers with them). */
+  readonly keys: ClusterKeys;
 
   private constructor(opts: ClusterOptions, cfg: ClusterConfig & { secret: string }) {
     this.cfg = cfg;
     const keys = clusterKeys(cfg.secret);
+    this.keys = keys;
     const common = { store: opts.store, metrics: opts.metrics, log: opts.log };
     const limits = { total: cfg.maxConnections, perAddress: cfg.connectionsPerAddress, handshakeMs: cfg.handshakeMs };
     this.bulk = cfg.bulk ? new BulkServer({ ...common, host: cfg.host, port: cfg.bulkPort, timeoutMs: cfg.timeoutMs, tls: keys.tls, limits }) : undefined;
     this.service = new PeerService({ ...common, cfg, keys, bulk: this.bulk, signingKey: opts.signingKey });
     this.mesh = new Mesh({ ...common, cfg, keys, grpcAddress: () => this.grpcAddress() });
-    this.swarms = this.bulk ? new SwarmHost({ ...common, mesh: this.mesh, cfg, keys }) : undefined;
-    this.service.swarms = this.swarms;
   }
 
   /** The cluster of this config, or undefined when no secret is set (the node runs alone). */
@@ -55,7 +53,7 @@ export class Cluster {
 
   /** In start order. */
   components(): { name: string; start(): Promise<void>; stop(): Promise<void> }[] {
-    return [...(this.bulk ? [this.bulk] : []), this.service, this.mesh, ...(this.swarms ? [this.swarms] : [])];
+    return [...(this.bulk ? [this.bulk] : []), this.service, this.mesh];
   }
 
   /** The host peers dial: the configured one, or this host's address when listening on a wildcard. */

@@ -21,6 +21,7 @@ import { Evictor } from './evictor.js';
 import { storeSection } from '../store/store-config.js';
 import { mountSection } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
+import { SwarmHost } from './swarm-host.js';
 import { operationsHandler } from './operations.js';
 import { socketPathOf } from '../control/paths.js';
 import { acquireDaemonLock } from './lock.js';
@@ -58,6 +59,8 @@ export class Daemon {
   readonly metricsServer: MetricsServer;
   /** Membership of the cluster; undefined when no cluster secret is set (the node runs alone). */
   readonly cluster: Cluster | undefined;
+  /** Swarms of the trees this node fetches or serves (in a cluster with the bulk port). */
+  readonly swarms: SwarmHost | undefined;
   readonly metrics = new Metrics();
   readonly socketPath: string;
   private resolverInstance: Resolver | undefined;
@@ -90,9 +93,13 @@ export class Daemon {
     this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log, signingKey: config.get(refsSection).signingKey });
     const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
     const cluster = this.cluster;
+    // Swarms of large trees (docs/peers.md, "Flash crowds"): with the bulk port only.
+    this.swarms = cluster?.bulk ? new SwarmHost({ store: this.store, mesh: cluster.mesh, cfg: cluster.cfg, keys: cluster.keys, metrics: this.metrics, log: this.log }) : undefined;
+    if (cluster && this.swarms) cluster.service.swarms = this.swarms;
     this.components.push(
       { name: 'mounts', start: () => this.mounts.restore(), stop: () => this.mounts.stop() },
       ...(cluster?.components() ?? []),
+      ...(this.swarms ? [this.swarms] : []),
       {
         name: 'resolver',
         start: () => {
@@ -102,9 +109,9 @@ export class Daemon {
           for (const tier of this.resolverInstance.tierNames().filter((t) => t !== 'local')) {
             for (const name of [TIER_COUNTERS.hits, TIER_COUNTERS.misses, TIER_COUNTERS.errors, TIER_COUNTERS.bytesIn, TIER_COUNTERS.bytesOut]) this.metrics.declare(name, { tier });
           }
-          if (cluster?.swarms) {
-            cluster.swarms.useChain(this.resolverInstance.chain);
-            this.resolverInstance.swarms = cluster.swarms;
+          if (this.swarms) {
+            this.swarms.useChain(this.resolverInstance.chain);
+            this.resolverInstance.swarms = this.swarms;
           }
           // The first mount or fetch a program waits for should not load the S3 SDK or dial Redis.
           this.resolverInstance.warm();
@@ -193,7 +200,7 @@ export class Daemon {
       mounts: this.mounts.list().map((m) => ({ ...m, ...this.lazy.statusOf(m.path) })),
       inFlight: this.resolverInstance?.inFlight() ?? { blobs: 0, trees: 0 },
       streams: this.streams.status(),
-      swarms: this.cluster?.swarms?.status() ?? [],
+      swarms: this.swarms?.status() ?? [],
       metricsUrl: this.metricsServer.url ?? null,
       scrub: this.scrub.status(),
       store: this.evictor.status(),

@@ -13,10 +13,18 @@ import type { RefInfo } from '../../tiers/tier.js';
 import type { BlobWatch } from '../store/admission.js';
 import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
+import type { TreeEntry } from '../store/tree.js';
 import { pullTree, pullTreeBlob, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
-import type { SwarmHost } from '../swarm/swarm-host.js';
 import { fetchRemoteTrace, pushRemoteTrace, type RemoteTrace } from './trace-exchange.js';
 import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
+
+/** What the resolver needs of the daemon's swarms (src/node/daemon/swarm-host.ts). */
+export interface TreeSwarms {
+  /** Whether a pull missing this many bytes should swarm. */
+  wants(missingBytes: number): boolean;
+  /** Fetches the tree in its swarm; resolves undefined when the swarm could not finish (the pull goes on), rejects on a local failure. */
+  fetch(tree: Digest, entries: readonly TreeEntry[], onBlob: (from: string, digest: Digest, size: number) => void): Promise<unknown>;
+}
 
 /** A pull in flight, and everyone who wants to hear how it goes. */
 interface TreeFlight {
@@ -32,8 +40,8 @@ export class Resolver {
   private readonly treeFlights = new SingleFlight<Digest, TreePullResult>();
   private readonly treeListeners = new Map<Digest, TreeFlight>();
   private readonly listingFlights = new SingleFlight<Digest, string>();
-  /** The daemon's swarms (src/node/swarm/), when it is in a cluster: a pull of a large tree fetches it with the other nodes fetching it. */
-  swarms: SwarmHost | undefined;
+  /** The daemon's swarms (src/node/daemon/swarm-host.ts), when it is in a cluster: a pull of a large tree fetches it with the other nodes fetching it. */
+  swarms: TreeSwarms | undefined;
 
   constructor(
     readonly store: Store,

@@ -16,7 +16,7 @@ import type { Mesh } from '../cluster/mesh.js';
 import type { SwarmDoor } from '../cluster/peer-service.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
-import { DEFAULT_SWARM_OPTIONS } from './scheduler.js';
+import { DEFAULT_SWARM_OPTIONS } from '../swarm/scheduler.js';
 import { TreeSwarm, type OnSwarmBlob, type SwarmContext, type SwarmMember } from './tree-swarm.js';
 
 /** A swarm with nothing to do is kept this long after its last channel closed. */

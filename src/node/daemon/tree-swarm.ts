@@ -21,11 +21,11 @@ import { isLocalError } from '../../tiers/guarded.js';
 import type { VerifiedRanges } from '../store/admission.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
-import { F, SwarmChannel } from './channel.js';
-import { MemberRing, hash32 } from './member-ring.js';
-import { PieceSet } from './piece-set.js';
-import { DEFAULT_SWARM_OPTIONS, ORIGIN, SwarmScheduler, type SwarmOptions, type SwarmPort } from './scheduler.js';
-import { largestPiece, planPieces, type BlobRef, type Piece, type TreePieces } from './tree-pieces.js';
+import { F, SwarmChannel } from '../swarm/channel.js';
+import { MemberRing, hash32 } from '../swarm/member-ring.js';
+import { PieceSet } from '../swarm/piece-set.js';
+import { DEFAULT_SWARM_OPTIONS, ORIGIN, SwarmScheduler, type SwarmOptions, type SwarmPort } from '../swarm/scheduler.js';
+import { largestPiece, planPieces, type BlobRef, type Piece, type TreePieces } from '../swarm/tree-pieces.js';
 
 export interface SwarmMember {
   id: string;
