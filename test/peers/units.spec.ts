@@ -106,6 +106,9 @@ describe('announcements from the wire', () => {
   it('takes a well-formed one', () => {
     expect(parseAnnouncement(enc(good))).toEqual(good);
     expect(parseAnnouncement(enc({ v: 1, grpc: '[::1]:7402', addrs: [], bye: true }))).toMatchObject({ bye: true });
+    // A node fetching a tree in a swarm says so, with its bitfield.
+    const swarming = { ...good, fetching: [good.trees[0]], have: [Buffer.from([0xf0, 0x80]).toString('base64')] };
+    expect(parseAnnouncement(enc(swarming))).toEqual(swarming);
   });
 
   it('drops anything malformed', () => {
@@ -121,6 +124,10 @@ describe('announcements from the wire', () => {
       enc({ ...good, bloom: Buffer.alloc(100).toString('base64') }), // not a power of two
       enc({ ...good, bloom: Buffer.alloc(512 << 10).toString('base64') }), // too large
       enc({ ...good, bloomK: 9 }),
+      enc({ ...good, fetching: ['nope'] }),
+      enc({ ...good, fetching: Array.from({ length: 17 }, () => good.trees[0]) }),
+      enc({ ...good, fetching: [good.trees[0]], have: [] }), // a bitfield per tree
+      enc({ ...good, fetching: [good.trees[0]], have: ['A'.repeat(20_000)] }), // too large
     ];
     for (const b of bad) expect(parseAnnouncement(b)).toBeUndefined();
   });

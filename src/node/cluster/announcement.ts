@@ -18,11 +18,15 @@ export interface Announcement {
   bloomK: number;
   /** Trees the node is fetching right now as a member of their swarm (src/node/swarm/). */
   fetching?: Digest[];
+  /** For each of `fetching`, the pieces it holds so far: its bitfield (PieceSet.encode), base64. */
+  have?: string[];
   bye?: true;
 }
 
 /** Trees a node says it is fetching at once, at most. */
 export const MAX_FETCHING = 16;
+/** A bitfield in an announcement, base64, at most (65 536 pieces). */
+const MAX_BITFIELD_B64 = 11_000;
 
 /** An announcement from the wire, checked field by field; undefined when anything is off. */
 export function parseAnnouncement(data: Uint8Array): Announcement | undefined {
@@ -41,6 +45,7 @@ export function parseAnnouncement(data: Uint8Array): Announcement | undefined {
   if (!Number.isSafeInteger(a.treeCount) || !Number.isSafeInteger(a.blobs)) return undefined;
   if (typeof a.bloom !== 'string' || !Number.isInteger(a.bloomK)) return undefined;
   if (a.fetching !== undefined && !(Array.isArray(a.fetching) && a.fetching.length <= MAX_FETCHING && a.fetching.every((t) => typeof t === 'string' && isDigest(t)))) return undefined;
+  if (a.have !== undefined && !(Array.isArray(a.have) && a.have.length === (a.fetching?.length ?? 0) && a.have.every((h) => typeof h === 'string' && h.length <= MAX_BITFIELD_B64))) return undefined;
   if (a.bloom) {
     const bytes = Buffer.byteLength(a.bloom, 'base64');
     if (bytes === 0 || bytes > MAX_BLOOM_BITS / 8 || (bytes & (bytes - 1)) !== 0 || a.bloomK! < 1 || a.bloomK! > 8) return undefined;

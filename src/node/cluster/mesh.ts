@@ -38,8 +38,8 @@ export interface PeerRecord {
   grpc: string;
   addrs: string[];
   trees: Set<Digest>;
-  /** Trees it is fetching in a swarm. */
-  fetching: Set<Digest>;
+  /** Trees it is fetching in a swarm, with how many pieces of each it held when it announced. */
+  fetching: Map<Digest, number>;
   treeCount: number;
   blobs: number;
   bloom: Bloom | undefined;
@@ -95,8 +95,8 @@ export class Mesh {
   private left = false;
   private topic = '';
   private multiaddr: ((s: string) => import('@multiformats/multiaddr').Multiaddr) | undefined;
-  /** Trees this node fetches in a swarm (announced), and who listens for news of other members. */
-  private readonly fetching = new Set<Digest>();
+  /** Trees this node fetches in a swarm (announced, with their bitfields), and who listens for news of other members. */
+  private readonly fetching = new Map<Digest, () => Uint8Array>();
   private readonly listeners = new Set<() => void>();
 
   constructor(private readonly opts: MeshOptions) {
@@ -261,10 +261,10 @@ export class Mesh {
 
   // --- swarms ------------------------------------------------------------------
 
-  /** Says (at once, and in every announcement until `done`) that this node fetches `tree` in a swarm. */
-  startFetching(tree: Digest): void {
+  /** Says (at once, and in every announcement until `done`, with what `have` says it holds) that this node fetches `tree` in a swarm. */
+  startFetching(tree: Digest, have: () => Uint8Array): void {
     if (this.fetching.has(tree) || this.fetching.size >= MAX_FETCHING) return;
-    this.fetching.add(tree);
+    this.fetching.set(tree, have);
     this.announceNow();
   }
 
@@ -273,7 +273,7 @@ export class Mesh {
   }
 
   /** The members of `tree`'s swarm besides this node: peers fetching it, and peers holding it whole (not penalized). */
-  swarmPeers(tree: Digest): { id: string; grpc: string; fetching: boolean; holds: boolean }[] {
+  swarmPeers(tree: Digest): { id: string; grpc: string; fetching: boolean; holds: boolean; pieces: number }[] {
     const now = Date.now();
     const out = [];
     for (const r of this.directory.values()) {
@@ -281,7 +281,7 @@ export class Mesh {
       const holds = r.trees.has(tree);
       if (!fetching && !holds) continue;
       if ((this.penalties.get(r.id)?.until ?? 0) > now) continue;
-      out.push({ id: r.id, grpc: r.grpc, fetching, holds });
+      out.push({ id: r.id, grpc: r.grpc, fetching, holds, pieces: r.fetching.get(tree) ?? 0 });
     }
     return out;
   }
@@ -404,7 +404,8 @@ export class Mesh {
         blobs: h.blobs,
         bloom: h.bloom.bits.toString('base64'),
         bloomK: h.bloom.k,
-        fetching: [...this.fetching],
+        fetching: [...this.fetching.keys()],
+        have: [...this.fetching.values()].map((have) => Buffer.from(have()).toString('base64')),
       });
     } catch (e) {
       this.opts.log(`mesh: announcing failed: ${(e as Error).message}`);
@@ -439,7 +440,7 @@ export class Mesh {
       grpc: a.grpc,
       addrs: a.addrs,
       trees: new Set(a.trees),
-      fetching: new Set(a.fetching ?? []),
+      fetching: new Map((a.fetching ?? []).map((t, i) => [t, bitCount(a.have?.[i])])),
       treeCount: a.treeCount,
       blobs: a.blobs,
       bloom: a.bloom ? new Bloom(Buffer.from(a.bloom, 'base64'), a.bloomK) : undefined,
@@ -459,6 +460,13 @@ export class Mesh {
       }
     }
   }
+}
+
+/** Pieces set in a base64 bitfield (0 when absent). */
+function bitCount(b64: string | undefined): number {
+  let n = 0;
+  for (let b of Buffer.from(b64 ?? '', 'base64')) for (; b; b &= b - 1) n++;
+  return n;
 }
 
 /** Why a dial failed, in words a user can act on. */

@@ -93,7 +93,8 @@ export class SwarmHost implements SwarmDoor {
       s = new TreeSwarm(this.ctx, tree, entries);
       this.swarms.set(tree, s);
     }
-    this.opts.mesh.startFetching(tree);
+    const swarm = s;
+    this.opts.mesh.startFetching(tree, () => swarm.sched.have.encode());
     try {
       await s.fetch(onBlob);
       return s.stats;

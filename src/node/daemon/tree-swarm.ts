@@ -12,6 +12,7 @@
 // fault). A sender of a bad piece is penalized and dropped.
 import { close, open, read } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
+import type { SwarmSocket } from '../../tiers/peer/client.js';
 import { baoOutboardFile, baoVerifyOutboard, baoVerifyRange } from '../../lib/bao.js';
 import type { Digest } from '../../lib/digest.js';
 import { SingleFlight } from '../../lib/single-flight.js';
@@ -32,6 +33,8 @@ export interface SwarmMember {
   grpc: string;
   fetching: boolean;
   holds: boolean;
+  /** Pieces it held when it last announced (its gossiped bitfield): the fuller, the better a neighbour. */
+  pieces: number;
 }
 
 export interface SwarmContext {
@@ -42,7 +45,7 @@ export interface SwarmContext {
   self: string;
   members(tree: Digest): SwarmMember[];
   /** A channel to `peer` for the tree (its bulk connection, ticket sent), or undefined when it is not in the swarm. */
-  connect(peer: SwarmMember, tree: Digest, layout: string): Promise<TLSSocket | undefined>;
+  connect(peer: SwarmMember, tree: Digest, layout: string): Promise<SwarmSocket | undefined>;
   penalize(peer: string, reason: string): void;
   /** Subscribes to news of members (announcements); returns the unsubscribe. */
   onNews(fn: () => void): () => void;
@@ -199,7 +202,7 @@ export class TreeSwarm {
   }
 
   /** A channel with `peer` (dialed by either side); false when one exists already or the swarm is closed. */
-  addSession(peer: string, sock: TLSSocket, early?: Buffer): boolean {
+  addSession(peer: string, sock: TLSSocket, early?: Buffer, reads?: SwarmSocket['read']): boolean {
     if (this.closed || this.sessions.has(peer)) {
       sock.destroy();
       return false;
@@ -212,6 +215,7 @@ export class TreeSwarm {
       sock,
       { pieces: this.layout.pieces.length, maxPiece, maxOutboard: Math.ceil(maxBlob / 256) + 64 },
       { frame: (type, piece, body) => this.onFrame(s, type, piece, body), closed: (why) => this.onClosed(s, why), pieceBuffer: (len) => this.pool.take(len) },
+      reads,
     );
     this.sessions.set(peer, s);
     s.channel.send(F.HELLO, 0, Buffer.from(this.sched.have.encode()));
@@ -311,6 +315,8 @@ export class TreeSwarm {
       this.sched.setMembers(MemberRing.of([this.ctx.self, ...fetchers]));
     }
     const now = Date.now();
+    // Best sources first when neighbours are few to choose: holders, then the fullest fetchers.
+    members.sort((a, b) => Number(b.holds) - Number(a.holds) || b.pieces - a.pieces);
     for (const m of members) {
       if (this.sessions.size + this.connecting.size >= DEFAULT_SWARM_OPTIONS.maxNeighbors) break;
       if (this.sessions.has(m.id) || this.connecting.has(m.id)) continue;
@@ -324,9 +330,9 @@ export class TreeSwarm {
 
   private async dial(m: SwarmMember): Promise<void> {
     try {
-      const sock = await this.ctx.connect(m, this.tree, this.layout.layout);
-      if (!sock) this.failedAt.set(m.id, Date.now());
-      else if (!this.addSession(m.id, sock)) this.failedAt.set(m.id, Date.now());
+      const conn = await this.ctx.connect(m, this.tree, this.layout.layout);
+      if (!conn) this.failedAt.set(m.id, Date.now());
+      else if (!this.addSession(m.id, conn.sock, undefined, conn.read)) this.failedAt.set(m.id, Date.now());
     } catch (e) {
       if (!this.failedAt.has(m.id)) this.ctx.log(`swarm ${this.tree.slice(0, 12)}: no channel to ${m.id.slice(-8)}: ${(e as Error).message}`);
       this.failedAt.set(m.id, Date.now());

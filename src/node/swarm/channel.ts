@@ -60,12 +60,15 @@ export class SwarmChannel {
   bytesOut = 0;
   bytesIn = 0;
 
+  /** With `reads`, the socket's bytes come through it (a socket read into one reused buffer) instead of 'data' events. */
   constructor(
     readonly socket: Socket,
     private readonly limits: ChannelLimits,
     private readonly sink: FrameSink,
+    reads?: (feed: (chunk: Buffer) => void) => void,
   ) {
-    socket.on('data', (c: Buffer) => this.feed(c));
+    if (reads) reads((c) => this.feed(c));
+    else socket.on('data', (c: Buffer) => this.feed(c));
     socket.once('close', () => this.end('the connection closed'));
     socket.on('error', (e) => this.end(e.message));
   }

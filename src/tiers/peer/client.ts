@@ -45,6 +45,13 @@ export interface ArchiveAsk {
   have?: Iterable<Digest>;
 }
 
+/** A swarm channel's connection (openSwarm), read through `read` (its bytes do not come as 'data' events). */
+export interface SwarmSocket {
+  sock: TLSSocket;
+  /** Hands every chunk read, from now on (and any read before), to `feed`; a chunk is valid only during the call. */
+  read(feed: (chunk: Buffer) => void): void;
+}
+
 export interface ArchiveStream {
   stream: Readable;
   blobs: number;
@@ -198,17 +205,34 @@ export class PeerConnection {
    * neither fetches nor holds the tree. Refusals (another layout, already
    * connected, bulk off) are TierErrors.
    */
-  async openSwarm(tree: Digest, layout: string): Promise<TLSSocket | undefined> {
+  async openSwarm(tree: Digest, layout: string): Promise<SwarmSocket | undefined> {
     const req = { tree: Buffer.from(tree, 'hex'), layout };
     const ticket = await this.unary<BulkTicket__Output>('openSwarm', PEER_METHODS.openSwarm, (m, o, cb) => this.client.OpenSwarm(req, m, o, cb));
     if (!ticket) return undefined;
     const host = this.peer.grpc.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-    const sock = connect({ ...tlsClientOptions(this.opts.tls), host, port: ticket.port });
+    // Read into one reused buffer (as BulkStream): a swarm moves hundreds of megabytes through here.
+    let feed: ((chunk: Buffer) => void) | undefined;
+    const early: Buffer[] = [];
+    const onread = {
+      buffer: Buffer.allocUnsafe(BULK_READ),
+      callback: (n: number, buf: Uint8Array) => {
+        const chunk = Buffer.from(buf.buffer, buf.byteOffset, n);
+        if (feed) feed(chunk);
+        else early.push(Buffer.from(chunk));
+      },
+    };
+    const sock = connect({ ...tlsClientOptions(this.opts.tls), host, port: ticket.port, onread } as ConnectionOptions);
     sock.setNoDelay(true);
     return new Promise((resolve, reject) => {
       sock.once('secureConnect', () => {
         sock.write(Buffer.concat([BULK_MAGIC, ticket.token]));
-        resolve(sock);
+        resolve({
+          sock,
+          read: (f) => {
+            feed = f;
+            for (const c of early.splice(0)) f(c);
+          },
+        });
       });
       sock.once('error', (e) => reject(this.fail(e, `swarm connect to port ${ticket.port}`)));
     });
