@@ -128,18 +128,22 @@ static inline __attribute__((always_inline)) bool path_equal(const unsigned char
 
 /*
  * Finds the entry slot whose path is `path` (hash h): probes from h's home
- * bucket to the first empty one, comparing the path of every entry whose
- * tag matches. Eight buckets per step where there is SSE2 (one compare of
- * their tags and one for empties), so the number of probes is not a branch
- * per bucket. 0 and *idx; -ENOENT at an empty bucket; -EIO when an index or
- * offset is out of bounds or no bucket is empty. Decides nothing the
- * caller may believe before gen is re-checked.
+ * bucket to the first empty one, comparing the path at the bucket's
+ * path_off for every bucket whose tag matches. Eight buckets per step
+ * where there is SSE2 (their slot words gathered into two registers, one
+ * compare of their tags and one for empties), so the number of probes is
+ * not a branch per bucket. The node is not read here: the path offset is
+ * the bucket's copy (vrift_vdir.h section 3), so the caller's load of the
+ * node does not wait for the path compare, nor the compare for the node.
+ * 0, *idx and *path_off (the caller checks the node's own path_off is
+ * the same); -ENOENT at an empty bucket; -EIO when an index or offset is
+ * out of bounds or no bucket is empty. Decides nothing the caller may
+ * believe before gen is re-checked.
  */
 static inline __attribute__((always_inline)) int probe(const struct vdir_map *m, const char *path, size_t len,
-                                                      uint64_t h, uint32_t *idx)
+                                                      uint64_t h, uint32_t *idx, uint32_t *path_off)
 {
     const unsigned char *buckets = m->base + m->bucket_off;
-    const unsigned char *entries = m->base + m->entry_off;
     const unsigned char *pool = m->base + m->pool_off;
     const uint32_t nb = m->nbuckets, tag = vrift_vdir_tag_of(h);
     uint32_t b = vrift_vdir_bucket_of(h, nb);
@@ -148,8 +152,14 @@ static inline __attribute__((always_inline)) int probe(const struct vdir_map *m,
 #ifdef __SSE2__
         if (VRIFT_LIKELY(nb - b >= 8)) {
             const __m128i hi = _mm_set1_epi32((int)0xFF000000u), t = _mm_set1_epi32((int)(tag << 24));
-            const __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)(buckets + (size_t)b * 4u));
-            const __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(buckets + (size_t)b * 4u + 16u));
+            const unsigned char *p = buckets + (size_t)b * VRIFT_VDIR_BUCKET_SIZE;
+            /* the slot words (even 32-bit lanes) of buckets b..b+3 and b+4..b+7 */
+            const __m128 y0 = _mm_castsi128_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+            const __m128 y1 = _mm_castsi128_ps(_mm_loadu_si128((const __m128i *)(const void *)(p + 16u)));
+            const __m128 y2 = _mm_castsi128_ps(_mm_loadu_si128((const __m128i *)(const void *)(p + 32u)));
+            const __m128 y3 = _mm_castsi128_ps(_mm_loadu_si128((const __m128i *)(const void *)(p + 48u)));
+            const __m128i x0 = _mm_castps_si128(_mm_shuffle_ps(y0, y1, _MM_SHUFFLE(2, 0, 2, 0)));
+            const __m128i x1 = _mm_castps_si128(_mm_shuffle_ps(y2, y3, _MM_SHUFFLE(2, 0, 2, 0)));
             const __m128i z = _mm_setzero_si128();
             match = (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(x0, hi), t))) |
                     (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(x1, hi), t))) << 4;
@@ -159,7 +169,7 @@ static inline __attribute__((always_inline)) int probe(const struct vdir_map *m,
         } else
 #endif
         {
-            uint32_t v = ld32(buckets + (size_t)b * 4u);
+            uint32_t v = ld32(buckets + (size_t)b * VRIFT_VDIR_BUCKET_SIZE);
             empty = v == 0;
             match = VRIFT_VDIR_BUCKET_TAG(v) == tag;
             width = 1;
@@ -169,16 +179,16 @@ static inline __attribute__((always_inline)) int probe(const struct vdir_map *m,
         while (match != 0) {
             const uint32_t k = (uint32_t)__builtin_ctz(match);
             match &= match - 1u;
-            const uint32_t v = ld32(buckets + (size_t)(b + k) * 4u);
-            const uint32_t i = VRIFT_VDIR_BUCKET_INDEX(v);
+            const unsigned char *bk = buckets + (size_t)(b + k) * VRIFT_VDIR_BUCKET_SIZE;
+            const uint32_t i = VRIFT_VDIR_BUCKET_INDEX(ld32(bk + offsetof(struct vrift_vdir_bucket, slot)));
             if (i >= m->entry_cap)
                 return -EIO;
-            const uint32_t off = ld32(entries + (size_t)i * VRIFT_VDIR_ENTRY_SIZE +
-                                      offsetof(struct vrift_vdir_node, path_off));
+            const uint32_t off = ld32(bk + offsetof(struct vrift_vdir_bucket, path_off));
             if (off >= m->pool_cap)
                 return -EIO;
             if (len < m->pool_cap - off && path_equal(pool + off, path, len)) {
                 *idx = i;
+                *path_off = off;
                 return 0;
             }
         }
@@ -200,8 +210,8 @@ static inline __attribute__((always_inline)) int probe(const struct vdir_map *m,
 static inline __attribute__((always_inline)) int stat_attempt(const struct vdir_map *m, const char *path, size_t len,
                                                               uint64_t h, struct vrift_vdir_stat *o)
 {
-    uint32_t i = 0;
-    int rc = probe(m, path, len, h, &i);
+    uint32_t i = 0, off = 0;
+    int rc = probe(m, path, len, h, &i, &off);
     if (rc != 0)
         return rc;
     const unsigned char *n = node_at(m, i);
@@ -211,7 +221,7 @@ static inline __attribute__((always_inline)) int stat_attempt(const struct vdir_
     const uint32_t mtime = ld32(n + offsetof(struct vrift_vdir_node, mtime_sec));
     const uint32_t mode_check = ld32(n + offsetof(struct vrift_vdir_node, mode)); /* mode, then check */
     const uint32_t mode = mode_check & 0xFFFFu;
-    if (!valid_type(mode))
+    if (!valid_type(mode) || path_off != off)
         return -EIO;
     if ((mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFLNK ||
         ((mode & VRIFT_VDIR_S_IFMT) == VRIFT_VDIR_S_IFDIR && (vrift_vdir_flags_of(size_flags) & VRIFT_VDIR_F_CLAIM)))

@@ -148,7 +148,7 @@ static int validate_geometry(const struct vrift_vdir_header *h, size_t size, str
         return -EINVAL;
     if (doff < VRIFT_VDIR_HEADER_SIZE || doff % 8 != 0 || doff > size || (uint64_t)ecap * VRIFT_VDIR_DATA_SIZE > size - doff)
         return -EINVAL;
-    if (boff < VRIFT_VDIR_HEADER_SIZE || boff % 4 != 0 || boff > size || (uint64_t)nb * 4u > size - boff)
+    if (boff < VRIFT_VDIR_HEADER_SIZE || boff % 8 != 0 || boff > size || (uint64_t)nb * VRIFT_VDIR_BUCKET_SIZE > size - boff)
         return -EINVAL;
     if (poff < VRIFT_VDIR_HEADER_SIZE || poff > size || pcap == 0 || pcap > size - poff)
         return -EINVAL;
@@ -296,12 +296,12 @@ static int copy_target(const struct vdir_map *m, const struct vrift_vdir_entry *
 static int find(const struct vdir_map *m, const char *path, size_t len, uint64_t h, struct vrift_vdir_entry *e,
                 uint32_t *idx, char *target, uint32_t *tlen)
 {
-    uint32_t i = 0;
-    int rc = probe(m, path, len, h, &i);
+    uint32_t i = 0, off = 0;
+    int rc = probe(m, path, len, h, &i, &off);
     if (rc != 0)
         return rc;
     copy_entry(m, i, e);
-    if (!valid_type(e->mode) || e->path_off >= m->pool_cap)
+    if (!valid_type(e->mode) || e->path_off != off)
         return -EIO;
     const unsigned char *pool = m->base + m->pool_off;
     const void *t = NULL;

@@ -47,7 +47,7 @@
  *     [0, 4096)                       struct vrift_vdir_header
  *     [entry_off,  + entry_cap*24)    struct vrift_vdir_node[entry_cap]
  *     [data_off,   + entry_cap*40)    union vrift_vdir_data[entry_cap]
- *     [bucket_off, + bucket_count*4)  uint32_t buckets[bucket_count]
+ *     [bucket_off, + bucket_count*8)  struct vrift_vdir_bucket buckets[bucket_count]
  *     [pool_off,   + pool_cap)        string pool (bytes)
  *     ... zero padding up to total_size
  *
@@ -106,14 +106,22 @@
  *     home = vrift_vdir_bucket_of(h, bucket_count)     (fastrange, any n)
  *     tag  = vrift_vdir_tag_of(h)                      (top 8 bits of h)
  *
- * A bucket is 0 (empty) or VRIFT_VDIR_BUCKET(tag, index): the entry
- * index + 1 in the low 24 bits and the tag in the high 8. A lookup probes
- * home, home+1, ... (wrapping at bucket_count) until an empty bucket; for
- * each bucket whose tag matches it compares the FULL path bytes of the
- * entry and its terminating NUL, so a hash collision can never return
- * another path. bucket_count > entry_cap always, so every probe sequence
- * ends; the writer keeps the load (entries / buckets) at or below 0.8.
- * Removal uses backward-shift deletion (no tombstones).
+ * A bucket (struct vrift_vdir_bucket, 8 bytes) is all zero (empty) or
+ * holds slot = VRIFT_VDIR_BUCKET(tag, index) -- the entry index + 1 in the
+ * low 24 bits and the tag in the high 8 -- and path_off, a copy of that
+ * entry's node.path_off. A lookup probes home, home+1, ... (wrapping at
+ * bucket_count) until an empty bucket; for each bucket whose tag matches
+ * it compares the FULL path bytes at the bucket's path_off and their
+ * terminating NUL, so a hash collision can never return another path, and
+ * then requires the node's own path_off to be the bucket's (else the
+ * object is corrupt). The copy is there so that a lookup's two cache
+ * misses after the bucket (the node, the path bytes) are independent
+ * loads the CPU overlaps, not one after the other (version 4; stat() of a
+ * tree bigger than the cache spends its time in those misses). The writer
+ * changes a bucket's path_off whenever the node's changes (compaction,
+ * resize). bucket_count > entry_cap always, so every probe sequence ends;
+ * the writer keeps the load (entries / buckets) at or below 0.8. Removal
+ * uses backward-shift deletion (no tombstones).
  *
  * ---------------------------------------------------------------------
  * 4. THE SEQLOCK (header.gen)
@@ -230,14 +238,17 @@ extern "C" {
 #define VRIFT_VDIR_MAGIC 0x5249445654465256ULL
 /** header.version: bumped on any incompatible layout change (2: nodes and
  *  data records in two arrays, section 2; 3: a file's data record carries
- *  its blob's inode change time, 40 bytes). */
-#define VRIFT_VDIR_VERSION 3u
+ *  its blob's inode change time, 40 bytes; 4: a bucket carries its entry's
+ *  path offset, 8 bytes, section 3). */
+#define VRIFT_VDIR_VERSION 4u
 /** Size of the header area; also the alignment of entry_off. */
 #define VRIFT_VDIR_HEADER_SIZE 4096u
 /** sizeof(struct vrift_vdir_node): the stride of entry_off's array. */
 #define VRIFT_VDIR_ENTRY_SIZE 24u
 /** sizeof(union vrift_vdir_data): the stride of data_off's array. */
 #define VRIFT_VDIR_DATA_SIZE 40u
+/** sizeof(struct vrift_vdir_bucket): the stride of bucket_off's array. */
+#define VRIFT_VDIR_BUCKET_SIZE 8u
 /** Objects are sized in multiples of this many bytes. */
 #define VRIFT_VDIR_PAGE 4096u
 
@@ -316,7 +327,7 @@ struct vrift_vdir_header {
     uint64_t entry_off;    /**< offset of nodes[]; 4096 */
     uint32_t entry_cap;    /**< slots in nodes[] and data[], <= VRIFT_VDIR_MAX_ENTRIES */
     uint32_t entry_count;  /**< live entries (mutable) */
-    uint64_t bucket_off;   /**< offset of buckets[], 4-aligned */
+    uint64_t bucket_off;   /**< offset of buckets[], 8-aligned */
     uint32_t bucket_count; /**< > entry_cap; any value (not a power of two) */
     uint32_t entry_hwm;    /**< slots [entry_hwm, entry_cap) were never used (mutable) */
     uint64_t pool_off;     /**< offset of the string pool */
@@ -384,6 +395,12 @@ union vrift_vdir_data {
     } lnk;
 };
 
+/** One slot of the path index (section 3): 8 bytes, all zero when empty. */
+struct vrift_vdir_bucket {
+    uint32_t slot;     /**< VRIFT_VDIR_BUCKET(tag, index) */
+    uint32_t path_off; /**< node[index].path_off, so the node and the path load in parallel */
+};
+
 /** Entry slot i whole: node i and data record i, as the reader API returns
  *  it and the writer handles it (a value, not a layout; section 2). */
 struct vrift_vdir_entry {
@@ -405,6 +422,7 @@ struct vrift_vdir_entry {
 static_assert(sizeof(struct vrift_vdir_header) == VRIFT_VDIR_HEADER_SIZE, "header is one page");
 static_assert(sizeof(struct vrift_vdir_node) == VRIFT_VDIR_ENTRY_SIZE, "node is 24 bytes");
 static_assert(sizeof(union vrift_vdir_data) == VRIFT_VDIR_DATA_SIZE, "data record is 40 bytes");
+static_assert(sizeof(struct vrift_vdir_bucket) == VRIFT_VDIR_BUCKET_SIZE, "bucket is 8 bytes");
 static_assert(offsetof(struct vrift_vdir_node, check) == offsetof(struct vrift_vdir_node, mode) + 2, "mode, check");
 static_assert(offsetof(struct vrift_vdir_header, gen) == 16, "gen offset");
 static_assert(offsetof(struct vrift_vdir_header, cas_root) == 256, "cas_root offset");
@@ -414,6 +432,7 @@ static_assert(sizeof(std::atomic<uint64_t>) == 8 && std::atomic<uint64_t>::is_al
 _Static_assert(sizeof(struct vrift_vdir_header) == VRIFT_VDIR_HEADER_SIZE, "header is one page");
 _Static_assert(sizeof(struct vrift_vdir_node) == VRIFT_VDIR_ENTRY_SIZE, "node is 24 bytes");
 _Static_assert(sizeof(union vrift_vdir_data) == VRIFT_VDIR_DATA_SIZE, "data record is 40 bytes");
+_Static_assert(sizeof(struct vrift_vdir_bucket) == VRIFT_VDIR_BUCKET_SIZE, "bucket is 8 bytes");
 _Static_assert(offsetof(struct vrift_vdir_node, check) == offsetof(struct vrift_vdir_node, mode) + 2, "mode, check");
 _Static_assert(offsetof(struct vrift_vdir_header, gen) == 16, "gen offset");
 _Static_assert(offsetof(struct vrift_vdir_header, cas_root) == 256, "cas_root offset");
@@ -551,10 +570,10 @@ static inline uint32_t vrift_vdir_bucket_of(uint64_t h, uint32_t n)
 /** The 8-bit tag stored in a bucket: the top byte of the hash. */
 static inline uint32_t vrift_vdir_tag_of(uint64_t h) { return (uint32_t)(h >> 56); }
 
-/** A bucket value for entry `index` with `tag`; 0 is the empty bucket. */
+/** bucket.slot for entry `index` with `tag`; 0 is the empty bucket. */
 #define VRIFT_VDIR_BUCKET(tag, index) ((((uint32_t)(tag)) << 24) | ((uint32_t)(index) + 1u))
 #define VRIFT_VDIR_BUCKET_TAG(b) ((uint32_t)(b) >> 24)
-/** Entry index of a non-empty bucket (may be out of range in garbage). */
+/** Entry index of a non-empty bucket.slot (may be out of range in garbage). */
 #define VRIFT_VDIR_BUCKET_INDEX(b) (((uint32_t)(b) & 0xFFFFFFu) - 1u)
 
 /**

@@ -104,7 +104,7 @@ Geometry Layout(uint32_t entry_cap, uint64_t pool_min) {
   g.entry_off = VRIFT_VDIR_HEADER_SIZE;
   g.data_off = g.entry_off + uint64_t{entry_cap} * VRIFT_VDIR_ENTRY_SIZE;
   g.bucket_off = g.data_off + uint64_t{entry_cap} * VRIFT_VDIR_DATA_SIZE;
-  g.pool_off = g.bucket_off + uint64_t{g.buckets} * 4;
+  g.pool_off = g.bucket_off + uint64_t{g.buckets} * VRIFT_VDIR_BUCKET_SIZE;
   g.total = (g.pool_off + pool_min + VRIFT_VDIR_PAGE - 1) / VRIFT_VDIR_PAGE * VRIFT_VDIR_PAGE;
   g.pool_cap = g.total - g.pool_off;
   if (g.pool_cap > UINT32_MAX) Fail(ENOSPC, "a VDir's string pool holds at most 4 GiB");
@@ -303,7 +303,7 @@ VdirWriter::Map VdirWriter::Build(uint32_t entry_cap, uint64_t pool_min, std::st
   m.hdr = reinterpret_cast<vrift_vdir_header*>(m.base);
   m.node = reinterpret_cast<vrift_vdir_node*>(m.base + g.entry_off);
   m.data = reinterpret_cast<vrift_vdir_data*>(m.base + g.data_off);
-  m.buckets = reinterpret_cast<uint32_t*>(m.base + g.bucket_off);
+  m.buckets = reinterpret_cast<vrift_vdir_bucket*>(m.base + g.bucket_off);
   m.pool = reinterpret_cast<char*>(m.base + g.pool_off);
   vrift_vdir_header* h = m.hdr;  // fresh tmpfs pages are zero
   h->magic = VRIFT_VDIR_MAGIC;
@@ -364,7 +364,7 @@ void VdirWriter::SetNext(uint32_t i, uint32_t link) {
 int64_t VdirWriter::Find(std::string_view path, uint64_t h) const {
   const uint32_t nb = map_.hdr->bucket_count, tag = vrift_vdir_tag_of(h);
   for (uint32_t b = vrift_vdir_bucket_of(h, nb);; b = b + 1 == nb ? 0 : b + 1) {
-    uint32_t v = map_.buckets[b];
+    uint32_t v = map_.buckets[b].slot;
     if (v == 0) return -1;
     if (VRIFT_VDIR_BUCKET_TAG(v) == tag) {
       uint32_t i = VRIFT_VDIR_BUCKET_INDEX(v);
@@ -401,29 +401,29 @@ uint32_t VdirWriter::AppendString(std::string_view s) {
 void VdirWriter::InsertBucket(uint32_t i) {
   const uint32_t nb = map_.hdr->bucket_count;
   uint32_t b = vrift_vdir_bucket_of(hash_[i], nb);
-  while (map_.buckets[b] != 0) b = b + 1 == nb ? 0 : b + 1;
-  map_.buckets[b] = VRIFT_VDIR_BUCKET(vrift_vdir_tag_of(hash_[i]), i);
+  while (map_.buckets[b].slot != 0) b = b + 1 == nb ? 0 : b + 1;
+  map_.buckets[b] = vrift_vdir_bucket{VRIFT_VDIR_BUCKET(vrift_vdir_tag_of(hash_[i]), i), map_.node[i].path_off};
 }
 
 // Backward-shift deletion: pull later members of the probe run into the
 // hole when their home allows it, so no tombstones are ever needed.
 void VdirWriter::EraseBucket(uint32_t i) {
   const uint32_t nb = map_.hdr->bucket_count;
-  uint32_t* bk = map_.buckets;
+  vrift_vdir_bucket* bk = map_.buckets;
   uint32_t hole = vrift_vdir_bucket_of(hash_[i], nb);
-  while (bk[hole] == 0 || VRIFT_VDIR_BUCKET_INDEX(bk[hole]) != i) hole = hole + 1 == nb ? 0 : hole + 1;
+  while (bk[hole].slot == 0 || VRIFT_VDIR_BUCKET_INDEX(bk[hole].slot) != i) hole = hole + 1 == nb ? 0 : hole + 1;
   for (uint32_t j = hole;;) {
     j = j + 1 == nb ? 0 : j + 1;
-    uint32_t v = bk[j];
-    if (v == 0) break;
-    uint32_t home = vrift_vdir_bucket_of(hash_[VRIFT_VDIR_BUCKET_INDEX(v)], nb);
+    const vrift_vdir_bucket v = bk[j];
+    if (v.slot == 0) break;
+    uint32_t home = vrift_vdir_bucket_of(hash_[VRIFT_VDIR_BUCKET_INDEX(v.slot)], nb);
     bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
     if (!stays) {
       bk[hole] = v;
       hole = j;
     }
   }
-  bk[hole] = 0;
+  bk[hole] = vrift_vdir_bucket{0, 0};
 }
 
 void VdirWriter::Remove(uint32_t i) {
@@ -664,6 +664,9 @@ void VdirWriter::Compact() {
   map_.hdr->pool_garbage = 0;
   for (uint32_t i = 0; i < hwm; i++)
     if (map_.node[i].mode != 0) Recheck(i);
+  // every bucket's copy of its node's path offset (section 3)
+  for (uint32_t b = 0, nb = map_.hdr->bucket_count; b < nb; b++)
+    if (map_.buckets[b].slot != 0) map_.buckets[b].path_off = map_.node[VRIFT_VDIR_BUCKET_INDEX(map_.buckets[b].slot)].path_off;
   compactions_++;
 }
 
@@ -767,14 +770,14 @@ VdirProbeStats VdirWriter::ProbeStats() const {
   VdirProbeStats s{0, 0, 0};
   const uint32_t nb = map_.hdr->bucket_count;
   for (uint32_t b = 0; b < nb; b++) {
-    uint32_t v = map_.buckets[b];
+    uint32_t v = map_.buckets[b].slot;
     if (v == 0) continue;
     uint32_t home = vrift_vdir_bucket_of(hash_[VRIFT_VDIR_BUCKET_INDEX(v)], nb);
     uint32_t dist = b >= home ? b - home : b + nb - home;
     s.max_probe = std::max(s.max_probe, dist);
     if (dist != 0) s.displaced++;
     for (uint32_t k = home; k != b; k = k + 1 == nb ? 0 : k + 1) {
-      if (VRIFT_VDIR_BUCKET_TAG(map_.buckets[k]) == VRIFT_VDIR_BUCKET_TAG(v)) {
+      if (VRIFT_VDIR_BUCKET_TAG(map_.buckets[k].slot) == VRIFT_VDIR_BUCKET_TAG(v)) {
         s.tag_collisions++;
         break;
       }

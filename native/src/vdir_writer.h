@@ -109,7 +109,7 @@ class VdirWriter {
     vrift_vdir_header* hdr = nullptr;
     vrift_vdir_node* node = nullptr;  // the entries' nodes and data records (vrift_vdir.h section 2)
     vrift_vdir_data* data = nullptr;
-    uint32_t* buckets = nullptr;
+    vrift_vdir_bucket* buckets = nullptr;
     char* pool = nullptr;
   };
   struct Plan;

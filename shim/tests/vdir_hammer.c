@@ -596,7 +596,7 @@ static int cmd_fuzz(const char *vdir, int argc, char **argv)
     const struct vrift_vdir_header *ph = (const void *)pristine;
     const size_t eoff = ph->entry_off, doff = ph->data_off, boff = ph->bucket_off, poff = ph->pool_off;
     const size_t esz = (size_t)ph->entry_cap * VRIFT_VDIR_ENTRY_SIZE, dsz = (size_t)ph->entry_cap * VRIFT_VDIR_DATA_SIZE,
-                 bsz = (size_t)ph->bucket_count * 4, psz = ph->pool_cap;
+                 bsz = (size_t)ph->bucket_count * VRIFT_VDIR_BUCKET_SIZE, psz = ph->pool_cap;
     struct tally t;
     memset(&t, 0, sizeof t);
     for (uint32_t it = 0; it < iterations; it++) {
