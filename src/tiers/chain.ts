@@ -25,10 +25,8 @@ import { GuardedTier, isLocalError } from './guarded.js';
 import { fetchHint, publishHint, type HintFetch } from './hints.js';
 import type { LocalTier } from './local.js';
 import { pushToTier, type PushInput, type TierPushResult } from './push-to-tier.js';
-import { refTargetOf, TierError, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
+import { MAX_TREE_BYTES, refTargetOf, TierError, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
 
-/** Tree blobs are held in memory to be validated; this bounds what a tier may send. */
-const MAX_TREE_BYTES = 1 << 30;
 
 export interface ChainContext {
   store: Store;
@@ -175,26 +173,36 @@ export class Chain implements Tier {
     }
   }
 
-  /** The entries of `tree`, fetched (verified, validated) from the first remote tier that has its blob; undefined when none has. */
+  /**
+   * The entries of `tree`, fetched (verified, validated) from the first
+   * remote tier that has its blob; undefined when none has. A tier with a
+   * smaller form of the listing (`getTreeBlob`: S3's `trees/<tree>.zst`)
+   * is read in that form first; the plain blob from the same tier is the
+   * fallback when it has none, or when what it decompresses to is rejected.
+   */
   async fetchTreeBlob(tree: Digest, onFrom?: (tier: string) => void): Promise<TreeEntry[] | undefined> {
     for (const tier of this.remotes) {
-      let buf: Buffer | undefined;
-      try {
-        const body = await tier.get(tree);
-        if (body) buf = await readBounded(tier.name, tree, body);
-      } catch (e) {
-        if (isLocalError(e)) throw e;
-        tier.fail(e, 'get tree');
-        continue;
-      }
-      if (!buf) continue;
-      try {
-        const entries = this.ctx.store.admitTree(tree, buf, tier.name); // decodes and validates, then hashes, before storing anything
-        onFrom?.(tier.name);
-        return entries;
-      } catch (e) {
-        if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH') && !hasCode(e, 'ERR_VRIFT_TREE_MALFORMED')) throw e;
-        tier.fail(new TierError(tier.name, 'corrupt', `tree ${tree} was rejected: ${(e as Error).message}`), 'get tree');
+      const forms: [string, () => Promise<BlobBody | undefined>][] = [['get tree', () => tier.get(tree)]];
+      if (tier.getTreeBlob) forms.unshift(['get compressed tree', () => tier.getTreeBlob!(tree)]);
+      for (const [what, read] of forms) {
+        let buf: Buffer | undefined;
+        try {
+          const body = await read();
+          if (body) buf = await readBounded(tier.name, tree, body);
+        } catch (e) {
+          if (isLocalError(e)) throw e;
+          tier.fail(isVriftError(e) && e.code.startsWith('ERR_VRIFT_ZSTD') ? new TierError(tier.name, 'corrupt', `tree ${tree}: ${e.message}`) : e, what);
+          continue;
+        }
+        if (!buf) continue;
+        try {
+          const entries = this.ctx.store.admitTree(tree, buf, tier.name); // decodes and validates, then hashes, before storing anything
+          onFrom?.(tier.name);
+          return entries;
+        } catch (e) {
+          if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH') && !hasCode(e, 'ERR_VRIFT_TREE_MALFORMED')) throw e;
+          tier.fail(new TierError(tier.name, 'corrupt', `tree ${tree} was rejected: ${(e as Error).message}`), what);
+        }
       }
     }
     return undefined;

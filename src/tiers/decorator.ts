@@ -16,6 +16,7 @@ export abstract class TierDecorator implements Tier {
   readonly pushTree?: (push: TreePush) => Promise<PushResult>;
   readonly getInTree?: (tree: Digest, digest: Digest) => Promise<BlobBody | undefined>;
   readonly getOutboard?: (digest: Digest) => Promise<Buffer | undefined>;
+  readonly getTreeBlob?: (tree: Digest) => Promise<BlobBody | undefined>;
 
   constructor(readonly inner: Tier) {
     this.name = inner.name;
@@ -28,6 +29,7 @@ export abstract class TierDecorator implements Tier {
     if (inner.pushTree) this.pushTree = (push) => this.pushTreeOf(push);
     if (inner.getInTree) this.getInTree = (tree, digest) => this.getInTreeOf(tree, digest);
     if (inner.getOutboard) this.getOutboard = (digest) => this.getOutboardOf(digest);
+    if (inner.getTreeBlob) this.getTreeBlob = (tree) => this.getTreeBlobOf(tree);
   }
 
   warm(): Promise<void> {
@@ -47,6 +49,11 @@ export abstract class TierDecorator implements Tier {
   /** The wrapped tier's getInTree, for a decorator to override (called only when the tier has one). */
   protected getInTreeOf(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
     return this.inner.getInTree!(tree, digest);
+  }
+
+  /** The wrapped tier's getTreeBlob, for a decorator to override (called only when the tier has one). */
+  protected getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {
+    return this.inner.getTreeBlob!(tree);
   }
 
   /** The wrapped tier's getOutboard, for a decorator to override (called only when the tier has one). */

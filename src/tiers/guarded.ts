@@ -6,7 +6,7 @@
 // few times, and a failure is counted, kept (`lastFailure`, for the
 // command's final message) and logged, once per breaker opening.
 //
-// A read (get, getRef, getInTree, getOutboard) may also have a
+// A read (get, getRef, getInTree, getTreeBlob, getOutboard) may also have a
 // deadline for its first answer (`hedgeAfterMs`, set by index.ts on every
 // tier but the last): a tier that has not answered by then is given up on
 // for this call — a failure like any other, so a tier that keeps missing
@@ -82,6 +82,10 @@ export class GuardedTier extends TierDecorator {
 
   protected override getInTreeOf(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
     return this.guard('getInTree', () => super.getInTreeOf(tree, digest), true);
+  }
+
+  protected override getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {
+    return this.guard('getTreeBlob', () => super.getTreeBlobOf(tree), true);
   }
 
   protected override getOutboardOf(digest: Digest): Promise<Buffer | undefined> {

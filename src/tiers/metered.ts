@@ -1,5 +1,6 @@
 // A tier whose traffic is counted (a decorator, as bazel-remote's and
-// Buildbarn's metrics wrappers): hits and misses of `get` and `getInTree`, blobs and bytes
+// Buildbarn's metrics wrappers): hits and misses of `get` and `getInTree` (and
+// the hits of `getTreeBlob`), blobs and bytes
 // received (a blob's body as it is read; an archive's blobs as they are
 // admitted) and sent. Names are the Prometheus ones of TIER_COUNTERS,
 // labelled with the tier. Failures are counted by the guard (guarded.ts).
@@ -55,6 +56,12 @@ export class MeteredTier extends TierDecorator {
 
   protected override async getInTreeOf(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
     return this.countBody(await super.getInTreeOf(tree, digest));
+  }
+
+  /** A hit counts like `get`'s; a miss does not (the tier is then asked with `get`, which counts it). */
+  protected override async getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {
+    const body = await super.getTreeBlobOf(tree);
+    return body && this.countBody(body);
   }
 
   /** A hit or a miss, and the body's bytes as they are read. */

@@ -18,6 +18,9 @@ import type { Metrics } from '../lib/metrics.js';
 import type { PeerDirectory } from './peer/directory.js';
 import type { RefCodec } from './ref-trust.js';
 
+/** Tree blobs are held in memory to be validated; this bounds what a tier may send (or a compressed listing inflate to). */
+export const MAX_TREE_BYTES = 1 << 30;
+
 /** A blob's bytes as a tier serves them: a stream, unverified. */
 export interface BlobBody {
   stream: Readable;
@@ -158,6 +161,13 @@ export interface Tier {
    * Unverified, like `get`; undefined when the tier cannot serve it this way.
    */
   getInTree?(tree: Digest, digest: Digest): Promise<BlobBody | undefined>;
+  /**
+   * Optional: the blob of tree `tree` (its listing) from a smaller form the
+   * tier keeps of it (S3: `trees/<tree>.zst`, decompressed on the way),
+   * so a lazy mount moves less than the blob itself. Unverified like
+   * `get`; undefined when the tier has no such form (then `get` reads it).
+   */
+  getTreeBlob?(tree: Digest): Promise<BlobBody | undefined>;
   /**
    * Optional: a large blob's Bao outboard (docs/bao.md: the chaining
    * values of its hash tree over 16 KiB groups), so a reader can verify
