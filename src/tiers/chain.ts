@@ -107,6 +107,39 @@ export class Chain implements Tier {
   }
 
   /**
+   * Fetches many blobs of `tree` (digest → the size the tree gives) at
+   * once from the tiers that read them out of their bulk form together
+   * (`getManyInTree`: S3, few ranged GETs of the packs), each verified
+   * into the local CAS as it arrives; `onAdmitted` hears of each one asked
+   * for as it is stored. Blobs read beside them are dropped (the batch is a
+   * known start-up set; each blob kept costs a file). What no tier brought is left
+   * for the caller (one by one); a tier's failure is counted, not thrown.
+   */
+  async fetchManyInTree(tree: Digest, want: ReadonlyMap<Digest, number>, onAdmitted: (digest: Digest, from: string) => void): Promise<void> {
+    const left = new Map(want);
+    for (const tier of this.remotes) {
+      if (!tier.getManyInTree || left.size === 0) continue;
+      try {
+        await tier.getManyInTree(tree, [...left.keys()], async (digest, bytes) => {
+          // Only what was asked for: a batch is a known start-up set, and each blob stored costs a file and an index write.
+          if (!left.has(digest)) return;
+          try {
+            this.ctx.store.admission.buffer(bytes, tier.name, digest); // hashed: stored only under the name it hashes to
+          } catch (e) {
+            if (isLocalError(e) || !hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) throw e;
+            tier.fail(new TierError(tier.name, 'corrupt', `blob ${digest} read in a batch of tree ${tree} failed verification and was dropped`), 'getManyInTree');
+            return;
+          }
+          if (left.delete(digest)) onAdmitted(digest, tier.name);
+        });
+      } catch (e) {
+        if (isLocalError(e)) throw e;
+        // (counted by the guard; what is left comes one by one)
+      }
+    }
+  }
+
+  /**
    * Fetches one blob from one remote tier into the local CAS, verified.
    * Returns its size, or undefined on a miss, a skip or a failure of the
    * tier (counted and remembered by its guard; the caller moves on). A
@@ -327,6 +360,11 @@ export class Chain implements Tier {
   /** Stores a hint blob, then a ref naming it, in every writable remote tier (hints.ts); one result per tier tried. */
   publishHint(name: string, digest: Digest, bytes: Buffer): Promise<{ tier: string; error?: string }[]> {
     return publishHint(this.remotes, name, digest, bytes);
+  }
+
+  /** Remote tiers that read blobs of a tree by range get ready to (their prepareTree, at once); failures are only counted. */
+  async prepareTree(tree: Digest): Promise<void> {
+    await Promise.all(this.remotes.map((tier) => tier.prepareTree?.(tree).catch(() => undefined)));
   }
 
   /** The hint blob ref `name` names in the first remote tier that has the ref, bounded and verified (hints.ts). */

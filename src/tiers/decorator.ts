@@ -17,6 +17,8 @@ export abstract class TierDecorator implements Tier {
   readonly getInTree?: (tree: Digest, digest: Digest) => Promise<BlobBody | undefined>;
   readonly getOutboard?: (digest: Digest) => Promise<Buffer | undefined>;
   readonly getTreeBlob?: (tree: Digest) => Promise<BlobBody | undefined>;
+  readonly prepareTree?: (tree: Digest) => Promise<void>;
+  readonly getManyInTree?: (tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>) => Promise<void>;
 
   constructor(readonly inner: Tier) {
     this.name = inner.name;
@@ -30,6 +32,8 @@ export abstract class TierDecorator implements Tier {
     if (inner.getInTree) this.getInTree = (tree, digest) => this.getInTreeOf(tree, digest);
     if (inner.getOutboard) this.getOutboard = (digest) => this.getOutboardOf(digest);
     if (inner.getTreeBlob) this.getTreeBlob = (tree) => this.getTreeBlobOf(tree);
+    if (inner.prepareTree) this.prepareTree = (tree) => this.prepareTreeOf(tree);
+    if (inner.getManyInTree) this.getManyInTree = (tree, digests, onBlob) => this.getManyInTreeOf(tree, digests, onBlob);
   }
 
   warm(): Promise<void> {
@@ -49,6 +53,16 @@ export abstract class TierDecorator implements Tier {
   /** The wrapped tier's getInTree, for a decorator to override (called only when the tier has one). */
   protected getInTreeOf(tree: Digest, digest: Digest): Promise<BlobBody | undefined> {
     return this.inner.getInTree!(tree, digest);
+  }
+
+  /** The wrapped tier's getManyInTree, for a decorator to override (called only when the tier has one). */
+  protected getManyInTreeOf(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.inner.getManyInTree!(tree, digests, onBlob);
+  }
+
+  /** The wrapped tier's prepareTree, for a decorator to override (called only when the tier has one). */
+  protected prepareTreeOf(tree: Digest): Promise<void> {
+    return this.inner.prepareTree!(tree);
   }
 
   /** The wrapped tier's getTreeBlob, for a decorator to override (called only when the tier has one). */

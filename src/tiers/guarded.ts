@@ -84,6 +84,15 @@ export class GuardedTier extends TierDecorator {
     return this.guard('getInTree', () => super.getInTreeOf(tree, digest), true);
   }
 
+  // No deadline for a first answer: a batch answers when its last range is in (what it brought stays either way).
+  protected override getManyInTreeOf(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.guard('getManyInTree', () => super.getManyInTreeOf(tree, digests, onBlob));
+  }
+
+  protected override prepareTreeOf(tree: Digest): Promise<void> {
+    return this.guard('prepareTree', () => super.prepareTreeOf(tree));
+  }
+
   protected override getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {
     return this.guard('getTreeBlob', () => super.getTreeBlobOf(tree), true);
   }

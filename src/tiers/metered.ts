@@ -58,6 +58,16 @@ export class MeteredTier extends TierDecorator {
     return this.countBody(await super.getInTreeOf(tree, digest));
   }
 
+  /** Each blob a batch read counts as a hit, its bytes as received. */
+  protected override getManyInTreeOf(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return super.getManyInTreeOf(tree, digests, (digest, bytes) => {
+      this.metrics.inc(M.hits, this.labels);
+      this.metrics.inc(M.blobsIn, this.labels);
+      this.metrics.inc(M.bytesIn, this.labels, bytes.length);
+      return onBlob(digest, bytes);
+    });
+  }
+
   /** A hit counts like `get`'s; a miss does not (the tier is then asked with `get`, which counts it). */
   protected override async getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {
     const body = await super.getTreeBlobOf(tree);

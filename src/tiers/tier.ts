@@ -169,6 +169,22 @@ export interface Tier {
    */
   getTreeBlob?(tree: Digest): Promise<BlobBody | undefined>;
   /**
+   * Optional: many blobs of `tree` out of the tier's bulk form at once (S3:
+   * the packs' frames that hold them, merged into few ranged GETs), for a
+   * prefetch of the blobs a mount will open first. `onBlob` is called for
+   * each blob read (those asked for, and others the reads held), awaited;
+   * unverified like `get`. Blobs the tier cannot serve this way are left
+   * out; a failure is thrown once the rest are done.
+   */
+  getManyInTree?(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void>;
+  /**
+   * Optional: gets ready to read blobs of `tree` out of its bulk form (S3:
+   * loads the tree's manifest and its packs' indexes), so the first
+   * `getInTree` of a lazy mount does not wait for them. Never needed for
+   * correctness; a failure shows again on the read that meets it.
+   */
+  prepareTree?(tree: Digest): Promise<void>;
+  /**
    * Optional: a large blob's Bao outboard (docs/bao.md: the chaining
    * values of its hash tree over 16 KiB groups), so a reader can verify
    * its bytes in order as they arrive instead of only at the end (a lazy

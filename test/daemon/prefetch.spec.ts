@@ -130,6 +130,35 @@ describe('traces and prefetch', () => {
     stopDaemon(c);
   });
 
+  it('a cold node with a trace fetches its start-up set in one batch, begun with the listing: the job finds its files local', async () => {
+    const t = saveTree('ci/prefetch-batch', 60);
+    const order = Object.keys(t.digest).filter((_, i) => i % 5 === 2); // 12 files, spread over the pack
+    const cat = (mnt: string) => ['sh', '-c', order.map((f) => `cat '${mnt}/${f}'`).join(' && ')];
+    const b = tempDir();
+    startDaemon(b, env);
+    const mntB = newMountPoint();
+    expect(vrift(['run', '--mount', `${mntB}=ci/prefetch-batch`, '--', ...cat(mntB)], { home: b, env }).code).toBe(0);
+    vrift(['unmount', mntB], { home: b, env });
+    await until(() => daemonLog(b).includes(`trace: tree ${t.tree}: 12 blobs pushed to s3`), "B's trace push");
+    stopDaemon(b);
+
+    // Node C, empty, default pace: the same job, in one `vrift run` (MOUNT, then the program at once).
+    const c = tempDir();
+    startDaemon(c, env);
+    const mntC = newMountPoint();
+    const job = vrift(['run', '--mount', `${mntC}=ci/prefetch-batch`, '--', ...cat(mntC)], { home: c, env });
+    expect(job.code, job.stderr).toBe(0);
+    expect(job.stdout).toBe(order.map((f) => readFileSync(join(t.dir, f), 'utf8')).join(''));
+    await until(() => mountOf(c, mntC).prefetch.state === 'done', 'the prefetch to end');
+    const m = mountOf(c, mntC);
+    // Every blob came with the batch (an open that asked meanwhile waited for it), none on its own.
+    expect(m).toMatchObject({ prefetched: { blobs: 12, bytes: 12 * 2048 }, fetchedOnOpen: { blobs: 0, bytes: 0 }, prefetch: { trace: 12, traceFrom: 's3', failed: 0 }, bulk: null });
+    expect(daemonLog(c)).toContain(`prefetch: ${mntC}: start-up batch (begun with the listing): 12 of the first 12 blobs (${12 * 2048} bytes)`);
+    // Only those: the other blobs of the frames read were not kept (and neighbors are off in this suite).
+    expect(Object.values(t.digest).filter((d) => inCas(c, d)).sort()).toEqual(order.map((f) => t.digest[f]!).sort());
+    stopDaemon(c);
+  });
+
   it('a trace from a tier that is not a trace of the tree, or names other blobs, or is huge, is ignored with one log line', async () => {
     const t = saveTree('ci/prefetch-lies', 12);
     const home = tempDir();

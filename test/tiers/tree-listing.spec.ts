@@ -52,7 +52,7 @@ function save(prefix: string, dir = src, extra: Record<string, string> = {}): Di
   return vriftJson(['save', 'ci/listing', dir], { home: tempDir(), env: { ...tierEnv({ s3, prefix }), ...extra } }).tree as Digest;
 }
 
-/** An empty node reading `prefix`: mounts need only the listing (`treeToMount`); what it moved and logged. */
+/** An empty node reading `prefix` fetches the listing alone (the chain's fetchTreeBlob, what a lazy mount does first); what it moved and logged. */
 async function listingOf(prefix: string, tree: Digest) {
   const home = tempDir();
   const metrics = new Metrics();
@@ -60,9 +60,10 @@ async function listingOf(prefix: string, tree: Digest) {
   const logs: string[] = [];
   const resolver = openResolver({ store, config: loadNodeConfig({ home, env: tierEnv({ s3, prefix, bucket: BUCKET }) }), metrics, log: (_l, m) => logs.push(m) });
   try {
-    const got = await resolver.treeToMount(tree);
+    let from: string | undefined;
+    await resolver.chain.fetchTreeBlob(tree, (t) => (from = t));
     return {
-      ...got,
+      from,
       wire: metrics.get(M.wireIn, { tier: 's3' }),
       mismatches: metrics.get(M.mismatches, { tier: 's3' }),
       entries: store.getTree(tree).entries.length,

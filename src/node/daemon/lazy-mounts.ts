@@ -12,7 +12,7 @@ import type { MountManager, MountRecord } from '../mount/mounts.js';
 import type { Resolver } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
 import { BulkSwitch, type Amount } from './bulk-switch.js';
-import { Prefetcher, type PrefetchJob } from './prefetcher.js';
+import { Prefetcher, type FetchOutcome, type PrefetchItem, type PrefetchJob } from './prefetcher.js';
 import { TraceBook } from './trace-book.js';
 import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
 
@@ -20,6 +20,16 @@ import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
 const COUNT_BATCH = 4096;
 /** A scan's gap is looked up blob by blob (a stat each) only up to this far. */
 const MAX_GAP_LOOKUPS = 512;
+/**
+ * The head of a trace is fetched in one batch (few ranged GETs of the
+ * packs, resolver.fetchBatch) of at most this many bytes, and at most a
+ * quarter second of the host's prefetch rate; the rest blob by blob.
+ */
+const STARTUP_BATCH_BYTES = 8 << 20;
+/** Blobs this large go one by one (a large file may stream; a batch holds its blobs in memory). */
+const BATCH_BLOB_MAX = 1 << 20;
+/** A batch begun before a mount (early) is dropped if no mount of its tree takes it within this long. */
+const EARLY_BATCH_KEPT_MS = 60_000;
 
 export const LAZY_COUNTERS = {
   prefetchedBlobs: 'vrift_mount_prefetched_blobs_total',
@@ -54,6 +64,13 @@ export interface LazyMountStatus {
   bulk: BulkStatus | null;
 }
 
+/** A tree's trace read, and its start-up batch begun, before its mount was published (LazyMounts.early). */
+interface EarlyBatch {
+  /** The trace (undefined: none, or none worth using; the log said why). */
+  trace?: { blobs: Digest[]; from: string };
+  batch?: { head: PrefetchItem[]; bytes: number; outcomes: Map<Digest, FetchOutcome>; ms: number };
+}
+
 interface LazyMount {
   rec: MountRecord;
   blobs: TreeBlobs;
@@ -80,6 +97,8 @@ export class LazyMounts {
   private readonly byPath = new Map<string, LazyMount>();
   private readonly prefetcher: Prefetcher;
   private readonly traces: TraceBook;
+  /** Start-up batches begun before their mount is published, by tree: the mount's prefetch takes its own. */
+  private readonly earlyBatches = new Map<Digest, Promise<EarlyBatch | undefined>>();
   private stopped = false;
 
   constructor(private readonly opts: LazyMountsOptions) {
@@ -96,6 +115,11 @@ export class LazyMounts {
     this.traces = new TraceBook({ store: opts.store, resolver: opts.resolver, log: opts.log, isBlobOf: (tree) => this.isBlobOf(tree) });
   }
 
+  /** Whether mounts prefetch (mount.prefetch): a cold mount then reads its tree's trace along with its listing. */
+  get prefetching(): boolean {
+    return this.opts.config.prefetch;
+  }
+
   /** Daemon start: takes on every mount restored from LMDB (a restart resumes their prefetch). */
   start(): void {
     for (const rec of this.opts.mounts.records()) if (this.opts.mounts.recordOf(rec.path)) this.attach(rec);
@@ -108,12 +132,50 @@ export class LazyMounts {
     await this.traces.stop();
   }
 
+  /**
+   * A tree this node just fetched the listing of is about to be mounted
+   * (MOUNT on a cold node): the start-up batch of its trace begins now, so
+   * its requests are out while the mount's VDir is built (synchronous
+   * work: nothing else runs meanwhile). Resolves once they are sent, or
+   * there is nothing to send; the mount's prefetch (attach) takes what the
+   * batch brought.
+   */
+  early(tree: Digest): Promise<void> {
+    if (!this.opts.config.prefetch || this.stopped || this.earlyBatches.has(tree)) return Promise.resolve();
+    let sent!: () => void;
+    const out = new Promise<void>((r) => (sent = r));
+    const run = (async (): Promise<EarlyBatch | undefined> => {
+      const trace = await this.traces.load(tree);
+      if (!trace || this.stopped) return { trace };
+      const blobs = this.blobsOf(tree);
+      const items = trace.blobs.flatMap((digest) => {
+        const at = blobs.index.get(digest);
+        return at === undefined || this.opts.store.cas.has(digest) ? [] : [{ digest, size: blobs.sizes[at]! }];
+      });
+      const { head, bytes } = this.batchHead(items);
+      if (head.length < 2) return { trace };
+      const t = Date.now();
+      await this.prefetcher.reserve(bytes);
+      const batch = this.opts.resolver().fetchBatch(tree, head);
+      sent();
+      return { trace, batch: { head, bytes, outcomes: await batch, ms: Date.now() - t } };
+    })().catch((e: unknown) => {
+      this.opts.log(`prefetch: tree ${tree}: the start-up batch failed (its blobs come one by one): ${(e as Error).message}`);
+      return undefined;
+    });
+    void run.finally(sent);
+    this.earlyBatches.set(tree, run);
+    // Not taken by a mount (it failed): dropped once done.
+    setTimeout(() => this.earlyBatches.get(tree) === run && this.earlyBatches.delete(tree), EARLY_BATCH_KEPT_MS).unref();
+    return out;
+  }
+
   /** A tree was just mounted (or restored): count what is local, then prefetch by its trace. */
   attach(rec: MountRecord): void {
     if (this.stopped) return;
     let blobs: TreeBlobs;
     try {
-      blobs = treeBlobs(this.opts.store.getTree(rec.tree).entries);
+      blobs = this.blobsOf(rec.tree);
     } catch (e) {
       // The mount itself is fine; only its accounting and prefetch are lost.
       return this.opts.log(`prefetch: ${rec.path}: cannot read tree ${rec.tree}: ${(e as Error).message}`);
@@ -176,12 +238,29 @@ export class LazyMounts {
   }
 
   private async begin(m: LazyMount): Promise<void> {
+    const p = m.status.prefetch;
+    const earlyRun = this.earlyBatches.get(m.rec.tree);
+    this.earlyBatches.delete(m.rec.tree);
+    const early = earlyRun && (await earlyRun);
+    // The trace is read (from the tiers, on a new node) while the local blobs are counted: a cold start needs it soon.
+    const loading = !this.opts.config.prefetch ? undefined : early ? Promise.resolve(early.trace) : this.traces.load(m.rec.tree);
+    loading?.catch(() => undefined);
+    const earlyBatch = early?.batch;
+    const earlyOutcomes: [PrefetchItem, FetchOutcome][] = [];
+    if (earlyBatch) {
+      // What the batch brought is this mount's prefetch, not "local at mount" (counted below).
+      for (const item of earlyBatch.head) {
+        const o = earlyBatch.outcomes.get(item.digest);
+        if (!o || o.from === undefined || o.from === 'local' || o.joined) continue;
+        m.brought.add(item.digest);
+        earlyOutcomes.push([item, o]);
+      }
+    }
     await this.countLocal(m);
     if (m.gone || this.stopped) return;
-    const p = m.status.prefetch;
-    if (!this.opts.config.prefetch) return void (p.state = 'off');
-    if (m.status.local.blobs === m.blobs.digests.length) return void (p.state = 'nothing missing'); // no network for a local tree
-    const trace = await this.traces.load(m.rec.tree);
+    if (!loading) return void (p.state = 'off');
+    if (m.status.local.blobs === m.blobs.digests.length && earlyOutcomes.length === 0) return void (p.state = 'nothing missing');
+    const trace = await loading;
     if (m.gone || this.stopped || m.status.bulk) return;
     if (!trace) return void (p.state = 'no trace');
     p.trace = trace.blobs.length;
@@ -191,31 +270,37 @@ export class LazyMounts {
       const at = m.blobs.index.get(digest);
       return at === undefined || m.localAtMount[at] || m.brought.has(digest) ? [] : [{ digest, size: m.blobs.sizes[at]! }];
     });
-    if (items.length === 0) return void (p.state = 'done');
+    if (items.length === 0 && earlyOutcomes.length === 0) return void (p.state = 'done');
     // Earlier runs read most of the tree: one bulk pull beats fetching it file by file.
     const planned = items.reduce((a, i) => ({ blobs: a.blobs + 1, bytes: a.bytes + i.size }), { ...m.status.fetchedOnOpen });
     const most = m.switch.byVolume(planned);
     if (most) return this.toBulk(m, `its trace (from ${trace.from}) and the opens so far need ${most} that are not local`);
     p.state = 'running';
     const started = Date.now();
-    const bytes = items.reduce((a, i) => a + i.size, 0);
-    this.opts.log(`prefetch: ${m.rec.path}: ${items.length} blobs (${bytes} bytes) in the order of the tree's trace (from ${trace.from}), at most ${this.opts.config.prefetchBytesPerSec} bytes/s`);
+    const bytes = items.reduce((a, i) => a + i.size, 0) + earlyOutcomes.reduce((a, [i]) => a + i.size, 0);
+    this.opts.log(`prefetch: ${m.rec.path}: ${items.length + earlyOutcomes.length} blobs (${bytes} bytes) in the order of the tree's trace (from ${trace.from}), at most ${this.opts.config.prefetchBytesPerSec} bytes/s`);
+    const fetched = (item: PrefetchItem, { from, joined }: FetchOutcome) => {
+      if (from === undefined) return void p.failed++;
+      if (from === 'local' || joined) return;
+      if (m.blobs.exec[m.blobs.index.get(item.digest)!]) this.opts.store.ensureExecTwin(item.digest); // opened through its exec twin
+      m.brought.add(item.digest);
+      add(m.status.prefetched, item.size);
+      this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBlobs);
+      this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBytes, undefined, item.size);
+      const why = this.byVolume(m);
+      if (why) this.toBulk(m, why);
+    };
+    if (earlyBatch) {
+      for (const [item, o] of earlyOutcomes) fetched(item, o);
+      this.opts.log(`prefetch: ${m.rec.path}: start-up batch (begun with the listing): ${earlyOutcomes.length} of the first ${earlyBatch.head.length} blobs (${earlyBatch.bytes} bytes) in ${earlyBatch.ms} ms`);
+    } else await this.startupBatch(m, items, fetched);
+    if (m.gone || this.stopped || p.state !== 'running') return;
     m.job = {
       name: m.rec.path,
       tree: m.rec.tree,
       items,
       isLocal: (d) => this.opts.store.cas.has(d),
-      onFetched: (item, { from, joined }) => {
-        if (from === undefined) return void p.failed++;
-        if (from === 'local' || joined) return;
-        if (m.blobs.exec[m.blobs.index.get(item.digest)!]) this.opts.store.ensureExecTwin(item.digest); // opened through its exec twin
-        m.brought.add(item.digest);
-        add(m.status.prefetched, item.size);
-        this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBlobs);
-        this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBytes, undefined, item.size);
-        const why = this.byVolume(m);
-        if (why) this.toBulk(m, why);
-      },
+      onFetched: fetched,
       onFailed: (item, e) => {
         p.failed++;
         if (!this.stopped) this.opts.log(`prefetch: ${m.rec.path}: blob ${item.digest} failed: ${e.message}`);
@@ -228,6 +313,46 @@ export class LazyMounts {
       },
     };
     this.prefetcher.add(m.job);
+  }
+
+  /**
+   * The trace's first blobs, fetched together (resolver.fetchBatch: few
+   * ranged GETs instead of one per blob) before the per-blob prefetch
+   * takes the rest: a cold start's set, in the time of about one fetch.
+   * At most STARTUP_BATCH_BYTES and a quarter second of the prefetch
+   * rate (reserved from it); nothing when fewer than two blobs fit.
+   */
+  private async startupBatch(m: LazyMount, items: readonly PrefetchItem[], fetched: (item: PrefetchItem, o: FetchOutcome) => void): Promise<void> {
+    const { head, bytes } = this.batchHead(items);
+    if (head.length < 2) return;
+    const t = Date.now();
+    await this.prefetcher.reserve(bytes);
+    let outcomes;
+    try {
+      outcomes = await this.opts.resolver().fetchBatch(m.rec.tree, head);
+    } catch (e) {
+      return this.opts.log(`prefetch: ${m.rec.path}: the start-up batch failed (its blobs come one by one): ${(e as Error).message}`);
+    }
+    if (m.gone) return;
+    const before = m.status.prefetched.blobs;
+    for (const item of head) {
+      const o = outcomes.get(item.digest);
+      if (o) fetched(item, o); // (the others: one by one, with the rest of the trace)
+    }
+    this.opts.log(`prefetch: ${m.rec.path}: start-up batch: ${m.status.prefetched.blobs - before} of the first ${head.length} blobs (${bytes} bytes) in ${Date.now() - t} ms`);
+  }
+
+  /** The first items of a trace a start-up batch takes (see startupBatch). */
+  private batchHead(items: readonly PrefetchItem[]): { head: PrefetchItem[]; bytes: number } {
+    const cap = Math.min(STARTUP_BATCH_BYTES, this.opts.config.prefetchBytesPerSec / 4);
+    const head: PrefetchItem[] = [];
+    let bytes = 0;
+    for (const item of items) {
+      if (item.size >= BATCH_BLOB_MAX || bytes + item.size > cap) break;
+      head.push(item);
+      bytes += item.size;
+    }
+    return { head, bytes };
   }
 
   /** Counts the tree's blobs that were local when it was mounted (the index alone, a few thousand per turn of the event loop). */
@@ -291,11 +416,18 @@ export class LazyMounts {
     });
   }
 
+  /** The blobs of `tree` (the last tree asked for is kept: an early batch, its trace's check and the mount each need them, for 100 000 entries). */
+  private blobsOf(tree: Digest): TreeBlobs {
+    if (this.lastBlobs?.tree !== tree) this.lastBlobs = { tree, blobs: treeBlobs(this.opts.store.getTree(tree).entries) };
+    return this.lastBlobs.blobs;
+  }
+  private lastBlobs?: { tree: Digest; blobs: TreeBlobs };
+
   /** Whether a digest is a blob of `tree` (a mounted one's index, else the tree itself). */
   private isBlobOf(tree: Digest): (d: Digest) => boolean {
     for (const m of this.byPath.values()) if (m.rec.tree === tree) return (d) => m.blobs.index.has(d);
-    const set = new Set(treeBlobs(this.opts.store.getTree(tree).entries).digests);
-    return (d) => set.has(d);
+    const { index } = this.blobsOf(tree);
+    return (d) => index.has(d);
   }
 }
 

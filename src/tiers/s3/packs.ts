@@ -56,6 +56,16 @@ export class S3Packs {
     return this.reader.get(tree, digest);
   }
 
+  /** Loads the manifest of `tree` and its packs' indexes (kept: pack-blob.ts), ahead of ranged reads. */
+  prepareTree(tree: Digest): Promise<void> {
+    return this.reader.prepare(tree);
+  }
+
+  /** Many blobs of `tree` by few ranged GETs of its packs (pack-blob.ts). */
+  getManyInTree(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.reader.getMany(tree, digests, onBlob);
+  }
+
   /** The tree blob from its compressed copy, decompressed (bounded), unverified; undefined when there is none (trees pushed before it existed, or without zstd). */
   async getTreeBlob(tree: Digest): Promise<BlobBody | undefined> {
     const body = await this.objects.get(treeBlobKey(tree));

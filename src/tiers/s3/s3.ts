@@ -180,6 +180,14 @@ export class S3Tier implements Tier {
     return this.packs.getInTree(tree, digest);
   }
 
+  getManyInTree(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.packs.getManyInTree(tree, digests, onBlob);
+  }
+
+  prepareTree(tree: Digest): Promise<void> {
+    return this.packs.prepareTree(tree);
+  }
+
   getTreeBlob(tree: Digest): Promise<BlobBody | undefined> {
     return this.packs.getTreeBlob(tree);
   }
