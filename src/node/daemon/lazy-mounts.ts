@@ -26,8 +26,10 @@ const MAX_GAP_LOOKUPS = 512;
  * quarter second of the host's prefetch rate; the rest blob by blob.
  */
 const STARTUP_BATCH_BYTES = 8 << 20;
-/** Blobs this large go one by one (a large file may stream; a batch holds its blobs in memory). */
+/** Blobs this large are not in the batch (a batch holds its blobs in memory)… */
 const BATCH_BLOB_MAX = 1 << 20;
+/** …those among the batch's part of the trace are fetched alongside it, each alone, up to this many bytes. */
+const STARTUP_LARGE_BYTES = 64 << 20;
 /** A batch begun before a mount (early) is dropped if no mount of its tree takes it within this long. */
 const EARLY_BATCH_KEPT_MS = 60_000;
 
@@ -68,7 +70,8 @@ export interface LazyMountStatus {
 interface EarlyBatch {
   /** The trace (undefined: none, or none worth using; the log said why). */
   trace?: { blobs: Digest[]; from: string };
-  batch?: { head: PrefetchItem[]; bytes: number; outcomes: Map<Digest, FetchOutcome>; ms: number };
+  /** `bytes`: of the batch's small blobs; `large`: how many of `head` were fetched alongside, each alone. */
+  batch?: { head: PrefetchItem[]; bytes: number; large: number; outcomes: Map<Digest, FetchOutcome>; ms: number };
 }
 
 interface LazyMount {
@@ -152,13 +155,11 @@ export class LazyMounts {
         const at = blobs.index.get(digest);
         return at === undefined || this.opts.store.cas.has(digest) ? [] : [{ digest, size: blobs.sizes[at]! }];
       });
-      const { head, bytes } = this.batchHead(items);
+      const { head, bytes, large } = this.batchHead(items);
       if (head.length < 2) return { trace };
       const t = Date.now();
-      await this.prefetcher.reserve(bytes);
-      const batch = this.opts.resolver().fetchBatch(tree, head);
-      sent();
-      return { trace, batch: { head, bytes, outcomes: await batch, ms: Date.now() - t } };
+      const outcomes = await this.fetchStartup(tree, head, bytes, large, sent);
+      return { trace, batch: { head: [...head, ...large], bytes, large: large.length, outcomes, ms: Date.now() - t } };
     })().catch((e: unknown) => {
       this.opts.log(`prefetch: tree ${tree}: the start-up batch failed (its blobs come one by one): ${(e as Error).message}`);
       return undefined;
@@ -292,7 +293,7 @@ export class LazyMounts {
     };
     if (earlyBatch) {
       for (const [item, o] of earlyOutcomes) fetched(item, o);
-      this.opts.log(`prefetch: ${m.rec.path}: start-up batch (begun with the listing): ${earlyOutcomes.length} of the first ${earlyBatch.head.length} blobs (${earlyBatch.bytes} bytes) in ${earlyBatch.ms} ms`);
+      this.opts.log(`prefetch: ${m.rec.path}: start-up batch (begun with the listing): ${earlyOutcomes.length} of the first ${earlyBatch.head.length} blobs (${earlyBatch.bytes} bytes${earlyBatch.large ? ` and ${earlyBatch.large} large ones alongside` : ''}) in ${earlyBatch.ms} ms`);
     } else await this.startupBatch(m, items, fetched);
     if (m.gone || this.stopped || p.state !== 'running') return;
     m.job = {
@@ -323,36 +324,63 @@ export class LazyMounts {
    * rate (reserved from it); nothing when fewer than two blobs fit.
    */
   private async startupBatch(m: LazyMount, items: readonly PrefetchItem[], fetched: (item: PrefetchItem, o: FetchOutcome) => void): Promise<void> {
-    const { head, bytes } = this.batchHead(items);
+    const { head, bytes, large } = this.batchHead(items);
     if (head.length < 2) return;
     const t = Date.now();
-    await this.prefetcher.reserve(bytes);
     let outcomes;
     try {
-      outcomes = await this.opts.resolver().fetchBatch(m.rec.tree, head);
+      outcomes = await this.fetchStartup(m.rec.tree, head, bytes, large);
     } catch (e) {
       return this.opts.log(`prefetch: ${m.rec.path}: the start-up batch failed (its blobs come one by one): ${(e as Error).message}`);
     }
     if (m.gone) return;
     const before = m.status.prefetched.blobs;
-    for (const item of head) {
+    for (const item of [...head, ...large]) {
       const o = outcomes.get(item.digest);
       if (o) fetched(item, o); // (the others: one by one, with the rest of the trace)
     }
-    this.opts.log(`prefetch: ${m.rec.path}: start-up batch: ${m.status.prefetched.blobs - before} of the first ${head.length} blobs (${bytes} bytes) in ${Date.now() - t} ms`);
+    this.opts.log(`prefetch: ${m.rec.path}: start-up batch: ${m.status.prefetched.blobs - before} of the first ${head.length + large.length} blobs (${bytes} bytes${large.length ? ` and ${large.length} large ones alongside` : ''}) in ${Date.now() - t} ms`);
   }
 
   /** The first items of a trace a start-up batch takes (see startupBatch). */
-  private batchHead(items: readonly PrefetchItem[]): { head: PrefetchItem[]; bytes: number } {
+  private batchHead(items: readonly PrefetchItem[]): { head: PrefetchItem[]; bytes: number; large: PrefetchItem[] } {
     const cap = Math.min(STARTUP_BATCH_BYTES, this.opts.config.prefetchBytesPerSec / 4);
     const head: PrefetchItem[] = [];
+    const large: PrefetchItem[] = [];
     let bytes = 0;
+    let largeBytes = 0;
     for (const item of items) {
-      if (item.size >= BATCH_BLOB_MAX || bytes + item.size > cap) break;
+      if (item.size >= BATCH_BLOB_MAX) {
+        if (largeBytes + item.size <= STARTUP_LARGE_BYTES) (large.push(item), (largeBytes += item.size));
+        continue;
+      }
+      if (bytes + item.size > cap) break;
       head.push(item);
       bytes += item.size;
     }
-    return { head, bytes };
+    return { head, bytes, large: head.length >= 2 ? large : [] };
+  }
+
+  /**
+   * The batch of `head`, and the large blobs among the same first blobs of
+   * the trace fetched alongside, each on its own at once (the job opens
+   * them next; waiting for the pace would only make it fetch them itself).
+   * Their bytes are reserved from the prefetch rate all the same.
+   */
+  private async fetchStartup(tree: Digest, head: PrefetchItem[], bytes: number, large: PrefetchItem[], onSent?: () => void): Promise<Map<Digest, FetchOutcome>> {
+    await this.prefetcher.reserve(bytes);
+    void this.prefetcher.reserve(large.reduce((a, i) => a + i.size, 0)).catch(() => undefined);
+    const resolver = this.opts.resolver();
+    const alone = large.map(async (item): Promise<[Digest, FetchOutcome]> => {
+      let joined = false;
+      const from = await resolver.fetchBlob(item.digest, { size: item.size, tree, joined: (j) => (joined = j) }).catch(() => undefined);
+      return [item.digest, { from, joined }];
+    });
+    const batch = resolver.fetchBatch(tree, head);
+    onSent?.();
+    const outcomes = await batch;
+    for (const [d, o] of await Promise.all(alone)) outcomes.set(d, o);
+    return outcomes;
   }
 
   /** Counts the tree's blobs that were local when it was mounted (the index alone, a few thousand per turn of the event loop). */
