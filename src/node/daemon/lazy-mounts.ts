@@ -13,6 +13,7 @@ import type { Resolver } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
 import { BulkSwitch, type Amount } from './bulk-switch.js';
 import { Prefetcher, type FetchOutcome, type PrefetchItem, type PrefetchJob } from './prefetcher.js';
+import { StartupBatches, type StartupBatch } from './startup-batch.js';
 import { TraceBook } from './trace-book.js';
 import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
 
@@ -20,18 +21,6 @@ import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
 const COUNT_BATCH = 4096;
 /** A scan's gap is looked up blob by blob (a stat each) only up to this far. */
 const MAX_GAP_LOOKUPS = 512;
-/**
- * The head of a trace is fetched in one batch (few ranged GETs of the
- * packs, resolver.fetchBatch) of at most this many bytes, and at most a
- * quarter second of the host's prefetch rate; the rest blob by blob.
- */
-const STARTUP_BATCH_BYTES = 8 << 20;
-/** Blobs this large are not in the batch (a batch holds its blobs in memory)… */
-const BATCH_BLOB_MAX = 1 << 20;
-/** …those among the batch's part of the trace are fetched alongside it, each alone, up to this many bytes. */
-const STARTUP_LARGE_BYTES = 64 << 20;
-/** A batch begun before a mount (early) is dropped if no mount of its tree takes it within this long. */
-const EARLY_BATCH_KEPT_MS = 60_000;
 
 export const LAZY_COUNTERS = {
   prefetchedBlobs: 'vrift_mount_prefetched_blobs_total',
@@ -66,14 +55,6 @@ export interface LazyMountStatus {
   bulk: BulkStatus | null;
 }
 
-/** A tree's trace read, and its start-up batch begun, before its mount was published (LazyMounts.early). */
-interface EarlyBatch {
-  /** The trace (undefined: none, or none worth using; the log said why). */
-  trace?: { blobs: Digest[]; from: string };
-  /** `bytes`: of the batch's small blobs; `large`: how many of `head` were fetched alongside, each alone. */
-  batch?: { head: PrefetchItem[]; bytes: number; large: number; outcomes: Map<Digest, FetchOutcome>; ms: number };
-}
-
 interface LazyMount {
   rec: MountRecord;
   blobs: TreeBlobs;
@@ -100,8 +81,7 @@ export class LazyMounts {
   private readonly byPath = new Map<string, LazyMount>();
   private readonly prefetcher: Prefetcher;
   private readonly traces: TraceBook;
-  /** Start-up batches begun before their mount is published, by tree: the mount's prefetch takes its own. */
-  private readonly earlyBatches = new Map<Digest, Promise<EarlyBatch | undefined>>();
+  private readonly startup: StartupBatches;
   private stopped = false;
 
   constructor(private readonly opts: LazyMountsOptions) {
@@ -116,6 +96,15 @@ export class LazyMounts {
       },
     });
     this.traces = new TraceBook({ store: opts.store, resolver: opts.resolver, log: opts.log, isBlobOf: (tree) => this.isBlobOf(tree) });
+    this.startup = new StartupBatches({
+      store: opts.store,
+      resolver: opts.resolver,
+      prefetcher: this.prefetcher,
+      traces: this.traces,
+      blobsOf: (tree) => this.blobsOf(tree),
+      bytesPerSec: config.prefetchBytesPerSec,
+      log: opts.log,
+    });
   }
 
   /** Whether mounts prefetch (mount.prefetch): a cold mount then reads its tree's trace along with its listing. */
@@ -144,31 +133,8 @@ export class LazyMounts {
    * batch brought.
    */
   early(tree: Digest): Promise<void> {
-    if (!this.opts.config.prefetch || this.stopped || this.earlyBatches.has(tree)) return Promise.resolve();
-    let sent!: () => void;
-    const out = new Promise<void>((r) => (sent = r));
-    const run = (async (): Promise<EarlyBatch | undefined> => {
-      const trace = await this.traces.load(tree);
-      if (!trace || this.stopped) return { trace };
-      const blobs = this.blobsOf(tree);
-      const items = trace.blobs.flatMap((digest) => {
-        const at = blobs.index.get(digest);
-        return at === undefined || this.opts.store.cas.has(digest) ? [] : [{ digest, size: blobs.sizes[at]! }];
-      });
-      const { head, bytes, large } = this.batchHead(items);
-      if (head.length < 2) return { trace };
-      const t = Date.now();
-      const outcomes = await this.fetchStartup(tree, head, bytes, large, sent);
-      return { trace, batch: { head: [...head, ...large], bytes, large: large.length, outcomes, ms: Date.now() - t } };
-    })().catch((e: unknown) => {
-      this.opts.log(`prefetch: tree ${tree}: the start-up batch failed (its blobs come one by one): ${(e as Error).message}`);
-      return undefined;
-    });
-    void run.finally(sent);
-    this.earlyBatches.set(tree, run);
-    // Not taken by a mount (it failed): dropped once done.
-    setTimeout(() => this.earlyBatches.get(tree) === run && this.earlyBatches.delete(tree), EARLY_BATCH_KEPT_MS).unref();
-    return out;
+    if (!this.opts.config.prefetch || this.stopped) return Promise.resolve();
+    return this.startup.begin(tree);
   }
 
   /** A tree was just mounted (or restored): count what is local, then prefetch by its trace. */
@@ -240,12 +206,9 @@ export class LazyMounts {
 
   private async begin(m: LazyMount): Promise<void> {
     const p = m.status.prefetch;
-    const earlyRun = this.earlyBatches.get(m.rec.tree);
-    this.earlyBatches.delete(m.rec.tree);
+    const earlyRun = this.startup.take(m.rec.tree);
+    // (A cold mount read its trace with its listing: early. Otherwise it is read once the count shows blobs missing: no network for a local tree.)
     const early = earlyRun && (await earlyRun);
-    // The trace is read (from the tiers, on a new node) while the local blobs are counted: a cold start needs it soon.
-    const loading = !this.opts.config.prefetch ? undefined : early ? Promise.resolve(early.trace) : this.traces.load(m.rec.tree);
-    loading?.catch(() => undefined);
     const earlyBatch = early?.batch;
     const earlyOutcomes: [PrefetchItem, FetchOutcome][] = [];
     if (earlyBatch) {
@@ -259,9 +222,9 @@ export class LazyMounts {
     }
     await this.countLocal(m);
     if (m.gone || this.stopped) return;
-    if (!loading) return void (p.state = 'off');
+    if (!this.opts.config.prefetch) return void (p.state = 'off');
     if (m.status.local.blobs === m.blobs.digests.length && earlyOutcomes.length === 0) return void (p.state = 'nothing missing');
-    const trace = await loading;
+    const trace = early ? early.trace : await this.traces.load(m.rec.tree);
     if (m.gone || this.stopped || m.status.bulk) return;
     if (!trace) return void (p.state = 'no trace');
     p.trace = trace.blobs.length;
@@ -293,7 +256,7 @@ export class LazyMounts {
     };
     if (earlyBatch) {
       for (const [item, o] of earlyOutcomes) fetched(item, o);
-      this.opts.log(`prefetch: ${m.rec.path}: start-up batch (begun with the listing): ${earlyOutcomes.length} of the first ${earlyBatch.head.length} blobs (${earlyBatch.bytes} bytes${earlyBatch.large ? ` and ${earlyBatch.large} large ones alongside` : ''}) in ${earlyBatch.ms} ms`);
+      this.opts.log(`prefetch: ${m.rec.path}: start-up batch (begun with the listing): ${earlyOutcomes.length} ${batchLine(earlyBatch)}`);
     } else await this.startupBatch(m, items, fetched);
     if (m.gone || this.stopped || p.state !== 'running') return;
     m.job = {
@@ -316,71 +279,21 @@ export class LazyMounts {
     this.prefetcher.add(m.job);
   }
 
-  /**
-   * The trace's first blobs, fetched together (resolver.fetchBatch: few
-   * ranged GETs instead of one per blob) before the per-blob prefetch
-   * takes the rest: a cold start's set, in the time of about one fetch.
-   * At most STARTUP_BATCH_BYTES and a quarter second of the prefetch
-   * rate (reserved from it); nothing when fewer than two blobs fit.
-   */
+  /** The start-up batch (startup-batch.ts) run by the mount's prefetch itself (no MOUNT began one: a restored mount). */
   private async startupBatch(m: LazyMount, items: readonly PrefetchItem[], fetched: (item: PrefetchItem, o: FetchOutcome) => void): Promise<void> {
-    const { head, bytes, large } = this.batchHead(items);
-    if (head.length < 2) return;
-    const t = Date.now();
-    let outcomes;
+    let batch;
     try {
-      outcomes = await this.fetchStartup(m.rec.tree, head, bytes, large);
+      batch = await this.startup.run(m.rec.tree, items);
     } catch (e) {
       return this.opts.log(`prefetch: ${m.rec.path}: the start-up batch failed (its blobs come one by one): ${(e as Error).message}`);
     }
-    if (m.gone) return;
+    if (!batch || m.gone) return;
     const before = m.status.prefetched.blobs;
-    for (const item of [...head, ...large]) {
-      const o = outcomes.get(item.digest);
+    for (const item of batch.head) {
+      const o = batch.outcomes.get(item.digest);
       if (o) fetched(item, o); // (the others: one by one, with the rest of the trace)
     }
-    this.opts.log(`prefetch: ${m.rec.path}: start-up batch: ${m.status.prefetched.blobs - before} of the first ${head.length + large.length} blobs (${bytes} bytes${large.length ? ` and ${large.length} large ones alongside` : ''}) in ${Date.now() - t} ms`);
-  }
-
-  /** The first items of a trace a start-up batch takes (see startupBatch). */
-  private batchHead(items: readonly PrefetchItem[]): { head: PrefetchItem[]; bytes: number; large: PrefetchItem[] } {
-    const cap = Math.min(STARTUP_BATCH_BYTES, this.opts.config.prefetchBytesPerSec / 4);
-    const head: PrefetchItem[] = [];
-    const large: PrefetchItem[] = [];
-    let bytes = 0;
-    let largeBytes = 0;
-    for (const item of items) {
-      if (item.size >= BATCH_BLOB_MAX) {
-        if (largeBytes + item.size <= STARTUP_LARGE_BYTES) (large.push(item), (largeBytes += item.size));
-        continue;
-      }
-      if (bytes + item.size > cap) break;
-      head.push(item);
-      bytes += item.size;
-    }
-    return { head, bytes, large: head.length >= 2 ? large : [] };
-  }
-
-  /**
-   * The batch of `head`, and the large blobs among the same first blobs of
-   * the trace fetched alongside, each on its own at once (the job opens
-   * them next; waiting for the pace would only make it fetch them itself).
-   * Their bytes are reserved from the prefetch rate all the same.
-   */
-  private async fetchStartup(tree: Digest, head: PrefetchItem[], bytes: number, large: PrefetchItem[], onSent?: () => void): Promise<Map<Digest, FetchOutcome>> {
-    await this.prefetcher.reserve(bytes);
-    void this.prefetcher.reserve(large.reduce((a, i) => a + i.size, 0)).catch(() => undefined);
-    const resolver = this.opts.resolver();
-    const alone = large.map(async (item): Promise<[Digest, FetchOutcome]> => {
-      let joined = false;
-      const from = await resolver.fetchBlob(item.digest, { size: item.size, tree, joined: (j) => (joined = j) }).catch(() => undefined);
-      return [item.digest, { from, joined }];
-    });
-    const batch = resolver.fetchBatch(tree, head);
-    onSent?.();
-    const outcomes = await batch;
-    for (const [d, o] of await Promise.all(alone)) outcomes.set(d, o);
-    return outcomes;
+    this.opts.log(`prefetch: ${m.rec.path}: start-up batch: ${m.status.prefetched.blobs - before} ${batchLine(batch)}`);
   }
 
   /** Counts the tree's blobs that were local when it was mounted (the index alone, a few thousand per turn of the event loop). */
@@ -457,6 +370,11 @@ export class LazyMounts {
     const { index } = this.blobsOf(tree);
     return (d) => index.has(d);
   }
+}
+
+/** "of the first n blobs (b bytes …) in t ms", for the log. */
+function batchLine(b: StartupBatch): string {
+  return `of the first ${b.head.length} blobs (${b.bytes} bytes${b.large ? ` and ${b.large} large ones alongside` : ''}) in ${b.ms} ms`;
 }
 
 function add(a: Amount, bytes: number): void {
