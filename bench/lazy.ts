@@ -24,7 +24,9 @@
 // The first cold runs have prefetch off (VRIFT_PREFETCH=false: no trace
 // from an earlier round helps them); the bulk switch stays on.
 //
-//   node dist/bench/lazy.js [--rounds N] [--json]
+//   node dist/bench/lazy.js [--rounds N] [--jobs start,node,numpy,all] [--json]
+//
+// --jobs runs only those jobs (to iterate on one; the full run is all four).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -37,6 +39,7 @@ const arg = (name: string, dflt: string): string => {
 };
 const ROUNDS = Number(arg('--rounds', '3'));
 const JSON_ONLY = process.argv.includes('--json');
+const ONLY = arg('--jobs', 'start,node,numpy,all').split(',');
 const FILES = Number(process.env.VRIFT_BENCH_FILES ?? 100_000);
 const BYTES = process.env.VRIFT_BENCH_BYTES ? parseSize(process.env.VRIFT_BENCH_BYTES) : 1e9;
 const BUCKET = 'vrift-bench';
@@ -69,6 +72,9 @@ const JOBS: Job[] = [
   // (tar skips reading files when it writes to /dev/null itself)
   { name: 'read every file (tar -c)', cmd: (dir) => ['sh', '-c', 'tar -cf - -C "$1" . | cat > /dev/null', 'sh', dir] },
 ];
+
+/** The names --jobs takes, one per job above. */
+const JOB_KEYS = ['start', 'node', 'numpy', 'all'];
 
 /**
  * The bytes of the files under `dir` that `cmd` opened (each once), read
@@ -158,6 +164,7 @@ async function main(): Promise<void> {
     execFileSync('gcc', ['-O2', '-o', fsloop, join(ROOT, 'bench', 'c', 'fsloop.c')]);
     for (let round = 0; round < ROUNDS; round++) {
       for (const job of JOBS) {
+        if (!ONLY.includes(JOB_KEYS[JOBS.indexOf(job)]!)) continue;
         const order: ('eager' | 'lazy')[] = round % 2 === 0 ? ['eager', 'lazy'] : ['lazy', 'eager'];
         for (const side of order) {
           say(`round ${round + 1}/${ROUNDS}: ${job.name}, ${side}`);
@@ -202,6 +209,7 @@ async function main(): Promise<void> {
     const result: Record<string, unknown> = {};
     const fmt = (xs: number[]) => `${median(xs).toFixed(0)} (${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)})`;
     for (const job of JOBS) {
+      if (!times.has(`${job.name}\teager`)) continue;
       const e = times.get(`${job.name}\teager`)!;
       const l = times.get(`${job.name}\tlazy`)!;
       const [goal, target, dir] = goals[job.name]!;

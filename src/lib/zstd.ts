@@ -48,6 +48,12 @@ export function zstdCompress(level = 3): Transform {
   return zstdTransform(true, level);
 }
 
+/** `buf` compressed whole, as one zstd frame (small objects: a tree's listing). */
+export async function zstdCompressBuffer(buf: Buffer, level = 3): Promise<Buffer> {
+  const z = nativeStream(true, level);
+  return z.transform(buf, true);
+}
+
 /** Decompressed bytes one native step may produce: a few KiB of input can declare gigabytes (a zstd bomb). */
 export const INFLATE_STEP = 1 << 20;
 

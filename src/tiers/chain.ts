@@ -25,10 +25,8 @@ import { GuardedTier, isLocalError } from './guarded.js';
 import { fetchHint, publishHint, type HintFetch } from './hints.js';
 import type { LocalTier } from './local.js';
 import { pushToTier, type PushInput, type TierPushResult } from './push-to-tier.js';
-import { refTargetOf, TierError, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
+import { MAX_TREE_BYTES, refTargetOf, TierError, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
 
-/** Tree blobs are held in memory to be validated; this bounds what a tier may send. */
-const MAX_TREE_BYTES = 1 << 30;
 
 export interface ChainContext {
   store: Store;
@@ -121,20 +119,17 @@ export class Chain implements Tier {
 
   /**
    * Small blobs of `tree` from the origin into the local CAS, verified:
-   * in one read where a tier can (S3: a ranged GET of the pack run), else
-   * one by one. Calls `onFetched` for each admitted; returns those no
-   * origin tier gave (missing, or failed verification everywhere).
+   * together where a tier can read them so (S3: few ranged GETs of the
+   * pack frames holding them, `fetchManyInTree`), else one by one. Calls
+   * `onFetched` for each admitted; returns those no origin tier gave
+   * (missing, or failed verification everywhere).
    */
   async originBlobs(tree: Digest, blobs: readonly { digest: Digest; size: number }[], onFetched: OnFetched): Promise<Digest[]> {
+    const want = new Map(blobs.filter((b) => !this.ctx.store.cas.has(b.digest)).map((b) => [b.digest, b.size]));
+    if (want.size > 1) await this.fetchManyInTree(tree, want, (digest, from) => onFetched(from, digest, want.get(digest)!), this.origins());
     let left = blobs.filter((b) => !this.ctx.store.cas.has(b.digest));
     for (const tier of this.origins()) {
       if (left.length === 0) break;
-      if (tier.getRunInTree && left.length > 1) {
-        const got = await this.runFrom(tier, tree, left);
-        for (const b of got) onFetched(tier.name, b.digest, b.size);
-        const done = new Set(got.map((b) => b.digest));
-        left = left.filter((b) => !done.has(b.digest));
-      }
       const still: typeof left = [];
       await mapLimit(left, 4, async (b) => {
         const inTree = tier.getInTree && tier.looseBlobBytes !== undefined && b.size < tier.looseBlobBytes;
@@ -145,32 +140,6 @@ export class Chain implements Tier {
       left = still;
     }
     return left.map((b) => b.digest);
-  }
-
-  /** A run of small blobs from one tier, admitted (each hashed); the ones admitted. */
-  private async runFrom(tier: GuardedTier, tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<{ digest: Digest; size: number }[]> {
-    let data: Buffer;
-    try {
-      const body = await tier.getRunInTree!(tree, blobs);
-      if (!body) return [];
-      data = await readBody(body, blobs.reduce((a, b) => a + b.size, 0), tier.name);
-    } catch (e) {
-      if (isLocalError(e)) throw e;
-      tier.fail(e, 'getRunInTree');
-      return [];
-    }
-    const slices = [];
-    let offset = 0;
-    for (const b of blobs) {
-      slices.push({ digest: b.digest, offset, size: b.size });
-      offset += b.size;
-    }
-    const r = await this.ctx.store.admission.batch(data, slices, tier.name);
-    if (r.mismatched.length > 0) {
-      tier.fail(new TierError(tier.name, 'corrupt', `${r.mismatched.length} blobs of a pack run failed verification and were rejected (first ${r.mismatched[0]})`, { hint: 'the copy in this tier is damaged; the next tier was tried' }), 'getRunInTree');
-    }
-    const bad = new Set(r.mismatched);
-    return blobs.filter((b) => !bad.has(b.digest));
   }
 
   /**
@@ -210,6 +179,39 @@ export class Chain implements Tier {
   async originBlob(digest: Digest, size: number): Promise<string | undefined> {
     for (const tier of this.origins()) if ((await this.fetchFrom(tier, digest, size)) !== undefined) return tier.name;
     return undefined;
+  }
+
+  /**
+   * Fetches many blobs of `tree` (digest → the size the tree gives) at
+   * once from the tiers that read them out of their bulk form together
+   * (`getManyInTree`: S3, few ranged GETs of the packs), each verified
+   * into the local CAS as it arrives; `onAdmitted` hears of each one asked
+   * for as it is stored. Blobs read beside them are dropped (the batch is a
+   * known start-up set; each blob kept costs a file). What no tier brought is left
+   * for the caller (one by one); a tier's failure is counted, not thrown.
+   */
+  async fetchManyInTree(tree: Digest, want: ReadonlyMap<Digest, number>, onAdmitted: (digest: Digest, from: string) => void, tiers: readonly GuardedTier[] = this.remotes): Promise<void> {
+    const left = new Map(want);
+    for (const tier of tiers) {
+      if (!tier.getManyInTree || left.size === 0) continue;
+      try {
+        await tier.getManyInTree(tree, [...left.keys()], async (digest, bytes) => {
+          // Only what was asked for: a batch is a known start-up set, and each blob stored costs a file and an index write.
+          if (!left.has(digest)) return;
+          try {
+            this.ctx.store.admission.buffer(bytes, tier.name, digest); // hashed: stored only under the name it hashes to
+          } catch (e) {
+            if (isLocalError(e) || !hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) throw e;
+            tier.fail(new TierError(tier.name, 'corrupt', `blob ${digest} read in a batch of tree ${tree} failed verification and was dropped`), 'getManyInTree');
+            return;
+          }
+          if (left.delete(digest)) onAdmitted(digest, tier.name);
+        });
+      } catch (e) {
+        if (isLocalError(e)) throw e;
+        // (counted by the guard; what is left comes one by one)
+      }
+    }
   }
 
   /**
@@ -279,26 +281,36 @@ export class Chain implements Tier {
     }
   }
 
-  /** The entries of `tree`, fetched (verified, validated) from the first remote tier that has its blob; undefined when none has. */
+  /**
+   * The entries of `tree`, fetched (verified, validated) from the first
+   * remote tier that has its blob; undefined when none has. A tier with a
+   * smaller form of the listing (`getTreeBlob`: S3's `trees/<tree>.zst`)
+   * is read in that form first; the plain blob from the same tier is the
+   * fallback when it has none, or when what it decompresses to is rejected.
+   */
   async fetchTreeBlob(tree: Digest, onFrom?: (tier: string) => void): Promise<TreeEntry[] | undefined> {
     for (const tier of this.remotes) {
-      let buf: Buffer | undefined;
-      try {
-        const body = await tier.get(tree);
-        if (body) buf = await readBounded(tier.name, tree, body);
-      } catch (e) {
-        if (isLocalError(e)) throw e;
-        tier.fail(e, 'get tree');
-        continue;
-      }
-      if (!buf) continue;
-      try {
-        const entries = this.ctx.store.admitTree(tree, buf, tier.name); // decodes and validates, then hashes, before storing anything
-        onFrom?.(tier.name);
-        return entries;
-      } catch (e) {
-        if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH') && !hasCode(e, 'ERR_VRIFT_TREE_MALFORMED')) throw e;
-        tier.fail(new TierError(tier.name, 'corrupt', `tree ${tree} was rejected: ${(e as Error).message}`), 'get tree');
+      const forms: [string, () => Promise<BlobBody | undefined>][] = [['get tree', () => tier.get(tree)]];
+      if (tier.getTreeBlob) forms.unshift(['get compressed tree', () => tier.getTreeBlob!(tree)]);
+      for (const [what, read] of forms) {
+        let buf: Buffer | undefined;
+        try {
+          const body = await read();
+          if (body) buf = await readBounded(tier.name, tree, body);
+        } catch (e) {
+          if (isLocalError(e)) throw e;
+          tier.fail(isVriftError(e) && e.code.startsWith('ERR_VRIFT_ZSTD') ? new TierError(tier.name, 'corrupt', `tree ${tree}: ${e.message}`) : e, what);
+          continue;
+        }
+        if (!buf) continue;
+        try {
+          const entries = this.ctx.store.admitTree(tree, buf, tier.name); // decodes and validates, then hashes, before storing anything
+          onFrom?.(tier.name);
+          return entries;
+        } catch (e) {
+          if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH') && !hasCode(e, 'ERR_VRIFT_TREE_MALFORMED')) throw e;
+          tier.fail(new TierError(tier.name, 'corrupt', `tree ${tree} was rejected: ${(e as Error).message}`), what);
+        }
       }
     }
     return undefined;
@@ -423,6 +435,11 @@ export class Chain implements Tier {
   /** Stores a hint blob, then a ref naming it, in every writable remote tier (hints.ts); one result per tier tried. */
   publishHint(name: string, digest: Digest, bytes: Buffer): Promise<{ tier: string; error?: string }[]> {
     return publishHint(this.remotes, name, digest, bytes);
+  }
+
+  /** Remote tiers that read blobs of a tree by range get ready to (their prepareTree, at once); failures are only counted. */
+  async prepareTree(tree: Digest): Promise<void> {
+    await Promise.all(this.remotes.map((tier) => tier.prepareTree?.(tree).catch(() => undefined)));
   }
 
   /** The hint blob ref `name` names in the first remote tier that has the ref, bounded and verified (hints.ts). */

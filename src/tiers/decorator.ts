@@ -17,7 +17,9 @@ export abstract class TierDecorator implements Tier {
   readonly getInTree?: (tree: Digest, digest: Digest) => Promise<BlobBody | undefined>;
   readonly getOutboard?: (digest: Digest) => Promise<Buffer | undefined>;
   readonly getRange?: (digest: Digest, offset: number, length: number) => Promise<BlobBody | undefined>;
-  readonly getRunInTree?: (tree: Digest, blobs: readonly { digest: Digest; size: number }[]) => Promise<BlobBody | undefined>;
+  readonly getTreeBlob?: (tree: Digest) => Promise<BlobBody | undefined>;
+  readonly prepareTree?: (tree: Digest) => Promise<void>;
+  readonly getManyInTree?: (tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>) => Promise<void>;
 
   constructor(readonly inner: Tier) {
     this.name = inner.name;
@@ -31,7 +33,9 @@ export abstract class TierDecorator implements Tier {
     if (inner.getInTree) this.getInTree = (tree, digest) => this.getInTreeOf(tree, digest);
     if (inner.getOutboard) this.getOutboard = (digest) => this.getOutboardOf(digest);
     if (inner.getRange) this.getRange = (digest, offset, length) => this.getRangeOf(digest, offset, length);
-    if (inner.getRunInTree) this.getRunInTree = (tree, blobs) => this.getRunInTreeOf(tree, blobs);
+    if (inner.getTreeBlob) this.getTreeBlob = (tree) => this.getTreeBlobOf(tree);
+    if (inner.prepareTree) this.prepareTree = (tree) => this.prepareTreeOf(tree);
+    if (inner.getManyInTree) this.getManyInTree = (tree, digests, onBlob) => this.getManyInTreeOf(tree, digests, onBlob);
   }
 
   warm(): Promise<void> {
@@ -53,6 +57,21 @@ export abstract class TierDecorator implements Tier {
     return this.inner.getInTree!(tree, digest);
   }
 
+  /** The wrapped tier's getManyInTree, for a decorator to override (called only when the tier has one). */
+  protected getManyInTreeOf(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.inner.getManyInTree!(tree, digests, onBlob);
+  }
+
+  /** The wrapped tier's prepareTree, for a decorator to override (called only when the tier has one). */
+  protected prepareTreeOf(tree: Digest): Promise<void> {
+    return this.inner.prepareTree!(tree);
+  }
+
+  /** The wrapped tier's getTreeBlob, for a decorator to override (called only when the tier has one). */
+  protected getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {
+    return this.inner.getTreeBlob!(tree);
+  }
+
   /** The wrapped tier's getOutboard, for a decorator to override (called only when the tier has one). */
   protected getOutboardOf(digest: Digest): Promise<Buffer | undefined> {
     return this.inner.getOutboard!(digest);
@@ -61,11 +80,6 @@ export abstract class TierDecorator implements Tier {
   /** The wrapped tier's getRange, for a decorator to override (called only when the tier has one). */
   protected getRangeOf(digest: Digest, offset: number, length: number): Promise<BlobBody | undefined> {
     return this.inner.getRange!(digest, offset, length);
-  }
-
-  /** The wrapped tier's getRunInTree, for a decorator to override (called only when the tier has one). */
-  protected getRunInTreeOf(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
-    return this.inner.getRunInTree!(tree, blobs);
   }
 
   has(digests: readonly Digest[]): Promise<Set<Digest>> {

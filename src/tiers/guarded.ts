@@ -6,7 +6,7 @@
 // few times, and a failure is counted, kept (`lastFailure`, for the
 // command's final message) and logged, once per breaker opening.
 //
-// A read (get, getRef, getInTree, getOutboard) may also have a
+// A read (get, getRef, getInTree, getTreeBlob, getOutboard) may also have a
 // deadline for its first answer (`hedgeAfterMs`, set by index.ts on every
 // tier but the last): a tier that has not answered by then is given up on
 // for this call — a failure like any other, so a tier that keeps missing
@@ -84,16 +84,25 @@ export class GuardedTier extends TierDecorator {
     return this.guard('getInTree', () => super.getInTreeOf(tree, digest), true);
   }
 
+  // No deadline for a first answer: a batch answers when its last range is in (what it brought stays either way).
+  protected override getManyInTreeOf(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.guard('getManyInTree', () => super.getManyInTreeOf(tree, digests, onBlob));
+  }
+
+  protected override prepareTreeOf(tree: Digest): Promise<void> {
+    return this.guard('prepareTree', () => super.prepareTreeOf(tree));
+  }
+
+  protected override getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {
+    return this.guard('getTreeBlob', () => super.getTreeBlobOf(tree), true);
+  }
+
   protected override getOutboardOf(digest: Digest): Promise<Buffer | undefined> {
     return this.guard('getOutboard', () => super.getOutboardOf(digest), true);
   }
 
   protected override getRangeOf(digest: Digest, offset: number, length: number): Promise<BlobBody | undefined> {
     return this.guard('getRange', () => super.getRangeOf(digest, offset, length), true);
-  }
-
-  protected override getRunInTreeOf(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
-    return this.guard('getRunInTree', () => super.getRunInTreeOf(tree, blobs), true);
   }
 
   /** One labels object per call name (every call of the tier observes its duration). */

@@ -1,5 +1,6 @@
 // A tier whose traffic is counted (a decorator, as bazel-remote's and
-// Buildbarn's metrics wrappers): hits and misses of `get` and `getInTree`, blobs and bytes
+// Buildbarn's metrics wrappers): hits and misses of `get` and `getInTree` (and
+// the hits of `getTreeBlob`), blobs and bytes
 // received (a blob's body as it is read; an archive's blobs as they are
 // admitted) and sent. Names are the Prometheus ones of TIER_COUNTERS,
 // labelled with the tier. Failures are counted by the guard (guarded.ts).
@@ -61,8 +62,20 @@ export class MeteredTier extends TierDecorator {
     return this.countBody(await super.getRangeOf(digest, offset, length));
   }
 
-  protected override async getRunInTreeOf(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
-    return this.countBody(await super.getRunInTreeOf(tree, blobs));
+  /** Each blob a batch read counts as a hit, its bytes as received. */
+  protected override getManyInTreeOf(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return super.getManyInTreeOf(tree, digests, (digest, bytes) => {
+      this.metrics.inc(M.hits, this.labels);
+      this.metrics.inc(M.blobsIn, this.labels);
+      this.metrics.inc(M.bytesIn, this.labels, bytes.length);
+      return onBlob(digest, bytes);
+    });
+  }
+
+  /** A hit counts like `get`'s; a miss does not (the tier is then asked with `get`, which counts it). */
+  protected override async getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {
+    const body = await super.getTreeBlobOf(tree);
+    return body && this.countBody(body);
   }
 
   /** A hit or a miss, and the body's bytes as they are read. */

@@ -18,6 +18,9 @@ import type { Metrics } from '../lib/metrics.js';
 import type { PeerDirectory } from './peer/directory.js';
 import type { RefCodec } from './ref-trust.js';
 
+/** Tree blobs are held in memory to be validated; this bounds what a tier may send (or a compressed listing inflate to). */
+export const MAX_TREE_BYTES = 1 << 30;
+
 /** A blob's bytes as a tier serves them: a stream, unverified. */
 export interface BlobBody {
   stream: Readable;
@@ -159,6 +162,29 @@ export interface Tier {
    */
   getInTree?(tree: Digest, digest: Digest): Promise<BlobBody | undefined>;
   /**
+   * Optional: the blob of tree `tree` (its listing) from a smaller form the
+   * tier keeps of it (S3: `trees/<tree>.zst`, decompressed on the way),
+   * so a lazy mount moves less than the blob itself. Unverified like
+   * `get`; undefined when the tier has no such form (then `get` reads it).
+   */
+  getTreeBlob?(tree: Digest): Promise<BlobBody | undefined>;
+  /**
+   * Optional: many blobs of `tree` out of the tier's bulk form at once (S3:
+   * the packs' frames that hold them, merged into few ranged GETs), for a
+   * prefetch of the blobs a mount will open first. `onBlob` is called for
+   * each blob read (those asked for, and others the reads held), awaited;
+   * unverified like `get`. Blobs the tier cannot serve this way are left
+   * out; a failure is thrown once the rest are done.
+   */
+  getManyInTree?(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void>;
+  /**
+   * Optional: gets ready to read blobs of `tree` out of its bulk form (S3:
+   * loads the tree's manifest and its packs' indexes), so the first
+   * `getInTree` of a lazy mount does not wait for them. Never needed for
+   * correctness; a failure shows again on the read that meets it.
+   */
+  prepareTree?(tree: Digest): Promise<void>;
+  /**
    * Optional: a large blob's Bao outboard (docs/bao.md: the chaining
    * values of its hash tree over 16 KiB groups), so a reader can verify
    * its bytes in order as they arrive instead of only at the end (a lazy
@@ -172,13 +198,6 @@ export interface Tier {
    * blob (src/node/swarm/). Unverified; undefined when the tier lacks it.
    */
   getRange?(digest: Digest, offset: number, length: number): Promise<BlobBody | undefined>;
-  /**
-   * Optional: several small blobs of `tree`, whole, as one stream of their
-   * bytes one after another in the order asked (S3: one ranged GET of the
-   * pack run that holds them). A swarm's piece of small blobs. Unverified;
-   * undefined when the tier cannot serve them so (the caller asks blob by blob).
-   */
-  getRunInTree?(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined>;
   /**
    * Optional: gets ready for the first request (loads an SDK, opens a
    * connection), so the first one a program waits for does not pay for it.

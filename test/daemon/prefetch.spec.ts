@@ -6,7 +6,7 @@
 // untrusted. A job that reads most of a tree switches to the bulk pull.
 // Real daemons, a real s3rver, real programs under the shim.
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -39,10 +39,14 @@ interface Saved {
   digest: Record<string, string>;
 }
 
-/** Node A: `n` files f000.txt … of 2 KiB each (distinct), saved to S3 under `ref`. */
-function saveTree(ref: string, n: number): Saved {
+/** Node A: `n` files f000.txt … of 2 KiB each (distinct), and any `extra` files, saved to S3 under `ref`. */
+function saveTree(ref: string, n: number, extra: Record<string, Buffer> = {}): Saved {
   const dir = tempDir('vrift-prefetch-src-');
   const digest: Record<string, string> = {};
+  for (const [name, body] of Object.entries(extra)) {
+    writeFileSync(join(dir, name), body);
+    digest[name] = hashBuffer(body);
+  }
   for (let i = 0; i < n; i++) {
     const name = `f${String(i).padStart(3, '0')}.txt`;
     const body = Buffer.from(`${ref} ${name}\n`.padEnd(2048, '.'));
@@ -127,6 +131,37 @@ describe('traces and prefetch', () => {
     expect(Object.values(t.digest).filter((d) => inCas(c, d)).sort()).toEqual(order.map((f) => t.digest[f]!).sort());
     expect(daemonLog(c)).toMatch(new RegExp(`prefetch: ${mntC}: 5 blobs \\(10240 bytes\\) in the order of the tree's trace \\(from s3\\)`));
     expect(status(c, envC).metrics).toMatchObject({ vrift_mount_prefetched_blobs_total: 4 });
+    stopDaemon(c);
+  });
+
+  it('a cold node with a trace fetches its start-up set in one batch, begun with the listing: the job finds its files local', async () => {
+    // A large file among the first ones the job opens (fetched alongside the batch, on its own), and one
+    // it never opens, so what the job needs stays well under the bulk switch's quarter of the tree.
+    const t = saveTree('ci/prefetch-batch', 60, { 'big.bin': randomBytes(1536 << 10), 'unread.bin': randomBytes(6 << 20) });
+    const order = ['big.bin', ...Object.keys(t.digest).filter((f) => !f.endsWith('.bin')).filter((_, i) => i % 5 === 2)]; // 13 files, spread over the pack
+    const cat = (mnt: string) => ['sh', '-c', `{ ${order.map((f) => `cat '${mnt}/${f}'`).join(' && ')}; } | sha256sum`];
+    const b = tempDir();
+    startDaemon(b, env);
+    const mntB = newMountPoint();
+    expect(vrift(['run', '--mount', `${mntB}=ci/prefetch-batch`, '--', ...cat(mntB)], { home: b, env }).code).toBe(0);
+    vrift(['unmount', mntB], { home: b, env });
+    await until(() => daemonLog(b).includes(`trace: tree ${t.tree}: 13 blobs pushed to s3`), "B's trace push");
+    stopDaemon(b);
+
+    // Node C, empty, default pace: the same job, in one `vrift run` (MOUNT, then the program at once).
+    const c = tempDir();
+    startDaemon(c, env);
+    const mntC = newMountPoint();
+    const job = vrift(['run', '--mount', `${mntC}=ci/prefetch-batch`, '--', ...cat(mntC)], { home: c, env });
+    expect(job.code, job.stderr).toBe(0);
+    expect(job.stdout.split(' ')[0]).toBe(createHash('sha256').update(Buffer.concat(order.map((f) => readFileSync(join(t.dir, f))))).digest('hex'));
+    await until(() => mountOf(c, mntC).prefetch.state === 'done', 'the prefetch to end');
+    const m = mountOf(c, mntC);
+    // Every blob came with the batch (an open that asked meanwhile waited for it), none on its own.
+    expect(m).toMatchObject({ prefetched: { blobs: 13, bytes: 12 * 2048 + (1536 << 10) }, fetchedOnOpen: { blobs: 0, bytes: 0 }, prefetch: { trace: 13, traceFrom: 's3', failed: 0 }, bulk: null });
+    expect(daemonLog(c)).toContain(`prefetch: ${mntC}: start-up batch (begun with the listing): 13 of the first 13 blobs (${12 * 2048} bytes and 1 large ones alongside)`);
+    // Only those: the other blobs of the frames read were not kept (and neighbors are off in this suite).
+    expect(Object.values(t.digest).filter((d) => inCas(c, d)).sort()).toEqual(order.map((f) => t.digest[f]!).sort());
     stopDaemon(c);
   });
 

@@ -116,12 +116,13 @@ describe('tree encoding', () => {
 describe('the quick path check', () => {
   it('accepts exactly the paths the full check accepts (short, long, odd components, multi-byte names)', () => {
     const part = fc.oneof(
-      fc.constantFrom('', '.', '..', 'a', 'node_modules', '\0', '\ud800', 'é'.repeat(86), 'x'.repeat(85), 'x'.repeat(86), '語'.repeat(85), '語'.repeat(86)),
+      fc.constantFrom('', '.', '..', '...', '.a', 'a.', '..b', '.'.repeat(86), 'a', 'node_modules', '\0', '\ud800', 'é'.repeat(86), 'x'.repeat(85), 'x'.repeat(86), '語'.repeat(85), '語'.repeat(86)),
       fc.string({ maxLength: 100 }),
       fc.string({ unit: 'grapheme', maxLength: 90 }),
     );
     const path = fc.oneof(
       fc.array(part, { minLength: 1, maxLength: 8 }).map((ps) => ps.join('/')),
+      fc.array(fc.constantFrom('.', '..', '...', 'a', ''), { minLength: 1, maxLength: 6 }).map((ps) => ps.join('/')), // dots: the one-pass check counts them
       fc.array(fc.constantFrom('abcdefghij'.repeat(9), 'k'), { minLength: 40, maxLength: 50 }).map((ps) => ps.join('/')), // near 4095 bytes
     );
     fc.assert(

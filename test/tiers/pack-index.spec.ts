@@ -59,13 +59,13 @@ describe('pack indexes', () => {
     const z = PackIndex.decode(encodePackIndex(plan, objectBytes, frames));
     expect([raw.blobCount, raw.frameCount, z.frameCount]).toEqual([500, 0, plan.frameEnds.length]);
     for (const b of plan.blobs) {
-      expect(raw.locate(b.digest)).toEqual({ offset: b.offset, start: b.offset, end: b.offset + b.size, compressed: false, skip: 0, size: b.size, decoded: b.size });
+      expect(raw.locate(b.digest)).toEqual({ start: b.offset, end: b.offset + b.size, compressed: false, skip: 0, size: b.size, decoded: b.size, archiveStart: b.offset });
       const at = z.locate(b.digest)!;
       const i = frames.findLastIndex((f) => f.archiveOffset <= b.offset);
       expect(at).toEqual({
-        offset: b.offset,
         start: frames[i]!.objectOffset, end: frames[i + 1]?.objectOffset ?? objectBytes, compressed: true, skip: b.offset - frames[i]!.archiveOffset, size: b.size,
         decoded: (frames[i + 1]?.archiveOffset ?? plan.archiveBytes) - frames[i]!.archiveOffset, // what the frame may inflate to, at most
+        archiveStart: frames[i]!.archiveOffset,
       });
     }
     expect(raw.locate(hashBuffer(Buffer.from('absent')))).toBeUndefined();

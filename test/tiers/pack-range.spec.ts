@@ -276,6 +276,81 @@ describe('one blob of a packed tree by a ranged GET', () => {
   });
 });
 
+describe('many blobs of a packed tree at once (a start-up batch)', () => {
+  /** Every 7th small file and the medium ones: scattered over the pack, some sharing frames. */
+  const scattered = (files: Entry[]) => [...small(files).filter((_, i) => i % 7 === 0), ...files.filter((f) => f.size >= 100_000)];
+
+  it('reads them by few ranged GETs of their frames: each verified, nothing else kept', async () => {
+    const { tree, files } = save('many/');
+    const pack = await thePack('many/');
+    const n = node('many/');
+    try {
+      n.store.admitTree(tree, await objectBytes(`many/blobs/${tree}`), 'test');
+      await n.resolver.chain.prepareTree(tree); // manifest and index
+      const want = scattered(files);
+      // The frames they are in, each counted once: what one ranged GET per blob would have read at least.
+      const frames = new Map(want.map((e) => pack.index.locate(e.digest)!).map((at) => [at.start, at.end - at.start]));
+      const union = [...frames.values()].reduce((a, b) => a + b, 0);
+      let got: Map<string, { from: string | undefined }> = new Map();
+      const moved = await n.moved(async () => (got = await n.resolver.fetchBatch(tree, want)));
+      for (const e of want) {
+        expect(got.get(e.digest)?.from, e.path).toBe('s3');
+        expect(n.bytes(e.digest).equals(fileBytes(e))).toBe(true);
+      }
+      // At least their frames; at most those and the gaps a batch reads through rather than ask again (32 KiB each), never more than the pack.
+      expect(moved).toBeGreaterThanOrEqual(union);
+      expect(moved).toBeLessThanOrEqual(Math.min(pack.size, union + (frames.size - 1) * (32 << 10)));
+      // The other blobs of those frames crossed the network but were not kept.
+      expect(files.filter((f) => f.size > 0 && n.has(f.digest)).length).toBe(new Set(want.map((e) => e.digest)).size);
+      expect(n.metrics.get(M.mismatches, { tier: 's3' })).toBe(0);
+      // Asked again: all local, nothing moves.
+      expect(await n.moved(() => n.resolver.fetchBatch(tree, want))).toBe(0);
+    } finally {
+      await n.close();
+    }
+  });
+
+  it('an uncompressed pack: the blobs\' records, read by range', async () => {
+    const { tree, files } = save('many-raw/', { VRIFT_S3_COMPRESSION: 'none' });
+    const n = node('many-raw/');
+    try {
+      n.store.admitTree(tree, await objectBytes(`many-raw/blobs/${tree}`), 'test');
+      const want = scattered(files);
+      const got = await n.resolver.fetchBatch(tree, want);
+      for (const e of want) {
+        expect(got.get(e.digest)?.from, e.path).toBe('s3');
+        expect(n.bytes(e.digest).equals(fileBytes(e))).toBe(true);
+      }
+    } finally {
+      await n.close();
+    }
+  });
+
+  it('a blob whose bytes in the pack are wrong is rejected and counted; the others arrive; it is no tier\'s then', async () => {
+    const { tree, files } = save('many-dmg/', { VRIFT_S3_COMPRESSION: 'none' });
+    const pack = await thePack('many-dmg/');
+    const [victim, ...rest] = small(files);
+    damage(pack.key, pack.index.locate(victim!.digest)!.start, 1);
+    const n = node('many-dmg/');
+    try {
+      n.store.admitTree(tree, await objectBytes(`many-dmg/blobs/${tree}`), 'test');
+      const want = [victim!, ...rest.slice(0, 20)];
+      const got = await n.resolver.fetchBatch(tree, want);
+      expect(got.has(victim!.digest)).toBe(false); // not brought: the caller's to fetch alone
+      expect(n.has(victim!.digest)).toBe(false);
+      for (const e of rest.slice(0, 20)) {
+        expect(got.get(e.digest)?.from).toBe('s3');
+        expect(n.bytes(e.digest).equals(fileBytes(e))).toBe(true);
+      }
+      expect(n.metrics.get(M.mismatches, { tier: 's3' })).toBe(1);
+      expect(n.logs.join('\n')).toContain(`s3: blob ${victim!.digest} read in a batch of tree ${tree} failed verification and was dropped`);
+      expect(await n.resolver.fetchBlob(victim!.digest, { tree })).toBeUndefined();
+    } finally {
+      await n.close();
+    }
+  });
+});
+
 describe('the pack index', () => {
   it('lists every small blob once, where the archive has it', async () => {
     const { files } = save('ix/', { VRIFT_S3_COMPRESSION: 'none' });

@@ -12,7 +12,8 @@ import type { MountManager, MountRecord } from '../mount/mounts.js';
 import type { Resolver } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
 import { BulkSwitch, type Amount } from './bulk-switch.js';
-import { Prefetcher, type PrefetchJob } from './prefetcher.js';
+import { Prefetcher, type FetchOutcome, type PrefetchItem, type PrefetchJob } from './prefetcher.js';
+import { StartupBatches, type StartupBatch } from './startup-batch.js';
 import { TraceBook } from './trace-book.js';
 import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
 
@@ -80,6 +81,7 @@ export class LazyMounts {
   private readonly byPath = new Map<string, LazyMount>();
   private readonly prefetcher: Prefetcher;
   private readonly traces: TraceBook;
+  private readonly startup: StartupBatches;
   private stopped = false;
 
   constructor(private readonly opts: LazyMountsOptions) {
@@ -94,6 +96,20 @@ export class LazyMounts {
       },
     });
     this.traces = new TraceBook({ store: opts.store, resolver: opts.resolver, log: opts.log, isBlobOf: (tree) => this.isBlobOf(tree) });
+    this.startup = new StartupBatches({
+      store: opts.store,
+      resolver: opts.resolver,
+      prefetcher: this.prefetcher,
+      traces: this.traces,
+      blobsOf: (tree) => this.blobsOf(tree),
+      bytesPerSec: config.prefetchBytesPerSec,
+      log: opts.log,
+    });
+  }
+
+  /** Whether mounts prefetch (mount.prefetch): a cold mount then reads its tree's trace along with its listing. */
+  get prefetching(): boolean {
+    return this.opts.config.prefetch;
   }
 
   /** Daemon start: takes on every mount restored from LMDB (a restart resumes their prefetch). */
@@ -108,12 +124,25 @@ export class LazyMounts {
     await this.traces.stop();
   }
 
+  /**
+   * A tree this node just fetched the listing of is about to be mounted
+   * (MOUNT on a cold node): the start-up batch of its trace begins now, so
+   * its requests are out while the mount's VDir is built (synchronous
+   * work: nothing else runs meanwhile). Resolves once they are sent, or
+   * there is nothing to send; the mount's prefetch (attach) takes what the
+   * batch brought.
+   */
+  early(tree: Digest): Promise<void> {
+    if (!this.opts.config.prefetch || this.stopped) return Promise.resolve();
+    return this.startup.begin(tree);
+  }
+
   /** A tree was just mounted (or restored): count what is local, then prefetch by its trace. */
   attach(rec: MountRecord): void {
     if (this.stopped) return;
     let blobs: TreeBlobs;
     try {
-      blobs = treeBlobs(this.opts.store.getTree(rec.tree).entries);
+      blobs = this.blobsOf(rec.tree);
     } catch (e) {
       // The mount itself is fine; only its accounting and prefetch are lost.
       return this.opts.log(`prefetch: ${rec.path}: cannot read tree ${rec.tree}: ${(e as Error).message}`);
@@ -176,12 +205,26 @@ export class LazyMounts {
   }
 
   private async begin(m: LazyMount): Promise<void> {
+    const p = m.status.prefetch;
+    const earlyRun = this.startup.take(m.rec.tree);
+    // (A cold mount read its trace with its listing: early. Otherwise it is read once the count shows blobs missing: no network for a local tree.)
+    const early = earlyRun && (await earlyRun);
+    const earlyBatch = early?.batch;
+    const earlyOutcomes: [PrefetchItem, FetchOutcome][] = [];
+    if (earlyBatch) {
+      // What the batch brought is this mount's prefetch, not "local at mount" (counted below).
+      for (const item of earlyBatch.head) {
+        const o = earlyBatch.outcomes.get(item.digest);
+        if (!o || o.from === undefined || o.from === 'local' || o.joined) continue;
+        m.brought.add(item.digest);
+        earlyOutcomes.push([item, o]);
+      }
+    }
     await this.countLocal(m);
     if (m.gone || this.stopped) return;
-    const p = m.status.prefetch;
     if (!this.opts.config.prefetch) return void (p.state = 'off');
-    if (m.status.local.blobs === m.blobs.digests.length) return void (p.state = 'nothing missing'); // no network for a local tree
-    const trace = await this.traces.load(m.rec.tree);
+    if (m.status.local.blobs === m.blobs.digests.length && earlyOutcomes.length === 0) return void (p.state = 'nothing missing');
+    const trace = early ? early.trace : await this.traces.load(m.rec.tree);
     if (m.gone || this.stopped || m.status.bulk) return;
     if (!trace) return void (p.state = 'no trace');
     p.trace = trace.blobs.length;
@@ -191,31 +234,37 @@ export class LazyMounts {
       const at = m.blobs.index.get(digest);
       return at === undefined || m.localAtMount[at] || m.brought.has(digest) ? [] : [{ digest, size: m.blobs.sizes[at]! }];
     });
-    if (items.length === 0) return void (p.state = 'done');
+    if (items.length === 0 && earlyOutcomes.length === 0) return void (p.state = 'done');
     // Earlier runs read most of the tree: one bulk pull beats fetching it file by file.
     const planned = items.reduce((a, i) => ({ blobs: a.blobs + 1, bytes: a.bytes + i.size }), { ...m.status.fetchedOnOpen });
     const most = m.switch.byVolume(planned);
     if (most) return this.toBulk(m, `its trace (from ${trace.from}) and the opens so far need ${most} that are not local`);
     p.state = 'running';
     const started = Date.now();
-    const bytes = items.reduce((a, i) => a + i.size, 0);
-    this.opts.log(`prefetch: ${m.rec.path}: ${items.length} blobs (${bytes} bytes) in the order of the tree's trace (from ${trace.from}), at most ${this.opts.config.prefetchBytesPerSec} bytes/s`);
+    const bytes = items.reduce((a, i) => a + i.size, 0) + earlyOutcomes.reduce((a, [i]) => a + i.size, 0);
+    this.opts.log(`prefetch: ${m.rec.path}: ${items.length + earlyOutcomes.length} blobs (${bytes} bytes) in the order of the tree's trace (from ${trace.from}), at most ${this.opts.config.prefetchBytesPerSec} bytes/s`);
+    const fetched = (item: PrefetchItem, { from, joined }: FetchOutcome) => {
+      if (from === undefined) return void p.failed++;
+      if (from === 'local' || joined) return;
+      if (m.blobs.exec[m.blobs.index.get(item.digest)!]) this.opts.store.ensureExecTwin(item.digest); // opened through its exec twin
+      m.brought.add(item.digest);
+      add(m.status.prefetched, item.size);
+      this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBlobs);
+      this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBytes, undefined, item.size);
+      const why = this.byVolume(m);
+      if (why) this.toBulk(m, why);
+    };
+    if (earlyBatch) {
+      for (const [item, o] of earlyOutcomes) fetched(item, o);
+      this.opts.log(`prefetch: ${m.rec.path}: start-up batch (begun with the listing): ${earlyOutcomes.length} ${batchLine(earlyBatch)}`);
+    } else await this.startupBatch(m, items, fetched);
+    if (m.gone || this.stopped || p.state !== 'running') return;
     m.job = {
       name: m.rec.path,
       tree: m.rec.tree,
       items,
       isLocal: (d) => this.opts.store.cas.has(d),
-      onFetched: (item, { from, joined }) => {
-        if (from === undefined) return void p.failed++;
-        if (from === 'local' || joined) return;
-        if (m.blobs.exec[m.blobs.index.get(item.digest)!]) this.opts.store.ensureExecTwin(item.digest); // opened through its exec twin
-        m.brought.add(item.digest);
-        add(m.status.prefetched, item.size);
-        this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBlobs);
-        this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBytes, undefined, item.size);
-        const why = this.byVolume(m);
-        if (why) this.toBulk(m, why);
-      },
+      onFetched: fetched,
       onFailed: (item, e) => {
         p.failed++;
         if (!this.stopped) this.opts.log(`prefetch: ${m.rec.path}: blob ${item.digest} failed: ${e.message}`);
@@ -228,6 +277,23 @@ export class LazyMounts {
       },
     };
     this.prefetcher.add(m.job);
+  }
+
+  /** The start-up batch (startup-batch.ts) run by the mount's prefetch itself (no MOUNT began one: a restored mount). */
+  private async startupBatch(m: LazyMount, items: readonly PrefetchItem[], fetched: (item: PrefetchItem, o: FetchOutcome) => void): Promise<void> {
+    let batch;
+    try {
+      batch = await this.startup.run(m.rec.tree, items);
+    } catch (e) {
+      return this.opts.log(`prefetch: ${m.rec.path}: the start-up batch failed (its blobs come one by one): ${(e as Error).message}`);
+    }
+    if (!batch || m.gone) return;
+    const before = m.status.prefetched.blobs;
+    for (const item of batch.head) {
+      const o = batch.outcomes.get(item.digest);
+      if (o) fetched(item, o); // (the others: one by one, with the rest of the trace)
+    }
+    this.opts.log(`prefetch: ${m.rec.path}: start-up batch: ${m.status.prefetched.blobs - before} ${batchLine(batch)}`);
   }
 
   /** Counts the tree's blobs that were local when it was mounted (the index alone, a few thousand per turn of the event loop). */
@@ -291,12 +357,24 @@ export class LazyMounts {
     });
   }
 
+  /** The blobs of `tree` (the last tree asked for is kept: an early batch, its trace's check and the mount each need them, for 100 000 entries). */
+  private blobsOf(tree: Digest): TreeBlobs {
+    if (this.lastBlobs?.tree !== tree) this.lastBlobs = { tree, blobs: treeBlobs(this.opts.store.getTree(tree).entries) };
+    return this.lastBlobs.blobs;
+  }
+  private lastBlobs?: { tree: Digest; blobs: TreeBlobs };
+
   /** Whether a digest is a blob of `tree` (a mounted one's index, else the tree itself). */
   private isBlobOf(tree: Digest): (d: Digest) => boolean {
     for (const m of this.byPath.values()) if (m.rec.tree === tree) return (d) => m.blobs.index.has(d);
-    const set = new Set(treeBlobs(this.opts.store.getTree(tree).entries).digests);
-    return (d) => set.has(d);
+    const { index } = this.blobsOf(tree);
+    return (d) => index.has(d);
   }
+}
+
+/** "of the first n blobs (b bytes …) in t ms", for the log. */
+function batchLine(b: StartupBatch): string {
+  return `of the first ${b.head.length} blobs (${b.bytes} bytes${b.large ? ` and ${b.large} large ones alongside` : ''}) in ${b.ms} ms`;
 }
 
 function add(a: Amount, bytes: number): void {

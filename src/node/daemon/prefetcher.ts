@@ -81,6 +81,11 @@ export class Prefetcher {
     this.pump();
   }
 
+  /** Reserves `bytes` of the host's prefetch rate for a transfer of the caller's own (a batch); resolves when it may start. */
+  reserve(bytes: number, signal?: AbortSignal): Promise<void> {
+    return this.pacer.take(bytes, signal);
+  }
+
   /** Stops a job: nothing more starts for it (fetches already running finish). */
   cancel(job: PrefetchJob): void {
     const r = this.jobs.find((x) => x.job === job);

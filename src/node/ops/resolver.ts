@@ -9,7 +9,9 @@ import { hasCode, VriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
+import type { HintFetch } from '../../tiers/hints.js';
 import type { RefInfo } from '../../tiers/tier.js';
+import { MAX_TRACE_BLOB_BYTES, traceRefName } from '../store/trace.js';
 import type { BlobWatch } from '../store/admission.js';
 import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
@@ -32,6 +34,12 @@ interface TreeFlight {
   last?: PullProgress;
 }
 
+/** What a blob's fetch says when it was one of a batch (fetchBatch) that did not bring it: whoever joined it asks again. */
+const NOT_IN_BATCH = '\0not in the batch';
+
+/** A trace read with a listing and not taken within this long is dropped (the next mount reads it again). */
+const EARLY_TRACE_KEPT_MS = 30_000;
+
 /** How long a fetch of a blob waits for a bulk pull of its tree to bring it before asking a tier itself. */
 const BULK_ARRIVAL_WAIT_MS = 300;
 
@@ -42,6 +50,8 @@ export class Resolver {
   private readonly listingFlights = new SingleFlight<Digest, string>();
   /** The daemon's swarms (src/node/daemon/swarm-host.ts), when it is in a cluster: a pull of a large tree fetches it with the other nodes fetching it. */
   swarms: TreeSwarms | undefined;
+  /** The trace hint of a tree a cold mount started reading with its listing (treeToMount), for remoteTrace to take. */
+  private readonly earlyTraces = new Map<Digest, Promise<HintFetch | undefined>>();
 
   constructor(
     readonly store: Store,
@@ -87,32 +97,75 @@ export class Resolver {
       if (this.localIntact(digest, opts)) return 'local';
       opts.damaged?.();
     }
-    const flight = this.blobFlights.run(digest, async () => {
-      // The tree, when it is here, says the blob's size (and whether it is the tree's at all); if not, the tier's index does.
-      const sizes = opts.tree === undefined ? undefined : this.blobSizes(opts.tree);
-      const size = opts.size ?? sizes?.get(digest);
-      // The whole tree is being pulled (a lazy mount switched to bulk): the blob is likely on its way in
-      // that stream, in the order programs read it; a request of its own would compete with the pull.
-      if (opts.tree !== undefined && this.treeFlights.peek(opts.tree) && (await this.arrivesSoon(digest))) return 'local';
-      // A large blob a program waits for may be read while it arrives (verified in order): the caller watches.
-      const watch = size === undefined ? undefined : opts.watch?.(size);
-      const inTree = sizes?.has(digest) ? { tree: opts.tree!, tried: new Set<string>() } : undefined;
-      const from = await this.chain.fetch(digest, size, watch, inTree);
-      if (from !== undefined || opts.tree === undefined) return from;
-      if (sizes && !sizes.has(digest)) return undefined; // not a blob of that tree
-      // One small read, even while a pull of the whole tree runs: whoever opened the file waits for this blob only.
-      const ranged = await this.chain.fetchInTree(opts.tree, digest, size, inTree?.tried);
-      if (ranged !== undefined) return ranged;
-      const pulling = this.treeFlights.peek(opts.tree);
-      if (pulling) {
-        // The whole tree is on its way: wait for that pull rather than read its archives twice.
-        await pulling.catch(() => undefined);
-        if (this.store.cas.has(digest)) return 'local';
-      }
-      return this.fromTreeArchives(digest, opts.tree, size);
-    });
+    const flight = this.blobFlights.run(digest, () => this.fetchAlone(digest, opts));
     opts.joined?.(flight.joined);
-    return flight.result;
+    const from = await flight.result;
+    // Joined a batch that did not bring it: fetched alone now.
+    return from === NOT_IN_BATCH ? this.fetchBlob(digest, opts) : from;
+  }
+
+  /** fetchBlob's own fetch (one blob at a time per digest: the caller holds the flight). */
+  private async fetchAlone(digest: Digest, opts: { size?: number; tree?: Digest; watch?: (size: number) => BlobWatch | undefined }): Promise<string | undefined> {
+    // The tree, when it is here, says the blob's size (and whether it is the tree's at all); if not, the tier's index does.
+    const sizes = opts.tree === undefined ? undefined : this.blobSizes(opts.tree);
+    const size = opts.size ?? sizes?.get(digest);
+    // The whole tree is being pulled (a lazy mount switched to bulk): the blob is likely on its way in
+    // that stream, in the order programs read it; a request of its own would compete with the pull.
+    if (opts.tree !== undefined && this.treeFlights.peek(opts.tree) && (await this.arrivesSoon(digest))) return 'local';
+    // A large blob a program waits for may be read while it arrives (verified in order): the caller watches.
+    const watch = size === undefined ? undefined : opts.watch?.(size);
+    const inTree = sizes?.has(digest) ? { tree: opts.tree!, tried: new Set<string>() } : undefined;
+    const from = await this.chain.fetch(digest, size, watch, inTree);
+    if (from !== undefined || opts.tree === undefined) return from;
+    if (sizes && !sizes.has(digest)) return undefined; // not a blob of that tree
+    // One small read, even while a pull of the whole tree runs: whoever opened the file waits for this blob only.
+    const ranged = await this.chain.fetchInTree(opts.tree, digest, size, inTree?.tried);
+    if (ranged !== undefined) return ranged;
+    const pulling = this.treeFlights.peek(opts.tree);
+    if (pulling) {
+      // The whole tree is on its way: wait for that pull rather than read its archives twice.
+      await pulling.catch(() => undefined);
+      if (this.store.cas.has(digest)) return 'local';
+    }
+    return this.fromTreeArchives(digest, opts.tree, size);
+  }
+
+  /**
+   * Many blobs of `tree` at once (a lazy mount's start-up set, from its
+   * trace): read together where a tier can (S3: few ranged GETs of the
+   * packs' frames), each verified. Each blob is one of this host's blob
+   * fetches meanwhile, so an open that asks for it waits for the batch to
+   * bring it (and only as long as that takes); one the batch did not
+   * bring is then fetched alone by whoever waits for it. Blobs being
+   * fetched already are left to that fetch. Resolves with where each blob
+   * came from (as fetchBlob), for those the batch brought, found local,
+   * or joined; the others are the caller's to fetch one by one.
+   */
+  async fetchBatch(tree: Digest, items: readonly { digest: Digest; size: number }[]): Promise<Map<Digest, { from: string | undefined; joined: boolean }>> {
+    const arrived = new Map<Digest, (from: string) => void>();
+    const flights = new Map<Digest, { result: Promise<string | undefined>; joined: boolean }>();
+    const want = new Map<Digest, number>();
+    for (const { digest, size } of items) {
+      if (flights.has(digest)) continue;
+      if (this.store.cas.has(digest)) {
+        flights.set(digest, { result: Promise.resolve('local'), joined: false });
+        continue;
+      }
+      const f = this.blobFlights.run(digest, () => new Promise<string>((r) => arrived.set(digest, r)));
+      if (!f.joined) want.set(digest, size);
+      flights.set(digest, f);
+    }
+    try {
+      if (want.size > 0) await this.chain.fetchManyInTree(tree, want, (digest, from) => arrived.get(digest)?.(from));
+    } finally {
+      for (const r of arrived.values()) r(NOT_IN_BATCH); // (a resolved promise ignores this)
+    }
+    const out = new Map<Digest, { from: string | undefined; joined: boolean }>();
+    for (const [digest, f] of flights) {
+      const from = await f.result.catch(() => NOT_IN_BATCH);
+      if (from !== NOT_IN_BATCH) out.set(digest, { from, joined: f.joined });
+    }
+    return out;
   }
 
   /** A local blob (and its exec twin, when asked for) passes the store's check; false when it was quarantined. */
@@ -162,7 +215,7 @@ export class Resolver {
    * A ref or tree this node lacks is asked of the remote tiers; a ref
    * found there is recorded here. One fetch per tree at a time.
    */
-  async treeToMount(treeish: string): Promise<{ tree: Digest; from: string }> {
+  async treeToMount(treeish: string, opts: { prefetch?: boolean } = {}): Promise<{ tree: Digest; from: string }> {
     let tree: Digest;
     let ref: string | null = null;
     let times: Digest | undefined;
@@ -181,6 +234,16 @@ export class Resolver {
           hint: 'list refs with `vrift ref list`; save or push it from a node that has it',
           exitCode: 1,
         });
+      }
+    }
+    if (!this.store.hasTree(tree)) {
+      // A cold mount: what its first opens (and its prefetch) need next loads while the listing does.
+      void this.chain.prepareTree(tree);
+      if (opts.prefetch && !this.earlyTraces.has(tree)) {
+        const early = this.chain.fetchHint(traceRefName(tree), MAX_TRACE_BLOB_BYTES);
+        early.catch(() => undefined);
+        this.earlyTraces.set(tree, early);
+        setTimeout(() => this.earlyTraces.get(tree) === early && this.earlyTraces.delete(tree), EARLY_TRACE_KEPT_MS).unref();
       }
     }
     const from = await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
@@ -305,7 +368,9 @@ export class Resolver {
 
   /** The trace of `tree` the remote tiers hold (untrusted: only blobs of the tree are kept), or undefined when none does. */
   remoteTrace(tree: Digest, isBlobOfTree: (d: Digest) => boolean): Promise<RemoteTrace | undefined> {
-    return fetchRemoteTrace(this.chain, tree, isBlobOfTree);
+    const early = this.earlyTraces.get(tree);
+    this.earlyTraces.delete(tree);
+    return fetchRemoteTrace(this.chain, tree, isBlobOfTree, early);
   }
 
   /** Stores the trace of `tree` in every writable remote tier; one result per tier. */

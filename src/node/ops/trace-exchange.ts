@@ -6,13 +6,14 @@
 // kept.
 import { hashBuffer, type Digest } from '../../lib/digest.js';
 import type { Chain } from '../../tiers/chain.js';
+import type { HintFetch } from '../../tiers/hints.js';
 import { decodeTraceBlob, encodeTraceBlob, MAX_TRACE_BLOB_BYTES, traceRefName } from '../store/trace.js';
 
 export type RemoteTrace = { from: string; blobs: Digest[]; ignored: number } | { from: string; problem: string };
 
-/** The trace of `tree` the remote tiers hold, or undefined when none does. */
-export async function fetchRemoteTrace(chain: Chain, tree: Digest, isBlobOfTree: (d: Digest) => boolean): Promise<RemoteTrace | undefined> {
-  const hint = await chain.fetchHint(traceRefName(tree), MAX_TRACE_BLOB_BYTES);
+/** The trace of `tree` the remote tiers hold, or undefined when none does; `early`: its hint, already being read (a cold mount starts it with the listing). */
+export async function fetchRemoteTrace(chain: Chain, tree: Digest, isBlobOfTree: (d: Digest) => boolean, early?: Promise<HintFetch | undefined>): Promise<RemoteTrace | undefined> {
+  const hint = await (early ?? chain.fetchHint(traceRefName(tree), MAX_TRACE_BLOB_BYTES));
   if (!hint) return undefined;
   if ('problem' in hint) return { from: hint.tier, problem: hint.problem };
   const decoded = decodeTraceBlob(hint.bytes, tree, isBlobOfTree);

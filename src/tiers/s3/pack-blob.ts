@@ -11,6 +11,7 @@
 import { Readable } from 'node:stream';
 import type { Digest } from '../../lib/digest.js';
 import { LruMap } from '../../lib/lru.js';
+import { mapLimit } from '../../lib/queue.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import { zstdInflate } from '../../lib/zstd.js';
 import { ARCHIVE_MAGIC, FRAME_LEN, HEADER_LEN, TAG_BLOB } from '../../node/archive/format.js';
@@ -27,6 +28,22 @@ const INDEX_BYTES = 64 << 20;
 const pushAgain = 'push the tree again (`vrift push <tree>`)';
 /** A ranged read this small (compressed) is decoded whole and its other blobs offered (BlobBody.neighbors). */
 const NEIGHBOR_RANGE = 1 << 20;
+/** A batch (getMany) reads the ranges of blobs closer than this (object bytes) as one: a request costs more than the frames between. */
+const BATCH_GAP = 32 << 10;
+/** …up to this many object bytes per ranged GET. */
+const BATCH_RANGE_MAX = 4 << 20;
+/** Ranged GETs of one batch at once. */
+const BATCH_PARALLEL = 8;
+
+/** A run of whole archive records in a pack object: `[start, end)` of the object decodes to `[archiveStart, archiveEnd)` of the archive. */
+interface Span {
+  pack: PackRef;
+  start: number;
+  end: number;
+  archiveStart: number;
+  archiveEnd: number;
+  compressed: boolean;
+}
 
 /** The whole blob frames (docs/archive-format.md) in decoded archive bytes that start at a frame boundary, but `except`. */
 function blobsIn(buf: Buffer, except: Digest): { digest: Digest; bytes: Buffer }[] {
@@ -39,6 +56,20 @@ function blobsIn(buf: Buffer, except: Digest): { digest: Digest; bytes: Buffer }
     if (size > buf.length - start) break; // cut by the range's end
     if (digest !== except) out.push({ digest, bytes: buf.subarray(start, start + size) });
     at = start + size;
+  }
+  return out;
+}
+
+/** Spans sorted by where they start in their pack, those close together (BATCH_GAP) joined, each at most about BATCH_RANGE_MAX. */
+function mergeSpans(spans: Span[]): Span[] {
+  const out: Span[] = [];
+  const sorted = [...spans].sort((a, b) => (a.pack.key < b.pack.key ? -1 : a.pack.key > b.pack.key ? 1 : a.start - b.start));
+  for (const s of sorted) {
+    const cur = out.at(-1);
+    // Frames (records) are contiguous in the object and in the archive: the bytes between two spans decode to the records between.
+    if (cur && cur.pack.key === s.pack.key && s.start <= cur.end + BATCH_GAP && Math.max(cur.end, s.end) - cur.start <= BATCH_RANGE_MAX) {
+      if (s.end > cur.end) [cur.end, cur.archiveEnd] = [s.end, s.archiveEnd];
+    } else out.push({ ...s });
   }
   return out;
 }
@@ -83,63 +114,67 @@ export class PackBlobReader {
     return undefined;
   }
 
-  /**
-   * Small blobs of `tree`, whole and in the order asked, as one stream, by
-   * one ranged GET: when one indexed pack holds them all, close together
-   * (the span read is at most about twice their bytes). undefined
-   * otherwise (the caller reads them one by one).
-   */
-  async getRun(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
-    if (blobs.length === 0) return undefined;
+  /** The manifest of `tree` and the indexes of its packs, loaded (and kept) ahead of the reads that need them. */
+  async prepare(tree: Digest): Promise<void> {
     const m = await this.manifest(tree);
-    for (const pack of m?.packs ?? []) {
-      if (!pack.index) continue;
-      const ix = await this.index(pack);
-      const at = blobs.map((b) => ix.locate(b.digest));
-      if (at.some((r) => !r || r.size === 0)) continue;
-      const ranges = at as BlobRange[];
-      let start = Infinity;
-      let end = 0;
-      let from = Infinity;
-      let to = 0;
-      let bytes = 0;
-      for (const r of ranges) {
-        start = Math.min(start, r.start);
-        end = Math.max(end, r.end);
-        from = Math.min(from, r.offset - r.skip);
-        to = Math.max(to, r.offset - r.skip + r.decoded);
-        bytes += r.size;
-      }
-      if (end - start > 2 * bytes + NEIGHBOR_RANGE / 4) return undefined;
-      return this.readRun(pack, ranges, { start, end, from, to, bytes });
-    }
-    return undefined;
+    await Promise.all((m?.packs ?? []).filter((p) => p.index).map((p) => this.index(p)));
   }
 
-  private async readRun(pack: PackRef, ranges: BlobRange[], span: { start: number; end: number; from: number; to: number; bytes: number }): Promise<BlobBody> {
-    const body = await this.objects.getRange(pack.key, span.start, span.end);
-    if (!body) throw new TierError('s3', 'corrupt', `pack ${pack.key} named by the manifest of tree ${pack.tree} is missing`, { hint: pushAgain });
-    const compressed = ranges[0]!.compressed;
-    const src = compressed ? zstdInflate(body.stream, { limit: span.to - span.from, what: `frames ${span.start}-${span.end} of pack ${pack.key}` }) : body.stream;
-    const key = pack.key;
-    const objects = this.objects;
-    async function* blobs(): AsyncGenerator<Buffer> {
-      const parts: Buffer[] = [];
-      try {
-        for await (const c of src as AsyncIterable<Buffer>) parts.push(c);
-      } catch (e) {
-        const code = (e as { code?: string }).code;
-        if (code === 'ERR_VRIFT_ZSTD' || code === 'ERR_VRIFT_ZSTD_BOMB') throw new TierError('s3', 'corrupt', `frames ${span.start}-${span.end} of pack ${key} are damaged (${(e as Error).message})`, { hint: pushAgain });
-        throw objects.fail(e, `reading ${key}`);
-      }
-      const decoded = Buffer.concat(parts);
-      for (const r of ranges) {
-        const at = r.offset - span.from;
-        if (at + r.size > decoded.length) throw new TierError('s3', 'corrupt', `pack ${key} is cut short at byte ${span.from + decoded.length}`, { hint: pushAgain });
-        yield decoded.subarray(at, at + r.size);
+  /**
+   * Many blobs of `tree` at once (a prefetch of a trace's start-up set):
+   * located by the packs' indexes, their frames (their records, in an
+   * uncompressed pack) merged into few ranged GETs where they lie close
+   * (BATCH_GAP), read BATCH_PARALLEL at a time. `onBlob` gets each blob
+   * asked for as its range arrives, and, with `neighbors`, the others the
+   * ranges held; unverified like every read. Blobs no indexed pack holds
+   * are left out (the caller fetches them one by one); a range that fails
+   * leaves its blobs out and the first failure is thrown at the end.
+   */
+  async getMany(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    const m = await this.manifest(tree);
+    const want = new Set(digests);
+    const left = new Set(digests);
+    const spans: Span[] = [];
+    for (const pack of m?.packs ?? []) {
+      if (!pack.index || left.size === 0) continue;
+      const ix = await this.index(pack);
+      for (const d of [...left]) {
+        const at = ix.locate(d);
+        if (!at) continue;
+        left.delete(d);
+        // (uncompressed: the blob's record, header included, so the same parser reads both)
+        const head = at.compressed ? 0 : FRAME_LEN;
+        spans.push({ pack, start: at.start - head, end: at.end, archiveStart: at.archiveStart - head, archiveEnd: at.archiveStart + at.decoded, compressed: at.compressed });
       }
     }
-    return { stream: Readable.from(blobs()), size: span.bytes };
+    let failure: unknown;
+    await mapLimit(mergeSpans(spans), BATCH_PARALLEL, async (s) => {
+      try {
+        for (const b of await this.readSpan(s)) if (want.has(b.digest) || this.objects.cfg.neighbors) await onBlob(b.digest, b.bytes);
+      } catch (e) {
+        failure ??= e;
+      }
+    });
+    if (failure !== undefined) throw failure;
+  }
+
+  /** The records a span holds, read by one ranged GET (decompressed where the pack is). */
+  private async readSpan(s: Span): Promise<{ digest: Digest; bytes: Buffer }[]> {
+    const what = `${s.start}-${s.end} of pack ${s.pack.key}`;
+    const body = await this.objects.getRange(s.pack.key, s.start, s.end);
+    if (!body) throw new TierError('s3', 'corrupt', `pack ${s.pack.key} named by the manifest of tree ${s.pack.tree} is missing`, { hint: pushAgain });
+    const src = s.compressed ? zstdInflate(body.stream, { limit: s.archiveEnd - s.archiveStart, what: `frames ${what}` }) : body.stream;
+    const parts: Buffer[] = [];
+    try {
+      for await (const c of src as AsyncIterable<Buffer>) parts.push(c);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'ERR_VRIFT_ZSTD' || code === 'ERR_VRIFT_ZSTD_BOMB') throw new TierError('s3', 'corrupt', `bytes ${what} are damaged (${(e as Error).message})`, { hint: pushAgain });
+      throw this.objects.fail(e, `reading ${s.pack.key}`);
+    } finally {
+      if (!body.stream.readableEnded) body.stream.destroy();
+    }
+    return blobsIn(Buffer.concat(parts), '');
   }
 
   private index(pack: PackRef): Promise<PackIndex> {

@@ -94,8 +94,6 @@ export function encodePackIndex(plan: PackPlan, objectBytes: number, frames: rea
 
 /** The bytes of the pack object to read for one blob: `[start, end)`, then `skip` bytes of what they decode to, then `size`. */
 export interface BlobRange {
-  /** Where the blob's bytes are in the archive (decoded) space. */
-  offset: number;
   start: number;
   end: number;
   /** The range is zstd frames: decompress, then skip. */
@@ -104,6 +102,8 @@ export interface BlobRange {
   size: number;
   /** Bytes `[start, end)` decode to, as the index gives them: a range that inflates to more is damaged (or a bomb). */
   decoded: number;
+  /** Where in the archive the bytes `[start, end)` decode to begin (a frame's start; uncompressed: the blob's content). */
+  archiveStart: number;
 }
 
 /** A pack index read from a tier: checked whole when read (it comes from outside), then looked up in place. */
@@ -156,12 +156,12 @@ export class PackIndex {
     if (at === undefined) return undefined;
     const offset = u64(this.buf, at + 32);
     const size = u64(this.buf, at + 40);
-    if (this.frameCount === 0) return { offset, start: offset, end: offset + size, compressed: false, skip: 0, size, decoded: size };
+    if (this.frameCount === 0) return { start: offset, end: offset + size, compressed: false, skip: 0, size, decoded: size, archiveStart: offset };
     const first = this.frameAt(offset);
     const last = this.frameAt(Math.max(offset, offset + size - 1));
     const end = last + 1 < this.frameCount ? this.frameObject(last + 1) : this.objectBytes;
     const decodedEnd = last + 1 < this.frameCount ? this.frameArchive(last + 1) : this.archiveBytes;
-    return { offset, start: this.frameObject(first), end, compressed: true, skip: offset - this.frameArchive(first), size, decoded: decodedEnd - this.frameArchive(first) };
+    return { start: this.frameObject(first), end, compressed: true, skip: offset - this.frameArchive(first), size, decoded: decodedEnd - this.frameArchive(first), archiveStart: this.frameArchive(first) };
   }
 
   has(digest: Digest): boolean {

@@ -13,7 +13,11 @@
 // compressed pack is a run of independent zstd frames cut between blobs,
 // which a whole-pack read still decompresses as one stream.
 //
-// Order of writes: loose blobs, tree blob, pack and its index, then the
+// The tree blob is also stored zstd-compressed (`trees/<tree>.zst`): a
+// lazy mount reads only the listing, which is most of what it moves for a
+// large tree (a third of the bytes for a node_modules tree).
+//
+// Order of writes: loose blobs, tree blob (both forms), pack and its index, then the
 // manifest. A manifest therefore promises that everything it names is
 // there; a push that dies midway leaves unreferenced objects, never a
 // broken manifest.
@@ -22,13 +26,13 @@ import { Readable } from 'node:stream';
 import { hashBuffer, type Digest } from '../../lib/digest.js';
 import { archiveSize } from '../../node/archive/format.js';
 import { decodeTree, type TreeEntry } from '../../node/store/tree.js';
-import { through, zstdAvailable, zstdFramed, zstdInflate } from '../../lib/zstd.js';
+import { through, zstdAvailable, zstdCompressBuffer, zstdFramed, zstdInflate } from '../../lib/zstd.js';
 import { mapLimit, settleAll } from '../../lib/queue.js';
 import type { S3Objects } from './objects.js';
 import { PackBlobReader } from './pack-blob.js';
 import { encodePackIndex, planPack, type PackFrame } from './pack-index.js';
 import { manifestKey, MANIFEST_FORMAT, readManifest, type PackManifest, type PackRef } from './pack-manifest.js';
-import { TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type TreePush } from '../tier.js';
+import { MAX_TREE_BYTES, TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type TreePush } from '../tier.js';
 
 /** A pack chain longer than this is rewritten as one pack. */
 const MAX_PACKS = 8;
@@ -52,9 +56,25 @@ export class S3Packs {
     return this.reader.get(tree, digest);
   }
 
-  /** Small blobs of `tree` by one ranged GET of the pack run holding them (pack-blob.ts). */
-  getRunInTree(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
-    return this.reader.getRun(tree, blobs);
+  /** Loads the manifest of `tree` and its packs' indexes (kept: pack-blob.ts), ahead of ranged reads. */
+  prepareTree(tree: Digest): Promise<void> {
+    return this.reader.prepare(tree);
+  }
+
+  /** Many blobs of `tree` by few ranged GETs of its packs (pack-blob.ts). */
+  getManyInTree(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.reader.getMany(tree, digests, onBlob);
+  }
+
+  /** The tree blob from its compressed copy, decompressed (bounded), unverified; undefined when there is none (trees pushed before it existed, or without zstd). */
+  async getTreeBlob(tree: Digest): Promise<BlobBody | undefined> {
+    const body = await this.objects.get(treeBlobKey(tree));
+    if (!body) return undefined;
+    if (!zstdAvailable()) {
+      body.stream.destroy();
+      return undefined; // (the plain blob then)
+    }
+    return { stream: zstdInflate(body.stream, { limit: MAX_TREE_BYTES, what: treeBlobKey(tree) }) };
   }
 
   async fetch(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
@@ -97,9 +117,10 @@ export class S3Packs {
     const res: PushResult = { blobs: 0, bytes: 0 };
 
     // 1-3 do not depend on each other: they run at once.
-    const [, , packs] = await settleAll<[void, void, PackRef[]]>([
+    const [, , , packs] = await settleAll<[void, void, void, PackRef[]]>([
       this.pushLarge(push, large, putBlob, hasBlobs, res),
       this.objects.putBuffer(`blobs/${push.tree}`, push.encoded),
+      this.putCompressedTree(push),
       this.pushSmall(push, small, loose, res),
     ]);
 
@@ -107,6 +128,12 @@ export class S3Packs {
     const manifest: PackManifest = { format: MANIFEST_FORMAT, tree: push.tree, createdAt: Date.now(), packs };
     await this.objects.putBuffer(manifestKey(push.tree), Buffer.from(JSON.stringify(manifest)), 'application/json');
     return res;
+  }
+
+  /** 2. The listing again, compressed (what a lazy mount reads); the plain blob stays for older readers. */
+  private async putCompressedTree(push: TreePush): Promise<void> {
+    if (this.objects.cfg.compression !== 'zstd' || !zstdAvailable()) return;
+    await this.objects.putBuffer(treeBlobKey(push.tree), await zstdCompressBuffer(push.encoded));
   }
 
   /** 1. Large blobs: their own objects, only those S3 lacks. */
@@ -213,6 +240,11 @@ export class S3Packs {
       return undefined;
     }
   }
+}
+
+/** The object holding tree `tree`'s blob, zstd-compressed. */
+export function treeBlobKey(tree: Digest): string {
+  return `trees/${tree}.zst`;
 }
 
 /** Unique file blobs of a tree with their sizes. */

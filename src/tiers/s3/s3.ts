@@ -6,6 +6,7 @@
 //   packs/<tree>-<rand>.pack[.zst]  an archive (docs/archive-format.md) of small blobs, zstd-compressed by default
 //   packs/<tree>-<rand>.idx  its index: where each blob is in the pack (one ranged GET reads one blob)
 //   trees/<tree>.json       the pack manifest: which packs hold the tree's small blobs
+//   trees/<tree>.zst        the tree blob again, zstd-compressed (a lazy mount reads this; older trees lack it)
 //   refs/<name>             {"tree","updatedAt"}
 //   outboards/<digest>      a large blob's Bao outboard (docs/bao.md), written before the blob: a lazy mount streams it verified
 import type { Digest } from '../../lib/digest.js';
@@ -184,8 +185,16 @@ export class S3Tier implements Tier {
     return body && { stream: body.stream, size: body.size };
   }
 
-  getRunInTree(tree: Digest, blobs: readonly { digest: Digest; size: number }[]): Promise<BlobBody | undefined> {
-    return this.packs.getRunInTree(tree, blobs);
+  getManyInTree(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.packs.getManyInTree(tree, digests, onBlob);
+  }
+
+  prepareTree(tree: Digest): Promise<void> {
+    return this.packs.prepareTree(tree);
+  }
+
+  getTreeBlob(tree: Digest): Promise<BlobBody | undefined> {
+    return this.packs.getTreeBlob(tree);
   }
 
   fetchTree(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
