@@ -17,18 +17,25 @@
 // nodes each time; nothing is deleted until the end (on this ext4 files
 // are much slower to create right after a large rm -rf).
 //
+// With VRIFT_BENCH_ORIGIN_MBPS the nodes reach s3rver through a proxy that
+// caps what it sends, all connections together, at that many MB/s
+// (bench/origin-proxy.mjs): an origin with a bandwidth of its own, as S3
+// behind an uplink is, where s3rver on loopback has none.
+//
 //   node scripts/build.mjs ts && node dist/bench/swarm-crowd.js
 //   VRIFT_BENCH_CROWD_BYTES=500M VRIFT_BENCH_ROUNDS=2 node dist/bench/swarm-crowd.js
+//   VRIFT_BENCH_ORIGIN_MBPS=250 node dist/bench/swarm-crowd.js
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { cpuSeconds, freePort, median, printTable, rng, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
+import { cpuSeconds, freePort, median, printTable, rng, ROOT, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
 
 const ROUNDS = Number(process.env.VRIFT_BENCH_ROUNDS ?? 2);
 const BYTES = parseSize(process.env.VRIFT_BENCH_CROWD_BYTES ?? '500M');
 const NODES = Number(process.env.VRIFT_BENCH_CROWD_NODES ?? 6);
+const ORIGIN_MBPS = Number(process.env.VRIFT_BENCH_ORIGIN_MBPS ?? 0);
 const SECRET = 'vrift-bench-cluster-secret-0123456789';
 const BUCKET = 'vrift-bench-crowd';
 
@@ -122,6 +129,7 @@ function sameAsSource(src: string, out: string): void {
 async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'vrift-bench-crowd-'));
   let s3: S3rver | undefined;
+  let proxy: ReturnType<typeof spawn> | undefined;
   const res = { swarm: [] as number[], s3: [] as number[], swarmS3: [] as number[], s3S3: [] as number[], swarmCpu: [] as number[], s3Cpu: [] as number[] };
   try {
     const src = join(work, 'src');
@@ -137,6 +145,13 @@ async function main(): Promise<void> {
     };
     const saver: Node = { home: join(work, 'saver'), env: { ...process.env, VRIFT_HOME: join(work, 'saver'), ...s3env, VRIFT_TIERS: 'local,s3' } };
     vriftJson(saver, ['save', 'bench/crowd', src]);
+    if (ORIGIN_MBPS > 0) {
+      const port = await freePort();
+      proxy = spawn(process.execPath, [join(ROOT, 'bench', 'origin-proxy.mjs'), String(port), new URL(s3.endpoint).port, String(ORIGIN_MBPS * 1e6)], { stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, 300));
+      s3env.VRIFT_S3_ENDPOINT = `http://127.0.0.1:${port}`;
+      log(`origin capped at ${ORIGIN_MBPS} MB/s (all connections together)`);
+    }
     const packed = bucketBytes(join(work, 's3'));
     log(`saved: ${(packed / 1e6).toFixed(0)} MB in S3`);
 
@@ -206,7 +221,7 @@ async function main(): Promise<void> {
     }
     const m = median;
     const spread = (xs: number[]) => `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`;
-    printTable(`flash crowd: ${NODES} nodes restore one ${(data.bytes / 1e6).toFixed(0)} MB tree (${data.files} files; ${(packed / 1e6).toFixed(0)} MB in S3) at once, ${ROUNDS} rounds, medians (spread)`, [
+    printTable(`flash crowd${ORIGIN_MBPS > 0 ? ` (origin capped at ${ORIGIN_MBPS} MB/s)` : ''}: ${NODES} nodes restore one ${(data.bytes / 1e6).toFixed(0)} MB tree (${data.files} files; ${(packed / 1e6).toFixed(0)} MB in S3) at once, ${ROUNDS} rounds, medians (spread)`, [
       ['', 'swarm (cluster + S3)', `each from s3rver alone`, 'ratio', 'goal'],
       ['wall time, all nodes', `${m(res.swarm).toFixed(2)} s (${spread(res.swarm)})`, `${m(res.s3).toFixed(2)} s (${spread(res.s3)})`, `${(m(res.s3) / m(res.swarm)).toFixed(2)}x faster`, 'faster'],
       ['CPU of the daemons and s3rver', `${m(res.swarmCpu).toFixed(1)} s`, `${m(res.s3Cpu).toFixed(1)} s`, `${(m(res.swarmCpu) / m(res.s3Cpu)).toFixed(2)}x`, ''],
@@ -214,6 +229,7 @@ async function main(): Promise<void> {
     ]);
   } finally {
     for (const h of homes) spawnSync(process.execPath, [VRIFT_BIN, 'down'], { env: { ...process.env, VRIFT_HOME: h }, stdio: 'ignore' });
+    proxy?.kill();
     await s3?.stop();
     log(`removing ${work}`);
     rmSync(work, { recursive: true, force: true });
