@@ -463,3 +463,29 @@ export function makeScratch(prefix: string, maxBytes: number, opts: { bytesPerIn
 export function loadNow(): number {
   return Math.round(loadavg()[0]! * 100) / 100;
 }
+
+/** Files of pseudo-random bytes (no two alike, incompressible), sizes spread between `min` and `max`, `total` bytes in all. */
+export function writeRandomDataset(dir: string, total: number, min: number, max: number, seed: number): { files: number; bytes: number } {
+  mkdirSync(dir, { recursive: true });
+  const rand = rng(seed);
+  let bytes = 0;
+  let files = 0;
+  while (bytes < total) {
+    // Log-uniform sizes: many small files, most bytes in larger ones (as in real build trees).
+    const size = Math.min(total - bytes, Math.round(min * Math.pow(max / min, rand())));
+    const buf = Buffer.allocUnsafe(size);
+    let s = (rand() * 2 ** 32) >>> 0 || 1;
+    for (let i = 0; i + 4 <= size; i += 4) {
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      buf.writeUInt32LE(s >>> 0, i);
+    }
+    const sub = join(dir, `d${files % 64}`);
+    mkdirSync(sub, { recursive: true });
+    writeFileSync(join(sub, `f${files}.bin`), buf);
+    bytes += size;
+    files++;
+  }
+  return { files, bytes };
+}

@@ -23,7 +23,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { freePort, median, rng, ROOT, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
+import { freePort, median, ROOT, writeRandomDataset, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
 
 const ROUNDS = Number(process.env.VRIFT_BENCH_ROUNDS ?? 3);
 const PEER_BYTES = parseSize(process.env.VRIFT_BENCH_PEER_BYTES ?? '1G');
@@ -36,31 +36,6 @@ const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
 const mb = (n: number) => `${(n / 1e6).toFixed(0)} MB`;
 const gbps = (bytes: number, s: number) => `${(bytes / s / 1e9).toFixed(2)} GB/s`;
 
-/** Files of pseudo-random bytes (no two alike, incompressible), sizes spread between `min` and `max`, `total` bytes in all. */
-function writeDataset(dir: string, total: number, min: number, max: number, seed: number): { files: number; bytes: number } {
-  mkdirSync(dir, { recursive: true });
-  const rand = rng(seed);
-  let bytes = 0;
-  let files = 0;
-  while (bytes < total) {
-    // Log-uniform sizes: many small files, most bytes in larger ones (as in real build trees).
-    const size = Math.min(total - bytes, Math.round(min * Math.pow(max / min, rand())));
-    const buf = Buffer.allocUnsafe(size);
-    let s = (rand() * 2 ** 32) >>> 0 || 1;
-    for (let i = 0; i + 4 <= size; i += 4) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      buf.writeUInt32LE(s >>> 0, i);
-    }
-    const sub = join(dir, `d${files % 64}`);
-    mkdirSync(sub, { recursive: true });
-    writeFileSync(join(sub, `f${files}.bin`), buf);
-    bytes += size;
-    files++;
-  }
-  return { files, bytes };
-}
 
 /**
  * Before each measurement: write dirty pages back, drop the page cache
@@ -194,7 +169,7 @@ async function main(): Promise<void> {
   const res = { pipe: [] as number[], pipeData: [] as number[], pipeWrite: [] as number[], bulk: [] as number[], grpc: [] as number[], p2p: [] as number[], s3: [] as number[] };
   try {
     // --- peer fetch: 1 GiB from one peer ----------------------------------------
-    const big = writeDataset(join(work, 'data', 'big'), PEER_BYTES, 256 << 10, 8 << 20, 1);
+    const big = writeRandomDataset(join(work, 'data', 'big'), PEER_BYTES, 256 << 10, 8 << 20, 1);
     log(`peer dataset: ${big.files} files, ${mb(big.bytes)}`);
     const a = await makeNode(work, 'a');
     const bigTree = vriftJson(a, ['ingest', join(work, 'data', 'big')]).tree as string;
@@ -246,7 +221,7 @@ async function main(): Promise<void> {
     }
 
     // --- fan-out: one holder, four empty nodes ---------------------------------------
-    const fan = writeDataset(join(work, 'data', 'fan'), FANOUT_BYTES, 4 << 10, 1 << 20, 2);
+    const fan = writeRandomDataset(join(work, 'data', 'fan'), FANOUT_BYTES, 4 << 10, 1 << 20, 2);
     log(`fan-out dataset: ${fan.files} files, ${mb(fan.bytes)}`);
     s3 = await startS3rver(join(work, 's3'), BUCKET);
     const s3env = {

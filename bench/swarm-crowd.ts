@@ -26,11 +26,11 @@
 //   VRIFT_BENCH_CROWD_BYTES=500M VRIFT_BENCH_ROUNDS=2 node dist/bench/swarm-crowd.js
 //   VRIFT_BENCH_ORIGIN_MBPS=250 node dist/bench/swarm-crowd.js
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { cpuSeconds, freePort, median, printTable, rng, ROOT, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
+import { cpuSeconds, freePort, median, printTable, ROOT, writeRandomDataset, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
 
 const ROUNDS = Number(process.env.VRIFT_BENCH_ROUNDS ?? 2);
 const BYTES = parseSize(process.env.VRIFT_BENCH_CROWD_BYTES ?? '500M');
@@ -48,29 +48,6 @@ interface Node {
 
 const homes: string[] = [];
 
-/** Files of pseudo-random bytes, log-uniform sizes from 16 KiB to 32 MiB: many small files, most bytes in large ones. */
-function writeDataset(dir: string, total: number): { files: number; bytes: number } {
-  const rand = rng(7);
-  let bytes = 0;
-  let files = 0;
-  while (bytes < total) {
-    const size = Math.min(total - bytes, Math.round((16 << 10) * Math.pow((32 << 20) / (16 << 10), rand())));
-    const buf = Buffer.allocUnsafe(size);
-    let s = (rand() * 2 ** 32) >>> 0 || 1;
-    for (let i = 0; i + 4 <= size; i += 4) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      buf.writeUInt32LE(s >>> 0, i);
-    }
-    const sub = join(dir, `d${files % 32}`);
-    mkdirSync(sub, { recursive: true });
-    writeFileSync(join(sub, `f${files}.bin`), buf);
-    bytes += size;
-    files++;
-  }
-  return { files, bytes };
-}
 
 const vrift = (n: Node, args: string[]) => runOut(process.execPath, [VRIFT_BIN, ...args], { env: n.env });
 const vriftJson = (n: Node, args: string[]) => JSON.parse(vrift(n, [...args, '--json']).stdout);
@@ -133,7 +110,8 @@ async function main(): Promise<void> {
   const res = { swarm: [] as number[], s3: [] as number[], swarmS3: [] as number[], s3S3: [] as number[], swarmCpu: [] as number[], s3Cpu: [] as number[] };
   try {
     const src = join(work, 'src');
-    const data = writeDataset(src, BYTES);
+    // Log-uniform sizes from 16 KiB to 32 MiB: many small files, most bytes in large ones (cut into chunk pieces).
+    const data = writeRandomDataset(src, BYTES, 16 << 10, 32 << 20, 7);
     log(`dataset: ${data.files} files, ${(data.bytes / 1e6).toFixed(0)} MB`);
     s3 = await startS3rver(join(work, 's3'), BUCKET);
     const s3env = {
