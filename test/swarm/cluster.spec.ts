@@ -141,16 +141,25 @@ describe('a flash crowd on six daemons', () => {
     } finally {
       await store.close();
     }
-    const newcomer = await makeNode('newcomer', { env: { ...tiers, VRIFT_SWARM_MIN_BYTES: '1M' } });
-    nodes.push(newcomer);
-    newcomer.start();
-    newcomer.json(['node', 'join', nodes[0]!.addr()]);
-    await waitFor('the newcomer to see the holders', () => (newcomer.json(['node', 'peers', '--tree', tree]).peers as { hasTree?: boolean }[]).filter((p) => p.hasTree).length >= 4, 30_000);
-    const [r] = await restoreAll('crowd/one', [newcomer]);
-    expect(r!.code, r!.stderr).toBe(0);
-    expect(same(r!.out)).toEqual(same(sources.one!));
-    expect(metric(newcomer, 'vrift_swarm_rejected_pieces_total')).toBeGreaterThan(0);
-    const peers = newcomer.json(['node', 'peers']).peers as { id: string; penalty?: string }[];
-    expect(peers.find((p) => p.id === liar.peerId())?.penalty).toMatch(/does not match the tree/);
+    // Two newcomers at once (they swarm together, with the holders).
+    const newcomers = await Promise.all(['newcomer-a', 'newcomer-b'].map((name) => makeNode(name, { env: { ...tiers, VRIFT_SWARM_MIN_BYTES: '1M' } })));
+    nodes.push(...newcomers);
+    for (const n of newcomers) {
+      n.start();
+      n.json(['node', 'join', nodes[0]!.addr()]);
+    }
+    for (const n of newcomers) {
+      await waitFor(`${n.name} to see the holders`, () => (n.json(['node', 'peers', '--tree', tree]).peers as { hasTree?: boolean }[]).filter((p) => p.hasTree).length >= 4, 30_000);
+    }
+    const runs = await restoreAll('crowd/one', newcomers);
+    for (const r of runs) {
+      expect(r.code, r.stderr).toBe(0);
+      expect(same(r.out)).toEqual(same(sources.one!));
+    }
+    // The liar's pieces were refused (by the swarm's check, or the peer tier's when a newcomer pulled alone) and it is avoided.
+    const penalties = newcomers.map((n) => (n.json(['node', 'peers']).peers as { id: string; penalty?: string }[]).find((p) => p.id === liar.peerId())?.penalty);
+    expect(penalties.some((p) => p !== undefined), JSON.stringify(penalties)).toBe(true);
+    const rejected = newcomers.reduce((sum, n) => sum + metric(n, 'vrift_swarm_rejected_pieces_total') + metric(n, `vrift_peer_mismatch_total{peer="${liar.peerId()}"}`), 0);
+    expect(rejected).toBeGreaterThan(0);
   }, 180_000);
 });

@@ -19,6 +19,12 @@ import type { TreeEntry } from '../store/tree.js';
 import { DEFAULT_SWARM_OPTIONS } from '../swarm/scheduler.js';
 import { TreeSwarm, type OnSwarmBlob, type SwarmContext, type SwarmMember } from './tree-swarm.js';
 
+/**
+ * How long a node that sees no other fetcher of a tree waits for one
+ * before it pulls the tree alone: what a lone node pays for letting a
+ * crowd that starts at once find itself.
+ */
+const ALONE_WAIT_MS = 300;
 /** A swarm with nothing to do is kept this long after its last channel closed. */
 const LINGER_MS = 30_000;
 
@@ -83,11 +89,12 @@ export class SwarmHost implements SwarmDoor {
 
   /**
    * Fetches what this node lacks of `tree` in its swarm (announced on the
-   * mesh meanwhile). Resolves with what came from where, or undefined when
-   * the swarm could not finish (logged: the pull goes on without it);
-   * rejects only on a local failure (a full disk).
+   * mesh meanwhile). Resolves with what came from where; "alone" when
+   * nodes hold the tree and no other node fetches it (the caller pulls it
+   * from them its own way, then calls `done`); undefined when the swarm could not finish (logged: the
+   * pull goes on without it). Rejects only on a local failure (a full disk).
    */
-  async fetch(tree: Digest, entries: readonly TreeEntry[], onBlob: OnSwarmBlob): Promise<TreeSwarm['stats'] | undefined> {
+  async fetch(tree: Digest, entries: readonly TreeEntry[], onBlob: OnSwarmBlob): Promise<TreeSwarm['stats'] | 'alone' | undefined> {
     let s = this.swarms.get(tree);
     if (!s) {
       s = new TreeSwarm(this.ctx, tree, entries);
@@ -95,6 +102,11 @@ export class SwarmHost implements SwarmDoor {
     }
     const swarm = s;
     this.opts.mesh.startFetching(tree, () => swarm.sched.have.encode());
+    // Nodes hold it whole and no other node fetches it (within ALONE_WAIT_MS: a crowd's members announce
+    // within milliseconds of each other): a holder's backfill is faster for one node, and costs the origin
+    // nothing. This one stays a member and offers what arrives, so nodes that come later swarm with it.
+    // (With no holder the swarm goes on: a crowd that starts at once must not each pull the tree from S3.)
+    if (!(await this.othersFetch(tree))) return 'alone';
     try {
       await s.fetch(onBlob);
       return s.stats;
@@ -103,9 +115,33 @@ export class SwarmHost implements SwarmDoor {
       this.opts.log(`swarm ${tree.slice(0, 12)}: stopped (${(e as Error).message}); the pull goes on without it`);
       return undefined;
     } finally {
-      this.opts.mesh.doneFetching(tree);
-      s.idleSince = Date.now();
+      this.done(tree);
     }
+  }
+
+  /** Whether another node fetches `tree`, now or within ALONE_WAIT_MS (it announces as it starts). */
+  private othersFetch(tree: Digest): Promise<boolean> {
+    const seen = () => this.opts.mesh.swarmPeers(tree).some((m) => m.fetching);
+    if (seen()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const stop = this.opts.mesh.onNews(() => {
+        if (!seen()) return;
+        clearTimeout(timer);
+        stop();
+        resolve(true);
+      });
+      const timer = setTimeout(() => {
+        stop();
+        resolve(seen());
+      }, ALONE_WAIT_MS);
+    });
+  }
+
+  /** The pull of `tree` is over: this node no longer says it fetches it. */
+  done(tree: Digest): void {
+    this.opts.mesh.doneFetching(tree);
+    const s = this.swarms.get(tree);
+    if (s) s.idleSince = Date.now();
   }
 
   openChannel(tree: Digest, layout: string, peer: string): { attach(sock: TLSSocket, early: Buffer): void } | { refuse: 'not-found' | 'refused'; why: string } {

@@ -69,8 +69,10 @@ const DAEMON_TIMINGS = { settleMs: 300, starveMs: 600, secondaryMs: 3000, busyBa
  * would leave its one holder's link idle half the time.
  */
 const DAEMON_SLOTS = { downloadSlots: 8, maxPerPeer: 4, uploadSlots: 6 } as const;
-/** Consecutive pieces with one primary (scheduler.ts, dutyRun): the origin reads up to this many pieces (8 MiB at most) at once. */
+/** Consecutive pieces with one primary (scheduler.ts, dutyRun). */
 const DUTY_RUN = 8;
+/** One origin read brings at most this many pieces (a primary's consecutive runs). */
+const MAX_ORIGIN_READ = 32;
 /** Up to this many fetching members, a piece one neighbour holds is not also taken from the origin (scheduler.ts, smallSwarm). */
 const SMALL_SWARM = 16;
 /** A swarm that gains no piece for this long gives up (the pull goes on without it). */
@@ -129,6 +131,11 @@ export class TreeSwarm {
   private closed = false;
   private onBlob: OnSwarmBlob = () => undefined;
   private readonly pool: PiecePool;
+  /** Blob → the piece it is in (a large blob: its first chunk). */
+  private readonly pieceOf: Map<Digest, number>;
+  private readonly unadmit: () => void;
+  /** Pieces this swarm is verifying and storing now (their admissions are its own). */
+  private readonly keeping = new Set<number>();
   private readonly files = new OpenFiles();
   /** When the last session closed (a seeder with none for a while is dropped). */
   idleSince = Date.now();
@@ -165,6 +172,29 @@ export class TreeSwarm {
       dutyRun: DUTY_RUN,
     };
     this.sched = new SwarmScheduler(port, options, have);
+    // Blobs that arrive another way (a pull beside the swarm, a lazy mount's opens) are offered too.
+    this.pieceOf = new Map();
+    this.layout.pieces.forEach((p, i) => {
+      if (p.kind === 'blobs') for (const b of p.blobs) this.pieceOf.set(b.digest, i);
+      else if (p.offset === 0) this.pieceOf.set(p.blob.digest, i);
+    });
+    this.unadmit = ctx.store.admission.onAdmit((digest) => this.admitted(digest));
+  }
+
+  /** A blob entered the store: the pieces it completes are held now (unless this swarm is bringing them itself). */
+  private admitted(digest: Digest): void {
+    const i = this.pieceOf.get(digest);
+    if (i === undefined || this.closed) return;
+    const p = this.layout.pieces[i]!;
+    const meta = this.ctx.store.meta;
+    const cas = this.ctx.store.cas;
+    if (p.kind === 'blobs') {
+      if (this.sched.have.has(i) || this.keeping.has(i)) return;
+      if (p.blobs.every((b) => b.digest === digest || meta.hasBlob(b.digest) || cas.has(b.digest))) this.sched.pieceFound(i);
+      return;
+    }
+    const c = this.layout.chunksOf.get(digest)!;
+    for (let q = c.first; q < c.first + c.count; q++) if (!this.sched.have.has(q) && !this.keeping.has(q)) this.sched.pieceFound(q);
   }
 
   get complete(): boolean {
@@ -226,6 +256,7 @@ export class TreeSwarm {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.unadmit();
     clearTimeout(this.timer);
     clearInterval(this.poll);
     this.unsubscribe?.();
@@ -446,11 +477,14 @@ export class TreeSwarm {
     const key = `${piece}/${s.peer}`;
     if (!this.asked.delete(key)) return this.pool.give(bytes); // not asked for (or cancelled): dropped unread
     let verdict: 'ok' | 'bad' | 'unknown';
+    this.keeping.add(piece);
     try {
       verdict = await this.keep(piece, bytes, 'peer');
     } catch (e) {
       this.localFailure(e);
       return;
+    } finally {
+      this.keeping.delete(piece);
     }
     this.pool.give(bytes); // written (or rejected): the buffer is free
     if (verdict === 'unknown') {
@@ -488,12 +522,16 @@ export class TreeSwarm {
       if (pending) got = await pending;
       else {
         const batch = this.originBatch(piece);
+        for (const q of batch) this.keeping.add(q);
         const flight = this.fetchFromOrigin(batch);
         for (const q of batch) this.originFlights.set(q, flight);
         try {
           got = await flight;
         } finally {
-          for (const q of batch) this.originFlights.delete(q);
+          for (const q of batch) {
+            this.originFlights.delete(q);
+            this.keeping.delete(q);
+          }
         }
         for (const [q, bytes] of got) {
           this.stats.fromOrigin++;
@@ -530,12 +568,13 @@ export class TreeSwarm {
   private originBatch(piece: number): number[] {
     const pieces = this.layout.pieces;
     const p = pieces[piece]!;
-    const end = Math.min(pieces.length, (Math.floor(piece / DUTY_RUN) + 1) * DUTY_RUN);
     const out = [piece];
-    // A hedge or a starving node's piece comes alone: only a primary reads its run (its duty).
+    // A hedge or a starving node's piece comes alone: only a primary reads its run (its duty), and
+    // on into the next runs it is primary for too (a node alone is primary for all: S3 serves big reads best).
     if (!this.sched.isPrimary(piece)) return out;
-    for (let q = piece + 1; q < end; q++) {
+    for (let q = piece + 1; q < pieces.length && out.length < MAX_ORIGIN_READ; q++) {
       const x = pieces[q]!;
+      if (q % DUTY_RUN === 0 && !this.sched.isPrimary(q)) break;
       if (this.sched.have.has(q) || this.originFlights.has(q)) break;
       if (p.kind === 'chunk' ? !(x.kind === 'chunk' && x.blob.digest === p.blob.digest) : x.kind !== 'blobs') break;
       out.push(q);

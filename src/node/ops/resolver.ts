@@ -24,8 +24,10 @@ import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushRe
 export interface TreeSwarms {
   /** Whether a pull missing this many bytes should swarm. */
   wants(missingBytes: number): boolean;
-  /** Fetches the tree in its swarm; resolves undefined when the swarm could not finish (the pull goes on), rejects on a local failure. */
+  /** Fetches the tree in its swarm; "alone" when no other node fetches it (pull it, then call `done`); undefined when the swarm could not finish (the pull goes on); rejects on a local failure. */
   fetch(tree: Digest, entries: readonly TreeEntry[], onBlob: (from: string, digest: Digest, size: number) => void): Promise<unknown>;
+  /** The pull of `tree` is over. */
+  done(tree: Digest): void;
 }
 
 /** A pull in flight, and everyone who wants to hear how it goes. */
@@ -286,7 +288,7 @@ export class Resolver {
     };
     try {
       const swarmed = await this.swarm(tree, tell);
-      const pulled = await pullTree(this.store, this.chain, tree, tell);
+      const pulled = await pullTree(this.store, this.chain, tree, tell).finally(() => this.swarms?.done(tree));
       if (!swarmed) return pulled;
       const from = { ...swarmed.from };
       for (const [tier, f] of Object.entries(pulled.from)) {
@@ -328,7 +330,7 @@ export class Resolver {
     if (!swarms.wants(progress.totalBytes)) return undefined;
     const res: TreePullResult = { tree, files, local: unique.size - progress.totalBlobs, fetched: 0, fetchedBytes: 0, from: {} };
     onProgress(progress);
-    await swarms.fetch(tree, entries, (from, _digest, size) => {
+    const outcome = await swarms.fetch(tree, entries, (from, _digest, size) => {
       const f = (res.from[from] ??= { blobs: 0, bytes: 0 });
       f.blobs++;
       f.bytes += size;
@@ -340,7 +342,7 @@ export class Resolver {
     });
     // The pull after this reads the index: the records of what the swarm admitted must be in it.
     await this.store.meta.flush();
-    return res;
+    return outcome === 'alone' ? undefined : res;
   }
 
   /** Waits for a pull, passing its progress on. */
