@@ -111,6 +111,23 @@ describe('a flash crowd on six daemons', () => {
     for (const r of runs) expect(JSON.parse(r.stdout).from.peer?.blobs ?? 0, `${r.node.name} took nothing from its peers`).toBeGreaterThan(0);
   }, 180_000);
 
+  it('a node alone takes the tree its own way: about one copy from S3, no pieces', async () => {
+    const src = crowdTree(3, 1, 200);
+    const before = bucketBytes();
+    const saver = tempDir('vrift-saver-');
+    expect(vriftJson(['save', 'crowd/alone', src], { home: saver, env: tiers }).tiers[0].ok).toBe(true);
+    const packed = bucketBytes() - before;
+    const loner = nodes[4]!;
+    const wire0 = s3Wire(loner);
+    const pieces0 = metric(loner, 'vrift_swarm_pieces_total{from="origin"}') + metric(loner, 'vrift_swarm_pieces_total{from="peer"}');
+    const [r] = await restoreAll('crowd/alone', [loner]);
+    expect(r!.code, r!.stderr).toBe(0);
+    expect(same(r!.out)).toEqual(same(src));
+    expect(s3Wire(loner) - wire0).toBeLessThanOrEqual(1.1 * packed);
+    expect(metric(loner, 'vrift_swarm_pieces_total{from="origin"}') + metric(loner, 'vrift_swarm_pieces_total{from="peer"}')).toBe(pieces0);
+    expect(JSON.parse(r!.stdout).from.s3.blobs).toBeGreaterThan(0);
+  }, 120_000);
+
   it('a node killed in the middle of the crowd costs only its own pieces: the others finish exactly', async () => {
     const src = crowdTree(2, 6, 600);
     const saver = tempDir('vrift-saver-');
