@@ -268,10 +268,15 @@ export function tierSuite(name: string, make: () => Promise<TierFixture>): void 
       } finally {
         await fx.fixIt?.();
       }
-      // Back in service once the backend is.
+      // Back in service once the backend is (within the tier's reconnect and breaker cool-down: a few seconds at most).
       const b = blob(77);
       await put(b.digest, b.buf);
-      expect((await bytesOf(await tier.get(b.digest)))!.equals(b.buf)).toBe(true);
+      let got: Buffer | undefined;
+      for (const deadline = Date.now() + 10_000; !got && Date.now() < deadline; ) {
+        got = await bytesOf(await tier.get(b.digest).catch(() => undefined));
+        if (!got) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(got?.equals(b.buf)).toBe(true);
     });
   });
 }
