@@ -30,7 +30,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { cpuSeconds, freePort, median, printTable, ROOT, writeRandomDataset, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
+import { cpuSeconds, freePort, median, printTable, ROOT, s3NodeEnv, writeRandomDataset, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
 
 const ROUNDS = Number(process.env.VRIFT_BENCH_ROUNDS ?? 2);
 const BYTES = parseSize(process.env.VRIFT_BENCH_CROWD_BYTES ?? '500M');
@@ -114,14 +114,9 @@ async function main(): Promise<void> {
     const data = writeRandomDataset(src, BYTES, 16 << 10, 32 << 20, 7);
     log(`dataset: ${data.files} files, ${(data.bytes / 1e6).toFixed(0)} MB`);
     s3 = await startS3rver(join(work, 's3'), BUCKET);
-    const s3env = {
-      VRIFT_S3_BUCKET: BUCKET,
-      VRIFT_S3_ENDPOINT: s3.endpoint,
-      VRIFT_S3_ACCESS_KEY_ID: 'S3RVER',
-      VRIFT_S3_SECRET_ACCESS_KEY: 'S3RVER',
-      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-    };
-    const saver: Node = { home: join(work, 'saver'), env: { ...process.env, VRIFT_HOME: join(work, 'saver'), ...s3env, VRIFT_TIERS: 'local,s3' } };
+    // Every node's environment, S3 included (the proxy's address replaces s3rver's below when the origin is capped).
+    const s3env = s3NodeEnv(s3, BUCKET, { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
+    const saver: Node = { home: join(work, 'saver'), env: { ...s3env, VRIFT_HOME: join(work, 'saver'), VRIFT_TIERS: 'local,s3' } };
     vriftJson(saver, ['save', 'bench/crowd', src]);
     if (ORIGIN_MBPS > 0) {
       const port = await freePort();
@@ -140,7 +135,6 @@ async function main(): Promise<void> {
         nodes.push({
           home,
           env: {
-            ...process.env,
             ...s3env,
             VRIFT_HOME: home,
             VRIFT_TIERS: 'local,peer,s3',
@@ -175,7 +169,7 @@ async function main(): Promise<void> {
     const fromS3 = async (r: number) => {
       const nodes: Node[] = Array.from({ length: NODES }, (_, i) => ({
         home: join(work, `s${r}-${i}`),
-        env: { ...process.env, ...s3env, VRIFT_HOME: join(work, `s${r}-${i}`), VRIFT_TIERS: 'local,s3', VRIFT_CLUSTER_SECRET: '' },
+        env: { ...s3env, VRIFT_HOME: join(work, `s${r}-${i}`), VRIFT_TIERS: 'local,s3', VRIFT_CLUSTER_SECRET: '' },
       }));
       for (const n of nodes) up(n);
       spawnSync('sync');

@@ -16,7 +16,7 @@ import type { BlobWatch } from '../store/admission.js';
 import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
-import { pullTree, pullTreeBlob, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
+import { missingBlobs, pullCounters, pullTree, pullTreeBlob, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
 import { fetchRemoteTrace, pushRemoteTrace, type RemoteTrace } from './trace-exchange.js';
 import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
 
@@ -314,32 +314,11 @@ export class Resolver {
     if (!swarms || (this.store.hasTree(tree) && this.store.meta.treeComplete(tree))) return undefined;
     await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
     const entries = this.store.getTree(tree).entries;
-    const unique = new Map<Digest, number>();
-    let files = 0;
-    for (const e of entries) {
-      if (e.kind !== 'file') continue;
-      files++;
-      unique.set(e.digest!, e.size);
-    }
-    const progress: PullProgress = { blobs: 0, totalBlobs: 0, bytes: 0, totalBytes: 0 };
-    for (const [digest, size] of unique) {
-      if (this.store.meta.hasBlob(digest)) continue;
-      progress.totalBlobs++;
-      progress.totalBytes += size;
-    }
+    const { files, unique, missing } = missingBlobs(this.store, entries);
+    const { res, progress, counted } = pullCounters(tree, files, unique, missing, onProgress);
     if (!swarms.wants(progress.totalBytes)) return undefined;
-    const res: TreePullResult = { tree, files, local: unique.size - progress.totalBlobs, fetched: 0, fetchedBytes: 0, from: {} };
     onProgress(progress);
-    const outcome = await swarms.fetch(tree, entries, (from, _digest, size) => {
-      const f = (res.from[from] ??= { blobs: 0, bytes: 0 });
-      f.blobs++;
-      f.bytes += size;
-      res.fetched++;
-      res.fetchedBytes += size;
-      progress.blobs++;
-      progress.bytes += size;
-      onProgress(progress);
-    });
+    const outcome = await swarms.fetch(tree, entries, counted);
     // The pull after this reads the index: the records of what the swarm admitted must be in it.
     await this.store.meta.flush();
     return outcome === 'alone' ? undefined : res;

@@ -7,6 +7,7 @@ import { isDigest, type Digest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
 import type { Chain } from '../../tiers/chain.js';
 import { assertRefName, type Store } from '../store/store.js';
+import type { TreeEntry } from '../store/tree.js';
 
 export interface PullProgress {
   blobs: number;
@@ -84,29 +85,64 @@ export async function pullTree(store: Store, chain: Chain, tree: Digest, onProgr
     });
   }
 
-  // What is missing, with the size the tree promises and a path to name it by.
+  const { files, unique, missing, pathOf } = missingBlobs(store, entries);
+  const { res, progress, counted } = pullCounters(tree, files, unique, missing, onProgress);
+  onProgress?.(progress);
+  await chain.fetchMissing(tree, missing, counted);
+
+  if (missing.size === 0) store.meta.markTreeComplete(tree, { files, blobs: unique });
+  await store.meta.flush();
+  if (missing.size > 0) {
+    const [first] = missing.keys();
+    throw new VriftError(
+      'ERR_VRIFT_TIER_MISSING',
+      `${missing.size} of ${unique} blobs of tree ${tree} are in no reachable tier (first: ${pathOf.get(first!)} ${first})${failureNote(chain, since)}`,
+      { hint: failureHint(chain, since, 'push the tree from a node that has it; nothing was written to the target'), exitCode: exitCodeFor(chain, since) },
+    );
+  }
+  return res;
+}
+
+/**
+ * What of a tree the local store lacks: each missing blob with the size
+ * the tree promises and a path to name it by, and the tree's file and
+ * distinct-blob counts. The index alone (no stat per blob: a cold node
+ * asks this for every blob); materialize checks every file it links, and
+ * a blob the index wrongly lists is dropped from it there and fetched on
+ * the retry.
+ */
+export function missingBlobs(store: Store, entries: readonly TreeEntry[]): { files: number; unique: number; missing: Map<Digest, number>; pathOf: Map<Digest, string> } {
   const missing = new Map<Digest, number>();
   const pathOf = new Map<Digest, string>();
+  const seen = new Set<Digest>();
   let files = 0;
-  const unique = new Set<Digest>();
   for (const e of entries) {
     if (e.kind !== 'file') continue;
     files++;
-    if (unique.has(e.digest!)) continue;
-    unique.add(e.digest!);
-    // The index alone (no stat per blob: a cold node asks this for every blob). Materialize
-    // checks every file it links, and a blob the index wrongly lists is dropped from it there
-    // and fetched on the retry.
+    if (seen.has(e.digest!)) continue;
+    seen.add(e.digest!);
     if (!store.meta.hasBlob(e.digest!)) {
       missing.set(e.digest!, e.size);
       pathOf.set(e.digest!, e.path);
     }
   }
-  const res: TreePullResult = { tree, files, local: unique.size - missing.size, fetched: 0, fetchedBytes: 0, from: {} };
-  const progress: PullProgress = { blobs: 0, totalBlobs: missing.size, bytes: 0, totalBytes: [...missing.values()].reduce((a, b) => a + b, 0) };
-  onProgress?.(progress);
-  await chain.fetchMissing(tree, missing, (tier, _digest, size) => {
-    const f = (res.from[tier] ??= { blobs: 0, bytes: 0 });
+  return { files, unique: seen.size, missing, pathOf };
+}
+
+/** A pull's result and progress, and the callback that counts each fetched blob into both (and reports the progress). */
+export function pullCounters(
+  tree: Digest,
+  files: number,
+  unique: number,
+  missing: ReadonlyMap<Digest, number>,
+  onProgress?: (p: PullProgress) => void,
+): { res: TreePullResult; progress: PullProgress; counted: (from: string, digest: Digest, size: number) => void } {
+  const res: TreePullResult = { tree, files, local: unique - missing.size, fetched: 0, fetchedBytes: 0, from: {} };
+  let totalBytes = 0;
+  for (const size of missing.values()) totalBytes += size;
+  const progress: PullProgress = { blobs: 0, totalBlobs: missing.size, bytes: 0, totalBytes };
+  const counted = (from: string, _digest: Digest, size: number) => {
+    const f = (res.from[from] ??= { blobs: 0, bytes: 0 });
     f.blobs++;
     f.bytes += size;
     res.fetched++;
@@ -114,19 +150,8 @@ export async function pullTree(store: Store, chain: Chain, tree: Digest, onProgr
     progress.blobs++;
     progress.bytes += size;
     onProgress?.(progress);
-  });
-
-  if (missing.size === 0) store.meta.markTreeComplete(tree, { files, blobs: unique.size });
-  await store.meta.flush();
-  if (missing.size > 0) {
-    const [first] = missing.keys();
-    throw new VriftError(
-      'ERR_VRIFT_TIER_MISSING',
-      `${missing.size} of ${unique.size} blobs of tree ${tree} are in no reachable tier (first: ${pathOf.get(first!)} ${first})${failureNote(chain, since)}`,
-      { hint: failureHint(chain, since, 'push the tree from a node that has it; nothing was written to the target'), exitCode: exitCodeFor(chain, since) },
-    );
-  }
-  return res;
+  };
+  return { res, progress, counted };
 }
 
 /** "; redis: unreachable (…)" for each tier that failed during this operation (since `since`). */
