@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashBuffer, StreamHasher } from '../../src/lib/digest.js';
 import { archiveHeader, blobFrame, endFrame } from '../../src/node/archive/format.js';
 import { readArchive } from '../../src/node/archive/reader.js';
+import { BATCHED_MAX } from '../../src/node/store/admit-batcher.js';
 import { writeVerifiedBlobs } from '../../src/node/store/blob-batch.js';
 import { hashFile, hashFileJs } from '../../src/node/store/cas.js';
 import { loadNative } from '../../src/lib/native.js';
@@ -193,8 +194,9 @@ describe('native admission', () => {
 
   it('an archive with a wrong batched blob among good ones: the rest admitted, the liar rejected with the usual reason', async () => {
     const dest = Store.open(join(dir, 'dest'));
-    // Up to 1 MiB (BATCHED_MAX) a blob is verified on the native write threads; the 3 MiB one streams.
-    const blobs = [randomBytes(300 * KiB), randomBytes(700 * KiB), randomBytes(MiB), randomBytes(100), randomBytes(3 * MiB)];
+    // Up to 8 MiB (BATCHED_MAX) a blob is verified on the native write threads; the 9 MiB one streams.
+    expect(BATCHED_MAX).toBe(8 * MiB);
+    const blobs = [randomBytes(300 * KiB), randomBytes(700 * KiB), randomBytes(3 * MiB), randomBytes(100), randomBytes(9 * MiB)];
     const claimed = hashBuffer(randomBytes(700 * KiB));
     const parts = [archiveHeader()];
     blobs.forEach((b, i) => parts.push(blobFrame(i === 1 ? claimed : hashBuffer(b), b.length), b));

@@ -1,6 +1,6 @@
 // Reading an archive (format.ts) into the local store. The reader never
 // trusts a frame: each blob is hashed before it is committed under its
-// name, and only if the digest matches. Blobs up to 1 MiB are gathered in
+// name, and only if the digest matches. Blobs up to 8 MiB are gathered in
 // bounded batches, hashed and written on native threads (admit-batcher.ts);
 // larger ones stream into a temp file. Memory stays bounded either way. A
 // cut stream keeps every blob that arrived whole, so the caller can ask
@@ -23,7 +23,7 @@ export interface ArchiveReadOptions {
   onAdmit?(digest: Digest, size: number): void;
   /**
    * A blob that was not admitted because it is wrong (logged and counted by the caller; throwing stops the
-   * reader). Not always in stream order: a batched blob (≤ 1 MiB) is verified, and rejected, when its batch
+   * reader). Not always in stream order: a batched blob (≤ 8 MiB) is verified, and rejected, when its batch
    * is written, possibly after a later streamed one.
    */
   onReject?(digest: Digest, reason: string): void;

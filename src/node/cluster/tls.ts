@@ -16,7 +16,7 @@
 // callers (the peer tier's factory). The DER below is RFC 5280's minimal
 // TBSCertificate; test/peers/units.spec.ts checks it parses and verifies.
 import { createPrivateKey, createPublicKey, sign, X509Certificate } from 'node:crypto';
-import type { ConnectionOptions, PeerCertificate, TlsOptions } from 'node:tls';
+import { createSecureContext, type ConnectionOptions, type PeerCertificate, type SecureContext, type TlsOptions } from 'node:tls';
 
 export interface ClusterTls {
   /** PEM of the PKCS#8 private key. */
@@ -66,7 +66,15 @@ export function tlsServerOptions(t: ClusterTls): TlsOptions {
   return { key: t.key, cert: t.cert, ca: t.cert, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' };
 }
 
+/** One client context per identity: built from PEM once, not at every connection (a swarm opens many). */
+const clientContexts = new WeakMap<ClusterTls, SecureContext>();
+
 /** node:tls client options: present the cluster's certificate, accept only it from the server. */
 export function tlsClientOptions(t: ClusterTls): ConnectionOptions {
-  return { key: t.key, cert: t.cert, ca: t.cert, servername: TLS_SERVERNAME, minVersion: 'TLSv1.3', checkServerIdentity: (_host, cert) => checkPinned(t, cert) };
+  let secureContext = clientContexts.get(t);
+  if (!secureContext) {
+    secureContext = createSecureContext({ key: t.key, cert: t.cert, ca: t.cert, minVersion: 'TLSv1.3' });
+    clientContexts.set(t, secureContext);
+  }
+  return { secureContext, servername: TLS_SERVERNAME, minVersion: 'TLSv1.3', checkServerIdentity: (_host, cert) => checkPinned(t, cert) };
 }
