@@ -582,18 +582,18 @@ async function readBounded(tier: string, tree: Digest, body: BlobBody): Promise<
   return Buffer.concat(chunks, n);
 }
 
-/** A body read whole, exactly `bytes` long (a tier that sends more or less is corrupt). */
+/** A body read whole, exactly `bytes` long (a tier that sends more or less is corrupt), into one buffer as it arrives (no list of chunks to concatenate: ranges run to tens of megabytes). */
 async function readBody(body: BlobBody, bytes: number, tier: string): Promise<Buffer> {
-  const parts: Buffer[] = [];
+  const out = Buffer.allocUnsafe(bytes);
   let n = 0;
   for await (const c of body.stream as AsyncIterable<Buffer>) {
-    n += c.byteLength;
-    if (n > bytes) {
+    if (n + c.byteLength > bytes) {
       body.stream.destroy();
       throw new TierError(tier, 'corrupt', `sent more than the ${bytes} bytes asked for`);
     }
-    parts.push(c);
+    c.copy(out, n);
+    n += c.byteLength;
   }
   if (n !== bytes) throw new TierError(tier, 'corrupt', `sent ${n} of the ${bytes} bytes asked for`);
-  return Buffer.concat(parts, n);
+  return out;
 }

@@ -6,7 +6,7 @@ import { createServer, connect, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { BAO_GROUP_LOG, baoEncode, baoGroupBytes, baoVerifyOutboard, baoVerifyRange } from '../../src/lib/bao.js';
 import { hashBuffer } from '../../src/lib/digest.js';
-import { F, SwarmChannel } from '../../src/node/swarm/channel.js';
+import { F, framedPieceBuffer, SwarmChannel } from '../../src/node/swarm/channel.js';
 import { LARGE_BLOB, planPieces } from '../../src/node/swarm/tree-pieces.js';
 import type { TreeEntry } from '../../src/node/store/tree.js';
 
@@ -84,6 +84,34 @@ describe('the swarm channel', () => {
       [F.REQUEST, 7, 0],
       [F.PIECE, 7, 1000],
     ]);
+    ca.close();
+    done();
+  });
+
+  it('sends a piece read into a framed buffer as one write, the header in front of its bytes', async () => {
+    const [a, b, done] = await pair();
+    const got: [number, number, Buffer | undefined][] = [];
+    const ca = new SwarmChannel(a, limits, { frame: () => undefined, closed: () => undefined });
+    new SwarmChannel(b, limits, { frame: (t, p, body) => got.push([t, p, body && Buffer.from(body)]), closed: () => undefined });
+    const writes: number[] = [];
+    const write = a.write.bind(a) as (...args: unknown[]) => boolean;
+    (a as unknown as { write: (...args: unknown[]) => boolean }).write = (chunk: unknown, ...rest: unknown[]) => {
+      writes.push((chunk as Buffer).byteLength);
+      return write(chunk, ...rest);
+    };
+    const framed = framedPieceBuffer(1000).fill(7);
+    const plain = Buffer.alloc(600, 9);
+    let flushed = 0;
+    ca.sendPiece(3, framed, (ok) => ok && flushed++);
+    ca.sendPiece(4, plain, (ok) => ok && flushed++);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(writes).toEqual([9 + 1000, 9, 600]);
+    expect(got).toEqual([
+      [F.PIECE, 3, Buffer.alloc(1000, 7)],
+      [F.PIECE, 4, Buffer.alloc(600, 9)],
+    ]);
+    expect(flushed).toBe(2);
+    expect(framed.equals(Buffer.alloc(1000, 7))).toBe(true); // the header went before the body, not into it
     ca.close();
     done();
   });

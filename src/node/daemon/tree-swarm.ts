@@ -22,7 +22,7 @@ import { isLocalError } from '../../tiers/guarded.js';
 import type { VerifiedRanges } from '../store/admission.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
-import { F, SwarmChannel } from '../swarm/channel.js';
+import { F, framedPieceBuffer, SwarmChannel } from '../swarm/channel.js';
 import { MemberRing, hash32 } from '../swarm/member-ring.js';
 import { PieceSet } from '../swarm/piece-set.js';
 import { DEFAULT_SWARM_OPTIONS, ORIGIN, SwarmScheduler, type SwarmOptions, type SwarmPort } from '../swarm/scheduler.js';
@@ -466,7 +466,7 @@ export class TreeSwarm {
     this.stats.served++;
     this.stats.bytesServed += bytes.byteLength;
     this.ctx.metrics.inc('vrift_swarm_served_bytes_total', undefined, bytes.byteLength);
-    s.channel.send(F.PIECE, piece, bytes, () => {
+    s.channel.sendPiece(piece, bytes, () => {
       this.pool.give(bytes);
       this.sched.uploadEnded();
     });
@@ -815,7 +815,9 @@ function readFd(fd: number, buf: Buffer, at: number, length: number, position: n
  * Buffers of one size (the tree's piece size, which most pieces have),
  * reused: a node moves hundreds of megabytes in megabyte pieces, and a
  * fresh buffer for each made the garbage collector a quarter of a
- * daemon's work in a crowd. Other sizes are allocated as needed.
+ * daemon's work in a crowd. Other sizes are allocated as needed. Each has
+ * room for its frame header (framedPieceBuffer), so a piece read into one
+ * is served with one socket write.
  */
 class PiecePool {
   private readonly free: Buffer[] = [];
@@ -826,8 +828,8 @@ class PiecePool {
   ) {}
 
   take(length: number): Buffer {
-    if (length !== this.size) return Buffer.allocUnsafe(length);
-    return this.free.pop() ?? Buffer.allocUnsafe(length);
+    if (length !== this.size) return framedPieceBuffer(length);
+    return this.free.pop() ?? framedPieceBuffer(length);
   }
 
   give(buf: Buffer): void {
