@@ -220,7 +220,7 @@ export class Chain implements Tier {
    * tier (counted and remembered by its guard; the caller moves on). A
    * local failure (a full disk) is thrown: no other tier can help.
    */
-  private async fetchFrom(tier: GuardedTier, digest: Digest, size?: number, read = () => tier.get(digest), watch?: BlobWatch): Promise<number | undefined> {
+  private async fetchFrom(tier: GuardedTier, digest: Digest, size?: number, read = () => tier.get(digest), watch?: BlobWatch, signal?: AbortSignal): Promise<number | undefined> {
     if (size !== undefined && tier.maxBlobBytes !== undefined && size > tier.maxBlobBytes) return undefined;
     const watched = watch && size !== undefined ? await this.watchThrough(tier, digest, watch) : undefined;
     // One more try when the body breaks midway (a reset connection): the request itself is retried by the guard.
@@ -233,13 +233,18 @@ export class Chain implements Tier {
         return undefined;
       }
       if (!body) return undefined;
+      // Aborted (the pull was handed to a swarm): the body is dropped unread, and that is no failure of the tier.
+      const drop = () => body.stream.destroy(new Error('the pull was handed over'));
+      signal?.addEventListener('abort', drop, { once: true });
       try {
+        if (signal?.aborted) drop();
         const got = (await this.ctx.store.admission.stream(digest, body, tier.name, size, watched)).size;
         if (this.cfg.writeBack) this.writeBack(digest, got, this.remotes.slice(0, this.remotes.indexOf(tier)));
         if (body.neighbors) await this.admitNeighbors(tier, body.neighbors());
         return got;
       } catch (e) {
         if (isLocalError(e)) throw e;
+        if (signal?.aborted) return undefined;
         if (hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) {
           tier.fail(new TierError(tier.name, 'corrupt', `blob ${digest} failed verification and was rejected (${(e as Error).message})`, {
             hint: 'the copy in this tier is damaged; the next tier was tried',
@@ -248,6 +253,8 @@ export class Chain implements Tier {
         }
         const failure = tier.fail(e, 'get');
         if (attempt >= 1 || !tier.available || failure.code === 'ERR_VRIFT_TIER_CORRUPT') return undefined;
+      } finally {
+        signal?.removeEventListener('abort', drop);
       }
     }
   }
@@ -322,28 +329,30 @@ export class Chain implements Tier {
    * until nothing is missing: in bulk where a tier has archives of the
    * tree (S3 packs, a peer's backfill), with the blobs its archives never
    * hold alongside, then blob by blob. `missing` shrinks as blobs arrive;
-   * what is left at the end is in no reachable tier.
+   * what is left at the end is in no reachable tier, unless `signal` was
+   * aborted: then the fetch stopped early (every blob that arrived whole
+   * was kept) and the caller fetches the rest another way.
    */
-  async fetchMissing(tree: Digest, missing: Map<Digest, number>, onFetched: OnFetched): Promise<void> {
+  async fetchMissing(tree: Digest, missing: Map<Digest, number>, onFetched: OnFetched, signal?: AbortSignal): Promise<void> {
     const got = (tier: Tier, digest: Digest, size: number): void => {
       if (missing.delete(digest)) onFetched(tier.name, digest, size);
     };
     for (const tier of this.remotes) {
-      if (missing.size === 0) break;
+      if (missing.size === 0 || signal?.aborted) break;
       const fits = (size: number) => tier.maxBlobBytes === undefined || size <= tier.maxBlobBytes;
       const oneByOne = (list: [Digest, number][]) =>
         mapLimit(list, tier.parallelism, async ([digest, size]) => {
-          if (!missing.has(digest)) return;
-          if ((await this.fetchFrom(tier, digest, size)) !== undefined) got(tier, digest, size);
+          if (!missing.has(digest) || signal?.aborted) return;
+          if ((await this.fetchFrom(tier, digest, size, undefined, undefined, signal)) !== undefined) got(tier, digest, size);
         });
       if (tier.fetchTree) {
         // Blobs the archives never hold download on their own connections while the archives stream.
         const loose = tier.looseBlobBytes;
         const alone = loose === undefined ? [] : [...missing].filter(([, size]) => size >= loose && fits(size));
-        await Promise.all([this.readArchives(tier, tree, missing, got), oneByOne(alone)]);
+        await Promise.all([this.readArchives(tier, tree, missing, got, signal), oneByOne(alone)]);
       }
       // Whatever is still missing (an archive cut short, a blob no archive held): blob by blob.
-      await oneByOne([...missing].filter(([, size]) => fits(size)));
+      if (!signal?.aborted) await oneByOne([...missing].filter(([, size]) => fits(size)));
     }
   }
 
@@ -354,7 +363,7 @@ export class Chain implements Tier {
    * resume is opened again after a failure, and then streams only what is
    * still missing.
    */
-  private async readArchives(tier: GuardedTier, tree: Digest, missing: Map<Digest, number>, got: (t: Tier, d: Digest, s: number) => void): Promise<void> {
+  private async readArchives(tier: GuardedTier, tree: Digest, missing: Map<Digest, number>, got: (t: Tier, d: Digest, s: number) => void, signal?: AbortSignal): Promise<void> {
     let parts;
     try {
       parts = await tier.fetchTree!(tree, new Set(missing.keys()));
@@ -364,12 +373,13 @@ export class Chain implements Tier {
     }
     const labels = { tier: tier.name };
     await mapLimit(parts ?? [], tier.archiveParallelism ?? 1, async (part) => {
-      for (let opened = 0; missing.size > 0; opened++) {
+      for (let opened = 0; missing.size > 0 && !signal?.aborted; opened++) {
         try {
           const stream = await part.open();
           await readArchive(this.ctx.store.admission, stream, {
             from: tier.name,
             want: (d) => missing.has(d),
+            stop: () => signal?.aborted === true,
             // Once all that is missing has been read, the rest of the archive is not needed (one blob of a pack).
             stopAfter: missing.size,
             expectedSize: (d) => missing.get(d),

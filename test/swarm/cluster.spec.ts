@@ -12,6 +12,8 @@ import { ROOT, vriftJson } from '../helpers/cli.js';
 import { makeNode, waitFor, type TestNode } from '../helpers/cluster.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
+import { freePort } from '../helpers/ports.js';
+import { serverProcess } from '../helpers/server-process.js';
 import { snapshotTree, treeMode } from '../helpers/trees.js';
 import { corruptStoredBlobs } from '../helpers/lying-peer.js';
 import { Store } from '../../src/node/store/store.js';
@@ -127,6 +129,42 @@ describe('a flash crowd on six daemons', () => {
     expect(metric(loner, 'vrift_swarm_pieces_total{from="origin"}') + metric(loner, 'vrift_swarm_pieces_total{from="peer"}')).toBe(pieces0);
     expect(JSON.parse(r!.stdout).from.s3.blobs).toBeGreaterThan(0);
   }, 120_000);
+
+  it('a node pulling a tree alone hands what it still lacks to a swarm as soon as a second node starts fetching it', async () => {
+    const src = crowdTree(4, 2, 300);
+    const before = bucketBytes();
+    const saver = tempDir('vrift-saver-');
+    expect(vriftJson(['save', 'crowd/late', src], { home: saver, env: tiers }).tiers[0].ok).toBe(true);
+    const packed = bucketBytes() - before;
+    // Two new nodes that reach S3 over a slow link (2 MB/s a connection): a pull alone takes several seconds.
+    const port = await freePort();
+    const slow = serverProcess('throttle-proxy', process.execPath, [join(ROOT, 'test', 'helpers', 'throttle-proxy.mjs'), String(port), String(s3.port), String(2 << 20)], port, 10_000);
+    await slow.start();
+    const env = { ...tiers, VRIFT_S3_ENDPOINT: `http://127.0.0.1:${port}`, VRIFT_SWARM_MIN_BYTES: '1M' };
+    const [early, late] = await Promise.all(['early', 'late'].map((name) => makeNode(name, { env })));
+    try {
+      for (const n of [early!, late!]) {
+        n.start();
+        n.json(['node', 'join', nodes[0]!.addr()]);
+      }
+      await waitFor('the two to see each other', () => (early!.json(['node', 'peers']).peers as { id: string }[]).some((p) => p.id === late!.peerId()), 30_000);
+      const first = restoreAll('crowd/late', [early!]);
+      await waitFor('the early node to be pulling alone', () => s3Wire(early!) > 1e6, 30_000);
+      const second = restoreAll('crowd/late', [late!]);
+      for (const [r] of [await first, await second]) {
+        expect(r!.code, `${r!.node.name}: ${r!.stderr}`).toBe(0);
+        expect(same(r!.out)).toEqual(same(src));
+      }
+      // The early node started alone (a plain pull from S3) and finished in the swarm.
+      const swarmPieces = (n: TestNode) => metric(n, 'vrift_swarm_pieces_total{from="origin"}') + metric(n, 'vrift_swarm_pieces_total{from="peer"}');
+      expect(swarmPieces(early!), 'the early node never joined the swarm').toBeGreaterThan(0);
+      expect(s3Wire(early!) + s3Wire(late!)).toBeLessThanOrEqual(2 * packed);
+    } finally {
+      early!.stop();
+      late!.stop();
+      await slow.stop();
+    }
+  }, 180_000);
 
   it('a node killed in the middle of the crowd costs only its own pieces: the others finish exactly', async () => {
     const src = crowdTree(2, 6, 600);

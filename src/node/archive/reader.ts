@@ -34,6 +34,8 @@ export interface ArchiveReadOptions {
    * rejected): the rest of the stream is not needed (one blob of a pack).
    */
   stopAfter?: number;
+  /** True once the caller needs nothing more (its pull was handed to a swarm): the reader stops at the next chunk, keeping every blob that arrived whole. */
+  stop?(): boolean;
 }
 
 export interface ArchiveReadResult {
@@ -90,6 +92,7 @@ const ENOUGH = new Error('vrift: archive read far enough');
 export async function readArchive(admission: Admission, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | ChunkPump, opts: ArchiveReadOptions): Promise<ArchiveReadResult> {
   const parser = new ArchiveParser(admission, opts);
   let own: unknown; // an error of the reader itself (malformed input, a full disk), not of the source
+  let stopped = false; // opts.stop() said so
   const take = (chunk: Uint8Array): void => {
     try {
       parser.push(chunk);
@@ -110,7 +113,7 @@ export async function readArchive(admission: Admission, source: AsyncIterable<Ui
     if (isPump(source)) {
       await source.pump((chunk) => {
         take(chunk);
-        if (parser.enough) throw ENOUGH;
+        if (parser.enough || opts.stop?.()) throw ENOUGH;
         if (!parser.busy()) return true;
         // Too many blob batches still being written: pause the source until they are
         // (a write error surfaces from finish()).
@@ -124,7 +127,10 @@ export async function readArchive(admission: Admission, source: AsyncIterable<Ui
       for await (const chunk of source) {
         take(chunk);
         await settle();
-        if (parser.enough) break; // leaving the loop closes the source
+        if (parser.enough || opts.stop?.()) {
+          stopped = true;
+          break; // leaving the loop closes the source
+        }
       }
     }
   } catch (e) {
@@ -134,7 +140,7 @@ export async function readArchive(admission: Admission, source: AsyncIterable<Ui
     // The source itself failed (a cut connection, a damaged compressed pack): a truncated archive.
     parser.truncated(`the stream failed after ${parser.res.blobs} blobs: ${(e as Error)?.message ?? String(e)}`);
   }
-  return parser.enough ? parser.finishEarly() : parser.finish();
+  return parser.enough || stopped ? parser.finishEarly() : parser.finish();
 }
 
 type State = 'header' | 'tag' | 'frame' | 'end' | 'body' | 'done';

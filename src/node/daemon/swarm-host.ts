@@ -21,10 +21,13 @@ import { TreeSwarm, type OnSwarmBlob, type SwarmContext, type SwarmMember } from
 
 /**
  * How long a node that sees no other fetcher of a tree waits for one
- * before it pulls the tree alone: what a lone node pays for letting a
- * crowd that starts at once find itself.
+ * before it pulls the tree alone (members of a crowd that start within
+ * this of each other swarm from the first byte). A node that pulls alone
+ * hands what it still lacks to a swarm as soon as another node starts
+ * fetching (`whenOthersFetch`), so this is what a lone node pays, not
+ * what keeps a crowd off the origin.
  */
-const ALONE_WAIT_MS = 300;
+const ALONE_WAIT_MS = 40;
 /** A swarm with nothing to do is kept this long after its last channel closed. */
 const LINGER_MS = 30_000;
 
@@ -102,10 +105,9 @@ export class SwarmHost implements SwarmDoor {
     }
     const swarm = s;
     this.opts.mesh.startFetching(tree, () => swarm.sched.have.encode());
-    // Nodes hold it whole and no other node fetches it (within ALONE_WAIT_MS: a crowd's members announce
-    // within milliseconds of each other): a holder's backfill is faster for one node, and costs the origin
-    // nothing. This one stays a member and offers what arrives, so nodes that come later swarm with it.
-    // (With no holder the swarm goes on: a crowd that starts at once must not each pull the tree from S3.)
+    // No other node fetches it (within ALONE_WAIT_MS): pulling it its own way (a holder's backfill, S3's
+    // packs) is faster for one node. This one stays a member and offers what arrives, so nodes that come
+    // later swarm with it; and the caller hands what it still lacks to this swarm when one comes.
     if (!(await this.othersFetch(tree))) return 'alone';
     try {
       await s.fetch(onBlob);
@@ -121,20 +123,31 @@ export class SwarmHost implements SwarmDoor {
 
   /** Whether another node fetches `tree`, now or within ALONE_WAIT_MS (it announces as it starts). */
   private othersFetch(tree: Digest): Promise<boolean> {
-    const seen = () => this.opts.mesh.swarmPeers(tree).some((m) => m.fetching);
-    if (seen()) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const stop = this.opts.mesh.onNews(() => {
-        if (!seen()) return;
+      const timer = setTimeout(() => {
+        unwatch();
+        resolve(false);
+      }, ALONE_WAIT_MS);
+      const unwatch = this.whenOthersFetch(tree, () => {
         clearTimeout(timer);
-        stop();
         resolve(true);
       });
-      const timer = setTimeout(() => {
-        stop();
-        resolve(seen());
-      }, ALONE_WAIT_MS);
     });
+  }
+
+  /** Calls `fn` once, when (or if already) another node fetches `tree`; returns the way to stop watching. */
+  whenOthersFetch(tree: Digest, fn: () => void): () => void {
+    const seen = () => this.opts.mesh.swarmPeers(tree).some((m) => m.fetching);
+    if (seen()) {
+      fn();
+      return () => undefined;
+    }
+    const stop = this.opts.mesh.onNews(() => {
+      if (!seen()) return;
+      stop();
+      fn();
+    });
+    return stop;
   }
 
   /** The pull of `tree` is over: this node no longer says it fetches it. */

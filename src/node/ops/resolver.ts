@@ -26,6 +26,8 @@ export interface TreeSwarms {
   wants(missingBytes: number): boolean;
   /** Fetches the tree in its swarm; "alone" when no other node fetches it (pull it, then call `done`); undefined when the swarm could not finish (the pull goes on); rejects on a local failure. */
   fetch(tree: Digest, entries: readonly TreeEntry[], onBlob: (from: string, digest: Digest, size: number) => void): Promise<unknown>;
+  /** Calls `fn` once another node fetches `tree` (a pull alone hands over to the swarm then); returns the way to stop watching. */
+  whenOthersFetch(tree: Digest, fn: () => void): () => void;
   /** The pull of `tree` is over. */
   done(tree: Digest): void;
 }
@@ -287,16 +289,31 @@ export class Resolver {
       for (const l of flight.listeners) l(p);
     };
     try {
-      const swarmed = await this.swarm(tree, tell);
-      const pulled = await pullTree(this.store, this.chain, tree, tell).finally(() => this.swarms?.done(tree));
-      if (!swarmed) return pulled;
-      const from = { ...swarmed.from };
-      for (const [tier, f] of Object.entries(pulled.from)) {
-        const t = (from[tier] ??= { blobs: 0, bytes: 0 });
-        t.blobs += f.blobs;
-        t.bytes += f.bytes;
+      let done: TreePullResult | undefined;
+      let swarmed = await this.swarm(tree, tell);
+      if (swarmed === 'alone') {
+        // No other node fetches it: pull it alone at once, and hand what is left to a swarm if one
+        // starts meanwhile (a crowd whose members start a moment apart must not each pull it all).
+        const handOver = new AbortController();
+        const unwatch = this.swarms!.whenOthersFetch(tree, () => handOver.abort());
+        try {
+          done = await pullTree(this.store, this.chain, tree, tell, handOver.signal);
+        } catch (e) {
+          this.swarms?.done(tree);
+          throw e;
+        } finally {
+          unwatch();
+        }
+        if (!handOver.signal.aborted) {
+          this.swarms?.done(tree);
+          return done;
+        }
+        const rest = await this.swarm(tree, tell);
+        swarmed = rest === 'alone' ? undefined : rest;
       }
-      return { ...pulled, local: pulled.local - swarmed.fetched, fetched: pulled.fetched + swarmed.fetched, fetchedBytes: pulled.fetchedBytes + swarmed.fetchedBytes, from };
+      if (swarmed) done = done ? afterward(done, swarmed) : swarmed;
+      const pulled = await pullTree(this.store, this.chain, tree, tell).finally(() => this.swarms?.done(tree));
+      return done ? afterward(done, pulled) : pulled;
     } finally {
       this.treeListeners.delete(tree);
     }
@@ -307,9 +324,10 @@ export class Resolver {
    * missing): its listing first (it names the pieces), then pieces from
    * the other nodes fetching or holding it and from the origin. What came
    * from where, or undefined when the swarm was not used or could not
-   * finish (the pull then fetches what is still missing).
+   * finish (the pull then fetches what is still missing); "alone" when
+   * no other node fetches it (the caller pulls it, still a member).
    */
-  private async swarm(tree: Digest, onProgress: (p: PullProgress) => void): Promise<TreePullResult | undefined> {
+  private async swarm(tree: Digest, onProgress: (p: PullProgress) => void): Promise<TreePullResult | 'alone' | undefined> {
     const swarms = this.swarms;
     if (!swarms || (this.store.hasTree(tree) && this.store.meta.treeComplete(tree))) return undefined;
     await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
@@ -319,9 +337,10 @@ export class Resolver {
     if (!swarms.wants(progress.totalBytes)) return undefined;
     onProgress(progress);
     const outcome = await swarms.fetch(tree, entries, counted);
+    if (outcome === 'alone') return 'alone';
     // The pull after this reads the index: the records of what the swarm admitted must be in it.
     await this.store.meta.flush();
-    return outcome === 'alone' ? undefined : res;
+    return res;
   }
 
   /** Waits for a pull, passing its progress on. */
@@ -378,4 +397,15 @@ export class Resolver {
   close(): Promise<void> {
     return this.chain.close();
   }
+}
+
+/** Two fetches of one tree, `later` after `earlier`, as one result (`later` counted what `earlier` brought as local). */
+function afterward(earlier: TreePullResult, later: TreePullResult): TreePullResult {
+  const from = { ...earlier.from };
+  for (const [tier, f] of Object.entries(later.from)) {
+    const t = (from[tier] = { ...(from[tier] ?? { blobs: 0, bytes: 0 }) });
+    t.blobs += f.blobs;
+    t.bytes += f.bytes;
+  }
+  return { ...later, local: later.local - earlier.fetched, fetched: earlier.fetched + later.fetched, fetchedBytes: earlier.fetchedBytes + later.fetchedBytes, from };
 }

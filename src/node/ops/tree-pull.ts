@@ -69,8 +69,13 @@ export async function pullTreeBlob(store: Store, chain: Chain, tree: Digest): Pr
   return from ?? 'a remote tier';
 }
 
-/** Fetches whatever of `tree` the local store lacks. Throws ERR_VRIFT_TIER_MISSING naming the first blob no tier has. */
-export async function pullTree(store: Store, chain: Chain, tree: Digest, onProgress?: (p: PullProgress) => void): Promise<TreePullResult> {
+/**
+ * Fetches whatever of `tree` the local store lacks. Throws
+ * ERR_VRIFT_TIER_MISSING naming the first blob no tier has. With `signal`
+ * aborted meanwhile it stops early and resolves with what it fetched (the
+ * caller fetches the rest another way: a swarm that formed meanwhile).
+ */
+export async function pullTree(store: Store, chain: Chain, tree: Digest, onProgress?: (p: PullProgress) => void, signal?: AbortSignal): Promise<TreePullResult> {
   const since = Date.now();
   const complete = store.hasTree(tree) ? store.meta.treeComplete(tree) : undefined;
   if (complete) {
@@ -88,11 +93,11 @@ export async function pullTree(store: Store, chain: Chain, tree: Digest, onProgr
   const { files, unique, missing, pathOf } = missingBlobs(store, entries);
   const { res, progress, counted } = pullCounters(tree, files, unique, missing, onProgress);
   onProgress?.(progress);
-  await chain.fetchMissing(tree, missing, counted);
+  await chain.fetchMissing(tree, missing, counted, signal);
 
   if (missing.size === 0) store.meta.markTreeComplete(tree, { files, blobs: unique });
   await store.meta.flush();
-  if (missing.size > 0) {
+  if (missing.size > 0 && !signal?.aborted) {
     const [first] = missing.keys();
     throw new VriftError(
       'ERR_VRIFT_TIER_MISSING',

@@ -34,8 +34,7 @@ export class S3Objects {
     const { sdk, s3 } = await this.client();
     try {
       const r = await s3.send(new sdk.GetObjectCommand({ Bucket: this.cfg.bucket, Key: this.key(rel) }));
-      this.onWire('in', r.ContentLength ?? 0);
-      return { stream: r.Body as Readable, size: r.ContentLength };
+      return { stream: this.counted(r.Body as Readable), size: r.ContentLength };
     } catch (e) {
       if (isNotFound(e)) return undefined;
       throw this.fail(e, `reading ${rel}`);
@@ -58,12 +57,28 @@ export class S3Objects {
       if ((e as { name?: string }).name === 'InvalidRange') throw wrong('"range not satisfiable"');
       throw this.fail(e, `reading ${rel}`);
     }
-    this.onWire('in', r.ContentLength ?? 0);
     if (r.ContentLength !== end - start) {
       (r.Body as Readable | undefined)?.destroy();
       throw wrong(`${r.ContentLength ?? 'an unknown number of'} bytes`);
     }
-    return { stream: r.Body as Readable, size: r.ContentLength };
+    return { stream: this.counted(r.Body as Readable), size: r.ContentLength };
+  }
+
+  /**
+   * A body whose bytes are counted as they arrive (the wire counter), not
+   * as its length promises: a read given up midway (a pull handed to a
+   * swarm, a liar cut off) costs what came, not the whole object. Counted
+   * where the HTTP parser hands each chunk in (`push`), with no stream added.
+   */
+  private counted(body: Readable): Readable {
+    // What came with the headers is in its buffer already.
+    if (body.readableLength > 0) this.onWire('in', body.readableLength);
+    const push = body.push.bind(body);
+    body.push = (chunk: unknown, encoding?: BufferEncoding) => {
+      if (chunk) this.onWire('in', (chunk as Uint8Array).byteLength);
+      return push(chunk, encoding);
+    };
+    return body;
   }
 
   async getText(rel: string): Promise<string | undefined> {
