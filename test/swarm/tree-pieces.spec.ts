@@ -88,7 +88,7 @@ describe('the swarm channel', () => {
     done();
   });
 
-  it('sends a piece read into a framed buffer as one write, the header in front of its bytes', async () => {
+  it('sends each piece as one write: a framed buffer with its header in front of its bytes, any other copied behind one', async () => {
     const [a, b, done] = await pair();
     const got: [number, number, Buffer | undefined][] = [];
     const ca = new SwarmChannel(a, limits, { frame: () => undefined, closed: () => undefined });
@@ -105,13 +105,37 @@ describe('the swarm channel', () => {
     ca.sendPiece(3, framed, (ok) => ok && flushed++);
     ca.sendPiece(4, plain, (ok) => ok && flushed++);
     await new Promise((r) => setTimeout(r, 50));
-    expect(writes).toEqual([9 + 1000, 9, 600]);
+    expect(writes).toEqual([9 + 1000, 9 + 600]); // the plain body is copied behind its header: one write each
     expect(got).toEqual([
       [F.PIECE, 3, Buffer.alloc(1000, 7)],
       [F.PIECE, 4, Buffer.alloc(600, 9)],
     ]);
     expect(flushed).toBe(2);
     expect(framed.equals(Buffer.alloc(1000, 7))).toBe(true); // the header went before the body, not into it
+    ca.close();
+    done();
+  });
+
+  it('writes one frame at a time, joining small frames that wait together, never a piece with anything', async () => {
+    const [a, b, done] = await pair();
+    const got: number[] = [];
+    const ca = new SwarmChannel(a, { ...limits, maxPiece: 200_000 }, { frame: () => undefined, closed: () => undefined });
+    new SwarmChannel(b, { ...limits, maxPiece: 200_000 }, { frame: (t) => got.push(t), closed: () => undefined });
+    const writes: number[] = [];
+    const write = a.write.bind(a) as (...args: unknown[]) => boolean;
+    (a as unknown as { write: (...args: unknown[]) => boolean }).write = (chunk: unknown, ...rest: unknown[]) => {
+      writes.push((chunk as Buffer).byteLength);
+      return write(chunk, ...rest);
+    };
+    ca.sendPiece(1, framedPieceBuffer(100_000)); // written at once
+    ca.send(F.HAVE, 2); // these three wait behind it, then go as one write
+    ca.send(F.HAVE, 3);
+    ca.send(F.REQUEST, 4);
+    ca.sendPiece(5, framedPieceBuffer(100_000)); // alone again
+    ca.send(F.CANCEL, 6);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(writes).toEqual([100_009, 27, 100_009, 9]);
+    expect(got).toEqual([F.PIECE, F.HAVE, F.HAVE, F.REQUEST, F.PIECE, F.CANCEL]);
     ca.close();
     done();
   });

@@ -32,6 +32,8 @@ export const F = {
 } as const;
 
 const HEADER = 9;
+/** Frames smaller than this that wait together go out as one write. */
+const SMALL_FRAME = 16 << 10;
 
 /**
  * A buffer for a piece's bytes with room for its frame header just before
@@ -73,8 +75,10 @@ export class SwarmChannel {
   private type = 0;
   private piece = 0;
   private done = false;
-  /** Bytes written that the socket has not yet flushed (its own count, plus ours while queued). */
+  /** Bytes of every frame sent (queued ones included). */
   bytesOut = 0;
+  private readonly outbox: { frame: Buffer; flushed?: (ok: boolean) => void }[] = [];
+  private writing = false;
   bytesIn = 0;
 
   /** With `reads`, the socket's bytes come through it (a socket read into one reused buffer) instead of 'data' events. */
@@ -100,26 +104,20 @@ export class SwarmChannel {
       flushed?.(false);
       return;
     }
-    const h = Buffer.allocUnsafe(HEADER);
-    h.writeUInt8(type, 0);
-    h.writeUInt32BE(piece, 1);
-    h.writeUInt32BE(payload?.byteLength ?? 0, 5);
-    this.bytesOut += HEADER + (payload?.byteLength ?? 0);
-    if (!payload || payload.byteLength === 0) {
-      this.socket.write(h, flushed && ((e) => flushed(!e)));
-      return;
-    }
-    this.socket.cork();
-    this.socket.write(h);
-    this.socket.write(payload, flushed && ((e) => flushed(!e)));
-    this.socket.uncork();
+    const len = payload?.byteLength ?? 0;
+    const frame = Buffer.allocUnsafe(HEADER + len);
+    frame.writeUInt8(type, 0);
+    frame.writeUInt32BE(piece, 1);
+    frame.writeUInt32BE(len, 5);
+    if (payload) payload.copy(frame, HEADER);
+    this.enqueue(frame, flushed);
   }
 
   /**
    * Sends a PIECE frame. A body from `framedPieceBuffer` gets its header
    * written in front of it and goes out as one write (the caller must not
    * use those bytes meanwhile: they are the buffer's own); any other body
-   * is sent as `send` does.
+   * is copied behind its header, as `send` does.
    */
   sendPiece(piece: number, body: Buffer, flushed?: (ok: boolean) => void): void {
     const frame = frames.get(body);
@@ -127,8 +125,40 @@ export class SwarmChannel {
     frame.writeUInt8(F.PIECE, 0);
     frame.writeUInt32BE(piece, 1);
     frame.writeUInt32BE(body.byteLength, 5);
+    this.enqueue(frame, flushed);
+  }
+
+  /**
+   * Frames go to the socket one write at a time: buffers queued behind a
+   * busy TLS socket would go out as one writev, which TLS first copies
+   * into a fresh buffer (megabytes, for pieces). Small frames waiting
+   * together are joined into one write (a cheap copy, one TLS record).
+   */
+  private enqueue(frame: Buffer, flushed?: (ok: boolean) => void): void {
     this.bytesOut += frame.byteLength;
-    this.socket.write(frame, flushed && ((e) => flushed(!e)));
+    this.outbox.push({ frame, flushed });
+    if (!this.writing) this.writeNext();
+  }
+
+  private writeNext(): void {
+    const first = this.outbox.shift();
+    if (!first) {
+      this.writing = false;
+      return;
+    }
+    this.writing = true;
+    const sent = [first];
+    let bytes = first.frame.byteLength;
+    while (bytes < SMALL_FRAME && this.outbox.length > 0 && this.outbox[0]!.frame.byteLength < SMALL_FRAME && bytes + this.outbox[0]!.frame.byteLength <= SMALL_FRAME) {
+      const next = this.outbox.shift()!;
+      sent.push(next);
+      bytes += next.frame.byteLength;
+    }
+    const buf = sent.length === 1 ? first.frame : Buffer.concat(sent.map((x) => x.frame), bytes);
+    this.socket.write(buf, (e) => {
+      for (const x of sent) x.flushed?.(!e);
+      this.writeNext();
+    });
   }
 
   close(why = 'closed'): void {
