@@ -12,6 +12,8 @@ import { VriftError } from './errors.js';
 /** The native VDir writer (see native/src/addon.cc for the batch encoding). */
 export interface NativeVDirWriter {
   apply(upserts: Buffer, nUpserts: number, removals: Buffer, nRemovals: number): void;
+  /** Every entry of an encoded tree as one batch (ctimes: one per entry, 0 = unknown); returns the number of entries. */
+  applyTree(tree: Buffer, mtimeSec: number, ctimes?: BigUint64Array): number;
   lookup(path: string): NativeVDirEntry | undefined;
   /** -1 when absent, else (mode & S_IFMT) + flags * 65536. */
   probe(path: string): number;
