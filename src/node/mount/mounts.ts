@@ -53,6 +53,32 @@ export function vdirEntries(store: Store, entries: TreeEntry[], mtimeSec: number
   });
 }
 
+/** The digests of a tree's executable files (opened through their exec twins). */
+function execBlobs(entries: readonly TreeEntry[]): Digest[] {
+  const out: Digest[] = [];
+  for (const e of entries) if (e.kind === 'file' && e.mode === 0o755) out.push(e.digest!);
+  return out;
+}
+
+/**
+ * Per entry of a tree, its blob's ctime as the index last knew it good (the
+ * twin's for an executable; 0 = unknown), as vdirEntries gives each file;
+ * undefined when the index knows none of them (a cold node).
+ */
+function blobCtimes(store: Store, entries: readonly TreeEntry[]): BigUint64Array | undefined {
+  let out: BigUint64Array | undefined;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e.kind !== 'file') continue;
+    const rec = store.meta.getBlob(e.digest!);
+    const ctimeNs = e.mode === 0o755 ? rec?.twinCtimeNs : rec?.ctimeNs;
+    if (ctimeNs === undefined) continue;
+    out ??= new BigUint64Array(entries.length);
+    out[i] = ctimeNs;
+  }
+  return out;
+}
+
 export class MountManager {
   private readonly vdirs = new Map<string, VDir>();
   /** The records of published mounts (LMDB writes are asynchronous: a request right after MOUNT must still find it). */
@@ -102,7 +128,13 @@ export class MountManager {
     }
   }
 
-  mount(treeish: string, path: string, project?: string): MountRecord {
+  /**
+   * Publishes `treeish` at `path`. `coldListing`: its listing arrived from
+   * another tier just now (a cold lazy mount), so its files' blob ctimes
+   * are not looked up (one index read per file, for blobs almost never
+   * here): a local one is checked by the daemon at its first open instead.
+   */
+  mount(treeish: string, path: string, project?: string, opts: { coldListing?: boolean } = {}): MountRecord {
     const abs = resolve(path);
     this.assertMountable(abs);
     const tree = this.store.resolve(treeish);
@@ -116,7 +148,7 @@ export class MountManager {
     // a fresh mount starts from its tree
     clearOverlay(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
-    this.publish(rec);
+    this.publish(rec, opts.coldListing);
     this.store.pin(tree, `mount:${abs}`);
     void this.store.meta.state.put(['mount', abs], rec);
     return rec;
@@ -209,7 +241,7 @@ export class MountManager {
     this.live.clear();
   }
 
-  private publish(rec: MountRecord): void {
+  private publish(rec: MountRecord, coldListing = false): void {
     const overlay = overlayOf(this.store, rec.name);
     const noUpper = ensureUpperDir(this.store, rec.name);
     if (noUpper) this.log(`mount: ${rec.path} has no upper layer (writes in it fail with EROFS): ${noUpper.message}`);
@@ -221,6 +253,14 @@ export class MountManager {
     if (cached) {
       for (const d of cached.execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
       vdir = VDir.fromImage(rec.name, { casRoot, mountRoot: rec.path, image: cached.image, mtimeSec });
+    } else if (overlay.size === 0) {
+      // The tree alone: the addon reads its encoding (no JS record per entry: most of a large mount's cost).
+      const { entries } = this.store.getTree(rec.tree);
+      const execDigests = execBlobs(entries);
+      for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
+      const ctimes = coldListing ? undefined : blobCtimes(this.store, entries);
+      vdir = VDir.fromTree(rec.name, { casRoot, mountRoot: rec.path, tree: this.store.readTreeBlob(rec.tree), mtimeSec, ctimes });
+      this.images.set(rec.tree, { image: vdir.image(), execDigests });
     } else {
       // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
       const { entries, mtimes, uppers } = mergedEntries(this.store.getTree(rec.tree).entries, overlay);
@@ -232,8 +272,7 @@ export class MountManager {
       if (uppers.size > 0) for (const u of upserts) if (uppers.has(u.path)) u.flags = VDIR_F_UPPER;
       vdir = VDir.create(rec.name, { casRoot, mountRoot: rec.path, ...VDir.sizeFor(upserts) });
       vdir.apply(upserts);
-      // only the tree itself is worth keeping: an overlay is this mount's own
-      if (overlay.size === 0) this.images.set(rec.tree, { image: vdir.image(), execDigests });
+      // (no image kept: an overlay is this mount's own)
     }
     this.vdirs.get(rec.path)?.close({ unlink: false });
     this.vdirs.set(rec.path, vdir);
