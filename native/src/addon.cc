@@ -367,6 +367,39 @@ Napi::Value UpperName(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, hex, 64);
 }
 
+// checkTreeEncoding(tree: Buffer) -> Float64Array [entries, files, dirs, symlinks, bytes of files]:
+// an encoded tree checked as decodeTree checks it (but for UTF-8: the caller's isUtf8), without a JS
+// object per entry; throws "malformed tree: …" (code EINVAL).
+Napi::Value CheckTreeEncoding(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBuffer()) ThrowCode(env, EINVAL, "checkTreeEncoding(tree): tree must be a Buffer");
+  auto tree = info[0].As<Napi::Buffer<char>>();
+  std::vector<vrift::TreeRec> recs;
+  try {
+    recs = vrift::ParseTree(tree.Data(), tree.Length());
+  } catch (const vrift::MalformedTree& e) {
+    ThrowCode(env, EINVAL, e.what());
+  }
+  double files = 0, dirs = 0, links = 0, bytes = 0;
+  for (const vrift::TreeRec& r : recs) {
+    if (r.kind == VRIFT_TREE_KIND_FILE) {
+      files++;
+      bytes += static_cast<double>(r.size);
+    } else if (r.kind == VRIFT_TREE_KIND_DIR) {
+      dirs++;
+    } else {
+      links++;
+    }
+  }
+  Napi::Float64Array out = Napi::Float64Array::New(env, 5);
+  out[0] = static_cast<double>(recs.size());
+  out[1] = files;
+  out[2] = dirs;
+  out[3] = links;
+  out[4] = bytes;
+  return out;
+}
+
 Napi::Value LGetXattr(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
@@ -388,6 +421,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("lgetxattr", Napi::Function::New(env, LGetXattr));
   exports.Set("VDirWriter", VDirWriterWrap::Define(env));
   exports.Set("upperName", Napi::Function::New(env, UpperName));
+  exports.Set("checkTreeEncoding", Napi::Function::New(env, CheckTreeEncoding));
   exports.Set("vdirLayoutVersion", Napi::Number::New(env, VRIFT_VDIR_VERSION));
   vrift::InitFastFs(env, exports);
   vrift::InitBlobIo(env, exports);

@@ -7,6 +7,9 @@
 
 namespace vrift {
 
+// Sizes past this are refused, as by decodeTree (a JavaScript number holds them exactly).
+constexpr uint64_t kMaxSafeInteger = (uint64_t{1} << 53) - 1;
+
 static bool BadPath(std::string_view p) {
   if (p.empty() || p.front() == '/' || p.back() == '/') return true;
   size_t start = 0;
@@ -57,13 +60,15 @@ std::vector<TreeRec> ParseTree(const char* data, size_t len) {
     if (kind.size() != 1 || (kind[0] != VRIFT_TREE_KIND_FILE && kind[0] != VRIFT_TREE_KIND_DIR && kind[0] != VRIFT_TREE_KIND_SYMLINK))
       bad("bad kind");
     r.kind = kind[0];
-    if (size.empty() || size.size() > 16) bad("bad size");
+    if (size.empty() || size.size() > 16 || (size.size() > 1 && size[0] == '0')) bad("bad size");
     r.size = 0;
     for (char c : size) {
       if (c < '0' || c > '9') bad("bad size");
       r.size = r.size * 10 + static_cast<uint64_t>(c - '0');
     }
+    if (r.size > kMaxSafeInteger) bad("bad size");
     if (BadPath(r.path)) bad("bad path");
+    if (!out.empty() && !(out.back().path < r.path)) bad("entries out of order");
     size_t slash = r.path.rfind('/');
     if (slash != std::string_view::npos && !dirSet.count(r.path.substr(0, slash))) bad("entry without a parent directory");
     if (r.kind == VRIFT_TREE_KIND_FILE) {
@@ -72,12 +77,13 @@ std::vector<TreeRec> ParseTree(const char* data, size_t len) {
       r.exec = mode == VRIFT_TREE_MODE_EXEC;
       r.digest = ref;
     } else if (r.kind == VRIFT_TREE_KIND_DIR) {
-      if (mode != VRIFT_TREE_MODE_DIR || ref != VRIFT_TREE_NO_REF) bad("bad directory entry");
+      if (mode != VRIFT_TREE_MODE_DIR || ref != VRIFT_TREE_NO_REF || r.size != 0) bad("bad directory entry");
       dirSet.insert(r.path);
     } else {
       if (mode != VRIFT_TREE_MODE_SYMLINK || ref != VRIFT_TREE_NO_REF) bad("bad symlink entry");
       r.target = field('\0');
       if (r.target.empty()) bad("empty symlink target");
+      if (r.target.size() != r.size) bad("symlink size does not match its target");
     }
     out.push_back(r);
   }

@@ -1,8 +1,9 @@
 // A tree's encoding (docs/tree-format.md) parsed in place: what the link
-// farm (link_farm.cc) and a VDir built straight from a tree (addon.cc,
-// applyTree) read. Validated as decodeTree does for the fields, paths and
-// parents (a tree that reaches here passed its digest check; defence in
-// depth); the records point into the caller's bytes.
+// farm (link_farm.cc), a VDir built straight from a tree (addon.cc,
+// applyTree) and the admission of a tree (checkTreeEncoding) read.
+// Checked as decodeTree checks it (fields, modes, sizes, paths, strict
+// order, every parent a directory), but for UTF-8, which the caller checks
+// (isUtf8); the records point into the caller's bytes.
 #pragma once
 #include <cstdint>
 #include <stdexcept>

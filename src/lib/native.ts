@@ -153,6 +153,8 @@ export interface NativeAddon {
   lgetxattr(path: string, name: string): Buffer | null;
   /** The 64-hex name of a mount path's file in the upper layer (vrift_vdir_upper_name; the shim computes the same). */
   upperName(rel: string): string;
+  /** An encoded tree checked as decodeTree checks it, UTF-8 aside (native/src/tree_parse.h): [entries, files, dirs, symlinks, bytes of files]. Throws "malformed tree: …" (code EINVAL). */
+  checkTreeEncoding(tree: Buffer): Float64Array;
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;
   blake3: NativeBlake3;

@@ -5,6 +5,7 @@ import { isUtf8 } from 'node:buffer';
 import { LAYOUT } from '../../gen/layout.js';
 import { hashBuffer, isDigest, type Digest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
+import { loadNative } from '../../lib/native.js';
 
 export type EntryKind = 'file' | 'dir' | 'symlink';
 
@@ -282,6 +283,25 @@ export function decodeTree(buf: Uint8Array): TreeEntry[] {
     entries.push(entry);
   }
   return entries;
+}
+
+/**
+ * Checks a tree from anywhere as decodeTree does (the same rules, in the
+ * addon: native/src/tree_parse.h) without decoding it: no object per
+ * entry, for a listing a lazy mount may never need in JavaScript. Its
+ * counts.
+ */
+export function checkEncodedTree(buf: Uint8Array): TreeSummary {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (!b.subarray(0, HEADER.length).equals(Buffer.from(HEADER))) throw malformed('bad header (not a vrift tree, or a newer format)');
+  if (!isUtf8(b)) throw malformed('not valid UTF-8');
+  let counts: Float64Array;
+  try {
+    counts = loadNative().checkTreeEncoding(b);
+  } catch (e) {
+    throw malformed((e as Error).message.replace(/^malformed tree: /, ''));
+  }
+  return { entries: counts[0]!, files: counts[1]!, dirs: counts[2]!, symlinks: counts[3]!, bytes: counts[4]! };
 }
 
 export function summarize(entries: TreeEntry[]): TreeSummary {
