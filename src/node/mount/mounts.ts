@@ -130,15 +130,16 @@ export class MountManager {
 
   /**
    * Publishes `treeish` at `path`. `coldListing`: its listing arrived from
-   * another tier just now (a cold lazy mount), so its files' blob ctimes
-   * are not looked up (one index read per file, for blobs almost never
-   * here): a local one is checked by the daemon at its first open instead.
+   * another tier just now (a cold lazy mount), so it is published from its
+   * encoding alone: no blob ctime is looked up (one index read per file,
+   * for blobs almost never here) and no exec twin made; a local blob gets
+   * both from the daemon at its first open (FETCH) instead.
    */
   mount(treeish: string, path: string, project?: string, opts: { coldListing?: boolean } = {}): MountRecord {
     const abs = resolve(path);
     this.assertMountable(abs);
     const tree = this.store.resolve(treeish);
-    this.store.getTree(tree); // fails clearly if the tree is not here
+    if (!this.store.hasTree(tree)) this.store.readTreeBlob(tree); // fails clearly
     try {
       mkdirSync(abs, { recursive: true });
     } catch (e) {
@@ -255,11 +256,13 @@ export class MountManager {
       vdir = VDir.fromImage(rec.name, { casRoot, mountRoot: rec.path, image: cached.image, mtimeSec });
     } else if (overlay.size === 0) {
       // The tree alone: the addon reads its encoding (no JS record per entry: most of a large mount's cost).
-      const { entries } = this.store.getTree(rec.tree);
-      const execDigests = execBlobs(entries);
+      // A cold listing is not even decoded here (the first open does it): its blobs are almost never here, and
+      // one that is gets its exec twin and ctime when first opened (FETCH).
+      const entries = coldListing ? undefined : this.store.getTree(rec.tree).entries;
+      const execDigests = entries ? execBlobs(entries) : [];
       for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
-      const ctimes = coldListing ? undefined : blobCtimes(this.store, entries);
-      vdir = VDir.fromTree(rec.name, { casRoot, mountRoot: rec.path, tree: this.store.readTreeBlob(rec.tree), mtimeSec, ctimes });
+      const ctimes = entries && blobCtimes(this.store, entries);
+      vdir = VDir.fromTree(rec.name, { casRoot, mountRoot: rec.path, tree: this.store.treeBytes(rec.tree), mtimeSec, ctimes });
       this.images.set(rec.tree, { image: vdir.image(), execDigests });
     } else {
       // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).

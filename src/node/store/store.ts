@@ -159,12 +159,23 @@ export class Store {
     return id;
   }
 
-  /** Admits a tree blob that came from elsewhere (`source`): validated, verified, recorded. */
-  admitTree(id: Digest, encoded: Uint8Array, source: AdmissionSource): TreeEntry[] {
-    const entries = this.admission.tree(id, encoded, source);
-    if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summarize(entries), createdAt: Date.now() });
-    this.treeCache.set(id, entries);
-    return entries;
+  /**
+   * Admits a tree blob that came from elsewhere (`source`): checked,
+   * verified, recorded. Not decoded (a lazy mount is published from the
+   * encoding, treeBytes): getTree decodes it when first asked.
+   */
+  admitTree(id: Digest, encoded: Uint8Array, source: AdmissionSource): void {
+    const summary = this.admission.tree(id, encoded, source);
+    if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summary, createdAt: Date.now() });
+    this.admittedTree = { id, encoded: Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength) };
+  }
+
+  /** The tree admitted last, until it is decoded: its record may not be committed yet, and its bytes need no second read. */
+  private admittedTree?: { id: Digest; encoded: Buffer };
+
+  /** A tree's encoded bytes, verified (read from the CAS, unless it was admitted just now). */
+  treeBytes(id: Digest): Buffer {
+    return this.admittedTree?.id === id ? this.admittedTree.encoded : this.readTreeBlob(id);
   }
 
   /** A tree's counts, from its record (or its blob when the record is missing). */
@@ -175,7 +186,7 @@ export class Store {
   }
 
   hasTree(id: Digest): boolean {
-    return this.treeCache.has(id) || (this.meta.trees.doesExist(id) && this.cas.has(id));
+    return this.treeCache.has(id) || this.admittedTree?.id === id || (this.meta.trees.doesExist(id) && this.cas.has(id));
   }
 
   /** A tree's encoded bytes, read from the CAS and verified against its id. */
@@ -193,8 +204,9 @@ export class Store {
   getTree(id: Digest): Tree {
     const cached = this.treeCache.get(id);
     if (cached) return { id, entries: cached };
-    const entries = decodeTree(this.readTreeBlob(id));
+    const entries = decodeTree(this.treeBytes(id));
     this.treeCache.set(id, entries);
+    if (this.admittedTree?.id === id) this.admittedTree = undefined;
     return { id, entries };
   }
 
