@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isVriftError } from '../../src/lib/errors.js';
-import { checkEncodedTree, comparePaths, decodeTree, encodeTree, pathProblem, quickPathProblem, summarize, treeId, type TreeEntry } from '../../src/node/store/tree.js';
+import { checkEncodedTree, comparePaths, decodeCheckedTree, decodeTree, encodeTree, pathProblem, quickPathProblem, summarize, treeId, type TreeEntry } from '../../src/node/store/tree.js';
 
 const D1 = 'a'.repeat(64);
 const D2 = 'b'.repeat(64);
@@ -104,10 +104,11 @@ describe('tree encoding', () => {
     }
   });
 
-  it('checks an encoding natively (checkEncodedTree) exactly as decodeTree does, with the same counts (mutations of a good tree)', () => {
+  it('checks an encoding natively (checkEncodedTree) exactly as decodeTree does, with the same counts, and decodeCheckedTree then gives its entries (mutations of a good tree)', () => {
     const entries: TreeEntry[] = [...sample, { path: 'src/é', kind: 'dir', mode: 0o755, size: 0 }, { path: 'src/é/x', kind: 'file', mode: 0o644, size: 9007199254740991, digest: D2 }];
     const good = encodeTree(entries);
     expect(checkEncodedTree(good)).toEqual(summarize(decodeTree(good)));
+    expect(decodeCheckedTree(good)).toEqual(decodeTree(good));
     const outcome = (f: () => unknown) => {
       try {
         return f();
@@ -128,6 +129,7 @@ describe('tree encoding', () => {
         }
         const decoded = outcome(() => summarize(decodeTree(buf)));
         expect(outcome(() => checkEncodedTree(buf)), buf.toString('latin1')).toEqual(decoded);
+        if (decoded !== 'malformed') expect(decodeCheckedTree(buf)).toEqual(decodeTree(buf));
       }),
       { numRuns: 5000 },
     );

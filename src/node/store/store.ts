@@ -11,7 +11,7 @@ import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
 import { Leases } from './leases.js';
 import { Meta, type RefRecord } from './meta.js';
-import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
+import { decodeCheckedTree, decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
 import type { WrittenBlob } from './blob-writer.js';
 
 /** A tree ready to store: its id, sorted entries and encoding. */
@@ -204,9 +204,11 @@ export class Store {
   getTree(id: Digest): Tree {
     const cached = this.treeCache.get(id);
     if (cached) return { id, entries: cached };
-    const entries = decodeTree(this.treeBytes(id));
+    // (the listing admitted just now: checked then, in the addon)
+    const admitted = this.admittedTree?.id === id ? this.admittedTree.encoded : undefined;
+    const entries = admitted ? decodeCheckedTree(admitted) : decodeTree(this.readTreeBlob(id));
     this.treeCache.set(id, entries);
-    if (this.admittedTree?.id === id) this.admittedTree = undefined;
+    if (admitted) this.admittedTree = undefined;
     return { id, entries };
   }
 

@@ -304,6 +304,36 @@ export function checkEncodedTree(buf: Uint8Array): TreeSummary {
   return { entries: counts[0]!, files: counts[1]!, dirs: counts[2]!, symlinks: counts[3]!, bytes: counts[4]! };
 }
 
+/**
+ * Decodes an encoding that checkEncodedTree accepted, these very bytes
+ * (a listing admitted just now): the entries decodeTree gives, without
+ * checking anything again (a third of its time for 100 000 entries). Never
+ * for bytes read back from the store: a blob of the same digest may have
+ * come in as a file.
+ */
+export function decodeCheckedTree(buf: Uint8Array): TreeEntry[] {
+  const text = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('utf8', HEADER.length);
+  const entries: TreeEntry[] = [];
+  let pos = 0;
+  while (pos < text.length) {
+    const kind = CHAR_KIND[text[pos]!]!;
+    const sp1 = text.indexOf(' ', pos + 2);
+    const sp2 = text.indexOf(' ', sp1 + 1);
+    const sp3 = text.indexOf(' ', sp2 + 1);
+    const end = text.indexOf('\0', sp3 + 1);
+    const entry: TreeEntry = { path: text.slice(sp3 + 1, end), kind, mode: parseField(text, pos + 2, sp1, 8, 4), size: parseField(text, sp1 + 1, sp2, 10, 16) };
+    pos = end + 1;
+    if (kind === 'file') entry.digest = text.slice(sp2 + 1, sp3);
+    else if (kind === 'symlink') {
+      const tend = text.indexOf('\0', pos);
+      entry.target = text.slice(pos, tend);
+      pos = tend + 1;
+    }
+    entries.push(entry);
+  }
+  return entries;
+}
+
 export function summarize(entries: TreeEntry[]): TreeSummary {
   const s: TreeSummary = { entries: entries.length, files: 0, dirs: 0, symlinks: 0, bytes: 0 };
   for (const e of entries) {
