@@ -15,7 +15,7 @@ import { BulkSwitch, type Amount } from './bulk-switch.js';
 import { Prefetcher, type FetchOutcome, type PrefetchItem, type PrefetchJob } from './prefetcher.js';
 import { StartupBatches, type StartupBatch } from './startup-batch.js';
 import { TraceBook } from './trace-book.js';
-import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
+import type { TreeBlobs } from '../store/tree-blobs.js';
 
 /** Blobs checked between two turns of the event loop when counting what a new mount has locally. */
 const COUNT_BATCH = 4096;
@@ -384,12 +384,10 @@ export class LazyMounts {
     });
   }
 
-  /** The blobs of `tree` (the last tree asked for is kept: an early batch, its trace's check and the mount each need them, for 100 000 entries). */
+  /** The blobs of `tree` (the store keeps them: an early batch, its trace's check, the mount and the resolver each need them, for 100 000 entries). */
   private blobsOf(tree: Digest): TreeBlobs {
-    if (this.lastBlobs?.tree !== tree) this.lastBlobs = { tree, blobs: treeBlobs(this.opts.store.getTree(tree).entries) };
-    return this.lastBlobs.blobs;
+    return this.opts.store.blobsOf(tree);
   }
-  private lastBlobs?: { tree: Digest; blobs: TreeBlobs };
 
   /** Whether a digest is a blob of `tree` (a mounted one's index, else the tree itself). */
   private isBlobOf(tree: Digest): (d: Digest) => boolean {

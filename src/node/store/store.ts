@@ -11,6 +11,7 @@ import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
 import { Leases } from './leases.js';
 import { Meta, type RefRecord } from './meta.js';
+import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
 import { decodeCheckedTree, decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
 import type { WrittenBlob } from './blob-writer.js';
 
@@ -211,6 +212,14 @@ export class Store {
     if (admitted) this.admittedTree = undefined;
     return { id, entries };
   }
+
+  /** The distinct file blobs of a tree, in tree order (tree-blobs.ts); kept for the last few trees asked for. */
+  blobsOf(id: Digest): TreeBlobs {
+    let blobs = this.treeBlobs.get(id);
+    if (!blobs) this.treeBlobs.set(id, (blobs = treeBlobs(this.getTree(id).entries)));
+    return blobs;
+  }
+  private readonly treeBlobs = new LruMap<Digest, TreeBlobs>(8);
 
   /** Resolves a tree id or a ref name to a tree id. */
   resolve(treeish: string): Digest {
