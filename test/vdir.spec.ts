@@ -311,6 +311,10 @@ describe('VDir writer', () => {
     expect(() => make(Buffer.from(encoded.toString('utf8').replace('f 644 1 ', 'f 644 x ')))).toThrow(expect.objectContaining(bad));
     expect(() => make(Buffer.from(encoded.toString('utf8').replace('d 755 0 - a\0', '')))).toThrow(expect.objectContaining(bad)); // no parent
     expect(() => make(encoded, new BigUint64Array(1))).toThrow(expect.objectContaining(bad));
+    // a tree may hold what a VDir cannot: each entry's fields are still checked
+    const long = 'x'.repeat(5000);
+    expect(() => make(encodeTree([{ path: 'l', kind: 'symlink', mode: 0o777, size: long.length, target: long }]))).toThrow(expect.objectContaining(bad));
+    expect(() => make(encodeTree([{ path: 'big', kind: 'file', mode: 0o644, size: 2 ** 49, digest: hex(1) }]))).toThrow(expect.objectContaining(bad));
     expect(existsSync(`/dev/shm/vrift.${process.getuid!()}.spec-${process.pid}-bad`)).toBe(false);
   });
 

@@ -220,7 +220,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
       }
     }
     try {
-      writer_->Apply(ups, {});
+      writer_->ApplyFreshTree(ups);  // (ParseTree checked what it promises: distinct paths, parents before children)
     } catch (const vrift::VdirError& e) {
       ThrowCode(env, e.code, e.what());
     }
