@@ -265,6 +265,7 @@ export class Daemon {
       if (from !== 'local') await Promise.race([this.lazy.early(tree), sleep(EARLY_BATCH_WAIT_MS)]).then(() => new Promise(setImmediate));
       const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local' });
       this.lazy.attach(rec); // counts what is local, then prefetches by the tree's trace, in the background
+      await this.mounts.recorded(rec.path); // (a daemon killed from now on restores the mount)
       this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);
       return [
         [F.TREE, rec.tree],

@@ -151,8 +151,22 @@ export class MountManager {
     dropUpperDir(this.store, rec.name);
     this.publish(rec, opts.coldListing);
     this.store.pin(tree, `mount:${abs}`);
-    void this.store.meta.state.put(['mount', abs], rec);
+    const put = this.store.meta.state.put(['mount', abs], rec).then(() => undefined);
+    this.recording.set(abs, put);
+    void put.finally(() => this.recording.get(abs) === put && this.recording.delete(abs)).catch(() => undefined);
     return rec;
+  }
+
+  /** LMDB writes of mount records not committed yet, by path. */
+  private readonly recording = new Map<string, Promise<void>>();
+
+  /**
+   * Resolves once the record of the mount at `path` is committed: a daemon
+   * killed after that restores the mount when it comes back (MOUNT answers
+   * only then).
+   */
+  recorded(path: string): Promise<void> {
+    return this.recording.get(resolve(path)) ?? Promise.resolve();
   }
 
   unmount(path: string): void {
