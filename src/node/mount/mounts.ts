@@ -151,9 +151,14 @@ export class MountManager {
     dropUpperDir(this.store, rec.name);
     this.publish(rec, opts.coldListing);
     this.store.pin(tree, `mount:${abs}`);
-    const put = this.store.meta.state.put(['mount', abs], rec).then(() => undefined);
+    // Settles either way: a commit that fails (a full disk) leaves the mount published, and stays the daemon's
+    // to report as an unhandled metadata write (daemon.ts), as before anyone waited for it.
+    const put = this.store.meta.state.put(['mount', abs], rec).then(
+      () => undefined,
+      (e: unknown) => void Promise.reject(e),
+    );
     this.recording.set(abs, put);
-    void put.finally(() => this.recording.get(abs) === put && this.recording.delete(abs)).catch(() => undefined);
+    void put.finally(() => this.recording.get(abs) === put && this.recording.delete(abs));
     return rec;
   }
 
@@ -161,9 +166,9 @@ export class MountManager {
   private readonly recording = new Map<string, Promise<void>>();
 
   /**
-   * Resolves once the record of the mount at `path` is committed: a daemon
-   * killed after that restores the mount when it comes back (MOUNT answers
-   * only then).
+   * Resolves once the record of the mount at `path` is committed (or its
+   * commit failed): a daemon killed after that restores the mount when it
+   * comes back (MOUNT answers only then).
    */
   recorded(path: string): Promise<void> {
     return this.recording.get(resolve(path)) ?? Promise.resolve();
