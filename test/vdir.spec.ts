@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { packageRoot } from '../src/lib/native.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDir, type VDirEntryInput } from '../src/node/mount/vdir.js';
+import { encodeTree, sortEntries, type TreeEntry } from '../src/node/store/tree.js';
 import { runAs, runnableByAnyone } from './helpers/other-user.js';
 
 const HAMMER = join(packageRoot(), 'shim', 'build', 'vdir-hammer');
@@ -258,6 +259,63 @@ describe('VDir writer', () => {
     const kept = VDir.fromImage(`spec-${process.pid}-${++seq}`, { casRoot: CAS, mountRoot: MNT, image });
     open.push(kept);
     expect(kept.lookup('a/l')).toMatchObject({ mtimeSec: 3 });
+  });
+
+  it('builds from an encoded tree: the same entries, listings and C-reader view as applying its records, ctimes per entry, sized to fit', () => {
+    const entries: TreeEntry[] = [
+      { path: 'a', kind: 'dir', mode: 0o755, size: 0 },
+      { path: 'a/b', kind: 'dir', mode: 0o755, size: 0 },
+      { path: 'a/l', kind: 'symlink', mode: 0o777, size: 4, target: 'b/f0' },
+      { path: 'é', kind: 'file', mode: 0o644, size: 2 ** 40, digest: hex(250) },
+    ];
+    for (let i = 0; i < 300; i++) entries.push({ path: `a/b/f${i}`, kind: 'file', mode: i % 3 ? 0o644 : 0o755, size: i, digest: hex(i % 256) });
+    const encoded = encodeTree(entries);
+    const sorted = sortEntries(entries).map((e) => e.path); // (the tree's order: ctimes go by it)
+    const ctimes = new BigUint64Array(entries.length);
+    const at = sorted.indexOf('a/b/f1');
+    ctimes[at] = 1_700_000_000_123_456_789n;
+    const name = `spec-${process.pid}-${++seq}`;
+    const built = VDir.fromTree(name, { casRoot: CAS, mountRoot: MNT, tree: encoded, mtimeSec: 1800000000, ctimes });
+    open.push(built);
+    const ref = fresh();
+    ref.apply(
+      entries.map((e): VDirEntryInput => {
+        if (e.kind === 'dir') return dir(e.path, 1800000000);
+        if (e.kind === 'symlink') return { path: e.path, mode: S_IFLNK | 0o777, size: e.size, mtimeSec: 1800000000, target: e.target! };
+        return { ...file(e.path, e.digest!, e.size, e.mode), mtimeSec: 1800000000 };
+      }).sort((x, y) => sorted.indexOf(x.path) - sorted.indexOf(y.path)),
+    );
+    for (const p of ['', 'a', 'a/b', 'a/l', 'é', ...Array.from({ length: 300 }, (_, i) => `a/b/f${i}`)]) {
+      const x = ref.lookup(p)!;
+      const y = built.lookup(p)!;
+      expect({ ...y, ctimeNs: 0n, check: 0 }).toEqual({ ...x, ctimeNs: 0n, check: 0 });
+    }
+    expect(built.lookup('a/b/f1')!.ctimeNs).toBe(1_700_000_000_123_456_789n);
+    expect(built.lookup('a/b/f2')!.ctimeNs).toBe(0n);
+    expect(built.list('a/b')).toEqual(ref.list('a/b'));
+    expect(built.stats()).toMatchObject({ entries: entries.length + 1, capacity: ref.stats().entries });
+    const [f1, l] = hammer(['lookup', built.stats().shmPath, 'a/b/f1', 'a/l']).lines;
+    expect(f1).toMatchObject({ rc: 0, size: 1, mtime: 1800000000, blob: `${CAS}/01/${hex(1)}` });
+    expect(l).toMatchObject({ rc: 0, target: 'b/f0' });
+    // without ctimes: every one unknown
+    const plain = VDir.fromTree(`spec-${process.pid}-${++seq}`, { casRoot: CAS, mountRoot: MNT, tree: encoded, mtimeSec: 1 });
+    open.push(plain);
+    expect(plain.lookup('a/b/f1')).toMatchObject({ ctimeNs: 0n, mtimeSec: 1 });
+  });
+
+  it('refuses to build from a tree that does not parse, or ctimes that do not match it, and leaves no object', () => {
+    const encoded = encodeTree([{ path: 'a', kind: 'dir', mode: 0o755, size: 0 }, { path: 'a/f', kind: 'file', mode: 0o644, size: 1, digest: hex(1) }]);
+    const make = (tree: Buffer, ctimes?: BigUint64Array) => VDir.fromTree(`spec-${process.pid}-bad`, { casRoot: CAS, mountRoot: MNT, tree, mtimeSec: 1, ctimes });
+    const bad = { code: 'ERR_VRIFT_VDIR_INVALID' };
+    expect(() => make(Buffer.from('not a tree'))).toThrow(expect.objectContaining(bad));
+    expect(() => make(Buffer.from(encoded.toString('utf8').replace('f 644 1 ', 'f 644 x ')))).toThrow(expect.objectContaining(bad));
+    expect(() => make(Buffer.from(encoded.toString('utf8').replace('d 755 0 - a\0', '')))).toThrow(expect.objectContaining(bad)); // no parent
+    expect(() => make(encoded, new BigUint64Array(1))).toThrow(expect.objectContaining(bad));
+    // a tree may hold what a VDir cannot: each entry's fields are still checked
+    const long = 'x'.repeat(5000);
+    expect(() => make(encodeTree([{ path: 'l', kind: 'symlink', mode: 0o777, size: long.length, target: long }]))).toThrow(expect.objectContaining(bad));
+    expect(() => make(encodeTree([{ path: 'big', kind: 'file', mode: 0o644, size: 2 ** 49, digest: hex(1) }]))).toThrow(expect.objectContaining(bad));
+    expect(existsSync(`/dev/shm/vrift.${process.getuid!()}.spec-${process.pid}-bad`)).toBe(false);
   });
 
   it('refuses an image that is not a complete object of this CAS', () => {

@@ -27,6 +27,7 @@
 #include "blob_io.h"
 #include "fast_fs.h"
 #include "layout.h"
+#include "tree_parse.h"
 #include "vdir_writer.h"
 #include "zstd.h"
 
@@ -51,6 +52,9 @@ T Rd(const uint8_t* p) {
   ThrowCode(env, EINVAL, std::string("malformed VDir batch: ") + why);
 }
 
+// One lowercase hex digit's value (ParseTree checked the digits).
+uint8_t HexNibble(char c) { return static_cast<uint8_t>(c <= '9' ? c - '0' : c - 'a' + 10); }
+
 std::string_view View(const uint8_t* p, size_t n) { return std::string_view(reinterpret_cast<const char*>(p), n); }
 
 class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
@@ -58,6 +62,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "VDirWriter",
                        {InstanceMethod<&VDirWriterWrap::Apply>("apply"),
+                        InstanceMethod<&VDirWriterWrap::ApplyTree>("applyTree"),
                         InstanceMethod<&VDirWriterWrap::Lookup>("lookup"),
                         InstanceMethod<&VDirWriterWrap::Probe>("probe"),
                         InstanceMethod<&VDirWriterWrap::List>("list"),
@@ -162,6 +167,64 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
       ThrowCode(env, e.code, e.what());
     }
     return env.Undefined();
+  }
+
+  // applyTree(tree: Buffer, mtimeSec, ctimes?: BigUint64Array): every entry of an encoded
+  // tree (docs/tree-format.md) as one batch, parsed here instead of decoded
+  // and packed in JavaScript (most of a large cold mount's start). ctimes[i]:
+  // entry i's blob ctime when known good (files; 0 = unknown). Returns the
+  // number of entries.
+  Napi::Value ApplyTree(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsBuffer() || !info[1].IsNumber() || (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsTypedArray()))
+      ThrowCode(env, EINVAL, "applyTree(tree, mtimeSec, ctimes?): bad arguments");
+    auto tree = info[0].As<Napi::Buffer<char>>();
+    const double mt = info[1].As<Napi::Number>().DoubleValue();
+    if (!(mt >= 0 && mt <= 4294967295.0)) ThrowCode(env, EINVAL, "applyTree: mtimeSec out of range");
+    const uint64_t* ctimes = nullptr;
+    size_t nctimes = 0;
+    if (info.Length() > 2 && info[2].IsTypedArray()) {
+      auto ta = info[2].As<Napi::TypedArray>();
+      if (ta.TypedArrayType() != napi_biguint64_array) ThrowCode(env, EINVAL, "applyTree: ctimes must be a BigUint64Array");
+      auto arr = ta.As<Napi::TypedArrayOf<uint64_t>>();
+      ctimes = arr.Data();
+      nctimes = arr.ElementLength();
+    }
+    std::vector<vrift::TreeRec> recs;
+    try {
+      recs = vrift::ParseTree(tree.Data(), tree.Length());
+    } catch (const vrift::MalformedTree& e) {
+      ThrowCode(env, EINVAL, e.what());
+    }
+    if (ctimes && nctimes != recs.size()) ThrowCode(env, EINVAL, "applyTree: ctimes must have one element per entry");
+    std::vector<uint8_t> digests(recs.size() * 32);
+    std::vector<vrift::VdirUpsert> ups(recs.size());
+    for (size_t i = 0; i < recs.size(); i++) {
+      const vrift::TreeRec& r = recs[i];
+      vrift::VdirUpsert& u = ups[i];
+      u.path = r.path;
+      u.mtime_sec = static_cast<uint32_t>(mt);
+      if (r.kind == VRIFT_TREE_KIND_DIR) {
+        u.mode = VRIFT_VDIR_S_IFDIR | VRIFT_TREE_MODE_DIR;
+      } else if (r.kind == VRIFT_TREE_KIND_SYMLINK) {
+        u.mode = VRIFT_VDIR_S_IFLNK | VRIFT_TREE_MODE_SYMLINK;
+        u.size = r.size;
+        u.target = r.target;
+      } else {
+        u.mode = VRIFT_VDIR_S_IFREG | (r.exec ? VRIFT_TREE_MODE_EXEC : VRIFT_TREE_MODE_FILE);
+        u.size = r.size;
+        uint8_t* d = &digests[i * 32];
+        for (size_t k = 0; k < 32; k++) d[k] = static_cast<uint8_t>(HexNibble(r.digest[2 * k]) << 4 | HexNibble(r.digest[2 * k + 1]));
+        u.digest = d;
+        if (ctimes) u.ctime_ns = ctimes[i];
+      }
+    }
+    try {
+      writer_->ApplyFreshTree(ups);  // (ParseTree checked what it promises: distinct paths, parents before children)
+    } catch (const vrift::VdirError& e) {
+      ThrowCode(env, e.code, e.what());
+    }
+    return Napi::Number::New(env, static_cast<double>(recs.size()));
   }
 
   // lookup(path) -> { mode, size, mtimeSec, flags, index, digest?, ctimeNs?, target?, nchildren?, claimIno?, check } | undefined
@@ -304,6 +367,39 @@ Napi::Value UpperName(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, hex, 64);
 }
 
+// checkTreeEncoding(tree: Buffer) -> Float64Array [entries, files, dirs, symlinks, bytes of files]:
+// an encoded tree checked as decodeTree checks it (but for UTF-8: the caller's isUtf8), without a JS
+// object per entry; throws "malformed tree: …" (code EINVAL).
+Napi::Value CheckTreeEncoding(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBuffer()) ThrowCode(env, EINVAL, "checkTreeEncoding(tree): tree must be a Buffer");
+  auto tree = info[0].As<Napi::Buffer<char>>();
+  std::vector<vrift::TreeRec> recs;
+  try {
+    recs = vrift::ParseTree(tree.Data(), tree.Length());
+  } catch (const vrift::MalformedTree& e) {
+    ThrowCode(env, EINVAL, e.what());
+  }
+  double files = 0, dirs = 0, links = 0, bytes = 0;
+  for (const vrift::TreeRec& r : recs) {
+    if (r.kind == VRIFT_TREE_KIND_FILE) {
+      files++;
+      bytes += static_cast<double>(r.size);
+    } else if (r.kind == VRIFT_TREE_KIND_DIR) {
+      dirs++;
+    } else {
+      links++;
+    }
+  }
+  Napi::Float64Array out = Napi::Float64Array::New(env, 5);
+  out[0] = static_cast<double>(recs.size());
+  out[1] = files;
+  out[2] = dirs;
+  out[3] = links;
+  out[4] = bytes;
+  return out;
+}
+
 Napi::Value LGetXattr(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
@@ -325,6 +421,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("lgetxattr", Napi::Function::New(env, LGetXattr));
   exports.Set("VDirWriter", VDirWriterWrap::Define(env));
   exports.Set("upperName", Napi::Function::New(env, UpperName));
+  exports.Set("checkTreeEncoding", Napi::Function::New(env, CheckTreeEncoding));
   exports.Set("vdirLayoutVersion", Napi::Number::New(env, VRIFT_VDIR_VERSION));
   vrift::InitFastFs(env, exports);
   vrift::InitBlobIo(env, exports);

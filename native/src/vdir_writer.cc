@@ -519,6 +519,22 @@ void VdirWriter::Upsert(const VdirUpsert& u) {
   Recheck(i);
 }
 
+// One upsert's own fields (not its place in the tree); its type.
+uint32_t VdirWriter::CheckFields(const VdirUpsert& u) {
+  if (const char* why = PathProblem(u.path)) Fail(EINVAL, "invalid path " + Q(u.path) + ": " + why);
+  const uint32_t type = TypeOf(u.mode);
+  if (u.mode > 0xFFFF || (type != VRIFT_VDIR_S_IFREG && type != VRIFT_VDIR_S_IFDIR && type != VRIFT_VDIR_S_IFLNK))
+    Fail(EINVAL, Q(u.path) + ": mode " + std::to_string(u.mode) + " is not a regular file, directory or symlink");
+  if (u.path.empty() && type != VRIFT_VDIR_S_IFDIR) Fail(EINVAL, "the root must be a directory");
+  if (type == VRIFT_VDIR_S_IFREG && u.digest == nullptr) Fail(EINVAL, Q(u.path) + ": a file needs a digest");
+  if (type == VRIFT_VDIR_S_IFLNK &&
+      (u.target.empty() || u.target.size() > VRIFT_VDIR_TARGET_MAX || u.target.find('\0') != std::string_view::npos))
+    Fail(EINVAL, Q(u.path) + ": a symlink needs a target of 1-4095 bytes without NUL");
+  if (u.size > VRIFT_VDIR_MAX_SIZE) Fail(EINVAL, Q(u.path) + ": size " + std::to_string(u.size) + " is past 2^48");
+  if (u.flags > 0xFFFF) Fail(EINVAL, Q(u.path) + ": flags must fit in 16 bits");
+  return type;
+}
+
 VdirWriter::Plan VdirWriter::Validate(const std::vector<VdirUpsert>& upserts,
                                       const std::vector<std::string_view>& removals) const {
   Plan plan;
@@ -559,17 +575,7 @@ VdirWriter::Plan VdirWriter::Validate(const std::vector<VdirUpsert>& upserts,
     return i >= 0 ? TypeOf(ent[i].mode) : 0;
   };
   for (const VdirUpsert& u : upserts) {
-    if (const char* why = PathProblem(u.path)) Fail(EINVAL, "invalid path " + Q(u.path) + ": " + why);
-    const uint32_t type = TypeOf(u.mode);
-    if (u.mode > 0xFFFF || (type != VRIFT_VDIR_S_IFREG && type != VRIFT_VDIR_S_IFDIR && type != VRIFT_VDIR_S_IFLNK))
-      Fail(EINVAL, Q(u.path) + ": mode " + std::to_string(u.mode) + " is not a regular file, directory or symlink");
-    if (u.path.empty() && type != VRIFT_VDIR_S_IFDIR) Fail(EINVAL, "the root must be a directory");
-    if (type == VRIFT_VDIR_S_IFREG && u.digest == nullptr) Fail(EINVAL, Q(u.path) + ": a file needs a digest");
-    if (type == VRIFT_VDIR_S_IFLNK &&
-        (u.target.empty() || u.target.size() > VRIFT_VDIR_TARGET_MAX || u.target.find('\0') != std::string_view::npos))
-      Fail(EINVAL, Q(u.path) + ": a symlink needs a target of 1-4095 bytes without NUL");
-    if (u.size > VRIFT_VDIR_MAX_SIZE) Fail(EINVAL, Q(u.path) + ": size " + std::to_string(u.size) + " is past 2^48");
-    if (u.flags > 0xFFFF) Fail(EINVAL, Q(u.path) + ": flags must fit in 16 bits");
+    const uint32_t type = CheckFields(u);
     if (!u.path.empty()) {
       std::string_view parent = Dirname(u.path);
       int64_t pi;
@@ -603,7 +609,25 @@ VdirWriter::Plan VdirWriter::Validate(const std::vector<VdirUpsert>& upserts,
 
 void VdirWriter::Apply(const std::vector<VdirUpsert>& upserts, const std::vector<std::string_view>& removals) {
   if (closed()) Fail(EBADF, "VDir " + Q(name_) + " is closed");
-  Plan plan = Validate(upserts, removals);
+  Commit(Validate(upserts, removals), upserts);
+}
+
+void VdirWriter::ApplyFreshTree(const std::vector<VdirUpsert>& upserts) {
+  if (closed()) Fail(EBADF, "VDir " + Q(name_) + " is closed");
+  if (map_.hdr->entry_count != 1) return Apply(upserts, {});  // not fresh: the full check
+  // Each path is new and its parent is the root or a directory before it (the caller's promise):
+  // only the fields are checked, and the batch needs a slot and its strings for each.
+  Plan plan;
+  for (const VdirUpsert& u : upserts) {
+    const uint32_t type = CheckFields(u);
+    if (u.path.empty()) Fail(EINVAL, "the root is the VDir's own");
+    plan.new_slots++;
+    plan.pool_need += u.path.size() + 1 + (type == VRIFT_VDIR_S_IFLNK ? u.target.size() : 0);
+  }
+  Commit(plan, upserts);
+}
+
+void VdirWriter::Commit(const Plan& plan, const std::vector<VdirUpsert>& upserts) {
   const vrift_vdir_header* h = map_.hdr;
   const uint64_t live_after = uint64_t{h->entry_count} - plan.removals.size() + plan.new_slots;
   const uint64_t live_pool = uint64_t{h->pool_used} - h->pool_garbage;  // what a compaction keeps

@@ -12,6 +12,8 @@ import { VriftError } from './errors.js';
 /** The native VDir writer (see native/src/addon.cc for the batch encoding). */
 export interface NativeVDirWriter {
   apply(upserts: Buffer, nUpserts: number, removals: Buffer, nRemovals: number): void;
+  /** Every entry of an encoded tree as one batch (ctimes: one per entry, 0 = unknown); returns the number of entries. */
+  applyTree(tree: Buffer, mtimeSec: number, ctimes?: BigUint64Array): number;
   lookup(path: string): NativeVDirEntry | undefined;
   /** -1 when absent, else (mode & S_IFMT) + flags * 65536. */
   probe(path: string): number;
@@ -151,6 +153,8 @@ export interface NativeAddon {
   lgetxattr(path: string, name: string): Buffer | null;
   /** The 64-hex name of a mount path's file in the upper layer (vrift_vdir_upper_name; the shim computes the same). */
   upperName(rel: string): string;
+  /** An encoded tree checked as decodeTree checks it, UTF-8 aside (native/src/tree_parse.h): [entries, files, dirs, symlinks, bytes of files]. Throws "malformed tree: …" (code EINVAL). */
+  checkTreeEncoding(tree: Buffer): Float64Array;
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;
   blake3: NativeBlake3;

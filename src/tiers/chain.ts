@@ -19,7 +19,6 @@ import { BoundedQueue, mapLimit } from '../lib/queue.js';
 import { readArchive } from '../node/archive/reader.js';
 import type { AdmissionWatch, BlobWatch } from '../node/store/admission.js';
 import type { Store } from '../node/store/store.js';
-import type { TreeEntry } from '../node/store/tree.js';
 import type { ChainConfig } from './chain-config.js';
 import { GuardedTier, isLocalError } from './guarded.js';
 import { fetchHint, publishHint, type HintFetch } from './hints.js';
@@ -289,13 +288,14 @@ export class Chain implements Tier {
   }
 
   /**
-   * The entries of `tree`, fetched (verified, validated) from the first
-   * remote tier that has its blob; undefined when none has. A tier with a
+   * Brings the listing of `tree` into the local store (checked, verified;
+   * Store.admitTree) from the first remote tier that has its blob; false
+   * when none has. A tier with a
    * smaller form of the listing (`getTreeBlob`: S3's `trees/<tree>.zst`)
    * is read in that form first; the plain blob from the same tier is the
    * fallback when it has none, or when what it decompresses to is rejected.
    */
-  async fetchTreeBlob(tree: Digest, onFrom?: (tier: string) => void): Promise<TreeEntry[] | undefined> {
+  async fetchTreeBlob(tree: Digest, onFrom?: (tier: string) => void): Promise<boolean> {
     for (const tier of this.remotes) {
       const forms: [string, () => Promise<BlobBody | undefined>][] = [['get tree', () => tier.get(tree)]];
       if (tier.getTreeBlob) forms.unshift(['get compressed tree', () => tier.getTreeBlob!(tree)]);
@@ -311,16 +311,16 @@ export class Chain implements Tier {
         }
         if (!buf) continue;
         try {
-          const entries = this.ctx.store.admitTree(tree, buf, tier.name); // decodes and validates, then hashes, before storing anything
+          this.ctx.store.admitTree(tree, buf, tier.name); // checks, then hashes, before storing anything
           onFrom?.(tier.name);
-          return entries;
+          return true;
         } catch (e) {
           if (!hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH') && !hasCode(e, 'ERR_VRIFT_TREE_MALFORMED')) throw e;
           tier.fail(new TierError(tier.name, 'corrupt', `tree ${tree} was rejected: ${(e as Error).message}`), what);
         }
       }
     }
-    return undefined;
+    return false;
   }
 
   /**

@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isVriftError } from '../../src/lib/errors.js';
-import { comparePaths, decodeTree, encodeTree, pathProblem, quickPathProblem, treeId, type TreeEntry } from '../../src/node/store/tree.js';
+import { checkEncodedTree, comparePaths, decodeCheckedTree, decodeTree, encodeTree, pathProblem, quickPathProblem, summarize, treeId, type TreeEntry } from '../../src/node/store/tree.js';
 
 const D1 = 'a'.repeat(64);
 const D2 = 'b'.repeat(64);
@@ -84,17 +84,55 @@ describe('tree encoding', () => {
       Buffer.from('vrift-tree 1\nd 755 0 -- a\0'), // "--" is not "-"
       Buffer.from(`vrift-tree 1\nd 755 0 ${D1} a\0`), // a dir with a digest
       Buffer.from('vrift-tree 1\nf 644 1 - a\0'), // a file without one
+      Buffer.from(`vrift-tree 1\nf 644 01 ${D1} a\0`), // a leading zero
+      Buffer.from(`vrift-tree 1\nf 644 9007199254740992 ${D1} a\0`), // past 2^53
+      Buffer.from('vrift-tree 1\nd 755 1 - a\0'), // a dir with a size
+      Buffer.from('vrift-tree 1\nl 777 2 - a\0abc\0'), // a symlink whose size is not its target's
+      Buffer.from(`vrift-tree 1\nf 644 1 ${D1} a\0f 644 1 ${D1} a\0`), // twice
     ];
     for (const c of cases) {
-      let err: unknown;
-      try {
-        decodeTree(c);
-      } catch (e) {
-        err = e;
+      for (const check of [decodeTree, checkEncodedTree]) {
+        let err: unknown;
+        try {
+          check(c);
+        } catch (e) {
+          err = e;
+        }
+        expect(isVriftError(err), `${check.name}: ${c.toString('latin1')}`).toBe(true);
+        expect((err as Error).message).toMatch(/^malformed tree: /);
       }
-      expect(isVriftError(err), c.toString('latin1')).toBe(true);
-      expect((err as Error).message).toMatch(/^malformed tree: /);
     }
+  });
+
+  it('checks an encoding natively (checkEncodedTree) exactly as decodeTree does, with the same counts, and decodeCheckedTree then gives its entries (mutations of a good tree)', () => {
+    const entries: TreeEntry[] = [...sample, { path: 'src/é', kind: 'dir', mode: 0o755, size: 0 }, { path: 'src/é/x', kind: 'file', mode: 0o644, size: 9007199254740991, digest: D2 }];
+    const good = encodeTree(entries);
+    expect(checkEncodedTree(good)).toEqual(summarize(decodeTree(good)));
+    expect(decodeCheckedTree(good)).toEqual(decodeTree(good));
+    const outcome = (f: () => unknown) => {
+      try {
+        return f();
+      } catch (e) {
+        expect(isVriftError(e)).toBe(true);
+        return 'malformed';
+      }
+    };
+    const bytes = [0x20, 0x00, 0x2f, 0x2e, 0x30, 0x31, 0x61, 0x66, 0x64, 0x6c, 0x37, 0x2d, 0xff, 0xc3];
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(good.length - 1), fc.constantFrom(...bytes), fc.constantFrom('set', 'insert', 'delete')), { minLength: 1, maxLength: 3 }), (edits) => {
+        let buf = Buffer.from(good);
+        for (const [at, b, how] of edits) {
+          const i = Math.min(at, buf.length - 1);
+          if (how === 'set') buf[i] = b;
+          else if (how === 'insert') buf = Buffer.concat([buf.subarray(0, i), Buffer.from([b]), buf.subarray(i)]);
+          else buf = Buffer.concat([buf.subarray(0, i), buf.subarray(i + 1)]);
+        }
+        const decoded = outcome(() => summarize(decodeTree(buf)));
+        expect(outcome(() => checkEncodedTree(buf)), buf.toString('latin1')).toEqual(decoded);
+        if (decoded !== 'malformed') expect(decodeCheckedTree(buf)).toEqual(decodeTree(buf));
+      }),
+      { numRuns: 5000 },
+    );
   });
 
   it('never crashes on arbitrary bytes (fuzz)', () => {
@@ -102,10 +140,12 @@ describe('tree encoding', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 300 }), fc.boolean(), (bytes, withHeader) => {
         const buf = withHeader ? Buffer.concat([header, bytes]) : Buffer.from(bytes);
-        try {
-          decodeTree(buf);
-        } catch (e) {
-          expect(isVriftError(e)).toBe(true);
+        for (const check of [decodeTree, checkEncodedTree]) {
+          try {
+            check(buf);
+          } catch (e) {
+            expect(isVriftError(e)).toBe(true);
+          }
         }
       }),
       { numRuns: 3000 },

@@ -263,8 +263,9 @@ export class Daemon {
       const { tree, from } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'), { prefetch: this.lazy.prefetching });
       // A cold mount's start-up batch goes out before the VDir is built (synchronous: nothing else would run meanwhile).
       if (from !== 'local') await Promise.race([this.lazy.early(tree), sleep(EARLY_BATCH_WAIT_MS)]).then(() => new Promise(setImmediate));
-      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT));
+      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local' });
       this.lazy.attach(rec); // counts what is local, then prefetches by the tree's trace, in the background
+      await this.mounts.recorded(rec.path); // (a daemon killed from now on restores the mount)
       this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);
       return [
         [F.TREE, rec.tree],

@@ -15,7 +15,7 @@ import { BulkSwitch, type Amount } from './bulk-switch.js';
 import { Prefetcher, type FetchOutcome, type PrefetchItem, type PrefetchJob } from './prefetcher.js';
 import { StartupBatches, type StartupBatch } from './startup-batch.js';
 import { TraceBook } from './trace-book.js';
-import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
+import type { TreeBlobs } from '../store/tree-blobs.js';
 
 /** Blobs checked between two turns of the event loop when counting what a new mount has locally. */
 const COUNT_BATCH = 4096;
@@ -137,9 +137,35 @@ export class LazyMounts {
     return this.startup.begin(tree);
   }
 
-  /** A tree was just mounted (or restored): count what is local, then prefetch by its trace. */
+  /**
+   * A tree was just mounted (or restored): count what is local, then
+   * prefetch by its trace. Taken on after the MOUNT's answer is out (its
+   * blob list costs tens of ms for 100 000 entries), or at once when a
+   * program's open or a status asks for the mount first.
+   */
   attach(rec: MountRecord): void {
     if (this.stopped) return;
+    this.pending.set(rec.path, rec);
+    setImmediate(() => this.attachPending(rec.path));
+  }
+
+  /** Mounts attach() was told of and has not taken on yet, by path. */
+  private readonly pending = new Map<string, MountRecord>();
+
+  /** The mount at `path` (absolute), taken on now if attach() left it pending. */
+  private mountAt(path: string): LazyMount | undefined {
+    this.attachPending(path);
+    return this.byPath.get(path);
+  }
+
+  private attachPending(path: string): void {
+    const rec = this.pending.get(path);
+    if (!rec) return;
+    this.pending.delete(path);
+    if (!this.stopped) this.attachNow(rec);
+  }
+
+  private attachNow(rec: MountRecord): void {
     let blobs: TreeBlobs;
     try {
       blobs = this.blobsOf(rec.tree);
@@ -171,6 +197,7 @@ export class LazyMounts {
 
   /** The mount at `path` went: its prefetch stops, its tree's trace is saved and pushed if no other mount has it. */
   detach(path: string): void {
+    this.pending.delete(resolve(path));
     const m = this.byPath.get(resolve(path));
     if (!m) return;
     m.gone = true;
@@ -186,7 +213,7 @@ export class LazyMounts {
 
   /** A program in mount `path` opened `digest` through FETCH; `fetched`: this FETCH brought it (it was neither local nor being fetched). */
   served(path: string, digest: Digest, fetched: boolean): void {
-    const m = this.byPath.get(resolve(path));
+    const m = this.mountAt(resolve(path));
     const at = m?.blobs.index.get(digest);
     if (!m || at === undefined) return; // not a blob of the mounted tree (a file written in the mount)
     this.traces.note(m.rec.tree, digest);
@@ -198,7 +225,7 @@ export class LazyMounts {
   }
 
   statusOf(path: string): LazyMountStatus | undefined {
-    const m = this.byPath.get(resolve(path));
+    const m = this.mountAt(resolve(path));
     if (!m) return undefined;
     const s = m.status;
     return { ...s, prefetch: { ...s.prefetch, queued: m.job ? this.prefetcher.queued(m.job) : 0 } };
@@ -357,12 +384,10 @@ export class LazyMounts {
     });
   }
 
-  /** The blobs of `tree` (the last tree asked for is kept: an early batch, its trace's check and the mount each need them, for 100 000 entries). */
+  /** The blobs of `tree` (the store keeps them: an early batch, its trace's check, the mount and the resolver each need them, for 100 000 entries). */
   private blobsOf(tree: Digest): TreeBlobs {
-    if (this.lastBlobs?.tree !== tree) this.lastBlobs = { tree, blobs: treeBlobs(this.opts.store.getTree(tree).entries) };
-    return this.lastBlobs.blobs;
+    return this.opts.store.blobsOf(tree);
   }
-  private lastBlobs?: { tree: Digest; blobs: TreeBlobs };
 
   /** Whether a digest is a blob of `tree` (a mounted one's index, else the tree itself). */
   private isBlobOf(tree: Digest): (d: Digest) => boolean {

@@ -11,7 +11,7 @@ import type { Resolver } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
 import type { FetchOutcome, Prefetcher, PrefetchItem } from './prefetcher.js';
 import type { TraceBook } from './trace-book.js';
-import type { TreeBlobs } from './tree-blobs.js';
+import type { TreeBlobs } from '../store/tree-blobs.js';
 
 /** A batch takes the trace's first blobs up to this many bytes, and at most a quarter second of the host's prefetch rate. */
 const STARTUP_BATCH_BYTES = 8 << 20;

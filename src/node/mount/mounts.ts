@@ -53,6 +53,32 @@ export function vdirEntries(store: Store, entries: TreeEntry[], mtimeSec: number
   });
 }
 
+/** The digests of a tree's executable files (opened through their exec twins). */
+function execBlobs(entries: readonly TreeEntry[]): Digest[] {
+  const out: Digest[] = [];
+  for (const e of entries) if (e.kind === 'file' && e.mode === 0o755) out.push(e.digest!);
+  return out;
+}
+
+/**
+ * Per entry of a tree, its blob's ctime as the index last knew it good (the
+ * twin's for an executable; 0 = unknown), as vdirEntries gives each file;
+ * undefined when the index knows none of them (a cold node).
+ */
+function blobCtimes(store: Store, entries: readonly TreeEntry[]): BigUint64Array | undefined {
+  let out: BigUint64Array | undefined;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e.kind !== 'file') continue;
+    const rec = store.meta.getBlob(e.digest!);
+    const ctimeNs = e.mode === 0o755 ? rec?.twinCtimeNs : rec?.ctimeNs;
+    if (ctimeNs === undefined) continue;
+    out ??= new BigUint64Array(entries.length);
+    out[i] = ctimeNs;
+  }
+  return out;
+}
+
 export class MountManager {
   private readonly vdirs = new Map<string, VDir>();
   /** The records of published mounts (LMDB writes are asynchronous: a request right after MOUNT must still find it). */
@@ -102,11 +128,18 @@ export class MountManager {
     }
   }
 
-  mount(treeish: string, path: string, project?: string): MountRecord {
+  /**
+   * Publishes `treeish` at `path`. `coldListing`: its listing arrived from
+   * another tier just now (a cold lazy mount), so it is published from its
+   * encoding alone: no blob ctime is looked up (one index read per file,
+   * for blobs almost never here) and no exec twin made; a local blob gets
+   * both from the daemon at its first open (FETCH) instead.
+   */
+  mount(treeish: string, path: string, project?: string, opts: { coldListing?: boolean } = {}): MountRecord {
     const abs = resolve(path);
     this.assertMountable(abs);
     const tree = this.store.resolve(treeish);
-    this.store.getTree(tree); // fails clearly if the tree is not here
+    if (!this.store.hasTree(tree)) this.store.readTreeBlob(tree); // fails clearly
     try {
       mkdirSync(abs, { recursive: true });
     } catch (e) {
@@ -116,10 +149,29 @@ export class MountManager {
     // a fresh mount starts from its tree
     clearOverlay(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
-    this.publish(rec);
+    this.publish(rec, opts.coldListing);
     this.store.pin(tree, `mount:${abs}`);
-    void this.store.meta.state.put(['mount', abs], rec);
+    // Settles either way: a commit that fails (a full disk) leaves the mount published, and stays the daemon's
+    // to report as an unhandled metadata write (daemon.ts), as before anyone waited for it.
+    const put = this.store.meta.state.put(['mount', abs], rec).then(
+      () => undefined,
+      (e: unknown) => void Promise.reject(e),
+    );
+    this.recording.set(abs, put);
+    void put.finally(() => this.recording.get(abs) === put && this.recording.delete(abs));
     return rec;
+  }
+
+  /** LMDB writes of mount records not committed yet, by path. */
+  private readonly recording = new Map<string, Promise<void>>();
+
+  /**
+   * Resolves once the record of the mount at `path` is committed (or its
+   * commit failed): a daemon killed after that restores the mount when it
+   * comes back (MOUNT answers only then).
+   */
+  recorded(path: string): Promise<void> {
+    return this.recording.get(resolve(path)) ?? Promise.resolve();
   }
 
   unmount(path: string): void {
@@ -209,7 +261,7 @@ export class MountManager {
     this.live.clear();
   }
 
-  private publish(rec: MountRecord): void {
+  private publish(rec: MountRecord, coldListing = false): void {
     const overlay = overlayOf(this.store, rec.name);
     const noUpper = ensureUpperDir(this.store, rec.name);
     if (noUpper) this.log(`mount: ${rec.path} has no upper layer (writes in it fail with EROFS): ${noUpper.message}`);
@@ -221,6 +273,16 @@ export class MountManager {
     if (cached) {
       for (const d of cached.execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
       vdir = VDir.fromImage(rec.name, { casRoot, mountRoot: rec.path, image: cached.image, mtimeSec });
+    } else if (overlay.size === 0) {
+      // The tree alone: the addon reads its encoding (no JS record per entry: most of a large mount's cost).
+      // A cold listing is not even decoded here (the first open does it): its blobs are almost never here, and
+      // one that is gets its exec twin and ctime when first opened (FETCH).
+      const entries = coldListing ? undefined : this.store.getTree(rec.tree).entries;
+      const execDigests = entries ? execBlobs(entries) : [];
+      for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
+      const ctimes = entries && blobCtimes(this.store, entries);
+      vdir = VDir.fromTree(rec.name, { casRoot, mountRoot: rec.path, tree: this.store.treeBytes(rec.tree), mtimeSec, ctimes });
+      this.images.set(rec.tree, { image: vdir.image(), execDigests });
     } else {
       // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
       const { entries, mtimes, uppers } = mergedEntries(this.store.getTree(rec.tree).entries, overlay);
@@ -232,8 +294,7 @@ export class MountManager {
       if (uppers.size > 0) for (const u of upserts) if (uppers.has(u.path)) u.flags = VDIR_F_UPPER;
       vdir = VDir.create(rec.name, { casRoot, mountRoot: rec.path, ...VDir.sizeFor(upserts) });
       vdir.apply(upserts);
-      // only the tree itself is worth keeping: an overlay is this mount's own
-      if (overlay.size === 0) this.images.set(rec.tree, { image: vdir.image(), execDigests });
+      // (no image kept: an overlay is this mount's own)
     }
     this.vdirs.get(rec.path)?.close({ unlink: false });
     this.vdirs.set(rec.path, vdir);

@@ -228,6 +228,25 @@ export class VDir {
     }
   }
 
+  /**
+   * Creates the VDir `name` holding every entry of an encoded tree (what
+   * decodeTree reads), parsed natively: a large tree's mount without a JS
+   * record per entry. `ctimes`: per entry, its blob's ctime when known good
+   * (files; 0 = unknown), as VDirEntryInput.ctimeNs.
+   */
+  static fromTree(name: string, opts: { casRoot: string; mountRoot: string; tree: Buffer; mtimeSec: number; ctimes?: BigUint64Array }): VDir {
+    checkInt(opts.mtimeSec, 0xffffffff, 'mtimeSec', name);
+    // (sized by its one batch: a VDir grows to exactly what a batch larger than twice its size needs)
+    const vdir = VDir.create(name, { casRoot: opts.casRoot, mountRoot: opts.mountRoot, capacity: 0, poolBytes: 0 });
+    try {
+      vdir.native.applyTree(opts.tree, opts.mtimeSec, opts.ctimes);
+    } catch (e) {
+      vdir.close();
+      rethrow(e);
+    }
+    return vdir;
+  }
+
   /** A copy of the whole object as it is now (between batches), for fromImage(). */
   image(): Buffer {
     try {

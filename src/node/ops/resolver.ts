@@ -193,18 +193,18 @@ export class Resolver {
     return this.store.admission.arrival(digest, AbortSignal.timeout(BULK_ARRIVAL_WAIT_MS));
   }
 
-  /** Blob → size of a local tree (kept for the last few trees: a lazy mount asks once per file). */
-  private blobSizes(tree: Digest): Map<Digest, number> | undefined {
-    let sizes = this.sizesOf.get(tree);
-    if (sizes) return sizes;
+  /** Blob → size of a local tree (the store's blob list of it, kept for the last few trees: a lazy mount asks once per file). */
+  private blobSizes(tree: Digest): { get(d: Digest): number | undefined; has(d: Digest): boolean } | undefined {
     if (!this.store.hasTree(tree)) return undefined;
-    sizes = new Map();
-    for (const e of this.store.getTree(tree).entries) if (e.kind === 'file') sizes.set(e.digest!, e.size);
-    if (this.sizesOf.size >= 8) this.sizesOf.delete(this.sizesOf.keys().next().value!);
-    this.sizesOf.set(tree, sizes);
-    return sizes;
+    const { index, sizes } = this.store.blobsOf(tree);
+    return {
+      get: (d) => {
+        const at = index.get(d);
+        return at === undefined ? undefined : sizes[at];
+      },
+      has: (d) => index.has(d),
+    };
   }
-  private readonly sizesOf = new Map<Digest, Map<Digest, number>>();
 
   private async fromTreeArchives(digest: Digest, tree: Digest, size?: number): Promise<string | undefined> {
     if (!this.store.hasTree(tree) || size === undefined) return undefined;

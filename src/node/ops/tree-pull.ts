@@ -59,8 +59,7 @@ export async function pullTreeBlob(store: Store, chain: Chain, tree: Digest): Pr
   if (store.hasTree(tree)) return 'local';
   const since = Date.now();
   let from: string | undefined;
-  const entries = await chain.fetchTreeBlob(tree, (tier) => (from = tier));
-  if (!entries) {
+  if (!(await chain.fetchTreeBlob(tree, (tier) => (from = tier)))) {
     throw new VriftError('ERR_VRIFT_TIER_MISSING', `tree ${tree} is in no reachable tier${failureNote(chain, since)}`, {
       hint: failureHint(chain, since, 'push it from a node that has it (`vrift push`)'),
       exitCode: exitCodeFor(chain, since),
@@ -82,15 +81,14 @@ export async function pullTree(store: Store, chain: Chain, tree: Digest, onProgr
     // Everything was here last time and nothing has left the index since (a warm restore).
     return { tree, files: complete.files, local: complete.blobs, fetched: 0, fetchedBytes: 0, from: {} };
   }
-  const entries = store.hasTree(tree) ? store.getTree(tree).entries : await chain.fetchTreeBlob(tree);
-  if (!entries) {
+  if (!store.hasTree(tree) && !(await chain.fetchTreeBlob(tree))) {
     throw new VriftError('ERR_VRIFT_TIER_MISSING', `tree ${tree} is in no reachable tier${failureNote(chain, since)}`, {
       hint: failureHint(chain, since, 'push it from a node that has it (`vrift push`)'),
       exitCode: exitCodeFor(chain, since),
     });
   }
 
-  const { files, unique, missing, pathOf } = missingBlobs(store, entries);
+  const { files, unique, missing, pathOf } = missingBlobs(store, store.getTree(tree).entries);
   const { res, progress, counted } = pullCounters(tree, files, unique, missing, onProgress);
   onProgress?.(progress);
   await chain.fetchMissing(tree, missing, counted, signal);

@@ -24,7 +24,7 @@ import { blobState, recordGood } from './blob-check.js';
 import { hashFileSync, type Cas, type FileBlob } from './cas.js';
 import type { Meta } from './meta.js';
 import type { StatLike } from './scan.js';
-import { decodeTree, type TreeEntry } from './tree.js';
+import { checkEncodedTree, type TreeSummary } from './tree.js';
 
 /**
  * Where admitted bytes came from, for counters and messages: a tier's
@@ -203,11 +203,11 @@ export class Admission {
     }
   }
 
-  /** A tree blob from elsewhere: decoded and validated, then verified against its id, then stored. */
-  tree(id: Digest, encoded: Uint8Array, source: AdmissionSource): TreeEntry[] {
-    const entries = decodeTree(encoded); // validate before storing anything
+  /** A tree blob from elsewhere: checked (not decoded: checkEncodedTree), then verified against its id, then stored. Its counts. */
+  tree(id: Digest, encoded: Uint8Array, source: AdmissionSource): TreeSummary {
+    const summary = checkEncodedTree(encoded); // before storing anything
     this.buffer(encoded, source, id);
-    return entries;
+    return summary;
   }
 
   // --- local bytes: named by their hash ------------------------------------

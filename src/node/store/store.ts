@@ -11,7 +11,8 @@ import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
 import { Leases } from './leases.js';
 import { Meta, type RefRecord } from './meta.js';
-import { decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
+import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
+import { decodeCheckedTree, decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
 import type { WrittenBlob } from './blob-writer.js';
 
 /** A tree ready to store: its id, sorted entries and encoding. */
@@ -159,12 +160,23 @@ export class Store {
     return id;
   }
 
-  /** Admits a tree blob that came from elsewhere (`source`): validated, verified, recorded. */
-  admitTree(id: Digest, encoded: Uint8Array, source: AdmissionSource): TreeEntry[] {
-    const entries = this.admission.tree(id, encoded, source);
-    if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summarize(entries), createdAt: Date.now() });
-    this.treeCache.set(id, entries);
-    return entries;
+  /**
+   * Admits a tree blob that came from elsewhere (`source`): checked,
+   * verified, recorded. Not decoded (a lazy mount is published from the
+   * encoding, treeBytes): getTree decodes it when first asked.
+   */
+  admitTree(id: Digest, encoded: Uint8Array, source: AdmissionSource): void {
+    const summary = this.admission.tree(id, encoded, source);
+    if (!this.meta.trees.doesExist(id)) void this.meta.trees.put(id, { ...summary, createdAt: Date.now() });
+    this.admittedTree = { id, encoded: Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength) };
+  }
+
+  /** The tree admitted last, until it is decoded: its record may not be committed yet, and its bytes need no second read. */
+  private admittedTree?: { id: Digest; encoded: Buffer };
+
+  /** A tree's encoded bytes, verified (read from the CAS, unless it was admitted just now). */
+  treeBytes(id: Digest): Buffer {
+    return this.admittedTree?.id === id ? this.admittedTree.encoded : this.readTreeBlob(id);
   }
 
   /** A tree's counts, from its record (or its blob when the record is missing). */
@@ -175,7 +187,7 @@ export class Store {
   }
 
   hasTree(id: Digest): boolean {
-    return this.treeCache.has(id) || (this.meta.trees.doesExist(id) && this.cas.has(id));
+    return this.treeCache.has(id) || this.admittedTree?.id === id || (this.meta.trees.doesExist(id) && this.cas.has(id));
   }
 
   /** A tree's encoded bytes, read from the CAS and verified against its id. */
@@ -193,10 +205,21 @@ export class Store {
   getTree(id: Digest): Tree {
     const cached = this.treeCache.get(id);
     if (cached) return { id, entries: cached };
-    const entries = decodeTree(this.readTreeBlob(id));
+    // (the listing admitted just now: checked then, in the addon)
+    const admitted = this.admittedTree?.id === id ? this.admittedTree.encoded : undefined;
+    const entries = admitted ? decodeCheckedTree(admitted) : decodeTree(this.readTreeBlob(id));
     this.treeCache.set(id, entries);
+    if (admitted) this.admittedTree = undefined;
     return { id, entries };
   }
+
+  /** The distinct file blobs of a tree, in tree order (tree-blobs.ts); kept for the last few trees asked for. */
+  blobsOf(id: Digest): TreeBlobs {
+    let blobs = this.treeBlobs.get(id);
+    if (!blobs) this.treeBlobs.set(id, (blobs = treeBlobs(this.getTree(id).entries)));
+    return blobs;
+  }
+  private readonly treeBlobs = new LruMap<Digest, TreeBlobs>(8);
 
   /** Resolves a tree id or a ref name to a tree id. */
   resolve(treeish: string): Digest {

@@ -5,6 +5,7 @@ import { isUtf8 } from 'node:buffer';
 import { LAYOUT } from '../../gen/layout.js';
 import { hashBuffer, isDigest, type Digest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
+import { loadNative } from '../../lib/native.js';
 
 export type EntryKind = 'file' | 'dir' | 'symlink';
 
@@ -278,6 +279,55 @@ export function decodeTree(buf: Uint8Array): TreeEntry[] {
       if (Buffer.byteLength(target) !== size) throw malformed(`symlink ${path} size does not match its target`);
       if (mode !== MODE_SYMLINK) throw malformed(`symlink ${path} has mode ${mode.toString(8)}`);
       entry.target = target;
+    }
+    entries.push(entry);
+  }
+  return entries;
+}
+
+/**
+ * Checks a tree from anywhere as decodeTree does (the same rules, in the
+ * addon: native/src/tree_parse.h) without decoding it: no object per
+ * entry, for a listing a lazy mount may never need in JavaScript. Its
+ * counts.
+ */
+export function checkEncodedTree(buf: Uint8Array): TreeSummary {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (!b.subarray(0, HEADER.length).equals(Buffer.from(HEADER))) throw malformed('bad header (not a vrift tree, or a newer format)');
+  if (!isUtf8(b)) throw malformed('not valid UTF-8');
+  let counts: Float64Array;
+  try {
+    counts = loadNative().checkTreeEncoding(b);
+  } catch (e) {
+    throw malformed((e as Error).message.replace(/^malformed tree: /, ''));
+  }
+  return { entries: counts[0]!, files: counts[1]!, dirs: counts[2]!, symlinks: counts[3]!, bytes: counts[4]! };
+}
+
+/**
+ * Decodes an encoding that checkEncodedTree accepted, these very bytes
+ * (a listing admitted just now): the entries decodeTree gives, without
+ * checking anything again (a third of its time for 100 000 entries). Never
+ * for bytes read back from the store: a blob of the same digest may have
+ * come in as a file.
+ */
+export function decodeCheckedTree(buf: Uint8Array): TreeEntry[] {
+  const text = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('utf8', HEADER.length);
+  const entries: TreeEntry[] = [];
+  let pos = 0;
+  while (pos < text.length) {
+    const kind = CHAR_KIND[text[pos]!]!;
+    const sp1 = text.indexOf(' ', pos + 2);
+    const sp2 = text.indexOf(' ', sp1 + 1);
+    const sp3 = text.indexOf(' ', sp2 + 1);
+    const end = text.indexOf('\0', sp3 + 1);
+    const entry: TreeEntry = { path: text.slice(sp3 + 1, end), kind, mode: parseField(text, pos + 2, sp1, 8, 4), size: parseField(text, sp1 + 1, sp2, 10, 16) };
+    pos = end + 1;
+    if (kind === 'file') entry.digest = text.slice(sp2 + 1, sp3);
+    else if (kind === 'symlink') {
+      const tend = text.indexOf('\0', pos);
+      entry.target = text.slice(pos, tend);
+      pos = tend + 1;
     }
     entries.push(entry);
   }

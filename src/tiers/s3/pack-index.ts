@@ -139,12 +139,14 @@ export class PackIndex {
       if (first ? o !== 0 || a !== 0 : o <= ix.frameObject(i - 1) || a <= ix.frameArchive(i - 1)) throw new Error(`frame ${i} does not follow the one before`);
       if (o >= ix.objectBytes || a >= ix.archiveBytes) throw new Error(`frame ${i} starts past the end of the pack`);
     }
+    // (A cold lazy mount loads this while its listing arrives: no BigInt and no native call per blob.)
     const digests = HEAD + FRAME * ix.frameCount;
+    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     for (let i = 0; i < ix.blobCount; i++) {
       const at = digests + BLOB * i;
-      if (i > 0 && buf.compare(buf, at - BLOB, at - BLOB + 32, at, at + 32) <= 0) throw new Error('blobs are not sorted by digest');
-      const offset = u64(buf, at + 32);
-      const size = u64(buf, at + 40);
+      if (i > 0 && !digestAbove(dv, at - BLOB, at)) throw new Error('blobs are not sorted by digest');
+      const offset = u64Fast(dv, buf, at + 32);
+      const size = u64Fast(dv, buf, at + 40);
       if (offset < HEADER_LEN + FRAME_LEN || offset + size > ix.archiveBytes - END_LEN) throw new Error(`blob ${buf.toString('hex', at, at + 32)} lies outside the archive`);
     }
     return ix;
@@ -210,4 +212,21 @@ function u64(b: Buffer, at: number): number {
   const v = b.readBigUInt64BE(at);
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`a number in the index is too large (${v})`);
   return Number(v);
+}
+
+/** u64, as u64() reads it, without a BigInt. */
+function u64Fast(dv: DataView, b: Buffer, at: number): number {
+  const hi = dv.getUint32(at);
+  if (hi > 0x1fffff) return u64(b, at); // past 2^53: u64 says so
+  return hi * 2 ** 32 + dv.getUint32(at + 4);
+}
+
+/** Whether the 32-byte digest at `b` sorts strictly after the one at `a` (big-endian words compare as bytes do). */
+function digestAbove(dv: DataView, a: number, b: number): boolean {
+  for (let k = 0; k < 32; k += 4) {
+    const x = dv.getUint32(a + k);
+    const y = dv.getUint32(b + k);
+    if (x !== y) return y > x;
+  }
+  return false;
 }

@@ -1,8 +1,9 @@
 // The distinct file blobs of a tree, in tree order (the order of their
 // first entry): what lazy-mount accounting counts, what a trace may name,
-// and the positions the bulk switch watches for sequential reads.
+// and the positions the bulk switch watches for sequential reads; the size
+// the resolver checks a tree's blob against (Store.blobsOf keeps a few).
 import type { Digest } from '../../lib/digest.js';
-import type { TreeEntry } from '../store/tree.js';
+import type { TreeEntry } from './tree.js';
 
 export interface TreeBlobs {
   digests: Digest[];

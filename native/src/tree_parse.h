@@ -1,0 +1,34 @@
+// A tree's encoding (docs/tree-format.md) parsed in place: what the link
+// farm (link_farm.cc), a VDir built straight from a tree (addon.cc,
+// applyTree) and the admission of a tree (checkTreeEncoding) read.
+// Checked as decodeTree checks it (fields, modes, sizes, paths, strict
+// order, every parent a directory), but for UTF-8, which the caller checks
+// (isUtf8); the records point into the caller's bytes.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string_view>
+#include <vector>
+
+#include "vrift_layout.h"
+
+namespace vrift {
+
+// The encoding's letters, modes and limits are those of shim/vrift_layout.h.
+struct TreeRec {
+  char kind;  // VRIFT_TREE_KIND_*
+  bool exec;
+  uint64_t size;
+  std::string_view digest;  // files: 64 lowercase hex
+  std::string_view path;
+  std::string_view target;  // symlinks
+};
+
+struct MalformedTree : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/** The records of an encoded tree, in order; throws MalformedTree. */
+std::vector<TreeRec> ParseTree(const char* data, size_t len);
+
+}  // namespace vrift
