@@ -108,6 +108,15 @@ async function main(): Promise<void> {
   let s3: S3rver | undefined;
   let proxy: ReturnType<typeof spawn> | undefined;
   const res = { swarm: [] as number[], s3: [] as number[], swarmS3: [] as number[], s3S3: [] as number[], swarmCpu: [] as number[], s3Cpu: [] as number[] };
+  /** All nodes restore the tree at once: the wall time, the CPU of the daemons and s3rver meanwhile, and the bytes S3 sent. */
+  const measure = async (nodes: Node[], wall: number[], cpu: number[], bytes: number[]): Promise<void> => {
+    spawnSync('sync');
+    const cpu0 = cpuOf(nodes, s3!);
+    wall.push(await restoreAll(nodes, 'bench/crowd'));
+    cpu.push(cpuOf(nodes, s3!) - cpu0);
+    log(`  cpu: s3rver ${cpuSeconds(s3!.pid).toFixed(1)} s so far`);
+    bytes.push(s3Bytes(nodes));
+  };
   try {
     const src = join(work, 'src');
     // Log-uniform sizes from 16 KiB to 32 MiB: many small files, most bytes in large ones (cut into chunk pieces).
@@ -152,12 +161,7 @@ async function main(): Promise<void> {
         if (nodes.every((n) => (vriftJson(n, ['node', 'peers']).peers as unknown[]).length >= NODES - 1)) break;
         await new Promise((res) => setTimeout(res, 100));
       }
-      spawnSync('sync');
-      const cpu0 = cpuOf(nodes, s3!);
-      res.swarm.push(await restoreAll(nodes, 'bench/crowd'));
-      res.swarmCpu.push(cpuOf(nodes, s3!) - cpu0);
-      log(`  cpu: s3rver ${cpuSeconds(s3!.pid).toFixed(1)} s so far`);
-      res.swarmS3.push(s3Bytes(nodes));
+      await measure(nodes, res.swarm, res.swarmCpu, res.swarmS3);
       log(`  origin requests by reason: ${nodes.map((n) => JSON.stringify(vriftJson(n, ['status']).swarms.map((w: { originAsks: unknown }) => w.originAsks)[0])).join(' ')}`);
       for (const n of nodes) {
         const lines = readFileSync(join(n.home, 'run', 'vriftd.log'), 'utf8').split('\n');
@@ -172,12 +176,7 @@ async function main(): Promise<void> {
         env: { ...s3env, VRIFT_HOME: join(work, `s${r}-${i}`), VRIFT_TIERS: 'local,s3', VRIFT_CLUSTER_SECRET: '' },
       }));
       for (const n of nodes) up(n);
-      spawnSync('sync');
-      const cpu0 = cpuOf(nodes, s3!);
-      res.s3.push(await restoreAll(nodes, 'bench/crowd'));
-      res.s3Cpu.push(cpuOf(nodes, s3!) - cpu0);
-      log(`  cpu: s3rver ${cpuSeconds(s3!.pid).toFixed(1)} s so far`);
-      res.s3S3.push(s3Bytes(nodes));
+      await measure(nodes, res.s3, res.s3Cpu, res.s3S3);
       for (const n of nodes) sameAsSource(src, join(n.home, 'out'));
       for (const n of nodes) down(n);
     };

@@ -84,9 +84,9 @@ export class Chain implements Tier {
       // A small blob of a tree the tier packs is only in its packs: one ranged GET, not a miss first.
       if (inTree && tier.getInTree && size !== undefined && tier.looseBlobBytes !== undefined && size < tier.looseBlobBytes) {
         inTree.tried.add(tier.name);
-        if ((await this.fetchFrom(tier, digest, size, () => tier.getInTree!(inTree.tree, digest))) !== undefined) return tier.name;
+        if ((await this.fetchFrom(tier, digest, size, { read: () => tier.getInTree!(inTree.tree, digest) })) !== undefined) return tier.name;
       }
-      if ((await this.fetchFrom(tier, digest, size, undefined, watch)) !== undefined) return tier.name;
+      if ((await this.fetchFrom(tier, digest, size, { watch })) !== undefined) return tier.name;
     }
     return undefined;
   }
@@ -100,7 +100,7 @@ export class Chain implements Tier {
   async fetchInTree(tree: Digest, digest: Digest, size?: number, tried?: ReadonlySet<string>): Promise<string | undefined> {
     for (const tier of this.remotes) {
       if (!tier.getInTree || tried?.has(tier.name)) continue;
-      if ((await this.fetchFrom(tier, digest, size, () => tier.getInTree!(tree, digest))) !== undefined) return tier.name;
+      if ((await this.fetchFrom(tier, digest, size, { read: () => tier.getInTree!(tree, digest) })) !== undefined) return tier.name;
     }
     return undefined;
   }
@@ -132,7 +132,7 @@ export class Chain implements Tier {
       const still: typeof left = [];
       await mapLimit(left, 4, async (b) => {
         const inTree = tier.getInTree && tier.looseBlobBytes !== undefined && b.size < tier.looseBlobBytes;
-        const size = (inTree ? await this.fetchFrom(tier, b.digest, b.size, () => tier.getInTree!(tree, b.digest)) : undefined) ?? (await this.fetchFrom(tier, b.digest, b.size));
+        const size = (inTree ? await this.fetchFrom(tier, b.digest, b.size, { read: () => tier.getInTree!(tree, b.digest) }) : undefined) ?? (await this.fetchFrom(tier, b.digest, b.size));
         if (size === undefined) still.push(b);
         else onFetched(tier.name, b.digest, b.size);
       });
@@ -219,7 +219,12 @@ export class Chain implements Tier {
    * tier (counted and remembered by its guard; the caller moves on). A
    * local failure (a full disk) is thrown: no other tier can help.
    */
-  private async fetchFrom(tier: GuardedTier, digest: Digest, size?: number, read = () => tier.get(digest), watch?: BlobWatch, signal?: AbortSignal): Promise<number | undefined> {
+  private async fetchFrom(
+    tier: GuardedTier,
+    digest: Digest,
+    size?: number,
+    { read = () => tier.get(digest), watch, signal }: { read?: () => Promise<BlobBody | undefined>; watch?: BlobWatch; signal?: AbortSignal } = {},
+  ): Promise<number | undefined> {
     if (size !== undefined && tier.maxBlobBytes !== undefined && size > tier.maxBlobBytes) return undefined;
     const watched = watch && size !== undefined ? await this.watchThrough(tier, digest, watch) : undefined;
     // One more try when the body breaks midway (a reset connection): the request itself is retried by the guard.
@@ -343,7 +348,7 @@ export class Chain implements Tier {
       const oneByOne = (list: [Digest, number][]) =>
         mapLimit(list, tier.parallelism, async ([digest, size]) => {
           if (!missing.has(digest) || signal?.aborted) return;
-          if ((await this.fetchFrom(tier, digest, size, undefined, undefined, signal)) !== undefined) got(tier, digest, size);
+          if ((await this.fetchFrom(tier, digest, size, { signal })) !== undefined) got(tier, digest, size);
         });
       if (tier.fetchTree) {
         // Blobs the archives never hold download on their own connections while the archives stream.

@@ -21,11 +21,12 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Digest } from '../../lib/digest.js';
 import type { Metrics } from '../../lib/metrics.js';
-import { RingWriter, writeArchive, type ArchiveSink } from '../archive/ring-writer.js';
+import { RingWriter, writeArchive } from '../archive/ring-writer.js';
 import type { Store } from '../store/store.js';
 import { BULK_HELLO_LEN, BULK_MAGIC } from './wire.js';
 import { listenError } from './listen-error.js';
 import { ConnectionGate, type GateLimits } from './conn-gate.js';
+import { SerialWriter } from './serial-writer.js';
 import { checkPinned, tlsServerOptions, type ClusterTls } from './tls.js';
 
 export interface BulkPlan {
@@ -139,11 +140,13 @@ export class BulkServer {
       plan.attach(sock, got!.subarray(BULK_HELLO_LEN));
       return;
     }
-    const out = new RingWriter(oneWriteAtATime(sock));
+    // One buffer at a time (serial-writer.ts): TLS would copy a writev of queued ring buffers first.
+    const writes = new SerialWriter(sock);
+    const out = new RingWriter({ write: (buf, done) => writes.write(buf, () => done()), closed: (cb) => sock.once('close', cb) });
     try {
       await writeArchive(this.opts.store, plan.blobs, out);
       await out.flush();
-      await out.drained(); // the last buffers may still wait in oneWriteAtATime's queue
+      await out.drained(); // the last buffers may still wait in the SerialWriter's queue
       await new Promise<void>((resolve) => sock.end(resolve));
     } catch (e) {
       // A local blob found missing or corrupt (quarantined), or the client left.
@@ -154,36 +157,6 @@ export class BulkServer {
       plan.release();
     }
   }
-}
-
-/**
- * The archive's buffers to a TLS socket one write at a time: buffers
- * queued behind a busy socket would go out as one writev, which TLS first
- * copies into a fresh buffer (a copy and an allocation of every byte sent).
- * The ring has its next buffers filled meanwhile, so the socket never waits.
- */
-function oneWriteAtATime(sock: TLSSocket): ArchiveSink {
-  const queue: [Buffer, () => void][] = [];
-  let busy = false;
-  const next = (): void => {
-    const item = queue.shift();
-    if (!item) {
-      busy = false;
-      return;
-    }
-    busy = true;
-    sock.write(item[0], () => {
-      item[1]();
-      next();
-    });
-  };
-  return {
-    write(buf, done) {
-      queue.push([buf, done]);
-      if (!busy) next();
-    },
-    closed: (cb) => sock.once('close', cb),
-  };
 }
 
 /** The first BULK_HELLO_LEN bytes a client sends (and whatever came with them), or undefined if it closes first. */

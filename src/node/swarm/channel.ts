@@ -16,6 +16,7 @@
 // against the tree's layout, and a frame longer than the largest piece (or
 // than a bitfield, for control frames) closes the connection.
 import type { Socket } from 'node:net';
+import { SerialWriter } from '../cluster/serial-writer.js';
 
 export const F = {
   HELLO: 1,
@@ -32,7 +33,7 @@ export const F = {
 } as const;
 
 const HEADER = 9;
-/** Frames smaller than this that wait together go out as one write. */
+/** Frames that wait together go out as one write up to this many bytes (pieces, larger, always alone). */
 const SMALL_FRAME = 16 << 10;
 
 /**
@@ -77,8 +78,7 @@ export class SwarmChannel {
   private done = false;
   /** Bytes of every frame sent (queued ones included). */
   bytesOut = 0;
-  private readonly outbox: { frame: Buffer; flushed?: (ok: boolean) => void }[] = [];
-  private writing = false;
+  private readonly writes: SerialWriter;
   bytesIn = 0;
 
   /** With `reads`, the socket's bytes come through it (a socket read into one reused buffer) instead of 'data' events. */
@@ -88,6 +88,7 @@ export class SwarmChannel {
     private readonly sink: FrameSink,
     reads?: (feed: (chunk: Buffer) => void) => void,
   ) {
+    this.writes = new SerialWriter(socket, SMALL_FRAME);
     if (reads) reads((c) => this.feed(c));
     else socket.on('data', (c: Buffer) => this.feed(c));
     socket.once('close', () => this.end('the connection closed'));
@@ -128,37 +129,10 @@ export class SwarmChannel {
     this.enqueue(frame, flushed);
   }
 
-  /**
-   * Frames go to the socket one write at a time: buffers queued behind a
-   * busy TLS socket would go out as one writev, which TLS first copies
-   * into a fresh buffer (megabytes, for pieces). Small frames waiting
-   * together are joined into one write (a cheap copy, one TLS record).
-   */
+  /** Frames go out one write at a time, small ones waiting together joined (serial-writer.ts: no TLS copy of a writev). */
   private enqueue(frame: Buffer, flushed?: (ok: boolean) => void): void {
     this.bytesOut += frame.byteLength;
-    this.outbox.push({ frame, flushed });
-    if (!this.writing) this.writeNext();
-  }
-
-  private writeNext(): void {
-    const first = this.outbox.shift();
-    if (!first) {
-      this.writing = false;
-      return;
-    }
-    this.writing = true;
-    const sent = [first];
-    let bytes = first.frame.byteLength;
-    while (bytes < SMALL_FRAME && this.outbox.length > 0 && this.outbox[0]!.frame.byteLength < SMALL_FRAME && bytes + this.outbox[0]!.frame.byteLength <= SMALL_FRAME) {
-      const next = this.outbox.shift()!;
-      sent.push(next);
-      bytes += next.frame.byteLength;
-    }
-    const buf = sent.length === 1 ? first.frame : Buffer.concat(sent.map((x) => x.frame), bytes);
-    this.socket.write(buf, (e) => {
-      for (const x of sent) x.flushed?.(!e);
-      this.writeNext();
-    });
+    this.writes.write(frame, flushed && ((e) => flushed(!e)));
   }
 
   close(why = 'closed'): void {
