@@ -26,7 +26,7 @@ import type { Store } from '../store/store.js';
 import { BULK_HELLO_LEN, BULK_MAGIC } from './wire.js';
 import { listenError } from './listen-error.js';
 import { ConnectionGate, type GateLimits } from './conn-gate.js';
-import { SerialWriter } from './serial-writer.js';
+import { SerialWriter } from '../../lib/serial-writer.js';
 import { checkPinned, tlsServerOptions, type ClusterTls } from './tls.js';
 
 export interface BulkPlan {
@@ -140,7 +140,7 @@ export class BulkServer {
       plan.attach(sock, got!.subarray(BULK_HELLO_LEN));
       return;
     }
-    // One buffer at a time (serial-writer.ts): TLS would copy a writev of queued ring buffers first.
+    // One buffer at a time (src/lib/serial-writer.ts): TLS would copy a writev of queued ring buffers first.
     const writes = new SerialWriter(sock);
     const out = new RingWriter({ write: (buf, done) => writes.write(buf, () => done()), closed: (cb) => sock.once('close', cb) });
     try {

@@ -16,7 +16,7 @@
 // against the tree's layout, and a frame longer than the largest piece (or
 // than a bitfield, for control frames) closes the connection.
 import type { Socket } from 'node:net';
-import { SerialWriter } from '../cluster/serial-writer.js';
+import { SerialWriter } from '../../lib/serial-writer.js';
 
 export const F = {
   HELLO: 1,
@@ -129,7 +129,7 @@ export class SwarmChannel {
     this.enqueue(frame, flushed);
   }
 
-  /** Frames go out one write at a time, small ones waiting together joined (serial-writer.ts: no TLS copy of a writev). */
+  /** Frames go out one write at a time, small ones waiting together joined (src/lib/serial-writer.ts: no TLS copy of a writev). */
   private enqueue(frame: Buffer, flushed?: (ok: boolean) => void): void {
     this.bytesOut += frame.byteLength;
     this.writes.write(frame, flushed && ((e) => flushed(!e)));
