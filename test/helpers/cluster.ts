@@ -45,8 +45,16 @@ export async function makeNode(name: string, opts: { secret?: string; env?: Reco
     env,
     start: (extra) => void startDaemon(home, { ...env, ...extra }),
     startAsync: async (extra) => {
-      const r = await vriftAsync(['up', '--detach'], { home, env: { ...env, ...extra } });
-      if (r.code !== 0) throw new Error(`vrift up (${name}) exited ${r.code}: ${r.stderr}`);
+      for (let attempt = 0; ; attempt++) {
+        const r = await vriftAsync(['up', '--detach'], { home, env: { ...env, ...extra } });
+        if (r.code === 0) return;
+        // A port freePort gave can be taken by another test's server before the daemon binds it:
+        // fresh ports (the ones this helper chose) and once more.
+        const portTaken = /is already in use/.test(r.stderr) && !opts.env?.VRIFT_P2P_PORT && !opts.env?.VRIFT_GRPC_PORT;
+        if (!portTaken || attempt >= 2) throw new Error(`vrift up (${name}) exited ${r.code}: ${r.stderr}`);
+        env.VRIFT_P2P_PORT = String(await freePort());
+        env.VRIFT_GRPC_PORT = String(await freePort());
+      }
     },
     stop: () => stopDaemon(home),
     crash: () => crashDaemon(home),
