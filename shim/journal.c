@@ -167,7 +167,7 @@ static int wake(int mount, int now)
     return vr_request_async(VRIFT_MSG_JOURNAL, &b);
 }
 
-int vr_announce(int mount, uint32_t change, const char *rel, size_t rellen, uint32_t mode)
+int vr_announce(int mount, uint32_t change, const char *rel, size_t rellen, uint32_t mode, uint64_t *seq_out)
 {
     _Atomic uint64_t *issued = issued_of(mount);
     if (!issued)
@@ -176,6 +176,8 @@ int vr_announce(int mount, uint32_t change, const char *rel, size_t rellen, uint
     if (rellen > PATH_MAX)
         return -ENAMETOOLONG;
     uint64_t seq = atomic_fetch_add(issued, 1) + 1;
+    if (seq_out)
+        *seq_out = seq;
     size_t len = VRIFT_JOURNAL_REC_HEADER + rellen;
     vrift_proto_put_u32(rec, (uint32_t)len);
     vrift_proto_put_u32(rec + 4, change);

@@ -317,9 +317,10 @@ int vr_upper_unlink(struct vr_path *p);
  * Announces a change (VRIFT_CHANGE_*) the caller has just made in the
  * mount's upper layer: counted, recorded in the journal, the daemon woken
  * if it may be idle. 0, or -EROFS when the daemon turned out to be gone
- * (the record stays: a restarted daemon applies it).
+ * (the record stays: a restarted daemon applies it). `seq_out` (may be
+ * NULL): the change's number in the mount's count.
  */
-int vr_announce(int mount, uint32_t change, const char *rel, size_t rellen, uint32_t mode);
+int vr_announce(int mount, uint32_t change, const char *rel, size_t rellen, uint32_t mode, uint64_t *seq_out);
 /** May the caller make a change to announce? 0, or -EROFS (no upper layer, or the daemon is gone). */
 int vr_may_announce(int mount);
 /** Do changes announced in this mount wait to be published? (then a VDir miss may be an upper file) */

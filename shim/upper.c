@@ -154,16 +154,107 @@ static int claim_stat(int mount, const char *rel, size_t rellen, uint8_t name[32
     return vr_fstatat(dfd, hex, st, AT_SYMLINK_NOFOLLOW);
 }
 
-static void claimed_dir(struct vrift_vdir_result *res, const struct stat *st)
+static void claimed_dir_of(struct vrift_vdir_result *res, uint64_t ino, uint32_t mtime)
 {
     memset(res, 0, sizeof *res);
     res->mode = S_IFDIR | 0755;
-    res->ino = vrift_vdir_claim_ino((uint64_t)st->st_ino); /* the inode it keeps once published */
-    res->mtime_sec = (uint32_t)st->st_mtime;
+    res->ino = vrift_vdir_claim_ino(ino); /* the inode it keeps once published */
+    res->mtime_sec = mtime;
+}
+
+static void claimed_dir(struct vrift_vdir_result *res, const struct stat *st)
+{
+    claimed_dir_of(res, (uint64_t)st->st_ino, (uint32_t)st->st_mtime);
+}
+
+/*
+ * Directories this thread made and the daemon has not published yet: a
+ * program that makes a directory and then its files (tar -x) walks
+ * through them at every create, and each would cost an fstatat of the
+ * claim while the daemon catches up. A memo holds while the mount's
+ * published count is below the mkdir's own number: nothing removes a
+ * claim before the daemon has published it (rmdir and rename apply the
+ * journal up to themselves first), so an unpublished claim is still
+ * there. Once published, the VDir answers (or, if it was removed since,
+ * misses and the claim is looked at as before). Per thread, so no locks.
+ */
+#define MEMO_SLOTS 8
+struct claim_memo {
+    uint64_t key[2]; /* the path, as two seeded hashes (it stays small: static TLS is scarce) */
+    uint64_t seq;    /* the mkdir's number in the mount's count; 0: a free slot */
+    uint64_t ino;    /* the claim's st_ino; 0: not looked at yet */
+    uint32_t mtime;
+    uint16_t mount;
+    uint16_t rellen;
+};
+static VR_TLS struct claim_memo memos[MEMO_SLOTS];
+static VR_TLS unsigned memo_next;
+
+static void memo_key(const char *rel, size_t rellen, uint64_t key[2])
+{
+    key[0] = vrift_vdir_hash(rel, rellen, 0x6d656d6f2d6b6579ull);
+    key[1] = vrift_vdir_hash(rel, rellen, 0x636c61696d2d6469ull);
+}
+
+static struct claim_memo *memo_find(int mount, const char *rel, size_t rellen)
+{
+    uint64_t key[2];
+    int keyed = 0;
+    for (unsigned i = 0; i < MEMO_SLOTS; i++) {
+        struct claim_memo *c = &memos[i];
+        if (c->seq == 0 || c->mount != mount || c->rellen != rellen)
+            continue;
+        if (!keyed) {
+            memo_key(rel, rellen, key);
+            keyed = 1;
+        }
+        if (c->key[0] != key[0] || c->key[1] != key[1])
+            continue;
+        if ((int64_t)(vr_upper_seen(mount) - c->seq) >= 0) {
+            c->seq = 0; /* published (or dropped) since: the VDir knows */
+            return NULL;
+        }
+        return c;
+    }
+    return NULL;
+}
+
+static void memo_add(int mount, const char *rel, size_t rellen, uint64_t seq)
+{
+    if (rellen > UINT16_MAX || mount > UINT16_MAX)
+        return;
+    struct claim_memo *c = &memos[memo_next++ % MEMO_SLOTS];
+    memo_key(rel, rellen, c->key);
+    c->mount = (uint16_t)mount;
+    c->rellen = (uint16_t)rellen;
+    c->ino = 0;
+    c->seq = seq;
+}
+
+/* A memo of a claim that is still unpublished: res filled (its inode looked at once). */
+static int memo_claimed_dir(int mount, const char *rel, size_t rellen, struct vrift_vdir_result *res)
+{
+    struct claim_memo *c = memo_find(mount, rel, rellen);
+    if (!c)
+        return 0;
+    if (c->ino == 0) {
+        uint8_t name[32];
+        struct stat st;
+        if (claim_stat(mount, rel, rellen, name, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            c->seq = 0;
+            return 0;
+        }
+        c->ino = (uint64_t)st.st_ino;
+        c->mtime = (uint32_t)st.st_mtime;
+    }
+    claimed_dir_of(res, c->ino, c->mtime);
+    return 1;
 }
 
 int vr_upper_claimed_dir(int mount, const char *rel, size_t rellen, struct vrift_vdir_result *res)
 {
+    if (memo_claimed_dir(mount, rel, rellen, res))
+        return 1;
     uint8_t name[32];
     struct stat st;
     if (claim_stat(mount, rel, rellen, name, &st) != 0 || !S_ISDIR(st.st_mode))
@@ -176,6 +267,10 @@ int vr_upper_claim(struct vr_path *p)
 {
     if (p->kind != VP_VIRT || p->err != -ENOENT || !p->creatable)
         return 0;
+    if (memo_claimed_dir(p->mount, p->rel, p->rellen, &p->res)) {
+        p->err = 0;
+        return 1;
+    }
     uint8_t name[32];
     struct stat st;
     if (claim_stat(p->mount, p->rel, p->rellen, name, &st) != 0)
@@ -216,9 +311,12 @@ int vr_upper_mkdir(struct vr_path *p, mode_t mode)
     rc = vr_mkdirat(dfd, hex, 0700);
     if (rc < 0)
         return rc;
-    rc = vr_announce(p->mount, VRIFT_CHANGE_DIR, p->rel, p->rellen, S_IFDIR | (mode & 07777));
+    uint64_t seq = 0;
+    rc = vr_announce(p->mount, VRIFT_CHANGE_DIR, p->rel, p->rellen, S_IFDIR | (mode & 07777), &seq);
     if (rc < 0)
         VR_SYS3(SYS_unlinkat, dfd, hex, AT_REMOVEDIR); /* the daemon is gone: EROFS, as for every change */
+    else
+        memo_add(p->mount, p->rel, p->rellen, seq);
     return rc;
 }
 
@@ -395,7 +493,7 @@ int vr_upper_open(struct vr_path *p, int flags, mode_t mode)
         struct stat st;
         rc = vr_fstat(fd, &st);
         if (rc == 0)
-            rc = vr_announce(p->mount, VRIFT_CHANGE_FILE, p->rel, p->rellen, st.st_mode & 07777);
+            rc = vr_announce(p->mount, VRIFT_CHANGE_FILE, p->rel, p->rellen, st.st_mode & 07777, NULL);
         if (rc == 0)
             return fd;
         vr_close(fd); /* the daemon is gone: EROFS, as for every change */
@@ -415,6 +513,6 @@ int vr_upper_unlink(struct vr_path *p)
     int rc = vr_unlinkat(AT_FDCWD, abs, 0);
     if (rc < 0)
         return rc;
-    vr_announce(p->mount, VRIFT_CHANGE_GONE, p->rel, p->rellen, 0); /* gone either way: a restarted daemon reads the record */
+    vr_announce(p->mount, VRIFT_CHANGE_GONE, p->rel, p->rellen, 0, NULL); /* gone either way: a restarted daemon reads the record */
     return 0;
 }
