@@ -143,11 +143,11 @@ function claimedDir(rel: string, ino: number): VDirEntryInput {
   return { path: rel, mode: S_IFDIR | 0o755, size: 0, mtimeSec: nowSec(), flags: VDIR_F_CLAIM, claimIno: ino };
 }
 
-/** New upper files waiting to be published together: one VDir write for a burst of creates. */
+/** New upper files and directories waiting to be published together: one VDir write for a burst of creates. */
 class Creates {
   private batch: VDirEntryInput[] = [];
   readonly paths = new Set<string>();
-  /** Directories found in the VDir since the last change that could remove one. */
+  /** Directories found in the VDir, or in this batch, since the last change that could remove one. */
   readonly dirs = new Set<string>();
 
   constructor(
@@ -272,16 +272,23 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     change(ctx, t, [], [rel], new Set([rel]));
   };
 
-  // Published, unless it was removed or the path taken meanwhile.
-  const madeDir = (t: Target, rel: string): void => {
-    if (t.vdir.probe(rel)) return;
+  // Published (with the burst's creates: a directory and the files made in
+  // it are one VDir write), unless it was removed or the path taken meanwhile.
+  const madeDir = (t: Target, rel: string, creates: Creates): void => {
+    const taken = creates.paths.has(rel) ? (creates.flush(), t.vdir.probe(rel)) : t.vdir.probe(rel);
+    if (taken) return;
     const st = lstatSync(upperPath(store, t.rec.name, upperNameOf(rel)), { throwIfNoEntry: false });
     if (!st?.isDirectory()) return;
-    if (rel.includes('/') && !isDirAt(ctx, t, parentOf(rel))) {
-      dropClaimDir(store, t.rec.name, rel);
-      throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
+    const parent = parentOf(rel);
+    if (parent !== '' && !creates.dirs.has(parent)) {
+      if (!isDirAt(ctx, t, parent)) {
+        dropClaimDir(store, t.rec.name, rel);
+        throw fsErr('ENOENT', `${parent}: no such directory`);
+      }
+      creates.dirs.add(parent);
     }
-    change(ctx, t, [claimedDir(rel, st.ino)]);
+    creates.add(claimedDir(rel, st.ino));
+    creates.dirs.add(rel);
   };
 
   ctx.mounts.applyAnnouncements = (rec: MountRecord, vdir: VDir, list: readonly Announcement[], fresh: boolean, onError: (a: Announcement, e: Error) => void): void => {
@@ -295,10 +302,13 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
           madeFile(t, a, fresh, creates);
           continue;
         }
+        if (a.change === Change.DIR) {
+          madeDir(t, a.rel, creates);
+          continue;
+        }
         creates.flush(); // (what follows looks at the VDir, and may remove a directory)
         creates.dirs.clear();
-        if (a.change === Change.DIR) madeDir(t, a.rel);
-        else if (a.change === Change.GONE) unlinkedUpper(t, a.rel);
+        if (a.change === Change.GONE) unlinkedUpper(t, a.rel);
         else throw fsErr('EINVAL', `unknown change ${a.change}`);
       } catch (e) {
         onError(a, e as Error);
