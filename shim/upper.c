@@ -224,10 +224,15 @@ static void memo_add(int mount, const char *rel, size_t rellen, uint64_t seq)
     if (rellen > UINT16_MAX || mount > UINT16_MAX)
         return;
     struct claim_memo *c = &memos[memo_next++ % MEMO_SLOTS];
+    /* freed first and filled last: a signal handler of this thread that
+     * walks meanwhile never sees a new key with an old entry's inode */
+    c->seq = 0;
+    atomic_signal_fence(memory_order_seq_cst);
     memo_key(rel, rellen, c->key);
     c->mount = (uint16_t)mount;
     c->rellen = (uint16_t)rellen;
     c->ino = 0;
+    atomic_signal_fence(memory_order_seq_cst);
     c->seq = seq;
 }
 
@@ -244,8 +249,9 @@ static int memo_claimed_dir(int mount, const char *rel, size_t rellen, struct vr
             c->seq = 0;
             return 0;
         }
-        c->ino = (uint64_t)st.st_ino;
         c->mtime = (uint32_t)st.st_mtime;
+        atomic_signal_fence(memory_order_seq_cst);
+        c->ino = (uint64_t)st.st_ino;
     }
     claimed_dir_of(res, c->ino, c->mtime);
     return 1;
