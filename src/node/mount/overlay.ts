@@ -160,12 +160,21 @@ export function flushOverlay(store: Store): void {
 
 /** Records one path's new state (an entry, or deleted). */
 export function setOverlay(store: Store, name: string, rel: string, value: OverlayValue): void {
-  overlayOf(store, name).set(rel, value);
+  setOverlays(store, name, [[rel, value]]);
+}
+
+/** Records the new state of several paths, in order (a burst of creates: one lookup of the maps for all). */
+export function setOverlays(store: Store, name: string, changes: readonly (readonly [string, OverlayValue])[]): void {
+  if (changes.length === 0) return;
+  const overlay = overlayOf(store, name);
   let pending = unwritten.get(store);
   if (!pending) unwritten.set(store, (pending = new Map()));
   let batch = pending.get(name);
   if (!batch) pending.set(name, (batch = new Map()));
-  batch.set(rel, value);
+  for (const [rel, value] of changes) {
+    overlay.set(rel, value);
+    batch.set(rel, value);
+  }
   if (timers.has(store)) return;
   const wait = (lastFlush.get(store) ?? 0) + FLUSH_MS - Date.now();
   if (wait <= 0) flushOverlay(store);

@@ -14,7 +14,7 @@ import { linkSync, lstatSync, renameSync, rmdirSync, unlinkSync } from 'node:fs'
 import type { MountErrno } from '../../lib/error-codes.js';
 import { VriftError } from '../../lib/errors.js';
 import { requireStr, type Handler } from '../control/server.js';
-import { overlayOf, mergedEntries, setOverlay, type OverlayEntry } from './overlay.js';
+import { overlayOf, mergedEntries, setOverlay, setOverlays, type OverlayEntry } from './overlay.js';
 import type { MountManager, MountRecord } from './mounts.js';
 import { F, Msg, type FieldList, type Fields } from '../control/protocol.js';
 import type { Store } from '../store/store.js';
@@ -99,8 +99,8 @@ export function change(ctx: MountWritesContext, t: Target, upserts: VDirEntryInp
     if (upperOf(up) !== upperOf(t.vdir.lookup(up.path))) gone.push(up.path);
   }
   t.vdir.apply(upserts, removals);
-  for (const r of removals) setOverlay(ctx.store, t.rec.name, r, { deleted: true });
-  for (const u of upserts) setOverlay(ctx.store, t.rec.name, u.path, overlayEntryOf(u));
+  setOverlays(ctx.store, t.rec.name, removals.map((r) => [r, { deleted: true }] as const));
+  setOverlays(ctx.store, t.rec.name, upserts.map((u) => [u.path, overlayEntryOf(u)] as const));
   for (const rel of gone) unlinkUpper(ctx.store, t.rec.name, upperNameOf(rel));
 }
 
@@ -163,7 +163,7 @@ class Creates {
   flush(): void {
     if (this.batch.length === 0) return;
     this.t.vdir.apply(this.batch); // (nothing is replaced, so no change() bookkeeping)
-    for (const u of this.batch) setOverlay(this.ctx.store, this.t.rec.name, u.path, overlayEntryOf(u));
+    setOverlays(this.ctx.store, this.t.rec.name, this.batch.map((u) => [u.path, overlayEntryOf(u)] as const));
     this.batch = [];
     this.paths.clear();
   }
