@@ -160,6 +160,21 @@ class Creates {
     this.paths.add(u.path);
   }
 
+  /** Whether `rel` is in the VDir (this batch written first when it holds `rel`). */
+  taken(rel: string): boolean {
+    if (this.paths.has(rel)) this.flush();
+    return this.t.vdir.probe(rel) !== undefined;
+  }
+
+  /** Whether the parent of `rel` is a directory: in this batch, or in the VDir (isDirAt). */
+  parentIsDir(rel: string): boolean {
+    const parent = parentOf(rel);
+    if (parent === '' || this.dirs.has(parent)) return true;
+    if (!isDirAt(this.ctx, this.t, parent)) return false;
+    this.dirs.add(parent);
+    return true;
+  }
+
   flush(): void {
     if (this.batch.length === 0) return;
     this.t.vdir.apply(this.batch); // (nothing is replaced, so no change() bookkeeping)
@@ -243,8 +258,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
   const madeFile = (t: Target, a: Announcement, fresh: boolean, creates: Creates): void => {
     const rel = a.rel;
     const name = upperNameOf(rel);
-    const taken = creates.paths.has(rel) ? (creates.flush(), t.vdir.probe(rel)) : t.vdir.probe(rel);
-    if (taken) {
+    if (creates.taken(rel)) {
       if (upperOf(t.vdir.lookup(rel)) !== name) unlinkUpper(store, t.rec.name, name); // the path was taken meanwhile
       return;
     }
@@ -254,13 +268,9 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
       if (!st?.isFile()) return; // unlinked or renamed before it was published
       mode = st.mode & 0o7777;
     }
-    const parent = parentOf(rel);
-    if (parent !== '' && !creates.dirs.has(parent)) {
-      if (!isDirAt(ctx, t, parent)) {
-        unlinkUpper(store, t.rec.name, name);
-        throw fsErr('ENOENT', `${parent}: no such directory`);
-      }
-      creates.dirs.add(parent);
+    if (!creates.parentIsDir(rel)) {
+      unlinkUpper(store, t.rec.name, name);
+      throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
     }
     creates.add({ path: rel, mode: S_IFREG | mode, size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER });
   };
@@ -275,17 +285,12 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
   // Published (with the burst's creates: a directory and the files made in
   // it are one VDir write), unless it was removed or the path taken meanwhile.
   const madeDir = (t: Target, rel: string, creates: Creates): void => {
-    const taken = creates.paths.has(rel) ? (creates.flush(), t.vdir.probe(rel)) : t.vdir.probe(rel);
-    if (taken) return;
+    if (creates.taken(rel)) return;
     const st = lstatSync(upperPath(store, t.rec.name, upperNameOf(rel)), { throwIfNoEntry: false });
     if (!st?.isDirectory()) return;
-    const parent = parentOf(rel);
-    if (parent !== '' && !creates.dirs.has(parent)) {
-      if (!isDirAt(ctx, t, parent)) {
-        dropClaimDir(store, t.rec.name, rel);
-        throw fsErr('ENOENT', `${parent}: no such directory`);
-      }
-      creates.dirs.add(parent);
+    if (!creates.parentIsDir(rel)) {
+      dropClaimDir(store, t.rec.name, rel);
+      throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
     }
     creates.add(claimedDir(rel, st.ino));
     creates.dirs.add(rel);
