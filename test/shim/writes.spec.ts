@@ -1,7 +1,7 @@
 // Writes inside a mount: staged, committed to the daemon on close, visible
 // to every process of the mount, kept across a daemon restart, and saved
 // as a tree by `vrift snapshot`.
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/tmp.js';
@@ -120,6 +120,28 @@ sed -i 's/GREETING/MESSAGE/' app/main.c && grep -c MESSAGE app/main.c && (ls app
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('x\n');
     expect(w.vrift(['unmount', fresh]).code).toBe(0);
+  });
+
+  it('unmount drops the upper layer: moved aside at once, deleted in the background, leftovers swept at the next start', async () => {
+    const fresh = join(tempDir(), 'dropped');
+    const r = w.vrift(['run', '--mount', `${fresh}=${w.tree}`, '--', 'sh', '-c', `mkdir -p '${fresh}/out/a' && for i in $(seq 1 300); do echo $i > '${fresh}/out/a/f'$i; done`]);
+    expect(r.code, r.stderr).toBe(0);
+    const upperRoot = join(w.home, 'upper');
+    const before = new Set(readdirSync(upperRoot));
+    expect(w.vrift(['unmount', fresh]).code).toBe(0);
+    const layers = () => readdirSync(upperRoot).filter((n) => !before.has(n) || n.startsWith('.gone-'));
+    // the mount's own directory is gone at once; the one set aside goes soon after
+    expect(readdirSync(upperRoot).filter((n) => before.has(n) && !n.startsWith('.gone-')).length).toBe(before.size - 1);
+    for (let i = 0; i < 100 && layers().length > 0; i++) await new Promise((res) => setTimeout(res, 50));
+    expect(layers()).toEqual([]);
+    // a daemon stopped while deleting one: the next start sweeps it
+    mkdirSync(join(upperRoot, '.gone-m-0123.cafe', 'x'), { recursive: true });
+    writeFileSync(join(upperRoot, '.gone-m-0123.cafe', 'x', 'f'), 'left\n');
+    expect(w.vrift(['down']).code).toBe(0);
+    expect(w.vrift(['up', '--detach']).code).toBe(0);
+    for (let i = 0; i < 100 && existsSync(join(upperRoot, '.gone-m-0123.cafe')); i++) await new Promise((res) => setTimeout(res, 50));
+    expect(existsSync(join(upperRoot, '.gone-m-0123.cafe'))).toBe(false);
+    expect(w.run('true').code).toBe(0); // the mount of the world still works
   });
 
   it('staged files live beside the CAS and are gone after commit', () => {

@@ -8,11 +8,11 @@ import { fsError, VriftError } from '../../lib/errors.js';
 import { MountImageCache } from './image-cache.js';
 import { mountPointRefusal } from './mount-point.js';
 import { newVDirName, vdirNameTaken } from './vdir-name.js';
-import { clearOverlay, flushOverlay, mergedEntries, overlayOf, setOverlay } from './overlay.js';
+import { clearOverlay, flushOverlay, mergedEntries, overlayOf, setOverlays } from './overlay.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
 import { Journal, type Announcement } from './journal.js';
-import { dropUpperDir, ensureUpperDir, upperDir } from './upper.js';
+import { dropUpperDir, ensureUpperDir, sweepDroppedUppers, upperDir } from './upper.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_REMOTE, VDIR_F_UPPER, VDir, type VDirEntryInput } from './vdir.js';
 
 export interface MountRecord {
@@ -109,6 +109,7 @@ export class MountManager {
 
   /** Re-publishes every recorded mount (daemon start). */
   restore(): void {
+    sweepDroppedUppers(this.store);
     for (const rec of this.records()) {
       // A record of a place no mount may go (written before the daemon checked, or planted): dropped, not replayed.
       const refused = mountPointRefusal(rec.path, this.store.layout.root);
@@ -197,7 +198,7 @@ export class MountManager {
     } catch {
       /* no upper layer yet */
     }
-    for (const [rel, value] of overlayOf(this.store, old)) setOverlay(this.store, rec.name, rel, value);
+    setOverlays(this.store, rec.name, [...overlayOf(this.store, old)]);
     flushOverlay(this.store);
     clearOverlay(this.store, old);
     void this.store.meta.state.put(['mount', rec.path], rec);
