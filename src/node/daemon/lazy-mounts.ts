@@ -178,11 +178,11 @@ export class LazyMounts {
       rec,
       blobs,
       brought: new Set(),
-      localAtMount: new Uint8Array(blobs.digests.length),
-      switch: new BulkSwitch({ blobs: blobs.digests.length, bytes: blobs.bytes }, this.opts.config),
+      localAtMount: new Uint8Array(blobs.count),
+      switch: new BulkSwitch({ blobs: blobs.count, bytes: blobs.bytes }, this.opts.config),
       gone: false,
       status: {
-        treeBlobs: { blobs: blobs.digests.length, bytes: blobs.bytes },
+        treeBlobs: { blobs: blobs.count, bytes: blobs.bytes },
         local: zero(),
         fetchedOnOpen: zero(),
         prefetched: zero(),
@@ -214,12 +214,12 @@ export class LazyMounts {
   /** A program in mount `path` opened `digest` through FETCH; `fetched`: this FETCH brought it (it was neither local nor being fetched). */
   served(path: string, digest: Digest, fetched: boolean): void {
     const m = this.mountAt(resolve(path));
-    const at = m?.blobs.index.get(digest);
+    const at = m?.blobs.indexOf(digest);
     if (!m || at === undefined) return; // not a blob of the mounted tree (a file written in the mount)
     this.traces.note(m.rec.tree, digest);
     if (!fetched) return;
     m.brought.add(digest);
-    add(m.status.fetchedOnOpen, m.blobs.sizes[at]!);
+    add(m.status.fetchedOnOpen, m.blobs.size(at));
     const why = m.switch.opened(at, (a, b) => this.stillMissing(m, a, b)) ?? this.byVolume(m);
     if (why) this.toBulk(m, why);
   }
@@ -250,7 +250,7 @@ export class LazyMounts {
     await this.countLocal(m);
     if (m.gone || this.stopped) return;
     if (!this.opts.config.prefetch) return void (p.state = 'off');
-    if (m.status.local.blobs === m.blobs.digests.length && earlyOutcomes.length === 0) return void (p.state = 'nothing missing');
+    if (m.status.local.blobs === m.blobs.count && earlyOutcomes.length === 0) return void (p.state = 'nothing missing');
     const trace = early ? early.trace : await this.traces.load(m.rec.tree);
     if (m.gone || this.stopped || m.status.bulk) return;
     if (!trace) return void (p.state = 'no trace');
@@ -258,8 +258,8 @@ export class LazyMounts {
     p.traceFrom = trace.from;
     // (What has arrived since is skipped by the prefetcher as it goes: a stat per blob then, not all at once now.)
     const items = trace.blobs.flatMap((digest) => {
-      const at = m.blobs.index.get(digest);
-      return at === undefined || m.localAtMount[at] || m.brought.has(digest) ? [] : [{ digest, size: m.blobs.sizes[at]! }];
+      const at = m.blobs.indexOf(digest);
+      return at === undefined || m.localAtMount[at] || m.brought.has(digest) ? [] : [{ digest, size: m.blobs.size(at) }];
     });
     if (items.length === 0 && earlyOutcomes.length === 0) return void (p.state = 'done');
     // Earlier runs read most of the tree: one bulk pull beats fetching it file by file.
@@ -273,7 +273,7 @@ export class LazyMounts {
     const fetched = (item: PrefetchItem, { from, joined }: FetchOutcome) => {
       if (from === undefined) return void p.failed++;
       if (from === 'local' || joined) return;
-      if (m.blobs.exec[m.blobs.index.get(item.digest)!]) this.opts.store.ensureExecTwin(item.digest); // opened through its exec twin
+      if (m.blobs.exec(m.blobs.indexOf(item.digest)!)) this.opts.store.ensureExecTwin(item.digest); // opened through its exec twin
       m.brought.add(item.digest);
       add(m.status.prefetched, item.size);
       this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBlobs);
@@ -325,15 +325,16 @@ export class LazyMounts {
 
   /** Counts the tree's blobs that were local when it was mounted (the index alone, a few thousand per turn of the event loop). */
   private async countLocal(m: LazyMount): Promise<void> {
-    const { digests, sizes } = m.blobs;
-    for (let i = 0; i < digests.length; i++) {
+    const { blobs } = m;
+    for (let i = 0; i < blobs.count; i++) {
       if (i > 0 && i % COUNT_BATCH === 0) {
         await new Promise((r) => setImmediate(r));
         if (m.gone) return;
       }
-      if (!m.brought.has(digests[i]!) && this.opts.store.meta.hasBlob(digests[i]!)) {
+      const digest = blobs.digest(i);
+      if (!m.brought.has(digest) && this.opts.store.meta.hasBlob(digest)) {
         m.localAtMount[i] = 1;
-        add(m.status.local, sizes[i]!);
+        add(m.status.local, blobs.size(i));
       }
     }
   }
@@ -342,7 +343,7 @@ export class LazyMounts {
   private stillMissing(m: LazyMount, a: number, b: number): number {
     if (b - a - 1 > MAX_GAP_LOOKUPS) return b - a - 1; // far apart: no scan, whatever lies between
     let n = 0;
-    for (let i = a + 1; i < b; i++) if (!m.localAtMount[i] && !this.opts.store.cas.has(m.blobs.digests[i]!)) n++;
+    for (let i = a + 1; i < b; i++) if (!m.localAtMount[i] && !this.opts.store.cas.has(m.blobs.digest(i))) n++;
     return n;
   }
 
@@ -391,9 +392,9 @@ export class LazyMounts {
 
   /** Whether a digest is a blob of `tree` (a mounted one's index, else the tree itself). */
   private isBlobOf(tree: Digest): (d: Digest) => boolean {
-    for (const m of this.byPath.values()) if (m.rec.tree === tree) return (d) => m.blobs.index.has(d);
-    const { index } = this.blobsOf(tree);
-    return (d) => index.has(d);
+    for (const m of this.byPath.values()) if (m.rec.tree === tree) return (d) => m.blobs.has(d);
+    const blobs = this.blobsOf(tree);
+    return (d) => blobs.has(d);
   }
 }
 

@@ -68,8 +68,8 @@ export class StartupBatches {
       if (!trace) return { trace };
       const blobs = this.opts.blobsOf(tree);
       const items = trace.blobs.flatMap((digest) => {
-        const at = blobs.index.get(digest);
-        return at === undefined || this.opts.store.cas.has(digest) ? [] : [{ digest, size: blobs.sizes[at]! }];
+        const at = blobs.indexOf(digest);
+        return at === undefined || this.opts.store.cas.has(digest) ? [] : [{ digest, size: blobs.size(at) }];
       });
       return { trace, batch: await this.run(tree, items, sent) };
     })().catch((e: unknown) => {

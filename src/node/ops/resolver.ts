@@ -196,13 +196,13 @@ export class Resolver {
   /** Blob → size of a local tree (the store's blob list of it, kept for the last few trees: a lazy mount asks once per file). */
   private blobSizes(tree: Digest): { get(d: Digest): number | undefined; has(d: Digest): boolean } | undefined {
     if (!this.store.hasTree(tree)) return undefined;
-    const { index, sizes } = this.store.blobsOf(tree);
+    const blobs = this.store.blobsOf(tree);
     return {
       get: (d) => {
-        const at = index.get(d);
-        return at === undefined ? undefined : sizes[at];
+        const at = blobs.indexOf(d);
+        return at === undefined ? undefined : blobs.size(at);
       },
-      has: (d) => index.has(d),
+      has: (d) => blobs.has(d),
     };
   }
 
