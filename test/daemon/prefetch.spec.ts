@@ -165,6 +165,26 @@ describe('traces and prefetch', () => {
     stopDaemon(c);
   });
 
+  it('a mount counts the blobs the node already holds as local, whether its index holds fewer blobs than the tree or more', async () => {
+    const t = saveTree('ci/prefetch-local', 40);
+    const have = ['f001.txt', 'f017.txt', 'f039.txt'];
+    // (fewer: the index is walked and each blob looked up in the tree; more: the tree's blobs are looked up in the index)
+    for (const others of [0, 120]) {
+      const home = tempDir();
+      const src = tempDir('vrift-prefetch-have-');
+      for (const f of have) writeFileSync(join(src, f), readFileSync(join(t.dir, f)));
+      for (let i = 0; i < others; i++) writeFileSync(join(src, `other${i}`), `a blob of no tree here ${i}\n`);
+      vrift(['ingest', src], { home, env });
+      startDaemon(home, env);
+      const mnt = newMountPoint();
+      vriftJson(['mount', 'ci/prefetch-local', mnt], { home, env });
+      await until(() => mountOf(home, mnt).prefetch.state !== 'starting', 'the count of local blobs');
+      const m = mountOf(home, mnt);
+      expect(m, `${others} other blobs`).toMatchObject({ treeBlobs: { blobs: 40, bytes: 40 * 2048 }, local: { blobs: 3, bytes: 3 * 2048 }, fetchedOnOpen: { blobs: 0, bytes: 0 } });
+      stopDaemon(home);
+    }
+  });
+
   it('a trace from a tier that is not a trace of the tree, or names other blobs, or is huge, is ignored with one log line', async () => {
     const t = saveTree('ci/prefetch-lies', 12);
     const home = tempDir();
