@@ -14,6 +14,12 @@
 //            probed linearly from the digest's first four bytes read
 //            big-endian, masked to the table's size
 //   bytes    the blobs' total size
+//   first    Int32Array, per blob: its first file entry (entries count the
+//            tree's files only, in order)
+//   next     Int32Array, per file entry: the next entry of the same blob,
+//            -1 after its last
+//   paths    Float64Array, per file entry: its path's byte offset in `tree`
+//            and its length
 //
 // The bytes need not have been checked as a tree (ParseTree does that):
 // every field is bounds-checked and a file's digest must be 64 lowercase
@@ -80,6 +86,9 @@ Napi::Value TreeBlobList(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> raw;  // 32 bytes per distinct blob
   std::vector<double> sizes;
   std::vector<uint8_t> exec;
+  std::vector<int32_t> first, last;  // per blob: its first and last file entry
+  std::vector<int32_t> next;          // per file entry: the next entry of its blob, -1 after the last
+  std::vector<double> paths;          // per file entry: its path's offset in the bytes, and length
   raw.reserve(std::min<size_t>(most, 1 << 20) * 32);
   sizes.reserve(std::min<size_t>(most, 1 << 20));
   std::vector<int32_t> table(slots, 0);
@@ -105,7 +114,7 @@ Napi::Value TreeBlobList(const Napi::CallbackInfo& info) {
     std::string_view mode = field(' ');
     std::string_view size = field(' ');
     std::string_view ref = field(' ');
-    field('\0');  // the path
+    std::string_view path = field('\0');
     if (truncated) Bad(env, "truncated entry");
     if (kind.size() != 1) Bad(env, "bad kind");
     if (kind[0] == VRIFT_TREE_KIND_SYMLINK) {
@@ -131,12 +140,18 @@ Napi::Value TreeBlobList(const Napi::CallbackInfo& info) {
     int m = mode.empty() || mode.size() > 4 ? -1 : 0;
     for (char c : mode) m = m >= 0 && c >= '0' && c <= '7' ? m * 8 + (c - '0') : -1;
     const bool isExec = m == VRIFT_TREE_MODE_EXEC;
+    const int32_t entry = static_cast<int32_t>(next.size());
+    next.push_back(-1);
+    paths.push_back(static_cast<double>(path.data() - buf.Data()));
+    paths.push_back(static_cast<double>(path.size()));
     size_t s = slotOf(d);
     bool found = false;
     while (table[s] != 0) {
       size_t at = static_cast<size_t>(table[s] - 1);
       if (memcmp(&raw[at * 32], d, 32) == 0) {
         if (isExec) exec[at] = 1;
+        next[static_cast<size_t>(last[at])] = entry;
+        last[at] = entry;
         found = true;
         break;
       }
@@ -147,6 +162,8 @@ Napi::Value TreeBlobList(const Napi::CallbackInfo& info) {
     raw.insert(raw.end(), d, d + 32);
     sizes.push_back(sz);
     exec.push_back(isExec ? 1 : 0);
+    first.push_back(entry);
+    last.push_back(entry);
     bytes += sz;
     if (sizes.size() * 2 > table.size()) grow();
   }
@@ -164,6 +181,15 @@ Napi::Value TreeBlobList(const Napi::CallbackInfo& info) {
   memcpy(jt.Data(), table.data(), table.size() * sizeof(int32_t));
   out.Set("table", jt);
   out.Set("bytes", Napi::Number::New(env, bytes));
+  Napi::Int32Array jf = Napi::Int32Array::New(env, n);
+  if (n) memcpy(jf.Data(), first.data(), n * sizeof(int32_t));
+  out.Set("first", jf);
+  Napi::Int32Array jn = Napi::Int32Array::New(env, next.size());
+  if (!next.empty()) memcpy(jn.Data(), next.data(), next.size() * sizeof(int32_t));
+  out.Set("next", jn);
+  Napi::Float64Array jp = Napi::Float64Array::New(env, paths.size());
+  if (!paths.empty()) memcpy(jp.Data(), paths.data(), paths.size() * sizeof(double));
+  out.Set("paths", jp);
   return out;
 }
 

@@ -165,6 +165,49 @@ describe('traces and prefetch', () => {
     stopDaemon(c);
   });
 
+  it('files whose blobs prefetch brought open without asking the daemon; one damaged since is still caught and fetched again', async () => {
+    const t = saveTree('ci/prefetch-direct', 30);
+    const order = ['f004.txt', 'f011.txt', 'f020.txt', 'f027.txt'];
+    const cat = (mnt: string, files: string[]) => ['sh', '-c', files.map((f) => `cat '${mnt}/${f}'`).join(' && ')];
+    const b = tempDir();
+    startDaemon(b, env);
+    const mntB = newMountPoint();
+    expect(vrift(['run', '--mount', `${mntB}=ci/prefetch-direct`, '--', ...cat(mntB, order)], { home: b, env }).code).toBe(0);
+    vrift(['unmount', mntB], { home: b, env });
+    await until(() => daemonLog(b).includes(`trace: tree ${t.tree}: 4 blobs pushed to s3`), "B's trace push");
+    stopDaemon(b);
+
+    const c = tempDir();
+    startDaemon(c, env);
+    /** FETCHes the daemon answered so far, of any result (its latency histogram's counts). */
+    const fetches = async () => {
+      const text = await (await fetch(status(c).metricsUrl as string)).text();
+      return text.split('\n').filter((l) => l.startsWith('vrift_fetch_duration_seconds_count')).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    };
+    const mntC = newMountPoint();
+    vriftJson(['mount', 'ci/prefetch-direct', mntC], { home: c, env });
+    await until(() => mountOf(c, mntC).prefetch.state === 'done', 'the prefetch to end');
+    expect(mountOf(c, mntC).prefetched).toEqual({ blobs: 4, bytes: 4 * 2048 });
+    const want = (files: string[]) => files.map((f) => readFileSync(join(t.dir, f), 'utf8')).join('');
+    const job = vrift(['run', '--mount', `${mntC}=ci/prefetch-direct`, '--', ...cat(mntC, order)], { home: c, env });
+    expect(job.code, job.stderr).toBe(0);
+    expect(job.stdout).toBe(want(order));
+    expect(await fetches()).toBe(0);
+
+    // A prefetched blob written to since (its ctime moved): the shim asks, the daemon re-hashes it,
+    // quarantines it and fetches it again; the program reads the right bytes.
+    const victim = join(c, 'cas', t.digest['f011.txt']!.slice(0, 2), t.digest['f011.txt']!);
+    const bytes = readFileSync(victim);
+    bytes[7] = bytes[7]! ^ 0x20;
+    writeFileSync(victim, bytes);
+    const again = vrift(['run', '--mount', `${mntC}=ci/prefetch-direct`, '--', ...cat(mntC, ['f011.txt'])], { home: c, env });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toBe(want(['f011.txt']));
+    expect(await fetches()).toBe(1);
+    expect(daemonLog(c)).toContain(`fetch: blob ${t.digest['f011.txt']} changed on disk and no longer matches its name: quarantined, fetching it again`);
+    stopDaemon(c);
+  });
+
   it('a mount counts the blobs the node already holds as local, whether its index holds fewer blobs than the tree or more', async () => {
     const t = saveTree('ci/prefetch-local', 40);
     const have = ['f001.txt', 'f017.txt', 'f039.txt'];

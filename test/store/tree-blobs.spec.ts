@@ -14,10 +14,13 @@ function reference(entries: readonly TreeEntry[]) {
   const sizes: number[] = [];
   const exec: boolean[] = [];
   const index = new Map<string, number>();
+  const paths: string[][] = [];
   let bytes = 0;
   for (const e of entries) {
     if (e.kind !== 'file') continue;
     const at = index.get(e.digest!);
+    if (at !== undefined) paths[at]!.push(e.path);
+    else paths.push([e.path]);
     if (at !== undefined) {
       if (e.mode === 0o755) exec[at] = true;
       continue;
@@ -28,7 +31,7 @@ function reference(entries: readonly TreeEntry[]) {
     exec.push(e.mode === 0o755);
     bytes += e.size;
   }
-  return { digests, sizes, exec, index, bytes };
+  return { digests, sizes, exec, index, bytes, paths };
 }
 
 function expectSame(blobs: TreeBlobs, entries: readonly TreeEntry[]): void {
@@ -40,6 +43,7 @@ function expectSame(blobs: TreeBlobs, entries: readonly TreeEntry[]): void {
     expect(blobs.size(i)).toBe(ref.sizes[i]);
     expect(blobs.exec(i)).toBe(ref.exec[i]);
     expect(blobs.indexOf(ref.digests[i]!)).toBe(i);
+    expect(blobs.paths(i)).toEqual(ref.paths[i]);
   }
 }
 
@@ -53,14 +57,14 @@ function tree(n: number, pool: number, seed: number): TreeEntry[] {
   for (let i = 0; i < n; i++) {
     const exec = rand() < 0.1;
     const at = Math.floor(rand() * pool);
-    entries.push({ path: `d${i % 8}/f${i}`, kind: 'file', mode: exec ? 0o755 : 0o644, size: at * 7 + 1, digest: digests[at]! });
+    entries.push({ path: `d${i % 8}/f${i}${i % 7 === 0 ? 'é' : ''}`, kind: 'file', mode: exec ? 0o755 : 0o644, size: at * 7 + 1, digest: digests[at]! });
     if (i % 50 === 0) entries.push({ path: `d${i % 8}/l${i}`, kind: 'symlink', mode: 0o777, size: 3, target: 'abc' });
   }
   return entries;
 }
 
 describe('tree blob list (native)', () => {
-  it('holds the decoded walk: order of first entry, sizes, exec when any entry of a blob is executable, the total', () => {
+  it('holds the decoded walk: order of first entry, sizes, exec when any entry of a blob is executable, each blob\'s paths, the total', () => {
     const D1 = 'a'.repeat(64);
     const D2 = 'b'.repeat(64);
     const entries: TreeEntry[] = [
@@ -76,6 +80,7 @@ describe('tree blob list (native)', () => {
     expect([blobs.count, blobs.bytes]).toEqual([2, 8]);
     expect([blobs.digest(0), blobs.size(0), blobs.exec(0)]).toEqual([D2, 5, true]);
     expect([blobs.digest(1), blobs.size(1), blobs.exec(1)]).toEqual([D1, 3, false]);
+    expect([blobs.paths(0), blobs.paths(1)]).toEqual([['a', 'c/y'], ['c/x', 'c/z']]);
     expectSame(blobs, decodeTree(enc));
     expect(new TreeBlobs(encodeTree([])).count).toBe(0);
   });

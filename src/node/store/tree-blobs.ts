@@ -21,6 +21,10 @@ export class TreeBlobs {
   private readonly execOf: Uint8Array;
   private readonly table: Int32Array;
   private readonly mask: number;
+  private readonly encoded: Buffer;
+  private readonly first: Int32Array;
+  private readonly next: Int32Array;
+  private readonly pathAt: Float64Array;
 
   /** The blobs of an encoded tree (throws "malformed tree: …" on bytes that are not one). */
   constructor(encoded: Buffer) {
@@ -32,6 +36,10 @@ export class TreeBlobs {
     this.mask = l.table.length - 1;
     this.count = l.sizes.length;
     this.bytes = l.bytes;
+    this.encoded = encoded;
+    this.first = l.first;
+    this.next = l.next;
+    this.pathAt = l.paths;
   }
 
   /** The position of `digest` (tree order), or undefined when no file of the tree has it. */
@@ -61,5 +69,12 @@ export class TreeBlobs {
 
   exec(at: number): boolean {
     return this.execOf[at] === 1;
+  }
+
+  /** The paths of the tree's files whose blob is the one at position `at`, in tree order. */
+  paths(at: number): string[] {
+    const out: string[] = [];
+    for (let e = this.first[at]!; e >= 0; e = this.next[e]!) out.push(this.encoded.toString('utf8', this.pathAt[2 * e]!, this.pathAt[2 * e]! + this.pathAt[2 * e + 1]!));
+    return out;
   }
 }
