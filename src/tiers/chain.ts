@@ -484,6 +484,11 @@ export class Chain implements Tier {
     return publishHint(this.remotes, name, digest, bytes);
   }
 
+  /** Remote tiers that read blobs of a tree together start reading these (their warmInTree); failures are only counted. */
+  async warmInTree(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void> {
+    await Promise.all(this.remotes.map((tier) => tier.warmInTree?.(tree, digests, maxBytes, blobMax).catch(() => undefined)));
+  }
+
   /** Remote tiers that read blobs of a tree by range get ready to (their prepareTree, at once); failures are only counted. */
   async prepareTree(tree: Digest): Promise<void> {
     await Promise.all(this.remotes.map((tier) => tier.prepareTree?.(tree).catch(() => undefined)));

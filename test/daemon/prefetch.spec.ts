@@ -5,9 +5,9 @@
 // paced, while a demand open jumps the queue. A trace from a tier is
 // untrusted. A job that reads most of a tree switches to the bulk pull.
 // Real daemons, a real s3rver, real programs under the shim.
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RefSigner } from '../../src/lib/ref-signature.js';
@@ -226,6 +226,42 @@ describe('traces and prefetch', () => {
       expect(m, `${others} other blobs`).toMatchObject({ treeBlobs: { blobs: 40, bytes: 40 * 2048 }, local: { blobs: 3, bytes: 3 * 2048 }, fetchedOnOpen: { blobs: 0, bytes: 0 } });
       stopDaemon(home);
     }
+  });
+
+  it("a start-up set read ahead with the listing stores only the trace's blobs that are the tree's, even one the tree's packs hold besides", async () => {
+    // v2 drops secret.txt; its push reuses v1's pack (the ref's last tree in S3), which still holds it.
+    const home = tempDir();
+    const dir = tempDir('vrift-prefetch-ahead-');
+    const digest: Record<string, string> = {};
+    const write = (name: string, body: string) => {
+      writeFileSync(join(dir, name), body.padEnd(2048, '.'));
+      digest[name] = hashBuffer(readFileSync(join(dir, name)));
+    };
+    for (let i = 0; i < 30; i++) write(`f${String(i).padStart(3, '0')}.txt`, `ahead f${i}\n`);
+    write('secret.txt', 'only in v1\n');
+    vriftJson(['save', 'ci/prefetch-ahead', dir], { home, env });
+    rmSync(join(dir, 'secret.txt'));
+    const v2 = vriftJson<{ tree: string }>(['save', 'ci/prefetch-ahead', dir], { home, env }).tree;
+    const manifest = JSON.parse(await (await s3.client().send(new GetObjectCommand({ Bucket: 'vrift-ci', Key: `trees/${v2}.json` }))).Body!.transformToString()) as { packs: { tree: string }[] };
+    expect(manifest.packs.some((p) => p.tree !== v2), "v2's manifest reuses v1's pack").toBe(true);
+    // Its trace (as a tier may hold it) names secret.txt first, then three of v2's files.
+    const liar = RefSigner.fromPem(RefSigner.generatePem());
+    const first = ['f003.txt', 'f017.txt', 'f025.txt'];
+    const trace = encodeTraceBlob(v2, [digest['secret.txt']!, ...first.map((f) => digest[f]!)]);
+    const put = (key: string, body: Buffer | string) => s3.client().send(new PutObjectCommand({ Bucket: 'vrift-ci', Key: key, Body: body }));
+    await put(`blobs/${hashBuffer(trace)}`, trace);
+    await put(`refs/vrift-trace/${v2}`, JSON.stringify(liar.record(`vrift-trace/${v2}`, hashBuffer(trace))));
+
+    const c = tempDir();
+    startDaemon(c, env);
+    const mnt = newMountPoint();
+    vriftJson(['mount', 'ci/prefetch-ahead', mnt], { home: c, env });
+    await until(() => !['starting', 'running'].includes(mountOf(c, mnt).prefetch.state), 'prefetch to decide');
+    expect(mountOf(c, mnt)).toMatchObject({ prefetched: { blobs: 3, bytes: 3 * 2048 }, prefetch: { trace: 3, traceFrom: 's3', failed: 0 } });
+    for (const f of first) expect(inCas(c, digest[f]!), f).toBe(true);
+    expect(inCas(c, digest['secret.txt']!), 'a blob of the pack the tree does not name').toBe(false);
+    expect(daemonLog(c)).toContain(`trace: tree ${v2}: 1 entries of the trace in s3 were ignored (not blobs of the tree, or repeated)`);
+    stopDaemon(c);
   });
 
   it('a trace from a tier that is not a trace of the tree, or names other blobs, or is huge, is ignored with one log line', async () => {

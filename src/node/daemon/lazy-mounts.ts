@@ -9,7 +9,7 @@ import type { Digest } from '../../lib/digest.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { LazyConfig } from '../mount/lazy-config.js';
 import type { MountManager, MountRecord } from '../mount/mounts.js';
-import type { Resolver } from '../ops/resolver.js';
+import type { Resolver, StartupCaps } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
 import { BulkSwitch, type Amount } from './bulk-switch.js';
 import { Prefetcher, type FetchOutcome, type PrefetchItem, type PrefetchJob } from './prefetcher.js';
@@ -112,6 +112,11 @@ export class LazyMounts {
     return this.opts.config.prefetch;
   }
 
+  /** What a cold mount's start-up batch takes (its blobs are read ahead with the listing: Resolver.treeToMount). */
+  get startupCaps(): StartupCaps {
+    return this.startup.caps;
+  }
+
   /** Daemon start: takes on every mount restored from LMDB (a restart resumes their prefetch). */
   start(): void {
     for (const rec of this.opts.mounts.records()) if (this.opts.mounts.recordOf(rec.path)) this.attach(rec);
@@ -125,28 +130,30 @@ export class LazyMounts {
   }
 
   /**
-   * A tree this node just fetched the listing of is about to be mounted
-   * (MOUNT on a cold node): the start-up batch of its trace begins now, so
-   * its requests are out while the mount's VDir is built (synchronous
-   * work: nothing else runs meanwhile). Resolves once they are sent, or
-   * there is nothing to send; the mount's prefetch (attach) takes what the
-   * batch brought.
+   * A tree this node just fetched the listing of was mounted (MOUNT on a
+   * cold node): its trace is read and checked, and its start-up batch run,
+   * once `after` settles (the MOUNT's answer is out); its bytes were read
+   * ahead with the listing (Resolver.treeToMount). The mount's prefetch
+   * (attach) takes what the batch brought.
    */
-  early(tree: Digest): Promise<void> {
-    if (!this.opts.config.prefetch || this.stopped) return Promise.resolve();
-    return this.startup.begin(tree);
+  early(tree: Digest, after: Promise<unknown> = Promise.resolve()): void {
+    if (!this.opts.config.prefetch || this.stopped) return;
+    this.startup.begin(tree, after);
   }
 
   /**
    * A tree was just mounted (or restored): count what is local, then
-   * prefetch by its trace. Taken on after the MOUNT's answer is out (its
-   * blob list costs tens of ms for 100 000 entries), or at once when a
-   * program's open or a status asks for the mount first.
+   * prefetch by its trace. Taken on once `after` settles (the MOUNT's
+   * answer is out: its blob list costs ~20 ms for 100 000 entries), or at
+   * once when a program's open or a status asks for the mount first.
    */
-  attach(rec: MountRecord): void {
+  attach(rec: MountRecord, after: Promise<unknown> = Promise.resolve()): void {
     if (this.stopped) return;
     this.pending.set(rec.path, rec);
-    setImmediate(() => this.attachPending(rec.path));
+    void after.then(
+      () => setImmediate(() => this.attachPending(rec.path)),
+      () => setImmediate(() => this.attachPending(rec.path)),
+    );
   }
 
   /** Mounts attach() was told of and has not taken on yet, by path. */

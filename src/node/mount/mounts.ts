@@ -304,7 +304,8 @@ export class MountManager {
       for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
       const ctimes = entries && blobCtimes(this.store, entries);
       vdir = VDir.fromTree(rec.name, { casRoot, mountRoot: rec.path, tree: this.store.treeBytes(rec.tree), mtimeSec, ctimes });
-      this.images.set(rec.tree, { image: vdir.image(), execDigests });
+      // (not a cold listing's: its first open renews an entry, which drops the image, and the copy costs ~10-20 ms before MOUNT answers)
+      if (!coldListing) this.images.set(rec.tree, { image: vdir.image(), execDigests });
     } else {
       // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
       const { entries, mtimes, uppers } = mergedEntries(this.store.getTree(rec.tree).entries, overlay);
