@@ -27,6 +27,7 @@
 #include "blob_io.h"
 #include "fast_fs.h"
 #include "layout.h"
+#include "tree_blobs.h"
 #include "tree_parse.h"
 #include "vdir_writer.h"
 #include "zstd.h"
@@ -429,6 +430,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vrift::bao::InitBao(env, exports);
   vrift::InitLayout(env, exports);
   vrift::InitZstd(env, exports);
+  vrift::InitTreeBlobs(env, exports);
   return exports;
 }
 

@@ -155,6 +155,8 @@ export interface NativeAddon {
   upperName(rel: string): string;
   /** An encoded tree checked as decodeTree checks it, UTF-8 aside (native/src/tree_parse.h): [entries, files, dirs, symlinks, bytes of files]. Throws "malformed tree: …" (code EINVAL). */
   checkTreeEncoding(tree: Buffer): Float64Array;
+  /** An encoded tree's distinct file blobs in tree order, and an index of them (native/src/tree_blobs.cc). Throws "malformed tree: …" (code EINVAL). */
+  treeBlobList(tree: Buffer): { digests: Buffer; sizes: Float64Array; exec: Uint8Array; table: Int32Array; bytes: number; first: Int32Array; next: Int32Array; paths: Float64Array };
   fastFs: NativeFastFs;
   blobIo: NativeBlobIo;
   blake3: NativeBlake3;

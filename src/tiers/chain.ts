@@ -18,6 +18,7 @@ import { TIER_COUNTERS as M, type Metrics } from '../lib/metrics.js';
 import { BoundedQueue, mapLimit } from '../lib/queue.js';
 import { readArchive } from '../node/archive/reader.js';
 import type { AdmissionWatch, BlobWatch } from '../node/store/admission.js';
+import type { BlobSlice } from '../node/store/blob-batch.js';
 import type { Store } from '../node/store/store.js';
 import type { ChainConfig } from './chain-config.js';
 import { GuardedTier, isLocalError } from './guarded.js';
@@ -193,23 +194,54 @@ export class Chain implements Tier {
     const left = new Map(want);
     for (const tier of tiers) {
       if (!tier.getManyInTree || left.size === 0) continue;
+      // The blobs a turn of the event loop brought (a range's frames) are stored together, hashed and
+      // written on the addon's threads (admission.batch): the daemon's thread stays free for the opens
+      // that wait for them, instead of a hash, a temp file and a rename of each in turn.
+      const held: { digest: Digest; bytes: Buffer }[] = [];
+      const taken = new Set<Digest>();
+      let stored: Promise<void> = Promise.resolve();
+      let failure: unknown;
+      let scheduled = false;
+      const store = async (): Promise<void> => {
+        const batch = held.splice(0);
+        if (batch.length === 0 || failure !== undefined) return;
+        const slices: BlobSlice[] = [];
+        let offset = 0;
+        for (const b of batch) {
+          slices.push({ digest: b.digest, offset, size: b.bytes.length });
+          offset += b.bytes.length;
+        }
+        try {
+          // hashed: each stored only under the name it hashes to
+          const r = await this.ctx.store.admission.batch(Buffer.concat(batch.map((b) => b.bytes), offset), slices, tier.name);
+          for (const w of r.written) if (left.delete(w.digest)) onAdmitted(w.digest, tier.name);
+          for (const d of r.mismatched) tier.fail(new TierError(tier.name, 'corrupt', `blob ${d} read in a batch of tree ${tree} failed verification and was dropped`), 'getManyInTree');
+        } catch (e) {
+          failure = e; // (the disk: thrown once the tier is done)
+        }
+      };
+      const storeNow = () => (stored = stored.then(store));
       try {
         await tier.getManyInTree(tree, [...left.keys()], async (digest, bytes) => {
           // Only what was asked for: a batch is a known start-up set, and each blob stored costs a file and an index write.
-          if (!left.has(digest)) return;
-          try {
-            this.ctx.store.admission.buffer(bytes, tier.name, digest); // hashed: stored only under the name it hashes to
-          } catch (e) {
-            if (isLocalError(e) || !hasCode(e, 'ERR_VRIFT_CAS_DIGEST_MISMATCH')) throw e;
-            tier.fail(new TierError(tier.name, 'corrupt', `blob ${digest} read in a batch of tree ${tree} failed verification and was dropped`), 'getManyInTree');
-            return;
+          if (!left.has(digest) || taken.has(digest)) return;
+          taken.add(digest);
+          held.push({ digest, bytes });
+          if (!scheduled) {
+            scheduled = true;
+            setImmediate(() => {
+              scheduled = false;
+              storeNow();
+            });
           }
-          if (left.delete(digest)) onAdmitted(digest, tier.name);
         });
       } catch (e) {
         if (isLocalError(e)) throw e;
         // (counted by the guard; what is left comes one by one)
+      } finally {
+        await storeNow();
       }
+      if (failure !== undefined) throw failure;
     }
   }
 
@@ -450,6 +482,11 @@ export class Chain implements Tier {
   /** Stores a hint blob, then a ref naming it, in every writable remote tier (hints.ts); one result per tier tried. */
   publishHint(name: string, digest: Digest, bytes: Buffer): Promise<{ tier: string; error?: string }[]> {
     return publishHint(this.remotes, name, digest, bytes);
+  }
+
+  /** Remote tiers that read blobs of a tree together start reading these (their warmInTree); failures are only counted. */
+  async warmInTree(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void> {
+    await Promise.all(this.remotes.map((tier) => tier.warmInTree?.(tree, digests, maxBytes, blobMax).catch(() => undefined)));
   }
 
   /** Remote tiers that read blobs of a tree by range get ready to (their prepareTree, at once); failures are only counted. */

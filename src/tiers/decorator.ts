@@ -19,6 +19,7 @@ export abstract class TierDecorator implements Tier {
   readonly getRange?: (digest: Digest, offset: number, length: number) => Promise<BlobBody | undefined>;
   readonly getTreeBlob?: (tree: Digest) => Promise<BlobBody | undefined>;
   readonly prepareTree?: (tree: Digest) => Promise<void>;
+  readonly warmInTree?: (tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number) => Promise<void>;
   readonly getManyInTree?: (tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>) => Promise<void>;
 
   constructor(readonly inner: Tier) {
@@ -35,6 +36,7 @@ export abstract class TierDecorator implements Tier {
     if (inner.getRange) this.getRange = (digest, offset, length) => this.getRangeOf(digest, offset, length);
     if (inner.getTreeBlob) this.getTreeBlob = (tree) => this.getTreeBlobOf(tree);
     if (inner.prepareTree) this.prepareTree = (tree) => this.prepareTreeOf(tree);
+    if (inner.warmInTree) this.warmInTree = (tree, digests, maxBytes, blobMax) => this.warmInTreeOf(tree, digests, maxBytes, blobMax);
     if (inner.getManyInTree) this.getManyInTree = (tree, digests, onBlob) => this.getManyInTreeOf(tree, digests, onBlob);
   }
 
@@ -60,6 +62,11 @@ export abstract class TierDecorator implements Tier {
   /** The wrapped tier's getManyInTree, for a decorator to override (called only when the tier has one). */
   protected getManyInTreeOf(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
     return this.inner.getManyInTree!(tree, digests, onBlob);
+  }
+
+  /** The wrapped tier's warmInTree, for a decorator to override (called only when the tier has one). */
+  protected warmInTreeOf(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void> {
+    return this.inner.warmInTree!(tree, digests, maxBytes, blobMax);
   }
 
   /** The wrapped tier's prepareTree, for a decorator to override (called only when the tier has one). */

@@ -93,6 +93,10 @@ export class GuardedTier extends TierDecorator {
     return this.guard('prepareTree', () => super.prepareTreeOf(tree));
   }
 
+  protected override warmInTreeOf(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void> {
+    return this.guard('warmInTree', () => super.warmInTreeOf(tree, digests, maxBytes, blobMax));
+  }
+
   protected override getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {
     return this.guard('getTreeBlob', () => super.getTreeBlobOf(tree), true);
   }

@@ -185,6 +185,14 @@ export interface Tier {
    */
   prepareTree?(tree: Digest): Promise<void>;
   /**
+   * Optional: starts reading the bytes of `digests` of `tree` (in that
+   * order, those under `blobMax` bytes, up to `maxBytes` of them) out of
+   * its bulk form, kept in memory for a `getManyInTree` of the tree soon
+   * after (S3: the frames of a lazy mount's start-up set, read while its
+   * listing arrives). Stores nothing; never needed for correctness.
+   */
+  warmInTree?(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void>;
+  /**
    * Optional: a large blob's Bao outboard (docs/bao.md: the chaining
    * values of its hash tree over 16 KiB groups), so a reader can verify
    * its bytes in order as they arrive instead of only at the end (a lazy

@@ -5,9 +5,9 @@
 // paced, while a demand open jumps the queue. A trace from a tier is
 // untrusted. A job that reads most of a tree switches to the bulk pull.
 // Real daemons, a real s3rver, real programs under the shim.
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RefSigner } from '../../src/lib/ref-signature.js';
@@ -162,6 +162,105 @@ describe('traces and prefetch', () => {
     expect(daemonLog(c)).toContain(`prefetch: ${mntC}: start-up batch (begun with the listing): 13 of the first 13 blobs (${12 * 2048} bytes and 1 large ones alongside)`);
     // Only those: the other blobs of the frames read were not kept (and neighbors are off in this suite).
     expect(Object.values(t.digest).filter((d) => inCas(c, d)).sort()).toEqual(order.map((f) => t.digest[f]!).sort());
+    stopDaemon(c);
+  });
+
+  it('files whose blobs prefetch brought open without asking the daemon; one damaged since is still caught and fetched again', async () => {
+    const t = saveTree('ci/prefetch-direct', 30);
+    const order = ['f004.txt', 'f011.txt', 'f020.txt', 'f027.txt'];
+    const cat = (mnt: string, files: string[]) => ['sh', '-c', files.map((f) => `cat '${mnt}/${f}'`).join(' && ')];
+    const b = tempDir();
+    startDaemon(b, env);
+    const mntB = newMountPoint();
+    expect(vrift(['run', '--mount', `${mntB}=ci/prefetch-direct`, '--', ...cat(mntB, order)], { home: b, env }).code).toBe(0);
+    vrift(['unmount', mntB], { home: b, env });
+    await until(() => daemonLog(b).includes(`trace: tree ${t.tree}: 4 blobs pushed to s3`), "B's trace push");
+    stopDaemon(b);
+
+    const c = tempDir();
+    startDaemon(c, env);
+    /** FETCHes the daemon answered so far, of any result (its latency histogram's counts). */
+    const fetches = async () => {
+      const text = await (await fetch(status(c).metricsUrl as string)).text();
+      return text.split('\n').filter((l) => l.startsWith('vrift_fetch_duration_seconds_count')).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    };
+    const mntC = newMountPoint();
+    vriftJson(['mount', 'ci/prefetch-direct', mntC], { home: c, env });
+    await until(() => mountOf(c, mntC).prefetch.state === 'done', 'the prefetch to end');
+    expect(mountOf(c, mntC).prefetched).toEqual({ blobs: 4, bytes: 4 * 2048 });
+    const want = (files: string[]) => files.map((f) => readFileSync(join(t.dir, f), 'utf8')).join('');
+    const job = vrift(['run', '--mount', `${mntC}=ci/prefetch-direct`, '--', ...cat(mntC, order)], { home: c, env });
+    expect(job.code, job.stderr).toBe(0);
+    expect(job.stdout).toBe(want(order));
+    expect(await fetches()).toBe(0);
+
+    // A prefetched blob written to since (its ctime moved): the shim asks, the daemon re-hashes it,
+    // quarantines it and fetches it again; the program reads the right bytes.
+    const victim = join(c, 'cas', t.digest['f011.txt']!.slice(0, 2), t.digest['f011.txt']!);
+    const bytes = readFileSync(victim);
+    bytes[7] = bytes[7]! ^ 0x20;
+    writeFileSync(victim, bytes);
+    const again = vrift(['run', '--mount', `${mntC}=ci/prefetch-direct`, '--', ...cat(mntC, ['f011.txt'])], { home: c, env });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toBe(want(['f011.txt']));
+    expect(await fetches()).toBe(1);
+    expect(daemonLog(c)).toContain(`fetch: blob ${t.digest['f011.txt']} changed on disk and no longer matches its name: quarantined, fetching it again`);
+    stopDaemon(c);
+  });
+
+  it('a mount counts the blobs the node already holds as local, whether its index holds fewer blobs than the tree or more', async () => {
+    const t = saveTree('ci/prefetch-local', 40);
+    const have = ['f001.txt', 'f017.txt', 'f039.txt'];
+    // (fewer: the index is walked and each blob looked up in the tree; more: the tree's blobs are looked up in the index)
+    for (const others of [0, 120]) {
+      const home = tempDir();
+      const src = tempDir('vrift-prefetch-have-');
+      for (const f of have) writeFileSync(join(src, f), readFileSync(join(t.dir, f)));
+      for (let i = 0; i < others; i++) writeFileSync(join(src, `other${i}`), `a blob of no tree here ${i}\n`);
+      vrift(['ingest', src], { home, env });
+      startDaemon(home, env);
+      const mnt = newMountPoint();
+      vriftJson(['mount', 'ci/prefetch-local', mnt], { home, env });
+      await until(() => mountOf(home, mnt).prefetch.state !== 'starting', 'the count of local blobs');
+      const m = mountOf(home, mnt);
+      expect(m, `${others} other blobs`).toMatchObject({ treeBlobs: { blobs: 40, bytes: 40 * 2048 }, local: { blobs: 3, bytes: 3 * 2048 }, fetchedOnOpen: { blobs: 0, bytes: 0 } });
+      stopDaemon(home);
+    }
+  });
+
+  it("a start-up set read ahead with the listing stores only the trace's blobs that are the tree's, even one the tree's packs hold besides", async () => {
+    // v2 drops secret.txt; its push reuses v1's pack (the ref's last tree in S3), which still holds it.
+    const home = tempDir();
+    const dir = tempDir('vrift-prefetch-ahead-');
+    const digest: Record<string, string> = {};
+    const write = (name: string, body: string) => {
+      writeFileSync(join(dir, name), body.padEnd(2048, '.'));
+      digest[name] = hashBuffer(readFileSync(join(dir, name)));
+    };
+    for (let i = 0; i < 30; i++) write(`f${String(i).padStart(3, '0')}.txt`, `ahead f${i}\n`);
+    write('secret.txt', 'only in v1\n');
+    vriftJson(['save', 'ci/prefetch-ahead', dir], { home, env });
+    rmSync(join(dir, 'secret.txt'));
+    const v2 = vriftJson<{ tree: string }>(['save', 'ci/prefetch-ahead', dir], { home, env }).tree;
+    const manifest = JSON.parse(await (await s3.client().send(new GetObjectCommand({ Bucket: 'vrift-ci', Key: `trees/${v2}.json` }))).Body!.transformToString()) as { packs: { tree: string }[] };
+    expect(manifest.packs.some((p) => p.tree !== v2), "v2's manifest reuses v1's pack").toBe(true);
+    // Its trace (as a tier may hold it) names secret.txt first, then three of v2's files.
+    const liar = RefSigner.fromPem(RefSigner.generatePem());
+    const first = ['f003.txt', 'f017.txt', 'f025.txt'];
+    const trace = encodeTraceBlob(v2, [digest['secret.txt']!, ...first.map((f) => digest[f]!)]);
+    const put = (key: string, body: Buffer | string) => s3.client().send(new PutObjectCommand({ Bucket: 'vrift-ci', Key: key, Body: body }));
+    await put(`blobs/${hashBuffer(trace)}`, trace);
+    await put(`refs/vrift-trace/${v2}`, JSON.stringify(liar.record(`vrift-trace/${v2}`, hashBuffer(trace))));
+
+    const c = tempDir();
+    startDaemon(c, env);
+    const mnt = newMountPoint();
+    vriftJson(['mount', 'ci/prefetch-ahead', mnt], { home: c, env });
+    await until(() => !['starting', 'running'].includes(mountOf(c, mnt).prefetch.state), 'prefetch to decide');
+    expect(mountOf(c, mnt)).toMatchObject({ prefetched: { blobs: 3, bytes: 3 * 2048 }, prefetch: { trace: 3, traceFrom: 's3', failed: 0 } });
+    for (const f of first) expect(inCas(c, digest[f]!), f).toBe(true);
+    expect(inCas(c, digest['secret.txt']!), 'a blob of the pack the tree does not name').toBe(false);
+    expect(daemonLog(c)).toContain(`trace: tree ${v2}: 1 entries of the trace in s3 were ignored (not blobs of the tree, or repeated)`);
     stopDaemon(c);
   });
 

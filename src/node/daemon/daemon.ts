@@ -4,7 +4,6 @@
 // everything up), starts them in order and stops them in reverse. It runs
 // the CLI's operations (operations.ts) and resolves the shim's misses
 // (fetch.ts) through that one resolver.
-import { setTimeout as sleep } from 'node:timers/promises';
 import { VriftError } from '../../lib/errors.js';
 import { Metrics, TIER_COUNTERS } from '../../lib/metrics.js';
 import { Cluster } from '../cluster/cluster.js';
@@ -37,9 +36,6 @@ import { resolveHome } from '../store/home.js';
 import { assertRoomToStart, stderrLog } from './room.js';
 
 export const DAEMON_VERSION = '0.1.0';
-
-/** A cold MOUNT waits at most this long for its start-up batch's requests to go out before it builds the VDir. */
-const EARLY_BATCH_WAIT_MS = 100;
 
 export interface Component {
   name: string;
@@ -260,12 +256,16 @@ export class Daemon {
     h.set(Msg.STATUS, (): FieldList => [[F.JSON, JSON.stringify(this.status())]]);
     h.set(Msg.MOUNT, async (f): Promise<FieldList> => {
       // Metadata first: a tree or ref this node lacks is fetched as its listing alone; files come on first open.
-      const { tree, from } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'), { prefetch: this.lazy.prefetching });
-      // A cold mount's start-up batch goes out before the VDir is built (synchronous: nothing else would run meanwhile).
-      if (from !== 'local') await Promise.race([this.lazy.early(tree), sleep(EARLY_BATCH_WAIT_MS)]).then(() => new Promise(setImmediate));
+      const { tree, from } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'), { prefetch: this.lazy.prefetching, startup: this.lazy.prefetching ? this.lazy.startupCaps : undefined });
       const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local' });
-      this.lazy.attach(rec); // counts what is local, then prefetches by the tree's trace, in the background
-      await this.mounts.recorded(rec.path); // (a daemon killed from now on restores the mount)
+      const recorded = this.mounts.recorded(rec.path);
+      // Both begin once the answer is out (the tree's blob list, the check of its trace: tens of ms for
+      // 100 000 entries), or at once when an open asks first. A cold mount's start-up set was read ahead
+      // with its listing (Resolver.treeToMount): its batch takes it from memory.
+      const answered = recorded.then(() => new Promise<void>((r) => setImmediate(r)));
+      if (from !== 'local') this.lazy.early(tree, answered);
+      this.lazy.attach(rec, answered); // counts what is local, then prefetches by the tree's trace, in the background
+      await recorded; // (a daemon killed from now on restores the mount)
       this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);
       return [
         [F.TREE, rec.tree],

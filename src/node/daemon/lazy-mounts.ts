@@ -9,7 +9,7 @@ import type { Digest } from '../../lib/digest.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { LazyConfig } from '../mount/lazy-config.js';
 import type { MountManager, MountRecord } from '../mount/mounts.js';
-import type { Resolver } from '../ops/resolver.js';
+import type { Resolver, StartupCaps } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
 import { BulkSwitch, type Amount } from './bulk-switch.js';
 import { Prefetcher, type FetchOutcome, type PrefetchItem, type PrefetchJob } from './prefetcher.js';
@@ -112,6 +112,11 @@ export class LazyMounts {
     return this.opts.config.prefetch;
   }
 
+  /** What a cold mount's start-up batch takes (its blobs are read ahead with the listing: Resolver.treeToMount). */
+  get startupCaps(): StartupCaps {
+    return this.startup.caps;
+  }
+
   /** Daemon start: takes on every mount restored from LMDB (a restart resumes their prefetch). */
   start(): void {
     for (const rec of this.opts.mounts.records()) if (this.opts.mounts.recordOf(rec.path)) this.attach(rec);
@@ -125,28 +130,30 @@ export class LazyMounts {
   }
 
   /**
-   * A tree this node just fetched the listing of is about to be mounted
-   * (MOUNT on a cold node): the start-up batch of its trace begins now, so
-   * its requests are out while the mount's VDir is built (synchronous
-   * work: nothing else runs meanwhile). Resolves once they are sent, or
-   * there is nothing to send; the mount's prefetch (attach) takes what the
-   * batch brought.
+   * A tree this node just fetched the listing of was mounted (MOUNT on a
+   * cold node): its trace is read and checked, and its start-up batch run,
+   * once `after` settles (the MOUNT's answer is out); its bytes were read
+   * ahead with the listing (Resolver.treeToMount). The mount's prefetch
+   * (attach) takes what the batch brought.
    */
-  early(tree: Digest): Promise<void> {
-    if (!this.opts.config.prefetch || this.stopped) return Promise.resolve();
-    return this.startup.begin(tree);
+  early(tree: Digest, after: Promise<unknown> = Promise.resolve()): void {
+    if (!this.opts.config.prefetch || this.stopped) return;
+    this.startup.begin(tree, after);
   }
 
   /**
    * A tree was just mounted (or restored): count what is local, then
-   * prefetch by its trace. Taken on after the MOUNT's answer is out (its
-   * blob list costs tens of ms for 100 000 entries), or at once when a
-   * program's open or a status asks for the mount first.
+   * prefetch by its trace. Taken on once `after` settles (the MOUNT's
+   * answer is out: its blob list costs ~20 ms for 100 000 entries), or at
+   * once when a program's open or a status asks for the mount first.
    */
-  attach(rec: MountRecord): void {
+  attach(rec: MountRecord, after: Promise<unknown> = Promise.resolve()): void {
     if (this.stopped) return;
     this.pending.set(rec.path, rec);
-    setImmediate(() => this.attachPending(rec.path));
+    void after.then(
+      () => setImmediate(() => this.attachPending(rec.path)),
+      () => setImmediate(() => this.attachPending(rec.path)),
+    );
   }
 
   /** Mounts attach() was told of and has not taken on yet, by path. */
@@ -178,11 +185,11 @@ export class LazyMounts {
       rec,
       blobs,
       brought: new Set(),
-      localAtMount: new Uint8Array(blobs.digests.length),
-      switch: new BulkSwitch({ blobs: blobs.digests.length, bytes: blobs.bytes }, this.opts.config),
+      localAtMount: new Uint8Array(blobs.count),
+      switch: new BulkSwitch({ blobs: blobs.count, bytes: blobs.bytes }, this.opts.config),
       gone: false,
       status: {
-        treeBlobs: { blobs: blobs.digests.length, bytes: blobs.bytes },
+        treeBlobs: { blobs: blobs.count, bytes: blobs.bytes },
         local: zero(),
         fetchedOnOpen: zero(),
         prefetched: zero(),
@@ -214,12 +221,12 @@ export class LazyMounts {
   /** A program in mount `path` opened `digest` through FETCH; `fetched`: this FETCH brought it (it was neither local nor being fetched). */
   served(path: string, digest: Digest, fetched: boolean): void {
     const m = this.mountAt(resolve(path));
-    const at = m?.blobs.index.get(digest);
+    const at = m?.blobs.indexOf(digest);
     if (!m || at === undefined) return; // not a blob of the mounted tree (a file written in the mount)
     this.traces.note(m.rec.tree, digest);
     if (!fetched) return;
     m.brought.add(digest);
-    add(m.status.fetchedOnOpen, m.blobs.sizes[at]!);
+    add(m.status.fetchedOnOpen, m.blobs.size(at));
     const why = m.switch.opened(at, (a, b) => this.stillMissing(m, a, b)) ?? this.byVolume(m);
     if (why) this.toBulk(m, why);
   }
@@ -245,12 +252,13 @@ export class LazyMounts {
         if (!o || o.from === undefined || o.from === 'local' || o.joined) continue;
         m.brought.add(item.digest);
         earlyOutcomes.push([item, o]);
+        this.publishLocal(m, item.digest);
       }
     }
     await this.countLocal(m);
     if (m.gone || this.stopped) return;
     if (!this.opts.config.prefetch) return void (p.state = 'off');
-    if (m.status.local.blobs === m.blobs.digests.length && earlyOutcomes.length === 0) return void (p.state = 'nothing missing');
+    if (m.status.local.blobs === m.blobs.count && earlyOutcomes.length === 0) return void (p.state = 'nothing missing');
     const trace = early ? early.trace : await this.traces.load(m.rec.tree);
     if (m.gone || this.stopped || m.status.bulk) return;
     if (!trace) return void (p.state = 'no trace');
@@ -258,8 +266,8 @@ export class LazyMounts {
     p.traceFrom = trace.from;
     // (What has arrived since is skipped by the prefetcher as it goes: a stat per blob then, not all at once now.)
     const items = trace.blobs.flatMap((digest) => {
-      const at = m.blobs.index.get(digest);
-      return at === undefined || m.localAtMount[at] || m.brought.has(digest) ? [] : [{ digest, size: m.blobs.sizes[at]! }];
+      const at = m.blobs.indexOf(digest);
+      return at === undefined || m.localAtMount[at] || m.brought.has(digest) ? [] : [{ digest, size: m.blobs.size(at) }];
     });
     if (items.length === 0 && earlyOutcomes.length === 0) return void (p.state = 'done');
     // Earlier runs read most of the tree: one bulk pull beats fetching it file by file.
@@ -273,7 +281,8 @@ export class LazyMounts {
     const fetched = (item: PrefetchItem, { from, joined }: FetchOutcome) => {
       if (from === undefined) return void p.failed++;
       if (from === 'local' || joined) return;
-      if (m.blobs.exec[m.blobs.index.get(item.digest)!]) this.opts.store.ensureExecTwin(item.digest); // opened through its exec twin
+      if (m.blobs.exec(m.blobs.indexOf(item.digest)!)) this.opts.store.ensureExecTwin(item.digest); // opened through its exec twin
+      if (!m.brought.has(item.digest)) this.publishLocal(m, item.digest); // (the start-up batch's: published as they were taken)
       m.brought.add(item.digest);
       add(m.status.prefetched, item.size);
       this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBlobs);
@@ -323,18 +332,56 @@ export class LazyMounts {
     this.opts.log(`prefetch: ${m.rec.path}: start-up batch: ${m.status.prefetched.blobs - before} ${batchLine(batch)}`);
   }
 
-  /** Counts the tree's blobs that were local when it was mounted (the index alone, a few thousand per turn of the event loop). */
+  /**
+   * A blob prefetch brought: the mount's entries of it carry its ctime
+   * from now on and are no longer marked remote, so the shim opens them
+   * from the CAS without asking the daemon (the start-up set of a traced
+   * job: 89 opens of the bench's node job that needed no FETCH).
+   */
+  private publishLocal(m: LazyMount, digest: Digest): void {
+    const at = m.blobs.indexOf(digest);
+    if (at === undefined || m.gone) return;
+    let ctimeNs: bigint | undefined;
+    try {
+      ctimeNs = this.opts.store.checkBlob(digest, m.blobs.size(at));
+    } catch {
+      return; // (gone or bad since: the first open asks, as before)
+    }
+    if (ctimeNs !== undefined) this.opts.mounts.renewBlobCtimes(m.rec.path, digest, m.blobs.paths(at), ctimeNs);
+  }
+
+  /**
+   * Counts the tree's blobs that were local when it was mounted, from the
+   * smaller side: the tree's blobs looked up in the index, or the index's
+   * blobs looked up in the tree (a new node holds a handful, against
+   * 100 000 lookups). A few thousand per turn of the event loop.
+   */
   private async countLocal(m: LazyMount): Promise<void> {
-    const { digests, sizes } = m.blobs;
-    for (let i = 0; i < digests.length; i++) {
+    const { blobs } = m;
+    const meta = this.opts.store.meta;
+    const mark = (at: number | undefined, digest: Digest) => {
+      if (at === undefined || m.localAtMount[at] || m.brought.has(digest)) return;
+      m.localAtMount[at] = 1;
+      add(m.status.local, blobs.size(at));
+    };
+    if (meta.blobCount() < blobs.count) {
+      let after: Digest | undefined;
+      for (;;) {
+        const keys = meta.blobDigestsAfter(after, COUNT_BATCH);
+        for (const d of keys) mark(blobs.indexOf(d), d);
+        if (keys.length < COUNT_BATCH) return;
+        after = keys[keys.length - 1];
+        await new Promise((r) => setImmediate(r));
+        if (m.gone) return;
+      }
+    }
+    for (let i = 0; i < blobs.count; i++) {
       if (i > 0 && i % COUNT_BATCH === 0) {
         await new Promise((r) => setImmediate(r));
         if (m.gone) return;
       }
-      if (!m.brought.has(digests[i]!) && this.opts.store.meta.hasBlob(digests[i]!)) {
-        m.localAtMount[i] = 1;
-        add(m.status.local, sizes[i]!);
-      }
+      const digest = blobs.digest(i);
+      if (meta.hasBlob(digest)) mark(i, digest);
     }
   }
 
@@ -342,7 +389,7 @@ export class LazyMounts {
   private stillMissing(m: LazyMount, a: number, b: number): number {
     if (b - a - 1 > MAX_GAP_LOOKUPS) return b - a - 1; // far apart: no scan, whatever lies between
     let n = 0;
-    for (let i = a + 1; i < b; i++) if (!m.localAtMount[i] && !this.opts.store.cas.has(m.blobs.digests[i]!)) n++;
+    for (let i = a + 1; i < b; i++) if (!m.localAtMount[i] && !this.opts.store.cas.has(m.blobs.digest(i))) n++;
     return n;
   }
 
@@ -391,9 +438,9 @@ export class LazyMounts {
 
   /** Whether a digest is a blob of `tree` (a mounted one's index, else the tree itself). */
   private isBlobOf(tree: Digest): (d: Digest) => boolean {
-    for (const m of this.byPath.values()) if (m.rec.tree === tree) return (d) => m.blobs.index.has(d);
-    const { index } = this.blobsOf(tree);
-    return (d) => index.has(d);
+    for (const m of this.byPath.values()) if (m.rec.tree === tree) return (d) => m.blobs.has(d);
+    const blobs = this.blobsOf(tree);
+    return (d) => blobs.has(d);
   }
 }
 

@@ -2,12 +2,15 @@
 // batch"): the first blobs of a tree's trace fetched together, by few
 // ranged GETs of the packs (resolver.fetchBatch), instead of one fetch per
 // blob, and the large blobs among them alongside, each on its own. On a
-// cold node it begins with the listing (`begin`, from MOUNT), so its
-// requests are out while the mount's VDir is built; the mount's prefetch
-// takes what it brought (`take`). Otherwise the prefetch runs one itself
-// (`run`) before going on blob by blob.
+// cold node its small blobs' frames are read ahead while the listing
+// downloads (Resolver.treeToMount, S3's warmInTree: into memory, unchecked,
+// nothing stored), and the batch runs (`begin`, from MOUNT) once the
+// MOUNT has answered: the trace checked against the tree, what it asks for
+// taken from memory and stored; the mount's prefetch takes what it brought
+// (`take`). Otherwise the prefetch runs one itself (`run`) before going on
+// blob by blob.
 import type { Digest } from '../../lib/digest.js';
-import type { Resolver } from '../ops/resolver.js';
+import type { Resolver, StartupCaps } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
 import type { FetchOutcome, Prefetcher, PrefetchItem } from './prefetcher.js';
 import type { TraceBook } from './trace-book.js';
@@ -55,32 +58,30 @@ export class StartupBatches {
   constructor(private readonly opts: StartupBatchesOptions) {}
 
   /**
-   * A tree whose listing just arrived is about to be mounted: reads its
-   * trace and begins its batch now. Resolves once the batch's requests are
-   * sent, or there is nothing to send.
+   * A tree whose listing just arrived was mounted: reads and checks its
+   * trace and runs its batch once `after` settles (the batch's bytes were
+   * read ahead with the listing: Resolver.treeToMount). Registered at once,
+   * so the mount's prefetch takes it however early it asks.
    */
-  begin(tree: Digest): Promise<void> {
-    if (this.early.has(tree)) return Promise.resolve();
-    let sent!: () => void;
-    const out = new Promise<void>((r) => (sent = r));
+  begin(tree: Digest, after: Promise<unknown> = Promise.resolve()): void {
+    if (this.early.has(tree)) return;
     const started = (async (): Promise<EarlyStart> => {
+      await after.catch(() => undefined);
       const trace = await this.opts.traces.load(tree);
       if (!trace) return { trace };
       const blobs = this.opts.blobsOf(tree);
       const items = trace.blobs.flatMap((digest) => {
-        const at = blobs.index.get(digest);
-        return at === undefined || this.opts.store.cas.has(digest) ? [] : [{ digest, size: blobs.sizes[at]! }];
+        const at = blobs.indexOf(digest);
+        return at === undefined || this.opts.store.cas.has(digest) ? [] : [{ digest, size: blobs.size(at) }];
       });
-      return { trace, batch: await this.run(tree, items, sent) };
+      return { trace, batch: await this.run(tree, items) };
     })().catch((e: unknown) => {
       this.opts.log(`prefetch: tree ${tree}: the start-up batch failed (its blobs come one by one): ${(e as Error).message}`);
       return undefined;
     });
-    void started.finally(sent);
     this.early.set(tree, started);
     // Not taken by a mount (its MOUNT failed): dropped.
     setTimeout(() => this.early.get(tree) === started && this.early.delete(tree), EARLY_KEPT_MS).unref();
-    return out;
   }
 
   /** What `begin` did for `tree`, for its mount's prefetch (once); undefined when it did not run. */
@@ -92,10 +93,9 @@ export class StartupBatches {
 
   /**
    * The batch of the first `items` (blobs of `tree` missing here, in trace
-   * order): undefined when fewer than two fit (a tiny rate). `onSent`: its
-   * requests are out.
+   * order): undefined when fewer than two fit (a tiny rate).
    */
-  async run(tree: Digest, items: readonly PrefetchItem[], onSent?: () => void): Promise<StartupBatch | undefined> {
+  async run(tree: Digest, items: readonly PrefetchItem[]): Promise<StartupBatch | undefined> {
     const { head, bytes, large } = this.head(items);
     if (head.length < 2) return undefined;
     const t = Date.now();
@@ -109,15 +109,19 @@ export class StartupBatches {
       return [item.digest, { from, joined }];
     });
     const batch = resolver.fetchBatch(tree, head);
-    onSent?.();
     const outcomes = await batch;
     for (const [d, o] of await Promise.all(alone)) outcomes.set(d, o);
     return { head: [...head, ...large], bytes, large: large.length, outcomes, ms: Date.now() - t };
   }
 
+  /** What a batch takes: the bytes of the trace's first small blobs, and how large a blob it leaves to be fetched alone. */
+  get caps(): StartupCaps {
+    return { bytes: Math.min(STARTUP_BATCH_BYTES, this.opts.bytesPerSec / 4), blobMax: BATCH_BLOB_MAX };
+  }
+
   /** The trace's first small blobs a batch takes, and the large ones among them. */
   private head(items: readonly PrefetchItem[]): { head: PrefetchItem[]; bytes: number; large: PrefetchItem[] } {
-    const cap = Math.min(STARTUP_BATCH_BYTES, this.opts.bytesPerSec / 4);
+    const cap = this.caps.bytes;
     const head: PrefetchItem[] = [];
     const large: PrefetchItem[] = [];
     let bytes = 0;

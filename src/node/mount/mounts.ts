@@ -225,6 +225,28 @@ export class MountManager {
   }
 
   /**
+   * renewBlobCtime for the non-executable entries at `rels` whose blob is
+   * `digest`, in one batch: a blob prefetched into a lazy mount, so its
+   * files open without asking the daemon (an executable one keeps asking:
+   * it opens through its exec twin).
+   */
+  renewBlobCtimes(mountRoot: string, digest: Digest, rels: readonly string[], ctimeNs: bigint): void {
+    const vdir = this.vdirs.get(mountRoot);
+    if (!vdir) return;
+    const batch: VDirEntryInput[] = [];
+    for (const rel of rels) {
+      const e = vdir.lookup(rel);
+      if (!e || (e.mode & S_IFMT) !== S_IFREG || e.digest !== digest || e.flags & VDIR_F_UPPER || e.mode & 0o111) continue;
+      if (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE)) continue;
+      batch.push({ path: rel, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs });
+    }
+    if (batch.length === 0) return;
+    vdir.apply(batch);
+    const tree = this.live.get(mountRoot)?.tree;
+    if (tree) this.images.forget(tree);
+  }
+
+  /**
    * A program opened `rel` and the daemon found its blob good with ctime
    * `ctimeNs` (FETCH): the entry carries that ctime from now on, so the
    * shim's next open of it is checked without asking (a hard link, e.g. a
@@ -283,7 +305,8 @@ export class MountManager {
       for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
       const ctimes = entries && blobCtimes(this.store, entries);
       vdir = VDir.fromTree(rec.name, { casRoot, mountRoot: rec.path, tree: this.store.treeBytes(rec.tree), mtimeSec, ctimes });
-      this.images.set(rec.tree, { image: vdir.image(), execDigests });
+      // (not a cold listing's: its first open renews an entry, which drops the image, and the copy costs ~10-20 ms before MOUNT answers)
+      if (!coldListing) this.images.set(rec.tree, { image: vdir.image(), execDigests });
     } else {
       // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
       const { entries, mtimes, uppers } = mergedEntries(this.store.getTree(rec.tree).entries, overlay);

@@ -11,7 +11,7 @@ import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
 import type { HintFetch } from '../../tiers/hints.js';
 import type { RefInfo } from '../../tiers/tier.js';
-import { MAX_TRACE_BLOB_BYTES, traceRefName } from '../store/trace.js';
+import { decodeTraceBlob, loadLocalTrace, MAX_TRACE_BLOB_BYTES, traceRefName } from '../store/trace.js';
 import type { BlobWatch } from '../store/admission.js';
 import type { Lease } from '../store/leases.js';
 import type { Store } from '../store/store.js';
@@ -46,6 +46,15 @@ const EARLY_TRACE_KEPT_MS = 30_000;
 
 /** How long a fetch of a blob waits for a bulk pull of its tree to bring it before asking a tier itself. */
 const BULK_ARRIVAL_WAIT_MS = 300;
+
+/** A lazy mount's start-up batch: at most `bytes` of the trace's first blobs under `blobMax` bytes each (daemon/startup-batch.ts). */
+export interface StartupCaps {
+  bytes: number;
+  blobMax: number;
+}
+
+/** A start-up set read ahead is looked for among this many of the trace's first entries. */
+const WARM_TRACE_ENTRIES = 4096;
 
 export class Resolver {
   private readonly blobFlights = new SingleFlight<Digest, string | undefined>();
@@ -196,13 +205,13 @@ export class Resolver {
   /** Blob → size of a local tree (the store's blob list of it, kept for the last few trees: a lazy mount asks once per file). */
   private blobSizes(tree: Digest): { get(d: Digest): number | undefined; has(d: Digest): boolean } | undefined {
     if (!this.store.hasTree(tree)) return undefined;
-    const { index, sizes } = this.store.blobsOf(tree);
+    const blobs = this.store.blobsOf(tree);
     return {
       get: (d) => {
-        const at = index.get(d);
-        return at === undefined ? undefined : sizes[at];
+        const at = blobs.indexOf(d);
+        return at === undefined ? undefined : blobs.size(at);
       },
-      has: (d) => index.has(d),
+      has: (d) => blobs.has(d),
     };
   }
 
@@ -219,7 +228,7 @@ export class Resolver {
    * A ref or tree this node lacks is asked of the remote tiers; a ref
    * found there is recorded here. One fetch per tree at a time.
    */
-  async treeToMount(treeish: string, opts: { prefetch?: boolean } = {}): Promise<{ tree: Digest; from: string }> {
+  async treeToMount(treeish: string, opts: { prefetch?: boolean; startup?: StartupCaps } = {}): Promise<{ tree: Digest; from: string }> {
     let tree: Digest;
     let ref: string | null = null;
     let times: Digest | undefined;
@@ -248,11 +257,33 @@ export class Resolver {
         early.catch(() => undefined);
         this.earlyTraces.set(tree, early);
         setTimeout(() => this.earlyTraces.get(tree) === early && this.earlyTraces.delete(tree), EARLY_TRACE_KEPT_MS).unref();
+        if (opts.startup) void this.warmStartup(tree, early, opts.startup).catch(() => undefined);
       }
     }
     const from = await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
     if (ref !== null) this.store.setRef(ref, tree, { times, record });
     return { tree, from };
+  }
+
+  /**
+   * A cold mount's start-up set, read ahead while its listing downloads:
+   * the first blobs of the tree's trace (this node's, else the tiers') are
+   * read out of the tiers' bulk form into memory (Chain.warmInTree), not
+   * stored. The trace is checked against the tree only once the listing
+   * is here (TraceBook); the start-up batch then asks for the checked
+   * blobs and finds them read already (docs/lazy.md, "The start-up batch").
+   */
+  private async warmStartup(tree: Digest, early: Promise<HintFetch | undefined>, caps: StartupCaps): Promise<void> {
+    let order = loadLocalTrace(this.store.meta, tree);
+    if (order.length === 0) {
+      const hint = await early;
+      if (!hint || 'problem' in hint) return;
+      const decoded = decodeTraceBlob(hint.bytes, tree, () => true);
+      if ('problem' in decoded) return;
+      order = decoded.blobs;
+    }
+    const head = order.slice(0, WARM_TRACE_ENTRIES).filter((d) => !this.store.cas.has(d));
+    if (head.length > 1) await this.chain.warmInTree(tree, head, caps.bytes, caps.blobMax);
   }
 
   /**

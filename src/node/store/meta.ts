@@ -262,6 +262,13 @@ export class Meta {
     return this.blobs.getKeys();
   }
 
+  /** At most `limit` digests of the index in key order, from the first after `after` (all: undefined). */
+  blobDigestsAfter(after: Digest | undefined, limit: number): Digest[] {
+    const out: Digest[] = [];
+    for (const key of this.blobs.getKeys(after === undefined ? { limit } : { start: after, limit: limit + 1 })) if (key !== after) out.push(key);
+    return out.slice(0, limit);
+  }
+
   getStat(absPath: string): StatRecord | undefined {
     const b = this.statcache.getBinaryFast(absPath);
     return b && b.length === STAT_RECORD_SIZE ? decodeStat(b) : undefined;

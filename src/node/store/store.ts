@@ -11,7 +11,7 @@ import { Cas, corruptBlob, hashFileSync, missingBlob } from './cas.js';
 import { ensureHome, homeLayout, resolveHome, type HomeLayout } from './home.js';
 import { Leases } from './leases.js';
 import { Meta, type RefRecord } from './meta.js';
-import { treeBlobs, type TreeBlobs } from './tree-blobs.js';
+import { TreeBlobs } from './tree-blobs.js';
 import { decodeCheckedTree, decodeTree, encodeSorted, sortEntries, summarize, treeId, type Tree, type TreeEntry, type TreeSummary } from './tree.js';
 import type { WrittenBlob } from './blob-writer.js';
 
@@ -216,7 +216,7 @@ export class Store {
   /** The distinct file blobs of a tree, in tree order (tree-blobs.ts); kept for the last few trees asked for. */
   blobsOf(id: Digest): TreeBlobs {
     let blobs = this.treeBlobs.get(id);
-    if (!blobs) this.treeBlobs.set(id, (blobs = treeBlobs(this.getTree(id).entries)));
+    if (!blobs) this.treeBlobs.set(id, (blobs = new TreeBlobs(this.treeBytes(id))));
     return blobs;
   }
   private readonly treeBlobs = new LruMap<Digest, TreeBlobs>(8);

@@ -34,6 +34,8 @@ const BATCH_GAP = 32 << 10;
 const BATCH_RANGE_MAX = 4 << 20;
 /** Ranged GETs of one batch at once. */
 const BATCH_PARALLEL = 8;
+/** Frames read ahead by warm() are kept this long for a getMany to take. */
+const WARM_KEPT_MS = 30_000;
 
 /** A run of whole archive records in a pack object: `[start, end)` of the object decodes to `[archiveStart, archiveEnd)` of the archive. */
 interface Span {
@@ -79,6 +81,10 @@ export class PackBlobReader {
   private readonly indexes = new LruMap<string, PackIndex>(INDEX_BYTES, (ix) => ix.byteLength);
   private readonly loadingManifests = new SingleFlight<Digest, PackManifest | undefined>();
   private readonly loadingIndexes = new SingleFlight<string, PackIndex>();
+  /** Per tree: the ranges warm() read ahead, each resolving to the records it holds (none if it failed). */
+  private readonly warmed = new Map<Digest, { reads: Promise<{ digest: Digest; bytes: Buffer }[]>[] }>();
+  /** Trees a getMany read without a warm() before it: a warm() that comes late reads nothing. */
+  private readonly readMany = new LruMap<Digest, true>(64);
 
   constructor(private readonly objects: S3Objects) {}
 
@@ -131,8 +137,72 @@ export class PackBlobReader {
    * leaves its blobs out and the first failure is thrown at the end.
    */
   async getMany(tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
-    const m = await this.manifest(tree);
     const want = new Set(digests);
+    const left = new Set(digests);
+    // Read ahead by warm() (a cold mount's start-up set, begun before its listing was here): from memory, once.
+    const early = this.warmed.get(tree);
+    if (early) {
+      this.warmed.delete(tree);
+      for (const got of await Promise.all(early.reads)) {
+        for (const b of got) {
+          if (!left.delete(b.digest)) continue;
+          await onBlob(b.digest, b.bytes);
+        }
+      }
+      if (left.size === 0) return;
+    } else this.readMany.set(tree, true);
+    const spans = await this.plan(tree, [...left]);
+    let failure: unknown;
+    await mapLimit(mergeSpans(spans), BATCH_PARALLEL, async (s) => {
+      try {
+        for (const b of await this.readSpan(s)) if (want.has(b.digest) || this.objects.cfg.neighbors) await onBlob(b.digest, b.bytes);
+      } catch (e) {
+        failure ??= e;
+      }
+    });
+    if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * Reads ahead the frames of `digests` of `tree` (in their order, those
+   * under `blobMax` bytes, up to `maxBytes` of them), as getMany would,
+   * and keeps what they hold in memory for WARM_KEPT_MS: a getMany of the
+   * tree meanwhile takes its blobs from there. For a cold lazy mount's
+   * start-up set, begun with its listing: the names come from a trace no
+   * one has checked against the tree yet, so nothing is stored here, and
+   * only what the caller then asks for (checked) is handed on.
+   */
+  async warm(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void> {
+    if (this.warmed.has(tree)) return;
+    const m = await this.manifest(tree);
+    const indexes: PackIndex[] = [];
+    for (const pack of m?.packs ?? []) if (pack.index) indexes.push(await this.index(pack));
+    const picked: Digest[] = [];
+    let bytes = 0;
+    for (const d of digests) {
+      let size: number | undefined;
+      for (const ix of indexes) if ((size = ix.locate(d)?.size) !== undefined) break;
+      if (size === undefined || size >= blobMax) continue;
+      if (bytes + size > maxBytes) break;
+      bytes += size;
+      picked.push(d);
+    }
+    if (picked.length < 2 || this.warmed.has(tree) || this.readMany.get(tree)) return;
+    const spans = mergeSpans(await this.plan(tree, picked));
+    const done: ((records: { digest: Digest; bytes: Buffer }[]) => void)[] = [];
+    const entry = { reads: spans.map(() => new Promise<{ digest: Digest; bytes: Buffer }[]>((r) => done.push(r))) };
+    this.warmed.set(tree, entry);
+    setTimeout(() => this.warmed.get(tree) === entry && this.warmed.delete(tree), WARM_KEPT_MS).unref();
+    await mapLimit(
+      spans.map((sp, i) => ({ sp, i })),
+      BATCH_PARALLEL,
+      async ({ sp, i }) => done[i]!(await this.readSpan(sp).catch(() => [])), // (what failed is read again by the getMany that wants it)
+    );
+  }
+
+  /** Where the frames (records) of `digests` lie in the tree's indexed packs; those no index lists are left out. */
+  private async plan(tree: Digest, digests: readonly Digest[]): Promise<Span[]> {
+    const m = await this.manifest(tree);
     const left = new Set(digests);
     const spans: Span[] = [];
     for (const pack of m?.packs ?? []) {
@@ -147,15 +217,7 @@ export class PackBlobReader {
         spans.push({ pack, start: at.start - head, end: at.end, archiveStart: at.archiveStart - head, archiveEnd: at.archiveStart + at.decoded, compressed: at.compressed });
       }
     }
-    let failure: unknown;
-    await mapLimit(mergeSpans(spans), BATCH_PARALLEL, async (s) => {
-      try {
-        for (const b of await this.readSpan(s)) if (want.has(b.digest) || this.objects.cfg.neighbors) await onBlob(b.digest, b.bytes);
-      } catch (e) {
-        failure ??= e;
-      }
-    });
-    if (failure !== undefined) throw failure;
+    return spans;
   }
 
   /** The records a span holds, read by one ranged GET (decompressed where the pack is). */

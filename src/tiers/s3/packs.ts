@@ -66,6 +66,11 @@ export class S3Packs {
     return this.reader.getMany(tree, digests, onBlob);
   }
 
+  /** Reads ahead the frames of a tree's start-up set for a getManyInTree soon after (pack-blob.ts, warm). */
+  warmInTree(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void> {
+    return this.reader.warm(tree, digests, maxBytes, blobMax);
+  }
+
   /** The tree blob from its compressed copy, decompressed (bounded), unverified; undefined when there is none (trees pushed before it existed, or without zstd). */
   async getTreeBlob(tree: Digest): Promise<BlobBody | undefined> {
     const body = await this.objects.get(treeBlobKey(tree));

@@ -193,6 +193,10 @@ export class S3Tier implements Tier {
     return this.packs.prepareTree(tree);
   }
 
+  warmInTree(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void> {
+    return this.packs.warmInTree(tree, digests, maxBytes, blobMax);
+  }
+
   getTreeBlob(tree: Digest): Promise<BlobBody | undefined> {
     return this.packs.getTreeBlob(tree);
   }
