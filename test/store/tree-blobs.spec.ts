@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { applyEdits, byteEdits } from '../helpers/byte-edits.js';
 import { TreeBlobs } from '../../src/node/store/tree-blobs.js';
 import { decodeTree, encodeTree, type TreeEntry } from '../../src/node/store/tree.js';
 
@@ -104,14 +105,8 @@ describe('tree blob list (native)', () => {
     const good = encodeTree(tree(40, 25, 3));
     const bytes = [0x20, 0x00, 0x2f, 0x30, 0x31, 0x35, 0x37, 0x61, 0x66, 0x64, 0x6c, 0x2d];
     fc.assert(
-      fc.property(fc.array(fc.tuple(fc.nat(good.length - 1), fc.constantFrom(...bytes), fc.constantFrom('set', 'insert', 'delete')), { minLength: 1, maxLength: 3 }), (edits) => {
-        let buf = Buffer.from(good);
-        for (const [at, b, how] of edits) {
-          const i = Math.min(at, buf.length - 1);
-          if (how === 'set') buf[i] = b;
-          else if (how === 'insert') buf = Buffer.concat([buf.subarray(0, i), Buffer.from([b]), buf.subarray(i)]);
-          else buf = Buffer.concat([buf.subarray(0, i), buf.subarray(i + 1)]);
-        }
+      fc.property(byteEdits(good, bytes), (edits) => {
+        const buf = applyEdits(good, edits);
         let decoded: TreeEntry[] | undefined;
         try {
           decoded = decodeTree(buf);

@@ -2,6 +2,7 @@
 // whatever bytes a peer or a bucket may send.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { applyEdits, byteEdits } from '../helpers/byte-edits.js';
 import { isVriftError } from '../../src/lib/errors.js';
 import { checkEncodedTree, comparePaths, decodeCheckedTree, decodeTree, encodeTree, pathProblem, quickPathProblem, summarize, treeId, type TreeEntry } from '../../src/node/store/tree.js';
 
@@ -119,14 +120,8 @@ describe('tree encoding', () => {
     };
     const bytes = [0x20, 0x00, 0x2f, 0x2e, 0x30, 0x31, 0x61, 0x66, 0x64, 0x6c, 0x37, 0x2d, 0xff, 0xc3];
     fc.assert(
-      fc.property(fc.array(fc.tuple(fc.nat(good.length - 1), fc.constantFrom(...bytes), fc.constantFrom('set', 'insert', 'delete')), { minLength: 1, maxLength: 3 }), (edits) => {
-        let buf = Buffer.from(good);
-        for (const [at, b, how] of edits) {
-          const i = Math.min(at, buf.length - 1);
-          if (how === 'set') buf[i] = b;
-          else if (how === 'insert') buf = Buffer.concat([buf.subarray(0, i), Buffer.from([b]), buf.subarray(i)]);
-          else buf = Buffer.concat([buf.subarray(0, i), buf.subarray(i + 1)]);
-        }
+      fc.property(byteEdits(good, bytes), (edits) => {
+        const buf = applyEdits(good, edits);
         const decoded = outcome(() => summarize(decodeTree(buf)));
         expect(outcome(() => checkEncodedTree(buf)), buf.toString('latin1')).toEqual(decoded);
         if (decoded !== 'malformed') expect(decodeCheckedTree(buf)).toEqual(decodeTree(buf));
