@@ -72,6 +72,15 @@ function restoreAll(ref: string, among: TestNode[]): Promise<{ node: TestNode; o
 
 const metric = (node: TestNode, name: string) => (node.status().metrics[name] as number | undefined) ?? 0;
 const s3Wire = (node: TestNode) => metric(node, 'vrift_tier_wire_bytes_received_total{tier="s3"}');
+/** Pieces a node fetched in a swarm (from the origin or from peers). */
+const swarmPieces = (node: TestNode) => metric(node, 'vrift_swarm_pieces_total{from="origin"}') + metric(node, 'vrift_swarm_pieces_total{from="peer"}');
+
+/** Saves `src` to S3 as `ref` from a fresh home; returns the bytes that added to the bucket. */
+function saveToS3(ref: string, src: string): number {
+  const before = bucketBytes();
+  expect(vriftJson(['save', ref, src], { home: tempDir('vrift-saver-'), env: tiers }).tiers[0].ok).toBe(true);
+  return bucketBytes() - before;
+}
 
 beforeAll(async () => {
   s3 = await startS3(['vrift-crowd']);
@@ -93,10 +102,7 @@ afterAll(async () => {
 describe('a flash crowd on six daemons', () => {
   it('every node restores the tree exactly, S3 serves at most two copies, and the nodes serve each other', async () => {
     const src = (sources.one = crowdTree(1, 3, 400));
-    const saver = tempDir('vrift-saver-');
-    const saved = vriftJson(['save', 'crowd/one', src], { home: saver, env: tiers });
-    expect(saved.tiers[0].ok).toBe(true);
-    const packed = bucketBytes();
+    const packed = saveToS3('crowd/one', src); // (the first tree in the bucket)
 
     const before = nodes.map(s3Wire);
     const runs = await restoreAll('crowd/one', nodes);
@@ -115,27 +121,21 @@ describe('a flash crowd on six daemons', () => {
 
   it('a node alone takes the tree its own way: about one copy from S3, no pieces', async () => {
     const src = crowdTree(3, 1, 200);
-    const before = bucketBytes();
-    const saver = tempDir('vrift-saver-');
-    expect(vriftJson(['save', 'crowd/alone', src], { home: saver, env: tiers }).tiers[0].ok).toBe(true);
-    const packed = bucketBytes() - before;
+    const packed = saveToS3('crowd/alone', src);
     const loner = nodes[4]!;
     const wire0 = s3Wire(loner);
-    const pieces0 = metric(loner, 'vrift_swarm_pieces_total{from="origin"}') + metric(loner, 'vrift_swarm_pieces_total{from="peer"}');
+    const pieces0 = swarmPieces(loner);
     const [r] = await restoreAll('crowd/alone', [loner]);
     expect(r!.code, r!.stderr).toBe(0);
     expect(same(r!.out)).toEqual(same(src));
     expect(s3Wire(loner) - wire0).toBeLessThanOrEqual(1.1 * packed);
-    expect(metric(loner, 'vrift_swarm_pieces_total{from="origin"}') + metric(loner, 'vrift_swarm_pieces_total{from="peer"}')).toBe(pieces0);
+    expect(swarmPieces(loner)).toBe(pieces0);
     expect(JSON.parse(r!.stdout).from.s3.blobs).toBeGreaterThan(0);
   }, 120_000);
 
   it('a node pulling a tree alone hands what it still lacks to a swarm as soon as a second node starts fetching it', async () => {
     const src = crowdTree(4, 2, 300);
-    const before = bucketBytes();
-    const saver = tempDir('vrift-saver-');
-    expect(vriftJson(['save', 'crowd/late', src], { home: saver, env: tiers }).tiers[0].ok).toBe(true);
-    const packed = bucketBytes() - before;
+    const packed = saveToS3('crowd/late', src);
     // Two new nodes that reach S3 over a slow link (2 MB/s a connection): a pull alone takes several seconds.
     const port = await freePort();
     const slow = serverProcess('throttle-proxy', process.execPath, [join(ROOT, 'test', 'helpers', 'throttle-proxy.mjs'), String(port), String(s3.port), String(2 << 20)], port, 10_000);
@@ -156,7 +156,6 @@ describe('a flash crowd on six daemons', () => {
         expect(same(r!.out)).toEqual(same(src));
       }
       // The early node started alone (a plain pull from S3) and finished in the swarm.
-      const swarmPieces = (n: TestNode) => metric(n, 'vrift_swarm_pieces_total{from="origin"}') + metric(n, 'vrift_swarm_pieces_total{from="peer"}');
       expect(swarmPieces(early!), 'the early node never joined the swarm').toBeGreaterThan(0);
       expect(s3Wire(early!) + s3Wire(late!)).toBeLessThanOrEqual(2 * packed);
     } finally {
@@ -168,8 +167,7 @@ describe('a flash crowd on six daemons', () => {
 
   it('a node killed in the middle of the crowd costs only its own pieces: the others finish exactly', async () => {
     const src = crowdTree(2, 6, 600);
-    const saver = tempDir('vrift-saver-');
-    expect(vriftJson(['save', 'crowd/two', src], { home: saver, env: tiers }).tiers[0].ok).toBe(true);
+    saveToS3('crowd/two', src);
 
     const victim = nodes[2]!;
     const runs = restoreAll('crowd/two', nodes);
