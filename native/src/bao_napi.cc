@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "bao_tree.h"
-#include "vrift_layout.h"
+#include "layout.h"
 
 namespace vrift::bao {
 
@@ -19,21 +19,11 @@ void ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* call, const 
   *data = static_cast<const uint8_t*>(p);
 }
 
-static int HexVal(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
 void ArgDigest(const Napi::CallbackInfo& info, size_t i, const char* call, uint8_t out[32]) {
   Napi::Env env = info.Env();
   std::string s = info.Length() > i && info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : std::string();
   if (s.size() != 64) throw Napi::TypeError::New(env, std::string(call) + ": expected a digest (64 lowercase hex)");
-  for (size_t k = 0; k < 32; k++) {
-    const int hi = HexVal(s[2 * k]), lo = HexVal(s[2 * k + 1]);
-    if (hi < 0 || lo < 0) throw Napi::TypeError::New(env, std::string(call) + ": expected a digest (64 lowercase hex)");
-    out[k] = static_cast<uint8_t>(hi << 4 | lo);
-  }
+  if (!DecodeDigestHex(s.data(), out)) throw Napi::TypeError::New(env, std::string(call) + ": expected a digest (64 lowercase hex)");
 }
 
 unsigned ArgGroupLog(const Napi::CallbackInfo& info, size_t i, const char* call) {

@@ -100,8 +100,6 @@ void BlobName(const TreeRec& r, char* out) {
   out[n] = '\0';
 }
 
-int HexVal(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
-
 static_assert(VRIFT_LAYOUT_SHARD_HEX == 2, "Shards below assumes 256 shard directories named by two hex digits");
 
 // Descriptors (O_PATH) of the CAS shard directories a tree uses, opened once
@@ -131,7 +129,7 @@ class Shards {
   int Of(const TreeRec& r) const { return fds_[Index(r)]; }
 
  private:
-  static int Index(const TreeRec& r) { return HexVal(r.digest[0]) * 16 + HexVal(r.digest[1]); }
+  static int Index(const TreeRec& r) { return kHexDigits.v[static_cast<uint8_t>(r.digest[0])] * 16 + kHexDigits.v[static_cast<uint8_t>(r.digest[1])]; }
   std::array<int, 256> fds_;
 };
 

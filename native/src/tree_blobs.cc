@@ -35,7 +35,7 @@
 #include <string_view>
 #include <vector>
 
-#include "vrift_layout.h"
+#include "layout.h"
 
 namespace vrift {
 namespace {
@@ -46,17 +46,6 @@ namespace {
   e.Set("errno", Napi::Number::New(env, EINVAL));
   throw e;
 }
-
-// A lowercase hex digit's value; 0xff for any other byte.
-struct HexTable {
-  uint8_t v[256];
-  HexTable() {
-    memset(v, 0xff, sizeof v);
-    for (int c = '0'; c <= '9'; c++) v[c] = static_cast<uint8_t>(c - '0');
-    for (int c = 'a'; c <= 'f'; c++) v[c] = static_cast<uint8_t>(c - 'a' + 10);
-  }
-};
-const HexTable kHex;
 
 Napi::Value TreeBlobList(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -129,14 +118,7 @@ Napi::Value TreeBlobList(const Napi::CallbackInfo& info) {
       sz = sz * 10 + (c - '0');
     }
     if (ref.size() != VRIFT_LAYOUT_DIGEST_HEX) Bad(env, "bad digest");
-    const auto* h = reinterpret_cast<const uint8_t*>(ref.data());
-    uint8_t bad = 0;
-    for (size_t i = 0; i < 32; i++) {
-      const uint8_t hi = kHex.v[h[2 * i]], lo = kHex.v[h[2 * i + 1]];
-      bad |= hi | lo;
-      d[i] = static_cast<uint8_t>(hi << 4 | (lo & 0x0f));
-    }
-    if (bad & 0xf0) Bad(env, "bad digest");
+    if (!DecodeDigestHex(ref.data(), d)) Bad(env, "bad digest");
     int m = mode.empty() || mode.size() > 4 ? -1 : 0;
     for (char c : mode) m = m >= 0 && c >= '0' && c <= '7' ? m * 8 + (c - '0') : -1;
     const bool isExec = m == VRIFT_TREE_MODE_EXEC;
