@@ -231,19 +231,7 @@ export class MountManager {
    * it opens through its exec twin).
    */
   renewBlobCtimes(mountRoot: string, digest: Digest, rels: readonly string[], ctimeNs: bigint): void {
-    const vdir = this.vdirs.get(mountRoot);
-    if (!vdir) return;
-    const batch: VDirEntryInput[] = [];
-    for (const rel of rels) {
-      const e = vdir.lookup(rel);
-      if (!e || (e.mode & S_IFMT) !== S_IFREG || e.digest !== digest || e.flags & VDIR_F_UPPER || e.mode & 0o111) continue;
-      if (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE)) continue;
-      batch.push({ path: rel, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs });
-    }
-    if (batch.length === 0) return;
-    vdir.apply(batch);
-    const tree = this.live.get(mountRoot)?.tree;
-    if (tree) this.images.forget(tree);
+    this.renew(mountRoot, rels, digest, ctimeNs, { skipExec: true });
   }
 
   /**
@@ -254,11 +242,22 @@ export class MountManager {
    * no longer that lower file.
    */
   renewBlobCtime(mountRoot: string, rel: string, digest: Digest, ctimeNs: bigint): void {
+    this.renew(mountRoot, [rel], digest, ctimeNs, { skipExec: false });
+  }
+
+  /** The files at `rels` still naming `digest` carry `ctimeNs` and are no longer remote (one VDir batch). */
+  private renew(mountRoot: string, rels: readonly string[], digest: Digest, ctimeNs: bigint, { skipExec }: { skipExec: boolean }): void {
     const vdir = this.vdirs.get(mountRoot);
-    const e = vdir?.lookup(rel);
-    if (!vdir || !e || (e.mode & S_IFMT) !== S_IFREG || e.digest !== digest || e.flags & VDIR_F_UPPER) return;
-    if (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE)) return;
-    vdir.apply([{ path: rel, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs }]);
+    if (!vdir) return;
+    const batch: VDirEntryInput[] = [];
+    for (const rel of rels) {
+      const e = vdir.lookup(rel);
+      if (!e || (e.mode & S_IFMT) !== S_IFREG || e.digest !== digest || e.flags & VDIR_F_UPPER || (skipExec && e.mode & 0o111)) continue;
+      if (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE)) continue;
+      batch.push({ path: rel, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs });
+    }
+    if (batch.length === 0) return;
+    vdir.apply(batch);
     // The cached image of the tree carries the stale ctime too: the next mount of it is built afresh.
     const tree = this.live.get(mountRoot)?.tree;
     if (tree) this.images.forget(tree);
