@@ -150,10 +150,8 @@ export class LazyMounts {
   attach(rec: MountRecord, after: Promise<unknown> = Promise.resolve()): void {
     if (this.stopped) return;
     this.pending.set(rec.path, rec);
-    void after.then(
-      () => setImmediate(() => this.attachPending(rec.path)),
-      () => setImmediate(() => this.attachPending(rec.path)),
-    );
+    const go = () => void setImmediate(() => this.attachPending(rec.path));
+    void after.then(go, go);
   }
 
   /** Mounts attach() was told of and has not taken on yet, by path. */
