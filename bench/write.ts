@@ -6,9 +6,12 @@
 //   - a sqlite loop: --inserts single-row INSERT transactions (the sqlite3
 //     CLI, or python3's sqlite3 when there is no CLI) into a new db file in
 //     a mount vs in a real directory                   goal: <= 1.2x the time
-// Rounds are interleaved (real, mount, real, mount …; every round a fresh
-// directory and mount point; before each command, `sync` and an idle
-// daemon); the table shows medians, the min-max of each
+// Rounds are interleaved, the side that goes first alternating (real,
+// mount, mount, real …; every round a fresh directory and mount point;
+// before each command, `sync` and an idle daemon). sqlite gets twice the
+// rounds less one (--sqlite-rounds): a run is ~1 s, and its 8 000
+// fdatasyncs make single runs on this VM swing 2x either way, so a median
+// of 5 moves by 0.1x from run to run. The table shows medians, the min-max of each
 // side and the range of the per-round ratio. The command's own time (fork to
 // exit, bench/c/fsloop.c `spawn`) is the measure; the whole `vrift run`
 // (Node start-up, the MOUNT request; bench/shim measures those) is shown
@@ -19,7 +22,7 @@
 // `PRAGMA integrity_check`. A wrong answer is printed as WRONG (with what
 // differed) in place of the goal, and the bench exits 1, however fast.
 //
-//   node dist/bench/write.js [--rounds N] [--inserts N] [--tree DIR] [--json]
+//   node dist/bench/write.js [--rounds N] [--sqlite-rounds N] [--inserts N] [--tree DIR] [--json]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,6 +34,7 @@ function arg(name: string, dflt: string): string {
   return i > 0 ? process.argv[i + 1]! : dflt;
 }
 const ROUNDS = Number(arg('--rounds', '5'));
+const SQLITE_ROUNDS = Number(arg('--sqlite-rounds', String(2 * ROUNDS - 1)));
 const INSERTS = Number(arg('--inserts', '2000'));
 const TREE = arg('--tree', join(packageRoot(), 'node_modules'));
 const JSON_ONLY = process.argv.includes('--json');
@@ -124,6 +128,17 @@ function contentDigest(dir: string, tree?: string): string {
   return out.trim().split(/\s+/)[0]!;
 }
 
+/** Round r's two sides, the real one first in even rounds, the mount first in odd ones; the mount side's result. */
+function inOrder<T>(r: number, realSide: () => void, mountSide: () => T): T {
+  if (r % 2 === 0) {
+    realSide();
+    return mountSide();
+  }
+  const m = mountSide();
+  realSide();
+  return m;
+}
+
 /** fsloop `spawn 1 cmd…`: fork-to-exit ns of one run of cmd, printed by fsloop. */
 const spawnMs = (out: string) => Number(out.trim().split(' ')[2]) / 1e6;
 
@@ -177,39 +192,50 @@ try {
   let realDigest = '';
   for (let r = 0; r < ROUNDS; r++) {
     say(`tar -x, round ${r + 1}/${ROUNDS}`);
-    const real = join(realBase, `tar-real-${r}`); // kept until the end: no deletes on this filesystem
-    mkdirSync(real);
-    settle();
-    tar.real.push(spawnMs(run(fsloop, ['spawn', '1', 'tar', '-xf', tarFile, '-C', real]).out));
-    const gotReal = census(real);
-    // the baseline must be right, or nothing here means anything
-    if (JSON.stringify(gotReal) !== JSON.stringify(want)) throw new Error(`tar into a real dir: ${JSON.stringify(gotReal)}, want ${JSON.stringify(want)}`);
-    if (r === 0) realDigest = contentDigest(real);
-
-    const mnt = join(base, `tar-mnt-${r}`);
-    timeInMount(tar, fsloop, mnt, emptyTree, ['tar', '-xf', tarFile, '-C', mnt]);
-    const gotMnt = census(mnt, emptyTree);
-    if (JSON.stringify(gotMnt) !== JSON.stringify(want)) wrong(tar, `tar into a mount: ${JSON.stringify(gotMnt)}, want ${JSON.stringify(want)}`);
+    const realSide = () => {
+      const real = join(realBase, `tar-real-${r}`); // kept until the end: no deletes on this filesystem
+      mkdirSync(real);
+      settle();
+      tar.real.push(spawnMs(run(fsloop, ['spawn', '1', 'tar', '-xf', tarFile, '-C', real]).out));
+      const gotReal = census(real);
+      // the baseline must be right, or nothing here means anything
+      if (JSON.stringify(gotReal) !== JSON.stringify(want)) throw new Error(`tar into a real dir: ${JSON.stringify(gotReal)}, want ${JSON.stringify(want)}`);
+      if (r === 0) realDigest = contentDigest(real);
+    };
+    const mountSide = () => {
+      const mnt = join(base, `tar-mnt-${r}`);
+      timeInMount(tar, fsloop, mnt, emptyTree, ['tar', '-xf', tarFile, '-C', mnt]);
+      const gotMnt = census(mnt, emptyTree);
+      if (JSON.stringify(gotMnt) !== JSON.stringify(want)) wrong(tar, `tar into a mount: ${JSON.stringify(gotMnt)}, want ${JSON.stringify(want)}`);
+      mounted.push(mnt);
+      return mnt;
+    };
+    // (round 0: the real side first, its digest is what the mount's is checked against)
+    const mnt = inOrder(r, realSide, mountSide);
     if (r === 0 && contentDigest(mnt, emptyTree) !== realDigest) wrong(tar, 'tar into a mount: file contents differ from the real extraction');
-    mounted.push(mnt);
   }
 
   // ---- sqlite ---------------------------------------------------------------
   const sql = newPair();
-  for (let r = 0; r < ROUNDS; r++) {
-    say(`sqlite (${sqlite}), ${INSERTS} transactions, round ${r + 1}/${ROUNDS}`);
-    const real = join(realBase, `sql-real-${r}`);
-    mkdirSync(real);
-    settle();
-    sql.real.push(spawnMs(run(fsloop, ['spawn', '1', ...insertCmd(join(real, 'db.sqlite'))]).out));
-    const realCheck = newPair();
-    checkDb(realCheck, run(checkCmd(join(real, 'db.sqlite'))[0]!, checkCmd(join(real, 'db.sqlite')).slice(1)).out, 'in a real dir');
-    if (realCheck.problems.length > 0) throw new Error(realCheck.problems[0]); // the baseline must be right
-
-    const mnt = join(base, `sql-mnt-${r}`);
-    timeInMount(sql, fsloop, mnt, emptyTree, insertCmd(join(mnt, 'db.sqlite')));
-    checkDb(sql, inMount(mnt, emptyTree, checkCmd(join(mnt, 'db.sqlite'))).out, 'in a mount');
-    mounted.push(mnt);
+  for (let r = 0; r < SQLITE_ROUNDS; r++) {
+    say(`sqlite (${sqlite}), ${INSERTS} transactions, round ${r + 1}/${SQLITE_ROUNDS}`);
+    const realSide = () => {
+      const real = join(realBase, `sql-real-${r}`);
+      mkdirSync(real);
+      settle();
+      sql.real.push(spawnMs(run(fsloop, ['spawn', '1', ...insertCmd(join(real, 'db.sqlite'))]).out));
+      const realCheck = newPair();
+      checkDb(realCheck, run(checkCmd(join(real, 'db.sqlite'))[0]!, checkCmd(join(real, 'db.sqlite')).slice(1)).out, 'in a real dir');
+      if (realCheck.problems.length > 0) throw new Error(realCheck.problems[0]); // the baseline must be right
+    };
+    const mountSide = () => {
+      const mnt = join(base, `sql-mnt-${r}`);
+      timeInMount(sql, fsloop, mnt, emptyTree, insertCmd(join(mnt, 'db.sqlite')));
+      checkDb(sql, inMount(mnt, emptyTree, checkCmd(join(mnt, 'db.sqlite'))).out, 'in a mount');
+      mounted.push(mnt);
+      return mnt;
+    };
+    inOrder(r, realSide, mountSide);
   }
   for (const m of mounted) vrift(['unmount', m]); // deletes (their upper layers) only now
 
@@ -237,6 +263,7 @@ try {
     };
   };
   results.rounds = ROUNDS;
+  results.sqlite_rounds = SQLITE_ROUNDS;
   results.scratch = { mount: scratch.what, real: scratchReal.what };
   results.load = loadNow();
   results.tar_x = { files: want.files, symlinks: want.links, bytes: want.bytes, ...summary(tar, 1.3) };
@@ -250,7 +277,7 @@ try {
       `${x.ratio}x (${x.spread.ratio.join('-')})`,
       x.correct ? `<= ${x.goal}x ${x.met ? 'met' : 'MISSED'}` : 'WRONG',
     ];
-    printTable(`writes inside a mount vs a real directory (medians of ${ROUNDS} interleaved rounds, min-max; ms)`, [
+    printTable(`writes inside a mount vs a real directory (medians of ${ROUNDS} interleaved rounds, sqlite ${SQLITE_ROUNDS}; min-max; ms)`, [
       ['measure', 'mount', 'real', 'ratio (per round)', 'goal'],
       line(`tar -x, ${want.files} files + ${want.links} symlinks, ${(want.bytes / 1e6).toFixed(0)} MB`, s.tar_x),
       [`  whole vrift run (+ Node, MOUNT); daemon CPU`, `${s.tar_x.whole_run_ms}; ${s.tar_x.daemon_cpu_ms}`, '', `${s.tar_x.whole_ratio}x`, '-'],
