@@ -69,4 +69,37 @@ describe('mount overlay persistence', () => {
     expect(readOverlay(store, 'old').size).toBe(0);
     await store.close();
   });
+
+  it('keeps every kind of entry (upper files, lower files, directories, symlinks, deletions, non-ASCII paths) across a restart', async () => {
+    const home = tempDir();
+    let store = Store.open(home);
+    const values: [string, OverlayValue][] = [
+      ['dir', { kind: 'dir', mode: 0o755, size: 0, mtimeSec: 1_700_000_000 }],
+      ['dir/upper.txt', { kind: 'file', mode: 0o755, size: 0, upper: 'ab'.repeat(32), mtimeSec: 1_700_000_001 }],
+      ['dir/lower', { kind: 'file', mode: 0o644, size: 2 ** 40 + 3, digest: 'c0'.repeat(32), mtimeSec: 1_700_000_002 }],
+      ['dir/link', { kind: 'symlink', mode: 0o777, size: 12, target: '../../é/目标', mtimeSec: 1_700_000_003 }],
+      ['dir/名前 with space', { kind: 'file', mode: 0o644, size: 0, upper: '0f'.repeat(32), mtimeSec: 0 }],
+      ['gone', { deleted: true }],
+    ];
+    for (const [rel, v] of values) setOverlay(store, 'k', rel, v);
+    store = await reopened(home, store);
+    const [record] = [...store.meta.state.getRange({ start: ['ovlb', 'k/'], end: ['ovlb', 'k0'] })];
+    expect(record!.value).toBeInstanceOf(Uint8Array); // bytes, not a string lmdb-js re-encodes
+    expect(readOverlay(store, 'k')).toEqual(new Map(values));
+    await store.close();
+  });
+
+  it('still reads batches written as JSON text by earlier versions, and skips a damaged record alone', async () => {
+    const home = tempDir();
+    let store = Store.open(home);
+    await store.meta.state.put(['ovlb', 'j/0000000000000001'], JSON.stringify([['a', file(1)], ['b', file(2)]]));
+    await store.meta.state.put(['ovlb', 'j/0000000000000002'], Buffer.from('[["c", {"kind": "file"')); // damaged
+    setOverlay(store, 'j', 'b', { deleted: true });
+    setOverlay(store, 'j', 'd', file(4));
+    store = await reopened(home, store);
+    expect(readOverlay(store, 'j')).toEqual(new Map<string, OverlayValue>([['a', file(1)], ['b', { deleted: true }], ['d', file(4)]]));
+    expect(overlayDigests(store).has((file(1) as { digest: string }).digest)).toBe(true);
+    expect(overlayDigests(store).has((file(3) as { digest: string }).digest)).toBe(false);
+    await store.close();
+  });
 });
