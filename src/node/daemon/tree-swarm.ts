@@ -11,8 +11,7 @@
 // itself checked against the digest first (so a bad chunk is its sender's
 // fault). A sender of a bad piece is penalized and dropped.
 import { close, open, read } from 'node:fs';
-import type { TLSSocket } from 'node:tls';
-import type { SwarmSocket } from '../../tiers/peer/client.js';
+import type { SealedSocket } from '../../lib/sealed-socket.js';
 import { baoOutboardFile, baoVerifyOutboard, baoVerifyRange } from '../../lib/bao.js';
 import type { Digest } from '../../lib/digest.js';
 import { SingleFlight } from '../../lib/single-flight.js';
@@ -45,7 +44,7 @@ export interface SwarmContext {
   self: string;
   members(tree: Digest): SwarmMember[];
   /** A channel to `peer` for the tree (its bulk connection, ticket sent), or undefined when it is not in the swarm. */
-  connect(peer: SwarmMember, tree: Digest, layout: string): Promise<SwarmSocket | undefined>;
+  connect(peer: SwarmMember, tree: Digest, layout: string): Promise<SealedSocket | undefined>;
   penalize(peer: string, reason: string): void;
   /** Subscribes to news of members (announcements); returns the unsubscribe. */
   onNews(fn: () => void): () => void;
@@ -232,9 +231,9 @@ export class TreeSwarm {
   }
 
   /** A channel with `peer` (dialed by either side); false when one exists already or the swarm is closed. */
-  addSession(peer: string, sock: TLSSocket, early?: Buffer, reads?: SwarmSocket['read']): boolean {
+  addSession(peer: string, conn: SealedSocket): boolean {
     if (this.closed || this.sessions.has(peer)) {
-      sock.destroy();
+      conn.destroy();
       return false;
     }
     const s: Session = { peer, hello: false, cancelled: new Set(), asks: new Map(), channel: undefined as unknown as SwarmChannel };
@@ -242,14 +241,12 @@ export class TreeSwarm {
     let maxBlob = 0;
     for (const c of this.layout.chunksOf.values()) maxBlob = Math.max(maxBlob, c.size);
     s.channel = new SwarmChannel(
-      sock,
+      conn,
       { pieces: this.layout.pieces.length, maxPiece, maxOutboard: Math.ceil(maxBlob / 256) + 64 },
-      { frame: (type, piece, body) => this.onFrame(s, type, piece, body), closed: (why) => this.onClosed(s, why), pieceBuffer: (len) => this.pool.take(len) },
-      reads,
+      { frame: (type, piece, body) => this.onFrame(s, type, piece, body), closed: (why, forged) => this.onClosed(s, why, forged), pieceBuffer: (len) => this.pool.take(len) },
     );
     this.sessions.set(peer, s);
     s.channel.send(F.HELLO, 0, Buffer.from(this.sched.have.encode()));
-    if (early && early.byteLength > 0) s.channel.feed(early);
     return true;
   }
 
@@ -363,7 +360,7 @@ export class TreeSwarm {
     try {
       const conn = await this.ctx.connect(m, this.tree, this.layout.layout);
       if (!conn) this.failedAt.set(m.id, Date.now());
-      else if (!this.addSession(m.id, conn.sock, undefined, conn.read)) this.failedAt.set(m.id, Date.now());
+      else if (!this.addSession(m.id, conn)) this.failedAt.set(m.id, Date.now());
     } catch (e) {
       if (!this.failedAt.has(m.id)) this.ctx.log(`swarm ${this.tree.slice(0, 12)}: no channel to ${m.id.slice(-8)}: ${(e as Error).message}`);
       this.failedAt.set(m.id, Date.now());
@@ -430,7 +427,12 @@ export class TreeSwarm {
     this.sched.setHedgeMs(Math.min(MAX_HEDGE_MS, this.answerMs + 4 * this.answerSpread));
   }
 
-  private onClosed(s: Session, why: string): void {
+  private onClosed(s: Session, why: string, forged = false): void {
+    if (forged) {
+      this.stats.rejected++;
+      this.ctx.log(`swarm ${this.tree.slice(0, 12)}: peer ${s.peer} ${why}; dropped and penalized`);
+      this.ctx.penalize(s.peer, `sent a swarm frame that failed its authentication tag`);
+    }
     if (this.sessions.get(s.peer) !== s) return;
     this.sessions.delete(s.peer);
     if (this.sessions.size === 0) this.idleSince = Date.now();
