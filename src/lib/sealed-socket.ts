@@ -17,12 +17,12 @@
 // one through JavaScript stream plumbing on the main thread; here a frame
 // is up to 1 MiB, sealed and opened in place by OpenSSL's AES-GCM (the
 // same code TLS runs) with one native call, and read straight from the
-// kernel into the frame buffer. The authentication TLS gave the bulk port
+// kernel into the frame buffer, on both ends. The authentication TLS gave the bulk port
 // (the cluster certificate) comes from the session key instead: only the
 // member that asked for the ticket over the authenticated gRPC service
 // holds it.
 import { hkdfSync } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import { connect, Socket } from 'node:net';
 import { loadNative, type NativeGcmCipher } from './native.js';
 
 /** Largest frame body; a writer cuts larger buffers into frames of this size. */
@@ -56,16 +56,30 @@ function sealError(code: 'ERR_VRIFT_PEER_FORGED' | 'ERR_VRIFT_PEER_FRAME' | 'ERR
  */
 export type SealedFeed = (chunk: Buffer) => boolean | void;
 
+/** What an accepting side does with the first bytes: a plaintext prefix (the ticket) that names the keys, or refuses. */
+export interface SealHello {
+  bytes: number;
+  /** The keys for this prefix, or undefined: the connection is closed. `prefix` is valid only during the call. */
+  keys(prefix: Buffer): SealKeys | undefined;
+}
+
+/** The frame buffer of a connection that has its keys: a whole frame fits, and a read's worth behind it. */
+const FRAME_BUFFER = HEAD + SEAL_MAX_FRAME + TAG + (64 << 10);
+/** Before its keys, a connection reads into this little (a stranger's connection costs no megabyte). */
+const HELLO_BUFFER = 512;
+
 export class SealedSocket {
   socket!: Socket;
-  private readonly sealer: NativeGcmCipher;
-  private readonly opener: NativeGcmCipher;
+  private sealer: NativeGcmCipher | undefined;
+  private opener: NativeGcmCipher | undefined;
+  private hello: SealHello | undefined;
   /**
-   * Bytes read and not yet handed on: frames from `lo` to `hi`. A direct
-   * socket (connect) reads into the free space after `hi`, chosen when the
-   * last read returned, so bytes move to the front only then (`got`).
+   * Bytes read and not yet handed on: frames from `lo` to `hi`. The socket
+   * reads into the free space after `hi`, chosen when the last read
+   * returned, so bytes move to the front (or to a larger buffer) only then
+   * (`got`).
    */
-  private readonly buf = Buffer.allocUnsafeSlow(HEAD + SEAL_MAX_FRAME + TAG + (64 << 10));
+  private buf: Buffer;
   private lo = 0;
   private hi = 0;
   private feed: SealedFeed | undefined;
@@ -73,8 +87,6 @@ export class SealedSocket {
   private early: Buffer[] = [];
   private onEnd: (() => void) | undefined;
   private paused = false;
-  /** Bytes of a 'data' chunk not yet taken (reading paused). */
-  private stash: Buffer | undefined;
   private ended = false;
   /** The end frame came before there was a feed. */
   private endPending = false;
@@ -85,30 +97,54 @@ export class SealedSocket {
   /** Plaintext bytes sent (frames' bodies). */
   bytesOut = 0;
 
-  constructor(keys: SealKeys) {
+  private constructor(keys: SealKeys | SealHello) {
+    if ('send' in keys) {
+      this.setKeys(keys);
+      this.buf = Buffer.allocUnsafeSlow(FRAME_BUFFER);
+    } else {
+      this.hello = keys;
+      this.buf = Buffer.allocUnsafeSlow(Math.max(HELLO_BUFFER, keys.bytes + HEAD + TAG));
+    }
+  }
+
+  private setKeys(keys: SealKeys): void {
     const { GcmCipher } = loadNative();
     this.sealer = new GcmCipher(keys.send, true);
     this.opener = new GcmCipher(keys.recv, false);
   }
 
-  /** A client connection to host:port, read straight into the frame buffer (no copy of the bytes in JavaScript). */
+  /** node:net's `onread`: the socket reads straight into the frame buffer (no copy, no allocation per read). */
+  private onread() {
+    // @types/node has `onread.buffer` as a Buffer only; node:net also takes a function, called after every read for the next one.
+    return { buffer: () => this.buf.subarray(this.hi), callback: (n: number) => this.got(n) };
+  }
+
+  /** A client connection to host:port. */
   static connect(host: string, port: number, keys: SealKeys): SealedSocket {
     const s = new SealedSocket(keys);
-    // @types/node has `onread.buffer` as a Buffer only; node:net also takes a function, called after every read for the next one.
-    const onread = { buffer: () => s.buf.subarray(s.hi), callback: (n: number) => s.got(n) };
-    s.socket = connect({ host, port, onread } as unknown as Parameters<typeof connect>[0]);
+    s.socket = connect({ host, port, onread: s.onread() } as unknown as Parameters<typeof connect>[0]);
     s.socket.setNoDelay(true);
     s.watch();
     return s;
   }
 
-  /** A connection the server accepted: its bytes come as 'data' events, from now on (`early`: those read before). */
-  static accept(socket: Socket, keys: SealKeys, early?: Buffer): SealedSocket {
+  /**
+   * A connection a server accepted, paused (`net.createServer({pauseOnConnect: true})`:
+   * nothing read yet), made again as a socket that reads into the frame
+   * buffer (node:net offers `onread` only to sockets it connects, so the
+   * handle moves to one made with it; `raw` is dropped). With a `SealHello`
+   * the first bytes are a plaintext prefix that names the keys.
+   */
+  static adopt(raw: Socket, keys: SealKeys | SealHello): SealedSocket {
+    const handle = (raw as unknown as { _handle: unknown })._handle;
+    if (!handle || raw.bytesRead > 0) throw new Error('SealedSocket.adopt: the socket must be accepted paused, before a byte was read');
+    (raw as unknown as { _handle: unknown })._handle = null; // `raw` no longer owns it: destroying it closes nothing
+    raw.destroy();
     const s = new SealedSocket(keys);
-    s.socket = socket;
+    s.socket = new Socket({ handle, readable: true, writable: true, onread: s.onread() } as unknown as ConstructorParameters<typeof Socket>[0]);
+    s.socket.setNoDelay(true);
     s.watch();
-    socket.on('data', (c: Buffer) => s.input(c));
-    if (early && early.byteLength > 0) s.input(early);
+    s.socket.resume();
     return s;
   }
 
@@ -135,11 +171,11 @@ export class SealedSocket {
     for (const cb of this.closedCbs.splice(0)) cb();
   }
 
-  /** Whether bytes that came are still to be handed on (a whole frame, or a stash that may complete one). */
+  /** Whether bytes that came are still to be handed on. */
   private hasFrame(): boolean {
-    if (this.early.length > 0 || this.endPending || this.stash) return true;
+    if (this.early.length > 0 || this.endPending) return true;
     const n = this.hi - this.lo;
-    return n >= HEAD && n >= HEAD + this.buf.readUInt32BE(this.lo) + TAG;
+    return this.opener !== undefined && n >= HEAD && n >= HEAD + this.buf.readUInt32BE(this.lo) + TAG;
   }
 
   /** From now on every frame's plaintext goes to `feed` (frames that came earlier first); `ended` when the peer's end frame arrives. */
@@ -159,12 +195,7 @@ export class SealedSocket {
       this.endPending = false;
       this.onEnd?.();
     }
-    this.drain();
-    if (!this.paused && this.stash) {
-      const c = this.stash;
-      this.stash = undefined;
-      this.input(c);
-    }
+    this.drain(); // (bytes do not move here: the socket's next read is already aimed after `hi`)
     if (!this.paused && !this.socket.destroyed) this.socket.resume();
     this.settleClose();
   }
@@ -175,7 +206,7 @@ export class SealedSocket {
    * or the connection failed).
    */
   write(buf: Buffer, done?: (err?: Error | null) => void): void {
-    if (this.socket.destroyed) {
+    if (this.socket.destroyed || !this.sealer) {
       if (done) queueMicrotask(() => done(new Error('the connection is closed')));
       return;
     }
@@ -194,7 +225,7 @@ export class SealedSocket {
 
   /** Sends the end frame and half-closes; `done` once the kernel took it. */
   end(done?: () => void): void {
-    if (this.socket.destroyed) return done?.();
+    if (this.socket.destroyed || !this.sealer) return done?.();
     this.frame(Buffer.alloc(0), undefined);
     this.socket.end(done);
   }
@@ -210,50 +241,42 @@ export class SealedSocket {
     ht.writeUInt32BE(body.byteLength, 0);
     const head = ht.subarray(0, HEAD);
     const tag = ht.subarray(HEAD);
-    this.sealer.seal(head, body, tag);
+    this.sealer!.seal(head, body, tag);
     // Three buffers, one writev (the caller corks): the body is not copied.
     this.socket.write(head);
     if (body.byteLength > 0) this.socket.write(body);
     this.socket.write(tag, done);
   }
 
-  /** Bytes read by someone else ('data' events, the server's ticket reader): copied into the frame buffer. */
-  input(chunk: Buffer): void {
-    let at = 0;
-    while (at < chunk.byteLength) {
-      if (this.failed) return;
-      if (this.paused) {
-        this.stash = this.stash ? Buffer.concat([this.stash, chunk.subarray(at)]) : chunk.subarray(at);
-        if (!this.socket.destroyed) this.socket.pause();
-        return;
-      }
-      this.compact();
-      const n = chunk.copy(this.buf, this.hi, at);
-      at += n;
-      this.hi += n;
-      this.drain();
-    }
-  }
-
-  /** A direct socket read `n` bytes after `hi`; false stops its reading. */
+  /** The socket read `n` bytes after `hi`; false stops its reading. */
   private got(n: number): boolean {
     this.hi += n;
     this.drain();
     // The next read goes after `hi` (onread asks once this returns): the only moment bytes may move.
-    this.compact();
-    return !this.paused;
-  }
-
-  private compact(): void {
-    if (this.lo === 0) return;
-    this.buf.copyWithin(0, this.lo, this.hi);
-    this.hi -= this.lo;
-    this.lo = 0;
+    if (this.opener && this.buf.byteLength < FRAME_BUFFER) {
+      // Keys known (the hello passed): from now on frames of up to a megabyte.
+      const big = Buffer.allocUnsafeSlow(FRAME_BUFFER);
+      this.buf.copy(big, 0, this.lo, this.hi);
+      this.hi -= this.lo;
+      this.lo = 0;
+      this.buf = big;
+    } else if (this.lo > 0) {
+      this.buf.copyWithin(0, this.lo, this.hi);
+      this.hi -= this.lo;
+      this.lo = 0;
+    }
+    return !this.paused && !this.failed;
   }
 
   /** Opens and hands on every whole frame in the buffer, until a feed asks to pause. */
   private drain(): void {
-    while (!this.paused && !this.failed && this.hi - this.lo >= HEAD) {
+    if (!this.opener && !this.failed && this.hello && this.hi - this.lo >= this.hello.bytes) {
+      const keys = this.hello.keys(this.buf.subarray(this.lo, this.lo + this.hello.bytes));
+      if (!keys) return this.destroy();
+      this.setKeys(keys);
+      this.lo += this.hello.bytes;
+    }
+    while (this.opener && !this.paused && !this.failed && this.hi - this.lo >= HEAD) {
       const at = this.lo;
       const len = this.buf.readUInt32BE(at);
       if (len > SEAL_MAX_FRAME) return this.destroy(sealError('ERR_VRIFT_PEER_FRAME', `the peer sent a frame of ${len} bytes (at most ${SEAL_MAX_FRAME})`));

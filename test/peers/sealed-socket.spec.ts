@@ -4,7 +4,7 @@
 // an error before a byte of it is handed on; and a swarm channel over a
 // tampered connection closes saying so.
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SEAL_MAX_FRAME, SealedSocket, sealKeys } from '../../src/lib/sealed-socket.js';
 import { F, SwarmChannel } from '../../src/node/swarm/channel.js';
@@ -14,30 +14,45 @@ afterEach(() => {
   for (const s of servers.splice(0)) s.close();
 });
 
+/** A server on loopback (closed after each test), its port. */
+async function listen(onConnection: (s: Socket) => void, opts: { pauseOnConnect?: boolean } = {}): Promise<number> {
+  const srv = createServer(opts, onConnection);
+  servers.push(srv);
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return (srv.address() as { port: number }).port;
+}
+
 /**
- * A loopback server whose accepted socket goes to `accepted` as a sealed
- * server side, and a sealed client connected to it. `wire`, when given,
- * may rewrite the bytes the client sends before the server reads them
- * (a proxy in the same process: the bytes cross two real sockets).
+ * A sealed server side (accepted paused and adopted, as the bulk port
+ * does) and a sealed client connected to it. `wire`, when given, rewrites
+ * the bytes the client sends on their way: a proxy in between, on real
+ * sockets.
  */
 async function pair(opts: { wire?: (chunk: Buffer) => Buffer } = {}): Promise<{ client: SealedSocket; server: Promise<SealedSocket> }> {
   const session = randomBytes(32);
   const ticket = randomBytes(32);
   let accepted!: (s: SealedSocket) => void;
   const server = new Promise<SealedSocket>((r) => (accepted = r));
-  const srv = createServer((sock: Socket) => {
-    sock.on('error', () => undefined);
-    const s = SealedSocket.accept(sock, sealKeys(session, ticket, 'server'));
-    if (opts.wire) {
-      // Re-feed the bytes through the rewrite: the server reads only what the "wire" delivers.
-      sock.removeAllListeners('data');
-      sock.on('data', (c: Buffer) => s.input(opts.wire!(c)));
-    }
-    accepted(s);
-  });
-  servers.push(srv);
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const client = SealedSocket.connect('127.0.0.1', (srv.address() as { port: number }).port, sealKeys(session, ticket, 'client'));
+  let port = await listen(
+    (raw) => {
+      const s = SealedSocket.adopt(raw, sealKeys(session, ticket, 'server'));
+      s.socket.on('error', () => undefined);
+      accepted(s);
+    },
+    { pauseOnConnect: true },
+  );
+  if (opts.wire) {
+    const target = port;
+    port = await listen((from) => {
+      const to = connect(target, '127.0.0.1');
+      for (const s of [from, to]) s.on('error', () => undefined);
+      from.on('data', (c: Buffer) => to.write(opts.wire!(c)));
+      to.pipe(from);
+      from.on('close', () => to.destroy());
+      to.on('close', () => from.destroy());
+    });
+  }
+  const client = SealedSocket.connect('127.0.0.1', port, sealKeys(session, ticket, 'client'));
   client.socket.on('error', () => undefined);
   client.read(() => undefined);
   await new Promise((r) => client.socket.once('connect', r));

@@ -64,7 +64,7 @@ describe('the swarm channel', () => {
   const pair = async (): Promise<[SealedSocket, SealedSocket, () => void]> => {
     const [session, ticket] = [randomBytes(32), randomBytes(32)];
     let server: SealedSocket | undefined;
-    const srv = createServer((s: Socket) => (server = SealedSocket.accept(s, sealKeys(session, ticket, 'server'))));
+    const srv = createServer({ pauseOnConnect: true }, (s: Socket) => (server = SealedSocket.adopt(s, sealKeys(session, ticket, 'server'))));
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     const client = SealedSocket.connect('127.0.0.1', (srv.address() as { port: number }).port, sealKeys(session, ticket, 'client'));
     await new Promise((r) => client.socket.once('connect', r));

@@ -79,9 +79,8 @@ export class BulkServer {
 
   async start(): Promise<void> {
     // The gate counts the TCP socket: its deadline covers the ticket and its proof.
-    const server = createServer((s) => {
-      if (this.gate.admit(s)) void this.serve(s);
-    });
+    // Accepted paused: the connection is re-made as a sealed socket that reads into its own buffer (SealedSocket.adopt).
+    const server = createServer({ pauseOnConnect: true }, (raw) => void this.serve(raw));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => reject(listenError(e, { what: "the cluster's bulk server", host: this.opts.host, port: this.opts.port, portKey: 'bulkPort' })));
       server.listen(this.opts.port, this.opts.host, () => resolve());
@@ -114,35 +113,36 @@ export class BulkServer {
     return { token, key };
   }
 
-  private async serve(sock: Socket): Promise<void> {
-    const remote = `${sock.remoteAddress}:${sock.remotePort}`;
-    sock.setNoDelay(true);
+  private async serve(raw: Socket): Promise<void> {
+    const remote = `${raw.remoteAddress}:${raw.remotePort}`;
+    let id: Buffer | undefined;
+    let found: Ticket | undefined;
+    // First the ticket id in clear: it names the session key, or the connection closes.
+    const sealed = SealedSocket.adopt(raw, {
+      bytes: BULK_HELLO_LEN,
+      keys: (hello) => {
+        if (!hello.subarray(0, BULK_MAGIC.length).equals(BULK_MAGIC)) return undefined;
+        id = Buffer.from(hello.subarray(BULK_MAGIC.length));
+        found = this.tickets.get(id.toString('hex'));
+        return found && sealKeys(found.key, id, 'server');
+      },
+    });
+    const sock = sealed.socket;
+    if (!this.gate.admit(sock)) return;
     sock.setTimeout(this.opts.timeoutMs, () => sock.destroy());
-    const got = await readHello(sock);
-    const hello = got?.subarray(0, BULK_HELLO_LEN);
-    const id = hello?.subarray(BULK_MAGIC.length);
-    const found = hello && hello.subarray(0, BULK_MAGIC.length).equals(BULK_MAGIC) ? this.tickets.get(id!.toString('hex')) : undefined;
-    if (!found) {
-      this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'bulk-ticket' });
-      sock.destroy();
-      return;
-    }
-    const sealed = SealedSocket.accept(sock, sealKeys(found.key, id!, 'server'), got!.subarray(BULK_HELLO_LEN));
-    // The first frame proves the session key: it must open (its tag) and carry the ticket id.
+    sock.on('error', () => undefined); // a forged frame destroys the socket with its error; 'close' follows
+    // Then the first frame proves the session key: it must open (its tag) and carry the ticket id.
     const proven = await new Promise<boolean>((resolve) => {
-      const onClose = () => resolve(false);
-      sock.once('close', onClose);
-      sock.on('error', () => undefined); // a forged frame destroys the socket with its error; 'close' follows
+      sealed.onClose(() => resolve(false));
       sealed.read((first) => {
-        sock.off('close', onClose);
         resolve(first.equals(id!));
         return false; // nothing more until the ticket is settled
       });
     });
-    const ticket = this.tickets.get(id!.toString('hex'));
-    if (!proven || ticket !== found) {
-      // A wrong key (an eavesdropper's replay, a forged or altered frame), or the ticket was used meanwhile.
-      this.opts.metrics.inc('vrift_peer_refused_total', { reason: proven ? 'bulk-ticket' : 'bulk-proof' });
+    const ticket = id && this.tickets.get(id.toString('hex'));
+    if (!proven || !ticket || ticket !== found) {
+      // No ticket, an unknown or used one; or a wrong key (an eavesdropper's replay, a forged or altered frame).
+      this.opts.metrics.inc('vrift_peer_refused_total', { reason: !found || (proven && ticket !== found) ? 'bulk-ticket' : 'bulk-proof' });
       sock.destroy();
       return;
     }
@@ -177,24 +177,4 @@ export class BulkServer {
       plan.release();
     }
   }
-}
-
-/** The first BULK_HELLO_LEN bytes a client sends (and whatever came with them), or undefined if it closes first. */
-function readHello(sock: Socket): Promise<Buffer | undefined> {
-  return new Promise((resolve) => {
-    let buf = Buffer.alloc(0);
-    sock.on('error', () => undefined); // a reset before the ticket: 'close' follows
-    const done = (v: Buffer | undefined) => {
-      sock.off('data', onData);
-      sock.off('close', onClose);
-      resolve(v);
-    };
-    const onData = (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      if (buf.byteLength >= BULK_HELLO_LEN) done(buf);
-    };
-    const onClose = () => done(undefined);
-    sock.on('data', onData);
-    sock.once('close', onClose);
-  });
 }

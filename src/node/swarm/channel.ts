@@ -44,10 +44,19 @@ const SMALL_FRAME = 16 << 10;
  * sealed in place and goes to the socket with no copy of its bytes.
  */
 export function framedPieceBuffer(length: number): Buffer {
-  const frame = Buffer.allocUnsafeSlow(HEADER + length);
-  const body = frame.subarray(HEADER);
-  frames.set(body, frame);
+  return framedView(Buffer.allocUnsafeSlow(HEADER + length), length);
+}
+
+/** The body of `length` bytes of a piece buffer made in `memory` (at least HEADER + length bytes, only ever used for this), its header room before it. */
+export function framedView(memory: Buffer, length: number): Buffer {
+  const body = memory.subarray(HEADER, HEADER + length);
+  frames.set(body, memory.subarray(0, HEADER + length));
   return body;
+}
+
+/** The memory a piece buffer of `length` bytes needs (framedView). */
+export function framedBytes(length: number): number {
+  return HEADER + length;
 }
 
 /** Bodies made by framedPieceBuffer, and their frames (no other buffer's bytes before it are ever written). */
