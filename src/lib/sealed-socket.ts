@@ -14,13 +14,13 @@
 // ERR_VRIFT_PEER_FORGED before a byte of it is handed on.
 //
 // Why not TLS: node:tls cuts a stream into 16 KiB records and moves every
-// one through JavaScript stream plumbing on the main thread; here a frame
-// is up to 1 MiB, sealed and opened in place by OpenSSL's AES-GCM (the
-// same code TLS runs) with one native call, and read straight from the
-// kernel into the frame buffer, on both ends. The authentication TLS gave the bulk port
-// (the cluster certificate) comes from the session key instead: only the
-// member that asked for the ticket over the authenticated gRPC service
-// holds it.
+// one through JavaScript stream plumbing on the main thread, in a fresh
+// buffer each; here a frame is up to 1 MiB, sealed and opened in place by
+// OpenSSL's AES-GCM (the same code TLS runs) with one native call, and
+// both ends read straight from the kernel into their frame buffer. The
+// authentication TLS gave the bulk port (the cluster certificate) comes
+// from the session key instead: only the member that asked for the ticket
+// over the authenticated gRPC service holds it.
 import { hkdfSync } from 'node:crypto';
 import { connect, Socket } from 'node:net';
 import { loadNative, type NativeGcmCipher } from './native.js';
