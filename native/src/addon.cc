@@ -4,7 +4,8 @@
 // blake3 (blake3_hash.cc: hashing on native threads), bao (bao_napi.h:
 // verified streaming: outboards, range and stream verifiers), layout (layout.cc:
 // the constants of shim/vrift_layout.h) and
-// ZstdStream (zstd.cc: pack compression through a run-time libzstd). src/node/mount/vdir.ts is its only intended caller: it packs
+// ZstdStream (zstd.cc: pack compression through a run-time libzstd) and
+// GcmCipher (gcm.cc: AES-256-GCM frames of the bulk port, in place). src/node/mount/vdir.ts is its only intended caller: it packs
 // batches into one Buffer (layout below) so a 100 000-entry mount crosses
 // the JS/C++ boundary once, and turns errors (Error with a numeric `code`,
 // the errno) into VriftErrors.
@@ -26,6 +27,7 @@
 #include "blake3_hash.h"
 #include "blob_io.h"
 #include "fast_fs.h"
+#include "gcm.h"
 #include "layout.h"
 #include "tree_blobs.h"
 #include "tree_parse.h"
@@ -431,6 +433,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vrift::InitLayout(env, exports);
   vrift::InitZstd(env, exports);
   vrift::InitTreeBlobs(env, exports);
+  vrift::InitGcm(env, exports);
   return exports;
 }
 

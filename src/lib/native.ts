@@ -142,6 +142,14 @@ export interface NativeZstdStream {
   pending(): boolean;
 }
 
+/** AES-256-GCM for one direction of a bulk connection (native/src/gcm.h): in place, the nonce a counter of its own. */
+export interface NativeGcmCipher {
+  /** Encrypts `body` in place with the next nonce; writes the 16-byte tag. */
+  seal(aad: Uint8Array, body: Uint8Array, tag: Uint8Array): void;
+  /** Decrypts `body` in place with the next nonce; false when the tag does not verify. */
+  open(aad: Uint8Array, body: Uint8Array, tag: Uint8Array): boolean;
+}
+
 export interface NativeAddon {
   VDirWriter: {
     new (name: string, casRoot: string, mountRoot: string, capacity: number, poolBytes: number): NativeVDirWriter;
@@ -164,6 +172,7 @@ export interface NativeAddon {
   layout: NativeLayout;
   zstdAvailable: boolean;
   ZstdStream: new (compress: boolean, level: number) => NativeZstdStream;
+  GcmCipher: new (key: Uint8Array, encrypt: boolean) => NativeGcmCipher;
 }
 
 let cached: NativeAddon | undefined;

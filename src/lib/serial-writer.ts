@@ -1,18 +1,20 @@
-// Writes to a TLS socket one at a time. Buffers queued behind a busy
-// socket would go out as one writev, which node:tls first copies into a
-// fresh buffer (an allocation and a copy of every byte, for megabyte
-// archive buffers and swarm pieces). Buffers smaller than `joinBelow`
-// that wait together are joined into one write instead (a cheap copy, one
-// TLS record). The bulk server's archives and the swarm's channels write
-// through one of these.
-import type { Writable } from 'node:stream';
+// Writes to a socket one at a time: what waits stays in this queue, where
+// a frame written later can still be joined to it. Buffers smaller than
+// `joinBelow` that wait together are joined into one write (a cheap
+// copy, one sealed frame). The swarm's channels write through one of
+// these, so a have or a request waits behind one piece at most.
+
+/** Where the writes go: a socket, or a sealed connection (src/lib/sealed-socket.ts). */
+export interface SerialSink {
+  write(buf: Buffer, done: (err?: Error | null) => void): unknown;
+}
 
 export class SerialWriter {
   private readonly queue: { buf: Buffer; done?: (err?: Error | null) => void }[] = [];
   private writing = false;
 
   constructor(
-    private readonly socket: Writable,
+    private readonly socket: SerialSink,
     private readonly joinBelow = 0,
   ) {}
 

@@ -73,6 +73,12 @@ export function slowPeerEnv(bytesPerSec: number): Record<string, string> {
   return { NODE_OPTIONS: [process.env.NODE_OPTIONS, preload].filter(Boolean).join(' '), VRIFT_TEST_SLOW_PEER_BPS: String(bytesPerSec) };
 }
 
+/** Extra environment for `start` that makes a node's bulk frames arrive altered (test/helpers/tamper-peer.mjs). */
+export function tamperPeerEnv(): Record<string, string> {
+  const preload = `--import=${join(ROOT, 'test', 'helpers', 'tamper-peer.mjs')}`;
+  return { NODE_OPTIONS: [process.env.NODE_OPTIONS, preload].filter(Boolean).join(' ') };
+}
+
 /** Starts these nodes' daemons at once. */
 export async function startAll(nodes: TestNode[]): Promise<void> {
   await Promise.all(nodes.map((n) => n.startAsync()));

@@ -1,7 +1,8 @@
 // Who may talk to a node, and what a bad request gets: a node with the
 // wrong cluster secret can neither join the mesh (pnet handshake) nor
 // read anything over gRPC (TLS, then UNAUTHENTICATED: tested here behind
-// the cluster's TLS; tls.spec.ts tests TLS itself) or the bulk port; malformed
+// the cluster's TLS; tls.spec.ts tests TLS itself) or the bulk port (sealed
+// frames: bulk-seal.spec.ts); malformed
 // and oversized gRPC messages get an error status and the node stays up.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clusterKeys, signCall } from '../../src/node/cluster/auth.js';
@@ -9,7 +10,7 @@ import { PeerConnection } from '../../src/tiers/peer/client.js';
 import { PEER_METHODS } from '../../src/node/cluster/wire.js';
 import { vrift } from '../helpers/cli.js';
 import { makeNode, startAll, SECRET, type TestNode } from '../helpers/cluster.js';
-import { memberH2, memberTls } from '../helpers/peer-tls.js';
+import { memberH2, rawBulk } from '../helpers/peer-tls.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeSampleTree } from '../helpers/trees.js';
 
@@ -103,15 +104,8 @@ describe('cluster membership', () => {
 
   it('closes the bulk port on an unknown ticket without sending a byte', async () => {
     const port = Number(a.status().addresses.bulk.split(':')[1]);
-    const got = await new Promise<{ bytes: number }>((resolve, reject) => {
-      const s = memberTls(port);
-      let bytes = 0;
-      s.on('secureConnect', () => s.write(Buffer.concat([Buffer.from('VRIFTBK1'), Buffer.alloc(32, 7)])));
-      s.on('data', (d) => (bytes += d.byteLength));
-      s.on('close', () => resolve({ bytes }));
-      s.on('error', reject);
-    });
-    expect(got.bytes).toBe(0);
+    const got = await rawBulk(port, Buffer.concat([Buffer.from('VRIFTBK2'), Buffer.alloc(32, 7)]));
+    expect(got.byteLength).toBe(0);
     expect(a.status().metrics['vrift_peer_refused_total{reason="bulk-ticket"}']).toBe(1);
   });
 

@@ -1,19 +1,18 @@
-// Peer traffic is mutual TLS with a certificate derived from the cluster
+// The gRPC port is mutual TLS with a certificate derived from the cluster
 // secret (src/node/cluster/tls.ts). A plaintext HTTP/2 client gets no gRPC
 // status, a client holding another cluster's certificate fails the
-// handshake, a plaintext bulk ticket is refused, and members restore
-// from one another as before (over gRPC and bulk, now both under TLS).
+// handshake, and members restore from one another as before (the bulk
+// port's sealed frames, whose keys come over this TLS: bulk-seal.spec.ts).
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clusterKeys, signCall } from '../../src/node/cluster/auth.js';
 import { PEER_METHODS } from '../../src/node/cluster/wire.js';
 import { PeerConnection } from '../../src/tiers/peer/client.js';
 import { makeNode, SECRET, startAll, waitForPeers, type TestNode } from '../helpers/cluster.js';
-import { memberH2, memberTls } from '../helpers/peer-tls.js';
+import { memberH2 } from '../helpers/peer-tls.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const OTHER = 'another-secret-entirely-0123456789';
@@ -88,38 +87,8 @@ describe('the gRPC port', () => {
   });
 });
 
-describe('the bulk port', () => {
-  const ticket = Buffer.concat([Buffer.from('VRIFTBK1'), Buffer.alloc(32, 7)]);
-  const bulkPort = () => Number(a.status().addresses.bulk.split(':')[1]);
-
-  it('refuses a plaintext ticket without a byte', async () => {
-    const got = await new Promise<{ bytes: number }>((resolve) => {
-      const s = connect({ host: '127.0.0.1', port: bulkPort() });
-      let bytes = 0;
-      s.on('connect', () => s.write(ticket));
-      s.on('data', (d) => (bytes += d.byteLength));
-      s.on('close', () => resolve({ bytes }));
-      s.on('error', () => undefined);
-    });
-    // Whatever comes back is a TLS alert, never archive bytes ("VRIFT…").
-    expect(got.bytes).toBeLessThan(16);
-    expect(a.status().metrics['vrift_peer_refused_total{reason="bulk-tls"}']).toBeGreaterThanOrEqual(1);
-  });
-
-  it("fails the handshake with another cluster's certificate", async () => {
-    const err = await new Promise<string>((resolve) => {
-      const s = memberTls(bulkPort(), OTHER);
-      s.on('secureConnect', () => s.write(ticket));
-      s.on('error', (e) => resolve(e.message));
-      s.on('close', () => resolve('closed'));
-    });
-    // Chain verification fails first (the server's certificate is not signed by the other cluster's key); the pin is behind it.
-    expect(err).toMatch(/self-signed certificate|cluster's certificate/);
-  });
-});
-
 describe('members', () => {
-  it('restore from each other over TLS, exact bytes', async () => {
+  it('restore from each other (gRPC over TLS, archives in sealed frames), exact bytes', async () => {
     b.json(['node', 'join', a.addr()]);
     const src = join(tempDir(), 'src');
     const body = randomBytes(3 << 20);

@@ -1,24 +1,30 @@
-// The lean bulk stream: archives (docs/archive-format.md) over a TLS
-// connection (mutual, with the cluster's certificate: tls.ts), because gRPC's framing tops out far below what a
-// loopback or LAN link carries (docs/peers.md has the figures).
+// The lean bulk stream: archives (docs/archive-format.md) over a TCP
+// connection whose bytes are AES-256-GCM frames (src/lib/sealed-socket.ts),
+// because gRPC's framing, and node:tls, top out far below what a loopback
+// or LAN link carries (docs/peers.md has the figures).
 //
 // There is no request on this port. A client first asks the gRPC
-// service (authenticated with the cluster credential) for an archive;
-// the service plans it and calls `issue`, which returns a random
-// 32-byte one-time ticket. The client connects here and sends
+// service (mutual TLS, authenticated with the cluster credential) for an
+// archive; the service plans it and calls `issue`, which returns a
+// random 32-byte one-time ticket id and a random 32-byte session key. The
+// client connects here and sends
 //
-//   "VRIFTBK1" (8 bytes)  ticket (32 bytes)
+//   "VRIFTBK2" (8 bytes)  ticket id (32 bytes)  then sealed frames, the first one the ticket id again
 //
-// and the server answers with the archive, then closes (or, for a swarm
-// ticket, hands the connection to the tree's swarm: src/node/swarm/). An unknown,
-// used or expired ticket gets the connection closed without a byte.
-// Tickets expire after `timeoutMs` unused; a connection that stops
-// reading for `timeoutMs` is closed. Before its ticket, a connection is
-// bounded by the gate (conn-gate.ts): connections per address and in
-// total, and a deadline (`handshakeMs`) for the whole ticket.
+// under the client's key derived from the session key (sealKeys). The
+// server verifies that first frame's tag before it sends a byte: only the
+// member the ticket was issued to holds the key, so an id seen on the
+// wire and replayed gets nothing. It then answers with the archive, in
+// sealed frames, and an end frame (or, for a swarm ticket, hands the
+// connection to the tree's swarm: src/node/swarm/). An unknown, used or
+// expired ticket, or a first frame that fails its tag, gets the connection
+// closed without a byte. Tickets expire after `timeoutMs` unused; a
+// connection that stops reading for `timeoutMs` is closed. Before its
+// proof, a connection is bounded by the gate (conn-gate.ts): connections
+// per address and in total, and a deadline (`handshakeMs`) for the
+// ticket and its proof.
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Digest } from '../../lib/digest.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { RingWriter, writeArchive } from '../archive/ring-writer.js';
@@ -26,8 +32,7 @@ import type { Store } from '../store/store.js';
 import { BULK_HELLO_LEN, BULK_MAGIC } from './wire.js';
 import { listenError } from './listen-error.js';
 import { ConnectionGate, type GateLimits } from './conn-gate.js';
-import { SerialWriter } from '../../lib/serial-writer.js';
-import { checkPinned, tlsServerOptions, type ClusterTls } from './tls.js';
+import { SealedSocket, sealKeys } from '../../lib/sealed-socket.js';
 
 export interface BulkPlan {
   blobs: { digest: Digest; size: number }[];
@@ -36,7 +41,7 @@ export interface BulkPlan {
    * authenticated connection is handed over and kept open; its owner
    * closes it (and the plan's slot is released at once).
    */
-  attach?(sock: TLSSocket, early: Buffer): void;
+  attach?(sock: SealedSocket): void;
   /** The peer it is for (logs and metrics). */
   peer: string;
   /** Frees the stream slot the plan holds: called once, when served or expired. */
@@ -45,6 +50,8 @@ export interface BulkPlan {
 
 interface Ticket {
   plan: BulkPlan;
+  /** The session key (sealed-socket.ts): only the member the ticket was issued to knows it. */
+  key: Buffer;
   timer: NodeJS.Timeout;
 }
 
@@ -53,8 +60,6 @@ export interface BulkServerOptions {
   host: string;
   port: number;
   timeoutMs: number;
-  /** The cluster's certificate: the port speaks only mutual TLS with it. */
-  tls: ClusterTls;
   /** Connections before and after their ticket. */
   limits: GateLimits;
   metrics: Metrics;
@@ -73,14 +78,9 @@ export class BulkServer {
   }
 
   async start(): Promise<void> {
-    // The gate counts the TCP socket (its deadline covers the TLS handshake and the ticket); the protocol runs on TLS above it.
-    // A tls.Server that never listens: it checks the client's certificate (which a bare TLSSocket would not);
-    // a failed handshake ('tlsClientError') destroys the socket.
-    const secure = createTlsServer(tlsServerOptions(this.opts.tls), (t) => void this.serve(t));
-    secure.on('tlsClientError', () => this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'bulk-tls' }));
-    const server = createServer((s) => {
-      if (this.gate.admit(s)) secure.emit('connection', s);
-    });
+    // The gate counts the TCP socket: its deadline covers the ticket and its proof.
+    // Accepted paused: the connection is re-made as a sealed socket that reads into its own buffer (SealedSocket.adopt).
+    const server = createServer({ pauseOnConnect: true }, (raw) => void this.serve(raw));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => reject(listenError(e, { what: "the cluster's bulk server", host: this.opts.host, port: this.opts.port, portKey: 'bulkPort' })));
       server.listen(this.opts.port, this.opts.host, () => resolve());
@@ -100,54 +100,74 @@ export class BulkServer {
     this.server = undefined;
   }
 
-  /** A one-time ticket for this plan. */
-  issue(plan: BulkPlan): Buffer {
+  /** A one-time ticket for this plan: its id, and the connection's session key. */
+  issue(plan: BulkPlan): { token: Buffer; key: Buffer } {
     const token = randomBytes(32);
-    const key = token.toString('hex');
+    const key = randomBytes(32);
+    const id = token.toString('hex');
     const timer = setTimeout(() => {
-      if (this.tickets.delete(key)) plan.release();
+      if (this.tickets.delete(id)) plan.release();
     }, this.opts.timeoutMs);
     timer.unref();
-    this.tickets.set(key, { plan, timer });
-    return token;
+    this.tickets.set(id, { plan, key, timer });
+    return { token, key };
   }
 
-  private async serve(sock: TLSSocket): Promise<void> {
-    const remote = `${sock.remoteAddress}:${sock.remotePort}`;
-    if (!sock.authorized || checkPinned(this.opts.tls, sock.getPeerCertificate())) {
-      this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'bulk-tls' });
-      sock.destroy();
-      return;
-    }
-    sock.setNoDelay(true);
+  private async serve(raw: Socket): Promise<void> {
+    const remote = `${raw.remoteAddress}:${raw.remotePort}`;
+    let id: Buffer | undefined;
+    let found: Ticket | undefined;
+    // First the ticket id in clear: it names the session key, or the connection closes.
+    const sealed = SealedSocket.adopt(raw, {
+      bytes: BULK_HELLO_LEN,
+      keys: (hello) => {
+        if (!hello.subarray(0, BULK_MAGIC.length).equals(BULK_MAGIC)) return undefined;
+        id = Buffer.from(hello.subarray(BULK_MAGIC.length));
+        found = this.tickets.get(id.toString('hex'));
+        return found && sealKeys(found.key, id, 'server');
+      },
+    });
+    const sock = sealed.socket;
+    if (!this.gate.admit(sock)) return;
     sock.setTimeout(this.opts.timeoutMs, () => sock.destroy());
-    const got = await readHello(sock);
-    const hello = got?.subarray(0, BULK_HELLO_LEN);
-    const ticket = hello && hello.subarray(0, 8).equals(BULK_MAGIC) ? this.tickets.get(hello.toString('hex', 8)) : undefined;
-    // Only a swarm channel's client speaks after its ticket (without waiting for an answer).
-    if (!ticket || (got!.byteLength > BULK_HELLO_LEN && !ticket.plan.attach)) {
-      this.opts.metrics.inc('vrift_peer_refused_total', { reason: 'bulk-ticket' });
+    sock.on('error', () => undefined); // a forged frame destroys the socket with its error; 'close' follows
+    // Then the first frame proves the session key: it must open (its tag) and carry the ticket id.
+    const proven = await new Promise<boolean>((resolve) => {
+      sealed.onClose(() => resolve(false));
+      sealed.read((first) => {
+        resolve(first.equals(id!));
+        return false; // nothing more until the ticket is settled
+      });
+    });
+    const ticket = id && this.tickets.get(id.toString('hex'));
+    if (!proven || !ticket || ticket !== found) {
+      // No ticket, an unknown or used one; or a wrong key (an eavesdropper's replay, a forged or altered frame).
+      this.opts.metrics.inc('vrift_peer_refused_total', { reason: !found || (proven && ticket !== found) ? 'bulk-ticket' : 'bulk-proof' });
       sock.destroy();
       return;
     }
-    this.tickets.delete(hello!.toString('hex', 8));
+    this.tickets.delete(id!.toString('hex'));
     this.gate.authenticated(remote);
     clearTimeout(ticket.timer);
     const { plan } = ticket;
     if (plan.attach) {
       plan.release();
       sock.setTimeout(0);
-      plan.attach(sock, got!.subarray(BULK_HELLO_LEN));
+      plan.attach(sealed);
       return;
     }
-    // One buffer at a time (src/lib/serial-writer.ts): TLS would copy a writev of queued ring buffers first.
-    const writes = new SerialWriter(sock);
-    const out = new RingWriter({ write: (buf, done) => writes.write(buf, () => done()), closed: (cb) => sock.once('close', cb) });
+    // An archive's client only reads: anything it sends closes the connection.
+    sealed.read(() => {
+      sealed.destroy();
+      return false;
+    });
+    // The ring's buffers are sealed in place and go to the socket as they fill (plain TCP: queued writes cost no copy).
+    const out = new RingWriter({ write: (buf, done) => sealed.write(buf, () => done()), closed: (cb) => sock.once('close', cb) });
     try {
       await writeArchive(this.opts.store, plan.blobs, out);
       await out.flush();
-      await out.drained(); // the last buffers may still wait in the SerialWriter's queue
-      await new Promise<void>((resolve) => sock.end(resolve));
+      await out.drained();
+      await new Promise<void>((resolve) => sealed.end(resolve));
     } catch (e) {
       // A local blob found missing or corrupt (quarantined), or the client left.
       if (!sock.destroyed) this.opts.log(`bulk: stream to ${plan.peer} stopped: ${(e as Error).message}`);
@@ -157,23 +177,4 @@ export class BulkServer {
       plan.release();
     }
   }
-}
-
-/** The first BULK_HELLO_LEN bytes a client sends (and whatever came with them), or undefined if it closes first. */
-function readHello(sock: Socket): Promise<Buffer | undefined> {
-  return new Promise((resolve) => {
-    let buf = Buffer.alloc(0);
-    const done = (v: Buffer | undefined) => {
-      sock.off('data', onData);
-      sock.off('close', onClose);
-      resolve(v);
-    };
-    const onData = (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      if (buf.byteLength >= BULK_HELLO_LEN) done(buf);
-    };
-    const onClose = () => done(undefined);
-    sock.on('data', onData);
-    sock.once('close', onClose);
-  });
 }

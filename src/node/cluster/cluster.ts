@@ -39,7 +39,7 @@ export class Cluster {
     this.keys = keys;
     const common = { store: opts.store, metrics: opts.metrics, log: opts.log };
     const limits = { total: cfg.maxConnections, perAddress: cfg.connectionsPerAddress, handshakeMs: cfg.handshakeMs };
-    this.bulk = cfg.bulk ? new BulkServer({ ...common, host: cfg.host, port: cfg.bulkPort, timeoutMs: cfg.timeoutMs, tls: keys.tls, limits }) : undefined;
+    this.bulk = cfg.bulk ? new BulkServer({ ...common, host: cfg.host, port: cfg.bulkPort, timeoutMs: cfg.timeoutMs, limits }) : undefined;
     this.service = new PeerService({ ...common, cfg, keys, bulk: this.bulk, signingKey: opts.signingKey });
     this.mesh = new Mesh({ ...common, cfg, keys, grpcAddress: () => this.grpcAddress() });
   }

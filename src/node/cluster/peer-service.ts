@@ -22,7 +22,7 @@ import { isVriftError } from '../../lib/errors.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { ArchiveRequest__Output } from '../../gen/vrift/peer/v1/ArchiveRequest.js';
 import type { SwarmRequest__Output } from '../../gen/vrift/peer/v1/SwarmRequest.js';
-import type { TLSSocket } from 'node:tls';
+import type { SealedSocket } from '../../lib/sealed-socket.js';
 import type { PeerHandlers } from '../../gen/vrift/peer/v1/Peer.js';
 import { RingWriter, writeArchive } from '../archive/ring-writer.js';
 import type { BulkServer } from './bulk-server.js';
@@ -106,7 +106,7 @@ type Status = { code: number; details: string; message: string };
 /** The node's swarms (src/node/swarm/swarm-host.ts), as the service sees them. */
 export interface SwarmDoor {
   /** A channel with `peer` for `tree`: what to hand its connection to, or why not. */
-  openChannel(tree: Digest, layout: string, peer: string): { attach(sock: TLSSocket, early: Buffer): void } | { refuse: 'not-found' | 'refused'; why: string };
+  openChannel(tree: Digest, layout: string, peer: string): { attach(sock: SealedSocket): void } | { refuse: 'not-found' | 'refused'; why: string };
 }
 
 export class PeerService {
@@ -426,8 +426,8 @@ export class PeerService {
         if (!bulk) throw status(S.FAILED_PRECONDITION, 'vrift: this node serves archives over gRPC only (cluster.bulk is off)');
         const blobs = plan(req);
         const release = slot(peer);
-        const token = bulk.issue({ blobs, peer, release });
-        return { port: bulk.port, token, blobs: blobs.length, bytes: blobs.reduce((n, b) => n + b.size, 0) };
+        const { token, key } = bulk.issue({ blobs, peer, release });
+        return { port: bulk.port, token, key, blobs: blobs.length, bytes: blobs.reduce((n, b) => n + b.size, 0) };
       }),
 
       OpenSwarm: unary(PEER_METHODS.openSwarm, (req: SwarmRequest__Output, peer) => {
@@ -437,8 +437,8 @@ export class PeerService {
         const tree = digestOf(req.tree, 'tree');
         const r = swarms.openChannel(tree, req.layout, peer);
         if ('refuse' in r) throw status(r.refuse === 'not-found' ? S.NOT_FOUND : S.FAILED_PRECONDITION, `vrift: ${r.why}`);
-        const token = bulk.issue({ blobs: [], peer, release: () => undefined, attach: r.attach });
-        return { port: bulk.port, token, blobs: 0, bytes: 0 };
+        const { token, key } = bulk.issue({ blobs: [], peer, release: () => undefined, attach: r.attach });
+        return { port: bulk.port, token, key, blobs: 0, bytes: 0 };
       }),
 
       GetRef: unary(PEER_METHODS.getRef, (req: { name: string }) => {

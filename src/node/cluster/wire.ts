@@ -80,6 +80,6 @@ export const PEER_METHODS = {
 /** Digests one Has call may ask about. */
 export const MAX_HAS = 65_536;
 
-/** The bulk stream (bulk-server.ts): a client opens it with these 8 bytes and its 32-byte ticket. */
-export const BULK_MAGIC = Buffer.from('VRIFTBK1', 'latin1');
+/** The bulk stream (bulk-server.ts): a client opens it with these 8 bytes and its 32-byte ticket id, then sealed frames (src/lib/sealed-socket.ts). */
+export const BULK_MAGIC = Buffer.from('VRIFTBK2', 'latin1');
 export const BULK_HELLO_LEN = BULK_MAGIC.length + 32;

@@ -4,7 +4,7 @@
 // channel (SwarmDoor); the resolver asks here to fetch a tree in a swarm.
 // A swarm that fetches nothing and has had no channel for LINGER_MS is
 // dropped (and made again when a peer asks).
-import type { TLSSocket } from 'node:tls';
+import type { SealedSocket } from '../../lib/sealed-socket.js';
 import type { Digest } from '../../lib/digest.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { Chain } from '../../tiers/chain.js';
@@ -157,7 +157,7 @@ export class SwarmHost implements SwarmDoor {
     if (s) s.idleSince = Date.now();
   }
 
-  openChannel(tree: Digest, layout: string, peer: string): { attach(sock: TLSSocket, early: Buffer): void } | { refuse: 'not-found' | 'refused'; why: string } {
+  openChannel(tree: Digest, layout: string, peer: string): { attach(conn: SealedSocket): void } | { refuse: 'not-found' | 'refused'; why: string } {
     let s = this.swarms.get(tree);
     if (!s) {
       const { store } = this.opts;
@@ -168,7 +168,7 @@ export class SwarmHost implements SwarmDoor {
     if (s.layout.layout !== layout) return { refuse: 'refused', why: `this node cuts tree ${tree} as ${s.layout.layout}, the caller as ${layout} (another vrift version?)` };
     if (s.sessionCount >= DEFAULT_SWARM_OPTIONS.maxNeighbors) return { refuse: 'refused', why: `this node has ${s.sessionCount} channels for tree ${tree} already` };
     const swarm = s;
-    return { attach: (sock, early) => void swarm.addSession(peer, sock, early) };
+    return { attach: (conn) => void swarm.addSession(peer, conn) };
   }
 
   /** Swarms in progress, for status. */

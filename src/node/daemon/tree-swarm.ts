@@ -11,8 +11,7 @@
 // itself checked against the digest first (so a bad chunk is its sender's
 // fault). A sender of a bad piece is penalized and dropped.
 import { close, open, read } from 'node:fs';
-import type { TLSSocket } from 'node:tls';
-import type { SwarmSocket } from '../../tiers/peer/client.js';
+import type { SealedSocket } from '../../lib/sealed-socket.js';
 import { baoOutboardFile, baoVerifyOutboard, baoVerifyRange } from '../../lib/bao.js';
 import type { Digest } from '../../lib/digest.js';
 import { SingleFlight } from '../../lib/single-flight.js';
@@ -22,7 +21,7 @@ import { isLocalError } from '../../tiers/guarded.js';
 import type { VerifiedRanges } from '../store/admission.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
-import { F, framedPieceBuffer, SwarmChannel } from '../swarm/channel.js';
+import { F, framedBytes, framedView, SwarmChannel } from '../swarm/channel.js';
 import { MemberRing, hash32 } from '../swarm/member-ring.js';
 import { PieceSet } from '../swarm/piece-set.js';
 import { DEFAULT_SWARM_OPTIONS, ORIGIN, SwarmScheduler, type SwarmOptions, type SwarmPort } from '../swarm/scheduler.js';
@@ -45,7 +44,7 @@ export interface SwarmContext {
   self: string;
   members(tree: Digest): SwarmMember[];
   /** A channel to `peer` for the tree (its bulk connection, ticket sent), or undefined when it is not in the swarm. */
-  connect(peer: SwarmMember, tree: Digest, layout: string): Promise<SwarmSocket | undefined>;
+  connect(peer: SwarmMember, tree: Digest, layout: string): Promise<SealedSocket | undefined>;
   penalize(peer: string, reason: string): void;
   /** Subscribes to news of members (announcements); returns the unsubscribe. */
   onNews(fn: () => void): () => void;
@@ -147,7 +146,7 @@ export class TreeSwarm {
     entries: readonly TreeEntry[],
   ) {
     this.layout = planPieces(tree, entries);
-    this.pool = new PiecePool(this.layout.pieceBytes, 2 * (DAEMON_SLOTS.downloadSlots + DAEMON_SLOTS.uploadSlots));
+    this.pool = new PiecePool(this.layout.pieceBytes, 2 * (DAEMON_SLOTS.downloadSlots + DAEMON_SLOTS.uploadSlots) * this.layout.pieceBytes);
     const n = this.layout.pieces.length;
     const have = this.heldPieces();
     const port: SwarmPort = {
@@ -232,9 +231,9 @@ export class TreeSwarm {
   }
 
   /** A channel with `peer` (dialed by either side); false when one exists already or the swarm is closed. */
-  addSession(peer: string, sock: TLSSocket, early?: Buffer, reads?: SwarmSocket['read']): boolean {
+  addSession(peer: string, conn: SealedSocket): boolean {
     if (this.closed || this.sessions.has(peer)) {
-      sock.destroy();
+      conn.destroy();
       return false;
     }
     const s: Session = { peer, hello: false, cancelled: new Set(), asks: new Map(), channel: undefined as unknown as SwarmChannel };
@@ -242,14 +241,12 @@ export class TreeSwarm {
     let maxBlob = 0;
     for (const c of this.layout.chunksOf.values()) maxBlob = Math.max(maxBlob, c.size);
     s.channel = new SwarmChannel(
-      sock,
+      conn,
       { pieces: this.layout.pieces.length, maxPiece, maxOutboard: Math.ceil(maxBlob / 256) + 64 },
-      { frame: (type, piece, body) => this.onFrame(s, type, piece, body), closed: (why) => this.onClosed(s, why), pieceBuffer: (len) => this.pool.take(len) },
-      reads,
+      { frame: (type, piece, body) => this.onFrame(s, type, piece, body), closed: (why, forged) => this.onClosed(s, why, forged), pieceBuffer: (len) => this.pool.take(len) },
     );
     this.sessions.set(peer, s);
     s.channel.send(F.HELLO, 0, Buffer.from(this.sched.have.encode()));
-    if (early && early.byteLength > 0) s.channel.feed(early);
     return true;
   }
 
@@ -363,7 +360,7 @@ export class TreeSwarm {
     try {
       const conn = await this.ctx.connect(m, this.tree, this.layout.layout);
       if (!conn) this.failedAt.set(m.id, Date.now());
-      else if (!this.addSession(m.id, conn.sock, undefined, conn.read)) this.failedAt.set(m.id, Date.now());
+      else if (!this.addSession(m.id, conn)) this.failedAt.set(m.id, Date.now());
     } catch (e) {
       if (!this.failedAt.has(m.id)) this.ctx.log(`swarm ${this.tree.slice(0, 12)}: no channel to ${m.id.slice(-8)}: ${(e as Error).message}`);
       this.failedAt.set(m.id, Date.now());
@@ -430,7 +427,12 @@ export class TreeSwarm {
     this.sched.setHedgeMs(Math.min(MAX_HEDGE_MS, this.answerMs + 4 * this.answerSpread));
   }
 
-  private onClosed(s: Session, why: string): void {
+  private onClosed(s: Session, why: string, forged = false): void {
+    if (forged) {
+      this.stats.rejected++;
+      this.ctx.log(`swarm ${this.tree.slice(0, 12)}: peer ${s.peer} ${why}; dropped and penalized`);
+      this.ctx.penalize(s.peer, `sent a swarm frame that failed its authentication tag`);
+    }
     if (this.sessions.get(s.peer) !== s) return;
     this.sessions.delete(s.peer);
     if (this.sessions.size === 0) this.idleSince = Date.now();
@@ -812,28 +814,53 @@ function readFd(fd: number, buf: Buffer, at: number, length: number, position: n
 }
 
 /**
- * Buffers of one size (the tree's piece size, which most pieces have),
- * reused: a node moves hundreds of megabytes in megabyte pieces, and a
- * fresh buffer for each made the garbage collector a quarter of a
- * daemon's work in a crowd. Other sizes are allocated as needed. Each has
- * room for its frame header (framedPieceBuffer), so a piece read into one
- * is served with one socket write.
+ * Piece buffers, reused: a node moves hundreds of megabytes in megabyte
+ * pieces, and a fresh buffer for each keeps the garbage collector busy
+ * (each one is memory outside the JavaScript heap, and every 64 MiB of
+ * those starts a full collection: measured in a crowd of six, 42 of them
+ * in 15 s per daemon, a quarter of its CPU). Memory comes in size classes,
+ * powers of two from the piece size up (most pieces have the piece size;
+ * a group of small blobs, or a blob alone, can be larger), and at most
+ * `budget` bytes wait for reuse. Each buffer has room for its frame header
+ * (framedView), so a piece read into one is served with one socket write.
  */
 class PiecePool {
-  private readonly free: Buffer[] = [];
+  private readonly free = new Map<number, Buffer[]>();
+  /** Each body handed out, and the memory it lives in. */
+  private readonly memoryOf = new WeakMap<Buffer, Buffer>();
+  private kept = 0;
 
   constructor(
     private readonly size: number,
-    private readonly keep: number,
+    private readonly budget: number,
   ) {}
 
-  take(length: number): Buffer {
-    if (length !== this.size) return framedPieceBuffer(length);
-    return this.free.pop() ?? framedPieceBuffer(length);
+  private classOf(length: number): number {
+    let c = framedBytes(this.size);
+    while (c < framedBytes(length)) c *= 2;
+    return c;
   }
 
-  give(buf: Buffer): void {
-    if (buf.length === this.size && this.free.length < this.keep) this.free.push(buf);
+  take(length: number): Buffer {
+    const c = this.classOf(length);
+    let memory = this.free.get(c)?.pop();
+    if (memory) this.kept -= c;
+    else memory = Buffer.allocUnsafeSlow(c);
+    const body = framedView(memory, length);
+    this.memoryOf.set(body, memory);
+    return body;
+  }
+
+  give(body: Buffer): void {
+    const memory = this.memoryOf.get(body);
+    if (!memory) return;
+    this.memoryOf.delete(body);
+    const c = memory.byteLength;
+    if (this.kept + c > this.budget) return;
+    let list = this.free.get(c);
+    if (!list) this.free.set(c, (list = []));
+    list.push(memory);
+    this.kept += c;
   }
 }
 

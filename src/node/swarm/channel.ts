@@ -1,6 +1,7 @@
-// The swarm channel: one TLS connection between two nodes swarming one
+// The swarm channel: one connection between two nodes swarming one
 // tree, on the bulk port (bulk-server.ts), opened with a one-time ticket
-// the gRPC service issued (`OpenSwarm`). Both sides send frames:
+// and session key the gRPC service issued (`OpenSwarm`), its bytes sealed
+// (src/lib/sealed-socket.ts). Both sides send frames:
 //
 //   type (1 byte)  piece (u32 BE)  length (u32 BE)  payload (length bytes)
 //
@@ -9,13 +10,14 @@
 // the index of one of its pieces); every other frame is a piece number
 // alone. Control frames and piece bytes share the connection: a have or a
 // request waits at most behind one piece already being written (a few
-// milliseconds on a LAN), and the bytes move as raw TLS, several times
-// faster than gRPC messages (docs/peers.md has the figures).
+// milliseconds on a LAN), and the bytes move in AES-GCM frames of up to
+// 1 MiB, several times faster than gRPC messages or node:tls
+// (docs/peers.md has the figures).
 //
 // What arrives is untrusted: types, piece numbers and lengths are checked
 // against the tree's layout, and a frame longer than the largest piece (or
 // than a bitfield, for control frames) closes the connection.
-import type { Socket } from 'node:net';
+import type { SealedSocket } from '../../lib/sealed-socket.js';
 import { SerialWriter } from '../../lib/serial-writer.js';
 
 export const F = {
@@ -38,16 +40,23 @@ const SMALL_FRAME = 16 << 10;
 
 /**
  * A buffer for a piece's bytes with room for its frame header just before
- * them, in memory of its own. A piece sent from one (`sendPiece`) goes to
- * the socket as one write: TLS copies a write of several buffers into a
- * fresh one first, which for megabyte pieces was a copy and an allocation
- * of every byte a node served.
+ * them, in memory of its own. A piece sent from one (`sendPiece`) is
+ * sealed in place and goes to the socket with no copy of its bytes.
  */
 export function framedPieceBuffer(length: number): Buffer {
-  const frame = Buffer.allocUnsafeSlow(HEADER + length);
-  const body = frame.subarray(HEADER);
-  frames.set(body, frame);
+  return framedView(Buffer.allocUnsafeSlow(HEADER + length), length);
+}
+
+/** The body of `length` bytes of a piece buffer made in `memory` (at least HEADER + length bytes, only ever used for this), its header room before it. */
+export function framedView(memory: Buffer, length: number): Buffer {
+  const body = memory.subarray(HEADER, HEADER + length);
+  frames.set(body, memory.subarray(0, HEADER + length));
   return body;
+}
+
+/** The memory a piece buffer of `length` bytes needs (framedView). */
+export function framedBytes(length: number): number {
+  return HEADER + length;
 }
 
 /** Bodies made by framedPieceBuffer, and their frames (no other buffer's bytes before it are ever written). */
@@ -55,7 +64,8 @@ const frames = new WeakMap<Buffer, Buffer>();
 
 export interface FrameSink {
   frame(type: number, piece: number, payload: Buffer | undefined): void;
-  closed(why: string): void;
+  /** The channel is over; `forged`: a frame failed its authentication tag (the peer, or someone between, lied). */
+  closed(why: string, forged: boolean): void;
   /** A buffer for a PIECE frame's bytes (a pool: pieces are megabytes, and fresh ones keep the garbage collector busy). */
   pieceBuffer?(length: number): Buffer;
 }
@@ -81,18 +91,16 @@ export class SwarmChannel {
   private readonly writes: SerialWriter;
   bytesIn = 0;
 
-  /** With `reads`, the socket's bytes come through it (a socket read into one reused buffer) instead of 'data' events. */
   constructor(
-    readonly socket: Socket,
+    readonly conn: SealedSocket,
     private readonly limits: ChannelLimits,
     private readonly sink: FrameSink,
-    reads?: (feed: (chunk: Buffer) => void) => void,
   ) {
-    this.writes = new SerialWriter(socket, SMALL_FRAME);
-    if (reads) reads((c) => this.feed(c));
-    else socket.on('data', (c: Buffer) => this.feed(c));
-    socket.once('close', () => this.end('the connection closed'));
-    socket.on('error', (e) => this.end(e.message));
+    this.writes = new SerialWriter(conn, SMALL_FRAME);
+    // A frame that fails its tag destroys the socket with ERR_VRIFT_PEER_FORGED ('error', then 'close').
+    conn.socket.on('error', (e) => this.end(e.message, (e as { code?: string }).code === 'ERR_VRIFT_PEER_FORGED'));
+    conn.onClose(() => this.end('the connection closed'));
+    conn.read((c) => this.feed(c));
   }
 
   get open(): boolean {
@@ -129,7 +137,7 @@ export class SwarmChannel {
     this.enqueue(frame, flushed);
   }
 
-  /** Frames go out one write at a time, small ones waiting together joined (src/lib/serial-writer.ts: no TLS copy of a writev). */
+  /** Frames go out one write at a time (a have waits behind one piece at most), small ones waiting together joined into one sealed frame. */
   private enqueue(frame: Buffer, flushed?: (ok: boolean) => void): void {
     this.bytesOut += frame.byteLength;
     this.writes.write(frame, flushed && ((e) => flushed(!e)));
@@ -137,16 +145,16 @@ export class SwarmChannel {
 
   close(why = 'closed'): void {
     this.end(why);
-    this.socket.destroy();
+    this.conn.destroy();
   }
 
-  private end(why: string): void {
+  private end(why: string, forged = false): void {
     if (this.done) return;
     this.done = true;
-    this.sink.closed(why);
+    this.sink.closed(why, forged);
   }
 
-  /** Bytes read off the connection (and bytes that came with its ticket). */
+  /** Bytes opened off the connection. */
   feed(chunk: Buffer): void {
     this.bytesIn += chunk.byteLength;
     let at = 0;

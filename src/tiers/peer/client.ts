@@ -6,14 +6,14 @@
 // Failures are TierErrors of the "peer" tier whose message names the
 // peer; absence (NOT_FOUND) is undefined. A stream that stays silent for
 // `timeoutMs` is cut, so a peer that hangs cannot hold a restore forever.
-import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { ChunkPump } from '../../node/archive/reader.js';
 import { Readable } from 'node:stream';
 import type * as Grpc from '@grpc/grpc-js';
 import type { Digest } from '../../lib/digest.js';
 import { isTierError, TierError, type TierFailure } from '../tier.js';
 import { AUTH_METADATA, signCall } from '../../node/cluster/auth.js';
-import { checkPinned, tlsClientOptions, TLS_SERVERNAME, type ClusterTls } from '../../node/cluster/tls.js';
+import { checkPinned, TLS_SERVERNAME, type ClusterTls } from '../../node/cluster/tls.js';
+import { cutError, SealedSocket, sealKeys } from '../../lib/sealed-socket.js';
 import { BULK_MAGIC, MAX_HAS, packDigests, PEER_METHODS, peerProto, type PeerClient } from '../../node/cluster/wire.js';
 import type { BulkTicket__Output } from '../../gen/vrift/peer/v1/BulkTicket.js';
 import type { HasReply__Output } from '../../gen/vrift/peer/v1/HasReply.js';
@@ -43,13 +43,6 @@ export interface ArchiveAsk {
   /** Only these blobs (all of the tree's when absent). */
   want?: Iterable<Digest>;
   have?: Iterable<Digest>;
-}
-
-/** A swarm channel's connection (openSwarm), read through `read` (its bytes do not come as 'data' events). */
-export interface SwarmSocket {
-  sock: TLSSocket;
-  /** Hands every chunk read, from now on (and any read before), to `feed`; a chunk is valid only during the call. */
-  read(feed: (chunk: Buffer) => void): void;
 }
 
 export interface ArchiveStream {
@@ -187,7 +180,7 @@ export class PeerConnection {
       }
       if (ticket === undefined) return undefined;
       if (ticket) {
-        const stream = await this.bulkStream(ticket.port, ticket.token);
+        const stream = new BulkStream(await this.sealed(ticket, 'bulk'), this.opts.timeoutMs, peerLabel(this.peer));
         return { stream, blobs: ticket.blobs, bytes: ticket.bytes, via: 'bulk', received: () => stream.sock.bytesRead };
       }
     }
@@ -201,52 +194,37 @@ export class PeerConnection {
 
   /**
    * A swarm channel with this peer for `tree` (src/node/swarm/channel.ts):
-   * the connection on its bulk port, ticket sent; undefined when the peer
-   * neither fetches nor holds the tree. Refusals (another layout, already
-   * connected, bulk off) are TierErrors.
+   * the connection on its bulk port, ticket and proof sent; undefined when
+   * the peer neither fetches nor holds the tree. Refusals (another layout,
+   * already connected, bulk off) are TierErrors.
    */
-  async openSwarm(tree: Digest, layout: string): Promise<SwarmSocket | undefined> {
+  async openSwarm(tree: Digest, layout: string): Promise<SealedSocket | undefined> {
     const req = { tree: Buffer.from(tree, 'hex'), layout };
     const ticket = await this.unary<BulkTicket__Output>('openSwarm', PEER_METHODS.openSwarm, (m, o, cb) => this.client.OpenSwarm(req, m, o, cb));
-    if (!ticket) return undefined;
-    const host = this.peer.grpc.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-    // Read into one reused buffer (as BulkStream): a swarm moves hundreds of megabytes through here.
-    let feed: ((chunk: Buffer) => void) | undefined;
-    const early: Buffer[] = [];
-    const onread = {
-      buffer: Buffer.allocUnsafe(BULK_READ),
-      callback: (n: number, buf: Uint8Array) => {
-        const chunk = Buffer.from(buf.buffer, buf.byteOffset, n);
-        if (feed) feed(chunk);
-        else early.push(Buffer.from(chunk));
-      },
-    };
-    const sock = connect({ ...tlsClientOptions(this.opts.tls), host, port: ticket.port, onread } as ConnectionOptions);
-    sock.setNoDelay(true);
-    return new Promise((resolve, reject) => {
-      sock.once('secureConnect', () => {
-        sock.write(Buffer.concat([BULK_MAGIC, ticket.token]));
-        resolve({
-          sock,
-          read: (f) => {
-            feed = f;
-            for (const c of early.splice(0)) f(c);
-          },
-        });
-      });
-      sock.once('error', (e) => reject(this.fail(e, `swarm connect to port ${ticket.port}`)));
-    });
+    return ticket ? this.sealed(ticket, 'swarm') : undefined;
   }
 
-  private bulkStream(port: number, token: Buffer): Promise<BulkStream> {
+  /**
+   * A connection to the bulk port for `ticket`: the ticket id, then the
+   * first sealed frame (the id again) that proves the session key
+   * (bulk-server.ts). Resolves once connected; the server answers only if
+   * the proof opens.
+   */
+  private sealed(ticket: BulkTicket__Output, what: 'bulk' | 'swarm'): Promise<SealedSocket> {
+    if (ticket.key.byteLength !== 32 || ticket.token.byteLength !== 32) {
+      return Promise.reject(new TierError('peer', 'config', `${peerLabel(this.peer)}: its ${what} ticket carries no session key`, { hint: 'the peer runs an incompatible vrift version' }));
+    }
     const host = this.peer.grpc.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-    const stream = new BulkStream(host, port, this.opts.tls, this.opts.timeoutMs, () => new TierError('peer', 'unavailable', `${peerLabel(this.peer)}: bulk stream silent for ${this.opts.timeoutMs} ms`));
+    const conn = SealedSocket.connect(host, ticket.port, sealKeys(ticket.key, ticket.token, 'client'));
     return new Promise((resolve, reject) => {
-      stream.sock.once('secureConnect', () => {
-        stream.sock.write(Buffer.concat([BULK_MAGIC, token]));
-        resolve(stream);
+      conn.socket.once('connect', () => {
+        conn.socket.cork();
+        conn.socket.write(Buffer.concat([BULK_MAGIC, ticket.token]));
+        conn.write(Buffer.from(ticket.token));
+        conn.socket.uncork();
+        resolve(conn);
       });
-      stream.sock.once('error', (e) => reject(this.fail(e, `bulk connect to port ${port}`)));
+      conn.socket.once('error', (e) => reject(this.fail(e, `${what} connect to port ${ticket.port}`)));
     });
   }
 
@@ -300,42 +278,49 @@ export class PeerConnection {
   }
 }
 
-/** Bytes one read of a bulk socket may take (and the one buffer it reads into). */
-const BULK_READ = 1 << 20;
-
 /**
- * A bulk connection. For the archive reader it is a ChunkPump: the socket
- * reads into one reusable 1 MiB buffer (`onread`) and each chunk goes to
- * the reader synchronously, with no allocation and no stream machinery —
- * at GB/s that is most of the receiving cost. For anything else it is an
+ * A bulk connection (sealed: src/lib/sealed-socket.ts). For the archive
+ * reader it is a ChunkPump: the socket reads straight into the sealed
+ * socket's frame buffer, each frame is opened in place and goes to the
+ * reader synchronously, with no allocation and no stream machinery — at
+ * GB/s that is most of the receiving cost. For anything else it is an
  * ordinary Readable (chunks copied out of the reused buffer).
  */
 export class BulkStream extends Readable implements ChunkPump {
-  readonly sock: TLSSocket;
+  readonly sock: SealedSocket['socket'];
   private sink: ((chunk: Uint8Array) => boolean | void) | undefined;
   private settle: ((e?: Error) => void) | undefined;
   private ended = false;
   private failure: Error | undefined;
 
-  constructor(host: string, port: number, tls: ClusterTls, timeoutMs: number, silent: () => Error) {
+  constructor(
+    private readonly conn: SealedSocket,
+    timeoutMs: number,
+    label: string,
+  ) {
     super();
     // Failures reach the consumer through `pump` or the iterator; nobody need listen for 'error'.
     this.on('error', () => undefined);
-    // node:tls takes `onread` like node:net (the reused buffer gets the decrypted bytes); @types/node omits it.
-    const onread = { buffer: Buffer.allocUnsafe(BULK_READ), callback: (n: number, buf: Uint8Array) => this.onChunk(Buffer.from(buf.buffer, buf.byteOffset, n)) };
-    this.sock = connect({ ...tlsClientOptions(tls), host, port, onread } as ConnectionOptions);
-    this.sock.setNoDelay(true);
-    this.sock.setTimeout(timeoutMs, () => this.destroy(silent()));
-    this.sock.on('end', () => {
-      this.ended = true;
-      if (this.settle) {
-        this.settle();
-        this.destroy();
-      } else this.push(null);
+    this.sock = conn.socket;
+    this.sock.setTimeout(timeoutMs, () => this.destroy(new TierError('peer', 'unavailable', `${label}: bulk stream silent for ${timeoutMs} ms`)));
+    conn.read(
+      (chunk) => this.onChunk(chunk),
+      () => {
+        // The server's end frame: the archive is whole.
+        this.ended = true;
+        if (this.settle) {
+          this.settle();
+          this.destroy();
+        } else this.push(null);
+      },
+    );
+    this.sock.on('error', (e) => {
+      const forged = (e as { code?: string }).code === 'ERR_VRIFT_PEER_FORGED';
+      this.destroy(forged ? new TierError('peer', 'corrupt', `${label}: ${e.message}; the stream was abandoned`, { cause: e }) : e);
     });
-    this.sock.on('error', (e) => this.destroy(e));
-    this.sock.on('close', () => {
-      if (!this.ended) this.destroy(this.failure ?? new Error('the bulk connection closed before the end of the archive'));
+    // After the last frame that came was read (a paused reader gets them after the socket closed).
+    conn.onClose(() => {
+      if (!this.ended) this.destroy(this.failure ?? cutError('the bulk connection'));
     });
   }
 
@@ -353,11 +338,11 @@ export class BulkStream extends Readable implements ChunkPump {
   }
 
   override _read(): void {
-    this.sock.resume();
+    this.conn.resume();
   }
 
   resumePump(): void {
-    if (!this.destroyed) this.sock.resume();
+    if (!this.destroyed) this.conn.resume();
   }
 
   pump(sink: (chunk: Uint8Array) => boolean | void): Promise<void> {

@@ -255,7 +255,11 @@ export class PeerTier implements Tier {
         }
         current = { peer: p, stream: got.stream };
         // Handed to the reader as it is (no wrapper: at GB/s every layer of iteration shows).
-        got.stream.once('error', (e) => this.noteFailure(p, e));
+        got.stream.once('error', (e) => {
+          // A bulk frame that failed its tag: nothing of it was used, but the connection lied (or was tampered with).
+          if (isTierError(e) && e.failure === 'corrupt') this.blame(p, `sent a bulk frame that failed its authentication tag`);
+          this.noteFailure(p, e);
+        });
         got.stream.once('close', () => {
           release();
           this.ctx.metrics.inc('vrift_peer_bytes_received_total', { peer: p.id }, got.received());

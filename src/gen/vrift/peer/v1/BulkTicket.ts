@@ -8,6 +8,7 @@ export interface BulkTicket {
   'token'?: (Buffer | Uint8Array | string);
   'blobs'?: (number);
   'bytes'?: (number | string | Long);
+  'key'?: (Buffer | Uint8Array | string);
 }
 
 export interface BulkTicket__Output {
@@ -15,4 +16,5 @@ export interface BulkTicket__Output {
   'token': (Buffer);
   'blobs': (number);
   'bytes': (number);
+  'key': (Buffer);
 }
