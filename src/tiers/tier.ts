@@ -50,6 +50,8 @@ export interface BlobSource {
 export interface RefTarget {
   tree: Digest;
   times?: Digest;
+  /** The head of the tree's lazy index in this tier (src/node/store/lazy-index.ts), when it holds one: only a signed record vouches for it. */
+  lazy?: Digest;
   /** The signed record (JSON) a shared tier held, when it carried a signature that was checked (not part of what a ref names). */
   record?: string;
 }
@@ -115,6 +117,8 @@ export interface PushResult {
   present?: boolean;
   /** The base tree whose content was reused, if any. */
   base?: Digest;
+  /** The head of the tree's lazy index the tier now holds (src/node/store/lazy-index.ts): a ref set there names it. */
+  lazy?: Digest;
 }
 
 export interface Tier {
@@ -289,6 +293,7 @@ export function refTargetOf(ref: RefTarget | undefined): RefTarget | undefined {
   if (!ref) return undefined;
   const out: RefTarget = { tree: ref.tree };
   if (ref.times !== undefined) out.times = ref.times;
+  if (ref.lazy !== undefined) out.lazy = ref.lazy;
   if (ref.record !== undefined) out.record = ref.record;
   return out;
 }

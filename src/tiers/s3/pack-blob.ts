@@ -239,7 +239,13 @@ export class PackBlobReader {
     return blobsIn(Buffer.concat(parts), '');
   }
 
-  private index(pack: PackRef): Promise<PackIndex> {
+  /** Keeps the index of a pack this process just wrote (a push reads it back for the tree's locator). */
+  remember(pack: PackRef, ix: PackIndex): void {
+    if (pack.index) this.indexes.set(pack.index.key, ix);
+  }
+
+  /** A pack's index: kept, or read and checked once. */
+  index(pack: PackRef): Promise<PackIndex> {
     const { key, bytes } = pack.index!;
     const known = this.indexes.get(key);
     if (known) return Promise.resolve(known);

@@ -7,7 +7,8 @@
 //   packs/<tree>-<rand>.idx  its index: where each blob is in the pack (one ranged GET reads one blob)
 //   trees/<tree>.json       the pack manifest: which packs hold the tree's small blobs
 //   trees/<tree>.zst        the tree blob again, zstd-compressed (a lazy mount reads this; older trees lack it)
-//   refs/<name>             {"tree","updatedAt"}
+//   lazy/<head>[.names.zst|.loc]  the tree's lazy index (docs/tree-format.md): head, names, locator
+//   refs/<name>             {"tree","times"?,"lazy"?,"updatedAt"} (signed: docs/security.md)
 //   outboards/<digest>      a large blob's Bao outboard (docs/bao.md), written before the blob: a lazy mount streams it verified
 import type { Digest } from '../../lib/digest.js';
 import { bool, int, object, oneOf, size, text, url, type ConfigSection } from '../../node/config/schema.js';
