@@ -25,7 +25,7 @@ import { GuardedTier, isLocalError } from './guarded.js';
 import { fetchHint, publishHint, type HintFetch } from './hints.js';
 import type { LocalTier } from './local.js';
 import { pushToTier, type PushInput, type TierPushResult } from './push-to-tier.js';
-import { MAX_TREE_BYTES, refTargetOf, TierError, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
+import { MAX_TREE_BYTES, refTargetOf, TierError, type BlobBody, type BlobSource, type LazyPart, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
 
 
 export interface ChainContext {
@@ -102,6 +102,37 @@ export class Chain implements Tier {
     for (const tier of this.remotes) {
       if (!tier.getInTree || tried?.has(tier.name)) continue;
       if ((await this.fetchFrom(tier, digest, size, { read: () => tier.getInTree!(tree, digest) })) !== undefined) return tier.name;
+    }
+    return undefined;
+  }
+
+  /**
+   * A part of the lazy index with head `head` from the first remote tier
+   * that has it, unverified (src/node/ops/partial-tree.ts checks it);
+   * a tier that fails is counted by its guard and the next one asked.
+   */
+  async fetchLazyPart(head: Digest, part: LazyPart): Promise<{ bytes: Buffer; tier: string } | undefined> {
+    for (const tier of this.remotes) {
+      if (!tier.getLazyPart) continue;
+      try {
+        const bytes = await tier.getLazyPart(head, part);
+        if (bytes) return { bytes, tier: tier.name };
+      } catch (e) {
+        if (isLocalError(e)) throw e;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Blob `digest` of `tree` from where a (checked) locator record places it
+   * (S3: one ranged GET), verified into the local CAS. Returns the tier's
+   * name, or undefined when no tier could read it so.
+   */
+  async fetchLocated(tree: Digest, digest: Digest, size: number, record: Buffer): Promise<string | undefined> {
+    for (const tier of this.remotes) {
+      if (!tier.getLocated) continue;
+      if ((await this.fetchFrom(tier, digest, size, { read: () => tier.getLocated!(tree, digest, record) })) !== undefined) return tier.name;
     }
     return undefined;
   }

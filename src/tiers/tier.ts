@@ -109,6 +109,14 @@ export interface TreePush {
   startup?: readonly Digest[];
 }
 
+/** A part of a tree's lazy index (src/node/store/lazy-index.ts), as a tier keeps it. */
+export type LazyPart =
+  | { kind: 'head' }
+  /** The names blob, decompressed, at most `bytes` (the head's). */
+  | { kind: 'names'; bytes: number }
+  /** The locator records of file ordinals [first, end): 64 bytes each (S3: src/tiers/s3/locator.ts). */
+  | { kind: 'records'; first: number; end: number };
+
 export interface PushResult {
   /** Blobs and bytes that actually moved. */
   blobs: number;
@@ -196,6 +204,18 @@ export interface Tier {
    * listing arrives). Stores nothing; never needed for correctness.
    */
   warmInTree?(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void>;
+  /**
+   * Optional: a part of the lazy index with head `head` (docs/tree-format.md
+   * "Lazy index"), unverified (the caller checks it against the signed
+   * head); undefined when the tier has none.
+   */
+  getLazyPart?(head: Digest, part: LazyPart): Promise<Buffer | undefined>;
+  /**
+   * Optional: blob `digest` of `tree` from where its locator record
+   * (verified by the caller, but its place unsigned) says it is. Unverified
+   * like `get`; undefined when the record locates nothing here.
+   */
+  getLocated?(tree: Digest, digest: Digest, record: Buffer): Promise<BlobBody | undefined>;
   /**
    * Optional: a large blob's Bao outboard (docs/bao.md: the chaining
    * values of its hash tree over 16 KiB groups), so a reader can verify

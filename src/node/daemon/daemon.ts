@@ -19,7 +19,7 @@ import { refsSection } from '../../tiers/ref-trust.js';
 import { Scrub } from './scrub.js';
 import { Evictor } from './evictor.js';
 import { storeSection } from '../store/store-config.js';
-import { mountSection } from '../mount/lazy-config.js';
+import { mountSection, type LazyConfig } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
 import { SwarmHost } from './swarm-host.js';
 import { operationsHandler } from './operations.js';
@@ -70,6 +70,7 @@ export class Daemon {
   private readonly scrub: Scrub;
   /** Keeps the store under store.maxSize (evictor.ts). */
   private readonly evictor: Evictor;
+  private readonly mountConfig: LazyConfig;
   private readonly started: Component[] = [];
   private releaseLock: (() => void) | undefined;
   private listening = false;
@@ -85,6 +86,7 @@ export class Daemon {
     this.mounts = new MountManager(this.store, this.log);
     const config = loadNodeConfig({ home: this.store.layout.root }); // validated in full: a mistake stops the start
     const mountConfig = config.get(mountSection);
+    this.mountConfig = mountConfig;
     this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: mountConfig, metrics: this.metrics, log: this.log });
     this.evictor = new Evictor({ store: this.store, config: config.get(storeSection), metrics: this.metrics, log: this.log });
     this.metricsServer = new MetricsServer(this.metrics, config.get(metricsSection), this.scrapeGauges(), this.log);
@@ -246,6 +248,27 @@ export class Daemon {
     ];
   }
 
+  /**
+   * FETCH of a file of a partial mount whose digest the VDir does not have
+   * yet: its piece of the tree's lazy index (checked), then its blob where
+   * the index places it; the VDir names the digest before FETCH goes on.
+   */
+  /** MountWritesContext.ensureTree: a partial mount's full listing, for a snapshot. */
+  ensureTree(tree: string): Promise<unknown> {
+    return this.resolver().ensureListing(tree);
+  }
+
+  private async learnDigest(root: string, rel: string): Promise<{ digest: string; later: boolean }> {
+    const rec = this.mounts.recordOf(root);
+    const partial = rec?.lazy === undefined ? undefined : await this.resolver().partialTree(rec.tree, rec.lazy);
+    const got = await partial?.fetchFile(rel);
+    if (!rec || !got) throw new VriftError('ERR_VRIFT_MOUNTFS_ENOENT', `${rel} is no file of the lazy index of ${root}`, { exitCode: 1 });
+    const later = got.loose && !this.store.cas.has(got.digest);
+    this.mounts.learnDigest(rec.path, rel, got.digest, later);
+    this.lazy.tracePartial(rec.tree, got.digest, partial!);
+    return { digest: got.digest, later };
+  }
+
   private handlers(): Map<number, Handler> {
     const h = new Map<number, Handler>();
     h.set(Msg.HELLO, (): FieldList => [
@@ -256,15 +279,20 @@ export class Daemon {
     h.set(Msg.STATUS, (): FieldList => [[F.JSON, JSON.stringify(this.status())]]);
     h.set(Msg.MOUNT, async (f): Promise<FieldList> => {
       // Metadata first: a tree or ref this node lacks is fetched as its listing alone; files come on first open.
-      const { tree, from } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'), { prefetch: this.lazy.prefetching, startup: this.lazy.prefetching ? this.lazy.startupCaps : undefined });
-      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local' });
+      const { tree, from, partial } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'), {
+        prefetch: this.lazy.prefetching,
+        startup: this.lazy.prefetching ? this.lazy.startupCaps : undefined,
+        partial: this.mountConfig.lazyIndex,
+      });
+      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local', partial: partial && { lazy: partial.lazy, listing: partial.listing } });
       const recorded = this.mounts.recorded(rec.path);
       // Both begin once the answer is out (the tree's blob list, the check of its trace: tens of ms for
       // 100 000 entries), or at once when an open asks first. A cold mount's start-up set was read ahead
       // with its listing (Resolver.treeToMount): its batch takes it from memory.
       const answered = recorded.then(() => new Promise<void>((r) => setImmediate(r)));
-      if (from !== 'local') this.lazy.early(tree, answered);
-      this.lazy.attach(rec, answered); // counts what is local, then prefetches by the tree's trace, in the background
+      if (from !== 'local' && !partial) this.lazy.early(tree, answered);
+      // (a partial mount has no listing to count or prefetch by: its opens are traced, docs/lazy.md "Partial metadata")
+      if (!partial) this.lazy.attach(rec, answered); // counts what is local, then prefetches by the tree's trace, in the background
       await recorded; // (a daemon killed from now on restores the mount)
       this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);
       return [
@@ -290,6 +318,7 @@ export class Daemon {
         streams: this.streams,
         metrics: this.metrics,
         renew: (root, rel, digest, ctimeNs) => this.mounts.renewBlobCtime(root, rel, digest, ctimeNs),
+        learn: (root, rel) => this.learnDigest(root, rel),
       }),
     );
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));

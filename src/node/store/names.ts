@@ -30,8 +30,22 @@ export function encodeNames(sorted: readonly TreeEntry[]): Buffer {
  * back without a digest.
  */
 export function decodeNames(buf: Buffer): TreeEntry[] {
+  const entries = decodeTree(listingOfNames(buf));
+  for (const e of entries) delete e.digest;
+  return entries;
+}
+
+/**
+ * The names as a tree encoding whose files all name the digest 0…0: what
+ * the addon checks (checkEncodedTree) and publishes as a VDir (a lazy
+ * mount's files then learn their digests when opened). Throws on a blob
+ * whose entries do not even split.
+ */
+export function listingOfNames(buf: Buffer): Buffer {
   if (!buf.subarray(0, NAMES_HEADER.length).equals(Buffer.from(NAMES_HEADER))) throw bad('bad header (not a names blob, or a newer format)');
   const parts: Buffer[] = [Buffer.from(TREE_HEADER)];
+  const fileRef = Buffer.from(` ${PLACEHOLDER}`);
+  const otherRef = Buffer.from(' -');
   let at = NAMES_HEADER.length;
   while (at < buf.length) {
     const kind = String.fromCharCode(buf[at]!);
@@ -47,13 +61,14 @@ export function decodeNames(buf: Buffer): TreeEntry[] {
       end = buf.indexOf(0, end) + 1;
       if (end === 0) throw bad(`symlink at byte ${at} has no target end`);
     }
-    parts.push(buf.subarray(at, sp), Buffer.from(` ${kind === FILE ? PLACEHOLDER : '-'}`), buf.subarray(sp, end));
+    parts.push(buf.subarray(at, sp), kind === FILE ? fileRef : otherRef, buf.subarray(sp, end));
     at = end;
   }
-  const entries = decodeTree(Buffer.concat(parts));
-  for (const e of entries) delete e.digest;
-  return entries;
+  return Buffer.concat(parts);
 }
+
+/** The digest every file of listingOfNames names (never a real blob's). */
+export const NO_DIGEST_YET = PLACEHOLDER;
 
 /** A tree's encoding with each entry's ` <ref>` field dropped. */
 function withoutRefs(tree: Buffer): Buffer {

@@ -265,8 +265,8 @@ export class PackBlobReader {
     }).result;
   }
 
-  /** One ranged GET of the pack, decompressed where it is compressed, cut to the blob. */
-  private async read(pack: PackRef, at: BlobRange, digest: Digest): Promise<BlobBody> {
+  /** One ranged GET of the pack, decompressed where it is compressed, cut to the blob (a lazy index's locator gives `at` directly). */
+  async read(pack: PackRef, at: BlobRange, digest: Digest): Promise<BlobBody> {
     if (at.size === 0) return { stream: Readable.from([]), size: 0 };
     const body = await this.objects.getRange(pack.key, at.start, at.end);
     if (!body) throw new TierError('s3', 'corrupt', `pack ${pack.key} named by the manifest of tree ${pack.tree} is missing`, { hint: pushAgain });

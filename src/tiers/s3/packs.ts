@@ -37,6 +37,7 @@ import { PackBlobReader } from './pack-blob.js';
 import { encodePackIndex, PackIndex, planPack, type PackFrame } from './pack-index.js';
 import { buildLazyIndex } from '../../node/store/lazy-index.js';
 import { encodeLocator, lazyKeys } from './locator.js';
+import { S3LazyParts } from './lazy-parts.js';
 import { manifestKey, MANIFEST_FORMAT, readManifest, type PackManifest, type PackRef } from './pack-manifest.js';
 import { MAX_TREE_BYTES, TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type TreePush } from '../tier.js';
 
@@ -49,9 +50,12 @@ const MAX_STALE = 0.3;
 
 export class S3Packs {
   private readonly reader: PackBlobReader;
+  /** Reads of the trees' lazy indexes (lazy-parts.ts). */
+  readonly lazy: S3LazyParts;
 
   constructor(private readonly objects: S3Objects) {
     this.reader = new PackBlobReader(objects);
+    this.lazy = new S3LazyParts(objects, this.reader);
   }
 
   /** The manifest as S3 holds it now (not cached: a push asks whether the tree is there). */

@@ -18,7 +18,7 @@ import { baoOutboardFile } from '../../lib/bao.js';
 import { S3Objects } from './objects.js';
 import { S3Packs } from './packs.js';
 import { readStoredRef, storedRef, type RefCodec } from '../ref-trust.js';
-import { refTargetOf, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type RefTarget, type Tier, type TierFactory, type TreePush } from '../tier.js';
+import { refTargetOf, type ArchivePart, type BlobBody, type BlobSource, type LazyPart, type PushResult, type RefInfo, type RefTarget, type Tier, type TierFactory, type TreePush } from '../tier.js';
 
 export interface S3Config {
   bucket: string;
@@ -200,6 +200,14 @@ export class S3Tier implements Tier {
 
   getTreeBlob(tree: Digest): Promise<BlobBody | undefined> {
     return this.packs.getTreeBlob(tree);
+  }
+
+  getLazyPart(head: Digest, part: LazyPart): Promise<Buffer | undefined> {
+    return this.packs.lazy.part(head, part);
+  }
+
+  getLocated(tree: Digest, digest: Digest, record: Buffer): Promise<BlobBody | undefined> {
+    return this.packs.lazy.located(tree, digest, record, Number(record.readBigUInt64BE(56)));
   }
 
   fetchTree(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {
