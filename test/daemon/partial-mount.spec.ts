@@ -5,12 +5,12 @@
 // with one log line. Real daemons, a real s3rver, real programs.
 import { ListObjectsV2Command, PutObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { zstdCompressBuffer } from '../../src/lib/zstd.js';
 import { parseRefRecord } from '../../src/lib/ref-signature.js';
-import { vrift, vriftJson } from '../helpers/cli.js';
+import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
 import { startDaemon, stopDaemon, crashDaemon } from '../helpers/daemon.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -128,6 +128,52 @@ describe('a lazy mount from the lazy index', () => {
       const entries = vriftJson(['ls', snap, '--json'], { home }).entries as { path: string; digest?: string }[];
       expect(entries.find((e) => e.path === 'src/main.c')!.digest).toBe(saved.digest('src/main.c'));
       expect(entries.find((e) => e.path === 'src/new.txt')).toBeDefined();
+      expect(casBlobs(home)).toContain(saved.tree);
+    } finally {
+      stopDaemon(home);
+    }
+  });
+
+  it('a job that opens many files: the mount reads the full listing then, names every file\'s digest, and goes on as any lazy mount', () => {
+    const many = tempDir();
+    for (let i = 0; i < 600; i++) {
+      mkdirSync(join(many, `d${i % 7}`), { recursive: true });
+      writeFileSync(join(many, `d${i % 7}`, `f${i}.txt`), `file ${i}\n`);
+    }
+    const tree = vriftJson(['save', 'ci/many', many], { home: tempDir(), env: envOf('m/') }).tree as string;
+    const env = envOf('m/');
+    const home = tempDir();
+    startDaemon(home, env);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const r = vrift(['run', '--mount', `${mnt}=ci/many`, '--', 'sh', '-c', `cd '${mnt}' && find . -type f | sort | xargs cat | sha256sum`], { home, env });
+      const want = execFileSync('sh', ['-c', `cd '${many}' && find . -type f | sort | xargs cat | sha256sum`], { encoding: 'utf8' });
+      expect([r.code, r.stdout], r.stderr).toEqual([0, want]);
+      const log = readFileSync(join(home, 'run', 'vriftd.log'), 'utf8');
+      expect(log).toMatch(/\(listing from the lazy index; files on first open\)/);
+      expect(log.match(/lazy index: .*: 256 files opened: read the full listing/g)).toHaveLength(1);
+      expect(casBlobs(home)).toContain(tree);
+      expect(log).toMatch(/read the full listing \((34[0-9]) more files named\)/);
+    } finally {
+      stopDaemon(home);
+    }
+  });
+
+  it('a program the shim cannot see (static): its namespace farm reads the full listing first, and the program reads the files', () => {
+    const saved = save('x/');
+    const env = envOf('x/');
+    const home = tempDir();
+    const sfs = join(tempDir(), 'static-fs');
+    execFileSync('gcc', ['-static', '-O2', '-Wall', '-o', sfs, join(ROOT, 'test', 'c', 'static-fs.c')]);
+    startDaemon(home, env);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', sfs, `cat:${join(mnt, 'src', 'main.c')}`], { home, env });
+      expect([r.code, r.stdout], r.stderr).toEqual([0, readFileSync(join(src, 'src', 'main.c'), 'utf8')]);
+      const log = readFileSync(join(home, 'run', 'vriftd.log'), 'utf8');
+      expect(log).toMatch(/\(listing from the lazy index; files on first open\)/);
       expect(casBlobs(home)).toContain(saved.tree);
     } finally {
       stopDaemon(home);

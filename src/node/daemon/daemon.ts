@@ -4,6 +4,7 @@
 // everything up), starts them in order and stops them in reverse. It runs
 // the CLI's operations (operations.ts) and resolves the shim's misses
 // (fetch.ts) through that one resolver.
+import { resolve } from 'node:path';
 import { VriftError } from '../../lib/errors.js';
 import { Metrics, TIER_COUNTERS } from '../../lib/metrics.js';
 import { Cluster } from '../cluster/cluster.js';
@@ -26,7 +27,7 @@ import { operationsHandler } from './operations.js';
 import { socketPathOf } from '../control/paths.js';
 import { acquireDaemonLock } from './lock.js';
 import { ControlServer, requireStr, type Handler } from '../control/server.js';
-import { MountManager } from '../mount/mounts.js';
+import { MountManager, type MountRecord } from '../mount/mounts.js';
 import { registerMountWrites } from '../mount/writes.js';
 import { registerNs } from '../mount/ns.js';
 import { F, Msg, type FieldList } from '../control/protocol.js';
@@ -36,6 +37,13 @@ import { resolveHome } from '../store/home.js';
 import { assertRoomToStart, stderrLog } from './room.js';
 
 export const DAEMON_VERSION = '0.1.0';
+
+/**
+ * A partial mount (docs/lazy.md "Partial metadata") reads its tree's full
+ * listing once programs opened this many of its files: a start-up opens
+ * fewer (the node job: ~90), a job that reads much of the tree more.
+ */
+const UPGRADE_AFTER_FILES = 256;
 
 export interface Component {
   name: string;
@@ -253,6 +261,26 @@ export class Daemon {
    * yet: its piece of the tree's lazy index (checked), then its blob where
    * the index places it; the VDir names the digest before FETCH goes on.
    */
+  /** Files opened per partial mount (learnDigest). */
+  private readonly learned = new Map<string, number>();
+
+  /**
+   * A partial mount whose programs opened many files: the full listing is
+   * worth its bytes now (a job reading much of the tree gets the bulk
+   * switch, prefetch and accounting, which work on the listing).
+   */
+  private async upgradePartial(rec: MountRecord): Promise<void> {
+    try {
+      await this.resolver().ensureListing(rec.tree);
+      if (this.mounts.recordOf(rec.path) !== rec) return; // unmounted meanwhile
+      const named = this.mounts.upgradePartial(rec.path);
+      this.log(`lazy index: ${rec.path}: ${UPGRADE_AFTER_FILES} files opened: read the full listing (${named} more files named); accounting, prefetch and the bulk switch from now on`);
+      this.lazy.attach(rec);
+    } catch (e) {
+      this.log(`lazy index: ${rec.path}: could not read the full listing: ${(e as Error).message} (files still come on first open)`);
+    }
+  }
+
   /** MountWritesContext.ensureTree: a partial mount's full listing, for a snapshot. */
   ensureTree(tree: string): Promise<unknown> {
     return this.resolver().ensureListing(tree);
@@ -266,6 +294,9 @@ export class Daemon {
     const later = got.loose && !this.store.cas.has(got.digest);
     this.mounts.learnDigest(rec.path, rel, got.digest, later);
     this.lazy.tracePartial(rec.tree, got.digest, partial!);
+    const n = (this.learned.get(rec.path) ?? 0) + 1;
+    this.learned.set(rec.path, n);
+    if (n === UPGRADE_AFTER_FILES) void this.upgradePartial(rec);
     return { digest: got.digest, later };
   }
 
@@ -303,13 +334,14 @@ export class Daemon {
     h.set(Msg.UNMOUNT, (f): FieldList => {
       const path = requireStr(f, F.PATH, 'path');
       this.mounts.unmount(path);
+      this.learned.delete(resolve(path));
       this.lazy.detach(path);
       this.log(`unmount: ${path}`);
       return [];
     });
     h.set(Msg.MOUNTS, (): FieldList => this.mounts.records().map((r) => [F.MOUNT_ENTRY, `${r.name}\t${r.path}\t${r.tree}`]));
     registerMountWrites(h, this); // UPPER, LINK, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
-    registerNs(h, { store: this.store, mounts: this.mounts, log: this.log, resolver: () => this.resolver() }); // NSFARM, NSMERGE
+    registerNs(h, { store: this.store, mounts: this.mounts, log: this.log, resolver: () => this.resolver(), ensureTree: (t) => this.ensureTree(t) }); // NSFARM, NSMERGE
     h.set(
       Msg.FETCH,
       fetchHandler(this.store, () => this.resolver(), (root) => this.mounts.recordOf(root)?.tree, this.log, undefined, {

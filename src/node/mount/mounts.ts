@@ -315,6 +315,27 @@ export class MountManager {
     vdir.apply([{ path: rel, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest, flags: remote ? e.flags | VDIR_F_REMOTE : e.flags, ctimeNs: e.ctimeNs }]);
   }
 
+  /**
+   * A partial mount whose tree's full listing is here now: every file that
+   * still names no digest gets its digest from the listing (one VDir
+   * batch), so the mount is like any other from then on (its accounting,
+   * prefetch and bulk switch work on the listing). Returns the files named.
+   */
+  upgradePartial(mountRoot: string): number {
+    const vdir = this.vdirs.get(mountRoot);
+    const rec = this.live.get(mountRoot);
+    if (!vdir || !rec || !this.store.hasTree(rec.tree)) return 0;
+    const batch: VDirEntryInput[] = [];
+    for (const e of this.store.getTree(rec.tree).entries) {
+      if (e.kind !== 'file') continue;
+      const v = vdir.lookup(e.path);
+      if (!v || (v.mode & S_IFMT) !== S_IFREG || v.flags & VDIR_F_UPPER || v.digest !== NO_DIGEST_YET) continue;
+      batch.push({ path: e.path, mode: v.mode, size: v.size, mtimeSec: v.mtimeSec, digest: e.digest!, flags: v.flags, ctimeNs: v.ctimeNs });
+    }
+    if (batch.length > 0) vdir.apply(batch);
+    return batch.length;
+  }
+
   private publish(rec: MountRecord, coldListing = false, listing = this.partialListing(rec)): void {
     const overlay = overlayOf(this.store, rec.name);
     const noUpper = ensureUpperDir(this.store, rec.name);
