@@ -101,6 +101,10 @@ describe('a lazy mount from the lazy index', () => {
       const first = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'cat', join(mnt, 'src', 'main.c')], { home, env });
       expect(first.code, first.stderr).toBe(0);
       expect(readFileSync(join(home, 'run', 'vriftd.log'), 'utf8')).toMatch(/\(listing from the lazy index; files on first open\)/);
+      // gc keeps what the mount needs: its lazy index and the blobs it named (the tree is pinned, not here).
+      const gc = vrift(['gc', '--json'], { home, env });
+      expect(gc.code, gc.stderr).toBe(0);
+      expect(gc.stderr).not.toMatch(/could not be read/);
       crashDaemon(home);
       // The bucket is unreachable now: only what the node kept can serve the mount.
       startDaemon(home, { ...env, VRIFT_S3_ENDPOINT: 'http://127.0.0.1:9' });

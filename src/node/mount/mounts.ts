@@ -156,8 +156,8 @@ export class MountManager {
     clearOverlay(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
     this.publish(rec, opts.coldListing || opts.partial !== undefined, opts.partial?.listing);
-    // (a partial mount's tree is not here to pin: its blobs and lazy index are not pinned yet, docs/lazy.md)
-    if (!opts.partial) this.store.pin(tree, `mount:${abs}`);
+    // (a partial mount's tree may not be here: gc then keeps its lazy index and the blobs it named, store/gc.ts)
+    this.store.pin(tree, `mount:${abs}`);
     // Settles either way: a commit that fails (a full disk) leaves the mount published, and stays the daemon's
     // to report as an unhandled metadata write (daemon.ts), as before anyone waited for it.
     const put = this.store.meta.state.put(['mount', abs], rec).then(

@@ -13,7 +13,7 @@ import type { Digest } from '../../lib/digest.js';
 import { hashBuffer } from '../../lib/digest.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
-import { decodeLazyHead, pieceRange, pieceVerifies, type LazyHead } from '../store/lazy-index.js';
+import { decodeLazyHead, pieceKey, pieceRange, pieceVerifies, rememberLazyTree, type LazyHead } from '../store/lazy-index.js';
 import { listingOfNames } from '../store/names.js';
 import type { Store } from '../store/store.js';
 import { checkEncodedTree } from '../store/tree.js';
@@ -77,6 +77,7 @@ export class PartialTree {
       // Kept (verified by digest as they are stored): a restarted daemon reopens it without the network.
       if (!store.cas.has(lazy)) store.admission.buffer(headBytes, 'lazy index', lazy);
       if (!store.cas.has(head.names)) store.admission.buffer(names, 'lazy index', head.names);
+      rememberLazyTree(store.meta, tree, { lazy, names: head.names });
       return new PartialTree(store, chain, tree, lazy, head, listing);
     } catch (e) {
       return refuse(`reading it failed: ${(e as Error).message}`);
@@ -155,7 +156,7 @@ export class PartialTree {
     const had = this.pieces.get(k);
     if (had && (had.records || !places)) return had;
     return this.loading.run(k, async () => {
-      const key: [string, string] = ['lazy-piece', `${this.lazy}:${k}`];
+      const key = pieceKey(this.lazy, k);
       const kept = this.store.meta.state.get(key) as Uint8Array | undefined;
       const { first, end } = pieceRange(this.head, k);
       const split = (digests: Buffer) => Array.from({ length: end - first }, (_, i) => digests.subarray(32 * i, 32 * i + 32));

@@ -17,6 +17,7 @@
 // locator, src/tiers/s3/locator.ts) rides beside the digests unsigned: a
 // blob's bytes are hashed before admission anyway.
 import { hashBuffer, type Digest } from '../../lib/digest.js';
+import type { Meta } from './meta.js';
 import { encodeNames } from './names.js';
 import type { TreeEntry } from './tree.js';
 
@@ -118,4 +119,35 @@ export function pieceVerifies(h: LazyHead, k: number, digests: readonly Buffer[]
   const { first, end } = pieceRange(h, k);
   if (k < 0 || k >= h.pieces.length || digests.length !== end - first || digests.some((d) => d.length !== 32)) return false;
   return pieceDigest(digests).equals(h.pieces[k]!);
+}
+
+// --- kept locally (a partial mount: src/node/ops/partial-tree.ts) -----------
+
+/** A tree this node knows from its lazy index: the head, and the names blob (both in the CAS). */
+export interface LocalLazyTree {
+  lazy: Digest;
+  names: Digest;
+}
+
+/** Notes that `tree` is known here from its lazy index (gc keeps what it fetched while the tree is pinned). */
+export function rememberLazyTree(meta: Meta, tree: Digest, rec: LocalLazyTree): void {
+  void meta.state.put(['lazy-tree', tree], rec);
+}
+
+/** The lazy index `tree` is known here from, if any. */
+export function localLazyTree(meta: Meta, tree: Digest): LocalLazyTree | undefined {
+  return meta.state.get(['lazy-tree', tree]) as LocalLazyTree | undefined;
+}
+
+/** Where a checked piece of digests is kept. */
+export function pieceKey(lazy: Digest, k: number): [string, string] {
+  return ['lazy-piece', `${lazy}:${k}`];
+}
+
+/** Every digest of the checked pieces of lazy index `lazy` kept here (raw pieces, 32 bytes a digest). */
+export function* keptPieceDigests(meta: Meta, lazy: Digest): Generator<Digest> {
+  for (const { value } of meta.state.getRange({ start: ['lazy-piece', `${lazy}:`], end: ['lazy-piece', `${lazy}:\uffff`] })) {
+    const b = Buffer.from(value as Uint8Array);
+    for (let i = 0; i + 32 <= b.length; i += 32) yield b.toString('hex', i, i + 32);
+  }
 }
