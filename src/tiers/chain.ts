@@ -222,9 +222,31 @@ export class Chain implements Tier {
    * for the caller (one by one); a tier's failure is counted, not thrown.
    */
   async fetchManyInTree(tree: Digest, want: ReadonlyMap<Digest, number>, onAdmitted: (digest: Digest, from: string) => void, tiers: readonly GuardedTier[] = this.remotes): Promise<void> {
+    await this.fetchManyVia(tree, want, onAdmitted, tiers, (tier, digests, onBlob) => tier.getManyInTree?.(tree, digests, onBlob));
+  }
+
+  /**
+   * fetchManyInTree for blobs of `tree` whose (checked) locator records
+   * place them (a partial mount's start-up set: `getManyLocated`, S3: one
+   * ranged GET per pack frame), each verified into the local CAS.
+   */
+  async fetchManyLocated(tree: Digest, want: ReadonlyMap<Digest, { size: number; record: Buffer }>, onAdmitted: (digest: Digest, from: string) => void): Promise<void> {
+    const sizes = new Map([...want].map(([d, w]) => [d, w.size]));
+    await this.fetchManyVia(tree, sizes, onAdmitted, this.remotes, (tier, digests, onBlob) =>
+      tier.getManyLocated?.(tree, digests.map((digest) => ({ digest, record: want.get(digest)!.record })), onBlob),
+    );
+  }
+
+  private async fetchManyVia(
+    tree: Digest,
+    want: ReadonlyMap<Digest, number>,
+    onAdmitted: (digest: Digest, from: string) => void,
+    tiers: readonly GuardedTier[],
+    read: (tier: GuardedTier, digests: Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>) => Promise<void> | undefined,
+  ): Promise<void> {
     const left = new Map(want);
     for (const tier of tiers) {
-      if (!tier.getManyInTree || left.size === 0) continue;
+      if (left.size === 0) continue;
       // The blobs a turn of the event loop brought (a range's frames) are stored together, hashed and
       // written on the addon's threads (admission.batch): the daemon's thread stays free for the opens
       // that wait for them, instead of a hash, a temp file and a rename of each in turn.
@@ -253,7 +275,7 @@ export class Chain implements Tier {
       };
       const storeNow = () => (stored = stored.then(store));
       try {
-        await tier.getManyInTree(tree, [...left.keys()], async (digest, bytes) => {
+        const reading = read(tier, [...left.keys()], async (digest, bytes) => {
           // Only what was asked for: a batch is a known start-up set, and each blob stored costs a file and an index write.
           if (!left.has(digest) || taken.has(digest)) return;
           taken.add(digest);
@@ -266,6 +288,8 @@ export class Chain implements Tier {
             });
           }
         });
+        if (!reading) continue; // (the tier cannot read them so)
+        await reading;
       } catch (e) {
         if (isLocalError(e)) throw e;
         // (counted by the guard; what is left comes one by one)

@@ -23,6 +23,7 @@ export abstract class TierDecorator implements Tier {
   readonly getManyInTree?: (tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>) => Promise<void>;
   readonly getLazyPart?: (head: Digest, part: LazyPart) => Promise<Buffer | undefined>;
   readonly getLocated?: (tree: Digest, digest: Digest, record: Buffer) => Promise<BlobBody | undefined>;
+  readonly getManyLocated?: (tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>) => Promise<void>;
 
   constructor(readonly inner: Tier) {
     this.name = inner.name;
@@ -42,6 +43,7 @@ export abstract class TierDecorator implements Tier {
     if (inner.getManyInTree) this.getManyInTree = (tree, digests, onBlob) => this.getManyInTreeOf(tree, digests, onBlob);
     if (inner.getLazyPart) this.getLazyPart = (head, part) => this.getLazyPartOf(head, part);
     if (inner.getLocated) this.getLocated = (tree, digest, record) => this.getLocatedOf(tree, digest, record);
+    if (inner.getManyLocated) this.getManyLocated = (tree, wants, onBlob) => this.getManyLocatedOf(tree, wants, onBlob);
   }
 
   warm(): Promise<void> {
@@ -86,6 +88,11 @@ export abstract class TierDecorator implements Tier {
   /** The wrapped tier's getLocated, for a decorator to override (called only when the tier has one). */
   protected getLocatedOf(tree: Digest, digest: Digest, record: Buffer): Promise<BlobBody | undefined> {
     return this.inner.getLocated!(tree, digest, record);
+  }
+
+  /** The wrapped tier's getManyLocated, for a decorator to override (called only when the tier has one). */
+  protected getManyLocatedOf(tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.inner.getManyLocated!(tree, wants, onBlob);
   }
 
   /** The wrapped tier's getTreeBlob, for a decorator to override (called only when the tier has one). */

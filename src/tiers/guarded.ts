@@ -105,6 +105,10 @@ export class GuardedTier extends TierDecorator {
     return this.guard('getLocated', () => super.getLocatedOf(tree, digest, record), true);
   }
 
+  protected override getManyLocatedOf(tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.guard('getManyLocated', () => super.getManyLocatedOf(tree, wants, onBlob));
+  }
+
   protected override getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {
     return this.guard('getTreeBlob', () => super.getTreeBlobOf(tree), true);
   }

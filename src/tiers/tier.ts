@@ -217,6 +217,12 @@ export interface Tier {
    */
   getLocated?(tree: Digest, digest: Digest, record: Buffer): Promise<BlobBody | undefined>;
   /**
+   * Optional: many blobs of `tree` where their (checked) locator records
+   * place them, one read per place they share (S3: a pack frame); `onBlob`
+   * gets those asked for, unverified. What cannot be read so is left out.
+   */
+  getManyLocated?(tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void>;
+  /**
    * Optional: a large blob's Bao outboard (docs/bao.md: the chaining
    * values of its hash tree over 16 KiB groups), so a reader can verify
    * its bytes in order as they arrive instead of only at the end (a lazy

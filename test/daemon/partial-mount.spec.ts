@@ -184,6 +184,43 @@ describe('a lazy mount from the lazy index', () => {
     }
   });
 
+  it('a second node gets the first one\'s opens as file ordinals: its mount fetches and publishes them before the program asks', async () => {
+    const saved = save('t/');
+    const prefetching = { ...envOf('t/'), VRIFT_PREFETCH: 'true' };
+    const files = ['src/main.c', 'src/lib/util.js', 'run.sh'];
+    const a = tempDir();
+    startDaemon(a, envOf('t/'));
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', files.map((f) => `cat '${mnt}/${f}' >/dev/null`).join(' && ')], { home: a, env: envOf('t/') });
+      expect(r.code, r.stderr).toBe(0);
+    } finally {
+      stopDaemon(a); // (pushes the trace)
+    }
+    const keys = await s3.client().send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 't/refs/vrift-otrace/' }));
+    expect(keys.Contents?.length).toBe(1);
+    const b = tempDir();
+    startDaemon(b, prefetching);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      vriftJson(['mount', 'ci/partial', mnt], { home: b, env: prefetching });
+      const log = () => readFileSync(join(b, 'run', 'vriftd.log'), 'utf8');
+      for (let i = 0; i < 100 && !/start-up set \(from the lazy index\)/.test(log()); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(log()).toMatch(/\(listing from the lazy index; files on first open\)/);
+      // main.c and util.js are published (run.sh is executable: its open makes its twin, through the daemon)
+      expect(log()).toMatch(/start-up set \(from the lazy index\): 2 of the first 3 files traced/);
+      for (const f of files) expect(casBlobs(b)).toContain(saved.digest(f));
+      expect(casBlobs(b)).not.toContain(saved.tree);
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `cat '${mnt}/src/main.c' '${mnt}/src/lib/util.js'`], { home: b, env: prefetching });
+      expect([r.code, r.stdout], r.stderr).toEqual([0, readFileSync(join(src, 'src', 'main.c'), 'utf8') + readFileSync(join(src, 'src', 'lib', 'util.js'), 'utf8')]);
+      expect(log()).not.toMatch(/vriftd: fetch: /); // no open failed or fetched on its own
+    } finally {
+      stopDaemon(b);
+    }
+  });
+
   describe('a lying part is refused with one log line and the mount reads the full listing', () => {
     const lie = async (prefix: string, part: (lazy: string) => { key: string; edit: (b: Buffer) => Buffer }) => {
       const saved = save(prefix);

@@ -13,6 +13,8 @@ import { openResolver } from '../ops/open-resolver.js';
 import type { Resolver } from '../ops/resolver.js';
 import { fetchHandler } from './fetch.js';
 import { LazyMounts } from './lazy-mounts.js';
+import { PartialStarts } from './partial-starts.js';
+import type { PartialTree } from '../ops/partial-tree.js';
 import { BlobStreams } from './blob-streams.js';
 import { MetricsServer, type ScrapeGauge } from './metrics-server.js';
 import { metricsSection } from '../metrics/config.js';
@@ -79,6 +81,8 @@ export class Daemon {
   /** Keeps the store under store.maxSize (evictor.ts). */
   private readonly evictor: Evictor;
   private readonly mountConfig: LazyConfig;
+  /** Partial mounts' traces and start-up sets (docs/lazy.md "Partial metadata"). */
+  private readonly partialStarts: PartialStarts;
   private readonly started: Component[] = [];
   private releaseLock: (() => void) | undefined;
   private listening = false;
@@ -96,6 +100,16 @@ export class Daemon {
     const mountConfig = config.get(mountSection);
     this.mountConfig = mountConfig;
     this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: mountConfig, metrics: this.metrics, log: this.log });
+    this.partialStarts = new PartialStarts({
+      store: this.store,
+      resolver: () => this.resolver(),
+      log: this.log,
+      publish: (root, rel, digest) => {
+        this.mounts.learnDigest(root, rel, digest);
+        const ctimeNs = this.store.meta.getBlob(digest)?.ctimeNs;
+        if (ctimeNs !== undefined) this.mounts.renewBlobCtimes(root, digest, [rel], ctimeNs);
+      },
+    });
     this.evictor = new Evictor({ store: this.store, config: config.get(storeSection), metrics: this.metrics, log: this.log });
     this.metricsServer = new MetricsServer(this.metrics, config.get(metricsSection), this.scrapeGauges(), this.log);
     this.streams = new BlobStreams({ store: this.store, resolver: () => this.resolver(), log: this.log }, { enabled: mountConfig.stream, minBytes: mountConfig.streamMinBytes });
@@ -130,6 +144,7 @@ export class Daemon {
       },
       // after the resolver (prefetch and trace pushes use it), before control (FETCH reports to it)
       { name: 'lazy mounts', start: () => this.lazy.start(), stop: () => this.lazy.stop() },
+      { name: 'partial mounts\' traces', start: () => undefined, stop: () => this.partialStarts.stop() },
       { name: 'large-file streams', start: () => this.streams.start(), stop: () => this.streams.stop() },
       { name: 'metrics', start: () => this.metricsServer.start(), stop: () => this.metricsServer.stop() },
       { name: 'scrub', start: () => this.scrub.start(), stop: () => this.scrub.stop() },
@@ -261,6 +276,16 @@ export class Daemon {
    * yet: its piece of the tree's lazy index (checked), then its blob where
    * the index places it; the VDir names the digest before FETCH goes on.
    */
+  /** A traced partial mount's start-up set (partial-starts.ts), in the background; one log line. */
+  private async startPartial(rec: MountRecord, partial: PartialTree, ordinals: number[]): Promise<void> {
+    try {
+      const r = await this.partialStarts.start(rec.path, partial, ordinals, this.lazy.startupCaps);
+      this.log(`prefetch: ${rec.path}: start-up set (from the lazy index): ${r.files} of the first ${ordinals.length} files traced, ${r.bytes} bytes, in ${r.ms} ms`);
+    } catch (e) {
+      this.log(`prefetch: ${rec.path}: start-up set (from the lazy index) failed: ${(e as Error).message}`);
+    }
+  }
+
   /** Files opened per partial mount (learnDigest). */
   private readonly learned = new Map<string, number>();
 
@@ -294,6 +319,7 @@ export class Daemon {
     const later = got.loose && !this.store.cas.has(got.digest);
     this.mounts.learnDigest(rec.path, rel, got.digest, later);
     this.lazy.tracePartial(rec.tree, got.digest, partial!);
+    this.partialStarts.note(rec.tree, got.file.ordinal, partial!.head.files);
     const n = (this.learned.get(rec.path) ?? 0) + 1;
     this.learned.set(rec.path, n);
     if (n === UPGRADE_AFTER_FILES) void this.upgradePartial(rec);
@@ -310,7 +336,7 @@ export class Daemon {
     h.set(Msg.STATUS, (): FieldList => [[F.JSON, JSON.stringify(this.status())]]);
     h.set(Msg.MOUNT, async (f): Promise<FieldList> => {
       // Metadata first: a tree or ref this node lacks is fetched as its listing alone; files come on first open.
-      const { tree, from, partial } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'), {
+      const { tree, from, partial, startup } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'), {
         prefetch: this.lazy.prefetching,
         startup: this.lazy.prefetching ? this.lazy.startupCaps : undefined,
         partial: this.mountConfig.lazyIndex,
@@ -324,6 +350,7 @@ export class Daemon {
       if (from !== 'local' && !partial) this.lazy.early(tree, answered);
       // (a partial mount has no listing to count or prefetch by: its opens are traced, docs/lazy.md "Partial metadata")
       if (!partial) this.lazy.attach(rec, answered); // counts what is local, then prefetches by the tree's trace, in the background
+      if (partial && startup) void answered.then(() => this.startPartial(rec, partial, startup));
       await recorded; // (a daemon killed from now on restores the mount)
       this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);
       return [
@@ -333,8 +360,10 @@ export class Daemon {
     });
     h.set(Msg.UNMOUNT, (f): FieldList => {
       const path = requireStr(f, F.PATH, 'path');
+      const tree = this.mounts.recordOf(path)?.tree;
       this.mounts.unmount(path);
       this.learned.delete(resolve(path));
+      if (tree && !this.mounts.records().some((r) => r.tree === tree)) this.partialStarts.release(tree);
       this.lazy.detach(path);
       this.log(`unmount: ${path}`);
       return [];

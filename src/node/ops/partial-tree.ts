@@ -13,15 +13,23 @@ import type { Digest } from '../../lib/digest.js';
 import { hashBuffer } from '../../lib/digest.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
+import { MAX_TREE_BYTES } from '../../tiers/tier.js';
 import { decodeLazyHead, pieceKey, pieceRange, pieceVerifies, rememberLazyTree, type LazyHead } from '../store/lazy-index.js';
 import { listingOfNames } from '../store/names.js';
 import type { Store } from '../store/store.js';
 import { checkEncodedTree } from '../store/tree.js';
 
 const RECORD = 64;
+const EMPTY = Buffer.alloc(0);
+/** A names blob read before its head says how long it is stops at a listing's limit (then it is checked against the head). */
+const NAMES_MAX = MAX_TREE_BYTES;
 /** A locator record's pack for a blob kept on its own (src/tiers/s3/locator.ts). */
 const LOOSE = 0xffffffff;
 const FILE_MODE_EXEC = 0o755;
+/** A traced start reads ahead the pieces of at most this many of its first files. */
+const EARLY_ORDINALS = 512;
+/** Neighbouring pieces read by one ranged GET (a start-up set's): 16 × 4 KiB. */
+const PIECES_PER_READ = 16;
 
 /** A file of the tree, as its names say. */
 export interface PartialFile {
@@ -35,6 +43,10 @@ export class PartialTree {
   private readonly pieces = new Map<number, { digests: Buffer; records?: Buffer }>();
   private readonly loading = new SingleFlight<number, { digests: Buffer; records?: Buffer }>();
   private files?: Map<string, PartialFile>;
+  /** The path of each file, by ordinal (built with `files`). */
+  private paths: string[] = [];
+  /** Reads of one pack frame (by its place): a start-up set's files that share a frame wait on one read. */
+  private readonly frames = new SingleFlight<string, string | undefined>();
   /** Every digest of the verified pieces (hex). */
   private readonly known = new Set<Digest>();
 
@@ -44,8 +56,8 @@ export class PartialTree {
     readonly tree: Digest,
     readonly lazy: Digest,
     readonly head: LazyHead,
-    /** The names as a tree encoding whose files name 0…0 (names.ts listingOfNames), checked. */
-    readonly listing: Buffer,
+    /** The names as a tree encoding whose files name 0…0 (names.ts listingOfNames), checked (set by open once they are). */
+    public listing: Buffer = EMPTY,
   ) {}
 
   /**
@@ -53,23 +65,36 @@ export class PartialTree {
    * signed ref's): from the local CAS when it is here, else the tiers.
    * undefined, with one log line, when a part is missing or refused.
    */
-  static async open(store: Store, chain: Chain, tree: Digest, lazy: Digest, log: (line: string) => void): Promise<PartialTree | undefined> {
+  static async open(
+    store: Store,
+    chain: Chain,
+    tree: Digest,
+    lazy: Digest,
+    log: (line: string) => void,
+    /** Called as soon as the head is checked (before the names): pieces and blobs may be read from then on. */
+    early?: (pt: PartialTree) => void,
+  ): Promise<PartialTree | undefined> {
     const refuse = (why: string): undefined => {
       log(`lazy index: tree ${tree.slice(0, 12)}…: ${why}; mounting from the full listing`);
       return undefined;
     };
     try {
-      const headBytes = store.cas.has(lazy) ? store.cas.readVerified(lazy) : (await chain.fetchLazyPart(lazy, { kind: 'head' }))?.bytes;
+      const local = store.cas.has(lazy) ? store.cas.readVerified(lazy) : undefined;
+      // The names are read alongside the head (their key is the head's digest), and checked once the head is.
+      const namesRead = local ? undefined : chain.fetchLazyPart(lazy, { kind: 'names', bytes: NAMES_MAX });
+      namesRead?.catch(() => undefined);
+      const headBytes = local ?? (await chain.fetchLazyPart(lazy, { kind: 'head' }))?.bytes;
       if (!headBytes) return refuse('no tier holds its head');
       const head = decodeLazyHead(headBytes, lazy, tree);
       if ('problem' in head) return refuse(`its head was refused: ${head.problem}`);
-      const names = store.cas.has(head.names) ? store.cas.readVerified(head.names) : (await chain.fetchLazyPart(lazy, { kind: 'names', bytes: head.namesBytes }))?.bytes;
+      const pt = new PartialTree(store, chain, tree, lazy, head);
+      early?.(pt);
+      const names = store.cas.has(head.names) ? store.cas.readVerified(head.names) : (await (namesRead ?? chain.fetchLazyPart(lazy, { kind: 'names', bytes: head.namesBytes })))?.bytes;
       if (!names) return refuse('no tier holds its names');
       if (names.length !== head.namesBytes || hashBuffer(names) !== head.names) return refuse('its names blob was refused: it does not hash to the head\'s');
-      let listing: Buffer;
       try {
-        listing = listingOfNames(names);
-        const summary = checkEncodedTree(listing);
+        pt.listing = listingOfNames(names);
+        const summary = checkEncodedTree(pt.listing);
         if (summary.files !== head.files) return refuse(`its names list ${summary.files} files, its head ${head.files}`);
       } catch (e) {
         return refuse(`its names blob was refused: ${(e as Error).message}`);
@@ -78,10 +103,46 @@ export class PartialTree {
       if (!store.cas.has(lazy)) store.admission.buffer(headBytes, 'lazy index', lazy);
       if (!store.cas.has(head.names)) store.admission.buffer(names, 'lazy index', head.names);
       rememberLazyTree(store.meta, tree, { lazy, names: head.names });
-      return new PartialTree(store, chain, tree, lazy, head, listing);
+      return pt;
     } catch (e) {
       return refuse(`reading it failed: ${(e as Error).message}`);
     }
+  }
+
+  /**
+   * A traced start's first files, begun before the names are here (the
+   * head is): their pieces, then their blobs where the records place them
+   * (sizes from the records: what is too large or past `caps.bytes` is left
+   * for later), verified into the CAS, nothing published (the mount does
+   * that once it exists: partial-starts.ts).
+   */
+  prefetchEarly(ordinals: readonly number[], caps: { bytes: number; blobMax: number }): Promise<void> {
+    this.early = this.readEarly(ordinals, caps).catch(() => undefined);
+    return this.early;
+  }
+
+  /** What prefetchEarly is reading (the start-up set waits for it rather than read the same frames again). */
+  early: Promise<void> = Promise.resolve();
+
+  private async readEarly(ordinals: readonly number[], caps: { bytes: number; blobMax: number }): Promise<void> {
+    const first = ordinals.slice(0, EARLY_ORDINALS);
+    await this.loadPieces(first);
+    const want = new Map<Digest, { size: number; record: Buffer }>();
+    let bytes = 0;
+    for (const o of first) {
+      const k = Math.floor(o / this.head.pieceFiles);
+      const piece = this.pieces.get(k);
+      if (!piece?.records) continue;
+      const i = o - k * this.head.pieceFiles;
+      const record = piece.records.subarray(RECORD * i, RECORD * (i + 1));
+      const size = Number(record.readBigUInt64BE(56));
+      if (size === 0 || size >= caps.blobMax || record.readUInt32BE(32) === LOOSE) continue;
+      if (bytes + size > caps.bytes) break;
+      bytes += size;
+      const digest = piece.digests.toString('hex', 32 * i, 32 * i + 32);
+      if (!this.store.cas.has(digest)) want.set(digest, { size, record });
+    }
+    if (want.size > 0) await this.chain.fetchManyLocated(this.tree, want, () => undefined);
   }
 
   /** Whether `digest` is the blob of a file of the tree whose piece was checked here. */
@@ -111,7 +172,9 @@ export class PartialTree {
       if (kind === 0x6c /* l */) end = b.indexOf(0, end) + 1;
       if (kind === 0x66 /* f */) {
         const mode = parseInt(b.toString('latin1', at + 2, sp1), 8);
-        out.set(b.toString('utf8', sp3 + 1, nul), { ordinal: ordinal++, size: Number(b.toString('latin1', sp1 + 1, sp2)), exec: mode === FILE_MODE_EXEC });
+        const rel = b.toString('utf8', sp3 + 1, nul);
+        this.paths.push(rel);
+        out.set(rel, { ordinal: ordinal++, size: Number(b.toString('latin1', sp1 + 1, sp2)), exec: mode === FILE_MODE_EXEC });
       }
       at = end;
     }
@@ -126,6 +189,14 @@ export class PartialTree {
     return piece.digests.toString('hex', 32 * i, 32 * i + 32);
   }
 
+  /** File `ordinal` of the tree, as its names say, and its path. */
+  fileOf(ordinal: number): (PartialFile & { rel: string }) | undefined {
+    this.files ??= this.index();
+    const rel = this.paths[ordinal];
+    const f = rel === undefined ? undefined : this.files.get(rel);
+    return f && { ...f, rel: rel! };
+  }
+
   /**
    * The digest of the file at `rel`, and its blob in the local CAS
    * (verified) from the place its locator record gives; a blob kept on its
@@ -135,6 +206,12 @@ export class PartialTree {
    */
   async fetchFile(rel: string): Promise<{ digest: Digest; file: PartialFile; loose: boolean } | undefined> {
     const file = this.fileAt(rel);
+    return file && this.fetchOrdinal(file.ordinal);
+  }
+
+  /** fetchFile of file `ordinal`. */
+  async fetchOrdinal(ordinal: number): Promise<{ digest: Digest; file: PartialFile; rel: string; loose: boolean } | undefined> {
+    const file = this.fileOf(ordinal);
     if (!file) return undefined;
     const k = Math.floor(file.ordinal / this.head.pieceFiles);
     let piece = await this.piece(k);
@@ -147,9 +224,76 @@ export class PartialTree {
     if (!this.store.cas.has(digest) && file.size > 0 && piece.records && !loose) {
       const record = piece.records.subarray(RECORD * i, RECORD * (i + 1));
       // (the record's own size must be the names' before its place is used; a wrong one is read as no place)
-      if (Number(record.readBigUInt64BE(56)) === file.size) await this.chain.fetchLocated(this.tree, digest, file.size, record);
+      if (Number(record.readBigUInt64BE(56)) === file.size) {
+        // One read per frame: the other blobs it holds are admitted beside the one asked for.
+        await this.frames.run(record.toString('hex', 32, 56), () => this.chain.fetchLocated(this.tree, digest, file.size, record)).result;
+        if (!this.store.cas.has(digest)) await this.chain.fetchLocated(this.tree, digest, file.size, record);
+      }
     }
-    return { digest, file, loose };
+    return { digest, file, rel: file.rel, loose };
+  }
+
+  /**
+   * Where file `ordinal`'s blob is, when its piece was read here with its
+   * places (loadPieces): its digest and locator record (the record's size
+   * checked against the names'); undefined otherwise.
+   */
+  placeOf(ordinal: number): { digest: Digest; record: Buffer; file: PartialFile & { rel: string }; loose: boolean } | undefined {
+    const file = this.fileOf(ordinal);
+    const k = Math.floor(ordinal / this.head.pieceFiles);
+    const piece = this.pieces.get(k);
+    if (!file || !piece?.records) return undefined;
+    const i = ordinal - k * this.head.pieceFiles;
+    const record = piece.records.subarray(RECORD * i, RECORD * (i + 1));
+    if (Number(record.readBigUInt64BE(56)) !== file.size) return undefined;
+    return { digest: piece.digests.toString('hex', 32 * i, 32 * i + 32), record, file, loose: record.readUInt32BE(32) === LOOSE };
+  }
+
+  /** Many files' blobs where their places say, together (Chain.fetchManyLocated: one read per pack frame), verified. */
+  async fetchPlaced(places: readonly { digest: Digest; record: Buffer; file: PartialFile }[]): Promise<void> {
+    const want = new Map(places.filter((p) => p.file.size > 0 && !this.store.cas.has(p.digest)).map((p) => [p.digest, { size: p.file.size, record: p.record }]));
+    if (want.size > 0) await this.chain.fetchManyLocated(this.tree, want, () => undefined);
+  }
+
+  /**
+   * The pieces of `ordinals`' digests, read together: runs of neighbouring
+   * pieces by one ranged GET each, each piece checked on its own. What
+   * fails is left for the files' own reads.
+   */
+  async loadPieces(ordinals: readonly number[]): Promise<void> {
+    const ks = [...new Set(ordinals.map((o) => Math.floor(o / this.head.pieceFiles)))].filter((k) => !this.pieces.has(k) && k < this.head.pieces.length).sort((a, b) => a - b);
+    const runs: [number, number][] = [];
+    for (const k of ks) {
+      const last = runs.at(-1);
+      if (last && k === last[1] && k - last[0] < PIECES_PER_READ) last[1] = k + 1;
+      else runs.push([k, k + 1]);
+    }
+    await Promise.all(
+      runs.map(async ([from, to]) => {
+        const first = pieceRange(this.head, from).first;
+        const end = pieceRange(this.head, to - 1).end;
+        const got = await this.chain.fetchLazyPart(this.lazy, { kind: 'records', first, end }).catch(() => undefined);
+        if (!got || got.bytes.length !== RECORD * (end - first)) return;
+        for (let k = from; k < to; k++) {
+          const r = pieceRange(this.head, k);
+          const records = got.bytes.subarray(RECORD * (r.first - first), RECORD * (r.end - first));
+          const digests = this.digestsOf(records, r.end - r.first);
+          if (!pieceVerifies(this.head, k, this.split(digests, r.end - r.first))) continue; // (its files' own reads say so)
+          void this.store.meta.state.put(pieceKey(this.lazy, k), digests);
+          this.keep(k, { digests, records });
+        }
+      }),
+    );
+  }
+
+  private digestsOf(records: Buffer, n: number): Buffer {
+    const digests = Buffer.alloc(32 * n);
+    for (let i = 0; i < n; i++) records.copy(digests, 32 * i, RECORD * i, RECORD * i + 32);
+    return digests;
+  }
+
+  private split(digests: Buffer, n: number): Buffer[] {
+    return Array.from({ length: n }, (_, i) => digests.subarray(32 * i, 32 * i + 32));
   }
 
   private async piece(k: number, places = false): Promise<{ digests: Buffer; records?: Buffer }> {

@@ -19,6 +19,7 @@ import type { TreeEntry } from '../store/tree.js';
 import { missingBlobs, pullCounters, pullTree, pullTreeBlob, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
 import { fetchRemoteTrace, pushRemoteTrace, type RemoteTrace } from './trace-exchange.js';
 import { PartialTree } from './partial-tree.js';
+import { decodeOrdinalTrace, loadLocalOrdinals, MAX_ORDINAL_TRACE_BYTES, ordinalTraceRefName } from '../store/ordinal-trace.js';
 import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
 
 /** What the resolver needs of the daemon's swarms (src/node/daemon/swarm-host.ts). */
@@ -234,7 +235,10 @@ export class Resolver {
    * A ref or tree this node lacks is asked of the remote tiers; a ref
    * found there is recorded here. One fetch per tree at a time.
    */
-  async treeToMount(treeish: string, opts: { prefetch?: boolean; startup?: StartupCaps; partial?: boolean } = {}): Promise<{ tree: Digest; from: string; partial?: PartialTree }> {
+  async treeToMount(
+    treeish: string,
+    opts: { prefetch?: boolean; startup?: StartupCaps; partial?: boolean } = {},
+  ): Promise<{ tree: Digest; from: string; partial?: PartialTree; startup?: number[] }> {
     let tree: Digest;
     let ref: string | null = null;
     let times: Digest | undefined;
@@ -260,13 +264,29 @@ export class Resolver {
       // A cold mount from the tree's lazy index (names now, each file's digest when opened), unless a trace
       // says what to prefetch: that still takes the full listing (docs/lazy.md "Partial metadata").
       const trace = this.chain.fetchHint(traceRefName(tree), MAX_TRACE_BLOB_BYTES).catch(() => undefined);
-      const partial = PartialTree.open(this.store, this.chain, tree, lazy, this.log);
-      const [hint, got] = await Promise.all([trace, partial]);
-      if (got && !(hint && !('problem' in hint))) {
+      // (a partial mount's trace, as file ordinals: what a traced partial mount fetches first, partial-starts.ts)
+      const local = loadLocalOrdinals(this.store.meta, tree);
+      const ordinals = opts.prefetch && local.length === 0 ? this.chain.fetchHint(ordinalTraceRefName(tree), MAX_ORDINAL_TRACE_BYTES).catch(() => undefined) : undefined;
+      // Once the head is checked, a traced start reads its first files' pieces and blobs while the names arrive.
+      const early = (pt: PartialTree) => {
+        if (!opts.startup) return;
+        const caps = opts.startup;
+        const first = local.length > 0 ? Promise.resolve(local) : (ordinals ?? Promise.resolve(undefined)).then((h) => (h && 'bytes' in h ? decodeOrdinalTrace(h.bytes, tree, pt.head.files) : undefined));
+        void first.then((o) => (Array.isArray(o) && o.length > 0 ? pt.prefetchEarly(o, caps) : undefined)).catch(() => undefined);
+      };
+      const partial = PartialTree.open(this.store, this.chain, tree, lazy, this.log, early);
+      const [hint, got, theirs] = await Promise.all([trace, partial, ordinals]);
+      let startup: number[] | undefined = opts.prefetch && local.length > 0 ? local : undefined;
+      if (got && theirs && 'bytes' in theirs) {
+        const decoded = decodeOrdinalTrace(theirs.bytes, tree, got.head.files);
+        if (Array.isArray(decoded)) startup = decoded;
+        else this.log(`trace: tree ${tree.slice(0, 12)}…: the ordinal trace in ${theirs.tier} was ignored: ${decoded.problem}`);
+      }
+      if (got && (startup?.length || !(hint && !('problem' in hint)))) {
         this.partials.set(lazy, got);
         // (recorded as a full mount records it: a `vrift run` of the ref finds its mount; the tree itself comes when needed)
         if (ref !== null) this.store.setRef(ref, tree, { times, record });
-        return { tree, from: 'the lazy index', partial: got };
+        return { tree, from: 'the lazy index', partial: got, ...(startup?.length ? { startup } : {}) };
       }
       if (hint && !('problem' in hint)) {
         this.earlyTraces.set(tree, Promise.resolve(hint));

@@ -10,8 +10,13 @@ import { zstdAvailable, zstdInflate } from '../../lib/zstd.js';
 import { MAX_HEAD_BYTES } from '../../node/store/lazy-index.js';
 import type { S3Objects } from './objects.js';
 import { decodeLocation, lazyKeys, RECORD } from './locator.js';
-import type { PackBlobReader } from './pack-blob.js';
+import { mapLimit } from '../../lib/queue.js';
+import { FRAME_LEN } from '../../node/archive/format.js';
+import type { PackBlobReader, Span } from './pack-blob.js';
 import { TierError, type BlobBody, type LazyPart } from '../tier.js';
+
+/** Frames read at once by many(). */
+const MANY_PARALLEL = 16;
 
 export class S3LazyParts {
   constructor(
@@ -35,6 +40,37 @@ export class S3LazyParts {
       throw this.objects.fail(e, `reading ${keys.names}`);
     }
     return Buffer.concat(parts);
+  }
+
+  /**
+   * Many blobs of `tree` where their records place them: one ranged GET per
+   * frame they share (MANY_PARALLEL at once), the frame's records parsed
+   * and only the blobs asked for handed on (unverified).
+   */
+  async many(tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    const m = await this.reader.manifest(tree);
+    if (!m) return;
+    const spans = new Map<string, { span: Span; want: Set<Digest> }>();
+    for (const w of wants) {
+      const at = decodeLocation(w.record, 0, Number(w.record.readBigUInt64BE(56)), m.packs);
+      if (at.kind !== 'pack') continue;
+      const r = at.range;
+      // (uncompressed: the blob's record, header included, so the same parser reads both)
+      const head = r.compressed ? 0 : FRAME_LEN;
+      const key = `${at.pack.key}:${r.start - head}`;
+      const known = spans.get(key);
+      if (known) known.want.add(w.digest);
+      else spans.set(key, { span: { pack: at.pack, start: r.start - head, end: r.end, archiveStart: 0, archiveEnd: r.decoded + head, compressed: r.compressed }, want: new Set([w.digest]) });
+    }
+    let failure: unknown;
+    await mapLimit([...spans.values()], MANY_PARALLEL, async ({ span, want }) => {
+      try {
+        for (const b of await this.reader.readSpan(span)) if (want.has(b.digest)) await onBlob(b.digest, b.bytes);
+      } catch (e) {
+        failure ??= e;
+      }
+    });
+    if (failure !== undefined) throw failure;
   }
 
   /** The head, refused unread when S3 says it is larger than any head. */

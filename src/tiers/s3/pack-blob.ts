@@ -38,7 +38,7 @@ const BATCH_PARALLEL = 8;
 const WARM_KEPT_MS = 30_000;
 
 /** A run of whole archive records in a pack object: `[start, end)` of the object decodes to `[archiveStart, archiveEnd)` of the archive. */
-interface Span {
+export interface Span {
   pack: PackRef;
   start: number;
   end: number;
@@ -221,7 +221,7 @@ export class PackBlobReader {
   }
 
   /** The records a span holds, read by one ranged GET (decompressed where the pack is). */
-  private async readSpan(s: Span): Promise<{ digest: Digest; bytes: Buffer }[]> {
+  async readSpan(s: Span): Promise<{ digest: Digest; bytes: Buffer }[]> {
     const what = `${s.start}-${s.end} of pack ${s.pack.key}`;
     const body = await this.objects.getRange(s.pack.key, s.start, s.end);
     if (!body) throw new TierError('s3', 'corrupt', `pack ${s.pack.key} named by the manifest of tree ${s.pack.tree} is missing`, { hint: pushAgain });

@@ -206,6 +206,10 @@ export class S3Tier implements Tier {
     return this.packs.lazy.part(head, part);
   }
 
+  getManyLocated(tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.packs.lazy.many(tree, wants, onBlob);
+  }
+
   getLocated(tree: Digest, digest: Digest, record: Buffer): Promise<BlobBody | undefined> {
     return this.packs.lazy.located(tree, digest, record, Number(record.readBigUInt64BE(56)));
   }
