@@ -378,7 +378,7 @@ static int va_io_all(long nr, int fd, uint8_t *buf, size_t n)
  * without it, so this waits for the answer. 0 once the blob (and, for an
  * executable, its twin) is in the CAS.
  */
-static int va_fetch(const struct vrift_farm *f, const struct vrift_vdir_result *res)
+static int va_fetch(const struct vrift_farm *f, struct vrift_vdir_result *res, const char *rel, size_t rellen)
 {
     struct sockaddr_un {
         unsigned short sun_family;
@@ -390,7 +390,7 @@ static int va_fetch(const struct vrift_farm *f, const struct vrift_vdir_result *
     if (vrift_farm__put(addr.sun_path, sizeof addr.sun_path, &n, f->home, f->homelen) < 0 ||
         vrift_farm__puts(addr.sun_path, sizeof addr.sun_path, &n, "/" VRIFT_LAYOUT_RUN_DIR "/" VRIFT_LAYOUT_SOCKET_NAME) < 0)
         return -1;
-    static uint8_t frame[VRIFT_PROTO_HEADER_SIZE + 3 * VRIFT_PROTO_FIELD_HEADER_SIZE + VRIFT_VDIR_MOUNT_ROOT_MAX + VRIFT_LAYOUT_DIGEST_HEX + 4];
+    static uint8_t frame[VRIFT_PROTO_HEADER_SIZE + 4 * VRIFT_PROTO_FIELD_HEADER_SIZE + VRIFT_VDIR_MOUNT_ROOT_MAX + PATH_MAX + VRIFT_LAYOUT_DIGEST_HEX + 4];
     uint8_t *pl = frame + VRIFT_PROTO_HEADER_SIZE;
     size_t cap = sizeof frame - VRIFT_PROTO_HEADER_SIZE, len = 0, w;
     char hex[VRIFT_LAYOUT_DIGEST_HEX];
@@ -399,6 +399,10 @@ static int va_fetch(const struct vrift_farm *f, const struct vrift_vdir_result *
         return -1;
     len += w;
     if (!(w = vrift_proto_field(pl + len, cap - len, VRIFT_F_DIGEST, hex, sizeof hex)))
+        return -1;
+    len += w;
+    /* (the entry: a file of a partial mount names 0…0 until the daemon learns its digest, docs/lazy.md) */
+    if (!(w = vrift_proto_field(pl + len, cap - len, VRIFT_F_REL, rel, (uint32_t)rellen)))
         return -1;
     len += w;
     if (!(w = vrift_proto_field_u32(pl + len, cap - len, VRIFT_F_MODE, res->mode)))
@@ -414,6 +418,9 @@ static int va_fetch(const struct vrift_farm *f, const struct vrift_vdir_result *
         va_io_all(SYS_read, fd, hdr, sizeof hdr) == 0 && vrift_proto_get_u16(hdr + 6) == VRIFT_MSG_OK)
         rc = 0;
     VR_SYS1(SYS_close, fd);
+    /* The daemon published the digest it learned (a partial mount): read the entry again. */
+    if (rc == 0 && vrift_vdir_lookup(f->r, rel, rellen, res) != 0)
+        rc = -1;
     return rc;
 }
 
@@ -492,8 +499,10 @@ static char *va_map(const char *name)
         return NULL;
     struct stat tst;
     if (vrift_farm_target(&va_mounts[em], &va_res, va_target, sizeof va_target, &tst) != 0) {
-        /* not here yet (a lazy mount): the daemon fetches it, as for any open */
-        if ((va_res.flags & VRIFT_VDIR_F_UPPER) || va_fetch(&va_mounts[em], &va_res) != 0 ||
+        /* not here yet (a lazy mount): the daemon fetches it, as for any open (va_walk: where va_resolve found it) */
+        size_t rl = va_mounts[em].rootlen, skip = rl > 1 ? rl + 1 : rl;
+        const char *erel = va_walk + skip;
+        if ((va_res.flags & VRIFT_VDIR_F_UPPER) || va_fetch(&va_mounts[em], &va_res, erel, vrift_farm__len(erel)) != 0 ||
             vrift_farm_target(&va_mounts[em], &va_res, va_target, sizeof va_target, &tst) != 0)
             return NULL;
     }

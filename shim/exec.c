@@ -465,6 +465,8 @@ static int plan_exec(const char *path, struct plan *pl)
     } else if (!(p.res.mode & 0111)) {
         return -EACCES;
     } else {
+        if (vr_learn_digest(p.mount, p.rel, p.rellen, &p.res) != 0)
+            return -EACCES;
         vrift_vdir_reader *r = vr_mounts[p.mount].r;
         vrift_vdir_blob_path(r, p.res.entry.u.digest, 1, pl->target, sizeof pl->target);
         fd = vr_openat(AT_FDCWD, pl->target, O_RDONLY | O_CLOEXEC, 0);
@@ -834,7 +836,8 @@ SHIM_EXPORT void *dlopen(const char *path, int flags)
                 if (vr_upper_path(p.mount, p.res.entry.u.digest, real, sizeof real) > 0)
                     return real_dlopen(real, flags);
             }
-            if (p.kind == VP_VIRT && p.err == 0 && (p.res.mode & S_IFMT) == S_IFREG) {
+            if (p.kind == VP_VIRT && p.err == 0 && (p.res.mode & S_IFMT) == S_IFREG &&
+                vr_learn_digest(p.mount, p.rel, p.rellen, &p.res) == 0) {
                 char blob[PATH_MAX];
                 vrift_vdir_blob_path(vr_mounts[p.mount].r, p.res.entry.u.digest, 0, blob, sizeof blob);
                 struct stat st;

@@ -178,3 +178,17 @@ int vr_fetch_for(int mount, const char *rel, size_t rellen, const uint8_t digest
         VR_SYS2(SYS_nanosleep, &ts, NULL);
     }
 }
+
+int vr_learn_digest(int mount, const char *rel, size_t rellen, struct vrift_vdir_result *res)
+{
+    static const uint8_t none[32];
+    if (memcmp(res->entry.u.digest, none, sizeof none) != 0 || (res->flags & VRIFT_VDIR_F_UPPER))
+        return 0;
+    if (vr_fetch_for(mount, rel, rellen, none, res->mode, NULL, 0, NULL) != 0)
+        return -EIO;
+    struct vrift_vdir_result again;
+    if (vrift_vdir_lookup(vr_mounts[mount].r, rel, rellen, &again) != 0 || memcmp(again.entry.u.digest, none, sizeof none) == 0)
+        return -EIO;
+    *res = again;
+    return 0;
+}

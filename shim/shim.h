@@ -211,6 +211,14 @@ int vr_fetch_stream(int mount, const uint8_t digest[32], uint32_t mode, char *pa
 int vr_fetch_for(int mount, const char *rel, size_t rellen, const uint8_t digest[32], uint32_t mode, char *partial,
                  size_t cap, uint64_t *ctime_ns);
 /**
+ * A file of a partial mount (docs/lazy.md "Partial metadata") names the
+ * digest 0…0 until it is first opened: the daemon learns its digest from
+ * the tree's lazy index (FETCH with `rel`), publishes it with the blob's
+ * ctime, and `res` is read again from the VDir. 0 when `res` names a
+ * digest (already, or now); -EIO when it cannot be had.
+ */
+int vr_learn_digest(int mount, const char *rel, size_t rellen, struct vrift_vdir_result *res);
+/**
  * The blob of lower file p, opened read-only with `fl` (its .x twin for an
  * executable mode) and checked with one fstat against its VDir entry (size,
  * and the blob's ctime as the daemon last knew it good); a mismatch asks

@@ -25,7 +25,7 @@ import { GuardedTier, isLocalError } from './guarded.js';
 import { fetchHint, publishHint, type HintFetch } from './hints.js';
 import type { LocalTier } from './local.js';
 import { pushToTier, type PushInput, type TierPushResult } from './push-to-tier.js';
-import { MAX_TREE_BYTES, refTargetOf, TierError, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
+import { MAX_TREE_BYTES, refTargetOf, TierError, type BlobBody, type BlobSource, type LazyPart, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
 
 
 export interface ChainContext {
@@ -102,6 +102,37 @@ export class Chain implements Tier {
     for (const tier of this.remotes) {
       if (!tier.getInTree || tried?.has(tier.name)) continue;
       if ((await this.fetchFrom(tier, digest, size, { read: () => tier.getInTree!(tree, digest) })) !== undefined) return tier.name;
+    }
+    return undefined;
+  }
+
+  /**
+   * A part of the lazy index with head `head` from the first remote tier
+   * that has it, unverified (src/node/ops/partial-tree.ts checks it);
+   * a tier that fails is counted by its guard and the next one asked.
+   */
+  async fetchLazyPart(head: Digest, part: LazyPart): Promise<{ bytes: Buffer; tier: string } | undefined> {
+    for (const tier of this.remotes) {
+      if (!tier.getLazyPart) continue;
+      try {
+        const bytes = await tier.getLazyPart(head, part);
+        if (bytes) return { bytes, tier: tier.name };
+      } catch (e) {
+        if (isLocalError(e)) throw e;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Blob `digest` of `tree` from where a (checked) locator record places it
+   * (S3: one ranged GET), verified into the local CAS. Returns the tier's
+   * name, or undefined when no tier could read it so.
+   */
+  async fetchLocated(tree: Digest, digest: Digest, size: number, record: Buffer): Promise<string | undefined> {
+    for (const tier of this.remotes) {
+      if (!tier.getLocated) continue;
+      if ((await this.fetchFrom(tier, digest, size, { read: () => tier.getLocated!(tree, digest, record) })) !== undefined) return tier.name;
     }
     return undefined;
   }
@@ -191,9 +222,31 @@ export class Chain implements Tier {
    * for the caller (one by one); a tier's failure is counted, not thrown.
    */
   async fetchManyInTree(tree: Digest, want: ReadonlyMap<Digest, number>, onAdmitted: (digest: Digest, from: string) => void, tiers: readonly GuardedTier[] = this.remotes): Promise<void> {
+    await this.fetchManyVia(tree, want, onAdmitted, tiers, (tier, digests, onBlob) => tier.getManyInTree?.(tree, digests, onBlob));
+  }
+
+  /**
+   * fetchManyInTree for blobs of `tree` whose (checked) locator records
+   * place them (a partial mount's start-up set: `getManyLocated`, S3: one
+   * ranged GET per pack frame), each verified into the local CAS.
+   */
+  async fetchManyLocated(tree: Digest, want: ReadonlyMap<Digest, { size: number; record: Buffer }>, onAdmitted: (digest: Digest, from: string) => void): Promise<void> {
+    const sizes = new Map([...want].map(([d, w]) => [d, w.size]));
+    await this.fetchManyVia(tree, sizes, onAdmitted, this.remotes, (tier, digests, onBlob) =>
+      tier.getManyLocated?.(tree, digests.map((digest) => ({ digest, record: want.get(digest)!.record })), onBlob),
+    );
+  }
+
+  private async fetchManyVia(
+    tree: Digest,
+    want: ReadonlyMap<Digest, number>,
+    onAdmitted: (digest: Digest, from: string) => void,
+    tiers: readonly GuardedTier[],
+    read: (tier: GuardedTier, digests: Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>) => Promise<void> | undefined,
+  ): Promise<void> {
     const left = new Map(want);
     for (const tier of tiers) {
-      if (!tier.getManyInTree || left.size === 0) continue;
+      if (left.size === 0) continue;
       // The blobs a turn of the event loop brought (a range's frames) are stored together, hashed and
       // written on the addon's threads (admission.batch): the daemon's thread stays free for the opens
       // that wait for them, instead of a hash, a temp file and a rename of each in turn.
@@ -222,7 +275,7 @@ export class Chain implements Tier {
       };
       const storeNow = () => (stored = stored.then(store));
       try {
-        await tier.getManyInTree(tree, [...left.keys()], async (digest, bytes) => {
+        const reading = read(tier, [...left.keys()], async (digest, bytes) => {
           // Only what was asked for: a batch is a known start-up set, and each blob stored costs a file and an index write.
           if (!left.has(digest) || taken.has(digest)) return;
           taken.add(digest);
@@ -235,6 +288,8 @@ export class Chain implements Tier {
             });
           }
         });
+        if (!reading) continue; // (the tier cannot read them so)
+        await reading;
       } catch (e) {
         if (isLocalError(e)) throw e;
         // (counted by the guard; what is left comes one by one)

@@ -2,7 +2,7 @@
 // the wrapped tier's name and limits and passes every call through; a
 // decorator overrides only the calls it changes.
 import type { Digest } from '../lib/digest.js';
-import type { ArchivePart, BlobBody, BlobSource, PushResult, RefInfo, RefTarget, Tier, TreePush } from './tier.js';
+import type { ArchivePart, BlobBody, BlobSource, LazyPart, PushResult, RefInfo, RefTarget, Tier, TreePush } from './tier.js';
 
 export abstract class TierDecorator implements Tier {
   readonly name: string;
@@ -21,6 +21,9 @@ export abstract class TierDecorator implements Tier {
   readonly prepareTree?: (tree: Digest) => Promise<void>;
   readonly warmInTree?: (tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number) => Promise<void>;
   readonly getManyInTree?: (tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>) => Promise<void>;
+  readonly getLazyPart?: (head: Digest, part: LazyPart) => Promise<Buffer | undefined>;
+  readonly getLocated?: (tree: Digest, digest: Digest, record: Buffer) => Promise<BlobBody | undefined>;
+  readonly getManyLocated?: (tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>) => Promise<void>;
 
   constructor(readonly inner: Tier) {
     this.name = inner.name;
@@ -38,6 +41,9 @@ export abstract class TierDecorator implements Tier {
     if (inner.prepareTree) this.prepareTree = (tree) => this.prepareTreeOf(tree);
     if (inner.warmInTree) this.warmInTree = (tree, digests, maxBytes, blobMax) => this.warmInTreeOf(tree, digests, maxBytes, blobMax);
     if (inner.getManyInTree) this.getManyInTree = (tree, digests, onBlob) => this.getManyInTreeOf(tree, digests, onBlob);
+    if (inner.getLazyPart) this.getLazyPart = (head, part) => this.getLazyPartOf(head, part);
+    if (inner.getLocated) this.getLocated = (tree, digest, record) => this.getLocatedOf(tree, digest, record);
+    if (inner.getManyLocated) this.getManyLocated = (tree, wants, onBlob) => this.getManyLocatedOf(tree, wants, onBlob);
   }
 
   warm(): Promise<void> {
@@ -72,6 +78,21 @@ export abstract class TierDecorator implements Tier {
   /** The wrapped tier's prepareTree, for a decorator to override (called only when the tier has one). */
   protected prepareTreeOf(tree: Digest): Promise<void> {
     return this.inner.prepareTree!(tree);
+  }
+
+  /** The wrapped tier's getLazyPart, for a decorator to override (called only when the tier has one). */
+  protected getLazyPartOf(head: Digest, part: LazyPart): Promise<Buffer | undefined> {
+    return this.inner.getLazyPart!(head, part);
+  }
+
+  /** The wrapped tier's getLocated, for a decorator to override (called only when the tier has one). */
+  protected getLocatedOf(tree: Digest, digest: Digest, record: Buffer): Promise<BlobBody | undefined> {
+    return this.inner.getLocated!(tree, digest, record);
+  }
+
+  /** The wrapped tier's getManyLocated, for a decorator to override (called only when the tier has one). */
+  protected getManyLocatedOf(tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.inner.getManyLocated!(tree, wants, onBlob);
   }
 
   /** The wrapped tier's getTreeBlob, for a decorator to override (called only when the tier has one). */

@@ -34,7 +34,7 @@ import { isVriftError, type VriftError } from '../lib/errors.js';
 import { TIER_COUNTERS as M, TIER_REQUEST_SECONDS, type Metrics } from '../lib/metrics.js';
 import { CircuitBreaker, withRetry } from './breaker.js';
 import { TierDecorator } from './decorator.js';
-import { isTierError, TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type RefTarget, type Tier, type TierLog, type TreePush } from './tier.js';
+import { isTierError, TierError, type ArchivePart, type BlobBody, type BlobSource, type LazyPart, type PushResult, type RefInfo, type RefTarget, type Tier, type TierLog, type TreePush } from './tier.js';
 
 export interface GuardOptions {
   retries: number;
@@ -95,6 +95,18 @@ export class GuardedTier extends TierDecorator {
 
   protected override warmInTreeOf(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void> {
     return this.guard('warmInTree', () => super.warmInTreeOf(tree, digests, maxBytes, blobMax));
+  }
+
+  protected override getLazyPartOf(head: Digest, part: LazyPart): Promise<Buffer | undefined> {
+    return this.guard('getLazyPart', () => super.getLazyPartOf(head, part), true);
+  }
+
+  protected override getLocatedOf(tree: Digest, digest: Digest, record: Buffer): Promise<BlobBody | undefined> {
+    return this.guard('getLocated', () => super.getLocatedOf(tree, digest, record), true);
+  }
+
+  protected override getManyLocatedOf(tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.guard('getManyLocated', () => super.getManyLocatedOf(tree, wants, onBlob));
   }
 
   protected override getTreeBlobOf(tree: Digest): Promise<BlobBody | undefined> {

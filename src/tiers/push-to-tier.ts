@@ -57,7 +57,8 @@ export async function pushToTier(tier: GuardedTier, input: PushInput, queue: Bou
       }
       // A tier too small for the times blob gets the ref without it: the tree is whole there, the times are not.
       const keep = times && (tier.maxBlobBytes === undefined || times.size <= tier.maxBlobBytes);
-      await tier.setRef(input.ref, keep ? { tree: input.tree, times: times.digest } : { tree: input.tree });
+      // The lazy index is the tier's own (S3: beside its packs), so only this tier's record names it.
+      await tier.setRef(input.ref, { tree: input.tree, ...(keep ? { times: times.digest } : {}), ...(res.lazy ? { lazy: res.lazy } : {}) });
     }
     res.ok = true;
   } catch (e) {

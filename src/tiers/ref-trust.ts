@@ -99,7 +99,7 @@ export class RefCodec {
 
   /** The record to store for `name` → `target`. */
   encode(name: string, target: RefTarget): string {
-    return JSON.stringify(this.key().record(name, target.tree, target.times));
+    return JSON.stringify(this.key().record(name, target.tree, target.times, Date.now(), target.lazy));
   }
 
   /**
@@ -128,8 +128,8 @@ export class RefCodec {
   }
 }
 
-function refInfo(name: string, rec: { tree: Digest; times?: Digest; updatedAt: number }): RefInfo {
-  return rec.times === undefined ? { name, tree: rec.tree, updatedAt: rec.updatedAt } : { name, tree: rec.tree, times: rec.times, updatedAt: rec.updatedAt };
+function refInfo(name: string, rec: { tree: Digest; times?: Digest; lazy?: Digest; updatedAt: number }): RefInfo {
+  return { name, tree: rec.tree, ...(rec.times === undefined ? {} : { times: rec.times }), ...(rec.lazy === undefined ? {} : { lazy: rec.lazy }), updatedAt: rec.updatedAt };
 }
 
 /** What a shared tier stores for `name` → `target`: a signed record (unsigned from a tier built alone, without a codec, as tests build them). */

@@ -50,6 +50,8 @@ export interface BlobSource {
 export interface RefTarget {
   tree: Digest;
   times?: Digest;
+  /** The head of the tree's lazy index in this tier (src/node/store/lazy-index.ts), when it holds one: only a signed record vouches for it. */
+  lazy?: Digest;
   /** The signed record (JSON) a shared tier held, when it carried a signature that was checked (not part of what a ref names). */
   record?: string;
 }
@@ -107,6 +109,14 @@ export interface TreePush {
   startup?: readonly Digest[];
 }
 
+/** A part of a tree's lazy index (src/node/store/lazy-index.ts), as a tier keeps it. */
+export type LazyPart =
+  | { kind: 'head' }
+  /** The names blob, decompressed, at most `bytes` (the head's). */
+  | { kind: 'names'; bytes: number }
+  /** The locator records of file ordinals [first, end): 64 bytes each (S3: src/tiers/s3/locator.ts). */
+  | { kind: 'records'; first: number; end: number };
+
 export interface PushResult {
   /** Blobs and bytes that actually moved. */
   blobs: number;
@@ -115,6 +125,8 @@ export interface PushResult {
   present?: boolean;
   /** The base tree whose content was reused, if any. */
   base?: Digest;
+  /** The head of the tree's lazy index the tier now holds (src/node/store/lazy-index.ts): a ref set there names it. */
+  lazy?: Digest;
 }
 
 export interface Tier {
@@ -192,6 +204,24 @@ export interface Tier {
    * listing arrives). Stores nothing; never needed for correctness.
    */
   warmInTree?(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void>;
+  /**
+   * Optional: a part of the lazy index with head `head` (docs/tree-format.md
+   * "Lazy index"), unverified (the caller checks it against the signed
+   * head); undefined when the tier has none.
+   */
+  getLazyPart?(head: Digest, part: LazyPart): Promise<Buffer | undefined>;
+  /**
+   * Optional: blob `digest` of `tree` from where its locator record
+   * (verified by the caller, but its place unsigned) says it is. Unverified
+   * like `get`; undefined when the record locates nothing here.
+   */
+  getLocated?(tree: Digest, digest: Digest, record: Buffer): Promise<BlobBody | undefined>;
+  /**
+   * Optional: many blobs of `tree` where their (checked) locator records
+   * place them, one read per place they share (S3: a pack frame); `onBlob`
+   * gets those asked for, unverified. What cannot be read so is left out.
+   */
+  getManyLocated?(tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void>;
   /**
    * Optional: a large blob's Bao outboard (docs/bao.md: the chaining
    * values of its hash tree over 16 KiB groups), so a reader can verify
@@ -289,6 +319,7 @@ export function refTargetOf(ref: RefTarget | undefined): RefTarget | undefined {
   if (!ref) return undefined;
   const out: RefTarget = { tree: ref.tree };
   if (ref.times !== undefined) out.times = ref.times;
+  if (ref.lazy !== undefined) out.lazy = ref.lazy;
   if (ref.record !== undefined) out.record = ref.record;
   return out;
 }

@@ -4,6 +4,7 @@
 // everything up), starts them in order and stops them in reverse. It runs
 // the CLI's operations (operations.ts) and resolves the shim's misses
 // (fetch.ts) through that one resolver.
+import { resolve } from 'node:path';
 import { VriftError } from '../../lib/errors.js';
 import { Metrics, TIER_COUNTERS } from '../../lib/metrics.js';
 import { Cluster } from '../cluster/cluster.js';
@@ -12,6 +13,8 @@ import { openResolver } from '../ops/open-resolver.js';
 import type { Resolver } from '../ops/resolver.js';
 import { fetchHandler } from './fetch.js';
 import { LazyMounts } from './lazy-mounts.js';
+import { PartialStarts } from './partial-starts.js';
+import type { PartialTree } from '../ops/partial-tree.js';
 import { BlobStreams } from './blob-streams.js';
 import { MetricsServer, type ScrapeGauge } from './metrics-server.js';
 import { metricsSection } from '../metrics/config.js';
@@ -19,14 +22,14 @@ import { refsSection } from '../../tiers/ref-trust.js';
 import { Scrub } from './scrub.js';
 import { Evictor } from './evictor.js';
 import { storeSection } from '../store/store-config.js';
-import { mountSection } from '../mount/lazy-config.js';
+import { mountSection, type LazyConfig } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
 import { SwarmHost } from './swarm-host.js';
 import { operationsHandler } from './operations.js';
 import { socketPathOf } from '../control/paths.js';
 import { acquireDaemonLock } from './lock.js';
 import { ControlServer, requireStr, type Handler } from '../control/server.js';
-import { MountManager } from '../mount/mounts.js';
+import { MountManager, type MountRecord } from '../mount/mounts.js';
 import { registerMountWrites } from '../mount/writes.js';
 import { registerNs } from '../mount/ns.js';
 import { F, Msg, type FieldList } from '../control/protocol.js';
@@ -36,6 +39,13 @@ import { resolveHome } from '../store/home.js';
 import { assertRoomToStart, stderrLog } from './room.js';
 
 export const DAEMON_VERSION = '0.1.0';
+
+/**
+ * A partial mount (docs/lazy.md "Partial metadata") reads its tree's full
+ * listing once programs opened this many of its files: a start-up opens
+ * fewer (the node job: ~90), a job that reads much of the tree more.
+ */
+const UPGRADE_AFTER_FILES = 256;
 
 export interface Component {
   name: string;
@@ -70,6 +80,9 @@ export class Daemon {
   private readonly scrub: Scrub;
   /** Keeps the store under store.maxSize (evictor.ts). */
   private readonly evictor: Evictor;
+  private readonly mountConfig: LazyConfig;
+  /** Partial mounts' traces and start-up sets (docs/lazy.md "Partial metadata"). */
+  private readonly partialStarts: PartialStarts;
   private readonly started: Component[] = [];
   private releaseLock: (() => void) | undefined;
   private listening = false;
@@ -85,7 +98,18 @@ export class Daemon {
     this.mounts = new MountManager(this.store, this.log);
     const config = loadNodeConfig({ home: this.store.layout.root }); // validated in full: a mistake stops the start
     const mountConfig = config.get(mountSection);
+    this.mountConfig = mountConfig;
     this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: mountConfig, metrics: this.metrics, log: this.log });
+    this.partialStarts = new PartialStarts({
+      store: this.store,
+      resolver: () => this.resolver(),
+      log: this.log,
+      publish: (root, rel, digest) => {
+        this.mounts.learnDigest(root, rel, digest);
+        const ctimeNs = this.store.meta.getBlob(digest)?.ctimeNs;
+        if (ctimeNs !== undefined) this.mounts.renewBlobCtimes(root, digest, [rel], ctimeNs);
+      },
+    });
     this.evictor = new Evictor({ store: this.store, config: config.get(storeSection), metrics: this.metrics, log: this.log });
     this.metricsServer = new MetricsServer(this.metrics, config.get(metricsSection), this.scrapeGauges(), this.log);
     this.streams = new BlobStreams({ store: this.store, resolver: () => this.resolver(), log: this.log }, { enabled: mountConfig.stream, minBytes: mountConfig.streamMinBytes });
@@ -120,6 +144,7 @@ export class Daemon {
       },
       // after the resolver (prefetch and trace pushes use it), before control (FETCH reports to it)
       { name: 'lazy mounts', start: () => this.lazy.start(), stop: () => this.lazy.stop() },
+      { name: 'partial mounts\' traces', start: () => undefined, stop: () => this.partialStarts.stop() },
       { name: 'large-file streams', start: () => this.streams.start(), stop: () => this.streams.stop() },
       { name: 'metrics', start: () => this.metricsServer.start(), stop: () => this.metricsServer.stop() },
       { name: 'scrub', start: () => this.scrub.start(), stop: () => this.scrub.stop() },
@@ -246,6 +271,61 @@ export class Daemon {
     ];
   }
 
+  /**
+   * FETCH of a file of a partial mount whose digest the VDir does not have
+   * yet: its piece of the tree's lazy index (checked), then its blob where
+   * the index places it; the VDir names the digest before FETCH goes on.
+   */
+  /** A traced partial mount's start-up set (partial-starts.ts), in the background; one log line. */
+  private async startPartial(rec: MountRecord, partial: PartialTree, ordinals: number[]): Promise<void> {
+    try {
+      const r = await this.partialStarts.start(rec.path, partial, ordinals, this.lazy.startupCaps);
+      this.log(`prefetch: ${rec.path}: start-up set (from the lazy index): ${r.files} of the first ${ordinals.length} files traced, ${r.bytes} bytes, in ${r.ms} ms`);
+    } catch (e) {
+      this.log(`prefetch: ${rec.path}: start-up set (from the lazy index) failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** Files opened per partial mount (learnDigest). */
+  private readonly learned = new Map<string, number>();
+
+  /**
+   * A partial mount whose programs opened many files: the full listing is
+   * worth its bytes now (a job reading much of the tree gets the bulk
+   * switch, prefetch and accounting, which work on the listing).
+   */
+  private async upgradePartial(rec: MountRecord): Promise<void> {
+    try {
+      await this.resolver().ensureListing(rec.tree);
+      if (this.mounts.recordOf(rec.path) !== rec) return; // unmounted meanwhile
+      const named = this.mounts.upgradePartial(rec.path);
+      this.log(`lazy index: ${rec.path}: ${UPGRADE_AFTER_FILES} files opened: read the full listing (${named} more files named); accounting, prefetch and the bulk switch from now on`);
+      this.lazy.attach(rec);
+    } catch (e) {
+      this.log(`lazy index: ${rec.path}: could not read the full listing: ${(e as Error).message} (files still come on first open)`);
+    }
+  }
+
+  /** MountWritesContext.ensureTree: a partial mount's full listing, for a snapshot. */
+  ensureTree(tree: string): Promise<unknown> {
+    return this.resolver().ensureListing(tree);
+  }
+
+  private async learnDigest(root: string, rel: string): Promise<{ digest: string; later: boolean }> {
+    const rec = this.mounts.recordOf(root);
+    const partial = rec?.lazy === undefined ? undefined : await this.resolver().partialTree(rec.tree, rec.lazy);
+    const got = await partial?.fetchFile(rel);
+    if (!rec || !got) throw new VriftError('ERR_VRIFT_MOUNTFS_ENOENT', `${rel} is no file of the lazy index of ${root}`, { exitCode: 1 });
+    const later = got.loose && !this.store.cas.has(got.digest);
+    this.mounts.learnDigest(rec.path, rel, got.digest, later);
+    this.lazy.tracePartial(rec.tree, got.digest, partial!);
+    this.partialStarts.note(rec.tree, got.file.ordinal, partial!.head.files);
+    const n = (this.learned.get(rec.path) ?? 0) + 1;
+    this.learned.set(rec.path, n);
+    if (n === UPGRADE_AFTER_FILES) void this.upgradePartial(rec);
+    return { digest: got.digest, later };
+  }
+
   private handlers(): Map<number, Handler> {
     const h = new Map<number, Handler>();
     h.set(Msg.HELLO, (): FieldList => [
@@ -256,15 +336,21 @@ export class Daemon {
     h.set(Msg.STATUS, (): FieldList => [[F.JSON, JSON.stringify(this.status())]]);
     h.set(Msg.MOUNT, async (f): Promise<FieldList> => {
       // Metadata first: a tree or ref this node lacks is fetched as its listing alone; files come on first open.
-      const { tree, from } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'), { prefetch: this.lazy.prefetching, startup: this.lazy.prefetching ? this.lazy.startupCaps : undefined });
-      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local' });
+      const { tree, from, partial, startup } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'), {
+        prefetch: this.lazy.prefetching,
+        startup: this.lazy.prefetching ? this.lazy.startupCaps : undefined,
+        partial: this.mountConfig.lazyIndex,
+      });
+      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local', partial: partial && { lazy: partial.lazy, listing: partial.listing } });
       const recorded = this.mounts.recorded(rec.path);
       // Both begin once the answer is out (the tree's blob list, the check of its trace: tens of ms for
       // 100 000 entries), or at once when an open asks first. A cold mount's start-up set was read ahead
       // with its listing (Resolver.treeToMount): its batch takes it from memory.
       const answered = recorded.then(() => new Promise<void>((r) => setImmediate(r)));
-      if (from !== 'local') this.lazy.early(tree, answered);
-      this.lazy.attach(rec, answered); // counts what is local, then prefetches by the tree's trace, in the background
+      if (from !== 'local' && !partial) this.lazy.early(tree, answered);
+      // (a partial mount has no listing to count or prefetch by: its opens are traced, docs/lazy.md "Partial metadata")
+      if (!partial) this.lazy.attach(rec, answered); // counts what is local, then prefetches by the tree's trace, in the background
+      if (partial && startup) void answered.then(() => this.startPartial(rec, partial, startup));
       await recorded; // (a daemon killed from now on restores the mount)
       this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);
       return [
@@ -274,14 +360,17 @@ export class Daemon {
     });
     h.set(Msg.UNMOUNT, (f): FieldList => {
       const path = requireStr(f, F.PATH, 'path');
+      const tree = this.mounts.recordOf(path)?.tree;
       this.mounts.unmount(path);
+      this.learned.delete(resolve(path));
+      if (tree && !this.mounts.records().some((r) => r.tree === tree)) this.partialStarts.release(tree);
       this.lazy.detach(path);
       this.log(`unmount: ${path}`);
       return [];
     });
     h.set(Msg.MOUNTS, (): FieldList => this.mounts.records().map((r) => [F.MOUNT_ENTRY, `${r.name}\t${r.path}\t${r.tree}`]));
     registerMountWrites(h, this); // UPPER, LINK, MKDIR, UNLINK, RMDIR, RENAME, SYMLINK, CHMOD, SNAPSHOT
-    registerNs(h, { store: this.store, mounts: this.mounts, log: this.log, resolver: () => this.resolver() }); // NSFARM, NSMERGE
+    registerNs(h, { store: this.store, mounts: this.mounts, log: this.log, resolver: () => this.resolver(), ensureTree: (t) => this.ensureTree(t) }); // NSFARM, NSMERGE
     h.set(
       Msg.FETCH,
       fetchHandler(this.store, () => this.resolver(), (root) => this.mounts.recordOf(root)?.tree, this.log, undefined, {
@@ -290,6 +379,7 @@ export class Daemon {
         streams: this.streams,
         metrics: this.metrics,
         renew: (root, rel, digest, ctimeNs) => this.mounts.renewBlobCtime(root, rel, digest, ctimeNs),
+        learn: (root, rel) => this.learnDigest(root, rel),
       }),
     );
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));

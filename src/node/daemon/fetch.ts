@@ -12,6 +12,7 @@ import type { Store } from '../store/store.js';
 import { FETCH_SECONDS, type Metrics } from '../../lib/metrics.js';
 import type { BlobStreams } from './blob-streams.js';
 import { statBlob } from '../store/blob-check.js';
+import { NO_DIGEST_YET } from '../store/names.js';
 
 /** The shim waits 30 s for a FETCH (shim/ipc.c): answer before that. */
 export const FETCH_DEADLINE_MS = 25_000;
@@ -33,6 +34,8 @@ export interface FetchHooks {
   metrics?: Metrics;
   /** The entry `rel` of the mount at `mountRoot` was opened and its blob is good with ctime `ctimeNs`: publish that ctime, so the next open needs no FETCH. */
   renew?(mountRoot: string, rel: string, digest: string, ctimeNs: bigint): void;
+  /** The entry `rel` of a partial mount names no digest yet (0…0): learn it (and bring its blob, unless `later`: the open fetches it), publish it, return it. */
+  learn?(mountRoot: string, rel: string): Promise<{ digest: string; later: boolean }>;
 }
 
 /**
@@ -48,7 +51,19 @@ export function fetchHandler(
   hooks: FetchHooks = {},
 ): Handler {
   return async (f) => {
-    const digest = requireStr(f, F.DIGEST, 'digest');
+    let digest = requireStr(f, F.DIGEST, 'digest');
+    const path = f.str(F.PATH);
+    // A file of a partial mount opened before its digest was known (docs/lazy.md "Partial metadata").
+    if (digest === NO_DIGEST_YET && hooks.learn && path !== undefined && f.str(F.REL) !== undefined) {
+      let later: boolean;
+      try {
+        ({ digest, later } = await hooks.learn(path, f.str(F.REL)!));
+      } catch (e) {
+        log(`fetch: ${f.str(F.REL)} of ${path}: ${(e as Error).message}`);
+        throw e;
+      }
+      if (later) return []; // (the entry names its digest now, marked remote: the shim's open asks for the blob, and may stream it)
+    }
     if (!isDigest(digest)) throw new VriftError('ERR_VRIFT_MOUNTFS_EINVAL', `${JSON.stringify(digest)} is not a digest`, { exitCode: 1 });
     const started = Date.now();
     const took = (result: string) => hooks.metrics?.observe(FETCH_SECONDS, RESULT_LABELS[result] ?? { result }, (Date.now() - started) / 1000);
@@ -57,7 +72,6 @@ export function fetchHandler(
     let from: string | undefined | 'late';
     let joined = false;
     let checkedNs: bigint | undefined;
-    const path = f.str(F.PATH);
     const waited = hooks.demandBegins?.(digest);
     // An executable is opened through its exec twin, made from the whole blob: it never streams.
     const exec = ((f.u32(F.MODE) ?? 0) & 0o111) !== 0;

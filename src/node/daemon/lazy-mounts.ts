@@ -171,6 +171,7 @@ export class LazyMounts {
   }
 
   private attachNow(rec: MountRecord): void {
+    if (rec.lazy !== undefined && !this.opts.store.hasTree(rec.tree)) return; // a partial mount: no listing to count by
     let blobs: TreeBlobs;
     try {
       blobs = this.blobsOf(rec.tree);
@@ -215,6 +216,20 @@ export class LazyMounts {
   demandBegins(digest?: Digest): () => void {
     return this.prefetcher.demandBegins(digest);
   }
+
+  /**
+   * A program in a partial mount of `tree` opened a file whose blob is
+   * `digest` (checked against the tree's lazy index): the tree's trace
+   * records it, as for any mount. A trace pushed from such a mount merges
+   * only the tiers' entries this node has checked (`partial`).
+   */
+  tracePartial(tree: Digest, digest: Digest, partial: { knows(d: Digest): boolean }): void {
+    this.partials.set(tree, partial);
+    this.traces.note(tree, digest);
+  }
+
+  /** Trees mounted partially: which digests are known to be theirs. */
+  private readonly partials = new Map<Digest, { knows(d: Digest): boolean }>();
 
   /** A program in mount `path` opened `digest` through FETCH; `fetched`: this FETCH brought it (it was neither local nor being fetched). */
   served(path: string, digest: Digest, fetched: boolean): void {
@@ -437,6 +452,8 @@ export class LazyMounts {
   /** Whether a digest is a blob of `tree` (a mounted one's index, else the tree itself). */
   private isBlobOf(tree: Digest): (d: Digest) => boolean {
     for (const m of this.byPath.values()) if (m.rec.tree === tree) return (d) => m.blobs.has(d);
+    const partial = this.partials.get(tree);
+    if (partial && !this.opts.store.hasTree(tree)) return (d) => partial.knows(d);
     const blobs = this.blobsOf(tree);
     return (d) => blobs.has(d);
   }

@@ -6,6 +6,8 @@
 import { bool, defaults, int, object, size, type ConfigSection } from '../config/schema.js';
 
 export interface LazyConfig {
+  /** A cold mount of a ref whose signed record names a lazy index starts from its names, not the full listing (docs/lazy.md "Partial metadata"). */
+  lazyIndex: boolean;
   /** Prefetch a cold mount's blobs in the order of its tree's trace. */
   prefetch: boolean;
   /** Prefetch downloads at most this many bytes per second, on average over blobs (demand fetches are not limited). */
@@ -29,6 +31,7 @@ export const mountSection: ConfigSection<LazyConfig> = {
   schema: defaults(
     object(
       {
+        lazyIndex: bool().default(false),
         prefetch: bool().default(true),
         prefetchBytesPerSec: size({ example: '32M', min: 1024 }).default(32 << 20),
         prefetchConcurrency: int({ example: '4', min: 1, max: 64 }).default(4),
@@ -42,6 +45,7 @@ export const mountSection: ConfigSection<LazyConfig> = {
     ),
   ),
   env: {
+    VRIFT_LAZY_INDEX: 'lazyIndex',
     VRIFT_PREFETCH: 'prefetch',
     VRIFT_PREFETCH_BYTES_PER_SEC: 'prefetchBytesPerSec',
     VRIFT_PREFETCH_CONCURRENCY: 'prefetchConcurrency',

@@ -10,7 +10,9 @@ import { mountPointRefusal } from './mount-point.js';
 import { newVDirName, vdirNameTaken } from './vdir-name.js';
 import { clearOverlay, flushOverlay, mergedEntries, overlayOf, setOverlays } from './overlay.js';
 import type { Store } from '../store/store.js';
-import type { TreeEntry } from '../store/tree.js';
+import { decodeCheckedTree, type TreeEntry } from '../store/tree.js';
+import { decodeLazyHead } from '../store/lazy-index.js';
+import { listingOfNames, NO_DIGEST_YET } from '../store/names.js';
 import { Journal, type Announcement } from './journal.js';
 import { dropUpperDir, ensureUpperDir, sweepDroppedUppers, upperDir } from './upper.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_REMOTE, VDIR_F_UPPER, VDir, type VDirEntryInput } from './vdir.js';
@@ -22,6 +24,8 @@ export interface MountRecord {
   /** The VDir's name (its object is /dev/shm/vrift.<uid>.<name>). */
   name: string;
   mountedAt: number;
+  /** Mounted from the tree's lazy index with this head (docs/lazy.md "Partial metadata"): the tree itself may not be here. */
+  lazy?: Digest;
 }
 
 export interface MountInfo extends MountRecord {
@@ -136,21 +140,23 @@ export class MountManager {
    * for blobs almost never here) and no exec twin made; a local blob gets
    * both from the daemon at its first open (FETCH) instead.
    */
-  mount(treeish: string, path: string, project?: string, opts: { coldListing?: boolean } = {}): MountRecord {
+  mount(treeish: string, path: string, project?: string, opts: { coldListing?: boolean; partial?: { lazy: Digest; listing: Buffer } } = {}): MountRecord {
     const abs = resolve(path);
     this.assertMountable(abs);
     const tree = this.store.resolve(treeish);
-    if (!this.store.hasTree(tree)) this.store.readTreeBlob(tree); // fails clearly
+    if (!opts.partial && !this.store.hasTree(tree)) this.store.readTreeBlob(tree); // fails clearly
     try {
       mkdirSync(abs, { recursive: true });
     } catch (e) {
       throw fsError(e, abs, 'creating the mount point');
     }
     const rec: MountRecord = { path: abs, tree, project: project ?? abs, name: newVDirName(), mountedAt: Date.now() };
+    if (opts.partial) rec.lazy = opts.partial.lazy;
     // a fresh mount starts from its tree
     clearOverlay(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
-    this.publish(rec, opts.coldListing);
+    this.publish(rec, opts.coldListing || opts.partial !== undefined, opts.partial?.listing);
+    // (a partial mount's tree may not be here: gc then keeps its lazy index and the blobs it named, store/gc.ts)
     this.store.pin(tree, `mount:${abs}`);
     // Settles either way: a commit that fails (a full disk) leaves the mount published, and stays the daemon's
     // to report as an unhandled metadata write (daemon.ts), as before anyone waited for it.
@@ -283,14 +289,61 @@ export class MountManager {
     this.live.clear();
   }
 
-  private publish(rec: MountRecord, coldListing = false): void {
+  /**
+   * A partial mount's tree as an encoding whose files name 0…0 (names.ts
+   * listingOfNames), from its lazy index in the local CAS; undefined for a
+   * mount of a tree that is here.
+   */
+  private partialListing(rec: MountRecord): Buffer | undefined {
+    if (rec.lazy === undefined || this.store.hasTree(rec.tree)) return undefined;
+    const head = decodeLazyHead(this.store.cas.readVerified(rec.lazy), rec.lazy, rec.tree);
+    if ('problem' in head) throw new Error(`its lazy index's head was refused: ${head.problem}`);
+    return listingOfNames(this.store.cas.readVerified(head.names));
+  }
+
+  /**
+   * A program opened `rel` of a partial mount and the daemon learned its
+   * digest from the tree's lazy index (checked): the entry names it from
+   * now on, so its blob is found in the CAS (`remote`: not yet, the open
+   * asks for it). Nothing changes when the entry is no longer that lower
+   * file.
+   */
+  learnDigest(mountRoot: string, rel: string, digest: Digest, remote = false): void {
+    const vdir = this.vdirs.get(mountRoot);
+    const e = vdir?.lookup(rel);
+    if (!vdir || !e || (e.mode & S_IFMT) !== S_IFREG || e.flags & VDIR_F_UPPER || e.digest !== NO_DIGEST_YET) return;
+    vdir.apply([{ path: rel, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest, flags: remote ? e.flags | VDIR_F_REMOTE : e.flags, ctimeNs: e.ctimeNs }]);
+  }
+
+  /**
+   * A partial mount whose tree's full listing is here now: every file that
+   * still names no digest gets its digest from the listing (one VDir
+   * batch), so the mount is like any other from then on (its accounting,
+   * prefetch and bulk switch work on the listing). Returns the files named.
+   */
+  upgradePartial(mountRoot: string): number {
+    const vdir = this.vdirs.get(mountRoot);
+    const rec = this.live.get(mountRoot);
+    if (!vdir || !rec || !this.store.hasTree(rec.tree)) return 0;
+    const batch: VDirEntryInput[] = [];
+    for (const e of this.store.getTree(rec.tree).entries) {
+      if (e.kind !== 'file') continue;
+      const v = vdir.lookup(e.path);
+      if (!v || (v.mode & S_IFMT) !== S_IFREG || v.flags & VDIR_F_UPPER || v.digest !== NO_DIGEST_YET) continue;
+      batch.push({ path: e.path, mode: v.mode, size: v.size, mtimeSec: v.mtimeSec, digest: e.digest!, flags: v.flags, ctimeNs: v.ctimeNs });
+    }
+    if (batch.length > 0) vdir.apply(batch);
+    return batch.length;
+  }
+
+  private publish(rec: MountRecord, coldListing = false, listing = this.partialListing(rec)): void {
     const overlay = overlayOf(this.store, rec.name);
     const noUpper = ensureUpperDir(this.store, rec.name);
     if (noUpper) this.log(`mount: ${rec.path} has no upper layer (writes in it fail with EROFS): ${noUpper.message}`);
     const mtimeSec = Math.floor(rec.mountedAt / 1000);
     const casRoot = this.store.layout.cas;
     // A tree mounted before (and still cached) with no changes on top: copy its image.
-    const cached = overlay.size === 0 ? this.images.get(rec.tree) : undefined;
+    const cached = overlay.size === 0 && !listing ? this.images.get(rec.tree) : undefined;
     let vdir: VDir;
     if (cached) {
       for (const d of cached.execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
@@ -299,16 +352,16 @@ export class MountManager {
       // The tree alone: the addon reads its encoding (no JS record per entry: most of a large mount's cost).
       // A cold listing is not even decoded here (the first open does it): its blobs are almost never here, and
       // one that is gets its exec twin and ctime when first opened (FETCH).
-      const entries = coldListing ? undefined : this.store.getTree(rec.tree).entries;
+      const entries = coldListing || listing ? undefined : this.store.getTree(rec.tree).entries;
       const execDigests = entries ? execBlobs(entries) : [];
       for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
       const ctimes = entries && blobCtimes(this.store, entries);
-      vdir = VDir.fromTree(rec.name, { casRoot, mountRoot: rec.path, tree: this.store.treeBytes(rec.tree), mtimeSec, ctimes });
+      vdir = VDir.fromTree(rec.name, { casRoot, mountRoot: rec.path, tree: listing ?? this.store.treeBytes(rec.tree), mtimeSec, ctimes });
       // (not a cold listing's: its first open renews an entry, which drops the image, and the copy costs ~10-20 ms before MOUNT answers)
-      if (!coldListing) this.images.set(rec.tree, { image: vdir.image(), execDigests });
+      if (!coldListing && !listing) this.images.set(rec.tree, { image: vdir.image(), execDigests });
     } else {
       // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
-      const { entries, mtimes, uppers } = mergedEntries(this.store.getTree(rec.tree).entries, overlay);
+      const { entries, mtimes, uppers } = mergedEntries(listing ? decodeCheckedTree(listing) : this.store.getTree(rec.tree).entries, overlay);
       const execDigests: Digest[] = [];
       for (const e of entries) if (e.kind === 'file' && e.mode === 0o755 && !uppers.has(e.path)) execDigests.push(e.digest!);
       for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);

@@ -53,6 +53,11 @@ export async function buildFarm(ctx: NsContext, mountPath: string): Promise<{ di
   const { rec, vdir } = target(ctx, mountPath);
   const { store } = ctx;
   await ctx.mounts.journalOf(mountPath)?.waitAll(); // files the caller's processes just made are in the farm
+  // A partial mount (docs/lazy.md "Partial metadata"): the farm links every file, so every digest is needed: the listing now.
+  if (rec.lazy !== undefined && !store.hasTree(rec.tree) && ctx.ensureTree) {
+    await ctx.ensureTree(rec.tree);
+    ctx.mounts.upgradePartial(mountPath);
+  }
   const tmp = join(store.layout.root, LAYOUT.home.tmp);
   mkdirSync(tmp, { recursive: true });
   const dir = mkdtempSync(join(tmp, 'ns-'));

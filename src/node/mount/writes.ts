@@ -27,6 +27,8 @@ export interface MountWritesContext {
   store: Store;
   mounts: MountManager;
   log: (line: string) => void;
+  /** Brings a tree's full listing into the store (a partial mount's, for a snapshot: docs/lazy.md "Partial metadata"). */
+  ensureTree?(tree: string): Promise<unknown>;
 }
 
 function fsErr(errno: MountErrno, message: string): VriftError {
@@ -494,6 +496,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     const rec = ctx.mounts.recordOf(path);
     if (!rec) throw new VriftError('ERR_VRIFT_MOUNT_NOT_FOUND', `${path} is not mounted`, { hint: 'see `vrift status`', exitCode: 1 });
     await drained(ctx, mountOf(ctx, f)); // files just made by other processes are in
+    if (!store.hasTree(rec.tree)) await ctx.ensureTree?.(rec.tree); // (a partial mount: its digests are in the listing)
     const id = snapshotMount(store, rec);
     ctx.log(`snapshot: ${path} -> ${id}`);
     return [[F.TREE, id]];

@@ -18,5 +18,5 @@ export interface OpenResolverOptions {
 }
 
 export function openResolver(opts: OpenResolverOptions): Resolver {
-  return new Resolver(opts.store, openChain(opts), opts.metrics);
+  return new Resolver(opts.store, openChain(opts), opts.metrics, (line) => opts.log('warn', line));
 }

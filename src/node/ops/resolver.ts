@@ -18,6 +18,8 @@ import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
 import { missingBlobs, pullCounters, pullTree, pullTreeBlob, resolveTreeish, type PullProgress, type PullResult, type TreePullResult } from './tree-pull.js';
 import { fetchRemoteTrace, pushRemoteTrace, type RemoteTrace } from './trace-exchange.js';
+import { PartialTree } from './partial-tree.js';
+import { decodeOrdinalTrace, loadLocalOrdinals, MAX_ORDINAL_TRACE_BYTES, ordinalTraceRefName } from '../store/ordinal-trace.js';
 import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
 
 /** What the resolver needs of the daemon's swarms (src/node/daemon/swarm-host.ts). */
@@ -61,6 +63,9 @@ export class Resolver {
   private readonly treeFlights = new SingleFlight<Digest, TreePullResult>();
   private readonly treeListeners = new Map<Digest, TreeFlight>();
   private readonly listingFlights = new SingleFlight<Digest, string>();
+  /** Trees mounted from their lazy index, by head (partial-tree.ts). */
+  private readonly partials = new Map<Digest, PartialTree>();
+  private readonly partialFlights = new SingleFlight<Digest, PartialTree | undefined>();
   /** The daemon's swarms (src/node/daemon/swarm-host.ts), when it is in a cluster: a pull of a large tree fetches it with the other nodes fetching it. */
   swarms: TreeSwarms | undefined;
   /** The trace hint of a tree a cold mount started reading with its listing (treeToMount), for remoteTrace to take. */
@@ -70,6 +75,8 @@ export class Resolver {
     readonly store: Store,
     readonly chain: Chain,
     readonly metrics: Metrics,
+    /** One line per event worth a log (a refused lazy index). */
+    private readonly log: (line: string) => void = () => undefined,
   ) {}
 
   /** Names of the tiers, local first. */
@@ -228,10 +235,14 @@ export class Resolver {
    * A ref or tree this node lacks is asked of the remote tiers; a ref
    * found there is recorded here. One fetch per tree at a time.
    */
-  async treeToMount(treeish: string, opts: { prefetch?: boolean; startup?: StartupCaps } = {}): Promise<{ tree: Digest; from: string }> {
+  async treeToMount(
+    treeish: string,
+    opts: { prefetch?: boolean; startup?: StartupCaps; partial?: boolean } = {},
+  ): Promise<{ tree: Digest; from: string; partial?: PartialTree; startup?: number[] }> {
     let tree: Digest;
     let ref: string | null = null;
     let times: Digest | undefined;
+    let lazy: Digest | undefined;
     let record: string | undefined;
     try {
       tree = this.store.resolve(treeish);
@@ -240,13 +251,46 @@ export class Resolver {
       const remotes = this.chain.tierNames().filter((t) => t !== 'local');
       if (remotes.length === 0) throw e;
       try {
-        ({ tree, ref, times, record } = await resolveTreeish(this.chain, treeish));
+        ({ tree, ref, times, lazy, record } = await resolveTreeish(this.chain, treeish));
       } catch (miss) {
         if (!hasCode(miss, 'ERR_VRIFT_RESTORE_MISS')) throw miss;
         throw new VriftError('ERR_VRIFT_REF_NOT_FOUND', `no tree or ref named ${JSON.stringify(treeish)} here or in ${remotes.join(', ')}`, {
           hint: 'list refs with `vrift ref list`; save or push it from a node that has it',
           exitCode: 1,
         });
+      }
+    }
+    if (!this.store.hasTree(tree) && opts.partial && lazy !== undefined && loadLocalTrace(this.store.meta, tree).length === 0) {
+      // A cold mount from the tree's lazy index (names now, each file's digest when opened), unless a trace
+      // says what to prefetch: that still takes the full listing (docs/lazy.md "Partial metadata").
+      const trace = this.chain.fetchHint(traceRefName(tree), MAX_TRACE_BLOB_BYTES).catch(() => undefined);
+      // (a partial mount's trace, as file ordinals: what a traced partial mount fetches first, partial-starts.ts)
+      const local = loadLocalOrdinals(this.store.meta, tree);
+      const ordinals = opts.prefetch && local.length === 0 ? this.chain.fetchHint(ordinalTraceRefName(tree), MAX_ORDINAL_TRACE_BYTES).catch(() => undefined) : undefined;
+      // Once the head is checked, a traced start reads its first files' pieces and blobs while the names arrive.
+      const early = (pt: PartialTree) => {
+        if (!opts.startup) return;
+        const caps = opts.startup;
+        const first = local.length > 0 ? Promise.resolve(local) : (ordinals ?? Promise.resolve(undefined)).then((h) => (h && 'bytes' in h ? decodeOrdinalTrace(h.bytes, tree, pt.head.files) : undefined));
+        void first.then((o) => (Array.isArray(o) && o.length > 0 ? pt.prefetchEarly(o, caps) : undefined)).catch(() => undefined);
+      };
+      const partial = PartialTree.open(this.store, this.chain, tree, lazy, this.log, early);
+      const [hint, got, theirs] = await Promise.all([trace, partial, ordinals]);
+      let startup: number[] | undefined = opts.prefetch && local.length > 0 ? local : undefined;
+      if (got && theirs && 'bytes' in theirs) {
+        const decoded = decodeOrdinalTrace(theirs.bytes, tree, got.head.files);
+        if (Array.isArray(decoded)) startup = decoded;
+        else this.log(`trace: tree ${tree.slice(0, 12)}…: the ordinal trace in ${theirs.tier} was ignored: ${decoded.problem}`);
+      }
+      if (got && (startup?.length || !(hint && !('problem' in hint)))) {
+        this.partials.set(lazy, got);
+        // (recorded as a full mount records it: a `vrift run` of the ref finds its mount; the tree itself comes when needed)
+        if (ref !== null) this.store.setRef(ref, tree, { times, record });
+        return { tree, from: 'the lazy index', partial: got, ...(startup?.length ? { startup } : {}) };
+      }
+      if (hint && !('problem' in hint)) {
+        this.earlyTraces.set(tree, Promise.resolve(hint));
+        setTimeout(() => this.earlyTraces.get(tree) && this.earlyTraces.delete(tree), EARLY_TRACE_KEPT_MS).unref();
       }
     }
     if (!this.store.hasTree(tree)) {
@@ -263,6 +307,22 @@ export class Resolver {
     const from = await this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
     if (ref !== null) this.store.setRef(ref, tree, { times, record });
     return { tree, from };
+  }
+
+  /** The listing of `tree` in the local store (fetched, verified, when it is not): what a partial mount's snapshot needs. */
+  ensureListing(tree: Digest): Promise<string> {
+    return this.listingFlights.run(tree, () => pullTreeBlob(this.store, this.chain, tree)).result;
+  }
+
+  /** The partial tree a lazy mount of `tree` was made from (lazy: the head its record names): kept, else reopened from the local CAS. */
+  async partialTree(tree: Digest, lazy: Digest): Promise<PartialTree | undefined> {
+    const known = this.partials.get(lazy);
+    if (known) return known;
+    return this.partialFlights.run(lazy, async () => {
+      const got = await PartialTree.open(this.store, this.chain, tree, lazy, this.log);
+      if (got) this.partials.set(lazy, got);
+      return got;
+    }).result;
   }
 
   /**

@@ -38,12 +38,12 @@ export interface PullResult extends TreePullResult {
 }
 
 /** Resolves a tree id or ref name, trying local, then each remote tier. A miss exits 1. */
-export async function resolveTreeish(chain: Chain, treeish: string): Promise<{ tree: Digest; times?: Digest; record?: string; ref: string | null; from: string | null }> {
+export async function resolveTreeish(chain: Chain, treeish: string): Promise<{ tree: Digest; times?: Digest; lazy?: Digest; record?: string; ref: string | null; from: string | null }> {
   const since = Date.now();
   if (isDigest(treeish)) return { tree: treeish, ref: null, from: null };
   assertRefName(treeish);
   const hit = await chain.resolveRef(treeish);
-  if (hit) return { tree: hit.tree, times: hit.times, record: hit.record, ref: treeish, from: hit.tier };
+  if (hit) return { tree: hit.tree, times: hit.times, lazy: hit.lazy, record: hit.record, ref: treeish, from: hit.tier };
   throw new VriftError('ERR_VRIFT_RESTORE_MISS', `no ref ${JSON.stringify(treeish)} in ${chain.tierNames().join(', ')}${failureNote(chain, since)}`, {
     hint: failureHint(chain, since, 'a cache miss: build the directory, then `vrift save` it'),
     exitCode: exitCodeFor(chain, since),

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import { isVriftError } from '../../lib/errors.js';
 import type { Store } from './store.js';
+import { keptPieceDigests, localLazyTree } from './lazy-index.js';
 import { localTimes } from './times.js';
 import { listCasFiles } from './verify.js';
 
@@ -258,7 +259,14 @@ function addTrees(store: Store, trees: Iterable<Digest>, into: Set<Digest>, unre
       for (const e of store.getTree(tree).entries) if (e.kind === 'file') into.add(e.digest!);
     } catch (e) {
       if (!isVriftError(e)) throw e;
-      unreadable?.add(tree);
+      // Known here only from its lazy index (a partial mount, docs/lazy.md): the index and what it named so far.
+      const lazy = localLazyTree(store.meta, tree);
+      if (!lazy) {
+        unreadable?.add(tree);
+        continue;
+      }
+      into.add(lazy.lazy).add(lazy.names);
+      for (const d of keptPieceDigests(store.meta, lazy.lazy)) into.add(d);
     }
   }
 }

@@ -38,7 +38,7 @@ const BATCH_PARALLEL = 8;
 const WARM_KEPT_MS = 30_000;
 
 /** A run of whole archive records in a pack object: `[start, end)` of the object decodes to `[archiveStart, archiveEnd)` of the archive. */
-interface Span {
+export interface Span {
   pack: PackRef;
   start: number;
   end: number;
@@ -221,7 +221,7 @@ export class PackBlobReader {
   }
 
   /** The records a span holds, read by one ranged GET (decompressed where the pack is). */
-  private async readSpan(s: Span): Promise<{ digest: Digest; bytes: Buffer }[]> {
+  async readSpan(s: Span): Promise<{ digest: Digest; bytes: Buffer }[]> {
     const what = `${s.start}-${s.end} of pack ${s.pack.key}`;
     const body = await this.objects.getRange(s.pack.key, s.start, s.end);
     if (!body) throw new TierError('s3', 'corrupt', `pack ${s.pack.key} named by the manifest of tree ${s.pack.tree} is missing`, { hint: pushAgain });
@@ -239,7 +239,13 @@ export class PackBlobReader {
     return blobsIn(Buffer.concat(parts), '');
   }
 
-  private index(pack: PackRef): Promise<PackIndex> {
+  /** Keeps the index of a pack this process just wrote (a push reads it back for the tree's locator). */
+  remember(pack: PackRef, ix: PackIndex): void {
+    if (pack.index) this.indexes.set(pack.index.key, ix);
+  }
+
+  /** A pack's index: kept, or read and checked once. */
+  index(pack: PackRef): Promise<PackIndex> {
     const { key, bytes } = pack.index!;
     const known = this.indexes.get(key);
     if (known) return Promise.resolve(known);
@@ -259,8 +265,8 @@ export class PackBlobReader {
     }).result;
   }
 
-  /** One ranged GET of the pack, decompressed where it is compressed, cut to the blob. */
-  private async read(pack: PackRef, at: BlobRange, digest: Digest): Promise<BlobBody> {
+  /** One ranged GET of the pack, decompressed where it is compressed, cut to the blob (a lazy index's locator gives `at` directly). */
+  async read(pack: PackRef, at: BlobRange, digest: Digest): Promise<BlobBody> {
     if (at.size === 0) return { stream: Readable.from([]), size: 0 };
     const body = await this.objects.getRange(pack.key, at.start, at.end);
     if (!body) throw new TierError('s3', 'corrupt', `pack ${pack.key} named by the manifest of tree ${pack.tree} is missing`, { hint: pushAgain });

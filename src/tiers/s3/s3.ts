@@ -7,7 +7,8 @@
 //   packs/<tree>-<rand>.idx  its index: where each blob is in the pack (one ranged GET reads one blob)
 //   trees/<tree>.json       the pack manifest: which packs hold the tree's small blobs
 //   trees/<tree>.zst        the tree blob again, zstd-compressed (a lazy mount reads this; older trees lack it)
-//   refs/<name>             {"tree","updatedAt"}
+//   lazy/<head>[.names.zst|.loc]  the tree's lazy index (docs/tree-format.md): head, names, locator
+//   refs/<name>             {"tree","times"?,"lazy"?,"updatedAt"} (signed: docs/security.md)
 //   outboards/<digest>      a large blob's Bao outboard (docs/bao.md), written before the blob: a lazy mount streams it verified
 import type { Digest } from '../../lib/digest.js';
 import { bool, int, object, oneOf, size, text, url, type ConfigSection } from '../../node/config/schema.js';
@@ -17,7 +18,7 @@ import { baoOutboardFile } from '../../lib/bao.js';
 import { S3Objects } from './objects.js';
 import { S3Packs } from './packs.js';
 import { readStoredRef, storedRef, type RefCodec } from '../ref-trust.js';
-import { refTargetOf, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type RefInfo, type RefTarget, type Tier, type TierFactory, type TreePush } from '../tier.js';
+import { refTargetOf, type ArchivePart, type BlobBody, type BlobSource, type LazyPart, type PushResult, type RefInfo, type RefTarget, type Tier, type TierFactory, type TreePush } from '../tier.js';
 
 export interface S3Config {
   bucket: string;
@@ -199,6 +200,18 @@ export class S3Tier implements Tier {
 
   getTreeBlob(tree: Digest): Promise<BlobBody | undefined> {
     return this.packs.getTreeBlob(tree);
+  }
+
+  getLazyPart(head: Digest, part: LazyPart): Promise<Buffer | undefined> {
+    return this.packs.lazy.part(head, part);
+  }
+
+  getManyLocated(tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
+    return this.packs.lazy.many(tree, wants, onBlob);
+  }
+
+  getLocated(tree: Digest, digest: Digest, record: Buffer): Promise<BlobBody | undefined> {
+    return this.packs.lazy.located(tree, digest, record, Number(record.readBigUInt64BE(56)));
   }
 
   fetchTree(tree: Digest, want: ReadonlySet<Digest>): Promise<ArchivePart[] | undefined> {

@@ -1,0 +1,327 @@
+// A tree a lazy mount knows in part (docs/lazy.md "Partial metadata"):
+// its names, from the lazy index a signed ref names, and the digests of the
+// files opened so far. This is where the index's parts are checked, once,
+// as they arrive: the head against the ref's `lazy`, the names against the
+// head (and every rule of a tree, in the addon), each piece of 64 digests
+// against the head. A part that fails is refused with one log line and the
+// caller falls back to the full listing; nothing unverified is kept.
+//
+// Kept locally (a restarted daemon serves the mount without the network):
+// the head and the names blob in the CAS (content-addressed), each verified
+// piece of digests in LMDB (state ['lazy-piece', '<head>:<k>']).
+import type { Digest } from '../../lib/digest.js';
+import { hashBuffer } from '../../lib/digest.js';
+import { SingleFlight } from '../../lib/single-flight.js';
+import type { Chain } from '../../tiers/chain.js';
+import { MAX_TREE_BYTES } from '../../tiers/tier.js';
+import { decodeLazyHead, pieceKey, pieceRange, pieceVerifies, rememberLazyTree, type LazyHead } from '../store/lazy-index.js';
+import { listingOfNames } from '../store/names.js';
+import type { Store } from '../store/store.js';
+import { checkEncodedTree } from '../store/tree.js';
+
+const RECORD = 64;
+const EMPTY = Buffer.alloc(0);
+/** A names blob read before its head says how long it is stops at a listing's limit (then it is checked against the head). */
+const NAMES_MAX = MAX_TREE_BYTES;
+/** A locator record's pack for a blob kept on its own (src/tiers/s3/locator.ts). */
+const LOOSE = 0xffffffff;
+const FILE_MODE_EXEC = 0o755;
+/** A traced start reads ahead the pieces of at most this many of its first files. */
+const EARLY_ORDINALS = 512;
+/** Neighbouring pieces read by one ranged GET (a start-up set's): 16 × 4 KiB. */
+const PIECES_PER_READ = 16;
+
+/** A file of the tree, as its names say. */
+export interface PartialFile {
+  ordinal: number;
+  size: number;
+  exec: boolean;
+}
+
+export class PartialTree {
+  /** Verified pieces: the files' raw digests (32 bytes each), and the records they came in (locations unsigned). */
+  private readonly pieces = new Map<number, { digests: Buffer; records?: Buffer }>();
+  private readonly loading = new SingleFlight<number, { digests: Buffer; records?: Buffer }>();
+  private files?: Map<string, PartialFile>;
+  /** The path of each file, by ordinal (built with `files`). */
+  private paths: string[] = [];
+  /** Reads of one pack frame (by its place): a start-up set's files that share a frame wait on one read. */
+  private readonly frames = new SingleFlight<string, string | undefined>();
+  /** Every digest of the verified pieces (hex). */
+  private readonly known = new Set<Digest>();
+
+  private constructor(
+    private readonly store: Store,
+    private readonly chain: Chain,
+    readonly tree: Digest,
+    readonly lazy: Digest,
+    readonly head: LazyHead,
+    /** The names as a tree encoding whose files name 0…0 (names.ts listingOfNames), checked (set by open once they are). */
+    public listing: Buffer = EMPTY,
+  ) {}
+
+  /**
+   * The partial tree of `tree` from the lazy index with head `lazy` (the
+   * signed ref's): from the local CAS when it is here, else the tiers.
+   * undefined, with one log line, when a part is missing or refused.
+   */
+  static async open(
+    store: Store,
+    chain: Chain,
+    tree: Digest,
+    lazy: Digest,
+    log: (line: string) => void,
+    /** Called as soon as the head is checked (before the names): pieces and blobs may be read from then on. */
+    early?: (pt: PartialTree) => void,
+  ): Promise<PartialTree | undefined> {
+    const refuse = (why: string): undefined => {
+      log(`lazy index: tree ${tree.slice(0, 12)}…: ${why}; mounting from the full listing`);
+      return undefined;
+    };
+    try {
+      const local = store.cas.has(lazy) ? store.cas.readVerified(lazy) : undefined;
+      // The names are read alongside the head (their key is the head's digest), and checked once the head is.
+      const namesRead = local ? undefined : chain.fetchLazyPart(lazy, { kind: 'names', bytes: NAMES_MAX });
+      namesRead?.catch(() => undefined);
+      const headBytes = local ?? (await chain.fetchLazyPart(lazy, { kind: 'head' }))?.bytes;
+      if (!headBytes) return refuse('no tier holds its head');
+      const head = decodeLazyHead(headBytes, lazy, tree);
+      if ('problem' in head) return refuse(`its head was refused: ${head.problem}`);
+      const pt = new PartialTree(store, chain, tree, lazy, head);
+      early?.(pt);
+      const names = store.cas.has(head.names) ? store.cas.readVerified(head.names) : (await (namesRead ?? chain.fetchLazyPart(lazy, { kind: 'names', bytes: head.namesBytes })))?.bytes;
+      if (!names) return refuse('no tier holds its names');
+      if (names.length !== head.namesBytes || hashBuffer(names) !== head.names) return refuse('its names blob was refused: it does not hash to the head\'s');
+      try {
+        pt.listing = listingOfNames(names);
+        const summary = checkEncodedTree(pt.listing);
+        if (summary.files !== head.files) return refuse(`its names list ${summary.files} files, its head ${head.files}`);
+      } catch (e) {
+        return refuse(`its names blob was refused: ${(e as Error).message}`);
+      }
+      // Kept (verified by digest as they are stored): a restarted daemon reopens it without the network.
+      if (!store.cas.has(lazy)) store.admission.buffer(headBytes, 'lazy index', lazy);
+      if (!store.cas.has(head.names)) store.admission.buffer(names, 'lazy index', head.names);
+      rememberLazyTree(store.meta, tree, { lazy, names: head.names });
+      return pt;
+    } catch (e) {
+      return refuse(`reading it failed: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * A traced start's first files, begun before the names are here (the
+   * head is): their pieces, then their blobs where the records place them
+   * (sizes from the records: what is too large or past `caps.bytes` is left
+   * for later), verified into the CAS, nothing published (the mount does
+   * that once it exists: partial-starts.ts).
+   */
+  prefetchEarly(ordinals: readonly number[], caps: { bytes: number; blobMax: number }): Promise<void> {
+    this.early = this.readEarly(ordinals, caps).catch(() => undefined);
+    return this.early;
+  }
+
+  /** What prefetchEarly is reading (the start-up set waits for it rather than read the same frames again). */
+  early: Promise<void> = Promise.resolve();
+
+  private async readEarly(ordinals: readonly number[], caps: { bytes: number; blobMax: number }): Promise<void> {
+    const first = ordinals.slice(0, EARLY_ORDINALS);
+    await this.loadPieces(first);
+    const want = new Map<Digest, { size: number; record: Buffer }>();
+    let bytes = 0;
+    for (const o of first) {
+      const k = Math.floor(o / this.head.pieceFiles);
+      const piece = this.pieces.get(k);
+      if (!piece?.records) continue;
+      const i = o - k * this.head.pieceFiles;
+      const record = piece.records.subarray(RECORD * i, RECORD * (i + 1));
+      const size = Number(record.readBigUInt64BE(56));
+      if (size === 0 || size >= caps.blobMax || record.readUInt32BE(32) === LOOSE) continue;
+      if (bytes + size > caps.bytes) break;
+      bytes += size;
+      const digest = piece.digests.toString('hex', 32 * i, 32 * i + 32);
+      if (!this.store.cas.has(digest)) want.set(digest, { size, record });
+    }
+    if (want.size > 0) await this.chain.fetchManyLocated(this.tree, want, () => undefined);
+  }
+
+  /** Whether `digest` is the blob of a file of the tree whose piece was checked here. */
+  knows(digest: Digest): boolean {
+    return this.known.has(digest);
+  }
+
+  /** The file at `rel`, or undefined when the names list no file there. */
+  fileAt(rel: string): PartialFile | undefined {
+    this.files ??= this.index();
+    return this.files.get(rel);
+  }
+
+  /** Path → file, from the listing (once, at the first open: ~50 ms for 100 000 files). */
+  private index(): Map<string, PartialFile> {
+    const out = new Map<string, PartialFile>();
+    const b = this.listing;
+    let at = b.indexOf(0x0a) + 1;
+    let ordinal = 0;
+    while (at < b.length) {
+      const kind = b[at]!;
+      const sp1 = b.indexOf(0x20, at + 2);
+      const sp2 = b.indexOf(0x20, sp1 + 1);
+      const sp3 = b.indexOf(0x20, sp2 + 1);
+      const nul = b.indexOf(0, sp3 + 1);
+      let end = nul + 1;
+      if (kind === 0x6c /* l */) end = b.indexOf(0, end) + 1;
+      if (kind === 0x66 /* f */) {
+        const mode = parseInt(b.toString('latin1', at + 2, sp1), 8);
+        const rel = b.toString('utf8', sp3 + 1, nul);
+        this.paths.push(rel);
+        out.set(rel, { ordinal: ordinal++, size: Number(b.toString('latin1', sp1 + 1, sp2)), exec: mode === FILE_MODE_EXEC });
+      }
+      at = end;
+    }
+    return out;
+  }
+
+  /** The digest of file `ordinal`, from its piece (fetched and checked once, kept). */
+  async digestOf(ordinal: number): Promise<Digest> {
+    const k = Math.floor(ordinal / this.head.pieceFiles);
+    const piece = await this.piece(k);
+    const i = ordinal - k * this.head.pieceFiles;
+    return piece.digests.toString('hex', 32 * i, 32 * i + 32);
+  }
+
+  /** File `ordinal` of the tree, as its names say, and its path. */
+  fileOf(ordinal: number): (PartialFile & { rel: string }) | undefined {
+    this.files ??= this.index();
+    const rel = this.paths[ordinal];
+    const f = rel === undefined ? undefined : this.files.get(rel);
+    return f && { ...f, rel: rel! };
+  }
+
+  /**
+   * The digest of the file at `rel`, and its blob in the local CAS
+   * (verified) from the place its locator record gives; a blob kept on its
+   * own (`loose`: large) is left for the open to fetch by digest (it may
+   * stream). undefined when `rel` is no file of the tree; throws when its
+   * piece cannot be had.
+   */
+  async fetchFile(rel: string): Promise<{ digest: Digest; file: PartialFile; loose: boolean } | undefined> {
+    const file = this.fileAt(rel);
+    return file && this.fetchOrdinal(file.ordinal);
+  }
+
+  /** fetchFile of file `ordinal`. */
+  async fetchOrdinal(ordinal: number): Promise<{ digest: Digest; file: PartialFile; rel: string; loose: boolean } | undefined> {
+    const file = this.fileOf(ordinal);
+    if (!file) return undefined;
+    const k = Math.floor(file.ordinal / this.head.pieceFiles);
+    let piece = await this.piece(k);
+    const i = file.ordinal - k * this.head.pieceFiles;
+    const digest = piece.digests.toString('hex', 32 * i, 32 * i + 32);
+    // (a piece kept in LMDB has no places: read again, and checked again, for a blob not here)
+    if (!this.store.cas.has(digest) && file.size > 0 && !piece.records) piece = await this.piece(k, true);
+    const loose = piece.records?.readUInt32BE(RECORD * i + 32) === LOOSE;
+    // (a blob kept on its own, large, is fetched by its digest when the program opens it: it may stream)
+    if (!this.store.cas.has(digest) && file.size > 0 && piece.records && !loose) {
+      const record = piece.records.subarray(RECORD * i, RECORD * (i + 1));
+      // (the record's own size must be the names' before its place is used; a wrong one is read as no place)
+      if (Number(record.readBigUInt64BE(56)) === file.size) {
+        // One read per frame: the other blobs it holds are admitted beside the one asked for.
+        await this.frames.run(record.toString('hex', 32, 56), () => this.chain.fetchLocated(this.tree, digest, file.size, record)).result;
+        if (!this.store.cas.has(digest)) await this.chain.fetchLocated(this.tree, digest, file.size, record);
+      }
+    }
+    return { digest, file, rel: file.rel, loose };
+  }
+
+  /**
+   * Where file `ordinal`'s blob is, when its piece was read here with its
+   * places (loadPieces): its digest and locator record (the record's size
+   * checked against the names'); undefined otherwise.
+   */
+  placeOf(ordinal: number): { digest: Digest; record: Buffer; file: PartialFile & { rel: string }; loose: boolean } | undefined {
+    const file = this.fileOf(ordinal);
+    const k = Math.floor(ordinal / this.head.pieceFiles);
+    const piece = this.pieces.get(k);
+    if (!file || !piece?.records) return undefined;
+    const i = ordinal - k * this.head.pieceFiles;
+    const record = piece.records.subarray(RECORD * i, RECORD * (i + 1));
+    if (Number(record.readBigUInt64BE(56)) !== file.size) return undefined;
+    return { digest: piece.digests.toString('hex', 32 * i, 32 * i + 32), record, file, loose: record.readUInt32BE(32) === LOOSE };
+  }
+
+  /** Many files' blobs where their places say, together (Chain.fetchManyLocated: one read per pack frame), verified. */
+  async fetchPlaced(places: readonly { digest: Digest; record: Buffer; file: PartialFile }[]): Promise<void> {
+    const want = new Map(places.filter((p) => p.file.size > 0 && !this.store.cas.has(p.digest)).map((p) => [p.digest, { size: p.file.size, record: p.record }]));
+    if (want.size > 0) await this.chain.fetchManyLocated(this.tree, want, () => undefined);
+  }
+
+  /**
+   * The pieces of `ordinals`' digests, read together: runs of neighbouring
+   * pieces by one ranged GET each, each piece checked on its own. What
+   * fails is left for the files' own reads.
+   */
+  async loadPieces(ordinals: readonly number[]): Promise<void> {
+    const ks = [...new Set(ordinals.map((o) => Math.floor(o / this.head.pieceFiles)))].filter((k) => !this.pieces.has(k) && k < this.head.pieces.length).sort((a, b) => a - b);
+    const runs: [number, number][] = [];
+    for (const k of ks) {
+      const last = runs.at(-1);
+      if (last && k === last[1] && k - last[0] < PIECES_PER_READ) last[1] = k + 1;
+      else runs.push([k, k + 1]);
+    }
+    await Promise.all(
+      runs.map(async ([from, to]) => {
+        const first = pieceRange(this.head, from).first;
+        const end = pieceRange(this.head, to - 1).end;
+        const got = await this.chain.fetchLazyPart(this.lazy, { kind: 'records', first, end }).catch(() => undefined);
+        if (!got || got.bytes.length !== RECORD * (end - first)) return;
+        for (let k = from; k < to; k++) {
+          const r = pieceRange(this.head, k);
+          const records = got.bytes.subarray(RECORD * (r.first - first), RECORD * (r.end - first));
+          const digests = this.digestsOf(records, r.end - r.first);
+          if (!pieceVerifies(this.head, k, this.split(digests, r.end - r.first))) continue; // (its files' own reads say so)
+          void this.store.meta.state.put(pieceKey(this.lazy, k), digests);
+          this.keep(k, { digests, records });
+        }
+      }),
+    );
+  }
+
+  private digestsOf(records: Buffer, n: number): Buffer {
+    const digests = Buffer.alloc(32 * n);
+    for (let i = 0; i < n; i++) records.copy(digests, 32 * i, RECORD * i, RECORD * i + 32);
+    return digests;
+  }
+
+  private split(digests: Buffer, n: number): Buffer[] {
+    return Array.from({ length: n }, (_, i) => digests.subarray(32 * i, 32 * i + 32));
+  }
+
+  private async piece(k: number, places = false): Promise<{ digests: Buffer; records?: Buffer }> {
+    const had = this.pieces.get(k);
+    if (had && (had.records || !places)) return had;
+    return this.loading.run(k, async () => {
+      const key = pieceKey(this.lazy, k);
+      const kept = this.store.meta.state.get(key) as Uint8Array | undefined;
+      const { first, end } = pieceRange(this.head, k);
+      const split = (digests: Buffer) => Array.from({ length: end - first }, (_, i) => digests.subarray(32 * i, 32 * i + 32));
+      if (!places && kept && pieceVerifies(this.head, k, split(Buffer.from(kept)))) return this.keep(k, { digests: Buffer.from(kept) });
+      if (k < 0 || k >= this.head.pieces.length) throw new Error(`no piece ${k} in the lazy index of tree ${this.tree}`);
+      const got = await this.chain.fetchLazyPart(this.lazy, { kind: 'records', first, end });
+      if (!got) throw new Error(`no tier holds piece ${k} of the lazy index of tree ${this.tree}`);
+      const records = got.bytes;
+      const digests = Buffer.alloc(32 * (end - first));
+      if (records.length === RECORD * (end - first)) for (let i = 0; i < end - first; i++) records.copy(digests, 32 * i, RECORD * i, RECORD * i + 32);
+      if (records.length !== RECORD * (end - first) || !pieceVerifies(this.head, k, split(digests))) {
+        throw new Error(`piece ${k} of the lazy index of tree ${this.tree} from ${got.tier} was refused: its digests are not the ones the signed head names`);
+      }
+      if (!kept) void this.store.meta.state.put(key, digests);
+      return this.keep(k, { digests, records });
+    }).result;
+  }
+
+  private keep(k: number, p: { digests: Buffer; records?: Buffer }): { digests: Buffer; records?: Buffer } {
+    this.pieces.set(k, p);
+    for (let i = 0; i < p.digests.length; i += 32) this.known.add(p.digests.toString('hex', i, i + 32));
+    return p;
+  }
+}

@@ -1,0 +1,294 @@
+// A lazy mount from the tree's lazy index (docs/lazy.md "Partial
+// metadata"): the names alone are published, each file's digest is read
+// (and checked) when a program opens it, its blob by one ranged GET; the
+// full listing never moves. A lying part falls back to the full listing
+// with one log line. Real daemons, a real s3rver, real programs.
+import { ListObjectsV2Command, PutObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { zstdCompressBuffer } from '../../src/lib/zstd.js';
+import { parseRefRecord } from '../../src/lib/ref-signature.js';
+import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
+import { startDaemon, stopDaemon, crashDaemon } from '../helpers/daemon.js';
+import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
+import { tempDir } from '../helpers/tmp.js';
+import { writeSampleTree } from '../helpers/trees.js';
+
+const BUCKET = 'vrift-partial';
+let s3: S3Server;
+let src: string;
+
+beforeAll(async () => {
+  s3 = await startS3([BUCKET]);
+  src = tempDir();
+  writeSampleTree(src);
+});
+afterAll(async () => {
+  await s3?.stop();
+});
+
+const envOf = (prefix: string) => ({ ...tierEnv({ s3, prefix }), VRIFT_PREFETCH: 'false', VRIFT_LAZY_INDEX: 'true' });
+
+async function object(key: string): Promise<Buffer> {
+  const r = await s3.client().send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+  return Buffer.from(await r.Body!.transformToByteArray());
+}
+const put = (key: string, body: Buffer) => s3.client().send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: body }));
+
+/** Every blob file in a home's CAS (names, exec twins excluded). */
+function casBlobs(home: string): string[] {
+  const cas = join(home, 'cas');
+  return readdirSync(cas)
+    .filter((d) => /^[0-9a-f]{2}$/.test(d))
+    .flatMap((d) => readdirSync(join(cas, d)).filter((n) => /^[0-9a-f]{64}$/.test(n)));
+}
+
+/** Saves the sample tree under `prefix`; its id and its files' digests (from a node that has it). */
+function save(prefix: string): { tree: string; digest: (p: string) => string } {
+  const home = tempDir();
+  const tree = vriftJson(['save', 'ci/partial', src], { home, env: envOf(prefix) }).tree as string;
+  const entries = vriftJson(['ls', tree, '--json'], { home }).entries as { path: string; digest?: string }[];
+  return { tree, digest: (p) => entries.find((e) => e.path === p)!.digest! };
+}
+
+describe('a lazy mount from the lazy index', () => {
+  it('publishes every name, reads a file\'s digest and blob on open, never the listing', () => {
+    const saved = save('a/');
+    const env = envOf('a/');
+    const home = tempDir();
+    startDaemon(home, env);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const run = (...cmd: string[]) => vrift(['run', '--mount', `${mnt}=ci/partial`, '--', ...cmd], { home, env });
+      const ls = run('sh', '-c', `ls -A '${mnt}' | wc -l; stat -c %s '${mnt}/big.bin'; find '${mnt}' | wc -l`);
+      expect(ls.code, ls.stderr).toBe(0);
+      expect(ls.stdout).toBe(`${readdirSync(src).length}\n${3 << 20}\n${execFileSync('find', [src], { encoding: 'utf8' }).trim().split('\n').length}\n`);
+      const log = () => readFileSync(join(home, 'run', 'vriftd.log'), 'utf8');
+      expect(log()).toMatch(/mount: .* \(listing from the lazy index; files on first open\)/);
+      // Neither the tree blob nor any file: only the lazy index's head and names.
+      expect(casBlobs(home)).not.toContain(saved.tree);
+      expect(casBlobs(home)).toHaveLength(2);
+
+      // A file, an executable (through its twin), and a large one (fetched by digest, whole or streamed).
+      const cat = run('sh', '-c', `cat '${mnt}/src/main.c' && '${mnt}/run.sh' && sha256sum < '${mnt}/big.bin'`);
+      expect(cat.code, cat.stderr).toBe(0);
+      const bigSha = execFileSync('sha256sum', [join(src, 'big.bin')], { encoding: 'utf8' }).split(' ')[0];
+      expect(cat.stdout).toBe(`${readFileSync(join(src, 'src', 'main.c'), 'utf8')}hi\n${bigSha}  -\n`);
+      const here = new Set(casBlobs(home));
+      for (const p of ['src/main.c', 'run.sh', 'big.bin']) expect(here.has(saved.digest(p))).toBe(true);
+      expect(here.has(saved.tree)).toBe(false);
+      // Opened again: from the CAS, no FETCH (the VDir names the digest and ctime now).
+      const again = run('cat', join(mnt, 'src', 'main.c'));
+      expect(again.stdout).toBe(readFileSync(join(src, 'src', 'main.c'), 'utf8'));
+      expect(log()).not.toMatch(/lazy index: .*mounting from the full listing/);
+    } finally {
+      stopDaemon(home);
+    }
+  });
+
+  it('a daemon killed and restarted serves the mount from what it kept, without the network', () => {
+    save('b/');
+    const env = envOf('b/');
+    const home = tempDir();
+    startDaemon(home, env);
+    const mnt = join(tempDir(), 'mnt');
+    mkdirSync(mnt);
+    try {
+      expect(vriftJson(['mount', 'ci/partial', mnt], { home, env }).tree).toBeDefined();
+      const first = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'cat', join(mnt, 'src', 'main.c')], { home, env });
+      expect(first.code, first.stderr).toBe(0);
+      expect(readFileSync(join(home, 'run', 'vriftd.log'), 'utf8')).toMatch(/\(listing from the lazy index; files on first open\)/);
+      // gc keeps what the mount needs: its lazy index and the blobs it named (the tree is pinned, not here).
+      const gc = vrift(['gc', '--json'], { home, env });
+      expect(gc.code, gc.stderr).toBe(0);
+      expect(gc.stderr).not.toMatch(/could not be read/);
+      crashDaemon(home);
+      // The bucket is unreachable now: only what the node kept can serve the mount.
+      startDaemon(home, { ...env, VRIFT_S3_ENDPOINT: 'http://127.0.0.1:9' });
+      const again = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `cat '${mnt}/src/main.c'; ls '${mnt}/src' | wc -l`], { home, env: { ...env, VRIFT_S3_ENDPOINT: 'http://127.0.0.1:9' } });
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toBe(`${readFileSync(join(src, 'src', 'main.c'), 'utf8')}${readdirSync(join(src, 'src')).length}\n`);
+      vrift(['unmount', mnt], { home, env });
+    } finally {
+      stopDaemon(home);
+    }
+  });
+
+  it('a file written in the mount, then a snapshot: the snapshot reads the full listing then, and is the tree plus the file', () => {
+    const saved = save('s/');
+    const env = envOf('s/');
+    const home = tempDir();
+    startDaemon(home, env);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const w = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `echo new > '${mnt}/src/new.txt' && cat '${mnt}/src/new.txt'`], { home, env });
+      expect([w.code, w.stdout], w.stderr).toEqual([0, 'new\n']);
+      expect(casBlobs(home)).not.toContain(saved.tree);
+      const snap = vriftJson(['snapshot', mnt], { home, env }).tree as string;
+      const entries = vriftJson(['ls', snap, '--json'], { home }).entries as { path: string; digest?: string }[];
+      expect(entries.find((e) => e.path === 'src/main.c')!.digest).toBe(saved.digest('src/main.c'));
+      expect(entries.find((e) => e.path === 'src/new.txt')).toBeDefined();
+      expect(casBlobs(home)).toContain(saved.tree);
+    } finally {
+      stopDaemon(home);
+    }
+  });
+
+  it('a job that opens many files: the mount reads the full listing then, names every file\'s digest, and goes on as any lazy mount', () => {
+    const many = tempDir();
+    for (let i = 0; i < 600; i++) {
+      mkdirSync(join(many, `d${i % 7}`), { recursive: true });
+      writeFileSync(join(many, `d${i % 7}`, `f${i}.txt`), `file ${i}\n`);
+    }
+    const tree = vriftJson(['save', 'ci/many', many], { home: tempDir(), env: envOf('m/') }).tree as string;
+    const env = envOf('m/');
+    const home = tempDir();
+    startDaemon(home, env);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const r = vrift(['run', '--mount', `${mnt}=ci/many`, '--', 'sh', '-c', `cd '${mnt}' && find . -type f | sort | xargs cat | sha256sum`], { home, env });
+      const want = execFileSync('sh', ['-c', `cd '${many}' && find . -type f | sort | xargs cat | sha256sum`], { encoding: 'utf8' });
+      expect([r.code, r.stdout], r.stderr).toEqual([0, want]);
+      const log = readFileSync(join(home, 'run', 'vriftd.log'), 'utf8');
+      expect(log).toMatch(/\(listing from the lazy index; files on first open\)/);
+      expect(log.match(/lazy index: .*: 256 files opened: read the full listing/g)).toHaveLength(1);
+      expect(casBlobs(home)).toContain(tree);
+      expect(log).toMatch(/read the full listing \((34[0-9]) more files named\)/);
+    } finally {
+      stopDaemon(home);
+    }
+  });
+
+  it('a program the shim cannot see (static): its namespace farm reads the full listing first, and the program reads the files', () => {
+    const saved = save('x/');
+    const env = envOf('x/');
+    const home = tempDir();
+    const sfs = join(tempDir(), 'static-fs');
+    execFileSync('gcc', ['-static', '-O2', '-Wall', '-o', sfs, join(ROOT, 'test', 'c', 'static-fs.c')]);
+    startDaemon(home, env);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', sfs, `cat:${join(mnt, 'src', 'main.c')}`], { home, env });
+      expect([r.code, r.stdout], r.stderr).toEqual([0, readFileSync(join(src, 'src', 'main.c'), 'utf8')]);
+      const log = readFileSync(join(home, 'run', 'vriftd.log'), 'utf8');
+      expect(log).toMatch(/\(listing from the lazy index; files on first open\)/);
+      expect(casBlobs(home)).toContain(saved.tree);
+    } finally {
+      stopDaemon(home);
+    }
+  });
+
+  it('a second node gets the first one\'s opens as file ordinals: its mount fetches and publishes them before the program asks', async () => {
+    const saved = save('t/');
+    const prefetching = { ...envOf('t/'), VRIFT_PREFETCH: 'true' };
+    const files = ['src/main.c', 'src/lib/util.js', 'run.sh'];
+    const a = tempDir();
+    startDaemon(a, envOf('t/'));
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', files.map((f) => `cat '${mnt}/${f}' >/dev/null`).join(' && ')], { home: a, env: envOf('t/') });
+      expect(r.code, r.stderr).toBe(0);
+    } finally {
+      stopDaemon(a); // (pushes the trace)
+    }
+    const keys = await s3.client().send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 't/refs/vrift-otrace/' }));
+    expect(keys.Contents?.length).toBe(1);
+    const b = tempDir();
+    startDaemon(b, prefetching);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      vriftJson(['mount', 'ci/partial', mnt], { home: b, env: prefetching });
+      const log = () => readFileSync(join(b, 'run', 'vriftd.log'), 'utf8');
+      for (let i = 0; i < 100 && !/start-up set \(from the lazy index\)/.test(log()); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(log()).toMatch(/\(listing from the lazy index; files on first open\)/);
+      // main.c and util.js are published (run.sh is executable: its open makes its twin, through the daemon)
+      expect(log()).toMatch(/start-up set \(from the lazy index\): 2 of the first 3 files traced/);
+      for (const f of files) expect(casBlobs(b)).toContain(saved.digest(f));
+      expect(casBlobs(b)).not.toContain(saved.tree);
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `cat '${mnt}/src/main.c' '${mnt}/src/lib/util.js'`], { home: b, env: prefetching });
+      expect([r.code, r.stdout], r.stderr).toEqual([0, readFileSync(join(src, 'src', 'main.c'), 'utf8') + readFileSync(join(src, 'src', 'lib', 'util.js'), 'utf8')]);
+      expect(log()).not.toMatch(/vriftd: fetch: /); // no open failed or fetched on its own
+    } finally {
+      stopDaemon(b);
+    }
+  });
+
+  describe('a lying part is refused with one log line and the mount reads the full listing', () => {
+    const lie = async (prefix: string, part: (lazy: string) => { key: string; edit: (b: Buffer) => Buffer }) => {
+      const saved = save(prefix);
+      const rec = parseRefRecord((await object(`${prefix}refs/ci/partial`)).toString());
+      if (typeof rec === 'string') throw new Error(rec);
+      const { key, edit } = part(rec.lazy!);
+      await put(`${prefix}${key}`, edit(await object(`${prefix}${key}`)));
+      const env = envOf(prefix);
+      const home = tempDir();
+      startDaemon(home, env);
+      try {
+        const mnt = join(tempDir(), 'mnt');
+        mkdirSync(mnt);
+        const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'cat', join(mnt, 'src', 'main.c')], { home, env });
+        return { r, log: readFileSync(join(home, 'run', 'vriftd.log'), 'utf8'), saved, home };
+      } finally {
+        stopDaemon(home);
+      }
+    };
+
+    it('a head that is not the one the ref names', async () => {
+      const { r, log, saved, home } = await lie('h/', (lazy) => ({ key: `lazy/${lazy}`, edit: (b) => Buffer.concat([b, Buffer.alloc(32)]) }));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(readFileSync(join(src, 'src', 'main.c'), 'utf8'));
+      expect(log.match(/lazy index: .*its head was refused: its bytes do not hash .*; mounting from the full listing/g)).toHaveLength(1);
+      expect(casBlobs(home)).toContain(saved.tree);
+    });
+
+    it('names that are not the head\'s', async () => {
+      // Well-formed names of another tree, compressed as the real ones are.
+      const other = await zstdCompressBuffer(Buffer.from('vrift-names 1\nd 755 0 src\0f 644 3 src/main.c\0'));
+      const { r, log, saved, home } = await lie('n/', (lazy) => ({ key: `lazy/${lazy}.names.zst`, edit: () => other }));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(readFileSync(join(src, 'src', 'main.c'), 'utf8'));
+      expect(log.match(/lazy index: .*its names blob was refused: it does not hash to the head's; mounting from the full listing/g)).toHaveLength(1);
+      expect(casBlobs(home)).toContain(saved.tree);
+    });
+
+    it('a piece of the locator whose digests are not the head\'s: that open fails, nothing unverified is used', async () => {
+      const { r, log } = await lie('p/', (lazy) => ({
+        key: `lazy/${lazy}.loc`,
+        edit: (b) => {
+          const out = Buffer.from(b);
+          for (let i = 0; i < out.length; i += 64) out[i] = out[i]! ^ 0xff; // every digest
+          return out;
+        },
+      }));
+      // The head and names are good: the mount is partial, and the open whose piece lies gets EIO.
+      expect(r.code).not.toBe(0);
+      expect(log).toMatch(/piece 0 of the lazy index of tree .* was refused: its digests are not the ones the signed head names/);
+    });
+  });
+
+  it('without VRIFT_LAZY_INDEX, or for a ref without a lazy index, the mount reads the full listing', async () => {
+    const saved = save('o/');
+    const home = tempDir();
+    const env = { ...envOf('o/'), VRIFT_LAZY_INDEX: 'false' };
+    startDaemon(home, env);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'cat', join(mnt, 'src', 'main.c')], { home, env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(casBlobs(home)).toContain(saved.tree);
+    } finally {
+      stopDaemon(home);
+    }
+    const keys = await s3.client().send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 'o/lazy/' }));
+    expect(keys.Contents?.length).toBe(3);
+  });
+});
