@@ -139,20 +139,26 @@ static int blob_unchanged(int fd, uint64_t size, uint64_t ctime_ns, int any_ctim
 
 int vr_open_lower_blob(const struct vr_path *p, int fl, int stream)
 {
-    struct vrift_vdir_result res = p->res;
-    if (vr_learn_digest(p->mount, p->rel, p->rellen, &res) != 0)
-        return -EIO;
-    int exec = (res.mode & 0111) != 0;
-    uint64_t want = res.entry.u.blob.ctime_ns;
+    /* By pointer: a result is 4 KiB (a symlink target's room), and this runs on every read-only open. */
+    const struct vrift_vdir_result *res = &p->res;
+    struct vrift_vdir_result learned;
+    if (VR_UNLIKELY(vr_digest_unknown(res))) {
+        learned = p->res; /* (a partial mount's first open of the file) */
+        if (vr_learn_digest(p->mount, p->rel, p->rellen, &learned) != 0)
+            return -EIO;
+        res = &learned;
+    }
+    int exec = (res->mode & 0111) != 0;
+    uint64_t want = res->entry.u.blob.ctime_ns;
     int vouched = 0, fd = -ENOENT;
     for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
-        if (attempt == 1 || (res.flags & VRIFT_VDIR_F_REMOTE)) {
+        if (attempt == 1 || (res->flags & VRIFT_VDIR_F_REMOTE)) {
             /* Missing, or not as the daemon last knew it: the daemon checks it
              * (re-hash; quarantine and fetch again if it changed), renews the
              * entry's ctime, and says the ctime it checked. */
             char partial[PATH_MAX];
             uint64_t checked = 0;
-            if (vr_fetch_for(p->mount, p->rel, p->rellen, res.entry.u.digest, res.mode, stream ? partial : NULL,
+            if (vr_fetch_for(p->mount, p->rel, p->rellen, res->entry.u.digest, res->mode, stream ? partial : NULL,
                              sizeof partial, &checked) != 0)
                 return -EIO;
             /* A large blob still arriving: its reads wait, range by range, in the kernel.
@@ -163,10 +169,10 @@ int vr_open_lower_blob(const struct vr_path *p, int fl, int stream)
             /* No CTIME: a streamed blob completed meanwhile (admission has just hashed it). */
             vouched = checked == 0;
         }
-        fd = open_cas(p->mount, res.entry.u.digest, exec, fl);
+        fd = open_cas(p->mount, res->entry.u.digest, exec, fl);
         if (fd == -ENOENT && exec)
-            fd = open_cas(p->mount, res.entry.u.digest, 0, fl);
-        if (fd >= 0 && !blob_unchanged(fd, res.size, want, vouched)) {
+            fd = open_cas(p->mount, res->entry.u.digest, 0, fl);
+        if (fd >= 0 && !blob_unchanged(fd, res->size, want, vouched)) {
             /* Not the size or ctime on record: a damaged blob (a byte flipped,
              * truncated, written through a hard link), or only linked again.
              * Never served unchecked; a second mismatch is EIO. */

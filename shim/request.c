@@ -182,7 +182,7 @@ int vr_fetch_for(int mount, const char *rel, size_t rellen, const uint8_t digest
 int vr_learn_digest(int mount, const char *rel, size_t rellen, struct vrift_vdir_result *res)
 {
     static const uint8_t none[32];
-    if (memcmp(res->entry.u.digest, none, sizeof none) != 0 || (res->flags & VRIFT_VDIR_F_UPPER))
+    if (!vr_digest_unknown(res))
         return 0;
     if (vr_fetch_for(mount, rel, rellen, none, res->mode, NULL, 0, NULL) != 0)
         return -EIO;

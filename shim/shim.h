@@ -218,6 +218,12 @@ int vr_fetch_for(int mount, const char *rel, size_t rellen, const uint8_t digest
  * digest (already, or now); -EIO when it cannot be had.
  */
 int vr_learn_digest(int mount, const char *rel, size_t rellen, struct vrift_vdir_result *res);
+/** Whether `res` is a file of a partial mount whose digest is not learned yet (0…0; never an upper file). */
+static inline int vr_digest_unknown(const struct vrift_vdir_result *res)
+{
+    static const uint8_t none[32];
+    return !(res->flags & VRIFT_VDIR_F_UPPER) && memcmp(res->entry.u.digest, none, sizeof none) == 0;
+}
 /**
  * The blob of lower file p, opened read-only with `fl` (its .x twin for an
  * executable mode) and checked with one fstat against its VDir entry (size,
