@@ -14,17 +14,16 @@ import { hashBuffer } from '../../lib/digest.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
 import { MAX_TREE_BYTES } from '../../tiers/tier.js';
-import { decodeLazyHead, pieceKey, pieceRange, pieceVerifies, rememberLazyTree, type LazyHead } from '../store/lazy-index.js';
+import { decodeLazyHead, LOCATOR_LOOSE, LOCATOR_RECORD, pieceKey, pieceRange, pieceVerifies, rememberLazyTree, type LazyHead } from '../store/lazy-index.js';
 import { listingOfNames } from '../store/names.js';
 import type { Store } from '../store/store.js';
 import { checkEncodedTree } from '../store/tree.js';
 
-const RECORD = 64;
+const RECORD = LOCATOR_RECORD;
 const EMPTY = Buffer.alloc(0);
 /** A names blob read before its head says how long it is stops at a listing's limit (then it is checked against the head). */
 const NAMES_MAX = MAX_TREE_BYTES;
-/** A locator record's pack for a blob kept on its own (src/tiers/s3/locator.ts). */
-const LOOSE = 0xffffffff;
+const LOOSE = LOCATOR_LOOSE;
 const FILE_MODE_EXEC = 0o755;
 /** A traced start reads ahead the pieces of at most this many of its first files. */
 const EARLY_ORDINALS = 512;

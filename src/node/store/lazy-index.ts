@@ -29,6 +29,13 @@ const HEAD = 96;
 /** Pieces a head may list: 2^24 files, far beyond any tree a node mounts (a head read from a tier is bounded by this). */
 export const MAX_PIECES = (1 << 24) / PIECE_FILES;
 export const MAX_HEAD_BYTES = HEAD + 32 * MAX_PIECES;
+/**
+ * A locator record (S3's, src/tiers/s3/locator.ts has its layout): its
+ * size, and the pack number of a blob kept as its own object. Here
+ * because the tier writes them and the daemon's partial mounts read them.
+ */
+export const LOCATOR_RECORD = 64;
+export const LOCATOR_LOOSE = 0xffffffff;
 
 export interface LazyHead {
   tree: Digest;

@@ -14,12 +14,13 @@
 // are not signed: they only say where to look, and whatever is read there
 // is hashed against the (signed) digest before it is admitted.
 import type { Digest } from '../../lib/digest.js';
+import { LOCATOR_LOOSE, LOCATOR_RECORD } from '../../node/store/lazy-index.js';
 import type { TreeEntry } from '../../node/store/tree.js';
 import { FRAME_TARGET, type BlobRange, type PackIndex } from './pack-index.js';
 import type { PackRef } from './pack-manifest.js';
 
-export const RECORD = 64;
-export const LOOSE = 0xffffffff;
+export const RECORD = LOCATOR_RECORD;
+export const LOOSE = LOCATOR_LOOSE;
 export const NONE = 0xfffffffe;
 
 /** Where the lazy index with head `head` keeps its parts. */
