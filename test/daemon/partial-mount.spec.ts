@@ -45,6 +45,19 @@ function casBlobs(home: string): string[] {
     .flatMap((d) => readdirSync(join(cas, d)).filter((n) => /^[0-9a-f]{64}$/.test(n)));
 }
 
+/** A new node (its own home, a daemon with `env`) and an empty mount point, for `fn`; the daemon is stopped after it. */
+function onNode<T>(env: Record<string, string>, fn: (home: string, mnt: string) => T): T {
+  const home = tempDir();
+  startDaemon(home, env);
+  try {
+    const mnt = join(tempDir(), 'mnt');
+    mkdirSync(mnt);
+    return fn(home, mnt);
+  } finally {
+    stopDaemon(home);
+  }
+}
+
 /** Saves the sample tree under `prefix`; its id and its files' digests (from a node that has it). */
 function save(prefix: string): { tree: string; digest: (p: string) => string } {
   const home = tempDir();
@@ -57,11 +70,7 @@ describe('a lazy mount from the lazy index', () => {
   it('publishes every name, reads a file\'s digest and blob on open, never the listing', () => {
     const saved = save('a/');
     const env = envOf('a/');
-    const home = tempDir();
-    startDaemon(home, env);
-    try {
-      const mnt = join(tempDir(), 'mnt');
-      mkdirSync(mnt);
+    onNode(env, (home, mnt) => {
       const run = (...cmd: string[]) => vrift(['run', '--mount', `${mnt}=ci/partial`, '--', ...cmd], { home, env });
       const ls = run('sh', '-c', `ls -A '${mnt}' | wc -l; stat -c %s '${mnt}/big.bin'; find '${mnt}' | wc -l`);
       expect(ls.code, ls.stderr).toBe(0);
@@ -84,9 +93,7 @@ describe('a lazy mount from the lazy index', () => {
       const again = run('cat', join(mnt, 'src', 'main.c'));
       expect(again.stdout).toBe(readFileSync(join(src, 'src', 'main.c'), 'utf8'));
       expect(log()).not.toMatch(/lazy index: .*mounting from the full listing/);
-    } finally {
-      stopDaemon(home);
-    }
+    });
   });
 
   it('a daemon killed and restarted serves the mount from what it kept, without the network', () => {
@@ -120,11 +127,7 @@ describe('a lazy mount from the lazy index', () => {
   it('a file written in the mount, then a snapshot: the snapshot reads the full listing then, and is the tree plus the file', () => {
     const saved = save('s/');
     const env = envOf('s/');
-    const home = tempDir();
-    startDaemon(home, env);
-    try {
-      const mnt = join(tempDir(), 'mnt');
-      mkdirSync(mnt);
+    onNode(env, (home, mnt) => {
       const w = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `echo new > '${mnt}/src/new.txt' && cat '${mnt}/src/new.txt'`], { home, env });
       expect([w.code, w.stdout], w.stderr).toEqual([0, 'new\n']);
       expect(casBlobs(home)).not.toContain(saved.tree);
@@ -133,9 +136,7 @@ describe('a lazy mount from the lazy index', () => {
       expect(entries.find((e) => e.path === 'src/main.c')!.digest).toBe(saved.digest('src/main.c'));
       expect(entries.find((e) => e.path === 'src/new.txt')).toBeDefined();
       expect(casBlobs(home)).toContain(saved.tree);
-    } finally {
-      stopDaemon(home);
-    }
+    });
   });
 
   it('a job that opens many files: the mount reads the full listing then, names every file\'s digest, and goes on as any lazy mount', () => {
@@ -146,11 +147,7 @@ describe('a lazy mount from the lazy index', () => {
     }
     const tree = vriftJson(['save', 'ci/many', many], { home: tempDir(), env: envOf('m/') }).tree as string;
     const env = envOf('m/');
-    const home = tempDir();
-    startDaemon(home, env);
-    try {
-      const mnt = join(tempDir(), 'mnt');
-      mkdirSync(mnt);
+    onNode(env, (home, mnt) => {
       const r = vrift(['run', '--mount', `${mnt}=ci/many`, '--', 'sh', '-c', `cd '${mnt}' && find . -type f | sort | xargs cat | sha256sum`], { home, env });
       const want = execFileSync('sh', ['-c', `cd '${many}' && find . -type f | sort | xargs cat | sha256sum`], { encoding: 'utf8' });
       expect([r.code, r.stdout], r.stderr).toEqual([0, want]);
@@ -159,29 +156,21 @@ describe('a lazy mount from the lazy index', () => {
       expect(log.match(/lazy index: .*: 256 files opened: read the full listing/g)).toHaveLength(1);
       expect(casBlobs(home)).toContain(tree);
       expect(log).toMatch(/read the full listing \((34[0-9]) more files named\)/);
-    } finally {
-      stopDaemon(home);
-    }
+    });
   });
 
   it('a program the shim cannot see (static): its namespace farm reads the full listing first, and the program reads the files', () => {
     const saved = save('x/');
     const env = envOf('x/');
-    const home = tempDir();
     const sfs = join(tempDir(), 'static-fs');
     execFileSync('gcc', ['-static', '-O2', '-Wall', '-o', sfs, join(ROOT, 'test', 'c', 'static-fs.c')]);
-    startDaemon(home, env);
-    try {
-      const mnt = join(tempDir(), 'mnt');
-      mkdirSync(mnt);
+    onNode(env, (home, mnt) => {
       const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', sfs, `cat:${join(mnt, 'src', 'main.c')}`], { home, env });
       expect([r.code, r.stdout], r.stderr).toEqual([0, readFileSync(join(src, 'src', 'main.c'), 'utf8')]);
       const log = readFileSync(join(home, 'run', 'vriftd.log'), 'utf8');
       expect(log).toMatch(/\(listing from the lazy index; files on first open\)/);
       expect(casBlobs(home)).toContain(saved.tree);
-    } finally {
-      stopDaemon(home);
-    }
+    });
   });
 
   it('a second node gets the first one\'s opens as file ordinals: its mount fetches and publishes them before the program asks', async () => {
@@ -229,16 +218,10 @@ describe('a lazy mount from the lazy index', () => {
       const { key, edit } = part(rec.lazy!);
       await put(`${prefix}${key}`, edit(await object(`${prefix}${key}`)));
       const env = envOf(prefix);
-      const home = tempDir();
-      startDaemon(home, env);
-      try {
-        const mnt = join(tempDir(), 'mnt');
-        mkdirSync(mnt);
+      return onNode(env, (home, mnt) => {
         const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'cat', join(mnt, 'src', 'main.c')], { home, env });
         return { r, log: readFileSync(join(home, 'run', 'vriftd.log'), 'utf8'), saved, home };
-      } finally {
-        stopDaemon(home);
-      }
+      });
     };
 
     it('a head that is not the one the ref names', async () => {
@@ -276,18 +259,12 @@ describe('a lazy mount from the lazy index', () => {
 
   it('without VRIFT_LAZY_INDEX, or for a ref without a lazy index, the mount reads the full listing', async () => {
     const saved = save('o/');
-    const home = tempDir();
     const env = { ...envOf('o/'), VRIFT_LAZY_INDEX: 'false' };
-    startDaemon(home, env);
-    try {
-      const mnt = join(tempDir(), 'mnt');
-      mkdirSync(mnt);
+    onNode(env, (home, mnt) => {
       const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'cat', join(mnt, 'src', 'main.c')], { home, env });
       expect(r.code, r.stderr).toBe(0);
       expect(casBlobs(home)).toContain(saved.tree);
-    } finally {
-      stopDaemon(home);
-    }
+    });
     const keys = await s3.client().send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: 'o/lazy/' }));
     expect(keys.Contents?.length).toBe(3);
   });
