@@ -121,6 +121,9 @@
 
 /** The first bytes of every tree (the version is in it). */
 #define VRIFT_TREE_HEADER "vrift-tree 1\n"
+/** The first bytes of a tree's names blob (its lazy index's listing): the
+ * same entries without the ref field (docs/tree-format.md "Lazy index"). */
+#define VRIFT_NAMES_HEADER "vrift-names 1\n"
 /** Entry kinds. */
 #define VRIFT_TREE_KIND_FILE 'f'
 #define VRIFT_TREE_KIND_DIR 'd'

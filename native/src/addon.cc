@@ -172,15 +172,17 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
     return env.Undefined();
   }
 
-  // applyTree(tree: Buffer, mtimeSec, ctimes?: BigUint64Array): every entry of an encoded
-  // tree (docs/tree-format.md) as one batch, parsed here instead of decoded
+  // applyTree(tree: Buffer, mtimeSec, ctimes?: BigUint64Array, names?: boolean): every entry of an
+  // encoded tree (docs/tree-format.md) as one batch, parsed here instead of decoded
   // and packed in JavaScript (most of a large cold mount's start). ctimes[i]:
-  // entry i's blob ctime when known good (files; 0 = unknown). Returns the
-  // number of entries.
+  // entry i's blob ctime when known good (files; 0 = unknown). With `names`, the
+  // bytes are the tree's names blob: every file names the digest 0…0 (a partial
+  // mount's files learn theirs when opened). Returns the number of entries.
   Napi::Value ApplyTree(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsBuffer() || !info[1].IsNumber() || (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsTypedArray()))
-      ThrowCode(env, EINVAL, "applyTree(tree, mtimeSec, ctimes?): bad arguments");
+      ThrowCode(env, EINVAL, "applyTree(tree, mtimeSec, ctimes?, names?): bad arguments");
+    const vrift::TreeForm form = info.Length() > 3 && info[3].ToBoolean().Value() ? vrift::TreeForm::kNames : vrift::TreeForm::kListing;
     auto tree = info[0].As<Napi::Buffer<char>>();
     const double mt = info[1].As<Napi::Number>().DoubleValue();
     if (!(mt >= 0 && mt <= 4294967295.0)) ThrowCode(env, EINVAL, "applyTree: mtimeSec out of range");
@@ -195,7 +197,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
     }
     std::vector<vrift::TreeRec> recs;
     try {
-      recs = vrift::ParseTree(tree.Data(), tree.Length());
+      recs = vrift::ParseTree(tree.Data(), tree.Length(), form);
     } catch (const vrift::MalformedTree& e) {
       ThrowCode(env, EINVAL, e.what());
     }
@@ -216,8 +218,9 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
       } else {
         u.mode = VRIFT_VDIR_S_IFREG | (r.exec ? VRIFT_TREE_MODE_EXEC : VRIFT_TREE_MODE_FILE);
         u.size = r.size;
-        uint8_t* d = &digests[i * 32];
-        for (size_t k = 0; k < 32; k++) d[k] = static_cast<uint8_t>(HexNibble(r.digest[2 * k]) << 4 | HexNibble(r.digest[2 * k + 1]));
+        uint8_t* d = &digests[i * 32];  // (zeros: a names blob's file)
+        if (!r.digest.empty())
+          for (size_t k = 0; k < 32; k++) d[k] = static_cast<uint8_t>(HexNibble(r.digest[2 * k]) << 4 | HexNibble(r.digest[2 * k + 1]));
         u.digest = d;
         if (ctimes) u.ctime_ns = ctimes[i];
       }
@@ -371,15 +374,16 @@ Napi::Value UpperName(const Napi::CallbackInfo& info) {
 }
 
 // checkTreeEncoding(tree: Buffer) -> Float64Array [entries, files, dirs, symlinks, bytes of files]:
-// an encoded tree checked as decodeTree checks it (but for UTF-8: the caller's isUtf8), without a JS
-// object per entry; throws "malformed tree: …" (code EINVAL).
-Napi::Value CheckTreeEncoding(const Napi::CallbackInfo& info) {
+// an encoded tree (or, for checkNames, a tree's names blob) checked as decodeTree checks it (but
+// for UTF-8: the caller's isUtf8), without a JS object per entry; throws "malformed tree: …" (code
+// EINVAL). With `starts` (checkNames), also where each file's entry begins, in file order: a
+// partial mount's path <-> file ordinal index.
+Napi::Value CheckTree(const Napi::CallbackInfo& info, vrift::TreeForm form, bool starts) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsBuffer()) ThrowCode(env, EINVAL, "checkTreeEncoding(tree): tree must be a Buffer");
   auto tree = info[0].As<Napi::Buffer<char>>();
   std::vector<vrift::TreeRec> recs;
   try {
-    recs = vrift::ParseTree(tree.Data(), tree.Length());
+    recs = vrift::ParseTree(tree.Data(), tree.Length(), form);
   } catch (const vrift::MalformedTree& e) {
     ThrowCode(env, EINVAL, e.what());
   }
@@ -394,13 +398,33 @@ Napi::Value CheckTreeEncoding(const Napi::CallbackInfo& info) {
       links++;
     }
   }
-  Napi::Float64Array out = Napi::Float64Array::New(env, 5);
-  out[0] = static_cast<double>(recs.size());
-  out[1] = files;
-  out[2] = dirs;
-  out[3] = links;
-  out[4] = bytes;
+  Napi::Float64Array counts = Napi::Float64Array::New(env, 5);
+  counts[0] = static_cast<double>(recs.size());
+  counts[1] = files;
+  counts[2] = dirs;
+  counts[3] = links;
+  counts[4] = bytes;
+  if (!starts) return counts;
+  if (tree.Length() > UINT32_MAX) ThrowCode(env, EINVAL, "checkNames: a names blob past 4 GiB");
+  Napi::Uint32Array fileStarts = Napi::Uint32Array::New(env, static_cast<size_t>(files));
+  size_t i = 0;
+  for (const vrift::TreeRec& r : recs)
+    if (r.kind == VRIFT_TREE_KIND_FILE) fileStarts[i++] = static_cast<uint32_t>(r.at);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("counts", counts);
+  out.Set("fileStarts", fileStarts);
   return out;
+}
+
+Napi::Value CheckTreeEncoding(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBuffer()) ThrowCode(info.Env(), EINVAL, "checkTreeEncoding(tree): tree must be a Buffer");
+  return CheckTree(info, vrift::TreeForm::kListing, false);
+}
+
+// checkNames(names: Buffer) -> { counts: Float64Array (as checkTreeEncoding's), fileStarts: Uint32Array }
+Napi::Value CheckNames(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBuffer()) ThrowCode(info.Env(), EINVAL, "checkNames(names): names must be a Buffer");
+  return CheckTree(info, vrift::TreeForm::kNames, true);
 }
 
 Napi::Value LGetXattr(const Napi::CallbackInfo& info) {
@@ -425,6 +449,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("VDirWriter", VDirWriterWrap::Define(env));
   exports.Set("upperName", Napi::Function::New(env, UpperName));
   exports.Set("checkTreeEncoding", Napi::Function::New(env, CheckTreeEncoding));
+  exports.Set("checkNames", Napi::Function::New(env, CheckNames));
   exports.Set("vdirLayoutVersion", Napi::Number::New(env, VRIFT_VDIR_VERSION));
   vrift::InitFastFs(env, exports);
   vrift::InitBlobIo(env, exports);

@@ -63,6 +63,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
 
   Napi::Object tree = Napi::Object::New(env);
   tree.Set("header", VRIFT_TREE_HEADER);
+  tree.Set("namesHeader", VRIFT_NAMES_HEADER);
   tree.Set("kindFile", Char(VRIFT_TREE_KIND_FILE));
   tree.Set("kindDir", Char(VRIFT_TREE_KIND_DIR));
   tree.Set("kindSymlink", Char(VRIFT_TREE_KIND_SYMLINK));

@@ -34,11 +34,12 @@ static int ParseMode(std::string_view f) {
   return v;
 }
 
-std::vector<TreeRec> ParseTree(const char* data, size_t len) {
-  static const char kHeader[] = VRIFT_TREE_HEADER;
-  const size_t hl = sizeof(kHeader) - 1;
+std::vector<TreeRec> ParseTree(const char* data, size_t len, TreeForm form) {
+  const bool names = form == TreeForm::kNames;
+  const char* header = names ? VRIFT_NAMES_HEADER : VRIFT_TREE_HEADER;
+  const size_t hl = strlen(header);
   auto bad = [](const char* why) -> void { throw MalformedTree(std::string("malformed tree: ") + why); };
-  if (len < hl || memcmp(data, kHeader, hl) != 0) bad("bad header");
+  if (len < hl || memcmp(data, header, hl) != 0) bad("bad header");
   std::vector<TreeRec> out;
   std::string_view text(data + hl, len - hl);
   size_t pos = 0;
@@ -52,10 +53,12 @@ std::vector<TreeRec> ParseTree(const char* data, size_t len) {
   std::unordered_set<std::string_view> dirSet;  // sorted order makes a parent precede its children
   while (pos < text.size()) {
     TreeRec r{};
+    r.at = hl + pos;
     std::string_view kind = field(' ');
     const int mode = ParseMode(field(' '));
     std::string_view size = field(' ');
-    std::string_view ref = field(' ');
+    // (a names blob has no ref field: a file's digest is unknown, the others' ref is "-")
+    std::string_view ref = names ? std::string_view() : field(' ');
     r.path = field('\0');
     if (kind.size() != 1 || (kind[0] != VRIFT_TREE_KIND_FILE && kind[0] != VRIFT_TREE_KIND_DIR && kind[0] != VRIFT_TREE_KIND_SYMLINK))
       bad("bad kind");
@@ -72,15 +75,15 @@ std::vector<TreeRec> ParseTree(const char* data, size_t len) {
     size_t slash = r.path.rfind('/');
     if (slash != std::string_view::npos && !dirSet.count(r.path.substr(0, slash))) bad("entry without a parent directory");
     if (r.kind == VRIFT_TREE_KIND_FILE) {
-      if (ref.size() != VRIFT_LAYOUT_DIGEST_HEX || ref.find_first_not_of("0123456789abcdef") != std::string_view::npos) bad("bad digest");
+      if (!names && (ref.size() != VRIFT_LAYOUT_DIGEST_HEX || ref.find_first_not_of("0123456789abcdef") != std::string_view::npos)) bad("bad digest");
       if (mode != VRIFT_TREE_MODE_FILE && mode != VRIFT_TREE_MODE_EXEC) bad("bad file mode");
       r.exec = mode == VRIFT_TREE_MODE_EXEC;
       r.digest = ref;
     } else if (r.kind == VRIFT_TREE_KIND_DIR) {
-      if (mode != VRIFT_TREE_MODE_DIR || ref != VRIFT_TREE_NO_REF || r.size != 0) bad("bad directory entry");
+      if (mode != VRIFT_TREE_MODE_DIR || (!names && ref != VRIFT_TREE_NO_REF) || r.size != 0) bad("bad directory entry");
       dirSet.insert(r.path);
     } else {
-      if (mode != VRIFT_TREE_MODE_SYMLINK || ref != VRIFT_TREE_NO_REF) bad("bad symlink entry");
+      if (mode != VRIFT_TREE_MODE_SYMLINK || (!names && ref != VRIFT_TREE_NO_REF)) bad("bad symlink entry");
       r.target = field('\0');
       if (r.target.empty()) bad("empty symlink target");
       if (r.target.size() != r.size) bad("symlink size does not match its target");

@@ -1,6 +1,8 @@
 // A tree's encoding (docs/tree-format.md) parsed in place: what the link
 // farm (link_farm.cc), a VDir built straight from a tree (addon.cc,
-// applyTree) and the admission of a tree (checkTreeEncoding) read.
+// applyTree) and the admission of a tree (checkTreeEncoding) read. Also a
+// tree's names blob (its lazy index's listing: the same entries without
+// the ref field), which a partial mount publishes and indexes.
 // Checked as decodeTree checks it (fields, modes, sizes, paths, strict
 // order, every parent a directory), but for UTF-8, which the caller checks
 // (isUtf8); the records point into the caller's bytes.
@@ -16,10 +18,11 @@ namespace vrift {
 
 // The encoding's letters, modes and limits are those of shim/vrift_layout.h.
 struct TreeRec {
+  size_t at;  // where the entry begins, in the caller's bytes
   char kind;  // VRIFT_TREE_KIND_*
   bool exec;
   uint64_t size;
-  std::string_view digest;  // files: 64 lowercase hex
+  std::string_view digest;  // files: 64 lowercase hex (empty in a names blob)
   std::string_view path;
   std::string_view target;  // symlinks
 };
@@ -28,7 +31,10 @@ struct MalformedTree : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/** The records of an encoded tree, in order; throws MalformedTree. */
-std::vector<TreeRec> ParseTree(const char* data, size_t len);
+/** What the bytes are: a tree's encoding, or its names blob (no ref field). */
+enum class TreeForm { kListing, kNames };
+
+/** The records of an encoded tree (or names blob), in order; throws MalformedTree. */
+std::vector<TreeRec> ParseTree(const char* data, size_t len, TreeForm form = TreeForm::kListing);
 
 }  // namespace vrift

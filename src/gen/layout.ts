@@ -24,6 +24,7 @@ export const LAYOUT = {
   },
   tree: {
     header: 'vrift-tree 1\n',
+    namesHeader: 'vrift-names 1\n',
     kindFile: 'f',
     kindDir: 'd',
     kindSymlink: 'l',

@@ -13,7 +13,8 @@ import { VriftError } from './errors.js';
 export interface NativeVDirWriter {
   apply(upserts: Buffer, nUpserts: number, removals: Buffer, nRemovals: number): void;
   /** Every entry of an encoded tree as one batch (ctimes: one per entry, 0 = unknown); returns the number of entries. */
-  applyTree(tree: Buffer, mtimeSec: number, ctimes?: BigUint64Array): number;
+  /** names: `tree` is a tree's names blob (files name 0…0). */
+  applyTree(tree: Buffer, mtimeSec: number, ctimes?: BigUint64Array, names?: boolean): number;
   lookup(path: string): NativeVDirEntry | undefined;
   /** -1 when absent, else (mode & S_IFMT) + flags * 65536. */
   probe(path: string): number;
@@ -163,6 +164,8 @@ export interface NativeAddon {
   upperName(rel: string): string;
   /** An encoded tree checked as decodeTree checks it, UTF-8 aside (native/src/tree_parse.h): [entries, files, dirs, symlinks, bytes of files]. Throws "malformed tree: …" (code EINVAL). */
   checkTreeEncoding(tree: Buffer): Float64Array;
+  /** A names blob checked as checkTreeEncoding checks a tree; fileStarts[i]: where file i's entry begins. */
+  checkNames(names: Buffer): { counts: Float64Array; fileStarts: Uint32Array };
   /** An encoded tree's distinct file blobs in tree order, and an index of them (native/src/tree_blobs.cc). Throws "malformed tree: …" (code EINVAL). */
   treeBlobList(tree: Buffer): { digests: Buffer; sizes: Float64Array; exec: Uint8Array; table: Int32Array; bytes: number; first: Int32Array; next: Int32Array; paths: Float64Array };
   fastFs: NativeFastFs;

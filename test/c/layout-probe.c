@@ -84,6 +84,7 @@ int main(int argc, char **argv)
   num("mtimeSec", VRIFT_LAYOUT_BLOB_MTIME_SEC, "");
   printf("},\"tree\":{");
   str("header", VRIFT_TREE_HEADER, ",");
+  str("namesHeader", VRIFT_NAMES_HEADER, ",");
   chr("kindFile", VRIFT_TREE_KIND_FILE, ",");
   chr("kindDir", VRIFT_TREE_KIND_DIR, ",");
   chr("kindSymlink", VRIFT_TREE_KIND_SYMLINK, ",");

@@ -34,6 +34,7 @@ const GOLDEN_LAYOUT = {
   blob: { digestHex: 64, shardHex: 2, execSuffix: '.x', mode: 0o444, execMode: 0o555, mtimeSec: 1 },
   tree: {
     header: 'vrift-tree 1\n',
+    namesHeader: 'vrift-names 1\n',
     kindFile: 'f',
     kindDir: 'd',
     kindSymlink: 'l',

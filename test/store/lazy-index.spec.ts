@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { hashBuffer } from '../../src/lib/digest.js';
 import { parseRefRecord, RefSigner, verifyRefRecord } from '../../src/lib/ref-signature.js';
 import { buildLazyIndex, decodeLazyHead, PIECE_FILES, pieceRange, pieceVerifies } from '../../src/node/store/lazy-index.js';
-import { decodeNames, encodeNames } from '../../src/node/store/names.js';
+import { checkNames, decodeNames, encodeNames } from '../../src/node/store/names.js';
 import { encodeTree, decodeTree, type TreeEntry } from '../../src/node/store/tree.js';
 
 const digest = () => randomBytes(32).toString('hex');
@@ -42,31 +42,58 @@ describe('the names blob', () => {
     expect(decodeNames(encodeNames(entries))).toEqual(entries.map(({ digest: _d, ...rest }) => rest));
   });
 
-  it('refuses what a tree would refuse (order, parents, modes), and any other header', () => {
+  it('refuses what a tree would refuse (order, parents, modes), and any other header, in TypeScript and in the addon', () => {
     const { entries } = tree(2);
     const good = encodeNames(entries);
     const swapped = Buffer.from(good.toString('latin1').replace('f 644 0 lib/m0.js\0f 644 1 lib/m1.js\0', 'f 644 1 lib/m1.js\0f 644 0 lib/m0.js\0'), 'latin1');
-    expect(() => decodeNames(swapped)).toThrow(/order/);
-    expect(() => decodeNames(Buffer.from(good.toString('latin1').replace('d 755 0 lib\0', ''), 'latin1'))).toThrow(/parent/);
-    expect(() => decodeNames(Buffer.from(good.toString('latin1').replace('f 644 1 ', 'f 600 1 '), 'latin1'))).toThrow();
-    expect(() => decodeNames(Buffer.concat([Buffer.from('vrift-tree 1\n'), good.subarray(14)]))).toThrow(/header/);
-    expect(() => decodeNames(good.subarray(0, good.length - 3))).toThrow();
+    const orphan = Buffer.from(good.toString('latin1').replace('d 755 0 lib\0', ''), 'latin1');
+    const badMode = Buffer.from(good.toString('latin1').replace('f 644 1 ', 'f 600 1 '), 'latin1');
+    const otherHeader = Buffer.concat([Buffer.from('vrift-tree 1\n'), good.subarray(14)]);
+    const cut = good.subarray(0, good.length - 3);
+    for (const read of [decodeNames, checkNames]) {
+      expect(() => read(swapped)).toThrow(/order/);
+      expect(() => read(orphan)).toThrow(/parent/);
+      expect(() => read(badMode)).toThrow();
+      expect(() => read(otherHeader)).toThrow(/header/);
+      expect(() => read(cut)).toThrow();
+    }
   });
 
-  it('never throws anything but a VriftError on arbitrary edits', () => {
+  it('never throws anything but a VriftError on arbitrary edits, and the addon accepts exactly what TypeScript accepts', () => {
     const good = encodeNames(tree(5).entries);
+    const outcome = (read: () => unknown): string => {
+      try {
+        read();
+        return 'ok';
+      } catch (e) {
+        expect((e as { code?: string }).code).toMatch(/^ERR_VRIFT_/);
+        return 'refused';
+      }
+    };
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), (edits) => {
         const b = Buffer.from(good);
         for (const [at, v] of edits) b[at] = v;
-        try {
-          decodeNames(b);
-        } catch (e) {
-          expect((e as { code?: string }).code).toMatch(/^ERR_VRIFT_/);
-        }
+        expect(outcome(() => checkNames(b))).toBe(outcome(() => decodeNames(b)));
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('finds each file by path and by ordinal (its place among the files), and nothing else', () => {
+    const { entries } = tree(300);
+    const { summary, files: index } = checkNames(encodeNames(entries));
+    const theFiles = files(entries);
+    expect(summary).toMatchObject({ entries: entries.length, files: theFiles.length, dirs: 3, symlinks: 1 });
+    expect(index.count).toBe(theFiles.length);
+    theFiles.forEach((f, ordinal) => {
+      const want = { ordinal, size: f.size, exec: f.mode === 0o755 };
+      expect(index.fileAt(f.path)).toEqual(want);
+      expect(index.fileOf(ordinal)).toEqual({ ...want, rel: f.path });
+    });
+    for (const absent of ['', 'a b', 'bin', 'link', 'lib/m', 'lib/m0.jsx', 'zz', 'a b/c d.txt/x']) expect(index.fileAt(absent)).toBeUndefined();
+    expect(index.fileOf(-1)).toBeUndefined();
+    expect(index.fileOf(theFiles.length)).toBeUndefined();
   });
 });
 

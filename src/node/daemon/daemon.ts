@@ -341,7 +341,7 @@ export class Daemon {
         startup: this.lazy.prefetching ? this.lazy.startupCaps : undefined,
         partial: this.mountConfig.lazyIndex,
       });
-      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local', partial: partial && { lazy: partial.lazy, listing: partial.listing } });
+      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local', partial: partial && { lazy: partial.lazy, names: partial.names } });
       const recorded = this.mounts.recorded(rec.path);
       // Both begin once the answer is out (the tree's blob list, the check of its trace: tens of ms for
       // 100 000 entries), or at once when an open asks first. A cold mount's start-up set was read ahead

@@ -140,7 +140,7 @@ export class MountManager {
    * for blobs almost never here) and no exec twin made; a local blob gets
    * both from the daemon at its first open (FETCH) instead.
    */
-  mount(treeish: string, path: string, project?: string, opts: { coldListing?: boolean; partial?: { lazy: Digest; listing: Buffer } } = {}): MountRecord {
+  mount(treeish: string, path: string, project?: string, opts: { coldListing?: boolean; partial?: { lazy: Digest; names: Buffer } } = {}): MountRecord {
     const abs = resolve(path);
     this.assertMountable(abs);
     const tree = this.store.resolve(treeish);
@@ -155,7 +155,7 @@ export class MountManager {
     // a fresh mount starts from its tree
     clearOverlay(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
-    this.publish(rec, opts.coldListing || opts.partial !== undefined, opts.partial?.listing);
+    this.publish(rec, opts.coldListing || opts.partial !== undefined, opts.partial?.names);
     // (a partial mount's tree may not be here: gc then keeps its lazy index and the blobs it named, store/gc.ts)
     this.store.pin(tree, `mount:${abs}`);
     // Settles either way: a commit that fails (a full disk) leaves the mount published, and stays the daemon's
@@ -290,15 +290,15 @@ export class MountManager {
   }
 
   /**
-   * A partial mount's tree as an encoding whose files name 0…0 (names.ts
-   * listingOfNames), from its lazy index in the local CAS; undefined for a
+   * A partial mount's names blob (names.ts: the listing whose files name no
+   * digest yet), from its lazy index in the local CAS; undefined for a
    * mount of a tree that is here.
    */
-  private partialListing(rec: MountRecord): Buffer | undefined {
+  private partialNames(rec: MountRecord): Buffer | undefined {
     if (rec.lazy === undefined || this.store.hasTree(rec.tree)) return undefined;
     const head = decodeLazyHead(this.store.cas.readVerified(rec.lazy), rec.lazy, rec.tree);
     if ('problem' in head) throw new Error(`its lazy index's head was refused: ${head.problem}`);
-    return listingOfNames(this.store.cas.readVerified(head.names));
+    return this.store.cas.readVerified(head.names);
   }
 
   /**
@@ -336,14 +336,14 @@ export class MountManager {
     return batch.length;
   }
 
-  private publish(rec: MountRecord, coldListing = false, listing = this.partialListing(rec)): void {
+  private publish(rec: MountRecord, coldListing = false, names = this.partialNames(rec)): void {
     const overlay = overlayOf(this.store, rec.name);
     const noUpper = ensureUpperDir(this.store, rec.name);
     if (noUpper) this.log(`mount: ${rec.path} has no upper layer (writes in it fail with EROFS): ${noUpper.message}`);
     const mtimeSec = Math.floor(rec.mountedAt / 1000);
     const casRoot = this.store.layout.cas;
     // A tree mounted before (and still cached) with no changes on top: copy its image.
-    const cached = overlay.size === 0 && !listing ? this.images.get(rec.tree) : undefined;
+    const cached = overlay.size === 0 && !names ? this.images.get(rec.tree) : undefined;
     let vdir: VDir;
     if (cached) {
       for (const d of cached.execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
@@ -352,16 +352,18 @@ export class MountManager {
       // The tree alone: the addon reads its encoding (no JS record per entry: most of a large mount's cost).
       // A cold listing is not even decoded here (the first open does it): its blobs are almost never here, and
       // one that is gets its exec twin and ctime when first opened (FETCH).
-      const entries = coldListing || listing ? undefined : this.store.getTree(rec.tree).entries;
+      const entries = coldListing || names ? undefined : this.store.getTree(rec.tree).entries;
       const execDigests = entries ? execBlobs(entries) : [];
       for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);
       const ctimes = entries && blobCtimes(this.store, entries);
-      vdir = VDir.fromTree(rec.name, { casRoot, mountRoot: rec.path, tree: listing ?? this.store.treeBytes(rec.tree), mtimeSec, ctimes });
+      vdir = names
+        ? VDir.fromNames(rec.name, { casRoot, mountRoot: rec.path, names, mtimeSec })
+        : VDir.fromTree(rec.name, { casRoot, mountRoot: rec.path, tree: this.store.treeBytes(rec.tree), mtimeSec, ctimes });
       // (not a cold listing's: its first open renews an entry, which drops the image, and the copy costs ~10-20 ms before MOUNT answers)
-      if (!coldListing && !listing) this.images.set(rec.tree, { image: vdir.image(), execDigests });
+      if (!coldListing && !names) this.images.set(rec.tree, { image: vdir.image(), execDigests });
     } else {
       // The tree as mounted, plus the changes programs made in it since (mount-overlay.ts).
-      const { entries, mtimes, uppers } = mergedEntries(listing ? decodeCheckedTree(listing) : this.store.getTree(rec.tree).entries, overlay);
+      const { entries, mtimes, uppers } = mergedEntries(names ? decodeCheckedTree(listingOfNames(names)) : this.store.getTree(rec.tree).entries, overlay);
       const execDigests: Digest[] = [];
       for (const e of entries) if (e.kind === 'file' && e.mode === 0o755 && !uppers.has(e.path)) execDigests.push(e.digest!);
       for (const d of execDigests) if (this.store.cas.has(d)) this.store.ensureExecTwin(d);

@@ -247,6 +247,23 @@ export class VDir {
     return vdir;
   }
 
+  /**
+   * Creates the VDir `name` holding every entry of a tree's names blob
+   * (names.ts), parsed natively as fromTree parses a tree: every file names
+   * the digest 0…0 until a program opens it (a partial mount).
+   */
+  static fromNames(name: string, opts: { casRoot: string; mountRoot: string; names: Buffer; mtimeSec: number }): VDir {
+    checkInt(opts.mtimeSec, 0xffffffff, 'mtimeSec', name);
+    const vdir = VDir.create(name, { casRoot: opts.casRoot, mountRoot: opts.mountRoot, capacity: 0, poolBytes: 0 });
+    try {
+      vdir.native.applyTree(opts.names, opts.mtimeSec, undefined, true);
+    } catch (e) {
+      vdir.close();
+      rethrow(e);
+    }
+    return vdir;
+  }
+
   /** A copy of the whole object as it is now (between batches), for fromImage(). */
   image(): Buffer {
     try {

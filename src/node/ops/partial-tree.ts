@@ -15,35 +15,28 @@ import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
 import { MAX_TREE_BYTES } from '../../tiers/tier.js';
 import { decodeLazyHead, LOCATOR_LOOSE, LOCATOR_RECORD, pieceKey, pieceRange, pieceVerifies, rememberLazyTree, type LazyHead } from '../store/lazy-index.js';
-import { listingOfNames } from '../store/names.js';
+import { checkNames, NamesIndex, type NamedFile } from '../store/names.js';
 import type { Store } from '../store/store.js';
-import { checkEncodedTree } from '../store/tree.js';
 
 const RECORD = LOCATOR_RECORD;
 const EMPTY = Buffer.alloc(0);
 /** A names blob read before its head says how long it is stops at a listing's limit (then it is checked against the head). */
 const NAMES_MAX = MAX_TREE_BYTES;
 const LOOSE = LOCATOR_LOOSE;
-const FILE_MODE_EXEC = 0o755;
 /** A traced start reads ahead the pieces of at most this many of its first files. */
 const EARLY_ORDINALS = 512;
 /** Neighbouring pieces read by one ranged GET (a start-up set's): 16 × 4 KiB. */
 const PIECES_PER_READ = 16;
 
 /** A file of the tree, as its names say. */
-export interface PartialFile {
-  ordinal: number;
-  size: number;
-  exec: boolean;
-}
+export type PartialFile = NamedFile;
 
 export class PartialTree {
   /** Verified pieces: the files' raw digests (32 bytes each), and the records they came in (locations unsigned). */
   private readonly pieces = new Map<number, { digests: Buffer; records?: Buffer }>();
   private readonly loading = new SingleFlight<number, { digests: Buffer; records?: Buffer }>();
-  private files?: Map<string, PartialFile>;
-  /** The path of each file, by ordinal (built with `files`). */
-  private paths: string[] = [];
+  /** The names' files by path and ordinal (set by open once the names are checked). */
+  private files = new NamesIndex(EMPTY, new Uint32Array(0));
   /** Reads of one pack frame (by its place): a start-up set's files that share a frame wait on one read. */
   private readonly frames = new SingleFlight<string, string | undefined>();
   /** Every digest of the verified pieces (hex). */
@@ -55,8 +48,8 @@ export class PartialTree {
     readonly tree: Digest,
     readonly lazy: Digest,
     readonly head: LazyHead,
-    /** The names as a tree encoding whose files name 0…0 (names.ts listingOfNames), checked (set by open once they are). */
-    public listing: Buffer = EMPTY,
+    /** The names blob (names.ts), checked (set by open once it is): what the mount publishes, files naming 0…0. */
+    public names: Buffer = EMPTY,
   ) {}
 
   /**
@@ -92,9 +85,10 @@ export class PartialTree {
       if (!names) return refuse('no tier holds its names');
       if (names.length !== head.namesBytes || hashBuffer(names) !== head.names) return refuse('its names blob was refused: it does not hash to the head\'s');
       try {
-        pt.listing = listingOfNames(names);
-        const summary = checkEncodedTree(pt.listing);
+        const { summary, files } = checkNames(names);
         if (summary.files !== head.files) return refuse(`its names list ${summary.files} files, its head ${head.files}`);
+        pt.names = names;
+        pt.files = files;
       } catch (e) {
         return refuse(`its names blob was refused: ${(e as Error).message}`);
       }
@@ -151,33 +145,7 @@ export class PartialTree {
 
   /** The file at `rel`, or undefined when the names list no file there. */
   fileAt(rel: string): PartialFile | undefined {
-    this.files ??= this.index();
-    return this.files.get(rel);
-  }
-
-  /** Path → file, from the listing (once, at the first open: ~50 ms for 100 000 files). */
-  private index(): Map<string, PartialFile> {
-    const out = new Map<string, PartialFile>();
-    const b = this.listing;
-    let at = b.indexOf(0x0a) + 1;
-    let ordinal = 0;
-    while (at < b.length) {
-      const kind = b[at]!;
-      const sp1 = b.indexOf(0x20, at + 2);
-      const sp2 = b.indexOf(0x20, sp1 + 1);
-      const sp3 = b.indexOf(0x20, sp2 + 1);
-      const nul = b.indexOf(0, sp3 + 1);
-      let end = nul + 1;
-      if (kind === 0x6c /* l */) end = b.indexOf(0, end) + 1;
-      if (kind === 0x66 /* f */) {
-        const mode = parseInt(b.toString('latin1', at + 2, sp1), 8);
-        const rel = b.toString('utf8', sp3 + 1, nul);
-        this.paths.push(rel);
-        out.set(rel, { ordinal: ordinal++, size: Number(b.toString('latin1', sp1 + 1, sp2)), exec: mode === FILE_MODE_EXEC });
-      }
-      at = end;
-    }
-    return out;
+    return this.files.fileAt(rel);
   }
 
   /** The digest of file `ordinal`, from its piece (fetched and checked once, kept). */
@@ -190,10 +158,7 @@ export class PartialTree {
 
   /** File `ordinal` of the tree, as its names say, and its path. */
   fileOf(ordinal: number): (PartialFile & { rel: string }) | undefined {
-    this.files ??= this.index();
-    const rel = this.paths[ordinal];
-    const f = rel === undefined ? undefined : this.files.get(rel);
-    return f && { ...f, rel: rel! };
+    return this.files.fileOf(ordinal);
   }
 
   /**

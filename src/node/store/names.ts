@@ -7,11 +7,13 @@
 //
 //   names = "vrift-names 1\n" *entry
 //   entry = kind SP mode SP size SP path NUL [target NUL]
+import { isUtf8 } from 'node:buffer';
 import { LAYOUT } from '../../gen/layout.js';
 import { VriftError } from '../../lib/errors.js';
-import { decodeTree, encodeSorted, type TreeEntry } from './tree.js';
+import { loadNative } from '../../lib/native.js';
+import { decodeTree, encodeSorted, type TreeEntry, type TreeSummary } from './tree.js';
 
-export const NAMES_HEADER = 'vrift-names 1\n';
+export const NAMES_HEADER: string = LAYOUT.tree.namesHeader;
 const TREE_HEADER: string = LAYOUT.tree.header;
 const FILE: string = LAYOUT.tree.kindFile;
 const SYMLINK: string = LAYOUT.tree.kindSymlink;
@@ -36,10 +38,88 @@ export function decodeNames(buf: Buffer): TreeEntry[] {
 }
 
 /**
- * The names as a tree encoding whose files all name the digest 0…0: what
- * the addon checks (checkEncodedTree) and publishes as a VDir (a lazy
- * mount's files then learn their digests when opened). Throws on a blob
- * whose entries do not even split.
+ * Checks a names blob from anywhere with every rule of a tree (in the
+ * addon, as checkEncodedTree checks a listing, without an object per
+ * entry): its counts, and an index of its files by path and by ordinal.
+ * Throws ERR_VRIFT_TREE_MALFORMED.
+ */
+export function checkNames(buf: Buffer): { summary: TreeSummary; files: NamesIndex } {
+  if (!isUtf8(buf)) throw bad('not valid UTF-8');
+  let checked: { counts: Float64Array; fileStarts: Uint32Array };
+  try {
+    checked = loadNative().checkNames(buf);
+  } catch (e) {
+    throw bad((e as Error).message.replace(/^malformed tree: /, ''));
+  }
+  const c = checked.counts;
+  return { summary: { entries: c[0]!, files: c[1]!, dirs: c[2]!, symlinks: c[3]!, bytes: c[4]! }, files: new NamesIndex(buf, checked.fileStarts) };
+}
+
+/** A file of a names blob: its ordinal (its position among the tree's files), size and exec bit. */
+export interface NamedFile {
+  ordinal: number;
+  size: number;
+  exec: boolean;
+}
+
+/**
+ * The files of a checked names blob, found by path (a binary search: the
+ * blob is in strict byte order of paths) or by ordinal, reading the one
+ * entry asked for: no map of every path, which cost a partial mount's
+ * first open ~120 ms for 100 000 files.
+ */
+export class NamesIndex {
+  constructor(
+    private readonly names: Buffer,
+    /** Where each file's entry begins, in file order (checkNames). */
+    private readonly starts: Uint32Array,
+  ) {}
+
+  get count(): number {
+    return this.starts.length;
+  }
+
+  /** The file at `rel`, or undefined when no file has that path. */
+  fileAt(rel: string): NamedFile | undefined {
+    const want = Buffer.from(rel);
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const e = this.entry(mid);
+      const c = want.compare(this.names, e.path, e.end);
+      if (c === 0) return { ordinal: mid, size: e.size, exec: e.exec };
+      if (c < 0) hi = mid - 1;
+      else lo = mid + 1;
+    }
+    return undefined;
+  }
+
+  /** File `ordinal` and its path, or undefined past the last file. */
+  fileOf(ordinal: number): (NamedFile & { rel: string }) | undefined {
+    if (!(ordinal >= 0 && ordinal < this.starts.length)) return undefined;
+    const e = this.entry(ordinal);
+    return { ordinal, size: e.size, exec: e.exec, rel: this.names.toString('utf8', e.path, e.end) };
+  }
+
+  /** The fields of file `i`'s entry: `f SP mode SP size SP path NUL` (checked by checkNames). */
+  private entry(i: number): { exec: boolean; size: number; path: number; end: number } {
+    const b = this.names;
+    const at = this.starts[i]!;
+    const sp2 = b.indexOf(0x20, at + 2);
+    const sp3 = b.indexOf(0x20, sp2 + 1);
+    let size = 0;
+    for (let k = sp2 + 1; k < sp3; k++) size = size * 10 + (b[k]! - 0x30);
+    const end = b.indexOf(0, sp3 + 1);
+    // (a file's mode is 644 or 755: its last digit tells them apart)
+    return { exec: b[sp2 - 1] === 0x35, size, path: sp3 + 1, end };
+  }
+}
+
+/**
+ * The names as a tree encoding whose files all name the digest 0…0 (what
+ * decodeTree reads: a partial mount's entries when changes sit on top of
+ * it). Throws on a blob whose entries do not even split.
  */
 export function listingOfNames(buf: Buffer): Buffer {
   if (!buf.subarray(0, NAMES_HEADER.length).equals(Buffer.from(NAMES_HEADER))) throw bad('bad header (not a names blob, or a newer format)');
