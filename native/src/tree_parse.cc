@@ -41,6 +41,7 @@ std::vector<TreeRec> ParseTree(const char* data, size_t len, TreeForm form) {
   auto bad = [](const char* why) -> void { throw MalformedTree(std::string("malformed tree: ") + why); };
   if (len < hl || memcmp(data, header, hl) != 0) bad("bad header");
   std::vector<TreeRec> out;
+  out.reserve(len / 64);  // (about an entry's bytes in a names blob; a listing's are about twice that)
   std::string_view text(data + hl, len - hl);
   size_t pos = 0;
   auto field = [&](char stop) -> std::string_view {

@@ -454,40 +454,49 @@ void VdirWriter::Remove(uint32_t i) {
 
 void VdirWriter::Upsert(const VdirUpsert& u) {
   const uint64_t h = vrift_vdir_path_hash(u.path.data(), u.path.size(), seed_);
-  int64_t found = Find(u.path, h);
+  const int64_t found = Find(u.path, h);
+  const uint32_t i = found >= 0 ? static_cast<uint32_t>(found) : Insert(u.path, h, static_cast<uint32_t>(Find(Dirname(u.path))), true);
+  SetFields(i, u);
+  Recheck(i);
+}
+
+// A new slot for `path` (hash `h`), last among its parent's children. With
+// `recheck`, the parent's and the previous sibling's checks follow the change
+// (a fresh tree's batch leaves every check to its end: InsertFresh).
+uint32_t VdirWriter::Insert(std::string_view path, uint64_t h, uint32_t parent, bool recheck) {
   uint32_t i;
-  if (found >= 0) {
-    i = static_cast<uint32_t>(found);
+  if (!free_.empty()) {
+    i = free_.back();
+    free_.pop_back();
   } else {
-    if (!free_.empty()) {
-      i = free_.back();
-      free_.pop_back();
-    } else {
-      i = map_.hdr->entry_hwm++;
-    }
-    vrift_vdir_node& e = map_.node[i];
-    std::memset(&e, 0, sizeof e);
-    std::memset(&map_.data[i], 0, sizeof map_.data[i]);
-    e.path_off = AppendString(std::string_view(u.path.data(), u.path.size()));
-    AppendString(std::string_view("", 1));
-    hash_[i] = h;
-    // Append to the parent's list (insertion order).
-    uint32_t parent = static_cast<uint32_t>(Find(Dirname(u.path)));
-    vrift_vdir_data& pd = map_.data[parent];
-    uint32_t last = pd.dir.last_child;
-    prev_[i] = last;
-    if (last == 0) {
-      pd.dir.first_child = i + 1;
-    } else {
-      SetNext(last - 1, i + 1);
-      Recheck(last - 1);
-    }
-    pd.dir.last_child = i + 1;
-    pd.dir.nchildren++;
-    Recheck(parent);
-    InsertBucket(i);
-    map_.hdr->entry_count++;
+    i = map_.hdr->entry_hwm++;
   }
+  vrift_vdir_node& e = map_.node[i];
+  std::memset(&e, 0, sizeof e);
+  std::memset(&map_.data[i], 0, sizeof map_.data[i]);
+  e.path_off = AppendString(path);
+  AppendString(std::string_view("", 1));
+  hash_[i] = h;
+  // Append to the parent's list (insertion order).
+  vrift_vdir_data& pd = map_.data[parent];
+  uint32_t last = pd.dir.last_child;
+  prev_[i] = last;
+  if (last == 0) {
+    pd.dir.first_child = i + 1;
+  } else {
+    SetNext(last - 1, i + 1);
+    if (recheck) Recheck(last - 1);
+  }
+  pd.dir.last_child = i + 1;
+  pd.dir.nchildren++;
+  if (recheck) Recheck(parent);
+  InsertBucket(i);
+  map_.hdr->entry_count++;
+  return i;
+}
+
+// Entry i takes u's mode, size, flags, mtime and its kind's data (the caller rechecks it).
+void VdirWriter::SetFields(uint32_t i, const VdirUpsert& u) {
   vrift_vdir_node& e = map_.node[i];
   vrift_vdir_data& d = map_.data[i];
   const uint32_t type = TypeOf(u.mode);
@@ -516,7 +525,29 @@ void VdirWriter::Upsert(const VdirUpsert& u) {
   e.size_flags = vrift_vdir_size_flags(size, u.flags);
   e.mtime_sec = u.mtime_sec;
   e.mode = static_cast<uint16_t>(u.mode);
-  Recheck(i);
+}
+
+// A fresh VDir's whole tree (ApplyFreshTree's promise: every path new, each
+// parent the root or an entry before it): no lookup of the path itself, the
+// parent looked up once per run of siblings, and every check computed once at
+// the end instead of after each change to a parent or sibling (a 100 000-entry
+// mount's build took twice as long).
+void VdirWriter::InsertFresh(const std::vector<VdirUpsert>& upserts) {
+  std::string_view last_dir;
+  int64_t last_parent = -1;
+  for (const VdirUpsert& u : upserts) {
+    const std::string_view dir = Dirname(u.path);
+    if (last_parent < 0 || dir != last_dir) {
+      last_parent = Find(dir);
+      last_dir = dir;
+      if (last_parent < 0 || !IsDir(map_.node[last_parent].mode)) Fail(EINVAL, Q(u.path) + ": its parent is not a directory before it");
+    }
+    const uint32_t i = Insert(u.path, vrift_vdir_path_hash(u.path.data(), u.path.size(), seed_), static_cast<uint32_t>(last_parent), false);
+    SetFields(i, u);
+  }
+  const uint32_t hwm = map_.hdr->entry_hwm;
+  for (uint32_t i = 0; i < hwm; i++)
+    if (map_.node[i].mode != 0) Recheck(i);
 }
 
 // One upsert's own fields (not its place in the tree); its type.
@@ -624,10 +655,10 @@ void VdirWriter::ApplyFreshTree(const std::vector<VdirUpsert>& upserts) {
     plan.new_slots++;
     plan.pool_need += u.path.size() + 1 + (type == VRIFT_VDIR_S_IFLNK ? u.target.size() : 0);
   }
-  Commit(plan, upserts);
+  Commit(plan, upserts, true);
 }
 
-void VdirWriter::Commit(const Plan& plan, const std::vector<VdirUpsert>& upserts) {
+void VdirWriter::Commit(const Plan& plan, const std::vector<VdirUpsert>& upserts, bool fresh) {
   const vrift_vdir_header* h = map_.hdr;
   const uint64_t live_after = uint64_t{h->entry_count} - plan.removals.size() + plan.new_slots;
   const uint64_t live_pool = uint64_t{h->pool_used} - h->pool_garbage;  // what a compaction keeps
@@ -654,7 +685,10 @@ void VdirWriter::Commit(const Plan& plan, const std::vector<VdirUpsert>& upserts
   try {
     for (uint32_t i : plan.removals) Remove(i);
     if (compact) Compact();
-    for (const VdirUpsert& u : upserts) Upsert(u);
+    if (fresh)
+      InsertFresh(upserts);
+    else
+      for (const VdirUpsert& u : upserts) Upsert(u);
   } catch (...) {
     EndWrite();  // never leave gen odd
     throw;

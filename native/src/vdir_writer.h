@@ -143,9 +143,12 @@ class VdirWriter {
   void EraseBucket(uint32_t i);
   void Remove(uint32_t i);
   void Upsert(const VdirUpsert& u);
+  uint32_t Insert(std::string_view path, uint64_t h, uint32_t parent, bool recheck);
+  void SetFields(uint32_t i, const VdirUpsert& u);
+  void InsertFresh(const std::vector<VdirUpsert>& upserts);
   Plan Validate(const std::vector<VdirUpsert>& upserts, const std::vector<std::string_view>& removals) const;
   static uint32_t CheckFields(const VdirUpsert& u);
-  void Commit(const Plan& plan, const std::vector<VdirUpsert>& upserts);
+  void Commit(const Plan& plan, const std::vector<VdirUpsert>& upserts, bool fresh = false);
 
   std::string name_, shm_path_, cas_root_, mount_root_;
   uint64_t seed_ = 0, volume_id_ = 0;

@@ -80,8 +80,9 @@ export class PartialTree {
       const head = decodeLazyHead(headBytes, lazy, tree);
       if ('problem' in head) return refuse(`its head was refused: ${head.problem}`);
       const pt = new PartialTree(store, chain, tree, lazy, head);
-      early?.(pt);
       const names = store.cas.has(head.names) ? store.cas.readVerified(head.names) : (await (namesRead ?? chain.fetchLazyPart(lazy, { kind: 'names', bytes: head.namesBytes })))?.bytes;
+      // (after the names: its reads would delay them, and the mount waits for the names)
+      early?.(pt);
       if (!names) return refuse('no tier holds its names');
       if (names.length !== head.namesBytes || hashBuffer(names) !== head.names) return refuse('its names blob was refused: it does not hash to the head\'s');
       try {
