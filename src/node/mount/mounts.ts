@@ -155,15 +155,22 @@ export class MountManager {
     // a fresh mount starts from its tree
     clearOverlay(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
-    this.publish(rec, opts.coldListing || opts.partial !== undefined, opts.partial?.names);
-    // (a partial mount's tree may not be here: gc then keeps its lazy index and the blobs it named, store/gc.ts)
-    this.store.pin(tree, `mount:${abs}`);
-    // Settles either way: a commit that fails (a full disk) leaves the mount published, and stays the daemon's
-    // to report as an unhandled metadata write (daemon.ts), as before anyone waited for it.
+    // The record is committed (on LMDB's own thread) while the VDir is built: MOUNT waits for both, and
+    // a large tree's build is tens of ms. Settles either way: a commit that fails (a full disk) leaves the
+    // mount published, and stays the daemon's to report as an unhandled metadata write (daemon.ts), as
+    // before anyone waited for it.
     const put = this.store.meta.state.put(['mount', abs], rec).then(
       () => undefined,
       (e: unknown) => void Promise.reject(e),
     );
+    try {
+      this.publish(rec, opts.coldListing || opts.partial !== undefined, opts.partial?.names);
+    } catch (e) {
+      void put.then(() => this.store.meta.state.remove(['mount', abs])); // (no mount to restore)
+      throw e;
+    }
+    // (a partial mount's tree may not be here: gc then keeps its lazy index and the blobs it named, store/gc.ts)
+    this.store.pin(tree, `mount:${abs}`);
     this.recording.set(abs, put);
     void put.finally(() => this.recording.get(abs) === put && this.recording.delete(abs));
     return rec;
