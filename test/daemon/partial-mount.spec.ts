@@ -58,6 +58,19 @@ function onNode<T>(env: Record<string, string>, fn: (home: string, mnt: string) 
   }
 }
 
+/** What `vrift status` shows of the mount at `mnt` (its blob counts, partial.ts / partial-counts.ts). */
+type Amount = { blobs: number; bytes: number };
+const mountStatus = (home: string, env: Record<string, string>, mnt: string) =>
+  (vriftJson(['status'], { home, env }).mounts as { path: string; partial?: true; treeBlobs: Amount; local: Amount; fetchedOnOpen: Amount; prefetched: Amount; prefetch: { state: string } }[]).find(
+    (m) => m.path === mnt,
+  )!;
+/** Files of the sample tree, and their bytes. */
+const sampleFiles = () => {
+  const sizes = execFileSync('find', [src, '-type', 'f', '-printf', '%s\n'], { encoding: 'utf8' }).trim().split('\n').map(Number);
+  return { blobs: sizes.length, bytes: sizes.reduce((a, b) => a + b, 0) };
+};
+const sizeOf = (...paths: string[]) => paths.reduce((n, p) => n + readFileSync(join(src, p)).length, 0);
+
 /** Saves the sample tree under `prefix`; its id and its files' digests (from a node that has it). */
 function save(prefix: string): { tree: string; digest: (p: string) => string } {
   const home = tempDir();
@@ -80,6 +93,9 @@ describe('a lazy mount from the lazy index', () => {
       // Neither the tree blob nor any file: only the lazy index's head and names.
       expect(casBlobs(home)).not.toContain(saved.tree);
       expect(casBlobs(home)).toHaveLength(2);
+      // Never silent: status counts its files (by file: it knows its tree by names only).
+      const none = { blobs: 0, bytes: 0 };
+      expect(mountStatus(home, env, mnt)).toMatchObject({ partial: true, treeBlobs: sampleFiles(), local: none, fetchedOnOpen: none, prefetched: none, prefetch: { state: 'off' } });
 
       // A file, an executable (through its twin), and a large one (fetched by digest, whole or streamed).
       const cat = run('sh', '-c', `cat '${mnt}/src/main.c' && '${mnt}/run.sh' && sha256sum < '${mnt}/big.bin'`);
@@ -89,6 +105,10 @@ describe('a lazy mount from the lazy index', () => {
       const here = new Set(casBlobs(home));
       for (const p of ['src/main.c', 'run.sh', 'big.bin']) expect(here.has(saved.digest(p))).toBe(true);
       expect(here.has(saved.tree)).toBe(false);
+      // Each opened file counted once: fetched by its open, or local when a neighbour's frame read brought it first.
+      const st = mountStatus(home, env, mnt);
+      expect({ blobs: st.fetchedOnOpen.blobs + st.local.blobs, bytes: st.fetchedOnOpen.bytes + st.local.bytes }).toEqual({ blobs: 3, bytes: sizeOf('src/main.c', 'run.sh', 'big.bin') });
+      expect(st.fetchedOnOpen.bytes).toBeGreaterThanOrEqual(sizeOf('src/main.c', 'big.bin')); // (in frames of their own)
       // Opened again: from the CAS, no FETCH (the VDir names the digest and ctime now).
       const again = run('cat', join(mnt, 'src', 'main.c'));
       expect(again.stdout).toBe(readFileSync(join(src, 'src', 'main.c'), 'utf8'));
@@ -118,6 +138,8 @@ describe('a lazy mount from the lazy index', () => {
       const again = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `cat '${mnt}/src/main.c'; ls '${mnt}/src' | wc -l`], { home, env: { ...env, VRIFT_S3_ENDPOINT: 'http://127.0.0.1:9' } });
       expect(again.code, again.stderr).toBe(0);
       expect(again.stdout).toBe(`${readFileSync(join(src, 'src', 'main.c'), 'utf8')}${readdirSync(join(src, 'src')).length}\n`);
+      // (its blob was here before this daemon's first open of it)
+      expect(mountStatus(home, env, mnt)).toMatchObject({ partial: true, local: { blobs: 1, bytes: sizeOf('src/main.c') }, fetchedOnOpen: { blobs: 0, bytes: 0 } });
       vrift(['unmount', mnt], { home, env });
     } finally {
       stopDaemon(home);
@@ -208,6 +230,12 @@ describe('a lazy mount from the lazy index', () => {
       const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `cat '${mnt}/src/main.c' '${mnt}/src/lib/util.js'`], { home: b, env: prefetching });
       expect([r.code, r.stdout], r.stderr).toEqual([0, readFileSync(join(src, 'src', 'main.c'), 'utf8') + readFileSync(join(src, 'src', 'lib', 'util.js'), 'utf8')]);
       expect(log()).not.toMatch(/vriftd: fetch: /); // no open failed or fetched on its own
+      expect(mountStatus(b, prefetching, mnt)).toMatchObject({
+        partial: true,
+        prefetched: { blobs: 2, bytes: sizeOf('src/main.c', 'src/lib/util.js') },
+        fetchedOnOpen: { blobs: 0, bytes: 0 },
+        prefetch: { state: 'done' },
+      });
     } finally {
       stopDaemon(b);
     }

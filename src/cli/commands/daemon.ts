@@ -113,5 +113,7 @@ export function register(program: Command): void {
 function lazyLine(m: any): string[] {
   if (!m.treeBlobs) return [];
   const bulk = m.bulk ? `; bulk pull ${m.bulk.state} (${m.bulk.blobs} blobs)` : '';
-  return [`      blobs: ${m.treeBlobs.blobs}: ${m.local.blobs} local at mount, ${m.fetchedOnOpen.blobs} fetched on open, ${m.prefetched.blobs} prefetched (${m.prefetch.state})${bulk}`];
+  // (a partial mount counts files: it knows its tree by names only)
+  const what = m.partial ? 'files (partial: from the lazy index)' : 'blobs';
+  return [`      ${what}: ${m.treeBlobs.blobs}: ${m.local.blobs} local at mount, ${m.fetchedOnOpen.blobs} fetched on open, ${m.prefetched.blobs} prefetched (${m.prefetch.state})${bulk}`];
 }

@@ -14,6 +14,7 @@ import type { Resolver } from '../ops/resolver.js';
 import { fetchHandler } from './fetch.js';
 import { LazyMounts } from './lazy-mounts.js';
 import { PartialStarts } from './partial-starts.js';
+import { PartialCounts, type PartialHow } from './partial-counts.js';
 import type { PartialTree } from '../ops/partial-tree.js';
 import { BlobStreams } from './blob-streams.js';
 import { MetricsServer, type ScrapeGauge } from './metrics-server.js';
@@ -104,10 +105,13 @@ export class Daemon {
       store: this.store,
       resolver: () => this.resolver(),
       log: this.log,
-      publish: (root, rel, digest) => {
+      publish: (root, rel, digest, file, partial, wasLocal) => {
         this.mounts.learnDigest(root, rel, digest);
         const ctimeNs = this.store.meta.getBlob(digest)?.ctimeNs;
         if (ctimeNs !== undefined) this.mounts.renewBlobCtimes(root, digest, [rel], ctimeNs);
+        // (what the start-up set read itself, ahead or one by one, is prefetched)
+        const rec = this.mounts.recordOf(root);
+        if (rec) this.partialCounts(rec, partial).count(file.ordinal, file.size, wasLocal && !partial.prefetched.has(digest) ? 'local' : 'prefetched');
       },
     });
     this.evictor = new Evictor({ store: this.store, config: config.get(storeSection), metrics: this.metrics, log: this.log });
@@ -280,10 +284,17 @@ export class Daemon {
   private async startPartial(rec: MountRecord, partial: PartialTree, ordinals: number[]): Promise<void> {
     try {
       const r = await this.partialStarts.start(rec.path, partial, ordinals, this.lazy.startupCaps);
+      this.partialCounts(rec, partial).startupDone(ordinals.length);
       this.log(`prefetch: ${rec.path}: start-up set (from the lazy index): ${r.files} of the first ${ordinals.length} files traced, ${r.bytes} bytes, in ${r.ms} ms`);
     } catch (e) {
       this.log(`prefetch: ${rec.path}: start-up set (from the lazy index) failed: ${(e as Error).message}`);
     }
+  }
+
+  /** The counts `vrift status` shows of a partial mount (made at its MOUNT, or at its first open after a restart). */
+  private partialCounts(rec: MountRecord, partial: PartialTree, traced = false): PartialCounts {
+    const prefetch = traced ? 'running' : this.lazy.prefetching ? 'no trace' : 'off';
+    return this.lazy.partialCounts(rec.path, () => new PartialCounts(partial.head.files, partial.bytes, prefetch));
   }
 
   /** Files opened per partial mount (learnDigest). */
@@ -318,6 +329,9 @@ export class Daemon {
     if (!rec || !got) throw new VriftError('ERR_VRIFT_MOUNTFS_ENOENT', `${rel} is no file of the lazy index of ${root}`, { exitCode: 1 });
     const later = got.loose && !this.store.cas.has(got.digest);
     this.mounts.learnDigest(rec.path, rel, got.digest, later);
+    // (a blob left for the open (`later`) is fetched by it)
+    const how: PartialHow = partial!.prefetched.has(got.digest) ? 'prefetched' : got.wasLocal ? 'local' : 'fetchedOnOpen';
+    this.partialCounts(rec, partial!).count(got.file.ordinal, got.file.size, how);
     this.lazy.tracePartial(rec.tree, got.digest, partial!);
     this.partialStarts.note(rec.tree, got.file.ordinal, partial!.head.files);
     const n = (this.learned.get(rec.path) ?? 0) + 1;
@@ -350,6 +364,7 @@ export class Daemon {
       if (from !== 'local' && !partial) this.lazy.early(tree, answered);
       // (a partial mount has no listing to count or prefetch by: its opens are traced, docs/lazy.md "Partial metadata")
       if (!partial) this.lazy.attach(rec, answered); // counts what is local, then prefetches by the tree's trace, in the background
+      if (partial) this.partialCounts(rec, partial, startup !== undefined);
       if (partial && startup) void answered.then(() => this.startPartial(rec, partial, startup));
       await recorded; // (a daemon killed from now on restores the mount)
       this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);

@@ -15,6 +15,7 @@ import { BulkSwitch, type Amount } from './bulk-switch.js';
 import { Prefetcher, type FetchOutcome, type PrefetchItem, type PrefetchJob } from './prefetcher.js';
 import { StartupBatches, type StartupBatch } from './startup-batch.js';
 import { TraceBook } from './trace-book.js';
+import { PartialCounts } from './partial-counts.js';
 import type { TreeBlobs } from '../store/tree-blobs.js';
 
 /** Blobs checked between two turns of the event loop when counting what a new mount has locally. */
@@ -42,6 +43,8 @@ export interface BulkStatus {
 
 /** What `vrift status --json` shows of a mount, beside its record. */
 export interface LazyMountStatus {
+  /** A partial mount (its tree known by names only): every count below is by file, not distinct blob (partial-counts.ts). */
+  partial?: true;
   /** The tree's distinct file blobs. */
   treeBlobs: Amount;
   /** Of those, already local when it was mounted (counted just after, in the background). */
@@ -79,6 +82,8 @@ export interface LazyMountsOptions {
 
 export class LazyMounts {
   private readonly byPath = new Map<string, LazyMount>();
+  /** Partial mounts' counts, by path, until their full listing makes them mounts of byPath. */
+  private readonly partialByPath = new Map<string, PartialCounts>();
   private readonly prefetcher: Prefetcher;
   private readonly traces: TraceBook;
   private readonly startup: StartupBatches;
@@ -197,6 +202,13 @@ export class LazyMounts {
       },
     };
     if (this.byPath.has(rec.path)) this.detach(rec.path);
+    // (a partial mount that read its full listing: what its programs fetched so far still counts)
+    const before = this.partialByPath.get(rec.path)?.status;
+    if (before) {
+      m.status.fetchedOnOpen = { ...before.fetchedOnOpen };
+      m.status.prefetched = { ...before.prefetched };
+      this.partialByPath.delete(rec.path);
+    }
     this.byPath.set(rec.path, m);
     void this.begin(m).catch((e: unknown) => this.opts.log(`prefetch: ${rec.path}: ${(e as Error).message}`));
   }
@@ -204,6 +216,7 @@ export class LazyMounts {
   /** The mount at `path` went: its prefetch stops, its tree's trace is saved and pushed if no other mount has it. */
   detach(path: string): void {
     this.pending.delete(resolve(path));
+    this.partialByPath.delete(resolve(path));
     const m = this.byPath.get(resolve(path));
     if (!m) return;
     m.gone = true;
@@ -244,9 +257,17 @@ export class LazyMounts {
     if (why) this.toBulk(m, why);
   }
 
+  /** The counts of the partial mount at `path` (made with `make` the first time: at MOUNT, or at a first open after a restart). */
+  partialCounts(path: string, make: () => PartialCounts): PartialCounts {
+    const abs = resolve(path);
+    let c = this.partialByPath.get(abs);
+    if (!c) this.partialByPath.set(abs, (c = make()));
+    return c;
+  }
+
   statusOf(path: string): LazyMountStatus | undefined {
     const m = this.mountAt(resolve(path));
-    if (!m) return undefined;
+    if (!m) return this.partialByPath.get(resolve(path))?.status;
     const s = m.status;
     return { ...s, prefetch: { ...s.prefetch, queued: m.job ? this.prefetcher.queued(m.job) : 0 } };
   }

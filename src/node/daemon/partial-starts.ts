@@ -10,7 +10,7 @@
 // opens them without asking the daemon.
 import { hashBuffer, type Digest } from '../../lib/digest.js';
 import { mapLimit } from '../../lib/queue.js';
-import type { PartialTree } from '../ops/partial-tree.js';
+import type { PartialFile, PartialTree } from '../ops/partial-tree.js';
 import type { Resolver } from '../ops/resolver.js';
 import { decodeOrdinalTrace, encodeOrdinalTrace, loadLocalOrdinals, MAX_ORDINALS, MAX_ORDINAL_TRACE_BYTES, ordinalTraceRefName, saveLocalOrdinals } from '../store/ordinal-trace.js';
 import type { Store } from '../store/store.js';
@@ -33,8 +33,8 @@ export interface PartialStartsOptions {
   store: Store;
   resolver: () => Resolver;
   log: (line: string) => void;
-  /** Publishes file `rel` of the mount at `root` with its blob `digest` (local now), so it opens without a FETCH. */
-  publish(root: string, rel: string, digest: Digest): void;
+  /** Publishes file `rel` of the mount at `root` with its blob `digest` (local now, `wasLocal` before this start), so it opens without a FETCH. */
+  publish(root: string, rel: string, digest: Digest, file: PartialFile, partial: PartialTree, wasLocal: boolean): void;
 }
 
 export class PartialStarts {
@@ -101,7 +101,7 @@ export class PartialStarts {
     await mapLimit(picked, PARALLEL, async (o) => {
       const got = await partial.fetchOrdinal(o).catch(() => undefined);
       if (!got || got.file.exec || !this.opts.store.cas.has(got.digest)) return; // (an executable opens through its twin: FETCH makes it)
-      this.opts.publish(root, got.rel, got.digest);
+      this.opts.publish(root, got.rel, got.digest, got.file, partial, got.wasLocal);
       files++;
     });
     return { files, bytes, ms: Date.now() - t0 };

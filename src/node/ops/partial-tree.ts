@@ -41,6 +41,10 @@ export class PartialTree {
   private readonly frames = new SingleFlight<string, string | undefined>();
   /** Every digest of the verified pieces (hex). */
   private readonly known = new Set<Digest>();
+  /** Blobs read ahead of any open (a traced start's), arrived: what a mount's status counts as prefetched. */
+  readonly prefetched = new Set<Digest>();
+  /** The bytes of the tree's files, as its names say (set by open). */
+  bytes = 0;
 
   private constructor(
     private readonly store: Store,
@@ -90,6 +94,7 @@ export class PartialTree {
         if (summary.files !== head.files) return refuse(`its names list ${summary.files} files, its head ${head.files}`);
         pt.names = names;
         pt.files = files;
+        pt.bytes = summary.bytes;
       } catch (e) {
         return refuse(`its names blob was refused: ${(e as Error).message}`);
       }
@@ -136,7 +141,7 @@ export class PartialTree {
       const digest = piece.digests.toString('hex', 32 * i, 32 * i + 32);
       if (!this.store.cas.has(digest)) want.set(digest, { size, record });
     }
-    if (want.size > 0) await this.chain.fetchManyLocated(this.tree, want, () => undefined);
+    await this.fetchWanted(want);
   }
 
   /** Whether `digest` is the blob of a file of the tree whose piece was checked here. */
@@ -169,13 +174,13 @@ export class PartialTree {
    * stream). undefined when `rel` is no file of the tree; throws when its
    * piece cannot be had.
    */
-  async fetchFile(rel: string): Promise<{ digest: Digest; file: PartialFile; loose: boolean } | undefined> {
+  async fetchFile(rel: string): Promise<{ digest: Digest; file: PartialFile; loose: boolean; wasLocal: boolean } | undefined> {
     const file = this.fileAt(rel);
     return file && this.fetchOrdinal(file.ordinal);
   }
 
-  /** fetchFile of file `ordinal`. */
-  async fetchOrdinal(ordinal: number): Promise<{ digest: Digest; file: PartialFile; rel: string; loose: boolean } | undefined> {
+  /** fetchFile of file `ordinal`; `wasLocal`: its blob was in the CAS already. */
+  async fetchOrdinal(ordinal: number): Promise<{ digest: Digest; file: PartialFile; rel: string; loose: boolean; wasLocal: boolean } | undefined> {
     const file = this.fileOf(ordinal);
     if (!file) return undefined;
     const k = Math.floor(file.ordinal / this.head.pieceFiles);
@@ -185,6 +190,7 @@ export class PartialTree {
     // (a piece kept in LMDB has no places: read again, and checked again, for a blob not here)
     if (!this.store.cas.has(digest) && file.size > 0 && !piece.records) piece = await this.piece(k, true);
     const loose = piece.records?.readUInt32BE(RECORD * i + 32) === LOOSE;
+    const wasLocal = file.size === 0 || this.store.cas.has(digest);
     // (a blob kept on its own, large, is fetched by its digest when the program opens it: it may stream)
     if (!this.store.cas.has(digest) && file.size > 0 && piece.records && !loose) {
       const record = piece.records.subarray(RECORD * i, RECORD * (i + 1));
@@ -195,7 +201,7 @@ export class PartialTree {
         if (!this.store.cas.has(digest)) await this.chain.fetchLocated(this.tree, digest, file.size, record);
       }
     }
-    return { digest, file, rel: file.rel, loose };
+    return { digest, file, rel: file.rel, loose, wasLocal };
   }
 
   /**
@@ -217,7 +223,14 @@ export class PartialTree {
   /** Many files' blobs where their places say, together (Chain.fetchManyLocated: one read per pack frame), verified. */
   async fetchPlaced(places: readonly { digest: Digest; record: Buffer; file: PartialFile }[]): Promise<void> {
     const want = new Map(places.filter((p) => p.file.size > 0 && !this.store.cas.has(p.digest)).map((p) => [p.digest, { size: p.file.size, record: p.record }]));
-    if (want.size > 0) await this.chain.fetchManyLocated(this.tree, want, () => undefined);
+    await this.fetchWanted(want);
+  }
+
+  /** A start-up set's blobs by their places, together; those that arrived count as prefetched. */
+  private async fetchWanted(want: Map<Digest, { size: number; record: Buffer }>): Promise<void> {
+    if (want.size === 0) return;
+    await this.chain.fetchManyLocated(this.tree, want, () => undefined);
+    for (const d of want.keys()) if (this.store.cas.has(d)) this.prefetched.add(d);
   }
 
   /**
