@@ -113,6 +113,13 @@ describe('a lazy mount from the lazy index', () => {
       const again = run('cat', join(mnt, 'src', 'main.c'));
       expect(again.stdout).toBe(readFileSync(join(src, 'src', 'main.c'), 'utf8'));
       expect(log()).not.toMatch(/lazy index: .*mounting from the full listing/);
+      // A second mount of the tree on this node: from the lazy index again (kept here), its opened file local.
+      const mnt2 = join(tempDir(), 'mnt2');
+      mkdirSync(mnt2);
+      const other = vrift(['run', '--mount', `${mnt2}=ci/partial`, '--', 'cat', join(mnt2, 'src', 'main.c')], { home, env });
+      expect([other.code, other.stdout], other.stderr).toEqual([0, readFileSync(join(src, 'src', 'main.c'), 'utf8')]);
+      expect(casBlobs(home)).not.toContain(saved.tree);
+      expect(mountStatus(home, env, mnt2)).toMatchObject({ partial: true, local: { blobs: 1, bytes: sizeOf('src/main.c') }, fetchedOnOpen: { blobs: 0, bytes: 0 } });
     });
   });
 

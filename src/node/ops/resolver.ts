@@ -20,6 +20,7 @@ import { missingBlobs, pullCounters, pullTree, pullTreeBlob, resolveTreeish, typ
 import { fetchRemoteTrace, pushRemoteTrace, type RemoteTrace } from './trace-exchange.js';
 import { PartialTree } from './partial-tree.js';
 import { decodeOrdinalTrace, loadLocalOrdinals, MAX_ORDINAL_TRACE_BYTES, ordinalTraceRefName } from '../store/ordinal-trace.js';
+import { localLazyTree } from '../store/lazy-index.js';
 import { findBases, pushTree, type BaseSearch, type PushOptions, type TierPushResult } from './tree-push.js';
 
 /** What the resolver needs of the daemon's swarms (src/node/daemon/swarm-host.ts). */
@@ -246,6 +247,8 @@ export class Resolver {
     let record: string | undefined;
     try {
       tree = this.store.resolve(treeish);
+      // (a tree this node knows only from its lazy index, mounted before: mounted from it again)
+      if (opts.partial && !this.store.hasTree(tree)) lazy = localLazyTree(this.store.meta, tree)?.lazy;
     } catch (e) {
       if (!hasCode(e, 'ERR_VRIFT_REF_NOT_FOUND')) throw e;
       const remotes = this.chain.tierNames().filter((t) => t !== 'local');
