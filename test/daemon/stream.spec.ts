@@ -5,7 +5,7 @@
 import { randomBytes, createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnBounded } from '../helpers/bounded.js';
 import { ROOT, VRIFT_BIN, vrift, vriftJson } from '../helpers/cli.js';
@@ -25,6 +25,7 @@ let slow: ServerProcess;
 let slowEnv: Record<string, string>;
 let src: string;
 let bigDigest: string;
+let streamTree: string;
 let bigSha: string;
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -48,22 +49,23 @@ beforeAll(async () => {
   vriftJson(['save', 'ci/stream', src], { home: saver, env: tierEnv({ s3 }) });
   const ls = vriftJson(['ls', 'ci/stream'], { home: saver });
   bigDigest = (ls.entries as { path: string; digest: string }[]).find((e) => e.path === 'big.bin')!.digest;
+  streamTree = ls.tree as string;
 }, 120_000);
 afterAll(async () => {
   await slow?.stop();
   await s3?.stop();
 });
 
-function lazyRun(home: string, mnt: string, script: string) {
+function lazyRun(home: string, mnt: string, script: string, extra: Record<string, string> = {}) {
   return spawnBounded(process.execPath, [VRIFT_BIN, 'run', '--mount', `${mnt}=ci/stream`, '--', 'sh', '-c', script], {
-    env: { ...process.env, VRIFT_HOME: home, ...slowEnv },
+    env: { ...process.env, VRIFT_HOME: home, ...slowEnv, ...extra },
     timeoutMs: 90_000,
   });
 }
 
-function freshNode(): { home: string; mnt: string } {
+function freshNode(extra: Record<string, string> = {}): { home: string; mnt: string } {
   const home = tempDir();
-  startDaemon(home, slowEnv);
+  startDaemon(home, { ...slowEnv, ...extra });
   const mnt = join(tempDir(), 'mnt');
   mkdirSync(mnt);
   expect(status(home).streams.enabled, log(home)).toBe(true);
@@ -83,6 +85,20 @@ describe('a large file is read while it arrives', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe(`100000\narriving\n${bigSha}  ${mnt}/big.bin\n`);
     expect(casHas(home, bigDigest)).toBe(true);
+    expect(status(home).streams).toMatchObject({ enabled: true, streamed: 1, failed: 0 });
+    stopDaemon(home);
+  });
+
+  it('a partial mount (from the lazy index, which knows the file\'s size by its name) streams it too', async () => {
+    const partial = { VRIFT_LAZY_INDEX: 'true' };
+    // (a tree another node traced is mounted from its full listing, for the trace's prefetch: docs/lazy.md)
+    await s3.client().send(new DeleteObjectCommand({ Bucket: 'vrift-ci', Key: `refs/vrift-trace/${streamTree}` }));
+    const { home, mnt } = freshNode(partial);
+    const casPath = join(home, 'cas', bigDigest.slice(0, 2), bigDigest);
+    const r = await lazyRun(home, mnt, `head -c 100000 '${mnt}/big.bin' | wc -c; test -e '${casPath}' && echo whole || echo arriving; sha256sum '${mnt}/big.bin'`, partial).done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`100000\narriving\n${bigSha}  ${mnt}/big.bin\n`);
+    expect(log(home)).toMatch(/\(listing from the lazy index; files on first open\)/);
     expect(status(home).streams).toMatchObject({ enabled: true, streamed: 1, failed: 0 });
     stopDaemon(home);
   });

@@ -395,6 +395,11 @@ export class Daemon {
         metrics: this.metrics,
         renew: (root, rel, digest, ctimeNs) => this.mounts.renewBlobCtime(root, rel, digest, ctimeNs),
         learn: (root, rel) => this.learnDigest(root, rel),
+        sizeOf: async (root, rel) => {
+          const rec = this.mounts.recordOf(root);
+          if (rec?.lazy === undefined || this.store.hasTree(rec.tree)) return undefined;
+          return (await this.resolver().partialTree(rec.tree, rec.lazy))?.fileAt(rel)?.size;
+        },
       }),
     );
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));

@@ -36,6 +36,8 @@ export interface FetchHooks {
   renew?(mountRoot: string, rel: string, digest: string, ctimeNs: bigint): void;
   /** The entry `rel` of a partial mount names no digest yet (0…0): learn it (and bring its blob, unless `later`: the open fetches it), publish it, return it. */
   learn?(mountRoot: string, rel: string): Promise<{ digest: string; later: boolean }>;
+  /** The size of file `rel` of the mount at `mountRoot` when its tree's listing is not here (a partial mount: its names say it), so a large blob may stream. */
+  sizeOf?(mountRoot: string, rel: string): Promise<number | undefined>;
 }
 
 /**
@@ -79,7 +81,10 @@ export function fetchHandler(
     const partial = streams?.whenPartial(digest);
     let partialPath: string | undefined;
     try {
+      const rel = f.str(F.REL);
+      const size = streams && path !== undefined && rel !== undefined ? await hooks.sizeOf?.(path, rel) : undefined;
       const fetching = resolver().fetchBlob(digest, {
+        size,
         tree: path ? treeOf(path) : undefined,
         exec,
         joined: (j) => (joined = j),
