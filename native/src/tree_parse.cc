@@ -2,6 +2,7 @@
 #include "tree_parse.h"
 
 #include <cstring>
+#include <functional>
 #include <string>
 #include <unordered_set>
 
@@ -35,14 +36,21 @@ static int ParseMode(std::string_view f) {
 }
 
 std::vector<TreeRec> ParseTree(const char* data, size_t len, TreeForm form) {
+  std::vector<TreeRec> out;
+  out.reserve(len / 64);  // (about an entry's bytes in a names blob; a listing's are about twice that)
+  ParseTreeEach(data, len, form, [&](const TreeRec& r) { out.push_back(r); });
+  return out;
+}
+
+void ParseTreeEach(const char* data, size_t len, TreeForm form, const std::function<void(const TreeRec&)>& each) {
   const bool names = form == TreeForm::kNames;
   const char* header = names ? VRIFT_NAMES_HEADER : VRIFT_TREE_HEADER;
   const size_t hl = strlen(header);
   auto bad = [](const char* why) -> void { throw MalformedTree(std::string("malformed tree: ") + why); };
   if (len < hl || memcmp(data, header, hl) != 0) bad("bad header");
-  std::vector<TreeRec> out;
-  out.reserve(len / 64);  // (about an entry's bytes in a names blob; a listing's are about twice that)
   std::string_view text(data + hl, len - hl);
+  bool first = true;
+  std::string_view prev;  // the entry before: paths are in strict order
   size_t pos = 0;
   auto field = [&](char stop) -> std::string_view {
     size_t e = text.find(stop, pos);
@@ -72,7 +80,7 @@ std::vector<TreeRec> ParseTree(const char* data, size_t len, TreeForm form) {
     }
     if (r.size > kMaxSafeInteger) bad("bad size");
     if (BadPath(r.path)) bad("bad path");
-    if (!out.empty() && !(out.back().path < r.path)) bad("entries out of order");
+    if (!first && !(prev < r.path)) bad("entries out of order");
     size_t slash = r.path.rfind('/');
     if (slash != std::string_view::npos && !dirSet.count(r.path.substr(0, slash))) bad("entry without a parent directory");
     if (r.kind == VRIFT_TREE_KIND_FILE) {
@@ -89,9 +97,10 @@ std::vector<TreeRec> ParseTree(const char* data, size_t len, TreeForm form) {
       if (r.target.empty()) bad("empty symlink target");
       if (r.target.size() != r.size) bad("symlink size does not match its target");
     }
-    out.push_back(r);
+    each(r);
+    prev = r.path;
+    first = false;
   }
-  return out;
 }
 
 }  // namespace vrift

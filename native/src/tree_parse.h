@@ -8,6 +8,7 @@
 // (isUtf8); the records point into the caller's bytes.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string_view>
 #include <vector>
@@ -36,5 +37,9 @@ enum class TreeForm { kListing, kNames };
 
 /** The records of an encoded tree (or names blob), in order; throws MalformedTree. */
 std::vector<TreeRec> ParseTree(const char* data, size_t len, TreeForm form = TreeForm::kListing);
+
+/** ParseTree without the vector: `each` gets every record, in order, as it is checked (a large
+ * tree's build keeps no second copy of its records). Throws MalformedTree, possibly after some. */
+void ParseTreeEach(const char* data, size_t len, TreeForm form, const std::function<void(const TreeRec&)>& each);
 
 }  // namespace vrift
