@@ -280,11 +280,7 @@ describe('VDir writer', () => {
     open.push(built);
     const ref = fresh();
     ref.apply(
-      entries.map((e): VDirEntryInput => {
-        if (e.kind === 'dir') return dir(e.path, 1800000000);
-        if (e.kind === 'symlink') return { path: e.path, mode: S_IFLNK | 0o777, size: e.size, mtimeSec: 1800000000, target: e.target! };
-        return { ...file(e.path, e.digest!, e.size, e.mode), mtimeSec: 1800000000 };
-      }).sort((x, y) => sorted.indexOf(x.path) - sorted.indexOf(y.path)),
+      asRecords(entries, 1800000000).sort((x, y) => sorted.indexOf(x.path) - sorted.indexOf(y.path)),
     );
     for (const p of ['', 'a', 'a/b', 'a/l', 'é', ...Array.from({ length: 300 }, (_, i) => `a/b/f${i}`)]) {
       const x = ref.lookup(p)!;
@@ -321,11 +317,7 @@ describe('VDir writer', () => {
     open.push(built);
     const ref = fresh();
     ref.apply(
-      sorted.map((e): VDirEntryInput => {
-        if (e.kind === 'dir') return dir(e.path, 1800000000);
-        if (e.kind === 'symlink') return { path: e.path, mode: S_IFLNK | 0o777, size: e.size, mtimeSec: 1800000000, target: e.target! };
-        return { ...file(e.path, '0'.repeat(64), e.size, e.mode), mtimeSec: 1800000000 };
-      }),
+      asRecords(sorted, 1800000000, () => '0'.repeat(64)),
     );
     // (a check covers the VDir's own hash seed: each object's differ; the C reader below checks them)
     for (const e of sorted) expect({ ...built.lookup(e.path)!, check: 0 }).toEqual({ ...ref.lookup(e.path)!, check: 0 });
@@ -406,6 +398,15 @@ function mix32(h: number): number {
   h ^= h >>> 16;
   return h >>> 0;
 }
+/** A tree's entries as the VDir records applying them takes (every mtime `mtimeSec`; a file's digest its own, or `digestOf`'s). */
+function asRecords(entries: readonly TreeEntry[], mtimeSec: number, digestOf = (e: TreeEntry) => e.digest!): VDirEntryInput[] {
+  return entries.map((e): VDirEntryInput => {
+    if (e.kind === 'dir') return dir(e.path, mtimeSec);
+    if (e.kind === 'symlink') return { path: e.path, mode: S_IFLNK | 0o777, size: e.size, mtimeSec, target: e.target! };
+    return { ...file(e.path, digestOf(e), e.size, e.mode), mtimeSec };
+  });
+}
+
 function hammerPath(i: number, dirs: number): string {
   return `d${i % dirs}/${i % 5 === 4 ? 'l' : 'f'}${i}`;
 }
