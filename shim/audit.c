@@ -502,8 +502,13 @@ static char *va_map(const char *name)
         /* not here yet (a lazy mount): the daemon fetches it, as for any open (va_walk: where va_resolve found it) */
         size_t rl = va_mounts[em].rootlen, skip = rl > 1 ? rl + 1 : rl;
         const char *erel = va_walk + skip;
-        if ((va_res.flags & VRIFT_VDIR_F_UPPER) || va_fetch(&va_mounts[em], &va_res, erel, vrift_farm__len(erel)) != 0 ||
-            vrift_farm_target(&va_mounts[em], &va_res, va_target, sizeof va_target, &tst) != 0)
+        if ((va_res.flags & VRIFT_VDIR_F_UPPER) || va_fetch(&va_mounts[em], &va_res, erel, vrift_farm__len(erel)) != 0)
+            return NULL;
+        /* A partial mount's first FETCH may only learn the digest: a large blob is left for the opener to
+         * fetch (it may stream to a read()er). ld.so maps the whole file: ask for it by its digest now. */
+        if (vrift_farm_target(&va_mounts[em], &va_res, va_target, sizeof va_target, &tst) != 0 &&
+            (va_fetch(&va_mounts[em], &va_res, erel, vrift_farm__len(erel)) != 0 ||
+             vrift_farm_target(&va_mounts[em], &va_res, va_target, sizeof va_target, &tst) != 0))
             return NULL;
     }
     if (vrift_farm_link(f, rel, rellen, va_target, &tst, out, PATH_MAX) >= 0)

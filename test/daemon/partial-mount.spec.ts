@@ -191,6 +191,23 @@ describe('a lazy mount from the lazy index', () => {
     });
   });
 
+  it('a library found through $ORIGIN whose blob is kept on its own (large): the loader gets it whole', () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'lib'));
+    // (a 64 KiB array in libhello: above the 32 KiB loose-blob size set below, so S3 keeps its blob on its own)
+    writeFileSync(join(dir, 'hello.c'), '#include <stdio.h>\nconst char pad[65536] = {1};\nvoid hello(void) { puts(pad[0] ? "hello from a large lazy library" : "?"); fflush(stdout); }\n');
+    writeFileSync(join(dir, 'a.c'), 'void hello(void);\nvoid run(void) { hello(); }\n');
+    execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'libhello.so'), join(dir, 'hello.c')]);
+    execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'liba.so'), join(dir, 'a.c'), `-L${join(dir, 'lib')}`, '-lhello', '-Wl,-rpath,$ORIGIN']);
+    const env = { ...envOf('o/'), VRIFT_S3_LOOSE_BLOB: '32K' };
+    vriftJson(['save', 'ci/partial-lib', dir], { home: tempDir(), env });
+    onNode(env, (home, mnt) => {
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial-lib`, '--', 'python3', '-c', `import ctypes; ctypes.CDLL("${mnt}/lib/liba.so").run()`], { home, env });
+      expect([r.code, r.stdout], r.stderr).toEqual([0, 'hello from a large lazy library\n']);
+      expect(readFileSync(join(home, 'run', 'vriftd.log'), 'utf8')).toMatch(/\(listing from the lazy index; files on first open\)/);
+    });
+  });
+
   it('a program the shim cannot see (static): its namespace farm reads the full listing first, and the program reads the files', () => {
     const saved = save('x/');
     const env = envOf('x/');
