@@ -125,6 +125,37 @@ describe('VDir writer', () => {
     expect(() => VDir.create('bad/name', { casRoot: CAS, mountRoot: MNT })).toThrow(/invalid VDir name/);
   });
 
+  it('applyNew publishes only entries whose path is free and whose parent is a directory, and says which it left out', () => {
+    const v = fresh();
+    v.apply([dir('a'), file('a/f', hex(1)), { path: 'ln', mode: S_IFLNK | 0o777, size: 0, mtimeSec: 5, target: 'a' }]);
+    const gen = v.stats().generation;
+    const left = v.applyNew([
+      file('a/new', hex(2)), // 0: new, under a directory of the VDir
+      file('a/f', hex(3)), // 1: taken in the VDir (not replaced)
+      dir('a/d'), // 2: new directory ...
+      file('a/d/x', hex(4)), // 3: ... whose child comes in the same batch
+      file('a/new', hex(5)), // 4: taken by entry 0 of this batch
+      file('nodir/y', hex(6)), // 5: parent missing
+      file('a/f/z', hex(7)), // 6: parent is a file
+      file('ln/z', hex(8)), // 7: parent is a symlink
+      dir('ln'), // 8: taken (by the symlink) ...
+      file('ln/w', hex(9)), // 9: ... so not a directory for its child either
+      file('', hex(1)), // 10: the root
+    ]);
+    expect([...left]).toEqual([1, 4, 5, 6, 7, 8, 9, 10]);
+    expect(v.lookup('a/new')).toMatchObject({ digest: hex(2) });
+    expect(v.lookup('a/f')).toMatchObject({ digest: hex(1) });
+    expect(v.lookup('a/d/x')).toMatchObject({ digest: hex(4) });
+    expect(v.lookup('ln')).toMatchObject({ mode: S_IFLNK | 0o777, target: 'a' });
+    expect(v.list('a')).toEqual(['f', 'new', 'd']);
+    expect(v.stats().generation).toBe(gen + 2); // one seqlock window
+    // nothing new: no window at all; a batch that is invalid fails whole
+    expect([...v.applyNew([file('a/f', hex(3))])]).toEqual([0]);
+    expect(v.stats().generation).toBe(gen + 2);
+    expect(() => v.applyNew([file('a/ok', hex(1)), file('a/bad', 'xyz')])).toThrow(expect.objectContaining({ code: 'ERR_VRIFT_VDIR_INVALID' }));
+    expect(v.lookup('a/ok')).toBeUndefined();
+  });
+
   it('creates the object owner-only (0600) and another user cannot open it', () => {
     const v = fresh();
     const st = statSync(v.stats().shmPath);

@@ -65,6 +65,7 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "VDirWriter",
                        {InstanceMethod<&VDirWriterWrap::Apply>("apply"),
+                        InstanceMethod<&VDirWriterWrap::ApplyNew>("applyNew"),
                         InstanceMethod<&VDirWriterWrap::ApplyTree>("applyTree"),
                         InstanceMethod<&VDirWriterWrap::Lookup>("lookup"),
                         InstanceMethod<&VDirWriterWrap::Probe>("probe"),
@@ -125,14 +126,8 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
     return env.Undefined();
   }
 
-  // apply(upserts: Buffer, nUpserts, removals: Buffer, nRemovals)
-  Napi::Value Apply(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 4 || !info[0].IsBuffer() || !info[1].IsNumber() || !info[2].IsBuffer() || !info[3].IsNumber())
-      ThrowCode(env, EINVAL, "apply(upserts, nUpserts, removals, nRemovals): bad arguments");
-    auto ub = info[0].As<Napi::Buffer<uint8_t>>();
-    auto rb = info[2].As<Napi::Buffer<uint8_t>>();
-    const uint32_t nu = info[1].As<Napi::Number>().Uint32Value(), nr = info[3].As<Napi::Number>().Uint32Value();
+  // The upsert records of apply() and applyNew() (the format is vdir.ts encodeUpserts').
+  static std::vector<vrift::VdirUpsert> ParseUpserts(Napi::Env env, const Napi::Buffer<uint8_t>& ub, uint32_t nu) {
     std::vector<vrift::VdirUpsert> ups;
     ups.reserve(nu);
     const uint8_t* p = ub.Data();
@@ -153,10 +148,22 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
       ups.push_back(u);
       p += kRecHeader + plen + tlen;
     }
+    return ups;
+  }
+
+  // apply(upserts: Buffer, nUpserts, removals: Buffer, nRemovals)
+  Napi::Value Apply(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 4 || !info[0].IsBuffer() || !info[1].IsNumber() || !info[2].IsBuffer() || !info[3].IsNumber())
+      ThrowCode(env, EINVAL, "apply(upserts, nUpserts, removals, nRemovals): bad arguments");
+    auto ub = info[0].As<Napi::Buffer<uint8_t>>();
+    auto rb = info[2].As<Napi::Buffer<uint8_t>>();
+    const uint32_t nu = info[1].As<Napi::Number>().Uint32Value(), nr = info[3].As<Napi::Number>().Uint32Value();
+    std::vector<vrift::VdirUpsert> ups = ParseUpserts(env, ub, nu);
     std::vector<std::string_view> rems;
     rems.reserve(nr);
-    p = rb.Data();
-    end = p + rb.Length();
+    const uint8_t* p = rb.Data();
+    const uint8_t* end = p + rb.Length();
     for (uint32_t k = 0; k < nr; k++) {
       if (end - p < 2) ThrowBadBatch(env, "truncated removal record");
       const size_t len = Rd<uint16_t>(p);
@@ -170,6 +177,24 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
       ThrowCode(env, e.code, e.what());
     }
     return env.Undefined();
+  }
+
+  // applyNew(upserts: Buffer, nUpserts) -> Uint32Array: the indices of the
+  // entries left out (path taken, parent not a directory); the rest applied.
+  Napi::Value ApplyNew(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsBuffer() || !info[1].IsNumber())
+      ThrowCode(env, EINVAL, "applyNew(upserts, nUpserts): bad arguments");
+    std::vector<vrift::VdirUpsert> ups = ParseUpserts(env, info[0].As<Napi::Buffer<uint8_t>>(), info[1].As<Napi::Number>().Uint32Value());
+    std::vector<uint32_t> left;
+    try {
+      left = writer_->ApplyNew(ups);
+    } catch (const vrift::VdirError& e) {
+      ThrowCode(env, e.code, e.what());
+    }
+    Napi::Uint32Array out = Napi::Uint32Array::New(env, left.size());
+    for (size_t k = 0; k < left.size(); k++) out[k] = left[k];
+    return out;
   }
 
   // applyTree(tree: Buffer, mtimeSec, ctimes?: BigUint64Array, names?: boolean): every entry of an

@@ -643,6 +643,31 @@ void VdirWriter::Apply(const std::vector<VdirUpsert>& upserts, const std::vector
   Commit(Validate(upserts, removals), upserts);
 }
 
+std::vector<uint32_t> VdirWriter::ApplyNew(const std::vector<VdirUpsert>& upserts) {
+  if (closed()) Fail(EBADF, "VDir " + Q(name_) + " is closed");
+  std::vector<VdirUpsert> fresh;
+  fresh.reserve(upserts.size());
+  std::vector<uint32_t> left;
+  std::unordered_map<std::string_view, uint32_t> batch_type(upserts.size() * 2 + 1);  // path -> type
+  auto type_at = [&](std::string_view p) -> uint32_t {
+    auto it = batch_type.find(p);
+    if (it != batch_type.end()) return it->second;
+    int64_t i = Find(p);
+    return i < 0 ? 0 : TypeOf(map_.node[i].mode);
+  };
+  for (uint32_t k = 0; k < upserts.size(); k++) {
+    const VdirUpsert& u = upserts[k];
+    if (u.path.empty() || type_at(u.path) != 0 || type_at(Dirname(u.path)) != VRIFT_VDIR_S_IFDIR) {
+      left.push_back(k);
+      continue;
+    }
+    batch_type[u.path] = TypeOf(u.mode);
+    fresh.push_back(u);
+  }
+  if (!fresh.empty()) Apply(fresh, {});  // (validated whole, as every batch)
+  return left;
+}
+
 void VdirWriter::ApplyFreshTree(const std::vector<VdirUpsert>& upserts) {
   if (closed()) Fail(EBADF, "VDir " + Q(name_) + " is closed");
   if (map_.hdr->entry_count != 1) return Apply(upserts, {});  // not fresh: the full check

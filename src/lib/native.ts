@@ -12,6 +12,8 @@ import { VriftError } from './errors.js';
 /** The native VDir writer (see native/src/addon.cc for the batch encoding). */
 export interface NativeVDirWriter {
   apply(upserts: Buffer, nUpserts: number, removals: Buffer, nRemovals: number): void;
+  /** apply() of the entries whose path is free and whose parent is a directory; returns the indices of the others. */
+  applyNew(upserts: Buffer, nUpserts: number): Uint32Array;
   /** Every entry of an encoded tree as one batch (ctimes: one per entry, 0 = unknown); returns the number of entries. */
   /** names: `tree` is a tree's names blob (files name 0…0). */
   applyTree(tree: Buffer, mtimeSec: number, ctimes?: BigUint64Array, names?: boolean): number;

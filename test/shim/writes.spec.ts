@@ -1,9 +1,11 @@
 // Writes inside a mount: staged, committed to the daemon on close, visible
 // to every process of the mount, kept across a daemon restart, and saved
 // as a tree by `vrift snapshot`.
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { upperNameOf } from '../../src/node/mount/upper.js';
+import { vdirNameOf } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { shimWorld, writeSmallSource } from './harness.js';
 
@@ -112,6 +114,50 @@ sed -i 's/GREETING/MESSAGE/' app/main.c && grep -c MESSAGE app/main.c && (ls app
     expect(w.vrift(['up', '--detach']).code).toBe(0);
     expect(w.vrift(['snapshot', w.mnt]).stdout.trim()).toBe(before);
     expect(w.run(`cat '${w.mnt}/persist.txt'`).stdout).toBe('persisted\n');
+  });
+
+  it('journal records a burst cannot publish as they come (a child before its directory, a taken path, an unannounced directory) are looked at one by one, in order', () => {
+    expect(w.run(`echo warm > '${w.mnt}/warm'`).code).toBe(0); // the mount and its upper layer exist
+    const upper = join(w.home, 'upper', vdirNameOf(w.home, w.mnt)!);
+    const issuedFile = join(upper, '.issued');
+    const n = Number(readFileSync(issuedFile).readBigUInt64LE(0));
+    // What shims would have made: a claim directory per new directory, a file per new file.
+    mkdirSync(join(upper, upperNameOf('hd')), { mode: 0o700 });
+    mkdirSync(join(upper, upperNameOf('hd2')), { mode: 0o700 });
+    writeFileSync(join(upper, upperNameOf('hd/f')), 'in hd\n');
+    writeFileSync(join(upper, upperNameOf('hd2/f')), 'in hd2\n');
+    writeFileSync(join(upper, upperNameOf('run.sh')), 'not the tree file\n');
+    // records in the journal format (vrift_proto.h "The journal")
+    const rec = (seq: number, change: number, mode: number, rel: string): Buffer => {
+      const b = Buffer.alloc(24 + Buffer.byteLength(rel));
+      b.writeUInt32LE(b.length, 0);
+      b.writeUInt32LE(change, 4);
+      b.writeBigUInt64LE(BigInt(seq), 8);
+      b.writeUInt32LE(mode, 16);
+      b.writeUInt32LE(b.length - 24, 20);
+      b.write(rel, 24);
+      return b;
+    };
+    writeFileSync(
+      join(upper, '.journal', `${process.pid}.${Date.now()}`),
+      Buffer.concat([
+        rec(n + 1, 1, 0o644, 'hd/f'), // counted before its directory (by another process)
+        rec(n + 2, 2, 0o40755, 'hd'),
+        rec(n + 3, 1, 0o644, 'run.sh'), // a path of the tree: taken, its file is dropped
+        rec(n + 4, 1, 0o644, 'hd2/f'), // its directory was never announced (the writer killed): published from the claim
+      ]),
+    );
+    const count = Buffer.alloc(8);
+    count.writeBigUInt64LE(BigInt(n + 4));
+    const fd = openSync(issuedFile, 'r+');
+    writeSync(fd, count, 0, 8, 0);
+    closeSync(fd);
+    // (a listing waits until every counted change is published)
+    const r = w.run(`cd '${w.mnt}' && ls hd hd2 && cat hd/f hd2/f run.sh`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('hd:\nf\n\nhd2:\nf\nin hd\nin hd2\n#!/bin/sh\necho "run.sh says $*"\n');
+    expect(existsSync(join(upper, upperNameOf('run.sh')))).toBe(false);
+    expect(readFileSync(join(w.home, 'run', 'vriftd.log'), 'utf8')).not.toMatch(/not published/);
   });
 
   it('a fresh mount takes writes at once (the daemon knows it before LMDB commits it)', () => {

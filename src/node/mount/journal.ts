@@ -295,7 +295,7 @@ export class Journal {
         this.take(
           {
             change: this.buf.readUInt32LE(at + 4),
-            seq: Number(this.buf.readBigUInt64LE(at + 8)),
+            seq: this.buf.readUInt32LE(at + 8) + this.buf.readUInt32LE(at + 12) * 2 ** 32, // (no BigInt per record)
             mode: this.buf.readUInt32LE(at + 16),
             rel: this.buf.toString('utf8', at + REC_HEADER, at + len),
           },

@@ -33,8 +33,9 @@ export function upperDir(store: Store, vdirName: string): string {
   return join(store.layout.root, LAYOUT.home.upper, vdirName);
 }
 
+/** The upper file (or claim) `name`, one path component (a string join: the daemon asks this per create). */
 export function upperPath(store: Store, vdirName: string, name: string): string {
-  return join(upperDir(store, vdirName), name);
+  return `${upperDir(store, vdirName)}/${name}`;
 }
 
 /** The name of path `rel`'s file in the upper layer. */

@@ -157,7 +157,7 @@ export function encodeUpserts(entries: readonly VDirEntryInput[]): Buffer {
     dv.setUint32(off + 20, 0, true);
     dv.setBigUint64(off + 56, e.ctimeNs ?? 0n, true);
     if (e.claimIno !== undefined) {
-      buf.fill(0, off + 24, off + 56);
+      for (let k = off + 24; k < off + 56; k++) buf[k] = 0; // (Buffer.fill of a range cost ~1 µs per directory)
       dv.setBigUint64(off + 24, BigInt(checkInt(e.claimIno, Number.MAX_SAFE_INTEGER, 'claimIno', e.path)), true);
       buf[off + 20] = 1;
     } else if (e.digest !== undefined) {
@@ -291,6 +291,22 @@ export class VDir {
     const rb = removals.length === 0 ? EMPTY : encodeRemovals(removals);
     try {
       this.native.apply(ub, upserts.length, rb, removals.length);
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /**
+   * apply() of the entries that are new: one whose path is taken (in the
+   * VDir, or by an earlier entry of the batch) or whose parent is not a
+   * directory is left out. Returns the indices of those left out, in order.
+   * A burst of creates is one call, not a probe() per entry.
+   */
+  applyNew(upserts: readonly VDirEntryInput[]): Uint32Array {
+    if (upserts.length === 0) return new Uint32Array(0);
+    const ub = encodeUpserts(upserts);
+    try {
+      return this.native.applyNew(ub, upserts.length);
     } catch (e) {
       rethrow(e);
     }

@@ -145,9 +145,18 @@ function claimedDir(rel: string, ino: number): VDirEntryInput {
   return { path: rel, mode: S_IFDIR | 0o755, size: 0, mtimeSec: nowSec(), flags: VDIR_F_CLAIM, claimIno: ino };
 }
 
-/** New upper files and directories waiting to be published together: one VDir write for a burst of creates. */
+/**
+ * New upper files and directories waiting to be published together: one VDir
+ * write for a burst of creates. Creates in their turn (`fresh`) go in
+ * unchecked and are published by VDir.applyNew, which leaves out those
+ * whose path is taken or whose parent is not a directory in one native call
+ * (a probe per create was the largest share of the daemon's work under
+ * `tar -x`); each left out is then looked at as a late record is (`recheck`).
+ */
 class Creates {
   private batch: VDirEntryInput[] = [];
+  private fresh: VDirEntryInput[] = [];
+  private freshOf: Announcement[] = [];
   readonly paths = new Set<string>();
   /** Directories found in the VDir, or in this batch, since the last change that could remove one. */
   readonly dirs = new Set<string>();
@@ -155,11 +164,19 @@ class Creates {
   constructor(
     private readonly ctx: MountWritesContext,
     private readonly t: Target,
+    private readonly recheck: (a: Announcement, creates: Creates) => void,
+    private readonly onError: (a: Announcement, e: Error) => void,
   ) {}
 
   add(u: VDirEntryInput): void {
     this.batch.push(u);
     this.paths.add(u.path);
+  }
+
+  /** A create in its turn, checked when the batch is published (applyNew). */
+  addFresh(u: VDirEntryInput, a: Announcement): void {
+    this.fresh.push(u);
+    this.freshOf.push(a);
   }
 
   /** Whether `rel` is in the VDir (this batch written first when it holds `rel`). */
@@ -178,11 +195,35 @@ class Creates {
   }
 
   flush(): void {
+    this.flushFresh();
     if (this.batch.length === 0) return;
     this.t.vdir.apply(this.batch); // (nothing is replaced, so no change() bookkeeping)
     setOverlays(this.ctx.store, this.t.rec.name, this.batch.map((u) => [u.path, overlayEntryOf(u)] as const));
     this.batch = [];
     this.paths.clear();
+  }
+
+  private flushFresh(): void {
+    if (this.fresh.length === 0) return;
+    const fresh = this.fresh;
+    const of = this.freshOf;
+    this.fresh = [];
+    this.freshOf = [];
+    const left = this.t.vdir.applyNew(fresh);
+    const published: (readonly [string, OverlayEntry])[] = [];
+    for (let k = 0, l = 0; k < fresh.length; k++) {
+      if (l < left.length && left[l] === k) l++;
+      else published.push([fresh[k]!.path, overlayEntryOf(fresh[k]!)]);
+    }
+    setOverlays(this.ctx.store, this.t.rec.name, published);
+    // (in their order, after the ones published: none of those needed them, or it would have been left out too)
+    for (const k of left) {
+      try {
+        this.recheck(of[k]!, this);
+      } catch (e) {
+        this.onError(of[k]!, e as Error);
+      }
+    }
   }
 }
 
@@ -257,9 +298,13 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
   // file gone since is unpublished by the GONE record that follows, so the
   // entry joins a batch (`creates`: one VDir write for a burst of them);
   // applied late (a replay), the upper layer is looked at first.
-  const madeFile = (t: Target, a: Announcement, fresh: boolean, creates: Creates): void => {
+  const madeFile = (t: Target, a: Announcement, fresh: boolean, creates: Creates, checked = false): void => {
     const rel = a.rel;
     const name = upperNameOf(rel);
+    if (fresh && !checked) {
+      creates.addFresh({ path: rel, mode: S_IFREG | (a.mode & 0o7777), size: 0, mtimeSec: nowSec(), digest: name, flags: VDIR_F_UPPER }, a);
+      return;
+    }
     if (creates.taken(rel)) {
       if (upperOf(t.vdir.lookup(rel)) !== name) unlinkUpper(store, t.rec.name, name); // the path was taken meanwhile
       return;
@@ -286,10 +331,15 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
 
   // Published (with the burst's creates: a directory and the files made in
   // it are one VDir write), unless it was removed or the path taken meanwhile.
-  const madeDir = (t: Target, rel: string, creates: Creates): void => {
-    if (creates.taken(rel)) return;
+  const madeDir = (t: Target, a: Announcement, fresh: boolean, creates: Creates, checked = false): void => {
+    const rel = a.rel;
+    if (!(fresh && !checked) && creates.taken(rel)) return;
     const st = lstatSync(upperPath(store, t.rec.name, upperNameOf(rel)), { throwIfNoEntry: false });
     if (!st?.isDirectory()) return;
+    if (fresh && !checked) {
+      creates.addFresh(claimedDir(rel, st.ino), a);
+      return;
+    }
     if (!creates.parentIsDir(rel)) {
       dropClaimDir(store, t.rec.name, rel);
       throw fsErr('ENOENT', `${parentOf(rel)}: no such directory`);
@@ -300,7 +350,12 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
 
   ctx.mounts.applyAnnouncements = (rec: MountRecord, vdir: VDir, list: readonly Announcement[], fresh: boolean, onError: (a: Announcement, e: Error) => void): void => {
     const t: Target = { rec, vdir };
-    const creates = new Creates(ctx, t);
+    // a fresh create applyNew left out: looked at as a late record is, in its order
+    const recheck = (a: Announcement, c: Creates): void => {
+      if (a.change === Change.FILE) madeFile(t, a, true, c, true);
+      else madeDir(t, a, true, c, true);
+    };
+    const creates = new Creates(ctx, t, recheck, onError);
     for (const a of list) {
       try {
         const problem = a.rel === '' ? 'the mount root' : quickPathProblem(a.rel);
@@ -310,7 +365,7 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
           continue;
         }
         if (a.change === Change.DIR) {
-          madeDir(t, a.rel, creates);
+          madeDir(t, a, fresh, creates);
           continue;
         }
         creates.flush(); // (what follows looks at the VDir, and may remove a directory)
