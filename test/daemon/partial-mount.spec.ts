@@ -199,7 +199,7 @@ describe('a lazy mount from the lazy index', () => {
     writeFileSync(join(dir, 'a.c'), 'void hello(void);\nvoid run(void) { hello(); }\n');
     execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'libhello.so'), join(dir, 'hello.c')]);
     execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'liba.so'), join(dir, 'a.c'), `-L${join(dir, 'lib')}`, '-lhello', '-Wl,-rpath,$ORIGIN']);
-    const env = { ...envOf('o/'), VRIFT_S3_LOOSE_BLOB: '32K' };
+    const env = { ...envOf('lib/'), VRIFT_S3_LOOSE_BLOB: '32K' };
     vriftJson(['save', 'ci/partial-lib', dir], { home: tempDir(), env });
     onNode(env, (home, mnt) => {
       const r = vrift(['run', '--mount', `${mnt}=ci/partial-lib`, '--', 'python3', '-c', `import ctypes; ctypes.CDLL("${mnt}/lib/liba.so").run()`], { home, env });
