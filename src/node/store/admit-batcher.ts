@@ -13,7 +13,8 @@ import { BATCH_BYTES, type BlobSlice } from './blob-batch.js';
  * Blobs up to this size are batched (hashed and written on native
  * threads); larger ones stream through a BlobWriter, written and hashed
  * chunk by chunk on the main thread straight from the socket's buffer.
- * Since peer streams are TLS, the main thread also decrypts every byte:
+ * Since peer streams are encrypted (TLS then; sealed frames now,
+ * src/lib/sealed-socket.ts), the main thread also decrypts every byte:
  * batching up to 8 MiB took a 1 GiB peer pull from 2.25 s to 1.78 s here
  * (when the stream was plain TCP, 8 MiB measured no faster than 1 MiB:
  * the copy into the batch cost what native hashing saved).
