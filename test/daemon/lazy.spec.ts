@@ -11,7 +11,7 @@ import { waitFor } from '../helpers/cluster.js';
 import { crashDaemon, startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
-import { writeSampleTree } from '../helpers/trees.js';
+import { writeOriginLibs, writeSampleTree } from '../helpers/trees.js';
 
 let s3: S3Server;
 let env: Record<string, string>;
@@ -141,11 +141,7 @@ describe('a job starts on the listing alone', () => {
 
   it('a library that finds its own libraries through $ORIGIN (the loader asks the daemon for them too)', () => {
     const dir = tempDir();
-    mkdirSync(join(dir, 'lib'));
-    writeFileSync(join(dir, 'hello.c'), '#include <stdio.h>\nvoid hello(void) { puts("hello from a lazy library"); fflush(stdout); }\n');
-    writeFileSync(join(dir, 'a.c'), 'void hello(void);\nvoid run(void) { hello(); }\n');
-    execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'libhello.so'), join(dir, 'hello.c')]);
-    execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'liba.so'), join(dir, 'a.c'), `-L${join(dir, 'lib')}`, '-lhello', '-Wl,-rpath,$ORIGIN']);
+    writeOriginLibs(dir, 'hello from a lazy library');
     vriftJson(['save', 'ci/lazy-lib', dir], { home: tempDir(), env });
     const home = tempDir();
     startDaemon(home, env);

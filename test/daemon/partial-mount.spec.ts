@@ -14,7 +14,7 @@ import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
 import { startDaemon, stopDaemon, crashDaemon } from '../helpers/daemon.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
-import { writeSampleTree } from '../helpers/trees.js';
+import { writeOriginLibs, writeSampleTree } from '../helpers/trees.js';
 
 const BUCKET = 'vrift-partial';
 let s3: S3Server;
@@ -193,12 +193,8 @@ describe('a lazy mount from the lazy index', () => {
 
   it('a library found through $ORIGIN whose blob is kept on its own (large): the loader gets it whole', () => {
     const dir = tempDir();
-    mkdirSync(join(dir, 'lib'));
-    // (a 64 KiB array in libhello: above the 32 KiB loose-blob size set below, so S3 keeps its blob on its own)
-    writeFileSync(join(dir, 'hello.c'), '#include <stdio.h>\nconst char pad[65536] = {1};\nvoid hello(void) { puts(pad[0] ? "hello from a large lazy library" : "?"); fflush(stdout); }\n');
-    writeFileSync(join(dir, 'a.c'), 'void hello(void);\nvoid run(void) { hello(); }\n');
-    execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'libhello.so'), join(dir, 'hello.c')]);
-    execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'liba.so'), join(dir, 'a.c'), `-L${join(dir, 'lib')}`, '-lhello', '-Wl,-rpath,$ORIGIN']);
+    // (libhello 64 KiB larger: above the 32 KiB loose-blob size set below, so S3 keeps its blob on its own)
+    writeOriginLibs(dir, 'hello from a large lazy library', 65536);
     const env = { ...envOf('lib/'), VRIFT_S3_LOOSE_BLOB: '32K' };
     vriftJson(['save', 'ci/partial-lib', dir], { home: tempDir(), env });
     onNode(env, (home, mnt) => {

@@ -1,5 +1,6 @@
 // Sample directory trees for tests, and a way to compare two trees on disk.
 import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 
@@ -23,6 +24,21 @@ export function writeSampleTree(root: string): void {
   symlinkSync('src/main.c', join(root, 'link-to-main'));
   symlinkSync('does-not-exist', join(root, 'dangling'));
   symlinkSync('../README.md', join(root, 'src', 'up-link'));
+}
+
+/**
+ * Two shared libraries in `dir`/lib: liba.so, which needs libhello.so and
+ * finds it through its $ORIGIN rpath (as a pip wheel's bundled libraries
+ * do); liba's run() prints `greeting` through it. `padBytes`: libhello's
+ * size grows by that much (a blob a tier keeps on its own).
+ */
+export function writeOriginLibs(dir: string, greeting: string, padBytes = 0): void {
+  mkdirSync(join(dir, 'lib'), { recursive: true });
+  const pad = padBytes > 0 ? `const char pad[${padBytes}] = {1};\n` : '';
+  writeFileSync(join(dir, 'hello.c'), `#include <stdio.h>\n${pad}void hello(void) { puts(${JSON.stringify(greeting)}); fflush(stdout); }\n`);
+  writeFileSync(join(dir, 'a.c'), 'void hello(void);\nvoid run(void) { hello(); }\n');
+  execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'libhello.so'), join(dir, 'hello.c')]);
+  execFileSync('gcc', ['-shared', '-fPIC', '-o', join(dir, 'lib', 'liba.so'), join(dir, 'a.c'), `-L${join(dir, 'lib')}`, '-lhello', '-Wl,-rpath,$ORIGIN']);
 }
 
 export interface Snapshot {
