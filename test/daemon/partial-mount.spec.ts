@@ -221,7 +221,8 @@ describe('a lazy mount from the lazy index', () => {
   it('a second node gets the first one\'s opens as file ordinals: its mount fetches and publishes them before the program asks', async () => {
     const saved = save('t/');
     const prefetching = { ...envOf('t/'), VRIFT_PREFETCH: 'true' };
-    const files = ['src/main.c', 'src/lib/util.js', 'run.sh'];
+    // (big.bin, 3 MiB, is over the start-up set's 1 MiB per blob: the paced prefetch brings it next)
+    const files = ['src/main.c', 'src/lib/util.js', 'run.sh', 'big.bin'];
     const a = tempDir();
     startDaemon(a, envOf('t/'));
     try {
@@ -241,18 +242,20 @@ describe('a lazy mount from the lazy index', () => {
       mkdirSync(mnt);
       vriftJson(['mount', 'ci/partial', mnt], { home: b, env: prefetching });
       const log = () => readFileSync(join(b, 'run', 'vriftd.log'), 'utf8');
-      for (let i = 0; i < 100 && !/start-up set \(from the lazy index\)/.test(log()); i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 100 && !/the trace's other files \(from the lazy index\)/.test(log()); i++) await new Promise((r) => setTimeout(r, 100));
       expect(log()).toMatch(/\(listing from the lazy index; files on first open\)/);
       // main.c and util.js are published (run.sh is executable: its open makes its twin, through the daemon)
-      expect(log()).toMatch(/start-up set \(from the lazy index\): 2 of the first 3 files traced/);
+      expect(log()).toMatch(/start-up set \(from the lazy index\): 2 of the first 4 files traced/);
+      expect(log()).toMatch(/the trace's other files \(from the lazy index\): 1 of 1 in \d+ ms/);
       for (const f of files) expect(casBlobs(b)).toContain(saved.digest(f));
       expect(casBlobs(b)).not.toContain(saved.tree);
-      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `cat '${mnt}/src/main.c' '${mnt}/src/lib/util.js'`], { home: b, env: prefetching });
-      expect([r.code, r.stdout], r.stderr).toEqual([0, readFileSync(join(src, 'src', 'main.c'), 'utf8') + readFileSync(join(src, 'src', 'lib', 'util.js'), 'utf8')]);
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `cat '${mnt}/src/main.c' '${mnt}/src/lib/util.js'; sha256sum < '${mnt}/big.bin'`], { home: b, env: prefetching });
+      const bigSha = execFileSync('sha256sum', [join(src, 'big.bin')], { encoding: 'utf8' }).split(' ')[0];
+      expect([r.code, r.stdout], r.stderr).toEqual([0, readFileSync(join(src, 'src', 'main.c'), 'utf8') + readFileSync(join(src, 'src', 'lib', 'util.js'), 'utf8') + `${bigSha}  -\n`]);
       expect(log()).not.toMatch(/vriftd: fetch: /); // no open failed or fetched on its own
       expect(mountStatus(b, prefetching, mnt)).toMatchObject({
         partial: true,
-        prefetched: { blobs: 2, bytes: sizeOf('src/main.c', 'src/lib/util.js') },
+        prefetched: { blobs: 3, bytes: sizeOf('src/main.c', 'src/lib/util.js', 'big.bin') },
         fetchedOnOpen: { blobs: 0, bytes: 0 },
         prefetch: { state: 'done' },
       });

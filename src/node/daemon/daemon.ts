@@ -15,7 +15,8 @@ import { fetchHandler } from './fetch.js';
 import { LazyMounts } from './lazy-mounts.js';
 import { PartialStarts } from './partial-starts.js';
 import { PartialCounts, type PartialHow } from './partial-counts.js';
-import type { PartialTree } from '../ops/partial-tree.js';
+import type { PartialFile, PartialTree } from '../ops/partial-tree.js';
+import type { Digest } from '../../lib/digest.js';
 import { BlobStreams } from './blob-streams.js';
 import { MetricsServer, type ScrapeGauge } from './metrics-server.js';
 import { metricsSection } from '../metrics/config.js';
@@ -105,14 +106,7 @@ export class Daemon {
       store: this.store,
       resolver: () => this.resolver(),
       log: this.log,
-      publish: (root, rel, digest, file, partial, wasLocal) => {
-        this.mounts.learnDigest(root, rel, digest);
-        const ctimeNs = this.store.meta.getBlob(digest)?.ctimeNs;
-        if (ctimeNs !== undefined) this.mounts.renewBlobCtimes(root, digest, [rel], ctimeNs);
-        // (what the start-up set read itself, ahead or one by one, is prefetched)
-        const rec = this.mounts.recordOf(root);
-        if (rec) this.partialCounts(rec, partial).count(file.ordinal, file.size, wasLocal && !partial.prefetched.has(digest) ? 'local' : 'prefetched');
-      },
+      publish: (root, rel, digest, file, partial, wasLocal) => this.publishPartialFile(root, rel, digest, file, partial, wasLocal),
     });
     this.evictor = new Evictor({ store: this.store, config: config.get(storeSection), metrics: this.metrics, log: this.log });
     this.metricsServer = new MetricsServer(this.metrics, config.get(metricsSection), this.scrapeGauges(), this.log);
@@ -276,19 +270,45 @@ export class Daemon {
   }
 
   /**
-   * FETCH of a file of a partial mount whose digest the VDir does not have
-   * yet: its piece of the tree's lazy index (checked), then its blob where
-   * the index places it; the VDir names the digest before FETCH goes on.
+   * A traced partial mount's start-up set (partial-starts.ts), then the
+   * trace's other files (large ones, or past the set's cap) by the paced
+   * prefetch, in the background; one log line each.
    */
-  /** A traced partial mount's start-up set (partial-starts.ts), in the background; one log line. */
   private async startPartial(rec: MountRecord, partial: PartialTree, ordinals: number[]): Promise<void> {
+    const counts = this.partialCounts(rec, partial);
     try {
       const r = await this.partialStarts.start(rec.path, partial, ordinals, this.lazy.startupCaps);
-      this.partialCounts(rec, partial).startupDone(ordinals.length);
       this.log(`prefetch: ${rec.path}: start-up set (from the lazy index): ${r.files} of the first ${ordinals.length} files traced, ${r.bytes} bytes, in ${r.ms} ms`);
+      if (r.rest.length > 0 && this.mounts.recordOf(rec.path) === rec) {
+        await partial.loadPieces(r.rest);
+        const places = r.rest.map((o) => partial.placeOf(o)).filter((p): p is NonNullable<typeof p> => p !== undefined);
+        const t0 = Date.now();
+        let files = 0;
+        await this.lazy.prefetchPartial(rec, places, (digest, wasLocal) => {
+          if (!wasLocal) partial.prefetched.add(digest);
+          for (const p of places) {
+            if (p.digest !== digest) continue;
+            files++;
+            if (!p.file.exec) this.publishPartialFile(rec.path, p.file.rel, digest, p.file, partial, wasLocal);
+          }
+        });
+        this.log(`prefetch: ${rec.path}: the trace's other files (from the lazy index): ${files} of ${r.rest.length} in ${Date.now() - t0} ms`);
+      }
     } catch (e) {
       this.log(`prefetch: ${rec.path}: start-up set (from the lazy index) failed: ${(e as Error).message}`);
+    } finally {
+      counts.startupDone(ordinals.length);
     }
+  }
+
+  /** File `rel` of the partial mount at `root` names its blob `digest` (local now; `wasLocal` before this mount's reads), so it opens without a FETCH. */
+  private publishPartialFile(root: string, rel: string, digest: Digest, file: PartialFile, partial: PartialTree, wasLocal: boolean): void {
+    this.mounts.learnDigest(root, rel, digest);
+    const ctimeNs = this.store.meta.getBlob(digest)?.ctimeNs;
+    if (ctimeNs !== undefined) this.mounts.renewBlobCtimes(root, digest, [rel], ctimeNs);
+    // (what a traced start read itself, ahead or one by one, is prefetched)
+    const rec = this.mounts.recordOf(root);
+    if (rec) this.partialCounts(rec, partial).count(file.ordinal, file.size, wasLocal && !partial.prefetched.has(digest) ? 'local' : 'prefetched');
   }
 
   /** The counts `vrift status` shows of a partial mount (made at its MOUNT, or at its first open after a restart). */

@@ -84,6 +84,8 @@ export class LazyMounts {
   private readonly byPath = new Map<string, LazyMount>();
   /** Partial mounts' counts, by path, until their full listing makes them mounts of byPath. */
   private readonly partialByPath = new Map<string, PartialCounts>();
+  /** Partial mounts' prefetch of their traced files past the start-up set, by path. */
+  private readonly partialJobs = new Map<string, PrefetchJob>();
   private readonly prefetcher: Prefetcher;
   private readonly traces: TraceBook;
   private readonly startup: StartupBatches;
@@ -202,7 +204,9 @@ export class LazyMounts {
       },
     };
     if (this.byPath.has(rec.path)) this.detach(rec.path);
-    // (a partial mount that read its full listing: what its programs fetched so far still counts)
+    // (a partial mount that read its full listing: what its programs fetched so far still counts, and its
+    // prefetch from now on works on the listing)
+    this.cancelPartialJob(rec.path);
     const before = this.partialByPath.get(rec.path)?.status;
     if (before) {
       m.status.fetchedOnOpen = { ...before.fetchedOnOpen };
@@ -217,6 +221,7 @@ export class LazyMounts {
   detach(path: string): void {
     this.pending.delete(resolve(path));
     this.partialByPath.delete(resolve(path));
+    this.cancelPartialJob(resolve(path));
     const m = this.byPath.get(resolve(path));
     if (!m) return;
     m.gone = true;
@@ -255,6 +260,50 @@ export class LazyMounts {
     add(m.status.fetchedOnOpen, m.blobs.size(at));
     const why = m.switch.opened(at, (a, b) => this.stillMissing(m, a, b)) ?? this.byVolume(m);
     if (why) this.toBulk(m, why);
+  }
+
+  /**
+   * A traced partial mount's files past its start-up set (large ones, or
+   * past its byte cap: `places`, in trace order), prefetched as any
+   * mount's are (paced, at most prefetchConcurrency at once, a program's
+   * open first); `arrived` is told of each file once its blob is here.
+   */
+  prefetchPartial(
+    rec: MountRecord,
+    places: readonly { digest: Digest; file: { size: number } }[],
+    arrived: (digest: Digest, wasLocal: boolean) => void,
+  ): Promise<void> {
+    const items: PrefetchItem[] = [];
+    const seen = new Set<Digest>();
+    for (const p of places) {
+      if (p.file.size === 0 || seen.has(p.digest)) continue;
+      seen.add(p.digest);
+      if (this.opts.store.cas.has(p.digest)) arrived(p.digest, true);
+      else items.push({ digest: p.digest, size: p.file.size });
+    }
+    if (items.length === 0 || this.stopped) return Promise.resolve();
+    return new Promise((done) => {
+      const job: PrefetchJob = {
+        name: rec.path,
+        tree: rec.tree,
+        items,
+        isLocal: (d) => this.opts.store.cas.has(d),
+        onFetched: (item, outcome) => outcome.from !== undefined && arrived(item.digest, false),
+        onFailed: (item, e) => this.opts.log(`prefetch: ${rec.path}: blob ${item.digest}: ${e.message}`),
+        onEnd: () => {
+          if (this.partialJobs.get(rec.path) === job) this.partialJobs.delete(rec.path);
+          done();
+        },
+      };
+      this.cancelPartialJob(rec.path);
+      this.partialJobs.set(rec.path, job);
+      this.prefetcher.add(job);
+    });
+  }
+
+  private cancelPartialJob(path: string): void {
+    const job = this.partialJobs.get(path);
+    if (job) this.prefetcher.cancel(job);
   }
 
   /** The counts of the partial mount at `path` (made with `make` the first time: at MOUNT, or at a first open after a restart). */

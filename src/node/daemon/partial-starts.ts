@@ -79,16 +79,23 @@ export class PartialStarts {
   /**
    * The start-up set of a partial mount at `root` whose tree has trace
    * `ordinals`: the first files under `blobMax` bytes, up to `maxBytes` of
-   * them, fetched and published (see above). Returns what it did, for the log.
+   * them, fetched and published (see above). Returns what it did, for the
+   * log, and the trace's files it left (`rest`: too large, or past the cap).
    */
-  async start(root: string, partial: PartialTree, ordinals: readonly number[], caps: { bytes: number; blobMax: number }): Promise<{ files: number; bytes: number; ms: number }> {
+  async start(root: string, partial: PartialTree, ordinals: readonly number[], caps: { bytes: number; blobMax: number }): Promise<{ files: number; bytes: number; ms: number; rest: number[] }> {
     const t0 = Date.now();
     const picked: number[] = [];
+    const rest: number[] = [];
     let bytes = 0;
+    let full = false; // (the set is the trace's first files: once one does not fit, the rest wait)
     for (const o of ordinals) {
       const f = partial.fileOf(o);
-      if (!f || f.size >= caps.blobMax) continue;
-      if (bytes + f.size > caps.bytes) break;
+      if (!f) continue;
+      full ||= f.size < caps.blobMax && bytes + f.size > caps.bytes;
+      if (full || f.size >= caps.blobMax) {
+        rest.push(o);
+        continue;
+      }
       bytes += f.size;
       picked.push(o);
     }
@@ -104,7 +111,7 @@ export class PartialStarts {
       this.opts.publish(root, got.rel, got.digest, got.file, partial, got.wasLocal);
       files++;
     });
-    return { files, bytes, ms: Date.now() - t0 };
+    return { files, bytes, ms: Date.now() - t0, rest };
   }
 
   private track(p: Promise<unknown>): void {
