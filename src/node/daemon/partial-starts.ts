@@ -14,9 +14,8 @@ import type { PartialFile, PartialTree } from '../ops/partial-tree.js';
 import type { Resolver } from '../ops/resolver.js';
 import { decodeOrdinalTrace, encodeOrdinalTrace, loadLocalOrdinals, MAX_ORDINALS, MAX_ORDINAL_TRACE_BYTES, ordinalTraceRefName, saveLocalOrdinals } from '../store/ordinal-trace.js';
 import type { Store } from '../store/store.js';
+import { SAVE_AFTER_MS, STOP_PUSH_MS } from './trace-book.js';
 
-const SAVE_AFTER_MS = 2000;
-const STOP_PUSH_MS = 5000;
 /** Start-up files fetched at once. */
 const PARALLEL = 16;
 

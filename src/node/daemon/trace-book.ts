@@ -9,12 +9,12 @@ import type { Resolver } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
 import { loadLocalTrace, MAX_TRACE_BLOBS, mergeTraces, saveLocalTrace } from '../store/trace.js';
 
-/** A change is saved locally this soon (a daemon killed loses at most this much of a trace). */
-const SAVE_AFTER_MS = 2_000;
+/** A change is saved locally this soon (a daemon killed loses at most this much of a trace; partial-starts.ts's too). */
+export const SAVE_AFTER_MS = 2_000;
 /** … and pushed this soon, if its mounts are still there (one small write per tree per tier). */
 const PUSH_AFTER_MS = 30_000;
-/** A stopping daemon waits this long at most for its pushes. */
-const STOP_PUSH_MS = 5_000;
+/** A stopping daemon waits this long at most for its pushes (partial-starts.ts's too). */
+export const STOP_PUSH_MS = 5_000;
 
 interface TraceState {
   blobs: Digest[];
