@@ -4,7 +4,6 @@
 // everything up), starts them in order and stops them in reverse. It runs
 // the CLI's operations (operations.ts) and resolves the shim's misses
 // (fetch.ts) through that one resolver.
-import { resolve } from 'node:path';
 import { VriftError } from '../../lib/errors.js';
 import { Metrics, TIER_COUNTERS } from '../../lib/metrics.js';
 import { Cluster } from '../cluster/cluster.js';
@@ -13,10 +12,7 @@ import { openResolver } from '../ops/open-resolver.js';
 import type { Resolver } from '../ops/resolver.js';
 import { fetchHandler } from './fetch.js';
 import { LazyMounts } from './lazy-mounts.js';
-import { PartialStarts } from './partial-starts.js';
-import { PartialCounts, type PartialHow } from './partial-counts.js';
-import type { PartialFile, PartialTree } from '../ops/partial-tree.js';
-import type { Digest } from '../../lib/digest.js';
+import { PartialMounts } from './partial-mounts.js';
 import { BlobStreams } from './blob-streams.js';
 import { MetricsServer, type ScrapeGauge } from './metrics-server.js';
 import { metricsSection } from '../metrics/config.js';
@@ -31,7 +27,7 @@ import { operationsHandler } from './operations.js';
 import { socketPathOf } from '../control/paths.js';
 import { acquireDaemonLock } from './lock.js';
 import { ControlServer, requireStr, type Handler } from '../control/server.js';
-import { MountManager, type MountRecord } from '../mount/mounts.js';
+import { MountManager } from '../mount/mounts.js';
 import { registerMountWrites } from '../mount/writes.js';
 import { registerNs } from '../mount/ns.js';
 import { F, Msg, type FieldList } from '../control/protocol.js';
@@ -41,13 +37,6 @@ import { resolveHome } from '../store/home.js';
 import { assertRoomToStart, stderrLog } from './room.js';
 
 export const DAEMON_VERSION = '0.1.0';
-
-/**
- * A partial mount (docs/lazy.md "Partial metadata") reads its tree's full
- * listing once programs opened this many of its files: a start-up opens
- * fewer (the node job: ~90), a job that reads much of the tree more.
- */
-const UPGRADE_AFTER_FILES = 256;
 
 export interface Component {
   name: string;
@@ -83,8 +72,8 @@ export class Daemon {
   /** Keeps the store under store.maxSize (evictor.ts). */
   private readonly evictor: Evictor;
   private readonly mountConfig: LazyConfig;
-  /** Partial mounts' traces and start-up sets (docs/lazy.md "Partial metadata"). */
-  private readonly partialStarts: PartialStarts;
+  /** Mounts from a tree's lazy index (docs/lazy.md "Partial metadata"). */
+  private readonly partials: PartialMounts;
   private readonly started: Component[] = [];
   private releaseLock: (() => void) | undefined;
   private listening = false;
@@ -102,12 +91,7 @@ export class Daemon {
     const mountConfig = config.get(mountSection);
     this.mountConfig = mountConfig;
     this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: mountConfig, metrics: this.metrics, log: this.log });
-    this.partialStarts = new PartialStarts({
-      store: this.store,
-      resolver: () => this.resolver(),
-      log: this.log,
-      publish: (root, rel, digest, file, partial, wasLocal) => this.publishPartialFile(root, rel, digest, file, partial, wasLocal),
-    });
+    this.partials = new PartialMounts({ store: this.store, mounts: this.mounts, lazy: this.lazy, resolver: () => this.resolver(), log: this.log });
     this.evictor = new Evictor({ store: this.store, config: config.get(storeSection), metrics: this.metrics, log: this.log });
     this.metricsServer = new MetricsServer(this.metrics, config.get(metricsSection), this.scrapeGauges(), this.log);
     this.streams = new BlobStreams({ store: this.store, resolver: () => this.resolver(), log: this.log }, { enabled: mountConfig.stream, minBytes: mountConfig.streamMinBytes });
@@ -142,7 +126,7 @@ export class Daemon {
       },
       // after the resolver (prefetch and trace pushes use it), before control (FETCH reports to it)
       { name: 'lazy mounts', start: () => this.lazy.start(), stop: () => this.lazy.stop() },
-      { name: 'partial mounts\' traces', start: () => undefined, stop: () => this.partialStarts.stop() },
+      { name: 'partial mounts\' traces', start: () => undefined, stop: () => this.partials.stop() },
       { name: 'large-file streams', start: () => this.streams.start(), stop: () => this.streams.stop() },
       { name: 'metrics', start: () => this.metricsServer.start(), stop: () => this.metricsServer.stop() },
       { name: 'scrub', start: () => this.scrub.start(), stop: () => this.scrub.stop() },
@@ -269,95 +253,9 @@ export class Daemon {
     ];
   }
 
-  /**
-   * A traced partial mount's start-up set (partial-starts.ts), then the
-   * trace's other files (large ones, or past the set's cap) by the paced
-   * prefetch, in the background; one log line each.
-   */
-  private async startPartial(rec: MountRecord, partial: PartialTree, ordinals: number[]): Promise<void> {
-    const counts = this.partialCounts(rec, partial);
-    try {
-      const r = await this.partialStarts.start(rec.path, partial, ordinals, this.lazy.startupCaps);
-      this.log(`prefetch: ${rec.path}: start-up set (from the lazy index): ${r.files} of the first ${ordinals.length} files traced, ${r.bytes} bytes, in ${r.ms} ms`);
-      if (r.rest.length > 0 && this.mounts.recordOf(rec.path) === rec) {
-        await partial.loadPieces(r.rest);
-        const places = r.rest.map((o) => partial.placeOf(o)).filter((p): p is NonNullable<typeof p> => p !== undefined);
-        const t0 = Date.now();
-        let files = 0;
-        await this.lazy.prefetchPartial(rec, places, (digest, wasLocal) => {
-          if (!wasLocal) partial.prefetched.add(digest);
-          for (const p of places) {
-            if (p.digest !== digest) continue;
-            files++;
-            if (!p.file.exec) this.publishPartialFile(rec.path, p.file.rel, digest, p.file, partial, wasLocal);
-          }
-        });
-        this.log(`prefetch: ${rec.path}: the trace's other files (from the lazy index): ${files} of ${r.rest.length} in ${Date.now() - t0} ms`);
-      }
-    } catch (e) {
-      this.log(`prefetch: ${rec.path}: start-up set (from the lazy index) failed: ${(e as Error).message}`);
-    } finally {
-      counts.startupDone(ordinals.length);
-    }
-  }
-
-  /** File `rel` of the partial mount at `root` names its blob `digest` (local now; `wasLocal` before this mount's reads), so it opens without a FETCH. */
-  private publishPartialFile(root: string, rel: string, digest: Digest, file: PartialFile, partial: PartialTree, wasLocal: boolean): void {
-    this.mounts.learnDigest(root, rel, digest);
-    const ctimeNs = this.store.meta.getBlob(digest)?.ctimeNs;
-    if (ctimeNs !== undefined) this.mounts.renewBlobCtimes(root, digest, [rel], ctimeNs);
-    // (what a traced start read itself, ahead or one by one, is prefetched)
-    const rec = this.mounts.recordOf(root);
-    if (rec) this.partialCounts(rec, partial).count(file.ordinal, file.size, wasLocal && !partial.prefetched.has(digest) ? 'local' : 'prefetched');
-  }
-
-  /** The counts `vrift status` shows of a partial mount (made at its MOUNT, or at its first open after a restart). */
-  private partialCounts(rec: MountRecord, partial: PartialTree, traced = false): PartialCounts {
-    const prefetch = traced ? 'running' : this.lazy.prefetching ? 'no trace' : 'off';
-    return this.lazy.partialCounts(rec.path, () => new PartialCounts(partial.head.files, partial.bytes, prefetch));
-  }
-
-  /** Files opened per partial mount (learnDigest). */
-  private readonly learned = new Map<string, number>();
-
-  /**
-   * A partial mount whose programs opened many files: the full listing is
-   * worth its bytes now (a job reading much of the tree gets the bulk
-   * switch, prefetch and accounting, which work on the listing).
-   */
-  private async upgradePartial(rec: MountRecord): Promise<void> {
-    try {
-      await this.resolver().ensureListing(rec.tree);
-      if (this.mounts.recordOf(rec.path) !== rec) return; // unmounted meanwhile
-      const named = this.mounts.upgradePartial(rec.path);
-      this.log(`lazy index: ${rec.path}: ${UPGRADE_AFTER_FILES} files opened: read the full listing (${named} more files named); accounting, prefetch and the bulk switch from now on`);
-      this.lazy.attach(rec);
-    } catch (e) {
-      this.log(`lazy index: ${rec.path}: could not read the full listing: ${(e as Error).message} (files still come on first open)`);
-    }
-  }
-
   /** MountWritesContext.ensureTree: a partial mount's full listing, for a snapshot. */
   ensureTree(tree: string): Promise<unknown> {
     return this.resolver().ensureListing(tree);
-  }
-
-  private async learnDigest(root: string, rel: string): Promise<{ digest: string; later: boolean }> {
-    const rec = this.mounts.recordOf(root);
-    const partial = rec?.lazy === undefined ? undefined : await this.resolver().partialTree(rec.tree, rec.lazy);
-    const got = await partial?.fetchFile(rel);
-    if (!rec || !got) throw new VriftError('ERR_VRIFT_MOUNTFS_ENOENT', `${rel} is no file of the lazy index of ${root}`, { exitCode: 1 });
-    const later = got.loose && !this.store.cas.has(got.digest);
-    this.mounts.learnDigest(rec.path, rel, got.digest, later);
-    // (a blob left for the open (`later`) is fetched by it)
-    const how: PartialHow = partial!.prefetched.has(got.digest) ? 'prefetched' : got.wasLocal ? 'local' : 'fetchedOnOpen';
-    this.partialCounts(rec, partial!).count(got.file.ordinal, got.file.size, how);
-    this.lazy.tracePartial(rec.tree, got.digest, partial!);
-    this.partialStarts.note(rec.tree, got.file.ordinal, partial!.head.files);
-    const n = (this.learned.get(rec.path) ?? 0) + 1;
-    this.learned.set(rec.path, n);
-    if (n === UPGRADE_AFTER_FILES) void this.upgradePartial(rec);
-    return { digest: got.digest, later };
   }
 
   private handlers(): Map<number, Handler> {
@@ -384,8 +282,7 @@ export class Daemon {
       if (from !== 'local' && !partial) this.lazy.early(tree, answered);
       // (a partial mount has no listing to count or prefetch by: its opens are traced, docs/lazy.md "Partial metadata")
       if (!partial) this.lazy.attach(rec, answered); // counts what is local, then prefetches by the tree's trace, in the background
-      if (partial) this.partialCounts(rec, partial, startup !== undefined);
-      if (partial && startup) void answered.then(() => this.startPartial(rec, partial, startup));
+      if (partial) this.partials.mounted(rec, partial, startup, answered);
       await recorded; // (a daemon killed from now on restores the mount)
       this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);
       return [
@@ -397,8 +294,7 @@ export class Daemon {
       const path = requireStr(f, F.PATH, 'path');
       const tree = this.mounts.recordOf(path)?.tree;
       this.mounts.unmount(path);
-      this.learned.delete(resolve(path));
-      if (tree && !this.mounts.records().some((r) => r.tree === tree)) this.partialStarts.release(tree);
+      this.partials.unmounted(path, tree);
       this.lazy.detach(path);
       this.log(`unmount: ${path}`);
       return [];
@@ -414,12 +310,8 @@ export class Daemon {
         streams: this.streams,
         metrics: this.metrics,
         renew: (root, rel, digest, ctimeNs) => this.mounts.renewBlobCtime(root, rel, digest, ctimeNs),
-        learn: (root, rel) => this.learnDigest(root, rel),
-        sizeOf: async (root, rel) => {
-          const rec = this.mounts.recordOf(root);
-          if (rec?.lazy === undefined || this.store.hasTree(rec.tree)) return undefined;
-          return (await this.resolver().partialTree(rec.tree, rec.lazy))?.fileAt(rel)?.size;
-        },
+        learn: (root, rel) => this.partials.learn(root, rel),
+        sizeOf: (root, rel) => this.partials.sizeOf(root, rel),
       }),
     );
     h.set(Msg.OP, operationsHandler({ store: this.store, resolver: () => this.resolver(), metrics: this.metrics, log: this.log, configEnv: NODE_CONFIG_ENV }));

@@ -1,0 +1,164 @@
+// Mounts from a tree's lazy index, as the daemon runs them (docs/lazy.md
+// "Partial metadata"): a program's first open of a file learns its digest
+// (and brings its blob) from the index; a traced mount's start-up set and
+// the trace's other files come ahead of any open (partial-starts.ts, the
+// paced prefetch); `vrift status` counts their files (partial-counts.ts);
+// once programs opened many files the mount reads its full listing and
+// becomes a lazy mount like any other (lazy-mounts.ts).
+import { resolve } from 'node:path';
+import type { Digest } from '../../lib/digest.js';
+import { VriftError } from '../../lib/errors.js';
+import type { MountManager, MountRecord } from '../mount/mounts.js';
+import type { PartialFile, PartialTree } from '../ops/partial-tree.js';
+import type { Resolver } from '../ops/resolver.js';
+import type { Store } from '../store/store.js';
+import type { LazyMounts } from './lazy-mounts.js';
+import { PartialCounts, type PartialHow } from './partial-counts.js';
+import { PartialStarts } from './partial-starts.js';
+
+/**
+ * A partial mount reads its tree's full listing once programs opened this
+ * many of its files: a start-up opens fewer (the node job: ~90), a job
+ * that reads much of the tree more.
+ */
+const UPGRADE_AFTER_FILES = 256;
+
+export interface PartialMountsOptions {
+  store: Store;
+  mounts: MountManager;
+  lazy: LazyMounts;
+  resolver: () => Resolver;
+  log: (line: string) => void;
+}
+
+export class PartialMounts {
+  private readonly starts: PartialStarts;
+  /** Files opened per partial mount (learn). */
+  private readonly learned = new Map<string, number>();
+
+  constructor(private readonly opts: PartialMountsOptions) {
+    this.starts = new PartialStarts({
+      store: opts.store,
+      resolver: opts.resolver,
+      log: opts.log,
+      publish: (root, rel, digest, file, partial, wasLocal) => this.publishFile(root, rel, digest, file, partial, wasLocal),
+    });
+  }
+
+  /** Daemon stop: the ordinal traces are saved and pushed. */
+  stop(): Promise<void> {
+    return this.starts.stop();
+  }
+
+  /** MOUNT made `rec` from `partial`; with a trace (`startup`), its start-up set runs once `answered` settles. */
+  mounted(rec: MountRecord, partial: PartialTree, startup: number[] | undefined, answered: Promise<unknown>): void {
+    this.counts(rec, partial, startup !== undefined);
+    if (startup) void answered.then(() => this.startPartial(rec, partial, startup));
+  }
+
+  /** The mount at `path` (of `tree`) went. */
+  unmounted(path: string, tree: Digest | undefined): void {
+    this.learned.delete(resolve(path));
+    if (tree && !this.opts.mounts.records().some((r) => r.tree === tree)) this.starts.release(tree);
+  }
+
+  /**
+   * FETCH of file `rel` of the partial mount at `root` whose digest the VDir
+   * does not have yet: its piece of the tree's lazy index (checked), then
+   * its blob where the index places it (unless `later`: a blob kept on its
+   * own, which the open fetches and may stream); the VDir names the digest
+   * before FETCH goes on.
+   */
+  async learn(root: string, rel: string): Promise<{ digest: string; later: boolean }> {
+    const rec = this.opts.mounts.recordOf(root);
+    const partial = rec?.lazy === undefined ? undefined : await this.opts.resolver().partialTree(rec.tree, rec.lazy);
+    const got = await partial?.fetchFile(rel);
+    if (!rec || !partial || !got) throw new VriftError('ERR_VRIFT_MOUNTFS_ENOENT', `${rel} is no file of the lazy index of ${root}`, { exitCode: 1 });
+    const later = got.loose && !this.opts.store.cas.has(got.digest);
+    this.opts.mounts.learnDigest(rec.path, rel, got.digest, later);
+    // (a blob left for the open (`later`) is fetched by it)
+    const how: PartialHow = partial.prefetched.has(got.digest) ? 'prefetched' : got.wasLocal ? 'local' : 'fetchedOnOpen';
+    this.counts(rec, partial).count(got.file.ordinal, got.file.size, how);
+    this.opts.lazy.tracePartial(rec.tree, got.digest, partial);
+    this.starts.note(rec.tree, got.file.ordinal, partial.head.files);
+    const n = (this.learned.get(rec.path) ?? 0) + 1;
+    this.learned.set(rec.path, n);
+    if (n === UPGRADE_AFTER_FILES) void this.upgrade(rec);
+    return { digest: got.digest, later };
+  }
+
+  /** The size of file `rel` of the mount at `root` when that mount is partial (its names say it), so a large blob may stream. */
+  async sizeOf(root: string, rel: string): Promise<number | undefined> {
+    const rec = this.opts.mounts.recordOf(root);
+    if (rec?.lazy === undefined || this.opts.store.hasTree(rec.tree)) return undefined;
+    return (await this.opts.resolver().partialTree(rec.tree, rec.lazy))?.fileAt(rel)?.size;
+  }
+
+  /**
+   * A traced partial mount's start-up set (partial-starts.ts), then the
+   * trace's other files (large ones, or past the set's cap) by the paced
+   * prefetch, in the background; one log line each.
+   */
+  private async startPartial(rec: MountRecord, partial: PartialTree, ordinals: number[]): Promise<void> {
+    const counts = this.counts(rec, partial);
+    try {
+      const r = await this.starts.start(rec.path, partial, ordinals, this.opts.lazy.startupCaps);
+      this.opts.log(`prefetch: ${rec.path}: start-up set (from the lazy index): ${r.files} of the first ${ordinals.length} files traced, ${r.bytes} bytes, in ${r.ms} ms`);
+      if (r.rest.length > 0 && this.opts.mounts.recordOf(rec.path) === rec) {
+        await partial.loadPieces(r.rest);
+        // (files by blob: one blob may be several files')
+        const byDigest = new Map<Digest, (PartialFile & { rel: string })[]>();
+        const places = r.rest.map((o) => partial.placeOf(o)).filter((p): p is NonNullable<typeof p> => p !== undefined);
+        for (const p of places) byDigest.set(p.digest, [...(byDigest.get(p.digest) ?? []), p.file]);
+        const t0 = Date.now();
+        let files = 0;
+        await this.opts.lazy.prefetchPartial(rec, places, (digest, wasLocal) => {
+          if (!wasLocal) partial.prefetched.add(digest);
+          for (const file of byDigest.get(digest) ?? []) {
+            files++;
+            if (!file.exec) this.publishFile(rec.path, file.rel, digest, file, partial, wasLocal);
+          }
+        });
+        this.opts.log(`prefetch: ${rec.path}: the trace's other files (from the lazy index): ${files} of ${r.rest.length} in ${Date.now() - t0} ms`);
+      }
+    } catch (e) {
+      this.opts.log(`prefetch: ${rec.path}: start-up set (from the lazy index) failed: ${(e as Error).message}`);
+    } finally {
+      counts.startupDone(ordinals.length);
+    }
+  }
+
+  /** File `rel` of the partial mount at `root` names its blob `digest` (local now; `wasLocal` before this mount's reads), so it opens without a FETCH. */
+  private publishFile(root: string, rel: string, digest: Digest, file: PartialFile, partial: PartialTree, wasLocal: boolean): void {
+    const { mounts, store } = this.opts;
+    mounts.learnDigest(root, rel, digest);
+    const ctimeNs = store.meta.getBlob(digest)?.ctimeNs;
+    if (ctimeNs !== undefined) mounts.renewBlobCtimes(root, digest, [rel], ctimeNs);
+    // (what a traced start read itself, ahead or one by one, is prefetched)
+    const rec = mounts.recordOf(root);
+    if (rec) this.counts(rec, partial).count(file.ordinal, file.size, wasLocal && !partial.prefetched.has(digest) ? 'local' : 'prefetched');
+  }
+
+  /** The counts `vrift status` shows of a partial mount (made at its MOUNT, or at its first open after a restart). */
+  private counts(rec: MountRecord, partial: PartialTree, traced = false): PartialCounts {
+    const prefetch = traced ? 'running' : this.opts.lazy.prefetching ? 'no trace' : 'off';
+    return this.opts.lazy.partialCounts(rec.path, () => new PartialCounts(partial.head.files, partial.bytes, prefetch));
+  }
+
+  /**
+   * A partial mount whose programs opened many files: the full listing is
+   * worth its bytes now (a job reading much of the tree gets the bulk
+   * switch, prefetch and accounting, which work on the listing).
+   */
+  private async upgrade(rec: MountRecord): Promise<void> {
+    try {
+      await this.opts.resolver().ensureListing(rec.tree);
+      if (this.opts.mounts.recordOf(rec.path) !== rec) return; // unmounted meanwhile
+      const named = this.opts.mounts.upgradePartial(rec.path);
+      this.opts.log(`lazy index: ${rec.path}: ${UPGRADE_AFTER_FILES} files opened: read the full listing (${named} more files named); accounting, prefetch and the bulk switch from now on`);
+      this.opts.lazy.attach(rec);
+    } catch (e) {
+      this.opts.log(`lazy index: ${rec.path}: could not read the full listing: ${(e as Error).message} (files still come on first open)`);
+    }
+  }
+}
