@@ -270,20 +270,23 @@ export class Resolver {
       // (a partial mount's trace, as file ordinals: what a traced partial mount fetches first, partial-starts.ts)
       const local = loadLocalOrdinals(this.store.meta, tree);
       const ordinals = opts.prefetch && local.length === 0 ? this.chain.fetchHint(ordinalTraceRefName(tree), MAX_ORDINAL_TRACE_BYTES).catch(() => undefined) : undefined;
+      // The tiers' ordinal trace, checked once (the early reads and the mount's start-up set both take it).
+      let decoded: ReturnType<typeof decodeOrdinalTrace> | undefined;
+      const decodeTheirs = (bytes: Buffer, files: number) => (decoded ??= decodeOrdinalTrace(bytes, tree, files));
       // Once the head is checked, a traced start reads its first files' pieces and blobs while the names arrive.
       const early = (pt: PartialTree) => {
         if (!opts.startup) return;
         const caps = opts.startup;
-        const first = local.length > 0 ? Promise.resolve(local) : (ordinals ?? Promise.resolve(undefined)).then((h) => (h && 'bytes' in h ? decodeOrdinalTrace(h.bytes, tree, pt.head.files) : undefined));
+        const first = local.length > 0 ? Promise.resolve(local) : (ordinals ?? Promise.resolve(undefined)).then((h) => (h && 'bytes' in h ? decodeTheirs(h.bytes, pt.head.files) : undefined));
         void first.then((o) => (Array.isArray(o) && o.length > 0 ? pt.prefetchEarly(o, caps) : undefined)).catch(() => undefined);
       };
       const partial = PartialTree.open(this.store, this.chain, tree, lazy, this.log, early);
       const [hint, got, theirs] = await Promise.all([trace, partial, ordinals]);
       let startup: number[] | undefined = opts.prefetch && local.length > 0 ? local : undefined;
       if (got && theirs && 'bytes' in theirs) {
-        const decoded = decodeOrdinalTrace(theirs.bytes, tree, got.head.files);
-        if (Array.isArray(decoded)) startup = decoded;
-        else this.log(`trace: tree ${tree.slice(0, 12)}…: the ordinal trace in ${theirs.tier} was ignored: ${decoded.problem}`);
+        const checked = decodeTheirs(theirs.bytes, got.head.files);
+        if (Array.isArray(checked)) startup = checked;
+        else this.log(`trace: tree ${tree.slice(0, 12)}…: the ordinal trace in ${theirs.tier} was ignored: ${checked.problem}`);
       }
       if (got && (startup?.length || !(hint && !('problem' in hint)))) {
         this.partials.set(lazy, got);
