@@ -168,6 +168,33 @@ describe('a lazy mount from the lazy index', () => {
     });
   });
 
+  it('files renamed, moved with their directory or hard-linked before their first open: they open at their new paths, and a snapshot names their blobs', () => {
+    const saved = save('r/');
+    const env = envOf('r/');
+    onNode(env, (home, mnt) => {
+      const script = [
+        'mv src/main.c src/moved.c',
+        'mv src/lib src/lib2',
+        'ln src/dup-a.txt hard.txt',
+        'cat src/moved.c src/lib2/util.js src/lib2/deep/er/x.txt hard.txt',
+        'test ! -e src/main.c && test ! -e src/lib',
+      ].join(' && ');
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `cd '${mnt}' && ${script}`], { home, env });
+      const want = ['src/main.c', 'src/lib/util.js', 'src/lib/deep/er/x.txt', 'src/dup-a.txt'].map((p) => readFileSync(join(src, p), 'utf8')).join('');
+      expect([r.code, r.stdout, r.stderr]).toEqual([0, want, '']);
+      const snap = vriftJson(['snapshot', mnt], { home, env }).tree as string;
+      const entries = vriftJson(['ls', snap, '--json'], { home }).entries as { path: string; digest?: string }[];
+      const digestAt = (p: string) => entries.find((e) => e.path === p)?.digest;
+      expect([digestAt('src/moved.c'), digestAt('src/lib2/util.js'), digestAt('hard.txt'), digestAt('src/dup-a.txt')]).toEqual([
+        saved.digest('src/main.c'),
+        saved.digest('src/lib/util.js'),
+        saved.digest('src/dup-a.txt'),
+        saved.digest('src/dup-a.txt'),
+      ]);
+      expect([digestAt('src/main.c'), digestAt('src/lib/util.js')]).toEqual([undefined, undefined]);
+    });
+  });
+
   it('a job that opens many files: the mount reads the full listing then, names every file\'s digest, and goes on as any lazy mount', () => {
     const many = tempDir();
     for (let i = 0; i < 600; i++) {

@@ -253,6 +253,11 @@ export class Daemon {
     ];
   }
 
+  /** MountWritesContext.nameAll: a partial mount's full listing, before files not opened yet move. */
+  nameAll(root: string): Promise<void> {
+    return this.partials.nameAll(root);
+  }
+
   /** MountWritesContext.ensureTree: a partial mount's full listing, for a snapshot. */
   ensureTree(tree: string): Promise<unknown> {
     return this.resolver().ensureListing(tree);

@@ -35,6 +35,8 @@ export class PartialMounts {
   private readonly starts: PartialStarts;
   /** Files opened per partial mount (learn). */
   private readonly learned = new Map<string, number>();
+  /** Partial mounts reading their full listing now (upgrade), by path: one read each. */
+  private readonly upgrading = new Map<string, Promise<void>>();
 
   constructor(private readonly opts: PartialMountsOptions) {
     this.starts = new PartialStarts({
@@ -83,7 +85,7 @@ export class PartialMounts {
     this.starts.note(rec.tree, got.file.ordinal, partial.head.files);
     const n = (this.learned.get(rec.path) ?? 0) + 1;
     this.learned.set(rec.path, n);
-    if (n === UPGRADE_AFTER_FILES) void this.upgrade(rec);
+    if (n === UPGRADE_AFTER_FILES) this.upgrade(rec, `${UPGRADE_AFTER_FILES} files opened`).catch(() => undefined);
     return { digest: got.digest, later };
   }
 
@@ -146,19 +148,39 @@ export class PartialMounts {
   }
 
   /**
-   * A partial mount whose programs opened many files: the full listing is
-   * worth its bytes now (a job reading much of the tree gets the bulk
-   * switch, prefetch and accounting, which work on the listing).
+   * The partial mount at `root` is about to move or link files no program
+   * opened yet: their digests are read first, from the full listing (the
+   * lazy index finds a file by its path in the tree only, so once moved it
+   * would find nothing). Throws when the listing cannot be read.
    */
-  private async upgrade(rec: MountRecord): Promise<void> {
-    try {
-      await this.opts.resolver().ensureListing(rec.tree);
+  async nameAll(root: string): Promise<void> {
+    const rec = this.opts.mounts.recordOf(root);
+    if (rec?.lazy !== undefined) await this.upgrade(rec, 'files not opened yet move');
+  }
+
+  /**
+   * A partial mount whose programs opened many files (or that moves files
+   * not opened yet): the full listing is worth its bytes now (a job reading
+   * much of the tree gets the bulk switch, prefetch and accounting, which
+   * work on the listing). One read per mount at a time; a failure is logged
+   * and thrown.
+   */
+  private upgrade(rec: MountRecord, why: string): Promise<void> {
+    const running = this.upgrading.get(rec.path);
+    if (running) return running;
+    const read = (async () => {
+      try {
+        await this.opts.resolver().ensureListing(rec.tree);
+      } catch (e) {
+        this.opts.log(`lazy index: ${rec.path}: could not read the full listing: ${(e as Error).message} (files still come on first open)`);
+        throw e;
+      }
       if (this.opts.mounts.recordOf(rec.path) !== rec) return; // unmounted meanwhile
       const named = this.opts.mounts.upgradePartial(rec.path);
-      this.opts.log(`lazy index: ${rec.path}: ${UPGRADE_AFTER_FILES} files opened: read the full listing (${named} more files named); accounting, prefetch and the bulk switch from now on`);
+      this.opts.log(`lazy index: ${rec.path}: ${why}: read the full listing (${named} more files named); accounting, prefetch and the bulk switch from now on`);
       this.opts.lazy.attach(rec);
-    } catch (e) {
-      this.opts.log(`lazy index: ${rec.path}: could not read the full listing: ${(e as Error).message} (files still come on first open)`);
-    }
+    })().finally(() => this.upgrading.delete(rec.path));
+    this.upgrading.set(rec.path, read);
+    return read;
   }
 }

@@ -18,6 +18,7 @@ import { overlayOf, mergedEntries, setOverlay, setOverlays, type OverlayEntry } 
 import type { MountManager, MountRecord } from './mounts.js';
 import { F, Msg, type FieldList, type Fields } from '../control/protocol.js';
 import type { Store } from '../store/store.js';
+import { NO_DIGEST_YET } from '../store/names.js';
 import { quickPathProblem } from '../store/tree.js';
 import { Change, type Announcement } from './journal.js';
 import { upperNameOf, upperPath } from './upper.js';
@@ -29,6 +30,8 @@ export interface MountWritesContext {
   log: (line: string) => void;
   /** Brings a tree's full listing into the store (a partial mount's, for a snapshot: docs/lazy.md "Partial metadata"). */
   ensureTree?(tree: string): Promise<unknown>;
+  /** Names every file of the partial mount at `root` (its full listing), before files no program opened yet move (partial-mounts.ts). */
+  nameAll?(root: string): Promise<void>;
 }
 
 function fsErr(errno: MountErrno, message: string): VriftError {
@@ -38,6 +41,21 @@ function fsErr(errno: MountErrno, message: string): VriftError {
 export interface Target {
   rec: MountRecord;
   vdir: VDir;
+}
+
+/**
+ * A partial mount's files that no program opened yet have no digest in the
+ * VDir, and the lazy index finds them by their paths in the tree only:
+ * before such files move or gain a name, the mount reads its full listing
+ * and names them all.
+ */
+async function nameBeforeMoving(ctx: MountWritesContext, t: Target, entries: readonly VDirEntry[]): Promise<void> {
+  if (!ctx.nameAll || !entries.some((e) => (e.mode & S_IFMT) === S_IFREG && !upperOf(e) && e.digest === NO_DIGEST_YET)) return;
+  try {
+    await ctx.nameAll(t.rec.path);
+  } catch (e) {
+    throw fsErr('EIO', `${t.rec.path}: the digests of files not opened yet could not be read before moving them: ${(e as Error).message}`);
+  }
 }
 
 function mountOf(ctx: MountWritesContext, f: Fields): Target {
@@ -421,10 +439,12 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
   // link(): a second name for a file. An upper file gets a real hard link
   // (writes through one name show through the other); a lower one is the
   // same content until one of them is written.
-  h.set(Msg.LINK, (f): FieldList => {
+  h.set(Msg.LINK, async (f): Promise<FieldList> => {
     const t = mountOf(ctx, f);
     const from = relOf(f, F.REL, 'rel');
     const to = relOf(f, F.REL2, 'rel2');
+    const first = entryAt(ctx, t, from);
+    if (first && !isDir(first)) await nameBeforeMoving(ctx, t, [first]);
     const src = entryAt(ctx, t, from);
     if (!src) throw fsErr('ENOENT', `${from}: no such file`);
     if (isDir(src)) throw fsErr('EPERM', `${from}: is a directory`);
@@ -495,6 +515,8 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
     const t = mountOf(ctx, f);
     const from = relOf(f, F.REL, 'rel');
     const to = relOf(f, F.REL2, 'rel2');
+    const first = entryAt(ctx, t, from);
+    if (first && from !== to) await nameBeforeMoving(ctx, t, isDir(first) ? subtree(t.vdir, from) : [first]);
     const src = entryAt(ctx, t, from);
     if (!src) throw fsErr('ENOENT', `${from}: no such file or directory`);
     if (from === to) return [];
