@@ -195,14 +195,20 @@ describe('a lazy mount from the lazy index', () => {
     });
   });
 
-  it('a job that opens many files: the mount reads the full listing then, names every file\'s digest, and goes on as any lazy mount', () => {
+  /** 600 small files in 7 directories, saved as ci/many under `prefix`: the directory and the tree. */
+  function saveMany(prefix: string): { many: string; tree: string } {
     const many = tempDir();
     for (let i = 0; i < 600; i++) {
       mkdirSync(join(many, `d${i % 7}`), { recursive: true });
       writeFileSync(join(many, `d${i % 7}`, `f${i}.txt`), `file ${i}\n`);
     }
-    const tree = vriftJson(['save', 'ci/many', many], { home: tempDir(), env: envOf('m/') }).tree as string;
-    const env = envOf('m/');
+    return { many, tree: vriftJson(['save', 'ci/many', many], { home: tempDir(), env: envOf(prefix) }).tree as string };
+  }
+
+  it('a job that opens many files: the mount reads the full listing then, names every file\'s digest, and goes on as any lazy mount', () => {
+    const { many, tree } = saveMany('m/');
+    // (the bulk switch off: its scan and volume signs come first, next test)
+    const env = { ...envOf('m/'), VRIFT_BULK_AFTER_SEQUENTIAL: '0', VRIFT_BULK_AFTER_PERCENT: '0' };
     onNode(env, (home, mnt) => {
       const r = vrift(['run', '--mount', `${mnt}=ci/many`, '--', 'sh', '-c', `cd '${mnt}' && find . -type f | sort | xargs cat | sha256sum`], { home, env });
       const want = execFileSync('sh', ['-c', `cd '${many}' && find . -type f | sort | xargs cat | sha256sum`], { encoding: 'utf8' });
@@ -215,6 +221,48 @@ describe('a lazy mount from the lazy index', () => {
       const named = Number(/read the full listing \((\d+) more files named\)/.exec(log)?.[1]);
       expect(named).toBeGreaterThan(0);
       expect(named).toBeLessThanOrEqual(600 - 256);
+    });
+  });
+
+  describe('the bulk switch, by file: the mount reads the full listing and pulls the rest in bulk', () => {
+    // 160 files of 70 KB (one S3 pack frame each: each comes by its own fetch), in two directories
+    let wide: string;
+    beforeAll(() => {
+      wide = tempDir();
+      for (let i = 0; i < 160; i++) {
+        mkdirSync(join(wide, `d${i % 2}`), { recursive: true });
+        const body = Buffer.alloc(70_000);
+        for (let j = 0; j < body.length; j += 4) body.writeUInt32LE((((i + 1) * 2654435761) ^ (j * 40503)) >>> 0, j);
+        writeFileSync(join(wide, `d${i % 2}`, `f${i}.bin`), body);
+      }
+    });
+    const readAll = (dir: string, order: string) => `cd '${dir}' && find . -type f | ${order} | xargs cat | sha256sum`;
+    const bulkRun = (prefix: string, settings: Record<string, string>, order: string) => {
+      const tree = vriftJson(['save', 'ci/wide', wide], { home: tempDir(), env: envOf(prefix) }).tree as string;
+      const env = { ...envOf(prefix), ...settings };
+      return onNode(env, (home, mnt) => {
+        const r = vrift(['run', '--mount', `${mnt}=ci/wide`, '--', 'sh', '-c', readAll(mnt, order)], { home, env });
+        const want = execFileSync('sh', ['-c', readAll(wide, 'LC_ALL=C sort')], { encoding: 'utf8' });
+        expect([r.code, r.stdout], r.stderr).toEqual([0, want]);
+        const status = () => mountStatus(home, env, mnt) as ReturnType<typeof mountStatus> & { bulk: { state: string; reason: string } | null };
+        for (let i = 0; i < 100 && status().bulk?.state !== 'done'; i++) execFileSync('sleep', ['0.1']);
+        expect(casBlobs(home)).toContain(tree);
+        return { log: readFileSync(join(home, 'run', 'vriftd.log'), 'utf8'), status: status() };
+      });
+    };
+
+    it('a scan in tree order (paths sorted by their bytes), long before the 256th file', () => {
+      const { log, status } = bulkRun('bs/', { VRIFT_BULK_AFTER_SEQUENTIAL: '32', VRIFT_BULK_AFTER_PERCENT: '0' }, 'LC_ALL=C sort');
+      expect(log).toMatch(/lazy index: .*: programs opened 32 missing blobs in a row in tree order: read the full listing/);
+      expect(log).toMatch(/bulk: .*: programs opened 32 missing blobs in a row in tree order: pulling the rest of tree/);
+      expect(status.bulk).toMatchObject({ state: 'done' });
+      expect(status.fetchedOnOpen.blobs).toBeLessThan(160);
+    });
+
+    it('a share of the files one by one, in any order', () => {
+      const { log, status } = bulkRun('bv/', { VRIFT_BULK_AFTER_SEQUENTIAL: '0', VRIFT_BULK_AFTER_PERCENT: '20' }, 'shuf --random-source=/dev/zero');
+      expect(log).toMatch(/bulk: .*: programs needed 32 of its 160 blobs \(20%\) one by one: pulling the rest of tree/);
+      expect(status.bulk).toMatchObject({ state: 'done' });
     });
   });
 

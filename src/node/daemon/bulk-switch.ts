@@ -12,7 +12,7 @@ import type { LazyConfig } from '../mount/lazy-config.js';
 /** Fewer blobs than this never count as "most of the tree" (a 3-file tree is a third read after one open). */
 export const BULK_MIN_BLOBS = 8;
 /** A scan may skip this many blobs between two opens (those already local, or opened before) and still run on. */
-const SCAN_GAP = 8;
+export const SCAN_GAP = 8;
 
 export interface Amount {
   blobs: number;

@@ -91,7 +91,7 @@ export class Daemon {
     const mountConfig = config.get(mountSection);
     this.mountConfig = mountConfig;
     this.lazy = new LazyMounts({ store: this.store, mounts: this.mounts, resolver: () => this.resolver(), config: mountConfig, metrics: this.metrics, log: this.log });
-    this.partials = new PartialMounts({ store: this.store, mounts: this.mounts, lazy: this.lazy, resolver: () => this.resolver(), log: this.log });
+    this.partials = new PartialMounts({ store: this.store, mounts: this.mounts, lazy: this.lazy, resolver: () => this.resolver(), config: mountConfig, log: this.log });
     this.evictor = new Evictor({ store: this.store, config: config.get(storeSection), metrics: this.metrics, log: this.log });
     this.metricsServer = new MetricsServer(this.metrics, config.get(metricsSection), this.scrapeGauges(), this.log);
     this.streams = new BlobStreams({ store: this.store, resolver: () => this.resolver(), log: this.log }, { enabled: mountConfig.stream, minBytes: mountConfig.streamMinBytes });

@@ -483,6 +483,12 @@ export class LazyMounts {
     return why && `programs and prefetch needed ${why} one by one`;
   }
 
+  /** The mount at `path` pulls the rest of its tree in bulk now (a partial mount whose programs scan it: partial-mounts.ts). */
+  switchToBulk(path: string, why: string): void {
+    const m = this.mountAt(resolve(path));
+    if (m) this.toBulk(m, why);
+  }
+
   /** Pulls the rest of the tree in the background, the way a restore does (one pull per tree per host); demand fetches go on meanwhile. */
   private toBulk(m: LazyMount, why: string): void {
     if (m.status.bulk || this.stopped) return;

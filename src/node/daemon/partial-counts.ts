@@ -37,6 +37,11 @@ export class PartialCounts {
     this.status[how].bytes += bytes;
   }
 
+  /** Whether file `ordinal` was opened or published already. */
+  has(ordinal: number): boolean {
+    return this.counted.has(ordinal);
+  }
+
   /** The start-up set is done (`traced`: the trace's length). */
   startupDone(traced: number): void {
     this.status.prefetch.state = 'done';

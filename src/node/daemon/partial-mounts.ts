@@ -8,10 +8,12 @@
 import { resolve } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import { VriftError } from '../../lib/errors.js';
+import type { LazyConfig } from '../mount/lazy-config.js';
 import type { MountManager, MountRecord } from '../mount/mounts.js';
 import type { PartialFile, PartialTree } from '../ops/partial-tree.js';
 import type { Resolver } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
+import { BulkSwitch, SCAN_GAP } from './bulk-switch.js';
 import type { LazyMounts } from './lazy-mounts.js';
 import { PartialCounts, type PartialHow } from './partial-counts.js';
 import { PartialStarts } from './partial-starts.js';
@@ -28,13 +30,25 @@ export interface PartialMountsOptions {
   mounts: MountManager;
   lazy: LazyMounts;
   resolver: () => Resolver;
+  /** The bulk switch's settings (bulk-switch.ts): a partial mount watches its opens by file. */
+  config: Pick<LazyConfig, 'bulkAfterPercent' | 'bulkAfterSequential'>;
   log: (line: string) => void;
+}
+
+/** What a partial mount's programs fetched file by file: the bulk switch's signs, counted by file (its blobs are not listed yet). */
+interface Fetched {
+  switch: BulkSwitch;
+  files: number;
+  bytes: number;
+  switched: boolean;
 }
 
 export class PartialMounts {
   private readonly starts: PartialStarts;
   /** Files opened per partial mount (learn). */
   private readonly learned = new Map<string, number>();
+  /** Files fetched on open per partial mount, for the bulk switch. */
+  private readonly fetched = new Map<string, Fetched>();
   /** Partial mounts reading their full listing now (upgrade), by path: one read each. */
   private readonly upgrading = new Map<string, Promise<void>>();
 
@@ -61,6 +75,7 @@ export class PartialMounts {
   /** The mount at `path` (of `tree`) went. */
   unmounted(path: string, tree: Digest | undefined): void {
     this.learned.delete(resolve(path));
+    this.fetched.delete(resolve(path));
     if (tree && !this.opts.mounts.records().some((r) => r.tree === tree)) this.starts.release(tree);
   }
 
@@ -80,13 +95,42 @@ export class PartialMounts {
     this.opts.mounts.learnDigest(rec.path, rel, got.digest, later);
     // (a blob left for the open (`later`) is fetched by it)
     const how: PartialHow = partial.prefetched.has(got.digest) ? 'prefetched' : got.wasLocal ? 'local' : 'fetchedOnOpen';
-    this.counts(rec, partial).count(got.file.ordinal, got.file.size, how);
+    const counts = this.counts(rec, partial);
+    counts.count(got.file.ordinal, got.file.size, how);
+    if (how === 'fetchedOnOpen') this.watchForBulk(rec, partial, got.file, counts);
     this.opts.lazy.tracePartial(rec.tree, got.digest, partial);
     this.starts.note(rec.tree, got.file.ordinal, partial.head.files);
     const n = (this.learned.get(rec.path) ?? 0) + 1;
     this.learned.set(rec.path, n);
     if (n === UPGRADE_AFTER_FILES) this.upgrade(rec, `${UPGRADE_AFTER_FILES} files opened`).catch(() => undefined);
     return { digest: got.digest, later };
+  }
+
+  /**
+   * The bulk switch for a partial mount, as a listed mount has it
+   * (bulk-switch.ts), by file: once programs scan the tree in order, or
+   * needed a share of its files one by one, the mount reads its full
+   * listing and pulls the rest in bulk, so a job that reads the whole tree
+   * is not slower than restore-then-run.
+   */
+  private watchForBulk(rec: MountRecord, partial: PartialTree, file: PartialFile, counts: PartialCounts): void {
+    let f = this.fetched.get(rec.path);
+    if (!f) this.fetched.set(rec.path, (f = { switch: new BulkSwitch({ blobs: partial.head.files, bytes: partial.bytes }, this.opts.config), files: 0, bytes: 0, switched: false }));
+    f.files++;
+    f.bytes += file.size;
+    // (files between two opens that were opened or published already, e.g. brought beside another, are no gap in a scan)
+    const scan = f.switch.opened(file.ordinal, (a, b) => {
+      let missing = 0;
+      for (let o = a + 1; o < b && missing <= SCAN_GAP; o++) if (!counts.has(o)) missing++;
+      return missing;
+    });
+    const volume = f.switch.byVolume({ blobs: f.files, bytes: f.bytes });
+    const why = scan ?? (volume && `programs needed ${volume} one by one`);
+    if (!why || f.switched) return;
+    f.switched = true;
+    this.upgrade(rec, why)
+      .then(() => this.opts.lazy.switchToBulk(rec.path, why))
+      .catch(() => undefined); // (logged; files still come on first open)
   }
 
   /** The size of file `rel` of the mount at `root` when that mount is partial (its names say it), so a large blob may stream. */
