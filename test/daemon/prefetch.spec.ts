@@ -71,6 +71,11 @@ const status = (home: string, e = env) => vriftJson(['status'], { home, env: e }
 const mountOf = (home: string, mnt: string, e = env): MountStatus => (status(home, e).mounts as MountStatus[]).find((m) => m.path === mnt)!;
 const daemonLog = (home: string) => readFileSync(join(home, 'run', 'vriftd.log'), 'utf8');
 const inCas = (home: string, d: string) => existsSync(join(home, 'cas', d.slice(0, 2), d));
+/** FETCHes the daemon at `home` answered so far, of any result (its latency histogram's counts). */
+async function fetchesAnswered(home: string): Promise<number> {
+  const text = await (await fetch(status(home).metricsUrl as string)).text();
+  return text.split('\n').filter((l) => l.startsWith('vrift_fetch_duration_seconds_count')).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+}
 
 /** Polls until `ok()` holds (each test's own bound stays far below the suite's timeout). */
 async function until(ok: () => boolean, what: string, ms = 20_000): Promise<void> {
@@ -179,11 +184,7 @@ describe('traces and prefetch', () => {
 
     const c = tempDir();
     startDaemon(c, env);
-    /** FETCHes the daemon answered so far, of any result (its latency histogram's counts). */
-    const fetches = async () => {
-      const text = await (await fetch(status(c).metricsUrl as string)).text();
-      return text.split('\n').filter((l) => l.startsWith('vrift_fetch_duration_seconds_count')).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
-    };
+    const fetches = () => fetchesAnswered(c);
     const mntC = newMountPoint();
     vriftJson(['mount', 'ci/prefetch-direct', mntC], { home: c, env });
     await until(() => mountOf(c, mntC).prefetch.state === 'done', 'the prefetch to end');
@@ -327,8 +328,29 @@ describe('never slower than eager', () => {
     expect(m.fetchedOnOpen.blobs).toBeLessThan(40);
     expect(m.prefetch.state).toBe('bulk');
     expect(Object.values(t.digest).every((d) => inCas(home, d))).toBe(true);
-    expect(daemonLog(home).split('\n').filter((l) => l.includes(`vriftd: bulk: ${mnt}:`))).toHaveLength(1);
+    expect(daemonLog(home).split('\n').filter((l) => l.includes(`vriftd: bulk: ${mnt}:`) && l.includes('pulling the rest'))).toHaveLength(1);
     expect(status(home).metrics).toMatchObject({ vrift_mount_bulk_switches_total: 1 });
+    stopDaemon(home);
+  });
+
+  it('what the bulk pull brought is named local in the VDir: the files no program opened yet open without asking the daemon', async () => {
+    const t = saveTree('ci/prefetch-named', 40);
+    const home = tempDir();
+    startDaemon(home, env);
+    const mnt = newMountPoint();
+    // The first 12 files one by one: past a quarter of the tree, so the rest comes in bulk.
+    const first = Object.keys(t.digest).sort().slice(0, 12);
+    const r = vrift(['run', '--mount', `${mnt}=ci/prefetch-named`, '--', 'sh', '-c', first.map((f) => `cat '${mnt}/${f}' > /dev/null`).join(' && ')], { home, env });
+    expect(r.code, r.stderr).toBe(0);
+    await until(() => mountOf(home, mnt).bulk?.state === 'done', 'the bulk pull');
+    const named = /vriftd: bulk: .*: done, \d+ blobs \(\d+ bytes\); (\d+) files named local/.exec(daemonLog(home));
+    expect(Number(named?.[1])).toBeGreaterThanOrEqual(40 - 12);
+    // Every file, read again: the daemon is asked nothing (before, each open of a file the pull brought was a FETCH round trip).
+    const before = await fetchesAnswered(home);
+    const all = vrift(['run', '--mount', `${mnt}=ci/prefetch-named`, '--', 'sh', '-c', `cat '${mnt}'/*.txt | sha256sum`], { home, env });
+    const want = Object.keys(t.digest).sort().map((f) => readFileSync(join(t.dir, f)));
+    expect([all.code, all.stdout.split(' ')[0]]).toEqual([0, createHash('sha256').update(Buffer.concat(want)).digest('hex')]);
+    expect(await fetchesAnswered(home)).toBe(before);
     stopDaemon(home);
   });
 

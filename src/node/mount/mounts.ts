@@ -248,6 +248,33 @@ export class MountManager {
   }
 
   /**
+   * After a bulk pull: every non-executable lower file whose blob the index
+   * holds now but whose entry still says remote, or carries another ctime,
+   * names the blob's ctime and is local, in one batch, so the shim opens it
+   * without asking the daemon (each such open was a FETCH round trip: a
+   * `tar -c` of 100 000 files after the pull spent most of its time there).
+   * Returns how many entries changed.
+   */
+  publishArrived(mountRoot: string): number {
+    const vdir = this.vdirs.get(mountRoot);
+    const rec = this.live.get(mountRoot);
+    if (!vdir || !rec || !this.store.hasTree(rec.tree)) return 0;
+    const batch: VDirEntryInput[] = [];
+    for (const t of this.store.getTree(rec.tree).entries) {
+      if (t.kind !== 'file' || t.mode & 0o111) continue;
+      const e = vdir.lookup(t.path);
+      if (!e || (e.mode & S_IFMT) !== S_IFREG || e.mode & 0o111 || e.flags & VDIR_F_UPPER || e.digest !== t.digest) continue;
+      const ctimeNs = this.store.meta.getBlob(t.digest!)?.ctimeNs;
+      if (ctimeNs === undefined || (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE))) continue;
+      batch.push({ path: t.path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest: t.digest!, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs });
+    }
+    if (batch.length === 0) return 0;
+    vdir.apply(batch);
+    this.images.forget(rec.tree);
+    return batch.length;
+  }
+
+  /**
    * A program opened `rel` and the daemon found its blob good with ctime
    * `ctimeNs` (FETCH): the entry carries that ctime from now on, so the
    * shim's next open of it is checked without asking (a hard link, e.g. a
@@ -258,22 +285,34 @@ export class MountManager {
     this.renew(mountRoot, [rel], digest, ctimeNs, { skipExec: false });
   }
 
+  /** renewBlobCtimes for many blobs (one VDir batch): what a bulk pull brought so far. Returns the entries changed. */
+  renewManyBlobCtimes(mountRoot: string, blobs: readonly { digest: Digest; rels: readonly string[]; ctimeNs: bigint }[]): number {
+    return this.renewMany(mountRoot, blobs, { skipExec: true });
+  }
+
   /** The files at `rels` still naming `digest` carry `ctimeNs` and are no longer remote (one VDir batch). */
   private renew(mountRoot: string, rels: readonly string[], digest: Digest, ctimeNs: bigint, { skipExec }: { skipExec: boolean }): void {
+    this.renewMany(mountRoot, [{ digest, rels, ctimeNs }], { skipExec });
+  }
+
+  private renewMany(mountRoot: string, blobs: readonly { digest: Digest; rels: readonly string[]; ctimeNs: bigint }[], { skipExec }: { skipExec: boolean }): number {
     const vdir = this.vdirs.get(mountRoot);
-    if (!vdir) return;
+    if (!vdir) return 0;
     const batch: VDirEntryInput[] = [];
-    for (const rel of rels) {
-      const e = vdir.lookup(rel);
-      if (!e || (e.mode & S_IFMT) !== S_IFREG || e.digest !== digest || e.flags & VDIR_F_UPPER || (skipExec && e.mode & 0o111)) continue;
-      if (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE)) continue;
-      batch.push({ path: rel, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs });
+    for (const { digest, rels, ctimeNs } of blobs) {
+      for (const rel of rels) {
+        const e = vdir.lookup(rel);
+        if (!e || (e.mode & S_IFMT) !== S_IFREG || e.digest !== digest || e.flags & VDIR_F_UPPER || (skipExec && e.mode & 0o111)) continue;
+        if (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE)) continue;
+        batch.push({ path: rel, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs });
+      }
     }
-    if (batch.length === 0) return;
+    if (batch.length === 0) return 0;
     vdir.apply(batch);
     // The cached image of the tree carries the stale ctime too: the next mount of it is built afresh.
     const tree = this.live.get(mountRoot)?.tree;
     if (tree) this.images.forget(tree);
+    return batch.length;
   }
 
   /** The journal of a published mount. */

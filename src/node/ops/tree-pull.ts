@@ -14,6 +14,8 @@ export interface PullProgress {
   totalBlobs: number;
   bytes: number;
   totalBytes: number;
+  /** The blob that has just arrived (each progress report is one arrival). */
+  last?: Digest;
 }
 
 /** What a pull of one tree did. */
@@ -144,7 +146,7 @@ export function pullCounters(
   let totalBytes = 0;
   for (const size of missing.values()) totalBytes += size;
   const progress: PullProgress = { blobs: 0, totalBlobs: missing.size, bytes: 0, totalBytes };
-  const counted = (from: string, _digest: Digest, size: number) => {
+  const counted = (from: string, digest: Digest, size: number) => {
     const f = (res.from[from] ??= { blobs: 0, bytes: 0 });
     f.blobs++;
     f.bytes += size;
@@ -152,6 +154,7 @@ export function pullCounters(
     res.fetchedBytes += size;
     progress.blobs++;
     progress.bytes += size;
+    progress.last = digest;
     onProgress?.(progress);
   };
   return { res, progress, counted };
