@@ -15,7 +15,7 @@ import { decodeLazyHead } from '../store/lazy-index.js';
 import { listingOfNames, NO_DIGEST_YET } from '../store/names.js';
 import { Journal, type Announcement } from './journal.js';
 import { dropUpperDir, ensureUpperDir, sweepDroppedUppers, upperDir } from './upper.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_REMOTE, VDIR_F_UPPER, VDir, type VDirEntryInput } from './vdir.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_REMOTE, VDIR_F_UPPER, VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
 
 export interface MountRecord {
   path: string;
@@ -256,21 +256,36 @@ export class MountManager {
    * Returns how many entries changed.
    */
   publishArrived(mountRoot: string): number {
+    const named = this.restateFiles(mountRoot, (t, e) => {
+      if (t.mode & 0o111 || e.mode & 0o111 || e.digest !== t.digest) return undefined;
+      const ctimeNs = this.store.meta.getBlob(t.digest!)?.ctimeNs;
+      if (ctimeNs === undefined || (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE))) return undefined;
+      return { path: t.path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest: t.digest!, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs };
+    });
+    const tree = this.live.get(mountRoot)?.tree;
+    if (named > 0 && tree) this.images.forget(tree);
+    return named;
+  }
+
+  /**
+   * Each lower file of the mount's tree (its full listing, here) with its
+   * VDir entry (a regular file, not in the upper layer): `restate` gives
+   * the entry it becomes, or undefined to leave it. One VDir batch; returns
+   * the entries changed.
+   */
+  private restateFiles(mountRoot: string, restate: (t: TreeEntry, e: VDirEntry) => VDirEntryInput | undefined): number {
     const vdir = this.vdirs.get(mountRoot);
     const rec = this.live.get(mountRoot);
     if (!vdir || !rec || !this.store.hasTree(rec.tree)) return 0;
     const batch: VDirEntryInput[] = [];
     for (const t of this.store.getTree(rec.tree).entries) {
-      if (t.kind !== 'file' || t.mode & 0o111) continue;
+      if (t.kind !== 'file') continue;
       const e = vdir.lookup(t.path);
-      if (!e || (e.mode & S_IFMT) !== S_IFREG || e.mode & 0o111 || e.flags & VDIR_F_UPPER || e.digest !== t.digest) continue;
-      const ctimeNs = this.store.meta.getBlob(t.digest!)?.ctimeNs;
-      if (ctimeNs === undefined || (e.ctimeNs === ctimeNs && !(e.flags & VDIR_F_REMOTE))) continue;
-      batch.push({ path: t.path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest: t.digest!, flags: e.flags & ~VDIR_F_REMOTE, ctimeNs });
+      if (!e || (e.mode & S_IFMT) !== S_IFREG || e.flags & VDIR_F_UPPER) continue;
+      const next = restate(t, e);
+      if (next) batch.push(next);
     }
-    if (batch.length === 0) return 0;
-    vdir.apply(batch);
-    this.images.forget(rec.tree);
+    if (batch.length > 0) vdir.apply(batch);
     return batch.length;
   }
 
@@ -368,19 +383,11 @@ export class MountManager {
    * prefetch and bulk switch work on the listing). Returns the files named.
    */
   upgradePartial(mountRoot: string): number {
-    const vdir = this.vdirs.get(mountRoot);
-    const rec = this.live.get(mountRoot);
-    if (!vdir || !rec || !this.store.hasTree(rec.tree)) return 0;
-    const batch: VDirEntryInput[] = [];
-    for (const e of this.store.getTree(rec.tree).entries) {
-      if (e.kind !== 'file') continue;
-      const v = vdir.lookup(e.path);
-      if (!v || (v.mode & S_IFMT) !== S_IFREG || v.flags & VDIR_F_UPPER || v.digest !== NO_DIGEST_YET) continue;
-      batch.push({ path: e.path, mode: v.mode, size: v.size, mtimeSec: v.mtimeSec, digest: e.digest!, flags: v.flags, ctimeNs: v.ctimeNs });
-    }
-    if (batch.length > 0) vdir.apply(batch);
-    return batch.length;
+    return this.restateFiles(mountRoot, (t, e) =>
+      e.digest === NO_DIGEST_YET ? { path: t.path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest: t.digest!, flags: e.flags, ctimeNs: e.ctimeNs } : undefined,
+    );
   }
+
 
   private publish(rec: MountRecord, coldListing = false, names = this.partialNames(rec)): void {
     const overlay = overlayOf(this.store, rec.name);
