@@ -17,6 +17,7 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { hashBuffer, StreamHasher, type Digest } from '../../lib/digest.js';
 import { archiveHeader, endFrame } from '../../node/archive/format.js';
+import { isReadStop } from '../../node/archive/reader.js';
 import { clusterKeys } from '../../node/cluster/auth.js';
 import type { ClusterTls } from '../../node/cluster/tls.js';
 import { clusterSection, type ClusterConfig } from '../../node/cluster/config.js';
@@ -256,6 +257,8 @@ export class PeerTier implements Tier {
         current = { peer: p, stream: got.stream };
         // Handed to the reader as it is (no wrapper: at GB/s every layer of iteration shows).
         got.stream.once('error', (e) => {
+          // (the reader stops a bulk stream once it has every blob it wanted: the peer did nothing wrong)
+          if (isReadStop(e)) return;
           // A bulk frame that failed its tag: nothing of it was used, but the connection lied (or was tampered with).
           if (isTierError(e) && e.failure === 'corrupt') this.blame(p, `sent a bulk frame that failed its authentication tag`);
           this.noteFailure(p, e);
