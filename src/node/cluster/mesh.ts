@@ -98,6 +98,8 @@ export class Mesh {
   /** Trees this node fetches in a swarm (announced, with their bitfields), and who listens for news of other members. */
   private readonly fetching = new Map<Digest, () => Uint8Array>();
   private readonly listeners = new Set<() => void>();
+  /** Who hears of a peer entering the directory (or announcing another gRPC address). */
+  private readonly arrivals = new Set<(peer: { id: string; grpc: string }) => void>();
 
   constructor(private readonly opts: MeshOptions) {
     this.holdings = new HoldingsSummary(opts.store);
@@ -292,6 +294,12 @@ export class Mesh {
     return () => this.listeners.delete(fn);
   }
 
+  /** Calls `fn` with each peer that enters the directory, or announces another gRPC address; returns the unsubscribe. */
+  onArrival(fn: (peer: { id: string; grpc: string }) => void): () => void {
+    this.arrivals.add(fn);
+    return () => this.arrivals.delete(fn);
+  }
+
   /** Avoid a peer that sent wrong bytes (reported by this node's own peer tier, or a CLI's). */
   penalize(id: string, reason: string): void {
     this.penalties.set(id, { until: Date.now() + this.opts.cfg.penaltyMs, reason });
@@ -433,7 +441,8 @@ export class Mesh {
       this.tellListeners();
       return;
     }
-    const known = this.directory.has(id);
+    const was = this.directory.get(id);
+    const known = was !== undefined;
     if (!known && this.directory.size >= MAX_DIRECTORY) return; // bounded: each entry may hold a 256 KiB filter
     this.directory.set(id, {
       id,
@@ -448,6 +457,7 @@ export class Mesh {
       connected: (this.node?.getConnections(msg.from).length ?? 0) > 0,
     });
     if (!known) this.opts.log(`mesh: peer ${id} at ${a.grpc} (${a.treeCount} trees, ${a.blobs} blobs)`);
+    if (was?.grpc !== a.grpc) for (const fn of this.arrivals) fn({ id, grpc: a.grpc });
     this.tellListeners();
   }
 

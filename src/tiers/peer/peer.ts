@@ -23,6 +23,7 @@ import type { ClusterTls } from '../../node/cluster/tls.js';
 import { clusterSection, type ClusterConfig } from '../../node/cluster/config.js';
 import { socketPathOf } from '../../node/control/paths.js';
 import { PeerConnection, peerLabel } from './client.js';
+import { PeerConnections } from './connections.js';
 import { DaemonDirectory, type PeerDirectory, type PeerView } from './directory.js';
 import { isTierError, refTargetOf, TierError, type ArchivePart, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierContext, type TierFactory } from '../tier.js';
 import { readStoredRef } from '../ref-trust.js';
@@ -46,7 +47,9 @@ export class PeerTier implements Tier {
   private readonly auth: Buffer;
   private readonly tls: ClusterTls;
   private self = 'vrift';
-  private readonly conns = new Map<string, PeerConnection>();
+  /** The daemon's (warm, shared with its swarms) when the tier runs in it; else this tier's own. */
+  private readonly conns: PeerConnections;
+  private readonly ownConns: boolean;
   private readonly penalized = new Map<string, number>();
   private readonly down = new Map<string, number>();
   private readonly streams = new Map<string, { n: number; waiting: (() => void)[] }>();
@@ -60,18 +63,16 @@ export class PeerTier implements Tier {
     this.auth = keys.auth;
     this.tls = keys.tls;
     this.archiveParallelism = cfg.spread;
+    this.ownConns = !ctx.peerConnections;
+    this.conns =
+      ctx.peerConnections ??
+      new PeerConnections({ auth: this.auth, tls: this.tls, self: () => this.self, timeoutMs: cfg.timeoutMs, maxMessageBytes: cfg.maxMessageBytes, idleMs: cfg.idleMs, warmAtMost: 0 });
   }
 
   // --- peers ----------------------------------------------------------------
 
   private conn(p: PeerView): PeerConnection {
-    const key = `${p.id}@${p.grpc}`;
-    let c = this.conns.get(key);
-    if (!c) {
-      c = new PeerConnection({ id: p.id, grpc: p.grpc }, { auth: this.auth, tls: this.tls, self: this.self, timeoutMs: this.cfg.timeoutMs, maxMessageBytes: this.cfg.maxMessageBytes });
-      this.conns.set(key, c);
-    }
-    return c;
+    return this.conns.get(p);
   }
 
   private isPenalized(id: string): boolean {
@@ -98,9 +99,7 @@ export class PeerTier implements Tier {
     if (isTierError(e) && e.failure !== 'unavailable') return;
     this.down.set(p.id, Date.now() + DOWN_MS);
     // A fresh channel next time: grpc-js would refuse calls while it backs off from the dead one.
-    const key = `${p.id}@${p.grpc}`;
-    this.conns.get(key)?.close();
-    this.conns.delete(key);
+    this.conns.drop(p.id);
   }
 
   /** A peer sent bytes that do not hash to their name: count it, tell the daemon, avoid it. */
@@ -335,8 +334,7 @@ export class PeerTier implements Tier {
   }
 
   async close(): Promise<void> {
-    for (const c of this.conns.values()) c.close();
-    this.conns.clear();
+    if (this.ownConns) this.conns.close();
     this.directory.close();
   }
 }
