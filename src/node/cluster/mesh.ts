@@ -92,6 +92,7 @@ export class Mesh {
   private readonly dialing = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private soon: NodeJS.Timeout | undefined;
+  private next: NodeJS.Immediate | undefined;
   private left = false;
   private topic = '';
   private multiaddr: ((s: string) => import('@multiformats/multiaddr').Multiaddr) | undefined;
@@ -178,6 +179,7 @@ export class Mesh {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     clearTimeout(this.soon);
+    clearImmediate(this.next);
     const node = this.node;
     if (!node) return;
     if (!this.left) await this.publish({ bye: true }).catch(() => undefined);
@@ -271,7 +273,8 @@ export class Mesh {
   }
 
   doneFetching(tree: Digest): void {
-    if (this.fetching.delete(tree)) this.announceNow();
+    // Once the caller is done (a pull's reply has gone out): an announcement refreshes the holdings and signs a message, ~10 ms.
+    if (this.fetching.delete(tree)) this.announceNext();
   }
 
   /** The members of `tree`'s swarm besides this node: peers fetching it, and peers holding it whole (not penalized). */
@@ -391,6 +394,15 @@ export class Mesh {
     clearTimeout(this.soon);
     this.soon = undefined;
     void this.announce();
+  }
+
+  /** Announces at the next turn of the event loop, after what runs now; at most one waits. */
+  private announceNext(): void {
+    if (this.next) return;
+    this.next = setImmediate(() => {
+      this.next = undefined;
+      this.announceNow();
+    });
   }
 
   private announceSoon(): void {
