@@ -6,6 +6,7 @@
 // (fetch.ts) through that one resolver.
 import { VriftError } from '../../lib/errors.js';
 import { Metrics, TIER_COUNTERS } from '../../lib/metrics.js';
+import { loadNative } from '../../lib/native.js';
 import { Cluster } from '../cluster/cluster.js';
 import { loadNodeConfig, NODE_CONFIG_ENV } from '../ops/node-config.js';
 import { openResolver } from '../ops/open-resolver.js';
@@ -124,8 +125,10 @@ export class Daemon {
             this.swarms.useChain(this.resolverInstance.chain);
             this.resolverInstance.swarms = this.swarms;
           }
-          // The first mount or fetch a program waits for should not load the S3 SDK or dial Redis.
+          // The first mount or fetch a program waits for should not load the S3 SDK or dial Redis,
+          // nor the native addon that hashes and writes what arrives (~3 ms).
           this.resolverInstance.warm();
+          loadNative();
         },
         stop: () => this.resolverInstance?.close(),
       },
