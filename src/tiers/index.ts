@@ -15,6 +15,7 @@ import { redisTier } from './redis.js';
 import { RefCodec, refsSection } from './ref-trust.js';
 import { s3Tier } from './s3/s3.js';
 import type { PeerDirectory } from './peer/directory.js';
+import type { PeerConnections } from './peer/connections.js';
 import type { Tier, TierContext, TierFactory, TierLog } from './tier.js';
 
 export const TIER_FACTORIES: readonly TierFactory<any>[] = [
@@ -31,6 +32,8 @@ export interface OpenChainOptions {
   metrics?: Metrics;
   /** Where the peer tier learns of peers (the daemon's mesh); by default, the daemon asked over its socket. */
   peers?: PeerDirectory;
+  /** The daemon's connections to its peers; by default, the peer tier makes its own. */
+  peerConnections?: PeerConnections;
 }
 
 /**
@@ -47,7 +50,7 @@ export function openChain(opts: OpenChainOptions): Chain {
     });
   }
   const refs = new RefCodec(opts.config.get(refsSection), opts.store.layout.root, opts.log);
-  const ctx: TierContext = { store: opts.store, metrics: opts.metrics ?? new Metrics(), log: opts.log, peers: opts.peers, refs };
+  const ctx: TierContext = { store: opts.store, metrics: opts.metrics ?? new Metrics(), log: opts.log, peers: opts.peers, peerConnections: opts.peerConnections, refs };
   const tiers: Tier[] = [];
   for (const f of TIER_FACTORIES) {
     if (f === localTier) continue; // always first: it is where verified bytes land

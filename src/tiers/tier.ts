@@ -16,6 +16,7 @@ import type { ConfigSection } from '../node/config/schema.js';
 import type { Store } from '../node/store/store.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { PeerDirectory } from './peer/directory.js';
+import type { PeerConnections } from './peer/connections.js';
 import type { RefCodec } from './ref-trust.js';
 
 /** Tree blobs are held in memory to be validated; this bounds what a tier may send (or a compressed listing inflate to). */
@@ -253,6 +254,8 @@ export interface TierContext {
   log: TierLog;
   /** Where the peer tier learns which peers exist (the daemon's mesh, when the chain runs in the daemon). */
   peers?: PeerDirectory;
+  /** The daemon's connections to its peers (opened as peers appear, shared with its swarms); a command makes its own. */
+  peerConnections?: PeerConnections;
   /** Signs the refs shared tiers keep, and checks those they hand out (ref-trust.ts). */
   refs?: RefCodec;
 }

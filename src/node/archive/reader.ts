@@ -82,6 +82,11 @@ function isPump(source: unknown): source is ChunkPump {
 /** Thrown into a pump to stop it once the reader has what it wants. */
 const ENOUGH = new Error('vrift: archive read far enough');
 
+/** Whether a source failed only because the reader stopped it on purpose (it had every blob it wanted): not its sender's fault. */
+export function isReadStop(e: unknown): boolean {
+  return e === ENOUGH;
+}
+
 /**
  * Reads an archive from `source`, admitting wanted blobs into the store
  * (verified) and reading past the rest. Resolves when the end frame is

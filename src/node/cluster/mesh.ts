@@ -92,12 +92,15 @@ export class Mesh {
   private readonly dialing = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private soon: NodeJS.Timeout | undefined;
+  private next: NodeJS.Immediate | undefined;
   private left = false;
   private topic = '';
   private multiaddr: ((s: string) => import('@multiformats/multiaddr').Multiaddr) | undefined;
   /** Trees this node fetches in a swarm (announced, with their bitfields), and who listens for news of other members. */
   private readonly fetching = new Map<Digest, () => Uint8Array>();
   private readonly listeners = new Set<() => void>();
+  /** Who hears of a peer entering the directory (or announcing another gRPC address). */
+  private readonly arrivals = new Set<(peer: { id: string; grpc: string }) => void>();
 
   constructor(private readonly opts: MeshOptions) {
     this.holdings = new HoldingsSummary(opts.store);
@@ -176,6 +179,7 @@ export class Mesh {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     clearTimeout(this.soon);
+    clearImmediate(this.next);
     const node = this.node;
     if (!node) return;
     if (!this.left) await this.publish({ bye: true }).catch(() => undefined);
@@ -269,7 +273,8 @@ export class Mesh {
   }
 
   doneFetching(tree: Digest): void {
-    if (this.fetching.delete(tree)) this.announceNow();
+    // Once the caller is done (a pull's reply has gone out): an announcement refreshes the holdings and signs a message, ~10 ms.
+    if (this.fetching.delete(tree)) this.announceNext();
   }
 
   /** The members of `tree`'s swarm besides this node: peers fetching it, and peers holding it whole (not penalized). */
@@ -290,6 +295,12 @@ export class Mesh {
   onNews(fn: () => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
+  }
+
+  /** Calls `fn` with each peer that enters the directory, or announces another gRPC address; returns the unsubscribe. */
+  onArrival(fn: (peer: { id: string; grpc: string }) => void): () => void {
+    this.arrivals.add(fn);
+    return () => this.arrivals.delete(fn);
   }
 
   /** Avoid a peer that sent wrong bytes (reported by this node's own peer tier, or a CLI's). */
@@ -385,6 +396,15 @@ export class Mesh {
     void this.announce();
   }
 
+  /** Announces at the next turn of the event loop, after what runs now; at most one waits. */
+  private announceNext(): void {
+    if (this.next) return;
+    this.next = setImmediate(() => {
+      this.next = undefined;
+      this.announceNow();
+    });
+  }
+
   private announceSoon(): void {
     if (this.soon) return;
     this.soon = setTimeout(() => {
@@ -433,7 +453,8 @@ export class Mesh {
       this.tellListeners();
       return;
     }
-    const known = this.directory.has(id);
+    const was = this.directory.get(id);
+    const known = was !== undefined;
     if (!known && this.directory.size >= MAX_DIRECTORY) return; // bounded: each entry may hold a 256 KiB filter
     this.directory.set(id, {
       id,
@@ -448,6 +469,7 @@ export class Mesh {
       connected: (this.node?.getConnections(msg.from).length ?? 0) > 0,
     });
     if (!known) this.opts.log(`mesh: peer ${id} at ${a.grpc} (${a.treeCount} trees, ${a.blobs} blobs)`);
+    if (was?.grpc !== a.grpc) for (const fn of this.arrivals) fn({ id, grpc: a.grpc });
     this.tellListeners();
   }
 

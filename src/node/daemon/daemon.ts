@@ -6,6 +6,7 @@
 // (fetch.ts) through that one resolver.
 import { VriftError } from '../../lib/errors.js';
 import { Metrics, TIER_COUNTERS } from '../../lib/metrics.js';
+import { loadNative } from '../../lib/native.js';
 import { Cluster } from '../cluster/cluster.js';
 import { loadNodeConfig, NODE_CONFIG_ENV } from '../ops/node-config.js';
 import { openResolver } from '../ops/open-resolver.js';
@@ -23,6 +24,7 @@ import { storeSection } from '../store/store-config.js';
 import { mountSection, type LazyConfig } from '../mount/lazy-config.js';
 import { MeshDirectory } from './mesh-directory.js';
 import { SwarmHost } from './swarm-host.js';
+import { WarmPeers } from './warm-peers.js';
 import { operationsHandler } from './operations.js';
 import { socketPathOf } from '../control/paths.js';
 import { acquireDaemonLock } from './lock.js';
@@ -99,18 +101,22 @@ export class Daemon {
     this.cluster = Cluster.create({ store: this.store, config, metrics: this.metrics, log: this.log, signingKey: config.get(refsSection).signingKey });
     const control = new ControlServer({ socketPath: this.socketPath, handlers: this.handlers(), log: this.log });
     const cluster = this.cluster;
+    // Connections to peers, opened as they appear; shared by the peer tier and the swarms.
+    const warm = cluster ? new WarmPeers(cluster.mesh, cluster.cfg, cluster.keys) : undefined;
     // Swarms of large trees (docs/peers.md, "Flash crowds"): with the bulk port only.
-    this.swarms = cluster?.bulk ? new SwarmHost({ store: this.store, mesh: cluster.mesh, cfg: cluster.cfg, keys: cluster.keys, metrics: this.metrics, log: this.log }) : undefined;
+    this.swarms = cluster?.bulk && warm ? new SwarmHost({ store: this.store, mesh: cluster.mesh, cfg: cluster.cfg, conns: warm.conns, metrics: this.metrics, log: this.log }) : undefined;
     if (cluster && this.swarms) cluster.service.swarms = this.swarms;
     this.components.push(
       { name: 'mounts', start: () => this.mounts.restore(), stop: () => this.mounts.stop() },
+      // (before the mesh, whose peers it warms; stopped after every user of the connections)
+      ...(warm ? [warm] : []),
       ...(cluster?.components() ?? []),
       ...(this.swarms ? [this.swarms] : []),
       {
         name: 'resolver',
         start: () => {
           const log = (level: 'warn' | 'info', m: string) => this.log(level === 'warn' ? `warning: ${m}` : m);
-          this.resolverInstance = openResolver({ store: this.store, config, metrics: this.metrics, log, peers: cluster ? new MeshDirectory(cluster.mesh) : undefined });
+          this.resolverInstance = openResolver({ store: this.store, config, metrics: this.metrics, log, peers: cluster ? new MeshDirectory(cluster.mesh) : undefined, peerConnections: warm?.conns });
           // Each remote tier's outcome counters exist from the first scrape, at 0.
           for (const tier of this.resolverInstance.tierNames().filter((t) => t !== 'local')) {
             for (const name of [TIER_COUNTERS.hits, TIER_COUNTERS.misses, TIER_COUNTERS.errors, TIER_COUNTERS.bytesIn, TIER_COUNTERS.bytesOut]) this.metrics.declare(name, { tier });
@@ -119,8 +125,10 @@ export class Daemon {
             this.swarms.useChain(this.resolverInstance.chain);
             this.resolverInstance.swarms = this.swarms;
           }
-          // The first mount or fetch a program waits for should not load the S3 SDK or dial Redis.
+          // The first mount or fetch a program waits for should not load the S3 SDK or dial Redis,
+          // nor the native addon that hashes and writes what arrives (~3 ms).
           this.resolverInstance.warm();
+          loadNative();
         },
         stop: () => this.resolverInstance?.close(),
       },

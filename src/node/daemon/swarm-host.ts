@@ -9,15 +9,14 @@ import type { Digest } from '../../lib/digest.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { Chain } from '../../tiers/chain.js';
 import { isLocalError } from '../../tiers/guarded.js';
-import { PeerConnection } from '../../tiers/peer/client.js';
-import type { ClusterKeys } from '../cluster/auth.js';
+import type { PeerConnections } from '../../tiers/peer/connections.js';
 import type { ClusterConfig } from '../cluster/config.js';
 import type { Mesh } from '../cluster/mesh.js';
 import type { SwarmDoor } from '../cluster/peer-service.js';
 import type { Store } from '../store/store.js';
 import type { TreeEntry } from '../store/tree.js';
 import { DEFAULT_SWARM_OPTIONS } from '../swarm/scheduler.js';
-import { TreeSwarm, type OnSwarmBlob, type SwarmContext, type SwarmMember } from './tree-swarm.js';
+import { TreeSwarm, type OnSwarmBlob, type SwarmContext } from './tree-swarm.js';
 
 /**
  * How long a node that sees no other fetcher of a tree waits for one
@@ -35,7 +34,8 @@ export interface SwarmHostOptions {
   store: Store;
   mesh: Mesh;
   cfg: ClusterConfig;
-  keys: ClusterKeys;
+  /** The daemon's connections to its peers (shared with its peer tier). */
+  conns: PeerConnections;
   metrics: Metrics;
   log: (line: string) => void;
 }
@@ -43,7 +43,6 @@ export interface SwarmHostOptions {
 export class SwarmHost implements SwarmDoor {
   readonly name = 'swarms';
   private readonly swarms = new Map<Digest, TreeSwarm>();
-  private readonly conns = new Map<string, PeerConnection>();
   private sweeper: NodeJS.Timeout | undefined;
   private readonly ctx: SwarmContext;
 
@@ -56,7 +55,7 @@ export class SwarmHost implements SwarmDoor {
         return mesh.peerId;
       },
       members: (tree) => mesh.swarmPeers(tree),
-      connect: (peer, tree, layout) => this.connection(peer).openSwarm(tree, layout),
+      connect: (peer, tree, layout) => opts.conns.get(peer).openSwarm(tree, layout),
       penalize: (peer, reason) => mesh.penalize(peer, reason),
       onNews: (fn) => mesh.onNews(fn),
       hedgeMs: cfg.swarmHedgeMs,
@@ -75,8 +74,6 @@ export class SwarmHost implements SwarmDoor {
     clearInterval(this.sweeper);
     for (const s of this.swarms.values()) s.close();
     this.swarms.clear();
-    for (const c of this.conns.values()) c.close();
-    this.conns.clear();
   }
 
   /** The resolver's chain: the origin is every tier of it but the peers. */
@@ -182,20 +179,6 @@ export class SwarmHost implements SwarmDoor {
       stats: s.stats,
       originAsks: s.sched.originAsks,
     }));
-  }
-
-  private connection(peer: SwarmMember): PeerConnection {
-    let c = this.conns.get(peer.id);
-    if (c && c.peer.grpc !== peer.grpc) {
-      c.close();
-      c = undefined;
-    }
-    if (!c) {
-      const { cfg, keys, mesh } = this.opts;
-      c = new PeerConnection({ id: peer.id, grpc: peer.grpc }, { auth: keys.auth, tls: keys.tls, self: mesh.peerId, timeoutMs: cfg.timeoutMs, maxMessageBytes: cfg.maxMessageBytes });
-      this.conns.set(peer.id, c);
-    }
-    return c;
   }
 
   private sweep(): void {

@@ -3,6 +3,7 @@
 import type { Metrics } from '../../lib/metrics.js';
 import { openChain } from '../../tiers/index.js';
 import type { PeerDirectory } from '../../tiers/peer/directory.js';
+import type { PeerConnections } from '../../tiers/peer/connections.js';
 import type { TierLog } from '../../tiers/tier.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../store/store.js';
@@ -15,6 +16,8 @@ export interface OpenResolverOptions {
   log: TierLog;
   /** Where the peer tier learns of peers: the daemon's mesh (in the daemon), else the daemon asked over its socket. */
   peers?: PeerDirectory;
+  /** The daemon's connections to its peers (the peer tier makes its own otherwise). */
+  peerConnections?: PeerConnections;
 }
 
 export function openResolver(opts: OpenResolverOptions): Resolver {

@@ -62,6 +62,9 @@ export function peerLabel(p: PeerEndpoint): string {
 export class PeerConnection {
   private readonly client: PeerClient;
   private readonly grpc: typeof Grpc;
+  /** Calls in progress, and when one last started or ended (connections.ts closes a connection idle for long). */
+  private active = 0;
+  private lastCall = Date.now();
 
   constructor(
     readonly peer: PeerEndpoint,
@@ -85,6 +88,42 @@ export class PeerConnection {
 
   close(): void {
     this.client.close();
+  }
+
+  /** How long no call has been in progress here (0 while one is). */
+  idleMs(now = Date.now()): number {
+    return this.active > 0 ? 0 : now - this.lastCall;
+  }
+
+  /**
+   * Opens the channel now (TCP, the TLS handshake, HTTP/2) with one
+   * authenticated call that asks for nothing (a Has of no digest), so the
+   * first real call finds it ready; and the peer's gate counts the
+   * connection as a member's (it closes one that carries no authenticated
+   * call within `handshakeMs`). Resolves when the peer answered.
+   */
+  async warm(): Promise<void> {
+    await this.unary<HasReply__Output>('has', PEER_METHODS.has, (m, o, cb) => this.client.Has({ digests: Buffer.alloc(0) }, m, o, cb));
+  }
+
+  /** Counts a call in progress until `ended` is called (once). */
+  private begin(): () => void {
+    this.active++;
+    this.lastCall = Date.now();
+    let open = true;
+    return () => {
+      if (!open) return;
+      open = false;
+      this.active--;
+      this.lastCall = Date.now();
+    };
+  }
+
+  /** A streaming call counts as in progress until its status arrives. */
+  private counted<C extends Grpc.ClientReadableStream<unknown>>(call: C): C {
+    const ended = this.begin();
+    call.once('status', ended); // (grpc-js emits it once at the end of every call: done, failed or cancelled)
+    return call;
   }
 
   private meta(method: string): Grpc.Metadata {
@@ -120,8 +159,10 @@ export class PeerConnection {
   }
 
   private unary<Res>(op: string, method: string, call: (meta: Grpc.Metadata, opts: Grpc.CallOptions, cb: Grpc.requestCallback<Res>) => unknown): Promise<Res | undefined> {
+    const ended = this.begin();
     return new Promise((resolve, reject) => {
       call(this.meta(method), this.deadline(), (err, res) => {
+        ended();
         if (!err) resolve(res!);
         else if (this.isNotFound(err)) resolve(undefined);
         else reject(this.fail(err, op));
@@ -157,7 +198,7 @@ export class PeerConnection {
 
   /** A blob's bytes from `offset` (unverified), and its whole size; undefined when the peer lacks it. */
   async getBlob(digest: Digest, offset = 0): Promise<{ size: number; stream: Readable } | undefined> {
-    const call = this.client.GetBlob({ digest: Buffer.from(digest, 'hex'), offset }, this.meta(PEER_METHODS.getBlob));
+    const call = this.counted(this.client.GetBlob({ digest: Buffer.from(digest, 'hex'), offset }, this.meta(PEER_METHODS.getBlob)));
     const first = await this.firstMessage(call, 'getBlob');
     if (!first) return undefined;
     return { size: first.value.size, stream: this.rest(call, first.value.data, first.it, 'getBlob') };
@@ -184,7 +225,7 @@ export class PeerConnection {
         return { stream, blobs: ticket.blobs, bytes: ticket.bytes, via: 'bulk', received: () => stream.sock.bytesRead };
       }
     }
-    const call = this.client.GetArchive(req, this.meta(PEER_METHODS.getArchive));
+    const call = this.counted(this.client.GetArchive(req, this.meta(PEER_METHODS.getArchive)));
     const first = await this.firstMessage(call, 'getArchive');
     if (!first) return undefined;
     let n = 0;

@@ -17,11 +17,13 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { hashBuffer, StreamHasher, type Digest } from '../../lib/digest.js';
 import { archiveHeader, endFrame } from '../../node/archive/format.js';
+import { isReadStop } from '../../node/archive/reader.js';
 import { clusterKeys } from '../../node/cluster/auth.js';
 import type { ClusterTls } from '../../node/cluster/tls.js';
 import { clusterSection, type ClusterConfig } from '../../node/cluster/config.js';
 import { socketPathOf } from '../../node/control/paths.js';
 import { PeerConnection, peerLabel } from './client.js';
+import { PeerConnections } from './connections.js';
 import { DaemonDirectory, type PeerDirectory, type PeerView } from './directory.js';
 import { isTierError, refTargetOf, TierError, type ArchivePart, type BlobBody, type BlobSource, type RefInfo, type RefTarget, type Tier, type TierContext, type TierFactory } from '../tier.js';
 import { readStoredRef } from '../ref-trust.js';
@@ -45,7 +47,9 @@ export class PeerTier implements Tier {
   private readonly auth: Buffer;
   private readonly tls: ClusterTls;
   private self = 'vrift';
-  private readonly conns = new Map<string, PeerConnection>();
+  /** The daemon's (warm, shared with its swarms) when the tier runs in it; else this tier's own. */
+  private readonly conns: PeerConnections;
+  private readonly ownConns: boolean;
   private readonly penalized = new Map<string, number>();
   private readonly down = new Map<string, number>();
   private readonly streams = new Map<string, { n: number; waiting: (() => void)[] }>();
@@ -59,18 +63,16 @@ export class PeerTier implements Tier {
     this.auth = keys.auth;
     this.tls = keys.tls;
     this.archiveParallelism = cfg.spread;
+    this.ownConns = !ctx.peerConnections;
+    this.conns =
+      ctx.peerConnections ??
+      new PeerConnections({ auth: this.auth, tls: this.tls, self: () => this.self, timeoutMs: cfg.timeoutMs, maxMessageBytes: cfg.maxMessageBytes, idleMs: cfg.idleMs, warmAtMost: 0 });
   }
 
   // --- peers ----------------------------------------------------------------
 
   private conn(p: PeerView): PeerConnection {
-    const key = `${p.id}@${p.grpc}`;
-    let c = this.conns.get(key);
-    if (!c) {
-      c = new PeerConnection({ id: p.id, grpc: p.grpc }, { auth: this.auth, tls: this.tls, self: this.self, timeoutMs: this.cfg.timeoutMs, maxMessageBytes: this.cfg.maxMessageBytes });
-      this.conns.set(key, c);
-    }
-    return c;
+    return this.conns.get(p);
   }
 
   private isPenalized(id: string): boolean {
@@ -97,9 +99,7 @@ export class PeerTier implements Tier {
     if (isTierError(e) && e.failure !== 'unavailable') return;
     this.down.set(p.id, Date.now() + DOWN_MS);
     // A fresh channel next time: grpc-js would refuse calls while it backs off from the dead one.
-    const key = `${p.id}@${p.grpc}`;
-    this.conns.get(key)?.close();
-    this.conns.delete(key);
+    this.conns.drop(p.id);
   }
 
   /** A peer sent bytes that do not hash to their name: count it, tell the daemon, avoid it. */
@@ -214,20 +214,28 @@ export class PeerTier implements Tier {
     const list = [...want];
     const total = sizes ? list.reduce((n, d) => n + (sizes.get(d) ?? 0), 0) : 0;
     const k = Math.max(1, Math.min(this.cfg.spread, order.length, sizes ? Math.floor(total / this.cfg.minPartBytes) : 1));
+    // One part that wants every blob of the tree (a node that has none of it) asks for the tree whole: an empty
+    // `want`, not 32 bytes per blob (which the peer would parse and look up, and which for a tree of 260 000
+    // blobs would not fit in one message).
+    const whole = k === 1 && sizes !== undefined && list.length === sizes.size;
     return split(list, k, sizes).map((bin, i) => {
       // Each part starts with a different peer; the others are its fallbacks, in order.
       const peers = [...order.slice(i % order.length), ...order.slice(0, i % order.length)];
       const bytes = sizes ? bin.reduce((n, d) => n + (sizes.get(d) ?? 0), 0) : undefined;
-      return this.part(tree, bin, peers, `peer backfill ${i + 1}/${k} (${bin.length} blobs)`, bytes);
+      return this.part(tree, bin, peers, `peer backfill ${i + 1}/${k} (${bin.length} blobs)`, bytes, whole);
     });
   }
 
   /** One share of a backfill: opened on its first peer, reopened on the next after a cut or a lie. */
-  private part(tree: Digest, blobs: Digest[], order: PeerView[], name: string, bytes: number | undefined): ArchivePart {
+  private part(tree: Digest, blobs: Digest[], order: PeerView[], name: string, bytes: number | undefined, whole: boolean): ArchivePart {
     const tried = new Set<string>();
     let current: { peer: PeerView; stream: Readable } | undefined;
+    let opens = 0;
     const open = async (): Promise<Readable> => {
-      const left = blobs.filter((d) => !this.ctx.store.cas.has(d));
+      // First, the blobs the index said were missing a moment ago (a stat per blob would cost ~1 ms per 100);
+      // a reopen asks only for what is still missing.
+      const first = opens++ === 0;
+      const left = first ? blobs : blobs.filter((d) => !this.ctx.store.cas.has(d));
       if (left.length === 0) return Readable.from([Buffer.concat([archiveHeader(), endFrame(0, 0)])]);
       const previous = current?.peer;
       const errors: string[] = [];
@@ -237,7 +245,7 @@ export class PeerTier implements Tier {
         const release = await this.slot(p.id);
         let got;
         try {
-          got = await this.conn(p).archive({ tree, want: left }, this.cfg.bulk);
+          got = await this.conn(p).archive({ tree, want: first && whole ? undefined : left }, this.cfg.bulk);
         } catch (e) {
           release();
           this.noteFailure(p, e);
@@ -256,6 +264,8 @@ export class PeerTier implements Tier {
         current = { peer: p, stream: got.stream };
         // Handed to the reader as it is (no wrapper: at GB/s every layer of iteration shows).
         got.stream.once('error', (e) => {
+          // (the reader stops a bulk stream once it has every blob it wanted: the peer did nothing wrong)
+          if (isReadStop(e)) return;
           // A bulk frame that failed its tag: nothing of it was used, but the connection lied (or was tampered with).
           if (isTierError(e) && e.failure === 'corrupt') this.blame(p, `sent a bulk frame that failed its authentication tag`);
           this.noteFailure(p, e);
@@ -332,8 +342,7 @@ export class PeerTier implements Tier {
   }
 
   async close(): Promise<void> {
-    for (const c of this.conns.values()) c.close();
-    this.conns.clear();
+    if (this.ownConns) this.conns.close();
     this.directory.close();
   }
 }
