@@ -97,7 +97,7 @@ export class PartialMounts {
     const how: PartialHow = partial.prefetched.has(got.digest) ? 'prefetched' : got.wasLocal ? 'local' : 'fetchedOnOpen';
     const counts = this.counts(rec, partial);
     counts.count(got.file.ordinal, got.file.size, how);
-    if (how === 'fetchedOnOpen') this.watchForBulk(rec, partial, got.file, counts);
+    if (how !== 'prefetched') this.watchForBulk(rec, partial, got.file, counts, how === 'fetchedOnOpen');
     this.opts.lazy.tracePartial(rec.tree, got.digest, partial);
     this.starts.note(rec.tree, got.file.ordinal, partial.head.files);
     const n = (this.learned.get(rec.path) ?? 0) + 1;
@@ -111,13 +111,18 @@ export class PartialMounts {
    * (bulk-switch.ts), by file: once programs scan the tree in order, or
    * needed a share of its files one by one, the mount reads its full
    * listing and pulls the rest in bulk, so a job that reads the whole tree
-   * is not slower than restore-then-run.
+   * is not slower than restore-then-run. A scan counts every file opened
+   * (`fetched` or not: one fetch brings a frame of neighbours, so a tar
+   * finds most files here already, and would open 256 before 128 came one
+   * by one); the volume, only those fetched.
    */
-  private watchForBulk(rec: MountRecord, partial: PartialTree, file: PartialFile, counts: PartialCounts): void {
+  private watchForBulk(rec: MountRecord, partial: PartialTree, file: PartialFile, counts: PartialCounts, fetched: boolean): void {
     let f = this.fetched.get(rec.path);
     if (!f) this.fetched.set(rec.path, (f = { switch: new BulkSwitch({ blobs: partial.head.files, bytes: partial.bytes }, this.opts.config), files: 0, bytes: 0, switched: false }));
-    f.files++;
-    f.bytes += file.size;
+    if (fetched) {
+      f.files++;
+      f.bytes += file.size;
+    }
     // (files between two opens that were opened or published already, e.g. brought beside another, are no gap in a scan)
     const scan = f.switch.opened(file.ordinal, (a, b) => {
       let missing = 0;
