@@ -22,7 +22,9 @@ beforeAll(async () => {
   s3 = await startS3(['vrift-ci']);
   // These tests count what opens fetch; a tree's trace, pushed by one test's daemon, would make
   // the next one prefetch (that is test/daemon/prefetch.spec.ts).
-  env = { ...tierEnv({ s3 }), VRIFT_PREFETCH: 'false' };
+  // The listing path: what a mount does for a tree with no lazy index (pushed to Redis or a peer, or
+  // by an older vrift); the lazy index's own path is partial-mount.spec.ts.
+  env = { ...tierEnv({ s3 }), VRIFT_PREFETCH: 'false', VRIFT_LAZY_INDEX: 'false' };
   src = tempDir();
   writeSampleTree(src);
   saved = vriftJson(['save', 'ci/lazy-start', src], { home: tempDir(), env });

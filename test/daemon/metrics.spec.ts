@@ -18,7 +18,8 @@ let env: Record<string, string>;
 
 beforeAll(async () => {
   s3 = await startS3(['vrift-metrics']);
-  env = { ...tierEnv({ s3 }), VRIFT_PREFETCH: 'false' };
+  // (a lazy mount from the full listing: its blob counts are the ones checked here)
+  env = { ...tierEnv({ s3 }), VRIFT_PREFETCH: 'false', VRIFT_LAZY_INDEX: 'false' };
   const src = tempDir();
   writeSampleTree(src);
   vriftJson(['save', 'ci/metrics', src], { home: tempDir(), env });

@@ -26,7 +26,8 @@ beforeAll(async () => {
   s3 = await startS3(['vrift-ci']);
   // One blob per fetch, so the order and the counts these tests watch are the fetches' own
   // (a pack frame's other blobs coming along is lazy.spec's concern).
-  env = { ...tierEnv({ s3 }), VRIFT_S3_NEIGHBORS: 'false' };
+  // Mounts from the full listing (prefetch and the bulk switch by blob); a partial mount's traced start is partial-mount.spec.ts.
+  env = { ...tierEnv({ s3 }), VRIFT_S3_NEIGHBORS: 'false', VRIFT_LAZY_INDEX: 'false' };
 });
 afterAll(async () => {
   await s3?.stop();

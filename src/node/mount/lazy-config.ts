@@ -31,7 +31,7 @@ export const mountSection: ConfigSection<LazyConfig> = {
   schema: defaults(
     object(
       {
-        lazyIndex: bool().default(false),
+        lazyIndex: bool().default(true),
         prefetch: bool().default(true),
         prefetchBytesPerSec: size({ example: '32M', min: 1024 }).default(32 << 20),
         prefetchConcurrency: int({ example: '4', min: 1, max: 64 }).default(4),
