@@ -27,7 +27,7 @@ describe('config', () => {
     expect(c.get(chainSection)).toEqual({ retries: 2, breakerFailures: 3, breakerCooldownMs: 30_000, hedgeAfterMs: 500, queueCapacity: 256, uploadConcurrency: 8, writeBack: false });
     expect(c.get(redisTier.config!)).toBeUndefined();
     expect(c.get(s3Tier.config!)).toBeUndefined();
-    expect(c.get(mountSection)).toEqual({ lazyIndex: false, prefetch: true, prefetchBytesPerSec: 32 << 20, prefetchConcurrency: 4, bulkAfterPercent: 25, bulkAfterSequential: 128, stream: true, streamMinBytes: 4 << 20, scrubBytesPerSec: 4 << 20 });
+    expect(c.get(mountSection)).toEqual({ lazyIndex: true, prefetch: true, prefetchBytesPerSec: 32 << 20, prefetchConcurrency: 4, bulkAfterPercent: 25, bulkAfterSequential: 128, stream: true, streamMinBytes: 4 << 20, scrubBytesPerSec: 4 << 20 });
     expect(c.get(storeSection)).toEqual({ evictToPercent: 90 }); // no maxSize: no cap
     expect(c.file).toBeUndefined();
   });
