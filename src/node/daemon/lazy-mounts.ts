@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import type { Digest } from '../../lib/digest.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { LazyConfig } from '../mount/lazy-config.js';
-import type { MountManager, MountRecord } from '../mount/mounts.js';
+import type { BlobCtime, MountManager, MountRecord } from '../mount/mounts.js';
 import type { Resolver, StartupCaps } from '../ops/resolver.js';
 import type { Store } from '../store/store.js';
 import { BulkSwitch, type Amount } from './bulk-switch.js';
@@ -337,7 +337,7 @@ export class LazyMounts {
         if (!o || o.from === undefined || o.from === 'local' || o.joined) continue;
         m.brought.add(item.digest);
         earlyOutcomes.push([item, o]);
-        this.publishLocal(m, item.digest);
+        this.publishLocal(m, [item.digest]);
       }
     }
     await this.countLocal(m);
@@ -367,7 +367,7 @@ export class LazyMounts {
       if (from === undefined) return void p.failed++;
       if (from === 'local' || joined) return;
       if (m.blobs.exec(m.blobs.indexOf(item.digest)!)) this.opts.store.ensureExecTwin(item.digest); // opened through its exec twin
-      if (!m.brought.has(item.digest)) this.publishLocal(m, item.digest); // (the start-up batch's: published as they were taken)
+      if (!m.brought.has(item.digest)) this.publishLocal(m, [item.digest]); // (the start-up batch's: published as they were taken)
       m.brought.add(item.digest);
       add(m.status.prefetched, item.size);
       this.opts.metrics.inc(LAZY_COUNTERS.prefetchedBlobs);
@@ -418,14 +418,15 @@ export class LazyMounts {
   }
 
   /**
-   * A blob prefetch brought: the mount's entries of it carry its ctime
-   * from now on and are no longer marked remote, so the shim opens them
-   * from the CAS without asking the daemon (the start-up set of a traced
-   * job: 89 opens of the bench's node job that needed no FETCH).
+   * Blobs prefetch or a bulk pull brought: the mount's entries of them
+   * carry their ctimes from now on and are no longer marked remote (one
+   * VDir batch), so the shim opens them from the CAS without asking the
+   * daemon (the start-up set of a traced job: 89 opens of the bench's node
+   * job that needed no FETCH). Returns the files named local.
    */
-  /** publishLocal for many blobs, in one VDir batch; the files named local. */
-  private publishLocalMany(m: LazyMount, digests: readonly Digest[]): number {
-    const blobs: { digest: Digest; rels: readonly string[]; ctimeNs: bigint }[] = [];
+  private publishLocal(m: LazyMount, digests: readonly Digest[]): number {
+    if (m.gone) return 0;
+    const blobs: BlobCtime[] = [];
     for (const digest of digests) {
       const at = m.blobs.indexOf(digest);
       if (at === undefined) continue;
@@ -436,19 +437,7 @@ export class LazyMounts {
         /* gone or bad since: the first open asks, as before */
       }
     }
-    return blobs.length > 0 ? this.opts.mounts.renewManyBlobCtimes(m.rec.path, blobs) : 0;
-  }
-
-  private publishLocal(m: LazyMount, digest: Digest): void {
-    const at = m.blobs.indexOf(digest);
-    if (at === undefined || m.gone) return;
-    let ctimeNs: bigint | undefined;
-    try {
-      ctimeNs = this.opts.store.checkBlob(digest, m.blobs.size(at));
-    } catch {
-      return; // (gone or bad since: the first open asks, as before)
-    }
-    if (ctimeNs !== undefined) this.opts.mounts.renewBlobCtimes(m.rec.path, digest, m.blobs.paths(at), ctimeNs);
+    return blobs.length > 0 ? this.opts.mounts.renewBlobCtimes(m.rec.path, blobs) : 0;
   }
 
   /**
@@ -526,7 +515,7 @@ export class LazyMounts {
         const publish = () => {
           const batch = arrived;
           arrived = [];
-          if (!m.gone && batch.length > 0) named += this.publishLocalMany(m, batch);
+          if (batch.length > 0) named += this.publishLocal(m, batch);
         };
         const timer = setInterval(publish, PUBLISH_ARRIVED_MS);
         const r = await this.opts.resolver()

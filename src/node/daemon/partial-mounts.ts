@@ -35,20 +35,20 @@ export interface PartialMountsOptions {
   log: (line: string) => void;
 }
 
-/** What a partial mount's programs fetched file by file: the bulk switch's signs, counted by file (its blobs are not listed yet). */
-interface Fetched {
-  switch: BulkSwitch;
+/** What a partial mount's programs opened, by file (its blobs are not listed yet): the upgrade's count and the bulk switch's signs. */
+interface Opens {
+  /** Files opened (learned). */
   files: number;
-  bytes: number;
+  /** Of those, fetched one by one. */
+  fetched: { files: number; bytes: number };
+  switch: BulkSwitch;
   switched: boolean;
 }
 
 export class PartialMounts {
   private readonly starts: PartialStarts;
-  /** Files opened per partial mount (learn). */
-  private readonly learned = new Map<string, number>();
-  /** Files fetched on open per partial mount, for the bulk switch. */
-  private readonly fetched = new Map<string, Fetched>();
+  /** What programs opened, per partial mount. */
+  private readonly opens = new Map<string, Opens>();
   /** Partial mounts reading their full listing now (upgrade), by path: one read each. */
   private readonly upgrading = new Map<string, Promise<void>>();
 
@@ -74,8 +74,7 @@ export class PartialMounts {
 
   /** The mount at `path` (of `tree`) went. */
   unmounted(path: string, tree: Digest | undefined): void {
-    this.learned.delete(resolve(path));
-    this.fetched.delete(resolve(path));
+    this.opens.delete(resolve(path));
     if (tree && !this.opts.mounts.records().some((r) => r.tree === tree)) this.starts.release(tree);
   }
 
@@ -97,12 +96,12 @@ export class PartialMounts {
     const how: PartialHow = partial.prefetched.has(got.digest) ? 'prefetched' : got.wasLocal ? 'local' : 'fetchedOnOpen';
     const counts = this.counts(rec, partial);
     counts.count(got.file.ordinal, got.file.size, how);
-    if (how !== 'prefetched') this.watchForBulk(rec, partial, got.file, counts, how === 'fetchedOnOpen');
+    let opens = this.opens.get(rec.path);
+    if (!opens) this.opens.set(rec.path, (opens = { files: 0, fetched: { files: 0, bytes: 0 }, switch: new BulkSwitch({ blobs: partial.head.files, bytes: partial.bytes }, this.opts.config), switched: false }));
+    if (how !== 'prefetched') this.watchForBulk(rec, opens, got.file, counts, how === 'fetchedOnOpen');
     this.opts.lazy.tracePartial(rec.tree, got.digest, partial);
     this.starts.note(rec.tree, got.file.ordinal, partial.head.files);
-    const n = (this.learned.get(rec.path) ?? 0) + 1;
-    this.learned.set(rec.path, n);
-    if (n === UPGRADE_AFTER_FILES) this.upgrade(rec, `${UPGRADE_AFTER_FILES} files opened`).catch(() => undefined);
+    if (++opens.files === UPGRADE_AFTER_FILES) this.upgrade(rec, `${UPGRADE_AFTER_FILES} files opened`).catch(() => undefined);
     return { digest: got.digest, later };
   }
 
@@ -116,12 +115,10 @@ export class PartialMounts {
    * finds most files here already, and would open 256 before 128 came one
    * by one); the volume, only those fetched.
    */
-  private watchForBulk(rec: MountRecord, partial: PartialTree, file: PartialFile, counts: PartialCounts, fetched: boolean): void {
-    let f = this.fetched.get(rec.path);
-    if (!f) this.fetched.set(rec.path, (f = { switch: new BulkSwitch({ blobs: partial.head.files, bytes: partial.bytes }, this.opts.config), files: 0, bytes: 0, switched: false }));
+  private watchForBulk(rec: MountRecord, f: Opens, file: PartialFile, counts: PartialCounts, fetched: boolean): void {
     if (fetched) {
-      f.files++;
-      f.bytes += file.size;
+      f.fetched.files++;
+      f.fetched.bytes += file.size;
     }
     // (files between two opens that were opened or published already, e.g. brought beside another, are no gap in a scan)
     const scan = f.switch.opened(file.ordinal, (a, b) => {
@@ -129,7 +126,7 @@ export class PartialMounts {
       for (let o = a + 1; o < b && missing <= SCAN_GAP; o++) if (!counts.has(o)) missing++;
       return missing;
     });
-    const volume = f.switch.byVolume({ blobs: f.files, bytes: f.bytes });
+    const volume = f.switch.byVolume({ blobs: f.fetched.files, bytes: f.fetched.bytes });
     const why = scan ?? (volume && `programs needed ${volume} one by one`);
     if (!why || f.switched) return;
     f.switched = true;
@@ -184,7 +181,7 @@ export class PartialMounts {
     const { mounts, store } = this.opts;
     mounts.learnDigest(root, rel, digest);
     const ctimeNs = store.meta.getBlob(digest)?.ctimeNs;
-    if (ctimeNs !== undefined) mounts.renewBlobCtimes(root, digest, [rel], ctimeNs);
+    if (ctimeNs !== undefined) mounts.renewBlobCtimes(root, [{ digest, rels: [rel], ctimeNs }]);
     // (what a traced start read itself, ahead or one by one, is prefetched)
     const rec = mounts.recordOf(root);
     if (rec) this.counts(rec, partial).count(file.ordinal, file.size, wasLocal && !partial.prefetched.has(digest) ? 'local' : 'prefetched');

@@ -17,6 +17,13 @@ import { Journal, type Announcement } from './journal.js';
 import { dropUpperDir, ensureUpperDir, sweepDroppedUppers, upperDir } from './upper.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_REMOTE, VDIR_F_UPPER, VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
 
+/** A blob found good with inode change time `ctimeNs`, and the paths of a mount that name it. */
+export interface BlobCtime {
+  digest: Digest;
+  rels: readonly string[];
+  ctimeNs: bigint;
+}
+
 export interface MountRecord {
   path: string;
   tree: Digest;
@@ -238,13 +245,14 @@ export class MountManager {
   }
 
   /**
-   * renewBlobCtime for the non-executable entries at `rels` whose blob is
-   * `digest`, in one batch: a blob prefetched into a lazy mount, so its
-   * files open without asking the daemon (an executable one keeps asking:
-   * it opens through its exec twin).
+   * renewBlobCtime for the non-executable entries at each blob's `rels`
+   * still naming its `digest`, in one batch: blobs prefetched into a lazy
+   * mount or brought by its bulk pull, so their files open without asking
+   * the daemon (an executable one keeps asking: it opens through its exec
+   * twin). Returns the entries changed.
    */
-  renewBlobCtimes(mountRoot: string, digest: Digest, rels: readonly string[], ctimeNs: bigint): void {
-    this.renew(mountRoot, rels, digest, ctimeNs, { skipExec: true });
+  renewBlobCtimes(mountRoot: string, blobs: readonly BlobCtime[]): number {
+    return this.renew(mountRoot, blobs, { skipExec: true });
   }
 
   /**
@@ -297,20 +305,11 @@ export class MountManager {
    * no longer that lower file.
    */
   renewBlobCtime(mountRoot: string, rel: string, digest: Digest, ctimeNs: bigint): void {
-    this.renew(mountRoot, [rel], digest, ctimeNs, { skipExec: false });
+    this.renew(mountRoot, [{ digest, rels: [rel], ctimeNs }], { skipExec: false });
   }
 
-  /** renewBlobCtimes for many blobs (one VDir batch): what a bulk pull brought so far. Returns the entries changed. */
-  renewManyBlobCtimes(mountRoot: string, blobs: readonly { digest: Digest; rels: readonly string[]; ctimeNs: bigint }[]): number {
-    return this.renewMany(mountRoot, blobs, { skipExec: true });
-  }
-
-  /** The files at `rels` still naming `digest` carry `ctimeNs` and are no longer remote (one VDir batch). */
-  private renew(mountRoot: string, rels: readonly string[], digest: Digest, ctimeNs: bigint, { skipExec }: { skipExec: boolean }): void {
-    this.renewMany(mountRoot, [{ digest, rels, ctimeNs }], { skipExec });
-  }
-
-  private renewMany(mountRoot: string, blobs: readonly { digest: Digest; rels: readonly string[]; ctimeNs: bigint }[], { skipExec }: { skipExec: boolean }): number {
+  /** The files at each blob's `rels` still naming its `digest` carry its `ctimeNs` and are no longer remote (one VDir batch). */
+  private renew(mountRoot: string, blobs: readonly BlobCtime[], { skipExec }: { skipExec: boolean }): number {
     const vdir = this.vdirs.get(mountRoot);
     if (!vdir) return 0;
     const batch: VDirEntryInput[] = [];
@@ -387,7 +386,6 @@ export class MountManager {
       e.digest === NO_DIGEST_YET ? { path: t.path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, digest: t.digest!, flags: e.flags, ctimeNs: e.ctimeNs } : undefined,
     );
   }
-
 
   private publish(rec: MountRecord, coldListing = false, names = this.partialNames(rec)): void {
     const overlay = overlayOf(this.store, rec.name);
