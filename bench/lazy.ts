@@ -27,9 +27,10 @@
 //   node dist/bench/lazy.js [--rounds N] [--jobs start,node,numpy,all] [--json]
 //
 // --jobs runs only those jobs (to iterate on one; the full run is all four).
+// VRIFT_BENCH_LOGS=<dir> keeps every node's daemon log there.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
 import { flushDisk, loadNow, makeScratch, median, nowMs, printTable, ROOT, s3NodeEnv, startS3rver, VRIFT_BIN, vriftAs, writeProjectTree } from './lib.js';
 
@@ -242,6 +243,12 @@ async function main(): Promise<void> {
   } finally {
     // (a round that failed midway leaves its node's daemon up)
     for (const h of homes) spawnSync(process.execPath, [VRIFT_BIN, 'down'], { env: { ...env, VRIFT_HOME: h }, stdio: 'ignore' });
+    // VRIFT_BENCH_LOGS=<dir>: each node's daemon log is kept there (node0.log …), to see what a round did.
+    const keep = process.env.VRIFT_BENCH_LOGS;
+    if (keep) {
+      mkdirSync(keep, { recursive: true });
+      for (const h of homes) if (existsSync(join(h, 'run', 'vriftd.log'))) cpSync(join(h, 'run', 'vriftd.log'), join(keep, `${basename(h)}.log`));
+    }
     await s3.stop();
     scratch.remove();
   }
