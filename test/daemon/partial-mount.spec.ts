@@ -296,7 +296,7 @@ describe('a lazy mount from the lazy index', () => {
   it('a second node gets the first one\'s opens as file ordinals: its mount fetches and publishes them before the program asks', async () => {
     const saved = save('t/');
     const prefetching = { ...envOf('t/'), VRIFT_PREFETCH: 'true' };
-    // (big.bin, 3 MiB, is over the start-up set's 1 MiB per blob: the paced prefetch brings it next)
+    // (big.bin, 3 MiB, is over the start-up set's 1 MiB per blob: it is fetched alone, alongside the set)
     const files = ['src/main.c', 'src/lib/util.js', 'run.sh', 'big.bin'];
     const a = tempDir();
     startDaemon(a, envOf('t/'));
@@ -317,11 +317,11 @@ describe('a lazy mount from the lazy index', () => {
       mkdirSync(mnt);
       vriftJson(['mount', 'ci/partial', mnt], { home: b, env: prefetching });
       const log = () => readFileSync(join(b, 'run', 'vriftd.log'), 'utf8');
-      for (let i = 0; i < 100 && !/the trace's other files \(from the lazy index\)/.test(log()); i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 100 && !/start-up set \(from the lazy index\)/.test(log()); i++) await new Promise((r) => setTimeout(r, 100));
       expect(log()).toMatch(/\(listing from the lazy index; files on first open\)/);
-      // main.c and util.js are published (run.sh is executable: its open makes its twin, through the daemon)
-      expect(log()).toMatch(/start-up set \(from the lazy index\): 2 of the first 4 files traced/);
-      expect(log()).toMatch(/the trace's other files \(from the lazy index\): 1 of 1 in \d+ ms/);
+      // main.c and util.js are published (run.sh is executable: its open makes its twin, through the daemon); big.bin came alone
+      expect(log()).toMatch(new RegExp(`start-up set \\(from the lazy index\\): 2 of the first 4 files traced, \\d+ bytes; large ones alone: 1, ${3 << 20} bytes; in \\d+ ms`));
+      expect(log()).not.toMatch(/the trace's other files/); // (nothing was left for the paced prefetch)
       for (const f of files) expect(casBlobs(b)).toContain(saved.digest(f));
       expect(casBlobs(b)).not.toContain(saved.tree);
       const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'sh', '-c', `cat '${mnt}/src/main.c' '${mnt}/src/lib/util.js'; sha256sum < '${mnt}/big.bin'`], { home: b, env: prefetching });
@@ -334,6 +334,43 @@ describe('a lazy mount from the lazy index', () => {
         fetchedOnOpen: { blobs: 0, bytes: 0 },
         prefetch: { state: 'done' },
       });
+    } finally {
+      stopDaemon(b);
+    }
+  });
+
+  it('a trace longer than the start-up set: its first files come together, the rest by the paced prefetch, all before the program asks', async () => {
+    // Ten files of 1000 KiB (each under the set's 1 MiB per blob): eight fill the set's 8 MiB, the last two are left to the prefetch.
+    const tree = tempDir();
+    const names = Array.from({ length: 10 }, (_, i) => `f${i}.bin`);
+    names.forEach((n, i) => writeFileSync(join(tree, n), Buffer.alloc(1000 << 10, i + 1)));
+    const env = envOf('long/');
+    vriftJson(['save', 'ci/long', tree], { home: tempDir(), env });
+    const a = tempDir();
+    startDaemon(a, env);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      const r = vrift(['run', '--mount', `${mnt}=ci/long`, '--', 'sh', '-c', names.map((n) => `cat '${mnt}/${n}' >/dev/null`).join(' && ')], { home: a, env });
+      expect(r.code, r.stderr).toBe(0);
+    } finally {
+      stopDaemon(a); // (pushes the trace)
+    }
+    const prefetching = { ...env, VRIFT_PREFETCH: 'true' };
+    const b = tempDir();
+    startDaemon(b, prefetching);
+    try {
+      const mnt = join(tempDir(), 'mnt');
+      mkdirSync(mnt);
+      vriftJson(['mount', 'ci/long', mnt], { home: b, env: prefetching });
+      const log = () => readFileSync(join(b, 'run', 'vriftd.log'), 'utf8');
+      for (let i = 0; i < 100 && !/the trace's other files \(from the lazy index\)/.test(log()); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(log()).toMatch(`start-up set (from the lazy index): 8 of the first 10 files traced, ${8 * (1000 << 10)} bytes; large ones alone: 0, 0 bytes;`);
+      expect(log()).toMatch(/the trace's other files \(from the lazy index\): 2 of 2 in \d+ ms/);
+      const r = vrift(['run', '--mount', `${mnt}=ci/long`, '--', 'sh', '-c', `cat ${names.map((n) => `'${mnt}/${n}'`).join(' ')} | sha256sum`], { home: b, env: prefetching });
+      const want = execFileSync('sh', ['-c', `cat ${names.map((n) => `'${join(tree, n)}'`).join(' ')} | sha256sum`], { encoding: 'utf8' });
+      expect([r.code, r.stdout], r.stderr).toEqual([0, want]);
+      expect(mountStatus(b, prefetching, mnt)).toMatchObject({ prefetched: { blobs: 10, bytes: 10 * (1000 << 10) }, fetchedOnOpen: { blobs: 0, bytes: 0 }, prefetch: { state: 'done' } });
     } finally {
       stopDaemon(b);
     }

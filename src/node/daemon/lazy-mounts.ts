@@ -232,6 +232,11 @@ export class LazyMounts {
     if (![...this.byPath.values()].some((o) => o.rec.tree === m.rec.tree)) this.traces.release(m.rec.tree);
   }
 
+  /** Counts `bytes` of a fetch of the caller's own against the host's prefetch rate (resolves when it may start). */
+  reservePrefetch(bytes: number): Promise<void> {
+    return this.prefetcher.reserve(bytes);
+  }
+
   /** A program waits for a fetch of `digest`: prefetch narrows (or catches up) until the returned function is called. */
   demandBegins(digest?: Digest): () => void {
     return this.prefetcher.demandBegins(digest);

@@ -57,6 +57,7 @@ export class PartialMounts {
       store: opts.store,
       resolver: opts.resolver,
       log: opts.log,
+      reserve: (bytes) => opts.lazy.reservePrefetch(bytes),
       publish: (root, rel, digest, file, partial, wasLocal) => this.publishFile(root, rel, digest, file, partial, wasLocal),
     });
   }
@@ -151,7 +152,7 @@ export class PartialMounts {
     const counts = this.counts(rec, partial);
     try {
       const r = await this.starts.start(rec.path, partial, ordinals, this.opts.lazy.startupCaps);
-      this.opts.log(`prefetch: ${rec.path}: start-up set (from the lazy index): ${r.files} of the first ${ordinals.length} files traced, ${r.bytes} bytes, in ${r.ms} ms`);
+      this.opts.log(`prefetch: ${rec.path}: start-up set (from the lazy index): ${r.files} of the first ${ordinals.length} files traced, ${r.bytes} bytes; large ones alone: ${r.large.files}, ${r.large.bytes} bytes; in ${r.ms} ms`);
       if (r.rest.length > 0 && this.opts.mounts.recordOf(rec.path) === rec) {
         await partial.loadPieces(r.rest);
         // (files by blob: one blob may be several files')

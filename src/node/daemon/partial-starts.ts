@@ -11,13 +11,15 @@
 import { hashBuffer, type Digest } from '../../lib/digest.js';
 import { mapLimit } from '../../lib/queue.js';
 import type { PartialFile, PartialTree } from '../ops/partial-tree.js';
-import type { Resolver } from '../ops/resolver.js';
+import type { Resolver, StartupCaps } from '../ops/resolver.js';
 import { decodeOrdinalTrace, encodeOrdinalTrace, loadLocalOrdinals, MAX_ORDINALS, MAX_ORDINAL_TRACE_BYTES, ordinalTraceRefName, saveLocalOrdinals } from '../store/ordinal-trace.js';
 import type { Store } from '../store/store.js';
 import { SAVE_AFTER_MS, STOP_PUSH_MS } from './trace-book.js';
 
 /** Start-up files fetched at once. */
 const PARALLEL = 16;
+/** Large start-up files fetched at once (each is one stream of its own). */
+const LARGE_PARALLEL = 4;
 
 interface Trace {
   ordinals: number[];
@@ -32,6 +34,8 @@ export interface PartialStartsOptions {
   store: Store;
   resolver: () => Resolver;
   log: (line: string) => void;
+  /** Counts `bytes` against the host's prefetch rate (prefetcher.ts reserve). */
+  reserve(bytes: number): Promise<void>;
   /** Publishes file `rel` of the mount at `root` with its blob `digest` (local now, `wasLocal` before this start), so it opens without a FETCH. */
   publish(root: string, rel: string, digest: Digest, file: PartialFile, partial: PartialTree, wasLocal: boolean): void;
 }
@@ -77,20 +81,36 @@ export class PartialStarts {
 
   /**
    * The start-up set of a partial mount at `root` whose tree has trace
-   * `ordinals`: the first files under `blobMax` bytes, up to `maxBytes` of
-   * them, fetched and published (see above). Returns what it did, for the
-   * log, and the trace's files it left (`rest`: too large, or past the cap).
+   * `ordinals`: the first files under `blobMax` bytes, up to `bytes` of
+   * them, fetched together and published (see above); and the large files
+   * among that part of the trace, up to `largeBytes`, fetched alongside,
+   * each alone, at once (the job opens them next: paced behind the set, it
+   * would wait for them itself, as numpy does for its 25 MB OpenBLAS).
+   * Returns what it did, for the log, and the trace's files it left
+   * (`rest`: large ones past `largeBytes`, or past the set's cap).
    */
-  async start(root: string, partial: PartialTree, ordinals: readonly number[], caps: { bytes: number; blobMax: number }): Promise<{ files: number; bytes: number; ms: number; rest: number[] }> {
+  async start(
+    root: string,
+    partial: PartialTree,
+    ordinals: readonly number[],
+    caps: StartupCaps,
+  ): Promise<{ files: number; bytes: number; large: { files: number; bytes: number }; ms: number; rest: number[] }> {
     const t0 = Date.now();
     const picked: number[] = [];
+    const large: number[] = [];
     const rest: number[] = [];
     let bytes = 0;
+    let largeBytes = 0;
     let full = false; // (the set is the trace's first files: once one does not fit, the rest wait)
     for (const o of ordinals) {
       const f = partial.fileOf(o);
       if (!f) continue;
       full ||= f.size < caps.blobMax && bytes + f.size > caps.bytes;
+      if (!full && f.size >= caps.blobMax && largeBytes + f.size <= caps.largeBytes) {
+        large.push(o);
+        largeBytes += f.size;
+        continue;
+      }
       if (full || f.size >= caps.blobMax) {
         rest.push(o);
         continue;
@@ -99,7 +119,13 @@ export class PartialStarts {
       picked.push(o);
     }
     await partial.early; // (begun with the names: its pieces and blobs are not read twice)
-    await partial.loadPieces(picked);
+    await partial.loadPieces([...picked, ...large]);
+    // (counted against the prefetch rate, not waiting for it)
+    if (largeBytes > 0) void this.opts.reserve(largeBytes).catch(() => undefined);
+    let largeFiles = 0;
+    const alone = mapLimit(large, LARGE_PARALLEL, async (o) => {
+      if (await this.fetchLarge(root, partial, o)) largeFiles++;
+    });
     // Their blobs together (one read per pack frame, only these kept), then one by one what that did not bring.
     const places = picked.map((o) => partial.placeOf(o)).filter((p): p is NonNullable<typeof p> => p !== undefined && !p.loose);
     await partial.fetchPlaced(places).catch(() => undefined);
@@ -110,7 +136,28 @@ export class PartialStarts {
       this.opts.publish(root, got.rel, got.digest, got.file, partial, got.wasLocal);
       files++;
     });
-    return { files, bytes, ms: Date.now() - t0, rest };
+    await alone;
+    return { files, bytes, large: { files: largeFiles, bytes: largeBytes }, ms: Date.now() - t0, rest };
+  }
+
+  /**
+   * Large file `ordinal` of a start: its blob fetched alone (one kept on its
+   * own by its digest, as an open would: an open meanwhile joins this
+   * fetch), then published. Whether it is here now.
+   */
+  private async fetchLarge(root: string, partial: PartialTree, ordinal: number): Promise<boolean> {
+    const place = partial.placeOf(ordinal);
+    if (!place) return false; // (its piece could not be read: the open fetches it)
+    const { cas } = this.opts.store;
+    const wasLocal = cas.has(place.digest);
+    if (!wasLocal) {
+      if (place.loose) await this.opts.resolver().fetchBlob(place.digest, { size: place.file.size, tree: partial.tree }).catch(() => undefined);
+      else await partial.fetchOrdinal(ordinal).catch(() => undefined);
+      if (!cas.has(place.digest)) return false;
+      partial.prefetched.add(place.digest);
+    }
+    if (!place.file.exec) this.opts.publish(root, place.file.rel, place.digest, place.file, partial, wasLocal);
+    return true;
   }
 
   private track(p: Promise<unknown>): void {

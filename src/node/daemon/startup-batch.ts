@@ -116,7 +116,7 @@ export class StartupBatches {
 
   /** What a batch takes: the bytes of the trace's first small blobs, and how large a blob it leaves to be fetched alone. */
   get caps(): StartupCaps {
-    return { bytes: Math.min(STARTUP_BATCH_BYTES, this.opts.bytesPerSec / 4), blobMax: BATCH_BLOB_MAX };
+    return { bytes: Math.min(STARTUP_BATCH_BYTES, this.opts.bytesPerSec / 4), blobMax: BATCH_BLOB_MAX, largeBytes: STARTUP_LARGE_BYTES };
   }
 
   /** The trace's first small blobs a batch takes, and the large ones among them. */
@@ -128,7 +128,7 @@ export class StartupBatches {
     let largeBytes = 0;
     for (const item of items) {
       if (item.size >= BATCH_BLOB_MAX) {
-        if (largeBytes + item.size <= STARTUP_LARGE_BYTES) (large.push(item), (largeBytes += item.size));
+        if (largeBytes + item.size <= this.caps.largeBytes) (large.push(item), (largeBytes += item.size));
         continue;
       }
       if (bytes + item.size > cap) break;

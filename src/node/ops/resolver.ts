@@ -54,6 +54,8 @@ const BULK_ARRIVAL_WAIT_MS = 300;
 export interface StartupCaps {
   bytes: number;
   blobMax: number;
+  /** The trace's large blobs (>= blobMax) among the batch's part of it, fetched alongside, each alone, up to this many bytes. */
+  largeBytes: number;
 }
 
 /** A start-up set read ahead is looked for among this many of the trace's first entries. */
