@@ -15,8 +15,10 @@ import { FRAME_LEN } from '../../node/archive/format.js';
 import type { PackBlobReader, Span } from './pack-blob.js';
 import { TierError, type BlobBody, type LazyPart } from '../tier.js';
 
-/** Frames read at once by many(). */
+/** Ranged GETs at once by many(). */
 const MANY_PARALLEL = 16;
+/** many() reads frames that follow each other in a pack by one ranged GET, up to this many object bytes. */
+const MANY_RANGE_MAX = 4 << 20;
 
 export class S3LazyParts {
   constructor(
@@ -44,26 +46,30 @@ export class S3LazyParts {
 
   /**
    * Many blobs of `tree` where their records place them: one ranged GET per
-   * frame they share (MANY_PARALLEL at once), the frame's records parsed
-   * and only the blobs asked for handed on (unverified).
+   * run of frames they share that follow each other in a pack (a start-up
+   * set's files are often neighbours in the tree, so in the pack; up to
+   * MANY_RANGE_MAX, MANY_PARALLEL GETs at once), the frames' records parsed
+   * and only the blobs asked for handed on (unverified). No bytes between
+   * two frames are read: a run decodes to no more than its frames' records
+   * say, so a damaged pack cannot make it inflate more than they would.
    */
   async many(tree: Digest, wants: readonly { digest: Digest; record: Buffer }[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>): Promise<void> {
     const m = await this.reader.manifest(tree);
     if (!m) return;
-    const spans = new Map<string, { span: Span; want: Set<Digest> }>();
+    const frames = new Map<string, Span>();
+    const want = new Set<Digest>();
     for (const w of wants) {
       const at = decodeLocation(w.record, 0, Number(w.record.readBigUInt64BE(56)), m.packs);
       if (at.kind !== 'pack') continue;
       const r = at.range;
+      want.add(w.digest);
       // (uncompressed: the blob's record, header included, so the same parser reads both)
       const head = r.compressed ? 0 : FRAME_LEN;
       const key = `${at.pack.key}:${r.start - head}`;
-      const known = spans.get(key);
-      if (known) known.want.add(w.digest);
-      else spans.set(key, { span: { pack: at.pack, start: r.start - head, end: r.end, archiveStart: 0, archiveEnd: r.decoded + head, compressed: r.compressed }, want: new Set([w.digest]) });
+      if (!frames.has(key)) frames.set(key, { pack: at.pack, start: r.start - head, end: r.end, archiveStart: 0, archiveEnd: r.decoded + head, compressed: r.compressed });
     }
     let failure: unknown;
-    await mapLimit([...spans.values()], MANY_PARALLEL, async ({ span, want }) => {
+    await mapLimit(adjacentRuns([...frames.values()]), MANY_PARALLEL, async (span) => {
       try {
         for (const b of await this.reader.readSpan(span)) if (want.has(b.digest)) await onBlob(b.digest, b.bytes);
       } catch (e) {
@@ -101,4 +107,18 @@ export class S3LazyParts {
     if (at.kind === 'none') return undefined;
     return this.reader.read(at.pack, at.range, digest);
   }
+}
+
+/** Frames (each `[start, end)` of its pack, decoding to `archiveEnd` bytes) joined where one ends where the next starts, each run at most MANY_RANGE_MAX object bytes. */
+function adjacentRuns(frames: readonly Span[]): Span[] {
+  const runs: Span[] = [];
+  const sorted = [...frames].sort((a, b) => (a.pack.key < b.pack.key ? -1 : a.pack.key > b.pack.key ? 1 : a.start - b.start));
+  for (const f of sorted) {
+    const run = runs.at(-1);
+    if (run && run.pack.key === f.pack.key && run.compressed === f.compressed && f.start === run.end && f.end - run.start <= MANY_RANGE_MAX) {
+      run.end = f.end;
+      run.archiveEnd += f.archiveEnd;
+    } else runs.push({ ...f });
+  }
+  return runs;
 }
