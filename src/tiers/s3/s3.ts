@@ -109,7 +109,9 @@ export class S3Tier implements Tier {
 
   /** @param refs signs the refs this tier writes and checks those it reads (without one: unsigned records, as tests build tiers alone). */
   constructor(cfg: S3Config, metrics?: Metrics, private readonly refs?: RefCodec) {
-    this.objects = new S3Objects(cfg, (direction, bytes) => metrics?.inc(direction === 'in' ? M.wireIn : M.wireOut, { tier: 's3' }, bytes));
+    // (one labels object: counted per chunk received, and Metrics keeps the key built per labels object)
+    const labels = { tier: 's3' };
+    this.objects = new S3Objects(cfg, (direction, bytes) => metrics?.inc(direction === 'in' ? M.wireIn : M.wireOut, labels, bytes));
     this.looseBlobBytes = cfg.looseBlobBytes;
     this.packs = new S3Packs(this.objects);
   }
