@@ -347,7 +347,8 @@ describe('a lazy mount from the lazy index', () => {
     const env = envOf('long/');
     vriftJson(['save', 'ci/long', tree], { home: tempDir(), env });
     const a = tempDir();
-    startDaemon(a, env);
+    // (the first node traces every file: its bulk switch off, or it would pull the rest in bulk, untraced, once 25 % came one by one)
+    startDaemon(a, { ...env, VRIFT_BULK_AFTER_PERCENT: '0', VRIFT_BULK_AFTER_SEQUENTIAL: '0' });
     try {
       const mnt = join(tempDir(), 'mnt');
       mkdirSync(mnt);

@@ -13,6 +13,7 @@ import type { Digest } from '../../lib/digest.js';
 import { hashBuffer } from '../../lib/digest.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
+import type { StartupCaps } from './resolver.js';
 import { MAX_TREE_BYTES } from '../../tiers/tier.js';
 import { decodeLazyHead, LOCATOR_LOOSE, LOCATOR_RECORD, pieceKey, pieceRange, pieceVerifies, rememberLazyTree, type LazyHead } from '../store/lazy-index.js';
 import { checkNames, NamesIndex, type NamedFile } from '../store/names.js';
@@ -111,23 +112,27 @@ export class PartialTree {
   /**
    * A traced start's first files, begun before the names are here (the
    * head is): their pieces, then their blobs where the records place them
-   * (sizes from the records: what is too large or past `caps.bytes` is left
-   * for later), verified into the CAS, nothing published (the mount does
-   * that once it exists: partial-starts.ts).
+   * (sizes from the records: what is past `caps.bytes` is left for later),
+   * verified into the CAS, nothing published (the mount does that once it
+   * exists: partial-starts.ts). The large ones among them (up to
+   * `caps.largeBytes`) are fetched alone at once, not waited for: one kept
+   * on its own by `fetchLoose` (the resolver's fetch, which an open or the
+   * start joins), one in a frame as fetchOrdinal reads it.
    */
-  prefetchEarly(ordinals: readonly number[], caps: { bytes: number; blobMax: number }): Promise<void> {
-    this.early = this.readEarly(ordinals, caps).catch(() => undefined);
+  prefetchEarly(ordinals: readonly number[], caps: StartupCaps, fetchLoose: (digest: Digest, size: number) => Promise<unknown>): Promise<void> {
+    this.early = this.readEarly(ordinals, caps, fetchLoose).catch(() => undefined);
     return this.early;
   }
 
   /** What prefetchEarly is reading (the start-up set waits for it rather than read the same frames again). */
   early: Promise<void> = Promise.resolve();
 
-  private async readEarly(ordinals: readonly number[], caps: { bytes: number; blobMax: number }): Promise<void> {
+  private async readEarly(ordinals: readonly number[], caps: StartupCaps, fetchLoose: (digest: Digest, size: number) => Promise<unknown>): Promise<void> {
     const first = ordinals.slice(0, EARLY_ORDINALS);
     await this.loadPieces(first);
     const want = new Map<Digest, { size: number; record: Buffer }>();
     let bytes = 0;
+    let largeBytes = 0;
     for (const o of first) {
       const k = Math.floor(o / this.head.pieceFiles);
       const piece = this.pieces.get(k);
@@ -135,11 +140,23 @@ export class PartialTree {
       const i = o - k * this.head.pieceFiles;
       const record = piece.records.subarray(RECORD * i, RECORD * (i + 1));
       const size = Number(record.readBigUInt64BE(56));
-      if (size === 0 || size >= caps.blobMax || record.readUInt32BE(32) === LOOSE) continue;
+      const digest = piece.digests.toString('hex', 32 * i, 32 * i + 32);
+      const loose = record.readUInt32BE(32) === LOOSE;
+      const local = this.store.cas.has(digest);
+      if (size === 0) continue;
+      // (the same choice as the start-up set's, partial-starts.ts: local blobs count too)
+      if (size >= caps.blobMax) {
+        if (largeBytes + size > caps.largeBytes) continue;
+        largeBytes += size;
+        if (local) continue;
+        const fetching = loose ? fetchLoose(digest, size) : this.frames.run(record.toString('hex', 32, 56), () => this.chain.fetchLocated(this.tree, digest, size, record)).result;
+        void fetching.then(() => this.store.cas.has(digest) && this.prefetched.add(digest)).catch(() => undefined); // (a failure: the start or the open fetches it)
+        continue;
+      }
+      if (loose) continue;
       if (bytes + size > caps.bytes) break;
       bytes += size;
-      const digest = piece.digests.toString('hex', 32 * i, 32 * i + 32);
-      if (!this.store.cas.has(digest)) want.set(digest, { size, record });
+      if (!local) want.set(digest, { size, record });
     }
     await this.fetchWanted(want);
   }

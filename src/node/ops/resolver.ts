@@ -280,7 +280,7 @@ export class Resolver {
         if (!opts.startup) return;
         const caps = opts.startup;
         const first = local.length > 0 ? Promise.resolve(local) : (ordinals ?? Promise.resolve(undefined)).then((h) => (h && 'bytes' in h ? decodeTheirs(h.bytes, pt.head.files) : undefined));
-        void first.then((o) => (Array.isArray(o) && o.length > 0 ? pt.prefetchEarly(o, caps) : undefined)).catch(() => undefined);
+        void first.then((o) => (Array.isArray(o) && o.length > 0 ? pt.prefetchEarly(o, caps, (digest, size) => this.fetchBlob(digest, { size, tree })) : undefined)).catch(() => undefined);
       };
       const partial = PartialTree.open(this.store, this.chain, tree, lazy, this.log, early);
       const [hint, got, theirs] = await Promise.all([trace, partial, ordinals]);
