@@ -339,6 +339,20 @@ describe('a lazy mount from the lazy index', () => {
     }
   });
 
+  it('with prefetch off, a tree with a trace in the tiers still mounts from its lazy index (the trace would prefetch nothing)', () => {
+    const saved = save('noprefetch/');
+    const env = envOf('noprefetch/');
+    onNode(env, (home, mnt) => {
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'cat', `${mnt}/src/main.c`], { home, env });
+      expect(r.code, r.stderr).toBe(0);
+    }); // (its stop pushes the tree's traces)
+    onNode(env, (home, mnt) => {
+      vriftJson(['mount', 'ci/partial', mnt], { home, env });
+      expect(readFileSync(join(home, 'run', 'vriftd.log'), 'utf8')).toMatch(/\(listing from the lazy index; files on first open\)/);
+      expect(casBlobs(home)).not.toContain(saved.tree);
+    });
+  });
+
   it('a trace longer than the start-up set: its first files come together, the rest by the paced prefetch, all before the program asks', async () => {
     // Ten files of 1000 KiB (each under the set's 1 MiB per blob): eight fill the set's 8 MiB, the last two are left to the prefetch.
     const tree = tempDir();

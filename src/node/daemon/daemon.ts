@@ -287,16 +287,14 @@ export class Daemon {
         partial: this.mountConfig.lazyIndex,
       });
       const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local', partial: partial && { lazy: partial.lazy, names: partial.names } });
-      const recorded = this.mounts.recorded(rec.path);
       // Both begin once the answer is out (the tree's blob list, the check of its trace: tens of ms for
       // 100 000 entries), or at once when an open asks first. A cold mount's start-up set was read ahead
       // with its listing (Resolver.treeToMount): its batch takes it from memory.
-      const answered = recorded.then(() => new Promise<void>((r) => setImmediate(r)));
+      const answered = new Promise<void>((r) => setImmediate(r));
       if (from !== 'local' && !partial) this.lazy.early(tree, answered);
       // (a partial mount has no listing to count or prefetch by: its opens are traced, docs/lazy.md "Partial metadata")
       if (!partial) this.lazy.attach(rec, answered); // counts what is local, then prefetches by the tree's trace, in the background
       if (partial) this.partials.mounted(rec, partial, startup, answered);
-      await recorded; // (a daemon killed from now on restores the mount)
       this.log(`mount: ${rec.path} <- ${rec.tree}${from === 'local' ? '' : ` (listing from ${from}; files on first open)`}`);
       return [
         [F.TREE, rec.tree],

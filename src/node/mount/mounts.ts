@@ -162,42 +162,24 @@ export class MountManager {
     // a fresh mount starts from its tree
     clearOverlay(this.store, rec.name);
     dropUpperDir(this.store, rec.name);
-    // The record is committed (on LMDB's own thread) while the VDir is built: MOUNT waits for both, and
-    // a large tree's build is tens of ms. Settles either way: a commit that fails (a full disk) leaves the
-    // mount published, and stays the daemon's to report as an unhandled metadata write (daemon.ts), as
-    // before anyone waited for it.
-    const put = this.store.meta.state.put(['mount', abs], rec).then(
-      () => undefined,
-      (e: unknown) => void Promise.reject(e),
-    );
+    // The record is committed first, in a synchronous transaction (about a millisecond): a daemon killed
+    // once MOUNT has answered restores the mount. (An asynchronous put waited for the VDir's build and
+    // then for LMDB's write thread behind the event loop's other work: 40-80 ms of a lazy MOUNT.) A disk
+    // too full to commit fails the MOUNT with one line, before anything is published.
+    this.store.meta.transact(() => this.store.meta.state.put(['mount', abs], rec));
     try {
       this.publish(rec, opts.coldListing || opts.partial !== undefined, opts.partial?.names);
     } catch (e) {
-      void put.then(() => this.store.meta.state.remove(['mount', abs])); // (no mount to restore)
+      void this.store.meta.state.remove(['mount', abs]); // (no mount to restore)
       throw e;
     }
     // (a partial mount's tree may not be here: gc then keeps its lazy index and the blobs it named, store/gc.ts)
     this.store.pin(tree, `mount:${abs}`);
-    this.recording.set(abs, put);
-    void put.finally(() => this.recording.get(abs) === put && this.recording.delete(abs));
     return rec;
-  }
-
-  /** LMDB writes of mount records not committed yet, by path. */
-  private readonly recording = new Map<string, Promise<void>>();
-
-  /**
-   * Resolves once the record of the mount at `path` is committed (or its
-   * commit failed): a daemon killed after that restores the mount when it
-   * comes back (MOUNT answers only then).
-   */
-  recorded(path: string): Promise<void> {
-    return this.recording.get(resolve(path)) ?? Promise.resolve();
   }
 
   unmount(path: string): void {
     const abs = resolve(path);
-    // (live first: the LMDB write of a mount made just now may not be committed yet)
     const rec = this.live.get(abs) ?? (this.store.meta.state.get(['mount', abs]) as MountRecord | undefined);
     if (!rec) throw new VriftError('ERR_VRIFT_MOUNT_NOT_FOUND', `${abs} is not mounted`, { hint: 'see `vrift status`', exitCode: 1 });
     this.journals.get(abs)?.close();

@@ -267,8 +267,9 @@ export class Resolver {
     }
     if (!this.store.hasTree(tree) && opts.partial && lazy !== undefined && loadLocalTrace(this.store.meta, tree).length === 0) {
       // A cold mount from the tree's lazy index (names now, each file's digest when opened), unless a trace
-      // says what to prefetch: that still takes the full listing (docs/lazy.md "Partial metadata").
-      const trace = this.chain.fetchHint(traceRefName(tree), MAX_TRACE_BLOB_BYTES).catch(() => undefined);
+      // says what to prefetch: that still takes the full listing (docs/lazy.md "Partial metadata"). With
+      // prefetch off, no trace is asked for: nothing would be prefetched by it.
+      const trace = opts.prefetch ? this.chain.fetchHint(traceRefName(tree), MAX_TRACE_BLOB_BYTES).catch(() => undefined) : undefined;
       // (a partial mount's trace, as file ordinals: what a traced partial mount fetches first, partial-starts.ts)
       const local = loadLocalOrdinals(this.store.meta, tree);
       const ordinals = opts.prefetch && local.length === 0 ? this.chain.fetchHint(ordinalTraceRefName(tree), MAX_ORDINAL_TRACE_BYTES).catch(() => undefined) : undefined;
