@@ -26,8 +26,10 @@ const NAMES_MAX = MAX_TREE_BYTES;
 const LOOSE = LOCATOR_LOOSE;
 /** A traced start reads ahead the pieces of at most this many of its first files. */
 const EARLY_ORDINALS = 512;
-/** Neighbouring pieces read by one ranged GET (a start-up set's): 16 × 4 KiB. */
-const PIECES_PER_READ = 16;
+/** Pieces read by one ranged GET (a start-up set's): at most 32 × 4 KiB… */
+const PIECES_PER_READ = 32;
+/** …taking the pieces between two wanted ones when at most this many lie between (a request costs more than 32 KiB). */
+const PIECE_GAP = 8;
 
 /** A file of the tree, as its names say. */
 export type PartialFile = NamedFile;
@@ -251,16 +253,16 @@ export class PartialTree {
   }
 
   /**
-   * The pieces of `ordinals`' digests, read together: runs of neighbouring
-   * pieces by one ranged GET each, each piece checked on its own. What
-   * fails is left for the files' own reads.
+   * The pieces of `ordinals`' digests, read together: runs of nearby
+   * pieces (with the few between them) by one ranged GET each, each piece
+   * checked on its own. What fails is left for the files' own reads.
    */
   async loadPieces(ordinals: readonly number[]): Promise<void> {
     const ks = [...new Set(ordinals.map((o) => Math.floor(o / this.head.pieceFiles)))].filter((k) => !this.pieces.has(k) && k < this.head.pieces.length).sort((a, b) => a - b);
     const runs: [number, number][] = [];
     for (const k of ks) {
       const last = runs.at(-1);
-      if (last && k === last[1] && k - last[0] < PIECES_PER_READ) last[1] = k + 1;
+      if (last && k - last[1] <= PIECE_GAP && k - last[0] < PIECES_PER_READ) last[1] = k + 1;
       else runs.push([k, k + 1]);
     }
     await Promise.all(
