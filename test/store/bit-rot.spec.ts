@@ -194,6 +194,27 @@ describe('the scrub', () => {
   });
 });
 
+describe('the scrub of many small blobs', () => {
+  it('counts each small blob as 256 KiB of its rate: an idle node does not re-hash hundreds of blobs a second', async () => {
+    const home = tempDir();
+    const src = tempDir();
+    for (let i = 0; i < 400; i++) writeFileSync(join(src, `f${i}`), `small blob ${i}\n`);
+    vriftJson(['save', 'ci/small', src], { home });
+    // 1 MiB/s: at most 4 small blobs a second (by their bytes alone, all 400 in well under a second)
+    startDaemon(home, { VRIFT_SCRUB_BYTES_PER_SEC: '1M' });
+    try {
+      const t0 = Date.now();
+      await waitFor('the scrub to begin', () => (vriftJson(['status'], { home }).scrub.checked as number) >= 1, 20_000);
+      await new Promise((r) => setTimeout(r, 1500));
+      const checked = vriftJson(['status'], { home }).scrub.checked as number;
+      const seconds = (Date.now() - t0) / 1000;
+      expect(checked).toBeLessThanOrEqual(Math.ceil(seconds * 4) + 2);
+    } finally {
+      stopDaemon(home);
+    }
+  });
+});
+
 describe('local bit rot with a shared tier', () => {
   let s3: S3Server;
   let env: Record<string, string>;

@@ -1,5 +1,6 @@
 // The scrub: the daemon re-hashes stored blobs in the background, at a
-// bounded rate (mount.scrubBytesPerSec, VRIFT_SCRUB_BYTES_PER_SEC; 0: off),
+// bounded rate (mount.scrubBytesPerSec, VRIFT_SCRUB_BYTES_PER_SEC; 0: off;
+// a small blob counts as BLOB_MIN_COST bytes),
 // the least recently checked first. It finds what the cheap checks cannot
 // (a blob changed while a mount serves it, a flipped bit on the disk
 // itself): a corrupt blob is quarantined (the index forgets it, so the next
@@ -14,6 +15,13 @@ import type { Store } from '../store/store.js';
 const PASS_PAUSE_MS = 60_000;
 /** Blobs taken from the index per pass at most (a pass is rebuilt after them). */
 const PASS_BLOBS = 100_000;
+/**
+ * Each blob costs at least this many bytes of the rate: its fixed work (opens, stats, an index write
+ * and its commit) outweighs the bytes of a small one. Charged by bytes alone, a store of 90 000
+ * blobs of ~10 KB was scrubbed at ~190 a second at 4 MB/s: 13 % of a core and 190 fdatasyncs a
+ * second on an idle node.
+ */
+const BLOB_MIN_COST = 256 << 10;
 
 export interface ScrubStatus {
   checked: number;
@@ -53,8 +61,8 @@ export class Scrub {
       for (const digest of this.pass()) {
         if (signal.aborted) return;
         const bytes = await this.check(digest);
-        // The rate: a blob's bytes cost bytes / rate seconds, slept after it.
-        if (bytes > 0) await sleep((bytes / this.opts.bytesPerSec) * 1000, signal);
+        // The rate: a blob's bytes (at least BLOB_MIN_COST) cost bytes / rate seconds, slept after it.
+        if (bytes > 0) await sleep((Math.max(bytes, BLOB_MIN_COST) / this.opts.bytesPerSec) * 1000, signal);
       }
       await sleep(PASS_PAUSE_MS, signal);
     }
