@@ -73,6 +73,9 @@ int vr_high_fd_floor(void)
     return floor;
 }
 
+/* This process (or the one it was forked from) reached the daemon once: a failure now means it went away. */
+static int ever_connected;
+
 static int connect_now(void)
 {
     struct sockaddr_un a;
@@ -100,6 +103,7 @@ static int connect_now(void)
     sock_fd = fd;
     sock_ino = (uint64_t)st.st_ino;
     sock_pid = vr_getpid();
+    ever_connected = 1;
     return 0;
 }
 
@@ -123,7 +127,7 @@ static void after_fork_check(void)
     }
 }
 
-int vr_ipc_connect(void) { return connect_now(); }
+int vr_ipc_ever_connected(void) { return ever_connected; }
 
 int vr_ipc_owns_fd(int fd) { return fd >= 0 && fd == sock_fd && sock_pid == vr_getpid(); }
 

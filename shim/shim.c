@@ -169,7 +169,7 @@ void vr_check_daemon(void)
     if (vr_ipc_alive())
         vr_reattached();
     else
-        vr_detach("the vrift daemon is gone");
+        vr_detach(vr_ipc_ever_connected() ? "the vrift daemon is gone" : "the vrift daemon is not running");
 }
 
 /* ---- initialisation ------------------------------------------------------ */
@@ -237,8 +237,10 @@ void vr_init(void)
         /* No daemon, but its VDirs are there (it died, or is restarting):
          * serve the last published view, refuse changes, re-attach later. */
         on = 1;
-        if (vr_ipc_connect() != 0)
-            vr_detach("the vrift daemon is not running");
+        /* The daemon is not asked here: the first path resolved in a mount
+         * checks it (vr_check_daemon), a request connects. A process that
+         * never touches a mount (most of a build's or a shell script's
+         * helpers) costs it no connection. */
     }
     if (atomic_load(&vr_on) != 0)
         atomic_store_explicit(&vr_on, on, memory_order_release);

@@ -398,8 +398,9 @@ struct vr_reply {
     char path[PATH_MAX];  /* PATH of an OK reply (FETCH with STREAM: the partial blob), or "" */
 };
 
-/** Opens this process's connection (during init). 0 or -errno. */
-int vr_ipc_connect(void);
+
+/* 1 once this process (or its parent before fork) had a connection to the daemon. */
+int vr_ipc_ever_connected(void);
 /** The connection is alive (no EOF/HUP pending); reconnects after fork. */
 int vr_ipc_alive(void);
 /**
