@@ -1,7 +1,7 @@
 // Three real daemons on loopback form a mesh (libp2p + gossip), and a tree
 // ingested on one is restored on another from its peers alone: no Redis,
 // no S3. Joins are remembered across restarts; leaving is too.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeNode, startAll, waitFor, waitForPeers, type TestNode } from '../helpers/cluster.js';
@@ -83,5 +83,26 @@ describe('the mesh', () => {
     c.json(['node', 'join', b.addr()]);
     await waitForPeers(c, [ids.a!, ids.b!]);
     expect(c.status().cluster).toMatchObject({ left: false, remembered: [b.addr()] });
+  });
+
+  it('keeps a peer that is frozen but connected (a busy seeder announces late), and drops one that is killed', async () => {
+    // Announce interval 400 ms: three silent intervals are 1.2 s. A is stopped (SIGSTOP) for 2.5 s: its
+    // connections stay open (the kernel holds them), and B keeps it.
+    const pidOf = (n: TestNode) => Number(readFileSync(join(n.home, 'run', 'vriftd.pid'), 'utf8'));
+    await waitForPeers(b, [ids.a!]);
+    const log = () => readFileSync(join(b.home, 'run', 'vriftd.log'), 'utf8');
+    const silentBefore = log().split(`mesh: peer ${ids.a} `).filter((l) => l.includes('went silent')).length;
+    process.kill(pidOf(a), 'SIGSTOP');
+    try {
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(b.json(['node', 'peers']).peers.map((p: { id: string }) => p.id)).toContain(ids.a);
+    } finally {
+      process.kill(pidOf(a), 'SIGCONT');
+    }
+    expect(log().split(`mesh: peer ${ids.a} `).filter((l) => l.includes('went silent')).length).toBe(silentBefore);
+    // Killed: its connections close, and it is dropped after three intervals.
+    a.crash();
+    await waitFor('B to drop the killed A', () => !b.json(['node', 'peers']).peers.some((p: { id: string }) => p.id === ids.a), 10_000);
+    expect(log()).toMatch(new RegExp(`mesh: peer ${ids.a} \\(.*\\) went silent; dropped`));
   });
 });
