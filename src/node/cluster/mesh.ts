@@ -8,7 +8,8 @@
 //   a node publishes on the cluster's topic what it holds (holdings.ts)
 //   and its gRPC address. Messages are signed by the sender's peer key.
 //   The directory keeps each peer's last announcement; a peer silent for
-//   three intervals, or that says goodbye, is dropped.
+//   three intervals (ten while connected to it), or that says goodbye, is
+//   dropped.
 // - Joining: `vrift node join <multiaddr>` dials a member and remembers
 //   the address (LMDB meta.state) so the node dials it again after a
 //   restart; members learnt from gossip are dialed too, so the mesh
