@@ -1,5 +1,7 @@
 // Lazy start against restore-then-run, in one run (issue 12). The tree is
-// only in S3 (s3rver): this project's node_modules, pip's numpy (with its
+// only in S3 (s3rver), or with VRIFT_BENCH_SOURCE=peer only on one peer
+// node (a daemon that saved it; every node joins it, no S3): this
+// project's node_modules, pip's numpy (with its
 // bundled libraries) as a site-packages directory, and generated
 // project-like files (writeProjectTree) up to VRIFT_BENCH_FILES entries /
 // VRIFT_BENCH_BYTES (default 100 000 / 1 GB). Every round is a new, empty
@@ -28,11 +30,13 @@
 //
 // --jobs runs only those jobs (to iterate on one; the full run is all four).
 // VRIFT_BENCH_LOGS=<dir> keeps every node's daemon log there.
+// From a peer there is no "traced" row: traces travel through the remote
+// tiers (S3, Redis), which that set-up has none of.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { flushDisk, loadNow, makeScratch, median, nowMs, printTable, ROOT, s3NodeEnv, startS3rver, VRIFT_BIN, vriftAs, writeProjectTree } from './lib.js';
+import { flushDisk, freePort, loadNow, makeScratch, median, nowMs, printTable, ROOT, s3NodeEnv, startS3rver, VRIFT_BIN, vriftAs, writeProjectTree } from './lib.js';
 
 const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(name);
@@ -44,6 +48,9 @@ const ONLY = arg('--jobs', 'start,node,numpy,all').split(',');
 const FILES = Number(process.env.VRIFT_BENCH_FILES ?? 100_000);
 const BYTES = process.env.VRIFT_BENCH_BYTES ? parseSize(process.env.VRIFT_BENCH_BYTES) : 1e9;
 const BUCKET = 'vrift-bench';
+/** Where the tree lives: only in s3rver, or only on one peer node. */
+const SOURCE: 's3' | 'peer' = process.env.VRIFT_BENCH_SOURCE === 'peer' ? 'peer' : 's3';
+const CLUSTER_SECRET = 'vrift-bench-lazy-cluster';
 const REF = 'bench/lazy';
 const say = (m: string) => process.stderr.write(`bench/lazy: ${m}\n`);
 
@@ -107,8 +114,8 @@ function openedBytes(cmd: string[], env: NodeJS.ProcessEnv, dir: string): number
 async function main(): Promise<void> {
   const scratch = makeScratch('vrift-bench-lazy-', Math.max(8e9, BYTES * (6 + ROUNDS * 8)), { bytesPerInode: 4096 });
   const base = scratch.dir;
-  const s3 = await startS3rver(join(base, 's3'), BUCKET);
-  const env = s3NodeEnv(s3, BUCKET, { LC_ALL: 'C' });
+  const s3 = SOURCE === 's3' ? await startS3rver(join(base, 's3'), BUCKET) : undefined;
+  const env = s3 ? s3NodeEnv(s3, BUCKET, { LC_ALL: 'C' }) : peerNodeEnv();
   const vrift = (home: string, args: string[], extra: NodeJS.ProcessEnv = {}) => vriftAs(env, home, args, extra);
   const homes: string[] = [];
   try {
@@ -123,9 +130,13 @@ async function main(): Promise<void> {
     const haveBytes = Number(execFileSync('du', ['-sb', src], { encoding: 'utf8' }).split('\t')[0]);
     const rest = Math.max(0, FILES - have);
     if (rest > 0) writeProjectTree(join(src, 'project'), { files: rest, bytes: Math.max(1e6, BYTES - haveBytes), medium: Math.round(rest * 0.04), large: 60, seed: 7 });
-    const tree = JSON.parse(vrift(join(base, 'origin'), ['save', REF, src, '--json'])).tree as string;
+    // From a peer: the node that saves the tree keeps running, holding it, and every node joins it.
+    const origin = join(base, 'origin');
+    if (SOURCE === 'peer') (vrift(origin, ['up', '--detach'], await clusterPorts()), homes.push(origin));
+    const tree = JSON.parse(vrift(origin, ['save', REF, src, '--json'])).tree as string;
+    const originStatus = SOURCE === 'peer' ? JSON.parse(vrift(origin, ['status', '--json'])) : undefined;
     const shape = execFileSync('sh', ['-c', `find '${src}' | wc -l; du -sb '${src}' | cut -f1`], { encoding: 'utf8' }).trim().split('\n').map(Number);
-    say(`tree ${tree}: ${shape[0]} entries, ${(shape[1]! / 1e9).toFixed(2)} GB, saved to S3`);
+    say(`tree ${tree}: ${shape[0]} entries, ${(shape[1]! / 1e9).toFixed(2)} GB, saved ${SOURCE === 's3' ? 'to S3' : 'on one peer'}`);
 
     type Side = 'eager' | 'lazy' | 'warm-eager' | 'warm-lazy' | 'traced';
     const times = new Map<string, number[]>();
@@ -137,15 +148,31 @@ async function main(): Promise<void> {
     /** Per job: the bytes of the tree's files it opened (strace, in a restored copy, not timed). */
     const opened = new Map<string, number>();
     let n = 0;
-    const freshNode = (extra: NodeJS.ProcessEnv = {}) => {
+    const freshNode = async (extra: NodeJS.ProcessEnv = {}) => {
       const home = join(base, `node${n++}`);
       homes.push(home);
-      vrift(home, ['up', '--detach'], extra);
+      if (SOURCE === 's3') {
+        vrift(home, ['up', '--detach'], extra);
+        return home;
+      }
+      vrift(home, ['up', '--detach'], { ...extra, ...(await clusterPorts()) });
+      vrift(home, ['node', 'join', originStatus.addresses.p2p[0]]);
+      await waitForHolder(home, originStatus.cluster.peerId, tree);
       return home;
     };
+    const waitForHolder = async (home: string, holder: string, t: string) => {
+      for (let i = 0; i < 300; i++) {
+        const peers = JSON.parse(vrift(home, ['node', 'peers', '--tree', t, '--json'])).peers as { id: string; hasTree?: boolean }[];
+        if (peers.some((p) => p.id === holder && p.hasTree)) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`node ${home} never saw the origin holding the tree`);
+    };
+    /** The bytes the node's remote tier brought in (S3: off the wire). */
     const wire = (home: string): number => {
       const m = JSON.parse(vrift(home, ['status', '--json'])).metrics as Record<string, number>;
-      return m['vrift_tier_wire_bytes_received_total{tier="s3"}'] ?? 0;
+      if (SOURCE === 's3') return m['vrift_tier_wire_bytes_received_total{tier="s3"}'] ?? 0;
+      return m['vrift_tier_bytes_received_total{tier="peer"}'] ?? 0; // (what the peer tier brought: the listing and blobs)
     };
     const timedRun = (cmd: string[], extra: NodeJS.ProcessEnv = {}, home?: string) => {
       flushDisk();
@@ -169,7 +196,7 @@ async function main(): Promise<void> {
         const order: ('eager' | 'lazy')[] = round % 2 === 0 ? ['eager', 'lazy'] : ['lazy', 'eager'];
         for (const side of order) {
           say(`round ${round + 1}/${ROUNDS}: ${job.name}, ${side}`);
-          const home = freshNode(side === 'lazy' ? { VRIFT_PREFETCH: 'false' } : {});
+          const home = await freshNode(side === 'lazy' ? { VRIFT_PREFETCH: 'false' } : {});
           if (side === 'eager') {
             const out = join(base, `out${n}`);
             const t = nowMs();
@@ -187,9 +214,9 @@ async function main(): Promise<void> {
             if (job.name !== JOBS[0]!.name && job.name !== JOBS[3]!.name) note(job.name, 'warm-lazy', ownMs(lazyCmd([fsloop, 'spawn', '1', ...job.cmd(mnt)]), job.env?.(mnt), home));
           }
           vrift(home, ['down']); // (pushes the tree's trace: what this job opened)
-          if (side === 'lazy' && round === 0 && (job === JOBS[1] || job === JOBS[2])) {
+          if (SOURCE === 's3' && side === 'lazy' && round === 0 && (job === JOBS[1] || job === JOBS[2])) {
             say(`round 1: ${job.name}, another cold node with that trace`);
-            const other = freshNode();
+            const other = await freshNode();
             const mnt = join(base, `mnt${n}`);
             mkdirSync(mnt);
             note(job.name, 'traced', timedRun([process.execPath, VRIFT_BIN, 'run', '--mount', `${mnt}=${REF}`, '--', ...job.cmd(mnt)], job.env?.(mnt), other));
@@ -206,7 +233,7 @@ async function main(): Promise<void> {
       [JOBS[2]!.name]: ['>= 3x faster', 3, 'faster'],
       [JOBS[3]!.name]: ['<= 1.1x the time', 1.1, 'slower'],
     };
-    const rows: (string | number)[][] = [['measure', 'restore then run (ms)', 'lazy (ms)', 'ratio', 'S3 bytes (lazy)', 'goal']];
+    const rows: (string | number)[][] = [['measure', 'restore then run (ms)', 'lazy (ms)', 'ratio', `${SOURCE === 's3' ? 'S3' : 'peer'} bytes (lazy)`, 'goal']];
     const result: Record<string, unknown> = {};
     const fmt = (xs: number[]) => `${median(xs).toFixed(0)} (${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)})`;
     for (const job of JOBS) {
@@ -236,10 +263,10 @@ async function main(): Promise<void> {
       }
     }
     if (!JSON_ONLY) {
-      printTable(`lazy start vs restore-then-run, tree only in S3 (${shape[0]} entries, ${(shape[1]! / 1e9).toFixed(2)} GB; medians of ${ROUNDS} rounds, min-max)`, rows);
+      printTable(`lazy start vs restore-then-run, tree only ${SOURCE === 's3' ? 'in S3' : 'on one peer'} (${shape[0]} entries, ${(shape[1]! / 1e9).toFixed(2)} GB; medians of ${ROUNDS} rounds, min-max)`, rows);
       console.log(`\n(scratch: ${scratch.what}; load ${loadNow()})`);
     }
-    console.log(JSON.stringify({ bench: 'lazy', rounds: ROUNDS, entries: shape[0], bytes: shape[1], load: loadNow(), results: result }));
+    console.log(JSON.stringify({ bench: 'lazy', source: SOURCE, rounds: ROUNDS, entries: shape[0], bytes: shape[1], load: loadNow(), results: result }));
   } finally {
     // (a round that failed midway leaves its node's daemon up)
     for (const h of homes) spawnSync(process.execPath, [VRIFT_BIN, 'down'], { env: { ...env, VRIFT_HOME: h }, stdio: 'ignore' });
@@ -249,9 +276,21 @@ async function main(): Promise<void> {
       mkdirSync(keep, { recursive: true });
       for (const h of homes) if (existsSync(join(h, 'run', 'vriftd.log'))) cpSync(join(h, 'run', 'vriftd.log'), join(keep, `${basename(h)}.log`));
     }
-    await s3.stop();
+    await s3?.stop();
     scratch.remove();
   }
+}
+
+/** The environment of a node whose one remote tier is its peers (the bench's cluster), without the caller's LD_PRELOAD or tiers. */
+function peerNodeEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, LC_ALL: 'C', VRIFT_TIERS: 'local,peer', VRIFT_CLUSTER_SECRET: CLUSTER_SECRET, VRIFT_CLUSTER_HOST: '127.0.0.1', VRIFT_CLUSTER_ANNOUNCE_MS: '500' };
+  for (const k of Object.keys(env)) if (k === 'LD_PRELOAD' || k.startsWith('VRIFT_S3_') || k.startsWith('VRIFT_REDIS')) delete env[k];
+  return env;
+}
+
+/** Free loopback ports for a node's mesh and gRPC listeners. */
+async function clusterPorts(): Promise<NodeJS.ProcessEnv> {
+  return { VRIFT_P2P_PORT: String(await freePort()), VRIFT_GRPC_PORT: String(await freePort()) };
 }
 
 main().catch((e) => {
