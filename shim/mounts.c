@@ -595,6 +595,7 @@ static void resolve_inner(int dirfd, const char *path, int flags, struct vr_path
     out->err = 0;
     out->creatable = 0;
     out->must_dir = 0;
+    out->upper_stat_ok = 0;
     if (VR_UNLIKELY(path == NULL || path[0] == '\0'))
         return;
     char abs[2 * PATH_MAX];

@@ -162,8 +162,10 @@ struct vr_path {
     int mount;
     size_t rellen;
     uint64_t seen;                 /* VP_VIRT: vr_upper_seen() before the last lookup */
+    int upper_stat_ok;             /* VP_VIRT, upper entry: upper_stat holds its file's lstat() (vr_upper_check) */
     char rel[PATH_MAX];            /* VP_VIRT: relative path; VP_REAL: absolute path */
     struct vrift_vdir_result res;  /* VP_VIRT, err == 0 */
+    struct stat upper_stat;
 };
 
 /**
@@ -314,7 +316,8 @@ int vr_upper_stat(const struct vr_path *p, struct stat *st);
 int vr_upper_path(int mount, const uint8_t name[32], char *buf, size_t cap);
 /** p missed in the VDir: if the path's upper file exists (announced, not yet published), p becomes it. 1 if so. */
 int vr_upper_claim(struct vr_path *p);
-/** p found an upper entry: if its real file is gone (unlinked, not yet unpublished), p becomes missing. */
+/** p found an upper entry: if its real file is gone (unlinked, not yet unpublished), p becomes missing;
+ *  if it is there, its lstat() is kept in p (upper_stat_ok). */
 void vr_upper_check(struct vr_path *p);
 /** An intermediate directory missing from the VDir: made just now (its claim directory exists)? res filled if so. */
 int vr_upper_claimed_dir(int mount, const char *rel, size_t rellen, struct vrift_vdir_result *res);

@@ -40,8 +40,14 @@ static int stat_resolved(int dirfd, const char *path, int flags, struct stat *st
     }
     if (p.err)
         return p.err;
-    if (VR_UNLIKELY(p.res.flags & VRIFT_VDIR_F_UPPER) && vr_path_is_upper(&p))
-        return vr_upper_stat(&p, st); /* a real file: its own inode, size, times, mode */
+    if (VR_UNLIKELY(p.res.flags & VRIFT_VDIR_F_UPPER) && vr_path_is_upper(&p)) {
+        /* a real file: its own inode, size, times, mode (looked at already while changes are unpublished) */
+        if (p.upper_stat_ok) {
+            *st = p.upper_stat;
+            return 0;
+        }
+        return vr_upper_stat(&p, st);
+    }
     vr_fill_stat(&p, st);
     return 0;
 }

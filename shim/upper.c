@@ -133,12 +133,23 @@ static void drop_file(int mount, const uint8_t name[32])
 
 void vr_upper_check(struct vr_path *p)
 {
-    struct stat st;
-    if (!is_upper(p) || vr_upper_stat(p, &st) != -ENOENT)
+    if (!is_upper(p))
         return;
+    int rc = vr_upper_stat(p, &p->upper_stat);
+    if (rc != -ENOENT) {
+        /* (stat() answers with it: sqlite stats its database at every transaction) */
+        p->upper_stat_ok = rc == 0;
+        return;
+    }
     p->err = -ENOENT;
     p->creatable = 1;
-    vr_upper_claim(p); /* (and made again since?) */
+    /* Made again since, as a file or a claim? Both would have the path's
+     * own name, which the lstat above just missed, unless the entry's file
+     * had another one. */
+    uint8_t name[32];
+    vrift_vdir_upper_name(p->rel, p->rellen, name);
+    if (memcmp(name, p->res.entry.u.digest, 32) != 0)
+        vr_upper_claim(p);
 }
 
 /* lstat() of the path's file or directory in the upper layer. */

@@ -160,6 +160,54 @@ sed -i 's/GREETING/MESSAGE/' app/main.c && grep -c MESSAGE app/main.c && (ls app
     expect(readFileSync(join(w.home, 'run', 'vriftd.log'), 'utf8')).not.toMatch(/not published/);
   });
 
+  it('files made and unlinked again within one batch of the journal (sqlite\'s journal file) leave nothing; a path of the tree and a file made again stay', () => {
+    expect(w.run(`echo warm > '${w.mnt}/warm2'`).code).toBe(0);
+    const upper = join(w.home, 'upper', vdirNameOf(w.home, w.mnt)!);
+    const issuedFile = join(upper, '.issued');
+    const n = Number(readFileSync(issuedFile).readBigUInt64LE(0));
+    writeFileSync(join(upper, upperNameOf('again')), 'made again\n'); // the last create's file; the others are unlinked already
+    const rec = (seq: number, change: number, rel: string): Buffer => {
+      const b = Buffer.alloc(24 + Buffer.byteLength(rel));
+      b.writeUInt32LE(b.length, 0);
+      b.writeUInt32LE(change, 4);
+      b.writeBigUInt64LE(BigInt(seq), 8);
+      b.writeUInt32LE(0o644, 16);
+      b.writeUInt32LE(b.length - 24, 20);
+      b.write(rel, 24);
+      return b;
+    };
+    writeFileSync(
+      join(upper, '.journal', `${process.pid}.${Date.now()}`),
+      Buffer.concat([
+        rec(n + 1, 1, 'gone-journal'),
+        rec(n + 2, 3, 'gone-journal'),
+        rec(n + 3, 1, 'again'),
+        rec(n + 4, 3, 'again'),
+        rec(n + 5, 1, 'again'),
+        rec(n + 6, 1, 'run.sh'), // a path of the tree: taken (never a shim's create), and its GONE removes nothing of the tree
+        rec(n + 7, 3, 'run.sh'),
+      ]),
+    );
+    const count = Buffer.alloc(8);
+    count.writeBigUInt64LE(BigInt(n + 7));
+    const fd = openSync(issuedFile, 'r+');
+    writeSync(fd, count, 0, 8, 0);
+    closeSync(fd);
+    // (a listing waits until every counted change is published)
+    const look = `cd '${w.mnt}' && ls | grep -E '^(again|gone-journal|run.sh)$'; cat again run.sh; ls gone-journal 2>&1 | sed 's/.*: //'`;
+    const want = `again\nrun.sh\nmade again\n#!/bin/sh\necho "run.sh says $*"\nNo such file or directory\n`;
+    const r = w.run(look);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(want);
+    // the overlay (what a restarted daemon publishes) says the same
+    const before = w.vrift(['snapshot', w.mnt]).stdout.trim();
+    expect(w.vrift(['down']).code).toBe(0);
+    expect(w.vrift(['up', '--detach']).code).toBe(0);
+    expect(w.vrift(['snapshot', w.mnt]).stdout.trim()).toBe(before);
+    expect(w.run(look).stdout).toBe(want);
+    expect(readFileSync(join(w.home, 'run', 'vriftd.log'), 'utf8')).not.toMatch(/not published/);
+  });
+
   it('a fresh mount takes writes at once (the daemon knows it before LMDB commits it)', () => {
     const fresh = join(tempDir(), 'fresh');
     const r = w.vrift(['run', '--mount', `${fresh}=${w.tree}`, '--', 'sh', '-c', `echo x > '${fresh}/new' && mkdir '${fresh}/d' && cat '${fresh}/new'`]);

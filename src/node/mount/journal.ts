@@ -39,11 +39,26 @@ const GAP_MS = 2000;
 /**
  * After a batch the daemon looks again every POLL_MS, IDLE_POLLS times
  * without news, before it sleeps: a burst (tar -x) goes in batches of a
- * millisecond's changes and wakes it only at its start; a lone change
- * (sqlite's journal file) is published at once.
+ * millisecond's changes and wakes it only at its start; a lone change is
+ * published at once.
  */
 const POLL_MS = 1;
 const IDLE_POLLS = 3;
+/**
+ * A stream too slow to fill a batch in POLL_MS (sqlite: a create and an
+ * unlink of its journal file per transaction, ~2 records a millisecond)
+ * cost a batch of one or two records every millisecond: ~1 000 turns of
+ * the event loop a second, and each journal file published and removed
+ * again. After a batch smaller than FULL_BATCH the pause doubles (to
+ * MAX_POLL_MS at most), after a full one it halves, so such a stream comes
+ * in batches of a few dozen records whose create/unlink pairs cancel
+ * (short-lived.ts), while a burst (tar -x: ~50 creates a millisecond)
+ * keeps POLL_MS. Nobody waits for it: until a change is published readers
+ * look at the real files (shim/upper.c), and a listing, a change request
+ * or a snapshot has the journal applied at once (wake(true), waitAll).
+ */
+const FULL_BATCH = 32;
+const MAX_POLL_MS = 16;
 /** Records applied before yielding to other connections. */
 const BATCH = 4096;
 /** Even with no wake-up (a writer killed before sending one), the journal is looked at this often. */
@@ -72,6 +87,8 @@ export class Journal {
   private issuedFd: number | undefined;
   /** Polls left before sleeping (see IDLE_POLLS). */
   private polls = 0;
+  /** The pause before the next look while a stream goes on (see FULL_BATCH). */
+  private pollMs = POLL_MS;
   /** Records in `ahead` whose turn has passed. */
   private late = 0;
   private readonly u64 = Buffer.alloc(8);
@@ -116,7 +133,7 @@ export class Journal {
     this.schedule('now');
   }
 
-  private schedule(when: 'now' | 'soon'): void {
+  private schedule(when: 'now' | 'soon' | 'later'): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     const run = (): void => {
@@ -126,7 +143,7 @@ export class Journal {
       if (next !== 'idle') this.schedule(next);
     };
     if (when === 'now') this.immediate = setImmediate(run);
-    else this.timer = setTimeout(run, POLL_MS);
+    else this.timer = setTimeout(run, when === 'soon' ? POLL_MS : this.pollMs);
   }
 
   /** A record that came over the socket (its writer could not append it). */
@@ -137,11 +154,12 @@ export class Journal {
 
   /**
    * Applies what is there. Then: 'idle' when every counted change is
-   * published and the daemon may sleep until woken; 'soon' to look again
-   * in POLL_MS (a burst is on: AWAKE stays set, shims do not wake us; or
-   * a record is still being written); 'now' when there is more to apply.
+   * published and the daemon may sleep until woken; 'later' to look again
+   * after the paced pause (a stream is on: AWAKE stays set, shims do not
+   * wake us); 'soon' in POLL_MS (a record is still being written); 'now'
+   * when there is more to apply.
    */
-  drain(): 'idle' | 'soon' | 'now' {
+  drain(): 'idle' | 'soon' | 'later' | 'now' {
     const vdir = this.vdir();
     if (!vdir || this.closed) return 'idle';
     let pub = vdir.upperPublished;
@@ -160,6 +178,7 @@ export class Journal {
       this.apply(turn, true, this.failed);
       this.polls = IDLE_POLLS;
       this.gapSince = 0;
+      this.pollMs = n >= FULL_BATCH ? Math.max(POLL_MS, this.pollMs / 2) : Math.min(MAX_POLL_MS, this.pollMs * 2);
     }
     if (n >= BATCH) {
       vdir.setUpperPublished(pub, true);
@@ -170,7 +189,7 @@ export class Journal {
       // Caught up, but a burst may go on: stay awake a little (shims see AWAKE and do not wake us).
       this.polls--;
       vdir.setUpperPublished(pub, true);
-      return 'soon';
+      return 'later';
     }
     if (issued <= pub) {
       // Going to sleep: AWAKE cleared first, then .issued read again — a
@@ -179,19 +198,24 @@ export class Journal {
       issued = this.issued();
       if (issued <= pub) {
         this.gapSince = 0;
+        this.pollMs = POLL_MS; // (the next burst starts at full pace)
         return 'idle';
       }
     }
-    // Behind: the next number's record is not there yet (its writer is between counting and writing it).
+    // Behind: the next number's record is not there yet (most often it was
+    // written after this batch was read; else its writer is between counting
+    // and writing it: looked for every POLL_MS from the next look on).
     const now = Date.now();
-    if (this.gapSince === 0) this.gapSince = now;
+    const first = this.gapSince === 0;
+    if (first) this.gapSince = now;
     else if (now - this.gapSince > GAP_MS) {
       this.log(`mount ${this.upperDir}: change ${pub + 1} was counted but never recorded (its program was killed?); going on without it`);
       pub++;
       this.gapSince = 0;
     }
     vdir.setUpperPublished(pub, true);
-    return this.ahead.has(pub + 1) ? 'now' : 'soon';
+    if (this.ahead.has(pub + 1)) return 'now';
+    return first ? 'later' : 'soon';
   }
 
   /** Until every change counted so far is published (rmdir, moving a directory, snapshot). */

@@ -21,6 +21,7 @@ import type { Store } from '../store/store.js';
 import { NO_DIGEST_YET } from '../store/names.js';
 import { quickPathProblem } from '../store/tree.js';
 import { Change, type Announcement } from './journal.js';
+import { withoutShortLived } from './short-lived.js';
 import { upperNameOf, upperPath } from './upper.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, VDIR_F_CLAIM, VDIR_F_UPPER, type VDir, type VDirEntry, type VDirEntryInput } from './vdir.js';
 
@@ -374,7 +375,9 @@ export function registerMountWrites(h: Map<number, Handler>, ctx: MountWritesCon
       else madeDir(t, a, true, c, true);
     };
     const creates = new Creates(ctx, t, recheck, onError);
-    for (const a of list) {
+    // (in their turn, a file made and unlinked again within the batch is no change: short-lived.ts)
+    const turn = fresh ? withoutShortLived(list, (rel) => vdir.probe(rel) === undefined) : list;
+    for (const a of turn) {
       try {
         const problem = a.rel === '' ? 'the mount root' : quickPathProblem(a.rel);
         if (problem) throw fsErr('EINVAL', `${JSON.stringify(a.rel)}: ${problem}`);
