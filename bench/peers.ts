@@ -25,7 +25,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { freePort, median, ROOT, writeRandomDataset, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
+import { cpuSeconds, freePort, median, ROOT, writeRandomDataset, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
 
 const ROUNDS = Number(process.env.VRIFT_BENCH_ROUNDS ?? 3);
 const PEER_BYTES = parseSize(process.env.VRIFT_BENCH_PEER_BYTES ?? '1G');
@@ -96,9 +96,11 @@ async function makeNode(work: string, name: string, extra: Record<string, string
 const vrift = (n: Node, args: string[], extra: NodeJS.ProcessEnv = {}) => runOut(process.execPath, [VRIFT_BIN, ...args], { env: { ...n.env, ...extra } });
 const vriftJson = (n: Node, args: string[], extra: NodeJS.ProcessEnv = {}) => JSON.parse(vrift(n, [...args, '--json'], extra).stdout);
 
-function up(n: Node): void {
-  vrift(n, ['up', '--detach']);
+/** Starts the node's daemon; returns its pid. */
+function up(n: Node): number {
+  const { pid } = vriftJson(n, ['up', '--detach']) as { pid: number };
   homes.push(n.home);
+  return pid;
 }
 
 function down(n: Node): void {
@@ -173,24 +175,32 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'vrift-bench-peers-'));
   let s3: S3rver | undefined;
   const res = { pipe: [] as number[], pipeData: [] as number[], pipeWrite: [] as number[], bulk: [] as number[], grpc: [] as number[], p2p: [] as number[], s3: [] as number[] };
+  // CPU seconds (user + system, all threads) of the serving and the receiving daemon during each bulk pull:
+  // steadier than wall time when other work shares the cores.
+  const cpu = { sender: [] as number[], receiver: [] as number[] };
   try {
     // --- peer fetch: 1 GiB from one peer ----------------------------------------
     const big = writeRandomDataset(join(work, 'data', 'big'), PEER_BYTES, 256 << 10, 8 << 20, 1);
     log(`peer dataset: ${big.files} files, ${mb(big.bytes)}`);
     const a = await makeNode(work, 'a');
     const bigTree = vriftJson(a, ['ingest', join(work, 'data', 'big')]).tree as string;
-    up(a);
+    const aPid = up(a);
     const aStatus = vriftJson(a, ['status']);
     const aAddr = aStatus.addresses.p2p[0] as string;
     const aId = aStatus.cluster.peerId as string;
 
     const fetchOnce = async (round: number, via: 'bulk' | 'grpc', into: number[]) => {
       const c = await makeNode(work, `c-${via}-${round}`, via === 'grpc' ? { VRIFT_PEER_BULK: 'false' } : {});
-      up(c);
+      const cPid = up(c);
       vrift(c, ['node', 'join', aAddr]);
       await waitForHolder(c, aId, bigTree);
       settle([join(a.home, 'cas')]);
+      const before = { a: cpuSeconds(aPid), c: cpuSeconds(cPid) };
       const r = vrift(c, ['pull', bigTree, '--json']);
+      if (via === 'bulk') {
+        cpu.sender.push(cpuSeconds(aPid) - before.a);
+        cpu.receiver.push(cpuSeconds(cPid) - before.c);
+      }
       const got = JSON.parse(r.stdout) as { fetchedBytes: number; from: Record<string, unknown> };
       if (got.fetchedBytes !== big.bytes || !got.from.peer) throw new Error(`pull fetched ${got.fetchedBytes} bytes from ${Object.keys(got.from)}`);
       into.push(r.secs);
@@ -222,7 +232,7 @@ async function main(): Promise<void> {
     }
     down(a);
     if (process.env.VRIFT_BENCH_FANOUT === '0') {
-      report(big, { files: 0, bytes: 0 }, res);
+      report(big, { files: 0, bytes: 0 }, res, cpu);
       return;
     }
 
@@ -268,7 +278,7 @@ async function main(): Promise<void> {
       }
     }
     down(holder);
-    report(big, fan, res);
+    report(big, fan, res, cpu);
   } finally {
     for (const h of homes) spawnSync(process.execPath, [VRIFT_BIN, 'down'], { env: { ...process.env, VRIFT_HOME: h }, stdio: 'ignore' });
     await s3?.stop();
@@ -277,7 +287,12 @@ async function main(): Promise<void> {
   }
 }
 
-function report(big: { files: number; bytes: number }, fan: { files: number; bytes: number }, r: Record<'pipe' | 'pipeData' | 'pipeWrite' | 'bulk' | 'grpc' | 'p2p' | 's3', number[]>): void {
+function report(
+  big: { files: number; bytes: number },
+  fan: { files: number; bytes: number },
+  r: Record<'pipe' | 'pipeData' | 'pipeWrite' | 'bulk' | 'grpc' | 'p2p' | 's3', number[]>,
+  cpu: { sender: number[]; receiver: number[] },
+): void {
   const m = median;
   const fetchRatio = m(r.pipe) / m(r.bulk);
   const fanRatio = r.p2p.length > 0 ? m(r.s3) / m(r.p2p) : NaN;
@@ -296,6 +311,7 @@ function report(big: { files: number; bytes: number }, fan: { files: number; byt
     const verdict = Number.isNaN(goal) ? '' : `≥ ${goal}× ${ratio >= goal ? 'met' : 'MISSED'}`;
     console.log(`${name.padEnd(44)} ${v.padEnd(30)} ${b.padEnd(48)} ${`${ratio.toFixed(2)}×`.padEnd(7)} ${verdict}`);
   }
+  console.log(`\nCPU of the daemons during a bulk pull (user + system, all threads): sender ${m(cpu.sender).toFixed(2)} s${range(cpu.sender)}, receiver ${m(cpu.receiver).toFixed(2)} s${range(cpu.receiver)}`);
   console.log(
     JSON.stringify({
       bench: 'peers',
@@ -311,9 +327,11 @@ function report(big: { files: number; bytes: number }, fan: { files: number; byt
         baseline: 'pipeOnread',
         ratio: fetchRatio,
         goal: FETCH_GOAL,
+        senderCpuSecs: m(cpu.sender),
+        receiverCpuSecs: m(cpu.receiver),
       },
       fanOut: r.p2p.length > 0 ? { bytes: fan.bytes, files: fan.files, nodes: FANOUT_NODES, p2pSecs: m(r.p2p), s3Secs: m(r.s3), ratio: fanRatio, goal: FANOUT_GOAL } : null,
-      raw: r,
+      raw: { ...r, senderCpu: cpu.sender, receiverCpu: cpu.receiver },
     }),
   );
 }
