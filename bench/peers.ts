@@ -3,8 +3,10 @@
 //   peer fetch     `vrift pull` of 1 GiB of blobs from one peer on loopback (bulk stream;
 //                  and the gRPC-only path for the record)
 //                  vs a raw TCP socket pipe of the same bytes between two Node processes
-//                  (goal: at least 0.5×); for context also vs that pipe when its receiver
-//                  writes the bytes to files (the least a node must do to keep them)
+//                  whose receiver reads with `onread` (the faster of the two raw pipes, so
+//                  the honest baseline; goal from issue 14: at least 0.25×); for context also
+//                  vs a pipe read with 'data' events, and one whose receiver writes the
+//                  bytes to files (the least a node must do to keep them)
 //   fan-out        one node holds a ~200 MB tree; four empty nodes `vrift restore` it at once
 //                  from the peer vs the four restoring it from the S3 server (s3rver), same
 //                  tree pushed there first (goal: faster)
@@ -23,12 +25,16 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { freePort, median, ROOT, writeRandomDataset, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
+import { cpuSeconds, freePort, median, ROOT, writeRandomDataset, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
 
 const ROUNDS = Number(process.env.VRIFT_BENCH_ROUNDS ?? 3);
 const PEER_BYTES = parseSize(process.env.VRIFT_BENCH_PEER_BYTES ?? '1G');
 const FANOUT_BYTES = parseSize(process.env.VRIFT_BENCH_FANOUT_BYTES ?? '200M');
 const FANOUT_NODES = 4;
+/** Issue 14: "one peer → one node bulk fetch stays ≥ 0.25× a raw TCP pipe" (the `onread` pipe). */
+const FETCH_GOAL = 0.25;
+/** The fan-out from one peer must beat the same nodes pulling from s3rver. */
+const FANOUT_GOAL = 1;
 const SECRET = 'vrift-bench-cluster-secret-0123456789';
 const BUCKET = 'vrift-bench-peers';
 
@@ -90,9 +96,11 @@ async function makeNode(work: string, name: string, extra: Record<string, string
 const vrift = (n: Node, args: string[], extra: NodeJS.ProcessEnv = {}) => runOut(process.execPath, [VRIFT_BIN, ...args], { env: { ...n.env, ...extra } });
 const vriftJson = (n: Node, args: string[], extra: NodeJS.ProcessEnv = {}) => JSON.parse(vrift(n, [...args, '--json'], extra).stdout);
 
-function up(n: Node): void {
-  vrift(n, ['up', '--detach']);
+/** Starts the node's daemon; returns its pid. */
+function up(n: Node): number {
+  const { pid } = vriftJson(n, ['up', '--detach']) as { pid: number };
   homes.push(n.home);
+  return pid;
 }
 
 function down(n: Node): void {
@@ -167,24 +175,32 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'vrift-bench-peers-'));
   let s3: S3rver | undefined;
   const res = { pipe: [] as number[], pipeData: [] as number[], pipeWrite: [] as number[], bulk: [] as number[], grpc: [] as number[], p2p: [] as number[], s3: [] as number[] };
+  // CPU seconds (user + system, all threads) of the serving and the receiving daemon during each bulk pull:
+  // steadier than wall time when other work shares the cores.
+  const cpu = { sender: [] as number[], receiver: [] as number[] };
   try {
     // --- peer fetch: 1 GiB from one peer ----------------------------------------
     const big = writeRandomDataset(join(work, 'data', 'big'), PEER_BYTES, 256 << 10, 8 << 20, 1);
     log(`peer dataset: ${big.files} files, ${mb(big.bytes)}`);
     const a = await makeNode(work, 'a');
     const bigTree = vriftJson(a, ['ingest', join(work, 'data', 'big')]).tree as string;
-    up(a);
+    const aPid = up(a);
     const aStatus = vriftJson(a, ['status']);
     const aAddr = aStatus.addresses.p2p[0] as string;
     const aId = aStatus.cluster.peerId as string;
 
     const fetchOnce = async (round: number, via: 'bulk' | 'grpc', into: number[]) => {
       const c = await makeNode(work, `c-${via}-${round}`, via === 'grpc' ? { VRIFT_PEER_BULK: 'false' } : {});
-      up(c);
+      const cPid = up(c);
       vrift(c, ['node', 'join', aAddr]);
       await waitForHolder(c, aId, bigTree);
       settle([join(a.home, 'cas')]);
+      const before = { a: cpuSeconds(aPid), c: cpuSeconds(cPid) };
       const r = vrift(c, ['pull', bigTree, '--json']);
+      if (via === 'bulk') {
+        cpu.sender.push(cpuSeconds(aPid) - before.a);
+        cpu.receiver.push(cpuSeconds(cPid) - before.c);
+      }
       const got = JSON.parse(r.stdout) as { fetchedBytes: number; from: Record<string, unknown> };
       if (got.fetchedBytes !== big.bytes || !got.from.peer) throw new Error(`pull fetched ${got.fetchedBytes} bytes from ${Object.keys(got.from)}`);
       into.push(r.secs);
@@ -216,7 +232,7 @@ async function main(): Promise<void> {
     }
     down(a);
     if (process.env.VRIFT_BENCH_FANOUT === '0') {
-      report(big, { files: 0, bytes: 0 }, res);
+      report(big, { files: 0, bytes: 0 }, res, cpu);
       return;
     }
 
@@ -262,7 +278,7 @@ async function main(): Promise<void> {
       }
     }
     down(holder);
-    report(big, fan, res);
+    report(big, fan, res, cpu);
   } finally {
     for (const h of homes) spawnSync(process.execPath, [VRIFT_BIN, 'down'], { env: { ...process.env, VRIFT_HOME: h }, stdio: 'ignore' });
     await s3?.stop();
@@ -271,30 +287,51 @@ async function main(): Promise<void> {
   }
 }
 
-function report(big: { files: number; bytes: number }, fan: { files: number; bytes: number }, r: Record<'pipe' | 'pipeData' | 'pipeWrite' | 'bulk' | 'grpc' | 'p2p' | 's3', number[]>): void {
+function report(
+  big: { files: number; bytes: number },
+  fan: { files: number; bytes: number },
+  r: Record<'pipe' | 'pipeData' | 'pipeWrite' | 'bulk' | 'grpc' | 'p2p' | 's3', number[]>,
+  cpu: { sender: number[]; receiver: number[] },
+): void {
   const m = median;
   const fetchRatio = m(r.pipe) / m(r.bulk);
-  const fanRatio = m(r.s3) / m(r.p2p);
+  const fanRatio = r.p2p.length > 0 ? m(r.s3) / m(r.p2p) : NaN;
+  const range = (xs: number[]) => (xs.length > 1 ? ` [${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}]` : '');
   const rows: [string, string, string, number, number][] = [
-    [`peer fetch ${mb(big.bytes)} (${big.files} blobs), bulk`, `${m(r.bulk).toFixed(2)} s (${gbps(big.bytes, m(r.bulk))})`, `${m(r.pipe).toFixed(2)} s raw pipe, onread (${gbps(big.bytes, m(r.pipe))})`, fetchRatio, 0.5],
+    [`peer fetch ${mb(big.bytes)} (${big.files} blobs), bulk`, `${m(r.bulk).toFixed(2)} s${range(r.bulk)} (${gbps(big.bytes, m(r.bulk))})`, `${m(r.pipe).toFixed(2)} s${range(r.pipe)} raw pipe, onread (${gbps(big.bytes, m(r.pipe))})`, fetchRatio, FETCH_GOAL],
     [`  same, vs a plain 'data' pipe`, '', `${m(r.pipeData).toFixed(2)} s raw pipe, 'data' (${gbps(big.bytes, m(r.pipeData))})`, m(r.pipeData) / m(r.bulk), NaN],
     [`  same, vs a pipe that writes files`, '', `${m(r.pipeWrite).toFixed(2)} s pipe + write (${gbps(big.bytes, m(r.pipeWrite))})`, m(r.pipeWrite) / m(r.bulk), NaN],
-    [`  same over gRPC only (1 round)`, `${m(r.grpc).toFixed(2)} s (${gbps(big.bytes, m(r.grpc))})`, 'raw pipe, onread', m(r.pipe) / m(r.grpc), NaN],
-    [`fan-out ${mb(fan.bytes)} (${fan.files} files) to ${FANOUT_NODES}`, `${m(r.p2p).toFixed(2)} s from 1 peer`, `${m(r.s3).toFixed(2)} s from s3rver`, fanRatio, 1],
   ];
-  console.log(`\nmedians of ${ROUNDS} rounds, wall time of whole commands (process start to exit); ratio = baseline / vrift (higher is better)\n`);
-  console.log(`${'measurement'.padEnd(44)} ${'vrift'.padEnd(22)} ${'baseline'.padEnd(40)} ratio   goal`);
+  if (r.grpc.length > 0) rows.push([`  same over gRPC only (1 round)`, `${m(r.grpc).toFixed(2)} s (${gbps(big.bytes, m(r.grpc))})`, 'raw pipe, onread', m(r.pipe) / m(r.grpc), NaN]);
+  if (r.p2p.length > 0) rows.push([`fan-out ${mb(fan.bytes)} (${fan.files} files) to ${FANOUT_NODES}`, `${m(r.p2p).toFixed(2)} s from 1 peer`, `${m(r.s3).toFixed(2)} s from s3rver`, fanRatio, FANOUT_GOAL]);
+  console.log(`\nmedians of ${ROUNDS} rounds [range], wall time of whole commands (process start to exit); ratio = baseline / vrift (higher is better)`);
+  console.log(`the peer fetch's goal is against the raw pipe read with onread (the faster pipe); the other two pipes are context only\n`);
+  console.log(`${'measurement'.padEnd(44)} ${'vrift'.padEnd(30)} ${'baseline'.padEnd(48)} ratio   goal`);
   for (const [name, v, b, ratio, goal] of rows) {
     const verdict = Number.isNaN(goal) ? '' : `≥ ${goal}× ${ratio >= goal ? 'met' : 'MISSED'}`;
-    console.log(`${name.padEnd(44)} ${v.padEnd(22)} ${b.padEnd(40)} ${`${ratio.toFixed(2)}×`.padEnd(7)} ${verdict}`);
+    console.log(`${name.padEnd(44)} ${v.padEnd(30)} ${b.padEnd(48)} ${`${ratio.toFixed(2)}×`.padEnd(7)} ${verdict}`);
   }
+  console.log(`\nCPU of the daemons during a bulk pull (user + system, all threads): sender ${m(cpu.sender).toFixed(2)} s${range(cpu.sender)}, receiver ${m(cpu.receiver).toFixed(2)} s${range(cpu.receiver)}`);
   console.log(
     JSON.stringify({
       bench: 'peers',
       rounds: ROUNDS,
-      peerFetch: { bytes: big.bytes, blobs: big.files, bulkSecs: m(r.bulk), grpcSecs: m(r.grpc), pipeOnreadSecs: m(r.pipe), pipeDataSecs: m(r.pipeData), pipeWriteSecs: m(r.pipeWrite), ratio: fetchRatio, goal: 0.5 },
-      fanOut: { bytes: fan.bytes, files: fan.files, nodes: FANOUT_NODES, p2pSecs: m(r.p2p), s3Secs: m(r.s3), ratio: fanRatio, goal: 1 },
-      raw: r,
+      peerFetch: {
+        bytes: big.bytes,
+        blobs: big.files,
+        bulkSecs: m(r.bulk),
+        grpcSecs: r.grpc.length > 0 ? m(r.grpc) : null,
+        pipeOnreadSecs: m(r.pipe),
+        pipeDataSecs: m(r.pipeData),
+        pipeWriteSecs: m(r.pipeWrite),
+        baseline: 'pipeOnread',
+        ratio: fetchRatio,
+        goal: FETCH_GOAL,
+        senderCpuSecs: m(cpu.sender),
+        receiverCpuSecs: m(cpu.receiver),
+      },
+      fanOut: r.p2p.length > 0 ? { bytes: fan.bytes, files: fan.files, nodes: FANOUT_NODES, p2pSecs: m(r.p2p), s3Secs: m(r.s3), ratio: fanRatio, goal: FANOUT_GOAL } : null,
+      raw: { ...r, senderCpu: cpu.sender, receiverCpu: cpu.receiver },
     }),
   );
 }

@@ -296,6 +296,17 @@ export class Mesh {
     return out;
   }
 
+  /**
+   * Whether a member might still start fetching `tree`: one that does not
+   * hold it whole, as far as the directory knows (true while no member is
+   * known at all).
+   */
+  someMemberLacks(tree: Digest): boolean {
+    if (this.directory.size === 0) return true;
+    for (const r of this.directory.values()) if (!r.trees.has(tree)) return true;
+    return false;
+  }
+
   /** Calls `fn` after each announcement received (a swarm looks for new members); returns the unsubscribe. */
   onNews(fn: () => void): () => void {
     this.listeners.add(fn);

@@ -24,11 +24,14 @@ import { TreeSwarm, type OnSwarmBlob, type SwarmContext } from './tree-swarm.js'
  * this of each other swarm from the first byte). A node that pulls alone
  * hands what it still lacks to a swarm as soon as another node starts
  * fetching (`whenOthersFetch`), so this is what a lone node pays, not
- * what keeps a crowd off the origin.
+ * what keeps a crowd off the origin. It is not paid when every member
+ * already holds the tree: none of them can start fetching it.
  */
 const ALONE_WAIT_MS = 40;
 /** A swarm with nothing to do is kept this long after its last channel closed. */
 const LINGER_MS = 30_000;
+/** Why a pull went alone: no other fetcher came within ALONE_WAIT_MS, or every member holds the tree (no wait). */
+const LONE_REASONS = ['none-came', 'all-hold'] as const;
 
 export interface SwarmHostOptions {
   store: Store;
@@ -63,6 +66,7 @@ export class SwarmHost implements SwarmDoor {
       log: opts.log,
     };
     for (const from of ['peer', 'origin']) opts.metrics.declare('vrift_swarm_pieces_total', { from });
+    for (const why of LONE_REASONS) opts.metrics.declare('vrift_swarm_lone_pulls_total', { why });
   }
 
   async start(): Promise<void> {
@@ -105,7 +109,11 @@ export class SwarmHost implements SwarmDoor {
     // No other node fetches it (within ALONE_WAIT_MS): pulling it its own way (a holder's backfill, S3's
     // packs) is faster for one node. This one stays a member and offers what arrives, so nodes that come
     // later swarm with it; and the caller hands what it still lacks to this swarm when one comes.
-    if (!(await this.othersFetch(tree))) return 'alone';
+    const others = await this.othersFetch(tree);
+    if (others !== 'yes') {
+      this.opts.metrics.inc('vrift_swarm_lone_pulls_total', { why: others });
+      return 'alone';
+    }
     try {
       await s.fetch(onBlob);
       return s.stats;
@@ -118,17 +126,27 @@ export class SwarmHost implements SwarmDoor {
     }
   }
 
-  /** Whether another node fetches `tree`, now or within ALONE_WAIT_MS (it announces as it starts). */
-  private othersFetch(tree: Digest): Promise<boolean> {
+  /**
+   * Whether another node fetches `tree`, now or within ALONE_WAIT_MS (it
+   * announces as it starts); without waiting when every member holds it
+   * (a node that joins meanwhile and fetches it finds this one fetching,
+   * and this pull hands over as it would after the wait).
+   */
+  private othersFetch(tree: Digest): Promise<'yes' | (typeof LONE_REASONS)[number]> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         unwatch();
-        resolve(false);
+        resolve('none-came');
       }, ALONE_WAIT_MS);
       const unwatch = this.whenOthersFetch(tree, () => {
         clearTimeout(timer);
-        resolve(true);
+        resolve('yes');
       });
+      if (!this.opts.mesh.someMemberLacks(tree)) {
+        clearTimeout(timer);
+        unwatch();
+        resolve('all-hold'); // (a no-op when a fetcher was seen above: the promise is settled)
+      }
     });
   }
 

@@ -3,11 +3,11 @@
 // (admission.ts `batch`: native threads hash every blob and write the ones
 // whose bytes match their name into the CAS) while the stream goes on. The main thread only copies bytes: verification is off it. A blob
 // that does not match is reported (onReject) when its batch comes back.
-// Memory stays bounded: at most MAX_IN_FLIGHT batches of BATCH_BYTES are
-// held at once (plus the one being filled).
+// Memory stays bounded: at most MAX_IN_FLIGHT batches of ADMIT_BATCH_BYTES
+// are held at once (plus the one being filled).
 import type { Digest } from '../../lib/digest.js';
 import type { Admission, AdmissionSource } from './admission.js';
-import { BATCH_BYTES, type BlobSlice } from './blob-batch.js';
+import type { BlobSlice } from './blob-batch.js';
 
 /**
  * Blobs up to this size are batched (hashed and written on native
@@ -21,6 +21,15 @@ import { BATCH_BYTES, type BlobSlice } from './blob-batch.js';
  */
 export const BATCHED_MAX = 8 << 20;
 const MAX_IN_FLIGHT = 2;
+/**
+ * One batch buffer: room for two of the largest batched blobs. Each stream
+ * allocates its MAX_IN_FLIGHT + 1 buffers afresh, and fresh memory costs
+ * twice: a page fault per 4 KiB on first touch, and a V8 collection per
+ * 64 MiB of new buffers (external memory pressure). At 32 MiB (ingest's
+ * read batches, BATCH_BYTES) a 1 GiB pull from a peer took ~25 000 page
+ * faults and 5 collections in the receiving daemon; at 16 MiB ~12 800 and 2.
+ */
+const ADMIT_BATCH_BYTES = 2 * BATCHED_MAX;
 
 /** Why a blob was not admitted (the same text as for a streamed blob). */
 export const MISMATCH_REASON = 'its bytes do not hash to its name';
@@ -28,7 +37,7 @@ export const MISMATCH_REASON = 'its bytes do not hash to its name';
 type Slice = BlobSlice;
 
 export class AdmitBatcher {
-  private buf: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
+  private buf: Buffer = Buffer.allocUnsafe(ADMIT_BATCH_BYTES);
   private used = 0;
   private slices: Slice[] = [];
   private sealed: { buf: Buffer; slices: Slice[] }[] = [];
@@ -116,8 +125,8 @@ export class AdmitBatcher {
   private seal(): void {
     if (this.slices.length > 0) this.sealed.push({ buf: this.buf, slices: this.slices });
     if (this.slices.length > 0 || this.used > 0) {
-      // Reuse a buffer whose batch is written (no garbage: these are 32 MB each).
-      this.buf = this.spare.pop() ?? Buffer.allocUnsafe(BATCH_BYTES);
+      // Reuse a buffer whose batch is written (no garbage: these are 16 MiB each).
+      this.buf = this.spare.pop() ?? Buffer.allocUnsafe(ADMIT_BATCH_BYTES);
       this.used = 0;
       this.slices = [];
     }
