@@ -11,6 +11,18 @@ import { shimWorld, writeSmallSource } from './harness.js';
 
 const w = shimWorld({ source: writeSmallSource });
 
+
+/** One record in the journal format (vrift_proto.h "The journal"), as a shim appends it. */
+function journalRecord(seq: number, change: number, mode: number, rel: string): Buffer {
+  const b = Buffer.alloc(24 + Buffer.byteLength(rel));
+  b.writeUInt32LE(b.length, 0);
+  b.writeUInt32LE(change, 4);
+  b.writeBigUInt64LE(BigInt(seq), 8);
+  b.writeUInt32LE(mode, 16);
+  b.writeUInt32LE(b.length - 24, 20);
+  b.write(rel, 24);
+  return b;
+}
 describe('writes inside a mount', () => {
   it('a build writes its outputs into the mount; vrift snapshot saves them; materialize brings them back', () => {
     const r = w.run(`cd '${w.mnt}/app' && make && ./out/app && make`);
@@ -127,17 +139,7 @@ sed -i 's/GREETING/MESSAGE/' app/main.c && grep -c MESSAGE app/main.c && (ls app
     writeFileSync(join(upper, upperNameOf('hd/f')), 'in hd\n');
     writeFileSync(join(upper, upperNameOf('hd2/f')), 'in hd2\n');
     writeFileSync(join(upper, upperNameOf('run.sh')), 'not the tree file\n');
-    // records in the journal format (vrift_proto.h "The journal")
-    const rec = (seq: number, change: number, mode: number, rel: string): Buffer => {
-      const b = Buffer.alloc(24 + Buffer.byteLength(rel));
-      b.writeUInt32LE(b.length, 0);
-      b.writeUInt32LE(change, 4);
-      b.writeBigUInt64LE(BigInt(seq), 8);
-      b.writeUInt32LE(mode, 16);
-      b.writeUInt32LE(b.length - 24, 20);
-      b.write(rel, 24);
-      return b;
-    };
+    const rec = journalRecord;
     writeFileSync(
       join(upper, '.journal', `${process.pid}.${Date.now()}`),
       Buffer.concat([
@@ -166,16 +168,7 @@ sed -i 's/GREETING/MESSAGE/' app/main.c && grep -c MESSAGE app/main.c && (ls app
     const issuedFile = join(upper, '.issued');
     const n = Number(readFileSync(issuedFile).readBigUInt64LE(0));
     writeFileSync(join(upper, upperNameOf('again')), 'made again\n'); // the last create's file; the others are unlinked already
-    const rec = (seq: number, change: number, rel: string): Buffer => {
-      const b = Buffer.alloc(24 + Buffer.byteLength(rel));
-      b.writeUInt32LE(b.length, 0);
-      b.writeUInt32LE(change, 4);
-      b.writeBigUInt64LE(BigInt(seq), 8);
-      b.writeUInt32LE(0o644, 16);
-      b.writeUInt32LE(b.length - 24, 20);
-      b.write(rel, 24);
-      return b;
-    };
+    const rec = (seq: number, change: number, rel: string): Buffer => journalRecord(seq, change, 0o644, rel);
     writeFileSync(
       join(upper, '.journal', `${process.pid}.${Date.now()}`),
       Buffer.concat([
