@@ -51,6 +51,9 @@ export interface DaemonOptions {
   log?: (line: string) => void;
 }
 
+/** Errnos with which LMDB fails a write transaction the disk refused (EIO, ENOSPC, EDQUOT): a failed metadata write, not a bug. */
+const LMDB_WRITE_ERRNOS = new Set([5, 28, 122]);
+
 export class Daemon {
   readonly store: Store;
   readonly mounts: MountManager;
@@ -184,12 +187,14 @@ export class Daemon {
    * on. Any other unhandled rejection is a bug and still ends the process.
    */
   private readonly onUnhandled = (e: unknown): void => {
-    const commit = typeof e === 'object' && e !== null && 'commitError' in e;
+    // (LMDB reports a write the disk refused with the errno as a number: EIO once a full disk refused its pages)
+    const errno = (e as { code?: unknown } | null)?.code;
+    const commit = (typeof e === 'object' && e !== null && 'commitError' in e) || (typeof errno === 'number' && LMDB_WRITE_ERRNOS.has(errno));
     const full = metaWriteError(e, this.store.meta.path);
     if (!commit && full.code !== 'ERR_VRIFT_META_FULL') throw e;
     if (Date.now() - this.metaFailureAt < 10_000) return;
     this.metaFailureAt = Date.now();
-    this.log(`${this.store.meta.path}: a metadata write failed (${commit ? 'its commit failed' : full.message}): recent changes (mounts, peers) may be lost; free space on that filesystem`);
+    this.log(`${this.store.meta.path}: a metadata write failed (${commit ? `its commit failed: ${(e as Error).message}` : full.message}): recent changes (mounts, peers) may be lost; free space on that filesystem`);
   };
   private metaFailureAt = 0;
 
