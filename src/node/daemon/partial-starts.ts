@@ -12,6 +12,7 @@ import { hashBuffer, type Digest } from '../../lib/digest.js';
 import { mapLimit } from '../../lib/queue.js';
 import type { PartialFile, PartialTree } from '../ops/partial-tree.js';
 import type { Resolver, StartupCaps } from '../ops/resolver.js';
+import { chooseStartup } from '../ops/startup-choice.js';
 import { decodeOrdinalTrace, encodeOrdinalTrace, loadLocalOrdinals, MAX_ORDINALS, MAX_ORDINAL_TRACE_BYTES, ordinalTraceRefName, saveLocalOrdinals } from '../store/ordinal-trace.js';
 import type { Store } from '../store/store.js';
 import { SAVE_AFTER_MS, STOP_PUSH_MS } from './trace-book.js';
@@ -96,28 +97,11 @@ export class PartialStarts {
     caps: StartupCaps,
   ): Promise<{ files: number; bytes: number; large: { files: number; bytes: number }; ms: number; rest: number[] }> {
     const t0 = Date.now();
-    const picked: number[] = [];
-    const large: number[] = [];
-    const rest: number[] = [];
-    let bytes = 0;
-    let largeBytes = 0;
-    let full = false; // (the set is the trace's first files: once one does not fit, the rest wait)
-    for (const o of ordinals) {
-      const f = partial.fileOf(o);
-      if (!f) continue;
-      full ||= f.size < caps.blobMax && bytes + f.size > caps.bytes;
-      if (!full && f.size >= caps.blobMax && largeBytes + f.size <= caps.largeBytes) {
-        large.push(o);
-        largeBytes += f.size;
-        continue;
-      }
-      if (full || f.size >= caps.blobMax) {
-        rest.push(o);
-        continue;
-      }
-      bytes += f.size;
-      picked.push(o);
-    }
+    const traced = ordinals.flatMap((o) => partial.fileOf(o) ?? []);
+    const chosen = chooseStartup(traced, (f) => f.size, caps);
+    const ordinalsOf = (fs: readonly PartialFile[]) => fs.map((f) => f.ordinal);
+    const [picked, large, rest] = [ordinalsOf(chosen.small), ordinalsOf(chosen.large), ordinalsOf(chosen.rest)];
+    const { bytes, largeBytes } = chosen;
     await partial.early; // (begun with the names: its pieces and blobs are not read twice)
     await partial.loadPieces([...picked, ...large]);
     // (counted against the prefetch rate, not waiting for it)

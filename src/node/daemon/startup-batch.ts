@@ -11,6 +11,7 @@
 // blob by blob.
 import type { Digest } from '../../lib/digest.js';
 import type { Resolver, StartupCaps } from '../ops/resolver.js';
+import { chooseStartup } from '../ops/startup-choice.js';
 import type { Store } from '../store/store.js';
 import type { FetchOutcome, Prefetcher, PrefetchItem } from './prefetcher.js';
 import type { TraceBook } from './trace-book.js';
@@ -121,20 +122,7 @@ export class StartupBatches {
 
   /** The trace's first small blobs a batch takes, and the large ones among them. */
   private head(items: readonly PrefetchItem[]): { head: PrefetchItem[]; bytes: number; large: PrefetchItem[] } {
-    const cap = this.caps.bytes;
-    const head: PrefetchItem[] = [];
-    const large: PrefetchItem[] = [];
-    let bytes = 0;
-    let largeBytes = 0;
-    for (const item of items) {
-      if (item.size >= BATCH_BLOB_MAX) {
-        if (largeBytes + item.size <= this.caps.largeBytes) (large.push(item), (largeBytes += item.size));
-        continue;
-      }
-      if (bytes + item.size > cap) break;
-      head.push(item);
-      bytes += item.size;
-    }
-    return { head, bytes, large };
+    const { small, bytes, large } = chooseStartup(items, (i) => i.size, this.caps);
+    return { head: small, bytes, large };
   }
 }

@@ -14,6 +14,7 @@ import { hashBuffer } from '../../lib/digest.js';
 import { SingleFlight } from '../../lib/single-flight.js';
 import type { Chain } from '../../tiers/chain.js';
 import type { StartupCaps } from './resolver.js';
+import { chooseStartup } from './startup-choice.js';
 import { MAX_TREE_BYTES } from '../../tiers/tier.js';
 import { decodeLazyHead, LOCATOR_LOOSE, LOCATOR_RECORD, pieceKey, pieceRange, pieceVerifies, rememberLazyTree, type LazyHead } from '../store/lazy-index.js';
 import { checkNames, NamesIndex, type NamedFile } from '../store/names.js';
@@ -132,35 +133,31 @@ export class PartialTree {
   private async readEarly(ordinals: readonly number[], caps: StartupCaps, fetchLoose: (digest: Digest, size: number) => Promise<unknown>): Promise<void> {
     const first = ordinals.slice(0, EARLY_ORDINALS);
     await this.loadPieces(first);
-    const want = new Map<Digest, { size: number; record: Buffer }>();
-    let bytes = 0;
-    let largeBytes = 0;
-    for (const o of first) {
+    // Each file's place as its record gives it (its piece checked); empty files and small ones kept on their own are not the set's.
+    const placed = first.flatMap((o) => {
       const k = Math.floor(o / this.head.pieceFiles);
       const piece = this.pieces.get(k);
-      if (!piece?.records) continue;
+      if (!piece?.records) return [];
       const i = o - k * this.head.pieceFiles;
       const record = piece.records.subarray(RECORD * i, RECORD * (i + 1));
       const size = Number(record.readBigUInt64BE(56));
-      const digest = piece.digests.toString('hex', 32 * i, 32 * i + 32);
       const loose = record.readUInt32BE(32) === LOOSE;
-      const local = this.store.cas.has(digest);
-      if (size === 0) continue;
-      // (the same choice as the start-up set's, partial-starts.ts: local blobs count too)
-      if (size >= caps.blobMax) {
-        if (largeBytes + size > caps.largeBytes) continue;
-        largeBytes += size;
-        if (local) continue;
-        const fetching = loose ? fetchLoose(digest, size) : this.frames.run(record.toString('hex', 32, 56), () => this.chain.fetchLocated(this.tree, digest, size, record)).result;
-        void fetching.then(() => this.store.cas.has(digest) && this.prefetched.add(digest)).catch(() => undefined); // (a failure: the start or the open fetches it)
-        continue;
-      }
-      if (loose) continue;
-      if (bytes + size > caps.bytes) break;
-      bytes += size;
-      if (!local) want.set(digest, { size, record });
+      if (size === 0 || (loose && size < caps.blobMax)) return [];
+      return [{ digest: piece.digests.toString('hex', 32 * i, 32 * i + 32), size, record, loose }];
+    });
+    // (the start-up set's own choice, partial-starts.ts: local blobs count too)
+    const { small, large } = chooseStartup(placed, (p) => p.size, caps);
+    for (const p of large) {
+      if (this.store.cas.has(p.digest)) continue;
+      const fetching = p.loose ? fetchLoose(p.digest, p.size) : this.fetchInFrame(p.digest, p.size, p.record);
+      void fetching.then(() => this.store.cas.has(p.digest) && this.prefetched.add(p.digest)).catch(() => undefined); // (a failure: the start or the open fetches it)
     }
-    await this.fetchWanted(want);
+    await this.fetchWanted(new Map(small.filter((p) => !this.store.cas.has(p.digest)).map((p) => [p.digest, { size: p.size, record: p.record }])));
+  }
+
+  /** Blob `digest`, in the pack frame `record` places it in: one read per frame (the frame's other blobs admitted beside; another file of it asked meanwhile joins the read). */
+  private fetchInFrame(digest: Digest, size: number, record: Buffer): Promise<string | undefined> {
+    return this.frames.run(record.toString('hex', 32, 56), () => this.chain.fetchLocated(this.tree, digest, size, record)).result;
   }
 
   /** Whether `digest` is the blob of a file of the tree whose piece was checked here. */
@@ -216,7 +213,7 @@ export class PartialTree {
       // (the record's own size must be the names' before its place is used; a wrong one is read as no place)
       if (Number(record.readBigUInt64BE(56)) === file.size) {
         // One read per frame: the other blobs it holds are admitted beside the one asked for.
-        await this.frames.run(record.toString('hex', 32, 56), () => this.chain.fetchLocated(this.tree, digest, file.size, record)).result;
+        await this.fetchInFrame(digest, file.size, record);
         if (!this.store.cas.has(digest)) await this.chain.fetchLocated(this.tree, digest, file.size, record);
       }
     }
