@@ -36,7 +36,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { flushDisk, freePort, loadNow, makeScratch, median, nowMs, printTable, ROOT, s3NodeEnv, startS3rver, VRIFT_BIN, vriftAs, writeProjectTree } from './lib.js';
+import { flushDisk, freePort, loadNow, makeScratch, median, nowMs, printTable, ROOT, s3NodeEnv, startS3rver, VRIFT_BIN, vriftAs, waitForHolder, writeProjectTree } from './lib.js';
 
 const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(name);
@@ -157,16 +157,8 @@ async function main(): Promise<void> {
       }
       vrift(home, ['up', '--detach'], { ...extra, ...(await clusterPorts()) });
       vrift(home, ['node', 'join', originStatus.addresses.p2p[0]]);
-      await waitForHolder(home, originStatus.cluster.peerId, tree);
+      await waitForHolder(env, home, originStatus.cluster.peerId, tree);
       return home;
-    };
-    const waitForHolder = async (home: string, holder: string, t: string) => {
-      for (let i = 0; i < 300; i++) {
-        const peers = JSON.parse(vrift(home, ['node', 'peers', '--tree', t, '--json'])).peers as { id: string; hasTree?: boolean }[];
-        if (peers.some((p) => p.id === holder && p.hasTree)) return;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`node ${home} never saw the origin holding the tree`);
     };
     /** The bytes the node's remote tier brought in (S3: off the wire). */
     const wire = (home: string): number => {

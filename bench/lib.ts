@@ -146,6 +146,16 @@ export function vriftAs(env: NodeJS.ProcessEnv, home: string, args: string[], ex
   return r.stdout;
 }
 
+/** Until the node at `home` (run with `env`) sees the peer `holder` announce that it holds `tree` (30 s at most). */
+export async function waitForHolder(env: NodeJS.ProcessEnv, home: string, holder: string, tree: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    const peers = JSON.parse(vriftAs(env, home, ['node', 'peers', '--tree', tree, '--json'])).peers as { id: string; hasTree?: boolean }[];
+    if (peers.some((p) => p.id === holder && p.hasTree)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`node ${home} never saw ${holder} holding ${tree}`);
+}
+
 export async function startS3rver(dir: string, bucket: string): Promise<S3rver> {
   const port = await freePort();
   const bin = join(ROOT, 'node_modules', 's3rver', 'bin', 's3rver.js');

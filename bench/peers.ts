@@ -25,7 +25,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSize } from '../src/lib/units.js';
-import { cpuSeconds, freePort, median, ROOT, writeRandomDataset, runOut, startS3rver, VRIFT_BIN, type S3rver } from './lib.js';
+import { cpuSeconds, freePort, median, ROOT, writeRandomDataset, runOut, startS3rver, VRIFT_BIN, waitForHolder, type S3rver } from './lib.js';
 
 const ROUNDS = Number(process.env.VRIFT_BENCH_ROUNDS ?? 3);
 const PEER_BYTES = parseSize(process.env.VRIFT_BENCH_PEER_BYTES ?? '1G');
@@ -107,15 +107,6 @@ function down(n: Node): void {
   spawnSync(process.execPath, [VRIFT_BIN, 'down'], { env: n.env, stdio: 'ignore' });
 }
 
-async function waitForHolder(n: Node, holder: string, tree: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const peers = vriftJson(n, ['node', 'peers', '--tree', tree]).peers as { id: string; hasTree?: boolean }[];
-    if (peers.some((p) => p.id === holder && p.hasTree)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`node ${n.home} never saw ${holder} holding ${tree}`);
-}
-
 /** Runs commands at once; resolves with the wall time until the last one ends. */
 function concurrently(cmds: { env: NodeJS.ProcessEnv; args: string[] }[]): Promise<number> {
   const t = performance.now();
@@ -193,7 +184,7 @@ async function main(): Promise<void> {
       const c = await makeNode(work, `c-${via}-${round}`, via === 'grpc' ? { VRIFT_PEER_BULK: 'false' } : {});
       const cPid = up(c);
       vrift(c, ['node', 'join', aAddr]);
-      await waitForHolder(c, aId, bigTree);
+      await waitForHolder(c.env, c.home, aId, bigTree);
       settle([join(a.home, 'cas')]);
       const before = { a: cpuSeconds(aPid), c: cpuSeconds(cPid) };
       const r = vrift(c, ['pull', bigTree, '--json']);
@@ -259,7 +250,7 @@ async function main(): Promise<void> {
           up(n);
           vrift(n, ['node', 'join', hStatus.addresses.p2p[0]]);
         }
-        for (const n of nodes) await waitForHolder(n, hStatus.cluster.peerId, fanTree);
+        for (const n of nodes) await waitForHolder(n.env, n.home, hStatus.cluster.peerId, fanTree);
         settle([join(holder.home, 'cas')]);
         res.p2p.push(await concurrently(nodes.map((n) => ({ env: n.env, args: ['restore', 'bench/fan', join(n.home, 'out')] }))));
         for (const n of nodes) down(n);
