@@ -447,7 +447,9 @@ export class PeerService {
         } catch (e) {
           throw status(S.INVALID_ARGUMENT, `vrift: ${(e as Error).message}`);
         }
-        const ref = this.opts.store.meta.refs.get(req.name);
+        // (the latest committed: a ref another process set just now, e.g. `vrift save`, is not in this daemon's read snapshot yet)
+        const { meta } = this.opts.store;
+        const ref = meta.latest(() => meta.refs.get(req.name));
         if (!ref) throw status(S.NOT_FOUND, `vrift: no ref ${JSON.stringify(req.name)} here`);
         return { tree: Buffer.from(ref.tree, 'hex'), updatedAt: ref.updatedAt, record: ref.record ?? this.signedRef(req.name, ref.tree, ref.times, ref.updatedAt) };
       }),
@@ -455,8 +457,9 @@ export class PeerService {
       ListRefs: unary(PEER_METHODS.listRefs, (req: { prefix: string; limit: number }) => {
         if (Buffer.byteLength(req.prefix) > 512) throw status(S.INVALID_ARGUMENT, 'vrift: a ref prefix is at most 512 bytes');
         const limit = Math.min(req.limit || 100, 1000);
-        const refs = this.opts.store
-          .listRefs()
+        const { store } = this.opts;
+        const refs = store.meta
+          .latest(() => store.listRefs()) // (as GetRef: the latest committed)
           .filter((r) => r.name.startsWith(req.prefix))
           .sort((a, b) => b.updatedAt - a.updatedAt)
           .slice(0, limit)
