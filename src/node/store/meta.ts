@@ -150,7 +150,7 @@ export class Meta {
   static open(path: string): Meta {
     assertRoomForLockFile(path);
     try {
-      return openRetrying(() => new Meta(open({ path, maxDbs: 16, compression: false }), path));
+      return new Meta(open({ path, maxDbs: 16, compression: false }), path);
     } catch (e) {
       if (errnoOf(e)) throw fsError(e, path, 'opening the metadata database');
       throw new VriftError('ERR_VRIFT_META_OPEN', `${path}: cannot open the metadata database: ${(e as Error).message}`, {
@@ -358,21 +358,3 @@ export function metaWriteError(e: unknown, path: string): VriftError {
   }
   return new VriftError('ERR_VRIFT_META_WRITE', `${path}: writing metadata failed: ${msg}`, { cause: e });
 }
-
-/**
- * lmdb-js can fail an open while another process commits to the same
- * database ("No transaction to renew": seen once in CI, `vrift gc` opening
- * beside an ingest). That failure passes: tried again a few times, 20 ms
- * apart, before it is an error.
- */
-function openRetrying<T>(openIt: () => T): T {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return openIt();
-    } catch (e) {
-      if (attempt >= OPEN_ATTEMPTS || !/No transaction to renew|No current read transaction/.test(String((e as Error | undefined)?.message))) throw e;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-    }
-  }
-}
-const OPEN_ATTEMPTS = 5;
