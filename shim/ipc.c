@@ -73,6 +73,27 @@ int vr_high_fd_floor(void)
     return floor;
 }
 
+/*
+ * Grows this process's descriptor table over the shim's numbers (the floor
+ * and the 4 * VR_MAX_MOUNTS above it) at start, while the process has one
+ * thread. Growing it later, once threads share it, waits for an RCU grace
+ * period in the kernel (expand_fdtable: 8-20 ms here each time): node has
+ * threads before its first require, and its first file in a mount paid that
+ * twice, for the daemon's socket (table 1024) and the CAS directory (2048).
+ * A table never shrinks, so one dup and close are enough; a child starts
+ * small again (fork copies only up to its highest open descriptor).
+ */
+void vr_reserve_high_fds(void)
+{
+    int fd = (int)VR_SYS4(SYS_openat, AT_FDCWD, "/", O_PATH | O_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    int top = vr_fcntl(fd, F_DUPFD_CLOEXEC, vr_high_fd_floor() + 4 * VR_MAX_MOUNTS);
+    if (top >= 0)
+        vr_close(top);
+    vr_close(fd);
+}
+
 /* This process (or the one it was forked from) reached the daemon once: a failure now means it went away. */
 static int ever_connected;
 

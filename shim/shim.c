@@ -234,6 +234,7 @@ void vr_init(void)
         setup_marker();
         vr_cwd_init();
         vr_exec_init();
+        vr_reserve_high_fds();
         /* No daemon, but its VDirs are there (it died, or is restarting):
          * serve the last published view, refuse changes, re-attach later. */
         on = 1;
