@@ -1,12 +1,20 @@
 // AES-256-GCM in place for the bulk port's frames (gcm.h). The cipher
-// context is set up with its key once; each frame only sets its IV.
+// context is set up with its key once; each frame only sets its IV. On a
+// CPU with VAES and VPCLMULQDQ (AVX-512) frames go through gcm_vaes.cc
+// instead: Node 20's OpenSSL 3.0 has no such path, and its best (AVX,
+// _aesni_ctr32_ghash_6x) took 0.19 s per GiB here against 0.08 s.
 #include "gcm.h"
+
+#include "gcm_vaes.h"
+
+#include <memory>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 namespace vrift {
@@ -28,6 +36,11 @@ class GcmCipher : public Napi::ObjectWrap<GcmCipher> {
     Napi::Uint8Array key = info[0].As<Napi::Uint8Array>();
     if (key.ByteLength() != kKey) throw Napi::TypeError::New(env, "GcmCipher: the key must be 32 bytes");
     encrypt_ = info[1].As<Napi::Boolean>();
+    if (UseVaes()) {
+      vaes_ = std::make_unique<GcmVaesKey>();
+      GcmVaesInit(vaes_.get(), key.Data());
+      return;
+    }
     ctx_ = EVP_CIPHER_CTX_new();
     if (!ctx_) throw Napi::Error::New(env, "gcm: EVP_CIPHER_CTX_new failed");
     // The IV length is GCM's default (12 bytes); the IV itself is set per frame.
@@ -39,6 +52,7 @@ class GcmCipher : public Napi::ObjectWrap<GcmCipher> {
   ~GcmCipher() override {
     // Frees the expanded key schedule too (OpenSSL cleanses it).
     if (ctx_) EVP_CIPHER_CTX_free(ctx_);
+    if (vaes_) OPENSSL_cleanse(vaes_.get(), sizeof(GcmVaesKey));
   }
 
  private:
@@ -76,6 +90,11 @@ class GcmCipher : public Napi::ObjectWrap<GcmCipher> {
     Args a = Parse(info, "seal(aad: Uint8Array, body: Uint8Array, tag: Uint8Array(16))");
     if (!encrypt_) throw Napi::TypeError::New(env, "seal: this cipher decrypts");
     uint8_t iv[kIv];
+    if (vaes_) {
+      if (!NextIv(iv)) throw Napi::Error::New(env, "gcm: sealing a frame failed");
+      GcmVaesCrypt(vaes_.get(), iv, a.aad, a.aad_len, a.body, a.body_len, true, a.tag);
+      return env.Undefined();
+    }
     int n = 0;
     if (!NextIv(iv) || EVP_EncryptInit_ex(ctx_, nullptr, nullptr, nullptr, iv) != 1 ||
         (a.aad_len && EVP_EncryptUpdate(ctx_, nullptr, &n, a.aad, static_cast<int>(a.aad_len)) != 1) ||
@@ -92,6 +111,12 @@ class GcmCipher : public Napi::ObjectWrap<GcmCipher> {
     Args a = Parse(info, "open(aad: Uint8Array, body: Uint8Array, tag: Uint8Array(16))");
     if (encrypt_) throw Napi::TypeError::New(env, "open: this cipher encrypts");
     uint8_t iv[kIv];
+    if (vaes_) {
+      if (!NextIv(iv)) throw Napi::Error::New(env, "gcm: opening a frame failed");
+      uint8_t tag[kTag];
+      GcmVaesCrypt(vaes_.get(), iv, a.aad, a.aad_len, a.body, a.body_len, false, tag);
+      return Napi::Boolean::New(env, CRYPTO_memcmp(tag, a.tag, kTag) == 0);
+    }
     int n = 0;
     if (!NextIv(iv) || EVP_DecryptInit_ex(ctx_, nullptr, nullptr, nullptr, iv) != 1 ||
         (a.aad_len && EVP_DecryptUpdate(ctx_, nullptr, &n, a.aad, static_cast<int>(a.aad_len)) != 1) ||
@@ -103,6 +128,16 @@ class GcmCipher : public Napi::ObjectWrap<GcmCipher> {
     return Napi::Boolean::New(env, EVP_DecryptFinal_ex(ctx_, a.body + a.body_len, &n) == 1);
   }
 
+  // The CPU's VAES path (gcm_vaes.cc), unless VRIFT_GCM_OPENSSL=1 asks for OpenSSL's (tests compare the two).
+  static bool UseVaes() {
+    static const bool use = [] {
+      const char* force = std::getenv("VRIFT_GCM_OPENSSL");
+      return GcmVaesAvailable() && !(force && std::strcmp(force, "1") == 0);
+    }();
+    return use;
+  }
+
+  std::unique_ptr<GcmVaesKey> vaes_;
   EVP_CIPHER_CTX* ctx_ = nullptr;
   bool encrypt_ = true;
   uint64_t counter_ = 0;
