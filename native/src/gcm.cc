@@ -27,7 +27,9 @@ constexpr size_t kIv = 12;
 class GcmCipher : public Napi::ObjectWrap<GcmCipher> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "GcmCipher", {InstanceMethod<&GcmCipher::Seal>("seal"), InstanceMethod<&GcmCipher::Open>("open")});
+    return DefineClass(env, "GcmCipher",
+                       {InstanceMethod<&GcmCipher::Seal>("seal"), InstanceMethod<&GcmCipher::Open>("open"), InstanceMethod<&GcmCipher::Check>("check"),
+                        InstanceMethod<&GcmCipher::Plain>("plain")});
   }
 
   explicit GcmCipher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GcmCipher>(info) {
@@ -138,7 +140,46 @@ class GcmCipher : public Napi::ObjectWrap<GcmCipher> {
   }
 
   std::unique_ptr<GcmVaesKey> vaes_;
+  // check(aad, body, tag) -> bool: authenticates the next frame. With VAES its body stays ciphertext (GHASH
+  // alone: nothing is decrypted unless the tag verifies), and plain() decrypts it piece by piece wherever the
+  // caller wants each piece (a blob's bytes straight into their batch: no copy after the cipher). With
+  // OpenSSL it is open(), and plain() copies.
+  Napi::Value Check(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Args a = Parse(info, "check(aad: Uint8Array, body: Uint8Array, tag: Uint8Array(16))");
+    if (encrypt_) throw Napi::TypeError::New(env, "check: this cipher encrypts");
+    checked_ = false;
+    if (!vaes_) {
+      checked_ = Open(info).As<Napi::Boolean>();
+      return Napi::Boolean::New(env, checked_);
+    }
+    if (!NextIv(checked_iv_)) throw Napi::Error::New(env, "gcm: opening a frame failed");
+    uint8_t tag[kTag];
+    GcmVaesTag(vaes_.get(), checked_iv_, a.aad, a.aad_len, a.body, a.body_len, tag);
+    checked_ = CRYPTO_memcmp(tag, a.tag, kTag) == 0;
+    return Napi::Boolean::New(env, checked_);
+  }
+
+  // plain(src, at, dst): the plaintext of `src` (the bytes of the last frame check() passed, from `at` bytes
+  // into its body) into `dst` (as long; the same memory or apart).
+  Napi::Value Plain(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsTypedArray()) {
+      throw Napi::TypeError::New(env, "plain(src: Uint8Array, at: number, dst: Uint8Array)");
+    }
+    if (!checked_) throw Napi::Error::New(env, "plain: no frame passed check()");
+    Napi::Uint8Array src = info[0].As<Napi::Uint8Array>();
+    Napi::Uint8Array dst = info[2].As<Napi::Uint8Array>();
+    double at = info[1].As<Napi::Number>().DoubleValue();
+    if (dst.ByteLength() != src.ByteLength() || !(at >= 0) || at > static_cast<double>(INT_MAX)) throw Napi::TypeError::New(env, "plain: bad range");
+    if (vaes_) GcmVaesCtr(vaes_.get(), checked_iv_, static_cast<size_t>(at), src.Data(), dst.Data(), src.ByteLength());
+    else if (src.Data() != dst.Data()) std::memmove(dst.Data(), src.Data(), src.ByteLength());
+    return env.Undefined();
+  }
+
   EVP_CIPHER_CTX* ctx_ = nullptr;
+  bool checked_ = false;
+  uint8_t checked_iv_[kIv] = {0};
   bool encrypt_ = true;
   uint64_t counter_ = 0;
 };

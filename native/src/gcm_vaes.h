@@ -28,4 +28,14 @@ void GcmVaesInit(GcmVaesKey* k, const uint8_t key[32]);
 void GcmVaesCrypt(const GcmVaesKey* k, const uint8_t iv[12], const uint8_t* aad, size_t aad_len, uint8_t* data, size_t len, bool encrypt,
                   uint8_t tag[16]);
 
+/** The tag of a frame whose body `data` is still ciphertext (decrypting nothing): GHASH alone. */
+void GcmVaesTag(const GcmVaesKey* k, const uint8_t iv[12], const uint8_t* aad, size_t aad_len, const uint8_t* data, size_t len, uint8_t tag[16]);
+
+/**
+ * Decrypts (or encrypts: CTR is its own inverse) `len` bytes of a body
+ * under `iv`, starting `pos` bytes into it, from `src` into `dst` (the same
+ * memory, or apart; no tag).
+ */
+void GcmVaesCtr(const GcmVaesKey* k, const uint8_t iv[12], size_t pos, const uint8_t* src, uint8_t* dst, size_t len);
+
 }  // namespace vrift

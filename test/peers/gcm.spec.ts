@@ -40,12 +40,16 @@ const ADDON = fileURLToPath(new URL('../../native/build/Release/vrift_native.nod
 const SEAL_BOTH = `
 const { createCipheriv, createHash, randomBytes } = require('node:crypto');
 const { GcmCipher } = require(process.argv[1]);
-const key = randomBytes(32); const ours = new GcmCipher(key, true); const a = createHash('sha256'); const b = createHash('sha256');
+const key = randomBytes(32); const ours = new GcmCipher(key, true); const opener = new GcmCipher(key, false); const a = createHash('sha256'); const b = createHash('sha256');
 JSON.parse(process.argv[2]).forEach((n, i) => {
   const plain = randomBytes(n); const head = Buffer.alloc(4); head.writeUInt32BE(n);
   const iv = Buffer.alloc(12); iv.writeBigUInt64BE(BigInt(i), 4);
   const c = createCipheriv('aes-256-gcm', key, iv); c.setAAD(head); b.update(Buffer.concat([c.update(plain), c.final()])).update(c.getAuthTag());
   const body = Buffer.from(plain); const tag = Buffer.alloc(16); ours.seal(head, body, tag); a.update(body).update(tag);
+  // And back, checked then decrypted in two pieces, the second into another buffer.
+  if (!opener.check(head, body, tag)) throw new Error('check failed for ' + n + ' bytes');
+  const cut = n >> 1; const out = Buffer.alloc(n); opener.plain(body.subarray(0, cut), 0, body.subarray(0, cut)); body.copy(out, 0, 0, cut);
+  opener.plain(body.subarray(cut), cut, out.subarray(cut)); if (!out.equals(plain)) throw new Error('plain differs for ' + n + ' bytes');
 });
 process.stdout.write(JSON.stringify([a.digest('hex'), b.digest('hex')]));`;
 
@@ -72,6 +76,37 @@ describe('GcmCipher', () => {
         expect(back.equals(p)).toBe(true);
       });
     }
+  });
+
+  it('checks a frame without decrypting it, then decrypts any piece of it anywhere (check, plain)', () => {
+    const key = randomBytes(32);
+    const plain = LENGTHS.map((n) => randomBytes(n));
+    const want = reference(key, plain);
+    const c = new GcmCipher(key, false);
+    plain.forEach((p, i) => {
+      const n = p.byteLength;
+      const head = Buffer.alloc(4);
+      head.writeUInt32BE(n);
+      const body = Buffer.from(want[i]!.body);
+      expect(c.check(head, body, want[i]!.tag), `frame of ${n} bytes`).toBe(true);
+      // Pieces of every alignment: some decrypted in place, some into another buffer.
+      const out = Buffer.alloc(n);
+      for (let at = 0, k = 0; at < n; k++) {
+        const len = Math.min(n - at, [1, 7, 16, 33, 255, 4096, 300_000][k % 7]!);
+        if (k % 2) c.plain(body.subarray(at, at + len), at, out.subarray(at, at + len));
+        else {
+          c.plain(body.subarray(at, at + len), at, body.subarray(at, at + len));
+          body.copy(out, at, at, at + len);
+        }
+        at += len;
+      }
+      expect(out.equals(p), `plaintext of ${n} bytes`).toBe(true);
+    });
+    // A tag that fails: false, and nothing may be decrypted after it.
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(10);
+    expect(c.check(head, Buffer.alloc(10), Buffer.alloc(16))).toBe(false);
+    expect(() => c.plain(Buffer.alloc(10), 0, Buffer.alloc(10))).toThrow(/no frame passed/);
   });
 
   it('refuses a frame whose tag, body, length or place in the stream is wrong', () => {
