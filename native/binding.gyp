@@ -35,7 +35,7 @@
     {
       'target_name': 'vrift_native',
       'dependencies': ['blake3'],
-      'sources': ['src/addon.cc', 'src/vdir_writer.cc', 'src/fast_fs.cc', 'src/link_farm.cc', 'src/tree_parse.cc', 'src/tree_blobs.cc', 'src/blob_io.cc', 'src/zstd.cc', 'src/blake3_hash.cc', 'src/layout.cc', 'src/bao_napi.cc', 'src/bao_outboard.cc', 'src/bao_verify.cc', 'src/bao_stream.cc', 'src/gcm.cc'],
+      'sources': ['src/addon.cc', 'src/vdir_writer.cc', 'src/fast_fs.cc', 'src/link_farm.cc', 'src/tree_parse.cc', 'src/tree_blobs.cc', 'src/blob_io.cc', 'src/zstd.cc', 'src/blake3_hash.cc', 'src/layout.cc', 'src/bao_napi.cc', 'src/bao_outboard.cc', 'src/bao_verify.cc', 'src/bao_stream.cc', 'src/gcm.cc', 'src/gcm_vaes.cc'],
       'libraries': ['-ldl'],
       # Headers only (no gyp dependency on node-addon-api's targets: with a
       # symlinked node_modules that drops stamp files outside build/).

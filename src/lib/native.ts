@@ -151,6 +151,13 @@ export interface NativeGcmCipher {
   seal(aad: Uint8Array, body: Uint8Array, tag: Uint8Array): void;
   /** Decrypts `body` in place with the next nonce; false when the tag does not verify. */
   open(aad: Uint8Array, body: Uint8Array, tag: Uint8Array): boolean;
+  /**
+   * Authenticates the next frame (the next nonce); false when its tag does not verify. `body` may stay
+   * ciphertext (the VAES path: nothing is decrypted before the tag verifies): `plain` then decrypts it.
+   */
+  check(aad: Uint8Array, body: Uint8Array, tag: Uint8Array): boolean;
+  /** The plaintext of `src`, bytes of the last frame `check` passed from `at` bytes into its body, into `dst` (as long; may be `src`). */
+  plain(src: Uint8Array, at: number, dst: Uint8Array): void;
 }
 
 export interface NativeAddon {

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SEAL_MAX_FRAME, SealedSocket, sealKeys } from '../../src/lib/sealed-socket.js';
+import { SEAL_MAX_FRAME, type SealedFrame, SealedSocket, sealKeys } from '../../src/lib/sealed-socket.js';
 import { F, SwarmChannel } from '../../src/node/swarm/channel.js';
 
 const servers: Server[] = [];
@@ -59,24 +59,40 @@ async function pair(opts: { wire?: (chunk: Buffer) => Buffer } = {}): Promise<{ 
   return { client, server };
 }
 
-/** Everything the server side reads until the client's end frame, or the error that ended it. */
-function collect(s: SealedSocket, pauseEvery = 0): Promise<{ bytes: Buffer; frames: number; error?: { code?: string; message: string } }> {
+/** A frame's bytes taken as an archive reader takes them: in pieces of every size, some in place, some into another buffer. */
+function takeInPieces(frame: SealedFrame): Buffer {
+  const out = Buffer.alloc(frame.byteLength);
+  for (let at = 0, k = 0; at < frame.byteLength; k++) {
+    const n = Math.min(frame.byteLength - at, [1, 15, 41, 4096, 70_001, 300_000][k % 6]!);
+    if (k % 2) frame.copyTo(at, n, out, at);
+    else out.set(frame.view(at, n), at);
+    at += n;
+  }
+  return out;
+}
+
+/**
+ * Everything the server side reads until the client's end frame, or the
+ * error that ended it; `lazy`: through readFrames, each frame taken in
+ * pieces (takeInPieces).
+ */
+function collect(s: SealedSocket, pauseEvery = 0, lazy = false): Promise<{ bytes: Buffer; frames: number; error?: { code?: string; message: string } }> {
   return new Promise((resolve) => {
     const got: Buffer[] = [];
     let frames = 0;
     s.socket.on('error', (e) => resolve({ bytes: Buffer.concat(got), frames, error: e as { code?: string; message: string } }));
     s.onClose(() => resolve({ bytes: Buffer.concat(got), frames }));
-    s.read(
-      (chunk) => {
-        got.push(Buffer.from(chunk));
-        frames++;
-        if (pauseEvery && frames % pauseEvery === 0) {
-          setTimeout(() => s.resume(), 5);
-          return false;
-        }
-      },
-      () => resolve({ bytes: Buffer.concat(got), frames }),
-    );
+    const take = (bytes: Buffer) => {
+      got.push(bytes);
+      frames++;
+      if (pauseEvery && frames % pauseEvery === 0) {
+        setTimeout(() => s.resume(), 5);
+        return false;
+      }
+    };
+    const ended = () => resolve({ bytes: Buffer.concat(got), frames });
+    if (lazy) s.readFrames((frame) => take(takeInPieces(frame)), ended);
+    else s.read((chunk) => take(Buffer.from(chunk)), ended);
   });
 }
 
@@ -95,6 +111,41 @@ describe('sealed sockets', () => {
     expect(r.frames).toBe(1 + 1 + 4 + 1);
     expect(flushed).toBe(parts.length);
     expect((await server).complete).toBe(true);
+  });
+
+  it('hand frames on checked and still sealed (readFrames): every piece taken, in place or into another buffer, is the plaintext', async () => {
+    const { client, server } = await pair();
+    const parts = [randomBytes(1), randomBytes(SEAL_MAX_FRAME), randomBytes(2 * SEAL_MAX_FRAME + 17), randomBytes(5000)];
+    const done = collect(await server, 3, true);
+    for (const p of parts) client.write(Buffer.from(p));
+    client.end();
+    const r = await done;
+    expect(r.error).toBeUndefined();
+    expect(r.bytes.equals(Buffer.concat(parts))).toBe(true);
+    expect(r.frames).toBe(1 + 1 + 3 + 1);
+  });
+
+  it('a frame reader takes each byte once, in order', async () => {
+    const { client, server } = await pair();
+    const s = await server;
+    const errors: string[] = [];
+    const got = new Promise<void>((resolve) =>
+      s.readFrames((frame) => {
+        frame.view(0, 10);
+        for (const again of [() => frame.view(5, 1), () => frame.copyTo(0, 10, Buffer.alloc(10), 0), () => frame.view(10, frame.byteLength)]) {
+          try {
+            again();
+          } catch (e) {
+            errors.push((e as Error).message);
+          }
+        }
+        resolve();
+      }),
+    );
+    client.write(randomBytes(100));
+    await got;
+    expect(errors).toEqual([expect.stringMatching(/out of order/), expect.stringMatching(/out of order/), expect.stringMatching(/out of order/)]);
+    client.socket.destroy();
   });
 
   it('send the other way too (the server answers the client)', async () => {
@@ -124,6 +175,25 @@ describe('sealed sockets', () => {
     const r = await done;
     expect(r.error).toMatchObject({ code: 'ERR_VRIFT_PEER_FORGED', message: expect.stringMatching(/authentication tag/) });
     expect(r.bytes.byteLength).toBe(100); // the first frame only
+    client.socket.destroy();
+  });
+
+  it('refuse an altered frame before a frame reader sees it (readFrames)', async () => {
+    let seen = 0;
+    const { client, server } = await pair({
+      wire: (c) => {
+        const out = Buffer.from(c);
+        for (let i = 0; i < out.byteLength; i++, seen++) if (seen === 120 + 4 + 999) out[i]! ^= 0x40;
+        return out;
+      },
+    });
+    const done = collect(await server, 0, true);
+    client.write(randomBytes(100));
+    client.write(randomBytes(1000));
+    client.write(randomBytes(1000));
+    const r = await done;
+    expect(r.error).toMatchObject({ code: 'ERR_VRIFT_PEER_FORGED' });
+    expect(r.bytes.byteLength).toBe(100);
     client.socket.destroy();
   });
 

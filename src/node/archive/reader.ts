@@ -73,6 +73,27 @@ const DEFAULT_MAX_BLOB = 64 * 1024 ** 3;
 export interface ChunkPump {
   pump(sink: (chunk: Uint8Array) => boolean | void): Promise<void>;
   resumePump(): void;
+  /** The same, with chunks whose bytes are produced as the reader takes them (LazyChunk). */
+  pumpLazy?(sink: (chunk: LazyChunk) => boolean | void): Promise<void>;
+}
+
+/**
+ * A chunk whose bytes are produced as they are taken, each range once and
+ * in order (a sealed frame whose tag verified: its bytes are decrypted
+ * where the reader wants them, a blob's straight into its batch).
+ */
+export interface LazyChunk {
+  readonly byteLength: number;
+  /** Bytes [at, at+len), in place (valid during the push). */
+  view(at: number, len: number): Uint8Array;
+  /** Bytes [at, at+len), into `dst` at `dstOff`. */
+  copyTo(at: number, len: number, dst: Uint8Array, dstOff: number): void;
+}
+
+type AnyChunk = Uint8Array | LazyChunk;
+
+function viewOf(chunk: AnyChunk, at: number, len: number): Uint8Array {
+  return chunk instanceof Uint8Array ? chunk.subarray(at, at + len) : chunk.view(at, len);
 }
 
 function isPump(source: unknown): source is ChunkPump {
@@ -98,7 +119,7 @@ export async function readArchive(admission: Admission, source: AsyncIterable<Ui
   const parser = new ArchiveParser(admission, opts);
   let own: unknown; // an error of the reader itself (malformed input, a full disk), not of the source
   let stopped = false; // opts.stop() said so
-  const take = (chunk: Uint8Array): void => {
+  const take = (chunk: AnyChunk): void => {
     try {
       parser.push(chunk);
     } catch (e) {
@@ -116,7 +137,7 @@ export async function readArchive(admission: Admission, source: AsyncIterable<Ui
   };
   try {
     if (isPump(source)) {
-      await source.pump((chunk) => {
+      const sink = (chunk: AnyChunk): boolean => {
         take(chunk);
         if (parser.enough || opts.stop?.()) throw ENOUGH;
         if (!parser.busy()) return true;
@@ -127,7 +148,8 @@ export async function readArchive(admission: Admission, source: AsyncIterable<Ui
           () => source.resumePump(),
         );
         return false;
-      });
+      };
+      await (source.pumpLazy ? source.pumpLazy(sink) : source.pump(sink));
     } else {
       for await (const chunk of source) {
         take(chunk);
@@ -261,7 +283,7 @@ export class ArchiveParser {
   }
 
   /** Takes the next chunk of the stream (it may be reused by the caller once this returns). */
-  push(chunk: Uint8Array): void {
+  push(chunk: Uint8Array | LazyChunk): void {
     // A batch came back with an error (or a rejection the caller threw on): stop reading.
     this.batcher.check();
     const res = this.res;
@@ -271,8 +293,9 @@ export class ArchiveParser {
     while (off < chunk.byteLength && !this.enough) {
       if (this.state === 'body') {
         const n = Math.min(this.remaining, chunk.byteLength - off);
-        if (this.batched) this.batcher.write(chunk.subarray(off, off + n));
-        else this.writer?.write(chunk.subarray(off, off + n));
+        // A batched blob's bytes go straight into its batch (a sealed frame decrypts them there); a skipped one's are never decrypted.
+        if (this.batched) this.batcher.write(chunk, off, n);
+        else this.writer?.write(viewOf(chunk, off, n));
         this.remaining -= n;
         off += n;
         if (this.remaining === 0) this.endBody();
@@ -281,7 +304,7 @@ export class ArchiveParser {
       if (this.state === 'done') this.fail('ERR_VRIFT_ARCHIVE_MALFORMED', 'bytes after the end frame');
       const small = this.small;
       const n = Math.min(this.need - this.fill, chunk.byteLength - off);
-      small.set(chunk.subarray(off, off + n), this.fill);
+      small.set(viewOf(chunk, off, n), this.fill);
       this.fill += n;
       off += n;
       if (this.fill < this.need) continue;

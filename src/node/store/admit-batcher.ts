@@ -65,10 +65,12 @@ export class AdmitBatcher {
     this.used += size;
   }
 
-  write(chunk: Uint8Array): void {
+  /** The next `n` bytes of the current blob: `chunk`'s from `at` (a LazyChunk writes them straight into the batch). */
+  write(chunk: Uint8Array | { copyTo(at: number, len: number, dst: Uint8Array, dstOff: number): void }, at: number, n: number): void {
     const c = this.cur!;
-    this.buf.set(chunk, c.offset + c.filled);
-    c.filled += chunk.byteLength;
+    if (chunk instanceof Uint8Array) this.buf.set(at === 0 && n === chunk.byteLength ? chunk : chunk.subarray(at, at + n), c.offset + c.filled);
+    else chunk.copyTo(at, n, this.buf, c.offset + c.filled);
+    c.filled += n;
   }
 
   /** Ends the current blob: it is verified and admitted (or rejected) with its batch. */
