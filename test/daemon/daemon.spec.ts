@@ -2,7 +2,7 @@
 // and what it does with bad requests and strangers.
 import { execFileSync } from 'node:child_process';
 import { connect } from 'node:net';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -63,6 +63,8 @@ describe('vriftd', () => {
     expect(st.addresses.control).toBe(join(home, 'run', 'vriftd.sock'));
     expect(statSync(st.addresses.control).mode & 0o777).toBe(0o600);
     expect(statSync(join(home, 'run')).mode & 0o777).toBe(0o700);
+    // Started with room in its old space: V8's default made a busy daemon run a full GC every few hundred ms.
+    expect(readFileSync(`/proc/${up.pid}/cmdline`, 'utf8').split('\0')).toContain('--initial-old-space-size=128');
 
     const again = vrift(['up', '--detach'], { home });
     expect(again.code).toBe(2);
