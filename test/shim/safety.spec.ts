@@ -192,12 +192,15 @@ describe('when the daemon is not there', () => {
     expect(w.vrift(['up', '--detach']).code).toBe(0);
     expect(w.run(`mkdir -p '${w.mnt}/burst'`).code).toBe(0);
     const pid = Number(readFileSync(join(w.home, 'run', 'vriftd.pid'), 'utf8'));
+    // Read before the freeze: opening the store takes LMDB's write lock,
+    // which a daemon frozen inside a commit holds until it runs again.
+    const env = shimEnv('frozen');
     // Frozen, it publishes nothing and records nothing in LMDB: only the
     // shims' journal files know of these creates, mkdirs and unlinks.
     process.kill(pid, 'SIGSTOP');
     try {
       const r = w.plain(`cd '${w.mnt}/burst' && for i in $(seq 1 120); do echo $i > f$i; done && mkdir sub && echo x > sub/y && rm f7 && echo made`, {
-        env: shimEnv('frozen'),
+        env,
         timeoutMs: 30_000,
       });
       expect(r.stdout, r.stderr).toBe('made\n');
