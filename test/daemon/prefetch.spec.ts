@@ -163,8 +163,14 @@ describe('traces and prefetch', () => {
     expect(job.stdout.split(' ')[0]).toBe(createHash('sha256').update(Buffer.concat(order.map((f) => readFileSync(join(t.dir, f))))).digest('hex'));
     await until(() => mountOf(c, mntC).prefetch.state === 'done', 'the prefetch to end');
     const m = mountOf(c, mntC);
-    // Every blob came with the batch (an open that asked meanwhile waited for it), none on its own.
-    expect(m).toMatchObject({ prefetched: { blobs: 13, bytes: 12 * 2048 + (1536 << 10) }, fetchedOnOpen: { blobs: 0, bytes: 0 }, prefetch: { trace: 13, traceFrom: 's3', failed: 0 }, bulk: null });
+    // Every small blob came with the batch (an open that asked meanwhile waited for it). The large one is
+    // fetched alongside, on its own, and the job opens it first: when its open asks before that fetch has
+    // begun (the batch starts once the trace is read, the job once MOUNT answers), the open's fetch is the
+    // one and the batch waits for it, so it counts as fetched on open; either way it is fetched once.
+    expect(m).toMatchObject({ prefetch: { trace: 13, traceFrom: 's3', failed: 0 }, bulk: null });
+    expect([0, 1]).toContain(m.fetchedOnOpen.blobs);
+    expect(m.fetchedOnOpen.bytes).toBe(m.fetchedOnOpen.blobs * (1536 << 10));
+    expect(m.prefetched).toEqual({ blobs: 13 - m.fetchedOnOpen.blobs, bytes: 12 * 2048 + (1536 << 10) - m.fetchedOnOpen.bytes });
     expect(daemonLog(c)).toContain(`prefetch: ${mntC}: start-up batch (begun with the listing): 13 of the first 13 blobs (${12 * 2048} bytes and 1 large ones alongside)`);
     // Only those: the other blobs of the frames read were not kept (and neighbors are off in this suite).
     expect(Object.values(t.digest).filter((d) => inCas(c, d)).sort()).toEqual(order.map((f) => t.digest[f]!).sort());
