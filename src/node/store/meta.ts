@@ -331,6 +331,11 @@ export class Meta {
   }
 
   async close(): Promise<void> {
+    // lmdb-js 3.5 deadlocks in its native close (the environment's writing
+    // lock still held) when it runs in the same event-loop turn as a
+    // synchronous commit: four transact() calls and then close() hung a
+    // process for ever (test/store/close.spec.ts). Let the turn end first.
+    await new Promise((resolve) => setImmediate(resolve));
     await this.root.close();
   }
 }
