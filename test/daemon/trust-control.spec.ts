@@ -3,7 +3,7 @@
 // disconnected, while other clients are still served; the daemon refuses
 // mounts at system paths itself (not only the CLI), and does not replay such
 // a mount recorded in its store after a restart.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/node/control/client.js';
 import { socketPathOf } from '../../src/node/control/paths.js';
 import { encodeFrame, F, Msg } from '../../src/node/control/protocol.js';
+import { vdirShmPath } from '../../src/node/mount/vdir-name.js';
 import { Store } from '../../src/node/store/store.js';
-import { vriftJson } from '../helpers/cli.js';
+import { vrift, vriftJson } from '../helpers/cli.js';
 import { daemonPid, startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeSampleTree } from '../helpers/trees.js';
@@ -142,5 +143,8 @@ describe('mount points the daemon refuses', () => {
     writeFileSync(join(home, 'run', 'vriftd.log'), '');
     startDaemon(home);
     expect(readFileSync(join(home, 'run', 'vriftd.log'), 'utf8')).not.toMatch(/not restoring/);
+    // Unmounted, so its VDir does not outlive the test in /dev/shm.
+    expect(vrift(['unmount', good], { home }).code).toBe(0);
+    expect(existsSync(vdirShmPath('m-planted-good'))).toBe(false);
   });
 });
