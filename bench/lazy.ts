@@ -204,6 +204,7 @@ async function main(): Promise<void> {
             note(job.name, 'lazy', timedRun(lazyCmd(job.cmd(mnt)), job.env?.(mnt), home));
             fetched.set(job.name, [...(fetched.get(job.name) ?? []), wire(home)]);
             if (job.name !== JOBS[0]!.name && job.name !== JOBS[3]!.name) note(job.name, 'warm-lazy', ownMs(lazyCmd([fsloop, 'spawn', '1', ...job.cmd(mnt)]), job.env?.(mnt), home));
+            vrift(home, ['unmount', mnt]); // (a mount's VDir outlives its daemon in /dev/shm, by design)
           }
           vrift(home, ['down']); // (pushes the tree's trace: what this job opened)
           if (SOURCE === 's3' && side === 'lazy' && round === 0 && (job === JOBS[1] || job === JOBS[2])) {
@@ -212,6 +213,7 @@ async function main(): Promise<void> {
             const mnt = join(base, `mnt${n}`);
             mkdirSync(mnt);
             note(job.name, 'traced', timedRun([process.execPath, VRIFT_BIN, 'run', '--mount', `${mnt}=${REF}`, '--', ...job.cmd(mnt)], job.env?.(mnt), other));
+            vrift(other, ['unmount', mnt]);
             vrift(other, ['down']);
           }
         }
