@@ -85,7 +85,7 @@ int vr_high_fd_floor(void)
  */
 void vr_reserve_high_fds(void)
 {
-    int fd = (int)VR_SYS4(SYS_openat, AT_FDCWD, "/", O_PATH | O_CLOEXEC, 0);
+    int fd = vr_openat(AT_FDCWD, "/", O_PATH | O_CLOEXEC, 0);
     if (fd < 0)
         return;
     int top = vr_fcntl(fd, F_DUPFD_CLOEXEC, vr_high_fd_floor() + 4 * VR_MAX_MOUNTS);

@@ -422,6 +422,7 @@ int vr_owns_fd(int fd);
 void vr_disown_fd(int fd);
 /** Lowest descriptor number the shim keeps its own descriptors at or above. */
 int vr_high_fd_floor(void);
+/** Grows the descriptor table over those numbers at start, while the process has one thread (ipc.c says why). */
 void vr_reserve_high_fds(void);
 /** Moves the socket away from `fd` (the program wants that number). */
 void vr_ipc_evict(int fd);

@@ -60,6 +60,16 @@ async function pair(opts: { wire?: (chunk: Buffer) => Buffer } = {}): Promise<{ 
 }
 
 /** A frame's bytes taken as an archive reader takes them: in pieces of every size, some in place, some into another buffer. */
+/** A `wire` for pair(): flips the bits of `mask` in the byte at `at` of the client-to-server stream. */
+function flipBit(at: number, mask: number): (chunk: Buffer) => Buffer {
+  let seen = 0;
+  return (c) => {
+    const out = Buffer.from(c);
+    for (let i = 0; i < out.byteLength; i++, seen++) if (seen === at) out[i]! ^= mask;
+    return out;
+  };
+}
+
 function takeInPieces(frame: SealedFrame): Buffer {
   const out = Buffer.alloc(frame.byteLength);
   for (let at = 0, k = 0; at < frame.byteLength; k++) {
@@ -159,15 +169,8 @@ describe('sealed sockets', () => {
   });
 
   it('refuse a frame altered on the wire: ERR_VRIFT_PEER_FORGED, and nothing of it handed on', async () => {
-    let seen = 0;
     // Flip one bit of the ciphertext of the second frame (its bytes 4 … after the first frame's 4 + 100 + 16).
-    const { client, server } = await pair({
-      wire: (c) => {
-        const out = Buffer.from(c);
-        for (let i = 0; i < out.byteLength; i++, seen++) if (seen === 120 + 4 + 10) out[i]! ^= 1;
-        return out;
-      },
-    });
+    const { client, server } = await pair({ wire: flipBit(120 + 4 + 10, 1) });
     const done = collect(await server);
     client.write(randomBytes(100));
     client.write(randomBytes(1000));
@@ -179,14 +182,7 @@ describe('sealed sockets', () => {
   });
 
   it('refuse an altered frame before a frame reader sees it (readFrames)', async () => {
-    let seen = 0;
-    const { client, server } = await pair({
-      wire: (c) => {
-        const out = Buffer.from(c);
-        for (let i = 0; i < out.byteLength; i++, seen++) if (seen === 120 + 4 + 999) out[i]! ^= 0x40;
-        return out;
-      },
-    });
+    const { client, server } = await pair({ wire: flipBit(120 + 4 + 999, 0x40) });
     const done = collect(await server, 0, true);
     client.write(randomBytes(100));
     client.write(randomBytes(1000));
@@ -232,14 +228,7 @@ describe('sealed sockets', () => {
   });
 
   it('a swarm channel over a tampered connection closes as forged', async () => {
-    let seen = 0;
-    const { client, server } = await pair({
-      wire: (c) => {
-        const out = Buffer.from(c);
-        for (let i = 0; i < out.byteLength; i++, seen++) if (seen === 4 + 20) out[i]! ^= 0x80;
-        return out;
-      },
-    });
+    const { client, server } = await pair({ wire: flipBit(4 + 20, 0x80) });
     const s = await server;
     const closed = new Promise<{ why: string; forged: boolean }>((resolve) => {
       new SwarmChannel(s, { pieces: 8, maxPiece: 1 << 20, maxOutboard: 1024 }, { frame: () => undefined, closed: (why, forged) => resolve({ why, forged }) });
