@@ -5,7 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { packageRoot } from '../src/lib/native.js';
+import { loadNative, packageRoot } from '../src/lib/native.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, VDIR_F_REMOTE, VDir, type VDirEntryInput } from '../src/node/mount/vdir.js';
 import { encodeNames } from '../src/node/store/names.js';
 import { encodeTree, sortEntries, type TreeEntry } from '../src/node/store/tree.js';
@@ -357,6 +357,32 @@ describe('VDir writer', () => {
     const seen = hammer(['lookup', built.stats().shmPath, ...sorted.map((e) => e.path)]).lines;
     expect(seen.map((l) => l.rc)).toEqual(sorted.map(() => 0));
     expect(seen[sorted.findIndex((e) => e.path === 'a/b/f7')]).toMatchObject({ size: 7, blob: `${CAS}/00/${'0'.repeat(64)}` });
+  });
+
+  it('builds from a names blob on a worker thread as it does on the caller\'s; refuses what does not parse, leaves no object, and cannot be closed mid-build', async () => {
+    const entries: TreeEntry[] = [{ path: 'a', kind: 'dir', mode: 0o755, size: 0 }];
+    for (let i = 0; i < 20_000; i++) entries.push({ path: `a/f${i}`, kind: 'file', mode: i % 3 ? 0o644 : 0o755, size: i, digest: hex(i % 256) });
+    const names = encodeNames(sortEntries(entries));
+    const sync = VDir.fromNames(`spec-${process.pid}-${++seq}`, { casRoot: CAS, mountRoot: MNT, names, mtimeSec: 1800000000 });
+    open.push(sync);
+    const built = await VDir.fromNamesAsync(`spec-${process.pid}-${++seq}`, { casRoot: CAS, mountRoot: MNT, names, mtimeSec: 1800000000 });
+    open.push(built);
+    expect(built.stats().entries).toBe(sync.stats().entries);
+    for (const p of ['a', 'a/f0', 'a/f7', 'a/f19999']) expect({ ...built.lookup(p)!, check: 0 }).toEqual({ ...sync.lookup(p)!, check: 0 });
+    const seen = hammer(['lookup', built.stats().shmPath, 'a/f7', 'a/f19999']).lines;
+    expect(seen.map((l) => l.rc)).toEqual([0, 0]);
+    // a names blob that does not parse: refused as the synchronous build refuses it, and no object is left
+    const bad = Buffer.from(names.toString('utf8').replace('a/f10\0', 'a/../f10\0'));
+    await expect(VDir.fromNamesAsync(`spec-${process.pid}-badasync`, { casRoot: CAS, mountRoot: MNT, names: bad, mtimeSec: 1 })).rejects.toMatchObject({ code: 'ERR_VRIFT_VDIR_INVALID' });
+    expect(existsSync(`/dev/shm/vrift.${process.getuid!()}.spec-${process.pid}-badasync`)).toBe(false);
+    // While a worker thread builds it, the writer refuses to close (it would unmap what the thread writes).
+    const { VDirWriter } = loadNative();
+    const w = new VDirWriter(`spec-${process.pid}-${++seq}`, CAS, MNT, 0, 0);
+    const building = w.applyNamesAsync(names, 1);
+    expect(() => w.close(true)).toThrow(/still being built/);
+    expect(() => w.applyNamesAsync(names, 1)).toThrow(/being built already/);
+    await expect(building).resolves.toBe(sync.stats().entries - 1);
+    w.close(true);
   });
 
   it('refuses to build from a tree that does not parse, or ctimes that do not match it, and leaves no object', () => {

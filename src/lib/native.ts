@@ -17,6 +17,8 @@ export interface NativeVDirWriter {
   /** Every entry of an encoded tree as one batch (ctimes: one per entry, 0 = unknown); returns the number of entries. */
   /** names: `tree` is a tree's names blob (files name 0…0). */
   applyTree(tree: Buffer, mtimeSec: number, ctimes?: BigUint64Array, names?: boolean): number;
+  /** applyTree(names, mtimeSec, undefined, true) on a worker thread; the writer must not be used until it settles. */
+  applyNamesAsync(names: Buffer, mtimeSec: number): Promise<number>;
   lookup(path: string): NativeVDirEntry | undefined;
   /** -1 when absent, else (mode & S_IFMT) + flags * 65536. */
   probe(path: string): number;
@@ -175,6 +177,8 @@ export interface NativeAddon {
   checkTreeEncoding(tree: Buffer): Float64Array;
   /** A names blob checked as checkTreeEncoding checks a tree; fileStarts[i]: where file i's entry begins. */
   checkNames(names: Buffer): { counts: Float64Array; fileStarts: Uint32Array };
+  /** checkNames on a worker thread (rejects as checkNames throws). */
+  checkNamesAsync(names: Buffer): Promise<{ counts: Float64Array; fileStarts: Uint32Array }>;
   /** An encoded tree's distinct file blobs in tree order, and an index of them (native/src/tree_blobs.cc). Throws "malformed tree: …" (code EINVAL). */
   treeBlobList(tree: Buffer): { digests: Buffer; sizes: Float64Array; exec: Uint8Array; table: Int32Array; bytes: number; first: Int32Array; next: Int32Array; paths: Float64Array };
   fastFs: NativeFastFs;

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { hashBuffer } from '../../src/lib/digest.js';
 import { parseRefRecord, RefSigner, verifyRefRecord } from '../../src/lib/ref-signature.js';
 import { buildLazyIndex, decodeLazyHead, PIECE_FILES, pieceRange, pieceVerifies } from '../../src/node/store/lazy-index.js';
-import { checkNames, decodeNames, encodeNames } from '../../src/node/store/names.js';
+import { checkNames, checkNamesAsync, decodeNames, encodeNames } from '../../src/node/store/names.js';
 import { encodeTree, decodeTree, type TreeEntry } from '../../src/node/store/tree.js';
 
 const digest = () => randomBytes(32).toString('hex');
@@ -42,7 +42,7 @@ describe('the names blob', () => {
     expect(decodeNames(encodeNames(entries))).toEqual(entries.map(({ digest: _d, ...rest }) => rest));
   });
 
-  it('refuses what a tree would refuse (order, parents, modes), and any other header, in TypeScript and in the addon', () => {
+  it('refuses what a tree would refuse (order, parents, modes), and any other header, in TypeScript and in the addon', async () => {
     const { entries } = tree(2);
     const good = encodeNames(entries);
     const swapped = Buffer.from(good.toString('latin1').replace('f 644 0 lib/m0.js\0f 644 1 lib/m1.js\0', 'f 644 1 lib/m1.js\0f 644 0 lib/m0.js\0'), 'latin1');
@@ -56,6 +56,11 @@ describe('the names blob', () => {
       expect(() => read(badMode)).toThrow();
       expect(() => read(otherHeader)).toThrow(/header/);
       expect(() => read(cut)).toThrow();
+    }
+    // the worker thread's check (a lazy MOUNT's) refuses the same, with the same messages
+    for (const [b, why] of [[swapped, /order/], [orphan, /parent/], [badMode, /mode/], [otherHeader, /header/], [cut, /truncated|end/]] as const) {
+      await expect(checkNamesAsync(b)).rejects.toThrow(why);
+      await expect(checkNamesAsync(b)).rejects.toMatchObject({ code: 'ERR_VRIFT_TREE_MALFORMED' });
     }
   });
 
@@ -80,9 +85,11 @@ describe('the names blob', () => {
     );
   });
 
-  it('finds each file by path and by ordinal (its place among the files), and nothing else', () => {
+  it('finds each file by path and by ordinal (its place among the files), and nothing else, on either thread', async () => {
     const { entries } = tree(300);
     const { summary, files: index } = checkNames(encodeNames(entries));
+    const onWorker = await checkNamesAsync(encodeNames(entries));
+    expect(onWorker.summary).toEqual(summary);
     const theFiles = files(entries);
     expect(summary).toMatchObject({ entries: entries.length, files: theFiles.length, dirs: 3, symlinks: 1 });
     expect(index.count).toBe(theFiles.length);
@@ -90,6 +97,7 @@ describe('the names blob', () => {
       const want = { ordinal, size: f.size, exec: f.mode === 0o755 };
       expect(index.fileAt(f.path)).toEqual(want);
       expect(index.fileOf(ordinal)).toEqual({ ...want, rel: f.path });
+      expect(onWorker.files.fileOf(ordinal)).toEqual({ ...want, rel: f.path });
     });
     for (const absent of ['', 'a b', 'bin', 'link', 'lib/m', 'lib/m0.jsx', 'zz', 'a b/c d.txt/x']) expect(index.fileAt(absent)).toBeUndefined();
     expect(index.fileOf(-1)).toBeUndefined();

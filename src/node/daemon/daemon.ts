@@ -291,7 +291,10 @@ export class Daemon {
         startup: this.lazy.prefetching ? this.lazy.startupCaps : undefined,
         partial: this.mountConfig.lazyIndex,
       });
-      const rec = this.mounts.mount(tree, requireStr(f, F.PATH, 'path'), f.str(F.PROJECT), { coldListing: from !== 'local', partial: partial && { lazy: partial.lazy, names: partial.names } });
+      const path = requireStr(f, F.PATH, 'path');
+      // (a partial mount's VDir is built off the daemon's thread: its start-up set's reads go on meanwhile)
+      const prebuilt = partial && (await this.mounts.buildFromNames(path, partial.names));
+      const rec = this.mounts.mount(tree, path, f.str(F.PROJECT), { coldListing: from !== 'local', partial: partial && { lazy: partial.lazy, names: partial.names, prebuilt } });
       // Both begin once the answer is out (the tree's blob list, the check of its trace: tens of ms for
       // 100 000 entries), or at once when an open asks first. A cold mount's start-up set was read ahead
       // with its listing (Resolver.treeToMount): its batch takes it from memory.

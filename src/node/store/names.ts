@@ -51,6 +51,22 @@ export function checkNames(buf: Buffer): { summary: TreeSummary; files: NamesInd
   } catch (e) {
     throw bad((e as Error).message.replace(/^malformed tree: /, ''));
   }
+  return namesChecked(buf, checked);
+}
+
+/** checkNames on the addon's worker thread (a lazy mount's names: the daemon's thread stays on the network). */
+export async function checkNamesAsync(buf: Buffer): Promise<{ summary: TreeSummary; files: NamesIndex }> {
+  if (!isUtf8(buf)) throw bad('not valid UTF-8');
+  let checked: { counts: Float64Array; fileStarts: Uint32Array };
+  try {
+    checked = await loadNative().checkNamesAsync(buf);
+  } catch (e) {
+    throw bad((e as Error).message.replace(/^malformed tree: /, ''));
+  }
+  return namesChecked(buf, checked);
+}
+
+function namesChecked(buf: Buffer, checked: { counts: Float64Array; fileStarts: Uint32Array }): { summary: TreeSummary; files: NamesIndex } {
   const c = checked.counts;
   return { summary: { entries: c[0]!, files: c[1]!, dirs: c[2]!, symlinks: c[3]!, bytes: c[4]! }, files: new NamesIndex(buf, checked.fileStarts) };
 }
