@@ -25,7 +25,7 @@ import { GuardedTier, isLocalError } from './guarded.js';
 import { fetchHint, publishHint, type HintFetch } from './hints.js';
 import type { LocalTier } from './local.js';
 import { pushToTier, type PushInput, type TierPushResult } from './push-to-tier.js';
-import { MAX_TREE_BYTES, refTargetOf, TierError, type BlobBody, type BlobSource, type LazyPart, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
+import { MAX_TREE_BYTES, refTargetOf, TierError, type BlobBody, type BlobSource, type LazyPart, type PrepareOptions, type RefInfo, type RefTarget, type Tier, type TierLog } from './tier.js';
 
 
 export interface ChainContext {
@@ -545,8 +545,8 @@ export class Chain implements Tier {
   }
 
   /** Remote tiers that read blobs of a tree by range get ready to (their prepareTree, at once); failures are only counted. */
-  async prepareTree(tree: Digest): Promise<void> {
-    await Promise.all(this.remotes.map((tier) => tier.prepareTree?.(tree).catch(() => undefined)));
+  async prepareTree(tree: Digest, opts?: PrepareOptions): Promise<void> {
+    await Promise.all(this.remotes.map((tier) => tier.prepareTree?.(tree, opts).catch(() => undefined)));
   }
 
   /** The hint blob ref `name` names in the first remote tier that has the ref, bounded and verified (hints.ts). */

@@ -2,7 +2,7 @@
 // the wrapped tier's name and limits and passes every call through; a
 // decorator overrides only the calls it changes.
 import type { Digest } from '../lib/digest.js';
-import type { ArchivePart, BlobBody, BlobSource, LazyPart, PushResult, RefInfo, RefTarget, Tier, TreePush } from './tier.js';
+import type { ArchivePart, BlobBody, BlobSource, LazyPart, PrepareOptions, PushResult, RefInfo, RefTarget, Tier, TreePush } from './tier.js';
 
 export abstract class TierDecorator implements Tier {
   readonly name: string;
@@ -18,7 +18,7 @@ export abstract class TierDecorator implements Tier {
   readonly getOutboard?: (digest: Digest) => Promise<Buffer | undefined>;
   readonly getRange?: (digest: Digest, offset: number, length: number) => Promise<BlobBody | undefined>;
   readonly getTreeBlob?: (tree: Digest) => Promise<BlobBody | undefined>;
-  readonly prepareTree?: (tree: Digest) => Promise<void>;
+  readonly prepareTree?: (tree: Digest, opts?: PrepareOptions) => Promise<void>;
   readonly warmInTree?: (tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number) => Promise<void>;
   readonly getManyInTree?: (tree: Digest, digests: readonly Digest[], onBlob: (digest: Digest, bytes: Buffer) => Promise<void>) => Promise<void>;
   readonly getLazyPart?: (head: Digest, part: LazyPart) => Promise<Buffer | undefined>;
@@ -38,7 +38,7 @@ export abstract class TierDecorator implements Tier {
     if (inner.getOutboard) this.getOutboard = (digest) => this.getOutboardOf(digest);
     if (inner.getRange) this.getRange = (digest, offset, length) => this.getRangeOf(digest, offset, length);
     if (inner.getTreeBlob) this.getTreeBlob = (tree) => this.getTreeBlobOf(tree);
-    if (inner.prepareTree) this.prepareTree = (tree) => this.prepareTreeOf(tree);
+    if (inner.prepareTree) this.prepareTree = (tree, opts) => this.prepareTreeOf(tree, opts);
     if (inner.warmInTree) this.warmInTree = (tree, digests, maxBytes, blobMax) => this.warmInTreeOf(tree, digests, maxBytes, blobMax);
     if (inner.getManyInTree) this.getManyInTree = (tree, digests, onBlob) => this.getManyInTreeOf(tree, digests, onBlob);
     if (inner.getLazyPart) this.getLazyPart = (head, part) => this.getLazyPartOf(head, part);
@@ -76,8 +76,8 @@ export abstract class TierDecorator implements Tier {
   }
 
   /** The wrapped tier's prepareTree, for a decorator to override (called only when the tier has one). */
-  protected prepareTreeOf(tree: Digest): Promise<void> {
-    return this.inner.prepareTree!(tree);
+  protected prepareTreeOf(tree: Digest, opts?: PrepareOptions): Promise<void> {
+    return this.inner.prepareTree!(tree, opts);
   }
 
   /** The wrapped tier's getLazyPart, for a decorator to override (called only when the tier has one). */

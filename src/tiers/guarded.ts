@@ -34,7 +34,7 @@ import { isVriftError, type VriftError } from '../lib/errors.js';
 import { TIER_COUNTERS as M, TIER_REQUEST_SECONDS, type Metrics } from '../lib/metrics.js';
 import { CircuitBreaker, withRetry } from './breaker.js';
 import { TierDecorator } from './decorator.js';
-import { isTierError, TierError, type ArchivePart, type BlobBody, type BlobSource, type LazyPart, type PushResult, type RefInfo, type RefTarget, type Tier, type TierLog, type TreePush } from './tier.js';
+import { isTierError, TierError, type ArchivePart, type BlobBody, type BlobSource, type LazyPart, type PrepareOptions, type PushResult, type RefInfo, type RefTarget, type Tier, type TierLog, type TreePush } from './tier.js';
 
 export interface GuardOptions {
   retries: number;
@@ -89,8 +89,8 @@ export class GuardedTier extends TierDecorator {
     return this.guard('getManyInTree', () => super.getManyInTreeOf(tree, digests, onBlob));
   }
 
-  protected override prepareTreeOf(tree: Digest): Promise<void> {
-    return this.guard('prepareTree', () => super.prepareTreeOf(tree));
+  protected override prepareTreeOf(tree: Digest, opts?: PrepareOptions): Promise<void> {
+    return this.guard('prepareTree', () => super.prepareTreeOf(tree, opts));
   }
 
   protected override warmInTreeOf(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void> {

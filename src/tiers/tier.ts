@@ -118,6 +118,11 @@ export type LazyPart =
   /** The locator records of file ordinals [first, end): 64 bytes each (S3: src/tiers/s3/locator.ts). */
   | { kind: 'records'; first: number; end: number };
 
+/** What prepareTree loads: `indexes: false` leaves the packs' indexes (a mount from the lazy index reads by locator record). */
+export interface PrepareOptions {
+  indexes?: boolean;
+}
+
 export interface PushResult {
   /** Blobs and bytes that actually moved. */
   blobs: number;
@@ -193,10 +198,12 @@ export interface Tier {
   /**
    * Optional: gets ready to read blobs of `tree` out of its bulk form (S3:
    * loads the tree's manifest and its packs' indexes), so the first
-   * `getInTree` of a lazy mount does not wait for them. Never needed for
+   * `getInTree` of a lazy mount does not wait for them. With `indexes:
+   * false`, only what reads by locator record need (S3: the manifest, not
+   * the packs' indexes): a mount from the lazy index. Never needed for
    * correctness; a failure shows again on the read that meets it.
    */
-  prepareTree?(tree: Digest): Promise<void>;
+  prepareTree?(tree: Digest, opts?: PrepareOptions): Promise<void>;
   /**
    * Optional: starts reading the bytes of `digests` of `tree` (in that
    * order, those under `blobMax` bytes, up to `maxBytes` of them) out of

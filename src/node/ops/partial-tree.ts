@@ -17,7 +17,7 @@ import type { StartupCaps } from './resolver.js';
 import { chooseStartup } from './startup-choice.js';
 import { MAX_TREE_BYTES } from '../../tiers/tier.js';
 import { decodeLazyHead, LOCATOR_LOOSE, LOCATOR_RECORD, pieceKey, pieceRange, pieceVerifies, rememberLazyTree, type LazyHead } from '../store/lazy-index.js';
-import { checkNames, NamesIndex, type NamedFile } from '../store/names.js';
+import { checkNamesAsync, NamesIndex, type NamedFile } from '../store/names.js';
 import type { Store } from '../store/store.js';
 
 const RECORD = LOCATOR_RECORD;
@@ -71,7 +71,7 @@ export class PartialTree {
     tree: Digest,
     lazy: Digest,
     log: (line: string) => void,
-    /** Called as soon as the head is checked (before the names): pieces and blobs may be read from then on. */
+    /** Called as soon as the head is checked: pieces may be read from then on, blobs once the names are here (namesHere). */
     early?: (pt: PartialTree) => void,
   ): Promise<PartialTree | undefined> {
     const refuse = (why: string): undefined => {
@@ -88,13 +88,18 @@ export class PartialTree {
       const head = decodeLazyHead(headBytes, lazy, tree);
       if ('problem' in head) return refuse(`its head was refused: ${head.problem}`);
       const pt = new PartialTree(store, chain, tree, lazy, head);
-      const names = store.cas.has(head.names) ? store.cas.readVerified(head.names) : (await (namesRead ?? chain.fetchLazyPart(lazy, { kind: 'names', bytes: head.namesBytes })))?.bytes;
-      // (after the names: its reads would delay them, and the mount waits for the names)
+      pt.namesHere = new Promise<void>((r) => (pt.namesArrived = r));
       early?.(pt);
+      let names: Buffer | undefined;
+      try {
+        names = store.cas.has(head.names) ? store.cas.readVerified(head.names) : (await (namesRead ?? chain.fetchLazyPart(lazy, { kind: 'names', bytes: head.namesBytes })))?.bytes;
+      } finally {
+        pt.namesArrived();
+      }
       if (!names) return refuse('no tier holds its names');
       if (names.length !== head.namesBytes || hashBuffer(names) !== head.names) return refuse('its names blob was refused: it does not hash to the head\'s');
       try {
-        const { summary, files } = checkNames(names);
+        const { summary, files } = await checkNamesAsync(names);
         if (summary.files !== head.files) return refuse(`its names list ${summary.files} files, its head ${head.files}`);
         pt.names = names;
         pt.files = files;
@@ -114,7 +119,8 @@ export class PartialTree {
 
   /**
    * A traced start's first files, begun before the names are here (the
-   * head is): their pieces, then their blobs where the records place them
+   * head is): their pieces at once, then (once the names are here) their
+   * blobs where the records place them
    * (sizes from the records: what is past `caps.bytes` is left for later),
    * verified into the CAS, nothing published (the mount does that once it
    * exists: partial-starts.ts). The large ones among them (up to
@@ -127,12 +133,20 @@ export class PartialTree {
     return this.early;
   }
 
+  /**
+   * Settles once the names have arrived (or failed to): the early reads of
+   * blobs wait for it. Begun at once they took the origin from the names
+   * the mount waits for (~70 ms later on s3rver); the pieces are small.
+   */
+  namesHere: Promise<void> = Promise.resolve();
+  private namesArrived = (): void => undefined;
+
   /** What prefetchEarly is reading (the start-up set waits for it rather than read the same frames again). */
   early: Promise<void> = Promise.resolve();
 
   private async readEarly(ordinals: readonly number[], caps: StartupCaps, fetchLoose: (digest: Digest, size: number) => Promise<unknown>): Promise<void> {
     const first = ordinals.slice(0, EARLY_ORDINALS);
-    await this.loadPieces(first);
+    await Promise.all([this.loadPieces(first), this.namesHere]);
     // Each file's place as its record gives it (its piece checked); empty files and small ones kept on their own are not the set's.
     const placed = first.flatMap((o) => {
       const k = Math.floor(o / this.head.pieceFiles);

@@ -276,13 +276,15 @@ export class Resolver {
       // The tiers' ordinal trace, checked once (the early reads and the mount's start-up set both take it).
       let decoded: ReturnType<typeof decodeOrdinalTrace> | undefined;
       const decodeTheirs = (bytes: Buffer, files: number) => (decoded ??= decodeOrdinalTrace(bytes, tree, files));
-      // Once the head is checked, a traced start reads its first files' pieces and blobs while the names arrive.
+      // Once the head is checked, a traced start reads its first files' pieces while the names arrive, then their blobs.
       const early = (pt: PartialTree) => {
         if (!opts.startup) return;
         const caps = opts.startup;
         const first = local.length > 0 ? Promise.resolve(local) : (ordinals ?? Promise.resolve(undefined)).then((h) => (h && 'bytes' in h ? decodeTheirs(h.bytes, pt.head.files) : undefined));
         void first.then((o) => (Array.isArray(o) && o.length > 0 ? pt.prefetchEarly(o, caps, (digest, size) => this.fetchBlob(digest, { size, tree })) : undefined)).catch(() => undefined);
       };
+      // (what reads by locator record need, S3's manifest of the tree, loads meanwhile: a first open or the start-up set's blobs would wait for it)
+      void this.chain.prepareTree(tree, { indexes: false });
       const partial = PartialTree.open(this.store, this.chain, tree, lazy, this.log, early);
       const [hint, got, theirs] = await Promise.all([trace, partial, ordinals]);
       let startup: number[] | undefined = opts.prefetch && local.length > 0 ? local : undefined;

@@ -18,7 +18,7 @@ import { ARCHIVE_MAGIC, FRAME_LEN, HEADER_LEN, TAG_BLOB } from '../../node/archi
 import type { S3Objects } from './objects.js';
 import { PackIndex, type BlobRange } from './pack-index.js';
 import { readManifest, type PackManifest, type PackRef } from './pack-manifest.js';
-import { TierError, type BlobBody } from '../tier.js';
+import { TierError, type BlobBody, type PrepareOptions } from '../tier.js';
 
 /** Manifests kept (a few hundred bytes each). */
 const MANIFESTS = 1024;
@@ -121,8 +121,9 @@ export class PackBlobReader {
   }
 
   /** The manifest of `tree` and the indexes of its packs, loaded (and kept) ahead of the reads that need them. */
-  async prepare(tree: Digest): Promise<void> {
+  async prepare(tree: Digest, opts: PrepareOptions = {}): Promise<void> {
     const m = await this.manifest(tree);
+    if (opts.indexes === false) return;
     await Promise.all((m?.packs ?? []).filter((p) => p.index).map((p) => this.index(p)));
   }
 

@@ -39,7 +39,7 @@ import { buildLazyIndex } from '../../node/store/lazy-index.js';
 import { encodeLocator, lazyKeys } from './locator.js';
 import { S3LazyParts } from './lazy-parts.js';
 import { manifestKey, MANIFEST_FORMAT, readManifest, type PackManifest, type PackRef } from './pack-manifest.js';
-import { MAX_TREE_BYTES, TierError, type ArchivePart, type BlobBody, type BlobSource, type PushResult, type TreePush } from '../tier.js';
+import { MAX_TREE_BYTES, TierError, type ArchivePart, type BlobBody, type BlobSource, type PrepareOptions, type PushResult, type TreePush } from '../tier.js';
 
 /** zstd level of a names blob: written once, read by every lazy mount (9: a fifth smaller than 3 at a twelfth of 19's time; 19 is 8% smaller still). */
 const NAMES_LEVEL = 9;
@@ -69,8 +69,8 @@ export class S3Packs {
   }
 
   /** Loads the manifest of `tree` and its packs' indexes (kept: pack-blob.ts), ahead of ranged reads. */
-  prepareTree(tree: Digest): Promise<void> {
-    return this.reader.prepare(tree);
+  prepareTree(tree: Digest, opts?: PrepareOptions): Promise<void> {
+    return this.reader.prepare(tree, opts);
   }
 
   /** Many blobs of `tree` by few ranged GETs of its packs (pack-blob.ts). */

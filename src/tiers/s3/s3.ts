@@ -18,7 +18,7 @@ import { baoOutboardFile } from '../../lib/bao.js';
 import { S3Objects } from './objects.js';
 import { S3Packs } from './packs.js';
 import { readStoredRef, storedRef, type RefCodec } from '../ref-trust.js';
-import { refTargetOf, type ArchivePart, type BlobBody, type BlobSource, type LazyPart, type PushResult, type RefInfo, type RefTarget, type Tier, type TierFactory, type TreePush } from '../tier.js';
+import { refTargetOf, type ArchivePart, type BlobBody, type BlobSource, type LazyPart, type PrepareOptions, type PushResult, type RefInfo, type RefTarget, type Tier, type TierFactory, type TreePush } from '../tier.js';
 
 export interface S3Config {
   bucket: string;
@@ -192,8 +192,8 @@ export class S3Tier implements Tier {
     return this.packs.getManyInTree(tree, digests, onBlob);
   }
 
-  prepareTree(tree: Digest): Promise<void> {
-    return this.packs.prepareTree(tree);
+  prepareTree(tree: Digest, opts?: PrepareOptions): Promise<void> {
+    return this.packs.prepareTree(tree, opts);
   }
 
   warmInTree(tree: Digest, digests: readonly Digest[], maxBytes: number, blobMax: number): Promise<void> {
