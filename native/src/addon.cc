@@ -476,11 +476,6 @@ Napi::Value UpperName(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, hex, 64);
 }
 
-// checkTreeEncoding(tree: Buffer) -> Float64Array [entries, files, dirs, symlinks, bytes of files]:
-// an encoded tree (or, for checkNames, a tree's names blob) checked as decodeTree checks it (but
-// for UTF-8: the caller's isUtf8), without a JS object per entry; throws "malformed tree: …" (code
-// EINVAL). With `starts` (checkNames), also where each file's entry begins, in file order: a
-// partial mount's path <-> file ordinal index.
 // What checkTreeEncoding and checkNames count: entries, files, dirs, symlinks, bytes of files; with
 // `starts`, where each file's entry begins. Counted as parsed, without a vector of records: that was
 // ~9 MB of fresh memory for 116 000 entries, whose page faults cost a new daemon's first mount ~20 ms
@@ -526,6 +521,11 @@ struct TreeCounts {
   }
 };
 
+// checkTreeEncoding(tree: Buffer) -> Float64Array [entries, files, dirs, symlinks, bytes of files]:
+// an encoded tree (or, for checkNames, a tree's names blob) checked as decodeTree checks it (but
+// for UTF-8: the caller's isUtf8), without a JS object per entry; throws "malformed tree: …" (code
+// EINVAL). With `starts` (checkNames), also where each file's entry begins, in file order: a
+// partial mount's path <-> file ordinal index.
 Napi::Value CheckTree(const Napi::CallbackInfo& info, vrift::TreeForm form, bool starts) {
   Napi::Env env = info.Env();
   auto tree = info[0].As<Napi::Buffer<char>>();

@@ -276,6 +276,23 @@ describe('one blob of a packed tree by a ranged GET', () => {
   });
 });
 
+describe('getting ready to read a packed tree', () => {
+  it('by locator record needs the manifest alone: prepareTree with indexes: false leaves the packs\' indexes unread', async () => {
+    const { tree } = save('prep/');
+    const n = node('prep/');
+    try {
+      const manifest = await n.moved(() => n.resolver.chain.prepareTree(tree, { indexes: false }));
+      expect(manifest).toBeGreaterThan(0);
+      expect(await n.moved(() => n.resolver.chain.prepareTree(tree, { indexes: false }))).toBe(0); // (kept)
+      // the full preparation then reads only what the first left: the indexes
+      expect(await n.moved(() => n.resolver.chain.prepareTree(tree))).toBeGreaterThan(0);
+      expect(await n.moved(() => n.resolver.chain.prepareTree(tree))).toBe(0);
+    } finally {
+      await n.close();
+    }
+  });
+});
+
 describe('many blobs of a packed tree at once (a start-up batch)', () => {
   /** Every 7th small file and the medium ones: scattered over the pack, some sharing frames. */
   const scattered = (files: Entry[]) => [...small(files).filter((_, i) => i % 7 === 0), ...files.filter((f) => f.size >= 100_000)];
