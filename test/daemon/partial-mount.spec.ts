@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { zstdCompressBuffer } from '../../src/lib/zstd.js';
 import { parseRefRecord } from '../../src/lib/ref-signature.js';
 import { ROOT, vrift, vriftJson } from '../helpers/cli.js';
-import { startDaemon, stopDaemon, crashDaemon } from '../helpers/daemon.js';
+import { startDaemon, stopDaemon, crashDaemon, daemonPid } from '../helpers/daemon.js';
 import { startS3, tierEnv, type S3Server } from '../helpers/s3-server.js';
 import { tempDir } from '../helpers/tmp.js';
 import { writeOriginLibs, writeSampleTree } from '../helpers/trees.js';
@@ -435,6 +435,32 @@ describe('a lazy mount from the lazy index', () => {
       // The head and names are good: the mount is partial, and the open whose piece lies gets EIO.
       expect(r.code).not.toBe(0);
       expect(log).toMatch(/piece 0 of the lazy index of tree .* was refused: its digests are not the ones the signed head names/);
+    });
+  });
+
+  it('a tree the tiers hold a trace of by digest only: a prefetching node reads the full listing, and drops the VDir it began from the names', () => {
+    const saved = save('d/');
+    // A node that mounts from the full listing pushes the trace by digest (no file ordinals) when it stops.
+    const full = { ...envOf('d/'), VRIFT_LAZY_INDEX: 'false' };
+    onNode(full, (home, mnt) => {
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'cat', join(mnt, 'src', 'main.c')], { home, env: full });
+      expect(r.code, r.stderr).toBe(0);
+      vrift(['unmount', mnt], { home, env: full });
+    });
+    const env = { ...envOf('d/'), VRIFT_PREFETCH: 'true' };
+    onNode(env, (home, mnt) => {
+      const r = vrift(['run', '--mount', `${mnt}=ci/partial`, '--', 'cat', join(mnt, 'src', 'main.c')], { home, env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(readFileSync(join(src, 'src', 'main.c'), 'utf8'));
+      const log = readFileSync(join(home, 'run', 'vriftd.log'), 'utf8');
+      expect(log).toMatch(/mount: .* \(listing from s3; files on first open\)/);
+      expect(casBlobs(home)).toContain(saved.tree);
+      // The VDir built from the names beside their check was closed: the daemon maps its one mount's VDir only.
+      const pid = daemonPid(home)!;
+      const mapped = new Set(readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').flatMap((l) => /\/dev\/shm\/(vrift\.\S+)/.exec(l)?.[1] ?? []));
+      const name = (vriftJson(['status'], { home, env }).mounts as { path: string; name: string }[]).find((m) => m.path === mnt)!.name;
+      expect([...mapped]).toEqual([expect.stringContaining(name)]);
+      vrift(['unmount', mnt], { home, env });
     });
   });
 

@@ -29,7 +29,7 @@ import { operationsHandler } from './operations.js';
 import { socketPathOf } from '../control/paths.js';
 import { acquireDaemonLock } from './lock.js';
 import { ControlServer, requireStr, type Handler } from '../control/server.js';
-import { MountManager } from '../mount/mounts.js';
+import { MountManager, type PrebuiltVDir } from '../mount/mounts.js';
 import { registerMountWrites } from '../mount/writes.js';
 import { registerNs } from '../mount/ns.js';
 import { F, Msg, type FieldList } from '../control/protocol.js';
@@ -286,14 +286,28 @@ export class Daemon {
     h.set(Msg.STATUS, (): FieldList => [[F.JSON, JSON.stringify(this.status())]]);
     h.set(Msg.MOUNT, async (f): Promise<FieldList> => {
       // Metadata first: a tree or ref this node lacks is fetched as its listing alone; files come on first open.
-      const { tree, from, partial, startup } = await this.resolver().treeToMount(requireStr(f, F.TREE, 'tree'), {
-        prefetch: this.lazy.prefetching,
-        startup: this.lazy.prefetching ? this.lazy.startupCaps : undefined,
-        partial: this.mountConfig.lazyIndex,
-      });
       const path = requireStr(f, F.PATH, 'path');
-      // (a partial mount's VDir is built off the daemon's thread: its start-up set's reads go on meanwhile)
-      const prebuilt = partial && (await this.mounts.buildFromNames(path, partial.names));
+      // A partial mount's VDir is built off the daemon's thread (its start-up set's reads go on meanwhile),
+      // begun once the names hash to their head's, beside their check.
+      let building: Promise<PrebuiltVDir> | undefined;
+      const onNames = (names: Buffer) => {
+        building = this.mounts.buildFromNames(path, names);
+        building.catch(() => undefined); // (awaited below when used)
+      };
+      const unused = () => void building?.then((b) => b.vdir.close({ unlink: true }), () => undefined);
+      const { tree, from, partial, startup } = await this.resolver()
+        .treeToMount(requireStr(f, F.TREE, 'tree'), {
+          prefetch: this.lazy.prefetching,
+          startup: this.lazy.prefetching ? this.lazy.startupCaps : undefined,
+          partial: this.mountConfig.lazyIndex,
+          onNames,
+        })
+        .catch((e: unknown) => {
+          unused();
+          throw e;
+        });
+      if (!partial) unused(); // (the full listing after all)
+      const prebuilt = partial && (await (building ?? this.mounts.buildFromNames(path, partial.names)));
       const rec = this.mounts.mount(tree, path, f.str(F.PROJECT), { coldListing: from !== 'local', partial: partial && { lazy: partial.lazy, names: partial.names, prebuilt } });
       // Both begin once the answer is out (the tree's blob list, the check of its trace: tens of ms for
       // 100 000 entries), or at once when an open asks first. A cold mount's start-up set was read ahead

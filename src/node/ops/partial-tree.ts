@@ -73,6 +73,8 @@ export class PartialTree {
     log: (line: string) => void,
     /** Called as soon as the head is checked: pieces may be read from then on, blobs once the names are here (namesHere). */
     early?: (pt: PartialTree) => void,
+    /** Called once the names hash to the head's, before their check: a mount may build its VDir from them meanwhile (the build checks them too). */
+    namesVerified?: (names: Buffer) => void,
   ): Promise<PartialTree | undefined> {
     const refuse = (why: string): undefined => {
       log(`lazy index: tree ${tree.slice(0, 12)}…: ${why}; mounting from the full listing`);
@@ -98,6 +100,7 @@ export class PartialTree {
       }
       if (!names) return refuse('no tier holds its names');
       if (names.length !== head.namesBytes || hashBuffer(names) !== head.names) return refuse('its names blob was refused: it does not hash to the head\'s');
+      namesVerified?.(names);
       try {
         const { summary, files } = await checkNamesAsync(names);
         if (summary.files !== head.files) return refuse(`its names list ${summary.files} files, its head ${head.files}`);

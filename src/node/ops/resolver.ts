@@ -240,7 +240,7 @@ export class Resolver {
    */
   async treeToMount(
     treeish: string,
-    opts: { prefetch?: boolean; startup?: StartupCaps; partial?: boolean } = {},
+    opts: { prefetch?: boolean; startup?: StartupCaps; partial?: boolean; onNames?: (names: Buffer) => void } = {},
   ): Promise<{ tree: Digest; from: string; partial?: PartialTree; startup?: number[] }> {
     let tree: Digest;
     let ref: string | null = null;
@@ -285,7 +285,7 @@ export class Resolver {
       };
       // (what reads by locator record need, S3's manifest of the tree, loads meanwhile: a first open or the start-up set's blobs would wait for it)
       void this.chain.prepareTree(tree, { indexes: false });
-      const partial = PartialTree.open(this.store, this.chain, tree, lazy, this.log, early);
+      const partial = PartialTree.open(this.store, this.chain, tree, lazy, this.log, early, opts.onNames);
       const [hint, got, theirs] = await Promise.all([trace, partial, ordinals]);
       let startup: number[] | undefined = opts.prefetch && local.length > 0 ? local : undefined;
       if (got && theirs && 'bytes' in theirs) {
