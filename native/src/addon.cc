@@ -26,6 +26,7 @@
 #include "bao_napi.h"
 #include "blake3_hash.h"
 #include "blob_io.h"
+#include "buffer_worker.h"
 #include "fast_fs.h"
 #include "gcm.h"
 #include "layout.h"
@@ -285,30 +286,19 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
   }
 
   // applyNamesAsync's work: the names and the wrapper (its writer) kept alive until it settles.
-  class ApplyNamesWorker : public Napi::AsyncWorker {
+  class ApplyNamesWorker : public vrift::BufferWorker {
    public:
     ApplyNamesWorker(Napi::Env env, VDirWriterWrap* wrap, Napi::Buffer<char> names, uint32_t mt)
-        : Napi::AsyncWorker(env),
-          deferred_(Napi::Promise::Deferred::New(env)),
-          self_(Napi::Persistent(wrap->Value())),
-          wrap_(wrap),
-          names_(Napi::Persistent(names)),
-          data_(names.Data()),
-          len_(names.Length()),
-          mt_(mt) {}
-    Napi::Promise Promise() { return deferred_.Promise(); }
+        : vrift::BufferWorker(env, names), self_(Napi::Persistent(wrap->Value())), wrap_(wrap), mt_(mt) {}
     void Execute() override {
       try {
         entries_ = ApplyEncoded(*wrap_->writer_, data_, len_, vrift::TreeForm::kNames, mt_, nullptr, 0);
       } catch (const vrift::MalformedTree& e) {
-        code_ = EINVAL;
-        SetError(e.what());
+        Fail(EINVAL, e.what());
       } catch (const vrift::VdirError& e) {
-        code_ = e.code;
-        SetError(e.what());
+        Fail(e.code, e.what());
       } catch (const std::exception& e) {
-        code_ = EIO;
-        SetError(e.what());
+        Fail(EIO, e.what());
       }
     }
     void OnOK() override {
@@ -317,21 +307,14 @@ class VDirWriterWrap : public Napi::ObjectWrap<VDirWriterWrap> {
     }
     void OnError(const Napi::Error& e) override {
       wrap_->building_ = false;
-      Napi::Error err = Napi::Error::New(Env(), e.Message());
-      err.Set("code", Napi::Number::New(Env(), code_));
-      deferred_.Reject(err.Value());
+      vrift::BufferWorker::OnError(e);
     }
 
    private:
-    Napi::Promise::Deferred deferred_;
     Napi::ObjectReference self_;  // (keeps wrap_ alive)
     VDirWriterWrap* wrap_;
-    Napi::Reference<Napi::Buffer<char>> names_;
-    const char* data_;
-    size_t len_;
     uint32_t mt_;
     size_t entries_ = 0;
-    int code_ = EIO;
   };
 
   // lookup(path) -> { mode, size, mtimeSec, flags, index, digest?, ctimeNs?, target?, nchildren?, claimIno?, check } | undefined
@@ -540,30 +523,19 @@ Napi::Value CheckTree(const Napi::CallbackInfo& info, vrift::TreeForm form, bool
 }
 
 // checkNamesAsync's work: the names kept alive until it settles.
-class CheckNamesWorker : public Napi::AsyncWorker {
+class CheckNamesWorker : public vrift::BufferWorker {
  public:
-  CheckNamesWorker(Napi::Env env, Napi::Buffer<char> names)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), names_(Napi::Persistent(names)), data_(names.Data()), len_(names.Length()) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  using vrift::BufferWorker::BufferWorker;
   void Execute() override {
     try {
       counts_ = std::make_unique<TreeCounts>(data_, len_, vrift::TreeForm::kNames, true);
     } catch (const vrift::MalformedTree& e) {
-      SetError(e.what());
+      Fail(EINVAL, e.what());
     }
   }
   void OnOK() override { deferred_.Resolve(counts_->Names(Env())); }
-  void OnError(const Napi::Error& e) override {
-    Napi::Error err = Napi::Error::New(Env(), e.Message());
-    err.Set("code", Napi::Number::New(Env(), EINVAL));
-    deferred_.Reject(err.Value());
-  }
 
  private:
-  Napi::Promise::Deferred deferred_;
-  Napi::Reference<Napi::Buffer<char>> names_;
-  const char* data_;
-  size_t len_;
   std::unique_ptr<TreeCounts> counts_;
 };
 

@@ -22,6 +22,7 @@
 // were most of the cost).
 #include "link_farm.h"
 
+#include "buffer_worker.h"
 #include "layout.h"
 #include "tree_parse.h"
 
@@ -134,15 +135,11 @@ class Shards {
 };
 
 // What checkTree and linkTree share: a promise, the tree's bytes kept alive
-// while the threads read them, and parsing them (a malformed tree rejects).
-class TreeWorker : public Napi::AsyncWorker {
+// while the threads read them (BufferWorker), and parsing them (a malformed
+// tree rejects).
+class TreeWorker : public BufferWorker {
  public:
-  TreeWorker(Napi::Env env, Napi::Buffer<char> tree)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), tree_(Napi::Persistent(tree)), data_(tree.Data()), len_(tree.Length()) {}
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  using BufferWorker::BufferWorker;
 
  protected:
   /** The tree's records; false (and the promise rejects) when it is malformed. */
@@ -155,13 +152,6 @@ class TreeWorker : public Napi::AsyncWorker {
       return false;
     }
   }
-
-  Napi::Promise::Deferred deferred_;
-
- private:
-  Napi::Reference<Napi::Buffer<char>> tree_;
-  const char* data_;
-  size_t len_;
 };
 
 // --- checkTree ---------------------------------------------------------------

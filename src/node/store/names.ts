@@ -44,29 +44,38 @@ export function decodeNames(buf: Buffer): TreeEntry[] {
  * Throws ERR_VRIFT_TREE_MALFORMED.
  */
 export function checkNames(buf: Buffer): { summary: TreeSummary; files: NamesIndex } {
-  if (!isUtf8(buf)) throw bad('not valid UTF-8');
+  utf8(buf);
   let checked: { counts: Float64Array; fileStarts: Uint32Array };
   try {
     checked = loadNative().checkNames(buf);
   } catch (e) {
-    throw bad((e as Error).message.replace(/^malformed tree: /, ''));
+    throw refused(e);
   }
-  return namesChecked(buf, checked);
+  return indexed(buf, checked);
 }
 
 /** checkNames on the addon's worker thread (a lazy mount's names: the daemon's thread stays on the network). */
 export async function checkNamesAsync(buf: Buffer): Promise<{ summary: TreeSummary; files: NamesIndex }> {
-  if (!isUtf8(buf)) throw bad('not valid UTF-8');
-  let checked: { counts: Float64Array; fileStarts: Uint32Array };
-  try {
-    checked = await loadNative().checkNamesAsync(buf);
-  } catch (e) {
-    throw bad((e as Error).message.replace(/^malformed tree: /, ''));
-  }
-  return namesChecked(buf, checked);
+  const checked = await loadNative()
+    .checkNamesAsync(utf8(buf))
+    .catch((e: unknown) => {
+      throw refused(e);
+    });
+  return indexed(buf, checked);
 }
 
-function namesChecked(buf: Buffer, checked: { counts: Float64Array; fileStarts: Uint32Array }): { summary: TreeSummary; files: NamesIndex } {
+/** `buf`, when it is UTF-8 (the addon checks everything else); throws ERR_VRIFT_TREE_MALFORMED. */
+function utf8(buf: Buffer): Buffer {
+  if (!isUtf8(buf)) throw bad('not valid UTF-8');
+  return buf;
+}
+
+/** The addon's refusal ("malformed tree: …", code EINVAL) as ERR_VRIFT_TREE_MALFORMED. */
+function refused(e: unknown): VriftError {
+  return bad((e as Error).message.replace(/^malformed tree: /, ''));
+}
+
+function indexed(buf: Buffer, checked: { counts: Float64Array; fileStarts: Uint32Array }): { summary: TreeSummary; files: NamesIndex } {
   const c = checked.counts;
   return { summary: { entries: c[0]!, files: c[1]!, dirs: c[2]!, symlinks: c[3]!, bytes: c[4]! }, files: new NamesIndex(buf, checked.fileStarts) };
 }
